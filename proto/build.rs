@@ -1,0 +1,14 @@
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "plugin/base.proto",
+        "plugin/driver.proto",
+        "plugin/go_plugin.proto",
+        "cluster/raft.proto",
+        "cluster/node.proto",
+    ];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    tonic_prost_build::configure().compile_protos(&protos, &["."])?;
+    Ok(())
+}

@@ -1,1 +1,37 @@
-//! todo
+//! openraft glue: the durable log store, the state machine over `drover-state`, snapshots
+//! on disk and the gRPC network between servers.
+//!
+//! Storage lives under `<data_dir>/raft/`:
+//! - `log`: an append-only file of checksummed records (entries, truncations, purges),
+//!   written and `fdatasync`ed by one I/O thread that groups concurrent appends into one
+//!   sync (see [`log_store`]);
+//! - `vote`, `committed`: small files replaced atomically;
+//! - `snapshot`: the last state-machine snapshot, replaced atomically.
+#![deny(clippy::disallowed_types)]
+
+pub mod io;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+pub use node::{RaftNode, RaftNodeConfig, WriteError};
+
+openraft::declare_raft_types!(
+    /// Drover's Raft types: entries carry `drover_state::Entry`, answers are
+    /// `drover_state::Response`.
+    pub TypeConfig:
+        D = drover_state::Entry,
+        R = drover_state::Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type NodeId = u64;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;

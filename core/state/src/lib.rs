@@ -1,1 +1,15 @@
-//! todo
+//! The cluster state: an in-memory store of persistent (structurally shared) maps, changed
+//! only by applying Raft [`Command`]s, with per-table modify indexes that blocking queries
+//! and the node stream watch.
+//!
+//! A [`StateSnapshot`] is a clone of the maps, which costs O(1): scheduler workers each take
+//! their own and never block writers.
+#![deny(clippy::disallowed_types)]
+
+mod command;
+mod snapshot;
+mod store;
+
+pub use command::*;
+pub use snapshot::*;
+pub use store::*;

@@ -1,0 +1,161 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Index, Resources, UnixNanos};
+
+/// What the servers want of an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredStatus {
+    #[default]
+    Run,
+    Stop,
+    Evict,
+}
+
+impl DesiredStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredStatus::Run => "run",
+            DesiredStatus::Stop => "stop",
+            DesiredStatus::Evict => "evict",
+        }
+    }
+}
+
+/// What the client reports of an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientStatus {
+    #[default]
+    Pending,
+    Running,
+    Complete,
+    Failed,
+    Lost,
+}
+
+impl ClientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientStatus::Pending => "pending",
+            ClientStatus::Running => "running",
+            ClientStatus::Complete => "complete",
+            ClientStatus::Failed => "failed",
+            ClientStatus::Lost => "lost",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ClientStatus::Complete | ClientStatus::Failed | ClientStatus::Lost)
+    }
+}
+
+/// One instance of a task group placed on a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub id: String,
+    pub namespace: String,
+    pub eval_id: String,
+    /// `<job>.<group>[<index>]`
+    pub name: String,
+    pub node_id: String,
+    pub job_id: String,
+    /// The job version this allocation runs; the job itself is looked up, never embedded.
+    pub job_version: u64,
+    pub task_group: String,
+    /// Resources reserved on the node, per task.
+    pub task_resources: BTreeMap<String, Resources>,
+    pub desired_status: DesiredStatus,
+    pub desired_description: String,
+    pub client_status: ClientStatus,
+    pub client_description: String,
+    pub task_states: BTreeMap<String, TaskState>,
+    /// The client's sequence number of the last status update applied.
+    pub client_seq: u64,
+    pub previous_allocation: String,
+    pub create_index: Index,
+    pub modify_index: Index,
+    pub create_time: UnixNanos,
+    pub modify_time: UnixNanos,
+}
+
+impl Allocation {
+    /// The allocation's index within its group, parsed from its name.
+    pub fn index(&self) -> u32 {
+        self.name
+            .rsplit_once('[')
+            .and_then(|(_, rest)| rest.strip_suffix(']'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn resources(&self) -> Resources {
+        self.task_resources.values().fold(Resources::ZERO, |acc, r| acc.add(r))
+    }
+
+    /// Whether the allocation holds (or will hold) resources on its node.
+    pub fn is_active(&self) -> bool {
+        self.desired_status == DesiredStatus::Run && !self.client_status.is_terminal()
+    }
+
+    /// Whether the allocation is finished: stopped by the servers or ended on the client.
+    pub fn is_terminal(&self) -> bool {
+        self.desired_status != DesiredStatus::Run || self.client_status.is_terminal()
+    }
+}
+
+/// A task's lifecycle state on the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskLifecycle {
+    #[default]
+    Pending,
+    Running,
+    Dead,
+}
+
+impl TaskLifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskLifecycle::Pending => "pending",
+            TaskLifecycle::Running => "running",
+            TaskLifecycle::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TaskState {
+    pub state: TaskLifecycle,
+    pub failed: bool,
+    pub restarts: u32,
+    pub started_at: UnixNanos,
+    pub finished_at: UnixNanos,
+    pub events: Vec<TaskEvent>,
+}
+
+/// Something that happened to a task. `kind` uses Nomad's event names
+/// ("Received", "Task Setup", "Started", "Terminated", "Restarting", "Killing", "Killed", ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TaskEvent {
+    pub kind: String,
+    pub time: UnixNanos,
+    pub message: String,
+    pub exit_code: i32,
+    pub signal: i32,
+    pub oom_killed: bool,
+    pub fails_task: bool,
+}
+
+/// A client's report of an allocation, carried up the node stream and through Raft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocClientUpdate {
+    pub alloc_id: String,
+    /// Per-allocation sequence number assigned by the client: older never overwrites newer.
+    pub seq: u64,
+    pub client_status: ClientStatus,
+    pub client_description: String,
+    pub task_states: BTreeMap<String, TaskState>,
+}

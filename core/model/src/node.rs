@@ -1,0 +1,81 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Index, UnixNanos};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    #[default]
+    Initializing,
+    Ready,
+    Down,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Initializing => "initializing",
+            NodeStatus::Ready => "ready",
+            NodeStatus::Down => "down",
+        }
+    }
+}
+
+/// A machine that runs allocations: what its client agent fingerprinted and registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub datacenter: String,
+    pub node_class: String,
+    pub node_pool: String,
+    pub status: NodeStatus,
+    pub status_description: String,
+    /// "eligible" or "ineligible".
+    pub scheduling_eligibility: String,
+    /// Fingerprinted attributes: `cpu.numcores`, `kernel.name`, `unique.hostname`, ...
+    pub attributes: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, String>,
+    pub resources: NodeResources,
+    /// What the operator keeps for the host itself.
+    pub reserved: NodeResources,
+    pub drivers: BTreeMap<String, DriverInfo>,
+    pub http_addr: String,
+    pub status_updated_at: UnixNanos,
+    pub create_index: Index,
+    pub modify_index: Index,
+}
+
+impl Node {
+    pub fn is_ready(&self) -> bool {
+        self.status == NodeStatus::Ready && self.scheduling_eligibility == "eligible"
+    }
+
+    /// The resources left for allocations once the reserved part is taken out.
+    pub fn allocatable(&self) -> NodeResources {
+        NodeResources {
+            cpu: self.resources.cpu.saturating_sub(self.reserved.cpu),
+            memory_mb: self.resources.memory_mb.saturating_sub(self.reserved.memory_mb),
+            disk_mb: self.resources.disk_mb.saturating_sub(self.reserved.disk_mb),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeResources {
+    /// Total CPU in MHz (cores x clock).
+    pub cpu: u64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
+/// A task driver as the node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DriverInfo {
+    pub detected: bool,
+    pub healthy: bool,
+    pub health_description: String,
+    pub attributes: BTreeMap<String, String>,
+}

@@ -1,0 +1,160 @@
+//! One server's Raft: storage opened from the data dir, the openraft instance, and writes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use drover_state::{Command, Entry, Response, StateStore};
+use openraft::BasicNode;
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::log_store::LogStore;
+use crate::network::Network;
+use crate::state_machine::StateMachine;
+use crate::{NodeId, Raft};
+
+#[derive(Debug, Clone)]
+pub struct RaftNodeConfig {
+    /// The agent's data dir; Raft keeps its files in `<data_dir>/raft`.
+    pub data_dir: PathBuf,
+    /// The address other servers reach this one's RPC port at.
+    pub advertise_rpc: String,
+    /// Initialize a single-server cluster if this server has no Raft state yet.
+    pub bootstrap: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("this server is not the leader; the leader is server {id} at {addr}")]
+    NotLeader { id: NodeId, addr: String },
+    #[error("no cluster leader: {0}")]
+    NoLeader(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The state machine refused the command.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open raft storage in {path}: {source}")]
+    Storage { path: PathBuf, source: std::io::Error },
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+}
+
+/// A running Raft member.
+#[derive(Clone)]
+pub struct RaftNode {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub store: StateStore,
+    pub log: LogStore,
+    pub advertise_rpc: Arc<str>,
+}
+
+/// Drover's Raft timings: a 2-core machine under load must not see spurious elections.
+pub fn raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "drover".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+}
+
+/// The server's stable id: generated once, kept in `<data_dir>/server-id`, never derived from
+/// an address.
+fn server_id(data_dir: &std::path::Path) -> std::io::Result<NodeId> {
+    let path = data_dir.join("server-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map_err(|e| std::io::Error::other(format!("{} is corrupt: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id: NodeId = rand_id();
+            crate::io::write_atomic(&path, id.to_string().as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn rand_id() -> NodeId {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    // Keep ids positive and readable; 0 is avoided.
+    (u64::from_le_bytes(b) >> 12).max(1)
+}
+
+impl RaftNode {
+    pub async fn open(cfg: RaftNodeConfig) -> Result<Self, OpenError> {
+        let dir = cfg.data_dir.join("raft");
+        let storage = |source| OpenError::Storage { path: dir.clone(), source };
+        std::fs::create_dir_all(&dir).map_err(storage)?;
+        let id = server_id(&cfg.data_dir).map_err(storage)?;
+        let log = LogStore::open(&dir).map_err(storage)?;
+        let store = StateStore::new();
+        let sm = StateMachine::open(&dir, store.clone()).map_err(storage)?;
+        let config = Arc::new(raft_config().validate().map_err(|e| OpenError::Raft(e.to_string()))?);
+        let raft = Raft::new(id, config, Network, log.clone(), sm)
+            .await
+            .map_err(|e| OpenError::Raft(e.to_string()))?;
+        if cfg.bootstrap && !raft.is_initialized().await.map_err(|e| OpenError::Raft(e.to_string()))? {
+            let mut members = BTreeMap::new();
+            members.insert(id, BasicNode { addr: cfg.advertise_rpc.clone() });
+            raft.initialize(members).await.map_err(|e| OpenError::Raft(e.to_string()))?;
+            tracing::info!(server_id = id, "bootstrapped a new single-server cluster");
+        }
+        Ok(RaftNode { id, raft, store, log, advertise_rpc: cfg.advertise_rpc.into() })
+    }
+
+    /// Commits `command` through Raft, stamped with this (leader) server's clock.
+    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        let time = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
+        match self.raft.client_write(Entry { time, command }).await {
+            Ok(r) => match r.data.error {
+                Some(e) => Err(WriteError::Rejected(e)),
+                None => Ok(r.data),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(n)) => Err(WriteError::NotLeader { id, addr: n.addr }),
+                    _ => Err(WriteError::NoLeader("no leader has been elected".into())),
+                }
+            }
+            Err(e) => Err(WriteError::Raft(e.to_string())),
+        }
+    }
+
+    pub async fn is_leader(&self) -> bool {
+        self.raft.current_leader().await == Some(self.id)
+    }
+
+    /// The leader's id and RPC address, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Every voter's (id, address).
+    pub fn peers(&self) -> Vec<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,75 @@
+use serde::{Deserialize, Serialize};
+
+use drover_model::{
+    AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus,
+    UnixNanos,
+};
+
+/// One Raft log entry's payload: a command stamped with the leader's clock, so every server
+/// applies it identically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub time: UnixNanos,
+    pub command: Command,
+}
+
+/// Every change to the cluster state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Register a job (new or a new version) and the evaluation that reconciles it.
+    JobRegister { job: Job, eval: Option<Evaluation> },
+    /// Stop a job (or purge it from state) and evaluate it.
+    JobDeregister { namespace: String, job_id: String, purge: bool, eval: Option<Evaluation> },
+    NodeRegister { node: Node },
+    /// A node's status changes (ready, down); evaluations for its jobs come with it.
+    NodeStatus { node_id: String, status: NodeStatus, description: String, evals: Vec<Evaluation> },
+    /// Clients' reports of their allocations, and evaluations they make necessary.
+    AllocClientUpdate { updates: Vec<AllocClientUpdate>, evals: Vec<Evaluation> },
+    /// The result of a plan the applier accepted.
+    PlanApply(PlanResult),
+    EvalUpsert { evals: Vec<Evaluation> },
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::JobRegister { .. } => "JobRegister",
+            Command::JobDeregister { .. } => "JobDeregister",
+            Command::NodeRegister { .. } => "NodeRegister",
+            Command::NodeStatus { .. } => "NodeStatus",
+            Command::AllocClientUpdate { .. } => "AllocClientUpdate",
+            Command::PlanApply(_) => "PlanApply",
+            Command::EvalUpsert { .. } => "EvalUpsert",
+        }
+    }
+}
+
+/// What a committed plan changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PlanResult {
+    /// New allocations and in-place updates, complete.
+    pub allocs: Vec<Allocation>,
+    pub stops: Vec<AllocStop>,
+    /// The evaluation that produced the plan, with its final status.
+    pub eval: Option<Evaluation>,
+    /// Follow-up evaluations (blocked, delayed).
+    pub new_evals: Vec<Evaluation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocStop {
+    pub alloc_id: String,
+    pub description: String,
+    /// Set when the servers know the client status (e.g. `lost` for a down node).
+    pub client_status: Option<ClientStatus>,
+}
+
+/// What applying an entry answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Response {
+    pub index: Index,
+    /// Set when the command was refused by the state machine (e.g. deregistering an unknown job).
+    pub error: Option<String>,
+    /// The job version a JobRegister produced.
+    pub job_version: Option<u64>,
+}

@@ -1,0 +1,370 @@
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use drover_model::{
+    Allocation, ClientStatus, DesiredStatus, EvalStatus, Evaluation, Index, JobStatus,
+    NodeStatus, TaskLifecycle,
+};
+use tokio::sync::watch;
+
+use crate::{Command, Entry, Response, StateSnapshot, Table};
+
+/// The live state store: applied to by the Raft state machine, read through snapshots.
+#[derive(Clone)]
+pub struct StateStore {
+    inner: Arc<RwLock<StateSnapshot>>,
+    /// The latest applied index; every apply wakes the watchers.
+    changed: watch::Sender<Index>,
+}
+
+impl Default for StateStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StateStore {
+    pub fn new() -> Self {
+        StateStore { inner: Arc::default(), changed: watch::channel(0).0 }
+    }
+
+    /// An O(1) consistent view of the state.
+    pub fn snapshot(&self) -> StateSnapshot {
+        self.inner.read().expect("state lock").clone()
+    }
+
+    pub fn index(&self) -> Index {
+        self.inner.read().expect("state lock").index
+    }
+
+    /// Replaces the whole state (installing a Raft snapshot).
+    pub fn restore(&self, snap: StateSnapshot) {
+        let index = snap.index;
+        *self.inner.write().expect("state lock") = snap;
+        self.changed.send_replace(index);
+    }
+
+    /// Waits until `table`'s modify index exceeds `min_index`, or `wait` elapses.
+    /// Returns the snapshot to answer from.
+    pub async fn wait_for(&self, table: Table, min_index: Index, wait: Duration) -> StateSnapshot {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let snap = self.snapshot();
+            if snap.table_index(table) > min_index {
+                return snap;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.snapshot(),
+            }
+        }
+    }
+
+    /// A receiver that changes on every apply.
+    pub fn subscribe(&self) -> watch::Receiver<Index> {
+        self.changed.subscribe()
+    }
+
+    /// Applies one committed entry at `index`. Deterministic: reads no clock, no randomness.
+    pub fn apply(&self, index: Index, entry: &Entry) -> Response {
+        let mut s = self.inner.write().expect("state lock");
+        let resp = apply(&mut s, index, entry);
+        s.index = index;
+        drop(s);
+        self.changed.send_replace(index);
+        resp
+    }
+
+    /// Records `index` as applied without a state change (membership and blank entries).
+    pub fn apply_noop(&self, index: Index) {
+        self.inner.write().expect("state lock").index = index;
+        self.changed.send_replace(index);
+    }
+}
+
+fn touch(s: &mut StateSnapshot, t: Table, index: Index) {
+    s.table_index.insert(t, index);
+}
+
+fn upsert_eval(s: &mut StateSnapshot, index: Index, time: i64, mut eval: Evaluation) {
+    match s.evals.get(&eval.id) {
+        Some(old) => {
+            eval.create_index = old.create_index;
+            eval.create_time = old.create_time;
+        }
+        None => {
+            eval.create_index = index;
+            eval.create_time = time;
+        }
+    }
+    eval.modify_index = index;
+    eval.modify_time = time;
+    s.evals_by_job.insert((eval.namespace.clone(), eval.job_id.clone(), eval.id.clone()), ());
+    s.evals.insert(eval.id.clone(), eval);
+    touch(s, Table::Evals, index);
+}
+
+fn upsert_alloc(s: &mut StateSnapshot, index: Index, time: i64, mut alloc: Allocation) {
+    if let Some(old) = s.allocs.get(&alloc.id) {
+        alloc.create_index = old.create_index;
+        alloc.create_time = old.create_time;
+        // The client owns its status; a plan never rolls it back.
+        alloc.client_status = old.client_status;
+        alloc.client_description = old.client_description.clone();
+        alloc.task_states = old.task_states.clone();
+        alloc.client_seq = old.client_seq;
+    } else {
+        alloc.create_index = index;
+        alloc.create_time = time;
+    }
+    alloc.modify_index = index;
+    alloc.modify_time = time;
+    s.allocs_by_node.insert((alloc.node_id.clone(), alloc.id.clone()), ());
+    s.allocs_by_job.insert((alloc.namespace.clone(), alloc.job_id.clone(), alloc.id.clone()), ());
+    s.allocs.insert(alloc.id.clone(), alloc);
+    touch(s, Table::Allocs, index);
+}
+
+/// Re-derives the status of the jobs whose allocations or evaluations changed.
+fn refresh_job_status(s: &mut StateSnapshot, index: Index, jobs: &[(String, String)]) {
+    for key in jobs {
+        let Some(job) = s.jobs.get(key) else { continue };
+        let status = s.derive_job_status(job);
+        if status != job.status {
+            let mut job = job.clone();
+            job.status = status;
+            job.modify_index = index;
+            s.jobs.insert(key.clone(), job);
+            touch(s, Table::Jobs, index);
+        }
+    }
+}
+
+fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
+    let time = entry.time;
+    let mut resp = Response { index, ..Default::default() };
+    let mut touched_jobs: Vec<(String, String)> = Vec::new();
+    match &entry.command {
+        Command::JobRegister { job, eval } => {
+            let key = (job.namespace.clone(), job.id.clone());
+            let mut job = job.clone();
+            match s.jobs.get(&key) {
+                Some(old) if !old.spec_differs(&job) => {
+                    // Same specification: keep the version, but a stopped job runs again.
+                    job.version = old.version;
+                    job.create_index = old.create_index;
+                    job.job_modify_index = old.job_modify_index;
+                    job.submit_time = old.submit_time;
+                }
+                Some(old) => {
+                    job.version = old.version + 1;
+                    job.create_index = old.create_index;
+                    job.job_modify_index = index;
+                    job.submit_time = time;
+                }
+                None => {
+                    job.version = 0;
+                    job.create_index = index;
+                    job.job_modify_index = index;
+                    job.submit_time = time;
+                }
+            }
+            job.modify_index = index;
+            job.status = JobStatus::Pending;
+            resp.job_version = Some(job.version);
+            s.job_versions.insert((job.namespace.clone(), job.id.clone(), job.version), job.clone());
+            if let Some(eval) = eval {
+                let mut eval = eval.clone();
+                eval.job_modify_index = job.job_modify_index;
+                upsert_eval(s, index, time, eval);
+            }
+            s.jobs.insert(key.clone(), job);
+            touch(s, Table::Jobs, index);
+            touched_jobs.push(key);
+        }
+        Command::JobDeregister { namespace, job_id, purge, eval } => {
+            let key = (namespace.clone(), job_id.clone());
+            let Some(job) = s.jobs.get(&key).cloned() else {
+                resp.error = Some(format!("job {job_id:?} not found in namespace {namespace:?}"));
+                return resp;
+            };
+            if *purge {
+                s.jobs.remove(&key);
+                let versions: Vec<_> = s
+                    .job_versions
+                    .keys()
+                    .filter(|(ns, id, _)| ns == namespace && id == job_id)
+                    .cloned()
+                    .collect();
+                for v in versions {
+                    s.job_versions.remove(&v);
+                }
+            } else {
+                let mut job = job;
+                job.stop = true;
+                job.modify_index = index;
+                s.jobs.insert(key.clone(), job);
+            }
+            if let Some(eval) = eval {
+                upsert_eval(s, index, time, eval.clone());
+            }
+            touch(s, Table::Jobs, index);
+            touched_jobs.push(key);
+        }
+        Command::NodeRegister { node } => {
+            let mut node = node.clone();
+            match s.nodes.get(&node.id) {
+                Some(old) => node.create_index = old.create_index,
+                None => node.create_index = index,
+            }
+            node.modify_index = index;
+            node.status_updated_at = time;
+            s.nodes.insert(node.id.clone(), node);
+            touch(s, Table::Nodes, index);
+        }
+        Command::NodeStatus { node_id, status, description, evals } => {
+            let Some(node) = s.nodes.get(node_id).cloned() else {
+                resp.error = Some(format!("node {node_id} not found"));
+                return resp;
+            };
+            let mut node = node;
+            node.status = *status;
+            node.status_description = description.clone();
+            node.status_updated_at = time;
+            node.modify_index = index;
+            s.nodes.insert(node_id.clone(), node);
+            touch(s, Table::Nodes, index);
+            for e in evals {
+                upsert_eval(s, index, time, e.clone());
+                touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
+            }
+        }
+        Command::AllocClientUpdate { updates, evals } => {
+            for u in updates {
+                let Some(old) = s.allocs.get(&u.alloc_id) else { continue };
+                if u.seq <= old.client_seq {
+                    continue; // an older report never overwrites a newer one
+                }
+                // A lost allocation stays lost: its replacement may already run elsewhere.
+                if old.client_status == ClientStatus::Lost {
+                    continue;
+                }
+                let mut a = old.clone();
+                a.client_status = u.client_status;
+                a.client_description = u.client_description.clone();
+                a.task_states = u.task_states.clone();
+                a.client_seq = u.seq;
+                a.modify_index = index;
+                a.modify_time = time;
+                touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
+                s.allocs.insert(a.id.clone(), a);
+                touch(s, Table::Allocs, index);
+            }
+            for e in evals {
+                upsert_eval(s, index, time, e.clone());
+                touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
+            }
+        }
+        Command::PlanApply(plan) => {
+            for stop in &plan.stops {
+                let Some(old) = s.allocs.get(&stop.alloc_id) else { continue };
+                let mut a = old.clone();
+                a.desired_status = DesiredStatus::Stop;
+                a.desired_description = stop.description.clone();
+                if let Some(cs) = stop.client_status {
+                    a.client_status = cs;
+                    if cs == ClientStatus::Lost {
+                        for ts in a.task_states.values_mut() {
+                            ts.state = TaskLifecycle::Dead;
+                        }
+                    }
+                }
+                a.modify_index = index;
+                a.modify_time = time;
+                touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
+                s.allocs.insert(a.id.clone(), a);
+                touch(s, Table::Allocs, index);
+            }
+            for a in &plan.allocs {
+                touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
+                upsert_alloc(s, index, time, a.clone());
+            }
+            for e in plan.eval.iter().chain(plan.new_evals.iter()) {
+                touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
+                upsert_eval(s, index, time, e.clone());
+            }
+        }
+        Command::EvalUpsert { evals } => {
+            for e in evals {
+                touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
+                upsert_eval(s, index, time, e.clone());
+            }
+        }
+    }
+    touched_jobs.sort();
+    touched_jobs.dedup();
+    refresh_job_status(s, index, &touched_jobs);
+    resp
+}
+
+impl StateSnapshot {
+    /// Evaluations waiting for a scheduler, oldest first.
+    pub fn pending_evals(&self) -> Vec<&Evaluation> {
+        let mut v: Vec<&Evaluation> =
+            self.evals.values().filter(|e| e.status == EvalStatus::Pending).collect();
+        v.sort_by_key(|e| (std::cmp::Reverse(e.priority), e.create_index, e.id.clone()));
+        v
+    }
+
+    /// Nodes that are down: their allocations need replacing.
+    pub fn down_nodes(&self) -> impl Iterator<Item = &drover_model::Node> {
+        self.nodes.values().filter(|n| n.status == NodeStatus::Down)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_model::{Job, JobType, Task, TaskGroup};
+
+    fn job() -> Job {
+        let mut j = Job::new("web", JobType::Service);
+        j.groups.push(TaskGroup {
+            name: "g".into(),
+            count: 1,
+            meta: Default::default(),
+            restart: drover_model::RestartPolicy::default_for(JobType::Service),
+            tasks: vec![Task::new("t", "raw_exec")],
+        });
+        j
+    }
+
+    #[test]
+    fn register_bumps_version_only_on_change() {
+        let st = StateStore::new();
+        let e = |c| Entry { time: 1, command: c };
+        let r = st.apply(1, &e(Command::JobRegister { job: job(), eval: None }));
+        assert_eq!(r.job_version, Some(0));
+        let r = st.apply(2, &e(Command::JobRegister { job: job(), eval: None }));
+        assert_eq!(r.job_version, Some(0));
+        let mut j2 = job();
+        j2.groups[0].count = 3;
+        let r = st.apply(3, &e(Command::JobRegister { job: j2, eval: None }));
+        assert_eq!(r.job_version, Some(1));
+        let snap = st.snapshot();
+        assert_eq!(snap.job_versions("default", "web").len(), 2);
+        assert_eq!(snap.job("default", "web").unwrap().job_modify_index, 3);
+        assert_eq!(snap.table_index(Table::Jobs), 3);
+    }
+
+    #[test]
+    fn snapshot_round_trips_with_indexes() {
+        let st = StateStore::new();
+        st.apply(1, &Entry { time: 1, command: Command::JobRegister { job: job(), eval: None } });
+        let bytes = st.snapshot().to_bytes();
+        let back = StateSnapshot::from_bytes(&bytes).unwrap();
+        assert_eq!(back.index(), 1);
+        assert!(back.job("default", "web").is_some());
+    }
+}

@@ -1,0 +1,361 @@
+//! Reading one block of the syntax tree: typed attribute access with positions, and a check
+//! that every key was understood.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use hcl::edit::Span;
+use hcl::edit::expr::Expression as EditExpr;
+use hcl::edit::structure::{Attribute, Block};
+use hcl::eval::{Context, Evaluate};
+
+use crate::JobspecError;
+
+/// The document being read: its text (for positions and raw templates) and file name.
+pub struct Source<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(text: &'a str, file: &'a str) -> Self {
+        Source { text, file }
+    }
+
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map(|i| before.len() - i).unwrap_or(before.len() + 1);
+        (line, col)
+    }
+
+    pub fn error_at(&self, offset: usize, path: &str, message: &str) -> JobspecError {
+        let (line, column) = self.line_col(offset);
+        JobspecError {
+            file: self.file.to_string(),
+            line,
+            column,
+            path: path.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn error_span(&self, node: &impl Span, path: &str, message: &str) -> JobspecError {
+        self.error_at(node.span().map(|s| s.start).unwrap_or(0), path, message)
+    }
+
+    fn raw(&self, node: &impl Span) -> Option<&'a str> {
+        node.span().and_then(|s| self.text.get(s))
+    }
+}
+
+pub struct BlockReader<'a> {
+    src: &'a Source<'a>,
+    block: &'a Block,
+    path: String,
+    used: BTreeSet<String>,
+    warnings: Vec<String>,
+}
+
+impl<'a> BlockReader<'a> {
+    /// Starts reading `block` (a `kind` block) under `parent`. Job, group and task blocks take
+    /// exactly one label; the others none.
+    pub fn new(src: &'a Source<'a>, block: &'a Block, parent: String, kind: &str) -> Result<Self, JobspecError> {
+        let labelled = matches!(kind, "job" | "group" | "task");
+        let labels: Vec<&str> = block.labels.iter().map(|l| l.as_str()).collect();
+        let me = if labelled && labels.len() == 1 {
+            format!("{kind} {:?}", labels[0])
+        } else {
+            kind.to_string()
+        };
+        let path = if parent.is_empty() { me } else { format!("{parent} > {me}") };
+        if labelled && labels.len() != 1 {
+            return Err(src.error_span(block, &path, &format!("a {kind} block takes exactly one label: {kind} \"NAME\" {{ ... }}")));
+        }
+        if !labelled && !labels.is_empty() {
+            return Err(src.error_span(block, &path, &format!("a {kind} block takes no label")));
+        }
+        Ok(BlockReader { src, block, path, used: BTreeSet::new(), warnings: Vec::new() })
+    }
+
+    pub fn label(&self) -> &str {
+        self.block.labels.first().map(|l| l.as_str()).unwrap_or("")
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn location(&self, node: &impl Span) -> String {
+        let (l, c) = self.src.line_col(node.span().map(|s| s.start).unwrap_or(0));
+        format!("{}:{l}:{c}: {}", self.src.file, self.path)
+    }
+
+    pub fn warn_at(&mut self, node: &impl Span, message: &str) {
+        let loc = self.location(node);
+        self.warnings.push(format!("{loc}: {message}"));
+    }
+
+    pub fn error_at(&self, offset: usize, message: &str) -> JobspecError {
+        self.src.error_at(offset, &self.path, message)
+    }
+
+    pub fn error_here(&self, message: &str) -> JobspecError {
+        self.src.error_span(self.block, &self.path, message)
+    }
+
+    pub fn error_key(&self, key: &str, message: &str) -> JobspecError {
+        match self.block.body.get_attribute(key) {
+            Some(a) => self.src.error_span(a, &self.path, message),
+            None => self.error_here(message),
+        }
+    }
+
+    fn attr(&mut self, key: &str) -> Result<Option<&'a Attribute>, JobspecError> {
+        self.used.insert(key.to_string());
+        let mut found = self.block.body.attributes().filter(|a| a.key.as_str() == key);
+        let first = found.next();
+        if let Some(dup) = found.next() {
+            return Err(self.src.error_span(dup, &self.path, &format!("key {key:?} is set twice")));
+        }
+        Ok(first)
+    }
+
+    /// Evaluates an attribute's value.
+    fn value(&self, a: &Attribute) -> Result<hcl::Value, JobspecError> {
+        eval(self.src, &a.value, &self.path)
+    }
+
+    fn type_error(&self, a: &Attribute, want: &str, got: &hcl::Value) -> JobspecError {
+        self.src.error_span(
+            a,
+            &self.path,
+            &format!("{:?} must be {want}, found {}", a.key.as_str(), type_name(got)),
+        )
+    }
+
+    pub fn opt_string(&mut self, key: &str) -> Result<Option<(String, usize)>, JobspecError> {
+        let Some(a) = self.attr(key)? else { return Ok(None) };
+        match self.value(a)? {
+            hcl::Value::String(s) => Ok(Some((s, a.span().map(|s| s.start).unwrap_or(0)))),
+            v => Err(self.type_error(a, "a string", &v)),
+        }
+    }
+
+    pub fn opt_int(&mut self, key: &str) -> Result<Option<i64>, JobspecError> {
+        let Some(a) = self.attr(key)? else { return Ok(None) };
+        match self.value(a)? {
+            hcl::Value::Number(n) if n.as_i64().is_some() => Ok(n.as_i64()),
+            v => Err(self.type_error(a, "a whole number", &v)),
+        }
+    }
+
+    pub fn opt_duration(&mut self, key: &str) -> Result<Option<Duration>, JobspecError> {
+        let Some(a) = self.attr(key)? else { return Ok(None) };
+        match self.value(a)? {
+            hcl::Value::String(s) => crate::parse_duration(&s).map(Some).ok_or_else(|| {
+                self.src.error_span(
+                    a,
+                    &self.path,
+                    &format!("{key} {s:?} is not a duration (write e.g. \"30s\", \"5m\", \"1h30m\")"),
+                )
+            }),
+            v => Err(self.type_error(a, "a duration string such as \"30s\"", &v)),
+        }
+    }
+
+    pub fn opt_string_list(&mut self, key: &str) -> Result<Option<Vec<String>>, JobspecError> {
+        let Some(a) = self.attr(key)? else { return Ok(None) };
+        match self.value(a)? {
+            hcl::Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    hcl::Value::String(s) => Ok(s),
+                    v => Err(self.type_error(a, "a list of strings", &v)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            v => Err(self.type_error(a, "a list of strings", &v)),
+        }
+    }
+
+    /// A string map given as an attribute (`env = { A = "1" }`) or a block (`env { A = "1" }`).
+    pub fn string_map(&mut self, key: &str) -> Result<BTreeMap<String, String>, JobspecError> {
+        let mut out = BTreeMap::new();
+        let attr = self.attr(key)?;
+        let block = self.block_once(key)?;
+        let value = match (attr, block) {
+            (Some(a), None) => Some((self.value(a)?, a)),
+            (None, Some(b)) => {
+                for a in b.body.attributes() {
+                    let v = eval(self.src, &a.value, &self.path)?;
+                    out.insert(a.key.as_str().to_string(), scalar_string(&v).ok_or_else(|| {
+                        self.src.error_span(a, &self.path, &format!("{key} value {:?} must be a string, number or bool", a.key.as_str()))
+                    })?);
+                }
+                if let Some(b2) = b.body.blocks().next() {
+                    return Err(self.src.error_span(b2, &self.path, &format!("{key} holds only key = value pairs")));
+                }
+                None
+            }
+            (Some(a), Some(_)) => {
+                return Err(self.src.error_span(a, &self.path, &format!("{key} is given both as a block and as a key")));
+            }
+            (None, None) => None,
+        };
+        if let Some((v, a)) = value {
+            let hcl::Value::Object(map) = v else { return Err(self.type_error(a, "a map of strings", &v)) };
+            for (k, v) in map {
+                let s = scalar_string(&v).ok_or_else(|| self.type_error(a, "a map of strings", &v))?;
+                out.insert(k, s);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn meta(&mut self) -> Result<BTreeMap<String, String>, JobspecError> {
+        self.string_map("meta")
+    }
+
+    /// Every block named `ident` (marked as understood).
+    pub fn blocks(&mut self, ident: &str) -> Vec<&'a Block> {
+        self.used.insert(ident.to_string());
+        self.block.body.blocks().filter(|b| b.ident.as_str() == ident).collect()
+    }
+
+    /// The block named `ident`, which may appear at most once.
+    pub fn block_once(&mut self, ident: &str) -> Result<Option<&'a Block>, JobspecError> {
+        let blocks = self.blocks(ident);
+        if let Some(dup) = blocks.get(1) {
+            return Err(self.src.error_span(*dup, &self.path, &format!("block {ident:?} may appear only once here")));
+        }
+        Ok(blocks.first().copied())
+    }
+
+    /// Keys Drover knows but does not act on yet: accepted with a warning.
+    pub fn unimplemented_attrs(&mut self, keys: &[&str]) {
+        for k in keys {
+            self.used.insert(k.to_string());
+            if let Some(a) = self.block.body.get_attribute(k) {
+                let msg = format!("key {k:?} is accepted but not acted on yet");
+                self.warn_at(a, &msg);
+            }
+        }
+    }
+
+    /// A free-form block (a driver's `config`): attributes become JSON values, nested blocks
+    /// objects (or arrays of objects when repeated).
+    pub fn free_form(&self, block: &Block) -> Result<serde_json::Map<String, serde_json::Value>, JobspecError> {
+        let mut out = serde_json::Map::new();
+        for a in block.body.attributes() {
+            let v = eval(self.src, &a.value, &self.path)?;
+            out.insert(a.key.as_str().to_string(), serde_json::to_value(&v).unwrap_or_default());
+        }
+        for b in block.body.blocks() {
+            let inner = serde_json::Value::Object(self.free_form(b)?);
+            match out.get_mut(b.ident.as_str()) {
+                Some(serde_json::Value::Array(arr)) => arr.push(inner),
+                Some(prev) => {
+                    let first = prev.take();
+                    *prev = serde_json::Value::Array(vec![first, inner]);
+                }
+                None => {
+                    out.insert(b.ident.as_str().to_string(), inner);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks that every key and block was understood; returns the warnings collected.
+    pub fn finish(self) -> Result<Vec<String>, JobspecError> {
+        for s in self.block.body.iter() {
+            if let Some(a) = s.as_attribute() {
+                if !self.used.contains(a.key.as_str()) {
+                    return Err(self.src.error_span(a, &self.path, &format!("unknown key {:?}", a.key.as_str())));
+                }
+            } else if let Some(b) = s.as_block() {
+                if !self.used.contains(b.ident.as_str()) {
+                    return Err(self.src.error_span(b, &self.path, &format!("unknown block {:?}", b.ident.as_str())));
+                }
+            }
+        }
+        Ok(self.warnings)
+    }
+}
+
+fn scalar_string(v: &hcl::Value) -> Option<String> {
+    match v {
+        hcl::Value::String(s) => Some(s.clone()),
+        hcl::Value::Number(n) => Some(n.to_string()),
+        hcl::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn type_name(v: &hcl::Value) -> &'static str {
+    match v {
+        hcl::Value::Null => "null",
+        hcl::Value::Bool(_) => "a bool",
+        hcl::Value::Number(_) => "a number",
+        hcl::Value::String(_) => "a string",
+        hcl::Value::Array(_) => "a list",
+        hcl::Value::Object(_) => "an object",
+    }
+}
+
+/// Evaluates an expression. A template that refers to runtime values (`${NOMAD_ALLOC_DIR}`,
+/// `${attr.kernel.name}`, ...) cannot be evaluated now: it is kept as written, for the client.
+fn eval(src: &Source<'_>, expr: &EditExpr, path: &str) -> Result<hcl::Value, JobspecError> {
+    let e: hcl::Expression = expr.clone().into();
+    match e.evaluate(&Context::new()) {
+        Ok(v) => Ok(v),
+        Err(err) => match expr {
+            EditExpr::StringTemplate(_) => {
+                let raw = src.raw(expr).unwrap_or("\"\"");
+                let inner = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw);
+                Ok(hcl::Value::String(unescape(inner)))
+            }
+            EditExpr::Array(items) => Ok(hcl::Value::Array(
+                items.iter().map(|i| eval(src, i, path)).collect::<Result<_, _>>()?,
+            )),
+            EditExpr::Object(obj) => {
+                let mut map = hcl::Map::new();
+                for (k, v) in obj.iter() {
+                    let key = match k {
+                        hcl::edit::expr::ObjectKey::Ident(i) => i.as_str().to_string(),
+                        hcl::edit::expr::ObjectKey::Expression(e) => match eval(src, e, path)? {
+                            hcl::Value::String(s) => s,
+                            other => other.to_string(),
+                        },
+                    };
+                    map.insert(key, eval(src, v.expr(), path)?);
+                }
+                Ok(hcl::Value::Object(map))
+            }
+            EditExpr::HeredocTemplate(h) => Ok(hcl::Value::String(
+                src.raw(&h.template).map(str::to_string).unwrap_or_default(),
+            )),
+            _ => Err(src.error_span(expr, path, &format!("cannot evaluate expression: {err}"))),
+        },
+    }
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(o) => out.push(o),
+            None => out.push('\\'),
+        }
+    }
+    out
+}

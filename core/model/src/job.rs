@@ -148,7 +148,7 @@ pub struct TaskGroup {
 impl TaskGroup {
     /// The sum of the group's tasks' resources: what one allocation needs.
     pub fn resources(&self) -> Resources {
-        self.tasks.iter().fold(Resources::default(), |acc, t| acc.add(&t.resources))
+        self.tasks.iter().fold(Resources::ZERO, |acc, t| acc.add(&t.resources))
     }
 }
 

@@ -77,6 +77,9 @@ pub struct Allocation {
     pub previous_allocation: String,
     pub create_index: Index,
     pub modify_index: Index,
+    /// The index of the last change the servers made (placement, stop, update): what the
+    /// client must act on. Client status reports bump only `modify_index`.
+    pub alloc_modify_index: Index,
     pub create_time: UnixNanos,
     pub modify_time: UnixNanos,
 }

@@ -323,6 +323,7 @@ impl<'a> Scheduler<'a> {
             previous_allocation: previous.map(|p| p.id.clone()).unwrap_or_default(),
             create_index: 0,
             modify_index: 0,
+            alloc_modify_index: 0,
             create_time: 0,
             modify_time: 0,
         };

@@ -1,1 +1,127 @@
-//! todo
+//! The server: leader duties (eval broker, scheduler worker, plan applier, heartbeat timers)
+//! and the RPC handlers clients and the HTTP API call.
+//!
+//! Writes go through Raft ([`drover_raft::RaftNode::write`]); the leader's duties start only
+//! after a linearizable read barrier and stop when leadership is lost.
+
+mod broker;
+mod heartbeat;
+mod leader;
+mod node_stream;
+mod plan_apply;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_model::{Evaluation, Job, format_uuid};
+use drover_raft::{RaftNode, WriteError};
+use drover_state::{Command, StateStore};
+
+pub use node_stream::{LogsSession, NodeStreamService};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a node may go without a heartbeat before it is marked down.
+    pub heartbeat_ttl: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { heartbeat_ttl: Duration::from_secs(10) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("node {0} is not connected to this server")]
+    NodeNotConnected(String),
+}
+
+/// One server: Raft plus everything the leader runs.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: RaftNode,
+    config: ServerConfig,
+    /// Connected clients, for server-to-client requests (log sessions).
+    nodes: Mutex<BTreeMap<String, node_stream::NodeLink>>,
+    /// Open sessions waiting for the client's data, by session id.
+    sessions: Mutex<BTreeMap<String, tokio::sync::mpsc::Sender<Result<Vec<u8>, String>>>>,
+    heartbeats: heartbeat::Heartbeats,
+    /// Plans are applied one at a time.
+    applier: tokio::sync::Mutex<()>,
+}
+
+/// A random UUID from the OS's generator.
+pub fn new_id() -> String {
+    format_uuid(*uuid::Uuid::new_v4().as_bytes())
+}
+
+impl Server {
+    /// Starts the server's background duties (leadership watch) on the current runtime.
+    pub fn start(raft: RaftNode, config: ServerConfig) -> Self {
+        let server = Server {
+            inner: Arc::new(Inner {
+                heartbeats: heartbeat::Heartbeats::new(config.heartbeat_ttl),
+                raft,
+                config,
+                nodes: Mutex::default(),
+                sessions: Mutex::default(),
+                applier: tokio::sync::Mutex::new(()),
+            }),
+        };
+        tokio::spawn(leader::watch_leadership(server.clone()));
+        server
+    }
+
+    pub fn raft(&self) -> &RaftNode {
+        &self.inner.raft
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.inner.raft.store
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// Registers (or updates) a job and creates its evaluation.
+    /// Returns (evaluation id, Raft index, job version).
+    pub async fn register_job(&self, job: Job) -> Result<(String, u64, u64), ServerError> {
+        let eval = Evaluation::new(new_id(), &job, "job-register");
+        let eval_id = eval.id.clone();
+        let resp = self.inner.raft.write(Command::JobRegister { job, eval: Some(eval) }).await?;
+        Ok((eval_id, resp.index, resp.job_version.unwrap_or(0)))
+    }
+
+    /// Stops (or purges) a job and creates the evaluation that stops its allocations.
+    pub async fn deregister_job(&self, namespace: &str, job_id: &str, purge: bool) -> Result<(String, u64), ServerError> {
+        let snap = self.store().snapshot();
+        let job = snap
+            .job(namespace, job_id)
+            .ok_or_else(|| ServerError::NotFound(format!("job {job_id:?} not found in namespace {namespace:?}")))?;
+        let eval = Evaluation::new(new_id(), job, "job-deregister");
+        let eval_id = eval.id.clone();
+        let resp = self
+            .inner
+            .raft
+            .write(Command::JobDeregister {
+                namespace: namespace.to_string(),
+                job_id: job_id.to_string(),
+                purge,
+                eval: Some(eval),
+            })
+            .await?;
+        Ok((eval_id, resp.index))
+    }
+}

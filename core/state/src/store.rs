@@ -119,6 +119,7 @@ fn upsert_alloc(s: &mut StateSnapshot, index: Index, time: i64, mut alloc: Alloc
         alloc.create_time = time;
     }
     alloc.modify_index = index;
+    alloc.alloc_modify_index = index;
     alloc.modify_time = time;
     s.allocs_by_node.insert((alloc.node_id.clone(), alloc.id.clone()), ());
     s.allocs_by_job.insert((alloc.namespace.clone(), alloc.job_id.clone(), alloc.id.clone()), ());
@@ -281,6 +282,7 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
                     }
                 }
                 a.modify_index = index;
+                a.alloc_modify_index = index;
                 a.modify_time = time;
                 touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
                 s.allocs.insert(a.id.clone(), a);

@@ -1,0 +1,64 @@
+//! The scheduler worker: dequeue an evaluation, compute a plan on a fresh snapshot, submit it
+//! to the plan applier, retry on a refused plan after refreshing to the index it names.
+
+use std::time::Duration;
+
+use drover_model::EvalStatus;
+use drover_scheduler::{finished_eval, schedule};
+use drover_state::{Command, Table};
+use tracing::Instrument;
+
+use crate::Server;
+use crate::broker::Broker;
+use crate::plan_apply::{PlanOutcome, apply_plan};
+
+const MAX_PLAN_ATTEMPTS: u32 = 5;
+
+pub async fn run(server: Server, broker: std::sync::Arc<Broker>) {
+    loop {
+        let eval = broker.dequeue().await;
+        let span = tracing::info_span!("eval", eval_id = %eval.id, job_id = %eval.job_id);
+        let ok = process(&server, &eval).instrument(span).await;
+        if ok {
+            broker.ack(&eval);
+        } else {
+            broker.nack(&eval);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn process(server: &Server, eval: &drover_model::Evaluation) -> bool {
+    let store = server.store();
+    let mut min_index = eval.modify_index;
+    for attempt in 1..=MAX_PLAN_ATTEMPTS {
+        let snap = store.wait_for(Table::Evals, min_index.saturating_sub(1), Duration::from_secs(5)).await;
+        let Some(current) = snap.eval(&eval.id).cloned() else { return true };
+        if current.status != EvalStatus::Pending {
+            return true;
+        }
+        let plan = match schedule(&snap, &current) {
+            Ok(p) => p,
+            Err(e) => {
+                let mut failed = current.clone();
+                failed.status = EvalStatus::Failed;
+                failed.status_description = e.to_string();
+                return server.raft().write(Command::EvalUpsert { evals: vec![failed] }).await.is_ok();
+            }
+        };
+        tracing::debug!(attempt, placements = plan.allocs.len(), stops = plan.stops.len(), "plan computed");
+        let done = finished_eval(&current, &plan);
+        match apply_plan(server, plan, done).await {
+            PlanOutcome::Committed => return true,
+            PlanOutcome::Refused { refresh_index } => {
+                tracing::info!(attempt, refresh_index, "plan refused: refreshing and retrying");
+                min_index = refresh_index;
+            }
+            PlanOutcome::Error(e) => {
+                tracing::warn!(error = %e, "committing plan failed");
+                return false;
+            }
+        }
+    }
+    false
+}

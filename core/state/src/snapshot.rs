@@ -30,6 +30,7 @@ type JobKey = (String, String);
 
 /// An immutable view of the whole state at one index. Cloning it is O(1).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(into = "SnapshotData", from = "SnapshotData")]
 pub struct StateSnapshot {
     pub(crate) index: Index,
     pub(crate) table_index: BTreeMap<Table, Index>,
@@ -39,12 +40,56 @@ pub struct StateSnapshot {
     pub(crate) evals: OrdMap<String, Evaluation>,
     pub(crate) nodes: OrdMap<String, Node>,
     // Secondary indexes, rebuilt on restore.
-    #[serde(skip)]
     pub(crate) allocs_by_node: OrdMap<(String, String), ()>,
-    #[serde(skip)]
     pub(crate) allocs_by_job: OrdMap<(String, String, String), ()>,
-    #[serde(skip)]
     pub(crate) evals_by_job: OrdMap<(String, String, String), ()>,
+}
+
+/// The serialized form of a state: its tables as lists (the keys are derived).
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    index: Index,
+    table_index: BTreeMap<Table, Index>,
+    jobs: Vec<Job>,
+    job_versions: Vec<Job>,
+    allocs: Vec<Allocation>,
+    evals: Vec<Evaluation>,
+    nodes: Vec<Node>,
+}
+
+impl From<StateSnapshot> for SnapshotData {
+    fn from(s: StateSnapshot) -> Self {
+        SnapshotData {
+            index: s.index,
+            table_index: s.table_index,
+            jobs: s.jobs.values().cloned().collect(),
+            job_versions: s.job_versions.values().cloned().collect(),
+            allocs: s.allocs.values().cloned().collect(),
+            evals: s.evals.values().cloned().collect(),
+            nodes: s.nodes.values().cloned().collect(),
+        }
+    }
+}
+
+impl From<SnapshotData> for StateSnapshot {
+    fn from(d: SnapshotData) -> Self {
+        let mut s = StateSnapshot {
+            index: d.index,
+            table_index: d.table_index,
+            jobs: d.jobs.into_iter().map(|j| ((j.namespace.clone(), j.id.clone()), j)).collect(),
+            job_versions: d
+                .job_versions
+                .into_iter()
+                .map(|j| ((j.namespace.clone(), j.id.clone(), j.version), j))
+                .collect(),
+            allocs: d.allocs.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            evals: d.evals.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            nodes: d.nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            ..Default::default()
+        };
+        s.rebuild_indexes();
+        s
+    }
 }
 
 impl StateSnapshot {
@@ -149,7 +194,7 @@ impl StateSnapshot {
         if any_alloc { JobStatus::Dead } else { JobStatus::Pending }
     }
 
-    pub(crate) fn rebuild_indexes(&mut self) {
+    fn rebuild_indexes(&mut self) {
         self.allocs_by_node = self
             .allocs
             .values()
@@ -174,14 +219,10 @@ impl StateSnapshot {
 
     /// Rebuilds a state from the JSON value `serde_json::to_value(&snapshot)` produced.
     pub fn from_value(v: serde_json::Value) -> Result<Self, serde_json::Error> {
-        let mut s: StateSnapshot = serde_json::from_value(v)?;
-        s.rebuild_indexes();
-        Ok(s)
+        serde_json::from_value(v)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        let mut s: StateSnapshot = serde_json::from_slice(bytes)?;
-        s.rebuild_indexes();
-        Ok(s)
+        serde_json::from_slice(bytes)
     }
 }

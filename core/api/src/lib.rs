@@ -1,1 +1,346 @@
-//! todo
+//! The HTTP API: Nomad's paths and JSON shapes, blocking queries (`?index=&wait=`), and log
+//! streaming from the clients through the server.
+
+mod logs;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use drover_api_types as api;
+use drover_server::{Server, ServerError};
+use drover_state::{StateSnapshot, Table};
+use serde::Serialize;
+
+/// What the agent says about itself (`/v1/agent/self`).
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentInfo {
+    pub name: String,
+    pub region: String,
+    pub datacenter: String,
+    pub http_addr: String,
+    pub rpc_addr: String,
+    pub version: String,
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub server: Server,
+    pub agent: AgentInfo,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/jobs", get(list_jobs).put(register_job).post(register_job))
+        .route("/v1/jobs/parse", post(parse_job).put(parse_job))
+        .route("/v1/job/{id}", get(read_job).put(register_job_at).post(register_job_at).delete(deregister_job))
+        .route("/v1/job/{id}/allocations", get(job_allocs))
+        .route("/v1/job/{id}/evaluations", get(job_evals))
+        .route("/v1/job/{id}/versions", get(job_versions))
+        .route("/v1/allocations", get(list_allocs))
+        .route("/v1/allocation/{id}", get(read_alloc))
+        .route("/v1/evaluations", get(list_evals))
+        .route("/v1/evaluation/{id}", get(read_eval))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/node/{id}", get(read_node))
+        .route("/v1/node/{id}/allocations", get(node_allocs))
+        .route("/v1/status/leader", get(status_leader))
+        .route("/v1/status/peers", get(status_peers))
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/regions", get(regions))
+        .route("/v1/client/fs/logs/{alloc}", get(logs::stream))
+        .with_state(state)
+}
+
+/// An API error: a status code and a plain-text message (as Nomad answers).
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(m: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, m.into())
+    }
+    fn not_found(m: impl Into<String>) -> Self {
+        ApiError(StatusCode::NOT_FOUND, m.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+impl From<ServerError> for ApiError {
+    fn from(e: ServerError) -> Self {
+        let code = match &e {
+            ServerError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServerError::NodeNotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServerError::Write(drover_raft::WriteError::Rejected(_)) => StatusCode::BAD_REQUEST,
+            ServerError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+type Params = Query<BTreeMap<String, String>>;
+
+fn namespace(q: &BTreeMap<String, String>) -> String {
+    q.get("namespace").filter(|s| !s.is_empty()).cloned().unwrap_or_else(|| "default".into())
+}
+
+fn ns_matches(q: &BTreeMap<String, String>, ns: &str) -> bool {
+    let want = namespace(q);
+    want == "*" || want == ns
+}
+
+/// Parses Nomad's wait syntax: "5s", "1m", or bare milliseconds... (Nomad takes Go durations).
+fn parse_wait(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return None,
+    })
+}
+
+/// Answers from a snapshot, blocking first when the query has `?index=`.
+async fn query(st: &ApiState, q: &BTreeMap<String, String>, table: Table) -> Result<StateSnapshot, ApiError> {
+    let store = st.server.store();
+    match q.get("index") {
+        None => Ok(store.snapshot()),
+        Some(i) => {
+            let index: u64 = i.parse().map_err(|_| ApiError::bad_request(format!("index {i:?} is not a number")))?;
+            let wait = match q.get("wait") {
+                None => Duration::from_secs(300),
+                Some(w) => parse_wait(w).ok_or_else(|| ApiError::bad_request(format!("wait {w:?} is not a duration like 30s or 5m")))?,
+            };
+            Ok(store.wait_for(table, index, wait.min(Duration::from_secs(600))).await)
+        }
+    }
+}
+
+fn with_index<T: Serialize>(index: u64, body: &T) -> Response {
+    let mut h = HeaderMap::new();
+    let v = HeaderValue::from_str(&index.max(1).to_string()).expect("digits are a header value");
+    h.insert("X-Nomad-Index", v.clone());
+    h.insert("X-Drover-Index", v);
+    h.insert("X-Nomad-KnownLeader", HeaderValue::from_static("true"));
+    h.insert("X-Nomad-LastContact", HeaderValue::from_static("0"));
+    (h, axum::Json(body)).into_response()
+}
+
+fn prefix_ok(q: &BTreeMap<String, String>, id: &str) -> bool {
+    q.get("prefix").is_none_or(|p| id.starts_with(p.as_str()))
+}
+
+async fn list_jobs(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Jobs).await?;
+    let jobs: Vec<api::JobListStub> = snap
+        .jobs()
+        .filter(|j| ns_matches(&q, &j.namespace) && prefix_ok(&q, &j.id))
+        .map(api::JobListStub::from_model)
+        .collect();
+    Ok(with_index(snap.table_index(Table::Jobs), &jobs))
+}
+
+fn decode_job(body: &[u8]) -> Result<drover_model::Job, ApiError> {
+    let req: api::JobRegisterRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON for a job registration: {e}")))?;
+    let job = req.job.ok_or_else(|| ApiError::bad_request("request body has no \"Job\" object"))?;
+    job.to_model().map_err(|e| ApiError::bad_request(format!("invalid job: {e}")))
+}
+
+async fn register(st: &ApiState, job: drover_model::Job) -> Result<Response, ApiError> {
+    let (eval_id, index, _version) = st.server.register_job(job.clone()).await?;
+    let snap = st.server.store().snapshot();
+    let jmi = snap.job(&job.namespace, &job.id).map(|j| j.job_modify_index).unwrap_or(index);
+    let resp = api::JobRegisterResponse { eval_id, eval_create_index: index, job_modify_index: jmi, warnings: String::new(), index };
+    Ok(with_index(index, &resp))
+}
+
+async fn register_job(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let job = decode_job(&body)?;
+    register(&st, job).await
+}
+
+async fn register_job_at(State(st): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let job = decode_job(&body)?;
+    if job.id != id {
+        return Err(ApiError::bad_request(format!("job ID {:?} in the body does not match {id:?} in the path", job.id)));
+    }
+    register(&st, job).await
+}
+
+async fn parse_job(body: Bytes) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct ParseReq {
+        #[serde(rename = "JobHCL")]
+        job_hcl: String,
+    }
+    let req: ParseReq = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("request body must be {{\"JobHCL\": \"...\"}}: {e}")))?;
+    let parsed = drover_jobspec::parse(&req.job_hcl, "<JobHCL>").map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(axum::Json(api::Job::from_model(&parsed.job)).into_response())
+}
+
+async fn read_job(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Jobs).await?;
+    let job = snap.job(&namespace(&q), &id).ok_or_else(|| ApiError::not_found("job not found"))?;
+    Ok(with_index(job.modify_index, &api::Job::from_model(job)))
+}
+
+async fn deregister_job(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let purge = q.get("purge").is_some_and(|p| p == "true" || p == "1");
+    let (eval_id, index) = st.server.deregister_job(&namespace(&q), &id, purge).await?;
+    let resp = api::JobDeregisterResponse { eval_id, eval_create_index: index, job_modify_index: index, index };
+    Ok(with_index(index, &resp))
+}
+
+fn alloc_view(snap: &StateSnapshot, a: &drover_model::Allocation, with_job: bool) -> api::Allocation {
+    let node_name = snap.node(&a.node_id).map(|n| n.name.clone()).unwrap_or_default();
+    let job = with_job.then(|| snap.job_version(&a.namespace, &a.job_id, a.job_version)).flatten();
+    api::Allocation::from_model(a, &node_name, job)
+}
+
+async fn job_allocs(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Allocs).await?;
+    let v: Vec<api::Allocation> = snap.allocs_by_job(&namespace(&q), &id).map(|a| alloc_view(&snap, a, false)).collect();
+    Ok(with_index(snap.table_index(Table::Allocs), &v))
+}
+
+async fn job_evals(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Evals).await?;
+    let v: Vec<api::Evaluation> = snap.evals_by_job(&namespace(&q), &id).map(api::Evaluation::from_model).collect();
+    Ok(with_index(snap.table_index(Table::Evals), &v))
+}
+
+async fn job_versions(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Jobs).await?;
+    let versions: Vec<api::Job> = snap.job_versions(&namespace(&q), &id).into_iter().map(api::Job::from_model).collect();
+    if versions.is_empty() {
+        return Err(ApiError::not_found("job not found"));
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Versions {
+        versions: Vec<api::Job>,
+        diffs: Option<()>,
+    }
+    Ok(with_index(snap.table_index(Table::Jobs), &Versions { versions, diffs: None }))
+}
+
+async fn list_allocs(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Allocs).await?;
+    let v: Vec<api::Allocation> =
+        snap.allocs().filter(|a| ns_matches(&q, &a.namespace) && prefix_ok(&q, &a.id)).map(|a| alloc_view(&snap, a, false)).collect();
+    Ok(with_index(snap.table_index(Table::Allocs), &v))
+}
+
+/// Finds an allocation by id or unique id prefix (as the CLI accepts short ids).
+fn find_alloc<'a>(snap: &'a StateSnapshot, id: &str) -> Result<&'a drover_model::Allocation, ApiError> {
+    if let Some(a) = snap.alloc(id) {
+        return Ok(a);
+    }
+    let matches: Vec<_> = snap.allocs().filter(|a| a.id.starts_with(id)).collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ApiError::not_found(format!("allocation {id} not found"))),
+        _ => Err(ApiError::bad_request(format!("allocation prefix {id} matches {} allocations; give more of the id", matches.len()))),
+    }
+}
+
+async fn read_alloc(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Allocs).await?;
+    let a = find_alloc(&snap, &id)?;
+    Ok(with_index(a.modify_index, &alloc_view(&snap, a, true)))
+}
+
+async fn list_evals(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Evals).await?;
+    let v: Vec<api::Evaluation> =
+        snap.evals().filter(|e| ns_matches(&q, &e.namespace) && prefix_ok(&q, &e.id)).map(api::Evaluation::from_model).collect();
+    Ok(with_index(snap.table_index(Table::Evals), &v))
+}
+
+async fn read_eval(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Evals).await?;
+    let e = snap
+        .eval(&id)
+        .or_else(|| {
+            let m: Vec<_> = snap.evals().filter(|e| e.id.starts_with(&id)).collect();
+            (m.len() == 1).then(|| m[0])
+        })
+        .ok_or_else(|| ApiError::not_found(format!("evaluation {id} not found")))?;
+    Ok(with_index(e.modify_index, &api::Evaluation::from_model(e)))
+}
+
+async fn list_nodes(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Nodes).await?;
+    let v: Vec<api::Node> = snap.nodes().filter(|n| prefix_ok(&q, &n.id)).map(api::Node::from_model).collect();
+    Ok(with_index(snap.table_index(Table::Nodes), &v))
+}
+
+async fn read_node(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Nodes).await?;
+    let n = snap
+        .node(&id)
+        .or_else(|| {
+            let m: Vec<_> = snap.nodes().filter(|n| n.id.starts_with(&id)).collect();
+            (m.len() == 1).then(|| m[0])
+        })
+        .ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?;
+    Ok(with_index(n.modify_index, &api::Node::from_model(n)))
+}
+
+async fn node_allocs(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+    let snap = query(&st, &q, Table::Allocs).await?;
+    let v: Vec<api::Allocation> = snap.allocs_by_node(&id).map(|a| alloc_view(&snap, a, false)).collect();
+    Ok(with_index(snap.table_index(Table::Allocs), &v))
+}
+
+async fn status_leader(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    match st.server.raft().leader() {
+        Some((_, addr)) => Ok(axum::Json(addr).into_response()),
+        None => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader".into())),
+    }
+}
+
+async fn status_peers(State(st): State<ApiState>) -> Response {
+    let peers: Vec<String> = st.server.raft().peers().into_iter().map(|(_, a)| a).collect();
+    axum::Json(peers).into_response()
+}
+
+async fn agent_self(State(st): State<ApiState>) -> Response {
+    let leader = st.server.raft().leader();
+    let body = serde_json::json!({
+        "config": {
+            "Name": st.agent.name,
+            "Region": st.agent.region,
+            "Datacenter": st.agent.datacenter,
+            "Version": { "Version": st.agent.version },
+        },
+        "member": {
+            "Name": st.agent.name,
+            "Addr": st.agent.rpc_addr,
+            "Tags": { "region": st.agent.region, "dc": st.agent.datacenter, "id": st.server.raft().id.to_string() },
+            "Status": "alive",
+        },
+        "stats": {
+            "raft": { "leader": leader.is_some_and(|(id, _)| id == st.server.raft().id).to_string() },
+        },
+    });
+    axum::Json(body).into_response()
+}
+
+async fn regions(State(st): State<ApiState>) -> Response {
+    axum::Json(vec![st.agent.region.clone()]).into_response()
+}

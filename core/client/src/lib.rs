@@ -1,1 +1,179 @@
-//! todo
+//! The client: fingerprints the node, keeps one stream to a server, runs the allocations it
+//! is given through task driver plugins, and survives its own restarts — tasks keep running
+//! under their shims and are reattached from the local state.
+
+mod alloc_runner;
+mod conn;
+mod env;
+mod fingerprint;
+mod logs;
+mod state;
+mod task_runner;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use drover_model::{AllocClientUpdate, Allocation, Job, Node};
+use drover_plugin_host::PluginHost;
+use tokio::sync::{mpsc, watch};
+
+pub use fingerprint::fingerprint;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub data_dir: PathBuf,
+    /// Servers' RPC addresses (`host:port`), tried in turn.
+    pub servers: Vec<String>,
+    pub node_name: String,
+    pub datacenter: String,
+    pub region: String,
+    pub node_class: String,
+    pub meta: BTreeMap<String, String>,
+    /// This agent's HTTP address, advertised in the node.
+    pub http_addr: String,
+    /// `-dev`: stop every task when the agent shuts down.
+    pub stop_tasks_on_shutdown: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("client state in {path}: {source}")]
+    State { path: PathBuf, source: std::io::Error },
+}
+
+/// A running client.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    node_id: String,
+    host: PluginHost,
+    state: state::LocalState,
+    /// Allocation runners by allocation id.
+    runners: Mutex<BTreeMap<String, alloc_runner::AllocRunner>>,
+    /// Status updates waiting for the server's acknowledgement, latest per allocation.
+    outbox: Mutex<BTreeMap<String, AllocClientUpdate>>,
+    outbox_changed: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Client {
+    /// Opens the local state, restores allocations found there (reattaching their tasks) and
+    /// connects to the servers.
+    pub async fn start(config: ClientConfig, host: PluginHost) -> Result<Client, ClientError> {
+        let state = state::LocalState::open(&config.data_dir.join("client"))
+            .map_err(|source| ClientError::State { path: config.data_dir.join("client"), source })?;
+        let node_id = state.node_id().to_string();
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                node_id,
+                host,
+                state,
+                runners: Mutex::default(),
+                outbox: Mutex::default(),
+                outbox_changed: watch::channel(0).0,
+                shutdown: watch::channel(false).0,
+            }),
+        };
+        client.restore().await;
+        tokio::spawn(conn::run(client.clone()));
+        Ok(client)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    pub fn host(&self) -> &PluginHost {
+        &self.inner.host
+    }
+
+    /// Stops the client. Tasks keep running (they are reattached on the next start) unless
+    /// the config says to stop them (`-dev`).
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        if self.inner.config.stop_tasks_on_shutdown {
+            let runners: Vec<_> = self.inner.runners.lock().expect("runners lock").values().cloned().collect();
+            for r in &runners {
+                r.stop("agent in -dev mode is shutting down");
+            }
+            for r in runners {
+                r.wait_done().await;
+            }
+        }
+        self.inner.host.shutdown().await;
+    }
+
+    async fn restore(&self) {
+        for local in self.inner.state.load_allocs() {
+            let id = local.alloc.id.clone();
+            tracing::info!(alloc_id = %id, "restoring allocation from local state");
+            let runner = alloc_runner::AllocRunner::spawn(self.clone(), local);
+            self.inner.runners.lock().expect("runners lock").insert(id, runner);
+        }
+    }
+
+    /// Applies a push from the server: new allocations start, changed ones update, ones the
+    /// server no longer lists are removed.
+    fn apply_push(&self, index: u64, all: &BTreeMap<String, u64>, allocs: Vec<Allocation>, jobs: Vec<Job>) {
+        let jobs: BTreeMap<(String, String, u64), Job> =
+            jobs.into_iter().map(|j| ((j.namespace.clone(), j.id.clone(), j.version), j)).collect();
+        for a in allocs {
+            let existing = self.inner.runners.lock().expect("runners lock").get(&a.id).cloned();
+            match existing {
+                Some(r) => r.update(a),
+                None => {
+                    if a.is_terminal() {
+                        continue; // never ran here, nothing to do
+                    }
+                    let key = (a.namespace.clone(), a.job_id.clone(), a.job_version);
+                    let Some(job) = jobs.get(&key).cloned().or_else(|| self.inner.state.job(&key)) else {
+                        tracing::error!(alloc_id = %a.id, "server pushed an allocation without its job version");
+                        continue;
+                    };
+                    let local = state::LocalAlloc::new(a.clone(), job);
+                    let id = a.id.clone();
+                    let runner = alloc_runner::AllocRunner::spawn(self.clone(), local);
+                    self.inner.runners.lock().expect("runners lock").insert(id, runner);
+                }
+            }
+        }
+        // Allocations the server no longer has were garbage-collected there.
+        let gone: Vec<alloc_runner::AllocRunner> = {
+            let mut runners = self.inner.runners.lock().expect("runners lock");
+            let ids: Vec<String> = runners.keys().filter(|id| !all.contains_key(*id)).cloned().collect();
+            ids.into_iter().filter_map(|id| runners.remove(&id)).collect()
+        };
+        for r in gone {
+            r.stop("allocation was removed from the cluster");
+            r.destroy_when_done();
+        }
+        self.inner.state.set_last_index(index);
+    }
+
+    /// Queues a status update for the server.
+    pub(crate) fn send_update(&self, u: AllocClientUpdate) {
+        self.inner.outbox.lock().expect("outbox lock").insert(u.alloc_id.clone(), u);
+        self.inner.outbox_changed.send_modify(|v| *v += 1);
+    }
+
+    fn acked(&self, alloc_id: &str, seq: u64) {
+        let mut out = self.inner.outbox.lock().expect("outbox lock");
+        if out.get(alloc_id).is_some_and(|u| u.seq <= seq) {
+            out.remove(alloc_id);
+        }
+    }
+
+    /// Node attributes for registration.
+    pub(crate) async fn node(&self) -> Node {
+        fingerprint::node(self).await
+    }
+}
+
+/// Channel type for a log session's data.
+pub(crate) type SessionTx = mpsc::Sender<drover_proto::node::SessionChunk>;

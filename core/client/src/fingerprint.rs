@@ -1,0 +1,114 @@
+//! What the node is: CPU, memory, disk, kernel, OS, host name, and its drivers' health.
+
+use std::collections::BTreeMap;
+
+use drover_model::{DriverInfo, Node, NodeResources, NodeStatus};
+use drover_proto::driver::{FingerprintRequest, HealthState};
+
+use crate::Client;
+
+/// Host attributes and resources, read from /proc and the system.
+pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, NodeResources) {
+    let mut attrs = BTreeMap::new();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
+    let mhz = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu MHz").and_then(|r| r.split(':').nth(1)).and_then(|v| v.trim().parse::<f64>().ok()))
+        .map(|m| m as u64)
+        .unwrap_or(1000);
+    if let Some(model) = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1))) {
+        attrs.insert("cpu.modelname".into(), model.trim().to_string());
+    }
+    attrs.insert("cpu.numcores".into(), cores.to_string());
+    attrs.insert("cpu.frequency".into(), mhz.to_string());
+    attrs.insert("cpu.totalcompute".into(), (cores * mhz).to_string());
+    attrs.insert("cpu.arch".into(), std::env::consts::ARCH.into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<u64>().ok()))
+        .unwrap_or(0);
+    attrs.insert("memory.totalbytes".into(), (mem_kb * 1024).to_string());
+    let uts = nix::sys::utsname::uname().ok();
+    attrs.insert("kernel.name".into(), "linux".into());
+    if let Some(u) = &uts {
+        attrs.insert("kernel.version".into(), u.release().to_string_lossy().into());
+        attrs.insert("unique.hostname".into(), u.nodename().to_string_lossy().into());
+    }
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    for (key, attr) in [("ID", "os.name"), ("VERSION_ID", "os.version")] {
+        if let Some(v) = os.lines().find_map(|l| l.strip_prefix(&format!("{key}="))) {
+            attrs.insert(attr.into(), v.trim_matches('"').to_string());
+        }
+    }
+    let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    attrs.insert("os.cgroups.version".into(), if cgroup_v2 { "2" } else { "1" }.into());
+    attrs.insert("drover.version".into(), env!("CARGO_PKG_VERSION").into());
+    let disk_mb = nix::sys::statvfs::statvfs(data_dir)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1024 * 1024))
+        .unwrap_or(0);
+    attrs.insert("unique.storage.volume".into(), data_dir.display().to_string());
+    attrs.insert("unique.storage.bytesfree".into(), (disk_mb * 1024 * 1024).to_string());
+    (attrs, NodeResources { cpu: cores * mhz, memory_mb: mem_kb / 1024, disk_mb })
+}
+
+/// The node as the client registers it.
+pub async fn node(client: &Client) -> Node {
+    let cfg = &client.inner.config;
+    let dir = cfg.data_dir.clone();
+    let (mut attributes, resources) = tokio::task::spawn_blocking(move || fingerprint(&dir)).await.unwrap_or_default();
+    let mut drivers = BTreeMap::new();
+    for name in client.host().driver_names() {
+        let info = driver_info(client, &name).await;
+        if info.detected {
+            attributes.insert(format!("driver.{name}"), "1".into());
+        }
+        for (k, v) in &info.attributes {
+            attributes.insert(k.clone(), v.clone());
+        }
+        drivers.insert(name, info);
+    }
+    Node {
+        id: client.node_id().to_string(),
+        name: cfg.node_name.clone(),
+        datacenter: cfg.datacenter.clone(),
+        node_class: cfg.node_class.clone(),
+        node_pool: "default".into(),
+        status: NodeStatus::Initializing,
+        status_description: String::new(),
+        scheduling_eligibility: "eligible".into(),
+        attributes,
+        meta: cfg.meta.clone(),
+        resources,
+        reserved: NodeResources::default(),
+        drivers,
+        http_addr: cfg.http_addr.clone(),
+        status_updated_at: 0,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+async fn driver_info(client: &Client, name: &str) -> DriverInfo {
+    let unhealthy = |d: String| DriverInfo { detected: false, healthy: false, health_description: d, attributes: BTreeMap::new() };
+    let mut driver = match client.host().driver(name).await {
+        Ok(d) => d,
+        Err(e) => return unhealthy(format!("plugin failed to start: {e}")),
+    };
+    let first = async {
+        let mut s = driver.fingerprint(FingerprintRequest {}).await?.into_inner();
+        s.message().await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), first).await {
+        Ok(Ok(Some(f))) => DriverInfo {
+            detected: f.health() != HealthState::Undetected,
+            healthy: f.health() == HealthState::Healthy,
+            health_description: f.health_description,
+            attributes: f.attributes.into_iter().collect(),
+        },
+        Ok(Ok(None)) => unhealthy("fingerprint stream ended without a message".into()),
+        Ok(Err(e)) => unhealthy(format!("fingerprint failed: {}", e.message())),
+        Err(_) => unhealthy("fingerprint timed out".into()),
+    }
+}

@@ -1,0 +1,354 @@
+//! The task runner: starts a task through its driver, waits for it, applies the restart
+//! policy, stops it when asked, and — when the driver plugin dies — reattaches to the task
+//! through its handle instead of starting it again.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use drover_model::{Allocation, Job, RestartMode, RestartPolicy, Task, TaskEvent, TaskLifecycle, TaskState};
+use drover_proto::driver::{
+    DestroyTaskRequest, ExitResult, LogConfig, RecoverTaskRequest, Resources, StartTaskRequest,
+    StopTaskRequest, TaskConfig, TaskHandle, WaitTaskRequest,
+};
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::Client;
+use crate::env::{TaskDirs, interpolate, interpolate_json, task_env};
+use crate::state::LocalTask;
+
+pub enum TaskMsg {
+    /// The task's driver handle (protobuf bytes), or None once the task is gone.
+    Handle(String, Option<Vec<u8>>),
+    State(String, TaskState),
+}
+
+pub struct TaskCtx {
+    pub client: Client,
+    pub alloc: Allocation,
+    pub job: Job,
+    pub task: Task,
+    pub restart: RestartPolicy,
+    pub dirs: TaskDirs,
+    pub stop: watch::Receiver<Option<String>>,
+    pub tx: mpsc::Sender<TaskMsg>,
+    pub restored: Option<LocalTask>,
+}
+
+pub fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
+}
+
+pub fn event(kind: &str, message: &str) -> TaskEvent {
+    TaskEvent { kind: kind.into(), time: now_nanos(), message: message.into(), ..Default::default() }
+}
+
+/// How a wait for the task ended.
+enum Waited {
+    Exited(ExitResult),
+    /// The task could not be tracked any more (its shim is gone).
+    Lost(String),
+}
+
+struct Runner {
+    ctx: TaskCtx,
+    state: TaskState,
+    handle: Option<TaskHandle>,
+    restarts: Vec<Instant>,
+}
+
+impl Runner {
+    async fn emit(&mut self, e: TaskEvent) {
+        tracing::info!(event = %e.kind, message = %e.message, "task event");
+        self.state.events.push(e);
+        if self.state.events.len() > 20 {
+            self.state.events.remove(0);
+        }
+        self.send_state().await;
+    }
+
+    async fn send_state(&self) {
+        let _ = self.ctx.tx.send(TaskMsg::State(self.ctx.task.name.clone(), self.state.clone())).await;
+    }
+
+    async fn set_handle(&mut self, h: Option<TaskHandle>) {
+        let bytes = h.as_ref().map(|h| h.encode_to_vec());
+        self.handle = h;
+        let _ = self.ctx.tx.send(TaskMsg::Handle(self.ctx.task.name.clone(), bytes)).await;
+    }
+
+    fn stop_reason(&self) -> Option<String> {
+        self.ctx.stop.borrow().clone()
+    }
+
+    async fn finish(&mut self, failed: bool) {
+        self.state.state = TaskLifecycle::Dead;
+        self.state.failed = failed;
+        self.state.finished_at = now_nanos();
+        self.set_handle(None).await;
+        self.send_state().await;
+    }
+
+    fn task_config(&self, attempt: u32) -> TaskConfig {
+        let c = &self.ctx;
+        let mut env = task_env(&c.job, &c.alloc, &c.task, &c.dirs, &c.job.region, "");
+        let base = env.clone();
+        for (k, v) in &c.task.env {
+            env.insert(k.clone(), interpolate(v, &base));
+        }
+        let config = interpolate_json(&serde_json::Value::Object(c.task.config.clone()), &env);
+        let logs_dir = std::path::Path::new(&c.dirs.alloc_dir).join("logs");
+        TaskConfig {
+            id: format!("{}/{}/{}", c.alloc.id, c.task.name, attempt),
+            name: c.task.name.clone(),
+            alloc_id: c.alloc.id.clone(),
+            job_name: c.job.name.clone(),
+            group_name: c.alloc.task_group.clone(),
+            driver_config_json: serde_json::to_vec(&config).expect("config serializes"),
+            env: env.into_iter().collect(),
+            resources: Some(Resources {
+                cpu_mhz: c.task.resources.cpu as i64,
+                memory_mb: c.task.resources.memory_mb as i64,
+                memory_max_mb: c.task.resources.memory_max_mb as i64,
+            }),
+            user: c.task.user.clone(),
+            alloc_dir: c.dirs.alloc_dir.clone(),
+            task_dir: c.dirs.task_dir.clone(),
+            stdout_path: logs_dir.join(format!("{}.stdout", c.task.name)).display().to_string(),
+            stderr_path: logs_dir.join(format!("{}.stderr", c.task.name)).display().to_string(),
+            logs: Some(LogConfig { max_files: c.task.logs.max_files, max_file_size_mb: c.task.logs.max_file_size_mb }),
+            network_ns_path: String::new(),
+        }
+    }
+
+    /// Waits for the task to exit, stopping it if asked, and reattaching through the handle
+    /// if the plugin dies meanwhile.
+    async fn wait(&mut self) -> Waited {
+        let handle = self.handle.clone().expect("waiting on a started task");
+        let task_id = handle.config.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let driver_name = self.ctx.task.driver.clone();
+        let mut stop_sent = false;
+        let mut failures = 0u32;
+        loop {
+            let mut driver = match self.ctx.client.host().driver(&driver_name).await {
+                Ok(d) => d,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "driver plugin unavailable; retrying");
+                    if failures > 30 {
+                        return Waited::Lost(format!("driver plugin {driver_name} unavailable: {e}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if failures > 0 {
+                // A new plugin instance: hand it the task back.
+                if let Err(e) = driver.recover_task(RecoverTaskRequest { handle: Some(handle.clone()) }).await {
+                    tracing::warn!(error = %e.message(), "reattaching to the task failed");
+                    if e.code() == tonic::Code::NotFound || e.code() == tonic::Code::InvalidArgument || failures > 30 {
+                        return Waited::Lost(format!("task could not be reattached: {}", e.message()));
+                    }
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                tracing::info!("reattached to the running task");
+                self.emit(event("Reattached", "task reattached after its driver plugin restarted")).await;
+            }
+            let mut waiter = driver.clone();
+            let wait = waiter.wait_task(WaitTaskRequest { task_id: task_id.clone() });
+            tokio::pin!(wait);
+            let mut stop = self.ctx.stop.clone();
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut wait => break r,
+                    _ = stop.changed(), if !stop_sent => {
+                        if let Some(reason) = stop.borrow().clone() {
+                            stop_sent = true;
+                            self.emit(event("Killing", &format!("Sent interrupt: {reason}"))).await;
+                            let req = StopTaskRequest {
+                                task_id: task_id.clone(),
+                                signal: self.ctx.task.kill_signal.clone(),
+                                timeout_ms: self.ctx.task.kill_timeout.as_millis() as u64,
+                            };
+                            let mut d = driver.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = d.stop_task(req).await {
+                                    tracing::warn!(error = %e.message(), "stopping the task failed");
+                                }
+                            });
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Ok(r) => return Waited::Exited(r.into_inner().result.unwrap_or_default()),
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e.message(), "lost contact with the driver plugin while waiting; reattaching");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Whether the restart policy allows another start; sleeps the delay if so.
+    async fn may_restart(&mut self, why: &str) -> bool {
+        let p = self.ctx.restart;
+        let now = Instant::now();
+        self.restarts.retain(|t| now.duration_since(*t) < p.interval);
+        if self.restarts.len() as u32 >= p.attempts {
+            match p.mode {
+                RestartMode::Fail => {
+                    let msg = format!(
+                        "Exceeded allowed attempts {} in interval {:?} and mode is \"fail\"",
+                        p.attempts, p.interval
+                    );
+                    let mut e = event("Not Restarting", &msg);
+                    e.fails_task = true;
+                    self.emit(e).await;
+                    return false;
+                }
+                RestartMode::Delay => {
+                    let oldest = self.restarts.first().copied().unwrap_or(now);
+                    let wait = p.interval.saturating_sub(now.duration_since(oldest));
+                    self.emit(event("Restarting", &format!("Exceeded allowed attempts, applying a delay of {wait:?}"))).await;
+                    if !self.sleep_unless_stopped(wait).await {
+                        return false;
+                    }
+                    self.restarts.clear();
+                }
+            }
+        } else {
+            self.emit(event("Restarting", &format!("{why}; restarting in {:?}", p.delay))).await;
+            if !self.sleep_unless_stopped(p.delay).await {
+                return false;
+            }
+        }
+        self.restarts.push(Instant::now());
+        self.state.restarts += 1;
+        true
+    }
+
+    async fn sleep_unless_stopped(&mut self, d: Duration) -> bool {
+        let mut stop = self.ctx.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => self.stop_reason().is_none(),
+            _ = stop.wait_for(|s| s.is_some()) => false,
+        }
+    }
+
+    async fn start(&mut self) -> Result<(), String> {
+        let cfg = self.task_config(self.state.restarts);
+        let mut driver = self.ctx.client.host().driver(&self.ctx.task.driver).await.map_err(|e| e.to_string())?;
+        let resp = driver.start_task(StartTaskRequest { task: Some(cfg) }).await.map_err(|e| e.message().to_string())?.into_inner();
+        let handle = resp.handle.ok_or("driver returned no task handle")?;
+        self.set_handle(Some(handle)).await;
+        self.state.state = TaskLifecycle::Running;
+        self.state.started_at = now_nanos();
+        self.emit(event("Started", "Task started by client")).await;
+        Ok(())
+    }
+
+    async fn destroy(&self) {
+        let Some(h) = &self.handle else { return };
+        let task_id = h.config.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        if let Ok(mut d) = self.ctx.client.host().driver(&self.ctx.task.driver).await {
+            let _ = d.destroy_task(DestroyTaskRequest { task_id, force: true }).await;
+        }
+    }
+}
+
+pub async fn run(ctx: TaskCtx) {
+    let restored = ctx.restored.clone();
+    let mut r = Runner { state: TaskState::default(), handle: None, restarts: Vec::new(), ctx };
+    let mut resume = false;
+    if let Some(local) = restored {
+        r.state = local.state;
+        if let Some(bytes) = local.handle {
+            match TaskHandle::decode(bytes.as_slice()) {
+                Ok(h) => {
+                    r.handle = Some(h);
+                    resume = true;
+                }
+                Err(e) => tracing::error!(error = %e, "stored task handle is corrupt"),
+            }
+        }
+    }
+    if resume {
+        // The agent restarted: hand the running task to the (new) plugin and wait again.
+        let handle = r.handle.clone().expect("resuming with a handle");
+        let recovered = match r.ctx.client.host().driver(&r.ctx.task.driver).await {
+            Ok(mut d) => d.recover_task(RecoverTaskRequest { handle: Some(handle) }).await.map_err(|e| e.message().to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = recovered {
+            r.emit(event("Task Lost", &format!("task could not be reattached after the agent restarted: {e}"))).await;
+            r.finish(true).await;
+            return;
+        }
+        tracing::info!("reattached to the task after an agent restart");
+        r.emit(event("Reattached", "task reattached after the agent restarted")).await;
+    } else {
+        r.emit(event("Received", "Task received by client")).await;
+        r.emit(event("Task Setup", "Building Task Directory")).await;
+    }
+    loop {
+        if !resume {
+            if let Some(reason) = r.stop_reason() {
+                r.emit(event("Killed", &format!("Task not started: {reason}"))).await;
+                r.finish(false).await;
+                return;
+            }
+            if let Err(e) = r.start().await {
+                let mut ev = event("Driver Failure", &e);
+                ev.fails_task = false;
+                r.emit(ev).await;
+                if r.may_restart("Driver failure").await {
+                    continue;
+                }
+                r.finish(true).await;
+                return;
+            }
+        }
+        resume = false;
+        let waited = r.wait().await;
+        let killed = r.stop_reason().is_some();
+        match waited {
+            Waited::Lost(msg) => {
+                r.emit(event("Task Lost", &msg)).await;
+                r.finish(true).await;
+                return;
+            }
+            Waited::Exited(res) => {
+                let mut ev = event(
+                    "Terminated",
+                    &format!("Exit Code: {}{}", res.exit_code, if res.signal != 0 { format!(", Signal: {}", res.signal) } else { String::new() }),
+                );
+                ev.exit_code = res.exit_code;
+                ev.signal = res.signal;
+                ev.oom_killed = res.oom_killed;
+                r.emit(ev).await;
+                r.destroy().await;
+                if killed {
+                    r.emit(event("Killed", "Task successfully killed")).await;
+                    r.finish(false).await;
+                    return;
+                }
+                let success = res.exit_code == 0 && res.signal == 0;
+                if success && r.ctx.job.job_type.runs_to_completion() {
+                    r.finish(false).await;
+                    return;
+                }
+                let why = if success { "Task exited".to_string() } else { format!("Task exited with code {}", res.exit_code) };
+                if !r.may_restart(&why).await {
+                    // Stopped while waiting to restart is a kill, not a failure.
+                    let failed = r.stop_reason().is_none();
+                    r.finish(failed).await;
+                    return;
+                }
+            }
+        }
+    }
+}

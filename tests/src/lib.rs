@@ -1,1 +1,209 @@
-//! End-to-end tests of the drover binary.
+//! Support for the end-to-end tests: start real `drover` agents on free ports, talk to their
+//! HTTP API, run the CLI, and wait for conditions.
+//!
+//! The tests run the `drover` binary built next to the test executable
+//! (`target/<profile>/drover`): build it first (`cargo build --bins`, as tests/run.sh does).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `drover` binary of this build.
+pub fn drover_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/drover
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("drover");
+    assert!(bin.exists(), "{} does not exist: run `cargo build --bins` before the end-to-end tests", bin.display());
+    bin
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1 (bound once, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running `drover agent` process.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub http_port: u16,
+    pub rpc_port: u16,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent with these extra arguments; `http_port`/`rpc_port` are passed for it.
+    pub fn start(args: &[&str], data_dir: &Path, http_port: u16, rpc_port: u16) -> Agent {
+        let mut a = Agent {
+            child: None,
+            http_port,
+            rpc_port,
+            data_dir: data_dir.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension(format!("{http_port}.log")),
+        };
+        a.spawn();
+        a
+    }
+
+    /// `drover agent -dev` on free ports.
+    pub fn dev(tmp: &Path) -> Agent {
+        let (h, r) = (free_port(), free_port());
+        let a = Agent::start(&["-dev"], &tmp.join("dev"), h, r);
+        a.wait_ready();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = Command::new(drover_bin());
+        cmd.arg("agent").args(&self.args);
+        cmd.args(["-http-port", &self.http_port.to_string(), "-rpc-port", &self.rpc_port.to_string()]);
+        if !self.args.iter().any(|a| a == "-dev") {
+            cmd.args(["-data-dir", self.data_dir.to_str().unwrap()]);
+        }
+        cmd.env("DROVER_LOG", "info,drover=debug");
+        cmd.stdout(Stdio::from(log.try_clone().unwrap())).stderr(Stdio::from(log)).stdin(Stdio::null());
+        self.child = Some(cmd.spawn().expect("start drover agent"));
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("agent running").id() as i32
+    }
+
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn rpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.rpc_port)
+    }
+
+    /// Waits until the HTTP API answers and has a leader.
+    pub fn wait_ready(&self) {
+        wait_for("agent HTTP API and a Raft leader", Duration::from_secs(30), || {
+            reqwest::blocking::get(format!("{}/v1/status/leader", self.address())).ok().filter(|r| r.status().is_success())
+        });
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a JSON document from the API.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        let r = reqwest::blocking::get(format!("{}{path}", self.address())).ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().ok()
+    }
+
+    /// Runs the CLI against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(drover_bin()).args(args).env("DROVER_ADDR", self.address()).current_dir(repo_root()).output().expect("run drover CLI")
+    }
+
+    /// The allocations of a job.
+    pub fn allocs(&self, job: &str) -> Vec<Value> {
+        self.get(&format!("/v1/job/{job}/allocations")).and_then(|v| v.as_array().cloned()).unwrap_or_default()
+    }
+
+    pub fn alloc(&self, id: &str) -> Option<Value> {
+        self.get(&format!("/v1/allocation/{id}"))
+    }
+
+    /// Waits for the job's first allocation to reach `status`, and returns it.
+    pub fn wait_alloc_status(&self, job: &str, status: &str, timeout: Duration) -> Value {
+        wait_for(&format!("an allocation of {job} to be {status}"), timeout, || {
+            self.allocs(job).into_iter().find(|a| a["ClientStatus"] == status)
+        })
+    }
+
+    /// Registers an HCL jobspec through the CLI (`job run -detach`).
+    pub fn run_job(&self, path: &Path) {
+        let out = self.cli(&["job", "run", "-detach", path.to_str().unwrap()]);
+        assert!(out.status.success(), "job run failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A task's events of a kind, from an allocation document.
+pub fn task_events<'a>(alloc: &'a Value, task: &str, kind: &str) -> Vec<&'a Value> {
+    alloc["TaskStates"][task]["Events"].as_array().map(|v| v.iter().filter(|e| e["Type"] == kind).collect()).unwrap_or_default()
+}
+
+/// /proc/<pid>/stat fields: (parent pid, start time in clock ticks).
+pub fn proc_stat(pid: i32) -> Option<(i32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((f[1].parse().ok()?, f[19].parse().ok()?))
+}
+
+pub fn proc_cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
+}
+
+/// Finds the pid of the process whose command line contains `needle`.
+pub fn find_process(needle: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+        proc_cmdline(*pid).contains(needle) && *pid != std::process::id() as i32
+    })
+}
+
+/// Writes a jobspec into `dir` and returns its path.
+pub fn write_job(dir: &Path, name: &str, hcl: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.hcl"));
+    std::fs::write(&p, hcl).unwrap();
+    p
+}

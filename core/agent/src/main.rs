@@ -1,1 +1,266 @@
-fn main() {}
+//! `drover`: the agent, the CLI, and the built-in plugins and task shim, in one binary.
+
+mod agent;
+mod cli;
+mod config;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "drover", version, about = "Drover: one binary that runs your jobs", disable_help_subcommand = true)]
+struct Cli {
+    /// The HTTP API address (also DROVER_ADDR, NOMAD_ADDR).
+    #[arg(long, global = true)]
+    address: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs a Drover agent (server, client, or both).
+    Agent(AgentArgs),
+    /// Job commands.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Allocation commands.
+    #[command(subcommand)]
+    Alloc(AllocCmd),
+    /// Node commands.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Server commands.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Operator commands.
+    #[command(subcommand)]
+    Operator(OperatorCmd),
+    /// Plugin commands.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Lists jobs, or shows one.
+    Status {
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints the version.
+    Version,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// Development mode: server and client in one process on a fresh temporary data dir.
+    #[arg(long)]
+    dev: bool,
+    /// A config file or directory; may repeat, merged in order.
+    #[arg(long = "config")]
+    config: Vec<PathBuf>,
+    #[arg(long = "data-dir")]
+    data_dir: Option<String>,
+    #[arg(long)]
+    bind: Option<String>,
+    #[arg(long)]
+    server: bool,
+    #[arg(long)]
+    client: bool,
+    /// Server RPC addresses for a client (comma-separated).
+    #[arg(long)]
+    servers: Option<String>,
+    #[arg(long = "node")]
+    node: Option<String>,
+    #[arg(long = "http-port")]
+    http_port: Option<u16>,
+    #[arg(long = "rpc-port")]
+    rpc_port: Option<u16>,
+    #[arg(long = "log-level")]
+    log_level: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum JobCmd {
+    /// Submits a job and follows its evaluation.
+    Run {
+        file: PathBuf,
+        #[arg(long)]
+        detach: bool,
+        /// The file is API JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    Status {
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    Stop {
+        id: String,
+        #[arg(long)]
+        purge: bool,
+        #[arg(long)]
+        detach: bool,
+    },
+    Inspect { id: String },
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AllocCmd {
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints a task's stdout (or stderr).
+    Logs {
+        alloc: String,
+        task: Option<String>,
+        #[arg(long)]
+        stderr: bool,
+        #[arg(short = 'f')]
+        follow: bool,
+        #[arg(long)]
+        tail: bool,
+        #[arg(short = 'n')]
+        lines: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerCmd {
+    Members,
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    #[command(subcommand)]
+    Raft(RaftCmd),
+}
+
+#[derive(Subcommand)]
+enum RaftCmd {
+    #[command(name = "list-peers")]
+    ListPeers,
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Serves a built-in plugin over the plugin handshake (run by the agent, not by hand).
+    Serve { name: String },
+}
+
+/// Nomad's CLI takes single-dash long flags (`-detach`, `-address=...`): accept them.
+fn normalize_args(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut passthrough = false;
+    for (i, a) in args.into_iter().enumerate() {
+        if i == 0 || passthrough {
+            out.push(a);
+            continue;
+        }
+        if a == "--" {
+            passthrough = true;
+            out.push(a);
+            continue;
+        }
+        let long_single = a.starts_with('-') && !a.starts_with("--") && a.len() > 2 && a.as_bytes()[1].is_ascii_alphabetic();
+        out.push(if long_single { format!("-{a}") } else { a });
+    }
+    out
+}
+
+fn init_logging(level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info").to_lowercase()));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // The task shim runs before any thread or runtime exists: it forks.
+    if args.get(1).map(String::as_str) == Some("task-shim") {
+        std::process::exit(drover_plugin_sdk::shim::run(&args[2..]));
+    }
+    let cli = Cli::parse_from(normalize_args(args));
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Cmd::Plugin(PluginCmd::Serve { name }) = &cli.cmd {
+        drover_plugin_sdk::check_cookie_or_exit();
+        let rt = tokio::runtime::Runtime::new()?;
+        return match name.as_str() {
+            "raw_exec" => {
+                rt.block_on(drover_plugin_sdk::serve_driver(drover_plugin_raw_exec::RawExec::default()))?;
+                Ok(0)
+            }
+            other => anyhow::bail!("no built-in plugin named {other:?} (built in: raw_exec)"),
+        };
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let api = cli::ApiClient::new(cli.address.clone());
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Agent(a) => {
+                init_logging(a.log_level.as_deref());
+                let mut file = config::FileConfig::load_all(&a.config)?;
+                let flags = config::FileConfig {
+                    data_dir: a.data_dir,
+                    bind_addr: a.bind,
+                    name: a.node,
+                    ports: (a.http_port.is_some() || a.rpc_port.is_some())
+                        .then_some(config::Ports { http: a.http_port, rpc: a.rpc_port, serf: None }),
+                    server: a.server.then(|| config::ServerBlock { enabled: Some(true), ..Default::default() }),
+                    client: (a.client || a.servers.is_some()).then(|| config::ClientBlock {
+                        enabled: Some(true),
+                        servers: a.servers.map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                file.merge(flags);
+                let cfg = config::AgentConfig::resolve(file, a.dev)?;
+                agent::run(cfg).await?;
+                Ok(0)
+            }
+            Cmd::Job(JobCmd::Run { file, detach, json }) => cli::job_run(&api, &file, detach, json).await,
+            Cmd::Job(JobCmd::Status { id, json }) | Cmd::Status { id, json } => cli::job_status(&api, id.as_deref(), json).await,
+            Cmd::Job(JobCmd::Stop { id, purge, detach }) => cli::job_stop(&api, &id, purge, detach).await,
+            Cmd::Job(JobCmd::Inspect { id }) => cli::job_inspect(&api, &id).await,
+            Cmd::Job(JobCmd::Validate { file, json }) => cli::job_validate(&file, json),
+            Cmd::Alloc(AllocCmd::Status { id, json }) => cli::alloc_status(&api, &id, json).await,
+            Cmd::Alloc(AllocCmd::Logs { alloc, task, stderr, follow, tail, lines }) => {
+                cli::alloc_logs(&api, cli::LogsArgs { alloc: &alloc, task: task.as_deref(), stderr, follow, tail, lines }).await
+            }
+            Cmd::Node(NodeCmd::Status { json }) => cli::node_status(&api, json).await,
+            Cmd::Server(ServerCmd::Members) => cli::server_members(&api).await,
+            Cmd::Operator(OperatorCmd::Raft(RaftCmd::ListPeers)) => cli::raft_peers(&api).await,
+            Cmd::Version => {
+                println!("Drover v{}", env!("CARGO_PKG_VERSION"));
+                Ok(0)
+            }
+            Cmd::Plugin(PluginCmd::Serve { .. }) => unreachable!("handled above"),
+        }
+    })
+}

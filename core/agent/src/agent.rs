@@ -1,0 +1,125 @@
+//! `drover agent`: wires Raft, the server, the HTTP API, the plugin host and the client.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use drover_api::{AgentInfo, ApiState};
+use drover_client::{Client, ClientConfig};
+use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
+use drover_raft::{RaftNode, RaftNodeConfig};
+use drover_server::{NodeStreamService, Server, ServerConfig};
+
+use crate::config::AgentConfig;
+
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    tracing::info!(data_dir = %cfg.data_dir.display(), server = cfg.server, client = cfg.client, dev = cfg.dev, "starting agent");
+    let mut server_handle = None;
+    if cfg.server {
+        let raft = RaftNode::open(RaftNodeConfig {
+            data_dir: cfg.data_dir.join("server"),
+            advertise_rpc: cfg.advertise_rpc.clone(),
+            bootstrap: true,
+        })
+        .await
+        .context("cannot start Raft")?;
+        let server = Server::start(raft.clone(), ServerConfig { heartbeat_ttl: cfg.heartbeat_ttl });
+        let rpc_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.rpc_port)
+            .parse()
+            .with_context(|| format!("bind_addr {:?} is not an IP address", cfg.bind_addr))?;
+        let rpc_listener = tokio::net::TcpListener::bind(rpc_addr).await.with_context(|| format!("cannot listen for RPC on {rpc_addr}"))?;
+        let grpc = tonic::transport::Server::builder()
+            .add_service(drover_raft::network::RaftService::server(raft.raft.clone()))
+            .add_service(NodeStreamService::server(server.clone()))
+            .serve_with_incoming(tokio_stream_listener(rpc_listener));
+        tokio::spawn(async move {
+            if let Err(e) = grpc.await {
+                tracing::error!(error = %e, "RPC server failed");
+            }
+        });
+        let http_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.http_port).parse()?;
+        let http_listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+        let api = drover_api::router(ApiState {
+            server: server.clone(),
+            agent: AgentInfo {
+                name: cfg.name.clone(),
+                region: cfg.region.clone(),
+                datacenter: cfg.datacenter.clone(),
+                http_addr: cfg.advertise_http.clone(),
+                rpc_addr: cfg.advertise_rpc.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+        });
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, api).await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(http = %http_addr, rpc = %rpc_addr, "server listening");
+        server_handle = Some(server);
+    }
+    let mut client = None;
+    if cfg.client {
+        let exe = std::env::current_exe().context("cannot find the drover binary to launch built-in plugins")?;
+        let mut plugins = Vec::new();
+        // Built-in plugins run out of process, served by this same binary.
+        for name in ["raw_exec"] {
+            let block = cfg.plugins.get(name).cloned().unwrap_or_default();
+            plugins.push(PluginLaunch {
+                name: name.to_string(),
+                command: exe.clone(),
+                args: vec!["plugin".into(), "serve".into(), name.into()],
+                config_json: serde_json::Value::Object(block.config.unwrap_or_default()),
+            });
+        }
+        let host = PluginHost::new(HostConfig {
+            data_dir: cfg.data_dir.clone(),
+            node_id: String::new(),
+            plugins,
+            ..HostConfig::default()
+        });
+        let c = Client::start(
+            ClientConfig {
+                data_dir: cfg.data_dir.clone(),
+                servers: cfg.servers.clone(),
+                node_name: cfg.name.clone(),
+                datacenter: cfg.datacenter.clone(),
+                region: cfg.region.clone(),
+                node_class: cfg.node_class.clone(),
+                meta: cfg.meta.clone(),
+                http_addr: cfg.advertise_http.clone(),
+                stop_tasks_on_shutdown: cfg.dev,
+            },
+            host,
+        )
+        .await?;
+        tracing::info!(node_id = c.node_id(), "client started");
+        client = Some(c);
+    }
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    if let Some(c) = client {
+        c.shutdown().await;
+    }
+    if let Some(s) = server_handle {
+        s.raft().shutdown().await;
+    }
+    if cfg.dev {
+        let _ = std::fs::remove_dir_all(&cfg.data_dir);
+    }
+    Ok(())
+}
+
+fn tokio_stream_listener(l: tokio::net::TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(l)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

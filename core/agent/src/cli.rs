@@ -1,0 +1,357 @@
+//! The CLI: Nomad's verbs against the HTTP API.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use drover_api_types as api;
+use futures::StreamExt;
+
+/// An HTTP API client for the CLI.
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Exit code for "the request was fine but the thing failed" (as Nomad uses 2 for job run
+/// placement failures).
+pub const EXIT_PLACEMENT_FAILED: i32 = 2;
+
+impl ApiClient {
+    pub fn new(address: Option<String>) -> Self {
+        let base = address
+            .or_else(|| std::env::var("DROVER_ADDR").ok())
+            .or_else(|| std::env::var("NOMAD_ADDR").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:4646".into());
+        let base = if base.contains("://") { base } else { format!("http://{base}") };
+        ApiClient { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+    }
+
+    async fn check(&self, resp: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        bail!("{what}: {} ({status})", body.trim())
+    }
+
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.get(&url).send().await.with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        let resp = self.check(resp, &format!("GET {path}")).await?;
+        resp.json().await.with_context(|| format!("unexpected answer from GET {path}"))
+    }
+
+    pub async fn send<T: serde::de::DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        let resp = self.check(resp, &format!("{method} {path}")).await?;
+        resp.json().await.with_context(|| format!("unexpected answer from {method} {path}"))
+    }
+
+    pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.get(&url).send().await.with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        self.check(resp, &format!("GET {path}")).await
+    }
+}
+
+/// Reads a jobspec: HCL, or API JSON with `json`.
+pub fn load_job(path: &Path, json: bool) -> anyhow::Result<(drover_model::Job, Vec<String>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if json || path.extension().is_some_and(|e| e == "json") {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}:{}:{}: invalid JSON: {e}", path.display(), e.line(), e.column()))?;
+        let job_v = v.get("Job").cloned().unwrap_or(v);
+        let job: api::Job = serde_json::from_value(job_v).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let job = job.to_model().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        return Ok((job, vec![]));
+    }
+    let parsed = drover_jobspec::parse(&text, &path.display().to_string())?;
+    Ok((parsed.job, parsed.warnings))
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+fn table(rows: Vec<Vec<String>>) -> String {
+    let mut widths = vec![0; rows.first().map(|r| r.len()).unwrap_or(0)];
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub async fn job_run(c: &ApiClient, file: &Path, detach: bool, json: bool) -> anyhow::Result<i32> {
+    let (job, warnings) = load_job(file, json)?;
+    for w in &warnings {
+        eprintln!("Warning: {w}");
+    }
+    let body = serde_json::json!({ "Job": api::Job::from_model(&job) });
+    let resp: api::JobRegisterResponse = c.send(reqwest::Method::POST, "/v1/jobs", Some(&body)).await?;
+    if detach {
+        println!("Job registration successful");
+        println!("Evaluation ID: {}", resp.eval_id);
+        return Ok(0);
+    }
+    println!("==> Monitoring evaluation \"{}\"", short(&resp.eval_id));
+    monitor_eval(c, &resp.eval_id).await
+}
+
+/// Follows an evaluation until it completes and prints what it placed (Nomad's monitor).
+pub async fn monitor_eval(c: &ApiClient, eval_id: &str) -> anyhow::Result<i32> {
+    let mut index = 0u64;
+    let eval = loop {
+        let e: api::Evaluation = c.get(&format!("/v1/evaluation/{eval_id}?index={index}&wait=5s")).await?;
+        index = e.modify_index;
+        if e.status != "pending" {
+            break e;
+        }
+    };
+    println!("    Evaluation triggered by job \"{}\"", eval.job_id);
+    let allocs: Vec<api::Allocation> = c.get(&format!("/v1/job/{}/allocations?namespace={}", eval.job_id, eval.namespace)).await?;
+    for a in allocs.iter().filter(|a| a.eval_id == eval.id) {
+        println!("    Allocation \"{}\" created: node \"{}\", group \"{}\"", short(&a.id), short(&a.node_id), a.task_group);
+    }
+    println!("==> Evaluation \"{}\" finished with status \"{}\"", short(&eval.id), eval.status);
+    if eval.failed_tg_allocs.is_empty() {
+        return Ok(0);
+    }
+    println!("==> Failed to place all allocations:");
+    for (g, m) in &eval.failed_tg_allocs {
+        println!("    Task Group \"{g}\" (failed to place {} allocation(s)):", m.coalesced_failures + 1);
+        for (reason, n) in &m.constraint_filtered {
+            println!("      * {n} node(s) filtered: {reason}");
+        }
+        for (dim, n) in &m.dimension_exhausted {
+            println!("      * {n} node(s) out of {dim}");
+        }
+        if !m.nearest_miss.is_empty() {
+            println!("      * nearest miss: {}", m.nearest_miss);
+        }
+    }
+    Ok(EXIT_PLACEMENT_FAILED)
+}
+
+pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let Some(id) = id else {
+        let jobs: Vec<api::JobListStub> = c.get("/v1/jobs").await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&jobs)?);
+            return Ok(0);
+        }
+        if jobs.is_empty() {
+            println!("No running jobs");
+            return Ok(0);
+        }
+        let mut rows = vec![vec!["ID".into(), "Type".into(), "Priority".into(), "Status".into(), "Submit Date".into()]];
+        for j in jobs {
+            rows.push(vec![j.id, j.job_type, j.priority.to_string(), j.status, j.submit_time.to_string()]);
+        }
+        print!("{}", table(rows));
+        return Ok(0);
+    };
+    let job: api::Job = c.get(&format!("/v1/job/{id}")).await?;
+    let allocs: Vec<api::Allocation> = c.get(&format!("/v1/job/{id}/allocations")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"Job": job, "Allocations": allocs}))?);
+        return Ok(0);
+    }
+    println!("ID            = {}", job.id.unwrap_or_default());
+    println!("Name          = {}", job.name.unwrap_or_default());
+    println!("Type          = {}", job.job_type.unwrap_or_default());
+    println!("Priority      = {}", job.priority.unwrap_or_default());
+    println!("Datacenters   = {}", job.datacenters.unwrap_or_default().join(","));
+    println!("Namespace     = {}", job.namespace.unwrap_or_default());
+    println!("Status        = {}", job.status.unwrap_or_default());
+    println!("Version       = {}", job.version.unwrap_or_default());
+    let evals: Vec<api::Evaluation> = c.get(&format!("/v1/job/{id}/evaluations")).await?;
+    if let Some(e) = evals.iter().filter(|e| !e.failed_tg_allocs.is_empty()).max_by_key(|e| e.create_index) {
+        println!("\nPlacement Failure");
+        for (g, m) in &e.failed_tg_allocs {
+            println!("Task Group \"{g}\": {}", if m.nearest_miss.is_empty() { "no node fits".into() } else { m.nearest_miss.clone() });
+        }
+    }
+    println!("\nAllocations");
+    let mut rows = vec![vec!["ID".into(), "Node ID".into(), "Task Group".into(), "Version".into(), "Desired".into(), "Status".into()]];
+    for a in allocs {
+        rows.push(vec![short(&a.id).into(), short(&a.node_id).into(), a.task_group, a.job_version.to_string(), a.desired_status, a.client_status]);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+pub async fn job_stop(c: &ApiClient, id: &str, purge: bool, detach: bool) -> anyhow::Result<i32> {
+    let resp: api::JobDeregisterResponse =
+        c.send(reqwest::Method::DELETE, &format!("/v1/job/{id}?purge={purge}"), None).await?;
+    if detach {
+        println!("{}", resp.eval_id);
+        return Ok(0);
+    }
+    println!("==> Monitoring evaluation \"{}\"", short(&resp.eval_id));
+    monitor_eval(c, &resp.eval_id).await
+}
+
+pub async fn alloc_status(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<i32> {
+    let a: api::Allocation = c.get(&format!("/v1/allocation/{id}")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&a)?);
+        return Ok(0);
+    }
+    println!("ID                  = {}", a.id);
+    println!("Eval ID             = {}", short(&a.eval_id));
+    println!("Name                = {}", a.name);
+    println!("Node ID             = {}", short(&a.node_id));
+    println!("Node Name           = {}", a.node_name);
+    println!("Job ID              = {}", a.job_id);
+    println!("Job Version         = {}", a.job_version);
+    println!("Client Status       = {}", a.client_status);
+    println!("Client Description  = {}", a.client_description);
+    println!("Desired Status      = {}", a.desired_status);
+    println!("Desired Description = {}", a.desired_description);
+    for (name, t) in &a.task_states {
+        println!("\nTask \"{name}\" is \"{}\"", t.state);
+        let mut rows = vec![vec!["Time".into(), "Type".into(), "Description".into()]];
+        for e in t.events.iter().rev() {
+            let mut desc = e.display_message.clone();
+            if e.kind == "Terminated" && e.oom_killed {
+                desc.push_str(", OOM Killed");
+            }
+            rows.push(vec![e.time.to_string(), e.kind.clone(), desc]);
+        }
+        print!("{}", table(rows));
+    }
+    Ok(0)
+}
+
+pub struct LogsArgs<'a> {
+    pub alloc: &'a str,
+    pub task: Option<&'a str>,
+    pub stderr: bool,
+    pub follow: bool,
+    pub tail: bool,
+    pub lines: Option<usize>,
+}
+
+pub async fn alloc_logs(c: &ApiClient, args: LogsArgs<'_>) -> anyhow::Result<i32> {
+    let a: api::Allocation = c.get(&format!("/v1/allocation/{}", args.alloc)).await?;
+    let task = match args.task {
+        Some(t) => t.to_string(),
+        None => {
+            let names: Vec<&String> = a.task_states.keys().collect();
+            let group_tasks: Vec<String> = a
+                .job
+                .as_ref()
+                .and_then(|j| j.task_groups.as_ref())
+                .and_then(|gs| gs.iter().find(|g| g.name.as_deref() == Some(&a.task_group)))
+                .and_then(|g| g.tasks.as_ref())
+                .map(|ts| ts.iter().filter_map(|t| t.name.clone()).collect())
+                .unwrap_or_default();
+            match group_tasks.as_slice() {
+                [one] => one.clone(),
+                _ if names.len() == 1 => names[0].clone(),
+                _ => bail!("allocation {} has several tasks ({}): name one", short(&a.id), group_tasks.join(", ")),
+            }
+        }
+    };
+    let kind = if args.stderr { "stderr" } else { "stdout" };
+    // -tail without -n shows the last 10 lines' worth of bytes generously; -n counts lines.
+    let (origin, offset) = if args.tail || args.lines.is_some() { ("end", 64 * 1024) } else { ("start", 0) };
+    let path = format!(
+        "/v1/client/fs/logs/{}?task={task}&type={kind}&follow={}&origin={origin}&offset={offset}&plain=true",
+        a.id, args.follow
+    );
+    let resp = c.stream(&path).await?;
+    let mut out = std::io::stdout();
+    if let Some(n) = args.lines.filter(|_| !args.follow) {
+        let body = resp.bytes().await?;
+        let text = String::from_utf8_lossy(&body);
+        let lines: Vec<&str> = text.lines().collect();
+        for l in &lines[lines.len().saturating_sub(n)..] {
+            writeln!(out, "{l}")?;
+        }
+        return Ok(0);
+    }
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        out.write_all(&chunk.context("log stream broke")?)?;
+        out.flush()?;
+    }
+    Ok(0)
+}
+
+pub async fn node_status(c: &ApiClient, json: bool) -> anyhow::Result<i32> {
+    let nodes: Vec<api::Node> = c.get("/v1/nodes").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(0);
+    }
+    let mut rows = vec![vec!["ID".into(), "DC".into(), "Name".into(), "Class".into(), "Drivers".into(), "Status".into()]];
+    for n in nodes {
+        let drivers: Vec<String> = n.drivers.iter().filter(|(_, d)| d.healthy).map(|(k, _)| k.clone()).collect();
+        rows.push(vec![short(&n.id).into(), n.datacenter, n.name, if n.node_class.is_empty() { "<none>".into() } else { n.node_class }, drivers.join(","), n.status]);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+pub async fn server_members(c: &ApiClient) -> anyhow::Result<i32> {
+    let me: serde_json::Value = c.get("/v1/agent/self").await?;
+    let leader: String = c.get("/v1/status/leader").await.unwrap_or_default();
+    let member = &me["member"];
+    let addr = member["Addr"].as_str().unwrap_or_default();
+    let rows = vec![
+        vec!["Name".into(), "Address".into(), "Status".into(), "Leader".into(), "Region".into(), "Datacenter".into()],
+        vec![
+            member["Name"].as_str().unwrap_or_default().into(),
+            addr.into(),
+            "alive".into(),
+            (leader == addr).to_string(),
+            member["Tags"]["region"].as_str().unwrap_or_default().into(),
+            member["Tags"]["dc"].as_str().unwrap_or_default().into(),
+        ],
+    ];
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+pub async fn raft_peers(c: &ApiClient) -> anyhow::Result<i32> {
+    let peers: Vec<String> = c.get("/v1/status/peers").await?;
+    let leader: String = c.get("/v1/status/leader").await.unwrap_or_default();
+    let mut rows = vec![vec!["Address".into(), "State".into(), "Voter".into()]];
+    for p in peers {
+        let state = if p == leader { "leader" } else { "follower" };
+        rows.push(vec![p, state.into(), "true".into()]);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+pub fn job_validate(file: &Path, json: bool) -> anyhow::Result<i32> {
+    let (_, warnings) = load_job(file, json)?;
+    for w in &warnings {
+        eprintln!("Warning: {w}");
+    }
+    println!("Job validation successful");
+    Ok(0)
+}
+
+pub async fn job_inspect(c: &ApiClient, id: &str) -> anyhow::Result<i32> {
+    let job: serde_json::Value = c.get(&format!("/v1/job/{id}")).await?;
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "Job": job }))?);
+    Ok(0)
+}

@@ -83,7 +83,7 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
                         }
                         let jobs: Vec<Job> = p.jobs_json.iter().filter_map(|j| serde_json::from_slice(j).ok()).collect();
                         let all: BTreeMap<String, u64> = p.alloc_index.into_iter().collect();
-                        client.apply_push(p.index, &all, allocs, jobs);
+                        client.apply_push(p.index, &all, allocs, jobs).await;
                     }
                     Some(server_message::Msg::UpdatesAck(a)) => {
                         for s in a.acked {

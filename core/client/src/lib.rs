@@ -53,6 +53,8 @@ struct Inner {
     node_id: String,
     host: PluginHost,
     state: state::LocalState,
+    /// Job versions received or restored, for allocations pushed without their job.
+    jobs: Mutex<BTreeMap<(String, String, u64), Job>>,
     /// Allocation runners by allocation id.
     runners: Mutex<BTreeMap<String, alloc_runner::AllocRunner>>,
     /// Status updates waiting for the server's acknowledgement, latest per allocation.
@@ -74,6 +76,7 @@ impl Client {
                 node_id,
                 host,
                 state,
+                jobs: Mutex::default(),
                 runners: Mutex::default(),
                 outbox: Mutex::default(),
                 outbox_changed: watch::channel(0).0,
@@ -110,8 +113,12 @@ impl Client {
     }
 
     async fn restore(&self) {
-        for local in self.inner.state.load_allocs() {
+        let st = self.inner.state.clone();
+        let stored = tokio::task::spawn_blocking(move || st.load_allocs()).await.unwrap_or_default();
+        for local in stored {
             let id = local.alloc.id.clone();
+            let j = &local.job;
+            self.inner.jobs.lock().expect("jobs lock").insert((j.namespace.clone(), j.id.clone(), j.version), j.clone());
             tracing::info!(alloc_id = %id, "restoring allocation from local state");
             let runner = alloc_runner::AllocRunner::spawn(self.clone(), local);
             self.inner.runners.lock().expect("runners lock").insert(id, runner);
@@ -120,9 +127,13 @@ impl Client {
 
     /// Applies a push from the server: new allocations start, changed ones update, ones the
     /// server no longer lists are removed.
-    fn apply_push(&self, index: u64, all: &BTreeMap<String, u64>, allocs: Vec<Allocation>, jobs: Vec<Job>) {
-        let jobs: BTreeMap<(String, String, u64), Job> =
-            jobs.into_iter().map(|j| ((j.namespace.clone(), j.id.clone(), j.version), j)).collect();
+    async fn apply_push(&self, index: u64, all: &BTreeMap<String, u64>, allocs: Vec<Allocation>, jobs: Vec<Job>) {
+        {
+            let mut known = self.inner.jobs.lock().expect("jobs lock");
+            for j in jobs {
+                known.insert((j.namespace.clone(), j.id.clone(), j.version), j);
+            }
+        }
         for a in allocs {
             let existing = self.inner.runners.lock().expect("runners lock").get(&a.id).cloned();
             match existing {
@@ -132,11 +143,18 @@ impl Client {
                         continue; // never ran here, nothing to do
                     }
                     let key = (a.namespace.clone(), a.job_id.clone(), a.job_version);
-                    let Some(job) = jobs.get(&key).cloned().or_else(|| self.inner.state.job(&key)) else {
+                    let Some(job) = self.inner.jobs.lock().expect("jobs lock").get(&key).cloned() else {
                         tracing::error!(alloc_id = %a.id, "server pushed an allocation without its job version");
                         continue;
                     };
                     let local = state::LocalAlloc::new(a.clone(), job);
+                    // Stored before the push's index is, so a crash never forgets it.
+                    let (st, l) = (self.inner.state.clone(), local.clone());
+                    match tokio::task::spawn_blocking(move || st.save(&l)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(alloc_id = %a.id, error = %e, "cannot persist a new allocation"),
+                        Err(e) => tracing::error!(alloc_id = %a.id, error = %e, "persisting a new allocation panicked"),
+                    }
                     let id = a.id.clone();
                     let runner = alloc_runner::AllocRunner::spawn(self.clone(), local);
                     self.inner.runners.lock().expect("runners lock").insert(id, runner);
@@ -153,7 +171,8 @@ impl Client {
             r.stop("allocation was removed from the cluster");
             r.destroy_when_done();
         }
-        self.inner.state.set_last_index(index);
+        let st = self.inner.state.clone();
+        let _ = tokio::task::spawn_blocking(move || st.set_last_index(index)).await;
     }
 
     /// Queues a status update for the server.

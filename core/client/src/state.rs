@@ -89,11 +89,6 @@ impl LocalState {
         out
     }
 
-    /// A job version some stored allocation carries.
-    pub fn job(&self, key: &(String, String, u64)) -> Option<Job> {
-        self.load_allocs().into_iter().map(|a| a.job).find(|j| (j.namespace.clone(), j.id.clone(), j.version) == *key)
-    }
-
     /// Persists an allocation's state durably (blocking: call from spawn_blocking).
     pub fn save(&self, a: &LocalAlloc) -> io::Result<()> {
         let data = serde_json::to_vec(a).map_err(io::Error::other)?;

@@ -68,12 +68,9 @@ pub fn negotiate_version(offered: Option<&str>, supported: &[u32]) -> Result<u32
     };
     let mut versions = Vec::new();
     for part in offered.split(',') {
-        let v: u32 = part
-            .trim()
-            .parse()
-            .map_err(|_| NegotiateError::Malformed {
-                value: offered.to_string(),
-            })?;
+        let v: u32 = part.trim().parse().map_err(|_| NegotiateError::Malformed {
+            value: offered.to_string(),
+        })?;
         versions.push(v);
     }
     versions
@@ -118,9 +115,13 @@ pub struct HandshakeLine {
 pub enum HandshakeLineError {
     #[error("the handshake line {line:?} is not of the form CORE|APP|NETWORK|ADDRESS|PROTOCOL")]
     Garbage { line: String },
-    #[error("the plugin speaks core protocol version {0}, this host speaks {CORE_PROTOCOL_VERSION}")]
+    #[error(
+        "the plugin speaks core protocol version {0}, this host speaks {CORE_PROTOCOL_VERSION}"
+    )]
     CoreVersion(u32),
-    #[error("the plugin chose protocol version {got}, which the host did not offer (offered [{offered}])")]
+    #[error(
+        "the plugin chose protocol version {got}, which the host did not offer (offered [{offered}])"
+    )]
     UnsupportedVersion { got: u32, offered: String },
     #[error("the plugin listens on network {0:?}; Drover plugins must listen on a unix socket")]
     Network(String),
@@ -248,12 +249,23 @@ mod tests {
         let tls = HandshakeLine::parse("1|1|unix|/tmp/x|grpc|MIIB").unwrap();
         assert_eq!(tls.validate(&[1]), Err(HandshakeLineError::Tls));
         assert_eq!(
-            HandshakeLine::parse("2|1|unix|/x|grpc|").unwrap().validate(&[1]),
+            HandshakeLine::parse("2|1|unix|/x|grpc|")
+                .unwrap()
+                .validate(&[1]),
             Err(HandshakeLineError::CoreVersion(2))
         );
-        for bad in ["hello world", "", "1|x|unix|/a|grpc|", "1|1|unix||grpc|", "1|1|unix|/a|grpc||x"] {
+        for bad in [
+            "hello world",
+            "",
+            "1|x|unix|/a|grpc|",
+            "1|1|unix||grpc|",
+            "1|1|unix|/a|grpc||x",
+        ] {
             assert!(
-                matches!(HandshakeLine::parse(bad), Err(HandshakeLineError::Garbage { .. })),
+                matches!(
+                    HandshakeLine::parse(bad),
+                    Err(HandshakeLineError::Garbage { .. })
+                ),
                 "{bad:?}"
             );
         }
@@ -273,6 +285,9 @@ mod tests {
             negotiate_version(Some("one"), &[1]),
             Err(NegotiateError::Malformed { .. })
         ));
-        assert_eq!(negotiate_version(None, &[]), Err(NegotiateError::NothingSupported));
+        assert_eq!(
+            negotiate_version(None, &[]),
+            Err(NegotiateError::NothingSupported)
+        );
     }
 }

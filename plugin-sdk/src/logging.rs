@@ -65,7 +65,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message = value.to_string();
         } else {
-            self.extra.insert(field.name().to_string(), value.to_string());
+            self.extra
+                .insert(field.name().to_string(), value.to_string());
         }
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use drover_proto::base::base_plugin_server::BasePluginServer;
 use drover_proto::driver::driver_server::DriverServer;
-use drover_proto::go_plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
 use drover_proto::go_plugin::Empty;
+use drover_proto::go_plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -84,13 +84,7 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     let mut filled = 0;
     while filled < bytes {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr().cast(),
-                bytes - filled,
-                0,
-            )
-        };
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), bytes - filled, 0) };
         if n <= 0 {
             // Fall back to something unique enough: time and pid.
             let t = std::time::SystemTime::now()
@@ -150,7 +144,11 @@ pub async fn serve_driver<D: TaskDriver>(driver: D) -> Result<(), ServeError> {
     let version = negotiate_or_exit(&info.protocol_versions);
 
     let dir = socket_dir();
-    let path = dir.join(format!("plugin-{}-{}.sock", std::process::id(), random_hex(4)));
+    let path = dir.join(format!(
+        "plugin-{}-{}.sock",
+        std::process::id(),
+        random_hex(4)
+    ));
     let len = path.as_os_str().len();
     if len > MAX_UNIX_SOCKET_PATH {
         return Err(ServeError::PathTooLong { path, len });

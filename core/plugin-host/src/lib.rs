@@ -1,1 +1,284 @@
-//! todo
+//! The plugin host: launches plugin binaries through the go-plugin handshake, talks to them
+//! over gRPC on a Unix socket, forwards their logs, and relaunches them when they crash.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), drover_plugin_host::HostError> {
+//! use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
+//! let host = PluginHost::new(HostConfig {
+//!     data_dir: "/var/lib/drover".into(),
+//!     node_id: "node-1".into(),
+//!     plugins: vec![PluginLaunch {
+//!         name: "raw_exec".into(),
+//!         command: "/usr/bin/drover".into(),
+//!         args: vec!["plugin".into(), "serve".into(), "raw_exec".into()],
+//!         config_json: serde_json::json!({ "enabled": true }),
+//!     }],
+//!     ..HostConfig::default()
+//! });
+//! let mut driver = host.driver("raw_exec").await?;
+//! // driver.start_task(...), driver.wait_task(...)
+//! host.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod launch;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drover_proto::base::PluginInfoResponse;
+use drover_proto::base::base_plugin_client::BasePluginClient;
+use drover_proto::driver::driver_client::DriverClient;
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+pub use launch::RunningPlugin;
+
+/// How one plugin is started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginLaunch {
+    /// The name the operator's `plugin "NAME"` block uses.
+    pub name: String,
+    /// The executable.
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    /// The block's `config { ... }` as a JSON object (checked against the plugin's schema).
+    pub config_json: serde_json::Value,
+}
+
+/// The host's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfig {
+    /// The agent's data directory; plugin sockets live under `<data_dir>/plugins/`, task
+    /// shims under `<data_dir>/shims/`.
+    pub data_dir: PathBuf,
+    pub node_id: String,
+    pub plugins: Vec<PluginLaunch>,
+    /// How long a plugin may take to print its handshake line.
+    pub handshake_timeout: Duration,
+    /// How long a plugin may take to exit after Shutdown before it is killed.
+    pub stop_grace: Duration,
+    /// The longest pause between relaunches of a crash-looping plugin.
+    pub max_backoff: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/drover"),
+            node_id: String::new(),
+            plugins: Vec::new(),
+            handshake_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors of the plugin host. Launch errors name the plugin and its file and quote the end of
+/// its stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("no plugin named {0:?} is configured")]
+    UnknownPlugin(String),
+    #[error("plugin {name:?} ({}): {problem}{}", path.display(), stderr_suffix(stderr_tail))]
+    Launch {
+        name: String,
+        path: PathBuf,
+        problem: String,
+        /// The last lines the plugin wrote to stderr.
+        stderr_tail: String,
+    },
+    #[error("plugin {name:?} ({}) refused its configuration: {message}", path.display())]
+    Config {
+        name: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("the host has been shut down")]
+    ShutDown,
+}
+
+fn stderr_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends with:\n{}", tail.trim_end())
+    }
+}
+
+/// Supervision state of one plugin.
+struct Slot {
+    launch: PluginLaunch,
+    running: Option<RunningPlugin>,
+    /// Consecutive launches that crashed soon after starting.
+    crashes: u32,
+    /// Not before this instant may the plugin be launched again.
+    not_before: Option<Instant>,
+}
+
+/// A plugin that lived at least this long was not crash-looping.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// The first pause after a quick crash.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Launches and supervises the configured plugins.
+pub struct PluginHost {
+    config: Arc<HostConfig>,
+    slots: BTreeMap<String, Arc<Mutex<Slot>>>,
+    shut_down: std::sync::atomic::AtomicBool,
+}
+
+impl PluginHost {
+    /// A host for `config.plugins`; nothing is launched until first use.
+    pub fn new(config: HostConfig) -> Self {
+        let slots = config
+            .plugins
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Arc::new(Mutex::new(Slot {
+                        launch: p.clone(),
+                        running: None,
+                        crashes: 0,
+                        not_before: None,
+                    })),
+                )
+            })
+            .collect();
+        Self {
+            config: Arc::new(config),
+            slots,
+            shut_down: Default::default(),
+        }
+    }
+
+    /// The names of the configured plugins.
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.slots.keys().cloned().collect()
+    }
+
+    /// A connected driver client for plugin `name`, launching it when it is not running (or
+    /// relaunching it when it died: with exponential backoff when it crash-loops).
+    pub async fn driver(&self, name: &str) -> Result<DriverClient<Channel>, HostError> {
+        Ok(self.running(name).await?.driver.clone())
+    }
+
+    /// A connected `BasePlugin` client for plugin `name` (launching it like [`PluginHost::driver`]).
+    pub async fn base(&self, name: &str) -> Result<BasePluginClient<Channel>, HostError> {
+        Ok(self.running(name).await?.base.clone())
+    }
+
+    /// What plugin `name` reported in PluginInfo (launching it like [`PluginHost::driver`]).
+    pub async fn info(&self, name: &str) -> Result<PluginInfoResponse, HostError> {
+        Ok(self.running(name).await?.info.clone())
+    }
+
+    /// The pid of plugin `name`'s process, when it runs.
+    pub async fn plugin_pid(&self, name: &str) -> Option<u32> {
+        let slot = self.slots.get(name)?;
+        let slot = slot.lock().await;
+        slot.running
+            .as_ref()
+            .filter(|r| r.is_alive())
+            .map(|r| r.pid)
+    }
+
+    async fn running(&self, name: &str) -> Result<RunningPlugin, HostError> {
+        if self.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(HostError::ShutDown);
+        }
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| HostError::UnknownPlugin(name.to_string()))?;
+        let mut slot = slot.lock().await;
+        if let Some(r) = &slot.running {
+            if r.is_alive() {
+                return Ok(r.clone());
+            }
+            let lived = r.started.elapsed();
+            tracing::warn!(
+                plugin = name,
+                status = %r.exit_status().unwrap_or_default(),
+                lived_ms = lived.as_millis() as u64,
+                "plugin exited; relaunching it"
+            );
+            slot.running = None;
+            if lived < STABLE_AFTER {
+                slot.crashes += 1;
+                let factor = 1u32 << (slot.crashes - 1).min(16);
+                let pause = (FIRST_BACKOFF * factor).min(self.config.max_backoff);
+                // The first crash relaunches at once; a crash loop backs off.
+                if slot.crashes > 1 {
+                    slot.not_before = Some(Instant::now() + pause);
+                }
+            } else {
+                slot.crashes = 0;
+            }
+        }
+        if let Some(t) = slot.not_before.take() {
+            let wait = t.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                tracing::info!(
+                    plugin = name,
+                    wait_ms = wait.as_millis() as u64,
+                    "plugin crash-looping; backing off"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+        match launch::launch(&self.config, &slot.launch).await {
+            Ok(r) => {
+                slot.running = Some(r.clone());
+                Ok(r)
+            }
+            Err(e) => {
+                slot.crashes += 1;
+                let factor = 1u32 << (slot.crashes - 1).min(16);
+                slot.not_before =
+                    Some(Instant::now() + (FIRST_BACKOFF * factor).min(self.config.max_backoff));
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops every plugin: GRPCController.Shutdown, then SIGKILL after the grace period.
+    /// Tasks and their shims keep running. Later calls to [`PluginHost::driver`] fail.
+    pub async fn shutdown(&self) {
+        self.shut_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut stops = Vec::new();
+        for (name, slot) in &self.slots {
+            let running = slot.lock().await.running.take();
+            if let Some(r) = running {
+                let grace = self.config.stop_grace;
+                let name = name.clone();
+                stops.push(tokio::spawn(async move {
+                    r.stop(grace).await;
+                    tracing::info!(plugin = %name, "plugin stopped");
+                }));
+            }
+        }
+        for s in stops {
+            let _ = s.await;
+        }
+    }
+
+    /// Stops one plugin (it is launched again on next use).
+    pub async fn stop_plugin(&self, name: &str) -> Result<(), HostError> {
+        let slot = self
+            .slots
+            .get(name)
+            .ok_or_else(|| HostError::UnknownPlugin(name.to_string()))?;
+        let running = slot.lock().await.running.take();
+        if let Some(r) = running {
+            r.stop(self.config.stop_grace).await;
+        }
+        Ok(())
+    }
+}

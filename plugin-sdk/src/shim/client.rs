@@ -82,7 +82,11 @@ impl Conn {
 }
 
 fn refused(reply: Reply) -> ShimError {
-    ShimError::Refused(reply.error.unwrap_or_else(|| "the task shim refused".into()))
+    ShimError::Refused(
+        reply
+            .error
+            .unwrap_or_else(|| "the task shim refused".into()),
+    )
 }
 
 impl ShimClient {
@@ -93,6 +97,11 @@ impl ShimClient {
         };
         client.open().await?;
         Ok(client)
+    }
+
+    /// A client for `handle` that has not contacted the shim yet (requests will).
+    pub fn from_handle(handle: ShimHandle) -> Self {
+        Self { handle }
     }
 
     /// The handle this client talks to.
@@ -140,7 +149,11 @@ impl ShimClient {
                     std::io::ErrorKind::TimedOut.into(),
                 )
             })??;
-        if reply.ok { Ok(reply) } else { Err(refused(reply)) }
+        if reply.ok {
+            Ok(reply)
+        } else {
+            Err(refused(reply))
+        }
     }
 
     /// Returns once the task has exited. If the shim goes away meanwhile, its exit file
@@ -166,7 +179,10 @@ impl ShimClient {
                     if let Some(exit) = read_exit_file(&self.handle.shim_dir)? {
                         return Ok(exit);
                     }
-                    if !procfs::is_same_live_process(self.handle.shim_pid, self.handle.shim_start_time) {
+                    if !procfs::is_same_live_process(
+                        self.handle.shim_pid,
+                        self.handle.shim_start_time,
+                    ) {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;

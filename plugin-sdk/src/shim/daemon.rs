@@ -81,7 +81,9 @@ pub(crate) fn launch_main(dir: &Path) -> i32 {
     // SAFETY: fcntl on a descriptor number; fails cleanly when it is not open.
     let flags = unsafe { libc::fcntl(REPORT_FD, libc::F_GETFD) };
     if flags < 0 {
-        eprintln!("task-shim: no report pipe on fd {REPORT_FD}; the shim is started by task drivers");
+        eprintln!(
+            "task-shim: no report pipe on fd {REPORT_FD}; the shim is started by task drivers"
+        );
         return 2;
     }
     // SAFETY: as above.
@@ -146,20 +148,30 @@ fn resolve_command(spec: &LaunchSpec) -> Result<PathBuf, String> {
     }
     if cmd.contains('/') {
         let p = Path::new(cmd);
-        let full = if p.is_absolute() { p.to_path_buf() } else { spec.cwd.join(p) };
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            spec.cwd.join(p)
+        };
         if !full.exists() {
             return Err(format!("executable not found: {cmd}"));
         }
         return Ok(p.to_path_buf());
     }
-    let path = spec.env.get("PATH").map(String::as_str).unwrap_or(DEFAULT_PATH);
+    let path = spec
+        .env
+        .get("PATH")
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_PATH);
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(cmd);
         if is_executable_file(&candidate) {
             return Ok(candidate);
         }
     }
-    Err(format!("executable not found: {cmd} (searched PATH={path})"))
+    Err(format!(
+        "executable not found: {cmd} (searched PATH={path})"
+    ))
 }
 
 fn cstring(s: impl AsRef<[u8]>, what: &str) -> Result<CString, String> {
@@ -175,7 +187,10 @@ const STAGE_STDIO: i32 = 4;
 fn describe_failure(stage: i32, errno: i32, spec: &LaunchSpec, exe: &Path) -> String {
     let err = io::Error::from_raw_os_error(errno);
     match stage {
-        STAGE_CHDIR => format!("cannot enter the working directory {}: {err}", spec.cwd.display()),
+        STAGE_CHDIR => format!(
+            "cannot enter the working directory {}: {err}",
+            spec.cwd.display()
+        ),
         STAGE_CREDENTIALS => format!(
             "cannot switch to user {:?}: {err}",
             spec.user.as_deref().unwrap_or_default()
@@ -187,7 +202,10 @@ fn describe_failure(stage: i32, errno: i32, spec: &LaunchSpec, exe: &Path) -> St
                 exe.display()
             ),
             libc::ENOENT => format!("executable not found: {}", exe.display()),
-            libc::EACCES => format!("permission denied executing {} (is it executable?)", exe.display()),
+            libc::EACCES => format!(
+                "permission denied executing {} (is it executable?)",
+                exe.display()
+            ),
             libc::ENOEXEC => format!(
                 "{} is not in an executable format (a script without a #! line?)",
                 exe.display()
@@ -199,7 +217,8 @@ fn describe_failure(stage: i32, errno: i32, spec: &LaunchSpec, exe: &Path) -> St
 
 /// Points 0 at /dev/null and 1, 2 at shim.log; closes every other descriptor but the report pipe.
 fn setup_own_stdio(dir: &Path) -> Result<(), String> {
-    let devnull = std::fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let devnull =
+        std::fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -244,8 +263,16 @@ fn sigchld_fd() -> io::Result<OwnedFd> {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
-        cvt(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
-        let fd = cvt(libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK))?;
+        cvt(libc::sigprocmask(
+            libc::SIG_BLOCK,
+            &set,
+            std::ptr::null_mut(),
+        ))?;
+        let fd = cvt(libc::signalfd(
+            -1,
+            &set,
+            libc::SFD_CLOEXEC | libc::SFD_NONBLOCK,
+        ))?;
         Ok(OwnedFd::from_raw_fd(fd))
     }
 }
@@ -311,9 +338,10 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
         log!("cannot become a child subreaper: {}", last_err());
     }
     let spec_path = dir.join(SPEC_FILE);
-    let raw = std::fs::read(&spec_path).map_err(|e| format!("cannot read {}: {e}", spec_path.display()))?;
-    let spec: LaunchSpec =
-        serde_json::from_slice(&raw).map_err(|e| format!("cannot parse {}: {e}", spec_path.display()))?;
+    let raw = std::fs::read(&spec_path)
+        .map_err(|e| format!("cannot read {}: {e}", spec_path.display()))?;
+    let spec: LaunchSpec = serde_json::from_slice(&raw)
+        .map_err(|e| format!("cannot parse {}: {e}", spec_path.display()))?;
     if spec.version > LAUNCH_SPEC_VERSION || spec.version == 0 {
         return Err(format!(
             "launch spec version {} is not supported by this shim (it runs versions 1..={LAUNCH_SPEC_VERSION})",
@@ -324,7 +352,12 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    log!("shim {shim_id} for task {:?}: {} {:?}", spec.task_id, spec.command, spec.args);
+    log!(
+        "shim {shim_id} for task {:?}: {} {:?}",
+        spec.task_id,
+        spec.command,
+        spec.args
+    );
 
     let creds = spec.user.as_deref().map(resolve_user).transpose()?;
     let exe = resolve_command(&spec)?;
@@ -339,10 +372,16 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
         .map(|(k, v)| cstring(format!("{k}={v}"), "the environment"))
         .collect::<Result<Vec<_>, _>>()?;
     let cwd_c = cstring(spec.cwd.as_os_str().as_bytes(), "the working directory")?;
-    let argv: Vec<*const libc::c_char> =
-        argv_c.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
-    let envp: Vec<*const libc::c_char> =
-        env_c.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect();
+    let argv: Vec<*const libc::c_char> = argv_c
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: Vec<*const libc::c_char> = env_c
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
 
     let open_log = |p: &Option<PathBuf>| -> Result<Option<RotatingLog>, String> {
         p.as_ref()
@@ -420,7 +459,10 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
     log!(
         "task {:?} started: pid {pid}{}",
         spec.task_id,
-        creds.as_ref().map(|c| format!(" as user {}", c.name)).unwrap_or_default()
+        creds
+            .as_ref()
+            .map(|c| format!(" as user {}", c.name))
+            .unwrap_or_default()
     );
     let mut shim = Shim {
         id: shim_id,
@@ -557,8 +599,16 @@ impl Shim {
             }
 
             let mut pfds = vec![
-                libc::pollfd { fd: self.sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: self.sigfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.listener.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             for o in &self.outputs {
                 pfds.push(libc::pollfd {
@@ -572,7 +622,11 @@ impl Shim {
                 if !c.wbuf.is_empty() {
                     events |= libc::POLLOUT;
                 }
-                pfds.push(libc::pollfd { fd: c.stream.as_raw_fd(), events, revents: 0 });
+                pfds.push(libc::pollfd {
+                    fd: c.stream.as_raw_fd(),
+                    events,
+                    revents: 0,
+                });
             }
             let ms = timeout.map_or(-1, |d| d.as_millis().min(60_000) as i32 + 1);
             // SAFETY: pfds is a valid array of pollfd.
@@ -611,7 +665,9 @@ impl Shim {
     fn drain_sigfd(&mut self) {
         let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
         // SAFETY: reading siginfo records into a buffer of their size.
-        while unsafe { libc::read(self.sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
+        while unsafe { libc::read(self.sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) }
+            > 0
+        {}
     }
 
     /// Reaps every exited child; the task's status is recorded, orphans are just collected.
@@ -628,16 +684,30 @@ impl Shim {
             }
             let exit = if libc::WIFSIGNALED(status) {
                 let sig = libc::WTERMSIG(status);
-                TaskExit { exit_code: 128 + sig, signal: sig, oom_killed: false, err: None }
+                TaskExit {
+                    exit_code: 128 + sig,
+                    signal: sig,
+                    oom_killed: false,
+                    err: None,
+                }
             } else {
-                TaskExit { exit_code: libc::WEXITSTATUS(status), signal: 0, oom_killed: false, err: None }
+                TaskExit {
+                    exit_code: libc::WEXITSTATUS(status),
+                    signal: 0,
+                    oom_killed: false,
+                    err: None,
+                }
             };
             self.on_task_exit(exit);
         }
     }
 
     fn on_task_exit(&mut self, exit: TaskExit) {
-        log!("task exited: code {} signal {}", exit.exit_code, exit.signal);
+        log!(
+            "task exited: code {} signal {}",
+            exit.exit_code,
+            exit.signal
+        );
         // Whatever the task wrote before it exited is in the pipes now.
         for o in &mut self.outputs {
             o.pump();
@@ -793,7 +863,8 @@ impl Shim {
                     self.stop_requested = true;
                     let _ = self.kill_group(s);
                     let deadline = Instant::now() + Duration::from_millis(ms);
-                    self.kill_deadline = Some(self.kill_deadline.map_or(deadline, |d| d.min(deadline)));
+                    self.kill_deadline =
+                        Some(self.kill_deadline.map_or(deadline, |d| d.min(deadline)));
                     json!({ "ok": true })
                 }
             },

@@ -166,7 +166,9 @@ pub enum ShimError {
         context: String,
         source: std::io::Error,
     },
-    #[error("the shim socket path {path} is {len} bytes, longer than a Unix socket allows ({MAX_UNIX_SOCKET_PATH}): use a shorter data_dir")]
+    #[error(
+        "the shim socket path {path} is {len} bytes, longer than a Unix socket allows ({MAX_UNIX_SOCKET_PATH}): use a shorter data_dir"
+    )]
     PathTooLong { path: PathBuf, len: usize },
     /// The task could not be started (exec failed, user unknown ...); the message says why.
     #[error("{0}")]
@@ -232,7 +234,11 @@ struct LaunchReport {
 /// Starts `spec` under a new shim whose state lives in `<shims_root>/<new shim id>/`.
 /// `shim_exe` is a binary whose `main` dispatches `task-shim` to [`run`] (usually
 /// `std::env::current_exe()`). Blocking: call it from `spawn_blocking`.
-pub fn launch(spec: &LaunchSpec, shim_exe: &Path, shims_root: &Path) -> Result<ShimHandle, ShimError> {
+pub fn launch(
+    spec: &LaunchSpec,
+    shim_exe: &Path,
+    shims_root: &Path,
+) -> Result<ShimHandle, ShimError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -270,13 +276,19 @@ fn create_state_dir(root: &Path) -> Result<(String, PathBuf), ShimError> {
     )))
 }
 
-fn launch_in(spec: &LaunchSpec, shim_exe: &Path, id: &str, dir: &Path) -> Result<ShimHandle, ShimError> {
+fn launch_in(
+    spec: &LaunchSpec,
+    shim_exe: &Path,
+    id: &str,
+    dir: &Path,
+) -> Result<ShimHandle, ShimError> {
     let spec_path = dir.join(SPEC_FILE);
     let data = serde_json::to_vec_pretty(spec).map_err(|e| ShimError::Launch(e.to_string()))?;
     write_durably(&spec_path, &data)
         .map_err(|e| ShimError::io(format!("cannot write {}", spec_path.display()), e))?;
 
-    let (read_end, write_end) = cloexec_pipe().map_err(|e| ShimError::io("cannot create a pipe", e))?;
+    let (read_end, write_end) =
+        cloexec_pipe().map_err(|e| ShimError::io("cannot create a pipe", e))?;
     let write_fd = write_end.as_raw_fd();
     let mut cmd = Command::new(shim_exe);
     cmd.arg(SUBCOMMAND)
@@ -291,7 +303,8 @@ fn launch_in(spec: &LaunchSpec, shim_exe: &Path, id: &str, dir: &Path) -> Result
         cmd.pre_exec(move || {
             if write_fd == daemon::REPORT_FD {
                 let flags = libc::fcntl(write_fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                if flags < 0 || libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
             } else if libc::dup2(write_fd, daemon::REPORT_FD) < 0 {
@@ -300,9 +313,12 @@ fn launch_in(spec: &LaunchSpec, shim_exe: &Path, id: &str, dir: &Path) -> Result
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ShimError::io(format!("cannot run the task shim {}", shim_exe.display()), e))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        ShimError::io(
+            format!("cannot run the task shim {}", shim_exe.display()),
+            e,
+        )
+    })?;
     drop(write_end);
     let status = child
         .wait()
@@ -315,11 +331,16 @@ fn launch_in(spec: &LaunchSpec, shim_exe: &Path, id: &str, dir: &Path) -> Result
         ))
     })?;
     let report: LaunchReport = serde_json::from_slice(&report).map_err(|e| {
-        ShimError::Protocol(format!("bad launch report {:?}: {e}", String::from_utf8_lossy(&report)))
+        ShimError::Protocol(format!(
+            "bad launch report {:?}: {e}",
+            String::from_utf8_lossy(&report)
+        ))
     })?;
     if !report.ok {
         return Err(ShimError::Launch(
-            report.error.unwrap_or_else(|| "the task could not be started".into()),
+            report
+                .error
+                .unwrap_or_else(|| "the task could not be started".into()),
         ));
     }
     let boot_id = procfs::boot_id().map_err(|e| ShimError::io("cannot read the boot id", e))?;
@@ -355,7 +376,10 @@ fn read_report(fd: OwnedFd, timeout: Duration) -> std::io::Result<Vec<u8>> {
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out",
+            ));
         }
         let mut pfd = libc::pollfd {
             fd: file.as_raw_fd(),
@@ -417,8 +441,14 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         return (1..=64).contains(&n).then_some(n);
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    nix::sys::signal::Signal::from_str(&name).ok().map(|sig| sig as i32)
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name)
+        .ok()
+        .map(|sig| sig as i32)
 }
 
 #[cfg(test)]

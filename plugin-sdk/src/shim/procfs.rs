@@ -17,7 +17,12 @@ fn field(fields: &[String], number: usize) -> io::Result<u64> {
     fields
         .get(number - 3)
         .and_then(|f| f.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("/proc stat field {number} missing")))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("/proc stat field {number} missing"),
+            )
+        })
 }
 
 /// The process's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
@@ -66,7 +71,12 @@ pub struct TaskStats {
 pub fn stats(pid: i32) -> io::Result<TaskStats> {
     let f = stat_fields(pid)?;
     // SAFETY: sysconf has no preconditions.
-    let (tps, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (tps, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     Ok(TaskStats {
         cpu_user_ticks: field(&f, 14)?,
         cpu_system_ticks: field(&f, 15)?,

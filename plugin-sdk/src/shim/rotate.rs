@@ -30,16 +30,24 @@ fn numbered(base: &Path, index: u64) -> PathBuf {
 
 /// The indices of existing `<base>.<n>` files, sorted.
 fn existing_indices(base: &Path) -> io::Result<Vec<u64>> {
-    let dir = base.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = base
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let prefix = format!(
         "{}.",
-        base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        base.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     );
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name.strip_prefix(&prefix).and_then(|rest| rest.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.parse::<u64>().ok())
+        {
             out.push(n);
         }
     }
@@ -62,8 +70,16 @@ impl RotatingLog {
     /// Opens the log at `base`, continuing the newest existing file (so a restarted task
     /// appends), creating the directory when needed. Zero limits mean Nomad's defaults.
     pub fn open(base: &Path, max_files: u32, max_file_size_mb: u64) -> io::Result<Self> {
-        let max_files = u64::from(if max_files == 0 { DEFAULT_MAX_FILES } else { max_files });
-        let mb = if max_file_size_mb == 0 { DEFAULT_MAX_FILE_SIZE_MB } else { max_file_size_mb };
+        let max_files = u64::from(if max_files == 0 {
+            DEFAULT_MAX_FILES
+        } else {
+            max_files
+        });
+        let mb = if max_file_size_mb == 0 {
+            DEFAULT_MAX_FILE_SIZE_MB
+        } else {
+            max_file_size_mb
+        };
         Self::with_limits(base, max_files, mb.saturating_mul(1024 * 1024))
     }
 

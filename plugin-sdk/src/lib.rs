@@ -31,16 +31,13 @@ pub use drover_proto as proto;
 ///    installs hclog logging, builds a tokio runtime and serves the driver until the host
 ///    stops it.
 ///
-/// ```no_run
-/// # struct MyDriver;
-/// # fn new_driver() -> MyDriver { MyDriver }
-/// // fn main() { drover_plugin_sdk::main(MyDriver::default) }
+/// ```ignore
+/// fn main() {
+///     drover_plugin_sdk::main(MyDriver::default)
+/// }
 /// ```
 pub fn main<D: TaskDriver>(make: impl FnOnce() -> D) -> ! {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(shim::SUBCOMMAND) {
-        std::process::exit(shim::run(&args[2..]));
-    }
+    shim::exit_if_invoked();
     check_cookie_or_exit();
     let driver = make();
     init_logging(&driver.plugin_info().name);

@@ -54,9 +54,24 @@ pub struct RunningPlugin {
 }
 
 impl RunningPlugin {
-    /// Whether the process still runs.
+    /// Whether the process still runs. A process that died but is not reaped yet (a
+    /// zombie: the supervisor is about to notice) counts as dead, so a caller whose RPC just
+    /// failed gets a relaunched plugin, not the dead one. The pid cannot be reused before the
+    /// supervisor reaps it.
     pub fn is_alive(&self) -> bool {
-        self.exit.borrow().is_none()
+        if self.exit.borrow().is_some() {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => !process_is_exiting(&stat),
+            // Gone from /proc: reaped, the supervisor is about to publish it.
+            Err(_) => false,
+        }
+    }
+
+    /// Waits (briefly) until the supervisor has reaped a dead process.
+    pub(crate) async fn reaped(&self) {
+        self.wait_exit(Duration::from_secs(2)).await;
     }
 
     /// How the process ended, once it has.
@@ -94,6 +109,24 @@ impl RunningPlugin {
             self.wait_exit(Duration::from_secs(5)).await;
         }
     }
+}
+
+/// Whether a `/proc/<pid>/stat` line describes a dead or dying process: a zombie, or one
+/// with `PF_EXITING` set. The kernel closes a dying process's sockets before it becomes a
+/// zombie, so a client can see its RPC fail while the state letter still says running.
+fn process_is_exiting(stat: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first().copied().unwrap_or_default();
+    // Field 9 (flags) is at index 6 after the command.
+    let flags: u64 = fields
+        .get(6)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_default();
+    state.starts_with('Z') || state.starts_with('X') || flags & PF_EXITING != 0
 }
 
 fn problem(launch: &PluginLaunch, problem: impl Into<String>, tail: &Tail) -> HostError {
@@ -407,9 +440,9 @@ async fn launch_in(
                 tracing::warn!(plugin = %name, error = %e, "cannot wait for the plugin process")
             }
         }
-        let _ = std::fs::remove_dir_all(&sup_dir);
         let status = status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
         let _ = exit_tx.send(Some(status));
+        let _ = std::fs::remove_dir_all(&sup_dir);
     });
 
     let connected = connect(launch, &handshake, config, &tail).await;
@@ -586,6 +619,15 @@ mod tests {
         assert!(!dir.starts_with(&long));
         assert!(dir.as_os_str().len() + SOCKET_NAME_ROOM <= MAX_UNIX_SOCKET_PATH);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn detects_dying_processes() {
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(!process_is_exiting(&me));
+        assert!(process_is_exiting("1 (a b) Z 0 1 1 0 -1 4194560 0"));
+        assert!(process_is_exiting("1 (x) R 0 1 1 0 -1 4194308 0"));
+        assert!(!process_is_exiting("1 (x) S 0 1 1 0 -1 4194560 0"));
     }
 
     #[test]

@@ -201,6 +201,7 @@ impl PluginHost {
             if r.is_alive() {
                 return Ok(r.clone());
             }
+            r.reaped().await;
             let lived = r.started.elapsed();
             tracing::warn!(
                 plugin = name,

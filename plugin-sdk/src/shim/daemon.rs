@@ -277,20 +277,30 @@ fn sigchld_fd() -> io::Result<OwnedFd> {
     }
 }
 
+/// The pipe ends the task's child uses.
+struct ChildFds {
+    out_w: RawFd,
+    err_w: RawFd,
+    status_w: RawFd,
+}
+
 /// In the forked child: reset signals, wire stdio, chdir, drop privileges, exec. Never returns.
 ///
 /// # Safety
 /// Must be called in a freshly forked child of this single-threaded process.
 unsafe fn exec_task(
-    out_w: RawFd,
-    err_w: RawFd,
-    status_w: RawFd,
+    fds: ChildFds,
     cwd: &CString,
     creds: Option<&Credentials>,
     exe: &CString,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
+    let ChildFds {
+        out_w,
+        err_w,
+        status_w,
+    } = fds;
     unsafe {
         let fail = |stage: i32| -> ! {
             let errno = *libc::__errno_location();
@@ -317,13 +327,12 @@ unsafe fn exec_task(
         if libc::chdir(cwd.as_ptr()) < 0 {
             fail(STAGE_CHDIR);
         }
-        if let Some(c) = creds {
-            if libc::setgroups(c.groups.len(), c.groups.as_ptr()) < 0
+        if let Some(c) = creds
+            && (libc::setgroups(c.groups.len(), c.groups.as_ptr()) < 0
                 || libc::setgid(c.gid) < 0
-                || libc::setuid(c.uid) < 0
-            {
-                fail(STAGE_CREDENTIALS);
-            }
+                || libc::setuid(c.uid) < 0)
+        {
+            fail(STAGE_CREDENTIALS);
         }
         libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail(STAGE_EXEC)
@@ -419,9 +428,11 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
         // SAFETY: we are the freshly forked child.
         unsafe {
             exec_task(
-                out_w.as_raw_fd(),
-                err_w.as_raw_fd(),
-                status_w.as_raw_fd(),
+                ChildFds {
+                    out_w: out_w.as_raw_fd(),
+                    err_w: err_w.as_raw_fd(),
+                    status_w: status_w.as_raw_fd(),
+                },
                 &cwd_c,
                 creds.as_ref(),
                 &exe_c,

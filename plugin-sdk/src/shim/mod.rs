@@ -213,6 +213,17 @@ pub fn run(args: &[String]) -> i32 {
     }
 }
 
+/// If this process was started as `<exe> task-shim ...`, runs the shim and exits the process
+/// with its status; otherwise returns at once. Call it first thing in a synchronous `main`,
+/// before any thread or async runtime exists.
+pub fn exit_if_invoked() {
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(SUBCOMMAND) {
+        let rest: Vec<String> = args.collect();
+        std::process::exit(run(&rest));
+    }
+}
+
 /// The report the shim sends to its launcher over the CLOEXEC pipe.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct LaunchReport {

@@ -20,6 +20,18 @@ use drover_plugin_sdk::shim::{
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
 use tokio::sync::watch;
 
+/// Serves raw_exec as a plugin on the current tokio runtime until the host stops it
+/// (`drover plugin serve raw_exec`). Installs hclog logging on stderr first: nothing else
+/// may write to stdout before the handshake line. Exit the process once it returns.
+///
+/// The binary's synchronous `main` must have called
+/// [`drover_plugin_sdk::shim::exit_if_invoked`] before starting any runtime: raw_exec runs
+/// its task shims as `<current exe> task-shim ...`.
+pub async fn serve() -> Result<(), drover_plugin_sdk::ServeError> {
+    drover_plugin_sdk::init_logging(NAME);
+    drover_plugin_sdk::serve_driver(RawExec::default()).await
+}
+
 /// The plugin's name.
 pub const NAME: &str = "raw_exec";
 /// The version of [`TaskHandle`] this driver writes.

@@ -118,6 +118,17 @@ async fn kill_plugin(host: &PluginHost) -> u32 {
     pid
 }
 
+/// Kills a task's process group when a test ends, even by a failed assertion, so a failing
+/// test leaves no task behind.
+struct KillGroupOnDrop(i64);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2); the task leads its own process group.
+        unsafe { libc::kill(-(self.0 as i32), libc::SIGKILL) };
+    }
+}
+
 /// The shell loop used by tests that decide when the task exits.
 fn exit_when(file: &Path) -> String {
     format!(
@@ -175,6 +186,7 @@ async fn b_task_survives_plugin_crash_and_is_recovered() {
     .await;
     let handle = started.handle.clone().unwrap();
     let pid = started.pid;
+    let _guard = KillGroupOnDrop(pid);
 
     let plugin_pid = host.plugin_pid("raw_exec").await.unwrap();
     let parent: i64 = stat_field(pid, 4).parse().unwrap();
@@ -189,10 +201,7 @@ async fn b_task_survives_plugin_crash_and_is_recovered() {
         cmdline.contains("task-shim"),
         "the task's parent is {cmdline:?}"
     );
-    assert_eq!(
-        i64::from(shim_state(&handle)["shim_pid"].as_i64().unwrap()),
-        parent
-    );
+    assert_eq!(shim_state(&handle)["shim_pid"].as_i64().unwrap(), parent);
 
     let mut driver = host.driver("raw_exec").await.unwrap();
     let before = driver
@@ -215,7 +224,11 @@ async fn b_task_survives_plugin_crash_and_is_recovered() {
             .await
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let old = kill_plugin(&host).await;
+    // Kill it and, like a task runner would, ask the host again as soon as the RPC fails,
+    // without waiting for the host to notice the death on its own.
+    let old = host.plugin_pid("raw_exec").await.unwrap();
+    // SAFETY: kill(2) on the host's child.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
     let failed = pending.await.unwrap();
     assert!(failed.is_err(), "WaitTask must fail when the plugin dies");
     assert!(!is_dead(pid), "the task died with the plugin");
@@ -258,6 +271,7 @@ async fn c_exit_while_no_plugin_runs_is_read_from_exit_file() {
     )
     .await;
     let handle = started.handle.clone().unwrap();
+    let _guard = KillGroupOnDrop(started.pid);
     let state = shim_state(&handle);
     let shim_pid = state["shim_pid"].as_i64().unwrap();
     let shim_dir = PathBuf::from(state["shim_dir"].as_str().unwrap());
@@ -297,11 +311,12 @@ async fn d_stop_escalates_to_sigkill_after_the_timeout() {
         "trap '' TERM; touch {}; while true; do sleep 0.05; done",
         ready.display()
     );
-    start(
+    let stubborn = start(
         &host,
         task("d/stubborn/0", tmp.path(), "/bin/sh", &["-c", &script]),
     )
     .await;
+    let _guard = KillGroupOnDrop(stubborn.pid);
     until("the trap to be set", Duration::from_secs(10), || {
         ready.exists()
     })
@@ -322,7 +337,8 @@ async fn d_stop_escalates_to_sigkill_after_the_timeout() {
     assert_eq!(result.exit_code, 128 + 9);
     assert!(t0.elapsed() >= Duration::from_millis(450));
 
-    start(&host, task("d/sleep/0", tmp.path(), "sleep", &["1000"])).await;
+    let sleeper = start(&host, task("d/sleep/0", tmp.path(), "sleep", &["1000"])).await;
+    let _guard2 = KillGroupOnDrop(sleeper.pid);
     host.driver("raw_exec")
         .await
         .unwrap()
@@ -353,8 +369,7 @@ async fn launch_error(dir: &Path, plugin: &Path, timeout: Duration) -> String {
     let err = host
         .driver("raw_exec")
         .await
-        .err()
-        .expect("the launch must fail")
+        .expect_err("the launch must fail")
         .to_string();
     assert!(
         err.contains(&plugin.display().to_string()),

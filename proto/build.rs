@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
-    tonic_prost_build::configure().compile_protos(&protos, &["."])?;
+    // Ordered maps: map fields iterate deterministically (see clippy.toml).
+    tonic_prost_build::configure()
+        .btree_map(".")
+        .compile_protos(&protos, &["."])?;
     Ok(())
 }

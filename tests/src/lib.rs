@@ -16,18 +16,29 @@ pub fn drover_bin() -> PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/drover
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("drover");
-    assert!(bin.exists(), "{} does not exist: run `cargo build --bins` before the end-to-end tests", bin.display());
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --bins` before the end-to-end tests",
+        bin.display()
+    );
     bin
 }
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// A free TCP port on 127.0.0.1 (bound once, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
@@ -78,15 +89,26 @@ impl Agent {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut cmd = Command::new(drover_bin());
         cmd.arg("agent").args(&self.args);
-        cmd.args(["-http-port", &self.http_port.to_string(), "-rpc-port", &self.rpc_port.to_string()]);
+        cmd.args([
+            "-http-port",
+            &self.http_port.to_string(),
+            "-rpc-port",
+            &self.rpc_port.to_string(),
+        ]);
         if !self.args.iter().any(|a| a == "-dev") {
             cmd.args(["-data-dir", self.data_dir.to_str().unwrap()]);
         }
         cmd.env("DROVER_LOG", "info,drover=debug");
-        cmd.stdout(Stdio::from(log.try_clone().unwrap())).stderr(Stdio::from(log)).stdin(Stdio::null());
+        cmd.stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .stdin(Stdio::null());
         self.child = Some(cmd.spawn().expect("start drover agent"));
     }
 
@@ -104,9 +126,15 @@ impl Agent {
 
     /// Waits until the HTTP API answers and has a leader.
     pub fn wait_ready(&self) {
-        wait_for("agent HTTP API and a Raft leader", Duration::from_secs(30), || {
-            reqwest::blocking::get(format!("{}/v1/status/leader", self.address())).ok().filter(|r| r.status().is_success())
-        });
+        wait_for(
+            "agent HTTP API and a Raft leader",
+            Duration::from_secs(30),
+            || {
+                reqwest::blocking::get(format!("{}/v1/status/leader", self.address()))
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            },
+        );
     }
 
     /// SIGKILL, as a crash would.
@@ -120,7 +148,10 @@ impl Agent {
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = c.wait();
         }
     }
@@ -145,12 +176,19 @@ impl Agent {
 
     /// Runs the CLI against this agent.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(drover_bin()).args(args).env("DROVER_ADDR", self.address()).current_dir(repo_root()).output().expect("run drover CLI")
+        Command::new(drover_bin())
+            .args(args)
+            .env("DROVER_ADDR", self.address())
+            .current_dir(repo_root())
+            .output()
+            .expect("run drover CLI")
     }
 
     /// The allocations of a job.
     pub fn allocs(&self, job: &str) -> Vec<Value> {
-        self.get(&format!("/v1/job/{job}/allocations")).and_then(|v| v.as_array().cloned()).unwrap_or_default()
+        self.get(&format!("/v1/job/{job}/allocations"))
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
     }
 
     pub fn alloc(&self, id: &str) -> Option<Value> {
@@ -159,15 +197,26 @@ impl Agent {
 
     /// Waits for the job's first allocation to reach `status`, and returns it.
     pub fn wait_alloc_status(&self, job: &str, status: &str, timeout: Duration) -> Value {
-        wait_for(&format!("an allocation of {job} to be {status}"), timeout, || {
-            self.allocs(job).into_iter().find(|a| a["ClientStatus"] == status)
-        })
+        wait_for(
+            &format!("an allocation of {job} to be {status}"),
+            timeout,
+            || {
+                self.allocs(job)
+                    .into_iter()
+                    .find(|a| a["ClientStatus"] == status)
+            },
+        )
     }
 
     /// Registers an HCL jobspec through the CLI (`job run -detach`).
     pub fn run_job(&self, path: &Path) {
         let out = self.cli(&["job", "run", "-detach", path.to_str().unwrap()]);
-        assert!(out.status.success(), "job run failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "job run failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -179,7 +228,10 @@ impl Drop for Agent {
 
 /// A task's events of a kind, from an allocation document.
 pub fn task_events<'a>(alloc: &'a Value, task: &str, kind: &str) -> Vec<&'a Value> {
-    alloc["TaskStates"][task]["Events"].as_array().map(|v| v.iter().filter(|e| e["Type"] == kind).collect()).unwrap_or_default()
+    alloc["TaskStates"][task]["Events"]
+        .as_array()
+        .map(|v| v.iter().filter(|e| e["Type"] == kind).collect())
+        .unwrap_or_default()
 }
 
 /// /proc/<pid>/stat fields: (parent pid, start time in clock ticks).
@@ -191,14 +243,18 @@ pub fn proc_stat(pid: i32) -> Option<(i32, u64)> {
 }
 
 pub fn proc_cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
 }
 
 /// Finds the pid of the process whose command line contains `needle`.
 pub fn find_process(needle: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
-        proc_cmdline(*pid).contains(needle) && *pid != std::process::id() as i32
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| proc_cmdline(*pid).contains(needle) && *pid != std::process::id() as i32)
 }
 
 /// Writes a jobspec into `dir` and returns its path.

@@ -22,11 +22,18 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         })
         .await
         .context("cannot start Raft")?;
-        let server = Server::start(raft.clone(), ServerConfig { heartbeat_ttl: cfg.heartbeat_ttl });
+        let server = Server::start(
+            raft.clone(),
+            ServerConfig {
+                heartbeat_ttl: cfg.heartbeat_ttl,
+            },
+        );
         let rpc_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.rpc_port)
             .parse()
             .with_context(|| format!("bind_addr {:?} is not an IP address", cfg.bind_addr))?;
-        let rpc_listener = tokio::net::TcpListener::bind(rpc_addr).await.with_context(|| format!("cannot listen for RPC on {rpc_addr}"))?;
+        let rpc_listener = tokio::net::TcpListener::bind(rpc_addr)
+            .await
+            .with_context(|| format!("cannot listen for RPC on {rpc_addr}"))?;
         let grpc = tonic::transport::Server::builder()
             .add_service(drover_raft::network::RaftService::server(raft.raft.clone()))
             .add_service(NodeStreamService::server(server.clone()))
@@ -37,7 +44,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         });
         let http_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.http_port).parse()?;
-        let http_listener = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+        let http_listener = tokio::net::TcpListener::bind(http_addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
         let api = drover_api::router(ApiState {
             server: server.clone(),
             agent: AgentInfo {
@@ -59,10 +68,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     let mut client = None;
     if cfg.client {
-        let exe = std::env::current_exe().context("cannot find the drover binary to launch built-in plugins")?;
+        let exe = std::env::current_exe()
+            .context("cannot find the drover binary to launch built-in plugins")?;
         let mut plugins = Vec::new();
         // Built-in plugins run out of process, served by this same binary.
-        for name in ["raw_exec"] {
+        {
+            let name = "raw_exec";
             let block = cfg.plugins.get(name).cloned().unwrap_or_default();
             plugins.push(PluginLaunch {
                 name: name.to_string(),

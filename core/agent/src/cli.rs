@@ -23,11 +23,22 @@ impl ApiClient {
             .or_else(|| std::env::var("DROVER_ADDR").ok())
             .or_else(|| std::env::var("NOMAD_ADDR").ok())
             .unwrap_or_else(|| "http://127.0.0.1:4646".into());
-        let base = if base.contains("://") { base } else { format!("http://{base}") };
-        ApiClient { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+        let base = if base.contains("://") {
+            base
+        } else {
+            format!("http://{base}")
+        };
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
     }
 
-    async fn check(&self, resp: reqwest::Response, what: &str) -> anyhow::Result<reqwest::Response> {
+    async fn check(
+        &self,
+        resp: reqwest::Response,
+        what: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -38,38 +49,70 @@ impl ApiClient {
 
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let resp = self.http.get(&url).send().await.with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
         let resp = self.check(resp, &format!("GET {path}")).await?;
-        resp.json().await.with_context(|| format!("unexpected answer from GET {path}"))
+        resp.json()
+            .await
+            .with_context(|| format!("unexpected answer from GET {path}"))
     }
 
-    pub async fn send<T: serde::de::DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<T> {
+    pub async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
         let resp = self.check(resp, &format!("{method} {path}")).await?;
-        resp.json().await.with_context(|| format!("unexpected answer from {method} {path}"))
+        resp.json()
+            .await
+            .with_context(|| format!("unexpected answer from {method} {path}"))
     }
 
     pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}{path}", self.base);
-        let resp = self.http.get(&url).send().await.with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
         self.check(resp, &format!("GET {path}")).await
     }
 }
 
 /// Reads a jobspec: HCL, or API JSON with `json`.
 pub fn load_job(path: &Path, json: bool) -> anyhow::Result<(drover_model::Job, Vec<String>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if json || path.extension().is_some_and(|e| e == "json") {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}:{}:{}: invalid JSON: {e}", path.display(), e.line(), e.column()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}:{}: invalid JSON: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            )
+        })?;
         let job_v = v.get("Job").cloned().unwrap_or(v);
-        let job: api::Job = serde_json::from_value(job_v).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let job = job.to_model().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let job: api::Job = serde_json::from_value(job_v)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let job = job
+            .to_model()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         return Ok((job, vec![]));
     }
     let parsed = drover_jobspec::parse(&text, &path.display().to_string())?;
@@ -89,7 +132,11 @@ fn table(rows: Vec<Vec<String>>) -> String {
     }
     let mut out = String::new();
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -102,7 +149,9 @@ pub async fn job_run(c: &ApiClient, file: &Path, detach: bool, json: bool) -> an
         eprintln!("Warning: {w}");
     }
     let body = serde_json::json!({ "Job": api::Job::from_model(&job) });
-    let resp: api::JobRegisterResponse = c.send(reqwest::Method::POST, "/v1/jobs", Some(&body)).await?;
+    let resp: api::JobRegisterResponse = c
+        .send(reqwest::Method::POST, "/v1/jobs", Some(&body))
+        .await?;
     if detach {
         println!("Job registration successful");
         println!("Evaluation ID: {}", resp.eval_id);
@@ -116,24 +165,43 @@ pub async fn job_run(c: &ApiClient, file: &Path, detach: bool, json: bool) -> an
 pub async fn monitor_eval(c: &ApiClient, eval_id: &str) -> anyhow::Result<i32> {
     let mut index = 0u64;
     let eval = loop {
-        let e: api::Evaluation = c.get(&format!("/v1/evaluation/{eval_id}?index={index}&wait=5s")).await?;
+        let e: api::Evaluation = c
+            .get(&format!("/v1/evaluation/{eval_id}?index={index}&wait=5s"))
+            .await?;
         index = e.modify_index;
         if e.status != "pending" {
             break e;
         }
     };
     println!("    Evaluation triggered by job \"{}\"", eval.job_id);
-    let allocs: Vec<api::Allocation> = c.get(&format!("/v1/job/{}/allocations?namespace={}", eval.job_id, eval.namespace)).await?;
+    let allocs: Vec<api::Allocation> = c
+        .get(&format!(
+            "/v1/job/{}/allocations?namespace={}",
+            eval.job_id, eval.namespace
+        ))
+        .await?;
     for a in allocs.iter().filter(|a| a.eval_id == eval.id) {
-        println!("    Allocation \"{}\" created: node \"{}\", group \"{}\"", short(&a.id), short(&a.node_id), a.task_group);
+        println!(
+            "    Allocation \"{}\" created: node \"{}\", group \"{}\"",
+            short(&a.id),
+            short(&a.node_id),
+            a.task_group
+        );
     }
-    println!("==> Evaluation \"{}\" finished with status \"{}\"", short(&eval.id), eval.status);
+    println!(
+        "==> Evaluation \"{}\" finished with status \"{}\"",
+        short(&eval.id),
+        eval.status
+    );
     if eval.failed_tg_allocs.is_empty() {
         return Ok(0);
     }
     println!("==> Failed to place all allocations:");
     for (g, m) in &eval.failed_tg_allocs {
-        println!("    Task Group \"{g}\" (failed to place {} allocation(s)):", m.coalesced_failures + 1);
+        println!(
+            "    Task Group \"{g}\" (failed to place {} allocation(s)):",
+            m.coalesced_failures + 1
+        );
         for (reason, n) in &m.constraint_filtered {
             println!("      * {n} node(s) filtered: {reason}");
         }
@@ -158,9 +226,21 @@ pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::
             println!("No running jobs");
             return Ok(0);
         }
-        let mut rows = vec![vec!["ID".into(), "Type".into(), "Priority".into(), "Status".into(), "Submit Date".into()]];
+        let mut rows = vec![vec![
+            "ID".into(),
+            "Type".into(),
+            "Priority".into(),
+            "Status".into(),
+            "Submit Date".into(),
+        ]];
         for j in jobs {
-            rows.push(vec![j.id, j.job_type, j.priority.to_string(), j.status, j.submit_time.to_string()]);
+            rows.push(vec![
+                j.id,
+                j.job_type,
+                j.priority.to_string(),
+                j.status,
+                j.submit_time.to_string(),
+            ]);
         }
         print!("{}", table(rows));
         return Ok(0);
@@ -168,36 +248,72 @@ pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::
     let job: api::Job = c.get(&format!("/v1/job/{id}")).await?;
     let allocs: Vec<api::Allocation> = c.get(&format!("/v1/job/{id}/allocations")).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"Job": job, "Allocations": allocs}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"Job": job, "Allocations": allocs}))?
+        );
         return Ok(0);
     }
     println!("ID            = {}", job.id.unwrap_or_default());
     println!("Name          = {}", job.name.unwrap_or_default());
     println!("Type          = {}", job.job_type.unwrap_or_default());
     println!("Priority      = {}", job.priority.unwrap_or_default());
-    println!("Datacenters   = {}", job.datacenters.unwrap_or_default().join(","));
+    println!(
+        "Datacenters   = {}",
+        job.datacenters.unwrap_or_default().join(",")
+    );
     println!("Namespace     = {}", job.namespace.unwrap_or_default());
     println!("Status        = {}", job.status.unwrap_or_default());
     println!("Version       = {}", job.version.unwrap_or_default());
     let evals: Vec<api::Evaluation> = c.get(&format!("/v1/job/{id}/evaluations")).await?;
-    if let Some(e) = evals.iter().filter(|e| !e.failed_tg_allocs.is_empty()).max_by_key(|e| e.create_index) {
+    if let Some(e) = evals
+        .iter()
+        .filter(|e| !e.failed_tg_allocs.is_empty())
+        .max_by_key(|e| e.create_index)
+    {
         println!("\nPlacement Failure");
         for (g, m) in &e.failed_tg_allocs {
-            println!("Task Group \"{g}\": {}", if m.nearest_miss.is_empty() { "no node fits".into() } else { m.nearest_miss.clone() });
+            println!(
+                "Task Group \"{g}\": {}",
+                if m.nearest_miss.is_empty() {
+                    "no node fits".into()
+                } else {
+                    m.nearest_miss.clone()
+                }
+            );
         }
     }
     println!("\nAllocations");
-    let mut rows = vec![vec!["ID".into(), "Node ID".into(), "Task Group".into(), "Version".into(), "Desired".into(), "Status".into()]];
+    let mut rows = vec![vec![
+        "ID".into(),
+        "Node ID".into(),
+        "Task Group".into(),
+        "Version".into(),
+        "Desired".into(),
+        "Status".into(),
+    ]];
     for a in allocs {
-        rows.push(vec![short(&a.id).into(), short(&a.node_id).into(), a.task_group, a.job_version.to_string(), a.desired_status, a.client_status]);
+        rows.push(vec![
+            short(&a.id).into(),
+            short(&a.node_id).into(),
+            a.task_group,
+            a.job_version.to_string(),
+            a.desired_status,
+            a.client_status,
+        ]);
     }
     print!("{}", table(rows));
     Ok(0)
 }
 
 pub async fn job_stop(c: &ApiClient, id: &str, purge: bool, detach: bool) -> anyhow::Result<i32> {
-    let resp: api::JobDeregisterResponse =
-        c.send(reqwest::Method::DELETE, &format!("/v1/job/{id}?purge={purge}"), None).await?;
+    let resp: api::JobDeregisterResponse = c
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/job/{id}?purge={purge}"),
+            None,
+        )
+        .await?;
     if detach {
         println!("{}", resp.eval_id);
         return Ok(0);
@@ -264,13 +380,21 @@ pub async fn alloc_logs(c: &ApiClient, args: LogsArgs<'_>) -> anyhow::Result<i32
             match group_tasks.as_slice() {
                 [one] => one.clone(),
                 _ if names.len() == 1 => names[0].clone(),
-                _ => bail!("allocation {} has several tasks ({}): name one", short(&a.id), group_tasks.join(", ")),
+                _ => bail!(
+                    "allocation {} has several tasks ({}): name one",
+                    short(&a.id),
+                    group_tasks.join(", ")
+                ),
             }
         }
     };
     let kind = if args.stderr { "stderr" } else { "stdout" };
     // -tail without -n shows the last 10 lines' worth of bytes generously; -n counts lines.
-    let (origin, offset) = if args.tail || args.lines.is_some() { ("end", 64 * 1024) } else { ("start", 0) };
+    let (origin, offset) = if args.tail || args.lines.is_some() {
+        ("end", 64 * 1024)
+    } else {
+        ("start", 0)
+    };
     let path = format!(
         "/v1/client/fs/logs/{}?task={task}&type={kind}&follow={}&origin={origin}&offset={offset}&plain=true",
         a.id, args.follow
@@ -300,10 +424,33 @@ pub async fn node_status(c: &ApiClient, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&nodes)?);
         return Ok(0);
     }
-    let mut rows = vec![vec!["ID".into(), "DC".into(), "Name".into(), "Class".into(), "Drivers".into(), "Status".into()]];
+    let mut rows = vec![vec![
+        "ID".into(),
+        "DC".into(),
+        "Name".into(),
+        "Class".into(),
+        "Drivers".into(),
+        "Status".into(),
+    ]];
     for n in nodes {
-        let drivers: Vec<String> = n.drivers.iter().filter(|(_, d)| d.healthy).map(|(k, _)| k.clone()).collect();
-        rows.push(vec![short(&n.id).into(), n.datacenter, n.name, if n.node_class.is_empty() { "<none>".into() } else { n.node_class }, drivers.join(","), n.status]);
+        let drivers: Vec<String> = n
+            .drivers
+            .iter()
+            .filter(|(_, d)| d.healthy)
+            .map(|(k, _)| k.clone())
+            .collect();
+        rows.push(vec![
+            short(&n.id).into(),
+            n.datacenter,
+            n.name,
+            if n.node_class.is_empty() {
+                "<none>".into()
+            } else {
+                n.node_class
+            },
+            drivers.join(","),
+            n.status,
+        ]);
     }
     print!("{}", table(rows));
     Ok(0)
@@ -315,7 +462,14 @@ pub async fn server_members(c: &ApiClient) -> anyhow::Result<i32> {
     let member = &me["member"];
     let addr = member["Addr"].as_str().unwrap_or_default();
     let rows = vec![
-        vec!["Name".into(), "Address".into(), "Status".into(), "Leader".into(), "Region".into(), "Datacenter".into()],
+        vec![
+            "Name".into(),
+            "Address".into(),
+            "Status".into(),
+            "Leader".into(),
+            "Region".into(),
+            "Datacenter".into(),
+        ],
         vec![
             member["Name"].as_str().unwrap_or_default().into(),
             addr.into(),
@@ -352,6 +506,9 @@ pub fn job_validate(file: &Path, json: bool) -> anyhow::Result<i32> {
 
 pub async fn job_inspect(c: &ApiClient, id: &str) -> anyhow::Result<i32> {
     let job: serde_json::Value = c.get(&format!("/v1/job/{id}")).await?;
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "Job": job }))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "Job": job }))?
+    );
     Ok(0)
 }

@@ -68,9 +68,11 @@ pub struct PluginBlock {
 impl FileConfig {
     /// Reads one file (HCL, or JSON for `*.json`).
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         let parsed = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+            serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
         } else {
             hcl::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
         };
@@ -104,7 +106,9 @@ impl FileConfig {
         macro_rules! take {
             ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
         }
-        take!(name, region, datacenter, data_dir, bind_addr, log_level, plugin_dir, ports, advertise);
+        take!(
+            name, region, datacenter, data_dir, bind_addr, log_level, plugin_dir, ports, advertise
+        );
         if let Some(s) = o.server {
             let cur = self.server.get_or_insert_with(Default::default);
             if s.enabled.is_some() {
@@ -154,14 +158,15 @@ pub struct AgentConfig {
     pub servers: Vec<String>,
     pub node_class: String,
     pub meta: BTreeMap<String, String>,
-    pub plugin_dir: Option<PathBuf>,
     pub plugins: BTreeMap<String, PluginBlock>,
     pub heartbeat_ttl: std::time::Duration,
 }
 
 impl AgentConfig {
     pub fn resolve(f: FileConfig, dev: bool) -> anyhow::Result<AgentConfig> {
-        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "drover".into());
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "drover".into());
         let data_dir = match (&f.data_dir, dev) {
             (Some(d), _) => PathBuf::from(d),
             (None, true) => {
@@ -169,17 +174,30 @@ impl AgentConfig {
                 std::fs::create_dir_all(&d)?;
                 d
             }
-            (None, false) => bail!("data_dir is required (set data_dir in the config file, -data-dir, or use -dev)"),
+            (None, false) => bail!(
+                "data_dir is required (set data_dir in the config file, -data-dir, or use -dev)"
+            ),
         };
         let data_dir = std::fs::canonicalize(&{
-            std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
             data_dir
         })?;
-        let bind_addr = f.bind_addr.clone().unwrap_or_else(|| if dev { "127.0.0.1".into() } else { "0.0.0.0".into() });
+        let bind_addr = f.bind_addr.clone().unwrap_or_else(|| {
+            if dev {
+                "127.0.0.1".into()
+            } else {
+                "0.0.0.0".into()
+            }
+        });
         let ports = f.ports.clone().unwrap_or_default();
         let http_port = ports.http.unwrap_or(4646);
         let rpc_port = ports.rpc.unwrap_or(4647);
-        let adv_host = if bind_addr == "0.0.0.0" { "127.0.0.1".to_string() } else { bind_addr.clone() };
+        let adv_host = if bind_addr == "0.0.0.0" {
+            "127.0.0.1".to_string()
+        } else {
+            bind_addr.clone()
+        };
         let advertise = f.advertise.clone().unwrap_or_default();
         let with_port = |a: Option<String>, port: u16| match a {
             Some(a) if a.contains(':') => a,
@@ -191,12 +209,16 @@ impl AgentConfig {
         let server = server_block.enabled.unwrap_or(dev);
         let client = client_block.enabled.unwrap_or(dev);
         if !server && !client {
-            bail!("neither server nor client is enabled: set server {{ enabled = true }} and/or client {{ enabled = true }}, or use -dev");
+            bail!(
+                "neither server nor client is enabled: set server {{ enabled = true }} and/or client {{ enabled = true }}, or use -dev"
+            );
         }
-        if let Some(n) = server_block.bootstrap_expect {
-            if n != 1 {
-                bail!("server.bootstrap_expect = {n}: multi-server clusters are not supported yet; use 1");
-            }
+        if let Some(n) = server_block.bootstrap_expect
+            && n != 1
+        {
+            bail!(
+                "server.bootstrap_expect = {n}: multi-server clusters are not supported yet; use 1"
+            );
         }
         let advertise_rpc = with_port(advertise.rpc, rpc_port);
         let mut servers = client_block.servers.clone().unwrap_or_default();
@@ -204,19 +226,49 @@ impl AgentConfig {
             servers.push(advertise_rpc.clone());
         }
         if client && servers.is_empty() {
-            bail!("client.servers is empty: a client-only agent needs at least one server address (host:4647)");
+            bail!(
+                "client.servers is empty: a client-only agent needs at least one server address (host:4647)"
+            );
         }
-        let servers = servers.into_iter().map(|s| if s.contains(':') { s } else { format!("{s}:4647") }).collect();
+        let servers = servers
+            .into_iter()
+            .map(|s| {
+                if s.contains(':') {
+                    s
+                } else {
+                    format!("{s}:4647")
+                }
+            })
+            .collect();
+        if ports.serf.is_some() || advertise.serf.is_some() {
+            tracing::warn!(
+                "ports.serf / advertise.serf are ignored: Drover has no gossip ring; servers talk over the RPC port"
+            );
+        }
+        if f.plugin_dir.is_some() {
+            tracing::warn!(
+                "plugin_dir is not scanned yet: only the built-in plugins are available"
+            );
+        }
+        for (name, p) in &f.plugin {
+            if p.args.is_some() {
+                tracing::warn!(plugin = %name, "plugin args are ignored for built-in plugins");
+            }
+        }
         let mut plugins = f.plugin.clone();
         if dev {
             // Like Nomad's -dev: raw_exec is enabled.
             let p = plugins.entry("raw_exec".into()).or_default();
-            p.config.get_or_insert_with(Default::default).entry("enabled").or_insert(serde_json::Value::Bool(true));
+            p.config
+                .get_or_insert_with(Default::default)
+                .entry("enabled")
+                .or_insert(serde_json::Value::Bool(true));
         }
         let heartbeat_ttl = match &server_block.heartbeat_grace {
             None => std::time::Duration::from_secs(10),
-            Some(s) => drover_jobspec::parse_duration(s)
-                .with_context(|| format!("server.heartbeat_grace {s:?} is not a duration like \"10s\""))?,
+            Some(s) => drover_jobspec::parse_duration(s).with_context(|| {
+                format!("server.heartbeat_grace {s:?} is not a duration like \"10s\"")
+            })?,
         };
         Ok(AgentConfig {
             dev,
@@ -234,7 +286,6 @@ impl AgentConfig {
             servers,
             node_class: client_block.node_class.clone().unwrap_or_default(),
             meta: client_block.meta.clone().unwrap_or_default(),
-            plugin_dir: f.plugin_dir.clone().map(PathBuf::from),
             plugins,
             heartbeat_ttl,
         })
@@ -263,7 +314,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.ports.unwrap().http, Some(5646));
-        assert_eq!(f.plugin["raw_exec"].config.as_ref().unwrap()["enabled"], true);
+        assert_eq!(
+            f.plugin["raw_exec"].config.as_ref().unwrap()["enabled"],
+            true
+        );
     }
 
     #[test]

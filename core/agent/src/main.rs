@@ -9,7 +9,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "drover", version, about = "Drover: one binary that runs your jobs", disable_help_subcommand = true)]
+#[command(
+    name = "drover",
+    version,
+    about = "Drover: one binary that runs your jobs",
+    disable_help_subcommand = true
+)]
 struct Cli {
     /// The HTTP API address (also DROVER_ADDR, NOMAD_ADDR).
     #[arg(long, global = true)]
@@ -102,7 +107,9 @@ enum JobCmd {
         #[arg(long)]
         detach: bool,
     },
-    Inspect { id: String },
+    Inspect {
+        id: String,
+    },
     Validate {
         file: PathBuf,
         #[arg(long)]
@@ -177,16 +184,23 @@ fn normalize_args(args: Vec<String>) -> Vec<String> {
             out.push(a);
             continue;
         }
-        let long_single = a.starts_with('-') && !a.starts_with("--") && a.len() > 2 && a.as_bytes()[1].is_ascii_alphabetic();
+        let long_single = a.starts_with('-')
+            && !a.starts_with("--")
+            && a.len() > 2
+            && a.as_bytes()[1].is_ascii_alphabetic();
         out.push(if long_single { format!("-{a}") } else { a });
     }
     out
 }
 
 fn init_logging(level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info").to_lowercase()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(level.unwrap_or("info").to_lowercase())
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() {
@@ -212,7 +226,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         let rt = tokio::runtime::Runtime::new()?;
         return match name.as_str() {
             "raw_exec" => {
-                rt.block_on(drover_plugin_sdk::serve_driver(drover_plugin_raw_exec::RawExec::default()))?;
+                rt.block_on(drover_plugin_sdk::serve_driver(
+                    drover_plugin_raw_exec::RawExec::default(),
+                ))?;
                 Ok(0)
             }
             other => anyhow::bail!("no built-in plugin named {other:?} (built in: raw_exec)"),
@@ -229,12 +245,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     data_dir: a.data_dir,
                     bind_addr: a.bind,
                     name: a.node,
-                    ports: (a.http_port.is_some() || a.rpc_port.is_some())
-                        .then_some(config::Ports { http: a.http_port, rpc: a.rpc_port, serf: None }),
-                    server: a.server.then(|| config::ServerBlock { enabled: Some(true), ..Default::default() }),
+                    ports: (a.http_port.is_some() || a.rpc_port.is_some()).then_some(
+                        config::Ports {
+                            http: a.http_port,
+                            rpc: a.rpc_port,
+                            serf: None,
+                        },
+                    ),
+                    server: a.server.then(|| config::ServerBlock {
+                        enabled: Some(true),
+                        ..Default::default()
+                    }),
                     client: (a.client || a.servers.is_some()).then(|| config::ClientBlock {
                         enabled: Some(true),
-                        servers: a.servers.map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
+                        servers: a
+                            .servers
+                            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -244,14 +270,38 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 agent::run(cfg).await?;
                 Ok(0)
             }
-            Cmd::Job(JobCmd::Run { file, detach, json }) => cli::job_run(&api, &file, detach, json).await,
-            Cmd::Job(JobCmd::Status { id, json }) | Cmd::Status { id, json } => cli::job_status(&api, id.as_deref(), json).await,
-            Cmd::Job(JobCmd::Stop { id, purge, detach }) => cli::job_stop(&api, &id, purge, detach).await,
+            Cmd::Job(JobCmd::Run { file, detach, json }) => {
+                cli::job_run(&api, &file, detach, json).await
+            }
+            Cmd::Job(JobCmd::Status { id, json }) | Cmd::Status { id, json } => {
+                cli::job_status(&api, id.as_deref(), json).await
+            }
+            Cmd::Job(JobCmd::Stop { id, purge, detach }) => {
+                cli::job_stop(&api, &id, purge, detach).await
+            }
             Cmd::Job(JobCmd::Inspect { id }) => cli::job_inspect(&api, &id).await,
             Cmd::Job(JobCmd::Validate { file, json }) => cli::job_validate(&file, json),
             Cmd::Alloc(AllocCmd::Status { id, json }) => cli::alloc_status(&api, &id, json).await,
-            Cmd::Alloc(AllocCmd::Logs { alloc, task, stderr, follow, tail, lines }) => {
-                cli::alloc_logs(&api, cli::LogsArgs { alloc: &alloc, task: task.as_deref(), stderr, follow, tail, lines }).await
+            Cmd::Alloc(AllocCmd::Logs {
+                alloc,
+                task,
+                stderr,
+                follow,
+                tail,
+                lines,
+            }) => {
+                cli::alloc_logs(
+                    &api,
+                    cli::LogsArgs {
+                        alloc: &alloc,
+                        task: task.as_deref(),
+                        stderr,
+                        follow,
+                        tail,
+                        lines,
+                    },
+                )
+                .await
             }
             Cmd::Node(NodeCmd::Status { json }) => cli::node_status(&api, json).await,
             Cmd::Server(ServerCmd::Members) => cli::server_members(&api).await,

@@ -107,24 +107,37 @@ pub struct InvalidJob {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidJob {
-    InvalidJob { field: field.into(), message: message.into() }
+    InvalidJob {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 fn nonneg(field: &str, v: Option<i64>, default: u64) -> Result<u64, InvalidJob> {
     match v {
         None => Ok(default),
-        Some(v) => u64::try_from(v).map_err(|_| invalid(field, format!("must not be negative, got {v}"))),
+        Some(v) => {
+            u64::try_from(v).map_err(|_| invalid(field, format!("must not be negative, got {v}")))
+        }
     }
 }
 
 impl Job {
     /// Converts an API job to the model, applying Nomad's defaults and naming bad fields.
     pub fn to_model(&self) -> Result<m::Job, InvalidJob> {
-        let id = self.id.clone().filter(|s| !s.is_empty()).ok_or_else(|| invalid("Job.ID", "missing job ID"))?;
+        let id = self
+            .id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("Job.ID", "missing job ID"))?;
         let job_type = match &self.job_type {
             None => m::JobType::Service,
-            Some(t) => m::JobType::parse(t)
-                .ok_or_else(|| invalid("Job.Type", format!("{t:?} is not one of service, batch, system, sysbatch")))?,
+            Some(t) => m::JobType::parse(t).ok_or_else(|| {
+                invalid(
+                    "Job.Type",
+                    format!("{t:?} is not one of service, batch, system, sysbatch"),
+                )
+            })?,
         };
         let mut job = m::Job::new(id, job_type);
         if let Some(n) = &self.name {
@@ -138,7 +151,10 @@ impl Job {
         }
         if let Some(p) = self.priority {
             if !(1..=100).contains(&p) {
-                return Err(invalid("Job.Priority", format!("must be between 1 and 100, got {p}")));
+                return Err(invalid(
+                    "Job.Priority",
+                    format!("must be between 1 and 100, got {p}"),
+                ));
             }
             job.priority = p;
         }
@@ -149,21 +165,43 @@ impl Job {
         job.stop = self.stop.unwrap_or(false);
         let groups = self.task_groups.as_deref().unwrap_or_default();
         if groups.is_empty() {
-            return Err(invalid("Job.TaskGroups", "a job needs at least one task group"));
+            return Err(invalid(
+                "Job.TaskGroups",
+                "a job needs at least one task group",
+            ));
         }
         for (gi, g) in groups.iter().enumerate() {
             let gf = format!("Job.TaskGroups[{gi}]");
-            let name = g.name.clone().filter(|s| !s.is_empty()).ok_or_else(|| invalid(format!("{gf}.Name"), "missing group name"))?;
+            let name = g
+                .name
+                .clone()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| invalid(format!("{gf}.Name"), "missing group name"))?;
             if job.groups.iter().any(|x| x.name == name) {
-                return Err(invalid(format!("{gf}.Name"), format!("group {name:?} is defined twice")));
+                return Err(invalid(
+                    format!("{gf}.Name"),
+                    format!("group {name:?} is defined twice"),
+                ));
             }
             let default_restart = m::RestartPolicy::default_for(job_type);
-            let restart = restart_to_model(&format!("{gf}.RestartPolicy"), g.restart_policy.as_ref(), default_restart)?;
+            let restart = restart_to_model(
+                &format!("{gf}.RestartPolicy"),
+                g.restart_policy.as_ref(),
+                default_restart,
+            )?;
             let mut tasks = Vec::new();
             for (ti, t) in g.tasks.as_deref().unwrap_or_default().iter().enumerate() {
                 let tf = format!("{gf}.Tasks[{ti}]");
-                let tname = t.name.clone().filter(|s| !s.is_empty()).ok_or_else(|| invalid(format!("{tf}.Name"), "missing task name"))?;
-                let driver = t.driver.clone().filter(|s| !s.is_empty()).ok_or_else(|| invalid(format!("{tf}.Driver"), "missing driver"))?;
+                let tname = t
+                    .name
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| invalid(format!("{tf}.Name"), "missing task name"))?;
+                let driver = t
+                    .driver
+                    .clone()
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| invalid(format!("{tf}.Driver"), "missing driver"))?;
                 let mut task = m::Task::new(tname, driver);
                 task.user = t.user.clone().unwrap_or_default();
                 task.config = t.config.clone().unwrap_or_default();
@@ -173,12 +211,24 @@ impl Job {
                     let d = m::Resources::default();
                     task.resources = m::Resources {
                         cpu: nonneg(&format!("{tf}.Resources.CPU"), r.cpu, d.cpu)?,
-                        memory_mb: nonneg(&format!("{tf}.Resources.MemoryMB"), r.memory_mb, d.memory_mb)?,
-                        memory_max_mb: nonneg(&format!("{tf}.Resources.MemoryMaxMB"), r.memory_max_mb, 0)?,
+                        memory_mb: nonneg(
+                            &format!("{tf}.Resources.MemoryMB"),
+                            r.memory_mb,
+                            d.memory_mb,
+                        )?,
+                        memory_max_mb: nonneg(
+                            &format!("{tf}.Resources.MemoryMaxMB"),
+                            r.memory_max_mb,
+                            0,
+                        )?,
                     };
                 }
                 if t.restart_policy.is_some() {
-                    task.restart = Some(restart_to_model(&format!("{tf}.RestartPolicy"), t.restart_policy.as_ref(), restart)?);
+                    task.restart = Some(restart_to_model(
+                        &format!("{tf}.RestartPolicy"),
+                        t.restart_policy.as_ref(),
+                        restart,
+                    )?);
                 }
                 task.kill_timeout = dur(t.kill_timeout, task.kill_timeout);
                 if let Some(s) = t.kill_signal.clone().filter(|s| !s.is_empty()) {
@@ -187,14 +237,27 @@ impl Job {
                 if let Some(l) = &t.log_config {
                     let d = m::LogConfig::default();
                     task.logs = m::LogConfig {
-                        max_files: nonneg(&format!("{tf}.LogConfig.MaxFiles"), l.max_files, d.max_files as u64)?.max(1) as u32,
-                        max_file_size_mb: nonneg(&format!("{tf}.LogConfig.MaxFileSizeMB"), l.max_file_size_mb, d.max_file_size_mb)?.max(1),
+                        max_files: nonneg(
+                            &format!("{tf}.LogConfig.MaxFiles"),
+                            l.max_files,
+                            d.max_files as u64,
+                        )?
+                        .max(1) as u32,
+                        max_file_size_mb: nonneg(
+                            &format!("{tf}.LogConfig.MaxFileSizeMB"),
+                            l.max_file_size_mb,
+                            d.max_file_size_mb,
+                        )?
+                        .max(1),
                     };
                 }
                 tasks.push(task);
             }
             if tasks.is_empty() {
-                return Err(invalid(format!("{gf}.Tasks"), "a task group needs at least one task"));
+                return Err(invalid(
+                    format!("{gf}.Tasks"),
+                    "a task group needs at least one task",
+                ));
             }
             job.groups.push(m::TaskGroup {
                 name,
@@ -229,7 +292,11 @@ impl Job {
     }
 }
 
-fn restart_to_model(field: &str, r: Option<&RestartPolicy>, d: m::RestartPolicy) -> Result<m::RestartPolicy, InvalidJob> {
+fn restart_to_model(
+    field: &str,
+    r: Option<&RestartPolicy>,
+    d: m::RestartPolicy,
+) -> Result<m::RestartPolicy, InvalidJob> {
     let Some(r) = r else { return Ok(d) };
     Ok(m::RestartPolicy {
         attempts: nonneg(&format!("{field}.Attempts"), r.attempts, d.attempts as u64)? as u32,
@@ -239,7 +306,12 @@ fn restart_to_model(field: &str, r: Option<&RestartPolicy>, d: m::RestartPolicy)
             None | Some("") => d.mode,
             Some("fail") => m::RestartMode::Fail,
             Some("delay") => m::RestartMode::Delay,
-            Some(o) => return Err(invalid(format!("{field}.Mode"), format!("{o:?} is not one of fail, delay"))),
+            Some(o) => {
+                return Err(invalid(
+                    format!("{field}.Mode"),
+                    format!("{o:?} is not one of fail, delay"),
+                ));
+            }
         },
     })
 }
@@ -488,7 +560,11 @@ impl Allocation {
             desired_description: a.desired_description.clone(),
             client_status: a.client_status.as_str().into(),
             client_description: a.client_description.clone(),
-            task_states: a.task_states.iter().map(|(k, v)| (k.clone(), TaskState::from_model(v))).collect(),
+            task_states: a
+                .task_states
+                .iter()
+                .map(|(k, v)| (k.clone(), TaskState::from_model(v)))
+                .collect(),
             previous_allocation: a.previous_allocation.clone(),
             create_index: a.create_index,
             modify_index: a.modify_index,
@@ -624,7 +700,11 @@ pub struct Node {
 
 impl Node {
     pub fn from_model(n: &m::Node) -> Self {
-        let res = |r: &m::NodeResources| NodeResources { cpu: r.cpu, memory_mb: r.memory_mb, disk_mb: r.disk_mb };
+        let res = |r: &m::NodeResources| NodeResources {
+            cpu: r.cpu,
+            memory_mb: r.memory_mb,
+            disk_mb: r.disk_mb,
+        };
         Node {
             id: n.id.clone(),
             name: n.name.clone(),
@@ -682,13 +762,22 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let j: Job = serde_json::from_str(r#"{"ID":"x","TaskGroups":[{"Name":"g","Tasks":[{"Name":"t"}]}]}"#).unwrap();
+        let j: Job = serde_json::from_str(
+            r#"{"ID":"x","TaskGroups":[{"Name":"g","Tasks":[{"Name":"t"}]}]}"#,
+        )
+        .unwrap();
         let e = j.to_model().unwrap_err();
-        assert_eq!(e.to_string(), "Job.TaskGroups[0].Tasks[0].Driver: missing driver");
+        assert_eq!(
+            e.to_string(),
+            "Job.TaskGroups[0].Tasks[0].Driver: missing driver"
+        );
     }
 
     #[test]
     fn times_format_as_rfc3339() {
-        assert_eq!(rfc3339(1_700_000_000_123_456_789).unwrap(), "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(
+            rfc3339(1_700_000_000_123_456_789).unwrap(),
+            "2023-11-14T22:13:20.123456789Z"
+        );
     }
 }

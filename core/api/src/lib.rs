@@ -36,9 +36,18 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/v1/jobs", get(list_jobs).put(register_job).post(register_job))
+        .route(
+            "/v1/jobs",
+            get(list_jobs).put(register_job).post(register_job),
+        )
         .route("/v1/jobs/parse", post(parse_job).put(parse_job))
-        .route("/v1/job/{id}", get(read_job).put(register_job_at).post(register_job_at).delete(deregister_job))
+        .route(
+            "/v1/job/{id}",
+            get(read_job)
+                .put(register_job_at)
+                .post(register_job_at)
+                .delete(deregister_job),
+        )
         .route("/v1/job/{id}/allocations", get(job_allocs))
         .route("/v1/job/{id}/evaluations", get(job_evals))
         .route("/v1/job/{id}/versions", get(job_versions))
@@ -90,7 +99,10 @@ impl From<ServerError> for ApiError {
 type Params = Query<BTreeMap<String, String>>;
 
 fn namespace(q: &BTreeMap<String, String>) -> String {
-    q.get("namespace").filter(|s| !s.is_empty()).cloned().unwrap_or_else(|| "default".into())
+    q.get("namespace")
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "default".into())
 }
 
 fn ns_matches(q: &BTreeMap<String, String>, ns: &str) -> bool {
@@ -113,17 +125,27 @@ fn parse_wait(s: &str) -> Option<Duration> {
 }
 
 /// Answers from a snapshot, blocking first when the query has `?index=`.
-async fn query(st: &ApiState, q: &BTreeMap<String, String>, table: Table) -> Result<StateSnapshot, ApiError> {
+async fn query(
+    st: &ApiState,
+    q: &BTreeMap<String, String>,
+    table: Table,
+) -> Result<StateSnapshot, ApiError> {
     let store = st.server.store();
     match q.get("index") {
         None => Ok(store.snapshot()),
         Some(i) => {
-            let index: u64 = i.parse().map_err(|_| ApiError::bad_request(format!("index {i:?} is not a number")))?;
+            let index: u64 = i
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("index {i:?} is not a number")))?;
             let wait = match q.get("wait") {
                 None => Duration::from_secs(300),
-                Some(w) => parse_wait(w).ok_or_else(|| ApiError::bad_request(format!("wait {w:?} is not a duration like 30s or 5m")))?,
+                Some(w) => parse_wait(w).ok_or_else(|| {
+                    ApiError::bad_request(format!("wait {w:?} is not a duration like 30s or 5m"))
+                })?,
             };
-            Ok(store.wait_for(table, index, wait.min(Duration::from_secs(600))).await)
+            Ok(store
+                .wait_for(table, index, wait.min(Duration::from_secs(600)))
+                .await)
         }
     }
 }
@@ -153,17 +175,32 @@ async fn list_jobs(State(st): State<ApiState>, Query(q): Params) -> Result<Respo
 }
 
 fn decode_job(body: &[u8]) -> Result<drover_model::Job, ApiError> {
-    let req: api::JobRegisterRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON for a job registration: {e}")))?;
-    let job = req.job.ok_or_else(|| ApiError::bad_request("request body has no \"Job\" object"))?;
-    job.to_model().map_err(|e| ApiError::bad_request(format!("invalid job: {e}")))
+    let req: api::JobRegisterRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "request body is not valid JSON for a job registration: {e}"
+        ))
+    })?;
+    let job = req
+        .job
+        .ok_or_else(|| ApiError::bad_request("request body has no \"Job\" object"))?;
+    job.to_model()
+        .map_err(|e| ApiError::bad_request(format!("invalid job: {e}")))
 }
 
 async fn register(st: &ApiState, job: drover_model::Job) -> Result<Response, ApiError> {
     let (eval_id, index, _version) = st.server.register_job(job.clone()).await?;
     let snap = st.server.store().snapshot();
-    let jmi = snap.job(&job.namespace, &job.id).map(|j| j.job_modify_index).unwrap_or(index);
-    let resp = api::JobRegisterResponse { eval_id, eval_create_index: index, job_modify_index: jmi, warnings: String::new(), index };
+    let jmi = snap
+        .job(&job.namespace, &job.id)
+        .map(|j| j.job_modify_index)
+        .unwrap_or(index);
+    let resp = api::JobRegisterResponse {
+        eval_id,
+        eval_create_index: index,
+        job_modify_index: jmi,
+        warnings: String::new(),
+        index,
+    };
     Ok(with_index(index, &resp))
 }
 
@@ -172,10 +209,17 @@ async fn register_job(State(st): State<ApiState>, body: Bytes) -> Result<Respons
     register(&st, job).await
 }
 
-async fn register_job_at(State(st): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn register_job_at(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let job = decode_job(&body)?;
     if job.id != id {
-        return Err(ApiError::bad_request(format!("job ID {:?} in the body does not match {id:?} in the path", job.id)));
+        return Err(ApiError::bad_request(format!(
+            "job ID {:?} in the body does not match {id:?} in the path",
+            job.id
+        )));
     }
     register(&st, job).await
 }
@@ -187,45 +231,94 @@ async fn parse_job(body: Bytes) -> Result<Response, ApiError> {
         #[serde(rename = "JobHCL")]
         job_hcl: String,
     }
-    let req: ParseReq = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("request body must be {{\"JobHCL\": \"...\"}}: {e}")))?;
-    let parsed = drover_jobspec::parse(&req.job_hcl, "<JobHCL>").map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let req: ParseReq = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("request body must be {{\"JobHCL\": \"...\"}}: {e}"))
+    })?;
+    let parsed = drover_jobspec::parse(&req.job_hcl, "<JobHCL>")
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(axum::Json(api::Job::from_model(&parsed.job)).into_response())
 }
 
-async fn read_job(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn read_job(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Jobs).await?;
-    let job = snap.job(&namespace(&q), &id).ok_or_else(|| ApiError::not_found("job not found"))?;
+    let job = snap
+        .job(&namespace(&q), &id)
+        .ok_or_else(|| ApiError::not_found("job not found"))?;
     Ok(with_index(job.modify_index, &api::Job::from_model(job)))
 }
 
-async fn deregister_job(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn deregister_job(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let purge = q.get("purge").is_some_and(|p| p == "true" || p == "1");
     let (eval_id, index) = st.server.deregister_job(&namespace(&q), &id, purge).await?;
-    let resp = api::JobDeregisterResponse { eval_id, eval_create_index: index, job_modify_index: index, index };
+    let resp = api::JobDeregisterResponse {
+        eval_id,
+        eval_create_index: index,
+        job_modify_index: index,
+        index,
+    };
     Ok(with_index(index, &resp))
 }
 
-fn alloc_view(snap: &StateSnapshot, a: &drover_model::Allocation, with_job: bool) -> api::Allocation {
-    let node_name = snap.node(&a.node_id).map(|n| n.name.clone()).unwrap_or_default();
-    let job = with_job.then(|| snap.job_version(&a.namespace, &a.job_id, a.job_version)).flatten();
+fn alloc_view(
+    snap: &StateSnapshot,
+    a: &drover_model::Allocation,
+    with_job: bool,
+) -> api::Allocation {
+    let node_name = snap
+        .node(&a.node_id)
+        .map(|n| n.name.clone())
+        .unwrap_or_default();
+    let job = with_job
+        .then(|| snap.job_version(&a.namespace, &a.job_id, a.job_version))
+        .flatten();
     api::Allocation::from_model(a, &node_name, job)
 }
 
-async fn job_allocs(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn job_allocs(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Allocs).await?;
-    let v: Vec<api::Allocation> = snap.allocs_by_job(&namespace(&q), &id).map(|a| alloc_view(&snap, a, false)).collect();
+    let v: Vec<api::Allocation> = snap
+        .allocs_by_job(&namespace(&q), &id)
+        .map(|a| alloc_view(&snap, a, false))
+        .collect();
     Ok(with_index(snap.table_index(Table::Allocs), &v))
 }
 
-async fn job_evals(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn job_evals(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Evals).await?;
-    let v: Vec<api::Evaluation> = snap.evals_by_job(&namespace(&q), &id).map(api::Evaluation::from_model).collect();
+    let v: Vec<api::Evaluation> = snap
+        .evals_by_job(&namespace(&q), &id)
+        .map(api::Evaluation::from_model)
+        .collect();
     Ok(with_index(snap.table_index(Table::Evals), &v))
 }
 
-async fn job_versions(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn job_versions(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Jobs).await?;
-    let versions: Vec<api::Job> = snap.job_versions(&namespace(&q), &id).into_iter().map(api::Job::from_model).collect();
+    let versions: Vec<api::Job> = snap
+        .job_versions(&namespace(&q), &id)
+        .into_iter()
+        .map(api::Job::from_model)
+        .collect();
     if versions.is_empty() {
         return Err(ApiError::not_found("job not found"));
     }
@@ -235,18 +328,30 @@ async fn job_versions(State(st): State<ApiState>, Path(id): Path<String>, Query(
         versions: Vec<api::Job>,
         diffs: Option<()>,
     }
-    Ok(with_index(snap.table_index(Table::Jobs), &Versions { versions, diffs: None }))
+    Ok(with_index(
+        snap.table_index(Table::Jobs),
+        &Versions {
+            versions,
+            diffs: None,
+        },
+    ))
 }
 
 async fn list_allocs(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Allocs).await?;
-    let v: Vec<api::Allocation> =
-        snap.allocs().filter(|a| ns_matches(&q, &a.namespace) && prefix_ok(&q, &a.id)).map(|a| alloc_view(&snap, a, false)).collect();
+    let v: Vec<api::Allocation> = snap
+        .allocs()
+        .filter(|a| ns_matches(&q, &a.namespace) && prefix_ok(&q, &a.id))
+        .map(|a| alloc_view(&snap, a, false))
+        .collect();
     Ok(with_index(snap.table_index(Table::Allocs), &v))
 }
 
 /// Finds an allocation by id or unique id prefix (as the CLI accepts short ids).
-fn find_alloc<'a>(snap: &'a StateSnapshot, id: &str) -> Result<&'a drover_model::Allocation, ApiError> {
+fn find_alloc<'a>(
+    snap: &'a StateSnapshot,
+    id: &str,
+) -> Result<&'a drover_model::Allocation, ApiError> {
     if let Some(a) = snap.alloc(id) {
         return Ok(a);
     }
@@ -254,11 +359,18 @@ fn find_alloc<'a>(snap: &'a StateSnapshot, id: &str) -> Result<&'a drover_model:
     match matches.as_slice() {
         [one] => Ok(one),
         [] => Err(ApiError::not_found(format!("allocation {id} not found"))),
-        _ => Err(ApiError::bad_request(format!("allocation prefix {id} matches {} allocations; give more of the id", matches.len()))),
+        _ => Err(ApiError::bad_request(format!(
+            "allocation prefix {id} matches {} allocations; give more of the id",
+            matches.len()
+        ))),
     }
 }
 
-async fn read_alloc(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn read_alloc(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Allocs).await?;
     let a = find_alloc(&snap, &id)?;
     Ok(with_index(a.modify_index, &alloc_view(&snap, a, true)))
@@ -266,12 +378,19 @@ async fn read_alloc(State(st): State<ApiState>, Path(id): Path<String>, Query(q)
 
 async fn list_evals(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Evals).await?;
-    let v: Vec<api::Evaluation> =
-        snap.evals().filter(|e| ns_matches(&q, &e.namespace) && prefix_ok(&q, &e.id)).map(api::Evaluation::from_model).collect();
+    let v: Vec<api::Evaluation> = snap
+        .evals()
+        .filter(|e| ns_matches(&q, &e.namespace) && prefix_ok(&q, &e.id))
+        .map(api::Evaluation::from_model)
+        .collect();
     Ok(with_index(snap.table_index(Table::Evals), &v))
 }
 
-async fn read_eval(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn read_eval(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Evals).await?;
     let e = snap
         .eval(&id)
@@ -285,11 +404,19 @@ async fn read_eval(State(st): State<ApiState>, Path(id): Path<String>, Query(q):
 
 async fn list_nodes(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Nodes).await?;
-    let v: Vec<api::Node> = snap.nodes().filter(|n| prefix_ok(&q, &n.id)).map(api::Node::from_model).collect();
+    let v: Vec<api::Node> = snap
+        .nodes()
+        .filter(|n| prefix_ok(&q, &n.id))
+        .map(api::Node::from_model)
+        .collect();
     Ok(with_index(snap.table_index(Table::Nodes), &v))
 }
 
-async fn read_node(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn read_node(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Nodes).await?;
     let n = snap
         .node(&id)
@@ -301,21 +428,37 @@ async fn read_node(State(st): State<ApiState>, Path(id): Path<String>, Query(q):
     Ok(with_index(n.modify_index, &api::Node::from_model(n)))
 }
 
-async fn node_allocs(State(st): State<ApiState>, Path(id): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn node_allocs(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Allocs).await?;
-    let v: Vec<api::Allocation> = snap.allocs_by_node(&id).map(|a| alloc_view(&snap, a, false)).collect();
+    let v: Vec<api::Allocation> = snap
+        .allocs_by_node(&id)
+        .map(|a| alloc_view(&snap, a, false))
+        .collect();
     Ok(with_index(snap.table_index(Table::Allocs), &v))
 }
 
 async fn status_leader(State(st): State<ApiState>) -> Result<Response, ApiError> {
     match st.server.raft().leader() {
         Some((_, addr)) => Ok(axum::Json(addr).into_response()),
-        None => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader".into())),
+        None => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No cluster leader".into(),
+        )),
     }
 }
 
 async fn status_peers(State(st): State<ApiState>) -> Response {
-    let peers: Vec<String> = st.server.raft().peers().into_iter().map(|(_, a)| a).collect();
+    let peers: Vec<String> = st
+        .server
+        .raft()
+        .peers()
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
     axum::Json(peers).into_response()
 }
 

@@ -19,21 +19,37 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let snap = st.server.store().snapshot();
     let alloc = find_alloc(&snap, &alloc_id)?.clone();
-    let task = q.get("task").cloned().ok_or_else(|| ApiError::bad_request("missing ?task="))?;
+    let task = q
+        .get("task")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("missing ?task="))?;
     let kind = q.get("type").cloned().unwrap_or_else(|| "stdout".into());
     if kind != "stdout" && kind != "stderr" {
-        return Err(ApiError::bad_request(format!("type {kind:?} must be stdout or stderr")));
+        return Err(ApiError::bad_request(format!(
+            "type {kind:?} must be stdout or stderr"
+        )));
     }
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
     let offset: i64 = match q.get("offset") {
         None => 0,
-        Some(o) => o.parse().map_err(|_| ApiError::bad_request(format!("offset {o:?} is not a number")))?,
+        Some(o) => o
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("offset {o:?} is not a number")))?,
     };
     let origin = q.get("origin").cloned().unwrap_or_else(|| "start".into());
     if origin != "start" && origin != "end" {
-        return Err(ApiError::bad_request(format!("origin {origin:?} must be start or end")));
+        return Err(ApiError::bad_request(format!(
+            "origin {origin:?} must be start or end"
+        )));
     }
-    let req = LogsRequest { alloc_id: alloc.id.clone(), task: task.clone(), stream: kind.clone(), follow: flag("follow"), origin, offset };
+    let req = LogsRequest {
+        alloc_id: alloc.id.clone(),
+        task: task.clone(),
+        stream: kind.clone(),
+        follow: flag("follow"),
+        origin,
+        offset,
+    };
     let mut rx = st.server.open_logs(&alloc.node_id, req).await?;
     // The first answer tells whether the session works at all: report its error as such.
     let first = rx.recv().await;
@@ -63,7 +79,8 @@ pub async fn stream(
                 return Bytes::from(data);
             }
             offset_acc += data.len() as u64;
-            let frame = serde_json::json!({ "Data": base64(&data), "File": file, "Offset": offset_acc });
+            let frame =
+                serde_json::json!({ "Data": base64(&data), "File": file, "Offset": offset_acc });
             let mut v = serde_json::to_vec(&frame).expect("frame serializes");
             v.push(b'\n');
             Bytes::from(v)
@@ -80,12 +97,24 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         out.push(B64[(n >> 18) as usize & 63] as char);
         out.push(B64[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { B64[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { B64[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            B64[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            B64[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }

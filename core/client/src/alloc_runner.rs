@@ -49,7 +49,9 @@ impl AllocRunner {
 
     pub fn has_task(&self, task: &str) -> bool {
         let l = self.inner.local.lock().expect("alloc lock");
-        l.job.group(&l.alloc.task_group).is_some_and(|g| g.tasks.iter().any(|t| t.name == task))
+        l.job
+            .group(&l.alloc.task_group)
+            .is_some_and(|g| g.tasks.iter().any(|t| t.name == task))
     }
 
     /// The server changed the allocation.
@@ -99,7 +101,14 @@ impl AllocRunner {
     }
 
     fn root(&self) -> PathBuf {
-        let id = self.inner.local.lock().expect("alloc lock").alloc.id.clone();
+        let id = self
+            .inner
+            .local
+            .lock()
+            .expect("alloc lock")
+            .alloc
+            .id
+            .clone();
         crate::logs::alloc_root(&self.inner.client, &id)
     }
 
@@ -126,7 +135,11 @@ impl AllocRunner {
                 seq: l.seq,
                 client_status: status,
                 client_description: desc,
-                task_states: l.tasks.iter().map(|(k, t)| (k.clone(), t.state.clone())).collect(),
+                task_states: l
+                    .tasks
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.state.clone()))
+                    .collect(),
             }
         };
         self.persist().await;
@@ -153,19 +166,37 @@ impl AllocRunner {
         let dirs = match dirs {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
-                self.fail_all(&task_names, &format!("cannot create the allocation directory: {e}")).await;
+                self.fail_all(
+                    &task_names,
+                    &format!("cannot create the allocation directory: {e}"),
+                )
+                .await;
                 return;
             }
             Err(e) => {
-                self.fail_all(&task_names, &format!("creating the allocation directory panicked: {e}")).await;
+                self.fail_all(
+                    &task_names,
+                    &format!("creating the allocation directory panicked: {e}"),
+                )
+                .await;
                 return;
             }
         };
         let (tx, mut rx) = mpsc::channel::<TaskMsg>(64);
         let mut running = 0;
         for (task, dirs) in group.tasks.iter().zip(dirs) {
-            let restored = self.inner.local.lock().expect("alloc lock").tasks.get(&task.name).cloned();
-            if restored.as_ref().is_some_and(|t| t.state.state == TaskLifecycle::Dead) {
+            let restored = self
+                .inner
+                .local
+                .lock()
+                .expect("alloc lock")
+                .tasks
+                .get(&task.name)
+                .cloned();
+            if restored
+                .as_ref()
+                .is_some_and(|t| t.state.state == TaskLifecycle::Dead)
+            {
                 continue; // finished before the agent restarted
             }
             running += 1;
@@ -190,11 +221,25 @@ impl AllocRunner {
         while let Some(msg) = rx.recv().await {
             match msg {
                 TaskMsg::Handle(name, handle) => {
-                    self.inner.local.lock().expect("alloc lock").tasks.entry(name).or_insert_with(new_task).handle = handle;
+                    self.inner
+                        .local
+                        .lock()
+                        .expect("alloc lock")
+                        .tasks
+                        .entry(name)
+                        .or_insert_with(new_task)
+                        .handle = handle;
                     self.persist().await;
                 }
                 TaskMsg::State(name, state) => {
-                    self.inner.local.lock().expect("alloc lock").tasks.entry(name).or_insert_with(new_task).state = state;
+                    self.inner
+                        .local
+                        .lock()
+                        .expect("alloc lock")
+                        .tasks
+                        .entry(name)
+                        .or_insert_with(new_task)
+                        .state = state;
                     self.report().await;
                 }
             }
@@ -207,9 +252,19 @@ impl AllocRunner {
         {
             let mut l = self.inner.local.lock().expect("alloc lock");
             for t in tasks {
-                let mut st = TaskState { state: TaskLifecycle::Dead, failed: true, ..Default::default() };
+                let mut st = TaskState {
+                    state: TaskLifecycle::Dead,
+                    failed: true,
+                    ..Default::default()
+                };
                 st.events.push(task_runner::event("Setup Failure", msg));
-                l.tasks.insert(t.clone(), LocalTask { handle: None, state: st });
+                l.tasks.insert(
+                    t.clone(),
+                    LocalTask {
+                        handle: None,
+                        state: st,
+                    },
+                );
             }
         }
         self.report().await;
@@ -218,13 +273,20 @@ impl AllocRunner {
 }
 
 fn new_task() -> LocalTask {
-    LocalTask { handle: None, state: TaskState::default() }
+    LocalTask {
+        handle: None,
+        state: TaskState::default(),
+    }
 }
 
 /// The allocation's client status from its tasks' states.
 fn client_status(l: &LocalAlloc) -> (ClientStatus, String) {
     let states: Vec<&TaskState> = l.tasks.values().map(|t| &t.state).collect();
-    let n_tasks = l.job.group(&l.alloc.task_group).map(|g| g.tasks.len()).unwrap_or(0);
+    let n_tasks = l
+        .job
+        .group(&l.alloc.task_group)
+        .map(|g| g.tasks.len())
+        .unwrap_or(0);
     if states.iter().any(|s| s.state == TaskLifecycle::Running) {
         return (ClientStatus::Running, "Tasks are running".into());
     }

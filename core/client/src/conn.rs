@@ -30,7 +30,9 @@ pub async fn run(client: Client) {
         i += 1;
         match session(&client, addr).await {
             Ok(()) => return,
-            Err(e) => tracing::warn!(server = %addr, error = %e, "server stream ended; reconnecting"),
+            Err(e) => {
+                tracing::warn!(server = %addr, error = %e, "server stream ended; reconnecting")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -41,7 +43,8 @@ pub async fn run(client: Client) {
 }
 
 fn send(tx: &mpsc::Sender<ClientMessage>, m: client_message::Msg) -> Result<(), String> {
-    tx.try_send(ClientMessage { msg: Some(m) }).map_err(|e| format!("stream send failed: {e}"))
+    tx.try_send(ClientMessage { msg: Some(m) })
+        .map_err(|e| format!("stream send failed: {e}"))
 }
 
 async fn session(client: &Client, addr: &str) -> Result<(), String> {
@@ -52,12 +55,24 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let mut rpc = NodeServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE);
+    let mut rpc = NodeServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     let (tx, rx) = mpsc::channel(256);
     let node = client.node().await;
     let node_json = serde_json::to_vec(&node).map_err(|e| e.to_string())?;
-    send(&tx, client_message::Msg::Register(Register { node_json, last_index: client.inner.state.last_index() }))?;
-    let mut inbound = rpc.attach(ReceiverStream::new(rx)).await.map_err(|e| format!("attach refused: {}", e.message()))?.into_inner();
+    send(
+        &tx,
+        client_message::Msg::Register(Register {
+            node_json,
+            last_index: client.inner.state.last_index(),
+        }),
+    )?;
+    let mut inbound = rpc
+        .attach(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("attach refused: {}", e.message()))?
+        .into_inner();
     let mut heartbeat = tokio::time::interval(Duration::from_secs(3));
     let mut outbox = client.inner.outbox_changed.subscribe();
     outbox.mark_changed();
@@ -103,14 +118,13 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
             }
             _ = outbox.changed() => {
                 let pending: Vec<_> = client.inner.outbox.lock().expect("outbox lock").values().cloned().collect();
-                let updates: Vec<AllocUpdate> = pending
-                    .into_iter()
-                    .filter(|u| sent.get(&u.alloc_id) != Some(&u.seq))
-                    .map(|u| {
-                        sent.insert(u.alloc_id.clone(), u.seq);
-                        AllocUpdate { alloc_id: u.alloc_id.clone(), seq: u.seq, update_json: serde_json::to_vec(&u).expect("update serializes") }
-                    })
-                    .collect();
+                let mut updates = Vec::new();
+                for u in pending {
+                    if sent.insert(u.alloc_id.clone(), u.seq) != Some(u.seq) {
+                        let update_json = serde_json::to_vec(&u).expect("update serializes");
+                        updates.push(AllocUpdate { alloc_id: u.alloc_id, seq: u.seq, update_json });
+                    }
+                }
                 if !updates.is_empty() {
                     send(&tx, client_message::Msg::AllocUpdates(AllocUpdates { updates }))?;
                 }

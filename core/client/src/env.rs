@@ -14,7 +14,14 @@ pub struct TaskDirs {
 }
 
 /// The environment a task starts with, before its own `env` block.
-pub fn task_env(job: &Job, alloc: &Allocation, task: &Task, dirs: &TaskDirs, region: &str, dc: &str) -> BTreeMap<String, String> {
+pub fn task_env(
+    job: &Job,
+    alloc: &Allocation,
+    task: &Task,
+    dirs: &TaskDirs,
+    region: &str,
+    dc: &str,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let mut both = |k: &str, v: String| {
         env.insert(format!("NOMAD_{k}"), v.clone());
@@ -40,9 +47,15 @@ pub fn task_env(job: &Job, alloc: &Allocation, task: &Task, dirs: &TaskDirs, reg
         both("MEMORY_MAX_LIMIT", task.resources.memory_max_mb.to_string());
     }
     for (k, v) in &job.meta {
-        both(&format!("META_{}", k.to_uppercase().replace(['-', '.'], "_")), v.clone());
+        both(
+            &format!("META_{}", k.to_uppercase().replace(['-', '.'], "_")),
+            v.clone(),
+        );
     }
-    env.insert("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    env.insert(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    );
     env.insert("TMPDIR".into(), dirs.tmp_dir.clone());
     env
 }
@@ -74,13 +87,20 @@ pub fn interpolate(s: &str, env: &BTreeMap<String, String>) -> String {
 }
 
 /// Interpolates every string inside a JSON value.
-pub fn interpolate_json(v: &serde_json::Value, env: &BTreeMap<String, String>) -> serde_json::Value {
+pub fn interpolate_json(
+    v: &serde_json::Value,
+    env: &BTreeMap<String, String>,
+) -> serde_json::Value {
     match v {
         serde_json::Value::String(s) => serde_json::Value::String(interpolate(s, env)),
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(|x| interpolate_json(x, env)).collect()),
-        serde_json::Value::Object(o) => {
-            serde_json::Value::Object(o.iter().map(|(k, x)| (k.clone(), interpolate_json(x, env))).collect())
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.iter().map(|x| interpolate_json(x, env)).collect())
         }
+        serde_json::Value::Object(o) => serde_json::Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), interpolate_json(x, env)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -91,8 +111,12 @@ mod tests {
 
     #[test]
     fn interpolates_known_names_only() {
-        let env: BTreeMap<String, String> = [("NOMAD_ALLOC_ID".to_string(), "abc".to_string())].into();
-        assert_eq!(interpolate("id=${NOMAD_ALLOC_ID} x=${attr.kernel.name}", &env), "id=abc x=${attr.kernel.name}");
+        let env: BTreeMap<String, String> =
+            [("NOMAD_ALLOC_ID".to_string(), "abc".to_string())].into();
+        assert_eq!(
+            interpolate("id=${NOMAD_ALLOC_ID} x=${attr.kernel.name}", &env),
+            "id=abc x=${attr.kernel.name}"
+        );
         assert_eq!(interpolate("open ${ brace", &env), "open ${ brace");
     }
 }

@@ -11,13 +11,22 @@ use crate::Client;
 pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, NodeResources) {
     let mut attrs = BTreeMap::new();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
     let mhz = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("cpu MHz").and_then(|r| r.split(':').nth(1)).and_then(|v| v.trim().parse::<f64>().ok()))
+        .find_map(|l| {
+            l.strip_prefix("cpu MHz")
+                .and_then(|r| r.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
         .map(|m| m as u64)
         .unwrap_or(1000);
-    if let Some(model) = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1))) {
+    if let Some(model) = cpuinfo.lines().find_map(|l| {
+        l.strip_prefix("model name")
+            .and_then(|r| r.split(':').nth(1))
+    }) {
         attrs.insert("cpu.modelname".into(), model.trim().to_string());
     }
     attrs.insert("cpu.numcores".into(), cores.to_string());
@@ -27,14 +36,24 @@ pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, Nod
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kb = meminfo
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:").and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse::<u64>().ok()))
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     attrs.insert("memory.totalbytes".into(), (mem_kb * 1024).to_string());
     let uts = nix::sys::utsname::uname().ok();
     attrs.insert("kernel.name".into(), "linux".into());
     if let Some(u) = &uts {
-        attrs.insert("kernel.version".into(), u.release().to_string_lossy().into());
-        attrs.insert("unique.hostname".into(), u.nodename().to_string_lossy().into());
+        attrs.insert(
+            "kernel.version".into(),
+            u.release().to_string_lossy().into(),
+        );
+        attrs.insert(
+            "unique.hostname".into(),
+            u.nodename().to_string_lossy().into(),
+        );
     }
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     for (key, attr) in [("ID", "os.name"), ("VERSION_ID", "os.version")] {
@@ -43,23 +62,41 @@ pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, Nod
         }
     }
     let cgroup_v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    attrs.insert("os.cgroups.version".into(), if cgroup_v2 { "2" } else { "1" }.into());
+    attrs.insert(
+        "os.cgroups.version".into(),
+        if cgroup_v2 { "2" } else { "1" }.into(),
+    );
     attrs.insert("drover.version".into(), env!("CARGO_PKG_VERSION").into());
     let disk_mb = nix::sys::statvfs::statvfs(data_dir)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1024 * 1024))
+        .map(|s| s.blocks_available() * s.fragment_size() / (1024 * 1024))
         .unwrap_or(0);
-    attrs.insert("unique.storage.volume".into(), data_dir.display().to_string());
-    attrs.insert("unique.storage.bytesfree".into(), (disk_mb * 1024 * 1024).to_string());
-    (attrs, NodeResources { cpu: cores * mhz, memory_mb: mem_kb / 1024, disk_mb })
+    attrs.insert(
+        "unique.storage.volume".into(),
+        data_dir.display().to_string(),
+    );
+    attrs.insert(
+        "unique.storage.bytesfree".into(),
+        (disk_mb * 1024 * 1024).to_string(),
+    );
+    (
+        attrs,
+        NodeResources {
+            cpu: cores * mhz,
+            memory_mb: mem_kb / 1024,
+            disk_mb,
+        },
+    )
 }
 
 /// The node as the client registers it.
 pub async fn node(client: &Client) -> Node {
     let cfg = &client.inner.config;
     let dir = cfg.data_dir.clone();
-    let (mut attributes, resources) = tokio::task::spawn_blocking(move || fingerprint(&dir)).await.unwrap_or_default();
+    let (mut attributes, resources) = tokio::task::spawn_blocking(move || fingerprint(&dir))
+        .await
+        .unwrap_or_default();
     let mut drivers = BTreeMap::new();
-    for name in client.host().driver_names() {
+    for name in client.host().plugin_names() {
         let info = driver_info(client, &name).await;
         if info.detected {
             attributes.insert(format!("driver.{name}"), "1".into());
@@ -91,13 +128,21 @@ pub async fn node(client: &Client) -> Node {
 }
 
 async fn driver_info(client: &Client, name: &str) -> DriverInfo {
-    let unhealthy = |d: String| DriverInfo { detected: false, healthy: false, health_description: d, attributes: BTreeMap::new() };
+    let unhealthy = |d: String| DriverInfo {
+        detected: false,
+        healthy: false,
+        health_description: d,
+        attributes: BTreeMap::new(),
+    };
     let mut driver = match client.host().driver(name).await {
         Ok(d) => d,
         Err(e) => return unhealthy(format!("plugin failed to start: {e}")),
     };
     let first = async {
-        let mut s = driver.fingerprint(FingerprintRequest {}).await?.into_inner();
+        let mut s = driver
+            .fingerprint(FingerprintRequest {})
+            .await?
+            .into_inner();
         s.message().await
     };
     match tokio::time::timeout(std::time::Duration::from_secs(10), first).await {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use drover_model::{AllocClientUpdate, Allocation, Job, Node};
 use drover_plugin_host::PluginHost;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub use fingerprint::fingerprint;
 
@@ -39,7 +39,10 @@ pub struct ClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("client state in {path}: {source}")]
-    State { path: PathBuf, source: std::io::Error },
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running client.
@@ -67,8 +70,12 @@ impl Client {
     /// Opens the local state, restores allocations found there (reattaching their tasks) and
     /// connects to the servers.
     pub async fn start(config: ClientConfig, host: PluginHost) -> Result<Client, ClientError> {
-        let state = state::LocalState::open(&config.data_dir.join("client"))
-            .map_err(|source| ClientError::State { path: config.data_dir.join("client"), source })?;
+        let state = state::LocalState::open(&config.data_dir.join("client")).map_err(|source| {
+            ClientError::State {
+                path: config.data_dir.join("client"),
+                source,
+            }
+        })?;
         let node_id = state.node_id().to_string();
         let client = Client {
             inner: Arc::new(Inner {
@@ -101,7 +108,14 @@ impl Client {
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
         if self.inner.config.stop_tasks_on_shutdown {
-            let runners: Vec<_> = self.inner.runners.lock().expect("runners lock").values().cloned().collect();
+            let runners: Vec<_> = self
+                .inner
+                .runners
+                .lock()
+                .expect("runners lock")
+                .values()
+                .cloned()
+                .collect();
             for r in &runners {
                 r.stop("agent in -dev mode is shutting down");
             }
@@ -114,20 +128,36 @@ impl Client {
 
     async fn restore(&self) {
         let st = self.inner.state.clone();
-        let stored = tokio::task::spawn_blocking(move || st.load_allocs()).await.unwrap_or_default();
+        let stored = tokio::task::spawn_blocking(move || st.load_allocs())
+            .await
+            .unwrap_or_default();
         for local in stored {
             let id = local.alloc.id.clone();
             let j = &local.job;
-            self.inner.jobs.lock().expect("jobs lock").insert((j.namespace.clone(), j.id.clone(), j.version), j.clone());
+            self.inner
+                .jobs
+                .lock()
+                .expect("jobs lock")
+                .insert((j.namespace.clone(), j.id.clone(), j.version), j.clone());
             tracing::info!(alloc_id = %id, "restoring allocation from local state");
             let runner = alloc_runner::AllocRunner::spawn(self.clone(), local);
-            self.inner.runners.lock().expect("runners lock").insert(id, runner);
+            self.inner
+                .runners
+                .lock()
+                .expect("runners lock")
+                .insert(id, runner);
         }
     }
 
     /// Applies a push from the server: new allocations start, changed ones update, ones the
     /// server no longer lists are removed.
-    async fn apply_push(&self, index: u64, all: &BTreeMap<String, u64>, allocs: Vec<Allocation>, jobs: Vec<Job>) {
+    async fn apply_push(
+        &self,
+        index: u64,
+        all: &BTreeMap<String, u64>,
+        allocs: Vec<Allocation>,
+        jobs: Vec<Job>,
+    ) {
         {
             let mut known = self.inner.jobs.lock().expect("jobs lock");
             for j in jobs {
@@ -135,7 +165,13 @@ impl Client {
             }
         }
         for a in allocs {
-            let existing = self.inner.runners.lock().expect("runners lock").get(&a.id).cloned();
+            let existing = self
+                .inner
+                .runners
+                .lock()
+                .expect("runners lock")
+                .get(&a.id)
+                .cloned();
             match existing {
                 Some(r) => r.update(a),
                 None => {
@@ -143,7 +179,14 @@ impl Client {
                         continue; // never ran here, nothing to do
                     }
                     let key = (a.namespace.clone(), a.job_id.clone(), a.job_version);
-                    let Some(job) = self.inner.jobs.lock().expect("jobs lock").get(&key).cloned() else {
+                    let Some(job) = self
+                        .inner
+                        .jobs
+                        .lock()
+                        .expect("jobs lock")
+                        .get(&key)
+                        .cloned()
+                    else {
                         tracing::error!(alloc_id = %a.id, "server pushed an allocation without its job version");
                         continue;
                     };
@@ -152,20 +195,34 @@ impl Client {
                     let (st, l) = (self.inner.state.clone(), local.clone());
                     match tokio::task::spawn_blocking(move || st.save(&l)).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(alloc_id = %a.id, error = %e, "cannot persist a new allocation"),
-                        Err(e) => tracing::error!(alloc_id = %a.id, error = %e, "persisting a new allocation panicked"),
+                        Ok(Err(e)) => {
+                            tracing::error!(alloc_id = %a.id, error = %e, "cannot persist a new allocation")
+                        }
+                        Err(e) => {
+                            tracing::error!(alloc_id = %a.id, error = %e, "persisting a new allocation panicked")
+                        }
                     }
                     let id = a.id.clone();
                     let runner = alloc_runner::AllocRunner::spawn(self.clone(), local);
-                    self.inner.runners.lock().expect("runners lock").insert(id, runner);
+                    self.inner
+                        .runners
+                        .lock()
+                        .expect("runners lock")
+                        .insert(id, runner);
                 }
             }
         }
         // Allocations the server no longer has were garbage-collected there.
         let gone: Vec<alloc_runner::AllocRunner> = {
             let mut runners = self.inner.runners.lock().expect("runners lock");
-            let ids: Vec<String> = runners.keys().filter(|id| !all.contains_key(*id)).cloned().collect();
-            ids.into_iter().filter_map(|id| runners.remove(&id)).collect()
+            let ids: Vec<String> = runners
+                .keys()
+                .filter(|id| !all.contains_key(*id))
+                .cloned()
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| runners.remove(&id))
+                .collect()
         };
         for r in gone {
             r.stop("allocation was removed from the cluster");
@@ -177,7 +234,11 @@ impl Client {
 
     /// Queues a status update for the server.
     pub(crate) fn send_update(&self, u: AllocClientUpdate) {
-        self.inner.outbox.lock().expect("outbox lock").insert(u.alloc_id.clone(), u);
+        self.inner
+            .outbox
+            .lock()
+            .expect("outbox lock")
+            .insert(u.alloc_id.clone(), u);
         self.inner.outbox_changed.send_modify(|v| *v += 1);
     }
 
@@ -193,6 +254,3 @@ impl Client {
         fingerprint::node(self).await
     }
 }
-
-/// Channel type for a log session's data.
-pub(crate) type SessionTx = mpsc::Sender<drover_proto::node::SessionChunk>;

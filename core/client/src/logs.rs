@@ -15,14 +15,26 @@ use tonic::transport::Channel;
 use crate::Client;
 
 pub async fn serve(client: Client, mut rpc: NodeServiceClient<Channel>, open: SessionOpen) {
-    let Some(session_open::Kind::Logs(req)) = open.kind else { return };
+    let Some(session_open::Kind::Logs(req)) = open.kind else {
+        return;
+    };
     let (tx, rx) = mpsc::channel::<SessionChunk>(8);
     let call = tokio::spawn(async move { rpc.session_data(ReceiverStream::new(rx)).await });
     let id = open.session_id.clone();
     let result = stream_logs(&client, &req, &id, &tx).await;
     let last = match result {
-        Ok(()) => SessionChunk { session_id: id, data: vec![], error: String::new(), eof: true },
-        Err(e) => SessionChunk { session_id: id, data: vec![], error: e, eof: true },
+        Ok(()) => SessionChunk {
+            session_id: id,
+            data: vec![],
+            error: String::new(),
+            eof: true,
+        },
+        Err(e) => SessionChunk {
+            session_id: id,
+            data: vec![],
+            error: e,
+            eof: true,
+        },
     };
     let _ = tx.send(last).await;
     drop(tx);
@@ -50,19 +62,43 @@ fn log_files(dir: &Path, task: &str, stream: &str) -> Vec<(u64, PathBuf)> {
     v
 }
 
-async fn stream_logs(client: &Client, req: &LogsRequest, id: &str, tx: &mpsc::Sender<SessionChunk>) -> Result<(), String> {
+async fn stream_logs(
+    client: &Client,
+    req: &LogsRequest,
+    id: &str,
+    tx: &mpsc::Sender<SessionChunk>,
+) -> Result<(), String> {
     if req.stream != "stdout" && req.stream != "stderr" {
-        return Err(format!("unknown log type {:?}: use stdout or stderr", req.stream));
+        return Err(format!(
+            "unknown log type {:?}: use stdout or stderr",
+            req.stream
+        ));
     }
     let root = alloc_root(client, &req.alloc_id);
     if !root.exists() {
-        return Err(format!("allocation {} has no files on this node", req.alloc_id));
+        return Err(format!(
+            "allocation {} has no files on this node",
+            req.alloc_id
+        ));
     }
     let dir = root.join("alloc").join("logs");
     let files = log_files(&dir, &req.task, &req.stream);
     if files.is_empty() && !req.follow {
-        let known = client.inner.runners.lock().expect("runners lock").get(&req.alloc_id).is_some_and(|r| r.has_task(&req.task));
-        return if known { Ok(()) } else { Err(format!("task {:?} not found in allocation {}", req.task, req.alloc_id)) };
+        let known = client
+            .inner
+            .runners
+            .lock()
+            .expect("runners lock")
+            .get(&req.alloc_id)
+            .is_some_and(|r| r.has_task(&req.task));
+        return if known {
+            Ok(())
+        } else {
+            Err(format!(
+                "task {:?} not found in allocation {}",
+                req.task, req.alloc_id
+            ))
+        };
     }
     // Where to start: (file index, offset in it).
     let (mut idx, mut pos) = match files.first() {
@@ -79,19 +115,29 @@ async fn stream_logs(client: &Client, req: &LogsRequest, id: &str, tx: &mpsc::Se
         let path = dir.join(format!("{}.{}.{}", req.task, req.stream, idx));
         let mut got = 0;
         if let Ok(mut f) = tokio::fs::File::open(&path).await {
-            f.seek(std::io::SeekFrom::Start(pos)).await.map_err(|e| e.to_string())?;
+            f.seek(std::io::SeekFrom::Start(pos))
+                .await
+                .map_err(|e| e.to_string())?;
             got = f.read(&mut buf).await.map_err(|e| e.to_string())?;
         }
         if got > 0 {
             pos += got as u64;
-            let chunk = SessionChunk { session_id: id.to_string(), data: buf[..got].to_vec(), error: String::new(), eof: false };
+            let chunk = SessionChunk {
+                session_id: id.to_string(),
+                data: buf[..got].to_vec(),
+                error: String::new(),
+                eof: false,
+            };
             if tx.send(chunk).await.is_err() {
                 return Ok(());
             }
             continue;
         }
         // Nothing more in this file: go on to the next one if the file rotated.
-        if log_files(&dir, &req.task, &req.stream).iter().any(|(n, _)| *n > idx) {
+        if log_files(&dir, &req.task, &req.stream)
+            .iter()
+            .any(|(n, _)| *n > idx)
+        {
             idx += 1;
             pos = 0;
             continue;

@@ -30,7 +30,12 @@ pub struct LocalAlloc {
 
 impl LocalAlloc {
     pub fn new(alloc: Allocation, job: Job) -> Self {
-        LocalAlloc { alloc, job, seq: 0, tasks: BTreeMap::new() }
+        LocalAlloc {
+            alloc,
+            job,
+            seq: 0,
+            tasks: BTreeMap::new(),
+        }
     }
 }
 
@@ -52,7 +57,10 @@ impl LocalState {
                 id
             }
         };
-        Ok(LocalState { dir: Arc::new(dir.to_path_buf()), node_id: node_id.into() })
+        Ok(LocalState {
+            dir: Arc::new(dir.to_path_buf()),
+            node_id: node_id.into(),
+        })
     }
 
     pub fn node_id(&self) -> &str {
@@ -60,7 +68,10 @@ impl LocalState {
     }
 
     pub fn last_index(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("last-index")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+        std::fs::read_to_string(self.dir.join("last-index"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn set_last_index(&self, index: u64) {
@@ -75,15 +86,22 @@ impl LocalState {
 
     pub fn load_allocs(&self) -> Vec<LocalAlloc> {
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(self.dir.join("allocs")) else { return out };
+        let Ok(rd) = std::fs::read_dir(self.dir.join("allocs")) else {
+            return out;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_none_or(|x| x != "json") {
                 continue;
             }
-            match std::fs::read(&p).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+            match std::fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
                 Ok(a) => out.push(a),
-                Err(e) => tracing::error!(path = %p.display(), error = %e, "unreadable allocation state; skipped"),
+                Err(e) => {
+                    tracing::error!(path = %p.display(), error = %e, "unreadable allocation state; skipped")
+                }
             }
         }
         out

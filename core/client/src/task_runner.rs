@@ -4,7 +4,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use drover_model::{Allocation, Job, RestartMode, RestartPolicy, Task, TaskEvent, TaskLifecycle, TaskState};
+use drover_model::{
+    Allocation, Job, RestartMode, RestartPolicy, Task, TaskEvent, TaskLifecycle, TaskState,
+};
 use drover_proto::driver::{
     DestroyTaskRequest, ExitResult, LogConfig, RecoverTaskRequest, Resources, StartTaskRequest,
     StopTaskRequest, TaskConfig, TaskHandle, WaitTaskRequest,
@@ -36,11 +38,19 @@ pub struct TaskCtx {
 }
 
 pub fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64
 }
 
 pub fn event(kind: &str, message: &str) -> TaskEvent {
-    TaskEvent { kind: kind.into(), time: now_nanos(), message: message.into(), ..Default::default() }
+    TaskEvent {
+        kind: kind.into(),
+        time: now_nanos(),
+        message: message.into(),
+        ..Default::default()
+    }
 }
 
 /// How a wait for the task ended.
@@ -68,13 +78,24 @@ impl Runner {
     }
 
     async fn send_state(&self) {
-        let _ = self.ctx.tx.send(TaskMsg::State(self.ctx.task.name.clone(), self.state.clone())).await;
+        let _ = self
+            .ctx
+            .tx
+            .send(TaskMsg::State(
+                self.ctx.task.name.clone(),
+                self.state.clone(),
+            ))
+            .await;
     }
 
     async fn set_handle(&mut self, h: Option<TaskHandle>) {
         let bytes = h.as_ref().map(|h| h.encode_to_vec());
         self.handle = h;
-        let _ = self.ctx.tx.send(TaskMsg::Handle(self.ctx.task.name.clone(), bytes)).await;
+        let _ = self
+            .ctx
+            .tx
+            .send(TaskMsg::Handle(self.ctx.task.name.clone(), bytes))
+            .await;
     }
 
     fn stop_reason(&self) -> Option<String> {
@@ -114,9 +135,18 @@ impl Runner {
             user: c.task.user.clone(),
             alloc_dir: c.dirs.alloc_dir.clone(),
             task_dir: c.dirs.task_dir.clone(),
-            stdout_path: logs_dir.join(format!("{}.stdout", c.task.name)).display().to_string(),
-            stderr_path: logs_dir.join(format!("{}.stderr", c.task.name)).display().to_string(),
-            logs: Some(LogConfig { max_files: c.task.logs.max_files, max_file_size_mb: c.task.logs.max_file_size_mb }),
+            stdout_path: logs_dir
+                .join(format!("{}.stdout", c.task.name))
+                .display()
+                .to_string(),
+            stderr_path: logs_dir
+                .join(format!("{}.stderr", c.task.name))
+                .display()
+                .to_string(),
+            logs: Some(LogConfig {
+                max_files: c.task.logs.max_files,
+                max_file_size_mb: c.task.logs.max_file_size_mb,
+            }),
             network_ns_path: String::new(),
         }
     }
@@ -125,7 +155,11 @@ impl Runner {
     /// if the plugin dies meanwhile.
     async fn wait(&mut self) -> Waited {
         let handle = self.handle.clone().expect("waiting on a started task");
-        let task_id = handle.config.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let task_id = handle
+            .config
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
         let driver_name = self.ctx.task.driver.clone();
         let mut stop_sent = false;
         let mut failures = 0u32;
@@ -136,7 +170,9 @@ impl Runner {
                     failures += 1;
                     tracing::warn!(error = %e, "driver plugin unavailable; retrying");
                     if failures > 30 {
-                        return Waited::Lost(format!("driver plugin {driver_name} unavailable: {e}"));
+                        return Waited::Lost(format!(
+                            "driver plugin {driver_name} unavailable: {e}"
+                        ));
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
@@ -144,27 +180,45 @@ impl Runner {
             };
             if failures > 0 {
                 // A new plugin instance: hand it the task back.
-                if let Err(e) = driver.recover_task(RecoverTaskRequest { handle: Some(handle.clone()) }).await {
+                if let Err(e) = driver
+                    .recover_task(RecoverTaskRequest {
+                        handle: Some(handle.clone()),
+                    })
+                    .await
+                {
                     tracing::warn!(error = %e.message(), "reattaching to the task failed");
-                    if e.code() == tonic::Code::NotFound || e.code() == tonic::Code::InvalidArgument || failures > 30 {
-                        return Waited::Lost(format!("task could not be reattached: {}", e.message()));
+                    if e.code() == tonic::Code::NotFound
+                        || e.code() == tonic::Code::InvalidArgument
+                        || failures > 30
+                    {
+                        return Waited::Lost(format!(
+                            "task could not be reattached: {}",
+                            e.message()
+                        ));
                     }
                     failures += 1;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
                 tracing::info!("reattached to the running task");
-                self.emit(event("Reattached", "task reattached after its driver plugin restarted")).await;
+                self.emit(event(
+                    "Reattached",
+                    "task reattached after its driver plugin restarted",
+                ))
+                .await;
             }
             let mut waiter = driver.clone();
-            let wait = waiter.wait_task(WaitTaskRequest { task_id: task_id.clone() });
+            let wait = waiter.wait_task(WaitTaskRequest {
+                task_id: task_id.clone(),
+            });
             tokio::pin!(wait);
             let mut stop = self.ctx.stop.clone();
             let outcome = loop {
                 tokio::select! {
                     r = &mut wait => break r,
                     _ = stop.changed(), if !stop_sent => {
-                        if let Some(reason) = stop.borrow().clone() {
+                        let reason = stop.borrow().clone();
+                        if let Some(reason) = reason {
                             stop_sent = true;
                             self.emit(event("Killing", &format!("Sent interrupt: {reason}"))).await;
                             let req = StopTaskRequest {
@@ -197,7 +251,8 @@ impl Runner {
     async fn may_restart(&mut self, why: &str) -> bool {
         let p = self.ctx.restart;
         let now = Instant::now();
-        self.restarts.retain(|t| now.duration_since(*t) < p.interval);
+        self.restarts
+            .retain(|t| now.duration_since(*t) < p.interval);
         if self.restarts.len() as u32 >= p.attempts {
             match p.mode {
                 RestartMode::Fail => {
@@ -213,7 +268,11 @@ impl Runner {
                 RestartMode::Delay => {
                     let oldest = self.restarts.first().copied().unwrap_or(now);
                     let wait = p.interval.saturating_sub(now.duration_since(oldest));
-                    self.emit(event("Restarting", &format!("Exceeded allowed attempts, applying a delay of {wait:?}"))).await;
+                    self.emit(event(
+                        "Restarting",
+                        &format!("Exceeded allowed attempts, applying a delay of {wait:?}"),
+                    ))
+                    .await;
                     if !self.sleep_unless_stopped(wait).await {
                         return false;
                     }
@@ -221,7 +280,11 @@ impl Runner {
                 }
             }
         } else {
-            self.emit(event("Restarting", &format!("{why}; restarting in {:?}", p.delay))).await;
+            self.emit(event(
+                "Restarting",
+                &format!("{why}; restarting in {:?}", p.delay),
+            ))
+            .await;
             if !self.sleep_unless_stopped(p.delay).await {
                 return false;
             }
@@ -241,8 +304,18 @@ impl Runner {
 
     async fn start(&mut self) -> Result<(), String> {
         let cfg = self.task_config(self.state.restarts);
-        let mut driver = self.ctx.client.host().driver(&self.ctx.task.driver).await.map_err(|e| e.to_string())?;
-        let resp = driver.start_task(StartTaskRequest { task: Some(cfg) }).await.map_err(|e| e.message().to_string())?.into_inner();
+        let mut driver = self
+            .ctx
+            .client
+            .host()
+            .driver(&self.ctx.task.driver)
+            .await
+            .map_err(|e| e.to_string())?;
+        let resp = driver
+            .start_task(StartTaskRequest { task: Some(cfg) })
+            .await
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
         let handle = resp.handle.ok_or("driver returned no task handle")?;
         self.set_handle(Some(handle)).await;
         self.state.state = TaskLifecycle::Running;
@@ -255,14 +328,24 @@ impl Runner {
         let Some(h) = &self.handle else { return };
         let task_id = h.config.as_ref().map(|c| c.id.clone()).unwrap_or_default();
         if let Ok(mut d) = self.ctx.client.host().driver(&self.ctx.task.driver).await {
-            let _ = d.destroy_task(DestroyTaskRequest { task_id, force: true }).await;
+            let _ = d
+                .destroy_task(DestroyTaskRequest {
+                    task_id,
+                    force: true,
+                })
+                .await;
         }
     }
 }
 
 pub async fn run(ctx: TaskCtx) {
     let restored = ctx.restored.clone();
-    let mut r = Runner { state: TaskState::default(), handle: None, restarts: Vec::new(), ctx };
+    let mut r = Runner {
+        state: TaskState::default(),
+        handle: None,
+        restarts: Vec::new(),
+        ctx,
+    };
     let mut resume = false;
     if let Some(local) = restored {
         r.state = local.state;
@@ -280,16 +363,29 @@ pub async fn run(ctx: TaskCtx) {
         // The agent restarted: hand the running task to the (new) plugin and wait again.
         let handle = r.handle.clone().expect("resuming with a handle");
         let recovered = match r.ctx.client.host().driver(&r.ctx.task.driver).await {
-            Ok(mut d) => d.recover_task(RecoverTaskRequest { handle: Some(handle) }).await.map_err(|e| e.message().to_string()),
+            Ok(mut d) => d
+                .recover_task(RecoverTaskRequest {
+                    handle: Some(handle),
+                })
+                .await
+                .map_err(|e| e.message().to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = recovered {
-            r.emit(event("Task Lost", &format!("task could not be reattached after the agent restarted: {e}"))).await;
+            r.emit(event(
+                "Task Lost",
+                &format!("task could not be reattached after the agent restarted: {e}"),
+            ))
+            .await;
             r.finish(true).await;
             return;
         }
         tracing::info!("reattached to the task after an agent restart");
-        r.emit(event("Reattached", "task reattached after the agent restarted")).await;
+        r.emit(event(
+            "Reattached",
+            "task reattached after the agent restarted",
+        ))
+        .await;
     } else {
         r.emit(event("Received", "Task received by client")).await;
         r.emit(event("Task Setup", "Building Task Directory")).await;
@@ -297,7 +393,8 @@ pub async fn run(ctx: TaskCtx) {
     loop {
         if !resume {
             if let Some(reason) = r.stop_reason() {
-                r.emit(event("Killed", &format!("Task not started: {reason}"))).await;
+                r.emit(event("Killed", &format!("Task not started: {reason}")))
+                    .await;
                 r.finish(false).await;
                 return;
             }
@@ -324,7 +421,15 @@ pub async fn run(ctx: TaskCtx) {
             Waited::Exited(res) => {
                 let mut ev = event(
                     "Terminated",
-                    &format!("Exit Code: {}{}", res.exit_code, if res.signal != 0 { format!(", Signal: {}", res.signal) } else { String::new() }),
+                    &format!(
+                        "Exit Code: {}{}",
+                        res.exit_code,
+                        if res.signal != 0 {
+                            format!(", Signal: {}", res.signal)
+                        } else {
+                            String::new()
+                        }
+                    ),
                 );
                 ev.exit_code = res.exit_code;
                 ev.signal = res.signal;
@@ -341,7 +446,11 @@ pub async fn run(ctx: TaskCtx) {
                     r.finish(false).await;
                     return;
                 }
-                let why = if success { "Task exited".to_string() } else { format!("Task exited with code {}", res.exit_code) };
+                let why = if success {
+                    "Task exited".to_string()
+                } else {
+                    format!("Task exited with code {}", res.exit_code)
+                };
                 if !r.may_restart(&why).await {
                     // Stopped while waiting to restart is a kill, not a failure.
                     let failed = r.stop_reason().is_none();

@@ -10,7 +10,9 @@ mod reader;
 
 use std::time::Duration;
 
-use drover_model::{Job, JobType, LogConfig, Resources, RestartMode, RestartPolicy, Task, TaskGroup};
+use drover_model::{
+    Job, JobType, LogConfig, Resources, RestartMode, RestartPolicy, Task, TaskGroup,
+};
 use hcl::edit::structure::{Block, Body};
 
 use reader::{BlockReader, Source};
@@ -47,7 +49,11 @@ pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
     let mut warnings = Vec::new();
     let mut jobs = body.blocks().filter(|b| b.ident.as_str() == "job");
     let Some(job_block) = jobs.next() else {
-        return Err(source.error_at(0, "", "no job block: a jobspec holds exactly one `job \"NAME\" { ... }`"));
+        return Err(source.error_at(
+            0,
+            "",
+            "no job block: a jobspec holds exactly one `job \"NAME\" { ... }`",
+        ));
     };
     if let Some(second) = jobs.next() {
         return Err(source.error_span(second, "", "a jobspec holds exactly one job block"));
@@ -55,10 +61,18 @@ pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
     for s in body.iter() {
         if let Some(b) = s.as_block() {
             if b.ident.as_str() != "job" {
-                return Err(source.error_span(b, "", &format!("unknown block {:?} at top level", b.ident.as_str())));
+                return Err(source.error_span(
+                    b,
+                    "",
+                    &format!("unknown block {:?} at top level", b.ident.as_str()),
+                ));
             }
         } else if let Some(a) = s.as_attribute() {
-            return Err(source.error_span(a, "", &format!("unknown key {:?} at top level", a.key.as_str())));
+            return Err(source.error_span(
+                a,
+                "",
+                &format!("unknown key {:?} at top level", a.key.as_str()),
+            ));
         }
     }
     let job = parse_job(&source, job_block, &mut warnings)?;
@@ -96,21 +110,34 @@ const NOT_YET: &[(&str, &str)] = &[
 
 fn not_yet(r: &mut BlockReader<'_>, names: &[&str]) {
     for name in names {
-        let what = NOT_YET.iter().find(|(n, _)| n == name).map(|(_, w)| *w).unwrap_or("this block");
+        let what = NOT_YET
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, w)| *w)
+            .unwrap_or("this block");
         for b in r.blocks(name) {
-            let msg = format!("block {name:?} is accepted but not acted on yet ({what} are not implemented)");
+            let msg = format!(
+                "block {name:?} is accepted but not acted on yet ({what} are not implemented)"
+            );
             r.warn_at(b, &msg);
         }
     }
 }
 
-fn parse_job(src: &Source<'_>, block: &Block, warnings: &mut Vec<String>) -> Result<Job, JobspecError> {
+fn parse_job(
+    src: &Source<'_>,
+    block: &Block,
+    warnings: &mut Vec<String>,
+) -> Result<Job, JobspecError> {
     let mut r = BlockReader::new(src, block, String::new(), "job")?;
     let id = r.label().to_string();
     let job_type = match r.opt_string("type")? {
         None => JobType::Service,
         Some((t, at)) => JobType::parse(&t).ok_or_else(|| {
-            r.error_at(at, &format!("type {t:?} is not one of service, batch, system, sysbatch"))
+            r.error_at(
+                at,
+                &format!("type {t:?} is not one of service, batch, system, sysbatch"),
+            )
         })?,
     };
     let mut job = Job::new(id, job_type);
@@ -133,13 +160,38 @@ fn parse_job(src: &Source<'_>, block: &Block, warnings: &mut Vec<String>) -> Res
         job.datacenters = dcs;
     }
     job.meta = r.meta()?;
-    not_yet(&mut r, &["constraint", "affinity", "spread", "update", "migrate", "reschedule", "periodic", "parameterized", "multiregion", "vault", "consul"]);
-    r.unimplemented_attrs(&["all_at_once", "node_pool", "vault_token", "consul_token", "id"]);
+    not_yet(
+        &mut r,
+        &[
+            "constraint",
+            "affinity",
+            "spread",
+            "update",
+            "migrate",
+            "reschedule",
+            "periodic",
+            "parameterized",
+            "multiregion",
+            "vault",
+            "consul",
+        ],
+    );
+    r.unimplemented_attrs(&[
+        "all_at_once",
+        "node_pool",
+        "vault_token",
+        "consul_token",
+        "id",
+    ]);
     let groups: Vec<&Block> = r.blocks("group");
     for g in groups {
         let group = parse_group(src, g, r.path(), job_type, warnings)?;
         if job.groups.iter().any(|x| x.name == group.name) {
-            return Err(src.error_span(g, r.path(), &format!("group {:?} is defined twice", group.name)));
+            return Err(src.error_span(
+                g,
+                r.path(),
+                &format!("group {:?} is defined twice", group.name),
+            ));
         }
         job.groups.push(group);
     }
@@ -166,16 +218,48 @@ fn parse_group(
     };
     let meta = r.meta()?;
     let restart = match r.block_once("restart")? {
-        Some(b) => parse_restart(src, b, r.path(), RestartPolicy::default_for(job_type), warnings)?,
+        Some(b) => parse_restart(
+            src,
+            b,
+            r.path(),
+            RestartPolicy::default_for(job_type),
+            warnings,
+        )?,
         None => RestartPolicy::default_for(job_type),
     };
-    not_yet(&mut r, &["constraint", "affinity", "spread", "update", "migrate", "reschedule", "network", "service", "volume", "ephemeral_disk", "scaling", "consul", "vault"]);
-    r.unimplemented_attrs(&["shutdown_delay", "stop_after_client_disconnect", "max_client_disconnect", "prevent_reschedule_on_lost"]);
+    not_yet(
+        &mut r,
+        &[
+            "constraint",
+            "affinity",
+            "spread",
+            "update",
+            "migrate",
+            "reschedule",
+            "network",
+            "service",
+            "volume",
+            "ephemeral_disk",
+            "scaling",
+            "consul",
+            "vault",
+        ],
+    );
+    r.unimplemented_attrs(&[
+        "shutdown_delay",
+        "stop_after_client_disconnect",
+        "max_client_disconnect",
+        "prevent_reschedule_on_lost",
+    ]);
     let mut tasks = Vec::new();
     for t in r.blocks("task") {
         let task = parse_task(src, t, r.path(), job_type, warnings)?;
         if tasks.iter().any(|x: &Task| x.name == task.name) {
-            return Err(src.error_span(t, r.path(), &format!("task {:?} is defined twice", task.name)));
+            return Err(src.error_span(
+                t,
+                r.path(),
+                &format!("task {:?} is defined twice", task.name),
+            ));
         }
         tasks.push(task);
     }
@@ -183,7 +267,13 @@ fn parse_group(
         return Err(r.error_here("a group needs at least one task block"));
     }
     warnings.extend(r.finish()?);
-    Ok(TaskGroup { name, count, meta, restart, tasks })
+    Ok(TaskGroup {
+        name,
+        count,
+        meta,
+        restart,
+        tasks,
+    })
 }
 
 fn parse_restart(
@@ -195,7 +285,8 @@ fn parse_restart(
 ) -> Result<RestartPolicy, JobspecError> {
     let mut r = BlockReader::new(src, block, parent.to_string(), "restart")?;
     if let Some(a) = r.opt_int("attempts")? {
-        p.attempts = u32::try_from(a).map_err(|_| r.error_key("attempts", "attempts must not be negative"))?;
+        p.attempts = u32::try_from(a)
+            .map_err(|_| r.error_key("attempts", "attempts must not be negative"))?;
     }
     if let Some(d) = r.opt_duration("interval")? {
         p.interval = d;
@@ -247,12 +338,36 @@ fn parse_task(
         task.resources = parse_resources(src, b, r.path(), warnings)?;
     }
     if let Some(b) = r.block_once("restart")? {
-        task.restart = Some(parse_restart(src, b, r.path(), RestartPolicy::default_for(job_type), warnings)?);
+        task.restart = Some(parse_restart(
+            src,
+            b,
+            r.path(),
+            RestartPolicy::default_for(job_type),
+            warnings,
+        )?);
     }
     if let Some(b) = r.block_once("logs")? {
         task.logs = parse_logs(src, b, r.path(), warnings)?;
     }
-    not_yet(&mut r, &["template", "artifact", "service", "vault", "identity", "lifecycle", "constraint", "affinity", "volume_mount", "csi_plugin", "dispatch_payload", "scaling", "consul", "secret"]);
+    not_yet(
+        &mut r,
+        &[
+            "template",
+            "artifact",
+            "service",
+            "vault",
+            "identity",
+            "lifecycle",
+            "constraint",
+            "affinity",
+            "volume_mount",
+            "csi_plugin",
+            "dispatch_payload",
+            "scaling",
+            "consul",
+            "secret",
+        ],
+    );
     r.unimplemented_attrs(&["leader", "shutdown_delay", "kind"]);
     warnings.extend(r.finish()?);
     Ok(task)
@@ -293,10 +408,16 @@ fn parse_logs(
     let mut r = BlockReader::new(src, block, parent.to_string(), "logs")?;
     let mut l = LogConfig::default();
     if let Some(v) = r.opt_int("max_files")? {
-        l.max_files = u32::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| r.error_key("max_files", "max_files must be at least 1"))?;
+        l.max_files = u32::try_from(v)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| r.error_key("max_files", "max_files must be at least 1"))?;
     }
     if let Some(v) = r.opt_int("max_file_size")? {
-        l.max_file_size_mb = u64::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| r.error_key("max_file_size", "max_file_size must be at least 1 (MB)"))?;
+        l.max_file_size_mb = u64::try_from(v)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| r.error_key("max_file_size", "max_file_size must be at least 1 (MB)"))?;
     }
     r.unimplemented_attrs(&["disabled", "enabled"]);
     warnings.extend(r.finish()?);
@@ -318,7 +439,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let (num, tail) = rest.split_at(num_end);
         let n: f64 = num.parse().ok()?;
-        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
         let mult = match unit {
             "ns" => 1e-9,
@@ -342,12 +465,20 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     if ns < 1_000_000_000 {
-        return if ns % 1_000_000 == 0 { format!("{}ms", ns / 1_000_000) } else { format!("{ns}ns") };
+        return if ns.is_multiple_of(1_000_000) {
+            format!("{}ms", ns / 1_000_000)
+        } else {
+            format!("{ns}ns")
+        };
     }
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
     let frac = d.subsec_millis();
-    let s = if frac > 0 { format!("{s}.{frac:03}s") } else { format!("{s}s") };
+    let s = if frac > 0 {
+        format!("{s}.{frac:03}s")
+    } else {
+        format!("{s}s")
+    };
     if h > 0 {
         format!("{h}h{m}m{s}")
     } else if m > 0 {

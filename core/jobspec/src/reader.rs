@@ -25,7 +25,10 @@ impl<'a> Source<'a> {
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map(|i| before.len() - i).unwrap_or(before.len() + 1);
+        let col = before
+            .rfind('\n')
+            .map(|i| before.len() - i)
+            .unwrap_or(before.len() + 1);
         (line, col)
     }
 
@@ -60,7 +63,12 @@ pub struct BlockReader<'a> {
 impl<'a> BlockReader<'a> {
     /// Starts reading `block` (a `kind` block) under `parent`. Job, group and task blocks take
     /// exactly one label; the others none.
-    pub fn new(src: &'a Source<'a>, block: &'a Block, parent: String, kind: &str) -> Result<Self, JobspecError> {
+    pub fn new(
+        src: &'a Source<'a>,
+        block: &'a Block,
+        parent: String,
+        kind: &str,
+    ) -> Result<Self, JobspecError> {
         let labelled = matches!(kind, "job" | "group" | "task");
         let labels: Vec<&str> = block.labels.iter().map(|l| l.as_str()).collect();
         let me = if labelled && labels.len() == 1 {
@@ -68,14 +76,28 @@ impl<'a> BlockReader<'a> {
         } else {
             kind.to_string()
         };
-        let path = if parent.is_empty() { me } else { format!("{parent} > {me}") };
+        let path = if parent.is_empty() {
+            me
+        } else {
+            format!("{parent} > {me}")
+        };
         if labelled && labels.len() != 1 {
-            return Err(src.error_span(block, &path, &format!("a {kind} block takes exactly one label: {kind} \"NAME\" {{ ... }}")));
+            return Err(src.error_span(
+                block,
+                &path,
+                &format!("a {kind} block takes exactly one label: {kind} \"NAME\" {{ ... }}"),
+            ));
         }
         if !labelled && !labels.is_empty() {
             return Err(src.error_span(block, &path, &format!("a {kind} block takes no label")));
         }
-        Ok(BlockReader { src, block, path, used: BTreeSet::new(), warnings: Vec::new() })
+        Ok(BlockReader {
+            src,
+            block,
+            path,
+            used: BTreeSet::new(),
+            warnings: Vec::new(),
+        })
     }
 
     pub fn label(&self) -> &str {
@@ -113,10 +135,16 @@ impl<'a> BlockReader<'a> {
 
     fn attr(&mut self, key: &str) -> Result<Option<&'a Attribute>, JobspecError> {
         self.used.insert(key.to_string());
-        let mut found = self.block.body.attributes().filter(|a| a.key.as_str() == key);
+        let mut found = self
+            .block
+            .body
+            .attributes()
+            .filter(|a| a.key.as_str() == key);
         let first = found.next();
         if let Some(dup) = found.next() {
-            return Err(self.src.error_span(dup, &self.path, &format!("key {key:?} is set twice")));
+            return Err(self
+                .src
+                .error_span(dup, &self.path, &format!("key {key:?} is set twice")));
         }
         Ok(first)
     }
@@ -130,12 +158,18 @@ impl<'a> BlockReader<'a> {
         self.src.error_span(
             a,
             &self.path,
-            &format!("{:?} must be {want}, found {}", a.key.as_str(), type_name(got)),
+            &format!(
+                "{:?} must be {want}, found {}",
+                a.key.as_str(),
+                type_name(got)
+            ),
         )
     }
 
     pub fn opt_string(&mut self, key: &str) -> Result<Option<(String, usize)>, JobspecError> {
-        let Some(a) = self.attr(key)? else { return Ok(None) };
+        let Some(a) = self.attr(key)? else {
+            return Ok(None);
+        };
         match self.value(a)? {
             hcl::Value::String(s) => Ok(Some((s, a.span().map(|s| s.start).unwrap_or(0)))),
             v => Err(self.type_error(a, "a string", &v)),
@@ -143,7 +177,9 @@ impl<'a> BlockReader<'a> {
     }
 
     pub fn opt_int(&mut self, key: &str) -> Result<Option<i64>, JobspecError> {
-        let Some(a) = self.attr(key)? else { return Ok(None) };
+        let Some(a) = self.attr(key)? else {
+            return Ok(None);
+        };
         match self.value(a)? {
             hcl::Value::Number(n) if n.as_i64().is_some() => Ok(n.as_i64()),
             v => Err(self.type_error(a, "a whole number", &v)),
@@ -151,13 +187,17 @@ impl<'a> BlockReader<'a> {
     }
 
     pub fn opt_duration(&mut self, key: &str) -> Result<Option<Duration>, JobspecError> {
-        let Some(a) = self.attr(key)? else { return Ok(None) };
+        let Some(a) = self.attr(key)? else {
+            return Ok(None);
+        };
         match self.value(a)? {
             hcl::Value::String(s) => crate::parse_duration(&s).map(Some).ok_or_else(|| {
                 self.src.error_span(
                     a,
                     &self.path,
-                    &format!("{key} {s:?} is not a duration (write e.g. \"30s\", \"5m\", \"1h30m\")"),
+                    &format!(
+                        "{key} {s:?} is not a duration (write e.g. \"30s\", \"5m\", \"1h30m\")"
+                    ),
                 )
             }),
             v => Err(self.type_error(a, "a duration string such as \"30s\"", &v)),
@@ -165,7 +205,9 @@ impl<'a> BlockReader<'a> {
     }
 
     pub fn opt_string_list(&mut self, key: &str) -> Result<Option<Vec<String>>, JobspecError> {
-        let Some(a) = self.attr(key)? else { return Ok(None) };
+        let Some(a) = self.attr(key)? else {
+            return Ok(None);
+        };
         match self.value(a)? {
             hcl::Value::Array(items) => items
                 .into_iter()
@@ -189,24 +231,45 @@ impl<'a> BlockReader<'a> {
             (None, Some(b)) => {
                 for a in b.body.attributes() {
                     let v = eval(self.src, &a.value, &self.path)?;
-                    out.insert(a.key.as_str().to_string(), scalar_string(&v).ok_or_else(|| {
-                        self.src.error_span(a, &self.path, &format!("{key} value {:?} must be a string, number or bool", a.key.as_str()))
-                    })?);
+                    out.insert(
+                        a.key.as_str().to_string(),
+                        scalar_string(&v).ok_or_else(|| {
+                            self.src.error_span(
+                                a,
+                                &self.path,
+                                &format!(
+                                    "{key} value {:?} must be a string, number or bool",
+                                    a.key.as_str()
+                                ),
+                            )
+                        })?,
+                    );
                 }
                 if let Some(b2) = b.body.blocks().next() {
-                    return Err(self.src.error_span(b2, &self.path, &format!("{key} holds only key = value pairs")));
+                    return Err(self.src.error_span(
+                        b2,
+                        &self.path,
+                        &format!("{key} holds only key = value pairs"),
+                    ));
                 }
                 None
             }
             (Some(a), Some(_)) => {
-                return Err(self.src.error_span(a, &self.path, &format!("{key} is given both as a block and as a key")));
+                return Err(self.src.error_span(
+                    a,
+                    &self.path,
+                    &format!("{key} is given both as a block and as a key"),
+                ));
             }
             (None, None) => None,
         };
         if let Some((v, a)) = value {
-            let hcl::Value::Object(map) = v else { return Err(self.type_error(a, "a map of strings", &v)) };
+            let hcl::Value::Object(map) = v else {
+                return Err(self.type_error(a, "a map of strings", &v));
+            };
             for (k, v) in map {
-                let s = scalar_string(&v).ok_or_else(|| self.type_error(a, "a map of strings", &v))?;
+                let s =
+                    scalar_string(&v).ok_or_else(|| self.type_error(a, "a map of strings", &v))?;
                 out.insert(k, s);
             }
         }
@@ -220,14 +283,22 @@ impl<'a> BlockReader<'a> {
     /// Every block named `ident` (marked as understood).
     pub fn blocks(&mut self, ident: &str) -> Vec<&'a Block> {
         self.used.insert(ident.to_string());
-        self.block.body.blocks().filter(|b| b.ident.as_str() == ident).collect()
+        self.block
+            .body
+            .blocks()
+            .filter(|b| b.ident.as_str() == ident)
+            .collect()
     }
 
     /// The block named `ident`, which may appear at most once.
     pub fn block_once(&mut self, ident: &str) -> Result<Option<&'a Block>, JobspecError> {
         let blocks = self.blocks(ident);
         if let Some(dup) = blocks.get(1) {
-            return Err(self.src.error_span(*dup, &self.path, &format!("block {ident:?} may appear only once here")));
+            return Err(self.src.error_span(
+                *dup,
+                &self.path,
+                &format!("block {ident:?} may appear only once here"),
+            ));
         }
         Ok(blocks.first().copied())
     }
@@ -245,11 +316,17 @@ impl<'a> BlockReader<'a> {
 
     /// A free-form block (a driver's `config`): attributes become JSON values, nested blocks
     /// objects (or arrays of objects when repeated).
-    pub fn free_form(&self, block: &Block) -> Result<serde_json::Map<String, serde_json::Value>, JobspecError> {
+    pub fn free_form(
+        &self,
+        block: &Block,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, JobspecError> {
         let mut out = serde_json::Map::new();
         for a in block.body.attributes() {
             let v = eval(self.src, &a.value, &self.path)?;
-            out.insert(a.key.as_str().to_string(), serde_json::to_value(&v).unwrap_or_default());
+            out.insert(
+                a.key.as_str().to_string(),
+                serde_json::to_value(&v).unwrap_or_default(),
+            );
         }
         for b in block.body.blocks() {
             let inner = serde_json::Value::Object(self.free_form(b)?);
@@ -272,12 +349,20 @@ impl<'a> BlockReader<'a> {
         for s in self.block.body.iter() {
             if let Some(a) = s.as_attribute() {
                 if !self.used.contains(a.key.as_str()) {
-                    return Err(self.src.error_span(a, &self.path, &format!("unknown key {:?}", a.key.as_str())));
+                    return Err(self.src.error_span(
+                        a,
+                        &self.path,
+                        &format!("unknown key {:?}", a.key.as_str()),
+                    ));
                 }
-            } else if let Some(b) = s.as_block() {
-                if !self.used.contains(b.ident.as_str()) {
-                    return Err(self.src.error_span(b, &self.path, &format!("unknown block {:?}", b.ident.as_str())));
-                }
+            } else if let Some(b) = s.as_block()
+                && !self.used.contains(b.ident.as_str())
+            {
+                return Err(self.src.error_span(
+                    b,
+                    &self.path,
+                    &format!("unknown block {:?}", b.ident.as_str()),
+                ));
             }
         }
         Ok(self.warnings)
@@ -313,11 +398,17 @@ fn eval(src: &Source<'_>, expr: &EditExpr, path: &str) -> Result<hcl::Value, Job
         Err(err) => match expr {
             EditExpr::StringTemplate(_) => {
                 let raw = src.raw(expr).unwrap_or("\"\"");
-                let inner = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw);
+                let inner = raw
+                    .strip_prefix('"')
+                    .and_then(|r| r.strip_suffix('"'))
+                    .unwrap_or(raw);
                 Ok(hcl::Value::String(unescape(inner)))
             }
             EditExpr::Array(items) => Ok(hcl::Value::Array(
-                items.iter().map(|i| eval(src, i, path)).collect::<Result<_, _>>()?,
+                items
+                    .iter()
+                    .map(|i| eval(src, i, path))
+                    .collect::<Result<_, _>>()?,
             )),
             EditExpr::Object(obj) => {
                 let mut map = hcl::Map::new();

@@ -59,7 +59,10 @@ fn parses_common_blocks() {
 fn unknown_key_names_position_and_path() {
     let src = "job \"web\" {\n  group \"frontend\" {\n    task \"web\" {\n      driver = \"raw_exec\"\n      imgae = \"x\"\n    }\n  }\n}\n";
     let e = parse(src, "web.hcl").unwrap_err();
-    assert_eq!(e.to_string(), "web.hcl:5:7: job \"web\" > group \"frontend\" > task \"web\": unknown key \"imgae\"");
+    assert_eq!(
+        e.to_string(),
+        "web.hcl:5:7: job \"web\" > group \"frontend\" > task \"web\": unknown key \"imgae\""
+    );
 }
 
 #[test]
@@ -73,10 +76,17 @@ fn bad_hcl_is_a_positioned_error() {
 fn wrong_type_and_missing_driver() {
     let src = "job \"x\" {\n group \"g\" {\n  count = \"two\"\n  task \"t\" { driver = \"raw_exec\" }\n }\n}";
     let e = parse(src, "x.hcl").unwrap_err();
-    assert!(e.to_string().contains("\"count\" must be a whole number, found a string"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("\"count\" must be a whole number, found a string"),
+        "{e}"
+    );
     let src = "job \"x\" {\n group \"g\" {\n  task \"t\" {}\n }\n}";
     let e = parse(src, "x.hcl").unwrap_err();
-    assert!(e.to_string().contains("missing required key \"driver\""), "{e}");
+    assert!(
+        e.to_string().contains("missing required key \"driver\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -84,7 +94,11 @@ fn unimplemented_blocks_warn() {
     let src = "job \"x\" {\n group \"g\" {\n  network { mode = \"host\" }\n  task \"t\" { driver = \"raw_exec\" }\n }\n}";
     let p = parse(src, "x.hcl").unwrap();
     assert_eq!(p.warnings.len(), 1);
-    assert!(p.warnings[0].contains("x.hcl:3:3") && p.warnings[0].contains("\"network\""), "{:?}", p.warnings);
+    assert!(
+        p.warnings[0].contains("x.hcl:3:3") && p.warnings[0].contains("\"network\""),
+        "{:?}",
+        p.warnings
+    );
 }
 
 #[test]

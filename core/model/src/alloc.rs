@@ -48,7 +48,10 @@ impl ClientStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, ClientStatus::Complete | ClientStatus::Failed | ClientStatus::Lost)
+        matches!(
+            self,
+            ClientStatus::Complete | ClientStatus::Failed | ClientStatus::Lost
+        )
     }
 }
 
@@ -95,7 +98,9 @@ impl Allocation {
     }
 
     pub fn resources(&self) -> Resources {
-        self.task_resources.values().fold(Resources::ZERO, |acc, r| acc.add(r))
+        self.task_resources
+            .values()
+            .fold(Resources::ZERO, |acc, r| acc.add(r))
     }
 
     /// Whether the allocation holds (or will hold) resources on its node.

@@ -27,7 +27,10 @@ impl EvalStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, EvalStatus::Complete | EvalStatus::Failed | EvalStatus::Canceled)
+        matches!(
+            self,
+            EvalStatus::Complete | EvalStatus::Failed | EvalStatus::Canceled
+        )
     }
 }
 

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::{DEFAULT_NAMESPACE, Index, UnixNanos};
 
 /// What kind of scheduling a job gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum JobType {
     /// Long-running: allocations are kept running and replaced when they fail.
@@ -148,7 +150,9 @@ pub struct TaskGroup {
 impl TaskGroup {
     /// The sum of the group's tasks' resources: what one allocation needs.
     pub fn resources(&self) -> Resources {
-        self.tasks.iter().fold(Resources::ZERO, |acc, t| acc.add(&t.resources))
+        self.tasks
+            .iter()
+            .fold(Resources::ZERO, |acc, t| acc.add(&t.resources))
     }
 }
 
@@ -201,12 +205,20 @@ pub struct Resources {
 impl Default for Resources {
     /// Nomad's defaults: 100 MHz and 300 MB.
     fn default() -> Self {
-        Resources { cpu: 100, memory_mb: 300, memory_max_mb: 0 }
+        Resources {
+            cpu: 100,
+            memory_mb: 300,
+            memory_max_mb: 0,
+        }
     }
 }
 
 impl Resources {
-    pub const ZERO: Resources = Resources { cpu: 0, memory_mb: 0, memory_max_mb: 0 };
+    pub const ZERO: Resources = Resources {
+        cpu: 0,
+        memory_mb: 0,
+        memory_max_mb: 0,
+    };
 
     pub fn add(&self, o: &Resources) -> Resources {
         Resources {
@@ -273,6 +285,9 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { max_files: 10, max_file_size_mb: 10 }
+        LogConfig {
+            max_files: 10,
+            max_file_size_mb: 10,
+        }
     }
 }

@@ -27,5 +27,12 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// A new random identifier (UUID v4 formatted), built from the given 16 random bytes.
 pub fn format_uuid(bytes: [u8; 16]) -> String {
     let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }

@@ -57,7 +57,10 @@ impl Node {
     pub fn allocatable(&self) -> NodeResources {
         NodeResources {
             cpu: self.resources.cpu.saturating_sub(self.reserved.cpu),
-            memory_mb: self.resources.memory_mb.saturating_sub(self.reserved.memory_mb),
+            memory_mb: self
+                .resources
+                .memory_mb
+                .saturating_sub(self.reserved.memory_mb),
             disk_mb: self.resources.disk_mb.saturating_sub(self.reserved.disk_mb),
         }
     }

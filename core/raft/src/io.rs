@@ -31,10 +31,18 @@ pub struct DiskFile {
 
 impl DiskFile {
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
         let len = file.metadata()?.len();
         sync_dir(path)?;
-        Ok(DiskFile { path: path.to_path_buf(), file, len })
+        Ok(DiskFile {
+            path: path.to_path_buf(),
+            file,
+            len,
+        })
     }
 }
 
@@ -64,7 +72,10 @@ impl LogFile for DiskFile {
 
     fn replace(&mut self, data: &[u8]) -> io::Result<()> {
         write_atomic(&self.path, data)?;
-        self.file = OpenOptions::new().read(true).append(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
         self.len = data.len() as u64;
         Ok(())
     }

@@ -26,7 +26,7 @@ type Entry = openraft::Entry<TypeConfig>;
 
 #[derive(Serialize, Deserialize)]
 enum Record {
-    Entry(Entry),
+    Entry(Box<Entry>),
     Truncate(u64),
     Purge(LogId),
 }
@@ -46,11 +46,15 @@ fn decode_all(buf: &[u8]) -> (Vec<Record>, usize) {
     while pos + 8 <= buf.len() {
         let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().unwrap());
-        let Some(body) = buf.get(pos + 8..pos + 8 + len) else { break };
+        let Some(body) = buf.get(pos + 8..pos + 8 + len) else {
+            break;
+        };
         if crc32fast::hash(body) != crc {
             break;
         }
-        let Ok(rec) = serde_json::from_slice(body) else { break };
+        let Ok(rec) = serde_json::from_slice(body) else {
+            break;
+        };
         recs.push(rec);
         pos += 8 + len;
     }
@@ -67,7 +71,7 @@ impl Log {
     fn apply(&mut self, rec: Record) {
         match rec {
             Record::Entry(e) => {
-                self.entries.insert(e.get_log_id().index, e);
+                self.entries.insert(e.get_log_id().index, *e);
             }
             Record::Truncate(from) => {
                 self.entries.split_off(&from);
@@ -133,24 +137,35 @@ impl LogStore {
         std::thread::Builder::new()
             .name("raft-log-io".into())
             .spawn(move || io_thread(file, rx, c2))?;
-        Ok(LogStore { dir: dir.to_path_buf(), log: Arc::new(Mutex::new(log)), tx, counters })
+        Ok(LogStore {
+            dir: dir.to_path_buf(),
+            log: Arc::new(Mutex::new(log)),
+            tx,
+            counters,
+        })
     }
 
     async fn write(&self, data: Vec<u8>) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Request::Write(data, tx)).map_err(|_| closed())?;
+        self.tx
+            .send(Request::Write(data, tx))
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
     async fn save_file(&self, name: &str, data: Vec<u8>) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Request::SaveFile(self.dir.join(name), data, tx)).map_err(|_| closed())?;
+        self.tx
+            .send(Request::SaveFile(self.dir.join(name), data, tx))
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
     fn read_file<T: for<'de> Deserialize<'de>>(&self, name: &str) -> io::Result<Option<T>> {
         match std::fs::read(self.dir.join(name)) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(io::Error::other),
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(io::Error::other),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -245,8 +260,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let log = self.log.lock().expect("log lock");
-        let last = log.entries.values().next_back().map(|e| *e.get_log_id()).or(log.last_purged);
-        Ok(LogState { last_purged_log_id: log.last_purged, last_log_id: last })
+        let last = log
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(log.last_purged);
+        Ok(LogState {
+            last_purged_log_id: log.last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -255,23 +278,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let data = serde_json::to_vec(vote).expect("vote serializes");
-        self.save_file("vote", data).await.map_err(|e| vote_err(ErrorVerb::Write, e))
+        self.save_file("vote", data)
+            .await
+            .map_err(|e| vote_err(ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.read_file("vote").map_err(|e| vote_err(ErrorVerb::Read, e))
+        self.read_file("vote")
+            .map_err(|e| vote_err(ErrorVerb::Read, e))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let data = serde_json::to_vec(&committed).expect("log id serializes");
-        self.save_file("committed", data).await.map_err(|e| log_err(ErrorVerb::Write, e))
+        self.save_file("committed", data)
+            .await
+            .map_err(|e| log_err(ErrorVerb::Write, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.read_file::<Option<LogId>>("committed").map_err(|e| log_err(ErrorVerb::Read, e))?.flatten())
+        Ok(self
+            .read_file::<Option<LogId>>("committed")
+            .map_err(|e| log_err(ErrorVerb::Read, e))?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -280,19 +315,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut log = self.log.lock().expect("log lock");
             for e in entries {
-                encode(&Record::Entry(e.clone()), &mut buf);
-                log.apply(Record::Entry(e));
+                let rec = Record::Entry(Box::new(e));
+                encode(&rec, &mut buf);
+                log.apply(rec);
             }
         }
         let cb = Box::new(move |r: io::Result<()>| callback.log_io_completed(r));
-        self.tx.send(Request::Append(buf, cb)).map_err(|_| log_err(ErrorVerb::Write, closed()))
+        self.tx
+            .send(Request::Append(buf, cb))
+            .map_err(|_| log_err(ErrorVerb::Write, closed()))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut buf = Vec::new();
         encode(&Record::Truncate(log_id.index), &mut buf);
-        self.log.lock().expect("log lock").apply(Record::Truncate(log_id.index));
-        self.write(buf).await.map_err(|e| log_err(ErrorVerb::Delete, e))
+        self.log
+            .lock()
+            .expect("log lock")
+            .apply(Record::Truncate(log_id.index));
+        self.write(buf)
+            .await
+            .map_err(|e| log_err(ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -304,11 +347,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut all = Vec::new();
             encode(&Record::Purge(log_id), &mut all);
             for e in log.entries.values() {
-                encode(&Record::Entry(e.clone()), &mut all);
+                encode(&Record::Entry(Box::new(e.clone())), &mut all);
             }
             all
         };
-        self.tx.send(Request::Compact(compact)).map_err(|_| log_err(ErrorVerb::Delete, closed()))
+        self.tx
+            .send(Request::Compact(compact))
+            .map_err(|_| log_err(ErrorVerb::Delete, closed()))
     }
 }
 

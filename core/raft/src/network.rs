@@ -30,7 +30,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        Connection { target, addr: node.addr.clone(), client: None }
+        Connection {
+            target,
+            addr: node.addr.clone(),
+            client: None,
+        }
     }
 }
 
@@ -70,7 +74,10 @@ impl Connection {
     {
         let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut c = self.client().await.map_err(RPCError::Unreachable)?;
-        let msg = RaftMessage { json, error: String::new() };
+        let msg = RaftMessage {
+            json,
+            error: String::new(),
+        };
         let reply = match rpc {
             "append" => c.append_entries(msg).await,
             "snapshot" => c.install_snapshot(msg).await,
@@ -92,7 +99,9 @@ impl Connection {
         res.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
-                BasicNode { addr: self.addr.clone() },
+                BasicNode {
+                    addr: self.addr.clone(),
+                },
                 e,
             ))
         })
@@ -145,7 +154,10 @@ fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, tonic::Status> {
 
 fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
     let json = serde_json::to_vec(v).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    Ok(tonic::Response::new(RaftMessage { json, error: String::new() }))
+    Ok(tonic::Response::new(RaftMessage {
+        json,
+        error: String::new(),
+    }))
 }
 
 #[tonic::async_trait]

@@ -40,7 +40,10 @@ pub enum WriteError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot open raft storage in {path}: {source}")]
-    Storage { path: PathBuf, source: std::io::Error },
+    Storage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start raft: {0}")]
     Raft(String),
 }
@@ -99,28 +102,56 @@ fn rand_id() -> NodeId {
 impl RaftNode {
     pub async fn open(cfg: RaftNodeConfig) -> Result<Self, OpenError> {
         let dir = cfg.data_dir.join("raft");
-        let storage = |source| OpenError::Storage { path: dir.clone(), source };
+        let storage = |source| OpenError::Storage {
+            path: dir.clone(),
+            source,
+        };
         std::fs::create_dir_all(&dir).map_err(storage)?;
         let id = server_id(&cfg.data_dir).map_err(storage)?;
         let log = LogStore::open(&dir).map_err(storage)?;
         let store = StateStore::new();
         let sm = StateMachine::open(&dir, store.clone()).map_err(storage)?;
-        let config = Arc::new(raft_config().validate().map_err(|e| OpenError::Raft(e.to_string()))?);
+        let config = Arc::new(
+            raft_config()
+                .validate()
+                .map_err(|e| OpenError::Raft(e.to_string()))?,
+        );
         let raft = Raft::new(id, config, Network, log.clone(), sm)
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
-        if cfg.bootstrap && !raft.is_initialized().await.map_err(|e| OpenError::Raft(e.to_string()))? {
+        if cfg.bootstrap
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| OpenError::Raft(e.to_string()))?
+        {
             let mut members = BTreeMap::new();
-            members.insert(id, BasicNode { addr: cfg.advertise_rpc.clone() });
-            raft.initialize(members).await.map_err(|e| OpenError::Raft(e.to_string()))?;
+            members.insert(
+                id,
+                BasicNode {
+                    addr: cfg.advertise_rpc.clone(),
+                },
+            );
+            raft.initialize(members)
+                .await
+                .map_err(|e| OpenError::Raft(e.to_string()))?;
             tracing::info!(server_id = id, "bootstrapped a new single-server cluster");
         }
-        Ok(RaftNode { id, raft, store, log, advertise_rpc: cfg.advertise_rpc.into() })
+        Ok(RaftNode {
+            id,
+            raft,
+            store,
+            log,
+            advertise_rpc: cfg.advertise_rpc.into(),
+        })
     }
 
     /// Commits `command` through Raft, stamped with this (leader) server's clock.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
-        let time = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64;
         match self.raft.client_write(Entry { time, command }).await {
             Ok(r) => match r.data.error {
                 Some(e) => Err(WriteError::Rejected(e)),
@@ -151,7 +182,11 @@ impl RaftNode {
     /// Every voter's (id, address).
     pub fn peers(&self) -> Vec<(NodeId, String)> {
         let m = self.raft.metrics().borrow().clone();
-        m.membership_config.membership().nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
     }
 
     pub async fn shutdown(&self) {

@@ -36,7 +36,11 @@ pub struct StateMachine {
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error) -> StorageError {
-    StorageError::from_io_error(ErrorSubject::StateMachine, verb, io::Error::other(e.to_string()))
+    StorageError::from_io_error(
+        ErrorSubject::StateMachine,
+        verb,
+        io::Error::other(e.to_string()),
+    )
 }
 
 impl StateMachine {
@@ -106,8 +110,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?
-        .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        .map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
+        })?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
@@ -130,7 +139,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match e.payload {
                 EntryPayload::Blank => {
                     self.store.apply_noop(index);
-                    out.push(Response { index, ..Default::default() });
+                    out.push(Response {
+                        index,
+                        ..Default::default()
+                    });
                 }
                 EntryPayload::Normal(req) => {
                     let resp = self.store.apply(index, &req);
@@ -140,7 +152,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                     self.store.apply_noop(index);
-                    out.push(Response { index, ..Default::default() });
+                    out.push(Response {
+                        index,
+                        ..Default::default()
+                    });
                 }
             }
         }
@@ -173,15 +188,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| sm_err(ErrorVerb::Write, e))?
             .map_err(|e| {
-                StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e)
+                StorageError::from_io_error(
+                    ErrorSubject::Snapshot(Some(meta.signature())),
+                    ErrorVerb::Write,
+                    e,
+                )
             })?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(bytes) = self.current_snapshot_bytes() else { return Ok(None) };
+        let Some(bytes) = self.current_snapshot_bytes() else {
+            return Ok(None);
+        };
         let file: SnapshotFile =
             serde_json::from_slice(&bytes).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

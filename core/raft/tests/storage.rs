@@ -16,7 +16,9 @@ use openraft::testing::{StoreBuilder, Suite};
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<u64>> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<u64>> {
         let dir = tempfile::tempdir().unwrap();
         let log = LogStore::open(dir.path()).unwrap();
         let sm = StateMachine::open(dir.path(), StateStore::new()).unwrap();
@@ -38,7 +40,9 @@ struct CrashFile {
 impl CrashFile {
     fn after_crash(&self) -> CrashFile {
         let (data, synced) = self.inner.lock().unwrap().clone();
-        CrashFile { inner: Arc::new(Mutex::new((data[..synced].to_vec(), synced))) }
+        CrashFile {
+            inner: Arc::new(Mutex::new((data[..synced].to_vec(), synced))),
+        }
     }
 }
 
@@ -91,11 +95,21 @@ async fn acknowledged_writes_survive_a_crash() {
     let log = LogStore::with_file(dir.path(), Box::new(file.clone())).unwrap();
     let sm = StateMachine::open(dir.path(), StateStore::new()).unwrap();
     let config = Arc::new(drover_raft::node::raft_config().validate().unwrap());
-    let raft = Raft::new(1, config, drover_raft::network::Network, log, sm).await.unwrap();
+    let raft = Raft::new(1, config, drover_raft::network::Network, log, sm)
+        .await
+        .unwrap();
     let mut members = BTreeMap::new();
-    members.insert(1u64, openraft::BasicNode { addr: "127.0.0.1:1".into() });
+    members.insert(
+        1u64,
+        openraft::BasicNode {
+            addr: "127.0.0.1:1".into(),
+        },
+    );
     raft.initialize(members).await.unwrap();
-    raft.wait(None).state(openraft::ServerState::Leader, "leader").await.unwrap();
+    raft.wait(None)
+        .state(openraft::ServerState::Leader, "leader")
+        .await
+        .unwrap();
 
     // Concurrent writes, so the I/O thread groups them.
     let mut acked = Vec::new();
@@ -103,7 +117,15 @@ async fn acknowledged_writes_survive_a_crash() {
     for i in 0..40 {
         let r = raft.clone();
         tasks.push(tokio::spawn(async move {
-            r.client_write(Entry { time: 1, command: Command::JobRegister { job: job(i), eval: None } }).await.map(|w| w.log_id.index)
+            r.client_write(Entry {
+                time: 1,
+                command: Command::JobRegister {
+                    job: job(i),
+                    eval: None,
+                },
+            })
+            .await
+            .map(|w| w.log_id.index)
         }));
     }
     for t in tasks {
@@ -118,11 +140,22 @@ async fn acknowledged_writes_survive_a_crash() {
     let entries = reopened.try_get_log_entries(0..u64::MAX).await.unwrap();
     let present: std::collections::BTreeSet<u64> = entries.iter().map(|e| e.log_id.index).collect();
     for i in &acked {
-        assert!(present.contains(i), "acknowledged entry {i} was lost in the crash");
+        assert!(
+            present.contains(i),
+            "acknowledged entry {i} was lost in the crash"
+        );
     }
     let jobs = entries
         .iter()
-        .filter(|e| matches!(&e.payload, openraft::EntryPayload::Normal(Entry { command: Command::JobRegister { .. }, .. })))
+        .filter(|e| {
+            matches!(
+                &e.payload,
+                openraft::EntryPayload::Normal(Entry {
+                    command: Command::JobRegister { .. },
+                    ..
+                })
+            )
+        })
         .count();
     assert_eq!(jobs, 40);
 }
@@ -137,6 +170,15 @@ async fn torn_tail_is_dropped_on_open() {
         g.1 = g.0.len();
     }
     let mut log = LogStore::with_file(dir.path(), Box::new(file.clone())).unwrap();
-    assert!(log.try_get_log_entries(0..u64::MAX).await.unwrap().is_empty());
-    assert_eq!(file.inner.lock().unwrap().0.len(), 0, "the torn record was not cut off");
+    assert!(
+        log.try_get_log_entries(0..u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        file.inner.lock().unwrap().0.len(),
+        0,
+        "the torn record was not cut off"
+    );
 }

@@ -43,13 +43,21 @@ pub enum ScheduleError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Misfit {
     /// Exhausted dimension ("cpu", "memory") with what was needed and what was free.
-    Exhausted { dimension: &'static str, needed: u64, free: u64 },
+    Exhausted {
+        dimension: &'static str,
+        needed: u64,
+        free: u64,
+    },
 }
 
 impl std::fmt::Display for Misfit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Misfit::Exhausted { dimension, needed, free } => {
+            Misfit::Exhausted {
+                dimension,
+                needed,
+                free,
+            } => {
                 let unit = if *dimension == "cpu" { "MHz" } else { "MB" };
                 write!(f, "{dimension}: needs {needed} {unit}, {free} {unit} free")
             }
@@ -59,7 +67,10 @@ impl std::fmt::Display for Misfit {
 
 /// The fit check: do `allocs` (the node's active allocations, proposed ones included) fit
 /// on `node`? Used by the scheduler and by the plan applier.
-pub fn fit<'a>(node: &Node, allocs: impl IntoIterator<Item = &'a Allocation>) -> Result<NodeResources, Misfit> {
+pub fn fit<'a>(
+    node: &Node,
+    allocs: impl IntoIterator<Item = &'a Allocation>,
+) -> Result<NodeResources, Misfit> {
     fit_with(node, allocs, Resources::ZERO)
 }
 
@@ -75,12 +86,24 @@ pub fn fit_with<'a>(
         .fold(extra, |acc, a| acc.add(&a.resources()));
     let cap = node.allocatable();
     if used.cpu > cap.cpu {
-        return Err(Misfit::Exhausted { dimension: "cpu", needed: used.cpu, free: cap.cpu });
+        return Err(Misfit::Exhausted {
+            dimension: "cpu",
+            needed: used.cpu,
+            free: cap.cpu,
+        });
     }
     if used.memory_mb > cap.memory_mb {
-        return Err(Misfit::Exhausted { dimension: "memory", needed: used.memory_mb, free: cap.memory_mb });
+        return Err(Misfit::Exhausted {
+            dimension: "memory",
+            needed: used.memory_mb,
+            free: cap.memory_mb,
+        });
     }
-    Ok(NodeResources { cpu: cap.cpu - used.cpu, memory_mb: cap.memory_mb - used.memory_mb, disk_mb: cap.disk_mb })
+    Ok(NodeResources {
+        cpu: cap.cpu - used.cpu,
+        memory_mb: cap.memory_mb - used.memory_mb,
+        disk_mb: cap.disk_mb,
+    })
 }
 
 /// Glob match for datacenters: `*` matches any run of characters.
@@ -120,12 +143,18 @@ struct Scheduler<'a> {
 
 impl<'a> Scheduler<'a> {
     fn new(snap: &'a StateSnapshot, eval: &'a Evaluation) -> Self {
-        let seed = eval.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let seed = eval.id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         Scheduler {
             snap,
             eval,
             rng: StdRng::seed_from_u64(seed),
-            plan: Plan { eval_id: eval.id.clone(), snapshot_index: snap.index(), ..Default::default() },
+            plan: Plan {
+                eval_id: eval.id.clone(),
+                snapshot_index: snap.index(),
+                ..Default::default()
+            },
             proposed: BTreeMap::new(),
             stopping: BTreeMap::new(),
         }
@@ -161,11 +190,19 @@ impl<'a> Scheduler<'a> {
         };
         for a in &existing {
             if job.group(&a.task_group).is_none() && !a.client_status.is_terminal() {
-                self.stop(a, "alloc not needed: its task group was removed from the job", None);
+                self.stop(
+                    a,
+                    "alloc not needed: its task group was removed from the job",
+                    None,
+                );
             }
         }
         for group in &job.groups {
-            let allocs: Vec<&Allocation> = existing.iter().copied().filter(|a| a.task_group == group.name).collect();
+            let allocs: Vec<&Allocation> = existing
+                .iter()
+                .copied()
+                .filter(|a| a.task_group == group.name)
+                .collect();
             self.reconcile_group(job, group, &allocs);
         }
     }
@@ -175,9 +212,16 @@ impl<'a> Scheduler<'a> {
         let mut slots: BTreeMap<u32, &Allocation> = BTreeMap::new();
         let mut to_place: Vec<(u32, Option<&Allocation>)> = Vec::new();
         for a in allocs {
-            let node_down = self.snap.node(&a.node_id).is_none_or(|n| n.status == NodeStatus::Down);
+            let node_down = self
+                .snap
+                .node(&a.node_id)
+                .is_none_or(|n| n.status == NodeStatus::Down);
             if node_down && !a.client_status.is_terminal() {
-                self.stop(a, "alloc is lost since its node is down", Some(ClientStatus::Lost));
+                self.stop(
+                    a,
+                    "alloc is lost since its node is down",
+                    Some(ClientStatus::Lost),
+                );
                 to_place.push((a.index(), Some(a)));
                 continue;
             }
@@ -194,18 +238,22 @@ impl<'a> Scheduler<'a> {
                     }
                 }
                 ClientStatus::Pending | ClientStatus::Running => {
-                    if let Some(prev) = slots.get(&a.index()) {
-                        if !prev.client_status.is_terminal() {
-                            self.stop(a, "alloc not needed: duplicate index", None);
-                            continue;
-                        }
+                    if let Some(prev) = slots.get(&a.index())
+                        && !prev.client_status.is_terminal()
+                    {
+                        self.stop(a, "alloc not needed: duplicate index", None);
+                        continue;
                     }
                     slots.insert(a.index(), a);
                 }
             }
         }
         // Count decreases: stop the highest indexes.
-        let extra: Vec<u32> = slots.keys().copied().filter(|i| *i >= group.count).collect();
+        let extra: Vec<u32> = slots
+            .keys()
+            .copied()
+            .filter(|i| *i >= group.count)
+            .collect();
         for i in extra {
             let a = slots.remove(&i).expect("slot exists");
             if !a.client_status.is_terminal() {
@@ -217,14 +265,25 @@ impl<'a> Scheduler<'a> {
             if a.job_version == job.version || a.client_status.is_terminal() {
                 continue;
             }
-            let old_group = self.snap.job_version(&job.namespace, &job.id, a.job_version).and_then(|j| j.group(&group.name));
+            let old_group = self
+                .snap
+                .job_version(&job.namespace, &job.id, a.job_version)
+                .and_then(|j| j.group(&group.name));
             // A count change alone never replaces running allocations.
-            let same_spec = old_group.is_some_and(|g| TaskGroup { count: group.count, ..g.clone() } == *group);
+            let same_spec = old_group.is_some_and(|g| {
+                TaskGroup {
+                    count: group.count,
+                    ..g.clone()
+                } == *group
+            });
             if same_spec {
                 let mut updated = a.clone();
                 updated.job_version = job.version;
                 updated.eval_id = self.eval.id.clone();
-                self.proposed.entry(updated.node_id.clone()).or_default().push(updated.clone());
+                self.proposed
+                    .entry(updated.node_id.clone())
+                    .or_default()
+                    .push(updated.clone());
                 self.stopping.insert(a.id.clone(), ());
                 self.plan.allocs.push(updated);
             } else {
@@ -264,8 +323,17 @@ impl<'a> Scheduler<'a> {
             .collect()
     }
 
-    fn place(&mut self, job: &Job, group: &TaskGroup, index: u32, previous: Option<&Allocation>) -> Result<(), PlacementFailure> {
-        let mut f = PlacementFailure { unplaced: 1, ..Default::default() };
+    fn place(
+        &mut self,
+        job: &Job,
+        group: &TaskGroup,
+        index: u32,
+        previous: Option<&Allocation>,
+    ) -> Result<(), PlacementFailure> {
+        let mut f = PlacementFailure {
+            unplaced: 1,
+            ..Default::default()
+        };
         let need = group.resources();
         let mut best: Option<(f64, &Node)> = None;
         let mut nearest: Option<(u64, String)> = None;
@@ -283,15 +351,29 @@ impl<'a> Scheduler<'a> {
                     let score = 2.0
                         - (free.cpu as f64 / cap.cpu.max(1) as f64)
                         - (free.memory_mb as f64 / cap.memory_mb.max(1) as f64);
-                    if best.as_ref().is_none_or(|(s, n)| score > *s || (score == *s && node.id < n.id)) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(s, n)| score > *s || (score == *s && node.id < n.id))
+                    {
                         best = Some((score, node));
                     }
                 }
-                Err(m @ Misfit::Exhausted { dimension, needed, free }) => {
-                    *f.dimension_exhausted.entry(dimension.to_string()).or_default() += 1;
+                Err(
+                    m @ Misfit::Exhausted {
+                        dimension,
+                        needed,
+                        free,
+                    },
+                ) => {
+                    *f.dimension_exhausted
+                        .entry(dimension.to_string())
+                        .or_default() += 1;
                     let short = needed - free;
                     if nearest.as_ref().is_none_or(|(s, _)| short < *s) {
-                        nearest = Some((short, format!("node {} ({}) lacks {m}", node.name, short_id(&node.id))));
+                        nearest = Some((
+                            short,
+                            format!("node {} ({}) lacks {m}", node.name, short_id(&node.id)),
+                        ));
                     }
                 }
             }
@@ -313,7 +395,11 @@ impl<'a> Scheduler<'a> {
             job_id: job.id.clone(),
             job_version: job.version,
             task_group: group.name.clone(),
-            task_resources: group.tasks.iter().map(|t| (t.name.clone(), t.resources)).collect(),
+            task_resources: group
+                .tasks
+                .iter()
+                .map(|t| (t.name.clone(), t.resources))
+                .collect(),
             desired_status: DesiredStatus::Run,
             desired_description: String::new(),
             client_status: ClientStatus::Pending,
@@ -327,7 +413,10 @@ impl<'a> Scheduler<'a> {
             create_time: 0,
             modify_time: 0,
         };
-        self.proposed.entry(node.id.clone()).or_default().push(alloc.clone());
+        self.proposed
+            .entry(node.id.clone())
+            .or_default()
+            .push(alloc.clone());
         self.plan.allocs.push(alloc);
         Ok(())
     }
@@ -340,14 +429,24 @@ impl<'a> Scheduler<'a> {
         if node.scheduling_eligibility != "eligible" {
             return Some("node is ineligible for scheduling".into());
         }
-        if !job.datacenters.iter().any(|dc| glob_match(dc, &node.datacenter)) {
-            return Some(format!("datacenter {} is not in {:?}", node.datacenter, job.datacenters));
+        if !job
+            .datacenters
+            .iter()
+            .any(|dc| glob_match(dc, &node.datacenter))
+        {
+            return Some(format!(
+                "datacenter {} is not in {:?}",
+                node.datacenter, job.datacenters
+            ));
         }
         for t in &group.tasks {
             match node.drivers.get(&t.driver) {
                 Some(d) if d.detected && d.healthy => {}
                 Some(d) if d.detected => {
-                    return Some(format!("driver {} is unhealthy: {}", t.driver, d.health_description));
+                    return Some(format!(
+                        "driver {} is unhealthy: {}",
+                        t.driver, d.health_description
+                    ));
                 }
                 _ => return Some(format!("missing driver {}", t.driver)),
             }

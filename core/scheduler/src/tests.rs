@@ -14,9 +14,21 @@ fn node(id: &str, cpu: u64, mem: u64) -> Node {
         scheduling_eligibility: "eligible".into(),
         attributes: Default::default(),
         meta: Default::default(),
-        resources: NodeResources { cpu, memory_mb: mem, disk_mb: 1000 },
+        resources: NodeResources {
+            cpu,
+            memory_mb: mem,
+            disk_mb: 1000,
+        },
         reserved: NodeResources::default(),
-        drivers: [("raw_exec".to_string(), DriverInfo { detected: true, healthy: true, ..Default::default() })].into(),
+        drivers: [(
+            "raw_exec".to_string(),
+            DriverInfo {
+                detected: true,
+                healthy: true,
+                ..Default::default()
+            },
+        )]
+        .into(),
         http_addr: String::new(),
         status_updated_at: 0,
         create_index: 0,
@@ -26,7 +38,11 @@ fn node(id: &str, cpu: u64, mem: u64) -> Node {
 
 fn job(count: u32, cpu: u64, mem: u64) -> Job {
     let mut t = Task::new("t", "raw_exec");
-    t.resources = Resources { cpu, memory_mb: mem, memory_max_mb: 0 };
+    t.resources = Resources {
+        cpu,
+        memory_mb: mem,
+        memory_max_mb: 0,
+    };
     let mut j = Job::new("web", JobType::Service);
     j.groups.push(TaskGroup {
         name: "g".into(),
@@ -45,7 +61,10 @@ struct World {
 
 impl World {
     fn new(nodes: &[Node]) -> Self {
-        let mut w = World { store: StateStore::new(), index: 0 };
+        let mut w = World {
+            store: StateStore::new(),
+            index: 0,
+        };
         for n in nodes {
             w.apply(Command::NodeRegister { node: n.clone() });
         }
@@ -53,12 +72,21 @@ impl World {
     }
     fn apply(&mut self, c: Command) {
         self.index += 1;
-        let r = self.store.apply(self.index, &Entry { time: self.index as i64, command: c });
+        let r = self.store.apply(
+            self.index,
+            &Entry {
+                time: self.index as i64,
+                command: c,
+            },
+        );
         assert!(r.error.is_none(), "{r:?}");
     }
     fn register(&mut self, j: Job) -> Plan {
         let eval = Evaluation::new(format!("eval-{}", self.index), &j, "job-register");
-        self.apply(Command::JobRegister { job: j, eval: Some(eval.clone()) });
+        self.apply(Command::JobRegister {
+            job: j,
+            eval: Some(eval.clone()),
+        });
         let snap = self.store.snapshot();
         let eval = snap.eval(&eval.id).unwrap().clone();
         let plan = schedule(&snap, &eval).unwrap();
@@ -71,7 +99,12 @@ impl World {
         plan
     }
     fn active(&self) -> Vec<Allocation> {
-        self.store.snapshot().allocs().filter(|a| a.is_active()).cloned().collect()
+        self.store
+            .snapshot()
+            .allocs()
+            .filter(|a| a.is_active())
+            .cloned()
+            .collect()
     }
 }
 
@@ -82,7 +115,8 @@ fn places_count_and_binpacks() {
     assert_eq!(plan.allocs.len(), 3);
     assert!(plan.failed.is_empty());
     // bin-packing puts all three on one node while they fit
-    let nodes: std::collections::BTreeSet<_> = plan.allocs.iter().map(|a| a.node_id.clone()).collect();
+    let nodes: std::collections::BTreeSet<_> =
+        plan.allocs.iter().map(|a| a.node_id.clone()).collect();
     assert_eq!(nodes.len(), 1);
     let names: Vec<_> = plan.allocs.iter().map(|a| a.name.clone()).collect();
     assert_eq!(names, vec!["web.g[0]", "web.g[1]", "web.g[2]"]);
@@ -96,7 +130,9 @@ fn never_overcommits_and_explains_failure() {
     assert_eq!(plan.allocs.len(), 3);
     let f = &plan.failed["g"];
     assert_eq!(f.unplaced, 2);
-    assert!(f.dimension_exhausted.contains_key("memory") || f.dimension_exhausted.contains_key("cpu"));
+    assert!(
+        f.dimension_exhausted.contains_key("memory") || f.dimension_exhausted.contains_key("cpu")
+    );
     assert!(f.nearest_miss.contains("lacks"), "{}", f.nearest_miss);
     let snap = w.store.snapshot();
     for n in snap.nodes() {
@@ -110,7 +146,10 @@ fn missing_driver_is_named() {
     n.drivers.clear();
     let mut w = World::new(&[n]);
     let plan = w.register(job(1, 100, 100));
-    assert_eq!(plan.failed["g"].constraint_filtered["missing driver raw_exec"], 1);
+    assert_eq!(
+        plan.failed["g"].constraint_filtered["missing driver raw_exec"],
+        1
+    );
 }
 
 #[test]
@@ -119,7 +158,10 @@ fn same_seed_same_plan() {
         let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 1000)]);
         let j = job(4, 100, 100);
         let eval = Evaluation::new("e1".into(), &j, "job-register");
-        w.apply(Command::JobRegister { job: j, eval: Some(eval) });
+        w.apply(Command::JobRegister {
+            job: j,
+            eval: Some(eval),
+        });
         w
     };
     let snap = w.store.snapshot();
@@ -152,7 +194,12 @@ fn lost_node_allocs_are_replaced() {
     let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 1000)]);
     let plan = w.register(job(1, 100, 100));
     let on = plan.allocs[0].node_id.clone();
-    w.apply(Command::NodeStatus { node_id: on.clone(), status: NodeStatus::Down, description: "missed heartbeats".into(), evals: vec![] });
+    w.apply(Command::NodeStatus {
+        node_id: on.clone(),
+        status: NodeStatus::Down,
+        description: "missed heartbeats".into(),
+        evals: vec![],
+    });
     let snap = w.store.snapshot();
     let j = snap.job("default", "web").unwrap().clone();
     let eval = Evaluation::new("lost".into(), &j, "node-update");

@@ -31,7 +31,10 @@ impl Broker {
         let mut added = false;
         for e in snap.pending_evals() {
             if st.known.insert(e.id.clone()) {
-                st.queue.insert((-(e.priority as i64), e.create_index, e.id.clone()), e.clone());
+                st.queue.insert(
+                    (-(e.priority as i64), e.create_index, e.id.clone()),
+                    e.clone(),
+                );
                 added = true;
             }
         }

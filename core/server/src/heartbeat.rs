@@ -18,17 +18,27 @@ pub struct Heartbeats {
 
 impl Heartbeats {
     pub fn new(ttl: Duration) -> Self {
-        Heartbeats { ttl, deadlines: Mutex::default() }
+        Heartbeats {
+            ttl,
+            deadlines: Mutex::default(),
+        }
     }
 
     pub fn beat(&self, node_id: &str) {
-        self.deadlines.lock().expect("heartbeat lock").insert(node_id.to_string(), Instant::now() + self.ttl);
+        self.deadlines
+            .lock()
+            .expect("heartbeat lock")
+            .insert(node_id.to_string(), Instant::now() + self.ttl);
     }
 
     fn expired(&self) -> Vec<String> {
         let now = Instant::now();
         let mut d = self.deadlines.lock().expect("heartbeat lock");
-        let gone: Vec<String> = d.iter().filter(|(_, t)| **t <= now).map(|(n, _)| n.clone()).collect();
+        let gone: Vec<String> = d
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
         for n in &gone {
             d.remove(n);
         }
@@ -50,18 +60,21 @@ pub async fn monitor(server: Server) {
         tick.tick().await;
         for node_id in hb.expired() {
             let snap = server.store().snapshot();
-            let Some(node) = snap.node(&node_id) else { continue };
+            let Some(node) = snap.node(&node_id) else {
+                continue;
+            };
             if node.status != NodeStatus::Ready {
                 continue;
             }
             let mut jobs: BTreeMap<(String, String), Evaluation> = BTreeMap::new();
             for a in snap.allocs_by_node(&node_id).filter(|a| a.is_active()) {
                 if let Some(job) = snap.job(&a.namespace, &a.job_id) {
-                    jobs.entry((a.namespace.clone(), a.job_id.clone())).or_insert_with(|| {
-                        let mut e = Evaluation::new(new_id(), job, "node-update");
-                        e.node_id = node_id.clone();
-                        e
-                    });
+                    jobs.entry((a.namespace.clone(), a.job_id.clone()))
+                        .or_insert_with(|| {
+                            let mut e = Evaluation::new(new_id(), job, "node-update");
+                            e.node_id = node_id.clone();
+                            e
+                        });
                 }
             }
             tracing::warn!(node_id, "node missed its heartbeats: marking it down");

@@ -19,7 +19,10 @@ pub async fn watch_leadership(server: Server) {
         if leading && duties.is_empty() {
             match raft.ensure_linearizable().await {
                 Ok(_) => {
-                    tracing::info!(server_id = server.raft().id, "leadership established: starting leader duties");
+                    tracing::info!(
+                        server_id = server.raft().id,
+                        "leadership established: starting leader duties"
+                    );
                     duties = start_duties(&server);
                 }
                 Err(e) => tracing::warn!(error = %e, "read barrier failed after election"),

@@ -29,7 +29,9 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { heartbeat_ttl: Duration::from_secs(10) }
+        ServerConfig {
+            heartbeat_ttl: Duration::from_secs(10),
+        }
     }
 }
 
@@ -55,7 +57,7 @@ struct Inner {
     /// Connected clients, for server-to-client requests (log sessions).
     nodes: Mutex<BTreeMap<String, node_stream::NodeLink>>,
     /// Open sessions waiting for the client's data, by session id.
-    sessions: Mutex<BTreeMap<String, tokio::sync::mpsc::Sender<Result<Vec<u8>, String>>>>,
+    sessions: Mutex<BTreeMap<String, node_stream::SessionSink>>,
     heartbeats: heartbeat::Heartbeats,
     /// Plans are applied one at a time.
     applier: tokio::sync::Mutex<()>,
@@ -100,16 +102,30 @@ impl Server {
     pub async fn register_job(&self, job: Job) -> Result<(String, u64, u64), ServerError> {
         let eval = Evaluation::new(new_id(), &job, "job-register");
         let eval_id = eval.id.clone();
-        let resp = self.inner.raft.write(Command::JobRegister { job, eval: Some(eval) }).await?;
+        let resp = self
+            .inner
+            .raft
+            .write(Command::JobRegister {
+                job,
+                eval: Some(eval),
+            })
+            .await?;
         Ok((eval_id, resp.index, resp.job_version.unwrap_or(0)))
     }
 
     /// Stops (or purges) a job and creates the evaluation that stops its allocations.
-    pub async fn deregister_job(&self, namespace: &str, job_id: &str, purge: bool) -> Result<(String, u64), ServerError> {
+    pub async fn deregister_job(
+        &self,
+        namespace: &str,
+        job_id: &str,
+        purge: bool,
+    ) -> Result<(String, u64), ServerError> {
         let snap = self.store().snapshot();
-        let job = snap
-            .job(namespace, job_id)
-            .ok_or_else(|| ServerError::NotFound(format!("job {job_id:?} not found in namespace {namespace:?}")))?;
+        let job = snap.job(namespace, job_id).ok_or_else(|| {
+            ServerError::NotFound(format!(
+                "job {job_id:?} not found in namespace {namespace:?}"
+            ))
+        })?;
         let eval = Evaluation::new(new_id(), job, "job-deregister");
         let eval_id = eval.id.clone();
         let resp = self

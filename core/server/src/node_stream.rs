@@ -23,6 +23,9 @@ use crate::{Server, ServerError, new_id};
 /// The data of a server-to-client session: chunks, or the client's error.
 pub type LogsSession = mpsc::Receiver<Result<Vec<u8>, String>>;
 
+/// Where a session's data goes: to the HTTP handler waiting on it.
+pub(crate) type SessionSink = mpsc::Sender<Result<Vec<u8>, String>>;
+
 /// A connected client: where to send it messages.
 pub(crate) struct NodeLink {
     conn_id: String,
@@ -52,7 +55,11 @@ fn write_status(e: impl std::fmt::Display) -> Status {
 
 impl Server {
     /// Opens a log session on the client running `alloc_id`'s node.
-    pub async fn open_logs(&self, node_id: &str, req: LogsRequest) -> Result<LogsSession, ServerError> {
+    pub async fn open_logs(
+        &self,
+        node_id: &str,
+        req: LogsRequest,
+    ) -> Result<LogsSession, ServerError> {
         let tx = {
             let nodes = self.inner.nodes.lock().expect("nodes lock");
             nodes.get(node_id).map(|l| l.tx.clone())
@@ -60,10 +67,25 @@ impl Server {
         .ok_or_else(|| ServerError::NodeNotConnected(node_id.to_string()))?;
         let session_id = new_id();
         let (data_tx, data_rx) = mpsc::channel(16);
-        self.inner.sessions.lock().expect("sessions lock").insert(session_id.clone(), data_tx);
-        let open = SessionOpen { session_id: session_id.clone(), kind: Some(session_open::Kind::Logs(req)) };
-        if tx.send(msg(server_message::Msg::SessionOpen(open))).await.is_err() {
-            self.inner.sessions.lock().expect("sessions lock").remove(&session_id);
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(session_id.clone(), data_tx);
+        let open = SessionOpen {
+            session_id: session_id.clone(),
+            kind: Some(session_open::Kind::Logs(req)),
+        };
+        if tx
+            .send(msg(server_message::Msg::SessionOpen(open)))
+            .await
+            .is_err()
+        {
+            self.inner
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .remove(&session_id);
             return Err(ServerError::NodeNotConnected(node_id.to_string()));
         }
         Ok(data_rx)
@@ -81,7 +103,10 @@ impl Server {
             o == node
         });
         if !unchanged {
-            self.raft().write(Command::NodeRegister { node }).await.map_err(write_status)?;
+            self.raft()
+                .write(Command::NodeRegister { node })
+                .await
+                .map_err(write_status)?;
         }
         Ok(())
     }
@@ -91,16 +116,27 @@ impl Server {
 impl NodeService for NodeStreamService {
     type AttachStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
 
-    async fn attach(&self, req: Request<Streaming<ClientMessage>>) -> Result<Response<Self::AttachStream>, Status> {
+    async fn attach(
+        &self,
+        req: Request<Streaming<ClientMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
         let mut inbound = req.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("stream closed before Register"))?;
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("stream closed before Register"))?;
         let Some(client_message::Msg::Register(reg)) = first.msg else {
-            return Err(Status::invalid_argument("the first message on the stream must be Register"));
+            return Err(Status::invalid_argument(
+                "the first message on the stream must be Register",
+            ));
         };
-        let node: Node = serde_json::from_slice(&reg.node_json)
-            .map_err(|e| Status::invalid_argument(format!("Register.node_json is not a valid node: {e}")))?;
+        let node: Node = serde_json::from_slice(&reg.node_json).map_err(|e| {
+            Status::invalid_argument(format!("Register.node_json is not a valid node: {e}"))
+        })?;
         if node.id.is_empty() {
-            return Err(Status::invalid_argument("Register.node_json: node id is empty"));
+            return Err(Status::invalid_argument(
+                "Register.node_json: node id is empty",
+            ));
         }
         let node_id = node.id.clone();
         let server = self.server.clone();
@@ -110,14 +146,26 @@ impl NodeService for NodeStreamService {
 
         let (tx, rx) = mpsc::channel(64);
         let conn_id = new_id();
-        server.inner.nodes.lock().expect("nodes lock").insert(node_id.clone(), NodeLink { conn_id: conn_id.clone(), tx: tx.clone() });
+        server.inner.nodes.lock().expect("nodes lock").insert(
+            node_id.clone(),
+            NodeLink {
+                conn_id: conn_id.clone(),
+                tx: tx.clone(),
+            },
+        );
         let ttl = server.config().heartbeat_ttl;
         let _ = tx
-            .send(msg(server_message::Msg::Registered(Registered { node_id: node_id.clone(), heartbeat_ttl_ms: ttl.as_millis() as u64 })))
+            .send(msg(server_message::Msg::Registered(Registered {
+                node_id: node_id.clone(),
+                heartbeat_ttl_ms: ttl.as_millis() as u64,
+            })))
             .await;
 
         let span = tracing::info_span!("node", node_id = %node_id);
-        let pusher = tokio::spawn(push_allocs(server.clone(), node_id.clone(), reg.last_index, tx.clone()).instrument(span.clone()));
+        let pusher = tokio::spawn(
+            push_allocs(server.clone(), node_id.clone(), reg.last_index, tx.clone())
+                .instrument(span.clone()),
+        );
         tokio::spawn(
             async move {
                 loop {
@@ -128,13 +176,11 @@ impl NodeService for NodeStreamService {
                                 Some(client_message::Msg::Heartbeat(_)) => {
                                     // A node marked down that still beats comes back ready.
                                     let down = server.store().snapshot().node(&node_id).is_some_and(|n| n.status != NodeStatus::Ready);
-                                    if down {
-                                        if let Some(n) = server.store().snapshot().node(&node_id).cloned() {
-                                            if let Err(e) = server.register_node(n).await {
+                                    if down
+                                        && let Some(n) = server.store().snapshot().node(&node_id).cloned()
+                                            && let Err(e) = server.register_node(n).await {
                                                 tracing::warn!(error = %e, "could not mark node ready again");
                                             }
-                                        }
-                                    }
                                 }
                                 Some(client_message::Msg::AllocUpdates(u)) => {
                                     if let Err(e) = handle_updates(&server, &node_id, u.updates, &tx).await {
@@ -165,9 +211,12 @@ impl NodeService for NodeStreamService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn session_data(&self, req: Request<Streaming<SessionChunk>>) -> Result<Response<SessionAck>, Status> {
+    async fn session_data(
+        &self,
+        req: Request<Streaming<SessionChunk>>,
+    ) -> Result<Response<SessionAck>, Status> {
         let mut inbound = req.into_inner();
-        let mut sink: Option<(String, mpsc::Sender<Result<Vec<u8>, String>>)> = None;
+        let mut sink: Option<(String, SessionSink)> = None;
         let result = loop {
             let chunk = match inbound.message().await {
                 Ok(Some(c)) => c,
@@ -175,9 +224,19 @@ impl NodeService for NodeStreamService {
                 Err(e) => break Err(e),
             };
             if sink.is_none() {
-                let tx = self.server.inner.sessions.lock().expect("sessions lock").get(&chunk.session_id).cloned();
+                let tx = self
+                    .server
+                    .inner
+                    .sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .get(&chunk.session_id)
+                    .cloned();
                 let Some(tx) = tx else {
-                    break Err(Status::not_found(format!("no open session {}", chunk.session_id)));
+                    break Err(Status::not_found(format!(
+                        "no open session {}",
+                        chunk.session_id
+                    )));
                 };
                 sink = Some((chunk.session_id.clone(), tx));
             }
@@ -194,7 +253,12 @@ impl NodeService for NodeStreamService {
             }
         };
         if let Some((id, _)) = sink {
-            self.server.inner.sessions.lock().expect("sessions lock").remove(&id);
+            self.server
+                .inner
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .remove(&id);
         }
         result.map(|_| Response::new(SessionAck {}))
     }
@@ -211,36 +275,65 @@ async fn handle_updates(
     let mut acked = Vec::new();
     for u in updates {
         match serde_json::from_slice::<AllocClientUpdate>(&u.update_json) {
-            Ok(up) if snap.alloc(&up.alloc_id).is_some_and(|a| a.node_id == node_id) => {
-                acked.push(AllocSeq { alloc_id: u.alloc_id.clone(), seq: u.seq });
+            Ok(up)
+                if snap
+                    .alloc(&up.alloc_id)
+                    .is_some_and(|a| a.node_id == node_id) =>
+            {
+                acked.push(AllocSeq {
+                    alloc_id: u.alloc_id.clone(),
+                    seq: u.seq,
+                });
                 parsed.push(up);
             }
             Ok(up) => {
                 tracing::warn!(alloc_id = %up.alloc_id, "update for an allocation not on this node; dropped");
-                acked.push(AllocSeq { alloc_id: u.alloc_id, seq: u.seq });
+                acked.push(AllocSeq {
+                    alloc_id: u.alloc_id,
+                    seq: u.seq,
+                });
             }
             Err(e) => {
                 tracing::warn!(alloc_id = %u.alloc_id, error = %e, "malformed allocation update; dropped");
-                acked.push(AllocSeq { alloc_id: u.alloc_id, seq: u.seq });
+                acked.push(AllocSeq {
+                    alloc_id: u.alloc_id,
+                    seq: u.seq,
+                });
             }
         }
     }
     if !parsed.is_empty() {
-        server.raft().write(Command::AllocClientUpdate { updates: parsed, evals: vec![] }).await?;
+        server
+            .raft()
+            .write(Command::AllocClientUpdate {
+                updates: parsed,
+                evals: vec![],
+            })
+            .await?;
     }
-    let _ = tx.send(msg(server_message::Msg::UpdatesAck(UpdatesAck { acked }))).await;
+    let _ = tx
+        .send(msg(server_message::Msg::UpdatesAck(UpdatesAck { acked })))
+        .await;
     Ok(())
 }
 
 /// Pushes the node's allocations whenever the servers change them.
-async fn push_allocs(server: Server, node_id: String, last_index: u64, tx: mpsc::Sender<Result<ServerMessage, Status>>) {
+async fn push_allocs(
+    server: Server,
+    node_id: String,
+    last_index: u64,
+    tx: mpsc::Sender<Result<ServerMessage, Status>>,
+) {
     let store = server.store().clone();
     let mut changed = store.subscribe();
     let mut sent: Option<BTreeMap<String, u64>> = None;
     let mut sent_jobs: BTreeSet<(String, String, u64)> = BTreeSet::new();
     loop {
         let snap = store.snapshot();
-        let current: BTreeMap<String, u64> = snap.allocs_by_node(&node_id).map(|a| (a.id.clone(), a.alloc_modify_index)).collect();
+        let current: BTreeMap<String, u64> = snap
+            .allocs_by_node(&node_id)
+            .map(|a| (a.id.clone(), a.alloc_modify_index))
+            .collect();
         if sent.as_ref() != Some(&current) {
             let mut allocs_json = Vec::new();
             let mut jobs_json = Vec::new();
@@ -261,13 +354,25 @@ async fn push_allocs(server: Server, node_id: String, last_index: u64, tx: mpsc:
                     sent_jobs.insert(key);
                 }
             }
-            let push = AllocPush { index: snap.index(), alloc_index: current.clone().into_iter().collect(), allocs_json, jobs_json };
-            if tx.send(msg(server_message::Msg::AllocPush(push))).await.is_err() {
+            let push = AllocPush {
+                index: snap.index(),
+                alloc_index: current.clone().into_iter().collect(),
+                allocs_json,
+                jobs_json,
+            };
+            if tx
+                .send(msg(server_message::Msg::AllocPush(push)))
+                .await
+                .is_err()
+            {
                 return;
             }
             sent = Some(current);
         }
-        if tokio::time::timeout(Duration::from_secs(30), changed.changed()).await.is_ok_and(|r| r.is_err()) {
+        if tokio::time::timeout(Duration::from_secs(30), changed.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
             return;
         }
     }

@@ -32,8 +32,16 @@ async fn process(server: &Server, eval: &drover_model::Evaluation) -> bool {
     let store = server.store();
     let mut min_index = eval.modify_index;
     for attempt in 1..=MAX_PLAN_ATTEMPTS {
-        let snap = store.wait_for(Table::Evals, min_index.saturating_sub(1), Duration::from_secs(5)).await;
-        let Some(current) = snap.eval(&eval.id).cloned() else { return true };
+        let snap = store
+            .wait_for(
+                Table::Evals,
+                min_index.saturating_sub(1),
+                Duration::from_secs(5),
+            )
+            .await;
+        let Some(current) = snap.eval(&eval.id).cloned() else {
+            return true;
+        };
         if current.status != EvalStatus::Pending {
             return true;
         }
@@ -43,15 +51,30 @@ async fn process(server: &Server, eval: &drover_model::Evaluation) -> bool {
                 let mut failed = current.clone();
                 failed.status = EvalStatus::Failed;
                 failed.status_description = e.to_string();
-                return server.raft().write(Command::EvalUpsert { evals: vec![failed] }).await.is_ok();
+                return server
+                    .raft()
+                    .write(Command::EvalUpsert {
+                        evals: vec![failed],
+                    })
+                    .await
+                    .is_ok();
             }
         };
-        tracing::debug!(attempt, placements = plan.allocs.len(), stops = plan.stops.len(), "plan computed");
+        tracing::debug!(
+            attempt,
+            placements = plan.allocs.len(),
+            stops = plan.stops.len(),
+            "plan computed"
+        );
         let done = finished_eval(&current, &plan);
         match apply_plan(server, plan, done).await {
             PlanOutcome::Committed => return true,
             PlanOutcome::Refused { refresh_index } => {
-                tracing::info!(attempt, refresh_index, "plan refused: refreshing and retrying");
+                tracing::info!(
+                    attempt,
+                    refresh_index,
+                    "plan refused: refreshing and retrying"
+                );
                 min_index = refresh_index;
             }
             PlanOutcome::Error(e) => {

@@ -17,17 +17,37 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Register a job (new or a new version) and the evaluation that reconciles it.
-    JobRegister { job: Job, eval: Option<Evaluation> },
+    JobRegister {
+        job: Job,
+        eval: Option<Evaluation>,
+    },
     /// Stop a job (or purge it from state) and evaluate it.
-    JobDeregister { namespace: String, job_id: String, purge: bool, eval: Option<Evaluation> },
-    NodeRegister { node: Node },
+    JobDeregister {
+        namespace: String,
+        job_id: String,
+        purge: bool,
+        eval: Option<Evaluation>,
+    },
+    NodeRegister {
+        node: Node,
+    },
     /// A node's status changes (ready, down); evaluations for its jobs come with it.
-    NodeStatus { node_id: String, status: NodeStatus, description: String, evals: Vec<Evaluation> },
+    NodeStatus {
+        node_id: String,
+        status: NodeStatus,
+        description: String,
+        evals: Vec<Evaluation>,
+    },
     /// Clients' reports of their allocations, and evaluations they make necessary.
-    AllocClientUpdate { updates: Vec<AllocClientUpdate>, evals: Vec<Evaluation> },
+    AllocClientUpdate {
+        updates: Vec<AllocClientUpdate>,
+        evals: Vec<Evaluation>,
+    },
     /// The result of a plan the applier accepted.
     PlanApply(PlanResult),
-    EvalUpsert { evals: Vec<Evaluation> },
+    EvalUpsert {
+        evals: Vec<Evaluation>,
+    },
 }
 
 impl Command {

@@ -76,7 +76,11 @@ impl From<SnapshotData> for StateSnapshot {
         let mut s = StateSnapshot {
             index: d.index,
             table_index: d.table_index,
-            jobs: d.jobs.into_iter().map(|j| ((j.namespace.clone(), j.id.clone()), j)).collect(),
+            jobs: d
+                .jobs
+                .into_iter()
+                .map(|j| ((j.namespace.clone(), j.id.clone()), j))
+                .collect(),
             job_versions: d
                 .job_versions
                 .into_iter()
@@ -107,7 +111,8 @@ impl StateSnapshot {
     }
 
     pub fn job_version(&self, namespace: &str, id: &str, version: u64) -> Option<&Job> {
-        self.job_versions.get(&(namespace.to_string(), id.to_string(), version))
+        self.job_versions
+            .get(&(namespace.to_string(), id.to_string(), version))
     }
 
     /// Every stored version of a job, newest first.
@@ -139,7 +144,11 @@ impl StateSnapshot {
             .filter_map(|((_, a), _)| self.allocs.get(a))
     }
 
-    pub fn allocs_by_job(&self, namespace: &str, job_id: &str) -> impl Iterator<Item = &Allocation> {
+    pub fn allocs_by_job(
+        &self,
+        namespace: &str,
+        job_id: &str,
+    ) -> impl Iterator<Item = &Allocation> {
         let lo = (namespace.to_string(), job_id.to_string(), String::new());
         self.allocs_by_job
             .range(lo..)
@@ -177,7 +186,8 @@ impl StateSnapshot {
         let mut any_alloc = false;
         for a in self.allocs_by_job(&job.namespace, &job.id) {
             any_alloc = true;
-            if !a.client_status.is_terminal() && a.desired_status == drover_model::DesiredStatus::Run
+            if !a.client_status.is_terminal()
+                && a.desired_status == drover_model::DesiredStatus::Run
             {
                 return JobStatus::Running;
             }
@@ -191,7 +201,11 @@ impl StateSnapshot {
         if pending_eval {
             return JobStatus::Pending;
         }
-        if any_alloc { JobStatus::Dead } else { JobStatus::Pending }
+        if any_alloc {
+            JobStatus::Dead
+        } else {
+            JobStatus::Pending
+        }
     }
 
     fn rebuild_indexes(&mut self) {

@@ -2,8 +2,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use drover_model::{
-    Allocation, ClientStatus, DesiredStatus, EvalStatus, Evaluation, Index, JobStatus,
-    NodeStatus, TaskLifecycle,
+    Allocation, ClientStatus, DesiredStatus, EvalStatus, Evaluation, Index, JobStatus, NodeStatus,
+    TaskLifecycle,
 };
 use tokio::sync::watch;
 
@@ -25,7 +25,10 @@ impl Default for StateStore {
 
 impl StateStore {
     pub fn new() -> Self {
-        StateStore { inner: Arc::default(), changed: watch::channel(0).0 }
+        StateStore {
+            inner: Arc::default(),
+            changed: watch::channel(0).0,
+        }
     }
 
     /// An O(1) consistent view of the state.
@@ -100,7 +103,10 @@ fn upsert_eval(s: &mut StateSnapshot, index: Index, time: i64, mut eval: Evaluat
     }
     eval.modify_index = index;
     eval.modify_time = time;
-    s.evals_by_job.insert((eval.namespace.clone(), eval.job_id.clone(), eval.id.clone()), ());
+    s.evals_by_job.insert(
+        (eval.namespace.clone(), eval.job_id.clone(), eval.id.clone()),
+        (),
+    );
     s.evals.insert(eval.id.clone(), eval);
     touch(s, Table::Evals, index);
 }
@@ -121,8 +127,16 @@ fn upsert_alloc(s: &mut StateSnapshot, index: Index, time: i64, mut alloc: Alloc
     alloc.modify_index = index;
     alloc.alloc_modify_index = index;
     alloc.modify_time = time;
-    s.allocs_by_node.insert((alloc.node_id.clone(), alloc.id.clone()), ());
-    s.allocs_by_job.insert((alloc.namespace.clone(), alloc.job_id.clone(), alloc.id.clone()), ());
+    s.allocs_by_node
+        .insert((alloc.node_id.clone(), alloc.id.clone()), ());
+    s.allocs_by_job.insert(
+        (
+            alloc.namespace.clone(),
+            alloc.job_id.clone(),
+            alloc.id.clone(),
+        ),
+        (),
+    );
     s.allocs.insert(alloc.id.clone(), alloc);
     touch(s, Table::Allocs, index);
 }
@@ -144,7 +158,10 @@ fn refresh_job_status(s: &mut StateSnapshot, index: Index, jobs: &[(String, Stri
 
 fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
     let time = entry.time;
-    let mut resp = Response { index, ..Default::default() };
+    let mut resp = Response {
+        index,
+        ..Default::default()
+    };
     let mut touched_jobs: Vec<(String, String)> = Vec::new();
     match &entry.command {
         Command::JobRegister { job, eval } => {
@@ -174,7 +191,10 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
             job.modify_index = index;
             job.status = JobStatus::Pending;
             resp.job_version = Some(job.version);
-            s.job_versions.insert((job.namespace.clone(), job.id.clone(), job.version), job.clone());
+            s.job_versions.insert(
+                (job.namespace.clone(), job.id.clone(), job.version),
+                job.clone(),
+            );
             if let Some(eval) = eval {
                 let mut eval = eval.clone();
                 eval.job_modify_index = job.job_modify_index;
@@ -184,10 +204,17 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
             touch(s, Table::Jobs, index);
             touched_jobs.push(key);
         }
-        Command::JobDeregister { namespace, job_id, purge, eval } => {
+        Command::JobDeregister {
+            namespace,
+            job_id,
+            purge,
+            eval,
+        } => {
             let key = (namespace.clone(), job_id.clone());
             let Some(job) = s.jobs.get(&key).cloned() else {
-                resp.error = Some(format!("job {job_id:?} not found in namespace {namespace:?}"));
+                resp.error = Some(format!(
+                    "job {job_id:?} not found in namespace {namespace:?}"
+                ));
                 return resp;
             };
             if *purge {
@@ -224,7 +251,12 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
             s.nodes.insert(node.id.clone(), node);
             touch(s, Table::Nodes, index);
         }
-        Command::NodeStatus { node_id, status, description, evals } => {
+        Command::NodeStatus {
+            node_id,
+            status,
+            description,
+            evals,
+        } => {
             let Some(node) = s.nodes.get(node_id).cloned() else {
                 resp.error = Some(format!("node {node_id} not found"));
                 return resp;
@@ -243,7 +275,9 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
         }
         Command::AllocClientUpdate { updates, evals } => {
             for u in updates {
-                let Some(old) = s.allocs.get(&u.alloc_id) else { continue };
+                let Some(old) = s.allocs.get(&u.alloc_id) else {
+                    continue;
+                };
                 if u.seq <= old.client_seq {
                     continue; // an older report never overwrites a newer one
                 }
@@ -269,7 +303,9 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
         }
         Command::PlanApply(plan) => {
             for stop in &plan.stops {
-                let Some(old) = s.allocs.get(&stop.alloc_id) else { continue };
+                let Some(old) = s.allocs.get(&stop.alloc_id) else {
+                    continue;
+                };
                 let mut a = old.clone();
                 a.desired_status = DesiredStatus::Stop;
                 a.desired_description = stop.description.clone();
@@ -313,8 +349,11 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
 impl StateSnapshot {
     /// Evaluations waiting for a scheduler, oldest first.
     pub fn pending_evals(&self) -> Vec<&Evaluation> {
-        let mut v: Vec<&Evaluation> =
-            self.evals.values().filter(|e| e.status == EvalStatus::Pending).collect();
+        let mut v: Vec<&Evaluation> = self
+            .evals
+            .values()
+            .filter(|e| e.status == EvalStatus::Pending)
+            .collect();
         v.sort_by_key(|e| (std::cmp::Reverse(e.priority), e.create_index, e.id.clone()));
         v
     }
@@ -345,14 +384,35 @@ mod tests {
     #[test]
     fn register_bumps_version_only_on_change() {
         let st = StateStore::new();
-        let e = |c| Entry { time: 1, command: c };
-        let r = st.apply(1, &e(Command::JobRegister { job: job(), eval: None }));
+        let e = |c| Entry {
+            time: 1,
+            command: c,
+        };
+        let r = st.apply(
+            1,
+            &e(Command::JobRegister {
+                job: job(),
+                eval: None,
+            }),
+        );
         assert_eq!(r.job_version, Some(0));
-        let r = st.apply(2, &e(Command::JobRegister { job: job(), eval: None }));
+        let r = st.apply(
+            2,
+            &e(Command::JobRegister {
+                job: job(),
+                eval: None,
+            }),
+        );
         assert_eq!(r.job_version, Some(0));
         let mut j2 = job();
         j2.groups[0].count = 3;
-        let r = st.apply(3, &e(Command::JobRegister { job: j2, eval: None }));
+        let r = st.apply(
+            3,
+            &e(Command::JobRegister {
+                job: j2,
+                eval: None,
+            }),
+        );
         assert_eq!(r.job_version, Some(1));
         let snap = st.snapshot();
         assert_eq!(snap.job_versions("default", "web").len(), 2);
@@ -363,7 +423,16 @@ mod tests {
     #[test]
     fn snapshot_round_trips_with_indexes() {
         let st = StateStore::new();
-        st.apply(1, &Entry { time: 1, command: Command::JobRegister { job: job(), eval: None } });
+        st.apply(
+            1,
+            &Entry {
+                time: 1,
+                command: Command::JobRegister {
+                    job: job(),
+                    eval: None,
+                },
+            },
+        );
         let bytes = st.snapshot().to_bytes();
         let back = StateSnapshot::from_bytes(&bytes).unwrap();
         assert_eq!(back.index(), 1);

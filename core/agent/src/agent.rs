@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use drover_api::{AgentInfo, ApiState};
 use drover_client::{Client, ClientConfig};
-use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
+use drover_plugin_host::{HostConfig, PluginHost};
 use drover_raft::{RaftNode, RaftNodeConfig};
 use drover_server::{NodeStreamService, Server, ServerConfig};
 
@@ -13,6 +13,17 @@ use crate::config::AgentConfig;
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(data_dir = %cfg.data_dir.display(), server = cfg.server, client = cfg.client, dev = cfg.dev, "starting agent");
+    let host = if cfg.client {
+        let plugins = crate::plugins::launches(&cfg)?;
+        Some(std::sync::Arc::new(PluginHost::new(HostConfig {
+            data_dir: cfg.data_dir.clone(),
+            node_id: String::new(),
+            plugins,
+            ..HostConfig::default()
+        })))
+    } else {
+        None
+    };
     let mut server_handle = None;
     if cfg.server {
         let raft = RaftNode::open(RaftNodeConfig {
@@ -57,6 +68,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 rpc_addr: cfg.advertise_rpc.clone(),
                 version: env!("CARGO_PKG_VERSION").into(),
             },
+            plugins: host.clone(),
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, api).await {
@@ -67,27 +79,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         server_handle = Some(server);
     }
     let mut client = None;
-    if cfg.client {
-        let exe = std::env::current_exe()
-            .context("cannot find the drover binary to launch built-in plugins")?;
-        let mut plugins = Vec::new();
-        // Built-in plugins run out of process, served by this same binary.
-        {
-            let name = "raw_exec";
-            let block = cfg.plugins.get(name).cloned().unwrap_or_default();
-            plugins.push(PluginLaunch {
-                name: name.to_string(),
-                command: exe.clone(),
-                args: vec!["plugin".into(), "serve".into(), name.into()],
-                config_json: serde_json::Value::Object(block.config.unwrap_or_default()),
-            });
-        }
-        let host = PluginHost::new(HostConfig {
-            data_dir: cfg.data_dir.clone(),
-            node_id: String::new(),
-            plugins,
-            ..HostConfig::default()
-        });
+    if let Some(host) = host {
         let c = Client::start(
             ClientConfig {
                 data_dir: cfg.data_dir.clone(),

@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod config;
+mod plugins;
 
 use std::path::PathBuf;
 
@@ -44,7 +45,7 @@ enum Cmd {
     Operator(OperatorCmd),
     /// Plugin commands.
     #[command(subcommand)]
-    Plugin(PluginCmd),
+    Plugin(plugins::PluginCmd),
     /// Lists jobs, or shows one.
     Status {
         id: Option<String>,
@@ -164,12 +165,6 @@ enum RaftCmd {
     ListPeers,
 }
 
-#[derive(Subcommand)]
-enum PluginCmd {
-    /// Serves a built-in plugin over the plugin handshake (run by the agent, not by hand).
-    Serve { name: String },
-}
-
 /// Nomad's CLI takes single-dash long flags (`-detach`, `-address=...`): accept them.
 fn normalize_args(args: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
@@ -204,12 +199,9 @@ fn init_logging(level: Option<&str>) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
     // The task shim runs before any thread or runtime exists: it forks.
-    if args.get(1).map(String::as_str) == Some("task-shim") {
-        std::process::exit(drover_plugin_sdk::shim::run(&args[2..]));
-    }
-    let cli = Cli::parse_from(normalize_args(args));
+    drover_plugin_sdk::shim::exit_if_invoked();
+    let cli = Cli::parse_from(normalize_args(std::env::args().collect()));
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -221,19 +213,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    if let Cmd::Plugin(PluginCmd::Serve { name }) = &cli.cmd {
-        drover_plugin_sdk::check_cookie_or_exit();
-        let rt = tokio::runtime::Runtime::new()?;
-        return match name.as_str() {
-            "raw_exec" => {
-                rt.block_on(drover_plugin_sdk::serve_driver(
-                    drover_plugin_raw_exec::RawExec::default(),
-                ))?;
-                Ok(0)
-            }
-            other => anyhow::bail!("no built-in plugin named {other:?} (built in: raw_exec)"),
-        };
-    }
+    let cli = match cli.cmd {
+        Cmd::Plugin(p) => return plugins::run(p, cli.address),
+        cmd => Cli { cmd, ..cli },
+    };
     let rt = tokio::runtime::Runtime::new()?;
     let api = cli::ApiClient::new(cli.address.clone());
     rt.block_on(async {
@@ -310,7 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)
             }
-            Cmd::Plugin(PluginCmd::Serve { .. }) => unreachable!("handled above"),
+            Cmd::Plugin(_) => unreachable!("plugin commands run without the CLI's runtime"),
         }
     })
 }

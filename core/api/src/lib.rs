@@ -2,6 +2,7 @@
 //! streaming from the clients through the server.
 
 mod logs;
+mod plugins;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct AgentInfo {
 pub struct ApiState {
     pub server: Server,
     pub agent: AgentInfo,
+    /// The client's plugin host, when this agent runs a client.
+    pub plugins: Option<std::sync::Arc<drover_plugin_host::PluginHost>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -62,6 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/agent/self", get(agent_self))
         .route("/v1/regions", get(regions))
+        .route("/v1/agent/plugins", get(plugins::list))
         .route("/v1/client/fs/logs/{alloc}", get(logs::stream))
         .with_state(state)
 }

@@ -54,7 +54,7 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     node_id: String,
-    host: PluginHost,
+    host: Arc<PluginHost>,
     state: state::LocalState,
     /// Job versions received or restored, for allocations pushed without their job.
     jobs: Mutex<BTreeMap<(String, String, u64), Job>>,
@@ -69,7 +69,7 @@ struct Inner {
 impl Client {
     /// Opens the local state, restores allocations found there (reattaching their tasks) and
     /// connects to the servers.
-    pub async fn start(config: ClientConfig, host: PluginHost) -> Result<Client, ClientError> {
+    pub async fn start(config: ClientConfig, host: Arc<PluginHost>) -> Result<Client, ClientError> {
         let state = state::LocalState::open(&config.data_dir.join("client")).map_err(|source| {
             ClientError::State {
                 path: config.data_dir.join("client"),

@@ -1,6 +1,7 @@
 //! The HTTP API: Nomad's paths and JSON shapes, blocking queries (`?index=&wait=`), and log
 //! streaming from the clients through the server.
 
+mod events;
 mod logs;
 mod plugins;
 
@@ -67,6 +68,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/regions", get(regions))
         .route("/v1/agent/plugins", get(plugins::list))
         .route("/v1/client/fs/logs/{alloc}", get(logs::stream))
+        .route("/v1/event/stream", get(events::stream))
         .with_state(state)
 }
 
@@ -260,7 +262,9 @@ async fn deregister_job(
     Path(id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    let purge = q.get("purge").is_some_and(|p| p == "true" || p == "1");
+    let purge = q
+        .get("purge")
+        .is_some_and(|p| p.eq_ignore_ascii_case("true") || p == "1");
     let (eval_id, index) = st.server.deregister_job(&namespace(&q), &id, purge).await?;
     let resp = api::JobDeregisterResponse {
         eval_id,

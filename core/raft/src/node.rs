@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use drover_state::{Command, Entry, Response, StateStore};
 use openraft::BasicNode;
 use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::log_store::LogStore;
 use crate::network::Network;
@@ -24,7 +25,7 @@ pub struct RaftNodeConfig {
     pub bootstrap: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("this server is not the leader; the leader is server {id} at {addr}")]
     NotLeader { id: NodeId, addr: String },
@@ -53,6 +54,7 @@ pub enum OpenError {
 pub struct RaftNode {
     pub id: NodeId,
     pub raft: Raft,
+    writes: mpsc::Sender<Pending>,
     pub store: StateStore,
     pub log: LogStore,
     pub advertise_rpc: Arc<str>,
@@ -137,33 +139,31 @@ impl RaftNode {
                 .map_err(|e| OpenError::Raft(e.to_string()))?;
             tracing::info!(server_id = id, "bootstrapped a new single-server cluster");
         }
+        let writes = batcher(raft.clone());
         Ok(RaftNode {
             id,
             raft,
+            writes,
             store,
             log,
             advertise_rpc: cfg.advertise_rpc.into(),
         })
     }
 
-    /// Commits `command` through Raft, stamped with this (leader) server's clock.
+    /// Commits `command` through Raft, stamped with this (leader) server's clock. Concurrent
+    /// writes are batched into one entry (see [`batcher`]).
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i64;
-        match self.raft.client_write(Entry { time, command }).await {
-            Ok(r) => match r.data.error {
-                Some(e) => Err(WriteError::Rejected(e)),
-                None => Ok(r.data),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                match (f.leader_id, f.leader_node) {
-                    (Some(id), Some(n)) => Err(WriteError::NotLeader { id, addr: n.addr }),
-                    _ => Err(WriteError::NoLeader("no leader has been elected".into())),
-                }
-            }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
+        let (reply, rx) = oneshot::channel();
+        self.writes
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| WriteError::Raft("raft is shut down".into()))?;
+        let resp = rx
+            .await
+            .map_err(|_| WriteError::Raft("raft is shut down".into()))??;
+        match resp.error {
+            Some(e) => Err(WriteError::Rejected(e)),
+            None => Ok(resp),
         }
     }
 
@@ -191,5 +191,81 @@ impl RaftNode {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Result<Response, WriteError>>,
+}
+
+/// Most commands one entry carries.
+const MAX_BATCH: usize = 512;
+/// Entries in flight at once; while they commit, new writes queue up and form the next batch.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Writes arriving while earlier ones commit are grouped into one `Command::Batch` entry:
+/// one Raft round and one fsync for all of them.
+fn batcher(raft: Raft) -> mpsc::Sender<Pending> {
+    let (tx, mut rx) = mpsc::channel::<Pending>(4096);
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                commit(&raft, batch).await;
+                drop(permit);
+            });
+        }
+    });
+    tx
+}
+
+async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    let single = batch.len() == 1;
+    let command = if single {
+        batch[0].command.clone()
+    } else {
+        Command::Batch(batch.iter().map(|p| p.command.clone()).collect())
+    };
+    match raft.client_write(Entry { time, command }).await {
+        Ok(r) if single => {
+            let p = batch.pop().expect("one pending write");
+            let _ = p.reply.send(Ok(r.data));
+        }
+        Ok(r) => {
+            for (p, resp) in batch.into_iter().zip(r.data.batch) {
+                let _ = p.reply.send(Ok(resp));
+            }
+        }
+        Err(e) => {
+            let err = match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    match (f.leader_id, f.leader_node) {
+                        (Some(id), Some(n)) => WriteError::NotLeader { id, addr: n.addr },
+                        _ => WriteError::NoLeader("no leader has been elected".into()),
+                    }
+                }
+                e => WriteError::Raft(e.to_string()),
+            };
+            for p in batch {
+                let _ = p.reply.send(Err(err.clone()));
+            }
+        }
     }
 }

@@ -48,6 +48,8 @@ pub enum Command {
     EvalUpsert {
         evals: Vec<Evaluation>,
     },
+    /// Commands written concurrently, committed as one entry (one fsync) and applied in order.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -60,6 +62,7 @@ impl Command {
             Command::AllocClientUpdate { .. } => "AllocClientUpdate",
             Command::PlanApply(_) => "PlanApply",
             Command::EvalUpsert { .. } => "EvalUpsert",
+            Command::Batch(_) => "Batch",
         }
     }
 }
@@ -92,4 +95,6 @@ pub struct Response {
     pub error: Option<String>,
     /// The job version a JobRegister produced.
     pub job_version: Option<u64>,
+    /// For a Batch: each command's answer, in order.
+    pub batch: Vec<Response>,
 }

@@ -7,9 +7,11 @@
 #![deny(clippy::disallowed_types)]
 
 mod command;
+mod events;
 mod snapshot;
 mod store;
 
 pub use command::*;
+pub use events::*;
 pub use snapshot::*;
 pub use store::*;

@@ -7,7 +7,7 @@ use drover_model::{
 };
 use tokio::sync::watch;
 
-use crate::{Command, Entry, Response, StateSnapshot, Table};
+use crate::{Command, Entry, Event, EventBuffer, Response, StateSnapshot, Table};
 
 /// The live state store: applied to by the Raft state machine, read through snapshots.
 #[derive(Clone)]
@@ -15,6 +15,9 @@ pub struct StateStore {
     inner: Arc<RwLock<StateSnapshot>>,
     /// The latest applied index; every apply wakes the watchers.
     changed: watch::Sender<Index>,
+    /// The event stream: live subscribers, and recent events for resuming readers.
+    events: tokio::sync::broadcast::Sender<Event>,
+    recent: Arc<std::sync::Mutex<EventBuffer>>,
 }
 
 impl Default for StateStore {
@@ -28,6 +31,8 @@ impl StateStore {
         StateStore {
             inner: Arc::default(),
             changed: watch::channel(0).0,
+            events: tokio::sync::broadcast::channel(4096).0,
+            recent: Arc::new(std::sync::Mutex::new(EventBuffer::new(4096))),
         }
     }
 
@@ -72,11 +77,30 @@ impl StateStore {
     /// Applies one committed entry at `index`. Deterministic: reads no clock, no randomness.
     pub fn apply(&self, index: Index, entry: &Entry) -> Response {
         let mut s = self.inner.write().expect("state lock");
-        let resp = apply(&mut s, index, entry);
+        let mut events = Vec::new();
+        let resp = apply(&mut s, index, entry, &mut events);
         s.index = index;
         drop(s);
+        {
+            let mut recent = self.recent.lock().expect("events lock");
+            for e in events {
+                recent.push(e.clone());
+                let _ = self.events.send(e);
+            }
+        }
         self.changed.send_replace(index);
         resp
+    }
+
+    /// Subscribes to events after `index`: the buffered ones first, then live ones.
+    /// Subscribing under the buffer's lock means no event falls between the two.
+    pub fn subscribe_events(
+        &self,
+        index: Index,
+    ) -> (Vec<Event>, tokio::sync::broadcast::Receiver<Event>) {
+        let recent = self.recent.lock().expect("events lock");
+        let rx = self.events.subscribe();
+        (recent.since(index), rx)
     }
 
     /// Records `index` as applied without a state change (membership and blank entries).
@@ -90,7 +114,13 @@ fn touch(s: &mut StateSnapshot, t: Table, index: Index) {
     s.table_index.insert(t, index);
 }
 
-fn upsert_eval(s: &mut StateSnapshot, index: Index, time: i64, mut eval: Evaluation) {
+fn upsert_eval(
+    s: &mut StateSnapshot,
+    index: Index,
+    time: i64,
+    mut eval: Evaluation,
+    events: &mut Vec<Event>,
+) {
     match s.evals.get(&eval.id) {
         Some(old) => {
             eval.create_index = old.create_index;
@@ -107,11 +137,18 @@ fn upsert_eval(s: &mut StateSnapshot, index: Index, time: i64, mut eval: Evaluat
         (eval.namespace.clone(), eval.job_id.clone(), eval.id.clone()),
         (),
     );
+    events.push(Event::eval(index, &eval));
     s.evals.insert(eval.id.clone(), eval);
     touch(s, Table::Evals, index);
 }
 
-fn upsert_alloc(s: &mut StateSnapshot, index: Index, time: i64, mut alloc: Allocation) {
+fn upsert_alloc(
+    s: &mut StateSnapshot,
+    index: Index,
+    time: i64,
+    mut alloc: Allocation,
+    events: &mut Vec<Event>,
+) {
     if let Some(old) = s.allocs.get(&alloc.id) {
         alloc.create_index = old.create_index;
         alloc.create_time = old.create_time;
@@ -137,6 +174,7 @@ fn upsert_alloc(s: &mut StateSnapshot, index: Index, time: i64, mut alloc: Alloc
         ),
         (),
     );
+    events.push(Event::alloc(index, "PlanResult", &alloc));
     s.allocs.insert(alloc.id.clone(), alloc);
     touch(s, Table::Allocs, index);
 }
@@ -156,14 +194,29 @@ fn refresh_job_status(s: &mut StateSnapshot, index: Index, jobs: &[(String, Stri
     }
 }
 
-fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
-    let time = entry.time;
+fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry, events: &mut Vec<Event>) -> Response {
+    apply_command(s, index, entry.time, &entry.command, events)
+}
+
+fn apply_command(
+    s: &mut StateSnapshot,
+    index: Index,
+    time: i64,
+    command: &Command,
+    events: &mut Vec<Event>,
+) -> Response {
     let mut resp = Response {
         index,
         ..Default::default()
     };
     let mut touched_jobs: Vec<(String, String)> = Vec::new();
-    match &entry.command {
+    match command {
+        Command::Batch(commands) => {
+            resp.batch = commands
+                .iter()
+                .map(|c| apply_command(s, index, time, c, events))
+                .collect();
+        }
         Command::JobRegister { job, eval } => {
             let key = (job.namespace.clone(), job.id.clone());
             let mut job = job.clone();
@@ -198,8 +251,9 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
             if let Some(eval) = eval {
                 let mut eval = eval.clone();
                 eval.job_modify_index = job.job_modify_index;
-                upsert_eval(s, index, time, eval);
+                upsert_eval(s, index, time, eval, events);
             }
+            events.push(Event::job(index, "JobRegistered", &job));
             s.jobs.insert(key.clone(), job);
             touch(s, Table::Jobs, index);
             touched_jobs.push(key);
@@ -218,6 +272,7 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
                 return resp;
             };
             if *purge {
+                events.push(Event::job(index, "JobDeregistered", &job));
                 s.jobs.remove(&key);
                 let versions: Vec<_> = s
                     .job_versions
@@ -232,10 +287,11 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
                 let mut job = job;
                 job.stop = true;
                 job.modify_index = index;
+                events.push(Event::job(index, "JobDeregistered", &job));
                 s.jobs.insert(key.clone(), job);
             }
             if let Some(eval) = eval {
-                upsert_eval(s, index, time, eval.clone());
+                upsert_eval(s, index, time, eval.clone(), events);
             }
             touch(s, Table::Jobs, index);
             touched_jobs.push(key);
@@ -248,6 +304,7 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
             }
             node.modify_index = index;
             node.status_updated_at = time;
+            events.push(Event::node(index, "NodeRegistration", &node));
             s.nodes.insert(node.id.clone(), node);
             touch(s, Table::Nodes, index);
         }
@@ -266,10 +323,11 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
             node.status_description = description.clone();
             node.status_updated_at = time;
             node.modify_index = index;
+            events.push(Event::node(index, "NodeEvent", &node));
             s.nodes.insert(node_id.clone(), node);
             touch(s, Table::Nodes, index);
             for e in evals {
-                upsert_eval(s, index, time, e.clone());
+                upsert_eval(s, index, time, e.clone(), events);
                 touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
             }
         }
@@ -293,11 +351,12 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
                 a.modify_index = index;
                 a.modify_time = time;
                 touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
+                events.push(Event::alloc(index, "AllocationUpdated", &a));
                 s.allocs.insert(a.id.clone(), a);
                 touch(s, Table::Allocs, index);
             }
             for e in evals {
-                upsert_eval(s, index, time, e.clone());
+                upsert_eval(s, index, time, e.clone(), events);
                 touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
             }
         }
@@ -321,22 +380,23 @@ fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry) -> Response {
                 a.alloc_modify_index = index;
                 a.modify_time = time;
                 touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
+                events.push(Event::alloc(index, "PlanResult", &a));
                 s.allocs.insert(a.id.clone(), a);
                 touch(s, Table::Allocs, index);
             }
             for a in &plan.allocs {
                 touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
-                upsert_alloc(s, index, time, a.clone());
+                upsert_alloc(s, index, time, a.clone(), events);
             }
             for e in plan.eval.iter().chain(plan.new_evals.iter()) {
                 touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
-                upsert_eval(s, index, time, e.clone());
+                upsert_eval(s, index, time, e.clone(), events);
             }
         }
         Command::EvalUpsert { evals } => {
             for e in evals {
                 touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
-                upsert_eval(s, index, time, e.clone());
+                upsert_eval(s, index, time, e.clone(), events);
             }
         }
     }

@@ -1,0 +1,131 @@
+//! The event stream: every applied command yields events (topic, type, key, the object
+//! after the change), broadcast to subscribers and kept in a bounded buffer so a reader can
+//! resume from an index.
+
+use std::collections::VecDeque;
+
+use drover_model::{Allocation, Evaluation, Index, Job, Node};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Topic {
+    Job,
+    Allocation,
+    Evaluation,
+    Node,
+}
+
+impl Topic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Job => "Job",
+            Topic::Allocation => "Allocation",
+            Topic::Evaluation => "Evaluation",
+            Topic::Node => "Node",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Topic> {
+        Some(match s {
+            "Job" => Topic::Job,
+            "Allocation" => Topic::Allocation,
+            "Evaluation" => Topic::Evaluation,
+            "Node" => Topic::Node,
+            _ => return None,
+        })
+    }
+}
+
+/// The object an event carries, as it is after the change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Job(Box<Job>),
+    Allocation(Box<Allocation>),
+    Evaluation(Box<Evaluation>),
+    Node(Box<Node>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub index: Index,
+    pub topic: Topic,
+    /// Nomad's event type: "JobRegistered", "AllocationUpdated", "PlanResult", ...
+    pub kind: &'static str,
+    pub key: String,
+    pub namespace: String,
+    pub payload: Payload,
+}
+
+impl Event {
+    pub fn job(index: Index, kind: &'static str, j: &Job) -> Event {
+        Event {
+            index,
+            topic: Topic::Job,
+            kind,
+            key: j.id.clone(),
+            namespace: j.namespace.clone(),
+            payload: Payload::Job(Box::new(j.clone())),
+        }
+    }
+    pub fn alloc(index: Index, kind: &'static str, a: &Allocation) -> Event {
+        Event {
+            index,
+            topic: Topic::Allocation,
+            kind,
+            key: a.id.clone(),
+            namespace: a.namespace.clone(),
+            payload: Payload::Allocation(Box::new(a.clone())),
+        }
+    }
+    pub fn eval(index: Index, e: &Evaluation) -> Event {
+        Event {
+            index,
+            topic: Topic::Evaluation,
+            kind: "EvaluationUpdated",
+            key: e.id.clone(),
+            namespace: e.namespace.clone(),
+            payload: Payload::Evaluation(Box::new(e.clone())),
+        }
+    }
+    pub fn node(index: Index, kind: &'static str, n: &Node) -> Event {
+        Event {
+            index,
+            topic: Topic::Node,
+            kind,
+            key: n.id.clone(),
+            namespace: String::new(),
+            payload: Payload::Node(Box::new(n.clone())),
+        }
+    }
+}
+
+/// Recent events, for readers resuming from an index.
+pub struct EventBuffer {
+    events: VecDeque<Event>,
+    capacity: usize,
+}
+
+impl EventBuffer {
+    pub fn new(capacity: usize) -> Self {
+        EventBuffer {
+            events: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    pub fn push(&mut self, e: Event) {
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// Events after `index` still in the buffer.
+    pub fn since(&self, index: Index) -> Vec<Event> {
+        self.events
+            .iter()
+            .filter(|e| e.index > index)
+            .cloned()
+            .collect()
+    }
+}

@@ -99,10 +99,10 @@ fn event_stream_reports_job_and_allocation_changes() {
             .unwrap();
         for line in std::io::BufReader::new(resp).lines() {
             let Ok(line) = line else { return };
-            if let Ok(v) = serde_json::from_str(&line) {
-                if tx.send(v).is_err() {
-                    return;
-                }
+            if let Ok(v) = serde_json::from_str(&line)
+                && tx.send(v).is_err()
+            {
+                return;
             }
         }
     });

@@ -107,11 +107,8 @@ pub fn load_job(path: &Path, json: bool) -> anyhow::Result<(drover_model::Job, V
                 e.column()
             )
         })?;
-        let job_v = v.get("Job").cloned().unwrap_or(v);
-        let job: api::Job = serde_json::from_value(job_v)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let job = job
-            .to_model()
+        let bare = v.get("Job").is_none();
+        let job = api::decode_job(text.as_bytes(), bare)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         return Ok((job, vec![]));
     }
@@ -148,7 +145,7 @@ pub async fn job_run(c: &ApiClient, file: &Path, detach: bool, json: bool) -> an
     for w in &warnings {
         eprintln!("Warning: {w}");
     }
-    let body = serde_json::json!({ "Job": api::Job::from_model(&job) });
+    let body = serde_json::json!({ "Job": job });
     let resp: api::JobRegisterResponse = c
         .send(reqwest::Method::POST, "/v1/jobs", Some(&body))
         .await?;
@@ -169,7 +166,7 @@ pub async fn monitor_eval(c: &ApiClient, eval_id: &str) -> anyhow::Result<i32> {
             .get(&format!("/v1/evaluation/{eval_id}?index={index}&wait=5s"))
             .await?;
         index = e.modify_index;
-        if e.status != "pending" {
+        if e.status != drover_model::EvalStatus::Pending {
             break e;
         }
     };
@@ -191,7 +188,7 @@ pub async fn monitor_eval(c: &ApiClient, eval_id: &str) -> anyhow::Result<i32> {
     println!(
         "==> Evaluation \"{}\" finished with status \"{}\"",
         short(&eval.id),
-        eval.status
+        eval.status.as_str()
     );
     if eval.failed_tg_allocs.is_empty() {
         return Ok(0);
@@ -254,17 +251,14 @@ pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::
         );
         return Ok(0);
     }
-    println!("ID            = {}", job.id.unwrap_or_default());
-    println!("Name          = {}", job.name.unwrap_or_default());
-    println!("Type          = {}", job.job_type.unwrap_or_default());
-    println!("Priority      = {}", job.priority.unwrap_or_default());
-    println!(
-        "Datacenters   = {}",
-        job.datacenters.unwrap_or_default().join(",")
-    );
-    println!("Namespace     = {}", job.namespace.unwrap_or_default());
-    println!("Status        = {}", job.status.unwrap_or_default());
-    println!("Version       = {}", job.version.unwrap_or_default());
+    println!("ID            = {}", job.id);
+    println!("Name          = {}", job.name);
+    println!("Type          = {}", job.job_type.as_str());
+    println!("Priority      = {}", job.priority);
+    println!("Datacenters   = {}", job.datacenters.join(","));
+    println!("Namespace     = {}", job.namespace);
+    println!("Status        = {}", job.status.as_str());
+    println!("Version       = {}", job.version);
     let evals: Vec<api::Evaluation> = c.get(&format!("/v1/job/{id}/evaluations")).await?;
     if let Some(e) = evals
         .iter()
@@ -296,10 +290,10 @@ pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::
         rows.push(vec![
             short(&a.id).into(),
             short(&a.node_id).into(),
-            a.task_group,
+            a.task_group.clone(),
             a.job_version.to_string(),
-            a.desired_status,
-            a.client_status,
+            a.desired_status.to_string(),
+            a.client_status.to_string(),
         ]);
     }
     print!("{}", table(rows));
@@ -372,10 +366,8 @@ pub async fn alloc_logs(c: &ApiClient, args: LogsArgs<'_>) -> anyhow::Result<i32
             let group_tasks: Vec<String> = a
                 .job
                 .as_ref()
-                .and_then(|j| j.task_groups.as_ref())
-                .and_then(|gs| gs.iter().find(|g| g.name.as_deref() == Some(&a.task_group)))
-                .and_then(|g| g.tasks.as_ref())
-                .map(|ts| ts.iter().filter_map(|t| t.name.clone()).collect())
+                .and_then(|j| j.group(&a.task_group))
+                .map(|g| g.tasks.iter().map(|t| t.name.clone()).collect())
                 .unwrap_or_default();
             match group_tasks.as_slice() {
                 [one] => one.clone(),
@@ -449,7 +441,7 @@ pub async fn node_status(c: &ApiClient, json: bool) -> anyhow::Result<i32> {
                 n.node_class
             },
             drivers.join(","),
-            n.status,
+            n.status.to_string(),
         ]);
     }
     print!("{}", table(rows));

@@ -74,7 +74,7 @@ fn parse_query(raw: Option<&str>) -> Result<(Filter, u64), ApiError> {
 
 fn event_json(e: &Event, snap: &StateSnapshot) -> serde_json::Value {
     let payload = match &e.payload {
-        Payload::Job(j) => serde_json::json!({ "Job": api::Job::from_model(j) }),
+        Payload::Job(j) => serde_json::json!({ "Job": j }),
         Payload::Allocation(a) => {
             let node = snap
                 .node(&a.node_id)
@@ -83,9 +83,9 @@ fn event_json(e: &Event, snap: &StateSnapshot) -> serde_json::Value {
             serde_json::json!({ "Allocation": api::Allocation::from_model(a, &node, None) })
         }
         Payload::Evaluation(ev) => {
-            serde_json::json!({ "Evaluation": api::Evaluation::from_model(ev) })
+            serde_json::json!({ "Evaluation": ev })
         }
-        Payload::Node(n) => serde_json::json!({ "Node": api::Node::from_model(n) }),
+        Payload::Node(n) => serde_json::json!({ "Node": n }),
     };
     serde_json::json!({
         "Topic": e.topic.as_str(),

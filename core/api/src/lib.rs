@@ -181,16 +181,7 @@ async fn list_jobs(State(st): State<ApiState>, Query(q): Params) -> Result<Respo
 }
 
 fn decode_job(body: &[u8]) -> Result<drover_model::Job, ApiError> {
-    let req: api::JobRegisterRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "request body is not valid JSON for a job registration: {e}"
-        ))
-    })?;
-    let job = req
-        .job
-        .ok_or_else(|| ApiError::bad_request("request body has no \"Job\" object"))?;
-    job.to_model()
-        .map_err(|e| ApiError::bad_request(format!("invalid job: {e}")))
+    api::decode_job(body, false).map_err(|e| ApiError::bad_request(format!("invalid job: {e}")))
 }
 
 async fn register(st: &ApiState, job: drover_model::Job) -> Result<Response, ApiError> {
@@ -242,7 +233,7 @@ async fn parse_job(body: Bytes) -> Result<Response, ApiError> {
     })?;
     let parsed = drover_jobspec::parse(&req.job_hcl, "<JobHCL>")
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(axum::Json(api::Job::from_model(&parsed.job)).into_response())
+    Ok(axum::Json(&parsed.job).into_response())
 }
 
 async fn read_job(
@@ -254,7 +245,7 @@ async fn read_job(
     let job = snap
         .job(&namespace(&q), &id)
         .ok_or_else(|| ApiError::not_found("job not found"))?;
-    Ok(with_index(job.modify_index, &api::Job::from_model(job)))
+    Ok(with_index(job.modify_index, &job))
 }
 
 async fn deregister_job(
@@ -309,10 +300,7 @@ async fn job_evals(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Evals).await?;
-    let v: Vec<api::Evaluation> = snap
-        .evals_by_job(&namespace(&q), &id)
-        .map(api::Evaluation::from_model)
-        .collect();
+    let v: Vec<api::Evaluation> = snap.evals_by_job(&namespace(&q), &id).cloned().collect();
     Ok(with_index(snap.table_index(Table::Evals), &v))
 }
 
@@ -325,7 +313,7 @@ async fn job_versions(
     let versions: Vec<api::Job> = snap
         .job_versions(&namespace(&q), &id)
         .into_iter()
-        .map(api::Job::from_model)
+        .cloned()
         .collect();
     if versions.is_empty() {
         return Err(ApiError::not_found("job not found"));
@@ -389,7 +377,7 @@ async fn list_evals(State(st): State<ApiState>, Query(q): Params) -> Result<Resp
     let v: Vec<api::Evaluation> = snap
         .evals()
         .filter(|e| ns_matches(&q, &e.namespace) && prefix_ok(&q, &e.id))
-        .map(api::Evaluation::from_model)
+        .cloned()
         .collect();
     Ok(with_index(snap.table_index(Table::Evals), &v))
 }
@@ -407,7 +395,7 @@ async fn read_eval(
             (m.len() == 1).then(|| m[0])
         })
         .ok_or_else(|| ApiError::not_found(format!("evaluation {id} not found")))?;
-    Ok(with_index(e.modify_index, &api::Evaluation::from_model(e)))
+    Ok(with_index(e.modify_index, &e))
 }
 
 async fn list_nodes(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
@@ -415,7 +403,7 @@ async fn list_nodes(State(st): State<ApiState>, Query(q): Params) -> Result<Resp
     let v: Vec<api::Node> = snap
         .nodes()
         .filter(|n| prefix_ok(&q, &n.id))
-        .map(api::Node::from_model)
+        .cloned()
         .collect();
     Ok(with_index(snap.table_index(Table::Nodes), &v))
 }
@@ -433,7 +421,7 @@ async fn read_node(
             (m.len() == 1).then(|| m[0])
         })
         .ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?;
-    Ok(with_index(n.modify_index, &api::Node::from_model(n)))
+    Ok(with_index(n.modify_index, &n))
 }
 
 async fn node_allocs(

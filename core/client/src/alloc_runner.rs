@@ -205,7 +205,10 @@ impl AllocRunner {
                 alloc: alloc.clone(),
                 job: job.clone(),
                 task: task.clone(),
-                restart: task.restart.unwrap_or(group.restart),
+                restart: task
+                    .restart
+                    .clone()
+                    .unwrap_or_else(|| group.restart_policy(job.job_type)),
                 dirs,
                 stop: self.inner.stop.subscribe(),
                 tx: tx.clone(),

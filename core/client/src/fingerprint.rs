@@ -121,6 +121,7 @@ pub async fn node(client: &Client) -> Node {
         reserved: NodeResources::default(),
         drivers,
         http_addr: cfg.http_addr.clone(),
+        drain: false,
         status_updated_at: 0,
         create_index: 0,
         modify_index: 0,

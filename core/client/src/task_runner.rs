@@ -249,7 +249,7 @@ impl Runner {
 
     /// Whether the restart policy allows another start; sleeps the delay if so.
     async fn may_restart(&mut self, why: &str) -> bool {
-        let p = self.ctx.restart;
+        let p = self.ctx.restart.clone();
         let now = Instant::now();
         self.restarts
             .retain(|t| now.duration_since(*t) < p.interval);

@@ -8,8 +8,6 @@
 
 mod reader;
 
-use std::time::Duration;
-
 use drover_model::{
     Job, JobType, LogConfig, Resources, RestartMode, RestartPolicy, Task, TaskGroup,
 };
@@ -271,8 +269,9 @@ fn parse_group(
         name,
         count,
         meta,
-        restart,
+        restart: Some(restart),
         tasks,
+        ..Default::default()
     })
 }
 
@@ -424,69 +423,7 @@ fn parse_logs(
     Ok(l)
 }
 
-/// Parses a Go-style duration: "30s", "1m30s", "250ms", "24h".
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (num, tail) = rest.split_at(num_end);
-        let n: f64 = num.parse().ok()?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let mult = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = tail;
-    }
-    Some(Duration::from_secs_f64(total))
-}
-
-/// Formats a duration the way Go does ("1h0m0s", "30s", "250ms").
-pub fn format_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    if ns < 1_000_000_000 {
-        return if ns.is_multiple_of(1_000_000) {
-            format!("{}ms", ns / 1_000_000)
-        } else {
-            format!("{ns}ns")
-        };
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let frac = d.subsec_millis();
-    let s = if frac > 0 {
-        format!("{s}.{frac:03}s")
-    } else {
-        format!("{s}s")
-    };
-    if h > 0 {
-        format!("{h}h{m}m{s}")
-    } else if m > 0 {
-        format!("{m}m{s}")
-    } else {
-        s
-    }
-}
+pub use drover_model::serde_fmt::{format_duration, parse_duration};
 
 #[cfg(test)]
 mod tests;

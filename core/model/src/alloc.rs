@@ -56,14 +56,19 @@ impl ClientStatus {
 }
 
 /// One instance of a task group placed on a node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Allocation {
+    #[serde(rename = "ID")]
     pub id: String,
     pub namespace: String,
+    #[serde(rename = "EvalID")]
     pub eval_id: String,
     /// `<job>.<group>[<index>]`
     pub name: String,
+    #[serde(rename = "NodeID")]
     pub node_id: String,
+    #[serde(rename = "JobID")]
     pub job_id: String,
     /// The job version this allocation runs; the job itself is looked up, never embedded.
     pub job_version: u64,
@@ -135,11 +140,14 @@ impl TaskLifecycle {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct TaskState {
     pub state: TaskLifecycle,
     pub failed: bool,
     pub restarts: u32,
+    #[serde(with = "crate::serde_fmt::rfc3339")]
     pub started_at: UnixNanos,
+    #[serde(with = "crate::serde_fmt::rfc3339")]
     pub finished_at: UnixNanos,
     pub events: Vec<TaskEvent>,
 }
@@ -147,19 +155,25 @@ pub struct TaskState {
 /// Something that happened to a task. `kind` uses Nomad's event names
 /// ("Received", "Task Setup", "Started", "Terminated", "Restarting", "Killing", "Killed", ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct TaskEvent {
+    #[serde(rename = "Type")]
     pub kind: String,
     pub time: UnixNanos,
     pub message: String,
+    pub display_message: String,
     pub exit_code: i32,
     pub signal: i32,
+    #[serde(rename = "OOMKilled")]
     pub oom_killed: bool,
     pub fails_task: bool,
 }
 
 /// A client's report of an allocation, carried up the node stream and through Raft.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct AllocClientUpdate {
+    #[serde(rename = "AllocID")]
     pub alloc_id: String,
     /// Per-allocation sequence number assigned by the client: older never overwrites newer.
     pub seq: u64,

@@ -35,20 +35,26 @@ impl EvalStatus {
 }
 
 /// A request to reconcile a job's desired state with the cluster: the scheduler's input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Evaluation {
+    #[serde(rename = "ID")]
     pub id: String,
     pub namespace: String,
     pub priority: i32,
+    #[serde(rename = "Type")]
     pub job_type: JobType,
     /// Why it exists: "job-register", "job-deregister", "node-update", "alloc-failure", ...
     pub triggered_by: String,
+    #[serde(rename = "JobID")]
     pub job_id: String,
     pub job_modify_index: Index,
+    #[serde(rename = "NodeID")]
     pub node_id: String,
     pub status: EvalStatus,
     pub status_description: String,
     /// Per task group: why placements failed.
+    #[serde(rename = "FailedTGAllocs")]
     pub failed_tg_allocs: BTreeMap<String, PlacementFailure>,
     /// The blocked evaluation created to retry failed placements when capacity frees.
     pub blocked_eval: String,
@@ -83,11 +89,12 @@ impl Evaluation {
     }
 }
 
-/// Why a task group's allocations could not all be placed.
+/// Why a task group's allocations could not all be placed (Nomad's AllocMetric).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct PlacementFailure {
-    /// How many allocations of the group are still unplaced.
-    pub unplaced: u32,
+    /// Unplaced allocations beyond the first (Nomad's name and meaning).
+    pub coalesced_failures: u32,
     pub nodes_evaluated: u32,
     pub nodes_filtered: u32,
     /// Filter reason -> how many nodes it removed ("missing driver raw_exec": 2).

@@ -3,7 +3,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::serde_fmt::{nanos, opt_nanos};
 use crate::{DEFAULT_NAMESPACE, Index, UnixNanos};
+
+/// Free-form configuration: a driver's `config`, a scaling policy, artifact options.
+pub type FreeForm = serde_json::Map<String, serde_json::Value>;
 
 /// What kind of scheduling a job gets.
 #[derive(
@@ -68,18 +72,31 @@ impl JobStatus {
     }
 }
 
-/// A job: the unit users submit.
+/// A job: the unit users submit. Its serde form is Nomad's job JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Job {
     pub namespace: String,
+    #[serde(rename = "ID")]
     pub id: String,
     pub name: String,
+    #[serde(rename = "Type")]
     pub job_type: JobType,
     pub priority: i32,
     pub region: String,
     pub datacenters: Vec<String>,
+    pub node_pool: String,
+    pub all_at_once: bool,
     pub meta: BTreeMap<String, String>,
+    pub constraints: Vec<Constraint>,
+    pub affinities: Vec<Affinity>,
+    pub spreads: Vec<Spread>,
+    #[serde(rename = "TaskGroups")]
     pub groups: Vec<TaskGroup>,
+    pub update: Option<UpdateStrategy>,
+    pub periodic: Option<PeriodicConfig>,
+    #[serde(rename = "ParameterizedJob")]
+    pub parameterized: Option<ParameterizedJobConfig>,
     /// Set by `job stop`: the job stays in state but its allocations are stopped.
     pub stop: bool,
     pub status: JobStatus,
@@ -90,6 +107,12 @@ pub struct Job {
     pub modify_index: Index,
     /// The index of the last registration that changed the job's specification.
     pub job_modify_index: Index,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Job::new("", JobType::Service)
+    }
 }
 
 impl Job {
@@ -104,8 +127,16 @@ impl Job {
             priority: 50,
             region: "global".to_string(),
             datacenters: vec!["*".to_string()],
+            node_pool: "default".to_string(),
+            all_at_once: false,
             meta: BTreeMap::new(),
+            constraints: Vec::new(),
+            affinities: Vec::new(),
+            spreads: Vec::new(),
             groups: Vec::new(),
+            update: None,
+            periodic: None,
+            parameterized: None,
             stop: false,
             status: JobStatus::Pending,
             version: 0,
@@ -135,43 +166,341 @@ impl Job {
         };
         strip(self) != strip(other)
     }
+
+    /// Fills in what a submitter may leave out (as Nomad's API canonicalizes a job) and
+    /// checks what must be there. Errors name the field in Nomad's JSON terms.
+    pub fn canonicalize(&mut self) -> Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        if self.id.is_empty() {
+            errs.push("Job.ID: missing job ID".to_string());
+        }
+        if self.id.contains(' ') || self.id.contains('\0') {
+            errs.push(format!("Job.ID: {:?} must not contain spaces", self.id));
+        }
+        if self.name.is_empty() {
+            self.name = self.id.clone();
+        }
+        if self.namespace.is_empty() {
+            self.namespace = DEFAULT_NAMESPACE.into();
+        }
+        if self.region.is_empty() {
+            self.region = "global".into();
+        }
+        if self.datacenters.is_empty() {
+            self.datacenters = vec!["*".into()];
+        }
+        if self.node_pool.is_empty() {
+            self.node_pool = "default".into();
+        }
+        if self.priority == 0 {
+            self.priority = 50;
+        }
+        if !(1..=100).contains(&self.priority) {
+            errs.push(format!(
+                "Job.Priority: must be between 1 and 100, got {}",
+                self.priority
+            ));
+        }
+        if self.groups.is_empty() {
+            errs.push("Job.TaskGroups: a job needs at least one task group".into());
+        }
+        let job_type = self.job_type;
+        let mut names = std::collections::BTreeSet::new();
+        for (gi, g) in self.groups.iter_mut().enumerate() {
+            let gf = format!("Job.TaskGroups[{gi}]");
+            if g.name.is_empty() {
+                errs.push(format!("{gf}.Name: missing group name"));
+            } else if !names.insert(g.name.clone()) {
+                errs.push(format!("{gf}.Name: group {:?} is defined twice", g.name));
+            }
+            if g.restart.is_none() {
+                g.restart = Some(RestartPolicy::default_for(job_type));
+            }
+            if g.tasks.is_empty() {
+                errs.push(format!("{gf}.Tasks: a task group needs at least one task"));
+            }
+            let mut tnames = std::collections::BTreeSet::new();
+            for (ti, t) in g.tasks.iter().enumerate() {
+                let tf = format!("{gf}.Tasks[{ti}]");
+                if t.name.is_empty() {
+                    errs.push(format!("{tf}.Name: missing task name"));
+                } else if !tnames.insert(t.name.clone()) {
+                    errs.push(format!("{tf}.Name: task {:?} is defined twice", t.name));
+                }
+                if t.driver.is_empty() {
+                    errs.push(format!("{tf}.Driver: missing driver"));
+                }
+                if t.logs.max_files == 0 || t.logs.max_file_size_mb == 0 {
+                    errs.push(format!(
+                        "{tf}.LogConfig: MaxFiles and MaxFileSizeMB must be at least 1"
+                    ));
+                }
+            }
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+}
+
+/// A placement constraint: `LTarget Operand RTarget`, e.g. `${attr.kernel.name} = linux`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Constraint {
+    pub l_target: String,
+    pub r_target: String,
+    pub operand: String,
+}
+
+/// A placement preference with a weight in -100..=100.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Affinity {
+    pub l_target: String,
+    pub r_target: String,
+    pub operand: String,
+    pub weight: i8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Spread {
+    pub attribute: String,
+    pub weight: i8,
+    pub spread_target: Vec<SpreadTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SpreadTarget {
+    pub value: String,
+    pub percent: u8,
+}
+
+/// Rolling updates and canaries (the `update` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateStrategy {
+    #[serde(with = "nanos")]
+    pub stagger: Duration,
+    pub max_parallel: u32,
+    /// "checks", "task_states" or "manual".
+    pub health_check: String,
+    #[serde(with = "nanos")]
+    pub min_healthy_time: Duration,
+    #[serde(with = "nanos")]
+    pub healthy_deadline: Duration,
+    #[serde(with = "nanos")]
+    pub progress_deadline: Duration,
+    pub auto_revert: bool,
+    pub auto_promote: bool,
+    pub canary: u32,
+}
+
+impl Default for UpdateStrategy {
+    fn default() -> Self {
+        UpdateStrategy {
+            stagger: Duration::from_secs(30),
+            max_parallel: 1,
+            health_check: "checks".into(),
+            min_healthy_time: Duration::from_secs(10),
+            healthy_deadline: Duration::from_secs(300),
+            progress_deadline: Duration::from_secs(600),
+            auto_revert: false,
+            auto_promote: false,
+            canary: 0,
+        }
+    }
+}
+
+/// Drain migrations (the `migrate` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MigrateStrategy {
+    pub max_parallel: u32,
+    pub health_check: String,
+    #[serde(with = "nanos")]
+    pub min_healthy_time: Duration,
+    #[serde(with = "nanos")]
+    pub healthy_deadline: Duration,
+}
+
+impl Default for MigrateStrategy {
+    fn default() -> Self {
+        MigrateStrategy {
+            max_parallel: 1,
+            health_check: "checks".into(),
+            min_healthy_time: Duration::from_secs(10),
+            healthy_deadline: Duration::from_secs(300),
+        }
+    }
+}
+
+/// When failed allocations are replaced (the `reschedule` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ReschedulePolicy {
+    pub attempts: u32,
+    #[serde(with = "nanos")]
+    pub interval: Duration,
+    #[serde(with = "nanos")]
+    pub delay: Duration,
+    /// "constant", "exponential" or "fibonacci".
+    pub delay_function: String,
+    #[serde(with = "nanos")]
+    pub max_delay: Duration,
+    pub unlimited: bool,
+}
+
+/// Cron-like launches (the `periodic` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PeriodicConfig {
+    pub enabled: bool,
+    pub spec: String,
+    pub specs: Vec<String>,
+    pub spec_type: String,
+    pub prohibit_overlap: bool,
+    pub time_zone: String,
+}
+
+/// Dispatch jobs (the `parameterized` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ParameterizedJobConfig {
+    /// "optional", "required" or "forbidden".
+    pub payload: String,
+    pub meta_required: Vec<String>,
+    pub meta_optional: Vec<String>,
 }
 
 /// A group of tasks placed together on one node, `count` times.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct TaskGroup {
     pub name: String,
     pub count: u32,
     pub meta: BTreeMap<String, String>,
-    pub restart: RestartPolicy,
+    pub constraints: Vec<Constraint>,
+    pub affinities: Vec<Affinity>,
+    pub spreads: Vec<Spread>,
+    /// The group's restart policy; [`Job::canonicalize`] fills in the job type's default.
+    #[serde(rename = "RestartPolicy")]
+    pub restart: Option<RestartPolicy>,
+    #[serde(rename = "ReschedulePolicy")]
+    pub reschedule: Option<ReschedulePolicy>,
+    pub migrate: Option<MigrateStrategy>,
+    pub update: Option<UpdateStrategy>,
+    pub networks: Vec<NetworkResource>,
+    pub services: Vec<Service>,
+    pub volumes: BTreeMap<String, VolumeRequest>,
+    pub ephemeral_disk: Option<EphemeralDisk>,
+    #[serde(with = "opt_nanos")]
+    pub shutdown_delay: Option<Duration>,
+    #[serde(with = "opt_nanos")]
+    pub stop_after_client_disconnect: Option<Duration>,
+    #[serde(with = "opt_nanos")]
+    pub max_client_disconnect: Option<Duration>,
+    pub scaling: Option<ScalingPolicy>,
+    pub consul: Option<FreeForm>,
     pub tasks: Vec<Task>,
 }
 
+impl Default for TaskGroup {
+    fn default() -> Self {
+        TaskGroup {
+            name: String::new(),
+            count: 1,
+            meta: BTreeMap::new(),
+            constraints: Vec::new(),
+            affinities: Vec::new(),
+            spreads: Vec::new(),
+            restart: None,
+            reschedule: None,
+            migrate: None,
+            update: None,
+            networks: Vec::new(),
+            services: Vec::new(),
+            volumes: BTreeMap::new(),
+            ephemeral_disk: None,
+            shutdown_delay: None,
+            stop_after_client_disconnect: None,
+            max_client_disconnect: None,
+            scaling: None,
+            consul: None,
+            tasks: Vec::new(),
+        }
+    }
+}
+
 impl TaskGroup {
+    /// A group of `count` with these tasks and the job type's default restart policy.
+    pub fn new(name: impl Into<String>, count: u32, job_type: JobType, tasks: Vec<Task>) -> Self {
+        TaskGroup {
+            name: name.into(),
+            count,
+            restart: Some(RestartPolicy::default_for(job_type)),
+            tasks,
+            ..Default::default()
+        }
+    }
+
     /// The sum of the group's tasks' resources: what one allocation needs.
     pub fn resources(&self) -> Resources {
         self.tasks
             .iter()
             .fold(Resources::ZERO, |acc, t| acc.add(&t.resources))
     }
+
+    /// The group's restart policy (the job type's default when none was given).
+    pub fn restart_policy(&self, job_type: JobType) -> RestartPolicy {
+        self.restart
+            .clone()
+            .unwrap_or_else(|| RestartPolicy::default_for(job_type))
+    }
 }
 
 /// One process (or container, or VM) run by a task driver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Task {
     pub name: String,
     pub driver: String,
+    pub user: String,
     /// The driver's free-form `config { ... }` block.
-    pub config: serde_json::Map<String, serde_json::Value>,
+    pub config: FreeForm,
     pub env: BTreeMap<String, String>,
     pub meta: BTreeMap<String, String>,
     pub resources: Resources,
     /// The task's own restart policy; the group's applies where this is absent.
+    #[serde(rename = "RestartPolicy")]
     pub restart: Option<RestartPolicy>,
-    pub user: String,
+    pub constraints: Vec<Constraint>,
+    pub affinities: Vec<Affinity>,
+    pub services: Vec<Service>,
+    pub templates: Vec<Template>,
+    pub artifacts: Vec<TaskArtifact>,
+    pub vault: Option<Vault>,
+    pub identities: Vec<WorkloadIdentity>,
+    pub lifecycle: Option<TaskLifecycleConfig>,
+    pub volume_mounts: Vec<VolumeMount>,
+    pub dispatch_payload: Option<DispatchPayload>,
+    #[serde(rename = "CSIPluginConfig")]
+    pub csi_plugin: Option<CsiPluginConfig>,
+    pub secrets: Vec<Secret>,
+    pub leader: bool,
+    #[serde(with = "nanos")]
     pub kill_timeout: Duration,
     pub kill_signal: String,
+    #[serde(with = "nanos")]
+    pub shutdown_delay: Duration,
+    #[serde(rename = "LogConfig")]
     pub logs: LogConfig,
+    pub kind: String,
+}
+
+impl Default for Task {
+    fn default() -> Self {
+        Task::new("", "")
+    }
 }
 
 impl Task {
@@ -179,27 +508,55 @@ impl Task {
         Task {
             name: name.into(),
             driver: driver.into(),
-            config: serde_json::Map::new(),
+            user: String::new(),
+            config: FreeForm::new(),
             env: BTreeMap::new(),
             meta: BTreeMap::new(),
             resources: Resources::default(),
             restart: None,
-            user: String::new(),
+            constraints: Vec::new(),
+            affinities: Vec::new(),
+            services: Vec::new(),
+            templates: Vec::new(),
+            artifacts: Vec::new(),
+            vault: None,
+            identities: Vec::new(),
+            lifecycle: None,
+            volume_mounts: Vec::new(),
+            dispatch_payload: None,
+            csi_plugin: None,
+            secrets: Vec::new(),
+            leader: false,
             kill_timeout: Duration::from_secs(5),
             kill_signal: "SIGTERM".to_string(),
+            shutdown_delay: Duration::ZERO,
             logs: LogConfig::default(),
+            kind: String::new(),
         }
     }
 }
 
 /// Compute resources a task asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Resources {
     /// CPU in MHz.
+    #[serde(rename = "CPU")]
     pub cpu: u64,
+    /// Whole reserved cores (0 = none).
+    #[serde(rename = "Cores")]
+    pub cores: u32,
+    #[serde(rename = "MemoryMB")]
     pub memory_mb: u64,
     /// The hard memory limit when it may exceed `memory_mb` (oversubscription); 0 = none.
+    #[serde(rename = "MemoryMaxMB")]
     pub memory_max_mb: u64,
+    #[serde(rename = "DiskMB")]
+    pub disk_mb: u64,
+    #[serde(rename = "Networks")]
+    pub networks: Vec<NetworkResource>,
+    #[serde(rename = "Devices")]
+    pub devices: Vec<RequestedDevice>,
 }
 
 impl Default for Resources {
@@ -208,7 +565,7 @@ impl Default for Resources {
         Resources {
             cpu: 100,
             memory_mb: 300,
-            memory_max_mb: 0,
+            ..Resources::ZERO
         }
     }
 }
@@ -216,24 +573,305 @@ impl Default for Resources {
 impl Resources {
     pub const ZERO: Resources = Resources {
         cpu: 0,
+        cores: 0,
         memory_mb: 0,
         memory_max_mb: 0,
+        disk_mb: 0,
+        networks: Vec::new(),
+        devices: Vec::new(),
     };
 
+    /// The sum of the scalar dimensions (networks and devices are not summed).
     pub fn add(&self, o: &Resources) -> Resources {
         Resources {
             cpu: self.cpu + o.cpu,
+            cores: self.cores + o.cores,
             memory_mb: self.memory_mb + o.memory_mb,
             memory_max_mb: self.memory_max_mb + o.memory_max_mb,
+            disk_mb: self.disk_mb + o.disk_mb,
+            networks: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RequestedDevice {
+    pub name: String,
+    pub count: u64,
+    pub constraints: Vec<Constraint>,
+    pub affinities: Vec<Affinity>,
+}
+
+/// A group's network (the `network` block): mode and ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkResource {
+    /// "host" (default), "bridge", "none", or "cni/<name>".
+    pub mode: String,
+    pub hostname: String,
+    #[serde(rename = "MBits")]
+    pub mbits: u32,
+    #[serde(rename = "DNS")]
+    pub dns: Option<DnsConfig>,
+    /// Ports with a fixed host port (`static`).
+    pub reserved_ports: Vec<Port>,
+    /// Ports the scheduler picks.
+    pub dynamic_ports: Vec<Port>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Port {
+    pub label: String,
+    /// The host port (static, or assigned).
+    pub value: u16,
+    /// The port inside the task's network namespace (0 = same as the host port).
+    pub to: i32,
+    pub host_network: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// A service to register (the `service` block).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Service {
+    pub name: String,
+    pub task_name: String,
+    pub port_label: String,
+    pub address_mode: String,
+    pub address: String,
+    pub tags: Vec<String>,
+    pub canary_tags: Vec<String>,
+    pub enable_tag_override: bool,
+    /// "nomad" (built in) or "consul".
+    pub provider: String,
+    pub checks: Vec<ServiceCheck>,
+    pub meta: BTreeMap<String, String>,
+    pub connect: Option<FreeForm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceCheck {
+    pub name: String,
+    /// "http", "tcp", "script" or "grpc".
+    #[serde(rename = "Type")]
+    pub check_type: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub path: String,
+    pub protocol: String,
+    pub port_label: String,
+    pub address_mode: String,
+    pub method: String,
+    pub header: BTreeMap<String, Vec<String>>,
+    #[serde(with = "nanos")]
+    pub interval: Duration,
+    #[serde(with = "nanos")]
+    pub timeout: Duration,
+    pub initial_status: String,
+    pub task_name: String,
+    pub check_restart: Option<CheckRestart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CheckRestart {
+    pub limit: u32,
+    #[serde(with = "nanos")]
+    pub grace: Duration,
+    pub ignore_warnings: bool,
+}
+
+/// A volume the group asks for (the group's `volume "NAME"` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeRequest {
+    pub name: String,
+    /// "host" or "csi".
+    #[serde(rename = "Type")]
+    pub volume_type: String,
+    pub source: String,
+    pub read_only: bool,
+    pub access_mode: String,
+    pub attachment_mode: String,
+    pub per_alloc: bool,
+}
+
+/// Where a task mounts one of its group's volumes (`volume_mount`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VolumeMount {
+    pub volume: String,
+    pub destination: String,
+    pub read_only: bool,
+    pub propagation_mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EphemeralDisk {
+    pub sticky: bool,
+    #[serde(rename = "SizeMB")]
+    pub size_mb: u64,
+    pub migrate: bool,
+}
+
+impl Default for EphemeralDisk {
+    fn default() -> Self {
+        EphemeralDisk {
+            sticky: false,
+            size_mb: 300,
+            migrate: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ScalingPolicy {
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub enabled: bool,
+    #[serde(rename = "Type")]
+    pub policy_type: String,
+    pub policy: FreeForm,
+}
+
+/// A file rendered into the task's directory (the `template` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Template {
+    pub source_path: String,
+    pub dest_path: String,
+    pub embedded_tmpl: String,
+    /// "restart", "signal", "script" or "noop".
+    pub change_mode: String,
+    pub change_signal: String,
+    #[serde(with = "nanos")]
+    pub splay: Duration,
+    pub perms: String,
+    pub uid: Option<i64>,
+    pub gid: Option<i64>,
+    pub left_delim: String,
+    pub right_delim: String,
+    pub envvars: bool,
+    pub err_missing_key: bool,
+}
+
+impl Default for Template {
+    fn default() -> Self {
+        Template {
+            source_path: String::new(),
+            dest_path: String::new(),
+            embedded_tmpl: String::new(),
+            change_mode: "restart".into(),
+            change_signal: String::new(),
+            splay: Duration::from_secs(5),
+            perms: "0644".into(),
+            uid: None,
+            gid: None,
+            left_delim: "{{".into(),
+            right_delim: "}}".into(),
+            envvars: false,
+            err_missing_key: false,
+        }
+    }
+}
+
+/// A file fetched before the task starts (the `artifact` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TaskArtifact {
+    pub getter_source: String,
+    pub getter_options: BTreeMap<String, String>,
+    pub getter_headers: BTreeMap<String, String>,
+    /// "any", "file" or "dir".
+    pub getter_mode: String,
+    pub relative_dest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TaskLifecycleConfig {
+    /// "prestart", "poststart" or "poststop".
+    pub hook: String,
+    pub sidecar: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Vault {
+    pub policies: Vec<String>,
+    pub role: String,
+    pub namespace: String,
+    pub cluster: String,
+    pub env: bool,
+    pub disable_file: bool,
+    pub change_mode: String,
+    pub change_signal: String,
+}
+
+/// A workload identity token for the task (the `identity` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct WorkloadIdentity {
+    pub name: String,
+    pub audience: Vec<String>,
+    pub env: bool,
+    pub file: bool,
+    #[serde(rename = "TTL", with = "nanos")]
+    pub ttl: Duration,
+    pub change_mode: String,
+    pub change_signal: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DispatchPayload {
+    pub file: String,
+}
+
+/// The task is a CSI plugin (the `csi_plugin` block).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CsiPluginConfig {
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// "controller", "node" or "monolith".
+    #[serde(rename = "Type")]
+    pub plugin_type: String,
+    pub mount_dir: String,
+    pub stage_publish_base_dir: String,
+    #[serde(with = "nanos")]
+    pub health_timeout: Duration,
+}
+
+/// A secret made available to the task (the `secret "NAME"` block).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Secret {
+    pub name: String,
+    pub provider: String,
+    pub path: String,
+    pub config: FreeForm,
+}
+
 /// What happens when a task exits on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RestartMode {
     /// After `attempts` restarts within `interval`, the task fails.
+    #[default]
     Fail,
     /// After `attempts` restarts within `interval`, wait for the rest of the interval and go on.
     Delay,
@@ -248,12 +886,22 @@ impl RestartMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct RestartPolicy {
     pub attempts: u32,
+    #[serde(with = "nanos")]
     pub interval: Duration,
+    #[serde(with = "nanos")]
     pub delay: Duration,
     pub mode: RestartMode,
+    pub render_templates: bool,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy::default_for(JobType::Service)
+    }
 }
 
 impl RestartPolicy {
@@ -265,12 +913,14 @@ impl RestartPolicy {
                 interval: Duration::from_secs(30 * 60),
                 delay: Duration::from_secs(15),
                 mode: RestartMode::Fail,
+                render_templates: false,
             },
             JobType::Batch | JobType::Sysbatch => RestartPolicy {
                 attempts: 3,
                 interval: Duration::from_secs(24 * 3600),
                 delay: Duration::from_secs(15),
                 mode: RestartMode::Fail,
+                render_templates: false,
             },
         }
     }
@@ -278,9 +928,14 @@ impl RestartPolicy {
 
 /// How a task's stdout and stderr are rotated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LogConfig {
+    #[serde(rename = "MaxFiles")]
     pub max_files: u32,
+    #[serde(rename = "MaxFileSizeMB")]
     pub max_file_size_mb: u64,
+    #[serde(rename = "Disabled")]
+    pub disabled: bool,
 }
 
 impl Default for LogConfig {
@@ -288,6 +943,7 @@ impl Default for LogConfig {
         LogConfig {
             max_files: 10,
             max_file_size_mb: 10,
+            disabled: false,
         }
     }
 }

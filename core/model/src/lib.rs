@@ -1,15 +1,21 @@
-//! Drover's domain model: jobs, task groups, tasks, allocations, evaluations and nodes.
+//! Drover's domain model: jobs, task groups, tasks, allocations, evaluations, nodes and
+//! deployments.
 //!
-//! These are the types the state store, the scheduler and the client work with. They are
-//! serialized (serde, snake_case) into Raft entries, snapshots and the node stream; the
-//! Nomad-compatible JSON shapes of the HTTP API live in `drover-api-types`, never here.
+//! These are the types the state store, the scheduler and the client work with. Their serde
+//! form is Nomad's JSON (PascalCase names, durations as integer nanoseconds, task times as
+//! RFC 3339), as Nomad's own structs are: the same shape travels in Raft entries, snapshots,
+//! the node stream and the HTTP API, so a field added here round-trips everywhere.
+//! `drover-api-types` holds only the API's envelopes and list stubs.
 
 mod alloc;
+mod deployment;
 mod eval;
 mod job;
 mod node;
+pub mod serde_fmt;
 
 pub use alloc::*;
+pub use deployment::*;
 pub use eval::*;
 pub use job::*;
 pub use node::*;
@@ -36,3 +42,24 @@ pub fn format_uuid(bytes: [u8; 16]) -> String {
         &h[20..32]
     )
 }
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_str!(
+    JobType,
+    JobStatus,
+    EvalStatus,
+    ClientStatus,
+    DesiredStatus,
+    TaskLifecycle,
+    NodeStatus,
+    RestartMode
+);

@@ -24,8 +24,10 @@ impl NodeStatus {
 }
 
 /// A machine that runs allocations: what its client agent fingerprinted and registered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Node {
+    #[serde(rename = "ID")]
     pub id: String,
     pub name: String,
     pub datacenter: String,
@@ -38,11 +40,16 @@ pub struct Node {
     /// Fingerprinted attributes: `cpu.numcores`, `kernel.name`, `unique.hostname`, ...
     pub attributes: BTreeMap<String, String>,
     pub meta: BTreeMap<String, String>,
+    #[serde(rename = "NodeResources")]
     pub resources: NodeResources,
     /// What the operator keeps for the host itself.
+    #[serde(rename = "ReservedResources")]
     pub reserved: NodeResources,
     pub drivers: BTreeMap<String, DriverInfo>,
+    #[serde(rename = "HTTPAddr")]
     pub http_addr: String,
+    /// Draining is not implemented yet; always false.
+    pub drain: bool,
     pub status_updated_at: UnixNanos,
     pub create_index: Index,
     pub modify_index: Index,
@@ -67,15 +74,20 @@ impl Node {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct NodeResources {
     /// Total CPU in MHz (cores x clock).
+    #[serde(rename = "CPU")]
     pub cpu: u64,
+    #[serde(rename = "MemoryMB")]
     pub memory_mb: u64,
+    #[serde(rename = "DiskMB")]
     pub disk_mb: u64,
 }
 
 /// A task driver as the node sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct DriverInfo {
     pub detected: bool,
     pub healthy: bool,

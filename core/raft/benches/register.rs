@@ -60,9 +60,12 @@ async fn run() {
                 let mut j = job.clone();
                 j.id = format!("web-{i}");
                 let t = Instant::now();
-                node.write(Command::JobRegister { job: j, eval: None })
-                    .await
-                    .unwrap();
+                node.write(Command::JobRegister {
+                    job: Box::new(j),
+                    eval: None,
+                })
+                .await
+                .unwrap();
                 lat.push(t.elapsed().as_micros() as u64);
             }
         }));

@@ -78,13 +78,12 @@ impl LogFile for CrashFile {
 
 fn job(i: usize) -> drover_model::Job {
     let mut j = drover_model::Job::new(format!("job-{i}"), drover_model::JobType::Batch);
-    j.groups.push(drover_model::TaskGroup {
-        name: "g".into(),
-        count: 1,
-        meta: Default::default(),
-        restart: drover_model::RestartPolicy::default_for(drover_model::JobType::Batch),
-        tasks: vec![drover_model::Task::new("t", "raw_exec")],
-    });
+    j.groups.push(drover_model::TaskGroup::new(
+        "g",
+        1,
+        drover_model::JobType::Batch,
+        vec![drover_model::Task::new("t", "raw_exec")],
+    ));
     j
 }
 
@@ -120,7 +119,7 @@ async fn acknowledged_writes_survive_a_crash() {
             r.client_write(Entry {
                 time: 1,
                 command: Command::JobRegister {
-                    job: job(i),
+                    job: Box::new(job(i)),
                     eval: None,
                 },
             })

@@ -71,19 +71,19 @@ pub fn fit<'a>(
     node: &Node,
     allocs: impl IntoIterator<Item = &'a Allocation>,
 ) -> Result<NodeResources, Misfit> {
-    fit_with(node, allocs, Resources::ZERO)
+    fit_with(node, allocs, &Resources::ZERO)
 }
 
 /// [`fit`] with `extra` resources placed on top.
 pub fn fit_with<'a>(
     node: &Node,
     allocs: impl IntoIterator<Item = &'a Allocation>,
-    extra: Resources,
+    extra: &Resources,
 ) -> Result<NodeResources, Misfit> {
     let used = allocs
         .into_iter()
         .filter(|a| a.is_active())
-        .fold(extra, |acc, a| acc.add(&a.resources()));
+        .fold(extra.clone(), |acc, a| acc.add(&a.resources()));
     let cap = node.allocatable();
     if used.cpu > cap.cpu {
         return Err(Misfit::Exhausted {
@@ -301,7 +301,7 @@ impl<'a> Scheduler<'a> {
         let mut failure: Option<PlacementFailure> = None;
         for (index, previous) in to_place {
             if let Some(f) = failure.as_mut() {
-                f.unplaced += 1; // the group already failed: same outcome, coalesced
+                f.coalesced_failures += 1; // the group already failed: same outcome, coalesced
                 continue;
             }
             match self.place(job, group, index, previous) {
@@ -331,7 +331,6 @@ impl<'a> Scheduler<'a> {
         previous: Option<&Allocation>,
     ) -> Result<(), PlacementFailure> {
         let mut f = PlacementFailure {
-            unplaced: 1,
             ..Default::default()
         };
         let need = group.resources();
@@ -344,7 +343,7 @@ impl<'a> Scheduler<'a> {
                 *f.constraint_filtered.entry(reason).or_default() += 1;
                 continue;
             }
-            match fit_with(node, self.node_allocs(&node.id), need) {
+            match fit_with(node, self.node_allocs(&node.id), &need) {
                 Ok(free) => {
                     // Bin-packing: prefer the node left fullest.
                     let cap = node.allocatable();
@@ -398,7 +397,7 @@ impl<'a> Scheduler<'a> {
             task_resources: group
                 .tasks
                 .iter()
-                .map(|t| (t.name.clone(), t.resources))
+                .map(|t| (t.name.clone(), t.resources.clone()))
                 .collect(),
             desired_status: DesiredStatus::Run,
             desired_description: String::new(),

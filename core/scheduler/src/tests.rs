@@ -30,6 +30,7 @@ fn node(id: &str, cpu: u64, mem: u64) -> Node {
         )]
         .into(),
         http_addr: String::new(),
+        drain: false,
         status_updated_at: 0,
         create_index: 0,
         modify_index: 0,
@@ -41,16 +42,11 @@ fn job(count: u32, cpu: u64, mem: u64) -> Job {
     t.resources = Resources {
         cpu,
         memory_mb: mem,
-        memory_max_mb: 0,
+        ..Resources::ZERO
     };
     let mut j = Job::new("web", JobType::Service);
-    j.groups.push(TaskGroup {
-        name: "g".into(),
-        count,
-        meta: Default::default(),
-        restart: drover_model::RestartPolicy::default_for(JobType::Service),
-        tasks: vec![t],
-    });
+    j.groups
+        .push(TaskGroup::new("g", count, JobType::Service, vec![t]));
     j
 }
 
@@ -84,7 +80,7 @@ impl World {
     fn register(&mut self, j: Job) -> Plan {
         let eval = Evaluation::new(format!("eval-{}", self.index), &j, "job-register");
         self.apply(Command::JobRegister {
-            job: j,
+            job: Box::new(j),
             eval: Some(eval.clone()),
         });
         let snap = self.store.snapshot();
@@ -129,7 +125,7 @@ fn never_overcommits_and_explains_failure() {
     // a fits 2, b fits 1
     assert_eq!(plan.allocs.len(), 3);
     let f = &plan.failed["g"];
-    assert_eq!(f.unplaced, 2);
+    assert_eq!(f.coalesced_failures, 1);
     assert!(
         f.dimension_exhausted.contains_key("memory") || f.dimension_exhausted.contains_key("cpu")
     );
@@ -159,7 +155,7 @@ fn same_seed_same_plan() {
         let j = job(4, 100, 100);
         let eval = Evaluation::new("e1".into(), &j, "job-register");
         w.apply(Command::JobRegister {
-            job: j,
+            job: Box::new(j),
             eval: Some(eval),
         });
         w

@@ -106,7 +106,7 @@ impl Server {
             .inner
             .raft
             .write(Command::JobRegister {
-                job,
+                job: Box::new(job),
                 eval: Some(eval),
             })
             .await?;

@@ -18,7 +18,7 @@ pub struct Entry {
 pub enum Command {
     /// Register a job (new or a new version) and the evaluation that reconciles it.
     JobRegister {
-        job: Job,
+        job: Box<Job>,
         eval: Option<Evaluation>,
     },
     /// Stop a job (or purge it from state) and evaluate it.

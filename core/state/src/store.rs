@@ -219,7 +219,7 @@ fn apply_command(
         }
         Command::JobRegister { job, eval } => {
             let key = (job.namespace.clone(), job.id.clone());
-            let mut job = job.clone();
+            let mut job = (**job).clone();
             match s.jobs.get(&key) {
                 Some(old) if !old.spec_differs(&job) => {
                     // Same specification: keep the version, but a stopped job runs again.
@@ -431,13 +431,12 @@ mod tests {
 
     fn job() -> Job {
         let mut j = Job::new("web", JobType::Service);
-        j.groups.push(TaskGroup {
-            name: "g".into(),
-            count: 1,
-            meta: Default::default(),
-            restart: drover_model::RestartPolicy::default_for(JobType::Service),
-            tasks: vec![Task::new("t", "raw_exec")],
-        });
+        j.groups.push(TaskGroup::new(
+            "g",
+            1,
+            JobType::Service,
+            vec![Task::new("t", "raw_exec")],
+        ));
         j
     }
 
@@ -451,7 +450,7 @@ mod tests {
         let r = st.apply(
             1,
             &e(Command::JobRegister {
-                job: job(),
+                job: Box::new(job()),
                 eval: None,
             }),
         );
@@ -459,7 +458,7 @@ mod tests {
         let r = st.apply(
             2,
             &e(Command::JobRegister {
-                job: job(),
+                job: Box::new(job()),
                 eval: None,
             }),
         );
@@ -469,7 +468,7 @@ mod tests {
         let r = st.apply(
             3,
             &e(Command::JobRegister {
-                job: j2,
+                job: Box::new(j2),
                 eval: None,
             }),
         );
@@ -488,7 +487,7 @@ mod tests {
             &Entry {
                 time: 1,
                 command: Command::JobRegister {
-                    job: job(),
+                    job: Box::new(job()),
                     eval: None,
                 },
             },

@@ -2,18 +2,28 @@
 //!
 //! The document is walked on hcl-edit's syntax tree, which keeps byte spans, so every error
 //! names `file:line:column` and the block path (`job "web" > group "g" > task "t"`).
-//! Expressions are evaluated with hcl-rs; runtime interpolations (`${NOMAD_*}`, `${attr.*}`,
-//! `${node.*}`, `${meta.*}`) cannot be evaluated at submit time and are kept as written, for
-//! the client to interpolate.
+//! Expressions are evaluated with hcl-rs, with HCL2 `variable` and `locals` blocks,
+//! `-var`/`-var-file` values and Nomad's functions ([`functions`]); runtime interpolations
+//! (`${NOMAD_*}`, `${attr.*}`, `${node.*}`, `${meta.*}`) are kept as written for the client.
+//! Flat blocks decode straight into the model (whose serde names are Nomad's JSON names);
+//! blocks whose HCL shape differs from the JSON (labels, ports, shorthand constraints) are
+//! assembled here.
 
+mod functions;
 mod reader;
 
+use std::collections::BTreeMap;
+
 use drover_model::{
-    Job, JobType, LogConfig, Resources, RestartMode, RestartPolicy, Task, TaskGroup,
+    Constraint, Job, JobType, NetworkResource, Port, RestartPolicy, Service, Task, TaskGroup,
 };
 use hcl::edit::structure::{Block, Body};
+use hcl::eval::Evaluate;
+use serde_json::{Map, Value as Json};
 
 use reader::{BlockReader, Source};
+
+pub use drover_model::serde_fmt::{format_duration, parse_duration};
 
 /// A jobspec that could not be turned into a job.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -34,9 +44,23 @@ pub struct Parsed {
     pub warnings: Vec<String>,
 }
 
+/// Values for the jobspec's `variable` blocks.
+#[derive(Debug, Clone, Default)]
+pub struct Variables {
+    /// `-var NAME=VALUE`, in order (later wins).
+    pub vars: Vec<(String, String)>,
+    /// `-var-file` contents: (file name, HCL text of `NAME = value` lines).
+    pub var_files: Vec<(String, String)>,
+}
+
 /// Parses the HCL jobspec `src`, read from `file` (used in error messages).
 pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
-    let source = Source::new(src, file);
+    parse_with(src, file, &Variables::default())
+}
+
+/// Parses with values for the jobspec's variables.
+pub fn parse_with(src: &str, file: &str, vars: &Variables) -> Result<Parsed, JobspecError> {
+    let mut source = Source::new(src, file);
     let body: Body = src.parse::<Body>().map_err(|e| JobspecError {
         file: file.to_string(),
         line: e.location().line(),
@@ -45,6 +69,7 @@ pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
         message: format!("invalid HCL: {}", e.message()),
     })?;
     let mut warnings = Vec::new();
+    declare_variables(&mut source, &body, vars)?;
     let mut jobs = body.blocks().filter(|b| b.ident.as_str() == "job");
     let Some(job_block) = jobs.next() else {
         return Err(source.error_at(
@@ -58,7 +83,7 @@ pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
     }
     for s in body.iter() {
         if let Some(b) = s.as_block() {
-            if b.ident.as_str() != "job" {
+            if !matches!(b.ident.as_str(), "job" | "variable" | "locals") {
                 return Err(source.error_span(
                     b,
                     "",
@@ -77,49 +102,211 @@ pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
     Ok(Parsed { job, warnings })
 }
 
-/// Blocks Drover recognises but does not act on yet; they produce a warning, not an error.
-const NOT_YET: &[(&str, &str)] = &[
-    ("constraint", "placement constraints"),
-    ("affinity", "placement affinities"),
-    ("spread", "spread placement"),
-    ("update", "rolling updates"),
-    ("migrate", "drain migrations"),
-    ("reschedule", "rescheduling policies"),
-    ("periodic", "periodic jobs"),
-    ("parameterized", "dispatch jobs"),
-    ("multiregion", "multi-region jobs"),
-    ("vault", "Vault secrets"),
-    ("consul", "Consul integration"),
-    ("network", "group networks and ports"),
-    ("service", "service registration"),
-    ("volume", "volumes"),
-    ("ephemeral_disk", "ephemeral disks"),
-    ("scaling", "scaling policies"),
-    ("template", "templates"),
-    ("artifact", "artifacts"),
-    ("lifecycle", "task lifecycle hooks"),
-    ("volume_mount", "volume mounts"),
-    ("identity", "workload identity"),
-    ("csi_plugin", "CSI plugins"),
-    ("dispatch_payload", "dispatch payloads"),
-    ("device", "devices"),
-    ("secret", "secrets"),
-];
-
-fn not_yet(r: &mut BlockReader<'_>, names: &[&str]) {
-    for name in names {
-        let what = NOT_YET
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, w)| *w)
-            .unwrap_or("this block");
-        for b in r.blocks(name) {
-            let msg = format!(
-                "block {name:?} is accepted but not acted on yet ({what} are not implemented)"
-            );
-            r.warn_at(b, &msg);
+/// Evaluates `variable` and `locals` blocks into `var.*` and `local.*`.
+fn declare_variables(
+    src: &mut Source<'_>,
+    body: &Body,
+    given: &Variables,
+) -> Result<(), JobspecError> {
+    let mut values: BTreeMap<String, hcl::Value> = BTreeMap::new();
+    let mut from_files: BTreeMap<String, hcl::Value> = BTreeMap::new();
+    for (name, text) in &given.var_files {
+        let file_body: hcl::Body = hcl::from_str(text).map_err(|e| JobspecError {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!("invalid variable file: {e}"),
+        })?;
+        for a in file_body.attributes() {
+            let v = a.expr().evaluate(&src.ctx).map_err(|e| JobspecError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                path: a.key().to_string(),
+                message: format!("cannot evaluate: {e}"),
+            })?;
+            from_files.insert(a.key().to_string(), v);
         }
     }
+    let declared: Vec<&Block> = body
+        .blocks()
+        .filter(|b| b.ident.as_str() == "variable")
+        .collect();
+    for b in &declared {
+        let Some(name) = b.labels.first().map(|l| l.as_str().to_string()) else {
+            return Err(src.error_span(
+                *b,
+                "",
+                "a variable block takes one label: variable \"NAME\" { ... }",
+            ));
+        };
+        let path = format!("variable {name:?}");
+        let ty = b
+            .body
+            .get_attribute("type")
+            .and_then(|a| reader::raw_text(src, &a.value))
+            .unwrap_or_default();
+        for a in b.body.attributes() {
+            if !matches!(
+                a.key.as_str(),
+                "type" | "default" | "description" | "sensitive" | "nullable"
+            ) {
+                return Err(src.error_span(a, &path, &format!("unknown key {:?}", a.key.as_str())));
+            }
+        }
+        let cli = given
+            .vars
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone());
+        let env = std::env::var(format!("NOMAD_VAR_{name}")).ok();
+        let value = if let Some(text) = cli.or(env) {
+            typed(&text, ty).map_err(|m| src.error_span(*b, &path, &m))?
+        } else if let Some(v) = from_files.remove(&name) {
+            v
+        } else if let Some(d) = b.body.get_attribute("default") {
+            reader::eval(src, &d.value, &path)?
+        } else {
+            return Err(src.error_span(*b, &path, &format!("variable {name:?} has no value: give it a default, or set it with -var {name}=VALUE or -var-file")));
+        };
+        values.insert(name, value);
+    }
+    for (k, _) in &given.vars {
+        if !values.contains_key(k) {
+            return Err(src.error_at(
+                0,
+                "",
+                &format!("-var {k}=...: the jobspec declares no variable {k:?}"),
+            ));
+        }
+    }
+    if let Some(k) = from_files.keys().next() {
+        return Err(src.error_at(
+            0,
+            "",
+            &format!("variable file sets {k:?}, which the jobspec does not declare"),
+        ));
+    }
+    src.ctx
+        .declare_var("var", hcl::Value::Object(values.into_iter().collect()));
+    // Locals may refer to each other: evaluate until every one resolves.
+    let mut pending: Vec<(&hcl::edit::structure::Attribute, String)> = Vec::new();
+    for b in body.blocks().filter(|b| b.ident.as_str() == "locals") {
+        for a in b.body.attributes() {
+            pending.push((a, a.key.as_str().to_string()));
+        }
+    }
+    let mut locals: hcl::Map<String, hcl::Value> = hcl::Map::new();
+    while !pending.is_empty() {
+        src.ctx
+            .declare_var("local", hcl::Value::Object(locals.clone()));
+        let before = pending.len();
+        let mut last_err = None;
+        pending.retain(|(a, name)| {
+            let e: hcl::Expression = a.value.clone().into();
+            match hcl::eval::Evaluate::evaluate(&e, &src.ctx) {
+                Ok(v) => {
+                    locals.insert(name.clone(), v);
+                    false
+                }
+                Err(err) => {
+                    last_err = Some((*a, err.to_string()));
+                    true
+                }
+            }
+        });
+        if pending.len() == before {
+            let (a, err) = last_err.expect("an error for what is pending");
+            return Err(src.error_span(
+                a,
+                "locals",
+                &format!("cannot evaluate local {:?}: {err}", a.key.as_str()),
+            ));
+        }
+    }
+    src.ctx.declare_var("local", hcl::Value::Object(locals));
+    Ok(())
+}
+
+fn typed(text: &str, ty: &str) -> Result<hcl::Value, String> {
+    let ty = ty.trim();
+    if ty == "number" {
+        return text
+            .parse::<f64>()
+            .map(hcl::Value::from)
+            .map_err(|_| format!("{text:?} is not a number"));
+    }
+    if ty == "bool" {
+        return text
+            .parse::<bool>()
+            .map(hcl::Value::from)
+            .map_err(|_| format!("{text:?} is not true or false"));
+    }
+    if ty.starts_with("list")
+        || ty.starts_with("map")
+        || ty.starts_with("object")
+        || ty.starts_with("set")
+    {
+        let e: hcl::Expression = text
+            .parse()
+            .map_err(|e| format!("{text:?} is not an HCL value: {e}"))?;
+        return hcl::eval::Evaluate::evaluate(&e, &hcl::eval::Context::new())
+            .map_err(|e| e.to_string());
+    }
+    Ok(hcl::Value::from(text))
+}
+
+/// The blocks Drover parses into the model but does not act on yet, and why that matters.
+const NOT_ACTED_ON: &[(&str, &str)] = &[
+    ("constraint", "placement constraints are not enforced yet"),
+    ("affinity", "affinities are not scored yet"),
+    ("spread", "spreads are not scored yet"),
+    ("update", "rolling updates and canaries are not driven yet"),
+    ("migrate", "drain migrations are not implemented yet"),
+    ("reschedule", "failed allocations are not rescheduled yet"),
+    ("periodic", "periodic jobs are not launched yet"),
+    ("parameterized", "dispatch is not implemented yet"),
+    ("network", "networks and ports are not allocated yet"),
+    ("service", "services are not registered yet"),
+    ("volume", "volumes are not mounted yet"),
+    ("volume_mount", "volumes are not mounted yet"),
+    (
+        "ephemeral_disk",
+        "ephemeral disk sizes are not enforced yet",
+    ),
+    ("scaling", "scaling policies are not acted on yet"),
+    ("template", "templates are not rendered yet"),
+    ("artifact", "artifacts are not fetched yet"),
+    ("lifecycle", "lifecycle hooks are not ordered yet"),
+    (
+        "vault",
+        "Vault is not integrated: use secret blocks with a secret provider",
+    ),
+    ("identity", "workload identities are not issued yet"),
+    ("csi_plugin", "CSI plugins are not registered yet"),
+    ("dispatch_payload", "dispatch payloads are not written yet"),
+    ("device", "devices are not scheduled yet"),
+    ("secret", "secret providers are not called yet"),
+];
+
+fn warn_not_acted_on(r: &mut BlockReader<'_>, b: &Block) {
+    let kind = b.ident.as_str();
+    if let Some((_, why)) = NOT_ACTED_ON.iter().find(|(k, _)| *k == kind) {
+        r.warn_at(
+            b,
+            &format!("block {kind:?} is parsed but not acted on yet: {why}"),
+        );
+    }
+}
+
+fn obj(pairs: Vec<(&str, Json)>) -> Map<String, Json> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Json {
+    serde_json::to_value(v).expect("model types serialize")
 }
 
 fn parse_job(
@@ -129,75 +316,259 @@ fn parse_job(
 ) -> Result<Job, JobspecError> {
     let mut r = BlockReader::new(src, block, String::new(), "job")?;
     let id = r.label().to_string();
-    let job_type = match r.opt_string("type")? {
-        None => JobType::Service,
-        Some((t, at)) => JobType::parse(&t).ok_or_else(|| {
-            r.error_at(
-                at,
-                &format!("type {t:?} is not one of service, batch, system, sysbatch"),
-            )
-        })?,
-    };
-    let mut job = Job::new(id, job_type);
-    if let Some((n, _)) = r.opt_string("name")? {
-        job.name = n;
-    }
-    if let Some((n, _)) = r.opt_string("namespace")? {
-        job.namespace = n;
-    }
-    if let Some((n, _)) = r.opt_string("region")? {
-        job.region = n;
-    }
-    if let Some(p) = r.opt_int("priority")? {
-        if !(1..=100).contains(&p) {
-            return Err(r.error_key("priority", "priority must be between 1 and 100"));
-        }
-        job.priority = p as i32;
-    }
-    if let Some(dcs) = r.opt_string_list("datacenters")? {
-        job.datacenters = dcs;
-    }
-    job.meta = r.meta()?;
-    not_yet(
+    let meta = r.meta()?;
+    let constraints = constraints(src, &mut r, "constraint", warnings)?;
+    let affinities = affinities(src, &mut r, warnings)?;
+    let spreads = spreads(src, &mut r, warnings)?;
+    let update =
+        decode_block::<drover_model::UpdateStrategy>(src, &mut r, "update", &[], warnings)?;
+    let periodic = periodic(src, &mut r, warnings)?;
+    let parameterized = decode_block::<drover_model::ParameterizedJobConfig>(
+        src,
         &mut r,
-        &[
-            "constraint",
-            "affinity",
-            "spread",
-            "update",
-            "migrate",
-            "reschedule",
-            "periodic",
-            "parameterized",
-            "multiregion",
-            "vault",
-            "consul",
-        ],
-    );
-    r.unimplemented_attrs(&[
-        "all_at_once",
-        "node_pool",
-        "vault_token",
-        "consul_token",
-        "id",
-    ]);
-    let groups: Vec<&Block> = r.blocks("group");
-    for g in groups {
+        "parameterized",
+        &[],
+        warnings,
+    )?;
+    for b in r
+        .blocks("multiregion")
+        .into_iter()
+        .chain(r.blocks("vault"))
+        .chain(r.blocks("consul"))
+    {
+        r.warn_at(b, &format!("block {:?} at job level is accepted but ignored: Drover runs one region and has no Consul/Vault integration", b.ident.as_str()));
+    }
+    r.unimplemented_attrs(&["vault_token", "consul_token"]);
+    let mut groups = Vec::new();
+    let mut job_type = JobType::Service;
+    if let Some(t) = block.body.get_attribute("type")
+        && let Ok(hcl::Value::String(s)) = reader::eval(src, &t.value, r.path())
+    {
+        job_type = JobType::parse(&s).ok_or_else(|| {
+            src.error_span(
+                t,
+                r.path(),
+                &format!("type {s:?} is not one of service, batch, system, sysbatch"),
+            )
+        })?;
+    }
+    for g in r.blocks("group") {
         let group = parse_group(src, g, r.path(), job_type, warnings)?;
-        if job.groups.iter().any(|x| x.name == group.name) {
+        if groups.iter().any(|x: &TaskGroup| x.name == group.name) {
             return Err(src.error_span(
                 g,
                 r.path(),
                 &format!("group {:?} is defined twice", group.name),
             ));
         }
-        job.groups.push(group);
+        groups.push(group);
     }
-    if job.groups.is_empty() {
+    if groups.is_empty() {
         return Err(r.error_here("a job needs at least one group block"));
     }
+    let mut extra = obj(vec![
+        ("ID", Json::from(id.clone())),
+        ("Name", Json::from(id)),
+    ]);
+    extra.insert("Meta".into(), to_json(&meta));
+    let mut job: Job = r.decode(&[("id", "ID")], extra)?;
+    job.job_type = job_type;
+    job.constraints = constraints;
+    job.affinities = affinities;
+    job.spreads = spreads;
+    job.update = update;
+    job.periodic = periodic;
+    job.parameterized = parameterized;
+    job.groups = groups;
     warnings.extend(r.finish()?);
+    job.canonicalize()
+        .map_err(|e| src.error_span(block, "", &e.join("; ")))?;
     Ok(job)
+}
+
+/// Decodes an optional flat block that may appear once.
+fn decode_block<T: serde::de::DeserializeOwned>(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    ident: &str,
+    renames: &[(&str, &str)],
+    warnings: &mut Vec<String>,
+) -> Result<Option<T>, JobspecError> {
+    let Some(b) = r.block_once(ident)? else {
+        return Ok(None);
+    };
+    warn_not_acted_on(r, b);
+    let mut br = BlockReader::new(src, b, r.path().to_string(), ident)?;
+    let v = br.decode(renames, Map::new())?;
+    warnings.extend(br.finish()?);
+    Ok(Some(v))
+}
+
+fn constraints(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    ident: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Constraint>, JobspecError> {
+    let mut out = Vec::new();
+    for b in r.blocks(ident) {
+        warn_not_acted_on(r, b);
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "constraint")?;
+        // Nomad's shorthands: `distinct_hosts = true`, `distinct_property = "${meta.rack}"`,
+        // `regexp|version|semver|set_contains* = "..."` with `attribute`.
+        let mut c = Constraint {
+            operand: "=".into(),
+            ..Default::default()
+        };
+        if let Some((a, _)) = br.opt_string("attribute")? {
+            c.l_target = a;
+        }
+        if let Some((v, _)) = br.opt_string("value")? {
+            c.r_target = v;
+        }
+        if let Some((o, _)) = br.opt_string("operator")? {
+            c.operand = o;
+        }
+        if let Some(true) = br.opt_bool("distinct_hosts")? {
+            c.operand = "distinct_hosts".into();
+            c.r_target = "true".into();
+        }
+        if let Some((p, _)) = br.opt_string("distinct_property")? {
+            c.operand = "distinct_property".into();
+            c.l_target = p;
+        }
+        for op in [
+            "regexp",
+            "version",
+            "semver",
+            "set_contains",
+            "set_contains_any",
+            "set_contains_all",
+        ] {
+            if let Some((v, _)) = br.opt_string(op)? {
+                c.operand = op.into();
+                c.r_target = v;
+            }
+        }
+        const OPS: &[&str] = &[
+            "=",
+            "==",
+            "is",
+            "!=",
+            "not",
+            ">",
+            ">=",
+            "<",
+            "<=",
+            "regexp",
+            "version",
+            "semver",
+            "set_contains",
+            "set_contains_any",
+            "set_contains_all",
+            "is_set",
+            "is_not_set",
+            "distinct_hosts",
+            "distinct_property",
+        ];
+        if !OPS.contains(&c.operand.as_str()) {
+            return Err(br.error_key(
+                "operator",
+                &format!("operator {:?} is not one of {}", c.operand, OPS.join(", ")),
+            ));
+        }
+        warnings.extend(br.finish()?);
+        out.push(c);
+    }
+    Ok(out)
+}
+
+fn affinities(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<drover_model::Affinity>, JobspecError> {
+    let mut out = Vec::new();
+    for b in r.blocks("affinity") {
+        warn_not_acted_on(r, b);
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "affinity")?;
+        let mut a: drover_model::Affinity = br.decode(
+            &[
+                ("attribute", "LTarget"),
+                ("value", "RTarget"),
+                ("operator", "Operand"),
+            ],
+            obj(vec![("Weight", Json::from(50))]),
+        )?;
+        if a.operand.is_empty() {
+            a.operand = "=".into();
+        }
+        if !(-100..=100).contains(&a.weight) {
+            return Err(br.error_key("weight", "weight must be between -100 and 100"));
+        }
+        warnings.extend(br.finish()?);
+        out.push(a);
+    }
+    Ok(out)
+}
+
+fn spreads(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<drover_model::Spread>, JobspecError> {
+    let mut out = Vec::new();
+    for b in r.blocks("spread") {
+        warn_not_acted_on(r, b);
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "spread")?;
+        let mut targets = Vec::new();
+        for t in br.blocks("target") {
+            let mut tr = BlockReader::new(src, t, br.path().to_string(), "target")?;
+            let label = t
+                .labels
+                .first()
+                .map(|l| l.as_str().to_string())
+                .unwrap_or_default();
+            let target: drover_model::SpreadTarget =
+                tr.decode(&[], obj(vec![("Value", Json::from(label))]))?;
+            warnings.extend(tr.finish()?);
+            targets.push(target);
+        }
+        let s: drover_model::Spread = br.decode(
+            &[],
+            obj(vec![
+                ("Weight", Json::from(50)),
+                ("SpreadTarget", to_json(&targets)),
+            ]),
+        )?;
+        warnings.extend(br.finish()?);
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn periodic(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<drover_model::PeriodicConfig>, JobspecError> {
+    let Some(b) = r.block_once("periodic")? else {
+        return Ok(None);
+    };
+    warn_not_acted_on(r, b);
+    let mut br = BlockReader::new(src, b, r.path().to_string(), "periodic")?;
+    let p: drover_model::PeriodicConfig = br.decode(
+        &[("cron", "Spec"), ("crons", "Specs")],
+        obj(vec![
+            ("Enabled", Json::from(true)),
+            ("SpecType", Json::from("cron")),
+        ]),
+    )?;
+    if p.spec.is_empty() && p.specs.is_empty() {
+        return Err(br.error_here("a periodic block needs cron (or crons)"));
+    }
+    warnings.extend(br.finish()?);
+    Ok(Some(p))
 }
 
 fn parse_group(
@@ -209,11 +580,6 @@ fn parse_group(
 ) -> Result<TaskGroup, JobspecError> {
     let mut r = BlockReader::new(src, block, parent.to_string(), "group")?;
     let name = r.label().to_string();
-    let count = match r.opt_int("count")? {
-        None => 1,
-        Some(c) if c >= 0 => c as u32,
-        Some(_) => return Err(r.error_key("count", "count must not be negative")),
-    };
     let meta = r.meta()?;
     let restart = match r.block_once("restart")? {
         Some(b) => parse_restart(
@@ -225,30 +591,57 @@ fn parse_group(
         )?,
         None => RestartPolicy::default_for(job_type),
     };
-    not_yet(
+    let constraints = constraints(src, &mut r, "constraint", warnings)?;
+    let affinities = affinities(src, &mut r, warnings)?;
+    let spreads = spreads(src, &mut r, warnings)?;
+    let reschedule =
+        decode_block::<drover_model::ReschedulePolicy>(src, &mut r, "reschedule", &[], warnings)?;
+    let migrate =
+        decode_block::<drover_model::MigrateStrategy>(src, &mut r, "migrate", &[], warnings)?;
+    let update =
+        decode_block::<drover_model::UpdateStrategy>(src, &mut r, "update", &[], warnings)?;
+    let ephemeral_disk = decode_block::<drover_model::EphemeralDisk>(
+        src,
         &mut r,
-        &[
-            "constraint",
-            "affinity",
-            "spread",
-            "update",
-            "migrate",
-            "reschedule",
-            "network",
-            "service",
-            "volume",
-            "ephemeral_disk",
-            "scaling",
-            "consul",
-            "vault",
-        ],
-    );
-    r.unimplemented_attrs(&[
-        "shutdown_delay",
-        "stop_after_client_disconnect",
-        "max_client_disconnect",
-        "prevent_reschedule_on_lost",
-    ]);
+        "ephemeral_disk",
+        &[("size", "SizeMB")],
+        warnings,
+    )?;
+    let scaling = scaling(src, &mut r, warnings)?;
+    let mut networks = Vec::new();
+    for b in r.blocks("network") {
+        warn_not_acted_on(&mut r, b);
+        networks.push(network(src, b, r.path(), warnings)?);
+    }
+    let services = services(src, &mut r, warnings)?;
+    let mut volumes = BTreeMap::new();
+    for b in r.blocks("volume") {
+        warn_not_acted_on(&mut r, b);
+        let label = b.labels.first().map(|l| l.as_str().to_string());
+        let Some(label) = label else {
+            return Err(src.error_span(
+                b,
+                r.path(),
+                "a volume block takes one label: volume \"NAME\" { ... }",
+            ));
+        };
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "volume")?;
+        let v: drover_model::VolumeRequest =
+            br.decode(&[], obj(vec![("Name", Json::from(label.clone()))]))?;
+        warnings.extend(br.finish()?);
+        volumes.insert(label, v);
+    }
+    let consul = match r.block_once("consul")? {
+        Some(b) => {
+            r.warn_at(
+                b,
+                "block \"consul\" is accepted but ignored: service discovery is built in",
+            );
+            Some(r.free_form(b)?)
+        }
+        None => None,
+    };
+    r.unimplemented_attrs(&["prevent_reschedule_on_lost"]);
     let mut tasks = Vec::new();
     for t in r.blocks("task") {
         let task = parse_task(src, t, r.path(), job_type, warnings)?;
@@ -264,43 +657,178 @@ fn parse_group(
     if tasks.is_empty() {
         return Err(r.error_here("a group needs at least one task block"));
     }
+    let mut extra = obj(vec![("Name", Json::from(name)), ("Meta", to_json(&meta))]);
+    extra.insert("Count".into(), Json::from(1));
+    let mut g: TaskGroup = r.decode(&[], extra)?;
+    g.restart = Some(restart);
+    g.constraints = constraints;
+    g.affinities = affinities;
+    g.spreads = spreads;
+    g.reschedule = reschedule;
+    g.migrate = migrate;
+    g.update = update;
+    g.ephemeral_disk = ephemeral_disk;
+    g.scaling = scaling;
+    g.networks = networks;
+    g.services = services;
+    g.volumes = volumes;
+    g.consul = consul;
+    g.tasks = tasks;
     warnings.extend(r.finish()?);
-    Ok(TaskGroup {
-        name,
-        count,
-        meta,
-        restart: Some(restart),
-        tasks,
-        ..Default::default()
-    })
+    Ok(g)
+}
+
+fn scaling(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<drover_model::ScalingPolicy>, JobspecError> {
+    let Some(b) = r.block_once("scaling")? else {
+        return Ok(None);
+    };
+    warn_not_acted_on(r, b);
+    let mut br = BlockReader::new(src, b, r.path().to_string(), "scaling")?;
+    let policy = match br.block_once("policy")? {
+        Some(p) => br.free_form(p)?,
+        None => Map::new(),
+    };
+    let s = br.decode(
+        &[],
+        obj(vec![
+            ("Enabled", Json::from(true)),
+            ("Policy", Json::Object(policy)),
+        ]),
+    )?;
+    warnings.extend(br.finish()?);
+    Ok(Some(s))
+}
+
+fn network(
+    src: &Source<'_>,
+    b: &Block,
+    parent: &str,
+    warnings: &mut Vec<String>,
+) -> Result<NetworkResource, JobspecError> {
+    let mut br = BlockReader::new(src, b, parent.to_string(), "network")?;
+    let mut reserved = Vec::new();
+    let mut dynamic = Vec::new();
+    for p in br.blocks("port") {
+        let Some(label) = p.labels.first().map(|l| l.as_str().to_string()) else {
+            return Err(src.error_span(
+                p,
+                br.path(),
+                "a port block takes one label: port \"http\" { ... }",
+            ));
+        };
+        let mut pr = BlockReader::new(src, p, br.path().to_string(), "port")?;
+        let port: Port = pr.decode(
+            &[("static", "Value")],
+            obj(vec![("Label", Json::from(label))]),
+        )?;
+        warnings.extend(pr.finish()?);
+        if port.value != 0 {
+            reserved.push(port)
+        } else {
+            dynamic.push(port)
+        }
+    }
+    let dns = match br.block_once("dns")? {
+        Some(d) => {
+            let mut dr = BlockReader::new(src, d, br.path().to_string(), "dns")?;
+            let v: drover_model::DnsConfig = dr.decode(&[], Map::new())?;
+            warnings.extend(dr.finish()?);
+            Some(v)
+        }
+        None => None,
+    };
+    let mut extra = obj(vec![("Mode", Json::from("host"))]);
+    extra.insert("ReservedPorts".into(), to_json(&reserved));
+    extra.insert("DynamicPorts".into(), to_json(&dynamic));
+    extra.insert("DNS".into(), to_json(&dns));
+    let n = br.decode(&[("mbits", "MBits")], extra)?;
+    warnings.extend(br.finish()?);
+    Ok(n)
+}
+
+fn services(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Service>, JobspecError> {
+    let mut out = Vec::new();
+    for b in r.blocks("service") {
+        warn_not_acted_on(r, b);
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "service")?;
+        let meta = br.meta()?;
+        let connect = match br.block_once("connect")? {
+            Some(c) => {
+                br.warn_at(
+                    c,
+                    "block \"connect\" is accepted but ignored: there is no service mesh yet",
+                );
+                Some(br.free_form(c)?)
+            }
+            None => None,
+        };
+        let mut checks = Vec::new();
+        for c in br.blocks("check") {
+            let mut cr = BlockReader::new(src, c, br.path().to_string(), "check")?;
+            let check_restart = match cr.block_once("check_restart")? {
+                Some(x) => {
+                    let mut xr = BlockReader::new(src, x, cr.path().to_string(), "check_restart")?;
+                    let v: drover_model::CheckRestart = xr.decode(&[], Map::new())?;
+                    warnings.extend(xr.finish()?);
+                    Some(v)
+                }
+                None => None,
+            };
+            let header: BTreeMap<String, Vec<String>> = match cr.block_once("header")? {
+                Some(h) => serde_json::from_value(Json::Object(cr.free_form(h)?)).map_err(|e| {
+                    src.error_span(
+                        h,
+                        cr.path(),
+                        &format!("header values must be lists of strings: {e}"),
+                    )
+                })?,
+                None => BTreeMap::new(),
+            };
+            let mut extra = obj(vec![
+                ("CheckRestart", to_json(&check_restart)),
+                ("Header", to_json(&header)),
+            ]);
+            extra.insert("Interval".into(), Json::from(10_000_000_000i64));
+            extra.insert("Timeout".into(), Json::from(2_000_000_000i64));
+            let check: drover_model::ServiceCheck =
+                cr.decode(&[("port", "PortLabel"), ("task", "TaskName")], extra)?;
+            warnings.extend(cr.finish()?);
+            checks.push(check);
+        }
+        let mut extra = obj(vec![
+            ("Meta", to_json(&meta)),
+            ("Checks", to_json(&checks)),
+            ("Provider", Json::from("nomad")),
+        ]);
+        extra.insert("Connect".into(), to_json(&connect));
+        let s = br.decode(&[("port", "PortLabel"), ("task", "TaskName")], extra)?;
+        warnings.extend(br.finish()?);
+        out.push(s);
+    }
+    Ok(out)
 }
 
 fn parse_restart(
     src: &Source<'_>,
     block: &Block,
     parent: &str,
-    mut p: RestartPolicy,
+    default: RestartPolicy,
     warnings: &mut Vec<String>,
 ) -> Result<RestartPolicy, JobspecError> {
     let mut r = BlockReader::new(src, block, parent.to_string(), "restart")?;
-    if let Some(a) = r.opt_int("attempts")? {
-        p.attempts = u32::try_from(a)
-            .map_err(|_| r.error_key("attempts", "attempts must not be negative"))?;
-    }
-    if let Some(d) = r.opt_duration("interval")? {
-        p.interval = d;
-    }
-    if let Some(d) = r.opt_duration("delay")? {
-        p.delay = d;
-    }
-    if let Some((m, at)) = r.opt_string("mode")? {
-        p.mode = match m.as_str() {
-            "fail" => RestartMode::Fail,
-            "delay" => RestartMode::Delay,
-            _ => return Err(r.error_at(at, &format!("mode {m:?} is not one of fail, delay"))),
-        };
-    }
-    r.unimplemented_attrs(&["render_templates"]);
+    let base = match to_json(&default) {
+        Json::Object(m) => m,
+        _ => Map::new(),
+    };
+    let p = r.decode(&[], base)?;
     warnings.extend(r.finish()?);
     Ok(p)
 }
@@ -314,116 +842,235 @@ fn parse_task(
 ) -> Result<Task, JobspecError> {
     let mut r = BlockReader::new(src, block, parent.to_string(), "task")?;
     let name = r.label().to_string();
-    let driver = match r.opt_string("driver")? {
-        Some((d, _)) => d,
-        None => return Err(r.error_here("missing required key \"driver\"")),
+    if block.body.get_attribute("driver").is_none() {
+        return Err(r.error_here("missing required key \"driver\""));
+    }
+    let config = match r.block_once("config")? {
+        Some(c) => r.free_form(c)?,
+        None => Map::new(),
     };
-    let mut task = Task::new(name, driver);
-    if let Some((u, _)) = r.opt_string("user")? {
-        task.user = u;
-    }
-    if let Some(d) = r.opt_duration("kill_timeout")? {
-        task.kill_timeout = d;
-    }
-    if let Some((s, _)) = r.opt_string("kill_signal")? {
-        task.kill_signal = s;
-    }
-    if let Some(c) = r.block_once("config")? {
-        task.config = r.free_form(c)?;
-    }
-    task.env = r.string_map("env")?;
-    task.meta = r.meta()?;
-    if let Some(b) = r.block_once("resources")? {
-        task.resources = parse_resources(src, b, r.path(), warnings)?;
-    }
-    if let Some(b) = r.block_once("restart")? {
-        task.restart = Some(parse_restart(
+    let env = r.string_map("env")?;
+    let meta = r.meta()?;
+    let resources = match r.block_once("resources")? {
+        Some(b) => {
+            let mut br = BlockReader::new(src, b, r.path().to_string(), "resources")?;
+            let mut devices = Vec::new();
+            for d in br.blocks("device") {
+                warn_not_acted_on(&mut br, d);
+                let label = d
+                    .labels
+                    .first()
+                    .map(|l| l.as_str().to_string())
+                    .unwrap_or_default();
+                let mut dr = BlockReader::new(src, d, br.path().to_string(), "device")?;
+                let cons = constraints(src, &mut dr, "constraint", warnings)?;
+                let affs = affinities(src, &mut dr, warnings)?;
+                let mut extra = obj(vec![("Name", Json::from(label)), ("Count", Json::from(1))]);
+                extra.insert("Constraints".into(), to_json(&cons));
+                extra.insert("Affinities".into(), to_json(&affs));
+                let dev: drover_model::RequestedDevice = dr.decode(&[], extra)?;
+                warnings.extend(dr.finish()?);
+                devices.push(dev);
+            }
+            let mut extra = obj(vec![
+                ("CPU", Json::from(100)),
+                ("MemoryMB", Json::from(300)),
+            ]);
+            extra.insert("Devices".into(), to_json(&devices));
+            let res = br.decode(
+                &[
+                    ("memory", "MemoryMB"),
+                    ("memory_max", "MemoryMaxMB"),
+                    ("disk", "DiskMB"),
+                ],
+                extra,
+            )?;
+            warnings.extend(br.finish()?);
+            res
+        }
+        None => drover_model::Resources::default(),
+    };
+    let restart = match r.block_once("restart")? {
+        Some(b) => Some(parse_restart(
             src,
             b,
             r.path(),
             RestartPolicy::default_for(job_type),
             warnings,
-        )?);
+        )?),
+        None => None,
+    };
+    let logs = match r.block_once("logs")? {
+        Some(b) => {
+            let mut br = BlockReader::new(src, b, r.path().to_string(), "logs")?;
+            let enabled = br.opt_bool("enabled")?;
+            let mut l: drover_model::LogConfig =
+                br.decode(&[("max_file_size", "MaxFileSizeMB")], Map::new())?;
+            if enabled == Some(false) {
+                l.disabled = true;
+            }
+            if l.max_files == 0 || l.max_file_size_mb == 0 {
+                return Err(br.error_here("max_files and max_file_size must be at least 1"));
+            }
+            warnings.extend(br.finish()?);
+            l
+        }
+        None => drover_model::LogConfig::default(),
+    };
+    let constraints = constraints(src, &mut r, "constraint", warnings)?;
+    let affinities = affinities(src, &mut r, warnings)?;
+    let services = services(src, &mut r, warnings)?;
+    let mut templates = Vec::new();
+    for b in r.blocks("template") {
+        warn_not_acted_on(&mut r, b);
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "template")?;
+        if let Some(cs) = br.block_once("change_script")? {
+            br.warn_at(cs, "block \"change_script\" is accepted but ignored");
+        }
+        let base = match to_json(&drover_model::Template::default()) {
+            Json::Object(m) => m,
+            _ => Map::new(),
+        };
+        let t = br.decode(
+            &[
+                ("source", "SourcePath"),
+                ("destination", "DestPath"),
+                ("data", "EmbeddedTmpl"),
+                ("left_delimiter", "LeftDelim"),
+                ("right_delimiter", "RightDelim"),
+                ("env", "Envvars"),
+                ("error_on_missing_key", "ErrMissingKey"),
+                ("uid", "Uid"),
+                ("gid", "Gid"),
+            ],
+            base,
+        )?;
+        warnings.extend(br.finish()?);
+        templates.push(t);
     }
-    if let Some(b) = r.block_once("logs")? {
-        task.logs = parse_logs(src, b, r.path(), warnings)?;
+    let mut artifacts = Vec::new();
+    for b in r.blocks("artifact") {
+        warn_not_acted_on(&mut r, b);
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "artifact")?;
+        let options = br.string_map("options")?;
+        let headers = br.string_map("headers")?;
+        let extra = obj(vec![
+            ("GetterOptions", to_json(&options)),
+            ("GetterHeaders", to_json(&headers)),
+            ("GetterMode", Json::from("any")),
+        ]);
+        let a = br.decode(
+            &[
+                ("source", "GetterSource"),
+                ("destination", "RelativeDest"),
+                ("mode", "GetterMode"),
+            ],
+            extra,
+        )?;
+        warnings.extend(br.finish()?);
+        artifacts.push(a);
     }
-    not_yet(
+    let vault = decode_block::<drover_model::Vault>(src, &mut r, "vault", &[], warnings)?;
+    let mut identities = Vec::new();
+    for b in r.blocks("identity") {
+        warn_not_acted_on(&mut r, b);
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "identity")?;
+        let i = br.decode(
+            &[("aud", "Audience"), ("ttl", "TTL")],
+            obj(vec![("Name", Json::from("default"))]),
+        )?;
+        warnings.extend(br.finish()?);
+        identities.push(i);
+    }
+    let lifecycle =
+        decode_block::<drover_model::TaskLifecycleConfig>(src, &mut r, "lifecycle", &[], warnings)?;
+    if let Some(l) = &lifecycle
+        && !matches!(l.hook.as_str(), "prestart" | "poststart" | "poststop")
+    {
+        return Err(r.error_here(&format!(
+            "lifecycle hook {:?} is not one of prestart, poststart, poststop",
+            l.hook
+        )));
+    }
+    let mut volume_mounts = Vec::new();
+    for b in r.blocks("volume_mount") {
+        warn_not_acted_on(&mut r, b);
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "volume_mount")?;
+        let v = br.decode(&[], Map::new())?;
+        warnings.extend(br.finish()?);
+        volume_mounts.push(v);
+    }
+    let dispatch_payload = decode_block::<drover_model::DispatchPayload>(
+        src,
         &mut r,
-        &[
-            "template",
-            "artifact",
-            "service",
-            "vault",
-            "identity",
-            "lifecycle",
-            "constraint",
-            "affinity",
-            "volume_mount",
-            "csi_plugin",
-            "dispatch_payload",
-            "scaling",
-            "consul",
-            "secret",
-        ],
-    );
-    r.unimplemented_attrs(&["leader", "shutdown_delay", "kind"]);
+        "dispatch_payload",
+        &[],
+        warnings,
+    )?;
+    let csi_plugin = decode_block::<drover_model::CsiPluginConfig>(
+        src,
+        &mut r,
+        "csi_plugin",
+        &[("id", "ID"), ("type", "Type")],
+        warnings,
+    )?;
+    let mut secrets = Vec::new();
+    for b in r.blocks("secret") {
+        warn_not_acted_on(&mut r, b);
+        let label = b
+            .labels
+            .first()
+            .map(|l| l.as_str().to_string())
+            .unwrap_or_default();
+        let mut br = BlockReader::new(src, b, r.path().to_string(), "secret")?;
+        let config = match br.block_once("config")? {
+            Some(c) => br.free_form(c)?,
+            None => Map::new(),
+        };
+        let s = br.decode(
+            &[],
+            obj(vec![
+                ("Name", Json::from(label)),
+                ("Config", Json::Object(config)),
+            ]),
+        )?;
+        warnings.extend(br.finish()?);
+        secrets.push(s);
+    }
+    for b in r.blocks("scaling").into_iter().chain(r.blocks("consul")) {
+        r.warn_at(
+            b,
+            &format!(
+                "block {:?} in a task is accepted but ignored",
+                b.ident.as_str()
+            ),
+        );
+    }
+    let mut extra = obj(vec![
+        ("Name", Json::from(name)),
+        ("Config", Json::Object(config)),
+    ]);
+    extra.insert("Env".into(), to_json(&env));
+    extra.insert("Meta".into(), to_json(&meta));
+    let mut task: Task = r.decode(&[], extra)?;
+    task.resources = resources;
+    task.restart = restart;
+    task.logs = logs;
+    task.constraints = constraints;
+    task.affinities = affinities;
+    task.services = services;
+    task.templates = templates;
+    task.artifacts = artifacts;
+    task.vault = vault;
+    task.identities = identities;
+    task.lifecycle = lifecycle;
+    task.volume_mounts = volume_mounts;
+    task.dispatch_payload = dispatch_payload;
+    task.csi_plugin = csi_plugin;
+    task.secrets = secrets;
     warnings.extend(r.finish()?);
     Ok(task)
 }
-
-fn parse_resources(
-    src: &Source<'_>,
-    block: &Block,
-    parent: &str,
-    warnings: &mut Vec<String>,
-) -> Result<Resources, JobspecError> {
-    let mut r = BlockReader::new(src, block, parent.to_string(), "resources")?;
-    let mut res = Resources::default();
-    let nonneg = |r: &BlockReader<'_>, k: &str, v: i64| {
-        u64::try_from(v).map_err(|_| r.error_key(k, &format!("{k} must not be negative")))
-    };
-    if let Some(v) = r.opt_int("cpu")? {
-        res.cpu = nonneg(&r, "cpu", v)?;
-    }
-    if let Some(v) = r.opt_int("memory")? {
-        res.memory_mb = nonneg(&r, "memory", v)?;
-    }
-    if let Some(v) = r.opt_int("memory_max")? {
-        res.memory_max_mb = nonneg(&r, "memory_max", v)?;
-    }
-    r.unimplemented_attrs(&["cores", "disk", "iops"]);
-    not_yet(&mut r, &["device"]);
-    warnings.extend(r.finish()?);
-    Ok(res)
-}
-
-fn parse_logs(
-    src: &Source<'_>,
-    block: &Block,
-    parent: &str,
-    warnings: &mut Vec<String>,
-) -> Result<LogConfig, JobspecError> {
-    let mut r = BlockReader::new(src, block, parent.to_string(), "logs")?;
-    let mut l = LogConfig::default();
-    if let Some(v) = r.opt_int("max_files")? {
-        l.max_files = u32::try_from(v)
-            .ok()
-            .filter(|v| *v >= 1)
-            .ok_or_else(|| r.error_key("max_files", "max_files must be at least 1"))?;
-    }
-    if let Some(v) = r.opt_int("max_file_size")? {
-        l.max_file_size_mb = u64::try_from(v)
-            .ok()
-            .filter(|v| *v >= 1)
-            .ok_or_else(|| r.error_key("max_file_size", "max_file_size must be at least 1 (MB)"))?;
-    }
-    r.unimplemented_attrs(&["disabled", "enabled"]);
-    warnings.extend(r.finish()?);
-    Ok(l)
-}
-
-pub use drover_model::serde_fmt::{format_duration, parse_duration};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,6 @@
 //! that every key was understood.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use hcl::edit::Span;
 use hcl::edit::expr::Expression as EditExpr;
@@ -11,15 +10,21 @@ use hcl::eval::{Context, Evaluate};
 
 use crate::JobspecError;
 
-/// The document being read: its text (for positions and raw templates) and file name.
+/// The document being read: its text (for positions and raw templates), file name, and the
+/// evaluation context (variables, locals, functions).
 pub struct Source<'a> {
     text: &'a str,
     file: &'a str,
+    pub ctx: Context<'static>,
 }
 
 impl<'a> Source<'a> {
     pub fn new(text: &'a str, file: &'a str) -> Self {
-        Source { text, file }
+        Source {
+            text,
+            file,
+            ctx: crate::functions::context(),
+        }
     }
 
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
@@ -47,7 +52,7 @@ impl<'a> Source<'a> {
         self.error_at(node.span().map(|s| s.start).unwrap_or(0), path, message)
     }
 
-    fn raw(&self, node: &impl Span) -> Option<&'a str> {
+    pub(crate) fn raw(&self, node: &impl Span) -> Option<&'a str> {
         node.span().and_then(|s| self.text.get(s))
     }
 }
@@ -69,7 +74,10 @@ impl<'a> BlockReader<'a> {
         parent: String,
         kind: &str,
     ) -> Result<Self, JobspecError> {
-        let labelled = matches!(kind, "job" | "group" | "task");
+        let labelled = matches!(
+            kind,
+            "job" | "group" | "task" | "port" | "target" | "volume" | "secret" | "device"
+        );
         let labels: Vec<&str> = block.labels.iter().map(|l| l.as_str()).collect();
         let me = if labelled && labels.len() == 1 {
             format!("{kind} {:?}", labels[0])
@@ -118,10 +126,6 @@ impl<'a> BlockReader<'a> {
         self.warnings.push(format!("{loc}: {message}"));
     }
 
-    pub fn error_at(&self, offset: usize, message: &str) -> JobspecError {
-        self.src.error_at(offset, &self.path, message)
-    }
-
     pub fn error_here(&self, message: &str) -> JobspecError {
         self.src.error_span(self.block, &self.path, message)
     }
@@ -154,6 +158,79 @@ impl<'a> BlockReader<'a> {
         eval(self.src, &a.value, &self.path)
     }
 
+    pub fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, JobspecError> {
+        let Some(a) = self.attr(key)? else {
+            return Ok(None);
+        };
+        match self.value(a)? {
+            hcl::Value::Bool(b) => Ok(Some(b)),
+            v => Err(self.type_error(a, "a bool", &v)),
+        }
+    }
+
+    /// Decodes the block's remaining attributes into `T` (whose serde names are Nomad's JSON
+    /// names): each HCL key becomes its PascalCase name unless `renames` maps it, `extra`
+    /// holds what the caller decoded from nested blocks. Unknown keys and wrong types are
+    /// errors at the attribute's position.
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        &mut self,
+        renames: &[(&str, &str)],
+        mut extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<T, JobspecError> {
+        let mut origin: BTreeMap<String, &'a Attribute> = BTreeMap::new();
+        for a in self.block.body.attributes() {
+            let key = a.key.as_str();
+            if self.used.contains(key) {
+                continue;
+            }
+            self.used.insert(key.to_string());
+            let name = renames
+                .iter()
+                .find(|(h, _)| *h == key)
+                .map(|(_, n)| n.to_string())
+                .unwrap_or_else(|| pascal(key));
+            let v = self.value(a)?;
+            extra.insert(name.clone(), serde_json::to_value(&v).unwrap_or_default());
+            origin.insert(name, a);
+        }
+        let mut unknown = Vec::new();
+        let value = serde_json::Value::Object(extra);
+        let mut track = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+        let de = serde_ignored::Deserializer::new(value, &mut track);
+        let result: Result<T, _> = serde_path_to_error::deserialize(de);
+        let at = |field: &str| {
+            let first = field.split(['.', '[']).next().unwrap_or(field);
+            origin.get(first).copied()
+        };
+        match result {
+            Err(e) => {
+                let path = e.path().to_string();
+                let mut msg = e.inner().to_string();
+                for int in ["u8", "u16", "u32", "u64", "i8", "i32", "i64"] {
+                    msg = msg.replace(&format!("expected {int}"), "expected a whole number");
+                }
+                Err(match at(&path) {
+                    Some(a) => {
+                        self.src
+                            .error_span(a, &self.path, &format!("{:?}: {msg}", a.key.as_str()))
+                    }
+                    None => self.error_here(&format!("{path}: {msg}")),
+                })
+            }
+            Ok(t) => match unknown.first() {
+                Some(u) => Err(match at(u) {
+                    Some(a) => self.src.error_span(
+                        a,
+                        &self.path,
+                        &format!("unknown key {:?}", a.key.as_str()),
+                    ),
+                    None => self.error_here(&format!("unknown key {u:?}")),
+                }),
+                None => Ok(t),
+            },
+        }
+    }
+
     fn type_error(&self, a: &Attribute, want: &str, got: &hcl::Value) -> JobspecError {
         self.src.error_span(
             a,
@@ -173,51 +250,6 @@ impl<'a> BlockReader<'a> {
         match self.value(a)? {
             hcl::Value::String(s) => Ok(Some((s, a.span().map(|s| s.start).unwrap_or(0)))),
             v => Err(self.type_error(a, "a string", &v)),
-        }
-    }
-
-    pub fn opt_int(&mut self, key: &str) -> Result<Option<i64>, JobspecError> {
-        let Some(a) = self.attr(key)? else {
-            return Ok(None);
-        };
-        match self.value(a)? {
-            hcl::Value::Number(n) if n.as_i64().is_some() => Ok(n.as_i64()),
-            v => Err(self.type_error(a, "a whole number", &v)),
-        }
-    }
-
-    pub fn opt_duration(&mut self, key: &str) -> Result<Option<Duration>, JobspecError> {
-        let Some(a) = self.attr(key)? else {
-            return Ok(None);
-        };
-        match self.value(a)? {
-            hcl::Value::String(s) => crate::parse_duration(&s).map(Some).ok_or_else(|| {
-                self.src.error_span(
-                    a,
-                    &self.path,
-                    &format!(
-                        "{key} {s:?} is not a duration (write e.g. \"30s\", \"5m\", \"1h30m\")"
-                    ),
-                )
-            }),
-            v => Err(self.type_error(a, "a duration string such as \"30s\"", &v)),
-        }
-    }
-
-    pub fn opt_string_list(&mut self, key: &str) -> Result<Option<Vec<String>>, JobspecError> {
-        let Some(a) = self.attr(key)? else {
-            return Ok(None);
-        };
-        match self.value(a)? {
-            hcl::Value::Array(items) => items
-                .into_iter()
-                .map(|v| match v {
-                    hcl::Value::String(s) => Ok(s),
-                    v => Err(self.type_error(a, "a list of strings", &v)),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            v => Err(self.type_error(a, "a list of strings", &v)),
         }
     }
 
@@ -369,6 +401,28 @@ impl<'a> BlockReader<'a> {
     }
 }
 
+/// The source text of an expression (`type = string` is read, not evaluated).
+pub fn raw_text<'a>(src: &'a Source<'a>, e: &EditExpr) -> Option<&'a str> {
+    src.raw(e)
+}
+
+/// `max_file_size` -> `MaxFileSize`, with Nomad's acronyms (`ttl` -> `TTL`).
+pub fn pascal(key: &str) -> String {
+    key.split('_')
+        .map(|part| match part {
+            "id" | "ttl" | "dns" | "cpu" | "mb" | "csi" | "http" | "url" | "ip" | "tg" => {
+                part.to_uppercase()
+            }
+            _ => {
+                let mut c = part.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            }
+        })
+        .collect()
+}
+
 fn scalar_string(v: &hcl::Value) -> Option<String> {
     match v {
         hcl::Value::String(s) => Some(s.clone()),
@@ -390,10 +444,11 @@ fn type_name(v: &hcl::Value) -> &'static str {
 }
 
 /// Evaluates an expression. A template that refers to runtime values (`${NOMAD_ALLOC_DIR}`,
-/// `${attr.kernel.name}`, ...) cannot be evaluated now: it is kept as written, for the client.
-fn eval(src: &Source<'_>, expr: &EditExpr, path: &str) -> Result<hcl::Value, JobspecError> {
+/// `${attr.kernel.name}`, ...) cannot be evaluated now: its submit-time parts (`var.`,
+/// `local.`, function calls) are, and the rest is kept as written, for the client.
+pub fn eval(src: &Source<'_>, expr: &EditExpr, path: &str) -> Result<hcl::Value, JobspecError> {
     let e: hcl::Expression = expr.clone().into();
-    match e.evaluate(&Context::new()) {
+    match e.evaluate(&src.ctx) {
         Ok(v) => Ok(v),
         Err(err) => match expr {
             EditExpr::StringTemplate(_) => {
@@ -402,7 +457,16 @@ fn eval(src: &Source<'_>, expr: &EditExpr, path: &str) -> Result<hcl::Value, Job
                     .strip_prefix('"')
                     .and_then(|r| r.strip_suffix('"'))
                     .unwrap_or(raw);
-                Ok(hcl::Value::String(unescape(inner)))
+                Ok(hcl::Value::String(partial_template(
+                    src,
+                    &unescape(inner),
+                    expr,
+                    path,
+                )?))
+            }
+            EditExpr::HeredocTemplate(h) => {
+                let raw = src.raw(&h.template).map(str::to_string).unwrap_or_default();
+                Ok(hcl::Value::String(partial_template(src, &raw, expr, path)?))
             }
             EditExpr::Array(items) => Ok(hcl::Value::Array(
                 items
@@ -424,12 +488,62 @@ fn eval(src: &Source<'_>, expr: &EditExpr, path: &str) -> Result<hcl::Value, Job
                 }
                 Ok(hcl::Value::Object(map))
             }
-            EditExpr::HeredocTemplate(h) => Ok(hcl::Value::String(
-                src.raw(&h.template).map(str::to_string).unwrap_or_default(),
-            )),
             _ => Err(src.error_span(expr, path, &format!("cannot evaluate expression: {err}"))),
         },
     }
+}
+
+/// Evaluates the `${...}` parts of a template that are known at submit time and keeps the
+/// runtime ones (`${NOMAD_*}`, `${attr.*}`, `${node.*}`, `${meta.*}`, `${env.*}`) as written.
+fn partial_template(
+    src: &Source<'_>,
+    text: &str,
+    at: &EditExpr,
+    path: &str,
+) -> Result<String, JobspecError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        if start > 0 && rest.as_bytes()[start - 1] == b'$' {
+            out.push_str(&rest[..start + 2]);
+            rest = &rest[start + 2..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let inner = after[..end].trim();
+        let runtime = [
+            "NOMAD_", "DROVER_", "attr.", "node.", "meta.", "env.", "device.",
+        ]
+        .iter()
+        .any(|p| inner.starts_with(p))
+            || inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if runtime {
+            out.push_str(&rest[start..start + 2 + end + 1]);
+        } else {
+            let e: hcl::Expression = inner.parse().map_err(|e| {
+                src.error_span(
+                    at,
+                    path,
+                    &format!("invalid interpolation ${{{inner}}}: {e}"),
+                )
+            })?;
+            let v = e.evaluate(&src.ctx).map_err(|e| {
+                src.error_span(at, path, &format!("cannot evaluate ${{{inner}}}: {e}"))
+            })?;
+            match v {
+                hcl::Value::String(s) => out.push_str(&s),
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn unescape(s: &str) -> String {

@@ -90,6 +90,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 node_class: cfg.node_class.clone(),
                 meta: cfg.meta.clone(),
                 http_addr: cfg.advertise_http.clone(),
+                reserved: cfg.reserved,
+                host_volumes: cfg.host_volumes.clone(),
                 stop_tasks_on_shutdown: cfg.dev,
             },
             host,

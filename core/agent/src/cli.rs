@@ -95,7 +95,11 @@ impl ApiClient {
 }
 
 /// Reads a jobspec: HCL, or API JSON with `json`.
-pub fn load_job(path: &Path, json: bool) -> anyhow::Result<(drover_model::Job, Vec<String>)> {
+pub fn load_job(
+    path: &Path,
+    json: bool,
+    vars: &drover_jobspec::Variables,
+) -> anyhow::Result<(drover_model::Job, Vec<String>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if json || path.extension().is_some_and(|e| e == "json") {
@@ -112,7 +116,7 @@ pub fn load_job(path: &Path, json: bool) -> anyhow::Result<(drover_model::Job, V
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         return Ok((job, vec![]));
     }
-    let parsed = drover_jobspec::parse(&text, &path.display().to_string())?;
+    let parsed = drover_jobspec::parse_with(&text, &path.display().to_string(), vars)?;
     Ok((parsed.job, parsed.warnings))
 }
 
@@ -140,8 +144,14 @@ fn table(rows: Vec<Vec<String>>) -> String {
     out
 }
 
-pub async fn job_run(c: &ApiClient, file: &Path, detach: bool, json: bool) -> anyhow::Result<i32> {
-    let (job, warnings) = load_job(file, json)?;
+pub async fn job_run(
+    c: &ApiClient,
+    file: &Path,
+    detach: bool,
+    json: bool,
+    vars: &drover_jobspec::Variables,
+) -> anyhow::Result<i32> {
+    let (job, warnings) = load_job(file, json, vars)?;
     for w in &warnings {
         eprintln!("Warning: {w}");
     }
@@ -487,8 +497,12 @@ pub async fn raft_peers(c: &ApiClient) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn job_validate(file: &Path, json: bool) -> anyhow::Result<i32> {
-    let (_, warnings) = load_job(file, json)?;
+pub fn job_validate(
+    file: &Path,
+    json: bool,
+    vars: &drover_jobspec::Variables,
+) -> anyhow::Result<i32> {
+    let (_, warnings) = load_job(file, json, vars)?;
     for w in &warnings {
         eprintln!("Warning: {w}");
     }
@@ -502,5 +516,160 @@ pub async fn job_inspect(c: &ApiClient, id: &str) -> anyhow::Result<i32> {
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({ "Job": job }))?
     );
+    Ok(0)
+}
+
+/// Exit code of `job plan` when the job would change allocations (as Nomad's).
+pub const EXIT_PLAN_CHANGES: i32 = 1;
+
+pub async fn job_plan(
+    c: &ApiClient,
+    file: &Path,
+    json: bool,
+    vars: &drover_jobspec::Variables,
+) -> anyhow::Result<i32> {
+    let (job, warnings) = load_job(file, json, vars)?;
+    for w in &warnings {
+        eprintln!("Warning: {w}");
+    }
+    let body = serde_json::json!({ "Job": job, "Diff": true });
+    let resp: api::JobPlanResponse = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/job/{}/plan", job.id),
+            Some(&body),
+        )
+        .await?;
+    if let Some(d) = &resp.diff {
+        let sign = match d.kind.as_str() {
+            "Added" => "+",
+            "Deleted" => "-",
+            "Edited" => "+/-",
+            _ => " ",
+        };
+        println!("{sign} Job: {:?}", d.id);
+        for f in &d.fields {
+            match f.kind.as_str() {
+                "Added" => println!("+   {}: {:?}", f.name, f.new),
+                "Deleted" => println!("-   {}: {:?}", f.name, f.old),
+                _ => println!("+/- {}: {:?} => {:?}", f.name, f.old, f.new),
+            }
+        }
+    }
+    println!("\nScheduler dry-run:");
+    let mut changes = false;
+    for (g, u) in &resp.annotations.desired_tg_updates {
+        let mut parts = Vec::new();
+        for (n, what) in [
+            (u.place, "create"),
+            (u.destructive_update, "create/destroy update"),
+            (u.in_place_update, "in-place update"),
+            (u.stop, "destroy"),
+            (u.ignore, "ignore"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        changes |= u.place + u.destructive_update + u.in_place_update + u.stop > 0;
+        println!(
+            "- Task Group {g:?}: {}",
+            if parts.is_empty() {
+                "no changes".into()
+            } else {
+                parts.join(", ")
+            }
+        );
+    }
+    if resp.failed_tg_allocs.is_empty() {
+        println!("- All tasks successfully allocated.");
+    } else {
+        for (g, m) in &resp.failed_tg_allocs {
+            println!(
+                "- WARNING: Failed to place all allocations of group {g:?} ({} unplaced): {}",
+                m.coalesced_failures + 1,
+                if m.nearest_miss.is_empty() {
+                    "no node fits".to_string()
+                } else {
+                    m.nearest_miss.clone()
+                }
+            );
+            for (reason, n) in &m.constraint_filtered {
+                println!("    * {n} node(s) filtered: {reason}");
+            }
+            for (dim, n) in &m.dimension_exhausted {
+                println!("    * {n} node(s) out of {dim}");
+            }
+        }
+    }
+    println!("\nJob Modify Index: {}", resp.job_modify_index);
+    Ok(if changes { EXIT_PLAN_CHANGES } else { 0 })
+}
+
+pub async fn job_history(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<i32> {
+    let v: serde_json::Value = c.get(&format!("/v1/job/{id}/versions")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    for j in v["Versions"].as_array().cloned().unwrap_or_default() {
+        println!("Version     = {}", j["Version"]);
+        println!("Stable      = false");
+        println!(
+            "Submit Date = {}",
+            drover_model::serde_fmt::format(j["SubmitTime"].as_i64().unwrap_or(0))
+                .unwrap_or_default()
+        );
+        println!();
+    }
+    Ok(0)
+}
+
+pub async fn eval_status(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<i32> {
+    let e: api::Evaluation = c.get(&format!("/v1/evaluation/{id}")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+        return Ok(0);
+    }
+    println!("ID                 = {}", e.id);
+    println!(
+        "Create Time        = {}",
+        drover_model::serde_fmt::format(e.create_time).unwrap_or_default()
+    );
+    println!("Status             = {}", e.status);
+    println!("Status Description = {}", e.status_description);
+    println!("Type               = {}", e.job_type);
+    println!("TriggeredBy        = {}", e.triggered_by);
+    println!("Job ID             = {}", e.job_id);
+    println!("Priority           = {}", e.priority);
+    println!("Placement Failures = {}", !e.failed_tg_allocs.is_empty());
+    for (g, m) in &e.failed_tg_allocs {
+        println!(
+            "\n==> Failed Placements\nTask Group {g:?} ({} unplaced):",
+            m.coalesced_failures + 1
+        );
+        println!(
+            "  * {} of {} nodes were filtered out",
+            m.nodes_filtered, m.nodes_evaluated
+        );
+        for (reason, n) in &m.constraint_filtered {
+            println!("  * {reason}: {n} node(s)");
+        }
+        for (dim, n) in &m.dimension_exhausted {
+            println!("  * {n} node(s) lacked {dim}");
+        }
+        if !m.nearest_miss.is_empty() {
+            println!("  * Nearest miss: {}", m.nearest_miss);
+        }
+    }
+    Ok(0)
+}
+
+pub fn config_validate(paths: &[std::path::PathBuf]) -> anyhow::Result<i32> {
+    let cfg = crate::config::FileConfig::load_all(paths)?;
+    for w in cfg.warnings() {
+        eprintln!("Warning: {w}");
+    }
+    println!("Configuration is valid!");
     Ok(0)
 }

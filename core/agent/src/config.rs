@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A block Drover knows but does not act on: kept only to warn about it.
+pub type Ignored = Option<serde_json::Value>;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub name: Option<String>,
@@ -16,16 +19,29 @@ pub struct FileConfig {
     pub data_dir: Option<String>,
     pub bind_addr: Option<String>,
     pub log_level: Option<String>,
+    pub log_json: Option<bool>,
+    pub log_file: Option<String>,
     pub plugin_dir: Option<String>,
     pub ports: Option<Ports>,
+    pub addresses: Option<Addresses>,
     pub advertise: Option<Advertise>,
     pub server: Option<ServerBlock>,
     pub client: Option<ClientBlock>,
     #[serde(default)]
     pub plugin: BTreeMap<String, PluginBlock>,
+    pub acl: Ignored,
+    pub tls: Ignored,
+    pub telemetry: Ignored,
+    pub ui: Ignored,
+    pub consul: Ignored,
+    pub vault: Ignored,
+    pub leave_on_interrupt: Option<bool>,
+    pub leave_on_terminate: Option<bool>,
+    pub enable_debug: Option<bool>,
+    pub disable_update_check: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ports {
     pub http: Option<u16>,
@@ -33,7 +49,15 @@ pub struct Ports {
     pub serf: Option<u16>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addresses {
+    pub http: Option<String>,
+    pub rpc: Option<String>,
+    pub serf: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Advertise {
     pub http: Option<String>,
@@ -41,28 +65,172 @@ pub struct Advertise {
     pub serf: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerBlock {
     pub enabled: Option<bool>,
     pub bootstrap_expect: Option<u32>,
     pub heartbeat_grace: Option<String>,
+    pub num_schedulers: Option<u32>,
+    /// Nomad's gossip key: Drover has no gossip, so there is nothing to encrypt.
+    pub encrypt: Option<String>,
+    pub server_join: Ignored,
+    pub raft_protocol: Option<u32>,
+    pub data_dir: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientBlock {
     pub enabled: Option<bool>,
     pub servers: Option<Vec<String>>,
     pub node_class: Option<String>,
+    pub node_pool: Option<String>,
     pub meta: Option<BTreeMap<String, String>>,
+    pub options: Option<BTreeMap<String, String>>,
+    pub reserved: Option<Reserved>,
+    #[serde(default)]
+    pub host_volume: BTreeMap<String, HostVolume>,
+    pub network_interface: Option<String>,
+    pub state_dir: Option<String>,
+    pub alloc_dir: Option<String>,
+    pub server_join: Ignored,
+    pub cni_path: Option<String>,
+    pub cni_config_dir: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reserved {
+    pub cpu: Option<u64>,
+    pub memory: Option<u64>,
+    pub disk: Option<u64>,
+    pub reserved_ports: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostVolume {
+    pub path: String,
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginBlock {
     pub args: Option<Vec<String>>,
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Merges `b` into `a`: objects key by key, anything else replaced; nulls (unset) skipped.
+fn deep_merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                if v.is_null() {
+                    continue;
+                }
+                match a.get_mut(&k) {
+                    Some(x) if x.is_object() && v.is_object() => deep_merge(x, v),
+                    _ => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (a, b) => {
+            if !b.is_null() {
+                *a = b;
+            }
+        }
+    }
+}
+
+/// Where each key of a config file is: dotted path -> (line, column).
+type Spans = BTreeMap<String, (usize, usize)>;
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map(|i| before.len() - i)
+        .unwrap_or(before.len() + 1);
+    (line, col)
+}
+
+/// HCL to JSON on hcl-edit's tree, remembering every key's position. Labeled blocks
+/// (`plugin "raw_exec" { ... }`) become maps by label.
+fn hcl_to_json(
+    text: &str,
+    body: &hcl::edit::structure::Body,
+    prefix: &str,
+    spans: &mut Spans,
+) -> anyhow::Result<serde_json::Value> {
+    use hcl::edit::Span;
+    use hcl::eval::Evaluate;
+    let mut out = serde_json::Map::new();
+    let at = |n: &dyn Span| n.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    for a in body.attributes() {
+        let key = a.key.as_str().to_string();
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let (l, c) = at(a);
+        spans.insert(path.clone(), (l, c));
+        let e: hcl::Expression = a.value.clone().into();
+        let v = e
+            .evaluate(&hcl::eval::Context::new())
+            .map_err(|err| anyhow::anyhow!("{l}:{c}: {path}: {err}"))?;
+        out.insert(key, serde_json::to_value(v)?);
+    }
+    for b in body.blocks() {
+        let ident = b.ident.as_str().to_string();
+        let (l, c) = at(b);
+        match b.labels.first() {
+            Some(label) => {
+                let path = format!(
+                    "{}{ident}.{}",
+                    if prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{prefix}.")
+                    },
+                    label.as_str()
+                );
+                spans.insert(path.clone(), (l, c));
+                spans
+                    .entry(
+                        path.rsplit_once('.')
+                            .map(|(p, _)| p.to_string())
+                            .unwrap_or_default(),
+                    )
+                    .or_insert((l, c));
+                let inner = hcl_to_json(text, &b.body, &path, spans)?;
+                let entry = out
+                    .entry(ident)
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                if let serde_json::Value::Object(m) = entry {
+                    m.insert(label.as_str().to_string(), inner);
+                }
+            }
+            None => {
+                let path = if prefix.is_empty() {
+                    ident.clone()
+                } else {
+                    format!("{prefix}.{ident}")
+                };
+                if out.contains_key(&ident) {
+                    anyhow::bail!("{l}:{c}: block {ident:?} may appear only once here");
+                }
+                spans.insert(path.clone(), (l, c));
+                out.insert(ident, hcl_to_json(text, &b.body, &path, spans)?);
+            }
+        }
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 impl FileConfig {
@@ -70,13 +238,148 @@ impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let parsed = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
-        } else {
-            hcl::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        Self::parse(&text, path)
+            .with_context(|| format!("invalid agent configuration in {}", path.display()))
+    }
+
+    /// Parses one config file's text (HCL, or JSON for `*.json`). Errors name
+    /// `file:line:column` and the key.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<FileConfig> {
+        let file = path.display();
+        if path.extension().is_some_and(|e| e == "json") {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            return serde_path_to_error::deserialize(de).map_err(|e| {
+                let inner = e.inner();
+                let msg = inner.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                anyhow::anyhow!(
+                    "{file}:{}:{}: {}: {msg}",
+                    inner.line(),
+                    inner.column(),
+                    e.path()
+                )
+            });
+        }
+        let body: hcl::edit::structure::Body =
+            text.parse().map_err(|e: hcl::edit::parser::Error| {
+                anyhow::anyhow!(
+                    "{file}:{}:{}: invalid HCL: {}",
+                    e.location().line(),
+                    e.location().column(),
+                    e.message()
+                )
+            })?;
+        let mut spans = Spans::new();
+        let json =
+            hcl_to_json(text, &body, "", &mut spans).map_err(|e| anyhow::anyhow!("{file}:{e}"))?;
+        serde_path_to_error::deserialize(json).map_err(|e| {
+            let path = e.path().to_string();
+            let msg = e.inner().to_string();
+            // The path names the offending key (for an unknown field too, but at the top level).
+            let key = msg
+                .split('`')
+                .nth(1)
+                .filter(|_| msg.starts_with("unknown field"));
+            let full = match key {
+                Some(k) if path == "." => k.to_string(),
+                _ => path.clone(),
+            };
+            let (l, c) = spans
+                .get(&full)
+                .or_else(|| spans.get(&path))
+                .copied()
+                .unwrap_or((0, 0));
+            anyhow::anyhow!("{file}:{l}:{c}: {full}: {msg}")
+        })
+    }
+
+    /// What this configuration sets that Drover accepts but does not act on, and why.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let mut ignored = |set: bool, what: &str, why: &str| {
+            if set {
+                w.push(format!("{what} is ignored: {why}"));
+            }
         };
-        parsed.with_context(|| format!("invalid agent configuration in {}", path.display()))
+        ignored(
+            self.consul.is_some(),
+            "consul",
+            "service discovery is built into Drover; there is no Consul to talk to",
+        );
+        ignored(
+            self.vault.is_some(),
+            "vault",
+            "secrets are built in (secret blocks and secret-provider plugins), not read from Vault",
+        );
+        ignored(self.acl.is_some(), "acl", "ACLs are not implemented yet");
+        ignored(
+            self.tls.is_some(),
+            "tls",
+            "TLS is not implemented yet: HTTP and RPC are plaintext",
+        );
+        ignored(
+            self.telemetry.is_some(),
+            "telemetry",
+            "metrics are not exported yet",
+        );
+        ignored(self.ui.is_some(), "ui", "there is no web UI");
+        if let Some(s) = &self.server {
+            ignored(
+                s.encrypt.is_some(),
+                "server.encrypt",
+                "Drover has no gossip ring, so there is no gossip key",
+            );
+            ignored(
+                s.server_join.is_some(),
+                "server.server_join",
+                "multi-server clusters are not supported yet",
+            );
+            ignored(
+                s.raft_protocol.is_some(),
+                "server.raft_protocol",
+                "Drover has one Raft protocol",
+            );
+            ignored(
+                s.num_schedulers.is_some(),
+                "server.num_schedulers",
+                "one scheduler worker runs on the leader",
+            );
+        }
+        if let Some(c) = &self.client {
+            ignored(
+                c.server_join.is_some(),
+                "client.server_join",
+                "list servers in client.servers",
+            );
+            ignored(
+                c.network_interface.is_some(),
+                "client.network_interface",
+                "networks are not fingerprinted per interface yet",
+            );
+            ignored(
+                c.cni_path.is_some() || c.cni_config_dir.is_some(),
+                "client.cni_*",
+                "CNI networking is not implemented yet",
+            );
+        }
+        ignored(
+            self.ports.as_ref().is_some_and(|p| p.serf.is_some())
+                || self.advertise.as_ref().is_some_and(|a| a.serf.is_some())
+                || self.addresses.as_ref().is_some_and(|a| a.serf.is_some()),
+            "serf port/address",
+            "Drover has no gossip ring; servers talk over the RPC port",
+        );
+        ignored(
+            self.plugin_dir.is_some(),
+            "plugin_dir",
+            "only the built-in plugins are loaded yet",
+        );
+        ignored(
+            self.plugin.values().any(|p| p.args.is_some()),
+            "plugin args",
+            "built-in plugins take no arguments",
+        );
+        w
     }
 
     /// Reads `-config` arguments: files, or directories of `*.hcl`/`*.json` files.
@@ -103,40 +406,9 @@ impl FileConfig {
 
     /// Later values win; blocks merge key by key.
     pub fn merge(&mut self, o: FileConfig) {
-        macro_rules! take {
-            ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
-        }
-        take!(
-            name, region, datacenter, data_dir, bind_addr, log_level, plugin_dir, ports, advertise
-        );
-        if let Some(s) = o.server {
-            let cur = self.server.get_or_insert_with(Default::default);
-            if s.enabled.is_some() {
-                cur.enabled = s.enabled;
-            }
-            if s.bootstrap_expect.is_some() {
-                cur.bootstrap_expect = s.bootstrap_expect;
-            }
-            if s.heartbeat_grace.is_some() {
-                cur.heartbeat_grace = s.heartbeat_grace;
-            }
-        }
-        if let Some(c) = o.client {
-            let cur = self.client.get_or_insert_with(Default::default);
-            if c.enabled.is_some() {
-                cur.enabled = c.enabled;
-            }
-            if c.servers.is_some() {
-                cur.servers = c.servers;
-            }
-            if c.node_class.is_some() {
-                cur.node_class = c.node_class;
-            }
-            if let Some(m) = c.meta {
-                cur.meta.get_or_insert_with(Default::default).extend(m);
-            }
-        }
-        self.plugin.extend(o.plugin);
+        let mut a = serde_json::to_value(&*self).expect("config serializes");
+        deep_merge(&mut a, serde_json::to_value(o).expect("config serializes"));
+        *self = serde_json::from_value(a).expect("a merge of valid configs is valid");
     }
 }
 
@@ -160,6 +432,8 @@ pub struct AgentConfig {
     pub meta: BTreeMap<String, String>,
     pub plugins: BTreeMap<String, PluginBlock>,
     pub heartbeat_ttl: std::time::Duration,
+    pub reserved: drover_model::NodeResources,
+    pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
 }
 
 impl AgentConfig {
@@ -240,20 +514,8 @@ impl AgentConfig {
                 }
             })
             .collect();
-        if ports.serf.is_some() || advertise.serf.is_some() {
-            tracing::warn!(
-                "ports.serf / advertise.serf are ignored: Drover has no gossip ring; servers talk over the RPC port"
-            );
-        }
-        if f.plugin_dir.is_some() {
-            tracing::warn!(
-                "plugin_dir is not scanned yet: only the built-in plugins are available"
-            );
-        }
-        for (name, p) in &f.plugin {
-            if p.args.is_some() {
-                tracing::warn!(plugin = %name, "plugin args are ignored for built-in plugins");
-            }
+        for w in f.warnings() {
+            tracing::warn!("{w}");
         }
         let mut plugins = f.plugin.clone();
         if dev {
@@ -270,7 +532,28 @@ impl AgentConfig {
                 format!("server.heartbeat_grace {s:?} is not a duration like \"10s\"")
             })?,
         };
+        let r = client_block.reserved.clone().unwrap_or_default();
+        let reserved = drover_model::NodeResources {
+            cpu: r.cpu.unwrap_or(0),
+            memory_mb: r.memory.unwrap_or(0),
+            disk_mb: r.disk.unwrap_or(0),
+        };
+        let host_volumes = client_block
+            .host_volume
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    drover_model::HostVolume {
+                        path: v.path.clone(),
+                        read_only: v.read_only.unwrap_or(false),
+                    },
+                )
+            })
+            .collect();
         Ok(AgentConfig {
+            reserved,
+            host_volumes,
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),
@@ -296,9 +579,13 @@ impl AgentConfig {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        FileConfig::parse(text, Path::new("agent.hcl"))
+    }
+
     #[test]
     fn parses_hcl_with_plugin_blocks() {
-        let f: FileConfig = hcl::from_str(
+        let f = parse(
             r#"
             data_dir = "/tmp/x"
             ports { http = 5646 }
@@ -306,6 +593,11 @@ mod tests {
             client {
               enabled = true
               meta { rack = "r1" }
+              reserved { memory = 512 }
+              host_volume "certs" {
+                path      = "/etc/ssl"
+                read_only = true
+              }
             }
             plugin "raw_exec" {
               config { enabled = true }
@@ -318,11 +610,66 @@ mod tests {
             f.plugin["raw_exec"].config.as_ref().unwrap()["enabled"],
             true
         );
+        let c = f.client.unwrap();
+        assert_eq!(c.host_volume["certs"].path, "/etc/ssl");
+        assert_eq!(c.reserved.unwrap().memory, Some(512));
     }
 
     #[test]
-    fn unknown_keys_are_errors() {
-        let e = hcl::from_str::<FileConfig>("data_dirr = \"/x\"").unwrap_err();
-        assert!(e.to_string().contains("data_dirr"), "{e}");
+    fn unknown_keys_and_bad_values_name_file_line_and_key() {
+        let e =
+            parse("data_dir = \"/x\"\nserver {\n  enabled = true\n  bootstrap_expectt = 1\n}\n")
+                .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "agent.hcl:4:3: server.bootstrap_expectt: unknown field `bootstrap_expectt`"
+            ),
+            "{e}"
+        );
+        let e = parse("ports {\n  http = \"eighty\"\n}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("agent.hcl:2:3: ports.http: invalid type: string \"eighty\""),
+            "{e}"
+        );
+        let e = parse("plugin \"raw_exec\" {\n  confg {}\n}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("agent.hcl:2:3: plugin.raw_exec.confg: unknown field"),
+            "{e}"
+        );
+        let e =
+            FileConfig::parse("{\n  \"datacenter\": 3\n}", Path::new("agent.json")).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "agent.json:2:17: datacenter: invalid type: integer `3`, expected a string"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn known_but_unused_blocks_warn() {
+        let f = parse("consul {\n  address = \"127.0.0.1:8500\"\n}\nvault {\n  enabled = true\n}\nserver {\n  encrypt = \"abc\"\n}\n").unwrap();
+        let w = f.warnings().join("\n");
+        assert!(w.contains("consul is ignored"), "{w}");
+        assert!(w.contains("vault is ignored"), "{w}");
+        assert!(
+            w.contains("server.encrypt is ignored: Drover has no gossip ring"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn later_files_win_key_by_key() {
+        let mut a =
+            parse("datacenter = \"dc1\"\nclient {\n  enabled = true\n  meta { a = \"1\" }\n}\n")
+                .unwrap();
+        a.merge(parse("client {\n  meta { b = \"2\" }\n}\nregion = \"eu\"\n").unwrap());
+        assert_eq!(a.datacenter.as_deref(), Some("dc1"));
+        assert_eq!(a.region.as_deref(), Some("eu"));
+        let c = a.client.unwrap();
+        assert_eq!(c.enabled, Some(true));
+        assert_eq!(c.meta.unwrap().len(), 2);
     }
 }

@@ -34,6 +34,12 @@ enum Cmd {
     /// Allocation commands.
     #[command(subcommand)]
     Alloc(AllocCmd),
+    /// Evaluation commands.
+    #[command(subcommand)]
+    Eval(EvalCmd),
+    /// Agent configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Node commands.
     #[command(subcommand)]
     Node(NodeCmd),
@@ -95,6 +101,22 @@ enum JobCmd {
         /// The file is API JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Shows what submitting the job would change, without changing anything.
+    Plan {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+    /// Lists the job's versions.
+    History {
+        id: String,
+        #[arg(long)]
+        json: bool,
     },
     Status {
         id: Option<String>,
@@ -115,6 +137,57 @@ enum JobCmd {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
+}
+
+/// Values for a jobspec's `variable` blocks.
+#[derive(clap::Args)]
+struct VarArgs {
+    /// NAME=VALUE for a jobspec variable; may repeat.
+    #[arg(long = "var")]
+    var: Vec<String>,
+    /// A file of `NAME = value` lines; may repeat.
+    #[arg(long = "var-file")]
+    var_file: Vec<PathBuf>,
+}
+
+impl VarArgs {
+    fn load(&self) -> anyhow::Result<drover_jobspec::Variables> {
+        use anyhow::Context;
+        let mut v = drover_jobspec::Variables::default();
+        for kv in &self.var {
+            let (k, val) = kv
+                .split_once('=')
+                .with_context(|| format!("-var {kv:?}: write NAME=VALUE"))?;
+            v.vars.push((k.to_string(), val.to_string()));
+        }
+        for f in &self.var_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read -var-file {}", f.display()))?;
+            v.var_files.push((f.display().to_string(), text));
+        }
+        Ok(v)
+    }
+}
+
+#[derive(Subcommand)]
+enum EvalCmd {
+    /// Shows an evaluation and, when placements failed, why.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Checks agent configuration files (or directories of them).
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -253,9 +326,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 agent::run(cfg).await?;
                 Ok(0)
             }
-            Cmd::Job(JobCmd::Run { file, detach, json }) => {
-                cli::job_run(&api, &file, detach, json).await
+            Cmd::Job(JobCmd::Run {
+                file,
+                detach,
+                json,
+                vars,
+            }) => cli::job_run(&api, &file, detach, json, &vars.load()?).await,
+            Cmd::Job(JobCmd::Plan { file, json, vars }) => {
+                cli::job_plan(&api, &file, json, &vars.load()?).await
             }
+            Cmd::Job(JobCmd::History { id, json }) => cli::job_history(&api, &id, json).await,
+            Cmd::Eval(EvalCmd::Status { id, json }) => cli::eval_status(&api, &id, json).await,
+            Cmd::Config(ConfigCmd::Validate { paths }) => cli::config_validate(&paths),
             Cmd::Job(JobCmd::Status { id, json }) | Cmd::Status { id, json } => {
                 cli::job_status(&api, id.as_deref(), json).await
             }
@@ -263,7 +345,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 cli::job_stop(&api, &id, purge, detach).await
             }
             Cmd::Job(JobCmd::Inspect { id }) => cli::job_inspect(&api, &id).await,
-            Cmd::Job(JobCmd::Validate { file, json }) => cli::job_validate(&file, json),
+            Cmd::Job(JobCmd::Validate { file, json, vars }) => {
+                cli::job_validate(&file, json, &vars.load()?)
+            }
             Cmd::Alloc(AllocCmd::Status { id, json }) => cli::alloc_status(&api, &id, json).await,
             Cmd::Alloc(AllocCmd::Logs {
                 alloc,

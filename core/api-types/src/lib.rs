@@ -3,6 +3,10 @@
 //! evaluations and nodes themselves travel as `drover-model`'s types, whose serde form is
 //! Nomad's JSON.
 
+mod diff;
+
+pub use diff::*;
+
 use drover_model as m;
 use serde::{Deserialize, Serialize};
 

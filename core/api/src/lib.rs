@@ -55,6 +55,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/job/{id}/allocations", get(job_allocs))
         .route("/v1/job/{id}/evaluations", get(job_evals))
         .route("/v1/job/{id}/versions", get(job_versions))
+        .route("/v1/job/{id}/plan", post(plan_job).put(plan_job))
+        .route("/v1/agent/members", get(agent_members))
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/allocation/{id}", get(read_alloc))
         .route("/v1/evaluations", get(list_evals))
@@ -95,6 +97,7 @@ impl From<ServerError> for ApiError {
         let code = match &e {
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::NodeNotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServerError::Invalid(_) => StatusCode::BAD_REQUEST,
             ServerError::Write(drover_raft::WriteError::Rejected(_)) => StatusCode::BAD_REQUEST,
             ServerError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -234,6 +237,107 @@ async fn parse_job(body: Bytes) -> Result<Response, ApiError> {
     let parsed = drover_jobspec::parse(&req.job_hcl, "<JobHCL>")
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(axum::Json(&parsed.job).into_response())
+}
+
+async fn plan_job(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let job = decode_job(&body)?;
+    if job.id != id {
+        return Err(ApiError::bad_request(format!(
+            "job ID {:?} in the body does not match {id:?} in the path",
+            job.id
+        )));
+    }
+    let diff = api::job_diff(
+        st.server.store().snapshot().job(&job.namespace, &job.id),
+        &job,
+    );
+    let jp = st.server.plan_job(job.clone())?;
+    let mut updates: BTreeMap<String, api::DesiredUpdates> = BTreeMap::new();
+    for g in &job.groups {
+        updates.insert(g.name.clone(), api::DesiredUpdates::default());
+    }
+    let replaced: std::collections::BTreeSet<&str> = jp
+        .plan
+        .allocs
+        .iter()
+        .map(|a| a.previous_allocation.as_str())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let touched: std::collections::BTreeSet<&str> = jp
+        .plan
+        .allocs
+        .iter()
+        .map(|a| a.id.as_str())
+        .chain(jp.plan.stops.iter().map(|s| s.alloc_id.as_str()))
+        .collect();
+    for a in &jp.plan.allocs {
+        let u = updates.entry(a.task_group.clone()).or_default();
+        if jp.before.alloc(&a.id).is_some() {
+            u.in_place_update += 1;
+        } else if !a.previous_allocation.is_empty() {
+            u.destructive_update += 1;
+        } else {
+            u.place += 1;
+        }
+    }
+    for s in &jp.plan.stops {
+        if let Some(a) = jp.before.alloc(&s.alloc_id)
+            && !replaced.contains(a.id.as_str())
+        {
+            updates.entry(a.task_group.clone()).or_default().stop += 1;
+        }
+    }
+    for a in jp
+        .before
+        .allocs_by_job(&job.namespace, &job.id)
+        .filter(|a| a.is_active() && !touched.contains(a.id.as_str()))
+    {
+        updates.entry(a.task_group.clone()).or_default().ignore += 1;
+    }
+    let resp = api::JobPlanResponse {
+        job_modify_index: jp
+            .previous
+            .as_ref()
+            .map(|j| j.job_modify_index)
+            .unwrap_or(0),
+        diff: Some(diff),
+        annotations: api::PlanAnnotations {
+            desired_tg_updates: updates,
+        },
+        failed_tg_allocs: jp.plan.failed.clone(),
+        warnings: String::new(),
+    };
+    Ok(with_index(jp.before.index(), &resp))
+}
+
+async fn agent_members(State(st): State<ApiState>) -> Response {
+    let leader = st.server.raft().leader();
+    let members: Vec<serde_json::Value> = st
+        .server
+        .raft()
+        .peers()
+        .into_iter()
+        .map(|(id, addr)| {
+            let me = id == st.server.raft().id;
+            serde_json::json!({
+                "Name": if me { st.agent.name.clone() } else { format!("server-{id}") },
+                "Addr": addr,
+                "Status": "alive",
+                "Tags": {
+                    "id": id.to_string(),
+                    "region": st.agent.region,
+                    "dc": st.agent.datacenter,
+                    "leader": leader.as_ref().is_some_and(|(l, _)| *l == id).to_string(),
+                    "raft": "voter",
+                },
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "ServerName": st.agent.name, "ServerRegion": st.agent.region, "Members": members })).into_response()
 }
 
 async fn read_job(

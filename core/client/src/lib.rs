@@ -32,6 +32,9 @@ pub struct ClientConfig {
     pub meta: BTreeMap<String, String>,
     /// This agent's HTTP address, advertised in the node.
     pub http_addr: String,
+    /// Resources kept for the host itself (`client { reserved { ... } }`).
+    pub reserved: drover_model::NodeResources,
+    pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
     /// `-dev`: stop every task when the agent shuts down.
     pub stop_tasks_on_shutdown: bool,
 }

@@ -46,6 +46,8 @@ pub struct Node {
     #[serde(rename = "ReservedResources")]
     pub reserved: NodeResources,
     pub drivers: BTreeMap<String, DriverInfo>,
+    /// Host paths the operator offers to jobs (`client { host_volume "NAME" { ... } }`).
+    pub host_volumes: BTreeMap<String, HostVolume>,
     #[serde(rename = "HTTPAddr")]
     pub http_addr: String,
     /// Draining is not implemented yet; always false.
@@ -93,4 +95,12 @@ pub struct DriverInfo {
     pub healthy: bool,
     pub health_description: String,
     pub attributes: BTreeMap<String, String>,
+}
+
+/// A host path offered to jobs as a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostVolume {
+    pub path: String,
+    pub read_only: bool,
 }

@@ -31,6 +31,7 @@ fn node(id: &str, cpu: u64, mem: u64) -> Node {
         .into(),
         http_addr: String::new(),
         drain: false,
+        host_volumes: Default::default(),
         status_updated_at: 0,
         create_index: 0,
         modify_index: 0,

@@ -43,6 +43,17 @@ pub enum ServerError {
     NotFound(String),
     #[error("node {0} is not connected to this server")]
     NodeNotConnected(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What `job plan` computed.
+pub struct JobPlan {
+    /// The job version the submitted one would replace.
+    pub previous: Option<Job>,
+    pub plan: drover_scheduler::Plan,
+    /// The state the plan was computed against.
+    pub before: drover_state::StateSnapshot,
 }
 
 /// One server: Raft plus everything the leader runs.
@@ -111,6 +122,39 @@ impl Server {
             })
             .await?;
         Ok((eval_id, resp.index, resp.job_version.unwrap_or(0)))
+    }
+
+    /// A dry run of registering `job`: the scheduler's plan against the current state, with
+    /// the job version it would replace. Nothing is written.
+    pub fn plan_job(&self, job: Job) -> Result<JobPlan, ServerError> {
+        let snap = self.store().snapshot();
+        let previous = snap.job(&job.namespace, &job.id).cloned();
+        let scratch = StateStore::from_snapshot(snap.clone());
+        let eval = Evaluation::new(new_id(), &job, "job-plan");
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i64;
+        let entry = drover_state::Entry {
+            time,
+            command: Command::JobRegister {
+                job: Box::new(job),
+                eval: Some(eval.clone()),
+            },
+        };
+        scratch.apply(snap.index() + 1, &entry);
+        let after = scratch.snapshot();
+        let eval = after
+            .eval(&eval.id)
+            .cloned()
+            .expect("the plan's evaluation was just applied");
+        let plan = drover_scheduler::schedule(&after, &eval)
+            .map_err(|e| ServerError::Invalid(e.to_string()))?;
+        Ok(JobPlan {
+            previous,
+            plan,
+            before: snap,
+        })
     }
 
     /// Stops (or purges) a job and creates the evaluation that stops its allocations.

@@ -36,6 +36,13 @@ impl StateStore {
         }
     }
 
+    /// A store starting from `snap`, detached from the cluster: for dry runs (`job plan`).
+    pub fn from_snapshot(snap: StateSnapshot) -> Self {
+        let s = StateStore::new();
+        s.restore(snap);
+        s
+    }
+
     /// An O(1) consistent view of the state.
     pub fn snapshot(&self) -> StateSnapshot {
         self.inner.read().expect("state lock").clone()

@@ -199,10 +199,16 @@ fn server_and_client_survive_kill9() {
     );
     let evals = server.get("/v1/job/track/evaluations").unwrap();
     assert!(
-        evals.as_array().is_some_and(|e| e.iter().any(|e| e["Status"] == "complete")),
+        evals
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["Status"] == "complete")),
         "evaluations lost: {evals}"
     );
-    assert_eq!(server.allocs("track").len(), 1, "allocations lost across a server crash");
+    assert_eq!(
+        server.allocs("track").len(),
+        1,
+        "allocations lost across a server crash"
+    );
     assert_eq!(
         proc_stat(track_pid).map(|s| s.1),
         Some(track_start),

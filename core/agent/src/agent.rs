@@ -30,6 +30,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             data_dir: cfg.data_dir.join("server"),
             advertise_rpc: cfg.advertise_rpc.clone(),
             bootstrap: true,
+            snapshot_threshold: cfg.raft_snapshot_threshold,
+            trailing_logs: cfg.raft_trailing_logs,
         })
         .await
         .context("cannot start Raft")?;

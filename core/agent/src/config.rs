@@ -77,6 +77,8 @@ pub struct ServerBlock {
     pub server_join: Ignored,
     pub raft_protocol: Option<u32>,
     pub data_dir: Option<String>,
+    pub raft_snapshot_threshold: Option<u64>,
+    pub raft_trailing_logs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -434,6 +436,8 @@ pub struct AgentConfig {
     pub heartbeat_ttl: std::time::Duration,
     pub reserved: drover_model::NodeResources,
     pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
+    pub raft_snapshot_threshold: u64,
+    pub raft_trailing_logs: u64,
 }
 
 impl AgentConfig {
@@ -552,6 +556,13 @@ impl AgentConfig {
             })
             .collect();
         Ok(AgentConfig {
+            raft_snapshot_threshold: server_block
+                .raft_snapshot_threshold
+                .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_SNAPSHOT_THRESHOLD)
+                .max(1),
+            raft_trailing_logs: server_block
+                .raft_trailing_logs
+                .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_TRAILING_LOGS),
             reserved,
             host_volumes,
             dev,

@@ -34,6 +34,8 @@ async fn run() {
         data_dir: dir.path().to_path_buf(),
         advertise_rpc: "127.0.0.1:1".into(),
         bootstrap: true,
+        snapshot_threshold: RaftNodeConfig::DEFAULT_SNAPSHOT_THRESHOLD,
+        trailing_logs: RaftNodeConfig::DEFAULT_TRAILING_LOGS,
     })
     .await
     .unwrap();

@@ -23,6 +23,15 @@ pub struct RaftNodeConfig {
     pub advertise_rpc: String,
     /// Initialize a single-server cluster if this server has no Raft state yet.
     pub bootstrap: bool,
+    /// Entries between snapshots (Nomad's `raft_snapshot_threshold`).
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot (Nomad's `raft_trailing_logs`).
+    pub trailing_logs: u64,
+}
+
+impl RaftNodeConfig {
+    pub const DEFAULT_SNAPSHOT_THRESHOLD: u64 = 8192;
+    pub const DEFAULT_TRAILING_LOGS: u64 = 10_240;
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,14 +70,14 @@ pub struct RaftNode {
 }
 
 /// Drover's Raft timings: a 2-core machine under load must not see spurious elections.
-pub fn raft_config() -> openraft::Config {
+pub fn raft_config(snapshot_threshold: u64, trailing_logs: u64) -> openraft::Config {
     openraft::Config {
         cluster_name: "drover".into(),
         heartbeat_interval: 250,
         election_timeout_min: 1000,
         election_timeout_max: 2000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
-        max_in_snapshot_log_to_keep: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_threshold),
+        max_in_snapshot_log_to_keep: trailing_logs,
         ..Default::default()
     }
 }
@@ -114,7 +123,7 @@ impl RaftNode {
         let store = StateStore::new();
         let sm = StateMachine::open(&dir, store.clone()).map_err(storage)?;
         let config = Arc::new(
-            raft_config()
+            raft_config(cfg.snapshot_threshold, cfg.trailing_logs)
                 .validate()
                 .map_err(|e| OpenError::Raft(e.to_string()))?,
         );

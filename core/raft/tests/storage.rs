@@ -93,7 +93,11 @@ async fn acknowledged_writes_survive_a_crash() {
     let file = CrashFile::default();
     let log = LogStore::with_file(dir.path(), Box::new(file.clone())).unwrap();
     let sm = StateMachine::open(dir.path(), StateStore::new()).unwrap();
-    let config = Arc::new(drover_raft::node::raft_config().validate().unwrap());
+    let config = Arc::new(
+        drover_raft::node::raft_config(10_000, 1000)
+            .validate()
+            .unwrap(),
+    );
     let raft = Raft::new(1, config, drover_raft::network::Network, log, sm)
         .await
         .unwrap();

@@ -1,0 +1,223 @@
+//! The control plane on real agents: snapshots compact the Raft log and restore on restart,
+//! every jobspec block round-trips through the API, bad JSON names its field, and agent
+//! shutdown keeps (or, in -dev, stops) tasks.
+
+use std::time::Duration;
+
+use drover_tests::*;
+use serde_json::json;
+
+fn post(agent: &Agent, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}{path}", agent.address()))
+        .json(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+fn job_json(id: &str) -> serde_json::Value {
+    json!({ "Job": { "ID": id, "TaskGroups": [{ "Name": "g", "Count": 0, "Tasks": [{ "Name": "t", "Driver": "raw_exec" }] }] } })
+}
+
+#[test]
+fn snapshots_compact_the_log_and_restore_after_kill9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("server.hcl");
+    std::fs::write(
+        &cfg,
+        "server {\n  enabled = true\n  raft_snapshot_threshold = 20\n  raft_trailing_logs = 5\n}\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("server");
+    let mut server = Agent::start(
+        &["-config", cfg.to_str().unwrap()],
+        &data,
+        free_port(),
+        free_port(),
+    );
+    server.wait_ready();
+    for i in 0..60 {
+        let (code, body) = post(&server, "/v1/jobs", &job_json(&format!("j{i}")));
+        assert_eq!(code, 200, "{body}");
+    }
+    let raft_dir = data.join("server/raft");
+    wait_for("a Raft snapshot on disk", Duration::from_secs(20), || {
+        raft_dir.join("snapshot").exists().then_some(())
+    });
+    // Compaction: the log no longer holds the first registrations; only the snapshot does.
+    let first = br#""ID":"j0""#;
+    wait_for("the log to be compacted", Duration::from_secs(20), || {
+        let log = std::fs::read(raft_dir.join("log")).ok()?;
+        (!log.windows(first.len()).any(|w| w == first)).then_some(())
+    });
+    let snapshot = std::fs::read(raft_dir.join("snapshot")).unwrap();
+    assert!(
+        snapshot.windows(first.len()).any(|w| w == first),
+        "the snapshot lacks the first job"
+    );
+    server.restart();
+    server.wait_ready();
+    let jobs = wait_for("all 60 jobs after restart", Duration::from_secs(20), || {
+        let v = server.get("/v1/jobs")?;
+        (v.as_array()?.len() == 60).then_some(v)
+    });
+    assert!(jobs.as_array().unwrap().iter().any(|j| j["ID"] == "j59"));
+    // Registering still works after restoring from the snapshot.
+    let (code, body) = post(&server, "/v1/jobs", &job_json("after"));
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn every_jobspec_block_round_trips_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let hcl = std::fs::read_to_string(repo_root().join("examples/full.hcl")).unwrap();
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/jobs/parse", agent.address()))
+        .json(&json!({ "JobHCL": hcl }))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let parsed: serde_json::Value = r.json().unwrap();
+    assert_eq!(
+        parsed["TaskGroups"][0]["Networks"][0]["ReservedPorts"][0]["Value"],
+        9090
+    );
+    let (code, body) = post(&agent, "/v1/jobs", &json!({ "Job": parsed }));
+    assert_eq!(code, 200, "{body}");
+    let stored = agent.get("/v1/job/full").unwrap();
+    for key in [
+        "TaskGroups",
+        "Constraints",
+        "Affinities",
+        "Spreads",
+        "Update",
+        "Meta",
+        "Datacenters",
+        "Priority",
+    ] {
+        assert_eq!(
+            stored[key], parsed[key],
+            "{key} changed on its way through the API"
+        );
+    }
+    // Durations travel as integer nanoseconds.
+    assert_eq!(
+        stored["TaskGroups"][0]["Tasks"][0]["KillTimeout"],
+        30_000_000_000i64
+    );
+}
+
+#[test]
+fn bad_json_and_bad_hcl_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let bad = json!({ "Job": { "ID": "x", "TaskGroups": [{ "Name": "g", "Count": "two" }] } });
+    let (code, body) = post(&agent, "/v1/jobs", &bad);
+    assert_eq!(code, 400);
+    assert!(body.contains("Job.TaskGroups[0].Count"), "{body}");
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/jobs", agent.address()))
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let (code, body) = post(
+        &agent,
+        "/v1/jobs/parse",
+        &json!({ "JobHCL": "job \"x\" {\n  group \"g\" {\n    cuont = 1\n    task \"t\" {\n      driver = \"raw_exec\"\n    }\n  }\n}\n" }),
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("<JobHCL>:3:5") && body.contains("unknown key \"cuont\""),
+        "{body}"
+    );
+}
+
+fn sleeper(tmp: &std::path::Path, marker: &str) -> std::path::PathBuf {
+    write_job(
+        tmp,
+        "sleeper",
+        &format!(
+            "job \"sleeper\" {{\n group \"g\" {{\n  task \"t\" {{\n   driver = \"raw_exec\"\n   config {{\n    command = \"/bin/sh\"\n    args = [\"-c\", \"while true; do sleep 0.2; done # {marker}\"]\n   }}\n  }}\n }}\n}}\n"
+        ),
+    )
+}
+
+fn task_pid(marker: &str) -> i32 {
+    wait_for("the task process", Duration::from_secs(20), || {
+        find_process(marker).filter(|p| proc_cmdline(*p).starts_with("/bin/sh"))
+    })
+}
+
+#[test]
+fn client_shutdown_keeps_tasks_and_dev_shutdown_stops_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    // -dev: SIGTERM stops the tasks.
+    let mut dev = Agent::dev(tmp.path());
+    let marker = format!("dev-{}", std::process::id());
+    dev.run_job(&sleeper(tmp.path(), &marker));
+    let pid = task_pid(&marker);
+    dev.terminate();
+    wait_for(
+        "the dev agent's task to stop",
+        Duration::from_secs(20),
+        || proc_stat(pid).is_none().then_some(()),
+    );
+
+    // A client agent's SIGTERM leaves its tasks running; they are reattached on restart.
+    let dir = tmp.path();
+    std::fs::write(dir.join("client.hcl"), "client {\n  enabled = true\n}\nplugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\n").unwrap();
+    let server = Agent::start(&["-server"], &dir.join("server"), free_port(), free_port());
+    server.wait_ready();
+    let client_cfg = dir.join("client.hcl");
+    let servers = server.rpc_addr();
+    let mut client = Agent::start(
+        &[
+            "-config",
+            client_cfg.to_str().unwrap(),
+            "-servers",
+            &servers,
+        ],
+        &dir.join("client"),
+        free_port(),
+        free_port(),
+    );
+    wait_for(
+        "the client node to be ready",
+        Duration::from_secs(30),
+        || {
+            server
+                .get("/v1/nodes")?
+                .as_array()?
+                .iter()
+                .find(|n| n["Status"] == "ready")
+                .cloned()
+        },
+    );
+    let marker = format!("client-{}", std::process::id());
+    server.run_job(&sleeper(tmp.path(), &marker));
+    let alloc = server.wait_alloc_status("sleeper", "running", Duration::from_secs(30));
+    let pid = task_pid(&marker);
+    let start = proc_stat(pid).unwrap().1;
+    client.terminate();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        proc_stat(pid).map(|s| s.1),
+        Some(start),
+        "a client agent's shutdown stopped its task"
+    );
+    client.restart();
+    let id = alloc["ID"].as_str().unwrap();
+    let a = wait_for("the task to be reattached", Duration::from_secs(30), || {
+        let a = server.alloc(id)?;
+        (!task_events(&a, "t", "Reattached").is_empty()).then_some(a)
+    });
+    assert_eq!(
+        task_events(&a, "t", "Started").len(),
+        1,
+        "the task was started again: {a:#}"
+    );
+    assert_eq!(proc_stat(pid).map(|s| s.1), Some(start));
+}

@@ -63,6 +63,12 @@ fn snapshots_compact_the_log_and_restore_after_kill9() {
         (v.as_array()?.len() == 60).then_some(v)
     });
     assert!(jobs.as_array().unwrap().iter().any(|j| j["ID"] == "j59"));
+    let some = server.get("/v1/jobs?prefix=j5").unwrap();
+    assert_eq!(some.as_array().unwrap().len(), 11, "prefix j5 matches j5 and j50..j59: {some}");
+    let other_ns = server.get("/v1/jobs?namespace=prod").unwrap();
+    assert_eq!(other_ns.as_array().unwrap().len(), 0);
+    let all_ns = server.get("/v1/jobs?namespace=*").unwrap();
+    assert_eq!(all_ns.as_array().unwrap().len(), 60);
     // Registering still works after restoring from the snapshot.
     let (code, body) = post(&server, "/v1/jobs", &job_json("after"));
     assert_eq!(code, 200, "{body}");

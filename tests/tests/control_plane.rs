@@ -64,7 +64,11 @@ fn snapshots_compact_the_log_and_restore_after_kill9() {
     });
     assert!(jobs.as_array().unwrap().iter().any(|j| j["ID"] == "j59"));
     let some = server.get("/v1/jobs?prefix=j5").unwrap();
-    assert_eq!(some.as_array().unwrap().len(), 11, "prefix j5 matches j5 and j50..j59: {some}");
+    assert_eq!(
+        some.as_array().unwrap().len(),
+        11,
+        "prefix j5 matches j5 and j50..j59: {some}"
+    );
     let other_ns = server.get("/v1/jobs?namespace=prod").unwrap();
     assert_eq!(other_ns.as_array().unwrap().len(), 0);
     let all_ns = server.get("/v1/jobs?namespace=*").unwrap();

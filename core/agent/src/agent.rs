@@ -39,6 +39,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             raft.clone(),
             ServerConfig {
                 heartbeat_ttl: cfg.heartbeat_ttl,
+                workers: cfg.num_schedulers,
+                algorithm: cfg.scheduler_algorithm,
             },
         );
         let rpc_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.rpc_port)

@@ -79,6 +79,18 @@ pub struct ServerBlock {
     pub data_dir: Option<String>,
     pub raft_snapshot_threshold: Option<u64>,
     pub raft_trailing_logs: Option<u64>,
+    pub default_scheduler_config: Option<SchedulerConfigBlock>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfigBlock {
+    /// "binpack" or "spread".
+    pub scheduler_algorithm: Option<String>,
+    pub memory_oversubscription_enabled: Option<bool>,
+    pub reject_job_registration: Option<bool>,
+    pub pause_eval_broker: Option<bool>,
+    pub preemption_config: Ignored,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -341,11 +353,6 @@ impl FileConfig {
                 "server.raft_protocol",
                 "Drover has one Raft protocol",
             );
-            ignored(
-                s.num_schedulers.is_some(),
-                "server.num_schedulers",
-                "one scheduler worker runs on the leader",
-            );
         }
         if let Some(c) = &self.client {
             ignored(
@@ -438,6 +445,8 @@ pub struct AgentConfig {
     pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
     pub raft_snapshot_threshold: u64,
     pub raft_trailing_logs: u64,
+    pub num_schedulers: usize,
+    pub scheduler_algorithm: drover_scheduler::Algorithm,
 }
 
 impl AgentConfig {
@@ -555,7 +564,20 @@ impl AgentConfig {
                 )
             })
             .collect();
+        let sched = server_block
+            .default_scheduler_config
+            .clone()
+            .unwrap_or_default();
+        let scheduler_algorithm = match sched.scheduler_algorithm.as_deref() {
+            None | Some("binpack") => drover_scheduler::Algorithm::Binpack,
+            Some("spread") => drover_scheduler::Algorithm::Spread,
+            Some(o) => bail!(
+                "server.default_scheduler_config.scheduler_algorithm {o:?} is not binpack or spread"
+            ),
+        };
         Ok(AgentConfig {
+            num_schedulers: server_block.num_schedulers.unwrap_or(2).max(1) as usize,
+            scheduler_algorithm,
             raft_snapshot_threshold: server_block
                 .raft_snapshot_threshold
                 .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_SNAPSHOT_THRESHOLD)

@@ -75,6 +75,8 @@ pub struct Allocation {
     pub task_group: String,
     /// Resources reserved on the node, per task.
     pub task_resources: BTreeMap<String, Resources>,
+    /// What the group shares: ephemeral disk and the ports assigned on the node.
+    pub shared_resources: SharedResources,
     pub desired_status: DesiredStatus,
     pub desired_description: String,
     pub client_status: ClientStatus,
@@ -83,6 +85,10 @@ pub struct Allocation {
     /// The client's sequence number of the last status update applied.
     pub client_seq: u64,
     pub previous_allocation: String,
+    /// The allocation that replaced this one (set when it is rescheduled).
+    pub next_allocation: String,
+    /// Earlier reschedules in this allocation's chain, for the reschedule policy.
+    pub reschedule_tracker: Vec<RescheduleEvent>,
     pub create_index: Index,
     pub modify_index: Index,
     /// The index of the last change the servers made (placement, stop, update): what the
@@ -102,10 +108,24 @@ impl Allocation {
             .unwrap_or(0)
     }
 
+    /// What the allocation holds on its node: its tasks' resources plus the group's disk.
     pub fn resources(&self) -> Resources {
-        self.task_resources
+        let mut r = self
+            .task_resources
             .values()
-            .fold(Resources::ZERO, |acc, r| acc.add(r))
+            .fold(Resources::ZERO, |acc, r| acc.add(r));
+        r.disk_mb += self.shared_resources.disk_mb;
+        r
+    }
+
+    /// When the client last reported the allocation failed (its latest task finish time).
+    pub fn failed_at(&self) -> UnixNanos {
+        self.task_states
+            .values()
+            .map(|t| t.finished_at)
+            .max()
+            .unwrap_or(0)
+            .max(self.modify_time)
     }
 
     /// Whether the allocation holds (or will hold) resources on its node.
@@ -180,4 +200,39 @@ pub struct AllocClientUpdate {
     pub client_status: ClientStatus,
     pub client_description: String,
     pub task_states: BTreeMap<String, TaskState>,
+}
+
+/// Resources an allocation's group shares on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SharedResources {
+    #[serde(rename = "DiskMB")]
+    pub disk_mb: u64,
+    /// Host ports assigned to the group's network ports (static and dynamic).
+    pub ports: Vec<AllocatedPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AllocatedPort {
+    pub label: String,
+    /// The host port.
+    pub value: u16,
+    /// The port inside the task's network namespace.
+    pub to: i32,
+    #[serde(rename = "HostIP")]
+    pub host_ip: String,
+}
+
+/// One reschedule in an allocation's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RescheduleEvent {
+    pub reschedule_time: UnixNanos,
+    #[serde(rename = "PrevAllocID")]
+    pub prev_alloc_id: String,
+    #[serde(rename = "PrevNodeID")]
+    pub prev_node_id: String,
+    /// The delay applied before this reschedule.
+    pub delay: i64,
 }

@@ -59,6 +59,8 @@ pub struct Evaluation {
     /// The blocked evaluation created to retry failed placements when capacity frees.
     pub blocked_eval: String,
     pub previous_eval: String,
+    /// A delayed evaluation (a reschedule after its delay) is not processed before this time.
+    pub wait_until: UnixNanos,
     pub create_index: Index,
     pub modify_index: Index,
     pub create_time: UnixNanos,
@@ -81,6 +83,7 @@ impl Evaluation {
             failed_tg_allocs: BTreeMap::new(),
             blocked_eval: String::new(),
             previous_eval: String::new(),
+            wait_until: 0,
             create_index: 0,
             modify_index: 0,
             create_time: 0,

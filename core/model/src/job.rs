@@ -350,6 +350,55 @@ pub struct ReschedulePolicy {
     pub unlimited: bool,
 }
 
+impl ReschedulePolicy {
+    /// Nomad's defaults: services reschedule without limit with an exponential delay from
+    /// 30 s up to an hour; batch jobs once a day after 5 s; system jobs never.
+    pub fn default_for(job_type: JobType) -> Self {
+        match job_type {
+            JobType::Service => ReschedulePolicy {
+                attempts: 0,
+                interval: Duration::ZERO,
+                delay: Duration::from_secs(30),
+                delay_function: "exponential".into(),
+                max_delay: Duration::from_secs(3600),
+                unlimited: true,
+            },
+            JobType::Batch => ReschedulePolicy {
+                attempts: 1,
+                interval: Duration::from_secs(24 * 3600),
+                delay: Duration::from_secs(5),
+                delay_function: "constant".into(),
+                max_delay: Duration::ZERO,
+                unlimited: false,
+            },
+            JobType::System | JobType::Sysbatch => ReschedulePolicy::default(),
+        }
+    }
+
+    /// The delay before the `n`th reschedule (n >= 1) of a chain.
+    pub fn delay_for(&self, n: u32) -> Duration {
+        let base = self.delay;
+        let d = match self.delay_function.as_str() {
+            "exponential" => {
+                base.saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX))
+            }
+            "fibonacci" => {
+                let (mut a, mut b) = (1u32, 1u32);
+                for _ in 1..n {
+                    (a, b) = (b, a.saturating_add(b));
+                }
+                base.saturating_mul(a)
+            }
+            _ => base,
+        };
+        if self.max_delay > Duration::ZERO {
+            d.min(self.max_delay)
+        } else {
+            d
+        }
+    }
+}
+
 /// Cron-like launches (the `periodic` block).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
@@ -448,6 +497,13 @@ impl TaskGroup {
         self.tasks
             .iter()
             .fold(Resources::ZERO, |acc, t| acc.add(&t.resources))
+    }
+
+    /// The group's reschedule policy (Nomad's default for the job type when none was given).
+    pub fn reschedule_policy(&self, job_type: JobType) -> ReschedulePolicy {
+        self.reschedule
+            .clone()
+            .unwrap_or_else(|| ReschedulePolicy::default_for(job_type))
     }
 
     /// The group's restart policy (the job type's default when none was given).

@@ -1,25 +1,26 @@
+use std::collections::BTreeSet;
+use std::time::Duration;
+
 use super::*;
-use drover_model::{DriverInfo, Task};
+use drover_model::{
+    Allocation, ClientStatus, Constraint, DriverInfo, Job, JobType, NetworkResource, Node,
+    NodeResources, NodeStatus, Port, Resources, Task, TaskGroup, TaskState,
+};
 use drover_state::{Command, Entry, PlanResult, StateStore};
 
 fn node(id: &str, cpu: u64, mem: u64) -> Node {
-    Node {
+    let mut n = Node {
         id: id.into(),
         name: id.into(),
         datacenter: "dc1".into(),
-        node_class: String::new(),
         node_pool: "default".into(),
         status: NodeStatus::Ready,
-        status_description: String::new(),
         scheduling_eligibility: "eligible".into(),
-        attributes: Default::default(),
-        meta: Default::default(),
         resources: NodeResources {
             cpu,
             memory_mb: mem,
-            disk_mb: 1000,
+            disk_mb: 100_000,
         },
-        reserved: NodeResources::default(),
         drivers: [(
             "raw_exec".to_string(),
             DriverInfo {
@@ -29,31 +30,33 @@ fn node(id: &str, cpu: u64, mem: u64) -> Node {
             },
         )]
         .into(),
-        http_addr: String::new(),
-        drain: false,
-        host_volumes: Default::default(),
-        status_updated_at: 0,
-        create_index: 0,
-        modify_index: 0,
-    }
+        ..Default::default()
+    };
+    n.attributes.insert("kernel.name".into(), "linux".into());
+    n.attributes.insert("cpu.numcores".into(), "4".into());
+    n
 }
 
-fn job(count: u32, cpu: u64, mem: u64) -> Job {
-    let mut t = Task::new("t", "raw_exec");
-    t.resources = Resources {
+fn job_of(id: &str, t: JobType, count: u32, cpu: u64, mem: u64) -> Job {
+    let mut task = Task::new("t", "raw_exec");
+    task.resources = Resources {
         cpu,
         memory_mb: mem,
         ..Resources::ZERO
     };
-    let mut j = Job::new("web", JobType::Service);
-    j.groups
-        .push(TaskGroup::new("g", count, JobType::Service, vec![t]));
+    let mut j = Job::new(id, t);
+    j.groups.push(TaskGroup::new("g", count, t, vec![task]));
     j
+}
+
+fn job(count: u32, cpu: u64, mem: u64) -> Job {
+    job_of("web", JobType::Service, count, cpu, mem)
 }
 
 struct World {
     store: StateStore,
     index: u64,
+    now: i64,
 }
 
 impl World {
@@ -61,6 +64,7 @@ impl World {
         let mut w = World {
             store: StateStore::new(),
             index: 0,
+            now: 1_000_000_000_000,
         };
         for n in nodes {
             w.apply(Command::NodeRegister { node: n.clone() });
@@ -72,26 +76,53 @@ impl World {
         let r = self.store.apply(
             self.index,
             &Entry {
-                time: self.index as i64,
+                time: self.now,
                 command: c,
             },
         );
         assert!(r.error.is_none(), "{r:?}");
     }
-    fn register(&mut self, j: Job) -> Plan {
-        let eval = Evaluation::new(format!("eval-{}", self.index), &j, "job-register");
-        self.apply(Command::JobRegister {
-            job: Box::new(j),
-            eval: Some(eval.clone()),
+    fn opts(&self) -> Options {
+        Options {
+            now: self.now,
+            ..Default::default()
+        }
+    }
+    fn eval(&mut self, j: &Job, trigger: &str) -> Plan {
+        let snap = self.store.snapshot();
+        let j = snap
+            .job(&j.namespace, &j.id)
+            .cloned()
+            .unwrap_or_else(|| j.clone());
+        let eval = Evaluation::new(format!("eval-{}", self.index), &j, trigger);
+        self.apply(Command::EvalUpsert {
+            evals: vec![eval.clone()],
         });
         let snap = self.store.snapshot();
         let eval = snap.eval(&eval.id).unwrap().clone();
-        let plan = schedule(&snap, &eval).unwrap();
+        let plan = schedule(&snap, &eval, &self.opts()).unwrap();
         self.apply(Command::PlanApply(PlanResult {
             allocs: plan.allocs.clone(),
             stops: plan.stops.clone(),
             eval: Some(finished_eval(&eval, &plan)),
-            new_evals: vec![],
+            new_evals: plan.new_evals.clone(),
+        }));
+        plan
+    }
+    fn register(&mut self, j: Job) -> Plan {
+        let eval = Evaluation::new(format!("eval-{}", self.index), &j, "job-register");
+        self.apply(Command::JobRegister {
+            job: Box::new(j.clone()),
+            eval: Some(eval.clone()),
+        });
+        let snap = self.store.snapshot();
+        let eval = snap.eval(&eval.id).unwrap().clone();
+        let plan = schedule(&snap, &eval, &self.opts()).unwrap();
+        self.apply(Command::PlanApply(PlanResult {
+            allocs: plan.allocs.clone(),
+            stops: plan.stops.clone(),
+            eval: Some(finished_eval(&eval, &plan)),
+            new_evals: plan.new_evals.clone(),
         }));
         plan
     }
@@ -103,6 +134,30 @@ impl World {
             .cloned()
             .collect()
     }
+    fn report(&mut self, alloc_id: &str, status: ClientStatus) {
+        let a = self.store.snapshot().alloc(alloc_id).unwrap().clone();
+        let ts = TaskState {
+            finished_at: self.now,
+            ..Default::default()
+        };
+        self.apply(Command::AllocClientUpdate {
+            updates: vec![drover_model::AllocClientUpdate {
+                alloc_id: a.id.clone(),
+                seq: a.client_seq + 1,
+                client_status: status,
+                client_description: String::new(),
+                task_states: [("t".to_string(), ts)].into(),
+            }],
+            evals: vec![],
+        });
+    }
+    fn assert_fits(&self) {
+        let snap = self.store.snapshot();
+        for n in snap.nodes() {
+            fit(n, snap.allocs_by_node(&n.id))
+                .unwrap_or_else(|m| panic!("node {} over-committed: {m}", n.id));
+        }
+    }
 }
 
 #[test]
@@ -111,19 +166,42 @@ fn places_count_and_binpacks() {
     let plan = w.register(job(3, 300, 300));
     assert_eq!(plan.allocs.len(), 3);
     assert!(plan.failed.is_empty());
-    // bin-packing puts all three on one node while they fit
-    let nodes: std::collections::BTreeSet<_> =
-        plan.allocs.iter().map(|a| a.node_id.clone()).collect();
-    assert_eq!(nodes.len(), 1);
+    let nodes: BTreeSet<_> = plan.allocs.iter().map(|a| a.node_id.clone()).collect();
+    assert_eq!(nodes.len(), 1, "bin-packing fills one node first");
     let names: Vec<_> = plan.allocs.iter().map(|a| a.name.clone()).collect();
     assert_eq!(names, vec!["web.g[0]", "web.g[1]", "web.g[2]"]);
+}
+
+#[test]
+fn spread_algorithm_prefers_empty_nodes() {
+    let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 1000)]);
+    let snap0 = w.store.snapshot();
+    let j = job(2, 100, 100);
+    let eval = Evaluation::new("e".into(), &j, "job-register");
+    w.apply(Command::JobRegister {
+        job: Box::new(j),
+        eval: Some(eval.clone()),
+    });
+    let snap = w.store.snapshot();
+    let e = snap.eval("e").unwrap();
+    let plan = schedule(
+        &snap,
+        e,
+        &Options {
+            algorithm: Algorithm::Spread,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let nodes: BTreeSet<_> = plan.allocs.iter().map(|a| a.node_id.clone()).collect();
+    assert_eq!(nodes.len(), 2);
+    drop(snap0);
 }
 
 #[test]
 fn never_overcommits_and_explains_failure() {
     let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 500)]);
     let plan = w.register(job(5, 400, 400));
-    // a fits 2, b fits 1
     assert_eq!(plan.allocs.len(), 3);
     let f = &plan.failed["g"];
     assert_eq!(f.coalesced_failures, 1);
@@ -131,10 +209,52 @@ fn never_overcommits_and_explains_failure() {
         f.dimension_exhausted.contains_key("memory") || f.dimension_exhausted.contains_key("cpu")
     );
     assert!(f.nearest_miss.contains("lacks"), "{}", f.nearest_miss);
-    let snap = w.store.snapshot();
-    for n in snap.nodes() {
-        fit(n, snap.allocs_by_node(&n.id)).expect("no node over-committed");
-    }
+    w.assert_fits();
+    // What could not be placed waits in a blocked evaluation.
+    let blocked: Vec<_> = plan
+        .new_evals
+        .iter()
+        .filter(|e| e.status == EvalStatus::Blocked)
+        .collect();
+    assert_eq!(blocked.len(), 1);
+    // Capacity arrives: the blocked evaluation, retried, places the rest.
+    w.apply(Command::NodeRegister {
+        node: node("c", 2000, 2000),
+    });
+    let j = w.store.snapshot().job("default", "web").unwrap().clone();
+    let plan = w.eval(&j, "queued-allocs");
+    assert_eq!(plan.allocs.len(), 2);
+    assert!(plan.failed.is_empty());
+    assert_eq!(w.active().len(), 5);
+}
+
+#[test]
+fn constraints_filter_with_names() {
+    let mut win = node("w", 1000, 1000);
+    win.attributes
+        .insert("kernel.name".into(), "windows".into());
+    let mut w = World::new(&[node("a", 1000, 1000), win]);
+    let mut j = job(2, 100, 100);
+    j.constraints.push(Constraint {
+        l_target: "${attr.kernel.name}".into(),
+        operand: "=".into(),
+        r_target: "linux".into(),
+    });
+    let plan = w.register(j);
+    assert!(plan.allocs.iter().all(|a| a.node_id == "a"));
+    let mut j = job(1, 100, 100);
+    j.id = "win".into();
+    j.constraints.push(Constraint {
+        l_target: "${attr.kernel.name}".into(),
+        operand: "=".into(),
+        r_target: "plan9".into(),
+    });
+    let plan = w.register(j);
+    let f = &plan.failed["g"];
+    assert_eq!(
+        f.constraint_filtered["constraint ${attr.kernel.name} = plan9"],
+        2
+    );
 }
 
 #[test]
@@ -150,20 +270,91 @@ fn missing_driver_is_named() {
 }
 
 #[test]
+fn distinct_hosts_and_distinct_property_hold() {
+    let mut nodes = Vec::new();
+    for i in 0..6 {
+        let mut n = node(&format!("n{i}"), 4000, 4000);
+        n.meta.insert("rack".into(), format!("r{}", i % 3));
+        nodes.push(n);
+    }
+    let mut w = World::new(&nodes);
+    let mut j = job(4, 100, 100);
+    j.constraints.push(Constraint {
+        operand: "distinct_hosts".into(),
+        r_target: "true".into(),
+        ..Default::default()
+    });
+    let plan = w.register(j);
+    let hosts: BTreeSet<_> = plan.allocs.iter().map(|a| a.node_id.clone()).collect();
+    assert_eq!(hosts.len(), 4);
+    let mut j = job_of("racks", JobType::Service, 5, 100, 100);
+    j.groups[0].constraints.push(Constraint {
+        operand: "distinct_property".into(),
+        l_target: "${meta.rack}".into(),
+        r_target: "1".into(),
+    });
+    let plan = w.register(j);
+    assert_eq!(plan.allocs.len(), 3, "three racks, one allocation each");
+    assert!(
+        plan.failed["g"]
+            .constraint_filtered
+            .keys()
+            .any(|k| k.starts_with("distinct_property"))
+    );
+}
+
+#[test]
+fn ports_static_and_dynamic_never_collide() {
+    let mut w = World::new(&[node("a", 10_000, 10_000), node("b", 10_000, 10_000)]);
+    let mut j = job(3, 10, 10);
+    j.groups[0].networks.push(NetworkResource {
+        reserved_ports: vec![Port {
+            label: "admin".into(),
+            value: 9090,
+            ..Default::default()
+        }],
+        dynamic_ports: vec![Port {
+            label: "http".into(),
+            to: 8080,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let plan = w.register(j);
+    assert_eq!(plan.allocs.len(), 2, "a static port fits once per node");
+    assert_eq!(plan.failed["g"].coalesced_failures, 0);
+    for a in &plan.allocs {
+        let ports = &a.shared_resources.ports;
+        assert_eq!(ports[0].value, 9090);
+        assert!(placement_range().contains(&ports[1].value));
+        assert_eq!(ports[1].to, 8080);
+    }
+    w.assert_fits();
+}
+
+fn placement_range() -> std::ops::Range<u16> {
+    20000..32000
+}
+
+#[test]
 fn same_seed_same_plan() {
-    let w = {
-        let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 1000)]);
-        let j = job(4, 100, 100);
-        let eval = Evaluation::new("e1".into(), &j, "job-register");
-        w.apply(Command::JobRegister {
-            job: Box::new(j),
-            eval: Some(eval),
-        });
-        w
-    };
+    let mut w = World::new(&[
+        node("a", 1000, 1000),
+        node("b", 1000, 1000),
+        node("c", 1000, 1000),
+    ]);
+    let j = job(4, 100, 100);
+    let eval = Evaluation::new("e1".into(), &j, "job-register");
+    w.apply(Command::JobRegister {
+        job: Box::new(j),
+        eval: Some(eval),
+    });
     let snap = w.store.snapshot();
     let e = snap.eval("e1").unwrap();
-    assert_eq!(schedule(&snap, e).unwrap(), schedule(&snap, e).unwrap());
+    assert_eq!(
+        schedule(&snap, e, &w.opts()).unwrap(),
+        schedule(&snap, e, &w.opts()).unwrap()
+    );
 }
 
 #[test]
@@ -179,6 +370,13 @@ fn count_down_stop_and_update() {
     assert_eq!(plan.stops.len(), 1);
     assert_eq!(plan.allocs.len(), 1);
     assert_eq!(plan.allocs[0].previous_allocation, plan.stops[0].alloc_id);
+    // a changed meta on the job only is an in-place update
+    let mut j = job(1, 200, 100);
+    j.meta.insert("x".into(), "y".into());
+    let before = w.active()[0].id.clone();
+    let plan = w.register(j);
+    assert!(plan.stops.is_empty());
+    assert_eq!(plan.allocs[0].id, before);
     // stopping the job stops everything
     let mut j = job(1, 200, 100);
     j.stop = true;
@@ -197,13 +395,202 @@ fn lost_node_allocs_are_replaced() {
         description: "missed heartbeats".into(),
         evals: vec![],
     });
-    let snap = w.store.snapshot();
-    let j = snap.job("default", "web").unwrap().clone();
-    let eval = Evaluation::new("lost".into(), &j, "node-update");
-    let plan = schedule(&snap, &eval).unwrap();
+    let j = w.store.snapshot().job("default", "web").unwrap().clone();
+    let plan = w.eval(&j, "node-update");
     assert_eq!(plan.stops[0].client_status, Some(ClientStatus::Lost));
     assert_eq!(plan.allocs.len(), 1);
     assert_ne!(plan.allocs[0].node_id, on);
+}
+
+#[test]
+fn failed_allocations_reschedule_after_their_delay() {
+    let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 1000)]);
+    let mut j = job(1, 100, 100);
+    j.groups[0].reschedule = Some(drover_model::ReschedulePolicy {
+        attempts: 2,
+        interval: Duration::from_secs(3600),
+        delay: Duration::from_secs(10),
+        delay_function: "exponential".into(),
+        max_delay: Duration::from_secs(15),
+        unlimited: false,
+    });
+    let first = w.register(j.clone()).allocs[0].id.clone();
+    w.report(&first, ClientStatus::Failed);
+    // Too early: a delayed evaluation is created for when the delay has passed.
+    let plan = w.eval(&j, "alloc-failure");
+    assert!(plan.allocs.is_empty());
+    let delayed = &plan.new_evals[0];
+    assert_eq!(delayed.wait_until, w.now + 10_000_000_000);
+    // After the delay: replaced, with the chain recorded.
+    w.now += 11_000_000_000;
+    let plan = w.eval(&j, "alloc-failure");
+    assert_eq!(plan.allocs.len(), 1);
+    let second = plan.allocs[0].clone();
+    assert_eq!(second.previous_allocation, first);
+    assert_eq!(second.reschedule_tracker.len(), 1);
+    assert_eq!(
+        w.store.snapshot().alloc(&first).unwrap().next_allocation,
+        second.id
+    );
+    // Second failure: exponential delay 20 s, capped at 15 s.
+    w.report(&second.id, ClientStatus::Failed);
+    let plan = w.eval(&j, "alloc-failure");
+    assert_eq!(plan.new_evals[0].wait_until, w.now + 15_000_000_000);
+    w.now += 16_000_000_000;
+    let third = w.eval(&j, "alloc-failure").allocs[0].clone();
+    assert_eq!(third.reschedule_tracker.len(), 2);
+    // Attempts exhausted: the third failure stays failed.
+    w.report(&third.id, ClientStatus::Failed);
+    w.now += 100_000_000_000;
+    let plan = w.eval(&j, "alloc-failure");
+    assert!(plan.allocs.is_empty() && plan.new_evals.iter().all(|e| e.wait_until == 0));
+}
+
+#[test]
+fn delay_functions() {
+    let p = |f: &str| drover_model::ReschedulePolicy {
+        delay: Duration::from_secs(5),
+        delay_function: f.into(),
+        max_delay: Duration::from_secs(100),
+        ..Default::default()
+    };
+    let secs = |f: &str| {
+        (1..=6)
+            .map(|n| p(f).delay_for(n).as_secs())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(secs("constant"), vec![5, 5, 5, 5, 5, 5]);
+    assert_eq!(secs("exponential"), vec![5, 10, 20, 40, 80, 100]);
+    assert_eq!(secs("fibonacci"), vec![5, 5, 10, 15, 25, 40]);
+}
+
+#[test]
+fn system_jobs_run_on_every_eligible_node() {
+    let mut win = node("w", 1000, 1000);
+    win.attributes
+        .insert("kernel.name".into(), "windows".into());
+    let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 1000), win]);
+    let mut j = job_of("agent", JobType::System, 1, 50, 50);
+    j.constraints.push(Constraint {
+        l_target: "${attr.kernel.name}".into(),
+        operand: "=".into(),
+        r_target: "linux".into(),
+    });
+    let plan = w.register(j.clone());
+    let nodes: BTreeSet<_> = plan.allocs.iter().map(|a| a.node_id.clone()).collect();
+    assert_eq!(nodes, ["a", "b"].iter().map(|s| s.to_string()).collect());
+    // A node joins: the system job follows it.
+    w.apply(Command::NodeRegister {
+        node: node("c", 1000, 1000),
+    });
+    let plan = w.eval(&j, "node-update");
+    assert_eq!(plan.allocs.len(), 1);
+    assert_eq!(plan.allocs[0].node_id, "c");
+    // A node leaves: its allocation is lost and not placed elsewhere.
+    w.apply(Command::NodeStatus {
+        node_id: "a".into(),
+        status: NodeStatus::Down,
+        description: String::new(),
+        evals: vec![],
+    });
+    let plan = w.eval(&j, "node-update");
+    assert!(plan.allocs.is_empty());
+    assert_eq!(plan.stops.len(), 1);
+}
+
+#[test]
+fn sysbatch_runs_once_per_node() {
+    let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 1000)]);
+    let j = job_of("once", JobType::Sysbatch, 1, 50, 50);
+    let plan = w.register(j.clone());
+    assert_eq!(plan.allocs.len(), 2);
+    for a in plan.allocs {
+        w.report(&a.id, ClientStatus::Complete);
+    }
+    let plan = w.eval(&j, "job-register");
+    assert!(
+        plan.allocs.is_empty(),
+        "completed sysbatch allocations are not run again"
+    );
+}
+
+/// Random clusters and jobs: no node over-committed, distinct_hosts holds, plans repeat.
+#[test]
+fn property_random_clusters() {
+    use rand::{Rng, SeedableRng};
+    for seed in 0..30u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let nodes: Vec<Node> = (0..rng.random_range(1..12))
+            .map(|i| {
+                node(
+                    &format!("n{i}"),
+                    rng.random_range(500..4000),
+                    rng.random_range(500..4000),
+                )
+            })
+            .collect();
+        let mut w = World::new(&nodes);
+        for k in 0..rng.random_range(1..6) {
+            let mut j = job_of(
+                &format!("j{k}"),
+                JobType::Service,
+                rng.random_range(1..15),
+                rng.random_range(50..900),
+                rng.random_range(50..900),
+            );
+            if rng.random_bool(0.3) {
+                j.constraints.push(Constraint {
+                    operand: "distinct_hosts".into(),
+                    r_target: "true".into(),
+                    ..Default::default()
+                });
+            }
+            if rng.random_bool(0.3) {
+                j.groups[0].networks.push(NetworkResource {
+                    dynamic_ports: vec![Port {
+                        label: "p".into(),
+                        ..Default::default()
+                    }],
+                    reserved_ports: vec![Port {
+                        label: "s".into(),
+                        value: 7000 + k as u16,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                });
+            }
+            let snap = w.store.snapshot();
+            let eval = Evaluation::new(format!("e{seed}-{k}"), &j, "job-register");
+            drop(snap);
+            w.apply(Command::JobRegister {
+                job: Box::new(j.clone()),
+                eval: Some(eval.clone()),
+            });
+            let snap = w.store.snapshot();
+            let e = snap.eval(&eval.id).unwrap().clone();
+            let a = schedule(&snap, &e, &w.opts()).unwrap();
+            let b = schedule(&snap, &e, &w.opts()).unwrap();
+            assert_eq!(
+                a, b,
+                "seed {seed}: the same snapshot and evaluation gave different plans"
+            );
+            if j.constraints.iter().any(|c| c.operand == "distinct_hosts") {
+                let hosts: BTreeSet<_> = a.allocs.iter().map(|x| x.node_id.clone()).collect();
+                assert_eq!(
+                    hosts.len(),
+                    a.allocs.len(),
+                    "seed {seed}: distinct_hosts broken"
+                );
+            }
+            w.apply(Command::PlanApply(PlanResult {
+                allocs: a.allocs.clone(),
+                stops: a.stops.clone(),
+                eval: Some(finished_eval(&e, &a)),
+                new_evals: vec![],
+            }));
+            w.assert_fits();
+        }
+    }
 }
 
 #[test]

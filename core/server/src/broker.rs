@@ -29,7 +29,11 @@ impl Broker {
     pub fn enqueue_pending(&self, snap: &StateSnapshot) {
         let mut st = self.state.lock().expect("broker lock");
         let mut added = false;
+        let now = crate::now_nanos();
         for e in snap.pending_evals() {
+            if e.wait_until > now {
+                continue; // delayed: the feeder's periodic rescan delivers it when due
+            }
             if st.known.insert(e.id.clone()) {
                 st.queue.insert(
                     (-(e.priority as i64), e.create_index, e.id.clone()),

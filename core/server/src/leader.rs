@@ -59,7 +59,100 @@ fn start_duties(server: &Server) -> Vec<JoinHandle<()>> {
             }
         })
     };
-    let worker = tokio::spawn(crate::worker::run(server.clone(), broker));
-    let heartbeats = tokio::spawn(crate::heartbeat::monitor(server.clone()));
-    vec![feeder, worker, heartbeats]
+    let mut duties = vec![feeder];
+    for _ in 0..server.config().workers.max(1) {
+        duties.push(tokio::spawn(crate::worker::run(
+            server.clone(),
+            broker.clone(),
+        )));
+    }
+    duties.push(tokio::spawn(crate::heartbeat::monitor(server.clone())));
+    duties.push(tokio::spawn(capacity_watch(server.clone())));
+    duties
+}
+
+/// Reacts to capacity changes: a node that becomes ready gets evaluations for the system
+/// jobs, and blocked evaluations are retried when a node joins or an allocation ends.
+async fn capacity_watch(server: Server) {
+    use drover_model::{EvalStatus, Evaluation, JobType, NodeStatus};
+    use drover_state::{Command, Payload};
+    use tokio::sync::broadcast::error::RecvError;
+    let store = server.store().clone();
+    let (_, mut rx) = store.subscribe_events(store.index());
+    loop {
+        let mut freed = false;
+        let mut ready_nodes: Vec<String> = Vec::new();
+        let mut note = |r: Result<drover_state::Event, RecvError>| match r {
+            Ok(e) => match &e.payload {
+                Payload::Node(n) if n.status == NodeStatus::Ready => {
+                    freed = true;
+                    ready_nodes.push(n.id.clone());
+                    true
+                }
+                Payload::Allocation(a) if a.is_terminal() => {
+                    freed = true;
+                    true
+                }
+                _ => true,
+            },
+            Err(RecvError::Lagged(_)) => {
+                freed = true;
+                true
+            }
+            Err(RecvError::Closed) => false,
+        };
+        if !note(rx.recv().await) {
+            return;
+        }
+        // Let a burst of changes settle into one retry.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            match rx.try_recv() {
+                Ok(e) => {
+                    note(Ok(e));
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    note(Err(RecvError::Lagged(n)));
+                }
+                Err(_) => break,
+            }
+        }
+        if !freed {
+            continue;
+        }
+        let snap = store.snapshot();
+        let mut evals: Vec<Evaluation> = Vec::new();
+        for e in snap.evals().filter(|e| e.status == EvalStatus::Blocked) {
+            let mut e = e.clone();
+            e.status = EvalStatus::Pending;
+            e.status_description = "capacity changed: retrying the blocked placements".into();
+            evals.push(e);
+        }
+        ready_nodes.sort();
+        ready_nodes.dedup();
+        for node_id in &ready_nodes {
+            for job in snap
+                .jobs()
+                .filter(|j| matches!(j.job_type, JobType::System | JobType::Sysbatch) && !j.stop)
+            {
+                let pending = snap
+                    .evals_by_job(&job.namespace, &job.id)
+                    .any(|e| e.status == EvalStatus::Pending);
+                if !pending
+                    && !evals
+                        .iter()
+                        .any(|e| e.job_id == job.id && e.namespace == job.namespace)
+                {
+                    let mut e = Evaluation::new(crate::new_id(), job, "node-update");
+                    e.node_id = node_id.clone();
+                    evals.push(e);
+                }
+            }
+        }
+        if !evals.is_empty()
+            && let Err(e) = server.raft().write(Command::EvalUpsert { evals }).await
+        {
+            tracing::warn!(error = %e, "could not retry blocked evaluations");
+        }
+    }
 }

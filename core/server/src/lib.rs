@@ -25,14 +25,27 @@ pub use node_stream::{LogsSession, NodeStreamService};
 pub struct ServerConfig {
     /// How long a node may go without a heartbeat before it is marked down.
     pub heartbeat_ttl: Duration,
+    /// Scheduler workers on the leader (the broker keeps one evaluation per job in flight).
+    pub workers: usize,
+    pub algorithm: drover_scheduler::Algorithm,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             heartbeat_ttl: Duration::from_secs(10),
+            workers: 2,
+            algorithm: drover_scheduler::Algorithm::Binpack,
         }
     }
+}
+
+/// The leader's clock as Unix nanoseconds (for Raft entries and the scheduler's `now`).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +161,12 @@ impl Server {
             .eval(&eval.id)
             .cloned()
             .expect("the plan's evaluation was just applied");
-        let plan = drover_scheduler::schedule(&after, &eval)
+        let opts = drover_scheduler::Options {
+            now: now_nanos(),
+            algorithm: self.config().algorithm,
+            ..Default::default()
+        };
+        let plan = drover_scheduler::schedule(&after, &eval, &opts)
             .map_err(|e| ServerError::Invalid(e.to_string()))?;
         Ok(JobPlan {
             previous,

@@ -34,7 +34,7 @@ pub async fn apply_plan(server: &Server, plan: Plan, eval: Evaluation) -> PlanOu
         allocs: plan.allocs,
         stops: plan.stops,
         eval: Some(eval),
-        new_evals: vec![],
+        new_evals: plan.new_evals,
     };
     match server.raft().write(Command::PlanApply(result)).await {
         Ok(_) => PlanOutcome::Committed,

@@ -45,7 +45,12 @@ async fn process(server: &Server, eval: &drover_model::Evaluation) -> bool {
         if current.status != EvalStatus::Pending {
             return true;
         }
-        let plan = match schedule(&snap, &current) {
+        let opts = drover_scheduler::Options {
+            now: crate::now_nanos(),
+            algorithm: server.config().algorithm,
+            ..Default::default()
+        };
+        let plan = match schedule(&snap, &current, &opts) {
             Ok(p) => p,
             Err(e) => {
                 let mut failed = current.clone();
@@ -83,5 +88,27 @@ async fn process(server: &Server, eval: &drover_model::Evaluation) -> bool {
             }
         }
     }
-    false
+    // The plan kept losing races: fail this evaluation and follow it up a little later.
+    let mut failed = eval.clone();
+    failed.status = EvalStatus::Failed;
+    failed.status_description =
+        format!("plan refused {MAX_PLAN_ATTEMPTS} times: the cluster changed under it");
+    let mut follow = drover_model::Evaluation {
+        id: crate::new_id(),
+        previous_eval: eval.id.clone(),
+        triggered_by: "failed-follow-up".into(),
+        ..eval.clone()
+    };
+    follow.status = EvalStatus::Pending;
+    follow.wait_until = crate::now_nanos() + FOLLOW_UP_DELAY.as_nanos() as i64;
+    server
+        .raft()
+        .write(Command::EvalUpsert {
+            evals: vec![failed, follow],
+        })
+        .await
+        .is_ok()
 }
+
+/// How long a failed evaluation's follow-up waits.
+const FOLLOW_UP_DELAY: Duration = Duration::from_secs(5);

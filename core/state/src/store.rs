@@ -392,6 +392,16 @@ fn apply_command(
                 touch(s, Table::Allocs, index);
             }
             for a in &plan.allocs {
+                // The allocation this one replaces learns its successor.
+                if !a.previous_allocation.is_empty()
+                    && let Some(prev) = s.allocs.get(&a.previous_allocation).cloned()
+                    && prev.next_allocation.is_empty()
+                {
+                    let mut prev = prev;
+                    prev.next_allocation = a.id.clone();
+                    prev.modify_index = index;
+                    s.allocs.insert(prev.id.clone(), prev);
+                }
                 touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
                 upsert_alloc(s, index, time, a.clone(), events);
             }

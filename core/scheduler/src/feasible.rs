@@ -1,0 +1,232 @@
+//! Feasibility: constraints with every Nomad operator over `${attr.*}`, `${node.*}` and
+//! `${meta.*}`, version and semver comparisons.
+
+use std::collections::BTreeMap;
+
+use drover_model::{Constraint, Node};
+
+/// Resolves a constraint target against a node: `${attr.X}`, `${meta.X}`, `${node.unique.id}`,
+/// `${node.datacenter}`, `${node.unique.name}`, `${node.class}`, `${node.pool}`,
+/// `${node.region}`; anything else is a literal. None: the attribute is not set.
+pub fn resolve(target: &str, node: &Node) -> Option<String> {
+    let Some(inner) = target.strip_prefix("${").and_then(|t| t.strip_suffix('}')) else {
+        return Some(target.to_string());
+    };
+    if let Some(a) = inner.strip_prefix("attr.") {
+        return node.attributes.get(a).cloned();
+    }
+    if let Some(m) = inner.strip_prefix("meta.") {
+        return node.meta.get(m).cloned();
+    }
+    match inner {
+        "node.unique.id" => Some(node.id.clone()),
+        "node.unique.name" => Some(node.name.clone()),
+        "node.datacenter" => Some(node.datacenter.clone()),
+        "node.class" => Some(node.node_class.clone()),
+        "node.pool" => Some(node.node_pool.clone()),
+        "node.region" => node
+            .attributes
+            .get("region")
+            .cloned()
+            .or_else(|| Some("global".into())),
+        _ => None,
+    }
+}
+
+/// Whether `node` satisfies `c`. distinct_hosts and distinct_property depend on other
+/// placements and are checked by the scheduler, not here (they pass).
+pub fn satisfies(
+    c: &Constraint,
+    node: &Node,
+    regex_cache: &mut BTreeMap<String, Option<regex::Regex>>,
+) -> bool {
+    let l = resolve(&c.l_target, node);
+    let r = resolve(&c.r_target, node);
+    let op = c.operand.as_str();
+    match op {
+        "distinct_hosts" | "distinct_property" => true,
+        "is_set" => l.is_some(),
+        "is_not_set" => l.is_none(),
+        _ => {
+            let (Some(l), Some(r)) = (l, r) else {
+                return false;
+            };
+            match op {
+                "" | "=" | "==" | "is" => l == r,
+                "!=" | "not" => l != r,
+                "<" | "<=" | ">" | ">=" => compare(&l, &r).is_some_and(|o| match op {
+                    "<" => o.is_lt(),
+                    "<=" => o.is_le(),
+                    ">" => o.is_gt(),
+                    _ => o.is_ge(),
+                }),
+                "regexp" => regex_cache
+                    .entry(r.clone())
+                    .or_insert_with(|| regex::Regex::new(&r).ok())
+                    .as_ref()
+                    .is_some_and(|re| re.is_match(&l)),
+                "set_contains" | "set_contains_all" => {
+                    let have = set(&l);
+                    set(&r).iter().all(|x| have.contains(x))
+                }
+                "set_contains_any" => {
+                    let have = set(&l);
+                    set(&r).iter().any(|x| have.contains(x))
+                }
+                "version" => version_matches(&l, &r, false),
+                "semver" => version_matches(&l, &r, true),
+                _ => false,
+            }
+        }
+    }
+}
+
+fn set(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+/// Numbers compare numerically, anything else lexically.
+fn compare(l: &str, r: &str) -> Option<std::cmp::Ordering> {
+    match (l.parse::<f64>(), r.parse::<f64>()) {
+        (Ok(a), Ok(b)) => a.partial_cmp(&b),
+        _ => Some(l.cmp(r)),
+    }
+}
+
+/// A parsed version: numeric parts and an optional pre-release.
+#[derive(Debug, PartialEq, Eq)]
+struct Version {
+    parts: [u64; 3],
+    pre: Option<String>,
+}
+
+fn parse_version(s: &str, strict: bool) -> Option<Version> {
+    let s = s.trim().trim_start_matches('v');
+    let (core, pre) = match s.split_once('-') {
+        Some((c, p)) => (c, Some(p.split('+').next().unwrap_or(p).to_string())),
+        None => (s.split('+').next().unwrap_or(s), None),
+    };
+    let nums: Vec<&str> = core.split('.').collect();
+    if nums.is_empty() || nums.len() > 3 || (strict && nums.len() != 3) {
+        return None;
+    }
+    let mut parts = [0u64; 3];
+    for (i, n) in nums.iter().enumerate() {
+        parts[i] = n.parse().ok()?;
+    }
+    Some(Version { parts, pre })
+}
+
+fn cmp_versions(a: &Version, b: &Version) -> std::cmp::Ordering {
+    a.parts.cmp(&b.parts).then_with(|| match (&a.pre, &b.pre) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (Some(x), Some(y)) => x.cmp(y),
+    })
+}
+
+/// `constraint` is a comma-separated list of `OP VERSION` (`>= 1.2, < 2.0`, `~> 1.4`).
+fn version_matches(value: &str, constraint: &str, strict: bool) -> bool {
+    let Some(v) = parse_version(value, strict) else {
+        return false;
+    };
+    constraint.split(',').all(|c| {
+        let c = c.trim();
+        let op_len = c
+            .find(|ch: char| ch.is_ascii_digit() || ch == 'v')
+            .unwrap_or(c.len());
+        let (op, ver) = c.split_at(op_len);
+        let Some(want) = parse_version(ver, false) else {
+            return false;
+        };
+        let o = cmp_versions(&v, &want);
+        match op.trim() {
+            "" | "=" => o.is_eq(),
+            "!=" => !o.is_eq(),
+            ">" => o.is_gt(),
+            ">=" => o.is_ge(),
+            "<" => o.is_lt(),
+            "<=" => o.is_le(),
+            "~>" => {
+                // Pessimistic: >= want, and the same prefix up to the last given part.
+                let given = ver
+                    .trim()
+                    .trim_start_matches('v')
+                    .split('-')
+                    .next()
+                    .unwrap_or("")
+                    .split('.')
+                    .count();
+                let fixed = given.saturating_sub(1).max(1);
+                o.is_ge() && v.parts[..fixed] == want.parts[..fixed]
+            }
+            _ => false,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        let mut n = Node {
+            id: "n1".into(),
+            name: "web-1".into(),
+            datacenter: "dc1".into(),
+            node_class: "large".into(),
+            ..Default::default()
+        };
+        n.attributes.insert("kernel.name".into(), "linux".into());
+        n.attributes.insert("cpu.numcores".into(), "8".into());
+        n.attributes
+            .insert("driver.docker.version".into(), "24.0.7".into());
+        n.meta.insert("tags".into(), "ssd,gpu,fast".into());
+        n
+    }
+
+    fn ok(l: &str, op: &str, r: &str) -> bool {
+        satisfies(
+            &Constraint {
+                l_target: l.into(),
+                operand: op.into(),
+                r_target: r.into(),
+            },
+            &node(),
+            &mut BTreeMap::new(),
+        )
+    }
+
+    #[test]
+    fn every_operator() {
+        assert!(ok("${attr.kernel.name}", "=", "linux"));
+        assert!(!ok("${attr.kernel.name}", "!=", "linux"));
+        assert!(ok("${attr.cpu.numcores}", ">=", "4"));
+        assert!(!ok("${attr.cpu.numcores}", "<", "4"));
+        assert!(!ok("${attr.cpu.numcores}", ">", "10"));
+        assert!(ok("${node.datacenter}", "regexp", "^dc[0-9]$"));
+        assert!(ok("${meta.tags}", "set_contains", "ssd,gpu"));
+        assert!(ok("${meta.tags}", "set_contains_all", "fast"));
+        assert!(!ok("${meta.tags}", "set_contains", "ssd,arm"));
+        assert!(ok("${meta.tags}", "set_contains_any", "arm,gpu"));
+        assert!(ok(
+            "${attr.driver.docker.version}",
+            "version",
+            ">= 20.10, < 25"
+        ));
+        assert!(!ok("${attr.driver.docker.version}", "version", "< 24"));
+        assert!(ok("${attr.driver.docker.version}", "semver", "~> 24.0"));
+        assert!(ok("${attr.kernel.name}", "is_set", ""));
+        assert!(ok("${attr.nope}", "is_not_set", ""));
+        assert!(
+            !ok("${attr.nope}", "=", "x"),
+            "an unset attribute fails comparisons"
+        );
+        assert!(ok("${node.class}", "=", "large"));
+        assert!(ok("${node.unique.name}", "==", "web-1"));
+    }
+}

@@ -1,0 +1,550 @@
+//! Placement: which node takes an allocation. Nodes are visited in a seeded random order from
+//! a rotating cursor; each is checked for feasibility (cached per group and node), the
+//! distinct_* constraints and fit; the first few feasible ones are ranked and the best wins.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use drover_model::{
+    AllocatedPort, Allocation, ClientStatus, Constraint, DesiredStatus, Job, Node, NodeStatus,
+    PlacementFailure, RescheduleEvent, Resources, SharedResources, TaskGroup, format_uuid,
+};
+use drover_state::StateSnapshot;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::feasible::{resolve, satisfies};
+use crate::fit::{Usage, fits};
+use crate::{Algorithm, Options, glob_match};
+
+/// The dynamic port range.
+pub const DYNAMIC_PORTS: std::ops::Range<u16> = 20000..32000;
+
+pub(crate) struct Placer<'a> {
+    snap: &'a StateSnapshot,
+    opts: Options,
+    pub rng: StdRng,
+    nodes: Vec<&'a Node>,
+    cursor: usize,
+    usage: BTreeMap<String, Usage>,
+    stopping: BTreeSet<String>,
+    /// This job's active allocations per (node, group).
+    on_node: BTreeMap<(String, String), u32>,
+    /// Allocations per (group or "" for the job, attribute expression, value): for
+    /// distinct_property and spreads.
+    by_value: BTreeMap<(String, String, String), u32>,
+    feasible: BTreeMap<(String, String), Option<String>>,
+    regexes: BTreeMap<String, Option<regex::Regex>>,
+}
+
+/// A request to place one allocation.
+pub(crate) struct Request<'j> {
+    pub job: &'j Job,
+    pub group: &'j TaskGroup,
+    pub index: u32,
+    pub eval_id: String,
+    pub previous: Option<&'j Allocation>,
+    pub reschedule: Vec<RescheduleEvent>,
+    /// Only this node (system jobs).
+    pub only: Option<&'j Node>,
+}
+
+impl<'a> Placer<'a> {
+    pub fn new(snap: &'a StateSnapshot, job: Option<&Job>, seed: u64, opts: &Options) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut nodes: Vec<&Node> = snap.nodes().collect();
+        nodes.shuffle(&mut rng);
+        let mut p = Placer {
+            snap,
+            opts: *opts,
+            rng,
+            nodes,
+            cursor: 0,
+            usage: BTreeMap::new(),
+            stopping: BTreeSet::new(),
+            on_node: BTreeMap::new(),
+            by_value: BTreeMap::new(),
+            feasible: BTreeMap::new(),
+            regexes: BTreeMap::new(),
+        };
+        if let Some(job) = job {
+            for a in snap
+                .allocs_by_job(&job.namespace, &job.id)
+                .filter(|a| a.is_active())
+            {
+                p.count(job, a, 1);
+            }
+        }
+        p
+    }
+
+    pub fn new_id(&mut self) -> String {
+        format_uuid(self.rng.random())
+    }
+
+    /// Distinct-property and spread attributes of a group.
+    fn value_keys(job: &Job, group: &TaskGroup) -> Vec<(String, String)> {
+        let mut keys = Vec::new();
+        for c in job
+            .constraints
+            .iter()
+            .filter(|c| c.operand == "distinct_property")
+        {
+            keys.push((String::new(), c.l_target.clone()));
+        }
+        for c in group
+            .constraints
+            .iter()
+            .filter(|c| c.operand == "distinct_property")
+        {
+            keys.push((group.name.clone(), c.l_target.clone()));
+        }
+        for s in job.spreads.iter().chain(group.spreads.iter()) {
+            keys.push((group.name.clone(), s.attribute.clone()));
+        }
+        keys
+    }
+
+    fn count(&mut self, job: &Job, a: &Allocation, delta: i64) {
+        let bump = |v: &mut u32| *v = (*v as i64 + delta).max(0) as u32;
+        bump(
+            self.on_node
+                .entry((a.node_id.clone(), a.task_group.clone()))
+                .or_default(),
+        );
+        let Some(node) = self.snap.node(&a.node_id) else {
+            return;
+        };
+        let Some(group) = job.group(&a.task_group) else {
+            return;
+        };
+        for (scope, attr) in Self::value_keys(job, group) {
+            if let Some(v) = resolve(&attr, node) {
+                bump(self.by_value.entry((scope, attr, v)).or_default());
+            }
+        }
+    }
+
+    fn usage(&mut self, node_id: &str) -> &mut Usage {
+        if !self.usage.contains_key(node_id) {
+            let stopping = &self.stopping;
+            let u = Usage::of(
+                self.snap
+                    .allocs_by_node(node_id)
+                    .filter(|a| !stopping.contains(&a.id)),
+            );
+            self.usage.insert(node_id.to_string(), u);
+        }
+        self.usage.get_mut(node_id).expect("just inserted")
+    }
+
+    /// The plan stops `a`: its resources are free for this plan's placements.
+    pub fn release(&mut self, job: Option<&Job>, a: &Allocation) {
+        if !self.stopping.insert(a.id.clone()) {
+            return;
+        }
+        if let Some(u) = self.usage.get_mut(&a.node_id)
+            && a.is_active()
+        {
+            u.remove(a);
+        }
+        if let Some(job) = job
+            && a.is_active()
+        {
+            self.count(job, a, -1);
+        }
+    }
+
+    /// Why `node` can never run `group`, in plain words.
+    fn infeasible(&mut self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
+        let key = (group.name.clone(), node.id.clone());
+        if let Some(r) = self.feasible.get(&key) {
+            return r.clone();
+        }
+        let r = self.check(job, group, node);
+        self.feasible.insert(key, r.clone());
+        r
+    }
+
+    fn check(&mut self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
+        if node.status != NodeStatus::Ready {
+            return Some(format!("node is {}", node.status.as_str()));
+        }
+        if node.scheduling_eligibility != "eligible" {
+            return Some("node is ineligible for scheduling".into());
+        }
+        if !job
+            .datacenters
+            .iter()
+            .any(|dc| glob_match(dc, &node.datacenter))
+        {
+            return Some(format!(
+                "datacenter {} is not in {:?}",
+                node.datacenter, job.datacenters
+            ));
+        }
+        let pool = if node.node_pool.is_empty() {
+            "default"
+        } else {
+            node.node_pool.as_str()
+        };
+        if job.node_pool != "all" && !job.node_pool.is_empty() && job.node_pool != pool {
+            return Some(format!("node pool {pool} is not {}", job.node_pool));
+        }
+        for t in &group.tasks {
+            match node.drivers.get(&t.driver) {
+                Some(d) if d.detected && d.healthy => {}
+                Some(d) if d.detected => {
+                    return Some(format!(
+                        "driver {} is unhealthy: {}",
+                        t.driver, d.health_description
+                    ));
+                }
+                _ => return Some(format!("missing driver {}", t.driver)),
+            }
+            if let Some(d) = t.resources.devices.first() {
+                return Some(format!("missing device {}", d.name));
+            }
+        }
+        let constraints: Vec<&Constraint> = job
+            .constraints
+            .iter()
+            .chain(group.constraints.iter())
+            .chain(group.tasks.iter().flat_map(|t| t.constraints.iter()))
+            .collect();
+        for c in constraints {
+            if !satisfies(c, node, &mut self.regexes) {
+                return Some(
+                    format!(
+                        "constraint {} {} {}",
+                        c.l_target,
+                        if c.operand.is_empty() {
+                            "="
+                        } else {
+                            &c.operand
+                        },
+                        c.r_target
+                    )
+                    .trim_end()
+                    .to_string(),
+                );
+            }
+        }
+        for v in group.volumes.values().filter(|v| v.volume_type == "host") {
+            match node.host_volumes.get(&v.source) {
+                None => return Some(format!("missing host volume {}", v.source)),
+                Some(h) if h.read_only && !v.read_only => {
+                    return Some(format!("host volume {} is read-only", v.source));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The distinct_hosts / distinct_property constraint `node` would break, if any.
+    fn distinct(&self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
+        let job_level = job
+            .constraints
+            .iter()
+            .any(|c| c.operand == "distinct_hosts");
+        let group_level = group
+            .constraints
+            .iter()
+            .any(|c| c.operand == "distinct_hosts");
+        if job_level {
+            let any = self
+                .on_node
+                .range((node.id.clone(), String::new())..)
+                .take_while(|((n, _), _)| *n == node.id)
+                .any(|(_, c)| *c > 0);
+            if any {
+                return Some("distinct_hosts: the node already runs this job".into());
+            }
+        } else if group_level
+            && self
+                .on_node
+                .get(&(node.id.clone(), group.name.clone()))
+                .copied()
+                .unwrap_or(0)
+                > 0
+        {
+            return Some("distinct_hosts: the node already runs this group".into());
+        }
+        let scoped = job
+            .constraints
+            .iter()
+            .map(|c| (String::new(), c))
+            .chain(group.constraints.iter().map(|c| (group.name.clone(), c)));
+        for (scope, c) in scoped.filter(|(_, c)| c.operand == "distinct_property") {
+            let limit: u32 = c.r_target.parse().unwrap_or(1).max(1);
+            let Some(v) = resolve(&c.l_target, node) else {
+                return Some(format!("distinct_property {} is not set", c.l_target));
+            };
+            if self
+                .by_value
+                .get(&(scope, c.l_target.clone(), v.clone()))
+                .copied()
+                .unwrap_or(0)
+                >= limit
+            {
+                return Some(format!(
+                    "distinct_property {} = {v} already has {limit}",
+                    c.l_target
+                ));
+            }
+        }
+        None
+    }
+
+    fn score(
+        &self,
+        job: &Job,
+        group: &TaskGroup,
+        node: &Node,
+        usage: &Usage,
+        need: &Resources,
+    ) -> f64 {
+        let cap = node.allocatable();
+        let frac = |used: u64, need: u64, cap: u64| {
+            if cap == 0 {
+                1.0
+            } else {
+                (used + need) as f64 / cap as f64
+            }
+        };
+        let fullness = (frac(usage.cpu, need.cpu, cap.cpu)
+            + frac(usage.memory_mb, need.memory_mb, cap.memory_mb))
+            / 2.0;
+        let mut total = match self.opts.algorithm {
+            Algorithm::Binpack => fullness,
+            Algorithm::Spread => 1.0 - fullness,
+        };
+        let mut parts = 1.0;
+        let affinities: Vec<_> = job
+            .affinities
+            .iter()
+            .chain(group.affinities.iter())
+            .chain(group.tasks.iter().flat_map(|t| t.affinities.iter()))
+            .collect();
+        if !affinities.is_empty() {
+            let sum: f64 = affinities
+                .iter()
+                .map(|a| (a.weight as f64).abs())
+                .sum::<f64>()
+                .max(1.0);
+            let mut regexes = BTreeMap::new();
+            let got: f64 = affinities
+                .iter()
+                .filter(|a| {
+                    satisfies(
+                        &Constraint {
+                            l_target: a.l_target.clone(),
+                            r_target: a.r_target.clone(),
+                            operand: a.operand.clone(),
+                        },
+                        node,
+                        &mut regexes,
+                    )
+                })
+                .map(|a| a.weight as f64)
+                .sum();
+            total += got / sum;
+            parts += 1.0;
+        }
+        for s in job.spreads.iter().chain(group.spreads.iter()) {
+            let value = resolve(&s.attribute, node).unwrap_or_default();
+            let current = self
+                .by_value
+                .get(&(group.name.clone(), s.attribute.clone(), value.clone()))
+                .copied()
+                .unwrap_or(0) as f64;
+            let count = group.count.max(1) as f64;
+            let boost = if s.spread_target.is_empty() {
+                // Even spread: the fewer this value already has, the better.
+                1.0 - current / count
+            } else {
+                let pct = s
+                    .spread_target
+                    .iter()
+                    .find(|t| t.value == value)
+                    .map(|t| t.percent as f64)
+                    .unwrap_or(0.0);
+                let desired = pct * count / 100.0;
+                if desired <= 0.0 {
+                    -1.0
+                } else {
+                    ((desired - current) / desired).clamp(-1.0, 1.0)
+                }
+            };
+            total += boost * s.weight as f64 / 100.0;
+            parts += 1.0;
+        }
+        total / parts
+    }
+
+    /// Places one allocation, or explains why it cannot be placed.
+    pub fn place(&mut self, req: Request<'_>) -> Result<Allocation, PlacementFailure> {
+        let (job, group) = (req.job, req.group);
+        let mut f = PlacementFailure::default();
+        let mut need = group.resources();
+        need.disk_mb = group
+            .ephemeral_disk
+            .as_ref()
+            .map(|d| d.size_mb)
+            .unwrap_or(0);
+        let static_ports: Vec<u16> = group
+            .networks
+            .iter()
+            .flat_map(|n| n.reserved_ports.iter().map(|p| p.value))
+            .collect();
+        let ranked = !(job.affinities.is_empty()
+            && group.affinities.is_empty()
+            && job.spreads.is_empty()
+            && group.spreads.is_empty());
+        let limit = if ranked || req.only.is_some() {
+            usize::MAX
+        } else {
+            self.opts.candidates.max(1)
+        };
+        let candidates: Vec<&'a Node> = match req.only {
+            Some(n) => self
+                .nodes
+                .iter()
+                .copied()
+                .filter(|x| x.id == n.id)
+                .collect(),
+            None => self.nodes.clone(),
+        };
+        let n = candidates.len();
+        let mut best: Option<(f64, &'a Node)> = None;
+        let mut found = 0;
+        let mut nearest: Option<(u64, String)> = None;
+        let mut visited = 0;
+        for i in 0..n {
+            let node = candidates[(self.cursor + i) % n];
+            visited = i + 1;
+            f.nodes_evaluated += 1;
+            if let Some(reason) = self
+                .infeasible(job, group, node)
+                .or_else(|| self.distinct(job, group, node))
+            {
+                f.nodes_filtered += 1;
+                *f.constraint_filtered.entry(reason).or_default() += 1;
+                continue;
+            }
+            let usage = self.usage(&node.id).clone();
+            match fits(node, &usage, &need, &static_ports) {
+                Ok(()) => {
+                    let score = self.score(job, group, node, &usage, &need);
+                    if best
+                        .as_ref()
+                        .is_none_or(|(s, b)| score > *s || (score == *s && node.id < b.id))
+                    {
+                        best = Some((score, node));
+                    }
+                    found += 1;
+                    if found >= limit {
+                        break;
+                    }
+                }
+                Err(m) => {
+                    *f.dimension_exhausted.entry(m.dimension()).or_default() += 1;
+                    if nearest.as_ref().is_none_or(|(s, _)| m.shortfall() < *s) {
+                        nearest = Some((
+                            m.shortfall(),
+                            format!(
+                                "node {} ({}) lacks {m}",
+                                node.name,
+                                &node.id[..node.id.len().min(8)]
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if req.only.is_none() && n > 0 {
+            self.cursor = (self.cursor + visited) % n;
+        }
+        let Some((_, node)) = best else {
+            f.nearest_miss = match nearest {
+                Some((_, msg)) => msg,
+                None if n == 0 => "no nodes are registered".into(),
+                None => "every node was filtered out".into(),
+            };
+            return Err(f);
+        };
+        // Ports: the static ones as asked, dynamic ones from the range, none the node holds.
+        let mut ports = Vec::new();
+        let mut taken = self.usage(&node.id).ports.clone();
+        for net in &group.networks {
+            for p in &net.reserved_ports {
+                ports.push(AllocatedPort {
+                    label: p.label.clone(),
+                    value: p.value,
+                    to: p.to,
+                    host_ip: String::new(),
+                });
+            }
+            for p in &net.dynamic_ports {
+                let span = (DYNAMIC_PORTS.end - DYNAMIC_PORTS.start) as usize;
+                let start = self.rng.random_range(0..span);
+                let Some(value) = (0..span)
+                    .map(|k| DYNAMIC_PORTS.start + ((start + k) % span) as u16)
+                    .find(|v| !taken.contains(v) && !static_ports.contains(v))
+                else {
+                    f.dimension_exhausted
+                        .insert("network: dynamic port range exhausted".into(), 1);
+                    f.nearest_miss = format!("node {} has no free dynamic port", node.name);
+                    return Err(f);
+                };
+                taken.insert(value);
+                ports.push(AllocatedPort {
+                    label: p.label.clone(),
+                    value,
+                    to: if p.to == 0 { value as i32 } else { p.to },
+                    host_ip: String::new(),
+                });
+            }
+        }
+        let alloc = Allocation {
+            id: self.new_id(),
+            namespace: job.namespace.clone(),
+            eval_id: req.eval_id,
+            name: format!("{}.{}[{}]", job.id, group.name, req.index),
+            node_id: node.id.clone(),
+            job_id: job.id.clone(),
+            job_version: job.version,
+            task_group: group.name.clone(),
+            task_resources: group
+                .tasks
+                .iter()
+                .map(|t| (t.name.clone(), t.resources.clone()))
+                .collect(),
+            shared_resources: SharedResources {
+                disk_mb: need.disk_mb,
+                ports,
+            },
+            desired_status: DesiredStatus::Run,
+            client_status: ClientStatus::Pending,
+            previous_allocation: req.previous.map(|p| p.id.clone()).unwrap_or_default(),
+            reschedule_tracker: req.reschedule,
+            ..Default::default()
+        };
+        self.usage(&node.id).add(&alloc);
+        self.count(job, &alloc, 1);
+        Ok(alloc)
+    }
+
+    /// Nodes where a per-node (system) job may run: every node, in id order.
+    pub fn all_nodes(&self) -> Vec<&'a Node> {
+        let mut v = self.nodes.clone();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Whether `group` can ever run on `node` (feasibility only, not fit).
+    pub fn feasible_on(&mut self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
+        self.infeasible(job, group, node)
+    }
+}

@@ -10,12 +10,14 @@ use drover_model::{
 };
 use drover_state::StateSnapshot;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::feasible::{resolve, satisfies};
 use crate::fit::{Usage, fits};
 use crate::{Algorithm, Options, glob_match};
+
+/// Candidates ranked per placement when affinities or spreads are in play.
+const RANKED_CANDIDATES: usize = 64;
 
 /// The dynamic port range.
 pub const DYNAMIC_PORTS: std::ops::Range<u16> = 20000..32000;
@@ -33,7 +35,8 @@ pub(crate) struct Placer<'a> {
     /// Allocations per (group or "" for the job, attribute expression, value): for
     /// distinct_property and spreads.
     by_value: BTreeMap<(String, String, String), u32>,
-    feasible: BTreeMap<(String, String), Option<String>>,
+    /// Feasibility per group, by position in `nodes` (None: not checked yet).
+    feasible: BTreeMap<String, BTreeMap<usize, Option<String>>>,
     regexes: BTreeMap<String, Option<regex::Regex>>,
 }
 
@@ -52,14 +55,19 @@ pub(crate) struct Request<'j> {
 impl<'a> Placer<'a> {
     pub fn new(snap: &'a StateSnapshot, job: Option<&Job>, seed: u64, opts: &Options) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut nodes: Vec<&Node> = snap.nodes().collect();
-        nodes.shuffle(&mut rng);
+        // Node ids are random, so id order is a random order: start at a seeded offset.
+        let nodes: Vec<&Node> = snap.nodes().collect();
+        let cursor = if nodes.is_empty() {
+            0
+        } else {
+            rng.random_range(0..nodes.len())
+        };
         let mut p = Placer {
             snap,
             opts: *opts,
             rng,
             nodes,
-            cursor: 0,
+            cursor,
             usage: BTreeMap::new(),
             stopping: BTreeSet::new(),
             on_node: BTreeMap::new(),
@@ -125,6 +133,18 @@ impl<'a> Placer<'a> {
         }
     }
 
+    fn ensure_usage(&mut self, node_id: &str) {
+        if !self.usage.contains_key(node_id) {
+            let stopping = &self.stopping;
+            let u = Usage::of(
+                self.snap
+                    .allocs_by_node(node_id)
+                    .filter(|a| !stopping.contains(&a.id)),
+            );
+            self.usage.insert(node_id.to_string(), u);
+        }
+    }
+
     fn usage(&mut self, node_id: &str) -> &mut Usage {
         if !self.usage.contains_key(node_id) {
             let stopping = &self.stopping;
@@ -155,14 +175,17 @@ impl<'a> Placer<'a> {
         }
     }
 
-    /// Why `node` can never run `group`, in plain words.
-    fn infeasible(&mut self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
-        let key = (group.name.clone(), node.id.clone());
-        if let Some(r) = self.feasible.get(&key) {
+    /// Why the node at `pos` can never run `group`, in plain words (cached).
+    fn infeasible(&mut self, job: &Job, group: &TaskGroup, pos: usize) -> Option<String> {
+        if let Some(r) = self.feasible.get(&group.name).and_then(|m| m.get(&pos)) {
             return r.clone();
         }
+        let node = self.nodes[pos];
         let r = self.check(job, group, node);
-        self.feasible.insert(key, r.clone());
+        self.feasible
+            .entry(group.name.clone())
+            .or_default()
+            .insert(pos, r.clone());
         r
     }
 
@@ -402,41 +425,54 @@ impl<'a> Placer<'a> {
             && group.affinities.is_empty()
             && job.spreads.is_empty()
             && group.spreads.is_empty());
-        let limit = if ranked || req.only.is_some() {
+        // Affinities and spreads rank a wider sample; a system job looks at its one node.
+        let limit = if req.only.is_some() {
             usize::MAX
+        } else if ranked {
+            RANKED_CANDIDATES
         } else {
             self.opts.candidates.max(1)
         };
-        let candidates: Vec<&'a Node> = match req.only {
-            Some(n) => self
+        let positions: Vec<usize> = match req.only {
+            Some(only) => self
                 .nodes
                 .iter()
-                .copied()
-                .filter(|x| x.id == n.id)
+                .position(|x| x.id == only.id)
+                .into_iter()
                 .collect(),
-            None => self.nodes.clone(),
+            None => Vec::new(),
         };
-        let n = candidates.len();
+        let n = if req.only.is_some() {
+            positions.len()
+        } else {
+            self.nodes.len()
+        };
         let mut best: Option<(f64, &'a Node)> = None;
         let mut found = 0;
         let mut nearest: Option<(u64, String)> = None;
         let mut visited = 0;
         for i in 0..n {
-            let node = candidates[(self.cursor + i) % n];
+            let pos = if req.only.is_some() {
+                positions[i]
+            } else {
+                (self.cursor + i) % n
+            };
+            let node = self.nodes[pos];
             visited = i + 1;
             f.nodes_evaluated += 1;
             if let Some(reason) = self
-                .infeasible(job, group, node)
+                .infeasible(job, group, pos)
                 .or_else(|| self.distinct(job, group, node))
             {
                 f.nodes_filtered += 1;
                 *f.constraint_filtered.entry(reason).or_default() += 1;
                 continue;
             }
-            let usage = self.usage(&node.id).clone();
-            match fits(node, &usage, &need, &static_ports) {
+            self.ensure_usage(&node.id);
+            let usage = &self.usage[&node.id];
+            match fits(node, usage, &need, &static_ports) {
                 Ok(()) => {
-                    let score = self.score(job, group, node, &usage, &need);
+                    let score = self.score(job, group, node, usage, &need);
                     if best
                         .as_ref()
                         .is_none_or(|(s, b)| score > *s || (score == *s && node.id < b.id))
@@ -538,13 +574,14 @@ impl<'a> Placer<'a> {
 
     /// Nodes where a per-node (system) job may run: every node, in id order.
     pub fn all_nodes(&self) -> Vec<&'a Node> {
-        let mut v = self.nodes.clone();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+        self.nodes.clone()
     }
 
     /// Whether `group` can ever run on `node` (feasibility only, not fit).
     pub fn feasible_on(&mut self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
-        self.infeasible(job, group, node)
+        match self.nodes.iter().position(|x| x.id == node.id) {
+            Some(pos) => self.infeasible(job, group, pos),
+            None => Some("node is gone".into()),
+        }
     }
 }

@@ -20,6 +20,7 @@ use drover_raft::{RaftNode, WriteError};
 use drover_state::{Command, StateStore};
 
 pub use node_stream::{LogsSession, NodeStreamService};
+pub use plan_apply::PlanOutcome;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -135,6 +136,12 @@ impl Server {
             })
             .await?;
         Ok((eval_id, resp.index, resp.job_version.unwrap_or(0)))
+    }
+
+    /// Submits a plan to the plan applier, as a scheduler worker does (also the hook tests use
+    /// to race plans computed from one snapshot).
+    pub async fn submit_plan(&self, plan: drover_scheduler::Plan, eval: Evaluation) -> PlanOutcome {
+        plan_apply::apply_plan(self, plan, eval).await
     }
 
     /// A dry run of registering `job`: the scheduler's plan against the current state, with

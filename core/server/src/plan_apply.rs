@@ -12,6 +12,7 @@ use drover_state::{Command, PlanResult};
 
 use crate::Server;
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanOutcome {
     Committed,
     /// Part of the plan no longer fits: refresh the snapshot to at least this index and retry.

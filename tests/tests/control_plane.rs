@@ -230,4 +230,10 @@ fn client_shutdown_keeps_tasks_and_dev_shutdown_stops_them() {
         "the task was started again: {a:#}"
     );
     assert_eq!(proc_stat(pid).map(|s| s.1), Some(start));
+    // Leave nothing running: the reattached task is stopped through the cluster.
+    let out = server.cli(&["job", "stop", "-detach", "sleeper"]);
+    assert!(out.status.success());
+    wait_for("the task to be stopped", Duration::from_secs(30), || {
+        proc_stat(pid).is_none().then_some(())
+    });
 }

@@ -576,7 +576,7 @@ impl AgentConfig {
             ),
         };
         Ok(AgentConfig {
-            num_schedulers: server_block.num_schedulers.unwrap_or(2).max(1) as usize,
+            num_schedulers: server_block.num_schedulers.unwrap_or(4).max(1) as usize,
             scheduler_algorithm,
             raft_snapshot_threshold: server_block
                 .raft_snapshot_threshold

@@ -433,29 +433,22 @@ impl<'a> Placer<'a> {
         } else {
             self.opts.candidates.max(1)
         };
-        let positions: Vec<usize> = match req.only {
-            Some(only) => self
-                .nodes
-                .iter()
-                .position(|x| x.id == only.id)
-                .into_iter()
-                .collect(),
-            None => Vec::new(),
-        };
-        let n = if req.only.is_some() {
-            positions.len()
-        } else {
-            self.nodes.len()
+        let only = req
+            .only
+            .map(|o| self.nodes.iter().position(|x| x.id == o.id));
+        let n = match only {
+            Some(Some(_)) => 1,
+            Some(None) => 0,
+            None => self.nodes.len(),
         };
         let mut best: Option<(f64, &'a Node)> = None;
         let mut found = 0;
         let mut nearest: Option<(u64, String)> = None;
         let mut visited = 0;
         for i in 0..n {
-            let pos = if req.only.is_some() {
-                positions[i]
-            } else {
-                (self.cursor + i) % n
+            let pos = match only {
+                Some(Some(p)) => p,
+                _ => (self.cursor + i) % n,
             };
             let node = self.nodes[pos];
             visited = i + 1;

@@ -48,13 +48,21 @@ fn start_duties(server: &Server) -> Vec<JoinHandle<()>> {
         let (server, broker) = (server.clone(), broker.clone());
         tokio::spawn(async move {
             let mut changed = server.store().subscribe();
+            let mut seen = u64::MAX;
             loop {
-                broker.enqueue_pending(&server.store().snapshot());
-                // Re-scan at least every second: a nacked evaluation is redelivered even when
-                // nothing else changes.
+                // Scan when evaluations changed, and at least every second: a nacked or
+                // delayed evaluation is delivered even when nothing else changes.
+                let snap = server.store().snapshot();
+                let evals_index = snap.table_index(drover_state::Table::Evals);
+                if evals_index != seen {
+                    broker.enqueue_pending(&snap);
+                    seen = evals_index;
+                }
                 let wait = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
-                if matches!(wait, Ok(Err(_))) {
-                    break;
+                match wait {
+                    Ok(Err(_)) => break,
+                    Err(_) => seen = u64::MAX,
+                    Ok(Ok(())) => {}
                 }
             }
         })

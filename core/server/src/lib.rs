@@ -35,7 +35,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             heartbeat_ttl: Duration::from_secs(10),
-            workers: 2,
+            workers: 4,
             algorithm: drover_scheduler::Algorithm::Binpack,
         }
     }
@@ -84,8 +84,10 @@ struct Inner {
     /// Open sessions waiting for the client's data, by session id.
     sessions: Mutex<BTreeMap<String, node_stream::SessionSink>>,
     heartbeats: heartbeat::Heartbeats,
-    /// Plans are applied one at a time.
+    /// Plans are checked one at a time.
     applier: tokio::sync::Mutex<()>,
+    /// Plans accepted and still committing.
+    inflight: plan_apply::InFlight,
 }
 
 /// A random UUID from the OS's generator.
@@ -104,6 +106,7 @@ impl Server {
                 nodes: Mutex::default(),
                 sessions: Mutex::default(),
                 applier: tokio::sync::Mutex::new(()),
+                inflight: Default::default(),
             }),
         };
         tokio::spawn(leader::watch_leadership(server.clone()));

@@ -1,14 +1,17 @@
-//! The plan applier: re-checks each node's part of a plan against the latest committed state
-//! with the scheduler's own fit check, and commits what still fits.
+//! The plan applier: re-checks each node's part of a plan against the committed state plus
+//! the plans it has accepted that are still committing, with the scheduler's own fit check,
+//! and commits what still fits.
 //!
-//! Plans are applied one at a time, each awaited until committed, so "the latest state" is
-//! the committed state plus nothing in flight.
+//! Checks are serialized; commits are not: an accepted plan joins the in-flight overlay and
+//! is written while the next plan is checked, so concurrent plans share Raft entries (the
+//! write batcher) and fsyncs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use drover_model::{Allocation, Evaluation};
 use drover_scheduler::{Plan, fit};
-use drover_state::{Command, PlanResult};
+use drover_state::{Command, PlanResult, StateSnapshot};
 
 use crate::Server;
 
@@ -22,50 +25,187 @@ pub enum PlanOutcome {
     Error(String),
 }
 
-pub async fn apply_plan(server: &Server, plan: Plan, eval: Evaluation) -> PlanOutcome {
-    let _serial = server.inner.applier.lock().await;
-    let snap = server.store().snapshot();
-    if let Some(node_id) = first_misfit(&snap, &plan) {
-        tracing::info!(node_id, "plan no longer fits a node");
-        return PlanOutcome::Refused {
-            refresh_index: snap.index(),
-        };
+/// An accepted plan's new allocations and the ids of those it stops.
+type Accepted = (Vec<Allocation>, Vec<String>);
+
+/// Plans accepted but not yet applied to the state.
+#[derive(Default)]
+pub struct InFlight {
+    plans: Mutex<BTreeMap<u64, Accepted>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl InFlight {
+    fn overlay(&self) -> (Vec<Allocation>, BTreeSet<String>) {
+        let plans = self.plans.lock().expect("in-flight lock");
+        let allocs = plans
+            .values()
+            .flat_map(|(a, _)| a.iter().cloned())
+            .collect();
+        let stops = plans
+            .values()
+            .flat_map(|(_, s)| s.iter().cloned())
+            .collect();
+        (allocs, stops)
     }
+}
+
+pub async fn apply_plan(server: &Server, plan: Plan, eval: Evaluation) -> PlanOutcome {
+    let inflight = &server.inner.inflight;
+    let ticket = {
+        let _serial = server.inner.applier.lock().await;
+        let snap = server.store().snapshot();
+        let (pending, pending_stops) = inflight.overlay();
+        if let Some(node_id) = first_misfit(&snap, &plan, &pending, &pending_stops) {
+            tracing::info!(node_id, "plan no longer fits a node");
+            return PlanOutcome::Refused {
+                refresh_index: snap.index(),
+            };
+        }
+        let ticket = inflight
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stops = plan.stops.iter().map(|s| s.alloc_id.clone()).collect();
+        inflight
+            .plans
+            .lock()
+            .expect("in-flight lock")
+            .insert(ticket, (plan.allocs.clone(), stops));
+        ticket
+    };
     let result = PlanResult {
         allocs: plan.allocs,
         stops: plan.stops,
         eval: Some(eval),
         new_evals: plan.new_evals,
     };
-    match server.raft().write(Command::PlanApply(result)).await {
+    let outcome = match server.raft().write(Command::PlanApply(result)).await {
         Ok(_) => PlanOutcome::Committed,
         Err(e) => PlanOutcome::Error(e.to_string()),
-    }
+    };
+    inflight
+        .plans
+        .lock()
+        .expect("in-flight lock")
+        .remove(&ticket);
+    outcome
 }
 
-/// The first node whose allocations, with the plan applied, would not fit.
-pub fn first_misfit(snap: &drover_state::StateSnapshot, plan: &Plan) -> Option<String> {
-    let stopping: std::collections::BTreeSet<&str> =
-        plan.stops.iter().map(|s| s.alloc_id.as_str()).collect();
-    let mut by_node: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
-    for a in &plan.allocs {
-        by_node.entry(a.node_id.as_str()).or_default().push(a);
-    }
-    for (node_id, new) in by_node {
+/// The first node whose allocations — committed, in flight and this plan's, less what is
+/// stopped — would not fit.
+pub fn first_misfit(
+    snap: &StateSnapshot,
+    plan: &Plan,
+    pending: &[Allocation],
+    pending_stops: &BTreeSet<String>,
+) -> Option<String> {
+    let stopping: BTreeSet<&str> = plan
+        .stops
+        .iter()
+        .map(|s| s.alloc_id.as_str())
+        .chain(pending_stops.iter().map(String::as_str))
+        .collect();
+    let nodes: BTreeSet<&str> = plan.allocs.iter().map(|a| a.node_id.as_str()).collect();
+    for node_id in nodes {
         let Some(node) = snap.node(node_id) else {
             return Some(node_id.to_string());
         };
         if !node.is_ready() {
             return Some(node_id.to_string());
         }
-        let replaced: std::collections::BTreeSet<&str> =
-            new.iter().map(|a| a.id.as_str()).collect();
-        let existing = snap
-            .allocs_by_node(node_id)
-            .filter(|a| !stopping.contains(a.id.as_str()) && !replaced.contains(a.id.as_str()));
-        if fit(node, existing.chain(new.iter().copied())).is_err() {
+        // By id, so an allocation both committed and still listed in flight counts once, and
+        // an in-place update replaces its old version.
+        let mut on_node: BTreeMap<&str, &Allocation> = BTreeMap::new();
+        for a in snap.allocs_by_node(node_id) {
+            on_node.insert(&a.id, a);
+        }
+        for a in pending
+            .iter()
+            .chain(plan.allocs.iter())
+            .filter(|a| a.node_id == node_id)
+        {
+            on_node.insert(&a.id, a);
+        }
+        let live = on_node
+            .into_iter()
+            .filter(|(id, _)| !stopping.contains(id))
+            .map(|(_, a)| a);
+        if fit(node, live).is_err() {
             return Some(node_id.to_string());
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_model::{DesiredStatus, DriverInfo, Node, NodeResources, NodeStatus, Resources};
+    use drover_state::{Entry, StateStore};
+
+    fn alloc(id: &str, mem: u64) -> Allocation {
+        Allocation {
+            id: id.into(),
+            node_id: "a".into(),
+            desired_status: DesiredStatus::Run,
+            task_resources: [(
+                "t".to_string(),
+                Resources {
+                    memory_mb: mem,
+                    ..Resources::ZERO
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn in_flight_plans_count_against_the_next_one() {
+        let store = StateStore::new();
+        let node = Node {
+            id: "a".into(),
+            status: NodeStatus::Ready,
+            scheduling_eligibility: "eligible".into(),
+            resources: NodeResources {
+                cpu: 1000,
+                memory_mb: 1000,
+                disk_mb: 0,
+            },
+            drivers: [(
+                "raw_exec".to_string(),
+                DriverInfo {
+                    detected: true,
+                    healthy: true,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        store.apply(
+            1,
+            &Entry {
+                time: 1,
+                command: Command::NodeRegister { node },
+            },
+        );
+        let snap = store.snapshot();
+        let plan = Plan {
+            allocs: vec![alloc("y", 600)],
+            ..Default::default()
+        };
+        assert_eq!(first_misfit(&snap, &plan, &[], &BTreeSet::new()), None);
+        // Another plan holding 600 MB on "a" is still committing: this one no longer fits.
+        assert_eq!(
+            first_misfit(&snap, &plan, &[alloc("x", 600)], &BTreeSet::new()).as_deref(),
+            Some("a")
+        );
+        // ...unless that in-flight plan also stops what it displaced.
+        let stopping: BTreeSet<String> = ["x".to_string()].into();
+        assert_eq!(
+            first_misfit(&snap, &plan, &[alloc("x", 600)], &stopping),
+            None
+        );
+    }
 }

@@ -85,6 +85,7 @@ impl Agent {
         let (h, r) = (free_port(), free_port());
         let a = Agent::start(&["-dev"], &tmp.join("dev"), h, r);
         a.wait_ready();
+        a.wait_node_ready();
         a
     }
 
@@ -135,6 +136,17 @@ impl Agent {
                     .filter(|r| r.status().is_success())
             },
         );
+    }
+
+    /// Waits until a client node is registered and ready.
+    pub fn wait_node_ready(&self) {
+        wait_for("a ready client node", Duration::from_secs(30), || {
+            self.get("/v1/nodes")?
+                .as_array()?
+                .iter()
+                .find(|n| n["Status"] == "ready")
+                .cloned()
+        });
     }
 
     /// SIGKILL, as a crash would.

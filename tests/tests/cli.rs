@@ -104,7 +104,22 @@ fn placement_failures_are_explained() {
     assert!(t.contains("out of memory"), "{t}");
     assert!(t.contains("nearest miss: node"), "{t}");
     let evals = agent.get("/v1/job/huge/evaluations").unwrap();
-    let id = evals[0]["ID"].as_str().unwrap().to_string();
+    let registered = evals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["TriggeredBy"] == "job-register")
+        .unwrap();
+    let id = registered["ID"].as_str().unwrap().to_string();
+    // What could not be placed waits in a blocked evaluation.
+    assert!(
+        evals
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["Status"] == "blocked"),
+        "{evals}"
+    );
     let out = agent.cli(&["eval", "status", &id]);
     let t = text(&out);
     assert!(t.contains("Placement Failures = true"), "{t}");

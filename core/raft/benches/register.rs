@@ -10,6 +10,9 @@ use std::time::Instant;
 use drover_raft::{RaftNode, RaftNodeConfig};
 use drover_state::Command;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WRITES: usize = 20_000;
 const IN_FLIGHT: usize = 64;
 

@@ -11,6 +11,9 @@ use drover_model::{
 use drover_scheduler::{Options, finished_eval, schedule};
 use drover_state::{Command, Entry, PlanResult, StateStore};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn cluster(n: usize) -> StateStore {
     let store = StateStore::new();
     for i in 0..n {

@@ -14,6 +14,9 @@ use drover_raft::{RaftNode, RaftNodeConfig};
 use drover_server::{Server, ServerConfig};
 use drover_state::Command;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NODES: usize = 5000;
 const JOBS: usize = 1000;
 const COUNT: u32 = 10;
@@ -113,6 +116,7 @@ fn main() {
         for r in regs {
             r.await.unwrap();
         }
+        let registered = start.elapsed();
         let want = JOBS * COUNT as usize;
         loop {
             let placed = server.store().snapshot().allocs().count();
@@ -125,6 +129,12 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let secs = start.elapsed().as_secs_f64();
+        let c = &raft.log.counters;
+        eprintln!(
+            "registered in {registered:?}; {} fsyncs, {} appends",
+            c.syncs.load(std::sync::atomic::Ordering::Relaxed),
+            c.appends.load(std::sync::atomic::Ordering::Relaxed)
+        );
         println!(
             "BENCH sched_e2e_placements_{NODES}nodes_{JOBS}jobs {:.0} placements/s",
             want as f64 / secs

@@ -52,7 +52,10 @@ impl Broker {
     /// The next evaluation whose job has none in flight; waits until there is one.
     pub async fn dequeue(&self) -> Evaluation {
         loop {
+            // Registered before the queue is checked, so no wake-up in between is lost.
             let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             {
                 let mut st = self.state.lock().expect("broker lock");
                 let key = st

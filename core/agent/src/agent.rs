@@ -96,6 +96,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 http_addr: cfg.advertise_http.clone(),
                 reserved: cfg.reserved,
                 host_volumes: cfg.host_volumes.clone(),
+                dynamic_ports: cfg.dynamic_ports,
                 stop_tasks_on_shutdown: cfg.dev,
             },
             host,

@@ -111,6 +111,8 @@ pub struct ClientBlock {
     pub server_join: Ignored,
     pub cni_path: Option<String>,
     pub cni_config_dir: Option<String>,
+    pub min_dynamic_port: Option<u16>,
+    pub max_dynamic_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -447,6 +449,7 @@ pub struct AgentConfig {
     pub raft_trailing_logs: u64,
     pub num_schedulers: usize,
     pub scheduler_algorithm: drover_scheduler::Algorithm,
+    pub dynamic_ports: (u16, u16),
 }
 
 impl AgentConfig {
@@ -575,7 +578,19 @@ impl AgentConfig {
                 "server.default_scheduler_config.scheduler_algorithm {o:?} is not binpack or spread"
             ),
         };
+        let dynamic_ports = (
+            client_block.min_dynamic_port.unwrap_or(20000),
+            client_block.max_dynamic_port.unwrap_or(32000),
+        );
+        if dynamic_ports.0 > dynamic_ports.1 {
+            bail!(
+                "client.min_dynamic_port {} is above client.max_dynamic_port {}",
+                dynamic_ports.0,
+                dynamic_ports.1
+            );
+        }
         Ok(AgentConfig {
+            dynamic_ports,
             num_schedulers: server_block.num_schedulers.unwrap_or(4).max(1) as usize,
             scheduler_algorithm,
             raft_snapshot_threshold: server_block

@@ -120,6 +120,8 @@ pub async fn node(client: &Client) -> Node {
         resources,
         reserved: cfg.reserved,
         host_volumes: cfg.host_volumes.clone(),
+        min_dynamic_port: cfg.dynamic_ports.0,
+        max_dynamic_port: cfg.dynamic_ports.1,
         drivers,
         http_addr: cfg.http_addr.clone(),
         drain: false,

@@ -35,6 +35,8 @@ pub struct ClientConfig {
     /// Resources kept for the host itself (`client { reserved { ... } }`).
     pub reserved: drover_model::NodeResources,
     pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
+    /// The host ports the scheduler may assign (inclusive).
+    pub dynamic_ports: (u16, u16),
     /// `-dev`: stop every task when the agent shuts down.
     pub stop_tasks_on_shutdown: bool,
 }

@@ -46,6 +46,10 @@ pub struct Node {
     #[serde(rename = "ReservedResources")]
     pub reserved: NodeResources,
     pub drivers: BTreeMap<String, DriverInfo>,
+    /// The host ports the scheduler may assign to dynamic ports (inclusive; 0 = Nomad's
+    /// default 20000-32000).
+    pub min_dynamic_port: u16,
+    pub max_dynamic_port: u16,
     /// Host paths the operator offers to jobs (`client { host_volume "NAME" { ... } }`).
     pub host_volumes: BTreeMap<String, HostVolume>,
     #[serde(rename = "HTTPAddr")]
@@ -58,6 +62,21 @@ pub struct Node {
 }
 
 impl Node {
+    /// The dynamic port range of this node.
+    pub fn dynamic_ports(&self) -> std::ops::RangeInclusive<u16> {
+        let lo = if self.min_dynamic_port == 0 {
+            20000
+        } else {
+            self.min_dynamic_port
+        };
+        let hi = if self.max_dynamic_port == 0 {
+            32000
+        } else {
+            self.max_dynamic_port
+        };
+        lo..=hi.max(lo)
+    }
+
     pub fn is_ready(&self) -> bool {
         self.status == NodeStatus::Ready && self.scheduling_eligibility == "eligible"
     }

@@ -19,9 +19,6 @@ use crate::{Algorithm, Options, glob_match};
 /// Candidates ranked per placement when affinities or spreads are in play.
 const RANKED_CANDIDATES: usize = 64;
 
-/// The dynamic port range.
-pub const DYNAMIC_PORTS: std::ops::Range<u16> = 20000..32000;
-
 pub(crate) struct Placer<'a> {
     snap: &'a StateSnapshot,
     opts: Options,
@@ -516,10 +513,11 @@ impl<'a> Placer<'a> {
                 });
             }
             for p in &net.dynamic_ports {
-                let span = (DYNAMIC_PORTS.end - DYNAMIC_PORTS.start) as usize;
+                let range = node.dynamic_ports();
+                let (lo, span) = (*range.start(), (*range.end() - *range.start()) as usize + 1);
                 let start = self.rng.random_range(0..span);
                 let Some(value) = (0..span)
-                    .map(|k| DYNAMIC_PORTS.start + ((start + k) % span) as u16)
+                    .map(|k| lo + ((start + k) % span) as u16)
                     .find(|v| !taken.contains(v) && !static_ports.contains(v))
                 else {
                     f.dimension_exhausted

@@ -332,8 +332,44 @@ fn ports_static_and_dynamic_never_collide() {
     w.assert_fits();
 }
 
-fn placement_range() -> std::ops::Range<u16> {
-    20000..32000
+fn placement_range() -> std::ops::RangeInclusive<u16> {
+    20000..=32000
+}
+
+#[test]
+fn dynamic_ports_come_from_the_nodes_range() {
+    let mut n = node("a", 10_000, 10_000);
+    n.min_dynamic_port = 40000;
+    n.max_dynamic_port = 40001;
+    let mut w = World::new(&[n]);
+    let mut j = job(3, 10, 10);
+    j.groups[0].networks.push(NetworkResource {
+        dynamic_ports: vec![Port {
+            label: "http".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let plan = w.register(j);
+    assert_eq!(
+        plan.allocs.len(),
+        2,
+        "two ports in the range, two allocations"
+    );
+    let mut ports: Vec<u16> = plan
+        .allocs
+        .iter()
+        .map(|a| a.shared_resources.ports[0].value)
+        .collect();
+    ports.sort();
+    assert_eq!(ports, vec![40000, 40001]);
+    assert!(
+        plan.failed["g"]
+            .nearest_miss
+            .contains("no free dynamic port"),
+        "{:?}",
+        plan.failed
+    );
 }
 
 #[test]

@@ -80,6 +80,7 @@ impl<'a> Scheduler<'a> {
         }
         // Allocations on down or vanished nodes are lost, whatever the job type.
         let mut live: Vec<&Allocation> = Vec::new();
+        let mut lost: Vec<&Allocation> = Vec::new();
         for a in existing {
             let down = snap
                 .node(&a.node_id)
@@ -90,6 +91,7 @@ impl<'a> Scheduler<'a> {
                     "alloc is lost since its node is down",
                     Some(ClientStatus::Lost),
                 );
+                lost.push(a);
             } else {
                 live.push(a);
             }
@@ -103,7 +105,12 @@ impl<'a> Scheduler<'a> {
             if per_node(job.job_type) {
                 self.per_node_group(job, group, &allocs);
             } else {
-                self.counted_group(job, group, &allocs);
+                let lost: Vec<&Allocation> = lost
+                    .iter()
+                    .copied()
+                    .filter(|a| a.task_group == group.name)
+                    .collect();
+                self.counted_group(job, group, &allocs, &lost);
             }
         }
     }
@@ -208,7 +215,14 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Service and batch: `count` allocations, indexed.
-    fn counted_group(&mut self, job: &'a Job, group: &'a TaskGroup, allocs: &[&'a Allocation]) {
+    /// `lost`: the group's allocations this plan marks lost, which their replacements follow.
+    fn counted_group(
+        &mut self,
+        job: &'a Job,
+        group: &'a TaskGroup,
+        allocs: &[&'a Allocation],
+        lost: &[&'a Allocation],
+    ) {
         let mut by_index: BTreeMap<u32, Vec<&'a Allocation>> = BTreeMap::new();
         for a in allocs {
             by_index.entry(a.index()).or_default().push(a);
@@ -262,7 +276,8 @@ impl<'a> Scheduler<'a> {
         }
         for i in 0..group.count {
             if !by_index.contains_key(&i) {
-                to_place.push((i, None, Vec::new()));
+                let previous = lost.iter().copied().find(|a| a.index() == i);
+                to_place.push((i, previous, Vec::new()));
             }
         }
         to_place.sort_by_key(|(i, _, _)| *i);

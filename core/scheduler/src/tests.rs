@@ -436,6 +436,10 @@ fn lost_node_allocs_are_replaced() {
     assert_eq!(plan.stops[0].client_status, Some(ClientStatus::Lost));
     assert_eq!(plan.allocs.len(), 1);
     assert_ne!(plan.allocs[0].node_id, on);
+    assert_eq!(
+        plan.allocs[0].previous_allocation, plan.stops[0].alloc_id,
+        "the replacement follows the lost allocation"
+    );
 }
 
 #[test]

@@ -138,6 +138,16 @@ impl Agent {
         );
     }
 
+    /// The directory of an allocation on this agent's client.
+    pub fn data_dir_alloc(&self, alloc_id: &str) -> PathBuf {
+        let data = if self.args.iter().any(|a| a == "-dev") {
+            std::env::temp_dir().join(format!("drover-dev-{}", self.pid()))
+        } else {
+            self.data_dir.clone()
+        };
+        data.join("alloc").join(alloc_id)
+    }
+
     /// Waits until a client node is registered and ready.
     pub fn wait_node_ready(&self) {
         wait_for("a ready client node", Duration::from_secs(30), || {

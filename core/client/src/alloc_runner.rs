@@ -1,6 +1,7 @@
 //! The allocation runner: prepares the allocation directory, runs one task runner per task,
 //! folds their states into the allocation's client status, persists it and reports it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -183,7 +184,8 @@ impl AllocRunner {
             }
         };
         let (tx, mut rx) = mpsc::channel::<TaskMsg>(64);
-        let mut running = 0;
+        let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+        let mut dirs_by_task: BTreeMap<String, TaskDirs> = BTreeMap::new();
         for (task, dirs) in group.tasks.iter().zip(dirs) {
             let restored = self
                 .inner
@@ -193,57 +195,169 @@ impl AllocRunner {
                 .tasks
                 .get(&task.name)
                 .cloned();
-            if restored
+            let (hook, sidecar) = match &task.lifecycle {
+                Some(l) if l.hook == "prestart" => (Hook::Prestart, l.sidecar),
+                Some(l) if l.hook == "poststart" => (Hook::Poststart, l.sidecar),
+                Some(l) if l.hook == "poststop" => (Hook::Poststop, false),
+                _ => (Hook::Main, false),
+            };
+            let state = restored
                 .as_ref()
-                .is_some_and(|t| t.state.state == TaskLifecycle::Dead)
-            {
-                continue; // finished before the agent restarted
+                .map(|t| t.state.clone())
+                .unwrap_or_default();
+            // After an agent restart, tasks that had started resume now, whatever their phase.
+            let resumed = restored
+                .as_ref()
+                .is_some_and(|t| t.handle.is_some() || t.state.state != TaskLifecycle::Pending);
+            slots.insert(
+                task.name.clone(),
+                Slot {
+                    hook,
+                    sidecar,
+                    leader: task.leader,
+                    stop: watch::channel(None).0,
+                    spawned: false,
+                    resumed,
+                    state,
+                },
+            );
+            dirs_by_task.insert(task.name.clone(), dirs);
+        }
+        let mut alloc_stop = self.inner.stop.subscribe();
+        let spawn = |slots: &mut BTreeMap<String, Slot>,
+                     name: &str,
+                     dirs_by_task: &mut BTreeMap<String, TaskDirs>| {
+            let slot = slots.get_mut(name).expect("task slot");
+            if slot.spawned {
+                return;
             }
-            running += 1;
+            slot.spawned = true;
+            if slot.state.state == TaskLifecycle::Dead {
+                return; // finished before the agent restarted
+            }
+            let task = group
+                .tasks
+                .iter()
+                .find(|t| t.name == name)
+                .expect("task of the group")
+                .clone();
+            let restored = self
+                .inner
+                .local
+                .lock()
+                .expect("alloc lock")
+                .tasks
+                .get(name)
+                .cloned();
             let ctx = task_runner::TaskCtx {
                 client: self.inner.client.clone(),
                 alloc: alloc.clone(),
                 job: job.clone(),
-                task: task.clone(),
                 restart: task
                     .restart
                     .clone()
                     .unwrap_or_else(|| group.restart_policy(job.job_type)),
-                dirs,
-                stop: self.inner.stop.subscribe(),
+                task,
+                dirs: dirs_by_task.remove(name).expect("task dirs"),
+                stop: slot.stop.subscribe(),
                 tx: tx.clone(),
                 restored,
             };
-            let span = tracing::info_span!("task", task = %task.name);
+            let span = tracing::info_span!("task", task = %name);
             tokio::spawn(task_runner::run(ctx).instrument(span));
+        };
+        for (name, slot) in slots.clone() {
+            if slot.resumed || slot.hook == Hook::Prestart {
+                spawn(&mut slots, &name, &mut dirs_by_task);
+            }
         }
-        drop(tx);
-        if running == 0 {
-            self.report().await;
-        }
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                TaskMsg::Handle(name, handle) => {
-                    self.inner
-                        .local
-                        .lock()
-                        .expect("alloc lock")
-                        .tasks
-                        .entry(name)
-                        .or_insert_with(new_task)
-                        .handle = handle;
-                    self.persist().await;
+        let mut stopping: Option<String> = alloc_stop.borrow().clone();
+        loop {
+            // Move through the lifecycle as far as the tasks' states allow.
+            let phase = Phase::of(&slots);
+            if let Some(reason) = &stopping {
+                for s in slots.values().filter(|s| s.hook != Hook::Poststop) {
+                    s.stop.send_if_modified(|v| {
+                        v.is_none().then(|| *v = Some(reason.clone())).is_some()
+                    });
                 }
-                TaskMsg::State(name, state) => {
+            }
+            if phase.prestart_failed || phase.leader_dead {
+                let why = if phase.prestart_failed {
+                    "a prestart task failed"
+                } else {
+                    "the leader task exited"
+                };
+                stopping.get_or_insert_with(|| why.to_string());
+                continue_stopping(&slots, why);
+            }
+            if stopping.is_none() && phase.prestart_done {
+                for name in names(&slots, Hook::Main) {
+                    spawn(&mut slots, &name, &mut dirs_by_task);
+                }
+            }
+            let phase = Phase::of(&slots);
+            if stopping.is_none() && phase.main_started {
+                for name in names(&slots, Hook::Poststart) {
+                    spawn(&mut slots, &name, &mut dirs_by_task);
+                }
+            }
+            if phase.main_done || (stopping.is_some() && phase.main_quiet) {
+                // The main work is over: sidecars go, poststop tasks run.
+                continue_stopping(&slots, "the main tasks have finished");
+                for name in names(&slots, Hook::Poststop) {
+                    spawn(&mut slots, &name, &mut dirs_by_task);
+                }
+            }
+            // Tasks that will never run now are recorded as such.
+            if stopping.is_some() || phase.main_done {
+                let mut changed = false;
+                for (name, slot) in slots.iter_mut().filter(|(_, s)| {
+                    !s.spawned
+                        && s.hook != Hook::Poststop
+                        && s.state.state == TaskLifecycle::Pending
+                }) {
+                    slot.spawned = true;
+                    slot.state.state = TaskLifecycle::Dead;
+                    slot.state.events.push(task_runner::event(
+                        "Killed",
+                        "Task not started: the allocation stopped",
+                    ));
                     self.inner
                         .local
                         .lock()
                         .expect("alloc lock")
                         .tasks
-                        .entry(name)
+                        .entry(name.clone())
                         .or_insert_with(new_task)
-                        .state = state;
+                        .state = slot.state.clone();
+                    changed = true;
+                }
+                if changed {
                     self.report().await;
+                }
+            }
+            if slots.values().all(|s| s.state.state == TaskLifecycle::Dead) {
+                self.report().await;
+                break;
+            }
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(TaskMsg::Handle(name, handle)) => {
+                        self.inner.local.lock().expect("alloc lock").tasks.entry(name).or_insert_with(new_task).handle = handle;
+                        self.persist().await;
+                    }
+                    Some(TaskMsg::State(name, state)) => {
+                        if let Some(s) = slots.get_mut(&name) {
+                            s.state = state.clone();
+                        }
+                        self.inner.local.lock().expect("alloc lock").tasks.entry(name).or_insert_with(new_task).state = state;
+                        self.report().await;
+                    }
+                    None => break,
+                },
+                _ = alloc_stop.changed() => {
+                    stopping = alloc_stop.borrow().clone();
                 }
             }
         }
@@ -272,6 +386,75 @@ impl AllocRunner {
         }
         self.report().await;
         self.inner.done.send_replace(true);
+    }
+}
+
+/// When a task runs in its allocation's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Prestart,
+    Main,
+    Poststart,
+    Poststop,
+}
+
+#[derive(Clone)]
+struct Slot {
+    hook: Hook,
+    sidecar: bool,
+    leader: bool,
+    /// This task's own stop signal (sidecars stop when the main tasks finish).
+    stop: watch::Sender<Option<String>>,
+    spawned: bool,
+    /// Started before an agent restart: resumes at once.
+    resumed: bool,
+    state: TaskState,
+}
+
+/// Where the allocation's lifecycle stands.
+struct Phase {
+    prestart_done: bool,
+    prestart_failed: bool,
+    main_started: bool,
+    main_done: bool,
+    /// No main task is running (some may never have started).
+    main_quiet: bool,
+    leader_dead: bool,
+}
+
+impl Phase {
+    fn of(slots: &BTreeMap<String, Slot>) -> Phase {
+        let ephemeral_prestart = || {
+            slots
+                .values()
+                .filter(|s| s.hook == Hook::Prestart && !s.sidecar)
+        };
+        let mains = || slots.values().filter(|s| s.hook == Hook::Main);
+        let dead = |s: &Slot| s.state.state == TaskLifecycle::Dead;
+        Phase {
+            prestart_done: ephemeral_prestart().all(|s| dead(s) && !s.state.failed),
+            prestart_failed: ephemeral_prestart().any(|s| dead(s) && s.state.failed),
+            main_started: mains().all(|s| s.state.state != TaskLifecycle::Pending),
+            main_done: mains().all(|s| s.spawned && dead(s)),
+            main_quiet: mains().all(|s| s.state.state != TaskLifecycle::Running),
+            leader_dead: slots.values().any(|s| s.leader && dead(s)),
+        }
+    }
+}
+
+fn names(slots: &BTreeMap<String, Slot>, hook: Hook) -> Vec<String> {
+    slots
+        .iter()
+        .filter(|(_, s)| s.hook == hook)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// Stops every task but the poststop ones.
+fn continue_stopping(slots: &BTreeMap<String, Slot>, why: &str) {
+    for s in slots.values().filter(|s| s.hook != Hook::Poststop) {
+        s.stop
+            .send_if_modified(|v| v.is_none().then(|| *v = Some(why.to_string())).is_some());
     }
 }
 

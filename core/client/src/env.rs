@@ -21,6 +21,7 @@ pub fn task_env(
     dirs: &TaskDirs,
     region: &str,
     dc: &str,
+    host_ip: &str,
 ) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let mut both = |k: &str, v: String| {
@@ -51,6 +52,20 @@ pub fn task_env(
             &format!("META_{}", k.to_uppercase().replace(['-', '.'], "_")),
             v.clone(),
         );
+    }
+    // Ports the scheduler assigned: NOMAD_PORT_<label> (the port the task listens on),
+    // NOMAD_HOST_PORT_<label>, NOMAD_IP_<label>, NOMAD_ADDR_<label>.
+    for p in &alloc.shared_resources.ports {
+        let label = p.label.replace('-', "_");
+        let inside = if p.to > 0 {
+            p.to as u32
+        } else {
+            p.value as u32
+        };
+        both(&format!("PORT_{label}"), inside.to_string());
+        both(&format!("HOST_PORT_{label}"), p.value.to_string());
+        both(&format!("IP_{label}"), host_ip.to_string());
+        both(&format!("ADDR_{label}"), format!("{host_ip}:{}", p.value));
     }
     env.insert(
         "PATH".into(),

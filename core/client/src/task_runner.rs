@@ -112,7 +112,21 @@ impl Runner {
 
     fn task_config(&self, attempt: u32) -> TaskConfig {
         let c = &self.ctx;
-        let mut env = task_env(&c.job, &c.alloc, &c.task, &c.dirs, &c.job.region, "");
+        let cfg = &c.client.inner.config;
+        let host_ip = cfg
+            .http_addr
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or("127.0.0.1");
+        let mut env = task_env(
+            &c.job,
+            &c.alloc,
+            &c.task,
+            &c.dirs,
+            &cfg.region,
+            &cfg.datacenter,
+            host_ip,
+        );
         let base = env.clone();
         for (k, v) in &c.task.env {
             env.insert(k.clone(), interpolate(v, &base));

@@ -105,3 +105,84 @@ fn a_failing_prestart_task_keeps_the_main_task_from_starting() {
     assert!(task_events(&full, "main", "Started").is_empty(), "{full:#}");
     assert_eq!(full["TaskStates"]["main"]["State"], "dead");
 }
+
+#[test]
+fn alloc_restart_signal_and_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    // The task counts its starts and records the signals it gets.
+    let script = "echo start >> $NOMAD_ALLOC_DIR/starts; trap 'echo got-hup >> $NOMAD_ALLOC_DIR/signals' HUP; while true; do sleep 0.1; done";
+    let spec = format!(
+        "job \"ctl\" {{\n group \"g\" {{\n{}\n }}\n}}\n",
+        sh("t", None, script)
+    );
+    let job = write_job(tmp.path(), "ctl", &spec);
+    agent.run_job(&job);
+    let alloc = agent.wait_alloc_status("ctl", "running", Duration::from_secs(30));
+    let id = alloc["ID"].as_str().unwrap().to_string();
+    let dir = agent.data_dir_alloc(&id).join("alloc");
+    wait_for("the first start", Duration::from_secs(10), || {
+        std::fs::read_to_string(dir.join("starts"))
+            .ok()
+            .filter(|s| s.lines().count() == 1)
+    });
+
+    let out = agent.cli(&["alloc", "signal", "-s", "SIGHUP", &id, "t"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the task to get SIGHUP", Duration::from_secs(10), || {
+        std::fs::read_to_string(dir.join("signals"))
+            .ok()
+            .filter(|s| s.contains("got-hup"))
+    });
+
+    let out = agent.cli(&["alloc", "restart", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("a second start", Duration::from_secs(30), || {
+        std::fs::read_to_string(dir.join("starts"))
+            .ok()
+            .filter(|s| s.lines().count() == 2)
+    });
+    let a = wait_for(
+        "the restarted task running",
+        Duration::from_secs(30),
+        || {
+            let a = agent.alloc(&id)?;
+            (a["TaskStates"]["t"]["State"] == "running"
+                && !task_events(&a, "t", "Restart Signaled").is_empty())
+            .then_some(a)
+        },
+    );
+    assert_eq!(a["TaskStates"]["t"]["Restarts"], 1);
+
+    let out = agent.cli(&["alloc", "signal", "-s", "SIGHUP", &id, "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("task \"nope\" is not running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = agent.cli(&["alloc", "stop", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = agent.alloc(&id).unwrap();
+    assert_eq!(a["DesiredStatus"], "stop");
+    let replacement = wait_for("a replacement allocation", Duration::from_secs(30), || {
+        agent
+            .allocs("ctl")
+            .into_iter()
+            .find(|a| a["ID"] != id.as_str() && a["ClientStatus"] == "running")
+    });
+    assert_eq!(replacement["DesiredStatus"], "run");
+}

@@ -673,3 +673,38 @@ pub fn config_validate(paths: &[std::path::PathBuf]) -> anyhow::Result<i32> {
     println!("Configuration is valid!");
     Ok(0)
 }
+
+pub async fn alloc_stop(c: &ApiClient, alloc: &str, detach: bool) -> anyhow::Result<i32> {
+    let resp: serde_json::Value = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/allocation/{alloc}/stop"),
+            None,
+        )
+        .await?;
+    let eval_id = resp["EvalID"].as_str().unwrap_or_default().to_string();
+    if detach {
+        println!("{eval_id}");
+        return Ok(0);
+    }
+    println!("==> Monitoring evaluation \"{}\"", short(&eval_id));
+    monitor_eval(c, &eval_id).await
+}
+
+pub async fn alloc_action(
+    c: &ApiClient,
+    alloc: &str,
+    task: Option<&str>,
+    action: &str,
+    signal: &str,
+) -> anyhow::Result<i32> {
+    let body = serde_json::json!({ "TaskName": task.unwrap_or(""), "Task": task.unwrap_or(""), "Signal": signal });
+    let _: serde_json::Value = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/client/allocation/{alloc}/{action}"),
+            Some(&body),
+        )
+        .await?;
+    Ok(0)
+}

@@ -198,6 +198,21 @@ enum AllocCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stops an allocation; the scheduler places a replacement.
+    Stop {
+        alloc: String,
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Restarts an allocation's task (every task without TASK).
+    Restart { alloc: String, task: Option<String> },
+    /// Sends a signal to an allocation's task (every task without TASK).
+    Signal {
+        #[arg(short = 's', default_value = "SIGKILL")]
+        signal: String,
+        alloc: String,
+        task: Option<String>,
+    },
     /// Prints a task's stdout (or stderr).
     Logs {
         alloc: String,
@@ -376,6 +391,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 )
                 .await
             }
+            Cmd::Alloc(AllocCmd::Stop { alloc, detach }) => {
+                cli::alloc_stop(&api, &alloc, detach).await
+            }
+            Cmd::Alloc(AllocCmd::Restart { alloc, task }) => {
+                cli::alloc_action(&api, &alloc, task.as_deref(), "restart", "").await
+            }
+            Cmd::Alloc(AllocCmd::Signal {
+                signal,
+                alloc,
+                task,
+            }) => cli::alloc_action(&api, &alloc, task.as_deref(), "signal", &signal).await,
             Cmd::Node(NodeCmd::Status { json }) => cli::node_status(&api, json).await,
             Cmd::Server(ServerCmd::Members) => cli::server_members(&api).await,
             Cmd::Operator(OperatorCmd::Raft(RaftCmd::ListPeers)) => cli::raft_peers(&api).await,

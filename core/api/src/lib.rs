@@ -59,6 +59,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/members", get(agent_members))
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/allocation/{id}", get(read_alloc))
+        .route("/v1/allocation/{id}/stop", post(stop_alloc).put(stop_alloc))
+        .route(
+            "/v1/client/allocation/{id}/restart",
+            post(restart_alloc).put(restart_alloc),
+        )
+        .route(
+            "/v1/client/allocation/{id}/signal",
+            post(signal_alloc).put(signal_alloc),
+        )
         .route("/v1/evaluations", get(list_evals))
         .route("/v1/evaluation/{id}", get(read_eval))
         .route("/v1/nodes", get(list_nodes))
@@ -474,6 +483,77 @@ async fn read_alloc(
     let snap = query(&st, &q, Table::Allocs).await?;
     let a = find_alloc(&snap, &id)?;
     Ok(with_index(a.modify_index, &alloc_view(&snap, a, true)))
+}
+
+async fn stop_alloc(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let full_id = find_alloc(&st.server.store().snapshot(), &id)?.id.clone();
+    let (eval_id, index) = st.server.stop_alloc(&full_id).await?;
+    Ok(with_index(
+        index,
+        &serde_json::json!({ "EvalID": eval_id, "Index": index }),
+    ))
+}
+
+/// `{"TaskName": "..."}` (restart) or `{"Task": "...", "Signal": "SIGHUP"}` (signal); an
+/// empty body means every task.
+async fn alloc_action(
+    st: &ApiState,
+    id: &str,
+    body: &[u8],
+    action: &str,
+) -> Result<Response, ApiError> {
+    let v: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?
+    };
+    let task = v
+        .get("TaskName")
+        .or_else(|| v.get("Task"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .to_string();
+    let signal = v
+        .get("Signal")
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .to_string();
+    let snap = st.server.store().snapshot();
+    let a = find_alloc(&snap, id)?;
+    if a.client_status.is_terminal() {
+        return Err(ApiError::bad_request(format!(
+            "allocation {} is {}: nothing to {action}",
+            a.id, a.client_status
+        )));
+    }
+    let req = drover_proto::node::AllocAction {
+        alloc_id: a.id.clone(),
+        task,
+        action: action.into(),
+        signal,
+    };
+    st.server.alloc_action(&a.node_id, req).await?;
+    Ok(axum::Json(serde_json::json!({})).into_response())
+}
+
+async fn restart_alloc(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    alloc_action(&st, &id, &body, "restart").await
+}
+
+async fn signal_alloc(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    alloc_action(&st, &id, &body, "signal").await
 }
 
 async fn list_evals(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {

@@ -25,6 +25,8 @@ struct Inner {
     /// true once the allocation must stop (server's desired status, or the agent's own).
     stop: watch::Sender<Option<String>>,
     done: watch::Sender<bool>,
+    /// Running tasks' control channels (`alloc restart`, `alloc signal`).
+    controls: Mutex<BTreeMap<String, mpsc::Sender<task_runner::Control>>>,
 }
 
 impl AllocRunner {
@@ -37,6 +39,7 @@ impl AllocRunner {
                 local: Mutex::new(local),
                 stop: watch::channel(stop_now).0,
                 done: watch::channel(false).0,
+                controls: Mutex::default(),
             }),
         };
         let r = runner.clone();
@@ -53,6 +56,48 @@ impl AllocRunner {
         l.job
             .group(&l.alloc.task_group)
             .is_some_and(|g| g.tasks.iter().any(|t| t.name == task))
+    }
+
+    /// Restarts or signals a task (all running tasks when `task` is empty).
+    pub async fn act(&self, task: &str, action: &str, signal: &str) -> Result<(), String> {
+        let targets: Vec<(String, mpsc::Sender<task_runner::Control>)> = self
+            .inner
+            .controls
+            .lock()
+            .expect("controls lock")
+            .iter()
+            .filter(|(n, _)| task.is_empty() || *n == task)
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        if targets.is_empty() {
+            return Err(if task.is_empty() {
+                "the allocation has no running task".into()
+            } else {
+                format!("task {task:?} is not running in this allocation")
+            });
+        }
+        for (name, c) in targets {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let msg = match action {
+                "restart" => task_runner::Control::Restart(reply),
+                "signal" => task_runner::Control::Signal(
+                    if signal.is_empty() {
+                        "SIGKILL".into()
+                    } else {
+                        signal.to_string()
+                    },
+                    reply,
+                ),
+                other => return Err(format!("unknown action {other:?}")),
+            };
+            c.send(msg)
+                .await
+                .map_err(|_| format!("task {name:?} is not running"))?;
+            answer
+                .await
+                .map_err(|_| format!("task {name:?} stopped before answering"))??;
+        }
+        Ok(())
     }
 
     /// The server changed the allocation.
@@ -262,6 +307,15 @@ impl AllocRunner {
                 stop: slot.stop.subscribe(),
                 tx: tx.clone(),
                 restored,
+                control: Some({
+                    let (ctx_tx, ctx_rx) = mpsc::channel(4);
+                    self.inner
+                        .controls
+                        .lock()
+                        .expect("controls lock")
+                        .insert(name.to_string(), ctx_tx);
+                    ctx_rx
+                }),
             };
             let span = tracing::info_span!("task", task = %name);
             tokio::spawn(task_runner::run(ctx).instrument(span));

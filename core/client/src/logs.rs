@@ -14,14 +14,32 @@ use tonic::transport::Channel;
 
 use crate::Client;
 
+/// Serves one server-to-client session on its own RPC: a log stream, or an allocation
+/// action (restart, signal) answered with an empty chunk or an error.
 pub async fn serve(client: Client, mut rpc: NodeServiceClient<Channel>, open: SessionOpen) {
-    let Some(session_open::Kind::Logs(req)) = open.kind else {
-        return;
-    };
+    let Some(kind) = open.kind else { return };
     let (tx, rx) = mpsc::channel::<SessionChunk>(8);
     let call = tokio::spawn(async move { rpc.session_data(ReceiverStream::new(rx)).await });
     let id = open.session_id.clone();
-    let result = stream_logs(&client, &req, &id, &tx).await;
+    let result = match kind {
+        session_open::Kind::Logs(req) => stream_logs(&client, &req, &id, &tx).await,
+        session_open::Kind::Action(a) => {
+            let runner = client
+                .inner
+                .runners
+                .lock()
+                .expect("runners lock")
+                .get(&a.alloc_id)
+                .cloned();
+            match runner {
+                Some(r) => r.act(&a.task, &a.action, &a.signal).await,
+                None => Err(format!(
+                    "allocation {} is not running on this node",
+                    a.alloc_id
+                )),
+            }
+        }
+    };
     let last = match result {
         Ok(()) => SessionChunk {
             session_id: id,

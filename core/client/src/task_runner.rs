@@ -8,16 +8,22 @@ use drover_model::{
     Allocation, Job, RestartMode, RestartPolicy, Task, TaskEvent, TaskLifecycle, TaskState,
 };
 use drover_proto::driver::{
-    DestroyTaskRequest, ExitResult, LogConfig, RecoverTaskRequest, Resources, StartTaskRequest,
-    StopTaskRequest, TaskConfig, TaskHandle, WaitTaskRequest,
+    DestroyTaskRequest, ExitResult, LogConfig, RecoverTaskRequest, Resources, SignalTaskRequest,
+    StartTaskRequest, StopTaskRequest, TaskConfig, TaskHandle, WaitTaskRequest,
 };
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::Client;
 use crate::env::{TaskDirs, interpolate, interpolate_json, task_env};
 use crate::state::LocalTask;
+
+/// Requests to a running task from `alloc restart` and `alloc signal`.
+pub enum Control {
+    Restart(oneshot::Sender<Result<(), String>>),
+    Signal(String, oneshot::Sender<Result<(), String>>),
+}
 
 pub enum TaskMsg {
     /// The task's driver handle (protobuf bytes), or None once the task is gone.
@@ -35,6 +41,7 @@ pub struct TaskCtx {
     pub stop: watch::Receiver<Option<String>>,
     pub tx: mpsc::Sender<TaskMsg>,
     pub restored: Option<LocalTask>,
+    pub control: Option<mpsc::Receiver<Control>>,
 }
 
 pub fn now_nanos() -> i64 {
@@ -65,6 +72,8 @@ struct Runner {
     state: TaskState,
     handle: Option<TaskHandle>,
     restarts: Vec<Instant>,
+    /// `alloc restart` asked for a restart that does not count against the policy.
+    restart_requested: bool,
 }
 
 impl Runner {
@@ -227,9 +236,39 @@ impl Runner {
             });
             tokio::pin!(wait);
             let mut stop = self.ctx.stop.clone();
+            let mut control = self.ctx.control.take();
             let outcome = loop {
                 tokio::select! {
                     r = &mut wait => break r,
+                    Some(c) = async { match control.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                        match c {
+                            Control::Signal(sig, reply) => {
+                                self.emit(event("Signaling", &format!("Task being sent signal {sig}"))).await;
+                                let req = SignalTaskRequest { task_id: task_id.clone(), signal: sig };
+                                let r = driver.clone().signal_task(req).await.map(|_| ()).map_err(|e| e.message().to_string());
+                                let _ = reply.send(r);
+                            }
+                            Control::Restart(reply) => {
+                                if !stop_sent {
+                                    stop_sent = true;
+                                    self.restart_requested = true;
+                                    self.emit(event("Restart Signaled", "User requested the task restart")).await;
+                                    let req = StopTaskRequest {
+                                        task_id: task_id.clone(),
+                                        signal: self.ctx.task.kill_signal.clone(),
+                                        timeout_ms: self.ctx.task.kill_timeout.as_millis() as u64,
+                                    };
+                                    let mut d = driver.clone();
+                                    tokio::spawn(async move {
+                                        if let Err(e) = d.stop_task(req).await {
+                                            tracing::warn!(error = %e.message(), "stopping the task for a restart failed");
+                                        }
+                                    });
+                                }
+                                let _ = reply.send(Ok(()));
+                            }
+                        }
+                    }
                     _ = stop.changed(), if !stop_sent => {
                         let reason = stop.borrow().clone();
                         if let Some(reason) = reason {
@@ -250,6 +289,7 @@ impl Runner {
                     }
                 }
             };
+            self.ctx.control = control;
             match outcome {
                 Ok(r) => return Waited::Exited(r.into_inner().result.unwrap_or_default()),
                 Err(e) => {
@@ -358,6 +398,7 @@ pub async fn run(ctx: TaskCtx) {
         state: TaskState::default(),
         handle: None,
         restarts: Vec::new(),
+        restart_requested: false,
         ctx,
     };
     let mut resume = false;
@@ -454,6 +495,13 @@ pub async fn run(ctx: TaskCtx) {
                     r.emit(event("Killed", "Task successfully killed")).await;
                     r.finish(false).await;
                     return;
+                }
+                if std::mem::take(&mut r.restart_requested) {
+                    // A user's restart does not count against the restart policy.
+                    r.emit(event("Restarting", "Task restarting as requested"))
+                        .await;
+                    r.state.restarts += 1;
+                    continue;
                 }
                 let success = res.exit_code == 0 && res.signal == 0;
                 if success && r.ctx.job.job_type.runs_to_completion() {

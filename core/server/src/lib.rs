@@ -185,6 +185,31 @@ impl Server {
         })
     }
 
+    /// Stops one allocation; the evaluation that comes with it places a replacement.
+    pub async fn stop_alloc(&self, alloc_id: &str) -> Result<(String, u64), ServerError> {
+        let snap = self.store().snapshot();
+        let a = snap
+            .alloc(alloc_id)
+            .ok_or_else(|| ServerError::NotFound(format!("allocation {alloc_id} not found")))?;
+        let job = snap.job(&a.namespace, &a.job_id).ok_or_else(|| {
+            ServerError::NotFound(format!("the job of allocation {alloc_id} is gone"))
+        })?;
+        let eval = Evaluation::new(new_id(), job, "alloc-stop");
+        let eval_id = eval.id.clone();
+        let stop = drover_state::AllocStop {
+            alloc_id: a.id.clone(),
+            description: "alloc was stopped by the user".into(),
+            client_status: None,
+        };
+        let result = drover_state::PlanResult {
+            stops: vec![stop],
+            new_evals: vec![eval],
+            ..Default::default()
+        };
+        let resp = self.inner.raft.write(Command::PlanApply(result)).await?;
+        Ok((eval_id, resp.index))
+    }
+
     /// Stops (or purges) a job and creates the evaluation that stops its allocations.
     pub async fn deregister_job(
         &self,

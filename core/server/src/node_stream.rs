@@ -60,6 +60,35 @@ impl Server {
         node_id: &str,
         req: LogsRequest,
     ) -> Result<LogsSession, ServerError> {
+        self.open_session(node_id, session_open::Kind::Logs(req))
+            .await
+    }
+
+    /// Restarts or signals an allocation's task(s) on its client; returns when the client has.
+    pub async fn alloc_action(
+        &self,
+        node_id: &str,
+        action: drover_proto::node::AllocAction,
+    ) -> Result<(), ServerError> {
+        let mut rx = self
+            .open_session(node_id, session_open::Kind::Action(action))
+            .await?;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            while let Some(chunk) = rx.recv().await {
+                chunk.map_err(ServerError::Invalid)?;
+            }
+            Ok(())
+        });
+        answer.await.map_err(|_| {
+            ServerError::Invalid("the client did not answer within 2 minutes".into())
+        })?
+    }
+
+    async fn open_session(
+        &self,
+        node_id: &str,
+        kind: session_open::Kind,
+    ) -> Result<LogsSession, ServerError> {
         let tx = {
             let nodes = self.inner.nodes.lock().expect("nodes lock");
             nodes.get(node_id).map(|l| l.tx.clone())
@@ -74,7 +103,7 @@ impl Server {
             .insert(session_id.clone(), data_tx);
         let open = SessionOpen {
             session_id: session_id.clone(),
-            kind: Some(session_open::Kind::Logs(req)),
+            kind: Some(kind),
         };
         if tx
             .send(msg(server_message::Msg::SessionOpen(open)))

@@ -186,3 +186,53 @@ fn alloc_restart_signal_and_stop() {
     });
     assert_eq!(replacement["DesiredStatus"], "run");
 }
+
+#[test]
+fn a_crash_looping_task_follows_its_restart_policy_then_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let spec = "job \"crash\" {\n group \"g\" {\n  restart {\n   attempts = 2\n   interval = \"1m\"\n   delay = \"100ms\"\n   mode = \"fail\"\n  }\n  reschedule {\n   attempts = 0\n   unlimited = false\n  }\n  task \"t\" {\n   driver = \"raw_exec\"\n   config {\n    command = \"/bin/sh\"\n    args = [\"-c\", \"exit 7\"]\n   }\n  }\n }\n}\n";
+    let job = write_job(tmp.path(), "crash", spec);
+    agent.run_job(&job);
+    let alloc = agent.wait_alloc_status("crash", "failed", Duration::from_secs(60));
+    let full = agent.alloc(alloc["ID"].as_str().unwrap()).unwrap();
+    assert_eq!(task_events(&full, "t", "Terminated").len(), 3, "{full:#}");
+    assert_eq!(task_events(&full, "t", "Restarting").len(), 2, "{full:#}");
+    assert_eq!(
+        task_events(&full, "t", "Not Restarting").len(),
+        1,
+        "{full:#}"
+    );
+    assert_eq!(full["TaskStates"]["t"]["Restarts"], 2);
+    assert!(
+        task_events(&full, "t", "Terminated")
+            .iter()
+            .all(|e| e["ExitCode"] == 7)
+    );
+}
+
+#[test]
+fn logs_rotate_by_size_and_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    // ~3.5 MB of output with 1 MB files, at most 2 kept.
+    let spec = "job \"chatty\" {\n type = \"batch\"\n group \"g\" {\n  task \"t\" {\n   driver = \"raw_exec\"\n   config {\n    command = \"/bin/sh\"\n    args = [\"-c\", \"i=0; while [ $i -lt 3500 ]; do head -c 1023 /dev/zero | tr '\\\\0' x; echo; i=$((i+1)); done; echo last-line\"]\n   }\n   logs {\n    max_files = 2\n    max_file_size = 1\n   }\n  }\n }\n}\n";
+    let job = write_job(tmp.path(), "chatty", spec);
+    agent.run_job(&job);
+    let alloc = agent.wait_alloc_status("chatty", "complete", Duration::from_secs(60));
+    let id = alloc["ID"].as_str().unwrap();
+    let logs = agent.data_dir_alloc(id).join("alloc/logs");
+    let files: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("t.stdout."))
+        .collect();
+    assert_eq!(files.len(), 2, "max_files = 2: {files:?}");
+    for f in &files {
+        let len = std::fs::metadata(logs.join(f)).unwrap().len();
+        assert!(len <= 1024 * 1024, "{f} is {len} bytes, over max_file_size");
+    }
+    let out = agent.cli(&["alloc", "logs", "-tail", "-n", "1", id]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "last-line");
+}

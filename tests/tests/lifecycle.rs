@@ -236,3 +236,42 @@ fn logs_rotate_by_size_and_count() {
     let out = agent.cli(&["alloc", "logs", "-tail", "-n", "1", id]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "last-line");
 }
+
+#[test]
+fn alloc_fs_lists_and_reads_inside_the_allocation_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let spec = format!(
+        "job \"files\" {{\n group \"g\" {{\n{}\n }}\n}}\n",
+        sh(
+            "t",
+            None,
+            "echo hello-fs > $NOMAD_TASK_DIR/note.txt; while true; do sleep 0.2; done"
+        )
+    );
+    let job = write_job(tmp.path(), "files", &spec);
+    agent.run_job(&job);
+    let alloc = agent.wait_alloc_status("files", "running", Duration::from_secs(30));
+    let id = alloc["ID"].as_str().unwrap().to_string();
+    let out = wait_for("the file", Duration::from_secs(10), || {
+        let out = agent.cli(&["alloc", "fs", &id, "t/local/note.txt"]);
+        out.status.success().then_some(out)
+    });
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello-fs\n");
+    let out = agent.cli(&["alloc", "fs", &id]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("alloc/") && listing.contains("t/"),
+        "{listing}"
+    );
+    let out = agent.cli(&["alloc", "fs", &id, "../../../../etc/passwd"]);
+    assert!(
+        !out.status.success(),
+        "a path outside the allocation must be refused"
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("outside the allocation directory") || e.contains("No such file"),
+        "{e}"
+    );
+}

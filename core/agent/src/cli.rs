@@ -708,3 +708,51 @@ pub async fn alloc_action(
         .await?;
     Ok(0)
 }
+
+pub async fn alloc_fs(c: &ApiClient, alloc: &str, path: &str, json: bool) -> anyhow::Result<i32> {
+    let q = |op: &str| {
+        format!(
+            "/v1/client/fs/{op}/{alloc}?path={}",
+            path.replace('%', "%25")
+                .replace(' ', "%20")
+                .replace('&', "%26")
+        )
+    };
+    let info: serde_json::Value = c.get(&q("stat")).await?;
+    if info["IsDir"].as_bool() != Some(true) {
+        let resp = c.stream(&q("cat")).await?;
+        let mut out = std::io::stdout();
+        out.write_all(&resp.bytes().await?)?;
+        return Ok(0);
+    }
+    let entries: serde_json::Value = c.get(&q("ls")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(0);
+    }
+    let mut rows = vec![vec![
+        "Mode".to_string(),
+        "Size".into(),
+        "Modified Time".into(),
+        "Name".into(),
+    ]];
+    for e in entries.as_array().cloned().unwrap_or_default() {
+        let dir = e["IsDir"].as_bool() == Some(true);
+        rows.push(vec![
+            format!(
+                "{}{}",
+                if dir { "d" } else { "-" },
+                e["FileMode"].as_str().unwrap_or("")
+            ),
+            e["Size"].to_string(),
+            e["ModTime"].as_str().unwrap_or("").to_string(),
+            format!(
+                "{}{}",
+                e["Name"].as_str().unwrap_or(""),
+                if dir { "/" } else { "" }
+            ),
+        ]);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}

@@ -198,6 +198,13 @@ enum AllocCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Lists a directory or prints a file of an allocation's directory.
+    Fs {
+        alloc: String,
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stops an allocation; the scheduler places a replacement.
     Stop {
         alloc: String,
@@ -390,6 +397,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     },
                 )
                 .await
+            }
+            Cmd::Alloc(AllocCmd::Fs { alloc, path, json }) => {
+                cli::alloc_fs(&api, &alloc, path.as_deref().unwrap_or("/"), json).await
             }
             Cmd::Alloc(AllocCmd::Stop { alloc, detach }) => {
                 cli::alloc_stop(&api, &alloc, detach).await

@@ -80,6 +80,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/plugins", get(plugins::list))
         .route("/v1/client/fs/logs/{alloc}", get(logs::stream))
         .route("/v1/event/stream", get(events::stream))
+        .route("/v1/client/fs/{op}/{alloc}", get(logs::fs))
         .with_state(state)
 }
 

@@ -128,3 +128,42 @@ mod tests {
         assert_eq!(super::base64(b"f"), "Zg==");
     }
 }
+
+/// `GET /v1/client/fs/{ls,stat,cat}/:alloc?path=`.
+pub async fn fs(
+    State(st): State<ApiState>,
+    Path((op, alloc_id)): Path<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if !matches!(op.as_str(), "ls" | "stat" | "cat") {
+        return Err(ApiError::not_found(format!(
+            "no fs operation {op:?}: use ls, stat or cat"
+        )));
+    }
+    let snap = st.server.store().snapshot();
+    let alloc = find_alloc(&snap, &alloc_id)?.clone();
+    let path = q.get("path").cloned().unwrap_or_else(|| "/".into());
+    let req = drover_proto::node::FsRequest {
+        alloc_id: alloc.id.clone(),
+        op: op.clone(),
+        path,
+    };
+    let mut rx = st.server.alloc_fs(&alloc.node_id, req).await?;
+    let mut body = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        match chunk {
+            Ok(data) => body.extend_from_slice(&data),
+            Err(e) => return Err(ApiError::not_found(e)),
+        }
+    }
+    if op == "cat" {
+        return Ok(body.into_response());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            axum::http::StatusCode::BAD_GATEWAY,
+            format!("the client answered badly: {e}"),
+        )
+    })?;
+    Ok(axum::Json(v).into_response())
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use drover_proto::node::node_service_client::NodeServiceClient;
-use drover_proto::node::{LogsRequest, SessionChunk, SessionOpen, session_open};
+use drover_proto::node::{FsRequest, LogsRequest, SessionChunk, SessionOpen, session_open};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,6 +23,7 @@ pub async fn serve(client: Client, mut rpc: NodeServiceClient<Channel>, open: Se
     let id = open.session_id.clone();
     let result = match kind {
         session_open::Kind::Logs(req) => stream_logs(&client, &req, &id, &tx).await,
+        session_open::Kind::Fs(req) => serve_fs(&client, &req, &id, &tx).await,
         session_open::Kind::Action(a) => {
             let runner = client
                 .inner
@@ -167,5 +168,92 @@ async fn stream_logs(
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Resolves `path` inside the allocation directory, refusing anything that leaves it.
+fn resolve(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let root = std::fs::canonicalize(root).map_err(|e| format!("allocation directory: {e}"))?;
+    let p = root.join(path.trim_start_matches('/'));
+    let p = std::fs::canonicalize(&p).map_err(|e| format!("{path}: {e}"))?;
+    if !p.starts_with(&root) {
+        return Err(format!("{path}: outside the allocation directory"));
+    }
+    Ok(p)
+}
+
+fn file_info(p: &Path) -> std::io::Result<serde_json::Value> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(p)?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    Ok(serde_json::json!({
+        "Name": p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        "IsDir": m.is_dir(),
+        "Size": m.len(),
+        "FileMode": format!("{:o}", m.permissions().mode() & 0o7777),
+        "ModTime": drover_model::serde_fmt::format(mtime),
+    }))
+}
+
+async fn serve_fs(
+    client: &Client,
+    req: &FsRequest,
+    id: &str,
+    tx: &mpsc::Sender<SessionChunk>,
+) -> Result<(), String> {
+    let root = alloc_root(client, &req.alloc_id);
+    let (op, path) = (req.op.clone(), req.path.clone());
+    let chunk = |data: Vec<u8>| SessionChunk {
+        session_id: id.to_string(),
+        data,
+        error: String::new(),
+        eof: false,
+    };
+    match op.as_str() {
+        "ls" | "stat" => {
+            let json = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+                let p = resolve(&root, &path)?;
+                let v = if op == "stat" {
+                    file_info(&p).map_err(|e| e.to_string())?
+                } else {
+                    let mut entries: Vec<serde_json::Value> = std::fs::read_dir(&p)
+                        .map_err(|e| format!("{path}: {e}"))?
+                        .flatten()
+                        .filter_map(|e| file_info(&e.path()).ok())
+                        .collect();
+                    entries.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
+                    serde_json::Value::Array(entries)
+                };
+                serde_json::to_vec(&v).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let _ = tx.send(chunk(json)).await;
+            Ok(())
+        }
+        "cat" => {
+            let p = tokio::task::spawn_blocking(move || resolve(&root, &path))
+                .await
+                .map_err(|e| e.to_string())??;
+            let mut f = tokio::fs::File::open(&p)
+                .await
+                .map_err(|e| format!("{}: {e}", req.path))?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Ok(());
+                }
+                if tx.send(chunk(buf[..n].to_vec())).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        other => Err(format!("unknown fs operation {other:?}")),
     }
 }

@@ -84,6 +84,16 @@ impl Server {
         })?
     }
 
+    /// Reads from an allocation's directory on its client (`alloc fs`).
+    pub async fn alloc_fs(
+        &self,
+        node_id: &str,
+        req: drover_proto::node::FsRequest,
+    ) -> Result<LogsSession, ServerError> {
+        self.open_session(node_id, session_open::Kind::Fs(req))
+            .await
+    }
+
     async fn open_session(
         &self,
         node_id: &str,

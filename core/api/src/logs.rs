@@ -119,16 +119,6 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(super::base64(b"fooba"), "Zm9vYmE=");
-        assert_eq!(super::base64(b"f"), "Zg==");
-    }
-}
-
 /// `GET /v1/client/fs/{ls,stat,cat}/:alloc?path=`.
 pub async fn fs(
     State(st): State<ApiState>,
@@ -166,4 +156,14 @@ pub async fn fs(
         )
     })?;
     Ok(axum::Json(v).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(super::base64(b"fooba"), "Zm9vYmE=");
+        assert_eq!(super::base64(b"f"), "Zg==");
+    }
 }

@@ -275,3 +275,47 @@ fn alloc_fs_lists_and_reads_inside_the_allocation_only() {
         "{e}"
     );
 }
+
+#[test]
+fn terminal_allocations_are_garbage_collected_beyond_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("gc.hcl");
+    std::fs::write(&cfg, "client {\n  gc_max_allocs = 1\n}\n").unwrap();
+    let agent = Agent::start(
+        &["-dev", "-config", cfg.to_str().unwrap()],
+        &tmp.path().join("dev"),
+        free_port(),
+        free_port(),
+    );
+    agent.wait_ready();
+    agent.wait_node_ready();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let job = write_job(
+            tmp.path(),
+            &format!("b{i}"),
+            &format!(
+                "job \"b{i}\" {{\n type = \"batch\"\n group \"g\" {{\n{}\n }}\n}}\n",
+                sh("t", None, "true")
+            ),
+        );
+        agent.run_job(&job);
+        let a = agent.wait_alloc_status(&format!("b{i}"), "complete", Duration::from_secs(30));
+        ids.push(a["ID"].as_str().unwrap().to_string());
+    }
+    wait_for(
+        "all but one terminal allocation collected",
+        Duration::from_secs(20),
+        || {
+            let left = ids
+                .iter()
+                .filter(|id| agent.data_dir_alloc(id).exists())
+                .count();
+            (left == 1).then_some(())
+        },
+    );
+    // The servers keep the records.
+    for id in &ids {
+        assert_eq!(agent.alloc(id).unwrap()["ClientStatus"], "complete");
+    }
+}

@@ -97,6 +97,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 reserved: cfg.reserved,
                 host_volumes: cfg.host_volumes.clone(),
                 dynamic_ports: cfg.dynamic_ports,
+                gc_max_allocs: cfg.gc_max_allocs,
+                gc_disk_usage_threshold: cfg.gc_disk_usage_threshold,
                 stop_tasks_on_shutdown: cfg.dev,
             },
             host,

@@ -113,6 +113,9 @@ pub struct ClientBlock {
     pub cni_config_dir: Option<String>,
     pub min_dynamic_port: Option<u16>,
     pub max_dynamic_port: Option<u16>,
+    pub gc_max_allocs: Option<usize>,
+    pub gc_disk_usage_threshold: Option<f64>,
+    pub gc_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -450,6 +453,8 @@ pub struct AgentConfig {
     pub num_schedulers: usize,
     pub scheduler_algorithm: drover_scheduler::Algorithm,
     pub dynamic_ports: (u16, u16),
+    pub gc_max_allocs: usize,
+    pub gc_disk_usage_threshold: f64,
 }
 
 impl AgentConfig {
@@ -590,6 +595,8 @@ impl AgentConfig {
             );
         }
         Ok(AgentConfig {
+            gc_max_allocs: client_block.gc_max_allocs.unwrap_or(50),
+            gc_disk_usage_threshold: client_block.gc_disk_usage_threshold.unwrap_or(80.0),
             dynamic_ports,
             num_schedulers: server_block.num_schedulers.unwrap_or(4).max(1) as usize,
             scheduler_algorithm,

@@ -133,6 +133,23 @@ impl AllocRunner {
     }
 
     /// Removes the allocation's local state and directory once its tasks are gone.
+    /// Whether every task has finished.
+    pub fn is_done(&self) -> bool {
+        *self.inner.done.borrow()
+    }
+
+    /// When the allocation last changed on this client (for garbage-collection order).
+    pub fn modified(&self) -> (i64, String) {
+        let l = self.inner.local.lock().expect("alloc lock");
+        let last = l
+            .tasks
+            .values()
+            .map(|t| t.state.finished_at)
+            .max()
+            .unwrap_or(0);
+        (last, l.alloc.id.clone())
+    }
+
     pub fn destroy_when_done(&self) {
         let r = self.clone();
         tokio::spawn(async move {

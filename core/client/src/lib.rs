@@ -6,6 +6,7 @@ mod alloc_runner;
 mod conn;
 mod env;
 mod fingerprint;
+mod gc;
 mod logs;
 mod state;
 mod task_runner;
@@ -39,6 +40,11 @@ pub struct ClientConfig {
     pub dynamic_ports: (u16, u16),
     /// `-dev`: stop every task when the agent shuts down.
     pub stop_tasks_on_shutdown: bool,
+    /// Terminal allocations kept on disk before the oldest are garbage-collected.
+    pub gc_max_allocs: usize,
+    /// Disk usage (percent of the data dir's filesystem) above which terminal allocations are
+    /// garbage-collected, oldest first.
+    pub gc_disk_usage_threshold: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +103,7 @@ impl Client {
         };
         client.restore().await;
         tokio::spawn(conn::run(client.clone()));
+        tokio::spawn(gc::run(client.clone()));
         Ok(client)
     }
 

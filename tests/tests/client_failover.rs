@@ -137,3 +137,48 @@ fn lost_allocations_move_and_the_returning_client_stops_its_copies() {
     });
     drop(two);
 }
+
+#[test]
+fn a_node_id_cannot_be_taken_over_without_its_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = Agent::start(&["-server"], &dir.join("server"), free_port(), free_port());
+    server.wait_ready();
+    let servers = server.rpc_addr();
+    let _one = Agent::start(
+        &["-client", "-servers", &servers],
+        &dir.join("one"),
+        free_port(),
+        free_port(),
+    );
+    let node = wait_for("the node", Duration::from_secs(30), || {
+        server.get("/v1/nodes")?.as_array()?.first().cloned()
+    });
+    assert_eq!(node["SecretID"], "", "the API must not show node secrets");
+    let secret = wait_for("the secret persisted", Duration::from_secs(10), || {
+        std::fs::read_to_string(dir.join("one/client/node-secret")).ok()
+    });
+    assert!(!secret.trim().is_empty());
+    // A copy of the node id without the secret is refused.
+    std::fs::create_dir_all(dir.join("copy/client")).unwrap();
+    std::fs::copy(
+        dir.join("one/client/node-id"),
+        dir.join("copy/client/node-id"),
+    )
+    .unwrap();
+    let copy = Agent::start(
+        &["-client", "-servers", &servers],
+        &dir.join("copy"),
+        free_port(),
+        free_port(),
+    );
+    wait_for("the copy to be refused", Duration::from_secs(30), || {
+        copy.log_text()
+            .contains("registered with another secret")
+            .then_some(())
+    });
+    assert_eq!(
+        server.get("/v1/nodes").unwrap().as_array().unwrap().len(),
+        1
+    );
+}

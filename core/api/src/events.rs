@@ -85,7 +85,7 @@ fn event_json(e: &Event, snap: &StateSnapshot) -> serde_json::Value {
         Payload::Evaluation(ev) => {
             serde_json::json!({ "Evaluation": ev })
         }
-        Payload::Node(n) => serde_json::json!({ "Node": n }),
+        Payload::Node(n) => serde_json::json!({ "Node": crate::public_node(n) }),
     };
     serde_json::json!({
         "Topic": e.topic.as_str(),

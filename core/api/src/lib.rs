@@ -583,12 +583,19 @@ async fn read_eval(
     Ok(with_index(e.modify_index, &e))
 }
 
+/// A node as the API shows it: without its secret.
+pub(crate) fn public_node(n: &api::Node) -> api::Node {
+    let mut n = n.clone();
+    n.secret_id.clear();
+    n
+}
+
 async fn list_nodes(State(st): State<ApiState>, Query(q): Params) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Nodes).await?;
     let v: Vec<api::Node> = snap
         .nodes()
         .filter(|n| prefix_ok(&q, &n.id))
-        .cloned()
+        .map(public_node)
         .collect();
     Ok(with_index(snap.table_index(Table::Nodes), &v))
 }
@@ -606,7 +613,7 @@ async fn read_node(
             (m.len() == 1).then(|| m[0])
         })
         .ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?;
-    Ok(with_index(n.modify_index, &n))
+    Ok(with_index(n.modify_index, &public_node(n)))
 }
 
 async fn node_allocs(

@@ -85,6 +85,14 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
                 let m = m.map_err(|e| format!("stream error: {}", e.message()))?.ok_or("server closed the stream")?;
                 match m.msg {
                     Some(server_message::Msg::Registered(r)) => {
+                        let st = client.inner.state.clone();
+                        if !r.node_secret.is_empty() && st.node_secret() != r.node_secret {
+                            let secret = r.node_secret.clone();
+                            tokio::task::spawn_blocking(move || st.set_node_secret(&secret))
+                                .await
+                                .map_err(|e| e.to_string())?
+                                .map_err(|e| format!("cannot persist the node secret: {e}"))?;
+                        }
                         let every = Duration::from_millis(r.heartbeat_ttl_ms.max(300) / 3);
                         heartbeat = tokio::time::interval(every);
                     }

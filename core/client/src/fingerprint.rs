@@ -108,6 +108,7 @@ pub async fn node(client: &Client) -> Node {
     }
     Node {
         id: client.node_id().to_string(),
+        secret_id: client.inner.state.node_secret(),
         name: cfg.node_name.clone(),
         datacenter: cfg.datacenter.clone(),
         node_class: cfg.node_class.clone(),

@@ -67,6 +67,17 @@ impl LocalState {
         &self.node_id
     }
 
+    /// The node secret the servers issued, if any yet.
+    pub fn node_secret(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node-secret"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn set_node_secret(&self, secret: &str) -> io::Result<()> {
+        write_atomic(&self.dir.join("node-secret"), secret.as_bytes())
+    }
+
     pub fn last_index(&self) -> u64 {
         std::fs::read_to_string(self.dir.join("last-index"))
             .ok()

@@ -29,6 +29,9 @@ impl NodeStatus {
 pub struct Node {
     #[serde(rename = "ID")]
     pub id: String,
+    /// Issued by the servers at the node's first registration; never shown by the API.
+    #[serde(rename = "SecretID")]
+    pub secret_id: String,
     pub name: String,
     pub datacenter: String,
     pub node_class: String,

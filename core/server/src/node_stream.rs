@@ -130,8 +130,21 @@ impl Server {
         Ok(data_rx)
     }
 
-    async fn register_node(&self, mut node: Node) -> Result<(), Status> {
+    /// Registers (or re-registers) a node; returns its secret.
+    async fn register_node(&self, mut node: Node) -> Result<String, Status> {
         let snap = self.store().snapshot();
+        match snap.node(&node.id) {
+            Some(old) if !old.secret_id.is_empty() && old.secret_id != node.secret_id => {
+                return Err(Status::permission_denied(format!(
+                    "node {} is registered with another secret: a node id cannot be taken over (remove the client's data dir to join as a new node)",
+                    node.id
+                )));
+            }
+            Some(old) => node.secret_id = old.secret_id.clone(),
+            None if node.secret_id.is_empty() => node.secret_id = new_id(),
+            None => {}
+        }
+        let secret = node.secret_id.clone();
         node.status = NodeStatus::Ready;
         node.status_description = String::new();
         let unchanged = snap.node(&node.id).is_some_and(|old| {
@@ -147,7 +160,7 @@ impl Server {
                 .await
                 .map_err(write_status)?;
         }
-        Ok(())
+        Ok(secret)
     }
 }
 
@@ -179,7 +192,7 @@ impl NodeService for NodeStreamService {
         }
         let node_id = node.id.clone();
         let server = self.server.clone();
-        server.register_node(node).await?;
+        let node_secret = server.register_node(node).await?;
         server.inner.heartbeats.beat(&node_id);
         tracing::info!(node_id, last_index = reg.last_index, "client attached");
 
@@ -197,6 +210,7 @@ impl NodeService for NodeStreamService {
             .send(msg(server_message::Msg::Registered(Registered {
                 node_id: node_id.clone(),
                 heartbeat_ttl_ms: ttl.as_millis() as u64,
+                node_secret,
             })))
             .await;
 

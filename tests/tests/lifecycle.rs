@@ -319,3 +319,50 @@ fn terminal_allocations_are_garbage_collected_beyond_the_limit() {
         assert_eq!(agent.alloc(id).unwrap()["ClientStatus"], "complete");
     }
 }
+
+#[test]
+fn shutdown_delay_holds_the_kill_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let marker = format!("delay-{}", std::process::id());
+    let spec = format!(
+        "job \"slow\" {{\n group \"g\" {{\n  shutdown_delay = \"1500ms\"\n{}\n }}\n}}\n",
+        sh(
+            "t",
+            None,
+            &format!("while true; do sleep 0.1; done # {marker}")
+        )
+    );
+    let job = write_job(tmp.path(), "slow", &spec);
+    agent.run_job(&job);
+    agent.wait_alloc_status("slow", "running", Duration::from_secs(30));
+    let pid = wait_for("the task", Duration::from_secs(10), || {
+        find_process(&marker)
+    });
+    let t = std::time::Instant::now();
+    let out = agent.cli(&["job", "stop", "-detach", "slow"]);
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        proc_stat(pid).is_some(),
+        "the task was killed before its shutdown delay"
+    );
+    wait_for("the task to stop", Duration::from_secs(20), || {
+        proc_stat(pid).is_none().then_some(())
+    });
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "stopped after {:?}",
+        t.elapsed()
+    );
+    let a = agent.wait_alloc_status("slow", "complete", Duration::from_secs(20));
+    let full = agent.alloc(a["ID"].as_str().unwrap()).unwrap();
+    let killing = task_events(&full, "t", "Killing");
+    assert!(
+        killing[0]["DisplayMessage"]
+            .as_str()
+            .unwrap()
+            .contains("shutdown delay"),
+        "{full:#}"
+    );
+}

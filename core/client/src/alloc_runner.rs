@@ -324,6 +324,7 @@ impl AllocRunner {
                 stop: slot.stop.subscribe(),
                 tx: tx.clone(),
                 restored,
+                group_shutdown_delay: group.shutdown_delay.unwrap_or_default(),
                 control: Some({
                     let (ctx_tx, ctx_rx) = mpsc::channel(4);
                     self.inner

@@ -41,6 +41,8 @@ pub struct TaskCtx {
     pub stop: watch::Receiver<Option<String>>,
     pub tx: mpsc::Sender<TaskMsg>,
     pub restored: Option<LocalTask>,
+    /// The group's shutdown_delay (the task's own applies when longer).
+    pub group_shutdown_delay: Duration,
     pub control: Option<mpsc::Receiver<Control>>,
 }
 
@@ -56,6 +58,7 @@ pub fn event(kind: &str, message: &str) -> TaskEvent {
         kind: kind.into(),
         time: now_nanos(),
         message: message.into(),
+        display_message: message.into(),
         ..Default::default()
     }
 }
@@ -273,7 +276,15 @@ impl Runner {
                         let reason = stop.borrow().clone();
                         if let Some(reason) = reason {
                             stop_sent = true;
-                            self.emit(event("Killing", &format!("Sent interrupt: {reason}"))).await;
+                            // shutdown_delay: the task keeps running a while before the signal
+                            // (time for clients to stop sending it work).
+                            let delay = self.ctx.task.shutdown_delay.max(self.ctx.group_shutdown_delay);
+                            let msg = if delay.is_zero() {
+                                format!("Sent interrupt: {reason}")
+                            } else {
+                                format!("Sent interrupt after a shutdown delay of {delay:?}: {reason}")
+                            };
+                            self.emit(event("Killing", &msg)).await;
                             let req = StopTaskRequest {
                                 task_id: task_id.clone(),
                                 signal: self.ctx.task.kill_signal.clone(),
@@ -281,6 +292,7 @@ impl Runner {
                             };
                             let mut d = driver.clone();
                             tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
                                 if let Err(e) = d.stop_task(req).await {
                                     tracing::warn!(error = %e.message(), "stopping the task failed");
                                 }

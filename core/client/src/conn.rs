@@ -77,6 +77,7 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
     let mut outbox = client.inner.outbox_changed.subscribe();
     outbox.mark_changed();
     let mut shutdown = client.inner.shutdown.subscribe();
+    let mut node_changed = client.inner.node_changed.subscribe();
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     tracing::info!(server = %addr, node_id = client.node_id(), "connected to server");
     loop {
@@ -118,6 +119,11 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
                     }
                     None => {}
                 }
+            }
+            _ = node_changed.changed() => {
+                let node = client.node().await;
+                let node_json = serde_json::to_vec(&node).map_err(|e| e.to_string())?;
+                send(&tx, client_message::Msg::Register(Register { node_json, last_index: 0 }))?;
             }
             _ = heartbeat.tick() => {
                 send(&tx, client_message::Msg::Heartbeat(Heartbeat {}))?;

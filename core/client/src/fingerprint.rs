@@ -162,3 +162,50 @@ async fn driver_info(client: &Client, name: &str) -> DriverInfo {
         Err(_) => unhealthy("fingerprint timed out".into()),
     }
 }
+
+/// Follows a driver's fingerprint stream for as long as the client runs; when its health or
+/// attributes change, the node is registered again. A broken stream (the plugin restarted)
+/// is re-opened.
+pub async fn watch_driver(client: Client, name: String) {
+    let mut shutdown = client.inner.shutdown.subscribe();
+    let mut last: Option<(i32, String, std::collections::BTreeMap<String, String>)> = None;
+    loop {
+        let stream = async {
+            let mut d = client
+                .host()
+                .driver(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut s = d
+                .fingerprint(FingerprintRequest {})
+                .await
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            while let Some(f) = s.message().await.map_err(|e| e.message().to_string())? {
+                let now = (
+                    f.health,
+                    f.health_description.clone(),
+                    f.attributes.clone().into_iter().collect(),
+                );
+                if last.as_ref().is_some_and(|l| *l != now) {
+                    tracing::info!(driver = %name, health = f.health, "driver fingerprint changed: updating the node");
+                    client.inner.node_changed.send_modify(|v| *v += 1);
+                }
+                last = Some(now);
+            }
+            Ok::<(), String>(())
+        };
+        tokio::select! {
+            r = stream => {
+                if let Err(e) = r {
+                    tracing::debug!(driver = %name, error = %e, "fingerprint stream ended; re-opening");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

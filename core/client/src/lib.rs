@@ -74,6 +74,8 @@ struct Inner {
     /// Status updates waiting for the server's acknowledgement, latest per allocation.
     outbox: Mutex<BTreeMap<String, AllocClientUpdate>>,
     outbox_changed: watch::Sender<u64>,
+    /// Bumped when a driver's fingerprint changes: the node is registered again.
+    node_changed: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -98,12 +100,16 @@ impl Client {
                 runners: Mutex::default(),
                 outbox: Mutex::default(),
                 outbox_changed: watch::channel(0).0,
+                node_changed: watch::channel(0).0,
                 shutdown: watch::channel(false).0,
             }),
         };
         client.restore().await;
         tokio::spawn(conn::run(client.clone()));
         tokio::spawn(gc::run(client.clone()));
+        for name in client.host().plugin_names() {
+            tokio::spawn(fingerprint::watch_driver(client.clone(), name));
+        }
         Ok(client)
     }
 

@@ -240,8 +240,20 @@ impl NodeService for NodeStreamService {
                                         tracing::warn!(error = %e, "allocation updates not committed; the client resends them");
                                     }
                                 }
-                                Some(client_message::Msg::Register(_)) | None => {
-                                    tracing::warn!("unexpected message on an attached stream; ignored");
+                                Some(client_message::Msg::Register(r)) => {
+                                    // The node changed (a driver's health, its attributes).
+                                    match serde_json::from_slice::<Node>(&r.node_json) {
+                                        Ok(n) if n.id == node_id => {
+                                            if let Err(e) = server.register_node(n).await {
+                                                tracing::warn!(error = %e, "node update refused");
+                                            }
+                                        }
+                                        Ok(_) => tracing::warn!("a node update for another node id; ignored"),
+                                        Err(e) => tracing::warn!(error = %e, "malformed node update; ignored"),
+                                    }
+                                }
+                                None => {
+                                    tracing::warn!("empty message on an attached stream; ignored");
                                 }
                             }
                         }

@@ -120,6 +120,20 @@ pub fn load_job(
     Ok((parsed.job, parsed.warnings))
 }
 
+/// Why placements failed, in plain words: the filters, the exhausted dimensions and the
+/// node that came nearest.
+fn explain(m: &api::PlacementFailure, indent: &str) {
+    for (reason, n) in &m.constraint_filtered {
+        println!("{indent}* {n} node(s) filtered: {reason}");
+    }
+    for (dim, n) in &m.dimension_exhausted {
+        println!("{indent}* {n} node(s) out of {dim}");
+    }
+    if !m.nearest_miss.is_empty() {
+        println!("{indent}* nearest miss: {}", m.nearest_miss);
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
@@ -209,15 +223,7 @@ pub async fn monitor_eval(c: &ApiClient, eval_id: &str) -> anyhow::Result<i32> {
             "    Task Group \"{g}\" (failed to place {} allocation(s)):",
             m.coalesced_failures + 1
         );
-        for (reason, n) in &m.constraint_filtered {
-            println!("      * {n} node(s) filtered: {reason}");
-        }
-        for (dim, n) in &m.dimension_exhausted {
-            println!("      * {n} node(s) out of {dim}");
-        }
-        if !m.nearest_miss.is_empty() {
-            println!("      * nearest miss: {}", m.nearest_miss);
-        }
+        explain(m, "      ");
     }
     Ok(EXIT_PLACEMENT_FAILED)
 }
@@ -586,20 +592,10 @@ pub async fn job_plan(
     } else {
         for (g, m) in &resp.failed_tg_allocs {
             println!(
-                "- WARNING: Failed to place all allocations of group {g:?} ({} unplaced): {}",
-                m.coalesced_failures + 1,
-                if m.nearest_miss.is_empty() {
-                    "no node fits".to_string()
-                } else {
-                    m.nearest_miss.clone()
-                }
+                "- WARNING: Failed to place all allocations of group {g:?} ({} unplaced):",
+                m.coalesced_failures + 1
             );
-            for (reason, n) in &m.constraint_filtered {
-                println!("    * {n} node(s) filtered: {reason}");
-            }
-            for (dim, n) in &m.dimension_exhausted {
-                println!("    * {n} node(s) out of {dim}");
-            }
+            explain(m, "    ");
         }
     }
     println!("\nJob Modify Index: {}", resp.job_modify_index);
@@ -652,15 +648,7 @@ pub async fn eval_status(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<
             "  * {} of {} nodes were filtered out",
             m.nodes_filtered, m.nodes_evaluated
         );
-        for (reason, n) in &m.constraint_filtered {
-            println!("  * {reason}: {n} node(s)");
-        }
-        for (dim, n) in &m.dimension_exhausted {
-            println!("  * {n} node(s) lacked {dim}");
-        }
-        if !m.nearest_miss.is_empty() {
-            println!("  * Nearest miss: {}", m.nearest_miss);
-        }
+        explain(m, "  ");
     }
     Ok(0)
 }

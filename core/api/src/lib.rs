@@ -458,22 +458,33 @@ async fn list_allocs(State(st): State<ApiState>, Query(q): Params) -> Result<Res
 }
 
 /// Finds an allocation by id or unique id prefix (as the CLI accepts short ids).
+/// An object by its id or a unique prefix of it (the CLI accepts short ids).
+fn by_id_or_prefix<'a, T: 'a>(
+    exact: Option<&'a T>,
+    all: impl Iterator<Item = &'a T>,
+    id_of: impl Fn(&T) -> &str,
+    id: &str,
+    what: &str,
+) -> Result<&'a T, ApiError> {
+    if let Some(x) = exact {
+        return Ok(x);
+    }
+    let matches: Vec<&T> = all.filter(|x| id_of(x).starts_with(id)).collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ApiError::not_found(format!("{what} {id} not found"))),
+        _ => Err(ApiError::bad_request(format!(
+            "{what} prefix {id} matches {} {what}s; give more of the id",
+            matches.len()
+        ))),
+    }
+}
+
 fn find_alloc<'a>(
     snap: &'a StateSnapshot,
     id: &str,
 ) -> Result<&'a drover_model::Allocation, ApiError> {
-    if let Some(a) = snap.alloc(id) {
-        return Ok(a);
-    }
-    let matches: Vec<_> = snap.allocs().filter(|a| a.id.starts_with(id)).collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => Err(ApiError::not_found(format!("allocation {id} not found"))),
-        _ => Err(ApiError::bad_request(format!(
-            "allocation prefix {id} matches {} allocations; give more of the id",
-            matches.len()
-        ))),
-    }
+    by_id_or_prefix(snap.alloc(id), snap.allocs(), |a| &a.id, id, "allocation")
 }
 
 async fn read_alloc(
@@ -573,13 +584,7 @@ async fn read_eval(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Evals).await?;
-    let e = snap
-        .eval(&id)
-        .or_else(|| {
-            let m: Vec<_> = snap.evals().filter(|e| e.id.starts_with(&id)).collect();
-            (m.len() == 1).then(|| m[0])
-        })
-        .ok_or_else(|| ApiError::not_found(format!("evaluation {id} not found")))?;
+    let e = by_id_or_prefix(snap.eval(&id), snap.evals(), |e| &e.id, &id, "evaluation")?;
     Ok(with_index(e.modify_index, &e))
 }
 
@@ -606,13 +611,7 @@ async fn read_node(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Nodes).await?;
-    let n = snap
-        .node(&id)
-        .or_else(|| {
-            let m: Vec<_> = snap.nodes().filter(|n| n.id.starts_with(&id)).collect();
-            (m.len() == 1).then(|| m[0])
-        })
-        .ok_or_else(|| ApiError::not_found(format!("node {id} not found")))?;
+    let n = by_id_or_prefix(snap.node(&id), snap.nodes(), |n| &n.id, &id, "node")?;
     Ok(with_index(n.modify_index, &public_node(n)))
 }
 

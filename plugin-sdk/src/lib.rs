@@ -10,6 +10,7 @@
 //! - [`logging`]: hclog-shaped JSON logs on stderr, which hosts forward into their own logs.
 
 pub mod driver;
+pub mod exec;
 pub mod handshake;
 pub mod logging;
 pub mod serve;

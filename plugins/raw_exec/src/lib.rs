@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
-    CapabilitiesResponse, ExitResult, FingerprintResponse, HealthState, InspectTaskResponse,
-    StartTaskResponse, TaskConfig, TaskHandle,
+    CapabilitiesResponse, CpuStats, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
+    InspectTaskResponse, MemoryStats, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
+    exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::shim::{
     self, LaunchSpec, LogRotation, Recovered, ShimClient, ShimError, ShimHandle, TaskExit,
 };
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Serves raw_exec as a plugin on the current tokio runtime until the host stops it
 /// (`drover plugin serve raw_exec`). Installs hclog logging on stderr first: nothing else
@@ -55,6 +56,8 @@ struct TaskDriverConfig {
 }
 
 struct Task {
+    /// What the task was started with (its environment, directory and user serve exec).
+    config: TaskConfig,
     shim: ShimHandle,
     client: ShimClient,
     /// How the task ended, once known.
@@ -229,8 +232,9 @@ impl TaskDriver for RawExec {
     fn capabilities(&self) -> CapabilitiesResponse {
         CapabilitiesResponse {
             send_signals: true,
-            exec: false,
+            exec: true,
             fs_isolation: "none".into(),
+            must_create_network: false,
         }
     }
 
@@ -287,6 +291,7 @@ impl TaskDriver for RawExec {
         self.lock().tasks.insert(
             task.id.clone(),
             Task {
+                config: task.clone(),
                 shim: handle,
                 client,
                 exit: None,
@@ -432,9 +437,80 @@ impl TaskDriver for RawExec {
             "task recovered"
         );
         let client = ShimClient::from_handle(shim.clone());
-        self.lock()
-            .tasks
-            .insert(config.id.clone(), Task { shim, client, exit });
+        self.lock().tasks.insert(
+            config.id.clone(),
+            Task {
+                config,
+                shim,
+                client,
+                exit,
+            },
+        );
         Ok(())
+    }
+
+    async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
+        let (client, _, exit) = self.lookup(task_id)?;
+        if exit.is_some() {
+            return Err(DriverError::FailedPrecondition(format!(
+                "task {task_id:?} has exited"
+            )));
+        }
+        let s = client.stats().await.map_err(internal)?;
+        let tick_ns = 1_000_000_000 / s.ticks_per_second.max(1);
+        Ok(TaskStatsResponse {
+            timestamp_unix_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or_default(),
+            cpu: Some(CpuStats {
+                user_ns_total: s.cpu_user_ticks * tick_ns,
+                system_ns_total: s.cpu_system_ticks * tick_ns,
+                ..Default::default()
+            }),
+            memory: Some(MemoryStats {
+                rss: s.rss_bytes,
+                usage: s.rss_bytes,
+                measured: vec!["RSS".into()],
+                ..Default::default()
+            }),
+            pids: 1,
+        })
+    }
+
+    async fn exec_task(
+        &self,
+        setup: ExecTaskSetup,
+        input: mpsc::Receiver<exec_task_request::Msg>,
+        output: mpsc::Sender<exec_task_response::Msg>,
+    ) -> Result<ExitResult, DriverError> {
+        let config = {
+            let st = self.lock();
+            let t = st
+                .tasks
+                .get(&setup.task_id)
+                .ok_or_else(|| DriverError::TaskNotFound(setup.task_id.clone()))?;
+            if t.exit.is_some() {
+                return Err(DriverError::FailedPrecondition(format!(
+                    "task {:?} has exited",
+                    setup.task_id
+                )));
+            }
+            t.config.clone()
+        };
+        let env: Vec<(String, String)> = config.env.into_iter().collect();
+        let cwd = PathBuf::from(if config.task_dir.is_empty() {
+            "/"
+        } else {
+            &config.task_dir
+        });
+        let cmd = drover_plugin_sdk::exec::command(
+            &setup.command,
+            &env,
+            &cwd,
+            Some(config.user.as_str()),
+        )?;
+        tracing::info!(task_id = %setup.task_id, command = ?setup.command, tty = setup.tty, "exec");
+        drover_plugin_sdk::exec::run(cmd, setup.tty, setup.size, input, output).await
     }
 }

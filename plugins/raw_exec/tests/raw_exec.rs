@@ -532,3 +532,115 @@ async fn disabled_raw_exec_refuses_tasks() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn g_stats_stream_and_exec_inside_a_running_task() {
+    use drover_proto::driver::{
+        ExecTaskRequest, ExecTaskSetup, TaskStatsRequest, exec_task_request, exec_task_response,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path());
+    let mut t = task(
+        "g/web/0",
+        tmp.path(),
+        "/bin/sh",
+        &["-c", "while :; do :; done"],
+    );
+    t.env.insert("GREETING".into(), "from-the-task".into());
+    start(&host, t).await;
+    let mut driver = host.driver("raw_exec").await.unwrap();
+    assert!(
+        driver
+            .capabilities(drover_proto::driver::CapabilitiesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .exec
+    );
+
+    // Two samples of a busy loop: the second carries a CPU percentage derived from the first.
+    let mut stats = driver
+        .task_stats(TaskStatsRequest {
+            task_id: "g/web/0".into(),
+            interval_ms: 300,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stats.message().await.unwrap().unwrap();
+    assert!(first.memory.unwrap().rss > 0);
+    let second = stats.message().await.unwrap().unwrap();
+    let cpu = second.cpu.unwrap();
+    assert!(cpu.percent > 5.0, "a busy loop uses CPU: {cpu:?}");
+    assert!(cpu.measured.iter().any(|m| m == "Percent"));
+
+    // Exec runs in the task's directory with the task's environment, stdin included.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let msg = |m| ExecTaskRequest { msg: Some(m) };
+    tx.send(msg(exec_task_request::Msg::Setup(ExecTaskSetup {
+        task_id: "g/web/0".into(),
+        command: [
+            "sh",
+            "-c",
+            "read line; echo \"$GREETING $line $(pwd)\"; exit 7",
+        ]
+        .map(String::from)
+        .to_vec(),
+        tty: false,
+        size: None,
+    })))
+    .await
+    .unwrap();
+    tx.send(msg(exec_task_request::Msg::Stdin(b"and-stdin\n".to_vec())))
+        .await
+        .unwrap();
+    let mut out = driver
+        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stdout = Vec::new();
+    let mut exit = None;
+    while let Some(m) = out.message().await.unwrap() {
+        match m.msg.unwrap() {
+            exec_task_response::Msg::Stdout(b) => stdout.extend(b),
+            exec_task_response::Msg::Stderr(_) => {}
+            exec_task_response::Msg::Exited(e) => exit = Some(e),
+        }
+    }
+    drop(tx);
+    let task_dir = tmp.path().join("task");
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        format!("from-the-task and-stdin {}\n", task_dir.display())
+    );
+    assert_eq!(exit.unwrap().exit_code, 7);
+
+    // Exec of an unknown task is an error that names it.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(msg(exec_task_request::Msg::Setup(ExecTaskSetup {
+        task_id: "nope".into(),
+        command: vec!["true".into()],
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    let mut out = driver
+        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = out.message().await.unwrap_err();
+    assert!(err.message().contains("nope"), "{err}");
+
+    driver
+        .stop_task(StopTaskRequest {
+            task_id: "g/web/0".into(),
+            signal: "SIGKILL".into(),
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap();
+    wait(&host, "g/web/0").await;
+    host.shutdown().await;
+}

@@ -22,6 +22,7 @@ mod client;
 mod daemon;
 pub mod procfs;
 pub mod rotate;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::fs::DirBuilder;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 pub use client::{Recovered, ShimClient, ShimInspect, read_exit_file, recover};
 pub use procfs::TaskStats;
+pub use tasks::{ShimTasks, TASK_HANDLE_VERSION, exit_result};
 
 use crate::handshake::MAX_UNIX_SOCKET_PATH;
 

@@ -32,7 +32,6 @@ pub async fn serve() -> Result<(), drover_plugin_sdk::ServeError> {
 
 /// The plugin's name.
 pub const NAME: &str = "raw_exec";
-/// The version of [`TaskHandle`] this driver writes.
 
 /// The plugin's `config { ... }` block.
 #[derive(Debug, Clone, Default, serde::Deserialize)]

@@ -20,6 +20,7 @@
 
 mod client;
 mod daemon;
+pub mod isolate;
 pub mod procfs;
 pub mod rotate;
 
@@ -33,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub use client::{Recovered, ShimClient, ShimInspect, read_exit_file, recover};
+pub use client::{ExecSession, Recovered, ShimClient, ShimInspect, read_exit_file, recover};
 pub use procfs::TaskStats;
 
 use crate::handshake::MAX_UNIX_SOCKET_PATH;
@@ -41,8 +42,10 @@ use crate::handshake::MAX_UNIX_SOCKET_PATH;
 /// The argv\[1\] that selects the shim: `<exe> task-shim ...`.
 pub const SUBCOMMAND: &str = "task-shim";
 
-/// The newest [`LaunchSpec`] version this shim executes.
-pub const LAUNCH_SPEC_VERSION: u32 = 1;
+/// The newest [`LaunchSpec`] version this shim executes. Version 2 added
+/// [`LaunchSpec::isolation`]; a spec without it is written as version 1, so older shims
+/// still run it.
+pub const LAUNCH_SPEC_VERSION: u32 = 2;
 /// The version of [`ShimHandle`]'s encoding.
 pub const SHIM_HANDLE_VERSION: u32 = 1;
 
@@ -87,6 +90,10 @@ pub struct LaunchSpec {
     pub stderr_path: Option<PathBuf>,
     #[serde(default)]
     pub logs: LogRotation,
+    /// Namespaces, a root of bind mounts, cgroups and dropped capabilities (the `exec`
+    /// driver); `None` runs the task on the host as it is (raw_exec). Version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<isolate::Isolation>,
 }
 
 impl LaunchSpec {
@@ -103,6 +110,7 @@ impl LaunchSpec {
             stdout_path: None,
             stderr_path: None,
             logs: LogRotation::default(),
+            isolation: None,
         }
     }
 }
@@ -203,6 +211,7 @@ impl ShimError {
 pub fn run(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("launch") if args.len() == 2 => daemon::launch_main(Path::new(&args[1])),
+        Some("init") if args.len() == 2 => isolate::init::main(Path::new(&args[1])),
         _ => {
             eprintln!(
                 "usage: {SUBCOMMAND} launch <state dir>\n\
@@ -294,7 +303,9 @@ fn launch_in(
     dir: &Path,
 ) -> Result<ShimHandle, ShimError> {
     let spec_path = dir.join(SPEC_FILE);
-    let data = serde_json::to_vec_pretty(spec).map_err(|e| ShimError::Launch(e.to_string()))?;
+    let mut spec = spec.clone();
+    spec.version = if spec.isolation.is_some() { 2 } else { 1 };
+    let data = serde_json::to_vec(&spec).map_err(|e| ShimError::Launch(e.to_string()))?;
     write_durably(&spec_path, &data)
         .map_err(|e| ShimError::io(format!("cannot write {}", spec_path.display()), e))?;
 

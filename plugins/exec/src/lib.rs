@@ -1,0 +1,873 @@
+//! The `exec` task driver: runs a command isolated, without a container image.
+//!
+//! Each task runs under the task shim (so it outlives the plugin and the agent) as the child
+//! of `task-shim init`, pid 1 of new pid, mount, ipc and uts namespaces (and the
+//! allocation's network namespace). Its root is a tmpfs holding read-only bind mounts of host
+//! paths (`chroot_env`), its writable `local/`, `secrets/`, `tmp/` and the shared `alloc/`,
+//! a private /proc and a minimal /dev: nothing is copied. Its cgroups carry the memory, CPU
+//! and pids limits; it runs as `user` (default `nobody`) with no_new_privs and a reduced
+//! capability set. See `drover_plugin_sdk::shim::isolate`.
+//!
+//! Plugin configuration: `chroot_env` (map of host path -> path inside, default /bin, /etc,
+//! /lib, /lib32, /lib64, /run/resolvconf, /sbin, /usr), `allow_caps` (list, default
+//! Nomad's exec set), `pids_limit` (number, 0 = none). Task configuration: `command`
+//! (required), `args`, `cap_add`, `cap_drop`, `pids_limit`.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
+use drover_plugin_sdk::proto::driver::{
+    CapabilitiesResponse, CpuStats, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
+    InspectTaskResponse, MemoryStats, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
+    TerminalSize, exec_task_request, exec_task_response,
+};
+use drover_plugin_sdk::shim::isolate::{self, Bind, CgroupSpec, Isolation, caps, cgroup};
+use drover_plugin_sdk::shim::{
+    self, LaunchSpec, LogRotation, Recovered, ShimClient, ShimError, ShimHandle, TaskExit,
+};
+use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// Serves exec as a plugin on the current tokio runtime until the host stops it
+/// (`drover plugin serve exec`). The binary's synchronous `main` must have called
+/// [`drover_plugin_sdk::shim::exit_if_invoked`] first: tasks run under
+/// `<current exe> task-shim ...`.
+pub async fn serve() -> Result<(), drover_plugin_sdk::ServeError> {
+    drover_plugin_sdk::init_logging(NAME);
+    drover_plugin_sdk::serve_driver(Exec::default()).await
+}
+
+/// The plugin's name.
+pub const NAME: &str = "exec";
+/// The version of [`TaskHandle`] this driver writes.
+const HANDLE_VERSION: u32 = 1;
+/// The parent of every task's cgroup, in every controller.
+pub const CGROUP_PARENT: &str = "drover";
+/// The user tasks run as when the jobspec names none.
+pub const DEFAULT_USER: &str = "nobody";
+
+/// The plugin's `config { ... }` block.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginConfig {
+    #[serde(default)]
+    chroot_env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    allow_caps: Option<Vec<String>>,
+    #[serde(default)]
+    pids_limit: u64,
+}
+
+/// A task's `config { ... }` block.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskDriverConfig {
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    cap_add: Vec<String>,
+    #[serde(default)]
+    cap_drop: Vec<String>,
+    #[serde(default)]
+    pids_limit: Option<u64>,
+}
+
+struct Task {
+    client: ShimClient,
+    shim: ShimHandle,
+    exit: Option<TaskExit>,
+}
+
+struct Settings {
+    chroot_env: BTreeMap<String, String>,
+    allow_caps: Vec<String>,
+    pids_limit: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            chroot_env: isolate::default_chroot_env(),
+            allow_caps: caps::DEFAULT.iter().map(|s| s.to_string()).collect(),
+            pids_limit: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    settings: Settings,
+    shims_root: Option<PathBuf>,
+    tasks: BTreeMap<String, Task>,
+}
+
+/// The exec driver.
+pub struct Exec {
+    state: Mutex<State>,
+    /// Why this host cannot run isolated tasks, if it cannot.
+    unusable: Option<String>,
+    fingerprint: watch::Sender<FingerprintResponse>,
+}
+
+/// Whether this host can isolate tasks: root, namespaces, usable cgroups.
+pub fn check_host() -> Result<cgroup::Version, String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "the exec driver needs root: it creates namespaces, cgroups and mounts (run the agent as root, or use raw_exec)".into(),
+        );
+    }
+    for ns in ["pid", "mnt", "ipc", "uts", "net"] {
+        if !Path::new("/proc/self/ns").join(ns).exists() {
+            return Err(format!(
+                "the kernel has no {ns} namespaces (/proc/self/ns/{ns} is missing)"
+            ));
+        }
+    }
+    cgroup::detect(&cgroup::RealFs, Path::new("/sys/fs/cgroup"))
+}
+
+impl Default for Exec {
+    fn default() -> Self {
+        let host = check_host();
+        let fp = match &host {
+            Ok(version) => FingerprintResponse {
+                attributes: [
+                    ("driver.exec".to_string(), "1".to_string()),
+                    (
+                        "driver.exec.cgroup".to_string(),
+                        match version {
+                            cgroup::Version::V1 => "v1",
+                            cgroup::Version::V2 => "v2",
+                        }
+                        .to_string(),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+                health: HealthState::Healthy as i32,
+                health_description: "healthy".into(),
+            },
+            Err(why) => FingerprintResponse {
+                attributes: Default::default(),
+                health: HealthState::Unhealthy as i32,
+                health_description: why.clone(),
+            },
+        };
+        Self {
+            state: Mutex::new(State::default()),
+            unusable: host.err(),
+            fingerprint: watch::channel(fp).0,
+        }
+    }
+}
+
+fn to_result(exit: &TaskExit) -> ExitResult {
+    ExitResult {
+        exit_code: exit.exit_code,
+        signal: exit.signal,
+        oom_killed: exit.oom_killed,
+        err: exit.err.clone().unwrap_or_default(),
+    }
+}
+
+fn internal(e: ShimError) -> DriverError {
+    DriverError::Internal(e.to_string())
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// The capabilities a task keeps: the default set within `allow_caps`, plus its `cap_add`
+/// (each must be allowed), minus its `cap_drop` (`all` drops every one).
+fn task_capabilities(
+    allow: &[String],
+    add: &[String],
+    drop: &[String],
+    task: &str,
+) -> Result<Vec<String>, DriverError> {
+    let norm = |n: &String, what: &str| {
+        caps::normalize(n).ok_or_else(|| {
+            DriverError::InvalidArgument(format!(
+                "task {task:?}: {what} names an unknown capability {n:?}"
+            ))
+        })
+    };
+    let mut set: Vec<String> = caps::DEFAULT
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|c| allow.contains(c))
+        .collect();
+    for a in add {
+        let c = norm(a, "cap_add")?;
+        if !allow.contains(&c) {
+            return Err(DriverError::InvalidArgument(format!(
+                "task {task:?}: cap_add {c} is not allowed by the exec plugin's allow_caps ({})",
+                allow.join(", ")
+            )));
+        }
+        if !set.contains(&c) {
+            set.push(c);
+        }
+    }
+    for d in drop {
+        if d.eq_ignore_ascii_case("all") {
+            set.clear();
+            continue;
+        }
+        let c = norm(d, "cap_drop")?;
+        set.retain(|x| *x != c);
+    }
+    set.sort();
+    Ok(set)
+}
+
+/// Rewrites host paths of the task's directories in its environment to their paths inside.
+fn inside_env(env: &BTreeMap<String, String>, binds: &[Bind]) -> BTreeMap<String, String> {
+    env.iter()
+        .map(|(k, v)| {
+            let p = Path::new(v);
+            let mapped = binds.iter().find_map(|b| {
+                p.strip_prefix(&b.source).ok().map(|rest| {
+                    if rest.as_os_str().is_empty() {
+                        b.target.display().to_string()
+                    } else {
+                        b.target.join(rest).display().to_string()
+                    }
+                })
+            });
+            (k.clone(), mapped.unwrap_or_else(|| v.clone()))
+        })
+        .collect()
+}
+
+impl Exec {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lookup(&self, task_id: &str) -> Result<(ShimClient, ShimHandle, Option<TaskExit>), DriverError> {
+        let st = self.lock();
+        let t = st
+            .tasks
+            .get(task_id)
+            .ok_or_else(|| DriverError::TaskNotFound(task_id.to_string()))?;
+        Ok((t.client.clone(), t.shim.clone(), t.exit.clone()))
+    }
+
+    fn record_exit(&self, task_id: &str, exit: &TaskExit) {
+        if let Some(t) = self.lock().tasks.get_mut(task_id) {
+            t.exit = Some(exit.clone());
+        }
+    }
+
+    fn build_spec(&self, task: &TaskConfig) -> Result<LaunchSpec, DriverError> {
+        let bad = |m: String| DriverError::InvalidArgument(format!("task {:?}: {m}", task.name));
+        if task.driver_config_json.is_empty() {
+            return Err(bad("exec needs a config block with a command".into()));
+        }
+        let cfg: TaskDriverConfig = serde_json::from_slice(&task.driver_config_json)
+            .map_err(|e| bad(format!("bad exec config: {e}")))?;
+        let command = cfg
+            .command
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| bad("exec config needs \"command\" (the program to run)".into()))?;
+        if task.task_dir.is_empty() {
+            return Err(bad("exec needs the task's directory (task_dir)".into()));
+        }
+        let (chroot_env, allow, default_pids) = {
+            let st = self.lock();
+            (
+                st.settings.chroot_env.clone(),
+                st.settings.allow_caps.clone(),
+                st.settings.pids_limit,
+            )
+        };
+        let task_dir = PathBuf::from(&task.task_dir);
+        let mut writable: Vec<Bind> = ["local", "secrets", "tmp"]
+            .into_iter()
+            .map(|d| Bind {
+                source: task_dir.join(d),
+                target: Path::new("/").join(d),
+            })
+            .collect();
+        if !task.alloc_dir.is_empty() {
+            writable.push(Bind {
+                source: task.alloc_dir.clone().into(),
+                target: "/alloc".into(),
+            });
+        }
+        for b in &writable {
+            if !b.source.is_dir() {
+                return Err(bad(format!(
+                    "the task directory {} does not exist",
+                    b.source.display()
+                )));
+            }
+        }
+        let capabilities = task_capabilities(&allow, &cfg.cap_add, &cfg.cap_drop, &task.name)?;
+        let res = task.resources.clone().unwrap_or_default();
+        let mb = |m: i64| (m.max(0) as u64) << 20;
+        let env_host: BTreeMap<String, String> = task
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut spec = LaunchSpec::new(&task.id, &command, cfg.args, "/".into());
+        spec.env = inside_env(&env_host, &writable);
+        spec.user = Some(if task.user.is_empty() {
+            DEFAULT_USER.to_string()
+        } else {
+            task.user.clone()
+        });
+        spec.stdout_path =
+            Some(PathBuf::from(&task.stdout_path)).filter(|p| !p.as_os_str().is_empty());
+        spec.stderr_path =
+            Some(PathBuf::from(&task.stderr_path)).filter(|p| !p.as_os_str().is_empty());
+        if let Some(logs) = &task.logs {
+            spec.logs = LogRotation {
+                max_files: logs.max_files,
+                max_file_size_mb: logs.max_file_size_mb,
+            };
+        }
+        let hostname: String = task
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .take(63)
+            .collect();
+        spec.isolation = Some(Isolation {
+            hostname,
+            network_ns: Some(PathBuf::from(&task.network_ns_path))
+                .filter(|p| !p.as_os_str().is_empty()),
+            chroot_env,
+            writable,
+            cgroup: CgroupSpec {
+                parent: CGROUP_PARENT.into(),
+                memory_bytes: mb(res.memory_mb),
+                memory_max_bytes: mb(res.memory_max_mb),
+                cpu_shares: res.cpu_mhz.max(0) as u64,
+                cpuset_cpus: String::new(),
+                pids_max: cfg.pids_limit.unwrap_or(default_pids),
+            },
+            capabilities,
+        });
+        Ok(spec)
+    }
+}
+
+#[tonic::async_trait]
+impl TaskDriver for Exec {
+    fn plugin_info(&self) -> PluginInfo {
+        PluginInfo {
+            name: NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol_versions: vec![1],
+        }
+    }
+
+    fn config_schema(&self) -> Vec<ConfigField> {
+        vec![
+            ConfigField {
+                name: "chroot_env".into(),
+                r#type: "map(string)".into(),
+                required: false,
+                description: "Host paths bound read-only into each task's root: host path -> path inside. Nothing is copied.".into(),
+                default_json: serde_json::to_string(&isolate::default_chroot_env()).unwrap_or_default(),
+            },
+            ConfigField {
+                name: "allow_caps".into(),
+                r#type: "list(string)".into(),
+                required: false,
+                description: "Capabilities tasks may keep or add with cap_add.".into(),
+                default_json: serde_json::to_string(caps::DEFAULT).unwrap_or_default(),
+            },
+            ConfigField {
+                name: "pids_limit".into(),
+                r#type: "number".into(),
+                required: false,
+                description: "Most processes a task may have, unless its config sets pids_limit; 0 = no limit.".into(),
+                default_json: "0".into(),
+            },
+        ]
+    }
+
+    async fn set_config(
+        &self,
+        config: serde_json::Value,
+        agent: AgentConfig,
+    ) -> Result<(), DriverError> {
+        let cfg: PluginConfig = serde_json::from_value(config)
+            .map_err(|e| DriverError::InvalidArgument(format!("exec plugin config: {e}")))?;
+        let mut settings = Settings::default();
+        if let Some(env) = cfg.chroot_env {
+            for (src, dst) in &env {
+                if !src.starts_with('/') || !dst.starts_with('/') {
+                    return Err(DriverError::InvalidArgument(format!(
+                        "exec plugin config: chroot_env {src:?} = {dst:?}: both paths must be absolute"
+                    )));
+                }
+            }
+            settings.chroot_env = env;
+        }
+        if let Some(allow) = cfg.allow_caps {
+            settings.allow_caps = allow
+                .iter()
+                .map(|c| {
+                    caps::normalize(c).ok_or_else(|| {
+                        DriverError::InvalidArgument(format!(
+                            "exec plugin config: allow_caps names an unknown capability {c:?}"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        settings.pids_limit = cfg.pids_limit;
+        let mut st = self.lock();
+        st.settings = settings;
+        st.shims_root = Some(agent.data_dir)
+            .filter(|d| !d.is_empty())
+            .map(|d| PathBuf::from(d).join("shims"));
+        tracing::info!(usable = self.unusable.is_none(), "exec configured");
+        Ok(())
+    }
+
+    fn capabilities(&self) -> CapabilitiesResponse {
+        CapabilitiesResponse {
+            send_signals: true,
+            exec: true,
+            fs_isolation: "chroot".into(),
+            must_create_network: false,
+        }
+    }
+
+    fn fingerprint(&self) -> watch::Receiver<FingerprintResponse> {
+        self.fingerprint.subscribe()
+    }
+
+    async fn start_task(&self, task: TaskConfig) -> Result<StartTaskResponse, DriverError> {
+        if let Some(why) = &self.unusable {
+            return Err(DriverError::FailedPrecondition(format!(
+                "the exec driver cannot run here: {why}"
+            )));
+        }
+        let shims_root = {
+            let st = self.lock();
+            if st.tasks.contains_key(&task.id) {
+                return Err(DriverError::InvalidArgument(format!(
+                    "task {:?} is already running",
+                    task.id
+                )));
+            }
+            st.shims_root.clone().ok_or_else(|| {
+                DriverError::FailedPrecondition(
+                    "exec has no data directory: the agent did not configure it".into(),
+                )
+            })?
+        };
+        let spec = self.build_spec(&task)?;
+        let exe = std::env::current_exe().map_err(|e| {
+            DriverError::Internal(format!("cannot find this plugin's own executable: {e}"))
+        })?;
+        let handle = tokio::task::spawn_blocking(move || shim::launch(&spec, &exe, &shims_root))
+            .await
+            .map_err(|e| DriverError::Internal(format!("the launch thread failed: {e}")))?
+            .map_err(|e| match e {
+                ShimError::Launch(msg) => {
+                    DriverError::InvalidArgument(format!("task {:?}: {msg}", task.name))
+                }
+                other => DriverError::Internal(format!("task {:?}: {other}", task.name)),
+            })?;
+        let client = ShimClient::from_handle(handle.clone());
+        tracing::info!(task_id = %task.id, pid = handle.task_pid, shim = %handle.shim_id, "task started");
+        let driver_state =
+            serde_json::to_vec(&handle).map_err(|e| DriverError::Internal(e.to_string()))?;
+        let response = StartTaskResponse {
+            handle: Some(TaskHandle {
+                version: HANDLE_VERSION,
+                config: Some(task.clone()),
+                driver_state,
+            }),
+            pid: i64::from(handle.task_pid),
+        };
+        self.lock().tasks.insert(
+            task.id.clone(),
+            Task {
+                client,
+                shim: handle,
+                exit: None,
+            },
+        );
+        Ok(response)
+    }
+
+    async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
+        let (client, _, exit) = self.lookup(task_id)?;
+        if let Some(exit) = exit {
+            return Ok(to_result(&exit));
+        }
+        let exit = match client.wait().await {
+            Ok(exit) => exit,
+            Err(ShimError::Lost(msg)) => TaskExit::lost(msg),
+            Err(e) => return Err(internal(e)),
+        };
+        self.record_exit(task_id, &exit);
+        Ok(to_result(&exit))
+    }
+
+    async fn stop_task(
+        &self,
+        task_id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
+        let (client, _, exit) = self.lookup(task_id)?;
+        if exit.is_some() {
+            return Ok(());
+        }
+        match client.stop(signal, timeout).await {
+            Ok(()) => Ok(()),
+            Err(ShimError::Refused(msg)) => Err(DriverError::InvalidArgument(msg)),
+            Err(e) => {
+                if let Ok(Some(exit)) = shim::read_exit_file(&client.handle().shim_dir) {
+                    self.record_exit(task_id, &exit);
+                    return Ok(());
+                }
+                Err(internal(e))
+            }
+        }
+    }
+
+    async fn destroy_task(&self, task_id: &str, force: bool) -> Result<(), DriverError> {
+        let (client, handle, exit) = self.lookup(task_id)?;
+        if exit.is_none()
+            && let Ok(info) = client.inspect().await
+            && info.state == "running"
+        {
+            if !force {
+                return Err(DriverError::FailedPrecondition(format!(
+                    "task {task_id:?} is still running: stop it first, or destroy it with force"
+                )));
+            }
+            client
+                .stop("SIGKILL", Duration::ZERO)
+                .await
+                .map_err(internal)?;
+            let _ = tokio::time::timeout(Duration::from_secs(10), client.wait()).await;
+        }
+        self.lock().tasks.remove(task_id);
+        let dir = handle.shim_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        tracing::info!(task_id, "task destroyed");
+        Ok(())
+    }
+
+    async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError> {
+        let (client, handle, exit) = self.lookup(task_id)?;
+        let exited = |exit: &TaskExit| InspectTaskResponse {
+            task_id: task_id.to_string(),
+            state: "exited".into(),
+            pid: i64::from(handle.task_pid),
+            started_at_unix_nanos: handle.task_started_at_unix_nanos,
+            result: Some(to_result(exit)),
+        };
+        if let Some(exit) = &exit {
+            return Ok(exited(exit));
+        }
+        match client.inspect().await {
+            Ok(info) => Ok(InspectTaskResponse {
+                task_id: task_id.to_string(),
+                state: info.state,
+                pid: i64::from(info.task_pid),
+                started_at_unix_nanos: info.started_at_unix_nanos,
+                result: info.exit.as_ref().map(to_result),
+            }),
+            Err(e) => match shim::read_exit_file(&handle.shim_dir) {
+                Ok(Some(exit)) => {
+                    self.record_exit(task_id, &exit);
+                    Ok(exited(&exit))
+                }
+                _ => Err(internal(e)),
+            },
+        }
+    }
+
+    async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
+        let (client, _, exit) = self.lookup(task_id)?;
+        if exit.is_some() {
+            return Err(DriverError::FailedPrecondition(format!(
+                "task {task_id:?} has exited"
+            )));
+        }
+        client.signal(signal).await.map_err(|e| match e {
+            ShimError::Refused(msg) => DriverError::InvalidArgument(msg),
+            other => internal(other),
+        })
+    }
+
+    async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError> {
+        let config = handle.config.ok_or_else(|| {
+            DriverError::InvalidArgument("the task handle has no task config".into())
+        })?;
+        if self.lock().tasks.contains_key(&config.id) {
+            return Ok(());
+        }
+        if handle.version > HANDLE_VERSION {
+            return Err(DriverError::InvalidArgument(format!(
+                "task handle version {} is newer than this exec driver understands ({HANDLE_VERSION})",
+                handle.version
+            )));
+        }
+        let shim: ShimHandle = serde_json::from_slice(&handle.driver_state).map_err(|e| {
+            DriverError::InvalidArgument(format!(
+                "the task handle's driver state is not an exec shim handle: {e}"
+            ))
+        })?;
+        let exit = match shim::recover(&shim).await {
+            Recovered::Attached(_) => None,
+            Recovered::Exited(exit) => Some(exit),
+            Recovered::Lost(msg) => Some(TaskExit::lost(msg)),
+        };
+        tracing::info!(task_id = %config.id, pid = shim.task_pid, attached = exit.is_none(), "task recovered");
+        let client = ShimClient::from_handle(shim.clone());
+        self.lock().tasks.insert(config.id, Task { client, shim, exit });
+        Ok(())
+    }
+
+    async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
+        let (client, _, exit) = self.lookup(task_id)?;
+        if exit.is_some() {
+            return Err(DriverError::FailedPrecondition(format!(
+                "task {task_id:?} has exited"
+            )));
+        }
+        let s = client.stats().await.map_err(internal)?;
+        let cg = s.cgroup.ok_or_else(|| {
+            DriverError::Internal(format!(
+                "the shim of task {task_id:?} reported no cgroup statistics"
+            ))
+        })?;
+        Ok(TaskStatsResponse {
+            timestamp_unix_nanos: now_nanos(),
+            cpu: Some(CpuStats {
+                user_ns_total: cg.cpu_user_ns,
+                system_ns_total: cg.cpu_system_ns,
+                ..Default::default()
+            }),
+            memory: Some(MemoryStats {
+                rss: cg.rss,
+                cache: cg.cache,
+                swap: cg.swap,
+                usage: cg.memory_usage,
+                max_usage: cg.memory_max_usage,
+                measured: ["RSS", "Cache", "Swap", "Usage", "Max Usage"]
+                    .map(String::from)
+                    .to_vec(),
+            }),
+            pids: cg.pids,
+        })
+    }
+
+    async fn exec_task(
+        &self,
+        setup: ExecTaskSetup,
+        input: mpsc::Receiver<exec_task_request::Msg>,
+        output: mpsc::Sender<exec_task_response::Msg>,
+    ) -> Result<ExitResult, DriverError> {
+        let (client, _, exit) = self.lookup(&setup.task_id)?;
+        if exit.is_some() {
+            return Err(DriverError::FailedPrecondition(format!(
+                "task {:?} has exited",
+                setup.task_id
+            )));
+        }
+        tracing::info!(task_id = %setup.task_id, command = ?setup.command, tty = setup.tty, "exec");
+        run_in_task(&client, &setup.command, setup.tty, setup.size, input, output).await
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), DriverError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| DriverError::Internal(format!("cannot create a pipe: {e}")))
+}
+
+fn set_size(master: &OwnedFd, size: &TerminalSize) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: size.rows.min(u16::MAX as u32) as u16,
+        ws_col: size.cols.min(u16::MAX as u32) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call.
+    unsafe {
+        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
+}
+
+async fn forward(
+    fd: OwnedFd,
+    output: mpsc::Sender<exec_task_response::Msg>,
+    wrap: fn(Vec<u8>) -> exec_task_response::Msg,
+) {
+    let mut r = tokio::fs::File::from_std(std::fs::File::from(fd));
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if output.send(wrap(buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `argv` inside the task through its shim, with pipes or a terminal, streaming
+/// output and feeding input.
+async fn run_in_task(
+    client: &ShimClient,
+    argv: &[String],
+    tty: bool,
+    size: Option<TerminalSize>,
+    mut input: mpsc::Receiver<exec_task_request::Msg>,
+    output: mpsc::Sender<exec_task_response::Msg>,
+) -> Result<ExitResult, DriverError> {
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| DriverError::Internal(format!("cannot duplicate a descriptor: {e}")))
+    };
+    let (stdio, stdin_w, readers, master) = if tty {
+        let pty = nix::pty::openpty(None, None)
+            .map_err(|e| DriverError::Internal(format!("cannot open a pseudo-terminal: {e}")))?;
+        if let Some(size) = &size {
+            set_size(&pty.master, size);
+        }
+        let stdio = [dup(&pty.slave)?, dup(&pty.slave)?, pty.slave];
+        let w = dup(&pty.master)?;
+        let r = dup(&pty.master)?;
+        (stdio, w, vec![(r, true)], Some(pty.master))
+    } else {
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        ([in_r, out_w, err_w], in_w, vec![(out_r, true), (err_r, false)], None)
+    };
+    let session = client.exec(argv, tty, stdio).await.map_err(|e| match e {
+        ShimError::Refused(m) => DriverError::FailedPrecondition(m),
+        other => internal(other),
+    })?;
+    let mut outs = Vec::new();
+    for (fd, is_stdout) in readers {
+        let wrap: fn(Vec<u8>) -> exec_task_response::Msg = if is_stdout {
+            exec_task_response::Msg::Stdout
+        } else {
+            exec_task_response::Msg::Stderr
+        };
+        outs.push(tokio::spawn(forward(fd, output.clone(), wrap)));
+    }
+    drop(output);
+    let feeder = tokio::spawn(async move {
+        let mut w = Some(tokio::fs::File::from_std(std::fs::File::from(stdin_w)));
+        while let Some(msg) = input.recv().await {
+            match msg {
+                exec_task_request::Msg::Stdin(data) => {
+                    let Some(f) = w.as_mut() else { continue };
+                    if f.write_all(&data).await.is_err() || f.flush().await.is_err() {
+                        w = None;
+                    }
+                }
+                exec_task_request::Msg::StdinClose(_) => {
+                    if tty {
+                        // End of input on a terminal is ^D.
+                        if let Some(f) = w.as_mut() {
+                            let _ = f.write_all(&[4]).await;
+                            let _ = f.flush().await;
+                        }
+                    } else {
+                        w = None;
+                    }
+                }
+                exec_task_request::Msg::Resize(size) => {
+                    if let Some(m) = &master {
+                        set_size(m, &size);
+                    }
+                }
+                exec_task_request::Msg::Setup(_) => {}
+            }
+        }
+    });
+    let exit = session.wait().await;
+    feeder.abort();
+    for o in outs {
+        // A terminal's reader sees EIO once the last slave is gone; pipes see end of file.
+        if tokio::time::timeout(Duration::from_secs(2), o).await.is_err() {
+            tracing::warn!("exec output did not end within 2s of the command's exit");
+        }
+    }
+    let exit = exit.map_err(internal)?;
+    Ok(to_result(&exit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_default_add_drop_and_refusal() {
+        let allow: Vec<String> = caps::DEFAULT.iter().map(|s| s.to_string()).collect();
+        let set = task_capabilities(&allow, &[], &[], "t").unwrap();
+        assert_eq!(set.len(), caps::DEFAULT.len());
+        let set = task_capabilities(&allow, &[], &["chown".into()], "t").unwrap();
+        assert!(!set.contains(&"CAP_CHOWN".to_string()));
+        let e = task_capabilities(&allow, &["sys_admin".into()], &[], "t").unwrap_err();
+        assert!(e.to_string().contains("CAP_SYS_ADMIN"), "{e}");
+        let mut wider = allow.clone();
+        wider.push("CAP_NET_RAW".into());
+        let set = task_capabilities(&wider, &["net_raw".into()], &[], "t").unwrap();
+        assert!(set.contains(&"CAP_NET_RAW".to_string()));
+        let set = task_capabilities(&allow, &[], &["all".into()], "t").unwrap();
+        assert!(set.is_empty());
+        let e = task_capabilities(&allow, &["bogus".into()], &[], "t").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn task_dirs_in_the_environment_are_paths_inside() {
+        let binds = vec![
+            Bind {
+                source: "/data/alloc/a1/web/local".into(),
+                target: "/local".into(),
+            },
+            Bind {
+                source: "/data/alloc/a1/alloc".into(),
+                target: "/alloc".into(),
+            },
+        ];
+        let env: BTreeMap<String, String> = [
+            ("NOMAD_TASK_DIR", "/data/alloc/a1/web/local"),
+            ("NOMAD_ALLOC_DIR", "/data/alloc/a1/alloc"),
+            ("X", "/data/alloc/a1/alloc/data/x"),
+            ("PATH", "/usr/bin:/bin"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let e = inside_env(&env, &binds);
+        assert_eq!(e["NOMAD_TASK_DIR"], "/local");
+        assert_eq!(e["NOMAD_ALLOC_DIR"], "/alloc");
+        assert_eq!(e["X"], "/alloc/data/x");
+        assert_eq!(e["PATH"], "/usr/bin:/bin");
+    }
+}

@@ -476,6 +476,7 @@ impl TaskDriver for Exec {
             })?
         };
         let spec = self.build_spec(&task)?;
+        own_task_dirs(&task, spec.user.as_deref().unwrap_or(DEFAULT_USER))?;
         let exe = std::env::current_exe().map_err(|e| {
             DriverError::Internal(format!("cannot find this plugin's own executable: {e}"))
         })?;
@@ -694,6 +695,26 @@ impl TaskDriver for Exec {
         tracing::info!(task_id = %setup.task_id, command = ?setup.command, tty = setup.tty, "exec");
         run_in_task(&client, &setup.command, setup.tty, setup.size, input, output).await
     }
+}
+
+/// Gives the task's user its `local/` and `secrets/` (tmp/ is sticky and world-writable).
+fn own_task_dirs(task: &TaskConfig, user: &str) -> Result<(), DriverError> {
+    let found = nix::unistd::User::from_name(user)
+        .map_err(|e| DriverError::Internal(format!("cannot look up user {user:?}: {e}")))?
+        .ok_or_else(|| {
+            DriverError::InvalidArgument(format!(
+                "task {:?}: user {user:?} does not exist on this node",
+                task.name
+            ))
+        })?;
+    for d in ["local", "secrets"] {
+        let p = Path::new(&task.task_dir).join(d);
+        std::os::unix::fs::chown(&p, Some(found.uid.as_raw()), Some(found.gid.as_raw()))
+            .map_err(|e| {
+                DriverError::Internal(format!("cannot give {} to {user:?}: {e}", p.display()))
+            })?;
+    }
+    Ok(())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), DriverError> {

@@ -489,13 +489,14 @@ pub async fn run(ctx: TaskCtx) {
                 let mut ev = event(
                     "Terminated",
                     &format!(
-                        "Exit Code: {}{}",
+                        "Exit Code: {}{}{}",
                         res.exit_code,
                         if res.signal != 0 {
                             format!(", Signal: {}", res.signal)
                         } else {
                             String::new()
-                        }
+                        },
+                        if res.oom_killed { ", OOM Killed" } else { "" }
                     ),
                 );
                 ev.exit_code = res.exit_code;

@@ -1055,6 +1055,7 @@ fn start_isolated(
         return Err(e);
     }
     let (result_r, result_w) = cloexec_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (go_r, go_w) = cloexec_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     set_nonblocking(result_r.as_raw_fd()).map_err(|e| format!("cannot configure a pipe: {e}"))?;
     let exe = c"/proc/self/exe";
     let argv_c = [
@@ -1074,6 +1075,7 @@ fn start_isolated(
         result_w.as_raw_fd(),
         fds[1].as_raw_fd(),
         fds[2].as_raw_fd(),
+        go_r.as_raw_fd(),
     ];
     let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     // SAFETY: clone(2) without a new stack behaves like fork(2) (the child runs on a
@@ -1102,7 +1104,7 @@ fn start_isolated(
             // init dies with the shim, and with init the task's whole pid namespace.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             libc::setsid();
-            let mut high = [0; 4];
+            let mut high = [0; 5];
             for (h, s) in high.iter_mut().zip(src) {
                 *h = libc::fcntl(s, libc::F_DUPFD_CLOEXEC, 10);
             }
@@ -1120,6 +1122,25 @@ fn start_isolated(
         }
     }
     drop(result_w);
+    drop(go_r);
+    // Move init into the task's cgroups while it sets up the root, then let it go on.
+    for f in cgroup.procs_files() {
+        if let Err(e) = std::fs::write(&f, pid.to_string()) {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            let _ = cgroup.destroy();
+            return Err(format!(
+                "cannot move the task into the cgroup {}: {e}",
+                f.display()
+            ));
+        }
+    }
+    // SAFETY: writing one byte to our pipe.
+    unsafe { libc::write(go_w.as_raw_fd(), b"1".as_ptr().cast(), 1) };
+    drop(go_w);
     Ok((
         pid,
         Isolated {

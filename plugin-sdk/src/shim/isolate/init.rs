@@ -1,11 +1,12 @@
 //! `task-shim init <state dir>`: pid 1 of an isolated task's namespaces.
 //!
 //! The shim clone()s a child into new pid, mount, ipc and uts namespaces, which execs this
-//! with four descriptors: [`STATUS_FD`] (launch failures, close-on-exec success as for
+//! with five descriptors: [`STATUS_FD`] (launch failures, close-on-exec success as for
 //! unisolated tasks), [`RESULT_FD`] (the task's raw wait status when it ends), and the
-//! task's stdout and stderr pipes ([`OUT_FD`], [`ERR_FD`]).
+//! task's stdout and stderr pipes ([`OUT_FD`], [`ERR_FD`]), and [`GO_FD`].
 //!
-//! init joins the allocation's network namespace and the task's cgroups, names its host,
+//! init joins the allocation's network namespace, names its host (the shim moves it into
+//! the task's cgroups meanwhile, [`GO_FD`]),
 //! assembles the task's root ([`super::plan_root`]) on a tmpfs mounted over the shim's state
 //! directory (in its own mount namespace only), pivot_roots into it, forks the task, then
 //! forwards signals to the task's process group and reaps every process until the task
@@ -18,7 +19,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::{RootStep, caps, cgroup::Cgroup, host_path_kind, plan_root, under};
+use super::{RootStep, caps, host_path_kind, plan_root, under};
+
+const CGROUP_PARENT_HINT: &str = "see the shim's log, shim.log";
 use crate::shim::LaunchSpec;
 use crate::shim::daemon::{Credentials, resolve_in_path, resolve_user};
 
@@ -26,6 +29,10 @@ pub(crate) const STATUS_FD: RawFd = 3;
 pub(crate) const RESULT_FD: RawFd = 4;
 pub(crate) const OUT_FD: RawFd = 5;
 pub(crate) const ERR_FD: RawFd = 6;
+/// The shim writes one byte here once it has moved init into the task's cgroups (which it
+/// does while init sets up the root: a cgroup v1 migration can wait ~10 ms for an RCU grace
+/// period, and this way that overlaps with init's own work).
+pub(crate) const GO_FD: RawFd = 7;
 
 /// A failure while isolating; its message follows the stage and errno on the status pipe.
 pub(crate) const STAGE_ISOLATION: i32 = 5;
@@ -243,7 +250,7 @@ struct Prepared {
 }
 
 fn prepare(dir: &Path) -> Result<Prepared, String> {
-    for fd in [STATUS_FD, RESULT_FD, OUT_FD, ERR_FD] {
+    for fd in [STATUS_FD, RESULT_FD, OUT_FD, ERR_FD, GO_FD] {
         // SAFETY: fcntl on descriptors the shim handed us.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
@@ -256,10 +263,6 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
         .isolation
         .clone()
         .ok_or("task-shim init runs isolated tasks only, and this spec has no isolation")?;
-    let shim_id = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
 
     if let Some(ns) = &iso.network_ns {
         let f = std::fs::File::open(ns)
@@ -271,10 +274,6 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
                 ns.display()
             )));
         }
-    }
-    let cg = Cgroup::host(&iso.cgroup.parent, &shim_id)?;
-    for f in cg.procs_files() {
-        std::fs::write(&f, "0").map_err(|e| format!("cannot join the cgroup {}: {e}", f.display()))?;
     }
     if !iso.hostname.is_empty() {
         nix::unistd::sethostname(&iso.hostname)
@@ -302,6 +301,18 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
     let steps = plan_root(&iso, host_path_kind);
     assemble(dir, &steps)?;
     pivot(dir)?;
+
+    // The task must start inside its cgroups: wait for the shim to have moved us.
+    let mut go = [0u8; 1];
+    // SAFETY: reading one byte from a descriptor the shim handed us.
+    let n = unsafe { libc::read(GO_FD, go.as_mut_ptr().cast(), 1) };
+    if n != 1 || go[0] != b'1' {
+        return Err(format!(
+            "the shim did not move init into the task's cgroups ({CGROUP_PARENT_HINT})"
+        ));
+    }
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(GO_FD) };
 
     let path = spec
         .env

@@ -91,7 +91,10 @@ fn exceeding_the_memory_limit_is_reported_as_an_oom_kill() {
     assert_eq!(ev["OOMKilled"], true, "{ev:#}");
     assert_eq!(ev["Signal"], 9, "{ev:#}");
     assert!(
-        ev["DisplayMessage"].as_str().unwrap().contains("OOM Killed"),
+        ev["DisplayMessage"]
+            .as_str()
+            .unwrap()
+            .contains("OOM Killed"),
         "{ev:#}"
     );
 }
@@ -128,7 +131,9 @@ fn a_killed_agent_leaves_the_task_running_and_reattaches() {
     agent.run_job(&write_job(dir, "keeper", &spec));
     let alloc = agent.wait_alloc_status("keeper", "running", Duration::from_secs(30));
     let id = alloc["ID"].as_str().unwrap().to_string();
-    let pid = wait_for("the task", Duration::from_secs(20), || find_process(&marker));
+    let pid = wait_for("the task", Duration::from_secs(20), || {
+        find_process(&marker)
+    });
     let start = proc_stat(pid).unwrap().1;
 
     // The exec plugin first: the agent's host restarts it and it reattaches.
@@ -141,7 +146,11 @@ fn a_killed_agent_leaves_the_task_running_and_reattaches() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(proc_stat(pid).map(|s| s.1), Some(start), "the plugin's death killed the task");
+    assert_eq!(
+        proc_stat(pid).map(|s| s.1),
+        Some(start),
+        "the plugin's death killed the task"
+    );
 
     // Then the agent itself.
     agent.restart();
@@ -155,7 +164,11 @@ fn a_killed_agent_leaves_the_task_running_and_reattaches() {
         1,
         "the task was started again: {a:#}"
     );
-    assert_eq!(proc_stat(pid).map(|s| s.1), Some(start), "same pid, same start time");
+    assert_eq!(
+        proc_stat(pid).map(|s| s.1),
+        Some(start),
+        "same pid, same start time"
+    );
     assert_eq!(a["TaskStates"]["t"]["State"], "running");
 
     let out = agent.cli(&["job", "stop", "-detach", "keeper"]);

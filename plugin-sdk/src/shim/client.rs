@@ -285,7 +285,11 @@ impl ShimClient {
             "exec {}\n",
             serde_json::to_string(&req).map_err(|e| ShimError::Protocol(e.to_string()))?
         );
-        let raw = [stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd()];
+        let raw = [
+            stdio[0].as_raw_fd(),
+            stdio[1].as_raw_fd(),
+            stdio[2].as_raw_fd(),
+        ];
         let sent = loop {
             stream
                 .writable()

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use super::isolate::Isolation;
 use super::isolate::cgroup::Cgroup;
 use super::isolate::enter::{self, ExecRequest};
 use super::isolate::init::{self, STAGE_ISOLATION};
-use super::isolate::Isolation;
 use super::rotate::RotatingLog;
 use super::{
     EXIT_FILE, LAUNCH_SPEC_VERSION, LOG_FILE, LaunchReport, LaunchSpec, SOCKET_FILE, SPEC_FILE,
@@ -32,7 +32,8 @@ const LINGER_MIN: Duration = Duration::from_millis(200);
 const MAX_LINE: usize = 64 * 1024;
 
 /// The default `PATH` when the task's environment has none.
-pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A line in shim.log (its stderr).
 macro_rules! log {

@@ -53,8 +53,10 @@ fn task(i: usize, tasks: &Path) -> TaskConfig {
         id: format!("bench/t{i}/0"),
         name: format!("t{i}"),
         alloc_id: format!("alloc-{i}"),
-        driver_config_json: serde_json::to_vec(&json!({ "command": "/bin/sleep", "args": ["1000"] }))
-            .unwrap(),
+        driver_config_json: serde_json::to_vec(
+            &json!({ "command": "/bin/sleep", "args": ["1000"] }),
+        )
+        .unwrap(),
         env: [("PATH".to_string(), "/usr/bin:/bin".to_string())]
             .into_iter()
             .collect(),

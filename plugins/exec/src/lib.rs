@@ -256,7 +256,10 @@ impl Exec {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lookup(&self, task_id: &str) -> Result<(ShimClient, ShimHandle, Option<TaskExit>), DriverError> {
+    fn lookup(
+        &self,
+        task_id: &str,
+    ) -> Result<(ShimClient, ShimHandle, Option<TaskExit>), DriverError> {
         let st = self.lock();
         let t = st
             .tasks
@@ -316,7 +319,7 @@ impl Exec {
             }
         }
         let capabilities = task_capabilities(&allow, &cfg.cap_add, &cfg.cap_drop, &task.name)?;
-        let res = task.resources.clone().unwrap_or_default();
+        let res = task.resources.unwrap_or_default();
         let mb = |m: i64| (m.max(0) as u64) << 20;
         let env_host: BTreeMap<String, String> = task
             .env
@@ -343,7 +346,13 @@ impl Exec {
         let hostname: String = task
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .take(63)
             .collect();
         spec.isolation = Some(Isolation {
@@ -641,7 +650,9 @@ impl TaskDriver for Exec {
         };
         tracing::info!(task_id = %config.id, pid = shim.task_pid, attached = exit.is_none(), "task recovered");
         let client = ShimClient::from_handle(shim.clone());
-        self.lock().tasks.insert(config.id, Task { client, shim, exit });
+        self.lock()
+            .tasks
+            .insert(config.id, Task { client, shim, exit });
         Ok(())
     }
 
@@ -693,7 +704,15 @@ impl TaskDriver for Exec {
             )));
         }
         tracing::info!(task_id = %setup.task_id, command = ?setup.command, tty = setup.tty, "exec");
-        run_in_task(&client, &setup.command, setup.tty, setup.size, input, output).await
+        run_in_task(
+            &client,
+            &setup.command,
+            setup.tty,
+            setup.size,
+            input,
+            output,
+        )
+        .await
     }
 }
 
@@ -709,10 +728,9 @@ fn own_task_dirs(task: &TaskConfig, user: &str) -> Result<(), DriverError> {
         })?;
     for d in ["local", "secrets"] {
         let p = Path::new(&task.task_dir).join(d);
-        std::os::unix::fs::chown(&p, Some(found.uid.as_raw()), Some(found.gid.as_raw()))
-            .map_err(|e| {
-                DriverError::Internal(format!("cannot give {} to {user:?}: {e}", p.display()))
-            })?;
+        std::os::unix::fs::chown(&p, Some(found.uid.as_raw()), Some(found.gid.as_raw())).map_err(
+            |e| DriverError::Internal(format!("cannot give {} to {user:?}: {e}", p.display())),
+        )?;
     }
     Ok(())
 }
@@ -783,7 +801,12 @@ async fn run_in_task(
         let (in_r, in_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        ([in_r, out_w, err_w], in_w, vec![(out_r, true), (err_r, false)], None)
+        (
+            [in_r, out_w, err_w],
+            in_w,
+            vec![(out_r, true), (err_r, false)],
+            None,
+        )
     };
     let session = client.exec(argv, tty, stdio).await.map_err(|e| match e {
         ShimError::Refused(m) => DriverError::FailedPrecondition(m),
@@ -833,7 +856,10 @@ async fn run_in_task(
     feeder.abort();
     for o in outs {
         // A terminal's reader sees EIO once the last slave is gone; pipes see end of file.
-        if tokio::time::timeout(Duration::from_secs(2), o).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), o)
+            .await
+            .is_err()
+        {
             tracing::warn!("exec output did not end within 2s of the command's exit");
         }
     }

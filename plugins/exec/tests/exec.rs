@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
 use drover_proto::driver::{
-    ExecTaskRequest, ExecTaskSetup, ExitResult, InspectTaskRequest, RecoverTaskRequest,
-    Resources, SignalTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest,
-    TaskConfig, TaskStatsRequest, WaitTaskRequest, exec_task_request, exec_task_response,
+    ExecTaskRequest, ExecTaskSetup, ExitResult, InspectTaskRequest, RecoverTaskRequest, Resources,
+    SignalTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest, TaskConfig,
+    TaskStatsRequest, WaitTaskRequest, exec_task_request, exec_task_response,
 };
 use serde_json::json;
 
@@ -49,8 +49,11 @@ fn task(id: &str, dir: &Path, config: serde_json::Value) -> TaskConfig {
     for d in ["local", "secrets", "tmp"] {
         std::fs::create_dir_all(task_dir.join(d)).unwrap();
     }
-    std::fs::set_permissions(task_dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))
-        .unwrap();
+    std::fs::set_permissions(
+        task_dir.join("tmp"),
+        std::fs::Permissions::from_mode(0o1777),
+    )
+    .unwrap();
     let alloc = dir.join("alloc");
     std::fs::create_dir_all(alloc.join("logs")).unwrap();
     TaskConfig {
@@ -74,8 +77,14 @@ fn task(id: &str, dir: &Path, config: serde_json::Value) -> TaskConfig {
         }),
         task_dir: task_dir.display().to_string(),
         alloc_dir: alloc.display().to_string(),
-        stdout_path: alloc.join(format!("logs/{name}.stdout")).display().to_string(),
-        stderr_path: alloc.join(format!("logs/{name}.stderr")).display().to_string(),
+        stdout_path: alloc
+            .join(format!("logs/{name}.stdout"))
+            .display()
+            .to_string(),
+        stderr_path: alloc
+            .join(format!("logs/{name}.stderr"))
+            .display()
+            .to_string(),
         ..TaskConfig::default()
     }
 }
@@ -114,11 +123,7 @@ fn output(dir: &Path, name: &str) -> (String, String) {
 }
 
 /// Runs a task to its end; returns its exit, stdout and stderr.
-async fn run(
-    host: &PluginHost,
-    dir: &Path,
-    t: TaskConfig,
-) -> (ExitResult, String, String) {
+async fn run(host: &PluginHost, dir: &Path, t: TaskConfig) -> (ExitResult, String, String) {
     let id = t.id.clone();
     let name = t.name.clone();
     start(host, t).await;
@@ -170,7 +175,10 @@ async fn ps_sees_only_the_task_as_nobody() {
     assert_eq!(exit.exit_code, 0, "{exit:?} {out} {err}");
     assert!(out.contains("ps-exit=0"), "{out}\n{err}");
     assert!(out.contains("sleep 30"), "ps lists the task's child: {out}");
-    assert!(out.contains("/bin/sh -c sleep 30"), "ps lists the task: {out}");
+    assert!(
+        out.contains("/bin/sh -c sleep 30"),
+        "ps lists the task: {out}"
+    );
     for host_process in ["drover-exec", "plugin serve", "drover agent", "cargo"] {
         assert!(
             !out.contains(host_process),
@@ -178,12 +186,21 @@ async fn ps_sees_only_the_task_as_nobody() {
         );
     }
     // pid 1 is the shim's init; the task's processes are its children.
-    let pid1 = out.lines().find(|l| l.trim_start().starts_with("1 ")).unwrap();
+    let pid1 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
     assert!(pid1.contains("task-shim init"), "{out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.contains(&"nobody"), "the default user is nobody: {out}");
+    assert!(
+        lines.contains(&"nobody"),
+        "the default user is nobody: {out}"
+    );
     assert!(lines.contains(&"web"), "the host name is the task's: {out}");
-    assert!(lines.contains(&"dir=/local"), "task dirs are paths inside: {out}");
+    assert!(
+        lines.contains(&"dir=/local"),
+        "task dirs are paths inside: {out}"
+    );
     host.shutdown().await;
 }
 
@@ -205,7 +222,10 @@ async fn root_cannot_write_the_read_only_root_and_the_hosts_tmp_is_untouched() {
     assert!(out.contains("usr=1"), "{out}\n{err}");
     assert!(out.contains("root=1"), "{out}\n{err}");
     assert!(err.contains("Read-only file system"), "EROFS: {err}");
-    assert!(out.contains("tmp=0") && out.contains("local=0"), "{out}\n{err}");
+    assert!(
+        out.contains("tmp=0") && out.contains("local=0"),
+        "{out}\n{err}"
+    );
     assert!(out.lines().any(|l| l == "0"), "runs as root: {out}");
     assert!(!Path::new("/usr/drover-x").exists());
     assert!(
@@ -248,7 +268,10 @@ async fn the_memory_limit_kills_and_says_oom_while_a_plain_sigkill_does_not() {
         .unwrap();
     let exit = wait(&host, "c/web/0").await;
     assert_eq!(exit.signal, 9, "{exit:?}");
-    assert!(!exit.oom_killed, "a SIGKILL under the limit is no OOM: {exit:?}");
+    assert!(
+        !exit.oom_killed,
+        "a SIGKILL under the limit is no OOM: {exit:?}"
+    );
     host.shutdown().await;
 }
 
@@ -275,11 +298,21 @@ async fn the_pids_limit_holds_and_stats_come_from_the_cgroup() {
         .unwrap()
         .into_inner();
     let s = stats.message().await.unwrap().unwrap();
-    assert!(s.pids <= 6 && s.pids >= 2, "pids {} under a limit of 6", s.pids);
+    assert!(
+        s.pids <= 6 && s.pids >= 2,
+        "pids {} under a limit of 6",
+        s.pids
+    );
     let mem = s.memory.unwrap();
-    assert!(mem.usage > 0 && mem.measured.iter().any(|m| m == "Usage"), "{mem:?}");
+    assert!(
+        mem.usage > 0 && mem.measured.iter().any(|m| m == "Usage"),
+        "{mem:?}"
+    );
     let (_, err) = output(tmp.path(), "web");
-    assert!(err.to_lowercase().contains("fork"), "forks beyond the limit fail: {err}");
+    assert!(
+        err.to_lowercase().contains("fork"),
+        "forks beyond the limit fail: {err}"
+    );
     driver
         .stop_task(StopTaskRequest {
             task_id: "d/web/0".into(),
@@ -296,7 +329,15 @@ async fn the_pids_limit_holds_and_stats_come_from_the_cgroup() {
 async fn stop_sends_sigterm_through_init_and_the_task_dies_of_it() {
     let tmp = tempfile::tempdir().unwrap();
     let host = host(tmp.path(), json!({}));
-    let started = start(&host, task("e/web/0", tmp.path(), json!({ "command": "sleep", "args": ["1000"] }))).await;
+    let started = start(
+        &host,
+        task(
+            "e/web/0",
+            tmp.path(),
+            json!({ "command": "sleep", "args": ["1000"] }),
+        ),
+    )
+    .await;
     let _guard = KillOnDrop(started.pid);
     let t0 = Instant::now();
     host.driver("exec")
@@ -311,7 +352,10 @@ async fn stop_sends_sigterm_through_init_and_the_task_dies_of_it() {
         .unwrap();
     let exit = wait(&host, "e/web/0").await;
     assert_eq!(exit.signal, 15, "{exit:?}");
-    assert!(t0.elapsed() < Duration::from_secs(30), "not the SIGKILL after kill_timeout");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "not the SIGKILL after kill_timeout"
+    );
     // The task's cgroups are gone with it.
     let shim: serde_json::Value =
         serde_json::from_slice(&started.handle.unwrap().driver_state).unwrap();
@@ -379,13 +423,19 @@ fn futures_lite_now<T>(f: impl std::future::Future<Output = T>) -> T {
 async fn exec_runs_inside_the_tasks_namespaces() {
     let tmp = tempfile::tempdir().unwrap();
     let host = host(tmp.path(), json!({}));
-    let mut t = task("g/web/0", tmp.path(), sh("echo from-task > /local/mark; sleep 1000"));
+    let mut t = task(
+        "g/web/0",
+        tmp.path(),
+        sh("echo from-task > /local/mark; sleep 1000"),
+    );
     t.env.insert("GREETING".into(), "hello".into());
     let started = start(&host, t).await;
     let _guard = KillOnDrop(started.pid);
-    until("the task to write its mark", Duration::from_secs(10), || {
-        tmp.path().join("web/local/mark").exists()
-    })
+    until(
+        "the task to write its mark",
+        Duration::from_secs(10),
+        || tmp.path().join("web/local/mark").exists(),
+    )
     .await;
     let mut driver = host.driver("exec").await.unwrap();
     let run_exec = |argv: &[&str], stdin: &'static [u8]| {
@@ -442,8 +492,14 @@ async fn exec_runs_inside_the_tasks_namespaces() {
     assert!(out.contains("from-task"), "sees the task's files: {out}");
     assert!(out.contains("hello and-stdin"), "{out}");
     assert!(out.contains("nobody"), "as the task's user: {out}");
-    assert!(out.lines().any(|l| l == "web"), "in the task's uts namespace: {out}");
-    assert!(out.contains("sleep 1000"), "in the task's pid namespace: {out}");
+    assert!(
+        out.lines().any(|l| l == "web"),
+        "in the task's uts namespace: {out}"
+    );
+    assert!(
+        out.contains("sleep 1000"),
+        "in the task's pid namespace: {out}"
+    );
     assert!(!out.contains("drover-exec"), "{out}");
     let (exit, _, err) = run_exec(&["no-such-command-xyz"], b"").await;
     assert_ne!(exit.exit_code, 0);
@@ -468,7 +524,11 @@ async fn launch_errors_name_what_is_wrong() {
     let mut driver = host.driver("exec").await.unwrap();
     let e = driver
         .start_task(StartTaskRequest {
-            task: Some(task("h/web/0", tmp.path(), json!({ "command": "no-such-program" }))),
+            task: Some(task(
+                "h/web/0",
+                tmp.path(),
+                json!({ "command": "no-such-program" }),
+            )),
         })
         .await
         .unwrap_err();

@@ -165,7 +165,10 @@ mod tests {
         assert_eq!(normalize("cap_net_raw").as_deref(), Some("CAP_NET_RAW"));
         assert_eq!(normalize("CAP_SYS_ADMIN").as_deref(), Some("CAP_SYS_ADMIN"));
         assert_eq!(normalize("flying"), None);
-        assert_eq!(numbers(&["CAP_CHOWN".into(), "CAP_KILL".into()]).unwrap(), vec![0, 5]);
+        assert_eq!(
+            numbers(&["CAP_CHOWN".into(), "CAP_KILL".into()]).unwrap(),
+            vec![0, 5]
+        );
         assert_eq!(NAMES[21], "CAP_SYS_ADMIN");
         assert_eq!(NAMES[40], "CAP_CHECKPOINT_RESTORE");
     }

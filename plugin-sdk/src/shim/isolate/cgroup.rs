@@ -294,9 +294,14 @@ impl<F: CgroupFs> Cgroup<F> {
                         self.write(parent.join(f), from.trim())?;
                     }
                 }
-                let mems = self.fs.read(&parent.join("cpuset.mems")).unwrap_or_default();
+                let mems = self
+                    .fs
+                    .read(&parent.join("cpuset.mems"))
+                    .unwrap_or_default();
                 let cpus = if spec.cpuset_cpus.is_empty() {
-                    self.fs.read(&parent.join("cpuset.cpus")).unwrap_or_default()
+                    self.fs
+                        .read(&parent.join("cpuset.cpus"))
+                        .unwrap_or_default()
                 } else {
                     spec.cpuset_cpus.clone()
                 };
@@ -322,7 +327,10 @@ impl<F: CgroupFs> Cgroup<F> {
                     )?;
                 }
                 if spec.pids_max > 0 {
-                    self.write(self.dir("pids").join("pids.max"), &spec.pids_max.to_string())?;
+                    self.write(
+                        self.dir("pids").join("pids.max"),
+                        &spec.pids_max.to_string(),
+                    )?;
                 }
             }
             Version::V2 => {
@@ -511,8 +519,14 @@ mod tests {
         assert!(has("/cg/cpuset/drover/cpuset.cpus", "0-3"), "{w:?}");
         assert!(has("/cg/cpuset/drover/cpuset.mems", "0"));
         assert!(has("/cg/cpuset/drover/abc/cpuset.cpus", "0-3"));
-        assert!(has("/cg/memory/drover/abc/memory.limit_in_bytes", "134217728"));
-        assert!(has("/cg/memory/drover/abc/memory.soft_limit_in_bytes", "67108864"));
+        assert!(has(
+            "/cg/memory/drover/abc/memory.limit_in_bytes",
+            "134217728"
+        ));
+        assert!(has(
+            "/cg/memory/drover/abc/memory.soft_limit_in_bytes",
+            "67108864"
+        ));
         assert!(has("/cg/cpu/drover/abc/cpu.shares", "500"));
         assert!(has("/cg/pids/drover/abc/pids.max", "32"));
         assert_eq!(cg.procs_files().len(), V1_CONTROLLERS.len());
@@ -539,23 +553,45 @@ mod tests {
         .unwrap();
         let w = fs.writes();
         let has = |p: &str, v: &str| w.iter().any(|(wp, wv)| wp == Path::new(p) && wv == v);
-        assert!(has("/cg/cgroup.subtree_control", "+cpu +cpuset +memory +pids"), "{w:?}");
-        assert!(has("/cg/drover/cgroup.subtree_control", "+cpu +cpuset +memory +pids"));
+        assert!(
+            has("/cg/cgroup.subtree_control", "+cpu +cpuset +memory +pids"),
+            "{w:?}"
+        );
+        assert!(has(
+            "/cg/drover/cgroup.subtree_control",
+            "+cpu +cpuset +memory +pids"
+        ));
         assert!(has("/cg/drover/abc/memory.max", "67108864"));
         assert!(has("/cg/drover/abc/cpu.weight", "39"));
         assert!(has("/cg/drover/abc/cpuset.cpus", "1"));
         assert!(has("/cg/drover/abc/pids.max", "10"));
         assert!(!w.iter().any(|(p, _)| p.ends_with("memory.low")));
-        assert_eq!(cg.procs_files(), vec![PathBuf::from("/cg/drover/abc/cgroup.procs")]);
-        fs.seed("/cg/drover/abc/memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n");
+        assert_eq!(
+            cg.procs_files(),
+            vec![PathBuf::from("/cg/drover/abc/cgroup.procs")]
+        );
+        fs.seed(
+            "/cg/drover/abc/memory.events",
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+        );
         assert_eq!(cg.oom_kills(), 2);
-        fs.seed("/cg/drover/abc/cpu.stat", "usage_usec 30\nuser_usec 20\nsystem_usec 10\n");
+        fs.seed(
+            "/cg/drover/abc/cpu.stat",
+            "usage_usec 30\nuser_usec 20\nsystem_usec 10\n",
+        );
         fs.seed("/cg/drover/abc/memory.current", "4096\n");
         let s = cg.stats();
-        assert_eq!((s.cpu_user_ns, s.cpu_system_ns, s.memory_usage), (20_000, 10_000, 4096));
+        assert_eq!(
+            (s.cpu_user_ns, s.cpu_system_ns, s.memory_usage),
+            (20_000, 10_000, 4096)
+        );
         fs.seed("/cg/drover/abc/cgroup.procs", "");
         assert_eq!(cg.kill_all(), 0);
-        assert!(fs.writes().iter().any(|(p, v)| p.ends_with("cgroup.kill") && v == "1"));
+        assert!(
+            fs.writes()
+                .iter()
+                .any(|(p, v)| p.ends_with("cgroup.kill") && v == "1")
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ pub(crate) unsafe fn helper(
     let err_fd = fds[2];
     for f in procs {
         if let Err(e) = std::fs::write(f, "0") {
-            fail(err_fd, &format!("cannot join the cgroup {}: {e}", f.display()));
+            fail(
+                err_fd,
+                &format!("cannot join the cgroup {}: {e}", f.display()),
+            );
         }
     }
     let mut ns_files = Vec::new();
@@ -61,7 +64,10 @@ pub(crate) unsafe fn helper(
         let p = format!("/proc/{init_pid}/ns/{name}");
         match std::fs::File::open(&p) {
             Ok(f) => ns_files.push((f, *kind)),
-            Err(e) => fail(err_fd, &format!("cannot open {p}: {e} (has the task exited?)")),
+            Err(e) => fail(
+                err_fd,
+                &format!("cannot open {p}: {e} (has the task exited?)"),
+            ),
         }
     }
     let creds = match spec.user.as_deref().map(resolve_user).transpose() {
@@ -91,7 +97,10 @@ pub(crate) unsafe fn helper(
     if let Err(e) = std::env::set_current_dir(&spec.cwd) {
         fail(
             err_fd,
-            &format!("cannot enter the working directory {}: {e}", spec.cwd.display()),
+            &format!(
+                "cannot enter the working directory {}: {e}",
+                spec.cwd.display()
+            ),
         );
     }
     let (program, _) = req
@@ -132,8 +141,7 @@ pub(crate) unsafe fn helper(
         // SAFETY: freshly forked child, now inside the task's pid namespace.
         unsafe {
             libc::setsid();
-            if libc::dup2(fds[0], 0) < 0 || libc::dup2(fds[1], 1) < 0 || libc::dup2(fds[2], 2) < 0
-            {
+            if libc::dup2(fds[0], 0) < 0 || libc::dup2(fds[1], 1) < 0 || libc::dup2(fds[2], 2) < 0 {
                 libc::_exit(126);
             }
             if req.tty {

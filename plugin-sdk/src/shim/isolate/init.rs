@@ -96,7 +96,9 @@ pub(crate) fn mount(
         return Err(os_err(format!(
             "cannot mount {}{} on {}",
             fstype.unwrap_or(""),
-            source.map(|s| format!(" {}", s.display())).unwrap_or_default(),
+            source
+                .map(|s| format!(" {}", s.display()))
+                .unwrap_or_default(),
             target.display()
         )));
     }
@@ -123,8 +125,9 @@ fn assemble(root: &Path, steps: &[RootStep]) -> Result<(), String> {
             }
             RootStep::Symlink { path, target } => {
                 let p = under(root, path);
-                std::os::unix::fs::symlink(target, &p)
-                    .map_err(|e| format!("cannot link {} -> {}: {e}", p.display(), target.display()))?;
+                std::os::unix::fs::symlink(target, &p).map_err(|e| {
+                    format!("cannot link {} -> {}: {e}", p.display(), target.display())
+                })?;
             }
             RootStep::Bind {
                 source,
@@ -132,13 +135,7 @@ fn assemble(root: &Path, steps: &[RootStep]) -> Result<(), String> {
                 readonly,
             } => {
                 let t = under(root, target);
-                mount(
-                    Some(source),
-                    &t,
-                    None,
-                    libc::MS_BIND | libc::MS_REC,
-                    None,
-                )?;
+                mount(Some(source), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
                 if *readonly {
                     // A bind mount is made read-only by a second call.
                     mount(
@@ -157,7 +154,13 @@ fn assemble(root: &Path, steps: &[RootStep]) -> Result<(), String> {
                 } else {
                     libc::MS_NOSUID | libc::MS_NODEV
                 };
-                mount(Some(Path::new("tmpfs")), &t, Some("tmpfs"), flags, Some(options))?;
+                mount(
+                    Some(Path::new("tmpfs")),
+                    &t,
+                    Some("tmpfs"),
+                    flags,
+                    Some(options),
+                )?;
             }
             RootStep::Proc(target) => {
                 let t = under(root, target);
@@ -460,4 +463,3 @@ pub(crate) fn main(dir: &Path) -> i32 {
         }
     }
 }
-

@@ -268,9 +268,12 @@ mod tests {
     #[test]
     fn a_file_gets_its_parent_and_a_file_mount_point() {
         let iso = Isolation {
-            chroot_env: [("/etc/resolv.conf".to_string(), "/etc/resolv.conf".to_string())]
-                .into_iter()
-                .collect(),
+            chroot_env: [(
+                "/etc/resolv.conf".to_string(),
+                "/etc/resolv.conf".to_string(),
+            )]
+            .into_iter()
+            .collect(),
             ..Isolation::default()
         };
         let steps = plan_root(&iso, |_| PathKind::File);

@@ -303,9 +303,7 @@ fn launch_in(
     dir: &Path,
 ) -> Result<ShimHandle, ShimError> {
     let spec_path = dir.join(SPEC_FILE);
-    let mut spec = spec.clone();
-    spec.version = if spec.isolation.is_some() { 2 } else { 1 };
-    let data = serde_json::to_vec(&spec).map_err(|e| ShimError::Launch(e.to_string()))?;
+    let data = spec_bytes(spec).map_err(|e| ShimError::Launch(e.to_string()))?;
     // Not fsynced: the spec only has to reach the shim (and init), which read it from the
     // page cache at once; after a crash of the node there is no shim left to read it. The
     // two fsyncs cost ~20 ms per start on a virtual disk.
@@ -380,6 +378,14 @@ fn launch_in(
         task_started_at_unix_nanos: report.task_started_at_unix_nanos,
         boot_id,
     })
+}
+
+/// The spec as written for the shim: version 1 unless it needs version 2 (isolation), so a
+/// shim that predates isolation still runs it.
+fn spec_bytes(spec: &LaunchSpec) -> Result<Vec<u8>, serde_json::Error> {
+    let mut spec = spec.clone();
+    spec.version = if spec.isolation.is_some() { 2 } else { 1 };
+    serde_json::to_vec(&spec)
 }
 
 /// A pipe whose both ends are close-on-exec.
@@ -500,6 +506,19 @@ mod tests {
         let s: LaunchSpec = serde_json::from_str(minimal).unwrap();
         assert_eq!(s.user, None);
         assert_eq!(s.logs, LogRotation::default());
+    }
+
+    #[test]
+    fn specs_without_isolation_stay_version_1() {
+        let mut spec = LaunchSpec::new("t", "/bin/true", vec![], "/".into());
+        let v: serde_json::Value = serde_json::from_slice(&spec_bytes(&spec).unwrap()).unwrap();
+        assert_eq!(v["version"], 1);
+        assert!(v.get("isolation").is_none(), "{v}");
+        spec.isolation = Some(isolate::Isolation::default());
+        let v: serde_json::Value = serde_json::from_slice(&spec_bytes(&spec).unwrap()).unwrap();
+        assert_eq!(v["version"], 2);
+        let back: LaunchSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back.isolation, Some(isolate::Isolation::default()));
     }
 
     #[test]

@@ -89,6 +89,25 @@ fn task(id: &str, dir: &Path, config: serde_json::Value) -> TaskConfig {
     }
 }
 
+/// The capability mask (as /proc/<pid>/status prints it) of the default set.
+fn default_caps_mask() -> String {
+    use drover_plugin_sdk::shim::isolate::caps;
+    let names: Vec<String> = caps::DEFAULT.iter().map(|s| s.to_string()).collect();
+    let mask = caps::numbers(&names)
+        .unwrap()
+        .into_iter()
+        .fold(0u64, |m, c| m | (1 << c));
+    format!("{mask:016x}")
+}
+
+/// The value of `key:` in the status lines a task printed.
+fn status_field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
 fn sh(script: &str) -> serde_json::Value {
     json!({ "command": "/bin/sh", "args": ["-c", script] })
 }
@@ -168,7 +187,7 @@ async fn ps_sees_only_the_task_as_nobody() {
         task(
             "a/web/0",
             tmp.path(),
-            sh("sleep 30 & ps -eo pid,user,args; echo ps-exit=$?; id -un; hostname; echo dir=$NOMAD_TASK_DIR; kill $!"),
+            sh("sleep 30 & ps -eo pid,user,args; echo ps-exit=$?; id -un; hostname; echo dir=$NOMAD_TASK_DIR; grep -E 'CapEff|CapBnd|NoNewPrivs' /proc/self/status; kill $!"),
         ),
     )
     .await;
@@ -201,6 +220,13 @@ async fn ps_sees_only_the_task_as_nobody() {
         lines.contains(&"dir=/local"),
         "task dirs are paths inside: {out}"
     );
+    assert_eq!(status_field(&out, "NoNewPrivs"), "1");
+    assert_eq!(
+        status_field(&out, "CapEff"),
+        "0000000000000000",
+        "nobody has no capabilities"
+    );
+    assert_eq!(status_field(&out, "CapBnd"), default_caps_mask());
     host.shutdown().await;
 }
 
@@ -213,7 +239,7 @@ async fn root_cannot_write_the_read_only_root_and_the_hosts_tmp_is_untouched() {
         "b/web/0",
         tmp.path(),
         sh(&format!(
-            "touch /usr/drover-x; echo usr=$?; touch /x; echo root=$?; echo hi > /tmp/{marker}; echo tmp=$?; echo hi > /local/f; echo local=$?; id -u"
+            "touch /usr/drover-x; echo usr=$?; touch /x; echo root=$?; echo hi > /tmp/{marker}; echo tmp=$?; echo hi > /local/f; echo local=$?; id -u; grep -E 'CapEff|CapBnd' /proc/self/status"
         )),
     );
     t.user = "root".into();
@@ -227,6 +253,12 @@ async fn root_cannot_write_the_read_only_root_and_the_hosts_tmp_is_untouched() {
         "{out}\n{err}"
     );
     assert!(out.lines().any(|l| l == "0"), "runs as root: {out}");
+    assert_eq!(
+        status_field(&out, "CapEff"),
+        default_caps_mask(),
+        "root keeps only the default capabilities"
+    );
+    assert_eq!(status_field(&out, "CapBnd"), default_caps_mask());
     assert!(!Path::new("/usr/drover-x").exists());
     assert!(
         !Path::new("/tmp").join(&marker).exists(),

@@ -58,6 +58,55 @@ impl AllocRunner {
             .is_some_and(|g| g.tasks.iter().any(|t| t.name == task))
     }
 
+    /// The running tasks of the allocation (all of them when `task` is empty), each as
+    /// (task name, driver name, the driver's task id).
+    pub fn running_tasks(&self, task: &str) -> Result<Vec<(String, String, String)>, String> {
+        use prost::Message;
+        let l = self.inner.local.lock().expect("alloc lock");
+        let group = l
+            .job
+            .group(&l.alloc.task_group)
+            .ok_or_else(|| format!("the allocation's group {:?} is gone", l.alloc.task_group))?;
+        if !task.is_empty() && !group.tasks.iter().any(|t| t.name == task) {
+            let names: Vec<&str> = group.tasks.iter().map(|t| t.name.as_str()).collect();
+            return Err(format!(
+                "task {task:?} not found in allocation {} (its tasks: {})",
+                l.alloc.id,
+                names.join(", ")
+            ));
+        }
+        let mut out = Vec::new();
+        for t in group
+            .tasks
+            .iter()
+            .filter(|t| task.is_empty() || t.name == task)
+        {
+            let Some(local) = l.tasks.get(&t.name) else {
+                continue;
+            };
+            if local.state.state != TaskLifecycle::Running {
+                continue;
+            }
+            let id = local
+                .handle
+                .as_deref()
+                .and_then(|h| drover_proto::driver::TaskHandle::decode(h).ok())
+                .and_then(|h| h.config)
+                .map(|c| c.id);
+            if let Some(id) = id {
+                out.push((t.name.clone(), t.driver.clone(), id));
+            }
+        }
+        if out.is_empty() {
+            return Err(if task.is_empty() {
+                format!("allocation {} has no running task", l.alloc.id)
+            } else {
+                format!("task {task:?} is not running in allocation {}", l.alloc.id)
+            });
+        }
+        Ok(out)
+    }
+
     /// Restarts or signals a task (all running tasks when `task` is empty).
     pub async fn act(&self, task: &str, action: &str, signal: &str) -> Result<(), String> {
         let targets: Vec<(String, mpsc::Sender<task_runner::Control>)> = self

@@ -5,6 +5,7 @@
 mod alloc_runner;
 mod conn;
 mod env;
+mod exec;
 mod fingerprint;
 mod gc;
 mod logs;

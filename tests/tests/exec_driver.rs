@@ -137,8 +137,16 @@ fn a_killed_agent_leaves_the_task_running_and_reattaches() {
     let start = proc_stat(pid).unwrap().1;
 
     // The exec plugin first: the agent's host restarts it and it reattaches.
+    // This agent's exec plugin (other tests' agents run in parallel).
     let plugin = wait_for("the exec plugin", Duration::from_secs(10), || {
-        find_process("plugin serve exec")
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .find(|p| {
+                proc_cmdline(*p).contains("plugin serve exec")
+                    && proc_stat(*p).is_some_and(|s| s.0 == agent.pid())
+            })
     });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(plugin),
@@ -176,4 +184,64 @@ fn a_killed_agent_leaves_the_task_running_and_reattaches() {
     wait_for("the task to be stopped", Duration::from_secs(30), || {
         proc_stat(pid).is_none().then_some(())
     });
+}
+
+#[test]
+fn alloc_exec_and_stats_reach_inside_an_exec_task() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let spec = format!(
+        "job \"inside\" {{\n group \"g\" {{\n{}\n }}\n}}\n",
+        exec_task("web", "", "/bin/sleep", &["1000"])
+    );
+    agent.run_job(&write_job(tmp.path(), "inside", &spec));
+    let alloc = agent.wait_alloc_status("inside", "running", Duration::from_secs(30));
+    let id = alloc["ID"].as_str().unwrap().to_string();
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = agent.cli(&[
+        "alloc",
+        "exec",
+        "-i=false",
+        &id,
+        "sh",
+        "-c",
+        "ps -eo pid,user,args; id -un; touch /usr/x 2>&1; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("/bin/sleep 1000"), "{}", text(&out));
+    assert!(stdout.contains("task-shim init"), "{}", text(&out));
+    assert!(!stdout.contains("drover agent"), "{}", text(&out));
+    assert!(!stdout.contains("plugin serve"), "{}", text(&out));
+    assert!(stdout.lines().any(|l| l == "nobody"), "{}", text(&out));
+    assert!(stdout.contains("Read-only file system"), "{}", text(&out));
+
+    let out = agent.cli(&[
+        "alloc",
+        "exec",
+        "-i=false",
+        "-t",
+        &id,
+        "sh",
+        "-c",
+        "test -t 1 && echo on-a-tty",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("on-a-tty"));
+
+    let out = agent.cli(&["alloc", "status", "-stats", "-json", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let usage = &v["ResourceUsage"]["Tasks"]["web"]["ResourceUsage"];
+    assert!(
+        usage["MemoryStats"]["Usage"].as_u64().unwrap_or(0) > 0,
+        "memory from the task's cgroup: {v:#}"
+    );
 }

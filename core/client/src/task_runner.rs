@@ -157,6 +157,7 @@ impl Runner {
                 cpu_mhz: c.task.resources.cpu as i64,
                 memory_mb: c.task.resources.memory_mb as i64,
                 memory_max_mb: c.task.resources.memory_max_mb as i64,
+                cores: c.task.resources.cores,
             }),
             user: c.task.user.clone(),
             alloc_dir: c.dirs.alloc_dir.clone(),

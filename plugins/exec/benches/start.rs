@@ -64,6 +64,7 @@ fn task(i: usize, tasks: &Path) -> TaskConfig {
             cpu_mhz: 100,
             memory_mb: 64,
             memory_max_mb: 0,
+            cores: 0,
         }),
         task_dir: dir.display().to_string(),
         alloc_dir: dir.join("alloc").display().to_string(),

@@ -105,6 +105,64 @@ struct State {
     settings: Settings,
     shims_root: Option<PathBuf>,
     tasks: BTreeMap<String, Task>,
+    /// Cores pinned to tasks (the jobspec's `cores`), by task id, until they are destroyed.
+    reserved_cores: BTreeMap<String, Vec<u32>>,
+}
+
+/// Parses a cpuset list (`0-3,6`).
+pub fn parse_cpu_list(s: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.trim().parse::<u32>().ok()),
+        }
+    }
+    out
+}
+
+/// Formats cores as a cpuset list (`0,2,3`).
+pub fn format_cpu_list(cores: &[u32]) -> String {
+    cores
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The cores tasks may be pinned to: those of the root cpuset.
+fn node_cpus() -> Result<Vec<u32>, String> {
+    let candidates = [
+        "/sys/fs/cgroup/cpuset/cpuset.cpus",
+        "/sys/fs/cgroup/cpuset.cpus.effective",
+    ];
+    for c in candidates {
+        if let Ok(s) = std::fs::read_to_string(c) {
+            return Ok(parse_cpu_list(&s));
+        }
+    }
+    Err(format!(
+        "cannot read the node's cores from {}",
+        candidates.join(" or ")
+    ))
+}
+
+/// Picks `n` cores of `all` that are not in `taken`.
+fn pick_cores(all: &[u32], taken: &[u32], n: usize, task: &str) -> Result<Vec<u32>, DriverError> {
+    let free: Vec<u32> = all.iter().copied().filter(|c| !taken.contains(c)).collect();
+    if free.len() < n {
+        return Err(DriverError::FailedPrecondition(format!(
+            "task {task:?} reserves {n} cores, but only {} of this node's {} are free ({} pinned to other tasks)",
+            free.len(),
+            all.len(),
+            taken.len()
+        )));
+    }
+    Ok(free[..n].to_vec())
 }
 
 /// The exec driver.
@@ -272,6 +330,49 @@ impl Exec {
         if let Some(t) = self.lock().tasks.get_mut(task_id) {
             t.exit = Some(exit.clone());
         }
+    }
+
+    /// Launches the task's shim and records the task.
+    async fn launch(
+        &self,
+        task: &TaskConfig,
+        spec: LaunchSpec,
+        shims_root: PathBuf,
+    ) -> Result<StartTaskResponse, DriverError> {
+        own_task_dirs(task, spec.user.as_deref().unwrap_or(DEFAULT_USER))?;
+        let exe = std::env::current_exe().map_err(|e| {
+            DriverError::Internal(format!("cannot find this plugin's own executable: {e}"))
+        })?;
+        let handle = tokio::task::spawn_blocking(move || shim::launch(&spec, &exe, &shims_root))
+            .await
+            .map_err(|e| DriverError::Internal(format!("the launch thread failed: {e}")))?
+            .map_err(|e| match e {
+                ShimError::Launch(msg) => {
+                    DriverError::InvalidArgument(format!("task {:?}: {msg}", task.name))
+                }
+                other => DriverError::Internal(format!("task {:?}: {other}", task.name)),
+            })?;
+        let client = ShimClient::from_handle(handle.clone());
+        tracing::info!(task_id = %task.id, pid = handle.task_pid, shim = %handle.shim_id, "task started");
+        let driver_state =
+            serde_json::to_vec(&handle).map_err(|e| DriverError::Internal(e.to_string()))?;
+        let response = StartTaskResponse {
+            handle: Some(TaskHandle {
+                version: HANDLE_VERSION,
+                config: Some(task.clone()),
+                driver_state,
+            }),
+            pid: i64::from(handle.task_pid),
+        };
+        self.lock().tasks.insert(
+            task.id.clone(),
+            Task {
+                client,
+                shim: handle,
+                exit: None,
+            },
+        );
+        Ok(response)
     }
 
     fn build_spec(&self, task: &TaskConfig) -> Result<LaunchSpec, DriverError> {
@@ -484,41 +585,23 @@ impl TaskDriver for Exec {
                 )
             })?
         };
-        let spec = self.build_spec(&task)?;
-        own_task_dirs(&task, spec.user.as_deref().unwrap_or(DEFAULT_USER))?;
-        let exe = std::env::current_exe().map_err(|e| {
-            DriverError::Internal(format!("cannot find this plugin's own executable: {e}"))
-        })?;
-        let handle = tokio::task::spawn_blocking(move || shim::launch(&spec, &exe, &shims_root))
-            .await
-            .map_err(|e| DriverError::Internal(format!("the launch thread failed: {e}")))?
-            .map_err(|e| match e {
-                ShimError::Launch(msg) => {
-                    DriverError::InvalidArgument(format!("task {:?}: {msg}", task.name))
-                }
-                other => DriverError::Internal(format!("task {:?}: {other}", task.name)),
-            })?;
-        let client = ShimClient::from_handle(handle.clone());
-        tracing::info!(task_id = %task.id, pid = handle.task_pid, shim = %handle.shim_id, "task started");
-        let driver_state =
-            serde_json::to_vec(&handle).map_err(|e| DriverError::Internal(e.to_string()))?;
-        let response = StartTaskResponse {
-            handle: Some(TaskHandle {
-                version: HANDLE_VERSION,
-                config: Some(task.clone()),
-                driver_state,
-            }),
-            pid: i64::from(handle.task_pid),
-        };
-        self.lock().tasks.insert(
-            task.id.clone(),
-            Task {
-                client,
-                shim: handle,
-                exit: None,
-            },
-        );
-        Ok(response)
+        let mut spec = self.build_spec(&task)?;
+        let cores = task.resources.map_or(0, |r| r.cores) as usize;
+        if cores > 0 {
+            let all = node_cpus().map_err(DriverError::FailedPrecondition)?;
+            let mut st = self.lock();
+            let taken: Vec<u32> = st.reserved_cores.values().flatten().copied().collect();
+            let picked = pick_cores(&all, &taken, cores, &task.name)?;
+            if let Some(iso) = spec.isolation.as_mut() {
+                iso.cgroup.cpuset_cpus = format_cpu_list(&picked);
+            }
+            st.reserved_cores.insert(task.id.clone(), picked);
+        }
+        let result = self.launch(&task, spec, shims_root).await;
+        if result.is_err() {
+            self.lock().reserved_cores.remove(&task.id);
+        }
+        result
     }
 
     async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
@@ -534,7 +617,6 @@ impl TaskDriver for Exec {
         self.record_exit(task_id, &exit);
         Ok(to_result(&exit))
     }
-
     async fn stop_task(
         &self,
         task_id: &str,
@@ -575,7 +657,11 @@ impl TaskDriver for Exec {
                 .map_err(internal)?;
             let _ = tokio::time::timeout(Duration::from_secs(10), client.wait()).await;
         }
-        self.lock().tasks.remove(task_id);
+        {
+            let mut st = self.lock();
+            st.tasks.remove(task_id);
+            st.reserved_cores.remove(task_id);
+        }
         let dir = handle.shim_dir.clone();
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         tracing::info!(task_id, "task destroyed");
@@ -649,10 +735,19 @@ impl TaskDriver for Exec {
             Recovered::Lost(msg) => Some(TaskExit::lost(msg)),
         };
         tracing::info!(task_id = %config.id, pid = shim.task_pid, attached = exit.is_none(), "task recovered");
+        // A task pinned to cores keeps them: its spec says which.
+        let pinned = std::fs::read(shim.shim_dir.join(shim::SPEC_FILE))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<LaunchSpec>(&raw).ok())
+            .and_then(|spec| spec.isolation)
+            .map(|iso| parse_cpu_list(&iso.cgroup.cpuset_cpus))
+            .filter(|cores| !cores.is_empty() && exit.is_none());
         let client = ShimClient::from_handle(shim.clone());
-        self.lock()
-            .tasks
-            .insert(config.id, Task { client, shim, exit });
+        let mut st = self.lock();
+        if let Some(cores) = pinned {
+            st.reserved_cores.insert(config.id.clone(), cores);
+        }
+        st.tasks.insert(config.id, Task { client, shim, exit });
         Ok(())
     }
 
@@ -888,6 +983,16 @@ mod tests {
         assert!(set.is_empty());
         let e = task_capabilities(&allow, &["bogus".into()], &[], "t").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn cpu_lists_and_picking_cores() {
+        assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("1"), vec![1]);
+        assert_eq!(format_cpu_list(&[0, 2]), "0,2");
+        assert_eq!(pick_cores(&[0, 1, 2], &[1], 2, "t").unwrap(), vec![0, 2]);
+        let e = pick_cores(&[0, 1], &[1], 2, "t").unwrap_err();
+        assert!(e.to_string().contains("only 1 of this node's 2"), "{e}");
     }
 
     #[test]

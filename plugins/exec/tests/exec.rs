@@ -74,6 +74,7 @@ fn task(id: &str, dir: &Path, config: serde_json::Value) -> TaskConfig {
             cpu_mhz: 100,
             memory_mb: 64,
             memory_max_mb: 0,
+            cores: 0,
         }),
         task_dir: task_dir.display().to_string(),
         alloc_dir: alloc.display().to_string(),
@@ -282,6 +283,7 @@ async fn the_memory_limit_kills_and_says_oom_while_a_plain_sigkill_does_not() {
         cpu_mhz: 100,
         memory_mb: 32,
         memory_max_mb: 0,
+        cores: 0,
     });
     let (exit, out, err) = run(&host, tmp.path(), t).await;
     assert_eq!(exit.signal, 9, "{exit:?} {out} {err}");
@@ -583,5 +585,69 @@ async fn launch_errors_name_what_is_wrong() {
         .await
         .unwrap_err();
     assert!(e.message().contains("CAP_SYS_ADMIN"), "{e}");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cores_pin_a_task_through_the_cpuset_and_are_not_shared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let all = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").unwrap();
+    let ncores = drover_plugin_exec::parse_cpu_list(&all).len() as u32;
+    let mut t = task(
+        "i/web/0",
+        tmp.path(),
+        sh("grep Cpus_allowed_list /proc/self/status; sleep 1000"),
+    );
+    t.resources = Some(Resources {
+        cpu_mhz: 100,
+        memory_mb: 64,
+        memory_max_mb: 0,
+        cores: 1,
+    });
+    let started = start(&host, t).await;
+    let _guard = KillOnDrop(started.pid);
+    until(
+        "the task to print its cpus",
+        Duration::from_secs(10),
+        || output(tmp.path(), "web").0.contains("Cpus_allowed_list"),
+    )
+    .await;
+    let (out, _) = output(tmp.path(), "web");
+    let allowed = status_field(&out, "Cpus_allowed_list");
+    assert_eq!(
+        drover_plugin_exec::parse_cpu_list(allowed).len(),
+        1,
+        "pinned to one core: {out}"
+    );
+    // The pinned core is not free: asking for all of them is refused, with the numbers.
+    let mut t = task("i/other/0", tmp.path(), sh("true"));
+    t.resources = Some(Resources {
+        cpu_mhz: 100,
+        memory_mb: 64,
+        memory_max_mb: 0,
+        cores: ncores,
+    });
+    let e = host
+        .driver("exec")
+        .await
+        .unwrap()
+        .start_task(StartTaskRequest { task: Some(t) })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains(&format!("reserves {ncores} cores")),
+        "{e}"
+    );
+    let mut driver = host.driver("exec").await.unwrap();
+    driver
+        .stop_task(StopTaskRequest {
+            task_id: "i/web/0".into(),
+            signal: "SIGKILL".into(),
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap();
+    wait(&host, "i/web/0").await;
     host.shutdown().await;
 }

@@ -651,3 +651,81 @@ async fn cores_pin_a_task_through_the_cpuset_and_are_not_shared() {
     wait(&host, "i/web/0").await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_forwards_signals_reaps_orphans_and_memory_max_oversubscribes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    // An orphan (its parent, a subshell, exits at once) ends up as init's child, and must
+    // be reaped when it exits.
+    let mut t = task(
+        "j/web/0",
+        tmp.path(),
+        sh(
+            "trap 'echo got-hup' HUP; (sleep 0.2 &); sleep 1; ps -eo stat,args | grep -c '^Z' ; echo ready; while true; do sleep 0.1; done",
+        ),
+    );
+    t.resources = Some(Resources {
+        cpu_mhz: 250,
+        memory_mb: 32,
+        memory_max_mb: 96,
+        cores: 0,
+    });
+    let started = start(&host, t).await;
+    let _guard = KillOnDrop(started.pid);
+    until("the task to be ready", Duration::from_secs(10), || {
+        output(tmp.path(), "web").0.contains("ready")
+    })
+    .await;
+    let (out, err) = output(tmp.path(), "web");
+    assert!(out.starts_with("0\n"), "no zombie is left: {out}{err}");
+
+    let shim: serde_json::Value =
+        serde_json::from_slice(&started.handle.unwrap().driver_state).unwrap();
+    let cg = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(
+            Path::new("/sys/fs/cgroup")
+                .join(ctrl)
+                .join("drover")
+                .join(shim["shim_id"].as_str().unwrap())
+                .join(file),
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        cg("memory", "memory.limit_in_bytes"),
+        (96u64 << 20).to_string()
+    );
+    assert_eq!(
+        cg("memory", "memory.soft_limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(cg("cpu", "cpu.shares"), "250");
+
+    let mut driver = host.driver("exec").await.unwrap();
+    driver
+        .signal_task(SignalTaskRequest {
+            task_id: "j/web/0".into(),
+            signal: "SIGHUP".into(),
+        })
+        .await
+        .unwrap();
+    until(
+        "the task to get SIGHUP through init",
+        Duration::from_secs(10),
+        || output(tmp.path(), "web").0.contains("got-hup"),
+    )
+    .await;
+    driver
+        .stop_task(StopTaskRequest {
+            task_id: "j/web/0".into(),
+            signal: "SIGKILL".into(),
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(wait(&host, "j/web/0").await.signal, 9);
+    host.shutdown().await;
+}

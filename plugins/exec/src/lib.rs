@@ -663,7 +663,13 @@ impl TaskDriver for Exec {
             st.reserved_cores.remove(task_id);
         }
         let dir = handle.shim_dir.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let shim_id = handle.shim_id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+            // The shim removes the task's cgroups; one that died first could not.
+            remove_leftover_cgroup(&shim_id);
+        })
+        .await;
         tracing::info!(task_id, "task destroyed");
         Ok(())
     }
@@ -828,6 +834,16 @@ fn own_task_dirs(task: &TaskConfig, user: &str) -> Result<(), DriverError> {
         )?;
     }
     Ok(())
+}
+
+/// Removes a task's cgroups if they are still there and empty (its shim died before it
+/// could); a cgroup with processes in it is left alone.
+fn remove_leftover_cgroup(shim_id: &str) {
+    if let Ok(cg) = cgroup::Cgroup::host(CGROUP_PARENT, shim_id)
+        && cg.pids().is_empty()
+    {
+        let _ = cg.destroy();
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), DriverError> {

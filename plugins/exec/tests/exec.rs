@@ -729,3 +729,113 @@ async fn init_forwards_signals_reaps_orphans_and_memory_max_oversubscribes() {
     assert_eq!(wait(&host, "j/web/0").await.signal, 9);
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_shim_takes_its_task_along_and_the_task_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let started = start(&host, task("k/web/0", tmp.path(), sh("sleep 1000"))).await;
+    let _guard = KillOnDrop(started.pid);
+    let shim: serde_json::Value =
+        serde_json::from_slice(&started.handle.unwrap().driver_state).unwrap();
+    let shim_pid = shim["shim_pid"].as_i64().unwrap() as i32;
+    let init = started.pid;
+    // SAFETY: kill(2) of the task's shim.
+    assert_eq!(unsafe { libc::kill(shim_pid, libc::SIGKILL) }, 0);
+    let exit = wait(&host, "k/web/0").await;
+    assert!(exit.err.contains("lost"), "{exit:?}");
+    until(
+        "the task's init to die with its shim",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{init}/stat")).map_or(true, |s| {
+                s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z')
+            })
+        },
+    )
+    .await;
+    let cgroup = Path::new("/sys/fs/cgroup/pids/drover").join(shim["shim_id"].as_str().unwrap());
+    until(
+        "the task's processes to be gone",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(cgroup.join("cgroup.procs"))
+                .map_or(true, |s| s.trim().is_empty())
+        },
+    )
+    .await;
+    host.driver("exec")
+        .await
+        .unwrap()
+        .destroy_task(drover_proto::driver::DestroyTaskRequest {
+            task_id: "k/web/0".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+    assert!(
+        !cgroup.exists(),
+        "destroy removes the cgroups the dead shim left"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_ignoring_sigterm_is_killed_after_the_timeout_with_its_whole_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let started = start(
+        &host,
+        task(
+            "l/web/0",
+            tmp.path(),
+            sh("trap '' TERM; sleep 1000 & echo ready; while true; do sleep 0.1; done"),
+        ),
+    )
+    .await;
+    let _guard = KillOnDrop(started.pid);
+    until("the task to be ready", Duration::from_secs(10), || {
+        output(tmp.path(), "web").0.contains("ready")
+    })
+    .await;
+    let shim: serde_json::Value =
+        serde_json::from_slice(&started.handle.unwrap().driver_state).unwrap();
+    let procs = Path::new("/sys/fs/cgroup/pids/drover")
+        .join(shim["shim_id"].as_str().unwrap())
+        .join("cgroup.procs");
+    let members: Vec<i32> = std::fs::read_to_string(&procs)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(
+        members.len() >= 3,
+        "init, the shell, its sleeps: {members:?}"
+    );
+    let t0 = Instant::now();
+    host.driver("exec")
+        .await
+        .unwrap()
+        .stop_task(StopTaskRequest {
+            task_id: "l/web/0".into(),
+            signal: "SIGTERM".into(),
+            timeout_ms: 500,
+        })
+        .await
+        .unwrap();
+    let exit = wait(&host, "l/web/0").await;
+    assert_eq!(exit.signal, 9, "{exit:?}");
+    assert!(!exit.oom_killed);
+    assert!(t0.elapsed() >= Duration::from_millis(450));
+    until(
+        "every process of the task to be gone",
+        Duration::from_secs(10),
+        || {
+            members
+                .iter()
+                .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+        },
+    )
+    .await;
+    host.shutdown().await;
+}

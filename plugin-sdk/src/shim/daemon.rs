@@ -197,7 +197,10 @@ pub(crate) const STAGE_STDIO: i32 = 4;
 fn describe_failure(stage: i32, errno: i32, msg: &str, spec: &LaunchSpec, exe: &Path) -> String {
     let err = io::Error::from_raw_os_error(errno);
     match stage {
-        STAGE_ISOLATION => format!("cannot isolate the task: {msg}"),
+        // init's own words: "cannot mount ...", "executable not found: ..." ...
+        STAGE_ISOLATION if !msg.is_empty() && errno == 0 => msg.to_string(),
+        STAGE_ISOLATION if !msg.is_empty() => format!("{msg}: {err}"),
+        STAGE_ISOLATION => format!("cannot isolate the task: {err}"),
         STAGE_CHDIR => format!(
             "cannot enter the working directory {}: {err}",
             spec.cwd.display()

@@ -839,3 +839,60 @@ async fn a_task_ignoring_sigterm_is_killed_after_the_timeout_with_its_whole_tree
     .await;
     host.shutdown().await;
 }
+
+/// A network namespace made for a test (`ip netns add`), deleted when dropped.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(name: &str) -> NetNs {
+        let st = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .expect("run ip netns add (iproute2)");
+        assert!(st.success(), "ip netns add {name} failed");
+        NetNs(name.to_string())
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_joins_the_allocations_network_namespace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let ns = NetNs::new(&format!("drover-exec-test-{}", std::process::id()));
+    let script = "readlink /proc/self/ns/net; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '";
+    let mut t = task("m/web/0", tmp.path(), sh(script));
+    t.network_ns_path = ns.path();
+    let (exit, out, err) = run(&host, tmp.path(), t).await;
+    assert_eq!(exit.exit_code, 0, "{out}{err}");
+    let want = std::fs::read_link(ns.path())
+        .ok()
+        .map(|p| p.display().to_string());
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(ns.path()).unwrap().ino()
+    };
+    assert!(
+        out.contains(&format!("net:[{inode}]")),
+        "the task is in the allocation's namespace (inode {inode}, {want:?}): {out}"
+    );
+    let ifaces: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(ifaces, vec!["lo"], "only the namespace's loopback: {out}");
+
+    // Host networking: the task sees the host's interfaces.
+    let (exit, out, _) = run(&host, tmp.path(), task("m/host/0", tmp.path(), sh(script))).await;
+    assert_eq!(exit.exit_code, 0);
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(out.contains(&host_ns.display().to_string()), "{out}");
+    host.shutdown().await;
+}

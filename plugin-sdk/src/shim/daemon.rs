@@ -715,6 +715,7 @@ impl Shim {
                     self.service_client(i);
                 }
             }
+            self.end_abandoned_execs();
             self.clients.retain(|c| !c.closed);
         }
     }
@@ -1008,6 +1009,26 @@ impl Shim {
         log!("exec {:?}: helper {pid}", req.argv);
         self.exec_sessions.push((pid, self.clients[i].id));
         Ok(())
+    }
+}
+
+impl Shim {
+    /// Kills the exec helpers of clients that went away: their callers are gone, and the
+    /// command dies with its helper (PR_SET_PDEATHSIG).
+    fn end_abandoned_execs(&mut self) {
+        let gone: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|c| c.closed)
+            .map(|c| c.id)
+            .collect();
+        for (pid, client) in &self.exec_sessions {
+            if gone.contains(client) {
+                log!("exec helper {pid}: its caller is gone; killing it");
+                // SAFETY: kill(2) of our own child, not yet reaped (it is still listed).
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 

@@ -963,7 +963,20 @@ async fn run_in_task(
             }
         }
     });
-    let exit = session.wait().await;
+    // The caller's input ends only when its session is over: if the command still runs then,
+    // nobody is left to read it. Closing our connection makes the shim kill it.
+    let mut feeder = feeder;
+    let exit = tokio::select! {
+        exit = session.wait() => exit,
+        _ = &mut feeder => {
+            for o in outs {
+                o.abort();
+            }
+            return Err(DriverError::FailedPrecondition(
+                "the exec session's caller went away; the command was killed".into(),
+            ));
+        }
+    };
     feeder.abort();
     for o in outs {
         // A terminal's reader sees EIO once the last slave is gone; pipes see end of file.

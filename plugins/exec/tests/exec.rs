@@ -896,3 +896,59 @@ async fn the_task_joins_the_allocations_network_namespace() {
     assert!(out.contains(&host_ns.display().to_string()), "{out}");
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_exec_session_kills_its_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let started = start(&host, task("n/web/0", tmp.path(), sh("sleep 1000"))).await;
+    let _guard = KillOnDrop(started.pid);
+    let mut driver = host.driver("exec").await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ExecTaskRequest {
+        msg: Some(exec_task_request::Msg::Setup(ExecTaskSetup {
+            task_id: "n/web/0".into(),
+            command: ["sh", "-c", "echo started; exec sleep 777"]
+                .map(String::from)
+                .to_vec(),
+            tty: false,
+            size: None,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut out = driver
+        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    match out.message().await.unwrap().unwrap().msg.unwrap() {
+        exec_task_response::Msg::Stdout(b) => assert_eq!(b, b"started\n"),
+        other => panic!("{other:?}"),
+    }
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x00777"))
+        })
+    };
+    assert!(running(), "the exec'd command runs");
+    // The caller goes away.
+    drop(tx);
+    drop(out);
+    until(
+        "the abandoned command to be killed",
+        Duration::from_secs(10),
+        || !running(),
+    )
+    .await;
+    driver
+        .stop_task(StopTaskRequest {
+            task_id: "n/web/0".into(),
+            signal: "SIGKILL".into(),
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap();
+    wait(&host, "n/web/0").await;
+    host.shutdown().await;
+}

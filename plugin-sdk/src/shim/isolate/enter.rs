@@ -156,6 +156,9 @@ pub(crate) unsafe fn helper(
                     ),
                 );
             }
+            // The command dies with its helper, which the shim kills when the caller goes
+            // away. Set after the credential change, which clears it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             libc::execve(exe_c.as_ptr(), argv.as_ptr(), envp.as_ptr());
             let e = std::io::Error::last_os_error();
             let line = format!("drover exec: cannot execute {}: {e}\n", exe.display());

@@ -138,7 +138,7 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 
-fn table(rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(rows: Vec<Vec<String>>) -> String {
     let mut widths = vec![0; rows.first().map(|r| r.len()).unwrap_or(0)];
     for r in &rows {
         for (i, c) in r.iter().enumerate() {

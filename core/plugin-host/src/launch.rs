@@ -44,6 +44,8 @@ pub struct RunningPlugin {
     pub path: PathBuf,
     pub pid: u32,
     pub info: PluginInfoResponse,
+    /// The keys its `config` block may hold, as it reported them.
+    pub schema: Vec<drover_proto::base::ConfigField>,
     pub(crate) started: Instant,
     pub(crate) channel: Channel,
     pub(crate) driver: DriverClient<Channel>,
@@ -67,6 +69,35 @@ impl RunningPlugin {
             // Gone from /proc: reaped, the supervisor is about to publish it.
             Err(_) => false,
         }
+    }
+
+    /// One health check (`grpc.health.v1`, service "plugin"), answered within 5 s.
+    pub(crate) async fn ping(&self) -> Result<(), String> {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: "plugin".into(),
+        };
+        match tokio::time::timeout(Duration::from_secs(5), health.check(req)).await {
+            Err(_) => Err("no answer within 5s".into()),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Ok(Ok(r)) => {
+                let status = r.into_inner().status;
+                if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "service \"plugin\" is not SERVING (status {status})"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Kills the process (a hung plugin); supervision relaunches it.
+    pub(crate) async fn kill(&self) {
+        let _ = self.kill.send(()).await;
+        self.wait_exit(Duration::from_secs(5)).await;
     }
 
     /// Waits (briefly) until the supervisor has reaped a dead process.
@@ -446,7 +477,7 @@ async fn launch_in(
     });
 
     let connected = connect(launch, &handshake, config, &tail).await;
-    let (channel, info) = match connected {
+    let (channel, info, schema) = match connected {
         Ok(c) => c,
         Err(e) => {
             let _ = kill_tx.send(()).await;
@@ -458,6 +489,7 @@ async fn launch_in(
         path: launch.command.clone(),
         pid,
         info,
+        schema,
         started,
         driver: DriverClient::new(channel.clone()),
         base: BasePluginClient::new(channel.clone()),
@@ -481,7 +513,14 @@ async fn connect(
     handshake: &HandshakeLine,
     config: &HostConfig,
     tail: &Tail,
-) -> Result<(Channel, PluginInfoResponse), HostError> {
+) -> Result<
+    (
+        Channel,
+        PluginInfoResponse,
+        Vec<drover_proto::base::ConfigField>,
+    ),
+    HostError,
+> {
     let path = PathBuf::from(&handshake.address);
     let connector_path = path.clone();
     let channel = tokio::time::timeout(
@@ -570,12 +609,26 @@ async fn connect(
         .await
         .map_err(|e| rpc_err("ConfigSchema", e))?
         .into_inner();
+    if launch.inspect_only {
+        return Ok((channel, info, schema.fields));
+    }
     let config_err = |message: String| HostError::Config {
         name: launch.name.clone(),
         path: launch.command.clone(),
         message,
     };
-    schema::check(&launch.config_json, &schema.fields).map_err(config_err)?;
+    schema::check(&launch.config_json, &schema.fields).map_err(|p| {
+        // Point at the key's line in the agent's config file, else at the block's.
+        let at = p
+            .key
+            .as_deref()
+            .and_then(|k| launch.config_locations.get(k))
+            .or_else(|| launch.config_locations.get(""));
+        config_err(match at {
+            Some(at) => format!("{at}: {}", p.message),
+            None => p.message,
+        })
+    })?;
     let config_json = if launch.config_json.is_null() {
         b"{}".to_vec()
     } else {
@@ -591,7 +644,7 @@ async fn connect(
     })
     .await
     .map_err(|e| config_err(e.message().to_string()))?;
-    Ok((channel, info))
+    Ok((channel, info, schema.fields))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod daemon;
 pub mod isolate;
 pub mod procfs;
 pub mod rotate;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::fs::DirBuilder;
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 pub use client::{ExecSession, Recovered, ShimClient, ShimInspect, read_exit_file, recover};
 pub use procfs::TaskStats;
+pub use tasks::{ShimTasks, TASK_HANDLE_VERSION, exit_result};
 
 use crate::handshake::MAX_UNIX_SOCKET_PATH;
 

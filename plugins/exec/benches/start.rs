@@ -95,6 +95,8 @@ fn main() {
                 command: PathBuf::from(PLUGIN),
                 args: vec![],
                 config_json: json!({}),
+                config_locations: Default::default(),
+                inspect_only: false,
             }],
             handshake_timeout: Duration::from_secs(30),
             ..HostConfig::default()

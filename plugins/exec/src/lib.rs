@@ -420,6 +420,26 @@ impl Exec {
             }
         }
         let capabilities = task_capabilities(&allow, &cfg.cap_add, &cfg.cap_drop, &task.name)?;
+        let mut volumes = Vec::new();
+        for m in &task.mounts {
+            if !m.task_path.starts_with('/') || m.task_path.split('/').any(|c| c == "..") {
+                return Err(bad(format!(
+                    "volume mount {:?}: the path inside must be absolute, without ..",
+                    m.task_path
+                )));
+            }
+            if !Path::new(&m.host_path).exists() {
+                return Err(bad(format!(
+                    "volume mount {:?}: the host path {} does not exist",
+                    m.task_path, m.host_path
+                )));
+            }
+            volumes.push(isolate::Volume {
+                source: m.host_path.clone().into(),
+                target: m.task_path.clone().into(),
+                read_only: m.read_only,
+            });
+        }
         let res = task.resources.unwrap_or_default();
         let mb = |m: i64| (m.max(0) as u64) << 20;
         let env_host: BTreeMap<String, String> = task
@@ -462,6 +482,7 @@ impl Exec {
                 .filter(|p| !p.as_os_str().is_empty()),
             chroot_env,
             writable,
+            volumes,
             cgroup: CgroupSpec {
                 parent: CGROUP_PARENT.into(),
                 memory_bytes: mb(res.memory_mb),
@@ -558,6 +579,7 @@ impl TaskDriver for Exec {
             exec: true,
             fs_isolation: "chroot".into(),
             must_create_network: false,
+            mounts: true,
         }
     }
 

@@ -35,6 +35,8 @@ fn host(data_dir: &Path, config: serde_json::Value) -> PluginHost {
             command: PathBuf::from(PLUGIN),
             args: vec![],
             config_json: config,
+            config_locations: Default::default(),
+            inspect_only: false,
         }],
         handshake_timeout: Duration::from_secs(20),
         stop_grace: Duration::from_secs(3),
@@ -950,5 +952,55 @@ async fn an_abandoned_exec_session_kills_its_command() {
         .await
         .unwrap();
     wait(&host, "n/web/0").await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_volumes_are_bound_read_only_or_writable() {
+    use drover_proto::driver::Mount;
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let ro = tmp.path().join("vol-ro");
+    let rw = tmp.path().join("vol-rw");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::write(ro.join("hello"), "from-the-host\n").unwrap();
+    let mut t = task(
+        "o/web/0",
+        tmp.path(),
+        sh("cat /data/hello; touch /data/x; echo ro=$?; echo hi > /srv/out; echo rw=$?"),
+    );
+    t.user = "root".into();
+    t.mounts = vec![
+        Mount {
+            host_path: ro.display().to_string(),
+            task_path: "/data".into(),
+            read_only: true,
+        },
+        Mount {
+            host_path: rw.display().to_string(),
+            task_path: "/srv".into(),
+            read_only: false,
+        },
+    ];
+    let (exit, out, err) = run(&host, tmp.path(), t).await;
+    assert_eq!(exit.exit_code, 0, "{out}{err}");
+    assert!(out.contains("from-the-host"), "{out}{err}");
+    assert!(
+        out.contains("ro=1") && err.contains("Read-only"),
+        "{out}{err}"
+    );
+    assert!(out.contains("rw=0"), "{out}{err}");
+    assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "hi\n");
+    assert!(!ro.join("x").exists());
+    let caps = host
+        .driver("exec")
+        .await
+        .unwrap()
+        .capabilities(drover_proto::driver::CapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(caps.mounts, "exec declares mount support");
     host.shutdown().await;
 }

@@ -22,6 +22,8 @@ fn host_config(data_dir: &Path, command: &Path) -> HostConfig {
             command: command.to_path_buf(),
             args: vec![],
             config_json: json!({ "enabled": true }),
+            config_locations: Default::default(),
+            inspect_only: false,
         }],
         handshake_timeout: Duration::from_secs(20),
         stop_grace: Duration::from_secs(3),
@@ -642,5 +644,71 @@ async fn g_stats_stream_and_exec_inside_a_running_task() {
         .await
         .unwrap();
     wait(&host, "g/web/0").await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h_supervision_restarts_a_killed_plugin_and_flags_a_crash_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crasher = script(tmp.path(), "crasher", "echo 'about to die' >&2; exit 3");
+    let mut config = host_config(tmp.path(), Path::new(PLUGIN));
+    config.max_backoff = Duration::from_millis(400);
+    config.plugins.push(PluginLaunch {
+        name: "crasher".into(),
+        command: crasher.clone(),
+        ..PluginLaunch::default()
+    });
+    let host = std::sync::Arc::new(PluginHost::new(config));
+    // A plugin that cannot start is not a configuration error: the host starts anyway.
+    host.start_all().await.unwrap();
+    host.supervise(Duration::from_millis(100));
+    let status = |name: &str, all: &[drover_plugin_host::PluginStatus]| {
+        all.iter().find(|p| p.name == name).cloned().unwrap()
+    };
+
+    let all = host.status().await;
+    let raw = status("raw_exec", &all);
+    assert_eq!(
+        (raw.state.as_str(), raw.healthy),
+        ("running", true),
+        "{raw:?}"
+    );
+    assert_eq!(
+        (raw.kind.as_str(), raw.transport.as_str()),
+        ("driver", "grpc")
+    );
+    assert_eq!(raw.restarts, 0);
+
+    // kill -9: supervision relaunches it without anyone asking for the driver.
+    let old = raw.pid.unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let raw = status("raw_exec", &host.status().await);
+        if raw.state == "running" && raw.pid.is_some_and(|p| p != old) {
+            assert_eq!(raw.restarts, 1, "{raw:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not relaunched: {raw:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The crasher keeps failing: crash-looping, unhealthy, its stderr in the last error.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = status("crasher", &host.status().await);
+        if c.state == "crash-looping" && c.restarts >= 3 {
+            assert!(!c.healthy);
+            let err = c.last_error.unwrap_or_default();
+            assert!(err.contains("about to die"), "{err}");
+            assert!(err.contains(&crasher.display().to_string()), "{err}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no crash loop seen: {c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and the healthy plugin is untouched by it.
+    assert!(status("raw_exec", &host.status().await).healthy);
     host.shutdown().await;
 }

@@ -33,6 +33,9 @@ pub struct Isolation {
     /// Host directories bound writable into the task's root (local/, secrets/, tmp/, alloc/).
     #[serde(default)]
     pub writable: Vec<Bind>,
+    /// Host volumes (`volume_mount`), bound last so they may sit inside the paths above.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
     pub cgroup: CgroupSpec,
     /// Capability names (`CAP_CHOWN` ...) the task keeps when it runs as root; the bounding
     /// set of any user is cut down to them.
@@ -44,6 +47,14 @@ pub struct Isolation {
 pub struct Bind {
     pub source: PathBuf,
     pub target: PathBuf,
+}
+
+/// A host volume bound into the task's root.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Volume {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
 }
 
 /// The task's cgroup and its limits. The cgroup is `<parent>/<shim id>` in every controller.
@@ -177,6 +188,22 @@ pub fn plan_root(iso: &Isolation, kind: impl Fn(&Path) -> PathKind) -> Vec<RootS
             readonly: false,
         });
     }
+    for v in &iso.volumes {
+        match kind(&v.source) {
+            PathKind::File => {
+                if let Some(parent) = v.target.parent() {
+                    steps.push(RootStep::Dir(parent.to_path_buf()));
+                }
+                steps.push(RootStep::File(v.target.clone()));
+            }
+            _ => steps.push(RootStep::Dir(v.target.clone())),
+        }
+        steps.push(RootStep::Bind {
+            source: v.source.clone(),
+            target: v.target.clone(),
+            readonly: v.read_only,
+        });
+    }
     steps.push(RootStep::Dir("/dev".into()));
     steps.push(RootStep::Tmpfs {
         target: "/dev".into(),
@@ -263,6 +290,40 @@ mod tests {
         assert_eq!(steps.last(), Some(&RootStep::Proc("/proc".into())));
         // Nothing is copied: the only kinds of steps are links, binds, empty mount points
         // and in-memory filesystems.
+    }
+
+    #[test]
+    fn volumes_are_bound_after_the_task_dirs() {
+        let iso = Isolation {
+            writable: vec![Bind {
+                source: "/d/local".into(),
+                target: "/local".into(),
+            }],
+            volumes: vec![Volume {
+                source: "/srv/data".into(),
+                target: "/local/data".into(),
+                read_only: true,
+            }],
+            ..Isolation::default()
+        };
+        let steps = plan_root(&iso, |_| PathKind::Dir);
+        let local = steps
+            .iter()
+            .position(
+                |s| matches!(s, RootStep::Bind { target, .. } if target == Path::new("/local")),
+            )
+            .unwrap();
+        let vol = steps
+            .iter()
+            .position(|s| {
+                *s == RootStep::Bind {
+                    source: "/srv/data".into(),
+                    target: "/local/data".into(),
+                    readonly: true,
+                }
+            })
+            .unwrap();
+        assert!(local < vol, "{steps:?}");
     }
 
     #[test]

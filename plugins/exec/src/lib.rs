@@ -21,13 +21,13 @@ use std::time::Duration;
 
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
-    CapabilitiesResponse, CpuStats, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
-    InspectTaskResponse, MemoryStats, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
+    CapabilitiesResponse, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
+    InspectTaskResponse, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
     TerminalSize, exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::shim::isolate::{self, Bind, CgroupSpec, Isolation, caps, cgroup};
 use drover_plugin_sdk::shim::{
-    self, LaunchSpec, LogRotation, Recovered, ShimClient, ShimError, ShimHandle, TaskExit,
+    self, LaunchSpec, LogRotation, ShimClient, ShimError, ShimHandle, ShimTasks,
 };
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,8 +44,6 @@ pub async fn serve() -> Result<(), drover_plugin_sdk::ServeError> {
 
 /// The plugin's name.
 pub const NAME: &str = "exec";
-/// The version of [`TaskHandle`] this driver writes.
-const HANDLE_VERSION: u32 = 1;
 /// The parent of every task's cgroup, in every controller.
 pub const CGROUP_PARENT: &str = "drover";
 /// The user tasks run as when the jobspec names none.
@@ -78,12 +76,6 @@ struct TaskDriverConfig {
     pids_limit: Option<u64>,
 }
 
-struct Task {
-    client: ShimClient,
-    shim: ShimHandle,
-    exit: Option<TaskExit>,
-}
-
 struct Settings {
     chroot_env: BTreeMap<String, String>,
     allow_caps: Vec<String>,
@@ -104,7 +96,8 @@ impl Default for Settings {
 struct State {
     settings: Settings,
     shims_root: Option<PathBuf>,
-    tasks: BTreeMap<String, Task>,
+    /// Each known task's shim id (its cgroups are `drover/<shim id>`).
+    shim_ids: BTreeMap<String, String>,
     /// Cores pinned to tasks (the jobspec's `cores`), by task id, until they are destroyed.
     reserved_cores: BTreeMap<String, Vec<u32>>,
 }
@@ -168,6 +161,7 @@ fn pick_cores(all: &[u32], taken: &[u32], n: usize, task: &str) -> Result<Vec<u3
 /// The exec driver.
 pub struct Exec {
     state: Mutex<State>,
+    tasks: ShimTasks,
     /// Why this host cannot run isolated tasks, if it cannot.
     unusable: Option<String>,
     fingerprint: watch::Sender<FingerprintResponse>,
@@ -220,30 +214,11 @@ impl Default for Exec {
         };
         Self {
             state: Mutex::new(State::default()),
+            tasks: ShimTasks::default(),
             unusable: host.err(),
             fingerprint: watch::channel(fp).0,
         }
     }
-}
-
-fn to_result(exit: &TaskExit) -> ExitResult {
-    ExitResult {
-        exit_code: exit.exit_code,
-        signal: exit.signal,
-        oom_killed: exit.oom_killed,
-        err: exit.err.clone().unwrap_or_default(),
-    }
-}
-
-fn internal(e: ShimError) -> DriverError {
-    DriverError::Internal(e.to_string())
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }
 
 /// The capabilities a task keeps: the default set within `allow_caps`, plus its `cap_add`
@@ -312,67 +287,6 @@ fn inside_env(env: &BTreeMap<String, String>, binds: &[Bind]) -> BTreeMap<String
 impl Exec {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lookup(
-        &self,
-        task_id: &str,
-    ) -> Result<(ShimClient, ShimHandle, Option<TaskExit>), DriverError> {
-        let st = self.lock();
-        let t = st
-            .tasks
-            .get(task_id)
-            .ok_or_else(|| DriverError::TaskNotFound(task_id.to_string()))?;
-        Ok((t.client.clone(), t.shim.clone(), t.exit.clone()))
-    }
-
-    fn record_exit(&self, task_id: &str, exit: &TaskExit) {
-        if let Some(t) = self.lock().tasks.get_mut(task_id) {
-            t.exit = Some(exit.clone());
-        }
-    }
-
-    /// Launches the task's shim and records the task.
-    async fn launch(
-        &self,
-        task: &TaskConfig,
-        spec: LaunchSpec,
-        shims_root: PathBuf,
-    ) -> Result<StartTaskResponse, DriverError> {
-        own_task_dirs(task, spec.user.as_deref().unwrap_or(DEFAULT_USER))?;
-        let exe = std::env::current_exe().map_err(|e| {
-            DriverError::Internal(format!("cannot find this plugin's own executable: {e}"))
-        })?;
-        let handle = tokio::task::spawn_blocking(move || shim::launch(&spec, &exe, &shims_root))
-            .await
-            .map_err(|e| DriverError::Internal(format!("the launch thread failed: {e}")))?
-            .map_err(|e| match e {
-                ShimError::Launch(msg) => {
-                    DriverError::InvalidArgument(format!("task {:?}: {msg}", task.name))
-                }
-                other => DriverError::Internal(format!("task {:?}: {other}", task.name)),
-            })?;
-        let client = ShimClient::from_handle(handle.clone());
-        tracing::info!(task_id = %task.id, pid = handle.task_pid, shim = %handle.shim_id, "task started");
-        let driver_state =
-            serde_json::to_vec(&handle).map_err(|e| DriverError::Internal(e.to_string()))?;
-        let response = StartTaskResponse {
-            handle: Some(TaskHandle {
-                version: HANDLE_VERSION,
-                config: Some(task.clone()),
-                driver_state,
-            }),
-            pid: i64::from(handle.task_pid),
-        };
-        self.lock().tasks.insert(
-            task.id.clone(),
-            Task {
-                client,
-                shim: handle,
-                exit: None,
-            },
-        );
-        Ok(response)
     }
 
     fn build_spec(&self, task: &TaskConfig) -> Result<LaunchSpec, DriverError> {
@@ -593,20 +507,12 @@ impl TaskDriver for Exec {
                 "the exec driver cannot run here: {why}"
             )));
         }
-        let shims_root = {
-            let st = self.lock();
-            if st.tasks.contains_key(&task.id) {
-                return Err(DriverError::InvalidArgument(format!(
-                    "task {:?} is already running",
-                    task.id
-                )));
-            }
-            st.shims_root.clone().ok_or_else(|| {
-                DriverError::FailedPrecondition(
-                    "exec has no data directory: the agent did not configure it".into(),
-                )
-            })?
-        };
+        self.tasks.check_new(&task.id)?;
+        let shims_root = self.lock().shims_root.clone().ok_or_else(|| {
+            DriverError::FailedPrecondition(
+                "exec has no data directory: the agent did not configure it".into(),
+            )
+        })?;
         let mut spec = self.build_spec(&task)?;
         let cores = task.resources.map_or(0, |r| r.cores) as usize;
         if cores > 0 {
@@ -619,198 +525,91 @@ impl TaskDriver for Exec {
             }
             st.reserved_cores.insert(task.id.clone(), picked);
         }
-        let result = self.launch(&task, spec, shims_root).await;
-        if result.is_err() {
-            self.lock().reserved_cores.remove(&task.id);
+        let id = task.id.clone();
+        let launched = async {
+            own_task_dirs(&task, spec.user.as_deref().unwrap_or(DEFAULT_USER))?;
+            self.tasks.launch(task, spec, shims_root).await
         }
-        result
+        .await;
+        let mut st = self.lock();
+        match &launched {
+            Ok(r) => {
+                if let Some(h) = &r.handle
+                    && let Ok(shim) = serde_json::from_slice::<ShimHandle>(&h.driver_state)
+                {
+                    st.shim_ids.insert(id, shim.shim_id);
+                }
+            }
+            Err(_) => {
+                st.reserved_cores.remove(&id);
+            }
+        }
+        launched
     }
 
     async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
-        let (client, _, exit) = self.lookup(task_id)?;
-        if let Some(exit) = exit {
-            return Ok(to_result(&exit));
-        }
-        let exit = match client.wait().await {
-            Ok(exit) => exit,
-            Err(ShimError::Lost(msg)) => TaskExit::lost(msg),
-            Err(e) => return Err(internal(e)),
-        };
-        self.record_exit(task_id, &exit);
-        Ok(to_result(&exit))
+        self.tasks.wait(task_id).await
     }
+
     async fn stop_task(
         &self,
         task_id: &str,
         signal: &str,
         timeout: Duration,
     ) -> Result<(), DriverError> {
-        let (client, _, exit) = self.lookup(task_id)?;
-        if exit.is_some() {
-            return Ok(());
-        }
-        match client.stop(signal, timeout).await {
-            Ok(()) => Ok(()),
-            Err(ShimError::Refused(msg)) => Err(DriverError::InvalidArgument(msg)),
-            Err(e) => {
-                if let Ok(Some(exit)) = shim::read_exit_file(&client.handle().shim_dir) {
-                    self.record_exit(task_id, &exit);
-                    return Ok(());
-                }
-                Err(internal(e))
-            }
-        }
+        self.tasks.stop(task_id, signal, timeout).await
     }
 
     async fn destroy_task(&self, task_id: &str, force: bool) -> Result<(), DriverError> {
-        let (client, handle, exit) = self.lookup(task_id)?;
-        if exit.is_none()
-            && let Ok(info) = client.inspect().await
-            && info.state == "running"
-        {
-            if !force {
-                return Err(DriverError::FailedPrecondition(format!(
-                    "task {task_id:?} is still running: stop it first, or destroy it with force"
-                )));
-            }
-            client
-                .stop("SIGKILL", Duration::ZERO)
-                .await
-                .map_err(internal)?;
-            let _ = tokio::time::timeout(Duration::from_secs(10), client.wait()).await;
-        }
-        {
+        self.tasks.destroy(task_id, force).await?;
+        let shim_id = {
             let mut st = self.lock();
-            st.tasks.remove(task_id);
             st.reserved_cores.remove(task_id);
-        }
-        let dir = handle.shim_dir.clone();
-        let shim_id = handle.shim_id.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_dir_all(dir);
+            st.shim_ids.remove(task_id)
+        };
+        if let Some(shim_id) = shim_id {
             // The shim removes the task's cgroups; one that died first could not.
-            remove_leftover_cgroup(&shim_id);
-        })
-        .await;
-        tracing::info!(task_id, "task destroyed");
+            let _ = tokio::task::spawn_blocking(move || remove_leftover_cgroup(&shim_id)).await;
+        }
         Ok(())
     }
 
     async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError> {
-        let (client, handle, exit) = self.lookup(task_id)?;
-        let exited = |exit: &TaskExit| InspectTaskResponse {
-            task_id: task_id.to_string(),
-            state: "exited".into(),
-            pid: i64::from(handle.task_pid),
-            started_at_unix_nanos: handle.task_started_at_unix_nanos,
-            result: Some(to_result(exit)),
-        };
-        if let Some(exit) = &exit {
-            return Ok(exited(exit));
-        }
-        match client.inspect().await {
-            Ok(info) => Ok(InspectTaskResponse {
-                task_id: task_id.to_string(),
-                state: info.state,
-                pid: i64::from(info.task_pid),
-                started_at_unix_nanos: info.started_at_unix_nanos,
-                result: info.exit.as_ref().map(to_result),
-            }),
-            Err(e) => match shim::read_exit_file(&handle.shim_dir) {
-                Ok(Some(exit)) => {
-                    self.record_exit(task_id, &exit);
-                    Ok(exited(&exit))
-                }
-                _ => Err(internal(e)),
-            },
-        }
+        self.tasks.inspect(task_id).await
     }
 
     async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
-        let (client, _, exit) = self.lookup(task_id)?;
-        if exit.is_some() {
-            return Err(DriverError::FailedPrecondition(format!(
-                "task {task_id:?} has exited"
-            )));
-        }
-        client.signal(signal).await.map_err(|e| match e {
-            ShimError::Refused(msg) => DriverError::InvalidArgument(msg),
-            other => internal(other),
-        })
+        self.tasks.signal(task_id, signal).await
     }
 
     async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError> {
-        let config = handle.config.ok_or_else(|| {
-            DriverError::InvalidArgument("the task handle has no task config".into())
-        })?;
-        if self.lock().tasks.contains_key(&config.id) {
-            return Ok(());
-        }
-        if handle.version > HANDLE_VERSION {
-            return Err(DriverError::InvalidArgument(format!(
-                "task handle version {} is newer than this exec driver understands ({HANDLE_VERSION})",
-                handle.version
-            )));
-        }
-        let shim: ShimHandle = serde_json::from_slice(&handle.driver_state).map_err(|e| {
-            DriverError::InvalidArgument(format!(
-                "the task handle's driver state is not an exec shim handle: {e}"
-            ))
-        })?;
-        let exit = match shim::recover(&shim).await {
-            Recovered::Attached(_) => None,
-            Recovered::Exited(exit) => Some(exit),
-            Recovered::Lost(msg) => Some(TaskExit::lost(msg)),
-        };
-        tracing::info!(task_id = %config.id, pid = shim.task_pid, attached = exit.is_none(), "task recovered");
-        // A task pinned to cores keeps them: its spec says which.
+        let id = handle
+            .config
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        let shim = serde_json::from_slice::<ShimHandle>(&handle.driver_state).ok();
+        self.tasks.recover(handle).await?;
+        let Some(shim) = shim else { return Ok(()) };
+        // A task pinned to cores keeps them while it runs: its spec says which.
+        let running = self.tasks.running_config(&id).is_ok();
         let pinned = std::fs::read(shim.shim_dir.join(shim::SPEC_FILE))
             .ok()
             .and_then(|raw| serde_json::from_slice::<LaunchSpec>(&raw).ok())
             .and_then(|spec| spec.isolation)
             .map(|iso| parse_cpu_list(&iso.cgroup.cpuset_cpus))
-            .filter(|cores| !cores.is_empty() && exit.is_none());
-        let client = ShimClient::from_handle(shim.clone());
+            .filter(|cores| !cores.is_empty() && running);
         let mut st = self.lock();
         if let Some(cores) = pinned {
-            st.reserved_cores.insert(config.id.clone(), cores);
+            st.reserved_cores.insert(id.clone(), cores);
         }
-        st.tasks.insert(config.id, Task { client, shim, exit });
+        st.shim_ids.insert(id, shim.shim_id);
         Ok(())
     }
 
     async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
-        let (client, _, exit) = self.lookup(task_id)?;
-        if exit.is_some() {
-            return Err(DriverError::FailedPrecondition(format!(
-                "task {task_id:?} has exited"
-            )));
-        }
-        let s = client.stats().await.map_err(internal)?;
-        let cg = s.cgroup.ok_or_else(|| {
-            DriverError::Internal(format!(
-                "the shim of task {task_id:?} reported no cgroup statistics"
-            ))
-        })?;
-        Ok(TaskStatsResponse {
-            timestamp_unix_nanos: now_nanos(),
-            cpu: Some(CpuStats {
-                user_ns_total: cg.cpu_user_ns,
-                system_ns_total: cg.cpu_system_ns,
-                ..Default::default()
-            }),
-            memory: Some(MemoryStats {
-                rss: cg.rss,
-                cache: cg.cache,
-                swap: cg.swap,
-                usage: cg.memory_usage,
-                max_usage: cg.memory_max_usage,
-                measured: ["RSS", "Cache", "Swap", "Usage", "Max Usage"]
-                    .map(String::from)
-                    .to_vec(),
-            }),
-            pids: cg.pids,
-        })
+        // The shim answers from the task's cgroup: every process of the task.
+        self.tasks.stats(task_id).await
     }
 
     async fn exec_task(
@@ -819,14 +618,9 @@ impl TaskDriver for Exec {
         input: mpsc::Receiver<exec_task_request::Msg>,
         output: mpsc::Sender<exec_task_response::Msg>,
     ) -> Result<ExitResult, DriverError> {
-        let (client, _, exit) = self.lookup(&setup.task_id)?;
-        if exit.is_some() {
-            return Err(DriverError::FailedPrecondition(format!(
-                "task {:?} has exited",
-                setup.task_id
-            )));
-        }
+        let (_, shim) = self.tasks.running_config(&setup.task_id)?;
         tracing::info!(task_id = %setup.task_id, command = ?setup.command, tty = setup.tty, "exec");
+        let client = ShimClient::from_handle(shim);
         run_in_task(
             &client,
             &setup.command,
@@ -943,7 +737,7 @@ async fn run_in_task(
     };
     let session = client.exec(argv, tty, stdio).await.map_err(|e| match e {
         ShimError::Refused(m) => DriverError::FailedPrecondition(m),
-        other => internal(other),
+        other => DriverError::Internal(other.to_string()),
     })?;
     let mut outs = Vec::new();
     for (fd, is_stdout) in readers {
@@ -1009,8 +803,8 @@ async fn run_in_task(
             tracing::warn!("exec output did not end within 2s of the command's exit");
         }
     }
-    let exit = exit.map_err(internal)?;
-    Ok(to_result(&exit))
+    let exit = exit.map_err(|e| DriverError::Internal(e.to_string()))?;
+    Ok(shim::exit_result(&exit))
 }
 
 #[cfg(test)]

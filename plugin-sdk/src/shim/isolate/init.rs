@@ -105,40 +105,75 @@ pub(crate) fn mount(
     Ok(())
 }
 
+/// The filesystem calls that assemble a task's root: the host's ([`HostRootOps`]) or, in
+/// tests, a recording of them.
+pub(crate) trait RootOps {
+    fn create_dir_all(&mut self, p: &Path) -> Result<(), String>;
+    fn create_file(&mut self, p: &Path) -> Result<(), String>;
+    fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String>;
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> Result<(), String>;
+}
+
+/// The real calls.
+pub(crate) struct HostRootOps;
+
+impl RootOps for HostRootOps {
+    fn create_dir_all(&mut self, p: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
+    }
+    fn create_file(&mut self, p: &Path) -> Result<(), String> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(p)
+            .map(drop)
+            .map_err(|e| format!("cannot create {}: {e}", p.display()))
+    }
+    fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String> {
+        std::os::unix::fs::symlink(target, p)
+            .map_err(|e| format!("cannot link {} -> {}: {e}", p.display(), target.display()))
+    }
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> Result<(), String> {
+        mount(source, target, fstype, flags, data)
+    }
+}
+
 /// Carries out `steps` under `root`.
-fn assemble(root: &Path, steps: &[RootStep]) -> Result<(), String> {
+pub(crate) fn assemble(
+    ops: &mut impl RootOps,
+    root: &Path,
+    steps: &[RootStep],
+) -> Result<(), String> {
     for step in steps {
         match step {
-            RootStep::Dir(p) => {
-                let p = under(root, p);
-                std::fs::create_dir_all(&p)
-                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-            }
-            RootStep::File(p) => {
-                let p = under(root, p);
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&p)
-                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-            }
-            RootStep::Symlink { path, target } => {
-                let p = under(root, path);
-                std::os::unix::fs::symlink(target, &p).map_err(|e| {
-                    format!("cannot link {} -> {}: {e}", p.display(), target.display())
-                })?;
-            }
+            RootStep::Dir(p) => ops.create_dir_all(&under(root, p))?,
+            RootStep::File(p) => ops.create_file(&under(root, p))?,
+            RootStep::Symlink { path, target } => ops.symlink(target, &under(root, path))?,
             RootStep::Bind {
                 source,
                 target,
                 readonly,
             } => {
                 let t = under(root, target);
-                mount(Some(source), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
+                ops.mount(Some(source), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
                 if *readonly {
                     // A bind mount is made read-only by a second call.
-                    mount(
+                    ops.mount(
                         None,
                         &t,
                         None,
@@ -148,30 +183,26 @@ fn assemble(root: &Path, steps: &[RootStep]) -> Result<(), String> {
                 }
             }
             RootStep::Tmpfs { target, options } => {
-                let t = under(root, target);
                 let flags = if target == Path::new("/dev") {
                     libc::MS_NOSUID | libc::MS_NOEXEC
                 } else {
                     libc::MS_NOSUID | libc::MS_NODEV
                 };
-                mount(
+                ops.mount(
                     Some(Path::new("tmpfs")),
-                    &t,
+                    &under(root, target),
                     Some("tmpfs"),
                     flags,
                     Some(options),
                 )?;
             }
-            RootStep::Proc(target) => {
-                let t = under(root, target);
-                mount(
-                    Some(Path::new("proc")),
-                    &t,
-                    Some("proc"),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    None,
-                )?;
-            }
+            RootStep::Proc(target) => ops.mount(
+                Some(Path::new("proc")),
+                &under(root, target),
+                Some("proc"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            )?,
         }
     }
     Ok(())
@@ -302,7 +333,7 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
         Some("mode=0755,size=1m"),
     )?;
     let steps = plan_root(&iso, host_path_kind);
-    assemble(dir, &steps)?;
+    assemble(&mut HostRootOps, dir, &steps)?;
     pivot(dir)?;
 
     // The task must start inside its cgroups: wait for the shim to have moved us.
@@ -461,5 +492,98 @@ pub(crate) fn main(dir: &Path) -> i32 {
                 128 + libc::WTERMSIG(status)
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shim::isolate::{Isolation, PathKind, plan_root};
+
+    /// Records every call instead of making it.
+    #[derive(Default)]
+    struct Recording(Vec<String>);
+
+    impl RootOps for Recording {
+        fn create_dir_all(&mut self, p: &Path) -> Result<(), String> {
+            self.0.push(format!("mkdir {}", p.display()));
+            Ok(())
+        }
+        fn create_file(&mut self, p: &Path) -> Result<(), String> {
+            self.0.push(format!("touch {}", p.display()));
+            Ok(())
+        }
+        fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String> {
+            self.0
+                .push(format!("ln {} -> {}", p.display(), target.display()));
+            Ok(())
+        }
+        fn mount(
+            &mut self,
+            source: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: libc::c_ulong,
+            data: Option<&str>,
+        ) -> Result<(), String> {
+            self.0.push(format!(
+                "mount {:?} {} {:?} {flags:#x} {:?}",
+                source,
+                target.display(),
+                fstype,
+                data
+            ));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn read_only_binds_take_a_second_remount_call_and_links_are_recreated() {
+        let iso = Isolation {
+            chroot_env: [("/usr", "/usr"), ("/bin", "/bin")]
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ..Isolation::default()
+        };
+        let steps = plan_root(&iso, |p| {
+            if p == Path::new("/bin") {
+                PathKind::Symlink("usr/bin".into())
+            } else {
+                PathKind::Dir
+            }
+        });
+        let mut rec = Recording::default();
+        assemble(&mut rec, Path::new("/r"), &steps).unwrap();
+        let calls = rec.0;
+        let bind = calls
+            .iter()
+            .position(|c| c.starts_with("mount Some(\"/usr\") /r/usr None"))
+            .expect("a bind of /usr");
+        assert_eq!(
+            calls[bind],
+            format!(
+                "mount Some(\"/usr\") /r/usr None {:#x} None",
+                libc::MS_BIND | libc::MS_REC
+            )
+        );
+        assert_eq!(
+            calls[bind + 1],
+            format!(
+                "mount None /r/usr None {:#x} None",
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID
+            )
+        );
+        assert!(
+            calls.contains(&"ln /r/bin -> usr/bin".to_string()),
+            "{calls:#?}"
+        );
+        assert!(calls.iter().any(|c| c.contains("/r/proc Some(\"proc\")")));
+        // Nothing but directories, empty mount points, links and mounts: no copies.
+        assert!(calls.iter().all(|c| {
+            ["mkdir ", "touch ", "ln ", "mount "]
+                .iter()
+                .any(|k| c.starts_with(k))
+        }));
     }
 }

@@ -202,6 +202,7 @@ impl Runner {
                 cpu_mhz: c.task.resources.cpu as i64,
                 memory_mb: c.task.resources.memory_mb as i64,
                 memory_max_mb: c.task.resources.memory_max_mb as i64,
+                cores: c.task.resources.cores,
             }),
             user: c.task.user.clone(),
             alloc_dir: c.dirs.alloc_dir.clone(),
@@ -549,13 +550,14 @@ pub async fn run(ctx: TaskCtx) {
                 let mut ev = event(
                     "Terminated",
                     &format!(
-                        "Exit Code: {}{}",
+                        "Exit Code: {}{}{}",
                         res.exit_code,
                         if res.signal != 0 {
                             format!(", Signal: {}", res.signal)
                         } else {
                             String::new()
-                        }
+                        },
+                        if res.oom_killed { ", OOM Killed" } else { "" }
                     ),
                 );
                 ev.exit_code = res.exit_code;

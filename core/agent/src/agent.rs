@@ -18,6 +18,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(data_dir = %cfg.data_dir.display(), server = cfg.server, client = cfg.client, dev = cfg.dev, "starting agent");
     let host = if cfg.client {
         let plugins = crate::plugins::launches(&cfg)?;
+        // Task shims keep their state in memory: starting a task writes nothing to disk.
+        drover_plugin_sdk::shim::state_in_memory(&cfg.data_dir.join("shims"));
         let host = std::sync::Arc::new(PluginHost::new(HostConfig {
             data_dir: cfg.data_dir.clone(),
             node_id: String::new(),

@@ -277,6 +277,37 @@ pub fn launch(
     result
 }
 
+/// Mounts a tmpfs over `shims_root` (the agent does, at start, where it may): shim state
+/// (spec, socket, shim log, exit file) then never reaches the disk, and lasts exactly as
+/// long as the tasks can — until the node reboots (the handle's boot id tells a reattach
+/// after a reboot that its shim is gone). Where no tmpfs can be mounted it stays on disk.
+pub fn state_in_memory(shims_root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let Some(parent) = shims_root.parent() else {
+        return;
+    };
+    if DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(shims_root)
+        .is_err()
+        || dev(shims_root) != dev(parent)
+    {
+        return; // cannot create it, or already mounted (an agent restart)
+    }
+    let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+    if let Err(e) = nix::mount::mount(
+        Some("tmpfs"),
+        shims_root,
+        Some("tmpfs"),
+        flags,
+        Some("size=64m,mode=0700"),
+    ) {
+        tracing::debug!(root = %shims_root.display(), error = %e, "shim state stays on disk: no tmpfs");
+    }
+}
+
 fn create_state_dir(root: &Path) -> Result<(String, PathBuf), ShimError> {
     for _ in 0..16 {
         let id = crate::serve::random_hex(6);

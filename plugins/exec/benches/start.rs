@@ -19,8 +19,16 @@ const PLUGIN: &str = env!("CARGO_BIN_EXE_drover-exec");
 const STARTS: usize = 60;
 const WARMUP: usize = 5;
 
-/// (apparent bytes, allocated bytes) of everything under `dir` except `skip`.
+/// (apparent bytes, allocated bytes) of everything under `dir` except `skip`, on `dir`'s own
+/// filesystem: what reached the disk (the shims' tmpfs does not count).
 fn usage(dir: &Path, skip: &Path) -> (u64, u64) {
+    let Ok(dev) = std::fs::metadata(dir).map(|m| m.dev()) else {
+        return (0, 0);
+    };
+    usage_on(dir, skip, dev)
+}
+
+fn usage_on(dir: &Path, skip: &Path, dev: u64) -> (u64, u64) {
     let mut total = (0, 0);
     let Ok(rd) = std::fs::read_dir(dir) else {
         return total;
@@ -33,10 +41,13 @@ fn usage(dir: &Path, skip: &Path) -> (u64, u64) {
         let Ok(m) = std::fs::symlink_metadata(&p) else {
             continue;
         };
+        if m.dev() != dev {
+            continue;
+        }
         total.0 += if m.is_dir() { 0 } else { m.len() };
         total.1 += m.blocks() * 512;
         if m.is_dir() {
-            let (a, b) = usage(&p, skip);
+            let (a, b) = usage_on(&p, skip, dev);
             total.0 += a;
             total.1 += b;
         }
@@ -83,6 +94,8 @@ fn main() {
         None => tempfile::tempdir().unwrap(),
     };
     let data = tmp.path().join("data");
+    // As the agent does at start: shim state on a tmpfs.
+    drover_plugin_sdk::shim::state_in_memory(&data.join("shims"));
     let tasks = data.join("tasks");
     std::fs::create_dir_all(&tasks).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -155,4 +168,5 @@ fn main() {
             (disk_after.1 - disk_before.1) / n
         );
     });
+    let _ = nix::mount::umount2(&data.join("shims"), nix::mount::MntFlags::MNT_DETACH);
 }

@@ -9,6 +9,7 @@
 //! - `snapshot`: the last state-machine snapshot, replaced atomically.
 #![deny(clippy::disallowed_types)]
 
+pub mod cluster;
 pub mod io;
 pub mod log_store;
 pub mod network;
@@ -17,6 +18,7 @@ pub mod state_machine;
 
 use std::io::Cursor;
 
+pub use cluster::{ClusterReply, ClusterRequest, JoinConfig, PeerError, Peers, ServerStatus};
 pub use node::{RaftNode, RaftNodeConfig, WriteError};
 
 openraft::declare_raft_types!(

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use crate::{NodeId, Raft, TypeConfig};
+use crate::{NodeId, Raft, RaftNode, TypeConfig};
 
 /// Raft messages can be large (plans, snapshots chunks): far above tonic's 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -137,11 +137,15 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// The receiving side, served on the server's RPC port.
 pub struct RaftService {
     raft: Raft,
+    node: RaftNode,
 }
 
 impl RaftService {
-    pub fn server(raft: Raft) -> RaftServer<RaftService> {
-        RaftServer::new(RaftService { raft })
+    pub fn server(node: RaftNode) -> RaftServer<RaftService> {
+        RaftServer::new(RaftService {
+            raft: node.raft.clone(),
+            node,
+        })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -184,5 +188,13 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let rpc: VoteRequest<NodeId> = decode(req.get_ref())?;
         encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn cluster(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let rpc: crate::cluster::ClusterRequest = decode(req.get_ref())?;
+        encode(&self.node.handle_cluster(rpc).await)
     }
 }

@@ -94,6 +94,8 @@ impl Default for JoinConfig {
 #[derive(Clone, Default)]
 pub struct Peers {
     clients: Arc<Mutex<BTreeMap<String, RaftClient<Channel>>>>,
+    /// Server names seen in status answers, so a server that is down is still shown by name.
+    names: Arc<Mutex<BTreeMap<NodeId, String>>>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -170,7 +172,13 @@ impl Peers {
     /// A server's status, or why it could not be had.
     pub async fn status(&self, addr: &str, timeout: Duration) -> Result<ServerStatus, PeerError> {
         match self.call(addr, &ClusterRequest::Status, timeout).await? {
-            ClusterReply::Status(s) => Ok(*s),
+            ClusterReply::Status(s) => {
+                self.names
+                    .lock()
+                    .expect("names lock")
+                    .insert(s.id, s.name.clone());
+                Ok(*s)
+            }
             other => Err(PeerError::Remote {
                 addr: addr.into(),
                 reason: format!("unexpected reply {other:?}"),
@@ -190,6 +198,25 @@ fn state_name(s: ServerState) -> &'static str {
 }
 
 impl RaftNode {
+    /// Another server's status.
+    pub async fn peer_status(&self, addr: &str, timeout: Duration) -> Result<ServerStatus, PeerError> {
+        self.peers.status(addr, timeout).await
+    }
+
+    /// A server's name as last seen (its id when never seen).
+    pub fn known_name(&self, id: NodeId) -> String {
+        if id == self.id {
+            return self.name.to_string();
+        }
+        self.peers
+            .names
+            .lock()
+            .expect("names lock")
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("server-{id}"))
+    }
+
     /// This server's status (what a `Status` probe answers).
     pub async fn status(&self) -> ServerStatus {
         let initialized = self.raft.is_initialized().await.unwrap_or(false);
@@ -631,5 +658,53 @@ async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String
         // Another path (a peer's replication) initialized it first: fine.
         Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(true),
         Err(e) => Err(format!("bootstrap failed: {e}")),
+    }
+}
+
+/// Autopilot's dead-server cleanup, run by the leader: a member that has not answered a status
+/// probe for `after` is removed, as long as the servers that do answer remain a majority of
+/// what is left.
+pub async fn cleanup_dead_servers(node: RaftNode, after: Duration) {
+    let mut last_seen: BTreeMap<NodeId, tokio::time::Instant> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let me = node.status().await;
+        if me.state != "leader" {
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        let members: Vec<(NodeId, String)> = me.voters.iter().chain(&me.learners).cloned().collect();
+        let probes = futures::future::join_all(members.iter().map(|(id, addr)| {
+            let node = node.clone();
+            let id = *id;
+            async move { id == node.id || node.peers.status(addr, Duration::from_secs(1)).await.is_ok() }
+        }))
+        .await;
+        last_seen.retain(|id, _| members.iter().any(|(m, _)| m == id));
+        let mut alive = BTreeSet::new();
+        for ((id, _), ok) in members.iter().zip(probes) {
+            let seen = last_seen.entry(*id).or_insert(now);
+            if ok {
+                *seen = now;
+                alive.insert(*id);
+            }
+        }
+        for (id, addr) in &members {
+            if alive.contains(id) || now.duration_since(last_seen[id]) < after {
+                continue;
+            }
+            let voters_left = me.voters.iter().filter(|(v, _)| v != id).count();
+            let alive_voters = me.voters.iter().filter(|(v, _)| alive.contains(v)).count();
+            if alive_voters * 2 <= voters_left {
+                tracing::warn!(server_id = id, "dead server not removed: the live servers would not be a majority");
+                continue;
+            }
+            tracing::warn!(server_id = id, %addr, after_secs = after.as_secs(), "removing a server that has been unreachable (dead-server cleanup)");
+            if let Err(e) = node.remove_member(*id).await {
+                tracing::warn!(server_id = id, error = %e, "dead-server cleanup failed");
+            }
+            break; // one membership change at a time
+        }
     }
 }

@@ -15,13 +15,13 @@ use drover_proto::raft::RaftMessage;
 use drover_proto::raft::raft_client::RaftClient;
 use drover_state::{Command, Response};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use crate::network::MAX_MESSAGE_BYTES;
 use crate::node::{RaftNode, WriteError};
-use crate::NodeId;
+use crate::{NodeId, ServerNode};
 
 /// A request from one server to another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,7 +30,12 @@ pub enum ClusterRequest {
     Write(Command),
     /// A server asks to be a member (a new learner, promoted to voter once caught up), or
     /// announces the address it is reachable at now.
-    Join { id: NodeId, addr: String },
+    Join {
+        id: NodeId,
+        addr: String,
+        #[serde(default)]
+        name: String,
+    },
     /// What the receiving server is and knows.
     Status,
     /// The leader's last applied index, after confirming it still leads: a follower serving
@@ -64,6 +69,9 @@ pub struct ServerStatus {
     pub last_applied: u64,
     pub voters: Vec<(NodeId, String)>,
     pub learners: Vec<(NodeId, String)>,
+    /// Members' names as the membership records them.
+    #[serde(default)]
+    pub names: BTreeMap<NodeId, String>,
 }
 
 /// How a server finds the others and forms or joins a cluster.
@@ -121,6 +129,10 @@ impl Peers {
             })?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            // A peer cut off mid-request is noticed within ~3 s, not at the request timeout.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true)
             .connect_lazy();
         let c = RaftClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -208,6 +220,18 @@ impl RaftNode {
         if id == self.id {
             return self.name.to_string();
         }
+        let recorded = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.name.clone())
+            .filter(|n| !n.is_empty());
+        if let Some(n) = recorded {
+            return n;
+        }
         self.peers
             .names
             .lock()
@@ -225,7 +249,11 @@ impl RaftNode {
         let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
         let mut voters = Vec::new();
         let mut learners = Vec::new();
+        let mut names = BTreeMap::new();
         for (id, n) in membership.nodes() {
+            if !n.name.is_empty() {
+                names.insert(*id, n.name.clone());
+            }
             if voter_ids.contains(id) {
                 voters.push((*id, n.addr.clone()));
             } else {
@@ -249,6 +277,7 @@ impl RaftNode {
             last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
             voters,
             learners,
+            names,
         }
     }
 
@@ -256,7 +285,9 @@ impl RaftNode {
     pub async fn handle_cluster(&self, req: ClusterRequest) -> ClusterReply {
         match req {
             ClusterRequest::Write(c) => ClusterReply::Write(self.write_here(c).await),
-            ClusterRequest::Join { id, addr } => ClusterReply::Join(self.join_member(id, addr).await),
+            ClusterRequest::Join { id, addr, name } => {
+                ClusterReply::Join(self.join_member(id, addr, name).await)
+            }
             ClusterRequest::Status => ClusterReply::Status(Box::new(self.status().await)),
             ClusterRequest::ReadIndex => ClusterReply::ReadIndex(self.leader_read_index().await),
             ClusterRequest::RemovePeer { id } => {
@@ -316,14 +347,14 @@ impl RaftNode {
 
     /// On the leader: adds a server (as a learner, then a voter once it has caught up), or
     /// records its new address. Elsewhere: passes the request to the leader.
-    pub async fn join_member(&self, id: NodeId, addr: String) -> Result<(), String> {
+    pub async fn join_member(&self, id: NodeId, addr: String, name: String) -> Result<(), String> {
         match self.route().map_err(|e| e.to_string())? {
             Route::Forward(_, leader) => {
                 return match self
                     .peers
                     .call(
                         &leader,
-                        &ClusterRequest::Join { id, addr },
+                        &ClusterRequest::Join { id, addr, name },
                         Duration::from_secs(120),
                     )
                     .await
@@ -338,10 +369,13 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
-        let node = BasicNode { addr: addr.clone() };
+        let node = ServerNode {
+            addr: addr.clone(),
+            name,
+        };
         match membership.get_node(&id) {
-            Some(n) if n.addr == addr && is_voter => return Ok(()),
-            Some(n) if n.addr != addr => {
+            Some(n) if *n == node && is_voter => return Ok(()),
+            Some(n) if *n != node => {
                 tracing::info!(server_id = id, old = %n.addr, new = %addr, "server announced a new address: committing it to the membership");
                 self.raft
                     .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), true)
@@ -527,7 +561,8 @@ async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String
             .chain(&me.learners)
             .find(|(id, _)| *id == node.id)
             .map(|(_, a)| a.clone());
-        if recorded.as_deref() == Some(own) {
+        let recorded_name = me.names.get(&node.id).cloned().unwrap_or_default();
+        if recorded.as_deref() == Some(own) && recorded_name == *node.name {
             return Ok(true);
         }
         if recorded.is_none() && me.voters.is_empty() {
@@ -536,7 +571,10 @@ async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String
         }
         tracing::info!(recorded = ?recorded, now = %own, "this server's address changed: announcing it");
         if me.leader.as_ref().is_some_and(|(l, _)| *l == node.id) {
-            return node.join_member(node.id, own.to_string()).await.map(|_| true);
+            return node
+                .join_member(node.id, own.to_string(), node.name.to_string())
+                .await
+                .map(|_| true);
         }
         // Ask the other members (their addresses are in our membership) and retry_join.
         let mut targets: Vec<String> = me
@@ -558,6 +596,7 @@ async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String
                     &ClusterRequest::Join {
                         id: node.id,
                         addr: own.to_string(),
+                        name: node.name.to_string(),
                     },
                     Duration::from_secs(30),
                 )
@@ -610,6 +649,7 @@ async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String
                 &ClusterRequest::Join {
                     id: node.id,
                     addr: own.to_string(),
+                    name: node.name.to_string(),
                 },
                 Duration::from_secs(120),
             )
@@ -647,11 +687,25 @@ async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String
         return Ok(false);
     }
     // Every server computes the same sorted set and initializes with it.
-    let mut members: BTreeMap<NodeId, BasicNode> = seen
+    let mut members: BTreeMap<NodeId, ServerNode> = seen
         .values()
-        .map(|s| (s.id, BasicNode { addr: s.addr.clone() }))
+        .map(|s| {
+            (
+                s.id,
+                ServerNode {
+                    addr: s.addr.clone(),
+                    name: s.name.clone(),
+                },
+            )
+        })
         .collect();
-    members.insert(node.id, BasicNode { addr: own.into() });
+    members.insert(
+        node.id,
+        ServerNode {
+            addr: own.into(),
+            name: node.name.to_string(),
+        },
+    );
     tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping the cluster");
     match node.raft.initialize(members).await {
         Ok(()) => Ok(true),

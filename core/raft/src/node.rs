@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drover_state::{Command, Entry, Response, StateStore};
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::ServerState;
+
+use crate::ServerNode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -158,8 +160,9 @@ impl RaftNode {
             let mut members = BTreeMap::new();
             members.insert(
                 id,
-                BasicNode {
+                ServerNode {
                     addr: cfg.advertise_rpc.clone(),
+                    name: cfg.name.clone(),
                 },
             );
             raft.initialize(members)

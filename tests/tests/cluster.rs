@@ -186,28 +186,37 @@ fn three_servers_bootstrap_and_forward_writes() {
 #[test]
 fn a_server_that_sees_more_than_bootstrap_expect_refuses_to_bootstrap() {
     let tmp = tempfile::tempdir().unwrap();
-    // Three servers that all see each other, but each was told to expect 2.
+    // Two servers waiting for five; then one told to expect two, which sees three.
     let specs: Vec<ServerSpec> = specs(tmp.path(), 31, 3, "")
         .into_iter()
-        .map(|mut s| {
+        .enumerate()
+        .map(|(i, mut s)| {
+            let expect = if i < 2 { 5 } else { 2 };
             let text = std::fs::read_to_string(&s.config)
                 .unwrap()
-                .replace("bootstrap_expect = 3", "bootstrap_expect = 2");
-            s.config = tmp.path().join(format!("{}-2.hcl", s.name));
+                .replace("bootstrap_expect = 3", &format!("bootstrap_expect = {expect}"));
+            s.config = tmp.path().join(format!("{}-{expect}.hcl", s.name));
             std::fs::write(&s.config, text).unwrap();
             s
         })
         .collect();
-    let servers: Vec<Agent> = specs.iter().map(start).collect();
-    wait_for("a refusal to bootstrap in a server's log", LONG, || {
-        servers
-            .iter()
-            .any(|s| s.log_text().contains("refusing to bootstrap"))
+    let mut servers: Vec<Agent> = specs[..2].iter().map(start).collect();
+    for s in &servers {
+        wait_for("the waiting servers' APIs", LONG, || s.get("/v1/agent/self"));
+    }
+    servers.push(start(&specs[2]));
+    wait_for("a refusal to bootstrap in the third server's log", LONG, || {
+        servers[2]
+            .log_text()
+            .contains("refusing to bootstrap: 3 servers see each other but bootstrap_expect = 2")
             .then_some(())
     });
     for s in &servers {
         assert!(leader_of(s).is_none(), "no cluster should have formed");
     }
+    // Writes say why.
+    let err = register(&servers[2], &cheap_job("x")).unwrap_err();
+    assert!(err.contains("no cluster leader"), "{err}");
 }
 
 #[test]
@@ -571,7 +580,10 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// A bridge in the test's namespace and, per server, a namespace joined to it by a veth pair.
+/// A switch: a namespace of its own holding a bridge (a fresh namespace has no firewall
+/// rules, unlike a host where Docker's FORWARD policy drops bridged traffic); per server, a
+/// namespace joined to the bridge by a veth pair; and a veth pair from the test's namespace
+/// to the bridge, so the test reaches every server.
 struct Net {
     tag: String,
     n: usize,
@@ -581,26 +593,38 @@ impl Net {
     fn create(n: usize) -> Net {
         let tag = format!("dv{}", std::process::id() % 100_000);
         let net = Net { tag: tag.clone(), n };
-        let br = format!("{tag}br");
-        ip(&["link", "add", &br, "type", "bridge"]).unwrap_or_else(|e| {
+        let sw = net.switch();
+        ip(&["netns", "add", &sw]).unwrap_or_else(|e| {
             panic!("the partition test needs root and iproute2 (network namespaces, a bridge): {e}")
         });
-        ip(&["addr", "add", "10.77.0.1/24", "dev", &br]).unwrap();
-        ip(&["link", "set", &br, "up"]).unwrap();
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]).unwrap();
+        ip(&["-n", &sw, "link", "set", "br0", "up"]).unwrap();
+        // The test's own port on the switch.
+        let (mine, theirs) = (format!("{tag}t"), format!("{tag}s"));
+        ip(&["link", "add", &mine, "type", "veth", "peer", "name", &theirs]).unwrap();
+        ip(&["link", "set", &theirs, "netns", &sw]).unwrap();
+        ip(&["-n", &sw, "link", "set", &theirs, "master", "br0"]).unwrap();
+        ip(&["-n", &sw, "link", "set", &theirs, "up"]).unwrap();
+        ip(&["addr", "add", "10.77.0.1/24", "dev", &mine]).unwrap();
+        ip(&["link", "set", &mine, "up"]).unwrap();
         for i in 0..n {
             let ns = net.ns(i);
-            let (host_end, ns_end) = (format!("{tag}h{i}"), format!("{tag}n{i}"));
+            let (sw_end, ns_end) = (format!("h{i}"), format!("{tag}n{i}"));
             ip(&["netns", "add", &ns]).unwrap();
-            ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end]).unwrap();
-            ip(&["link", "set", &ns_end, "netns", &ns]).unwrap();
-            ip(&["link", "set", &host_end, "master", &br]).unwrap();
-            ip(&["link", "set", &host_end, "up"]).unwrap();
+            ip(&["-n", &sw, "link", "add", &sw_end, "type", "veth", "peer", "name", &ns_end]).unwrap();
+            ip(&["-n", &sw, "link", "set", &ns_end, "netns", &ns]).unwrap();
+            ip(&["-n", &sw, "link", "set", &sw_end, "master", "br0"]).unwrap();
+            ip(&["-n", &sw, "link", "set", &sw_end, "up"]).unwrap();
             let addr = format!("{}/24", net.addr(i));
             ip(&["-n", &ns, "addr", "add", &addr, "dev", &ns_end]).unwrap();
             ip(&["-n", &ns, "link", "set", &ns_end, "up"]).unwrap();
             ip(&["-n", &ns, "link", "set", "lo", "up"]).unwrap();
         }
         net
+    }
+
+    fn switch(&self) -> String {
+        format!("{}sw", self.tag)
     }
 
     fn ns(&self, i: usize) -> String {
@@ -611,12 +635,14 @@ impl Net {
         format!("10.77.0.{}", 10 + i)
     }
 
-    /// Takes server `i`'s link down (or up again).
+    /// Takes server `i`'s link to the switch down (or up again).
     fn set_link(&self, i: usize, up: bool) {
         ip(&[
+            "-n",
+            &self.switch(),
             "link",
             "set",
-            &format!("{}h{i}", self.tag),
+            &format!("h{i}"),
             if up { "up" } else { "down" },
         ])
         .unwrap();
@@ -626,10 +652,10 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for i in 0..self.n {
-            let _ = ip(&["link", "del", &format!("{}h{i}", self.tag)]);
             let _ = ip(&["netns", "del", &self.ns(i)]);
         }
-        let _ = ip(&["link", "del", &format!("{}br", self.tag)]);
+        let _ = ip(&["link", "del", &format!("{}t", self.tag)]);
+        let _ = ip(&["netns", "del", &self.switch()]);
     }
 }
 

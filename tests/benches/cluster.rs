@@ -38,20 +38,24 @@ struct Spec {
 }
 
 fn cluster_specs(dir: &Path, base: u8) -> Vec<Spec> {
-    let hosts: Vec<String> = (0..3).map(|i| format!("127.0.0.{}", base + i)).collect();
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    specs_n(dir, base, 3)
+}
+
+fn specs_n(dir: &Path, base: u8, n: u8) -> Vec<Spec> {
+    let hosts: Vec<String> = (0..n).map(|i| format!("127.0.0.{}", base + i)).collect();
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
     let join: Vec<String> = hosts
         .iter()
         .zip(&ports)
         .map(|(h, (_, r))| format!("\"{h}:{r}\""))
         .collect();
-    (0..3)
+    (0..n as usize)
         .map(|i| {
             let config = dir.join(format!("s{i}.hcl"));
             std::fs::write(
                 &config,
                 format!(
-                    "name = \"s{i}\"\nbind_addr = \"{}\"\nserver {{\n  enabled = true\n  bootstrap_expect = 3\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n",
+                    "name = \"s{i}\"\nbind_addr = \"{}\"\nserver {{\n  enabled = true\n  bootstrap_expect = {n}\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n",
                     hosts[i],
                     join.join(", ")
                 ),
@@ -80,16 +84,24 @@ fn start(s: &Spec) -> Agent {
 }
 
 fn leader(servers: &[Agent]) -> usize {
-    wait_for("a leader all running servers agree on", Duration::from_secs(60), || {
-        let live: Vec<&Agent> = servers.iter().filter(|a| a.child.is_some()).collect();
-        let l = live[0].get("/v1/status/leader")?.as_str()?.to_string();
-        live.iter()
-            .all(|a| a.get("/v1/status/leader").and_then(|v| v.as_str().map(String::from)) == Some(l.clone()))
-            .then_some(())?;
-        servers
-            .iter()
-            .position(|a| a.child.is_some() && a.rpc_addr() == l)
-    })
+    wait_for(
+        "a leader all running servers agree on",
+        Duration::from_secs(60),
+        || {
+            let live: Vec<&Agent> = servers.iter().filter(|a| a.child.is_some()).collect();
+            let l = live[0].get("/v1/status/leader")?.as_str()?.to_string();
+            live.iter()
+                .all(|a| {
+                    a.get("/v1/status/leader")
+                        .and_then(|v| v.as_str().map(String::from))
+                        == Some(l.clone())
+                })
+                .then_some(())?;
+            servers
+                .iter()
+                .position(|a| a.child.is_some() && a.rpc_addr() == l)
+        },
+    )
 }
 
 fn job(id: &str, value: &str) -> Value {
@@ -115,7 +127,13 @@ fn failover(dir: &Path) {
         // Every server holds three voters again before the next kill.
         wait_for("three voters", Duration::from_secs(60), || {
             let v = servers[l].get("/v1/operator/raft/configuration")?;
-            (v["Servers"].as_array()?.iter().filter(|s| s["Voter"] == true && s["Status"] == "alive").count() == 3).then_some(())
+            (v["Servers"]
+                .as_array()?
+                .iter()
+                .filter(|s| s["Voter"] == true && s["Status"] == "alive")
+                .count()
+                == 3)
+                .then_some(())
         });
         std::thread::sleep(Duration::from_millis(500));
         let survivors: Vec<(String, u16)> = servers
@@ -195,8 +213,8 @@ fn value() -> String {
     "v".repeat(100)
 }
 
-fn drover_throughput(dir: &Path, secs: u64) -> f64 {
-    let specs = cluster_specs(dir, 94);
+fn drover_throughput(dir: &Path, secs: u64, n: u8) -> f64 {
+    let specs = specs_n(dir, 94, n);
     let servers: Vec<Agent> = specs.iter().map(start).collect();
     leader(&servers);
     let targets: Vec<String> = servers.iter().map(|a| a.address()).collect();
@@ -212,7 +230,7 @@ fn drover_throughput(dir: &Path, secs: u64) -> f64 {
         Arc::new(move |t, seq| {
             let body = job(&format!("w{t}-{seq}"), &v).to_string();
             client
-                .post(format!("{}/v1/jobs", targets[t % 3]))
+                .post(format!("{}/v1/jobs", targets[t % targets.len()]))
                 .header("Content-Type", "application/json")
                 .body(body)
                 .send()
@@ -304,20 +322,25 @@ fn etcd_throughput(dir: &Path, secs: u64) -> Option<f64> {
         .pool_max_idle_per_host(IN_FLIGHT)
         .build()
         .unwrap();
-    wait_for("the etcd cluster to accept writes", Duration::from_secs(60), || {
-        client
-            .post(format!("{}/v3/kv/put", targets[0]))
-            .body(json!({ "key": b64(b"ready"), "value": b64(b"1") }).to_string())
-            .send()
-            .ok()
-            .filter(|r| r.status().is_success())
-    });
+    wait_for(
+        "the etcd cluster to accept writes",
+        Duration::from_secs(60),
+        || {
+            client
+                .post(format!("{}/v3/kv/put", targets[0]))
+                .body(json!({ "key": b64(b"ready"), "value": b64(b"1") }).to_string())
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+        },
+    );
     let v = b64(value().as_bytes());
     Some(drive(
         IN_FLIGHT,
         secs,
         Arc::new(move |t, seq| {
-            let body = json!({ "key": b64(format!("w{t}-{seq}").as_bytes()), "value": v }).to_string();
+            let body =
+                json!({ "key": b64(format!("w{t}-{seq}").as_bytes()), "value": v }).to_string();
             client
                 .post(format!("{}/v3/kv/put", targets[t % 3]))
                 .body(body)
@@ -330,12 +353,24 @@ fn etcd_throughput(dir: &Path, secs: u64) -> Option<f64> {
 fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let secs = env_num("BENCH_SECS", 10);
-    let fo = tmp.path().join("failover");
-    std::fs::create_dir_all(&fo).unwrap();
-    failover(&fo);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "failover" {
+        let fo = tmp.path().join("failover");
+        std::fs::create_dir_all(&fo).unwrap();
+        failover(&fo);
+    }
+    if only == "failover" {
+        return;
+    }
+    if std::env::var("BENCH_SINGLE").is_ok() {
+        let d1 = tmp.path().join("drover1");
+        std::fs::create_dir_all(&d1).unwrap();
+        let one = drover_throughput(&d1, secs, 1);
+        println!("BENCH cluster_drover_1server_writes_per_s {one:.0} writes/s");
+    }
     let dt = tmp.path().join("drover");
     std::fs::create_dir_all(&dt).unwrap();
-    let drover = drover_throughput(&dt, secs);
+    let drover = drover_throughput(&dt, secs, 3);
     println!("BENCH cluster_drover_writes_per_s {drover:.0} writes/s");
     let et = tmp.path().join("etcd");
     std::fs::create_dir_all(&et).unwrap();

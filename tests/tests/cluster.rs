@@ -69,7 +69,9 @@ fn server_config(
 
 /// Specs for `n` servers on 127.0.0.<base+i>, each knowing all the others' RPC addresses.
 fn specs(dir: &Path, base: u8, n: usize, extra: &str) -> Vec<ServerSpec> {
-    let hosts: Vec<String> = (0..n).map(|i| format!("127.0.0.{}", base + i as u8)).collect();
+    let hosts: Vec<String> = (0..n)
+        .map(|i| format!("127.0.0.{}", base + i as u8))
+        .collect();
     let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
     let rpcs: Vec<String> = hosts
         .iter()
@@ -166,7 +168,11 @@ fn three_servers_bootstrap_and_forward_writes() {
     let follower = &servers[(leader + 1) % 3];
     register(follower, &cheap_job("via-follower")).unwrap();
     for s in &servers {
-        assert!(job_ids(s, "").unwrap().contains(&"via-follower".to_string()));
+        assert!(
+            job_ids(s, "")
+                .unwrap()
+                .contains(&"via-follower".to_string())
+        );
     }
     // Server ids are persisted, not derived from addresses.
     for spec in &specs {
@@ -181,6 +187,17 @@ fn three_servers_bootstrap_and_forward_writes() {
         assert!(text.contains(name), "{text}");
     }
     assert_eq!(text.matches("alive").count(), 3, "{text}");
+
+    // A graceful stop of the leader hands leadership to another server.
+    let mut servers = servers;
+    servers[leader].terminate();
+    assert!(
+        servers[leader].log_text().contains("handing leadership"),
+        "the leaving leader's log does not mention the handoff"
+    );
+    let new_leader = wait_leader(&servers);
+    assert_ne!(new_leader, leader);
+    register(&servers[new_leader], &cheap_job("after-leave")).unwrap();
 }
 
 #[test]
@@ -192,9 +209,10 @@ fn a_server_that_sees_more_than_bootstrap_expect_refuses_to_bootstrap() {
         .enumerate()
         .map(|(i, mut s)| {
             let expect = if i < 2 { 5 } else { 2 };
-            let text = std::fs::read_to_string(&s.config)
-                .unwrap()
-                .replace("bootstrap_expect = 3", &format!("bootstrap_expect = {expect}"));
+            let text = std::fs::read_to_string(&s.config).unwrap().replace(
+                "bootstrap_expect = 3",
+                &format!("bootstrap_expect = {expect}"),
+            );
             s.config = tmp.path().join(format!("{}-{expect}.hcl", s.name));
             std::fs::write(&s.config, text).unwrap();
             s
@@ -202,15 +220,23 @@ fn a_server_that_sees_more_than_bootstrap_expect_refuses_to_bootstrap() {
         .collect();
     let mut servers: Vec<Agent> = specs[..2].iter().map(start).collect();
     for s in &servers {
-        wait_for("the waiting servers' APIs", LONG, || s.get("/v1/agent/self"));
+        wait_for("the waiting servers' APIs", LONG, || {
+            s.get("/v1/agent/self")
+        });
     }
     servers.push(start(&specs[2]));
-    wait_for("a refusal to bootstrap in the third server's log", LONG, || {
-        servers[2]
-            .log_text()
-            .contains("refusing to bootstrap: 3 servers see each other but bootstrap_expect = 2")
-            .then_some(())
-    });
+    wait_for(
+        "a refusal to bootstrap in the third server's log",
+        LONG,
+        || {
+            servers[2]
+                .log_text()
+                .contains(
+                    "refusing to bootstrap: 3 servers see each other but bootstrap_expect = 2",
+                )
+                .then_some(())
+        },
+    );
     for s in &servers {
         assert!(leader_of(s).is_none(), "no cluster should have formed");
     }
@@ -255,7 +281,12 @@ fn killing_the_leader_loses_no_acknowledged_registration_and_clients_fail_over()
         .collect();
     wait_for("two ready nodes", LONG, || {
         let n = servers[leader].get("/v1/nodes")?;
-        (n.as_array()?.iter().filter(|n| n["Status"] == "ready").count() == 2).then_some(())
+        (n.as_array()?
+            .iter()
+            .filter(|n| n["Status"] == "ready")
+            .count()
+            == 2)
+            .then_some(())
     });
     let sleeper = write_job(
         dir,
@@ -276,7 +307,10 @@ fn killing_the_leader_loses_no_acknowledged_registration_and_clients_fail_over()
     // A stream of registrations, sent round-robin to every server that is up.
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let targets: Vec<(String, u16)> = servers.iter().map(|a| (a.host.clone(), a.http_port)).collect();
+    let targets: Vec<(String, u16)> = servers
+        .iter()
+        .map(|a| (a.host.clone(), a.http_port))
+        .collect();
     let writer = {
         let (acked, stop) = (acked.clone(), stop.clone());
         std::thread::spawn(move || {
@@ -304,9 +338,11 @@ fn killing_the_leader_loses_no_acknowledged_registration_and_clients_fail_over()
     let old_leader_addr = servers[leader].rpc_addr();
     servers[leader].kill9();
     let before_kill = acked.lock().unwrap().len();
-    wait_for("20 more acknowledged registrations after the kill", LONG, || {
-        (acked.lock().unwrap().len() >= before_kill + 20).then_some(())
-    });
+    wait_for(
+        "20 more acknowledged registrations after the kill",
+        LONG,
+        || (acked.lock().unwrap().len() >= before_kill + 20).then_some(()),
+    );
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
 
@@ -359,7 +395,11 @@ fn killing_the_leader_loses_no_acknowledged_registration_and_clients_fail_over()
     );
     let nodes = servers[new_leader].get("/v1/nodes").unwrap();
     assert!(
-        nodes.as_array().unwrap().iter().all(|n| n["Status"] == "ready"),
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["Status"] == "ready"),
         "{nodes}"
     );
 
@@ -463,9 +503,10 @@ fn a_server_restarted_on_a_new_address_keeps_its_id_and_data() {
         .map(|(_, a)| a.rpc_addr())
         .collect();
     let cfg = server_config(tmp.path(), "moved", new_host, 3, &rpcs, "");
-    let cfg_text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("name = \"moved\"", &format!("name = \"{}\"", specs[mover].name));
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "name = \"moved\"",
+        &format!("name = \"{}\"", specs[mover].name),
+    );
     std::fs::write(&cfg, cfg_text).unwrap();
     let (http_port, rpc_port) = (free_port(), free_port());
     servers[mover] = Agent::start_on(
@@ -480,7 +521,9 @@ fn a_server_restarted_on_a_new_address_keeps_its_id_and_data() {
     wait_for("the membership to record the new address", LONG, || {
         let p = peers(&servers[leader]);
         p.iter()
-            .any(|x| x["ID"] == id.as_str() && x["Address"] == new_addr.as_str() && x["Voter"] == true)
+            .any(|x| {
+                x["ID"] == id.as_str() && x["Address"] == new_addr.as_str() && x["Voter"] == true
+            })
             .then_some(())
     });
     assert_eq!(peers(&servers[leader]).len(), 3, "no fourth member");
@@ -514,12 +557,24 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
     let jobs_before = servers[leader].get("/v1/jobs").unwrap();
     let evals_before = servers[leader].get("/v1/evaluations").unwrap();
     let file = dir.join("backup.snap");
-    let out = servers[(leader + 1) % 3].cli(&["operator", "snapshot", "save", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        servers[(leader + 1) % 3].cli(&["operator", "snapshot", "save", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = servers[0].cli(&["operator", "snapshot", "inspect", file.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("drover-snapshot"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("jobs") && l.trim_end().ends_with(" 25")), "{text}");
+    assert!(
+        out.status.success() && text.contains("drover-snapshot"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("jobs") && l.trim_end().ends_with(" 25")),
+        "{text}"
+    );
 
     // Wipe: stop every server, remove their data, start a fresh cluster.
     for s in servers.iter_mut() {
@@ -533,8 +588,13 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
     }
     let leader = wait_leader(&servers);
     assert!(job_ids(&servers[leader], "").unwrap().is_empty());
-    let out = servers[(leader + 2) % 3].cli(&["operator", "snapshot", "restore", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        servers[(leader + 2) % 3].cli(&["operator", "snapshot", "restore", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let strip = |v: &Value| -> Vec<Value> {
         let mut a = v.as_array().unwrap().clone();
         a.sort_by_key(|x| x["ID"].as_str().unwrap_or_default().to_string());
@@ -545,11 +605,22 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
             let v = s.get("/v1/jobs?stale")?;
             (v.as_array()?.len() == 25).then_some(v)
         });
-        assert_eq!(strip(&jobs), strip(&jobs_before), "jobs on {}", s.rpc_addr());
+        assert_eq!(
+            strip(&jobs),
+            strip(&jobs_before),
+            "jobs on {}",
+            s.rpc_addr()
+        );
         let evals = s.get("/v1/evaluations?stale").unwrap();
         assert_eq!(
-            strip(&evals).iter().map(|e| e["ID"].clone()).collect::<Vec<_>>(),
-            strip(&evals_before).iter().map(|e| e["ID"].clone()).collect::<Vec<_>>(),
+            strip(&evals)
+                .iter()
+                .map(|e| e["ID"].clone())
+                .collect::<Vec<_>>(),
+            strip(&evals_before)
+                .iter()
+                .map(|e| e["ID"].clone())
+                .collect::<Vec<_>>(),
             "evaluations on {}",
             s.rpc_addr()
         );
@@ -592,7 +663,10 @@ struct Net {
 impl Net {
     fn create(n: usize) -> Net {
         let tag = format!("dv{}", std::process::id() % 100_000);
-        let net = Net { tag: tag.clone(), n };
+        let net = Net {
+            tag: tag.clone(),
+            n,
+        };
         let sw = net.switch();
         ip(&["netns", "add", &sw]).unwrap_or_else(|e| {
             panic!("the partition test needs root and iproute2 (network namespaces, a bridge): {e}")
@@ -601,7 +675,10 @@ impl Net {
         ip(&["-n", &sw, "link", "set", "br0", "up"]).unwrap();
         // The test's own port on the switch.
         let (mine, theirs) = (format!("{tag}t"), format!("{tag}s"));
-        ip(&["link", "add", &mine, "type", "veth", "peer", "name", &theirs]).unwrap();
+        ip(&[
+            "link", "add", &mine, "type", "veth", "peer", "name", &theirs,
+        ])
+        .unwrap();
         ip(&["link", "set", &theirs, "netns", &sw]).unwrap();
         ip(&["-n", &sw, "link", "set", &theirs, "master", "br0"]).unwrap();
         ip(&["-n", &sw, "link", "set", &theirs, "up"]).unwrap();
@@ -611,7 +688,10 @@ impl Net {
             let ns = net.ns(i);
             let (sw_end, ns_end) = (format!("h{i}"), format!("{tag}n{i}"));
             ip(&["netns", "add", &ns]).unwrap();
-            ip(&["-n", &sw, "link", "add", &sw_end, "type", "veth", "peer", "name", &ns_end]).unwrap();
+            ip(&[
+                "-n", &sw, "link", "add", &sw_end, "type", "veth", "peer", "name", &ns_end,
+            ])
+            .unwrap();
             ip(&["-n", &sw, "link", "set", &ns_end, "netns", &ns]).unwrap();
             ip(&["-n", &sw, "link", "set", &sw_end, "master", "br0"]).unwrap();
             ip(&["-n", &sw, "link", "set", &sw_end, "up"]).unwrap();
@@ -669,7 +749,9 @@ fn a_cut_off_server_answers_no_cluster_leader_and_catches_up() {
     let dir = tmp.path();
     let net = Net::create(3);
     let (http_port, rpc_port) = (4646u16, 4647u16);
-    let rpcs: Vec<String> = (0..3).map(|i| format!("{}:{rpc_port}", net.addr(i))).collect();
+    let rpcs: Vec<String> = (0..3)
+        .map(|i| format!("{}:{rpc_port}", net.addr(i)))
+        .collect();
     let mut servers: Vec<Agent> = (0..3)
         .map(|i| {
             let name = format!("s{}", i + 1);
@@ -707,11 +789,14 @@ fn a_cut_off_server_answers_no_cluster_leader_and_catches_up() {
     let (text, took) = wait_for("the cut-off server to refuse writes", LONG, || {
         let t = Instant::now();
         let out = Command::new("ip")
-            .args(["netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST", "-d", &body, &url])
+            .args([
+                "netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST", "-d", &body, &url,
+            ])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.contains("no cluster leader").then(|| (text, t.elapsed()))
+        text.contains("no cluster leader")
+            .then(|| (text, t.elapsed()))
     });
     assert!(took < Duration::from_secs(5), "took {took:?}: {text}");
     // The link returns: it catches up.

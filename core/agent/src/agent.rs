@@ -121,6 +121,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         c.shutdown().await;
     }
     if let Some(s) = server_handle {
+        s.raft().hand_over_leadership().await;
         s.raft().shutdown().await;
     }
     if cfg.dev {

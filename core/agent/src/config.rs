@@ -797,4 +797,39 @@ mod tests {
         assert_eq!(c.enabled, Some(true));
         assert_eq!(c.meta.unwrap().len(), 2);
     }
+
+    #[test]
+    fn retry_join_addresses_default_to_the_rpc_port_and_map_serf_to_it() {
+        assert_eq!(rpc_address("10.0.0.1", "f").unwrap(), "10.0.0.1:4647");
+        assert_eq!(rpc_address("10.0.0.1:5000", "f").unwrap(), "10.0.0.1:5000");
+        assert_eq!(rpc_address("10.0.0.1:4648", "f").unwrap(), "10.0.0.1:4647");
+        assert_eq!(rpc_address("server-1", "f").unwrap(), "server-1:4647");
+        assert_eq!(rpc_address("[::1]:4648", "f").unwrap(), "[::1]:4647");
+        assert_eq!(rpc_address("::1", "f").unwrap(), "::1:4647");
+        let e = rpc_address("host:http", "server.server_join.retry_join").unwrap_err();
+        assert!(
+            e.to_string().contains("server.server_join.retry_join"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn server_join_is_read_and_bootstrap_expect_needs_addresses() {
+        let f = parse(
+            "data_dir = \"/tmp/x\"\nserver {\n  enabled = true\n  bootstrap_expect = 3\n  server_join {\n    retry_join = [\"10.0.0.2\", \"10.0.0.3:4648\"]\n    retry_interval = \"5s\"\n    retry_max = 4\n  }\n}\n",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = f;
+        f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+        let c = AgentConfig::resolve(f, false).unwrap();
+        assert_eq!(c.bootstrap_expect, 3);
+        assert_eq!(c.retry_join, vec!["10.0.0.2:4647", "10.0.0.3:4647"]);
+        assert_eq!(c.retry_interval, std::time::Duration::from_secs(5));
+        assert_eq!(c.retry_max, 4);
+        let mut f = parse("server {\n  enabled = true\n  bootstrap_expect = 3\n}\n").unwrap();
+        f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+        let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
+        assert!(e.contains("retry_join"), "{e}");
+    }
 }

@@ -196,17 +196,20 @@ async fn query(
 /// arrived (the leader confirms its leadership with a quorum first). Without a leader the read
 /// fails with "no cluster leader"; `?stale` reads skip this and answer from local state.
 async fn consistent(st: &ApiState) -> Result<(), ApiError> {
-    let index = st
-        .server
-        .raft()
-        .read_index()
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e} (add ?stale to read this server's possibly stale state)")))?;
+    let index = st.server.raft().read_index().await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e} (add ?stale to read this server's possibly stale state)"),
+        )
+    })?;
     let store = st.server.store();
     let mut rx = store.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.index() < index {
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
             return Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(

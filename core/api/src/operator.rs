@@ -52,7 +52,10 @@ pub async fn snapshot_save(
     for t in ["jobs", "job_versions", "allocs", "evals", "nodes"] {
         tables.insert(
             t.to_string(),
-            state.get(t).and_then(|v| v.as_array()).map_or(0, |a| a.len()),
+            state
+                .get(t)
+                .and_then(|v| v.as_array())
+                .map_or(0, |a| a.len()),
         );
     }
     let term = st.server.raft().raft.metrics().borrow().current_term;
@@ -133,15 +136,12 @@ pub async fn snapshot_restore(
 
 /// Probes every member's status, in parallel (1 s each); a member that does not answer is
 /// "failed".
-async fn member_statuses(st: &ApiState) -> (ServerStatus, Vec<(NodeId, String, Option<ServerStatus>)>) {
+async fn member_statuses(
+    st: &ApiState,
+) -> (ServerStatus, Vec<(NodeId, String, Option<ServerStatus>)>) {
     let raft = st.server.raft();
     let me = raft.status().await;
-    let members: Vec<(NodeId, String)> = me
-        .voters
-        .iter()
-        .chain(&me.learners)
-        .cloned()
-        .collect();
+    let members: Vec<(NodeId, String)> = me.voters.iter().chain(&me.learners).cloned().collect();
     let probes = futures::future::join_all(members.iter().map(|(id, addr)| {
         let me = me.clone();
         async move {
@@ -171,7 +171,11 @@ pub async fn members(State(st): State<ApiState>) -> Response {
         .map(|(id, addr, s)| {
             let (name, status, raft_state) = match &s {
                 Some(s) => (s.name.clone(), "alive", s.state.clone()),
-                None => (st.server.raft().known_name(id), "failed", "unreachable".into()),
+                None => (
+                    st.server.raft().known_name(id),
+                    "failed",
+                    "unreachable".into(),
+                ),
             };
             let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "4647"));
             serde_json::json!({

@@ -27,7 +27,7 @@ use crate::{NodeId, ServerNode};
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ClusterRequest {
     /// A write a follower received, for the leader to commit.
-    Write(Command),
+    Write(Box<Command>),
     /// A server asks to be a member (a new learner, promoted to voter once caught up), or
     /// announces the address it is reachable at now.
     Join {
@@ -43,6 +43,9 @@ pub enum ClusterRequest {
     ReadIndex,
     /// Remove a server from the membership.
     RemovePeer { id: NodeId },
+    /// The leader is leaving: start an election after `after_ms` (when the other servers'
+    /// leader lease has run out), so the most up-to-date server takes over at once.
+    TakeLeadership { after_ms: u64 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +55,7 @@ pub enum ClusterReply {
     Status(Box<ServerStatus>),
     ReadIndex(Result<u64, String>),
     RemovePeer(Result<(), String>),
+    TakeLeadership,
 }
 
 /// A server's view of itself and of the cluster (the answer to a status probe).
@@ -211,7 +215,11 @@ fn state_name(s: ServerState) -> &'static str {
 
 impl RaftNode {
     /// Another server's status.
-    pub async fn peer_status(&self, addr: &str, timeout: Duration) -> Result<ServerStatus, PeerError> {
+    pub async fn peer_status(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<ServerStatus, PeerError> {
         self.peers.status(addr, timeout).await
     }
 
@@ -284,7 +292,7 @@ impl RaftNode {
     /// Answers a request from another server.
     pub async fn handle_cluster(&self, req: ClusterRequest) -> ClusterReply {
         match req {
-            ClusterRequest::Write(c) => ClusterReply::Write(self.write_here(c).await),
+            ClusterRequest::Write(c) => ClusterReply::Write(self.write_here(*c).await),
             ClusterRequest::Join { id, addr, name } => {
                 ClusterReply::Join(self.join_member(id, addr, name).await)
             }
@@ -292,6 +300,15 @@ impl RaftNode {
             ClusterRequest::ReadIndex => ClusterReply::ReadIndex(self.leader_read_index().await),
             ClusterRequest::RemovePeer { id } => {
                 ClusterReply::RemovePeer(self.remove_member(id).await)
+            }
+            ClusterRequest::TakeLeadership { after_ms } => {
+                let raft = self.raft.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    tracing::info!("the leader handed over leadership: starting an election");
+                    let _ = raft.trigger().elect().await;
+                });
+                ClusterReply::TakeLeadership
             }
         }
     }
@@ -301,14 +318,16 @@ impl RaftNode {
         if !self.is_leader().await {
             return Err(format!("server {} is not the leader", self.id));
         }
-        match tokio::time::timeout(Duration::from_secs(3), self.raft.ensure_linearizable()).await
-        {
+        match tokio::time::timeout(Duration::from_secs(3), self.raft.ensure_linearizable()).await {
             Ok(Ok(Some(log_id))) => {
                 // Wait until this (leader) server has applied it too.
                 let mut rx = self.store.subscribe();
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
                 while self.store.index() < log_id.index {
-                    if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                    if tokio::time::timeout_at(deadline, rx.changed())
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -457,6 +476,46 @@ impl RaftNode {
     }
 }
 
+impl RaftNode {
+    /// A graceful leave: when this server leads others, it stops sending heartbeats and asks
+    /// the most caught-up voter to start an election as soon as the others' leader lease has
+    /// run out, instead of everyone waiting for an election timeout. Returns the successor.
+    /// (openraft 0.9 has no leadership-transfer message; this is the handoff it allows.)
+    pub async fn hand_over_leadership(&self) -> Option<NodeId> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let membership = m.membership_config.membership().clone();
+        let replication = m.replication.clone().unwrap_or_default();
+        let successor = membership
+            .voter_ids()
+            .filter(|v| *v != self.id)
+            .max_by_key(|v| replication.get(v).cloned().flatten().map(|l| l.index))?;
+        let addr = membership.get_node(&successor)?.addr.clone();
+        self.raft.runtime_config().heartbeat(false);
+        let after_ms = crate::node::ELECTION_TIMEOUT_MAX_MS + 100;
+        match self
+            .peers
+            .call(
+                &addr,
+                &ClusterRequest::TakeLeadership { after_ms },
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(successor, %addr, "leaving: handing leadership to the most up-to-date server");
+                Some(successor)
+            }
+            Err(e) => {
+                tracing::warn!(successor, error = %e, "leaving: could not hand over leadership; the others will elect a leader");
+                None
+            }
+        }
+    }
+}
+
 /// Where a write (or a consistent read) goes.
 pub(crate) enum Route {
     Local,
@@ -509,10 +568,18 @@ impl RaftNode {
     }
 
     /// Forwards a write to the leader at `addr`.
-    pub(crate) async fn forward(&self, addr: &str, command: Command) -> Result<Response, WriteError> {
+    pub(crate) async fn forward(
+        &self,
+        addr: &str,
+        command: Command,
+    ) -> Result<Response, WriteError> {
         match self
             .peers
-            .call(addr, &ClusterRequest::Write(command), Duration::from_secs(30))
+            .call(
+                addr,
+                &ClusterRequest::Write(Box::new(command)),
+                Duration::from_secs(30),
+            )
             .await
         {
             Ok(ClusterReply::Write(r)) => r,
@@ -728,11 +795,19 @@ pub async fn cleanup_dead_servers(node: RaftNode, after: Duration) {
             continue;
         }
         let now = tokio::time::Instant::now();
-        let members: Vec<(NodeId, String)> = me.voters.iter().chain(&me.learners).cloned().collect();
+        let members: Vec<(NodeId, String)> =
+            me.voters.iter().chain(&me.learners).cloned().collect();
         let probes = futures::future::join_all(members.iter().map(|(id, addr)| {
             let node = node.clone();
             let id = *id;
-            async move { id == node.id || node.peers.status(addr, Duration::from_secs(1)).await.is_ok() }
+            async move {
+                id == node.id
+                    || node
+                        .peers
+                        .status(addr, Duration::from_secs(1))
+                        .await
+                        .is_ok()
+            }
         }))
         .await;
         last_seen.retain(|id, _| members.iter().any(|(m, _)| m == id));
@@ -751,7 +826,10 @@ pub async fn cleanup_dead_servers(node: RaftNode, after: Duration) {
             let voters_left = me.voters.iter().filter(|(v, _)| v != id).count();
             let alive_voters = me.voters.iter().filter(|(v, _)| alive.contains(v)).count();
             if alive_voters * 2 <= voters_left {
-                tracing::warn!(server_id = id, "dead server not removed: the live servers would not be a majority");
+                tracing::warn!(
+                    server_id = id,
+                    "dead server not removed: the live servers would not be a majority"
+                );
                 continue;
             }
             tracing::warn!(server_id = id, %addr, after_secs = after.as_secs(), "removing a server that has been unreachable (dead-server cleanup)");

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drover_state::{Command, Entry, Response, StateStore};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
+use openraft::error::{ClientWriteError, RaftError};
 
 use crate::ServerNode;
 use serde::{Deserialize, Serialize};

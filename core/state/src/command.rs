@@ -52,7 +52,9 @@ pub enum Command {
     Batch(Vec<Command>),
     /// Replaces the whole state with a backup (`operator snapshot restore`): the serialized
     /// `StateSnapshot`, so every server applies the identical state through Raft.
-    Restore { state: serde_json::Value },
+    Restore {
+        state: serde_json::Value,
+    },
 }
 
 impl Command {

@@ -810,3 +810,59 @@ fn a_cut_off_server_answers_no_cluster_leader_and_catches_up() {
         s.terminate();
     }
 }
+
+#[test]
+fn a_server_added_later_joins_as_learner_becomes_voter_and_dead_servers_are_cleaned_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let extra = "  dead_server_cleanup = \"4s\"\n";
+    let specs = specs(dir, 81, 3, extra);
+    let servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    for i in 0..15 {
+        register(&servers[leader], &cheap_job(&format!("l{i}"))).unwrap();
+    }
+    // A fourth server, same bootstrap_expect, knowing the others: it joins the existing
+    // cluster instead of bootstrapping another.
+    let rpcs: Vec<String> = servers.iter().map(|a| a.rpc_addr()).collect();
+    let cfg = server_config(dir, "s4", "127.0.0.84", 3, &rpcs, extra);
+    let mut fourth = Agent::start_on(
+        "127.0.0.84",
+        &[],
+        &["-config", cfg.to_str().unwrap()],
+        &dir.join("s4"),
+        free_port(),
+        free_port(),
+    );
+    let fourth_addr = fourth.rpc_addr();
+    wait_for("the fourth server to be a voter", LONG, || {
+        let p = peers(&servers[leader]);
+        (p.len() == 4
+            && p.iter()
+                .any(|x| x["Address"] == fourth_addr.as_str() && x["Voter"] == true))
+        .then_some(())
+    });
+    assert!(
+        fourth
+            .log_text()
+            .contains("a cluster exists: asking to join it"),
+        "the fourth server should have joined, not bootstrapped"
+    );
+    let leader_log = servers[leader].log_text();
+    assert!(
+        leader_log.contains("server joining: adding it as a learner")
+            && leader_log.contains("learner caught up: promoting it to voter"),
+        "the leader's log should show the learner join and the promotion"
+    );
+    let want = job_ids(&servers[leader], "").unwrap();
+    wait_for("the fourth server to hold every job", LONG, || {
+        (job_ids(&fourth, "?stale")? == want).then_some(())
+    });
+    // It dies for good: the leader removes it after dead_server_cleanup.
+    fourth.kill9();
+    wait_for("the dead server to be removed", LONG, || {
+        let p = peers(&servers[leader]);
+        (p.len() == 3 && !p.iter().any(|x| x["Address"] == fourth_addr.as_str())).then_some(())
+    });
+    register(&servers[leader], &cheap_job("after-cleanup")).unwrap();
+}

@@ -58,6 +58,11 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 /// A running `drover agent` process.
 pub struct Agent {
     pub child: Option<Child>,
+    /// The address the agent's HTTP and RPC listen on (127.0.0.1 unless started with
+    /// [`Agent::start_on`]).
+    pub host: String,
+    /// A command the agent runs under (e.g. `ip netns exec NAME`).
+    pub wrapper: Vec<String>,
     pub http_port: u16,
     pub rpc_port: u16,
     pub data_dir: PathBuf,
@@ -68,8 +73,23 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent with these extra arguments; `http_port`/`rpc_port` are passed for it.
     pub fn start(args: &[&str], data_dir: &Path, http_port: u16, rpc_port: u16) -> Agent {
+        Agent::start_on("127.0.0.1", &[], args, data_dir, http_port, rpc_port)
+    }
+
+    /// Starts an agent bound to `host` (its config must set `bind_addr` to it), under
+    /// `wrapper` (may be empty).
+    pub fn start_on(
+        host: &str,
+        wrapper: &[&str],
+        args: &[&str],
+        data_dir: &Path,
+        http_port: u16,
+        rpc_port: u16,
+    ) -> Agent {
         let mut a = Agent {
             child: None,
+            host: host.to_string(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             http_port,
             rpc_port,
             data_dir: data_dir.to_path_buf(),
@@ -95,7 +115,14 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut cmd = Command::new(drover_bin());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(drover_bin());
+                c
+            }
+            None => Command::new(drover_bin()),
+        };
         cmd.arg("agent").args(&self.args);
         cmd.args([
             "-http-port",
@@ -118,11 +145,17 @@ impl Agent {
     }
 
     pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("http://{}:{}", self.host, self.http_port)
     }
 
     pub fn rpc_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.rpc_port)
+        format!("{}:{}", self.host, self.rpc_port)
+    }
+
+    /// Starts the agent again (after kill9/terminate) with the same arguments.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "agent is still running");
+        self.spawn();
     }
 
     /// Waits until the HTTP API answers and has a leader.
@@ -189,7 +222,10 @@ impl Agent {
 
     /// GET a JSON document from the API.
     pub fn get(&self, path: &str) -> Option<Value> {
-        let r = reqwest::blocking::get(format!("{}{path}", self.address())).ok()?;
+        let r = http()
+            .get(format!("{}{path}", self.address()))
+            .send()
+            .ok()?;
         if !r.status().is_success() {
             return None;
         }
@@ -262,6 +298,15 @@ pub fn unmount_below(dir: &Path) {
     for p in points {
         let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// A blocking HTTP client with timeouts (a server that is cut off must not hang a test).
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client")
 }
 
 /// A task's events of a kind, from an allocation document.

@@ -40,7 +40,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         let raft = RaftNode::open(RaftNodeConfig {
             data_dir: cfg.data_dir.join("server"),
             advertise_rpc: cfg.advertise_rpc.clone(),
-            bootstrap: true,
+            name: cfg.name.clone(),
+            join: drover_raft::JoinConfig {
+                bootstrap_expect: cfg.bootstrap_expect,
+                retry_join: cfg.retry_join.clone(),
+                retry_interval: cfg.retry_interval,
+                retry_max: cfg.retry_max,
+            },
             snapshot_threshold: cfg.raft_snapshot_threshold,
             trailing_logs: cfg.raft_trailing_logs,
         })
@@ -52,6 +58,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 heartbeat_ttl: cfg.heartbeat_ttl,
                 workers: cfg.num_schedulers,
                 algorithm: cfg.scheduler_algorithm,
+                dead_server_cleanup: cfg.dead_server_cleanup,
             },
         );
         let rpc_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.rpc_port)
@@ -61,7 +68,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for RPC on {rpc_addr}"))?;
         let grpc = tonic::transport::Server::builder()
-            .add_service(drover_raft::network::RaftService::server(raft.raft.clone()))
+            .add_service(drover_raft::network::RaftService::server(raft.clone()))
             .add_service(NodeStreamService::server(server.clone()))
             .serve_with_incoming(tokio_stream_listener(rpc_listener));
         tokio::spawn(async move {
@@ -125,6 +132,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         c.shutdown().await;
     }
     if let Some(s) = server_handle {
+        s.raft().hand_over_leadership().await;
         s.raft().shutdown().await;
     }
     if cfg.dev {

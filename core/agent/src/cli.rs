@@ -82,6 +82,25 @@ impl ApiClient {
             .with_context(|| format!("unexpected answer from {method} {path}"))
     }
 
+    pub async fn put_bytes<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .put(&url)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        let resp = self.check(resp, &format!("PUT {path}")).await?;
+        resp.json()
+            .await
+            .with_context(|| format!("unexpected answer from PUT {path}"))
+    }
+
     pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}{path}", self.base);
         let resp = self
@@ -513,39 +532,148 @@ pub async fn node_status(c: &ApiClient, json: bool) -> anyhow::Result<i32> {
 }
 
 pub async fn server_members(c: &ApiClient) -> anyhow::Result<i32> {
-    let me: serde_json::Value = c.get("/v1/agent/self").await?;
-    let leader: String = c.get("/v1/status/leader").await.unwrap_or_default();
-    let member = &me["member"];
-    let addr = member["Addr"].as_str().unwrap_or_default();
-    let rows = vec![
-        vec![
-            "Name".into(),
-            "Address".into(),
-            "Status".into(),
-            "Leader".into(),
-            "Region".into(),
-            "Datacenter".into(),
-        ],
-        vec![
-            member["Name"].as_str().unwrap_or_default().into(),
-            addr.into(),
-            "alive".into(),
-            (leader == addr).to_string(),
-            member["Tags"]["region"].as_str().unwrap_or_default().into(),
-            member["Tags"]["dc"].as_str().unwrap_or_default().into(),
-        ],
-    ];
+    let v: serde_json::Value = c.get("/v1/agent/members").await?;
+    let mut rows = vec![vec![
+        "Name".into(),
+        "Address".into(),
+        "Port".into(),
+        "Status".into(),
+        "Leader".into(),
+        "Raft State".into(),
+        "Voter".into(),
+        "Region".into(),
+        "Datacenter".into(),
+        "ID".into(),
+    ]];
+    for m in v["Members"].as_array().cloned().unwrap_or_default() {
+        let t = &m["Tags"];
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        rows.push(vec![
+            s(&m["Name"]),
+            s(&m["Addr"]),
+            m["Port"].to_string(),
+            s(&m["Status"]),
+            s(&t["leader"]),
+            s(&t["raft_state"]),
+            s(&t["raft_voter"]),
+            s(&t["region"]),
+            s(&t["dc"]),
+            s(&t["id"]),
+        ]);
+    }
     print!("{}", table(rows));
     Ok(0)
 }
 
 pub async fn raft_peers(c: &ApiClient) -> anyhow::Result<i32> {
-    let peers: Vec<String> = c.get("/v1/status/peers").await?;
-    let leader: String = c.get("/v1/status/leader").await.unwrap_or_default();
-    let mut rows = vec![vec!["Address".into(), "State".into(), "Voter".into()]];
-    for p in peers {
-        let state = if p == leader { "leader" } else { "follower" };
-        rows.push(vec![p, state.into(), "true".into()]);
+    let v: serde_json::Value = c.get("/v1/operator/raft/configuration").await?;
+    let mut rows = vec![vec![
+        "Node".into(),
+        "ID".into(),
+        "Address".into(),
+        "State".into(),
+        "Voter".into(),
+        "RaftProtocol".into(),
+    ]];
+    for p in v["Servers"].as_array().cloned().unwrap_or_default() {
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let state = if p["Leader"] == true {
+            "leader".to_string()
+        } else {
+            s(&p["State"])
+        };
+        rows.push(vec![
+            s(&p["Node"]),
+            s(&p["ID"]),
+            s(&p["Address"]),
+            state,
+            p["Voter"].to_string(),
+            s(&p["RaftProtocol"]),
+        ]);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+pub async fn remove_peer(
+    c: &ApiClient,
+    id: Option<String>,
+    address: Option<String>,
+) -> anyhow::Result<i32> {
+    let q = match (id, address) {
+        (Some(id), None) => format!("id={id}"),
+        (None, Some(a)) => format!("address={a}"),
+        _ => bail!("give exactly one of -peer-id or -peer-address"),
+    };
+    let _: serde_json::Value = c
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/operator/raft/peer?{q}"),
+            None,
+        )
+        .await?;
+    println!("Removed peer with {q}");
+    Ok(0)
+}
+
+pub async fn force_leave(c: &ApiClient, node: &str) -> anyhow::Result<i32> {
+    let _: serde_json::Value = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/agent/force-leave?node={node}"),
+            None,
+        )
+        .await?;
+    println!("Server {node} removed from the cluster");
+    Ok(0)
+}
+
+pub async fn snapshot_save(c: &ApiClient, file: &Path, stale: bool) -> anyhow::Result<i32> {
+    let path = if stale {
+        "/v1/operator/snapshot?stale"
+    } else {
+        "/v1/operator/snapshot"
+    };
+    let bytes = c.stream(path).await?.bytes().await?;
+    let meta = drover_api::operator::decode_backup(&bytes)
+        .map_err(|e| anyhow::anyhow!("the server sent an invalid snapshot: {e}"))?
+        .meta;
+    let tmp = file.with_extension("partial");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))?;
+    println!(
+        "State file written to {} (index {}, {} bytes)",
+        file.display(),
+        meta.index,
+        bytes.len()
+    );
+    Ok(0)
+}
+
+pub async fn snapshot_restore(c: &ApiClient, file: &Path) -> anyhow::Result<i32> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    drover_api::operator::decode_backup(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let v: serde_json::Value = c.put_bytes("/v1/operator/snapshot", bytes).await?;
+    println!("Snapshot restored (Raft index {})", v["Index"]);
+    Ok(0)
+}
+
+pub fn snapshot_inspect(file: &Path) -> anyhow::Result<i32> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let f = drover_api::operator::decode_backup(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let m = f.meta;
+    let mut rows = vec![
+        vec!["Format".into(), format!("{} v{}", m.format, m.version)],
+        vec!["Index".into(), m.index.to_string()],
+        vec!["Term".into(), m.term.to_string()],
+        vec!["Created".into(), m.time.to_string()],
+        vec!["Drover".into(), m.drover_version],
+        vec!["Size".into(), bytes.len().to_string()],
+    ];
+    for (t, n) in m.tables {
+        rows.push(vec![t, n.to_string()]);
     }
     print!("{}", table(rows));
     Ok(0)

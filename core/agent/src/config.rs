@@ -74,12 +74,26 @@ pub struct ServerBlock {
     pub num_schedulers: Option<u32>,
     /// Nomad's gossip key: Drover has no gossip, so there is nothing to encrypt.
     pub encrypt: Option<String>,
-    pub server_join: Ignored,
+    pub server_join: Option<ServerJoin>,
+    /// How long the leader waits before removing a server it cannot reach (autopilot's
+    /// dead-server cleanup), e.g. "10m"; "0s" disables it. Default 10m.
+    pub dead_server_cleanup: Option<String>,
     pub raft_protocol: Option<u32>,
     pub data_dir: Option<String>,
     pub raft_snapshot_threshold: Option<u64>,
     pub raft_trailing_logs: Option<u64>,
     pub default_scheduler_config: Option<SchedulerConfigBlock>,
+}
+
+/// `server_join` (in `server` or `client`): other servers' RPC addresses to join.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerJoin {
+    pub retry_join: Option<Vec<String>>,
+    pub retry_interval: Option<String>,
+    pub retry_max: Option<u32>,
+    /// Nomad's `start_join`: treated as `retry_join`.
+    pub start_join: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -108,7 +122,7 @@ pub struct ClientBlock {
     pub network_interface: Option<String>,
     pub state_dir: Option<String>,
     pub alloc_dir: Option<String>,
-    pub server_join: Ignored,
+    pub server_join: Option<ServerJoin>,
     pub cni_path: Option<String>,
     pub cni_config_dir: Option<String>,
     pub min_dynamic_port: Option<u16>,
@@ -370,22 +384,12 @@ impl FileConfig {
                 "Drover has no gossip ring, so there is no gossip key",
             );
             ignored(
-                s.server_join.is_some(),
-                "server.server_join",
-                "multi-server clusters are not supported yet",
-            );
-            ignored(
                 s.raft_protocol.is_some(),
                 "server.raft_protocol",
                 "Drover has one Raft protocol",
             );
         }
         if let Some(c) = &self.client {
-            ignored(
-                c.server_join.is_some(),
-                "client.server_join",
-                "list servers in client.servers",
-            );
             ignored(
                 c.network_interface.is_some(),
                 "client.network_interface",
@@ -462,6 +466,13 @@ impl FileConfig {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub dev: bool,
+    pub bootstrap_expect: u32,
+    /// Other servers' RPC addresses.
+    pub retry_join: Vec<String>,
+    pub retry_interval: std::time::Duration,
+    pub retry_max: u32,
+    /// Remove a server the leader cannot reach for this long (autopilot's cleanup).
+    pub dead_server_cleanup: Option<std::time::Duration>,
     pub name: String,
     pub region: String,
     pub datacenter: String,
@@ -487,6 +498,40 @@ pub struct AgentConfig {
     pub dynamic_ports: (u16, u16),
     pub gc_max_allocs: usize,
     pub gc_disk_usage_threshold: f64,
+}
+
+/// A server's RPC address from `host[:port]`: the default port is 4647; Nomad's Serf port
+/// 4648 (as existing Nomad configs list) is mapped to the RPC port with a warning, since
+/// Drover has no gossip port.
+pub fn rpc_address(a: &str, field: &str) -> anyhow::Result<String> {
+    let a = a.trim();
+    if a.is_empty() {
+        bail!("{field}: an empty address");
+    }
+    // "[v6]:port", "host:port", or a bare host (a bare IPv6 address has several colons).
+    let has_port = if a.starts_with('[') {
+        a.contains("]:")
+    } else {
+        a.matches(':').count() == 1
+    };
+    let (host, port) = match a.rsplit_once(':') {
+        Some((h, p)) if has_port => {
+            let port: u16 = p
+                .parse()
+                .with_context(|| format!("{field}: {a:?} has a port that is not a number"))?;
+            (h.to_string(), port)
+        }
+        _ => (a.to_string(), 4647),
+    };
+    let port = if port == 4648 {
+        tracing::warn!(
+            "{field}: {a} names Nomad's Serf port 4648; Drover has no gossip port, so it joins through the RPC port {host}:4647"
+        );
+        4647
+    } else {
+        port
+    };
+    Ok(format!("{host}:{port}"))
 }
 
 impl AgentConfig {
@@ -540,33 +585,53 @@ impl AgentConfig {
                 "neither server nor client is enabled: set server {{ enabled = true }} and/or client {{ enabled = true }}, or use -dev"
             );
         }
-        if let Some(n) = server_block.bootstrap_expect
-            && n != 1
-        {
+        let bootstrap_expect = server_block.bootstrap_expect.unwrap_or(1);
+        let advertise_rpc = with_port(advertise.rpc, rpc_port);
+        let join = server_block.server_join.clone().unwrap_or_default();
+        let retry_join: Vec<String> = join
+            .retry_join
+            .iter()
+            .chain(join.start_join.iter())
+            .flatten()
+            .map(|a| rpc_address(a, "server.server_join.retry_join"))
+            .collect::<anyhow::Result<_>>()?;
+        if server && bootstrap_expect > 1 && retry_join.is_empty() {
             bail!(
-                "server.bootstrap_expect = {n}: multi-server clusters are not supported yet; use 1"
+                "server.bootstrap_expect = {bootstrap_expect} needs the other servers' addresses: set server {{ server_join {{ retry_join = [\"host:4647\", ...] }} }}"
             );
         }
-        let advertise_rpc = with_port(advertise.rpc, rpc_port);
-        let mut servers = client_block.servers.clone().unwrap_or_default();
+        let retry_interval = match &join.retry_interval {
+            None => std::time::Duration::from_secs(1),
+            Some(s) => drover_jobspec::parse_duration(s).with_context(|| {
+                format!("server.server_join.retry_interval {s:?} is not a duration like \"15s\"")
+            })?,
+        };
+        let dead_server_cleanup = match &server_block.dead_server_cleanup {
+            None => Some(std::time::Duration::from_secs(600)),
+            Some(s) => Some(drover_jobspec::parse_duration(s).with_context(|| {
+                format!("server.dead_server_cleanup {s:?} is not a duration like \"5m\"")
+            })?)
+            .filter(|d| !d.is_zero()),
+        };
+        let client_join = client_block.server_join.clone().unwrap_or_default();
+        let mut servers: Vec<String> = client_block
+            .servers
+            .iter()
+            .chain(client_join.retry_join.iter())
+            .chain(client_join.start_join.iter())
+            .flatten()
+            .map(|a| rpc_address(a, "client.servers"))
+            .collect::<anyhow::Result<_>>()?;
         if servers.is_empty() && server {
             servers.push(advertise_rpc.clone());
+            servers.extend(retry_join.iter().cloned());
         }
         if client && servers.is_empty() {
             bail!(
                 "client.servers is empty: a client-only agent needs at least one server address (host:4647)"
             );
         }
-        let servers = servers
-            .into_iter()
-            .map(|s| {
-                if s.contains(':') {
-                    s
-                } else {
-                    format!("{s}:4647")
-                }
-            })
-            .collect();
+        servers.dedup();
         for w in f.warnings() {
             tracing::warn!("{w}");
         }
@@ -627,6 +692,11 @@ impl AgentConfig {
             );
         }
         Ok(AgentConfig {
+            bootstrap_expect,
+            retry_join,
+            retry_interval,
+            retry_max: join.retry_max.unwrap_or(0),
+            dead_server_cleanup,
             gc_max_allocs: client_block.gc_max_allocs.unwrap_or(50),
             gc_disk_usage_threshold: client_block.gc_disk_usage_threshold.unwrap_or(80.0),
             dynamic_ports,
@@ -758,5 +828,40 @@ mod tests {
         let c = a.client.unwrap();
         assert_eq!(c.enabled, Some(true));
         assert_eq!(c.meta.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn retry_join_addresses_default_to_the_rpc_port_and_map_serf_to_it() {
+        assert_eq!(rpc_address("10.0.0.1", "f").unwrap(), "10.0.0.1:4647");
+        assert_eq!(rpc_address("10.0.0.1:5000", "f").unwrap(), "10.0.0.1:5000");
+        assert_eq!(rpc_address("10.0.0.1:4648", "f").unwrap(), "10.0.0.1:4647");
+        assert_eq!(rpc_address("server-1", "f").unwrap(), "server-1:4647");
+        assert_eq!(rpc_address("[::1]:4648", "f").unwrap(), "[::1]:4647");
+        assert_eq!(rpc_address("::1", "f").unwrap(), "::1:4647");
+        let e = rpc_address("host:http", "server.server_join.retry_join").unwrap_err();
+        assert!(
+            e.to_string().contains("server.server_join.retry_join"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn server_join_is_read_and_bootstrap_expect_needs_addresses() {
+        let f = parse(
+            "data_dir = \"/tmp/x\"\nserver {\n  enabled = true\n  bootstrap_expect = 3\n  server_join {\n    retry_join = [\"10.0.0.2\", \"10.0.0.3:4648\"]\n    retry_interval = \"5s\"\n    retry_max = 4\n  }\n}\n",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = f;
+        f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+        let c = AgentConfig::resolve(f, false).unwrap();
+        assert_eq!(c.bootstrap_expect, 3);
+        assert_eq!(c.retry_join, vec!["10.0.0.2:4647", "10.0.0.3:4647"]);
+        assert_eq!(c.retry_interval, std::time::Duration::from_secs(5));
+        assert_eq!(c.retry_max, 4);
+        let mut f = parse("server {\n  enabled = true\n  bootstrap_expect = 3\n}\n").unwrap();
+        f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+        let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
+        assert!(e.contains("retry_join"), "{e}");
     }
 }

@@ -264,19 +264,50 @@ enum NodeCmd {
 
 #[derive(Subcommand)]
 enum ServerCmd {
+    /// Lists the servers: status, leader, address, Raft state.
     Members,
+    /// Removes a server (by name, id or RPC address) from the cluster, e.g. one that is gone
+    /// for good.
+    #[command(name = "force-leave")]
+    ForceLeave { node: String },
 }
 
 #[derive(Subcommand)]
 enum OperatorCmd {
     #[command(subcommand)]
     Raft(RaftCmd),
+    /// Backups of the whole cluster state.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Writes the whole cluster state (jobs, allocations, evaluations, nodes) to FILE.
+    Save {
+        file: PathBuf,
+        /// Read from the contacted server without checking with the leader.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Replaces the cluster's state with FILE's, through Raft (every server ends identical).
+    Restore { file: PathBuf },
+    /// Prints what a snapshot file holds.
+    Inspect { file: PathBuf },
 }
 
 #[derive(Subcommand)]
 enum RaftCmd {
     #[command(name = "list-peers")]
     ListPeers,
+    /// Removes a server from the Raft configuration.
+    #[command(name = "remove-peer")]
+    RemovePeer {
+        #[arg(long = "peer-id")]
+        peer_id: Option<String>,
+        #[arg(long = "peer-address")]
+        peer_address: Option<String>,
+    },
 }
 
 /// mimalloc: the state store's persistent maps allocate and free many small nodes from
@@ -465,7 +496,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }) => cli::alloc_action(&api, &alloc, task.as_deref(), "signal", &signal).await,
             Cmd::Node(NodeCmd::Status { json }) => cli::node_status(&api, json).await,
             Cmd::Server(ServerCmd::Members) => cli::server_members(&api).await,
+            Cmd::Server(ServerCmd::ForceLeave { node }) => cli::force_leave(&api, &node).await,
             Cmd::Operator(OperatorCmd::Raft(RaftCmd::ListPeers)) => cli::raft_peers(&api).await,
+            Cmd::Operator(OperatorCmd::Raft(RaftCmd::RemovePeer {
+                peer_id,
+                peer_address,
+            })) => cli::remove_peer(&api, peer_id, peer_address).await,
+            Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Save { file, stale })) => {
+                cli::snapshot_save(&api, &file, stale).await
+            }
+            Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Restore { file })) => {
+                cli::snapshot_restore(&api, &file).await
+            }
+            Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Inspect { file })) => {
+                cli::snapshot_inspect(&file)
+            }
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)

@@ -4,6 +4,7 @@
 mod events;
 mod exec;
 mod logs;
+pub mod operator;
 mod plugins;
 
 use std::collections::BTreeMap;
@@ -57,7 +58,26 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/job/{id}/evaluations", get(job_evals))
         .route("/v1/job/{id}/versions", get(job_versions))
         .route("/v1/job/{id}/plan", post(plan_job).put(plan_job))
-        .route("/v1/agent/members", get(agent_members))
+        .route("/v1/agent/members", get(operator::members))
+        .route(
+            "/v1/agent/force-leave",
+            post(operator::force_leave).put(operator::force_leave),
+        )
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::raft_configuration),
+        )
+        .route(
+            "/v1/operator/raft/peer",
+            axum::routing::delete(operator::remove_peer),
+        )
+        .route(
+            "/v1/operator/snapshot",
+            get(operator::snapshot_save)
+                .put(operator::snapshot_restore)
+                .post(operator::snapshot_restore)
+                .layer(axum::extract::DefaultBodyLimit::max(4 << 30)),
+        )
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/allocation/{id}", get(read_alloc))
         .route("/v1/allocation/{id}/stop", post(stop_alloc).put(stop_alloc))
@@ -153,6 +173,9 @@ async fn query(
     table: Table,
 ) -> Result<StateSnapshot, ApiError> {
     let store = st.server.store();
+    if !q.contains_key("stale") {
+        consistent(st).await?;
+    }
     match q.get("index") {
         None => Ok(store.snapshot()),
         Some(i) => {
@@ -170,6 +193,36 @@ async fn query(
                 .await)
         }
     }
+}
+
+/// Makes a read consistent: this server must have applied what the leader had when the read
+/// arrived (the leader confirms its leadership with a quorum first). Without a leader the read
+/// fails with "no cluster leader"; `?stale` reads skip this and answer from local state.
+async fn consistent(st: &ApiState) -> Result<(), ApiError> {
+    let index = st.server.raft().read_index().await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{e} (add ?stale to read this server's possibly stale state)"),
+        )
+    })?;
+    let store = st.server.store();
+    let mut rx = store.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.index() < index {
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this server has applied index {} but the leader is at {index}: it is catching up (add ?stale to read its state anyway)",
+                    store.index()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn with_index<T: Serialize>(index: u64, body: &T) -> Response {
@@ -325,32 +378,6 @@ async fn plan_job(
         warnings: String::new(),
     };
     Ok(with_index(jp.before.index(), &resp))
-}
-
-async fn agent_members(State(st): State<ApiState>) -> Response {
-    let leader = st.server.raft().leader();
-    let members: Vec<serde_json::Value> = st
-        .server
-        .raft()
-        .peers()
-        .into_iter()
-        .map(|(id, addr)| {
-            let me = id == st.server.raft().id;
-            serde_json::json!({
-                "Name": if me { st.agent.name.clone() } else { format!("server-{id}") },
-                "Addr": addr,
-                "Status": "alive",
-                "Tags": {
-                    "id": id.to_string(),
-                    "region": st.agent.region,
-                    "dc": st.agent.datacenter,
-                    "leader": leader.as_ref().is_some_and(|(l, _)| *l == id).to_string(),
-                    "raft": "voter",
-                },
-            })
-        })
-        .collect();
-    axum::Json(serde_json::json!({ "ServerName": st.agent.name, "ServerRegion": st.agent.region, "Members": members })).into_response()
 }
 
 async fn read_job(

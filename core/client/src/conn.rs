@@ -22,15 +22,37 @@ pub async fn run(client: Client) {
     let mut shutdown = client.inner.shutdown.subscribe();
     let mut backoff = Duration::from_millis(100);
     let mut i = 0usize;
+    // A server that is not the leader names it; the next attempt goes there.
+    let mut redirect: Option<String> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let addr = &servers[i % servers.len().max(1)];
-        i += 1;
-        match session(&client, addr).await {
+        let addr = match redirect.take() {
+            Some(a) => a,
+            None => {
+                i += 1;
+                servers[(i - 1) % servers.len().max(1)].clone()
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = session(&client, &addr).await;
+        if started.elapsed() > Duration::from_secs(10) {
+            // A session that lasted: the next failure starts the backoff afresh.
+            backoff = Duration::from_millis(100);
+        }
+        match result {
             Ok(()) => return,
             Err(e) => {
+                if let Some((_, leader)) = e.split_once("the leader is at ") {
+                    let leader = leader.split_whitespace().next().unwrap_or("").to_string();
+                    if !leader.is_empty() && leader != addr {
+                        tracing::info!(server = %addr, %leader, "redirected to the leader");
+                        redirect = Some(leader);
+                        backoff = Duration::from_millis(100);
+                        continue;
+                    }
+                }
                 tracing::warn!(server = %addr, error = %e, "server stream ended; reconnecting")
             }
         }

@@ -9,6 +9,7 @@
 //! - `snapshot`: the last state-machine snapshot, replaced atomically.
 #![deny(clippy::disallowed_types)]
 
+pub mod cluster;
 pub mod io;
 pub mod log_store;
 pub mod network;
@@ -17,7 +18,23 @@ pub mod state_machine;
 
 use std::io::Cursor;
 
+pub use cluster::{ClusterReply, ClusterRequest, JoinConfig, PeerError, Peers, ServerStatus};
 pub use node::{RaftNode, RaftNodeConfig, WriteError};
+
+/// A server as the membership records it: where it is reachable now, and its name. (The
+/// JSON of openraft's `BasicNode`, `{"addr": ...}`, reads as a node without a name.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerNode {
+    pub addr: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+impl std::fmt::Display for ServerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
 
 openraft::declare_raft_types!(
     /// Drover's Raft types: entries carry `drover_state::Entry`, answers are
@@ -26,7 +43,7 @@ openraft::declare_raft_types!(
         D = drover_state::Entry,
         R = drover_state::Response,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = ServerNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
 );

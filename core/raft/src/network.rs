@@ -4,7 +4,6 @@
 use drover_proto::raft::RaftMessage;
 use drover_proto::raft::raft_client::RaftClient;
 use drover_proto::raft::raft_server::{Raft as RaftRpc, RaftServer};
-use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -17,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use crate::{NodeId, Raft, TypeConfig};
+use crate::{NodeId, Raft, RaftNode, ServerNode, TypeConfig};
 
 /// Raft messages can be large (plans, snapshots chunks): far above tonic's 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -29,7 +28,7 @@ pub struct Network;
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+    async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> Connection {
         Connection {
             target,
             addr: node.addr.clone(),
@@ -45,7 +44,7 @@ pub struct Connection {
     client: Option<RaftClient<Channel>>,
 }
 
-type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, ServerNode, RaftError<NodeId, E>>;
 
 impl Connection {
     async fn client(&mut self) -> Result<RaftClient<Channel>, Unreachable> {
@@ -99,8 +98,9 @@ impl Connection {
         res.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
-                BasicNode {
+                ServerNode {
                     addr: self.addr.clone(),
+                    name: String::new(),
                 },
                 e,
             ))
@@ -137,13 +137,17 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// The receiving side, served on the server's RPC port.
 pub struct RaftService {
     raft: Raft,
+    node: RaftNode,
 }
 
 impl RaftService {
-    pub fn server(raft: Raft) -> RaftServer<RaftService> {
-        RaftServer::new(RaftService { raft })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn server(node: RaftNode) -> RaftServer<RaftService> {
+        RaftServer::new(RaftService {
+            raft: node.raft.clone(),
+            node,
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 }
 
@@ -184,5 +188,13 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let rpc: VoteRequest<NodeId> = decode(req.get_ref())?;
         encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn cluster(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let rpc: crate::cluster::ClusterRequest = decode(req.get_ref())?;
+        encode(&self.node.handle_cluster(rpc).await)
     }
 }

@@ -2,14 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drover_state::{Command, Entry, Response, StateStore};
-use openraft::BasicNode;
+use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
+
+use crate::ServerNode;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use crate::cluster::{JoinConfig, Peers, Route};
 use crate::log_store::LogStore;
 use crate::network::Network;
 use crate::state_machine::StateMachine;
@@ -21,8 +25,10 @@ pub struct RaftNodeConfig {
     pub data_dir: PathBuf,
     /// The address other servers reach this one's RPC port at.
     pub advertise_rpc: String,
-    /// Initialize a single-server cluster if this server has no Raft state yet.
-    pub bootstrap: bool,
+    /// The server's name (shown by `server members`).
+    pub name: String,
+    /// How the server forms or joins a cluster (`bootstrap_expect`, `retry_join`).
+    pub join: JoinConfig,
     /// Entries between snapshots (Nomad's `raft_snapshot_threshold`).
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind a snapshot (Nomad's `raft_trailing_logs`).
@@ -34,7 +40,7 @@ impl RaftNodeConfig {
     pub const DEFAULT_TRAILING_LOGS: u64 = 10_240;
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum WriteError {
     #[error("this server is not the leader; the leader is server {id} at {addr}")]
     NotLeader { id: NodeId, addr: String },
@@ -67,15 +73,31 @@ pub struct RaftNode {
     pub store: StateStore,
     pub log: LogStore,
     pub advertise_rpc: Arc<str>,
+    pub name: Arc<str>,
+    pub(crate) peers: Peers,
+    /// When this server, as leader, last heard from a quorum: (term, time).
+    quorum_contact: Arc<Mutex<Option<(u64, Instant)>>>,
 }
 
-/// Drover's Raft timings: a 2-core machine under load must not see spurious elections.
+/// A leader that has not heard from a quorum for this long answers writes with
+/// "no cluster leader" instead of letting them hang.
+const QUORUM_SILENCE: Duration = Duration::from_secs(3);
+
+/// Drover's Raft timings. The leader sends heartbeats every 250 ms. A follower that knew a
+/// leader starts an election only after the leader lease (`election_timeout_max`, 900 ms)
+/// plus a random election timeout (450–900 ms) without hearing from it: 1.35–1.8 s of
+/// silence, i.e. at least 5 lost heartbeats, so a loaded 2-core machine does not see
+/// spurious elections, while a dead leader is replaced in under 2 s.
+pub const HEARTBEAT_MS: u64 = 250;
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 450;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 900;
+
 pub fn raft_config(snapshot_threshold: u64, trailing_logs: u64) -> openraft::Config {
     openraft::Config {
         cluster_name: "drover".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_threshold),
         max_in_snapshot_log_to_keep: trailing_logs,
         ..Default::default()
@@ -130,17 +152,17 @@ impl RaftNode {
         let raft = Raft::new(id, config, Network, log.clone(), sm)
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
-        if cfg.bootstrap
-            && !raft
-                .is_initialized()
-                .await
-                .map_err(|e| OpenError::Raft(e.to_string()))?
-        {
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| OpenError::Raft(e.to_string()))?;
+        if !initialized && cfg.join.bootstrap_expect == 1 && cfg.join.retry_join.is_empty() {
             let mut members = BTreeMap::new();
             members.insert(
                 id,
-                BasicNode {
+                ServerNode {
                     addr: cfg.advertise_rpc.clone(),
+                    name: cfg.name.clone(),
                 },
             );
             raft.initialize(members)
@@ -149,27 +171,79 @@ impl RaftNode {
             tracing::info!(server_id = id, "bootstrapped a new single-server cluster");
         }
         let writes = batcher(raft.clone());
-        Ok(RaftNode {
+        let node = RaftNode {
             id,
             raft,
             writes,
             store,
             log,
             advertise_rpc: cfg.advertise_rpc.into(),
-        })
+            name: cfg.name.into(),
+            peers: Peers::default(),
+            quorum_contact: Arc::default(),
+        };
+        tokio::spawn(crate::cluster::converge(node.clone(), cfg.join));
+        tokio::spawn(watch_quorum(node.clone()));
+        Ok(node)
     }
 
-    /// Commits `command` through Raft, stamped with this (leader) server's clock. Concurrent
-    /// writes are batched into one entry (see [`batcher`]).
-    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+    /// How long this leader has gone without hearing from a quorum, when that is longer than
+    /// [`QUORUM_SILENCE`].
+    pub(crate) fn quorum_silence_ms(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader
+            || m.membership_config.membership().voter_ids().count() < 2
+        {
+            return None;
+        }
+        let contact = *self.quorum_contact.lock().expect("quorum lock");
+        match contact {
+            Some((term, at)) if term == m.current_term && at.elapsed() > QUORUM_SILENCE => {
+                Some(at.elapsed().as_millis() as u64)
+            }
+            _ => None,
+        }
+    }
+
+    /// Commits `command` here; this server must be the leader.
+    pub(crate) async fn write_here(&self, command: Command) -> Result<Response, WriteError> {
+        if let Route::Forward(l, addr) = self.route()? {
+            return Err(WriteError::NotLeader { id: l, addr });
+        }
+        self.write_local(command).await
+    }
+
+    async fn write_local(&self, command: Command) -> Result<Response, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.writes
             .send(Pending { command, reply })
             .await
             .map_err(|_| WriteError::Raft("raft is shut down".into()))?;
-        let resp = rx
-            .await
-            .map_err(|_| WriteError::Raft("raft is shut down".into()))??;
+        match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+            Ok(r) => r.map_err(|_| WriteError::Raft("raft is shut down".into()))?,
+            Err(_) => Err(WriteError::NoLeader(format!(
+                "the write was not committed within {} s: this server may have lost contact with a quorum; its outcome is unknown",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Commits `command` through Raft, stamped with this (leader) server's clock. Concurrent
+    /// writes are batched into one entry (see [`batcher`]).
+    /// A follower forwards the write to the leader.
+    pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        let resp = match self.route()? {
+            Route::Local => match self.write_local(command.clone()).await {
+                // Leadership moved while the write waited.
+                Err(WriteError::NotLeader { addr, .. }) => self.forward(&addr, command).await,
+                r => r,
+            },
+            Route::Forward(_, addr) => match self.forward(&addr, command.clone()).await {
+                // The leader changed between our look and its answer: one more hop.
+                Err(WriteError::NotLeader { addr, .. }) => self.forward(&addr, command).await,
+                r => r,
+            },
+        }?;
         match resp.error {
             Some(e) => Err(WriteError::Rejected(e)),
             None => Ok(resp),
@@ -200,6 +274,39 @@ impl RaftNode {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+/// The longest a write waits for its commit before failing with an unknown outcome.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keeps track of whether this server, while it leads, still hears from a quorum.
+async fn watch_quorum(node: RaftNode) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let m = node.raft.metrics().borrow().clone();
+        if m.state == ServerState::Shutdown {
+            return;
+        }
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let term = m.current_term;
+        {
+            let mut c = node.quorum_contact.lock().expect("quorum lock");
+            if c.is_none_or(|(t, _)| t != term) {
+                // Winning the election was hearing from a quorum.
+                *c = Some((term, Instant::now()));
+            }
+        }
+        let asked = Instant::now();
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(2), node.raft.get_read_log_id()).await
+        {
+            *node.quorum_contact.lock().expect("quorum lock") = Some((term, asked));
+        }
     }
 }
 

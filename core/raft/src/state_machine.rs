@@ -16,8 +16,8 @@ use crate::io::write_atomic;
 use crate::{LogId, NodeId, StorageError, TypeConfig};
 
 type Entry = openraft::Entry<TypeConfig>;
-type Membership = StoredMembership<NodeId, openraft::BasicNode>;
-type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
+type Membership = StoredMembership<NodeId, crate::ServerNode>;
+type Meta = SnapshotMeta<NodeId, crate::ServerNode>;
 
 /// What a snapshot file holds: openraft's metadata and the whole state.
 #[derive(Serialize, Deserialize)]

@@ -104,7 +104,8 @@ async fn acknowledged_writes_survive_a_crash() {
     let mut members = BTreeMap::new();
     members.insert(
         1u64,
-        openraft::BasicNode {
+        drover_raft::ServerNode {
+            name: String::new(),
             addr: "127.0.0.1:1".into(),
         },
     );

@@ -50,7 +50,8 @@ fn main() {
         let raft = RaftNode::open(RaftNodeConfig {
             data_dir: dir.path().to_path_buf(),
             advertise_rpc: "127.0.0.1:1".into(),
-            bootstrap: true,
+            name: "bench".into(),
+            join: drover_raft::JoinConfig::default(),
             snapshot_threshold: RaftNodeConfig::DEFAULT_SNAPSHOT_THRESHOLD,
             trailing_logs: RaftNodeConfig::DEFAULT_TRAILING_LOGS,
         })

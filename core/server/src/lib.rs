@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// Scheduler workers on the leader (the broker keeps one evaluation per job in flight).
     pub workers: usize,
     pub algorithm: drover_scheduler::Algorithm,
+    /// The leader removes a server it has not reached for this long (autopilot's dead-server
+    /// cleanup); None disables it.
+    pub dead_server_cleanup: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +40,7 @@ impl Default for ServerConfig {
             heartbeat_ttl: Duration::from_secs(10),
             workers: 4,
             algorithm: drover_scheduler::Algorithm::Binpack,
+            dead_server_cleanup: None,
         }
     }
 }

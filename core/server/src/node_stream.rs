@@ -256,6 +256,17 @@ impl NodeService for NodeStreamService {
         &self,
         req: Request<Streaming<ClientMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        // Clients attach to the leader: it holds the heartbeat timers. Another server says
+        // where the leader is, and the client goes there.
+        match self.server.raft().leader() {
+            Some((id, _)) if id == self.server.raft().id => {}
+            Some((_, addr)) => {
+                return Err(Status::failed_precondition(format!(
+                    "this server is not the leader; the leader is at {addr}"
+                )));
+            }
+            None => return Err(Status::unavailable("no cluster leader")),
+        }
         let mut inbound = req.into_inner();
         let first = inbound
             .message()
@@ -527,6 +538,7 @@ async fn push_allocs(
 ) {
     let store = server.store().clone();
     let mut changed = store.subscribe();
+    let mut metrics = server.raft().raft.metrics();
     let mut sent: Option<BTreeMap<String, u64>> = None;
     let mut sent_jobs: BTreeSet<(String, String, u64)> = BTreeSet::new();
     loop {
@@ -570,11 +582,24 @@ async fn push_allocs(
             }
             sent = Some(current);
         }
-        if tokio::time::timeout(Duration::from_secs(30), changed.changed())
-            .await
-            .is_ok_and(|r| r.is_err())
-        {
-            return;
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(30), changed.changed()) => {
+                if r.is_ok_and(|r| r.is_err()) {
+                    return;
+                }
+            }
+            r = metrics.changed() => {
+                let leading = metrics.borrow().state == openraft::ServerState::Leader;
+                if r.is_err() || !leading {
+                    // The client reconnects to the new leader.
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "this server is no longer the leader; reconnect",
+                        )))
+                        .await;
+                    return;
+                }
+            }
         }
     }
 }

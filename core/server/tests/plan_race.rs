@@ -58,7 +58,8 @@ async fn two_plans_for_the_last_slot_one_commits_one_is_refused_and_retries_else
     let raft = RaftNode::open(RaftNodeConfig {
         data_dir: dir.path().to_path_buf(),
         advertise_rpc: "127.0.0.1:1".into(),
-        bootstrap: true,
+        name: "bench".into(),
+        join: drover_raft::JoinConfig::default(),
         snapshot_threshold: RaftNodeConfig::DEFAULT_SNAPSHOT_THRESHOLD,
         trailing_logs: RaftNodeConfig::DEFAULT_TRAILING_LOGS,
     })

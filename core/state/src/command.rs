@@ -50,6 +50,11 @@ pub enum Command {
     },
     /// Commands written concurrently, committed as one entry (one fsync) and applied in order.
     Batch(Vec<Command>),
+    /// Replaces the whole state with a backup (`operator snapshot restore`): the serialized
+    /// `StateSnapshot`, so every server applies the identical state through Raft.
+    Restore {
+        state: serde_json::Value,
+    },
 }
 
 impl Command {
@@ -63,6 +68,7 @@ impl Command {
             Command::PlanApply(_) => "PlanApply",
             Command::EvalUpsert { .. } => "EvalUpsert",
             Command::Batch(_) => "Batch",
+            Command::Restore { .. } => "Restore",
         }
     }
 }

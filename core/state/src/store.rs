@@ -218,6 +218,17 @@ fn apply_command(
     };
     let mut touched_jobs: Vec<(String, String)> = Vec::new();
     match command {
+        Command::Restore { state } => match StateSnapshot::from_value(state.clone()) {
+            Ok(mut restored) => {
+                // Every table changes at this index, so blocking queries wake.
+                for t in [Table::Jobs, Table::Allocs, Table::Evals, Table::Nodes] {
+                    restored.table_index.insert(t, index);
+                }
+                restored.index = index;
+                *s = restored;
+            }
+            Err(e) => resp.error = Some(format!("the restored state is not valid: {e}")),
+        },
         Command::Batch(commands) => {
             resp.batch = commands
                 .iter()

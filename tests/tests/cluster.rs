@@ -1,0 +1,868 @@
+//! Several servers, as real `drover` processes on 127.0.0.x addresses (and, for the
+//! partition test, each in its own network namespace on a bridge): bootstrap with
+//! `bootstrap_expect`, a leader killed during a stream of registrations, restarts, a server
+//! moving to a new address, backup and restore, and a server cut off from the others.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use drover_tests::*;
+use serde_json::{Value, json};
+
+/// Generous: the machine running the tests may be busy.
+const LONG: Duration = Duration::from_secs(60);
+
+/// A job that is cheap to register (it places nowhere: no datacenter matches).
+fn cheap_job(id: &str) -> Value {
+    json!({ "Job": { "ID": id, "Datacenters": ["nowhere"], "TaskGroups": [{ "Name": "g", "Count": 1, "Tasks": [{ "Name": "t", "Driver": "raw_exec", "Config": { "command": "/bin/true" } }] }] } })
+}
+
+/// Registers a job; Ok only when the server acknowledged it.
+fn register(agent: &Agent, body: &Value) -> Result<(), String> {
+    let r = http()
+        .post(format!("{}/v1/jobs", agent.address()))
+        .timeout(Duration::from_secs(20))
+        .json(body)
+        .send()
+        .map_err(|e| e.to_string())?;
+    let code = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    if code == 200 {
+        Ok(())
+    } else {
+        Err(format!("{code}: {text}"))
+    }
+}
+
+struct ServerSpec {
+    name: String,
+    host: String,
+    http: u16,
+    rpc: u16,
+    data: PathBuf,
+    config: PathBuf,
+}
+
+fn server_config(
+    dir: &Path,
+    name: &str,
+    host: &str,
+    expect: usize,
+    join: &[String],
+    extra: &str,
+) -> PathBuf {
+    let join: Vec<String> = join.iter().map(|a| format!("{a:?}")).collect();
+    let cfg = dir.join(format!("{name}.hcl"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"{name}\"\nbind_addr = \"{host}\"\nserver {{\n  enabled = true\n  bootstrap_expect = {expect}\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n{extra}}}\n",
+            join.join(", ")
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Specs for `n` servers on 127.0.0.<base+i>, each knowing all the others' RPC addresses.
+fn specs(dir: &Path, base: u8, n: usize, extra: &str) -> Vec<ServerSpec> {
+    let hosts: Vec<String> = (0..n)
+        .map(|i| format!("127.0.0.{}", base + i as u8))
+        .collect();
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let rpcs: Vec<String> = hosts
+        .iter()
+        .zip(&ports)
+        .map(|(h, (_, r))| format!("{h}:{r}"))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let name = format!("s{}", i + 1);
+            ServerSpec {
+                config: server_config(dir, &name, &hosts[i], n, &rpcs, extra),
+                data: dir.join(&name),
+                name,
+                host: hosts[i].clone(),
+                http: ports[i].0,
+                rpc: ports[i].1,
+            }
+        })
+        .collect()
+}
+
+fn start(spec: &ServerSpec) -> Agent {
+    Agent::start_on(
+        &spec.host,
+        &[],
+        &["-config", spec.config.to_str().unwrap()],
+        &spec.data,
+        spec.http,
+        spec.rpc,
+    )
+}
+
+/// The leader's RPC address as `agent` sees it.
+fn leader_of(agent: &Agent) -> Option<String> {
+    agent
+        .get("/v1/status/leader")
+        .and_then(|v| v.as_str().map(String::from))
+}
+
+/// Waits until every running server agrees on one leader among them; returns its index.
+fn wait_leader(servers: &[Agent]) -> usize {
+    wait_for("one leader all running servers agree on", LONG, || {
+        let live: Vec<&Agent> = servers.iter().filter(|a| a.child.is_some()).collect();
+        let first = leader_of(live[0])?;
+        live.iter()
+            .all(|a| leader_of(a).as_deref() == Some(first.as_str()))
+            .then_some(())?;
+        servers
+            .iter()
+            .position(|a| a.child.is_some() && a.rpc_addr() == first)
+    })
+}
+
+fn job_ids(agent: &Agent, query: &str) -> Option<Vec<String>> {
+    let v = agent.get(&format!("/v1/jobs{query}"))?;
+    let mut ids: Vec<String> = v
+        .as_array()?
+        .iter()
+        .map(|j| j["ID"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    Some(ids)
+}
+
+fn peers(agent: &Agent) -> Vec<Value> {
+    agent
+        .get("/v1/operator/raft/configuration")
+        .and_then(|v| v["Servers"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn three_servers_bootstrap_and_forward_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = specs(tmp.path(), 21, 3, "");
+    let servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    // Every server holds the same three voters.
+    for s in &servers {
+        let p = wait_for("three voters", LONG, || {
+            let p = peers(s);
+            (p.len() == 3 && p.iter().all(|x| x["Voter"] == true)).then_some(p)
+        });
+        let mut addrs: Vec<String> = p
+            .iter()
+            .map(|x| x["Address"].as_str().unwrap().to_string())
+            .collect();
+        addrs.sort();
+        let mut want: Vec<String> = servers.iter().map(|a| a.rpc_addr()).collect();
+        want.sort();
+        assert_eq!(addrs, want);
+    }
+    // Writes to a follower are forwarded; consistent reads on every server see them.
+    let follower = &servers[(leader + 1) % 3];
+    register(follower, &cheap_job("via-follower")).unwrap();
+    for s in &servers {
+        assert!(
+            job_ids(s, "")
+                .unwrap()
+                .contains(&"via-follower".to_string())
+        );
+    }
+    // Server ids are persisted, not derived from addresses.
+    for spec in &specs {
+        let id = std::fs::read_to_string(spec.data.join("server/server-id")).unwrap();
+        assert!(id.trim().parse::<u64>().is_ok(), "server-id {id:?}");
+    }
+    // The CLI shows the members.
+    let out = servers[0].cli(&["server", "members"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for name in ["s1", "s2", "s3"] {
+        assert!(text.contains(name), "{text}");
+    }
+    assert_eq!(text.matches("alive").count(), 3, "{text}");
+
+    // A graceful stop of the leader hands leadership to another server.
+    let mut servers = servers;
+    servers[leader].terminate();
+    assert!(
+        servers[leader].log_text().contains("handing leadership"),
+        "the leaving leader's log does not mention the handoff"
+    );
+    let new_leader = wait_leader(&servers);
+    assert_ne!(new_leader, leader);
+    register(&servers[new_leader], &cheap_job("after-leave")).unwrap();
+}
+
+#[test]
+fn a_server_that_sees_more_than_bootstrap_expect_refuses_to_bootstrap() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two servers waiting for five; then one told to expect two, which sees three.
+    let specs: Vec<ServerSpec> = specs(tmp.path(), 31, 3, "")
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            let expect = if i < 2 { 5 } else { 2 };
+            let text = std::fs::read_to_string(&s.config).unwrap().replace(
+                "bootstrap_expect = 3",
+                &format!("bootstrap_expect = {expect}"),
+            );
+            s.config = tmp.path().join(format!("{}-{expect}.hcl", s.name));
+            std::fs::write(&s.config, text).unwrap();
+            s
+        })
+        .collect();
+    let mut servers: Vec<Agent> = specs[..2].iter().map(start).collect();
+    for s in &servers {
+        wait_for("the waiting servers' APIs", LONG, || {
+            s.get("/v1/agent/self")
+        });
+    }
+    servers.push(start(&specs[2]));
+    wait_for(
+        "a refusal to bootstrap in the third server's log",
+        LONG,
+        || {
+            servers[2]
+                .log_text()
+                .contains(
+                    "refusing to bootstrap: 3 servers see each other but bootstrap_expect = 2",
+                )
+                .then_some(())
+        },
+    );
+    for s in &servers {
+        assert!(leader_of(s).is_none(), "no cluster should have formed");
+    }
+    // Writes say why.
+    let err = register(&servers[2], &cheap_job("x")).unwrap_err();
+    assert!(err.contains("no cluster leader"), "{err}");
+}
+
+#[test]
+fn killing_the_leader_loses_no_acknowledged_registration_and_clients_fail_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let specs = specs(dir, 41, 3, "  heartbeat_grace = \"30s\"\n");
+    let mut servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+
+    // Two clients that know every server.
+    let all_rpc: Vec<String> = servers.iter().map(|a| a.rpc_addr()).collect();
+    std::fs::write(
+        dir.join("client.hcl"),
+        "client {\n  enabled = true\n}\nplugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\n",
+    )
+    .unwrap();
+    let client_cfg = dir.join("client.hcl");
+    let clients: Vec<Agent> = ["c1", "c2"]
+        .iter()
+        .map(|name| {
+            Agent::start(
+                &[
+                    "-config",
+                    client_cfg.to_str().unwrap(),
+                    "-servers",
+                    &all_rpc.join(","),
+                    "-node",
+                    name,
+                ],
+                &dir.join(name),
+                free_port(),
+                free_port(),
+            )
+        })
+        .collect();
+    wait_for("two ready nodes", LONG, || {
+        let n = servers[leader].get("/v1/nodes")?;
+        (n.as_array()?
+            .iter()
+            .filter(|n| n["Status"] == "ready")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    let sleeper = write_job(
+        dir,
+        "before",
+        "job \"before\" {\n  datacenters = [\"dc1\"]\n  group \"g\" {\n    count = 2\n    task \"t\" {\n      driver = \"raw_exec\"\n      config {\n        command = \"/bin/sleep\"\n        args = [\"300\"]\n      }\n    }\n  }\n}\n",
+    );
+    servers[leader].run_job(&sleeper);
+    let running_before: Vec<String> = wait_for("2 running allocations", LONG, || {
+        let a = servers[leader].allocs("before");
+        let r: Vec<String> = a
+            .iter()
+            .filter(|a| a["ClientStatus"] == "running")
+            .map(|a| a["ID"].as_str().unwrap().to_string())
+            .collect();
+        (r.len() == 2).then_some(r)
+    });
+
+    // A stream of registrations, sent round-robin to every server that is up.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let targets: Vec<(String, u16)> = servers
+        .iter()
+        .map(|a| (a.host.clone(), a.http_port))
+        .collect();
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c = http();
+            let mut i = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let (h, p) = &targets[i % targets.len()];
+                let id = format!("job-{i}");
+                let ok = c
+                    .post(format!("http://{h}:{p}/v1/jobs"))
+                    .timeout(Duration::from_secs(20))
+                    .json(&cheap_job(&id))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    acked.lock().unwrap().push(id);
+                }
+                i += 1;
+            }
+        })
+    };
+    wait_for("20 acknowledged registrations", LONG, || {
+        (acked.lock().unwrap().len() >= 20).then_some(())
+    });
+    let old_leader_addr = servers[leader].rpc_addr();
+    servers[leader].kill9();
+    let before_kill = acked.lock().unwrap().len();
+    wait_for(
+        "20 more acknowledged registrations after the kill",
+        LONG,
+        || (acked.lock().unwrap().len() >= before_kill + 20).then_some(()),
+    );
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let new_leader = wait_leader(&servers);
+    assert_ne!(servers[new_leader].rpc_addr(), old_leader_addr);
+    let acked = acked.lock().unwrap().clone();
+    for s in servers.iter().filter(|s| s.child.is_some()) {
+        let ids = wait_for("every server to answer", LONG, || job_ids(s, ""));
+        let missing: Vec<&String> = acked.iter().filter(|id| !ids.contains(id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged registrations missing on {}: {missing:?}",
+            missing.len(),
+            s.rpc_addr()
+        );
+    }
+
+    // The clients moved to the new leader: their allocations kept running (the nodes never
+    // went down), and a new job is placed and runs.
+    let other = write_job(
+        dir,
+        "after",
+        &std::fs::read_to_string(&sleeper)
+            .unwrap()
+            .replace("job \"before\"", "job \"after\""),
+    );
+    servers[new_leader].run_job(&other);
+    wait_for("the new job's 2 allocations running", LONG, || {
+        let a = servers[new_leader].allocs("after");
+        (a.iter().filter(|a| a["ClientStatus"] == "running").count() == 2).then_some(())
+    });
+    let still: Vec<String> = servers[new_leader]
+        .allocs("before")
+        .iter()
+        .filter(|a| a["ClientStatus"] == "running")
+        .map(|a| a["ID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        {
+            let mut s = still.clone();
+            s.sort();
+            s
+        },
+        {
+            let mut r = running_before.clone();
+            r.sort();
+            r
+        },
+        "the allocations from before the failover are the ones running"
+    );
+    let nodes = servers[new_leader].get("/v1/nodes").unwrap();
+    assert!(
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["Status"] == "ready"),
+        "{nodes}"
+    );
+
+    // The killed server shows as failed; force-leave removes it.
+    let killed_name = &specs[leader].name;
+    let out = servers[new_leader].cli(&["server", "members"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(killed_name.as_str()) && l.contains("failed")),
+        "{text}"
+    );
+    let out = servers[new_leader].cli(&["server", "force-leave", killed_name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("two peers left", LONG, || {
+        (peers(&servers[new_leader]).len() == 2).then_some(())
+    });
+    drop(clients);
+}
+
+#[test]
+fn restart_every_server_keeps_state_and_no_quorum_fails_fast() {
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = specs(tmp.path(), 51, 3, "");
+    let mut servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    for i in 0..30 {
+        register(&servers[(leader + i) % 3], &cheap_job(&format!("r{i}"))).unwrap();
+    }
+    let before = job_ids(&servers[leader], "").unwrap();
+    assert_eq!(before.len(), 30);
+    for s in servers.iter_mut() {
+        s.kill9();
+    }
+    for s in servers.iter_mut() {
+        s.start_again();
+    }
+    wait_leader(&servers);
+    for s in &servers {
+        let ids = wait_for("jobs after restart", LONG, || job_ids(s, ""));
+        assert_eq!(ids, before, "state on {} after restart", s.rpc_addr());
+    }
+
+    // Two of three down: no quorum. Writes fail fast naming the reason; stale reads work.
+    let leader = wait_leader(&servers);
+    let survivor = (leader + 1) % 3;
+    for (i, s) in servers.iter_mut().enumerate() {
+        if i != survivor {
+            s.kill9();
+        }
+    }
+    let s = &servers[survivor];
+    let err = wait_for("writes to fail with no cluster leader", LONG, || {
+        let t = Instant::now();
+        match register(s, &cheap_job("no-quorum")) {
+            Err(e) if e.contains("no cluster leader") => Some((e, t.elapsed())),
+            _ => None,
+        }
+    });
+    assert!(
+        err.1 < Duration::from_secs(15),
+        "a write without quorum took {:?}: {}",
+        err.1,
+        err.0
+    );
+    let stale = job_ids(s, "?stale").expect("stale reads are served without a leader");
+    assert_eq!(stale, before);
+    let r = http()
+        .get(format!("{}/v1/jobs", s.address()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.text().unwrap().contains("no cluster leader"));
+}
+
+#[test]
+fn a_server_restarted_on_a_new_address_keeps_its_id_and_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = specs(tmp.path(), 61, 3, "");
+    let mut servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    for i in 0..10 {
+        register(&servers[leader], &cheap_job(&format!("m{i}"))).unwrap();
+    }
+    let mover = (leader + 1) % 3;
+    let id = std::fs::read_to_string(specs[mover].data.join("server/server-id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    servers[mover].terminate();
+    // Same data dir and name, new address.
+    let new_host = "127.0.0.64";
+    let rpcs: Vec<String> = servers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != mover)
+        .map(|(_, a)| a.rpc_addr())
+        .collect();
+    let cfg = server_config(tmp.path(), "moved", new_host, 3, &rpcs, "");
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "name = \"moved\"",
+        &format!("name = \"{}\"", specs[mover].name),
+    );
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let (http_port, rpc_port) = (free_port(), free_port());
+    servers[mover] = Agent::start_on(
+        new_host,
+        &[],
+        &["-config", cfg.to_str().unwrap()],
+        &specs[mover].data,
+        http_port,
+        rpc_port,
+    );
+    let new_addr = servers[mover].rpc_addr();
+    wait_for("the membership to record the new address", LONG, || {
+        let p = peers(&servers[leader]);
+        p.iter()
+            .any(|x| {
+                x["ID"] == id.as_str() && x["Address"] == new_addr.as_str() && x["Voter"] == true
+            })
+            .then_some(())
+    });
+    assert_eq!(peers(&servers[leader]).len(), 3, "no fourth member");
+    register(&servers[leader], &cheap_job("after-move")).unwrap();
+    let want = job_ids(&servers[leader], "").unwrap();
+    wait_for("the moved server to catch up", LONG, || {
+        (job_ids(&servers[mover], "?stale")? == want).then_some(())
+    });
+    // It is a full member again: a write through it commits.
+    register(&servers[mover], &cheap_job("through-moved")).unwrap();
+}
+
+#[test]
+fn snapshot_save_wipe_restore_gives_identical_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let specs = specs(dir, 71, 3, "");
+    let mut servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    for i in 0..25 {
+        register(&servers[(leader + i) % 3], &cheap_job(&format!("b{i}"))).unwrap();
+    }
+    // Let the scheduler finish with every evaluation, so the saved state is quiescent.
+    wait_for("every evaluation processed", LONG, || {
+        let e = servers[leader].get("/v1/evaluations")?;
+        e.as_array()?
+            .iter()
+            .all(|e| e["Status"] != "pending")
+            .then_some(())
+    });
+    let jobs_before = servers[leader].get("/v1/jobs").unwrap();
+    let evals_before = servers[leader].get("/v1/evaluations").unwrap();
+    let file = dir.join("backup.snap");
+    let out =
+        servers[(leader + 1) % 3].cli(&["operator", "snapshot", "save", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = servers[0].cli(&["operator", "snapshot", "inspect", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("drover-snapshot"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("jobs") && l.trim_end().ends_with(" 25")),
+        "{text}"
+    );
+
+    // Wipe: stop every server, remove their data, start a fresh cluster.
+    for s in servers.iter_mut() {
+        s.terminate();
+    }
+    for spec in &specs {
+        std::fs::remove_dir_all(&spec.data).unwrap();
+    }
+    for (s, _) in servers.iter_mut().zip(&specs) {
+        s.start_again();
+    }
+    let leader = wait_leader(&servers);
+    assert!(job_ids(&servers[leader], "").unwrap().is_empty());
+    let out =
+        servers[(leader + 2) % 3].cli(&["operator", "snapshot", "restore", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let strip = |v: &Value| -> Vec<Value> {
+        let mut a = v.as_array().unwrap().clone();
+        a.sort_by_key(|x| x["ID"].as_str().unwrap_or_default().to_string());
+        a
+    };
+    for s in &servers {
+        let jobs = wait_for("restored jobs on every server", LONG, || {
+            let v = s.get("/v1/jobs?stale")?;
+            (v.as_array()?.len() == 25).then_some(v)
+        });
+        assert_eq!(
+            strip(&jobs),
+            strip(&jobs_before),
+            "jobs on {}",
+            s.rpc_addr()
+        );
+        let evals = s.get("/v1/evaluations?stale").unwrap();
+        assert_eq!(
+            strip(&evals)
+                .iter()
+                .map(|e| e["ID"].clone())
+                .collect::<Vec<_>>(),
+            strip(&evals_before)
+                .iter()
+                .map(|e| e["ID"].clone())
+                .collect::<Vec<_>>(),
+            "evaluations on {}",
+            s.rpc_addr()
+        );
+    }
+    // A file that is not a snapshot is refused with a clear error.
+    let bad = dir.join("bad.snap");
+    std::fs::write(&bad, b"{\"x\": 1}").unwrap();
+    let out = servers[0].cli(&["operator", "snapshot", "restore", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Drover snapshot file"));
+}
+
+// ---- network partition: every server in its own network namespace on one bridge ----
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A switch: a namespace of its own holding a bridge (a fresh namespace has no firewall
+/// rules, unlike a host where Docker's FORWARD policy drops bridged traffic); per server, a
+/// namespace joined to the bridge by a veth pair; and a veth pair from the test's namespace
+/// to the bridge, so the test reaches every server.
+struct Net {
+    tag: String,
+    n: usize,
+}
+
+impl Net {
+    fn create(n: usize) -> Net {
+        let tag = format!("dv{}", std::process::id() % 100_000);
+        let net = Net {
+            tag: tag.clone(),
+            n,
+        };
+        let sw = net.switch();
+        ip(&["netns", "add", &sw]).unwrap_or_else(|e| {
+            panic!("the partition test needs root and iproute2 (network namespaces, a bridge): {e}")
+        });
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]).unwrap();
+        ip(&["-n", &sw, "link", "set", "br0", "up"]).unwrap();
+        // The test's own port on the switch.
+        let (mine, theirs) = (format!("{tag}t"), format!("{tag}s"));
+        ip(&[
+            "link", "add", &mine, "type", "veth", "peer", "name", &theirs,
+        ])
+        .unwrap();
+        ip(&["link", "set", &theirs, "netns", &sw]).unwrap();
+        ip(&["-n", &sw, "link", "set", &theirs, "master", "br0"]).unwrap();
+        ip(&["-n", &sw, "link", "set", &theirs, "up"]).unwrap();
+        ip(&["addr", "add", "10.77.0.1/24", "dev", &mine]).unwrap();
+        ip(&["link", "set", &mine, "up"]).unwrap();
+        for i in 0..n {
+            let ns = net.ns(i);
+            let (sw_end, ns_end) = (format!("h{i}"), format!("{tag}n{i}"));
+            ip(&["netns", "add", &ns]).unwrap();
+            ip(&[
+                "-n", &sw, "link", "add", &sw_end, "type", "veth", "peer", "name", &ns_end,
+            ])
+            .unwrap();
+            ip(&["-n", &sw, "link", "set", &ns_end, "netns", &ns]).unwrap();
+            ip(&["-n", &sw, "link", "set", &sw_end, "master", "br0"]).unwrap();
+            ip(&["-n", &sw, "link", "set", &sw_end, "up"]).unwrap();
+            let addr = format!("{}/24", net.addr(i));
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", &ns_end]).unwrap();
+            ip(&["-n", &ns, "link", "set", &ns_end, "up"]).unwrap();
+            ip(&["-n", &ns, "link", "set", "lo", "up"]).unwrap();
+        }
+        net
+    }
+
+    fn switch(&self) -> String {
+        format!("{}sw", self.tag)
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}ns{i}", self.tag)
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("10.77.0.{}", 10 + i)
+    }
+
+    /// Takes server `i`'s link to the switch down (or up again).
+    fn set_link(&self, i: usize, up: bool) {
+        ip(&[
+            "-n",
+            &self.switch(),
+            "link",
+            "set",
+            &format!("h{i}"),
+            if up { "up" } else { "down" },
+        ])
+        .unwrap();
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..self.n {
+            let _ = ip(&["netns", "del", &self.ns(i)]);
+        }
+        let _ = ip(&["link", "del", &format!("{}t", self.tag)]);
+        let _ = ip(&["netns", "del", &self.switch()]);
+    }
+}
+
+#[test]
+fn a_cut_off_server_answers_no_cluster_leader_and_catches_up() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the partition test needs root (network namespaces); CI runs it as root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let net = Net::create(3);
+    let (http_port, rpc_port) = (4646u16, 4647u16);
+    let rpcs: Vec<String> = (0..3)
+        .map(|i| format!("{}:{rpc_port}", net.addr(i)))
+        .collect();
+    let mut servers: Vec<Agent> = (0..3)
+        .map(|i| {
+            let name = format!("s{}", i + 1);
+            let cfg = server_config(dir, &name, &net.addr(i), 3, &rpcs, "");
+            let ns = net.ns(i);
+            Agent::start_on(
+                &net.addr(i),
+                &["ip", "netns", "exec", &ns],
+                &["-config", cfg.to_str().unwrap()],
+                &dir.join(&name),
+                http_port,
+                rpc_port,
+            )
+        })
+        .collect();
+    let leader = wait_leader(&servers);
+    for i in 0..10 {
+        register(&servers[leader], &cheap_job(&format!("p{i}"))).unwrap();
+    }
+    let cut = (leader + 1) % 3;
+    net.set_link(cut, false);
+    // The majority keeps accepting writes.
+    let majority: Vec<usize> = (0..3).filter(|i| *i != cut).collect();
+    for i in 0..10 {
+        let s = &servers[majority[i % 2]];
+        wait_for("a write on the majority side", LONG, || {
+            register(s, &cheap_job(&format!("q{i}"))).ok()
+        });
+    }
+    // The cut-off server answers writes with "no cluster leader", within 5 s, from inside
+    // its namespace (the test cannot reach it over the cut link).
+    let ns = net.ns(cut);
+    let url = format!("http://{}:{http_port}/v1/jobs", net.addr(cut));
+    let body = cheap_job("cut-off").to_string();
+    let (text, took) = wait_for("the cut-off server to refuse writes", LONG, || {
+        let t = Instant::now();
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST", "-d", &body, &url,
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains("no cluster leader")
+            .then(|| (text, t.elapsed()))
+    });
+    assert!(took < Duration::from_secs(5), "took {took:?}: {text}");
+    // The link returns: it catches up.
+    net.set_link(cut, true);
+    let want = job_ids(&servers[majority[0]], "").unwrap();
+    assert_eq!(want.len(), 20);
+    wait_for("the cut-off server to catch up", LONG, || {
+        (job_ids(&servers[cut], "?stale")? == want).then_some(())
+    });
+    for s in servers.iter_mut() {
+        s.terminate();
+    }
+}
+
+#[test]
+fn a_server_added_later_joins_as_learner_becomes_voter_and_dead_servers_are_cleaned_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let extra = "  dead_server_cleanup = \"4s\"\n";
+    let specs = specs(dir, 81, 3, extra);
+    let servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    for i in 0..15 {
+        register(&servers[leader], &cheap_job(&format!("l{i}"))).unwrap();
+    }
+    // A fourth server, same bootstrap_expect, knowing the others: it joins the existing
+    // cluster instead of bootstrapping another.
+    let rpcs: Vec<String> = servers.iter().map(|a| a.rpc_addr()).collect();
+    let cfg = server_config(dir, "s4", "127.0.0.84", 3, &rpcs, extra);
+    let mut fourth = Agent::start_on(
+        "127.0.0.84",
+        &[],
+        &["-config", cfg.to_str().unwrap()],
+        &dir.join("s4"),
+        free_port(),
+        free_port(),
+    );
+    let fourth_addr = fourth.rpc_addr();
+    wait_for("the fourth server to be a voter", LONG, || {
+        let p = peers(&servers[leader]);
+        (p.len() == 4
+            && p.iter()
+                .any(|x| x["Address"] == fourth_addr.as_str() && x["Voter"] == true))
+        .then_some(())
+    });
+    assert!(
+        fourth
+            .log_text()
+            .contains("a cluster exists: asking to join it"),
+        "the fourth server should have joined, not bootstrapped"
+    );
+    let leader_log = servers[leader].log_text();
+    assert!(
+        leader_log.contains("server joining: adding it as a learner")
+            && leader_log.contains("learner caught up: promoting it to voter"),
+        "the leader's log should show the learner join and the promotion"
+    );
+    let want = job_ids(&servers[leader], "").unwrap();
+    wait_for("the fourth server to hold every job", LONG, || {
+        (job_ids(&fourth, "?stale")? == want).then_some(())
+    });
+    // It dies for good: the leader removes it after dead_server_cleanup.
+    fourth.kill9();
+    wait_for("the dead server to be removed", LONG, || {
+        let p = peers(&servers[leader]);
+        (p.len() == 3 && !p.iter().any(|x| x["Address"] == fourth_addr.as_str())).then_some(())
+    });
+    register(&servers[leader], &cheap_job("after-cleanup")).unwrap();
+}

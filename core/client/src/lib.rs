@@ -3,6 +3,7 @@
 //! under their shims and are reattached from the local state.
 
 mod alloc_runner;
+mod artifact;
 mod conn;
 mod env;
 mod exec;

@@ -32,8 +32,10 @@ use reqwest::Url;
 use tokio::io::AsyncWriteExt;
 
 use crate::env::interpolate;
-pub use checksum::{Checksum, ChecksumKind, Hasher};
-pub use unpack::{ArchiveChoice, ArchiveKind};
+#[cfg(test)]
+use checksum::ChecksumKind;
+use checksum::{Checksum, Hasher};
+use unpack::{ArchiveChoice, ArchiveKind};
 
 /// How long one artifact's transfer may take (Nomad's default `http_read_timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);

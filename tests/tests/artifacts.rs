@@ -48,10 +48,8 @@ fn serve(files: BTreeMap<String, Vec<u8>>) -> FileServer {
                     r.extend_from_slice(body);
                     r
                 }
-                None => {
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_vec()
-                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
             };
             let _ = conn.write_all(&reply);
         }
@@ -166,13 +164,19 @@ fn artifacts_are_fetched_verified_and_unpacked_before_the_task_starts() {
     // The script came out of the tar.gz, executable, and saw the other two artifacts.
     let dir = agent.data_dir_alloc(id);
     let ran = std::fs::read_to_string(dir.join("alloc/ran.txt")).unwrap_or_else(|e| {
-        panic!("the unpacked script did not run ({e}): {full:#}\n{}", agent.log_text())
+        panic!(
+            "the unpacked script did not run ({e}): {full:#}\n{}",
+            agent.log_text()
+        )
     });
     assert_eq!(
         ran,
         "run.sh ran in t\n{\"greeting\":\"hello from the artifact server\"}a note from the local disk\n"
     );
-    assert_eq!(std::fs::read(dir.join("t/local/config.json")).unwrap(), config);
+    assert_eq!(
+        std::fs::read(dir.join("t/local/config.json")).unwrap(),
+        config
+    );
 
     // Events in Nomad's order: the download before the start.
     let kinds = event_kinds(&full);
@@ -183,7 +187,10 @@ fn artifacts_are_fetched_verified_and_unpacked_before_the_task_starts() {
             .unwrap_or_else(|| panic!("no {k} event: {kinds:?}"))
     };
     assert!(pos("Downloading Artifacts") < pos("Started"), "{kinds:?}");
-    assert!(!kinds.iter().any(|k| k == "Failed Artifact Download"), "{kinds:?}");
+    assert!(
+        !kinds.iter().any(|k| k == "Failed Artifact Download"),
+        "{kinds:?}"
+    );
 
     // The header was interpolated and sent.
     let reqs = srv.requests.lock().unwrap().clone();
@@ -226,13 +233,19 @@ fn a_wrong_checksum_fails_the_task_naming_both_digests() {
         .unwrap_or_else(|| panic!("no Failed Artifact Download event: {full:#}"));
     let msg = ev["DisplayMessage"].as_str().unwrap();
     let url = format!("http://127.0.0.1:{}/tool.sh", srv.port);
-    assert!(msg.contains(&format!("failed to download artifact \"{url}\"")), "{msg}");
+    assert!(
+        msg.contains(&format!("failed to download artifact \"{url}\"")),
+        "{msg}"
+    );
     assert!(msg.contains("checksum mismatch"), "{msg}");
     assert!(msg.contains(&format!("expected sha256:{wrong}")), "{msg}");
     assert!(msg.contains(&format!("got sha256:{actual}")), "{msg}");
     assert_eq!(ev["DownloadError"], msg, "{ev:#}");
     assert!(task_events(&full, "t", "Started").is_empty(), "{full:#}");
-    assert!(!task_events(&full, "t", "Not Restarting").is_empty(), "{full:#}");
+    assert!(
+        !task_events(&full, "t", "Not Restarting").is_empty(),
+        "{full:#}"
+    );
     assert_eq!(full["TaskStates"]["t"]["Failed"], true);
     // Nothing unverified was left in the task directory.
     assert!(!Path::new(&agent.data_dir_alloc(&id).join("t/local/tool.sh")).exists());

@@ -200,8 +200,13 @@ mod tests {
             verify(&c, digest(kind, data)).unwrap();
             // A bare digest: the type is guessed from its length.
             assert_eq!(Checksum::parse(hex).unwrap().kind, kind);
-            let err = verify(&c, digest(kind, b"hello worle")).unwrap_err().to_string();
-            assert!(err.contains(&format!("expected {}:{hex}", kind.name())), "{err}");
+            let err = verify(&c, digest(kind, b"hello worle"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("expected {}:{hex}", kind.name())),
+                "{err}"
+            );
             assert!(err.contains(&format!("got {}:", kind.name())), "{err}");
         }
     }
@@ -210,7 +215,10 @@ mod tests {
     fn bad_checksums_are_refused_with_the_reason() {
         for (value, why) in [
             ("sha3:abcd", "unknown checksum type \"sha3\""),
-            ("sha256:abcd", "a sha256 digest has 64 hex digits, this one has 4"),
+            (
+                "sha256:abcd",
+                "a sha256 digest has 64 hex digits, this one has 4",
+            ),
             ("md5:zz63bbbe01eeed093cb22bb8f5acdc3z", "not hexadecimal"),
             ("file:https://example.com/SHA256SUMS", "checksum files"),
             ("abc", "<type>:<hex digest>"),

@@ -140,7 +140,11 @@ struct Plan {
 
 /// Whether an artifact needs the node's attributes or meta to be interpolated.
 pub fn needs_node(artifacts: &[TaskArtifact]) -> bool {
-    let refers = |s: &str| ["${attr.", "${meta.", "${node."].iter().any(|p| s.contains(p));
+    let refers = |s: &str| {
+        ["${attr.", "${meta.", "${node."]
+            .iter()
+            .any(|p| s.contains(p))
+    };
     artifacts.iter().any(|a| {
         refers(&a.getter_source)
             || refers(&a.relative_dest)
@@ -414,7 +418,8 @@ async fn transfer(
         }
         Source::Local(path) => {
             let (path, staging) = (path.clone(), staging.to_path_buf());
-            let (mode, dest, has_checksum) = (plan.mode, plan.dest.clone(), plan.checksum.is_some());
+            let (mode, dest, has_checksum) =
+                (plan.mode, plan.dest.clone(), plan.checksum.is_some());
             let h = hasher();
             blocking(move || copy_local(&path, &staging, mode, &dest, has_checksum, h)).await?
         }
@@ -693,7 +698,9 @@ fn regular_files(dir: &Path) -> Result<Vec<PathBuf>, ArtifactError> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).map_err(|e| ArtifactError::io(dir, e))? {
         let e = e.map_err(|e| ArtifactError::io(dir, e))?;
-        let ty = e.file_type().map_err(|err| ArtifactError::io(&e.path(), err))?;
+        let ty = e
+            .file_type()
+            .map_err(|err| ArtifactError::io(&e.path(), err))?;
         if ty.is_dir() {
             out.extend(regular_files(&e.path())?);
         } else {

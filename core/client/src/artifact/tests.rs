@@ -113,9 +113,15 @@ fn zip_of(entries: &[(&str, Option<u32>, &[u8])]) -> Vec<u8> {
 fn destinations_stay_inside_the_task_dir() {
     let root = Path::new("/t");
     assert_eq!(join_inside(root, "local/").unwrap(), Path::new("/t/local"));
-    assert_eq!(join_inside(root, "local/a/../b").unwrap(), Path::new("/t/local/b"));
+    assert_eq!(
+        join_inside(root, "local/a/../b").unwrap(),
+        Path::new("/t/local/b")
+    );
     // As Nomad: an absolute destination is joined under the task directory.
-    assert_eq!(join_inside(root, "/etc/app").unwrap(), Path::new("/t/etc/app"));
+    assert_eq!(
+        join_inside(root, "/etc/app").unwrap(),
+        Path::new("/t/etc/app")
+    );
     assert_eq!(join_inside(root, ".").unwrap(), Path::new("/t"));
     for bad in ["..", "../x", "local/../../x", "a/../../../etc"] {
         assert!(join_inside(root, bad).is_none(), "{bad}");
@@ -170,7 +176,8 @@ fn interpolation_and_options_shape_the_request() {
         "local/${NOMAD_TASK_NAME}",
     );
     a.getter_options.insert("token".into(), "abc".into());
-    a.getter_headers.insert("X-Task".into(), "${NOMAD_TASK_NAME}".into());
+    a.getter_headers
+        .insert("X-Task".into(), "${NOMAD_TASK_NAME}".into());
     let p = prepare(&a, Path::new("/t"), &vars).unwrap();
     let Source::Http(url) = &p.source else {
         panic!("{:?}", p.source)
@@ -185,9 +192,13 @@ fn interpolation_and_options_shape_the_request() {
         redact(url.as_str()),
         "https://user:redacted@h/stable/app-x86_64.tgz?x=1&token=abc"
     );
-    let Source::Local(path) = prepare(&artifact("file:///srv/a%20b.txt", ""), Path::new("/t"), &vars)
-        .unwrap()
-        .source
+    let Source::Local(path) = prepare(
+        &artifact("file:///srv/a%20b.txt", ""),
+        Path::new("/t"),
+        &vars,
+    )
+    .unwrap()
+    .source
     else {
         panic!()
     };
@@ -201,8 +212,10 @@ async fn a_local_file_with_a_good_checksum_reaches_local() {
     fs::write(&file, b"{\"a\":1}").unwrap();
     let t = task_dir();
     let mut a = artifact(file.to_str().unwrap(), "");
-    a.getter_options
-        .insert("checksum".into(), format!("sha256:{}", sha256(b"{\"a\":1}")));
+    a.getter_options.insert(
+        "checksum".into(),
+        format!("sha256:{}", sha256(b"{\"a\":1}")),
+    );
     fetch(t.path(), a).await.unwrap();
     assert_eq!(
         fs::read(t.path().join("local/config.json")).unwrap(),
@@ -227,10 +240,19 @@ async fn a_checksum_mismatch_names_both_digests_and_places_nothing() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<String>();
-    assert!(err.contains(&format!("failed to download artifact \"file://{}\"", file.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "failed to download artifact \"file://{}\"",
+            file.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains(&format!("expected sha512:{wrong}")), "{err}");
     assert!(err.contains(&format!("got sha512:{actual}")), "{err}");
-    assert!(!t.path().join("local/app").exists(), "unpacked despite the mismatch");
+    assert!(
+        !t.path().join("local/app").exists(),
+        "unpacked despite the mismatch"
+    );
     no_staging_left(t.path());
 }
 
@@ -240,10 +262,15 @@ async fn a_tar_gz_is_unpacked_keeping_modes_or_kept_packed() {
     let file = src.path().join("app.tgz");
     fs::write(&file, tar_gz()).unwrap();
     let t = task_dir();
-    fetch(t.path(), artifact(file.to_str().unwrap(), "local/")).await.unwrap();
+    fetch(t.path(), artifact(file.to_str().unwrap(), "local/"))
+        .await
+        .unwrap();
     let run = t.path().join("local/app/run.sh");
     assert_eq!(fs::read_to_string(&run).unwrap(), "#!/bin/sh\necho hi\n");
-    assert_eq!(fs::metadata(&run).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        fs::metadata(&run).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
     assert_eq!(
         fs::read_to_string(t.path().join("local/app/conf/app.conf")).unwrap(),
         "port = 8080\n"
@@ -253,7 +280,10 @@ async fn a_tar_gz_is_unpacked_keeping_modes_or_kept_packed() {
     a.getter_mode = "file".into();
     a.getter_options.insert("archive".into(), "false".into());
     fetch(t.path(), a).await.unwrap();
-    assert_eq!(fs::read(t.path().join("local/packed.tgz")).unwrap(), tar_gz());
+    assert_eq!(
+        fs::read(t.path().join("local/packed.tgz")).unwrap(),
+        tar_gz()
+    );
     // mode file with an archive of two files cannot become one file.
     let mut a = artifact(file.to_str().unwrap(), "local/one");
     a.getter_mode = "file".into();
@@ -281,7 +311,10 @@ async fn a_zip_is_unpacked_with_its_directories_and_modes() {
     fetch(t.path(), a).await.unwrap();
     let tool = t.path().join("local/bundle/bin/tool");
     assert_eq!(fs::read_to_string(&tool).unwrap(), "#!/bin/sh\nexit 0\n");
-    assert_eq!(fs::metadata(&tool).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        fs::metadata(&tool).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
     assert_eq!(
         fs::read_to_string(t.path().join("local/bundle/README")).unwrap(),
         "read me\n"
@@ -326,9 +359,15 @@ async fn archive_entries_that_escape_are_refused() {
             "{name}: {err}"
         );
         let msg = err.to_string();
-        assert!(msg.contains("escapes the destination") && msg.contains(why), "{name}: {msg}");
+        assert!(
+            msg.contains("escapes the destination") && msg.contains(why),
+            "{name}: {msg}"
+        );
         assert!(!t.path().join("escaped").exists() && !t.path().join("local/escaped").exists());
-        assert!(fs::read_dir(&dest).map(|d| d.count()).unwrap_or(0) == 0, "{name}");
+        assert!(
+            fs::read_dir(&dest).map(|d| d.count()).unwrap_or(0) == 0,
+            "{name}"
+        );
     }
 }
 
@@ -362,7 +401,10 @@ async fn a_local_directory_is_copied_and_gz_files_are_decompressed() {
     let mut a = artifact(src.path().join("tree").to_str().unwrap(), "local/tree");
     a.getter_mode = "dir".into();
     fetch(t.path(), a).await.unwrap();
-    assert_eq!(fs::read(t.path().join("local/tree/sub/a.txt")).unwrap(), b"a");
+    assert_eq!(
+        fs::read(t.path().join("local/tree/sub/a.txt")).unwrap(),
+        b"a"
+    );
     fetch(
         t.path(),
         artifact(src.path().join("notes.txt.gz").to_str().unwrap(), ""),
@@ -377,7 +419,10 @@ async fn a_local_directory_is_copied_and_gz_files_are_decompressed() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("/definitely/not/here.txt") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("/definitely/not/here.txt") && err.contains("No such file"),
+        "{err}"
+    );
 }
 
 /// A one-thread HTTP server for fixed paths; it records each request's head.
@@ -428,7 +473,13 @@ fn serve(files: BTreeMap<&'static str, Vec<u8>>) -> Server {
 #[tokio::test]
 async fn http_downloads_stream_with_headers_and_report_bad_statuses() {
     let data = tar_gz();
-    let srv = serve([("/dl/app.tar.gz", data.clone()), ("/bin/tool", b"tool".to_vec())].into());
+    let srv = serve(
+        [
+            ("/dl/app.tar.gz", data.clone()),
+            ("/bin/tool", b"tool".to_vec()),
+        ]
+        .into(),
+    );
     let t = task_dir();
     let mut a = artifact(&format!("{}/dl/app.tar.gz", srv.addr), "local/");
     a.getter_headers.insert("X-Token".into(), "s3cret".into());
@@ -443,25 +494,40 @@ async fn http_downloads_stream_with_headers_and_report_bad_statuses() {
     assert!(t.path().join("local/app/run.sh").exists());
     assert_eq!(fs::read(t.path().join("bin/tool")).unwrap(), b"tool");
     let reqs = srv.requests.lock().unwrap().clone();
-    assert!(reqs[0].starts_with("GET /dl/app.tar.gz?version=2 "), "{reqs:?}");
-    assert!(reqs[0].to_ascii_lowercase().contains("x-token: s3cret"), "{reqs:?}");
+    assert!(
+        reqs[0].starts_with("GET /dl/app.tar.gz?version=2 "),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs[0].to_ascii_lowercase().contains("x-token: s3cret"),
+        "{reqs:?}"
+    );
 
     let err = fetch(t.path(), artifact(&format!("{}/missing.txt", srv.addr), ""))
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("/missing.txt") && err.contains("404 Not Found"), "{err}");
+    assert!(
+        err.contains("/missing.txt") && err.contains("404 Not Found"),
+        "{err}"
+    );
     // Nothing listens on this port any more: a connection error, named.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let err = fetch(t.path(), artifact(&format!("http://127.0.0.1:{port}/x"), ""))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains(&format!("GET http://127.0.0.1:{port}/x")), "{err}");
+    let err = fetch(
+        t.path(),
+        artifact(&format!("http://127.0.0.1:{port}/x"), ""),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!("GET http://127.0.0.1:{port}/x")),
+        "{err}"
+    );
     no_staging_left(t.path());
 }
 
@@ -485,5 +551,36 @@ async fn a_transfer_that_takes_too_long_times_out() {
     .await
     .unwrap_err();
     assert!(matches!(err.error, ArtifactError::Timeout(_)), "{err}");
-    assert!(err.to_string().contains("did not finish within 300ms"), "{err}");
+    assert!(
+        err.to_string().contains("did not finish within 300ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn node_attributes_and_meta_are_named_as_in_nomad() {
+    let mut node = drover_model::Node {
+        id: "n-1".into(),
+        name: "box".into(),
+        datacenter: "dc1".into(),
+        ..Default::default()
+    };
+    node.attributes.insert("cpu.arch".into(), "x86_64".into());
+    node.meta.insert("rack".into(), "r7".into());
+    let vars = node_vars(&node, "global");
+    for (k, v) in [
+        ("attr.cpu.arch", "x86_64"),
+        ("meta.rack", "r7"),
+        ("node.unique.id", "n-1"),
+        ("node.unique.name", "box"),
+        ("node.datacenter", "dc1"),
+        ("node.region", "global"),
+    ] {
+        assert_eq!(vars.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert!(!needs_node(&[artifact("https://h/${NOMAD_JOB_NAME}", "")]));
+    assert!(needs_node(&[artifact("https://h/${attr.cpu.arch}", "")]));
+    let mut a = artifact("https://h/x", "");
+    a.getter_headers.insert("X".into(), "${meta.rack}".into());
+    assert!(needs_node(&[a]));
 }

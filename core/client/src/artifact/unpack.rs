@@ -142,7 +142,12 @@ pub fn ensure_inside(root: &Path, dir: &Path) -> io::Result<bool> {
 }
 
 /// Unpacks a tar, tar.gz or zip archive into `dest` (an existing directory).
-pub fn unpack_into(kind: ArchiveKind, archive: &Path, name: &str, dest: &Path) -> Result<(), ArtifactError> {
+pub fn unpack_into(
+    kind: ArchiveKind,
+    archive: &Path,
+    name: &str,
+    dest: &Path,
+) -> Result<(), ArtifactError> {
     let file = File::open(archive).map_err(|e| unpack_error(name, e))?;
     match kind {
         ArchiveKind::Tar => unpack_tar(file, name, dest),
@@ -189,11 +194,13 @@ fn unpack_tar(reader: impl Read, name: &str, dest: &Path) -> Result<(), Artifact
             _ => {}
         }
         // unpack_in also refuses to write through a symlink that leaves `dest`.
-        let inside = entry
-            .unpack_in(dest)
-            .map_err(|e| unpack_error(name, e))?;
+        let inside = entry.unpack_in(dest).map_err(|e| unpack_error(name, e))?;
         if !inside {
-            return Err(escapes(name, &raw, "it would be written outside the destination"));
+            return Err(escapes(
+                name,
+                &raw,
+                "it would be written outside the destination",
+            ));
         }
     }
     Ok(())
@@ -210,14 +217,19 @@ fn unpack_zip(file: File, name: &str, dest: &Path) -> Result<(), ArtifactError> 
         }
         let out = dest.join(&rel);
         if f.is_dir() {
-            fs::create_dir_all(&out).map_err(|e| unpack_error(name, format!("{}: {e}", raw.display())))?;
+            fs::create_dir_all(&out)
+                .map_err(|e| unpack_error(name, format!("{}: {e}", raw.display())))?;
             continue;
         }
         let parent = out.parent().unwrap_or(dest);
         let io_err = |e: io::Error| unpack_error(name, format!("{}: {e}", raw.display()));
         fs::create_dir_all(parent).map_err(io_err)?;
         if !ensure_inside(dest, parent).map_err(io_err)? {
-            return Err(escapes(name, &raw, "its directory leads outside the destination"));
+            return Err(escapes(
+                name,
+                &raw,
+                "its directory leads outside the destination",
+            ));
         }
         if fs::symlink_metadata(&out).is_ok_and(|m| !m.is_dir()) {
             fs::remove_file(&out).map_err(io_err)?;

@@ -19,6 +19,11 @@ struct FileServer {
 }
 
 fn serve(files: BTreeMap<String, Vec<u8>>) -> FileServer {
+    serve_failing_first(files, 0)
+}
+
+/// As `serve`, but the first `failures` requests are answered 503.
+fn serve_failing_first(files: BTreeMap<String, Vec<u8>>, failures: usize) -> FileServer {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -37,8 +42,16 @@ fn serve(files: BTreeMap<String, Vec<u8>>) -> FileServer {
             }
             let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
             let path = target.split('?').next().unwrap().to_string();
-            seen.lock().unwrap().push(head);
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(head);
+                seen.len()
+            };
             let reply = match files.get(&path) {
+                Some(_) if n <= failures => {
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_vec()
+                }
                 Some(body) => {
                     let mut r = format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -82,12 +95,17 @@ fn app_tar_gz() -> Vec<u8> {
 }
 
 fn job(name: &str, artifacts: &str, command: &str) -> String {
+    job_with_attempts(name, artifacts, command, 0)
+}
+
+fn job_with_attempts(name: &str, artifacts: &str, command: &str, attempts: u32) -> String {
     format!(
         r#"job "{name}" {{
   type = "batch"
   group "g" {{
     restart {{
-      attempts = 0
+      attempts = {attempts}
+      delay    = "1s"
       mode     = "fail"
     }}
     reschedule {{
@@ -258,4 +276,52 @@ fn a_wrong_checksum_fails_the_task_naming_both_digests() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_failed_download_is_retried_under_the_restart_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = b"#!/bin/sh\necho fetched-on-retry > \"$NOMAD_ALLOC_DIR/ok.txt\"\n".to_vec();
+    // The first request fails (503); the restart policy allows one more attempt.
+    let srv = serve_failing_first([("/run.sh".to_string(), script)].into(), 1);
+    let agent = Agent::dev(tmp.path());
+    let artifacts = format!(
+        r#"      artifact {{
+        source      = "http://127.0.0.1:{port}/run.sh"
+        destination = "local/run.sh"
+        mode        = "file"
+      }}"#,
+        port = srv.port
+    );
+    // The file keeps no mode bits over HTTP: the task runs it through sh.
+    let spec = job_with_attempts("retry", &artifacts, "/bin/sh", 1).replace(
+        "command = \"/bin/sh\"",
+        "command = \"/bin/sh\"\n        args = [\"${NOMAD_TASK_DIR}/run.sh\"]",
+    );
+    agent.run_job(&write_job(tmp.path(), "retry", &spec));
+    let alloc = agent.wait_alloc_status("retry", "complete", Duration::from_secs(60));
+    let id = alloc["ID"].as_str().unwrap();
+    let full = agent.alloc(id).unwrap();
+    let kinds = event_kinds(&full);
+    let failed = task_events(&full, "t", "Failed Artifact Download");
+    assert_eq!(failed.len(), 1, "{kinds:?}");
+    let msg = failed[0]["DisplayMessage"].as_str().unwrap();
+    assert!(msg.contains("503 Service Unavailable"), "{msg}");
+    let at = |k: &str| kinds.iter().position(|x| x == k).unwrap_or(usize::MAX);
+    assert!(
+        at("Failed Artifact Download") < at("Restarting"),
+        "{kinds:?}"
+    );
+    assert!(at("Restarting") < at("Started"), "{kinds:?}");
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "Downloading Artifacts")
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(full["TaskStates"]["t"]["Restarts"], 1, "{full:#}");
+    let ok = std::fs::read_to_string(agent.data_dir_alloc(id).join("alloc/ok.txt")).unwrap();
+    assert_eq!(ok, "fetched-on-retry\n");
 }

@@ -501,6 +501,9 @@ impl<D: TaskDriver> driver::driver_server::Driver for DriverService<D> {
                     Some(m) = out_rx.recv() => {
                         let _ = tx.send(Ok(driver::ExecTaskResponse { msg: Some(m) })).await;
                     }
+                    // The caller went away: dropping the run ends the command (the SDK's
+                    // exec helpers kill their child on drop).
+                    _ = tx.closed() => return,
                 }
             };
             while let Some(m) = out_rx.recv().await {

@@ -126,7 +126,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         s.raft().shutdown().await;
     }
     if cfg.dev {
-        let _ = std::fs::remove_dir_all(&cfg.data_dir);
+        let _ = drover_client::remove_dir_with_mounts(&cfg.data_dir);
     }
     Ok(())
 }

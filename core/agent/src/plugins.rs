@@ -5,7 +5,9 @@ use crate::config::AgentConfig;
 use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
 
 /// The plugins built into the `drover` binary, served out of process by `drover plugin serve`.
-pub const BUILTIN: &[&str] = &["raw_exec"];
+/// `exec` runs isolated tasks; it reports itself unhealthy (with the reason) where it cannot:
+/// not root, or no usable cgroups.
+pub const BUILTIN: &[&str] = &["raw_exec", "exec"];
 
 #[derive(clap::Subcommand)]
 pub enum PluginCmd {
@@ -66,6 +68,7 @@ pub fn run(cmd: PluginCmd, address: Option<String>) -> anyhow::Result<i32> {
             let rt = tokio::runtime::Runtime::new()?;
             let result = match name.as_str() {
                 "raw_exec" => rt.block_on(drover_plugin_raw_exec::serve()),
+                "exec" => rt.block_on(drover_plugin_exec::serve()),
                 other => anyhow::bail!(
                     "no built-in plugin named {other:?} (built in: {})",
                     BUILTIN.join(", ")

@@ -4,6 +4,8 @@
 
 mod alloc_runner;
 mod artifact;
+
+pub use alloc_runner::remove_dir_with_mounts;
 mod conn;
 mod env;
 mod exec;

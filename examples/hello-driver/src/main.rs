@@ -98,6 +98,7 @@ impl TaskDriver for Hello {
             exec: false,
             fs_isolation: "none".into(),
             must_create_network: false,
+            mounts: false,
         }
     }
 

@@ -298,7 +298,8 @@ impl ShimTasks {
         Ok(())
     }
 
-    /// One TaskStats sample of the task's main process, from the shim (/proc).
+    /// One TaskStats sample: of an isolated task's cgroup when the shim has one, else of
+    /// the task's main process (/proc).
     pub async fn stats(&self, id: &str) -> Result<TaskStatsResponse, DriverError> {
         let (client, _, exit) = self.lookup(id)?;
         if exit.is_some() {
@@ -307,6 +308,28 @@ impl ShimTasks {
             )));
         }
         let s = client.stats().await.map_err(internal)?;
+        if let Some(cg) = s.cgroup {
+            // An isolated task: every process of it, from its cgroup.
+            return Ok(TaskStatsResponse {
+                timestamp_unix_nanos: now_nanos(),
+                cpu: Some(CpuStats {
+                    user_ns_total: cg.cpu_user_ns,
+                    system_ns_total: cg.cpu_system_ns,
+                    ..Default::default()
+                }),
+                memory: Some(MemoryStats {
+                    rss: cg.rss,
+                    cache: cg.cache,
+                    swap: cg.swap,
+                    usage: cg.memory_usage,
+                    max_usage: cg.memory_max_usage,
+                    measured: ["RSS", "Cache", "Swap", "Usage", "Max Usage"]
+                        .map(String::from)
+                        .to_vec(),
+                }),
+                pids: cg.pids,
+            });
+        }
         let tick_ns = 1_000_000_000 / s.ticks_per_second.max(1);
         Ok(TaskStatsResponse {
             timestamp_unix_nanos: now_nanos(),

@@ -191,6 +191,7 @@ impl TaskDriver for RawExec {
             exec: true,
             fs_isolation: "none".into(),
             must_create_network: false,
+            mounts: false,
         }
     }
 

@@ -618,6 +618,37 @@ async fn g_stats_stream_and_exec_inside_a_running_task() {
     );
     assert_eq!(exit.unwrap().exit_code, 7);
 
+    // A caller that goes away takes its command along.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(msg(exec_task_request::Msg::Setup(ExecTaskSetup {
+        task_id: "g/web/0".into(),
+        command: ["sh", "-c", "echo $$; exec sleep 1000"]
+            .map(String::from)
+            .to_vec(),
+        tty: false,
+        size: None,
+    })))
+    .await
+    .unwrap();
+    let mut out = driver
+        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let pid: i32 = match out.message().await.unwrap().unwrap().msg.unwrap() {
+        exec_task_response::Msg::Stdout(b) => String::from_utf8_lossy(&b).trim().parse().unwrap(),
+        other => panic!("expected the pid, got {other:?}"),
+    };
+    assert!(!is_dead(pid as i64));
+    drop(out);
+    drop(tx);
+    until(
+        "the abandoned exec command to die",
+        Duration::from_secs(10),
+        || is_dead(pid as i64),
+    )
+    .await;
+
     // Exec of an unknown task is an error that names it.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(msg(exec_task_request::Msg::Setup(ExecTaskSetup {

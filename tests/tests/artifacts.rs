@@ -1,7 +1,9 @@
 //! Artifacts on a dev agent: a raw_exec batch task whose artifacts come from an HTTP server
 //! this test runs on loopback and from a local file. The tar.gz is unpacked and its script
-//! run by the task, the checksum-verified file reaches local/, the header is sent; a wrong
-//! checksum fails the task with an event naming both digests, and the task never starts.
+//! run by the task, the checksum-verified file reaches local/, the header is sent, the node's
+//! attributes are interpolated into a destination; a wrong checksum fails the task with an
+//! event naming both digests, and the task never starts; a failed download is retried under
+//! the restart policy.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -83,7 +85,7 @@ fn app_tar_gz() -> Vec<u8> {
         out=\"$NOMAD_ALLOC_DIR/ran.txt\"\n\
         echo \"run.sh ran in $NOMAD_TASK_NAME\" > \"$out\"\n\
         cat \"$NOMAD_TASK_DIR/config.json\" >> \"$out\"\n\
-        cat \"$NOMAD_TASK_DIR/notes/note.txt\" >> \"$out\"\n";
+        cat \"$NOMAD_TASK_DIR/notes-linux/note.txt\" >> \"$out\"\n";
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut b = tar::Builder::new(gz);
     let mut h = tar::Header::new_gnu();
@@ -167,7 +169,7 @@ fn artifacts_are_fetched_verified_and_unpacked_before_the_task_starts() {
       }}
       artifact {{
         source      = "file://{note}"
-        destination = "local/notes"
+        destination = "local/notes-${{attr.kernel.name}}"
       }}"#,
         port = srv.port,
         sum = sha256_hex(&config),

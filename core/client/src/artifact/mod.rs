@@ -259,7 +259,18 @@ fn prepare(
     }
     let mut source = parse_source(&source_text)?;
     // go-getter reads checksum and archive from the URL's query too.
-    if let Source::Http(url) = &mut source {
+    // The query is rewritten only when it must be (a signed URL stays as it was written).
+    let rewrite = match &source {
+        Source::Http(url) => {
+            url.query_pairs()
+                .any(|(k, _)| k == "checksum" || k == "archive")
+                || options.keys().any(|k| k != "checksum" && k != "archive")
+        }
+        Source::Local(_) => false,
+    };
+    if let Source::Http(url) = &mut source
+        && rewrite
+    {
         let mut rest = Vec::new();
         for (k, v) in url.query_pairs() {
             if (k == "checksum" || k == "archive") && !options.contains_key(k.as_ref()) {
@@ -278,7 +289,9 @@ fn prepare(
         } else {
             url.query_pairs_mut().clear().extend_pairs(rest);
         }
-    } else if let Some(k) = options.keys().find(|k| *k != "checksum" && *k != "archive") {
+    } else if let Source::Local(_) = &source
+        && let Some(k) = options.keys().find(|k| *k != "checksum" && *k != "archive")
+    {
         return Err(ArtifactError::BadOption {
             key: k.clone(),
             why: "a local source takes only the checksum and archive options".into(),

@@ -192,6 +192,16 @@ fn interpolation_and_options_shape_the_request() {
         redact(url.as_str()),
         "https://user:redacted@h/stable/app-x86_64.tgz?x=1&token=abc"
     );
+    // A URL without options to add keeps its query byte for byte (signed URLs).
+    let signed =
+        "https://h/a.tgz?X-Amz-Credential=AK%2F2026%2Fs3&X-Amz-Signature=ab%2Bcd&note=a%20b";
+    let Source::Http(url) = prepare(&artifact(signed, ""), Path::new("/t"), &vars)
+        .unwrap()
+        .source
+    else {
+        panic!()
+    };
+    assert_eq!(url.as_str(), signed);
     let Source::Local(path) = prepare(
         &artifact("file:///srv/a%20b.txt", ""),
         Path::new("/t"),

@@ -3,6 +3,7 @@
 //! under their shims and are reattached from the local state.
 
 mod alloc_runner;
+mod artifact;
 
 pub use alloc_runner::remove_dir_with_mounts;
 mod conn;

@@ -77,6 +77,8 @@ struct Runner {
     restarts: Vec<Instant>,
     /// `alloc restart` asked for a restart that does not count against the policy.
     restart_requested: bool,
+    /// The artifacts are in place (fetched once, not again on restarts, as Nomad).
+    artifacts_fetched: bool,
 }
 
 impl Runner {
@@ -167,7 +169,8 @@ impl Runner {
             .collect()
     }
 
-    fn task_config(&self, attempt: u32) -> TaskConfig {
+    /// The task's environment: `NOMAD_*`/`DROVER_*`, then its own `env` block interpolated.
+    fn env(&self) -> std::collections::BTreeMap<String, String> {
         let c = &self.ctx;
         let cfg = &c.client.inner.config;
         let host_ip = cfg
@@ -188,6 +191,12 @@ impl Runner {
         for (k, v) in &c.task.env {
             env.insert(k.clone(), interpolate(v, &base));
         }
+        env
+    }
+
+    fn task_config(&self, attempt: u32) -> TaskConfig {
+        let c = &self.ctx;
+        let env = self.env();
         let config = interpolate_json(&serde_json::Value::Object(c.task.config.clone()), &env);
         let logs_dir = std::path::Path::new(&c.dirs.alloc_dir).join("logs");
         TaskConfig {
@@ -451,6 +460,37 @@ impl Runner {
         Ok(())
     }
 
+    /// The artifacts hook: fetches the task's artifacts into its directory ("Downloading
+    /// Artifacts"). Err(None) when the task was stopped meanwhile.
+    async fn fetch_artifacts(&mut self) -> Result<(), Option<String>> {
+        self.emit(event(
+            "Downloading Artifacts",
+            "Client is downloading artifacts",
+        ))
+        .await;
+        let mut vars = self.env();
+        let c = &self.ctx;
+        if crate::artifact::needs_node(&c.task.artifacts) {
+            let node = c.client.node().await;
+            vars.extend(crate::artifact::node_vars(
+                &node,
+                &c.client.inner.config.region,
+            ));
+        }
+        let task_dir = std::path::PathBuf::from(&c.dirs.task_dir);
+        let fetch = crate::artifact::fetch_all(
+            &c.task.artifacts,
+            &task_dir,
+            &vars,
+            crate::artifact::DEFAULT_TIMEOUT,
+        );
+        let mut stop = c.stop.clone();
+        tokio::select! {
+            r = fetch => r.map_err(|e| Some(e.to_string())),
+            _ = stop.wait_for(|s| s.is_some()) => Err(None),
+        }
+    }
+
     async fn destroy(&self) {
         let Some(h) = &self.handle else { return };
         let task_id = h.config.as_ref().map(|c| c.id.clone()).unwrap_or_default();
@@ -472,6 +512,7 @@ pub async fn run(ctx: TaskCtx) {
         handle: None,
         restarts: Vec::new(),
         restart_requested: false,
+        artifacts_fetched: false,
         ctx,
     };
     let mut resume = false;
@@ -525,6 +566,24 @@ pub async fn run(ctx: TaskCtx) {
                     .await;
                 r.finish(false).await;
                 return;
+            }
+            if !r.artifacts_fetched && !r.ctx.task.artifacts.is_empty() {
+                match r.fetch_artifacts().await {
+                    Ok(()) => r.artifacts_fetched = true,
+                    Err(None) => continue, // stopped: the check above ends the task
+                    Err(Some(e)) => {
+                        // Nomad treats it as a task failure the restart policy may retry.
+                        let mut ev = event("Failed Artifact Download", &e);
+                        ev.download_error = e;
+                        r.emit(ev).await;
+                        if r.may_restart("Failed Artifact Download").await {
+                            continue;
+                        }
+                        let failed = r.stop_reason().is_none();
+                        r.finish(failed).await;
+                        return;
+                    }
+                }
             }
             if let Err(e) = r.start().await {
                 let mut ev = event("Driver Failure", &e);

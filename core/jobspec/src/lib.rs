@@ -278,7 +278,6 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ),
     ("scaling", "scaling policies are not acted on yet"),
     ("template", "templates are not rendered yet"),
-    ("artifact", "artifacts are not fetched yet"),
     ("lifecycle", "lifecycle hooks are not ordered yet"),
     (
         "vault",
@@ -950,7 +949,6 @@ fn parse_task(
     }
     let mut artifacts = Vec::new();
     for b in r.blocks("artifact") {
-        warn_not_acted_on(&mut r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "artifact")?;
         let options = br.string_map("options")?;
         let headers = br.string_map("headers")?;

@@ -187,6 +187,8 @@ pub struct TaskEvent {
     #[serde(rename = "OOMKilled")]
     pub oom_killed: bool,
     pub fails_task: bool,
+    /// Why an artifact could not be fetched ("Failed Artifact Download" events).
+    pub download_error: String,
 }
 
 /// A client's report of an allocation, carried up the node stream and through Raft.

@@ -69,6 +69,18 @@ fn assert_go_host_ok(out: &Output) {
 }
 
 #[test]
+fn the_go_programs_use_the_documented_cookie() {
+    for f in ["tests/go/host/main.go", "tests/go/plugin/main.go"] {
+        let src = std::fs::read_to_string(drover_tests::repo_root().join(f)).unwrap();
+        assert!(
+            src.contains(&format!("cookieKey = \"{MAGIC_COOKIE_KEY}\""))
+                && src.contains(&format!("cookieValue = \"{MAGIC_COOKIE_VALUE}\"")),
+            "{f} must use drover_plugin_sdk's magic cookie"
+        );
+    }
+}
+
+#[test]
 fn go_host_loads_the_standalone_sdk_plugin() {
     let out = go_host_check(&["-expect-log", "plugin serving"], &[&raw_exec_bin()], &[]);
     assert_go_host_ok(&out);

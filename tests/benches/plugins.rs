@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use drover_plugin_host::{HostConfig, PluginLaunch, connect_plugin};
+use drover_plugin_host::{HostConfig, LaunchTimings, PluginLaunch, connect_plugin};
 use drover_proto::driver::CapabilitiesRequest;
 use drover_proto::driver::driver_client::DriverClient;
 use drover_tests::drover_bin;
@@ -37,7 +37,7 @@ async fn drover_host_launches(
     command: &Path,
     args: &[&str],
     n: usize,
-) -> Vec<Duration> {
+) -> Vec<LaunchTimings> {
     let config = HostConfig {
         data_dir: data_dir.to_path_buf(),
         node_id: "bench".into(),
@@ -55,11 +55,27 @@ async fn drover_host_launches(
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         if i >= 3 {
-            samples.push(plugin.timings.ready);
+            samples.push(plugin.timings);
         }
         plugin.stop(Duration::from_secs(5)).await;
     }
     samples
+}
+
+/// Prints the p50 of each step (from the spawn) and returns the launch-to-ready p50.
+fn report_steps(name: &str, samples: &[LaunchTimings]) -> Duration {
+    let step = |f: fn(&LaunchTimings) -> Duration| {
+        let mut v: Vec<Duration> = samples.iter().map(f).collect();
+        percentile(&mut v, 0.5)
+    };
+    println!(
+        "# {name}: p50 from the spawn: spawned {:.0} us, handshake line {:.0} us, dialled {:.0} us",
+        us(step(|t| t.spawned)),
+        us(step(|t| t.handshake)),
+        us(step(|t| t.dialled)),
+    );
+    let mut ready: Vec<Duration> = samples.iter().map(|t| t.ready).collect();
+    report_launch(name, &mut ready)
 }
 
 fn report_launch(name: &str, samples: &mut [Duration]) -> Duration {
@@ -86,14 +102,14 @@ fn main() {
     let raw = raw_exec_bin();
     let drover = drover_bin();
     let (sdk, served, go_under_drover) = rt.block_on(async {
-        let mut sdk = drover_host_launches(tmp.path(), &raw, &[], n).await;
-        let mut served =
+        let sdk = drover_host_launches(tmp.path(), &raw, &[], n).await;
+        let served =
             drover_host_launches(tmp.path(), &drover, &["plugin", "serve", "raw_exec"], n).await;
-        let mut go_plugin = drover_host_launches(tmp.path(), &go.plugin, &[], n).await;
+        let go_plugin = drover_host_launches(tmp.path(), &go.plugin, &[], n).await;
         (
-            report_launch("plugin_launch_ready_sdk_binary", &mut sdk),
-            report_launch("plugin_launch_ready_drover_plugin_serve", &mut served),
-            report_launch("plugin_launch_ready_go_plugin_drover_host", &mut go_plugin),
+            report_steps("plugin_launch_ready_sdk_binary", &sdk),
+            report_steps("plugin_launch_ready_drover_plugin_serve", &served),
+            report_steps("plugin_launch_ready_go_plugin_drover_host", &go_plugin),
         )
     });
 

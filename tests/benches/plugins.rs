@@ -134,7 +134,10 @@ fn main() {
         .map(Duration::from_nanos)
         .skip(3)
         .collect();
-    assert!(!go_pair.is_empty(), "the Go host printed no LAUNCH_NS lines");
+    assert!(
+        !go_pair.is_empty(),
+        "the Go host printed no LAUNCH_NS lines"
+    );
     let go_p50 = report_launch("plugin_launch_ready_go_plugin_go_host", &mut go_pair);
     println!(
         "BENCH plugin_launch_ratio_sdk_binary_over_go_pair {:.2} x",

@@ -226,7 +226,9 @@ fn sdk_plugins_run_by_hand_explain_themselves() {
     for (bin, args) in cases {
         for cookie in [None, Some("not-the-cookie")] {
             let mut cmd = Command::new(bin);
-            cmd.args(args).stdin(Stdio::null()).env_remove(MAGIC_COOKIE_KEY);
+            cmd.args(args)
+                .stdin(Stdio::null())
+                .env_remove(MAGIC_COOKIE_KEY);
             if let Some(c) = cookie {
                 cmd.env(MAGIC_COOKIE_KEY, c);
             }
@@ -235,8 +237,9 @@ fn sdk_plugins_run_by_hand_explain_themselves() {
             assert!(out.stdout.is_empty(), "{}", show(&out));
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(
-                stderr.contains("This binary is a Drover plugin; it is started by the drover agent, not by hand")
-                    && stderr.contains(MAGIC_COOKIE_KEY),
+                stderr.contains(
+                    "This binary is a Drover plugin; it is started by the drover agent, not by hand"
+                ) && stderr.contains(MAGIC_COOKIE_KEY),
                 "{}",
                 show(&out)
             );
@@ -263,7 +266,10 @@ fn start_sdk_plugin(dir: &Path, lifeline: bool, stdin: Stdio) -> (Child, Handsha
         .read_line(&mut line)
         .unwrap();
     let h = HandshakeLine::parse(&line).unwrap_or_else(|e| panic!("{e}"));
-    assert!(line.ends_with("|grpc|\n"), "six fields, the last empty: {line:?}");
+    assert!(
+        line.ends_with("|grpc|\n"),
+        "six fields, the last empty: {line:?}"
+    );
     h.validate(&[1]).unwrap();
     assert!(Path::new(&h.address).starts_with(dir), "{h}");
     (child, h)

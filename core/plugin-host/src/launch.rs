@@ -959,7 +959,10 @@ mod tests {
              [$PLUGIN_PROTOCOL_VERSIONS] but this plugin speaks only [2]\" >&2; exit 1",
         );
         let err = launch_error(tmp.path(), &p, LONG).await;
-        assert!(err.contains("exited before completing the handshake"), "{err}");
+        assert!(
+            err.contains("exited before completing the handshake"),
+            "{err}"
+        );
         assert!(
             err.contains("host offers protocol versions [1] but this plugin speaks only [2]"),
             "{err}"

@@ -243,6 +243,10 @@ mod tests {
             four.validate(&[1]),
             Err(HandshakeLineError::Protocol("netrpc".into()))
         );
+        HandshakeLine::parse("1|1|unix|/tmp/x.sock|grpc")
+            .unwrap()
+            .validate(&[1])
+            .unwrap();
         let five = HandshakeLine::parse("1|2|unix|/tmp/x.sock|grpc\n").unwrap();
         assert_eq!(five.app_version, 2);
         assert!(matches!(

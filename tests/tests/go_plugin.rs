@@ -168,9 +168,11 @@ async fn drover_host_handshakes_with_a_go_plugin_and_stops_it() {
 async fn drover_host_reports_a_go_plugin_lacks_drovers_services() {
     let bins = go_bins();
     let tmp = tempfile::tempdir().unwrap();
-    // A copy under its own name, to find its process afterwards.
+    // A name of its own (argv[0]), to find its process afterwards. A symlink, not a copy: a
+    // file just written may still be open for writing in a process another test is forking
+    // (ETXTBSY).
     let copy = tmp.path().join("go-greeter-plugin");
-    std::fs::copy(&bins.plugin, &copy).unwrap();
+    std::os::unix::fs::symlink(&bins.plugin, &copy).unwrap();
     let host = PluginHost::new(host_config(tmp.path(), "greeter", &copy, &[]));
     let t0 = Instant::now();
     let err = match host.driver("greeter").await {
@@ -320,4 +322,65 @@ fn sdk_plugin_ignores_a_closed_stdin_without_the_lifeline() {
     .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(30)).expect("SIGTERM stops it");
     assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drover_host_accepts_the_five_field_handshake_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The SDK plugin behind a filter that drops the empty sixth field, as older go-plugin
+    // plugins print it.
+    // Written by a child process: a file this process held open for writing could be
+    // inherited by a process another test spawns meanwhile, and exec'ing it would fail with
+    // ETXTBSY.
+    let wrapper = tmp.path().join("five-fields");
+    let status = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "printf '#!/bin/sh\\n\"%s\" | sed -u \"s/|$//\"\\n' \"$2\" > \"$1\" && chmod 755 \"$1\"",
+            "sh",
+        ])
+        .arg(&wrapper)
+        .arg(raw_exec_bin())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config = host_config(tmp.path(), "raw_exec", &wrapper, &[]);
+    let host = PluginHost::new(config.clone());
+    let info = host
+        .info("raw_exec")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(info.name, "raw_exec");
+    host.shutdown().await;
+
+    let plugin = connect_plugin(&config, &config.plugins[0])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plugin.handshake.protocol, "grpc");
+    assert_eq!(plugin.handshake.server_cert, "");
+    plugin.stop(Duration::from_secs(10)).await;
+    assert!(plugin.exit_status().is_some());
+}
+
+#[test]
+fn sdk_plugin_refuses_a_socket_path_too_long_for_unix_sockets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = tmp.path().join("d".repeat(100));
+    std::fs::create_dir_all(&long).unwrap();
+    let out = Command::new(raw_exec_bin())
+        .env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
+        .env(ENV_UNIX_SOCKET_DIR, &long)
+        .env_remove(ENV_STDIN_LIFELINE)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "no handshake line: {}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("longer than a Unix socket allows")
+            && stderr.contains("set PLUGIN_UNIX_SOCKET_DIR to a shorter directory"),
+        "{}",
+        show(&out)
+    );
 }

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v python3 >/dev/null || need+=(python3)
+command -v ps >/dev/null || need+=(procps)  # the exec driver's tests run ps inside tasks
+command -v ip >/dev/null || need+=(iproute2)  # and make network namespaces
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The go-plugin interop tests (tests/tests/go_plugin.rs, tests/src/go.rs): Go and HashiCorp's
 # go-plugin as Debian packages them, built offline in GOPATH mode. Debian's go-plugin package

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use drover_proto::base::{self, AgentConfig, ConfigField, PluginKind};
 use drover_proto::driver::{
-    self, CapabilitiesResponse, ExitResult, FingerprintResponse, InspectTaskResponse,
-    StartTaskResponse, TaskConfig, TaskHandle,
+    self, CapabilitiesResponse, CreateNetworkResponse, ExecTaskSetup, ExitResult,
+    FingerprintResponse, InspectTaskResponse, StartTaskResponse, TaskConfig, TaskEvent, TaskHandle,
+    TaskStatsResponse, exec_task_request, exec_task_response,
 };
-use tokio::sync::watch;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
@@ -37,6 +38,9 @@ pub enum DriverError {
     /// The driver cannot do this now (disabled, not configured, task still running ...).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The driver does not offer this operation.
+    #[error("{0}")]
+    Unimplemented(String),
     /// Anything else.
     #[error("{0}")]
     Internal(String),
@@ -49,6 +53,7 @@ impl From<DriverError> for Status {
             DriverError::TaskNotFound(_) => Status::not_found(msg),
             DriverError::InvalidArgument(_) => Status::invalid_argument(msg),
             DriverError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            DriverError::Unimplemented(_) => Status::unimplemented(msg),
             DriverError::Internal(_) => Status::internal(msg),
         }
     }
@@ -129,6 +134,65 @@ pub trait TaskDriver: Send + Sync + 'static {
     async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError>;
     /// Re-attaches to a task started by an earlier instance of the plugin.
     async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError>;
+
+    /// One sample of the task's resource usage. Fill the cumulative CPU times
+    /// (`user_ns_total`, `system_ns_total`) and memory; the SDK streams samples at the
+    /// requested interval and derives the CPU percentages from consecutive samples.
+    async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
+        let _ = task_id;
+        Err(DriverError::Unimplemented(format!(
+            "the {} driver does not report task statistics",
+            self.plugin_info().name
+        )))
+    }
+
+    /// Driver-side events for all tasks; `None` when the driver has none to tell.
+    fn task_events(&self) -> Option<broadcast::Receiver<TaskEvent>> {
+        None
+    }
+
+    /// Runs `setup.command` inside the task's environment, reading `input` (stdin, resizes)
+    /// and writing stdout/stderr to `output`, and returns its exit. [`crate::exec`] runs a
+    /// prepared command this way.
+    async fn exec_task(
+        &self,
+        setup: ExecTaskSetup,
+        input: mpsc::Receiver<exec_task_request::Msg>,
+        output: mpsc::Sender<exec_task_response::Msg>,
+    ) -> Result<ExitResult, DriverError> {
+        let _ = (setup, input, output);
+        Err(DriverError::Unimplemented(format!(
+            "the {} driver cannot run commands in its tasks",
+            self.plugin_info().name
+        )))
+    }
+
+    /// Creates the allocation's network namespace (drivers whose capabilities say
+    /// `must_create_network`).
+    async fn create_network(
+        &self,
+        alloc_id: &str,
+        hostname: &str,
+    ) -> Result<CreateNetworkResponse, DriverError> {
+        let _ = (alloc_id, hostname);
+        Err(DriverError::Unimplemented(format!(
+            "the {} driver does not create networks",
+            self.plugin_info().name
+        )))
+    }
+
+    /// Removes what [`TaskDriver::create_network`] made.
+    async fn destroy_network(
+        &self,
+        alloc_id: &str,
+        namespace_path: &str,
+    ) -> Result<(), DriverError> {
+        let _ = (alloc_id, namespace_path);
+        Err(DriverError::Unimplemented(format!(
+            "the {} driver does not create networks",
+            self.plugin_info().name
+        )))
+    }
 }
 
 /// Adapts a [`TaskDriver`] to the generated `BasePlugin` and `Driver` services.
@@ -199,8 +263,31 @@ impl<D: TaskDriver> base::base_plugin_server::BasePlugin for DriverService<D> {
     }
 }
 
-type FingerprintStream =
-    Pin<Box<dyn Stream<Item = Result<FingerprintResponse, Status>> + Send + 'static>>;
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The default interval of a TaskStats stream.
+const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Fills `sample`'s CPU percentages from the CPU time used since `prev`.
+fn derive_cpu_percent(prev: Option<&TaskStatsResponse>, sample: &mut TaskStatsResponse) {
+    let (Some(prev), Some(cpu)) = (prev, sample.cpu.as_mut()) else {
+        return;
+    };
+    let Some(pcpu) = prev.cpu.as_ref() else {
+        return;
+    };
+    let wall = (sample.timestamp_unix_nanos - prev.timestamp_unix_nanos).max(1) as f64;
+    let user = cpu.user_ns_total.saturating_sub(pcpu.user_ns_total) as f64;
+    let system = cpu.system_ns_total.saturating_sub(pcpu.system_ns_total) as f64;
+    cpu.user_mode = user * 100.0 / wall;
+    cpu.system_mode = system * 100.0 / wall;
+    cpu.percent = cpu.user_mode + cpu.system_mode;
+    for m in ["Percent", "User Mode", "System Mode"] {
+        if !cpu.measured.iter().any(|x| x == m) {
+            cpu.measured.push(m.to_string());
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl<D: TaskDriver> driver::driver_server::Driver for DriverService<D> {
@@ -211,7 +298,7 @@ impl<D: TaskDriver> driver::driver_server::Driver for DriverService<D> {
         Ok(Response::new(self.driver.capabilities()))
     }
 
-    type FingerprintStream = FingerprintStream;
+    type FingerprintStream = BoxStream<FingerprintResponse>;
 
     async fn fingerprint(
         &self,
@@ -299,6 +386,163 @@ impl<D: TaskDriver> driver::driver_server::Driver for DriverService<D> {
             .ok_or_else(|| Status::invalid_argument("RecoverTask needs a handle"))?;
         self.driver.recover_task(handle).await?;
         Ok(Response::new(driver::RecoverTaskResponse {}))
+    }
+
+    type TaskStatsStream = BoxStream<TaskStatsResponse>;
+
+    async fn task_stats(
+        &self,
+        req: Request<driver::TaskStatsRequest>,
+    ) -> Result<Response<Self::TaskStatsStream>, Status> {
+        let req = req.into_inner();
+        let interval = match req.interval_ms {
+            0 => DEFAULT_STATS_INTERVAL,
+            ms => Duration::from_millis(ms.max(10)),
+        };
+        // The first sample answers the call, so an unknown task is an error, not a stream.
+        let first = self.driver.task_stats(&req.task_id).await?;
+        let driver = self.driver.clone();
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut prev = Some(first.clone());
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = tx.closed() => return,
+                }
+                match driver.task_stats(&req.task_id).await {
+                    Ok(mut sample) => {
+                        derive_cpu_percent(prev.as_ref(), &mut sample);
+                        prev = Some(sample.clone());
+                        if tx.send(Ok(sample)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The task exited: the stream ends.
+                    Err(DriverError::TaskNotFound(_)) | Err(DriverError::FailedPrecondition(_)) => {
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type TaskEventsStream = BoxStream<TaskEvent>;
+
+    async fn task_events(
+        &self,
+        _req: Request<driver::TaskEventsRequest>,
+    ) -> Result<Response<Self::TaskEventsStream>, Status> {
+        use tokio_stream::StreamExt;
+        match self.driver.task_events() {
+            Some(rx) => {
+                // A slow reader skips events rather than stalling the driver.
+                let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+                    .filter_map(|e| e.ok())
+                    .map(Ok);
+                Ok(Response::new(Box::pin(stream)))
+            }
+            None => Ok(Response::new(Box::pin(tokio_stream::pending()))),
+        }
+    }
+
+    type ExecTaskStream = BoxStream<driver::ExecTaskResponse>;
+
+    async fn exec_task(
+        &self,
+        req: Request<tonic::Streaming<driver::ExecTaskRequest>>,
+    ) -> Result<Response<Self::ExecTaskStream>, Status> {
+        let mut inbound = req.into_inner();
+        let setup = match inbound.message().await? {
+            Some(driver::ExecTaskRequest {
+                msg: Some(exec_task_request::Msg::Setup(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "ExecTask's first message must be its setup",
+                ));
+            }
+        };
+        if setup.command.is_empty() {
+            return Err(Status::invalid_argument("ExecTask needs a command"));
+        }
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel::<exec_task_response::Msg>(16);
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if let Some(msg) = m.msg
+                    && in_tx.send(msg).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(16);
+        let driver = self.driver.clone();
+        tokio::spawn(async move {
+            let run = driver.exec_task(setup, in_rx, out_tx);
+            tokio::pin!(run);
+            // Forward output while the command runs, then the rest, then the exit.
+            let result = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    Some(m) = out_rx.recv() => {
+                        let _ = tx.send(Ok(driver::ExecTaskResponse { msg: Some(m) })).await;
+                    }
+                    // The caller went away: dropping the run ends the command (the SDK's
+                    // exec helpers kill their child on drop).
+                    _ = tx.closed() => return,
+                }
+            };
+            while let Some(m) = out_rx.recv().await {
+                let _ = tx.send(Ok(driver::ExecTaskResponse { msg: Some(m) })).await;
+            }
+            let last = match result {
+                Ok(exit) => Ok(driver::ExecTaskResponse {
+                    msg: Some(exec_task_response::Msg::Exited(exit)),
+                }),
+                Err(e) => Err(Status::from(e)),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn create_network(
+        &self,
+        req: Request<driver::CreateNetworkRequest>,
+    ) -> Result<Response<CreateNetworkResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.driver
+                .create_network(&req.alloc_id, &req.hostname)
+                .await?,
+        ))
+    }
+
+    async fn destroy_network(
+        &self,
+        req: Request<driver::DestroyNetworkRequest>,
+    ) -> Result<Response<driver::DestroyNetworkResponse>, Status> {
+        let req = req.into_inner();
+        self.driver
+            .destroy_network(&req.alloc_id, &req.namespace_path)
+            .await?;
+        Ok(Response::new(driver::DestroyNetworkResponse {}))
     }
 }
 

@@ -54,6 +54,7 @@
 //! (tests/go/host in the repository does, against go-plugin 1.0.1.)
 
 pub mod driver;
+pub mod exec;
 pub mod handshake;
 pub mod logging;
 pub mod serve;

@@ -48,6 +48,7 @@ async fn drover_host_launches(
         command: command.to_path_buf(),
         args: args.iter().map(|s| s.to_string()).collect(),
         config_json: serde_json::json!({}),
+        ..PluginLaunch::default()
     };
     let mut samples = Vec::new();
     for i in 0..n + 3 {
@@ -163,6 +164,7 @@ fn main() {
             command: raw.clone(),
             args: vec![],
             config_json: serde_json::json!({}),
+            ..PluginLaunch::default()
         };
         let plugin = connect_plugin(&config, &launch)
             .await

@@ -128,6 +128,7 @@ fn launch(name: &str, command: &Path, args: &[&str]) -> PluginLaunch {
         command: command.to_path_buf(),
         args: args.iter().map(|s| s.to_string()).collect(),
         config_json: serde_json::json!({}),
+        ..PluginLaunch::default()
     }
 }
 

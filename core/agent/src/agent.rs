@@ -11,16 +11,25 @@ use drover_server::{NodeStreamService, Server, ServerConfig};
 
 use crate::config::AgentConfig;
 
+/// How often the plugin host pings each plugin.
+const PLUGIN_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(data_dir = %cfg.data_dir.display(), server = cfg.server, client = cfg.client, dev = cfg.dev, "starting agent");
     let host = if cfg.client {
         let plugins = crate::plugins::launches(&cfg)?;
-        Some(std::sync::Arc::new(PluginHost::new(HostConfig {
+        let host = std::sync::Arc::new(PluginHost::new(HostConfig {
             data_dir: cfg.data_dir.clone(),
             node_id: String::new(),
             plugins,
             ..HostConfig::default()
-        })))
+        }));
+        // A plugin block the plugin refuses is the operator's to fix: fail now, naming it.
+        host.start_all()
+            .await
+            .context("a plugin refused its configuration")?;
+        host.supervise(PLUGIN_HEALTH_INTERVAL);
+        Some(host)
     } else {
         None
     };
@@ -117,7 +126,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         s.raft().shutdown().await;
     }
     if cfg.dev {
-        let _ = std::fs::remove_dir_all(&cfg.data_dir);
+        let _ = drover_client::remove_dir_with_mounts(&cfg.data_dir);
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 /// An HTTP API client for the CLI.
 pub struct ApiClient {
-    base: String,
+    pub(crate) base: String,
     http: reqwest::Client,
 }
 
@@ -138,7 +138,7 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 
-fn table(rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(rows: Vec<Vec<String>>) -> String {
     let mut widths = vec![0; rows.first().map(|r| r.len()).unwrap_or(0)];
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -332,10 +332,23 @@ pub async fn job_stop(c: &ApiClient, id: &str, purge: bool, detach: bool) -> any
     monitor_eval(c, &resp.eval_id).await
 }
 
-pub async fn alloc_status(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<i32> {
+pub async fn alloc_status(c: &ApiClient, id: &str, json: bool, stats: bool) -> anyhow::Result<i32> {
     let a: api::Allocation = c.get(&format!("/v1/allocation/{id}")).await?;
+    let usage: Option<serde_json::Value> =
+        if stats && a.client_status == drover_model::ClientStatus::Running {
+            Some(
+                c.get(&format!("/v1/client/allocation/{}/stats", a.id))
+                    .await?,
+            )
+        } else {
+            None
+        };
     if json {
-        println!("{}", serde_json::to_string_pretty(&a)?);
+        let mut v = serde_json::to_value(&a)?;
+        if let Some(u) = usage {
+            v["ResourceUsage"] = u;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     println!("ID                  = {}", a.id);
@@ -349,8 +362,43 @@ pub async fn alloc_status(c: &ApiClient, id: &str, json: bool) -> anyhow::Result
     println!("Client Description  = {}", a.client_description);
     println!("Desired Status      = {}", a.desired_status);
     println!("Desired Description = {}", a.desired_description);
+    let task_limits = |name: &str| {
+        a.job
+            .as_ref()
+            .and_then(|j| j.group(&a.task_group))
+            .and_then(|g| g.tasks.iter().find(|t| t.name == name))
+            .map(|t| (t.resources.cpu, t.resources.memory_mb))
+    };
     for (name, t) in &a.task_states {
         println!("\nTask \"{name}\" is \"{}\"", t.state);
+        if let Some(u) = usage.as_ref().and_then(|u| u["Tasks"].get(name)) {
+            let r = &u["ResourceUsage"];
+            let (cpu, mem) = task_limits(name).unwrap_or_default();
+            let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+            println!("Task Resources:");
+            print!(
+                "{}",
+                table(vec![
+                    vec![
+                        "CPU".into(),
+                        "Memory".into(),
+                        "CPU Percent".into(),
+                        "User Mode".into(),
+                        "System Mode".into(),
+                    ],
+                    vec![
+                        format!("{:.0}/{cpu} MHz", f(&r["CpuStats"]["TotalTicks"])),
+                        format!(
+                            "{:.1} MiB/{mem} MiB",
+                            f(&r["MemoryStats"]["RSS"]) / (1024.0 * 1024.0)
+                        ),
+                        format!("{:.2}%", f(&r["CpuStats"]["Percent"])),
+                        format!("{:.2}%", f(&r["CpuStats"]["UserMode"])),
+                        format!("{:.2}%", f(&r["CpuStats"]["SystemMode"])),
+                    ],
+                ])
+            );
+        }
         let mut rows = vec![vec!["Time".into(), "Type".into(), "Description".into()]];
         for e in t.events.iter().rev() {
             let mut desc = e.display_message.clone();

@@ -139,6 +139,9 @@ pub struct HostVolume {
 pub struct PluginBlock {
     pub args: Option<Vec<String>>,
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Where the block ("") and each key of its `config` were written: `file:line:column`.
+    #[serde(skip)]
+    pub locations: BTreeMap<String, String>,
 }
 
 /// Merges `b` into `a`: objects key by key, anything else replaced; nulls (unset) skipped.
@@ -291,7 +294,7 @@ impl FileConfig {
         let mut spans = Spans::new();
         let json =
             hcl_to_json(text, &body, "", &mut spans).map_err(|e| anyhow::anyhow!("{file}:{e}"))?;
-        serde_path_to_error::deserialize(json).map_err(|e| {
+        let mut parsed: FileConfig = serde_path_to_error::deserialize(json).map_err(|e| {
             let path = e.path().to_string();
             let msg = e.inner().to_string();
             // The path names the offending key (for an unknown field too, but at the top level).
@@ -309,7 +312,25 @@ impl FileConfig {
                 .copied()
                 .unwrap_or((0, 0));
             anyhow::anyhow!("{file}:{l}:{c}: {full}: {msg}")
-        })
+        })?;
+        for (name, block) in parsed.plugin.iter_mut() {
+            let prefix = format!("plugin.{name}");
+            for (path, (l, c)) in spans.range(prefix.clone()..) {
+                let key = if *path == prefix {
+                    ""
+                } else if let Some(k) = path.strip_prefix(&format!("{prefix}.config.")) {
+                    k
+                } else if path.starts_with(&format!("{prefix}.")) {
+                    continue;
+                } else {
+                    break;
+                };
+                block
+                    .locations
+                    .insert(key.to_string(), format!("{file}:{l}:{c}"));
+            }
+        }
+        Ok(parsed)
     }
 
     /// What this configuration sets that Drover accepts but does not act on, and why.
@@ -420,9 +441,20 @@ impl FileConfig {
 
     /// Later values win; blocks merge key by key.
     pub fn merge(&mut self, o: FileConfig) {
+        // Where plugin blocks were written does not travel through JSON: carry it over.
+        let mut locations: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (name, b) in self.plugin.iter().chain(o.plugin.iter()) {
+            locations
+                .entry(name.clone())
+                .or_default()
+                .extend(b.locations.clone());
+        }
         let mut a = serde_json::to_value(&*self).expect("config serializes");
         deep_merge(&mut a, serde_json::to_value(o).expect("config serializes"));
         *self = serde_json::from_value(a).expect("a merge of valid configs is valid");
+        for (name, b) in self.plugin.iter_mut() {
+            b.locations = locations.remove(name).unwrap_or_default();
+        }
     }
 }
 

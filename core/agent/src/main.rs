@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod config;
+mod exec_cmd;
 mod plugins;
 
 use std::path::PathBuf;
@@ -197,6 +198,24 @@ enum AllocCmd {
         id: String,
         #[arg(long)]
         json: bool,
+        /// Also show each task's CPU and memory use.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Runs a command inside an allocation's task (through its driver).
+    Exec {
+        /// Pass stdin to the command (-i=false to not).
+        #[arg(short = 'i', long = "i", num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true")]
+        interactive: bool,
+        /// Give the command a terminal (default: when stdin is a terminal).
+        #[arg(short = 't', long = "t", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        tty: Option<bool>,
+        /// The task, when the allocation runs several.
+        #[arg(long)]
+        task: Option<String>,
+        alloc: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// Lists a directory or prints a file of an allocation's directory.
     Fs {
@@ -270,6 +289,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn normalize_args(args: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
     let mut passthrough = false;
+    // `alloc exec [flags] ALLOC CMD ARGS...`: CMD's own flags are not ours to touch.
+    let exec =
+        args.get(1).is_some_and(|a| a == "alloc") && args.get(2).is_some_and(|a| a == "exec");
+    let mut flag_wants_value = false;
     for (i, a) in args.into_iter().enumerate() {
         if i == 0 || passthrough {
             out.push(a);
@@ -279,6 +302,13 @@ fn normalize_args(args: Vec<String>) -> Vec<String> {
             passthrough = true;
             out.push(a);
             continue;
+        }
+        if exec && i > 2 {
+            if !a.starts_with('-') && !flag_wants_value {
+                // The allocation id: everything after it is the command.
+                passthrough = true;
+            }
+            flag_wants_value = matches!(a.as_str(), "-task" | "--task");
         }
         let long_single = a.starts_with('-')
             && !a.starts_with("--")
@@ -378,7 +408,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Job(JobCmd::Validate { file, json, vars }) => {
                 cli::job_validate(&file, json, &vars.load()?)
             }
-            Cmd::Alloc(AllocCmd::Status { id, json }) => cli::alloc_status(&api, &id, json).await,
+            Cmd::Alloc(AllocCmd::Status { id, json, stats }) => {
+                cli::alloc_status(&api, &id, json, stats).await
+            }
+            Cmd::Alloc(AllocCmd::Exec {
+                interactive,
+                tty,
+                task,
+                alloc,
+                command,
+            }) => {
+                exec_cmd::alloc_exec(
+                    &api,
+                    exec_cmd::ExecArgs {
+                        alloc: &alloc,
+                        task: task.as_deref(),
+                        command,
+                        interactive,
+                        tty,
+                    },
+                )
+                .await
+            }
             Cmd::Alloc(AllocCmd::Logs {
                 alloc,
                 task,

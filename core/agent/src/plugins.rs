@@ -2,15 +2,32 @@
 //! (`drover plugin serve NAME`), and the `drover plugin ...` commands.
 
 use crate::config::AgentConfig;
-use drover_plugin_host::PluginLaunch;
+use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
 
 /// The plugins built into the `drover` binary, served out of process by `drover plugin serve`.
-pub const BUILTIN: &[&str] = &["raw_exec"];
+/// `exec` runs isolated tasks; it reports itself unhealthy (with the reason) where it cannot:
+/// not root, or no usable cgroups.
+pub const BUILTIN: &[&str] = &["raw_exec", "exec"];
 
 #[derive(clap::Subcommand)]
 pub enum PluginCmd {
     /// Serves a built-in plugin over the plugin handshake (run by the agent, not by hand).
     Serve { name: String },
+    /// The agent's plugins: kind, transport, version, health and restarts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Launches a plugin binary through the handshake, prints what it reports (PluginInfo
+    /// and its config schema) and stops it: check a binary before dropping it in plugin_dir.
+    Inspect {
+        path: std::path::PathBuf,
+        /// Arguments to start it with.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What the client's plugin host launches: the built-in plugins, configured by their
@@ -28,6 +45,8 @@ pub fn launches(cfg: &AgentConfig) -> anyhow::Result<Vec<PluginLaunch>> {
                 command: exe.clone(),
                 args: vec!["plugin".into(), "serve".into(), name.to_string()],
                 config_json: serde_json::Value::Object(block.config.unwrap_or_default()),
+                config_locations: block.locations,
+                inspect_only: false,
             }
         })
         .collect())
@@ -59,13 +78,22 @@ pub fn exit_if_serve_invoked() {
 }
 
 /// Runs a `drover plugin ...` command. Synchronous: `serve` builds its own runtime.
-pub fn run(cmd: PluginCmd, _address: Option<String>) -> anyhow::Result<i32> {
+pub fn run(cmd: PluginCmd, address: Option<String>) -> anyhow::Result<i32> {
     match cmd {
+        PluginCmd::Status { json } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(status(&crate::cli::ApiClient::new(address), json))
+        }
+        PluginCmd::Inspect { path, args, json } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(inspect(&path, args, json))
+        }
         PluginCmd::Serve { name } => {
             drover_plugin_sdk::check_cookie_or_exit();
             let rt = tokio::runtime::Runtime::new()?;
             let result = match name.as_str() {
                 "raw_exec" => rt.block_on(drover_plugin_raw_exec::serve()),
+                "exec" => rt.block_on(drover_plugin_exec::serve()),
                 other => anyhow::bail!(
                     "no built-in plugin named {other:?} (built in: {})",
                     BUILTIN.join(", ")
@@ -76,4 +104,121 @@ pub fn run(cmd: PluginCmd, _address: Option<String>) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+async fn status(api: &crate::cli::ApiClient, json: bool) -> anyhow::Result<i32> {
+    let list: Vec<serde_json::Value> = api.get("/v1/agent/plugins").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut rows = vec![
+        [
+            "Name",
+            "Kind",
+            "Transport",
+            "Version",
+            "State",
+            "Healthy",
+            "Restarts",
+            "Last Error",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in &list {
+        rows.push(
+            [
+                "Name",
+                "Kind",
+                "Transport",
+                "Version",
+                "State",
+                "Healthy",
+                "Restarts",
+                "LastError",
+            ]
+            .iter()
+            .map(|k| s(&p[*k]))
+            .collect(),
+        );
+    }
+    print!("{}", crate::cli::table(rows));
+    Ok(0)
+}
+
+async fn inspect(path: &std::path::Path, args: Vec<String>, json: bool) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let path = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot find plugin {}", path.display()))?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    let tmp = std::env::temp_dir().join(format!("drover-inspect-{}", std::process::id()));
+    let host = PluginHost::new(HostConfig {
+        data_dir: tmp.clone(),
+        plugins: vec![PluginLaunch {
+            name: name.clone(),
+            command: path.clone(),
+            args,
+            inspect_only: true,
+            ..PluginLaunch::default()
+        }],
+        handshake_timeout: std::time::Duration::from_secs(10),
+        ..HostConfig::default()
+    });
+    let result = async {
+        let info = host.info(&name).await?;
+        let schema = host.schema(&name).await?;
+        Ok::<_, drover_plugin_host::HostError>((info, schema))
+    }
+    .await;
+    host.shutdown().await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (info, schema) = result?;
+    if json {
+        let v = serde_json::json!({
+            "Name": info.name,
+            "Kind": drover_plugin_host::kind_name(info.kind()),
+            "Version": info.version,
+            "ProtocolVersions": info.protocol_versions,
+            "ConfigSchema": schema.iter().map(|f| serde_json::json!({
+                "Name": f.name, "Type": f.r#type, "Required": f.required,
+                "Description": f.description, "Default": f.default_json,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("Name              = {}", info.name);
+    println!(
+        "Kind              = {}",
+        drover_plugin_host::kind_name(info.kind())
+    );
+    println!("Version           = {}", info.version);
+    println!("Protocol Versions = {:?}", info.protocol_versions);
+    println!("File              = {}", path.display());
+    println!("\nConfig Schema");
+    let mut rows = vec![
+        ["Key", "Type", "Required", "Default", "Description"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for f in &schema {
+        rows.push(vec![
+            f.name.clone(),
+            f.r#type.clone(),
+            f.required.to_string(),
+            f.default_json.clone(),
+            f.description.clone(),
+        ]);
+    }
+    print!("{}", crate::cli::table(rows));
+    Ok(0)
 }

@@ -2,6 +2,7 @@
 //! streaming from the clients through the server.
 
 mod events;
+mod exec;
 mod logs;
 mod plugins;
 
@@ -79,6 +80,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/regions", get(regions))
         .route("/v1/agent/plugins", get(plugins::list))
         .route("/v1/client/fs/logs/{alloc}", get(logs::stream))
+        .route("/v1/client/allocation/{alloc}/stats", get(exec::stats))
+        .route("/v1/client/allocation/{alloc}/exec", get(exec::exec))
         .route("/v1/event/stream", get(events::stream))
         .route("/v1/client/fs/{op}/{alloc}", get(logs::fs))
         .with_state(state)

@@ -1,4 +1,5 @@
-//! `GET /v1/agent/plugins`: the plugins of this agent's client (name, kind, version, pid).
+//! `GET /v1/agent/plugins`: the plugins of this agent's client (name, kind, transport,
+//! version, state, health, restarts, last error).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -6,24 +7,9 @@ use axum::response::{IntoResponse, Response};
 use crate::ApiState;
 
 pub async fn list(State(st): State<ApiState>) -> Response {
-    let Some(host) = &st.plugins else {
-        return axum::Json(Vec::<serde_json::Value>::new()).into_response();
+    let status = match &st.plugins {
+        Some(host) => host.status().await,
+        None => Vec::new(),
     };
-    let mut out = Vec::new();
-    for name in host.plugin_names() {
-        let info = host.info(&name).await;
-        let pid = host.plugin_pid(&name).await;
-        out.push(match info {
-            Ok(i) => serde_json::json!({
-                "Name": name,
-                "Kind": i.kind().as_str_name(),
-                "Version": i.version,
-                "Transport": "grpc",
-                "Healthy": true,
-                "Pid": pid,
-            }),
-            Err(e) => serde_json::json!({ "Name": name, "Transport": "grpc", "Healthy": false, "Error": e.to_string() }),
-        });
-    }
-    axum::Json(out).into_response()
+    axum::Json(status).into_response()
 }

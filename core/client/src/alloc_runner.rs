@@ -58,6 +58,55 @@ impl AllocRunner {
             .is_some_and(|g| g.tasks.iter().any(|t| t.name == task))
     }
 
+    /// The running tasks of the allocation (all of them when `task` is empty), each as
+    /// (task name, driver name, the driver's task id).
+    pub fn running_tasks(&self, task: &str) -> Result<Vec<(String, String, String)>, String> {
+        use prost::Message;
+        let l = self.inner.local.lock().expect("alloc lock");
+        let group = l
+            .job
+            .group(&l.alloc.task_group)
+            .ok_or_else(|| format!("the allocation's group {:?} is gone", l.alloc.task_group))?;
+        if !task.is_empty() && !group.tasks.iter().any(|t| t.name == task) {
+            let names: Vec<&str> = group.tasks.iter().map(|t| t.name.as_str()).collect();
+            return Err(format!(
+                "task {task:?} not found in allocation {} (its tasks: {})",
+                l.alloc.id,
+                names.join(", ")
+            ));
+        }
+        let mut out = Vec::new();
+        for t in group
+            .tasks
+            .iter()
+            .filter(|t| task.is_empty() || t.name == task)
+        {
+            let Some(local) = l.tasks.get(&t.name) else {
+                continue;
+            };
+            if local.state.state != TaskLifecycle::Running {
+                continue;
+            }
+            let id = local
+                .handle
+                .as_deref()
+                .and_then(|h| drover_proto::driver::TaskHandle::decode(h).ok())
+                .and_then(|h| h.config)
+                .map(|c| c.id);
+            if let Some(id) = id {
+                out.push((t.name.clone(), t.driver.clone(), id));
+            }
+        }
+        if out.is_empty() {
+            return Err(if task.is_empty() {
+                format!("allocation {} has no running task", l.alloc.id)
+            } else {
+                format!("task {task:?} is not running in allocation {}", l.alloc.id)
+            });
+        }
+        Ok(out)
+    }
+
     /// Restarts or signals a task (all running tasks when `task` is empty).
     pub async fn act(&self, task: &str, action: &str, signal: &str) -> Result<(), String> {
         let targets: Vec<(String, mpsc::Sender<task_runner::Control>)> = self
@@ -158,7 +207,7 @@ impl AllocRunner {
             let client = &r.inner.client;
             client.inner.state.remove(&id);
             let root = crate::logs::alloc_root(client, &id);
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
+            let _ = tokio::task::spawn_blocking(move || remove_alloc_dir(&root)).await;
             tracing::info!(alloc_id = %id, "allocation garbage-collected");
         });
     }
@@ -557,6 +606,64 @@ fn client_status(l: &LocalAlloc) -> (ClientStatus, String) {
     (ClientStatus::Pending, "No tasks have started".into())
 }
 
+/// Size of a task's in-memory secrets/ directory (Nomad's too).
+const SECRETS_TMPFS_OPTIONS: &str = "size=1m,mode=0700";
+
+fn is_mount_point(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// Makes a task's secrets/ a small tmpfs, so secrets never reach the disk. Where that is not
+/// possible (not root, no tmpfs) the plain 0700 directory stays.
+fn mount_secrets_tmpfs(dir: &std::path::Path) {
+    use nix::mount::{MsFlags, mount};
+    if is_mount_point(dir) {
+        return; // restored allocation: still mounted
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        flags,
+        Some(SECRETS_TMPFS_OPTIONS),
+    ) {
+        tracing::debug!(dir = %dir.display(), error = %e, "secrets/ stays on disk: cannot mount a tmpfs");
+    }
+}
+
+/// Removes a directory tree after unmounting whatever is mounted below it (secrets/ tmpfs):
+/// the dev agent's data dir at exit.
+pub fn remove_dir_with_mounts(dir: &std::path::Path) -> std::io::Result<()> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| std::path::Path::new(p).starts_with(dir))
+        .collect();
+    // Deepest first.
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+    std::fs::remove_dir_all(dir)
+}
+
+/// Removes an allocation's directory, unmounting its tasks' secrets/ tmpfs first.
+fn remove_alloc_dir(root: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let secrets = entry.path().join("secrets");
+        if is_mount_point(&secrets) {
+            let _ = nix::mount::umount2(&secrets, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    std::fs::remove_dir_all(root)
+}
+
 /// Creates `<root>/alloc/{logs,data,tmp}` and per task `<root>/<task>/{local,secrets,tmp}`.
 fn make_dirs(root: &std::path::Path, tasks: &[String]) -> std::io::Result<Vec<TaskDirs>> {
     use std::os::unix::fs::PermissionsExt;
@@ -571,6 +678,7 @@ fn make_dirs(root: &std::path::Path, tasks: &[String]) -> std::io::Result<Vec<Ta
             std::fs::create_dir_all(td.join(d))?;
         }
         std::fs::set_permissions(td.join("secrets"), std::fs::Permissions::from_mode(0o700))?;
+        mount_secrets_tmpfs(&td.join("secrets"));
         std::fs::set_permissions(td.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
         out.push(TaskDirs {
             alloc_dir: shared.display().to_string(),

@@ -7,14 +7,9 @@ use drover_proto::driver::{FingerprintRequest, HealthState};
 
 use crate::Client;
 
-/// Host attributes and resources, read from /proc and the system.
-pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, NodeResources) {
-    let mut attrs = BTreeMap::new();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as u64;
-    let mhz = cpuinfo
+/// The clock of one core in MHz, from /proc/cpuinfo's text (1000 when it says nothing).
+pub fn core_mhz(cpuinfo: &str) -> u64 {
+    cpuinfo
         .lines()
         .find_map(|l| {
             l.strip_prefix("cpu MHz")
@@ -22,7 +17,17 @@ pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, Nod
                 .and_then(|v| v.trim().parse::<f64>().ok())
         })
         .map(|m| m as u64)
-        .unwrap_or(1000);
+        .unwrap_or(1000)
+}
+
+/// Host attributes and resources, read from /proc and the system.
+pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, NodeResources) {
+    let mut attrs = BTreeMap::new();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
+    let mhz = core_mhz(&cpuinfo);
     if let Some(model) = cpuinfo.lines().find_map(|l| {
         l.strip_prefix("model name")
             .and_then(|r| r.split(':').nth(1))

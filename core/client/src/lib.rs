@@ -3,8 +3,11 @@
 //! under their shims and are reattached from the local state.
 
 mod alloc_runner;
+
+pub use alloc_runner::remove_dir_with_mounts;
 mod conn;
 mod env;
+mod exec;
 mod fingerprint;
 mod gc;
 mod logs;

@@ -18,12 +18,31 @@ use crate::Client;
 /// action (restart, signal) answered with an empty chunk or an error.
 pub async fn serve(client: Client, mut rpc: NodeServiceClient<Channel>, open: SessionOpen) {
     let Some(kind) = open.kind else { return };
+    let kind = match kind {
+        session_open::Kind::Exec(req) => {
+            return crate::exec::serve_exec(client, rpc, open.session_id, req).await;
+        }
+        other => other,
+    };
     let (tx, rx) = mpsc::channel::<SessionChunk>(8);
     let call = tokio::spawn(async move { rpc.session_data(ReceiverStream::new(rx)).await });
     let id = open.session_id.clone();
     let result = match kind {
         session_open::Kind::Logs(req) => stream_logs(&client, &req, &id, &tx).await,
         session_open::Kind::Fs(req) => serve_fs(&client, &req, &id, &tx).await,
+        session_open::Kind::Stats(req) => match crate::exec::alloc_stats(&client, &req).await {
+            Ok(data) => tx
+                .send(SessionChunk {
+                    session_id: id.clone(),
+                    data,
+                    error: String::new(),
+                    eof: false,
+                })
+                .await
+                .map_err(|_| "the server went away".to_string()),
+            Err(e) => Err(e),
+        },
+        session_open::Kind::Exec(_) => unreachable!("exec sessions are served above"),
         session_open::Kind::Action(a) => {
             let runner = client
                 .inner

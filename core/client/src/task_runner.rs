@@ -122,6 +122,51 @@ impl Runner {
         self.send_state().await;
     }
 
+    /// The task's `volume_mount`s resolved against its group's volumes and this node's host
+    /// volumes.
+    fn mounts(&self) -> Result<Vec<drover_proto::driver::Mount>, String> {
+        let c = &self.ctx;
+        let group = c
+            .job
+            .group(&c.alloc.task_group)
+            .ok_or_else(|| format!("group {:?} is gone from the job", c.alloc.task_group))?;
+        c.task
+            .volume_mounts
+            .iter()
+            .map(|m| {
+                let req = group.volumes.get(&m.volume).ok_or_else(|| {
+                    format!(
+                        "volume_mount names volume {:?}, which group {:?} does not declare",
+                        m.volume, group.name
+                    )
+                })?;
+                if req.volume_type != "host" {
+                    return Err(format!(
+                        "volume {:?} is a {} volume; this client mounts host volumes only",
+                        m.volume, req.volume_type
+                    ));
+                }
+                let host = c.client.inner.config.host_volumes.get(&req.source).ok_or_else(|| {
+                    format!(
+                        "host volume {:?} is not configured on this node (client {{ host_volume {:?} {{ path = ... }} }})",
+                        req.source, req.source
+                    )
+                })?;
+                if !m.destination.starts_with('/') {
+                    return Err(format!(
+                        "volume_mount destination {:?} must be an absolute path",
+                        m.destination
+                    ));
+                }
+                Ok(drover_proto::driver::Mount {
+                    host_path: host.path.clone(),
+                    task_path: m.destination.clone(),
+                    read_only: m.read_only || req.read_only || host.read_only,
+                })
+            })
+            .collect()
+    }
+
     fn task_config(&self, attempt: u32) -> TaskConfig {
         let c = &self.ctx;
         let cfg = &c.client.inner.config;
@@ -157,6 +202,7 @@ impl Runner {
                 cpu_mhz: c.task.resources.cpu as i64,
                 memory_mb: c.task.resources.memory_mb as i64,
                 memory_max_mb: c.task.resources.memory_max_mb as i64,
+                cores: c.task.resources.cores,
             }),
             user: c.task.user.clone(),
             alloc_dir: c.dirs.alloc_dir.clone(),
@@ -174,6 +220,7 @@ impl Runner {
                 max_file_size_mb: c.task.logs.max_file_size_mb,
             }),
             network_ns_path: String::new(),
+            mounts: Vec::new(),
         }
     }
 
@@ -369,7 +416,7 @@ impl Runner {
     }
 
     async fn start(&mut self) -> Result<(), String> {
-        let cfg = self.task_config(self.state.restarts);
+        let mut cfg = self.task_config(self.state.restarts);
         let mut driver = self
             .ctx
             .client
@@ -377,6 +424,20 @@ impl Runner {
             .driver(&self.ctx.task.driver)
             .await
             .map_err(|e| e.to_string())?;
+        cfg.mounts = self.mounts()?;
+        if !cfg.mounts.is_empty() {
+            let caps = driver
+                .capabilities(drover_proto::driver::CapabilitiesRequest {})
+                .await
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            if !caps.mounts {
+                return Err(format!(
+                    "the {} driver cannot mount volumes: volume_mount needs a driver with filesystem isolation (exec, docker)",
+                    self.ctx.task.driver
+                ));
+            }
+        }
         let resp = driver
             .start_task(StartTaskRequest { task: Some(cfg) })
             .await
@@ -489,13 +550,14 @@ pub async fn run(ctx: TaskCtx) {
                 let mut ev = event(
                     "Terminated",
                     &format!(
-                        "Exit Code: {}{}",
+                        "Exit Code: {}{}{}",
                         res.exit_code,
                         if res.signal != 0 {
                             format!(", Signal: {}", res.signal)
                         } else {
                             String::new()
-                        }
+                        },
+                        if res.oom_killed { ", OOM Killed" } else { "" }
                     ),
                 );
                 ev.exit_code = res.exit_code;

@@ -162,6 +162,8 @@ pub struct RunningPlugin {
     pub path: PathBuf,
     pub pid: u32,
     pub info: PluginInfoResponse,
+    /// The keys its `config` block may hold, as it reported them.
+    pub schema: Vec<drover_proto::base::ConfigField>,
     pub(crate) started: Instant,
     pub(crate) channel: Channel,
     pub(crate) driver: DriverClient<Channel>,
@@ -176,6 +178,35 @@ impl RunningPlugin {
     /// supervisor reaps it.
     pub fn is_alive(&self) -> bool {
         self.process.is_alive()
+    }
+
+    /// One health check (`grpc.health.v1`, service "plugin"), answered within 5 s.
+    pub(crate) async fn ping(&self) -> Result<(), String> {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: "plugin".into(),
+        };
+        match tokio::time::timeout(Duration::from_secs(5), health.check(req)).await {
+            Err(_) => Err("no answer within 5s".into()),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Ok(Ok(r)) => {
+                let status = r.into_inner().status;
+                if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "service \"plugin\" is not SERVING (status {status})"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Kills the process (a hung plugin); supervision relaunches it.
+    pub(crate) async fn kill(&self) {
+        let _ = self.process.kill.send(()).await;
+        self.process.wait_exit(Duration::from_secs(5)).await;
     }
 
     /// Waits (briefly) until the supervisor has reaped a dead process.
@@ -370,12 +401,13 @@ pub(crate) async fn launch(
 ) -> Result<RunningPlugin, HostError> {
     let connected = connect_plugin(config, launch).await?;
     match configure(launch, &connected, config).await {
-        Ok(info) => {
+        Ok((info, schema)) => {
             let running = RunningPlugin {
                 name: launch.name.clone(),
                 path: launch.command.clone(),
                 pid: connected.pid,
                 info,
+                schema,
                 started: connected.started,
                 driver: DriverClient::new(connected.channel.clone()),
                 base: BasePluginClient::new(connected.channel.clone()),
@@ -676,12 +708,13 @@ async fn dial_and_check(
     Ok(channel)
 }
 
-/// Reads PluginInfo, checks the config against the schema and sends SetConfig.
+/// Reads PluginInfo and ConfigSchema, checks the config against the schema and sends
+/// SetConfig (not when `launch.inspect_only`).
 async fn configure(
     launch: &PluginLaunch,
     connected: &ConnectedPlugin,
     config: &HostConfig,
-) -> Result<PluginInfoResponse, HostError> {
+) -> Result<(PluginInfoResponse, Vec<drover_proto::base::ConfigField>), HostError> {
     let tail = &connected.tail;
     let mut base = BasePluginClient::new(connected.channel.clone());
     let rpc_err = |what: &str, e: tonic::Status| {
@@ -727,12 +760,26 @@ async fn configure(
         .await
         .map_err(|e| rpc_err("ConfigSchema", e))?
         .into_inner();
+    if launch.inspect_only {
+        return Ok((info, schema.fields));
+    }
     let config_err = |message: String| HostError::Config {
         name: launch.name.clone(),
         path: launch.command.clone(),
         message,
     };
-    schema::check(&launch.config_json, &schema.fields).map_err(config_err)?;
+    schema::check(&launch.config_json, &schema.fields).map_err(|p| {
+        // Point at the key's line in the agent's config file, else at the block's.
+        let at = p
+            .key
+            .as_deref()
+            .and_then(|k| launch.config_locations.get(k))
+            .or_else(|| launch.config_locations.get(""));
+        config_err(match at {
+            Some(at) => format!("{at}: {}", p.message),
+            None => p.message,
+        })
+    })?;
     let config_json = if launch.config_json.is_null() {
         b"{}".to_vec()
     } else {
@@ -748,7 +795,7 @@ async fn configure(
     })
     .await
     .map_err(|e| config_err(e.message().to_string()))?;
-    Ok(info)
+    Ok((info, schema.fields))
 }
 
 #[cfg(test)]
@@ -893,6 +940,7 @@ mod tests {
             command: command.to_path_buf(),
             args: vec![],
             config_json: serde_json::Value::Null,
+            ..PluginLaunch::default()
         };
         let err = match connect_plugin(&config, &launch).await {
             Ok(_) => panic!("{} must fail to launch", command.display()),

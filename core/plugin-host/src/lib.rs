@@ -12,6 +12,8 @@
 //!         command: "/usr/bin/drover".into(),
 //!         args: vec!["plugin".into(), "serve".into(), "raw_exec".into()],
 //!         config_json: serde_json::json!({ "enabled": true }),
+//!         config_locations: Default::default(),
+//!         inspect_only: false,
 //!     }],
 //!     ..HostConfig::default()
 //! });
@@ -38,7 +40,7 @@ use tonic::transport::Channel;
 pub use launch::{ConnectedPlugin, LaunchTimings, RunningPlugin, connect_plugin};
 
 /// How one plugin is started.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PluginLaunch {
     /// The name the operator's `plugin "NAME"` block uses.
     pub name: String,
@@ -47,6 +49,12 @@ pub struct PluginLaunch {
     pub args: Vec<String>,
     /// The block's `config { ... }` as a JSON object (checked against the plugin's schema).
     pub config_json: serde_json::Value,
+    /// Where the operator wrote the block (key "") and each config key: `file:line:column`,
+    /// quoted in configuration errors.
+    pub config_locations: BTreeMap<String, String>,
+    /// Launch and read PluginInfo and ConfigSchema only: no SetConfig (`drover plugin
+    /// inspect`).
+    pub inspect_only: bool,
 }
 
 /// The host's configuration.
@@ -118,6 +126,45 @@ struct Slot {
     crashes: u32,
     /// Not before this instant may the plugin be launched again.
     not_before: Option<Instant>,
+    /// Launches after the first one.
+    restarts: u32,
+    /// What went wrong last (a failed launch, an exit, a failed health check); cleared by a
+    /// passing health check.
+    last_error: Option<String>,
+    /// What the plugin last reported in PluginInfo.
+    info: Option<PluginInfoResponse>,
+    launched_once: bool,
+}
+
+/// The operator's word for a plugin kind: "driver", "secrets".
+pub fn kind_name(kind: drover_proto::base::PluginKind) -> &'static str {
+    use drover_proto::base::PluginKind;
+    match kind {
+        PluginKind::Driver => "driver",
+        PluginKind::Secrets => "secrets",
+        PluginKind::Unspecified => "unspecified",
+    }
+}
+
+/// Consecutive quick crashes after which a plugin counts as crash-looping (unhealthy).
+const CRASH_LOOP: u32 = 3;
+
+/// What `drover plugin status` shows of one plugin.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PluginStatus {
+    pub name: String,
+    /// "driver", "secrets", ...; empty until the plugin has been launched once.
+    pub kind: String,
+    pub transport: String,
+    pub version: String,
+    pub path: String,
+    pub pid: Option<u32>,
+    /// "running", "crash-looping", "failed" or "not started".
+    pub state: String,
+    pub healthy: bool,
+    pub restarts: u32,
+    pub last_error: Option<String>,
 }
 
 /// A plugin that lived at least this long was not crash-looping.
@@ -146,6 +193,10 @@ impl PluginHost {
                         running: None,
                         crashes: 0,
                         not_before: None,
+                        restarts: 0,
+                        last_error: None,
+                        info: None,
+                        launched_once: false,
                     })),
                 )
             })
@@ -178,6 +229,14 @@ impl PluginHost {
         Ok(self.running(name).await?.info.clone())
     }
 
+    /// The config keys plugin `name` reported (launching it like [`PluginHost::driver`]).
+    pub async fn schema(
+        &self,
+        name: &str,
+    ) -> Result<Vec<drover_proto::base::ConfigField>, HostError> {
+        Ok(self.running(name).await?.schema.clone())
+    }
+
     /// The pid of plugin `name`'s process, when it runs.
     pub async fn plugin_pid(&self, name: &str) -> Option<u32> {
         let slot = self.slots.get(name)?;
@@ -196,56 +255,170 @@ impl PluginHost {
             .slots
             .get(name)
             .ok_or_else(|| HostError::UnknownPlugin(name.to_string()))?;
-        let mut slot = slot.lock().await;
-        if let Some(r) = &slot.running {
-            if r.is_alive() {
-                return Ok(r.clone());
-            }
-            r.reaped().await;
-            let lived = r.started.elapsed();
-            tracing::warn!(
-                plugin = name,
-                status = %r.exit_status().unwrap_or_default(),
-                lived_ms = lived.as_millis() as u64,
-                "plugin exited; relaunching it"
-            );
-            slot.running = None;
-            if lived < STABLE_AFTER {
-                slot.crashes += 1;
-                let factor = 1u32 << (slot.crashes - 1).min(16);
-                let pause = (FIRST_BACKOFF * factor).min(self.config.max_backoff);
-                // The first crash relaunches at once; a crash loop backs off.
-                if slot.crashes > 1 {
-                    slot.not_before = Some(Instant::now() + pause);
+        loop {
+            let mut slot = slot.lock().await;
+            if let Some(r) = slot.running.clone() {
+                if r.is_alive() {
+                    return Ok(r);
                 }
-            } else {
-                slot.crashes = 0;
-            }
-        }
-        if let Some(t) = slot.not_before.take() {
-            let wait = t.saturating_duration_since(Instant::now());
-            if !wait.is_zero() {
-                tracing::info!(
+                r.reaped().await;
+                let lived = r.started.elapsed();
+                slot.last_error = Some(format!(
+                    "exited ({}) after {:.1}s",
+                    r.exit_status().unwrap_or_else(|| "unknown status".into()),
+                    lived.as_secs_f64()
+                ));
+                tracing::warn!(
                     plugin = name,
-                    wait_ms = wait.as_millis() as u64,
-                    "plugin crash-looping; backing off"
+                    status = %r.exit_status().unwrap_or_default(),
+                    lived_ms = lived.as_millis() as u64,
+                    "plugin exited; relaunching it"
                 );
-                tokio::time::sleep(wait).await;
+                slot.running = None;
+                if lived < STABLE_AFTER {
+                    slot.crashes += 1;
+                    let factor = 1u32 << (slot.crashes - 1).min(16);
+                    let pause = (FIRST_BACKOFF * factor).min(self.config.max_backoff);
+                    // The first crash relaunches at once; a crash loop backs off.
+                    if slot.crashes > 1 {
+                        slot.not_before = Some(Instant::now() + pause);
+                    }
+                } else {
+                    slot.crashes = 0;
+                }
+            }
+            if let Some(t) = slot.not_before {
+                let wait = t.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    tracing::info!(
+                        plugin = name,
+                        wait_ms = wait.as_millis() as u64,
+                        "plugin crash-looping; backing off"
+                    );
+                    // Not holding the slot: status stays readable meanwhile.
+                    drop(slot);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                slot.not_before = None;
+            }
+            if slot.launched_once {
+                slot.restarts += 1;
+            }
+            slot.launched_once = true;
+            return match launch::launch(&self.config, &slot.launch).await {
+                Ok(r) => {
+                    slot.info = Some(r.info.clone());
+                    slot.running = Some(r.clone());
+                    Ok(r)
+                }
+                Err(e) => {
+                    slot.last_error = Some(e.to_string());
+                    slot.crashes += 1;
+                    let factor = 1u32 << (slot.crashes - 1).min(16);
+                    slot.not_before = Some(
+                        Instant::now() + (FIRST_BACKOFF * factor).min(self.config.max_backoff),
+                    );
+                    Err(e)
+                }
+            };
+        }
+    }
+
+    /// Launches every configured plugin now. Configuration errors are returned (the operator
+    /// must fix the config file); a plugin that fails otherwise is left to supervision,
+    /// which retries it with backoff.
+    pub async fn start_all(&self) -> Result<(), HostError> {
+        for name in self.plugin_names() {
+            match self.running(&name).await {
+                Ok(_) => {}
+                Err(e @ HostError::Config { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::error!(plugin = %name, error = %e, "plugin failed to start; will retry")
+                }
             }
         }
-        match launch::launch(&self.config, &slot.launch).await {
-            Ok(r) => {
-                slot.running = Some(r.clone());
-                Ok(r)
-            }
-            Err(e) => {
-                slot.crashes += 1;
-                let factor = 1u32 << (slot.crashes - 1).min(16);
-                slot.not_before =
-                    Some(Instant::now() + (FIRST_BACKOFF * factor).min(self.config.max_backoff));
-                Err(e)
+        Ok(())
+    }
+
+    /// Watches every plugin: pings running ones (`grpc.health.v1`, service "plugin") every
+    /// `interval`, kills one that stops answering, and relaunches dead ones with backoff.
+    /// Runs until [`PluginHost::shutdown`].
+    pub fn supervise(self: &Arc<Self>, interval: Duration) {
+        for name in self.plugin_names() {
+            let host = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    let Some(host) = host.upgrade() else { return };
+                    if host.shut_down.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    host.check(&name).await;
+                }
+            });
+        }
+    }
+
+    /// One supervision round for plugin `name`.
+    async fn check(&self, name: &str) {
+        let Some(slot) = self.slots.get(name) else {
+            return;
+        };
+        let running = slot.lock().await.running.clone();
+        match running {
+            Some(r) if r.is_alive() => match r.ping().await {
+                Ok(()) => slot.lock().await.last_error = None,
+                Err(why) => {
+                    tracing::warn!(plugin = name, %why, "plugin failed its health check; restarting it");
+                    slot.lock().await.last_error = Some(format!("health check failed: {why}"));
+                    r.kill().await;
+                }
+            },
+            _ => {
+                if let Err(e) = self.running(name).await {
+                    tracing::warn!(plugin = name, error = %e, "plugin relaunch failed");
+                }
             }
         }
+    }
+
+    /// The state of every configured plugin.
+    pub async fn status(&self) -> Vec<PluginStatus> {
+        let mut out = Vec::new();
+        for (name, slot) in &self.slots {
+            let slot = slot.lock().await;
+            let alive = slot.running.as_ref().filter(|r| r.is_alive());
+            let state = if alive.is_some() {
+                "running"
+            } else if slot.crashes >= CRASH_LOOP {
+                "crash-looping"
+            } else if slot.launched_once {
+                "failed"
+            } else {
+                "not started"
+            };
+            let info = slot.info.clone().unwrap_or_default();
+            out.push(PluginStatus {
+                name: name.clone(),
+                kind: if slot.info.is_some() {
+                    kind_name(info.kind()).to_string()
+                } else {
+                    String::new()
+                },
+                transport: "grpc".into(),
+                version: info.version.clone(),
+                path: slot.launch.command.display().to_string(),
+                pid: alive.map(|r| r.pid),
+                state: state.into(),
+                healthy: alive.is_some() && slot.crashes < CRASH_LOOP && slot.last_error.is_none(),
+                restarts: slot.restarts,
+                last_error: slot.last_error.clone(),
+            });
+        }
+        out
     }
 
     /// Stops every plugin: GRPCController.Shutdown, then SIGKILL after the grace period.

@@ -3,13 +3,32 @@
 use drover_proto::base::ConfigField;
 use serde_json::Value;
 
+/// What is wrong with a config block: the key at fault (None: the block itself) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Problem {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+fn at(key: &str, message: String) -> Problem {
+    Problem {
+        key: Some(key.to_string()),
+        message,
+    }
+}
+
 /// Checks `config` (a JSON object, or null for none) against `fields`.
-pub(crate) fn check(config: &Value, fields: &[ConfigField]) -> Result<(), String> {
+pub(crate) fn check(config: &Value, fields: &[ConfigField]) -> Result<(), Problem> {
     let empty = serde_json::Map::new();
     let obj = match config {
         Value::Null => &empty,
         Value::Object(o) => o,
-        _ => return Err("the config block must be an object".into()),
+        _ => {
+            return Err(Problem {
+                key: None,
+                message: "the config block must be an object".into(),
+            });
+        }
     };
     for (key, value) in obj {
         let Some(field) = fields.iter().find(|f| &f.name == key) else {
@@ -18,8 +37,9 @@ pub(crate) fn check(config: &Value, fields: &[ConfigField]) -> Result<(), String
                 .map(|f| f.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(format!(
-                "unknown key {key:?} in config (it accepts: {known})"
+            return Err(at(
+                key,
+                format!("unknown key {key:?} in config (it accepts: {known})"),
             ));
         };
         let ok = match field.r#type.as_str() {
@@ -36,18 +56,18 @@ pub(crate) fn check(config: &Value, fields: &[ConfigField]) -> Result<(), String
             _ => true,
         };
         if !ok {
-            return Err(format!(
-                "config key {key:?} must be a {}, not {value}",
-                field.r#type
+            return Err(at(
+                key,
+                format!("config key {key:?} must be a {}, not {value}", field.r#type),
             ));
         }
     }
     for f in fields.iter().filter(|f| f.required) {
         if !obj.contains_key(&f.name) {
-            return Err(format!(
-                "config key {:?} is required ({})",
-                f.name, f.description
-            ));
+            return Err(Problem {
+                key: None,
+                message: format!("config key {:?} is required ({})", f.name, f.description),
+            });
         }
     }
     Ok(())
@@ -85,14 +105,18 @@ mod tests {
         assert!(
             check(&json!({"name": "x", "enabled": "yes"}), &fields)
                 .unwrap_err()
+                .message
                 .contains("must be a bool")
         );
+        let e = check(&json!({"name": "x", "nope": 1}), &fields).unwrap_err();
+        assert!(e.message.contains("unknown key \"nope\""));
+        assert_eq!(e.key.as_deref(), Some("nope"));
         assert!(
-            check(&json!({"name": "x", "nope": 1}), &fields)
+            check(&json!({}), &fields)
                 .unwrap_err()
-                .contains("unknown key \"nope\"")
+                .message
+                .contains("required")
         );
-        assert!(check(&json!({}), &fields).unwrap_err().contains("required"));
         assert!(check(&Value::Null, &fields[..1]).is_ok());
         assert!(check(&json!([1]), &fields).is_err());
     }

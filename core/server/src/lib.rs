@@ -19,7 +19,7 @@ use drover_model::{Evaluation, Job, format_uuid};
 use drover_raft::{RaftNode, WriteError};
 use drover_state::{Command, StateStore};
 
-pub use node_stream::{LogsSession, NodeStreamService};
+pub use node_stream::{ExecSession, LogsSession, NodeStreamService};
 pub use plan_apply::PlanOutcome;
 
 #[derive(Debug, Clone)]
@@ -83,6 +83,8 @@ struct Inner {
     nodes: Mutex<BTreeMap<String, node_stream::NodeLink>>,
     /// Open sessions waiting for the client's data, by session id.
     sessions: Mutex<BTreeMap<String, node_stream::SessionSink>>,
+    /// Exec sessions waiting for the client's ExecSession RPC, by session id.
+    exec_sessions: Mutex<BTreeMap<String, node_stream::ExecPending>>,
     heartbeats: heartbeat::Heartbeats,
     /// Plans are checked one at a time.
     applier: tokio::sync::Mutex<()>,
@@ -105,6 +107,7 @@ impl Server {
                 config,
                 nodes: Mutex::default(),
                 sessions: Mutex::default(),
+                exec_sessions: Mutex::default(),
                 applier: tokio::sync::Mutex::new(()),
                 inflight: Default::default(),
             }),

@@ -8,8 +8,9 @@ use std::time::Duration;
 use drover_model::{AllocClientUpdate, Node, NodeStatus};
 use drover_proto::node::node_service_server::{NodeService, NodeServiceServer};
 use drover_proto::node::{
-    AllocPush, AllocSeq, ClientMessage, LogsRequest, Registered, ServerMessage, SessionAck,
-    SessionChunk, SessionOpen, UpdatesAck, client_message, server_message, session_open,
+    AllocPush, AllocSeq, ClientMessage, ExecInput, ExecOutput, LogsRequest, Registered,
+    ServerMessage, SessionAck, SessionChunk, SessionOpen, UpdatesAck, client_message, exec_output,
+    server_message, session_open,
 };
 use drover_state::Command;
 use futures::Stream;
@@ -25,6 +26,18 @@ pub type LogsSession = mpsc::Receiver<Result<Vec<u8>, String>>;
 
 /// Where a session's data goes: to the HTTP handler waiting on it.
 pub(crate) type SessionSink = mpsc::Sender<Result<Vec<u8>, String>>;
+
+/// An exec session between the HTTP caller and the client: input goes down, output up.
+pub struct ExecSession {
+    pub input: mpsc::Sender<ExecInput>,
+    pub output: mpsc::Receiver<exec_output::Msg>,
+}
+
+/// An exec session opened on a client that has not called ExecSession yet.
+pub(crate) struct ExecPending {
+    input: mpsc::Receiver<ExecInput>,
+    output: mpsc::Sender<exec_output::Msg>,
+}
 
 /// A connected client: where to send it messages.
 pub(crate) struct NodeLink {
@@ -94,16 +107,87 @@ impl Server {
             .await
     }
 
+    /// Runs a command in an allocation's task on its client (`alloc exec`).
+    pub async fn alloc_exec(
+        &self,
+        node_id: &str,
+        req: drover_proto::node::ExecRequest,
+    ) -> Result<ExecSession, ServerError> {
+        let tx = self.node_link(node_id)?;
+        let session_id = new_id();
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, out_rx) = mpsc::channel(16);
+        self.inner
+            .exec_sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(
+                session_id.clone(),
+                ExecPending {
+                    input: in_rx,
+                    output: out_tx,
+                },
+            );
+        let open = SessionOpen {
+            session_id: session_id.clone(),
+            kind: Some(session_open::Kind::Exec(req)),
+        };
+        if tx
+            .send(msg(server_message::Msg::SessionOpen(open)))
+            .await
+            .is_err()
+        {
+            self.inner
+                .exec_sessions
+                .lock()
+                .expect("sessions lock")
+                .remove(&session_id);
+            return Err(ServerError::NodeNotConnected(node_id.to_string()));
+        }
+        Ok(ExecSession {
+            input: in_tx,
+            output: out_rx,
+        })
+    }
+
+    /// The resource usage of an allocation's tasks, Nomad's AllocResourceUsage as JSON.
+    pub async fn alloc_stats(
+        &self,
+        node_id: &str,
+        req: drover_proto::node::StatsRequest,
+    ) -> Result<Vec<u8>, ServerError> {
+        let mut rx = self
+            .open_session(node_id, session_open::Kind::Stats(req))
+            .await?;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            let mut data = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                data.extend(chunk.map_err(ServerError::Invalid)?);
+            }
+            Ok(data)
+        });
+        answer.await.map_err(|_| {
+            ServerError::Invalid("the client did not answer within 30 seconds".into())
+        })?
+    }
+
+    fn node_link(
+        &self,
+        node_id: &str,
+    ) -> Result<mpsc::Sender<Result<ServerMessage, Status>>, ServerError> {
+        let nodes = self.inner.nodes.lock().expect("nodes lock");
+        nodes
+            .get(node_id)
+            .map(|l| l.tx.clone())
+            .ok_or_else(|| ServerError::NodeNotConnected(node_id.to_string()))
+    }
+
     async fn open_session(
         &self,
         node_id: &str,
         kind: session_open::Kind,
     ) -> Result<LogsSession, ServerError> {
-        let tx = {
-            let nodes = self.inner.nodes.lock().expect("nodes lock");
-            nodes.get(node_id).map(|l| l.tx.clone())
-        }
-        .ok_or_else(|| ServerError::NodeNotConnected(node_id.to_string()))?;
+        let tx = self.node_link(node_id)?;
         let session_id = new_id();
         let (data_tx, data_rx) = mpsc::channel(16);
         self.inner
@@ -326,6 +410,58 @@ impl NodeService for NodeStreamService {
                 .remove(&id);
         }
         result.map(|_| Response::new(SessionAck {}))
+    }
+
+    type ExecSessionStream = Pin<Box<dyn Stream<Item = Result<ExecInput, Status>> + Send>>;
+
+    async fn exec_session(
+        &self,
+        req: Request<Streaming<ExecOutput>>,
+    ) -> Result<Response<Self::ExecSessionStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("ExecSession needs its session id first"))?;
+        let pending = self
+            .server
+            .inner
+            .exec_sessions
+            .lock()
+            .expect("sessions lock")
+            .remove(&first.session_id)
+            .ok_or_else(|| {
+                Status::not_found(format!("no open exec session {}", first.session_id))
+            })?;
+        let output = pending.output;
+        tokio::spawn(async move {
+            let mut next = first.msg;
+            loop {
+                if let Some(m) = next.take() {
+                    let done = matches!(
+                        m,
+                        exec_output::Msg::ExitCode(_) | exec_output::Msg::Error(_)
+                    );
+                    if output.send(m).await.is_err() || done {
+                        return;
+                    }
+                }
+                match inbound.message().await {
+                    Ok(Some(o)) => next = o.msg,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = output
+                            .send(exec_output::Msg::Error(format!(
+                                "the client's exec stream failed: {e}"
+                            )))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        let input = tokio_stream::StreamExt::map(ReceiverStream::new(pending.input), Ok);
+        Ok(Response::new(Box::pin(input)))
     }
 }
 

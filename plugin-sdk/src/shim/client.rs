@@ -232,6 +232,99 @@ impl ShimClient {
     }
 }
 
+/// A command started by [`ShimClient::exec`] inside an isolated task.
+pub struct ExecSession {
+    reader: BufReader<UnixStream>,
+}
+
+impl ExecSession {
+    /// Returns once the command has exited.
+    pub async fn wait(mut self) -> Result<TaskExit, ShimError> {
+        let mut buf = String::new();
+        let n = self
+            .reader
+            .read_line(&mut buf)
+            .await
+            .map_err(|e| ShimError::io("cannot read from the task shim", e))?;
+        if n == 0 {
+            return Err(ShimError::io(
+                "the task shim closed the exec session",
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        let reply: Reply = serde_json::from_str(buf.trim())
+            .map_err(|e| ShimError::Protocol(format!("{buf:?}: {e}")))?;
+        if !reply.ok {
+            return Err(refused(reply));
+        }
+        reply
+            .exit
+            .ok_or_else(|| ShimError::Protocol("exec answered without an exit".into()))
+    }
+}
+
+impl ShimClient {
+    /// Runs `argv` inside an isolated task: the shim forks a helper that joins the task's
+    /// cgroups and namespaces. `stdio` (the command's stdin, stdout and stderr: pipe ends or
+    /// a terminal) are passed to the shim with SCM_RIGHTS and closed here.
+    pub async fn exec(
+        &self,
+        argv: &[String],
+        tty: bool,
+        stdio: [std::os::fd::OwnedFd; 3],
+    ) -> Result<ExecSession, ShimError> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        use std::os::fd::AsRawFd;
+        let conn = self.open().await?;
+        let stream = conn.reader.into_inner();
+        let req = super::isolate::enter::ExecRequest {
+            argv: argv.to_vec(),
+            tty,
+        };
+        let line = format!(
+            "exec {}\n",
+            serde_json::to_string(&req).map_err(|e| ShimError::Protocol(e.to_string()))?
+        );
+        let raw = [
+            stdio[0].as_raw_fd(),
+            stdio[1].as_raw_fd(),
+            stdio[2].as_raw_fd(),
+        ];
+        let sent = loop {
+            stream
+                .writable()
+                .await
+                .map_err(|e| ShimError::io("cannot write to the task shim", e))?;
+            let r = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                sendmsg::<()>(
+                    stream.as_raw_fd(),
+                    &[std::io::IoSlice::new(line.as_bytes())],
+                    &[ControlMessage::ScmRights(&raw)],
+                    MsgFlags::empty(),
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match r {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(ShimError::io("cannot send the exec request", e)),
+            }
+        };
+        drop(stdio);
+        let mut stream = stream;
+        if sent < line.len() {
+            stream
+                .write_all(&line.as_bytes()[sent..])
+                .await
+                .map_err(|e| ShimError::io("cannot send the exec request", e))?;
+        }
+        Ok(ExecSession {
+            reader: BufReader::new(stream),
+        })
+    }
+}
+
 fn check_signal(signal: &str) -> Result<(), ShimError> {
     if signal.split_whitespace().count() != 1 || parse_signal(signal).is_none() {
         return Err(ShimError::Refused(format!("unknown signal {signal:?}")));

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use super::isolate::Isolation;
+use super::isolate::cgroup::Cgroup;
+use super::isolate::enter::{self, ExecRequest};
+use super::isolate::init::{self, STAGE_ISOLATION};
 use super::rotate::RotatingLog;
 use super::{
     EXIT_FILE, LAUNCH_SPEC_VERSION, LOG_FILE, LaunchReport, LaunchSpec, SOCKET_FILE, SPEC_FILE,
@@ -28,7 +32,8 @@ const LINGER_MIN: Duration = Duration::from_millis(200);
 const MAX_LINE: usize = 64 * 1024;
 
 /// The default `PATH` when the task's environment has none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A line in shim.log (its stderr).
 macro_rules! log {
@@ -114,14 +119,14 @@ pub(crate) fn launch_main(dir: &Path) -> i32 {
 }
 
 /// The task's credentials, resolved before fork.
-struct Credentials {
-    name: String,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
+pub(crate) struct Credentials {
+    pub(crate) name: String,
+    pub(crate) uid: libc::uid_t,
+    pub(crate) gid: libc::gid_t,
+    pub(crate) groups: Vec<libc::gid_t>,
 }
 
-fn resolve_user(name: &str) -> Result<Credentials, String> {
+pub(crate) fn resolve_user(name: &str) -> Result<Credentials, String> {
     let user = nix::unistd::User::from_name(name)
         .map_err(|e| format!("cannot look up user {name:?}: {e}"))?
         .ok_or_else(|| format!("user {name:?} does not exist on this node"))?;
@@ -142,7 +147,17 @@ fn is_executable_file(p: &Path) -> bool {
 
 /// Resolves the command like execvp does, with the task's own `PATH`.
 fn resolve_command(spec: &LaunchSpec) -> Result<PathBuf, String> {
-    let cmd = &spec.command;
+    let path = spec
+        .env
+        .get("PATH")
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_PATH);
+    resolve_in_path(&spec.command, path, &spec.cwd)
+}
+
+/// Resolves `cmd` like execvp does with `path`; a relative path with a slash is taken from
+/// `cwd`.
+pub(crate) fn resolve_in_path(cmd: &str, path: &str, cwd: &Path) -> Result<PathBuf, String> {
     if cmd.is_empty() {
         return Err("no command to run".into());
     }
@@ -151,18 +166,13 @@ fn resolve_command(spec: &LaunchSpec) -> Result<PathBuf, String> {
         let full = if p.is_absolute() {
             p.to_path_buf()
         } else {
-            spec.cwd.join(p)
+            cwd.join(p)
         };
         if !full.exists() {
             return Err(format!("executable not found: {cmd}"));
         }
         return Ok(p.to_path_buf());
     }
-    let path = spec
-        .env
-        .get("PATH")
-        .map(String::as_str)
-        .unwrap_or(DEFAULT_PATH);
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(cmd);
         if is_executable_file(&candidate) {
@@ -179,14 +189,18 @@ fn cstring(s: impl AsRef<[u8]>, what: &str) -> Result<CString, String> {
 }
 
 /// Stages at which the task's child can fail before exec.
-const STAGE_CHDIR: i32 = 1;
-const STAGE_CREDENTIALS: i32 = 2;
-const STAGE_EXEC: i32 = 3;
-const STAGE_STDIO: i32 = 4;
+pub(crate) const STAGE_CHDIR: i32 = 1;
+pub(crate) const STAGE_CREDENTIALS: i32 = 2;
+pub(crate) const STAGE_EXEC: i32 = 3;
+pub(crate) const STAGE_STDIO: i32 = 4;
 
-fn describe_failure(stage: i32, errno: i32, spec: &LaunchSpec, exe: &Path) -> String {
+fn describe_failure(stage: i32, errno: i32, msg: &str, spec: &LaunchSpec, exe: &Path) -> String {
     let err = io::Error::from_raw_os_error(errno);
     match stage {
+        // init's own words: "cannot mount ...", "executable not found: ..." ...
+        STAGE_ISOLATION if !msg.is_empty() && errno == 0 => msg.to_string(),
+        STAGE_ISOLATION if !msg.is_empty() => format!("{msg}: {err}"),
+        STAGE_ISOLATION => format!("cannot isolate the task: {err}"),
         STAGE_CHDIR => format!(
             "cannot enter the working directory {}: {err}",
             spec.cwd.display()
@@ -369,7 +383,12 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
     );
 
     let creds = spec.user.as_deref().map(resolve_user).transpose()?;
-    let exe = resolve_command(&spec)?;
+    // An isolated task's command is looked up by init, inside the task's root.
+    let exe = if spec.isolation.is_some() {
+        PathBuf::from(&spec.command)
+    } else {
+        resolve_command(&spec)?
+    };
     let exe_c = cstring(exe.as_os_str().as_bytes(), "the command")?;
     let mut argv_c = vec![cstring(&spec.command, "the command")?];
     for a in &spec.args {
@@ -418,9 +437,16 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
         .map_err(|e| format!("cannot configure the socket: {e}"))?;
 
     let started_at = now_nanos();
-    // SAFETY: single-threaded process; the child only calls async-signal-safe functions
-    // (and would be fine allocating too, with no other threads).
-    let pid = unsafe { libc::fork() };
+    let mut isolated = None;
+    let pid = if let Some(iso) = &spec.isolation {
+        let (pid, iso) = start_isolated(dir, &shim_id, iso, [&status_w, &out_w, &err_w])?;
+        isolated = Some(iso);
+        pid
+    } else {
+        // SAFETY: single-threaded process; the child only calls async-signal-safe functions
+        // (and would be fine allocating too, with no other threads).
+        unsafe { libc::fork() }
+    };
     if pid < 0 {
         return Err(format!("cannot fork the task: {}", last_err()));
     }
@@ -451,10 +477,18 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
     if status.len() >= 8 {
         let stage = i32::from_ne_bytes(status[..4].try_into().unwrap_or_default());
         let errno = i32::from_ne_bytes(status[4..8].try_into().unwrap_or_default());
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        let msg = String::from_utf8_lossy(&status[8..]).into_owned();
+        // SAFETY: killing and reaping our own child (isolated: init, whose namespace dies
+        // with it).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0)
+        };
+        if let Some(iso) = &isolated {
+            iso.cleanup();
+        }
         let _ = std::fs::remove_file(&sock_path);
-        return Err(describe_failure(stage, errno, &spec, &exe));
+        return Err(describe_failure(stage, errno, &msg, &spec, &exe));
     }
 
     let me = std::process::id() as i32;
@@ -488,6 +522,10 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
         sigfd,
         listener,
         clients: Vec::new(),
+        next_client: 0,
+        exec_sessions: Vec::new(),
+        isolated,
+        spec: spec.clone(),
         exit: None,
         exited_at: None,
         stop_requested: false,
@@ -549,6 +587,9 @@ impl Output {
 
 /// A connected client.
 struct Client {
+    id: u64,
+    /// Descriptors received with the client's messages (for `exec`).
+    fds: Vec<OwnedFd>,
     stream: UnixStream,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
@@ -566,6 +607,11 @@ struct Shim {
     sigfd: OwnedFd,
     listener: UnixListener,
     clients: Vec<Client>,
+    next_client: u64,
+    /// Running `exec` helpers: (pid, the client waiting for its exit).
+    exec_sessions: Vec<(i32, u64)>,
+    isolated: Option<Isolated>,
+    spec: LaunchSpec,
     exit: Option<TaskExit>,
     exited_at: Option<Instant>,
     stop_requested: bool,
@@ -669,6 +715,7 @@ impl Shim {
                     self.service_client(i);
                 }
             }
+            self.end_abandoned_execs();
             self.clients.retain(|c| !c.closed);
         }
     }
@@ -690,25 +737,26 @@ impl Shim {
             if pid <= 0 {
                 break;
             }
+            if let Some(at) = self.exec_sessions.iter().position(|(p, _)| *p == pid) {
+                let (_, client) = self.exec_sessions.remove(at);
+                let reply = json!({ "ok": true, "exit": exit_json(&exit_of(status)) });
+                if let Some(i) = self.clients.iter().position(|c| c.id == client) {
+                    queue(&mut self.clients[i], &reply);
+                    self.flush_client(i);
+                }
+                continue;
+            }
             if pid != self.task_pid {
                 continue;
             }
-            let exit = if libc::WIFSIGNALED(status) {
-                let sig = libc::WTERMSIG(status);
-                TaskExit {
-                    exit_code: 128 + sig,
-                    signal: sig,
-                    oom_killed: false,
-                    err: None,
+            let mut exit = exit_of(status);
+            if let Some(iso) = &mut self.isolated {
+                // init hands over the task's own status; without it, init's tells.
+                if let Some(task_status) = iso.take_result() {
+                    exit = exit_of(task_status);
                 }
-            } else {
-                TaskExit {
-                    exit_code: libc::WEXITSTATUS(status),
-                    signal: 0,
-                    oom_killed: false,
-                    err: None,
-                }
-            };
+                exit.oom_killed = iso.cgroup.oom_kills() > 0;
+            }
             self.on_task_exit(exit);
         }
     }
@@ -723,7 +771,10 @@ impl Shim {
         for o in &mut self.outputs {
             o.pump();
         }
-        if self.stop_requested {
+        if let Some(iso) = &self.isolated {
+            // init is gone, so is its pid namespace; the cgroup catches whatever joined it.
+            iso.cleanup();
+        } else if self.stop_requested {
             // A stop covers the whole process group, stragglers included.
             let _ = self.kill_group(libc::SIGKILL);
         }
@@ -751,6 +802,16 @@ impl Shim {
     }
 
     fn kill_group(&self, sig: i32) -> io::Result<()> {
+        if let Some(iso) = &self.isolated {
+            // init forwards the signal to the task's process group; SIGKILL of init takes
+            // down its whole pid namespace, and the cgroup anything that joined it.
+            // SAFETY: kill(2) of our own unreaped child.
+            let r = cvt(unsafe { libc::kill(self.task_pid, sig) }).map(|_| ());
+            if sig == libc::SIGKILL {
+                iso.cgroup.kill_all();
+            }
+            return r;
+        }
         // SAFETY: kill with a negative pid signals the task's process group. The group id is
         // the task's pid, which cannot be reused while the group has members (or while the
         // task is an unreaped zombie).
@@ -764,7 +825,10 @@ impl Shim {
                     if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
+                    self.next_client += 1;
                     self.clients.push(Client {
+                        id: self.next_client,
+                        fds: Vec::new(),
                         stream,
                         rbuf: Vec::new(),
                         wbuf: Vec::new(),
@@ -786,7 +850,7 @@ impl Shim {
         let mut buf = [0u8; 4096];
         loop {
             let c = &mut self.clients[i];
-            match c.stream.read(&mut buf) {
+            match recv_with_fds(&c.stream, &mut buf, &mut c.fds) {
                 Ok(0) => {
                     // The client went away; nobody is left to answer.
                     c.closed = true;
@@ -839,6 +903,12 @@ impl Shim {
     }
 
     fn handle(&mut self, i: usize, line: &str) {
+        if let Some(json) = line.strip_prefix("exec ") {
+            if let Err(msg) = self.start_exec(i, json) {
+                queue(&mut self.clients[i], &refuse(msg));
+            }
+            return;
+        }
         let mut words = line.split_whitespace();
         let cmd = words.next().unwrap_or_default();
         let args: Vec<&str> = words.collect();
@@ -888,7 +958,10 @@ impl Shim {
                 "exit": self.exit.as_ref().map(exit_json),
             }),
             ("stats", []) => match procfs::stats(self.task_pid) {
-                Ok(s) if self.exit.is_none() => json!({ "ok": true, "stats": s }),
+                Ok(mut s) if self.exit.is_none() => {
+                    s.cgroup = self.isolated.as_ref().map(|i| i.cgroup.stats());
+                    json!({ "ok": true, "stats": s })
+                }
                 Ok(_) => refuse("the task has exited".into()),
                 Err(e) => refuse(format!("cannot read the task's statistics: {e}")),
             },
@@ -896,6 +969,253 @@ impl Shim {
         };
         queue(&mut self.clients[i], &reply);
     }
+}
+
+impl Shim {
+    /// `exec <json>`: forks the single-threaded helper that enters the task's namespaces.
+    /// The client's stdin, stdout and stderr came with the request (SCM_RIGHTS); the reply
+    /// is the command's exit, sent when the helper is reaped.
+    fn start_exec(&mut self, i: usize, json: &str) -> Result<(), String> {
+        let Some(iso) = &self.isolated else {
+            return Err("this task is not isolated; exec runs commands on the host".into());
+        };
+        if self.exit.is_some() {
+            return Err("the task has exited".into());
+        }
+        let req: ExecRequest =
+            serde_json::from_str(json).map_err(|e| format!("bad exec request: {e}"))?;
+        if req.argv.is_empty() {
+            return Err("exec needs a command".into());
+        }
+        let fds = std::mem::take(&mut self.clients[i].fds);
+        if fds.len() != 3 {
+            return Err(format!(
+                "exec needs the caller's stdin, stdout and stderr as descriptors, got {}",
+                fds.len()
+            ));
+        }
+        let raw = [fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd()];
+        let procs = iso.cgroup.procs_files();
+        // SAFETY: the shim is single-threaded; the child runs the helper and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("cannot fork the exec helper: {}", last_err()));
+        }
+        if pid == 0 {
+            // SAFETY: freshly forked child of this single-threaded process.
+            unsafe { enter::helper(self.task_pid, &procs, &self.spec, &req, raw) }
+        }
+        drop(fds);
+        log!("exec {:?}: helper {pid}", req.argv);
+        self.exec_sessions.push((pid, self.clients[i].id));
+        Ok(())
+    }
+}
+
+impl Shim {
+    /// Kills the exec helpers of clients that went away: their callers are gone, and the
+    /// command dies with its helper (PR_SET_PDEATHSIG).
+    fn end_abandoned_execs(&mut self) {
+        let gone: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|c| c.closed)
+            .map(|c| c.id)
+            .collect();
+        for (pid, client) in &self.exec_sessions {
+            if gone.contains(client) {
+                log!("exec helper {pid}: its caller is gone; killing it");
+                // SAFETY: kill(2) of our own child, not yet reaped (it is still listed).
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// An isolated task's extras: its cgroup and the pipe on which init reports its status.
+struct Isolated {
+    cgroup: Cgroup,
+    result: Option<OwnedFd>,
+}
+
+impl Isolated {
+    /// The task's raw wait status, if init sent it.
+    fn take_result(&mut self) -> Option<i32> {
+        let fd = self.result.take()?;
+        let mut buf = [0u8; 4];
+        // SAFETY: a non-blocking read into a local buffer (init wrote before exiting).
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 4) };
+        (n == 4).then(|| i32::from_ne_bytes(buf))
+    }
+
+    /// Kills what is left in the cgroup and removes it.
+    fn cleanup(&self) {
+        for _ in 0..100 {
+            self.cgroup.kill_all();
+            // Orphans of the dead namespace come to us (a child subreaper): collect them.
+            // SAFETY: waitpid with no status pointer.
+            while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+            if self.cgroup.pids().is_empty() && self.cgroup.destroy().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Err(e) = self.cgroup.destroy() {
+            log!("{e}");
+        }
+    }
+}
+
+/// Starts `task-shim init` in new pid, mount, ipc and uts namespaces, in the task's new
+/// cgroups. `fds` are the status pipe and the task's stdout and stderr.
+fn start_isolated(
+    dir: &Path,
+    shim_id: &str,
+    iso: &Isolation,
+    fds: [&OwnedFd; 3],
+) -> Result<(i32, Isolated), String> {
+    let cgroup = Cgroup::host(&iso.cgroup.parent, shim_id)?;
+    if let Err(e) = cgroup.create(&iso.cgroup) {
+        let _ = cgroup.destroy();
+        return Err(e);
+    }
+    let (result_r, result_w) = cloexec_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (go_r, go_w) = cloexec_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    set_nonblocking(result_r.as_raw_fd()).map_err(|e| format!("cannot configure a pipe: {e}"))?;
+    let exe = c"/proc/self/exe";
+    let argv_c = [
+        CString::from(c"task-shim"),
+        CString::from(c"task-shim"),
+        CString::from(c"init"),
+        cstring(dir.as_os_str().as_bytes(), "the state directory")?,
+    ];
+    let argv: Vec<*const libc::c_char> = argv_c
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let src = [
+        fds[0].as_raw_fd(),
+        result_w.as_raw_fd(),
+        fds[1].as_raw_fd(),
+        fds[2].as_raw_fd(),
+        go_r.as_raw_fd(),
+    ];
+    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    // SAFETY: clone(2) without a new stack behaves like fork(2) (the child runs on a
+    // copy-on-write copy of ours); this process is single-threaded, and the child only makes
+    // async-signal-safe calls before execve.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } as i32;
+    if pid < 0 {
+        let e = last_err();
+        let _ = cgroup.destroy();
+        return Err(format!(
+            "cannot create the task's namespaces (clone with new pid, mount, ipc and uts namespaces): {e}"
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: in the cloned child: only syscalls on our descriptors, then execve.
+        unsafe {
+            // init dies with the shim, and with init the task's whole pid namespace.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            libc::setsid();
+            let mut high = [0; 5];
+            for (h, s) in high.iter_mut().zip(src) {
+                *h = libc::fcntl(s, libc::F_DUPFD_CLOEXEC, 10);
+            }
+            for (i, h) in high.iter().enumerate() {
+                libc::dup2(*h, init::STATUS_FD + i as i32);
+            }
+            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            let errno = *libc::__errno_location();
+            let mut msg = [0u8; 8 + 26];
+            msg[..4].copy_from_slice(&init::STAGE_ISOLATION.to_ne_bytes());
+            msg[4..8].copy_from_slice(&errno.to_ne_bytes());
+            msg[8..].copy_from_slice(b"cannot exec task-shim init");
+            libc::write(init::STATUS_FD, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127);
+        }
+    }
+    drop(result_w);
+    drop(go_r);
+    // Move init into the task's cgroups while it sets up the root, then let it go on.
+    for f in cgroup.procs_files() {
+        if let Err(e) = std::fs::write(&f, pid.to_string()) {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            let _ = cgroup.destroy();
+            return Err(format!(
+                "cannot move the task into the cgroup {}: {e}",
+                f.display()
+            ));
+        }
+    }
+    // SAFETY: writing one byte to our pipe.
+    unsafe { libc::write(go_w.as_raw_fd(), b"1".as_ptr().cast(), 1) };
+    drop(go_w);
+    Ok((
+        pid,
+        Isolated {
+            cgroup,
+            result: Some(result_r),
+        },
+    ))
+}
+
+/// How a process ended, from its wait status.
+fn exit_of(status: i32) -> TaskExit {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        TaskExit {
+            exit_code: 128 + sig,
+            signal: sig,
+            oom_killed: false,
+            err: None,
+        }
+    } else {
+        TaskExit {
+            exit_code: libc::WEXITSTATUS(status),
+            signal: 0,
+            oom_killed: false,
+            err: None,
+        }
+    }
+}
+
+/// Reads what the client sent, keeping descriptors passed along with it.
+fn recv_with_fds(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            for fd in received {
+                // SAFETY: the kernel just installed this descriptor for us.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(msg.bytes)
 }
 
 fn refuse(msg: String) -> serde_json::Value {

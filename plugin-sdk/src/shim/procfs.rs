@@ -65,6 +65,9 @@ pub struct TaskStats {
     pub cpu_system_ticks: u64,
     pub ticks_per_second: u64,
     pub rss_bytes: u64,
+    /// The whole task's usage from its cgroup (isolated tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<super::isolate::cgroup::CgroupStats>,
 }
 
 /// Reads `pid`'s CPU ticks (fields 14, 15) and resident set size (field 24, in pages).
@@ -82,6 +85,7 @@ pub fn stats(pid: i32) -> io::Result<TaskStats> {
         cpu_system_ticks: field(&f, 15)?,
         ticks_per_second: tps.max(1) as u64,
         rss_bytes: field(&f, 24)?.saturating_mul(page.max(1) as u64),
+        cgroup: None,
     })
 }
 

@@ -22,6 +22,8 @@ fn host_config(data_dir: &Path, command: &Path) -> HostConfig {
             command: command.to_path_buf(),
             args: vec![],
             config_json: json!({ "enabled": true }),
+            config_locations: Default::default(),
+            inspect_only: false,
         }],
         handshake_timeout: Duration::from_secs(20),
         stop_grace: Duration::from_secs(3),
@@ -530,5 +532,214 @@ async fn disabled_raw_exec_refuses_tasks() {
         "{}",
         err.message()
     );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn g_stats_stream_and_exec_inside_a_running_task() {
+    use drover_proto::driver::{
+        ExecTaskRequest, ExecTaskSetup, TaskStatsRequest, exec_task_request, exec_task_response,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path());
+    let mut t = task(
+        "g/web/0",
+        tmp.path(),
+        "/bin/sh",
+        &["-c", "while :; do :; done"],
+    );
+    t.env.insert("GREETING".into(), "from-the-task".into());
+    start(&host, t).await;
+    let mut driver = host.driver("raw_exec").await.unwrap();
+    assert!(
+        driver
+            .capabilities(drover_proto::driver::CapabilitiesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .exec
+    );
+
+    // Two samples of a busy loop: the second carries a CPU percentage derived from the first.
+    let mut stats = driver
+        .task_stats(TaskStatsRequest {
+            task_id: "g/web/0".into(),
+            interval_ms: 300,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stats.message().await.unwrap().unwrap();
+    assert!(first.memory.unwrap().rss > 0);
+    let second = stats.message().await.unwrap().unwrap();
+    let cpu = second.cpu.unwrap();
+    assert!(cpu.percent > 5.0, "a busy loop uses CPU: {cpu:?}");
+    assert!(cpu.measured.iter().any(|m| m == "Percent"));
+
+    // Exec runs in the task's directory with the task's environment, stdin included.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let msg = |m| ExecTaskRequest { msg: Some(m) };
+    tx.send(msg(exec_task_request::Msg::Setup(ExecTaskSetup {
+        task_id: "g/web/0".into(),
+        command: [
+            "sh",
+            "-c",
+            "read line; echo \"$GREETING $line $(pwd)\"; exit 7",
+        ]
+        .map(String::from)
+        .to_vec(),
+        tty: false,
+        size: None,
+    })))
+    .await
+    .unwrap();
+    tx.send(msg(exec_task_request::Msg::Stdin(b"and-stdin\n".to_vec())))
+        .await
+        .unwrap();
+    let mut out = driver
+        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stdout = Vec::new();
+    let mut exit = None;
+    while let Some(m) = out.message().await.unwrap() {
+        match m.msg.unwrap() {
+            exec_task_response::Msg::Stdout(b) => stdout.extend(b),
+            exec_task_response::Msg::Stderr(_) => {}
+            exec_task_response::Msg::Exited(e) => exit = Some(e),
+        }
+    }
+    drop(tx);
+    let task_dir = tmp.path().join("task");
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        format!("from-the-task and-stdin {}\n", task_dir.display())
+    );
+    assert_eq!(exit.unwrap().exit_code, 7);
+
+    // A caller that goes away takes its command along.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(msg(exec_task_request::Msg::Setup(ExecTaskSetup {
+        task_id: "g/web/0".into(),
+        command: ["sh", "-c", "echo $$; exec sleep 1000"]
+            .map(String::from)
+            .to_vec(),
+        tty: false,
+        size: None,
+    })))
+    .await
+    .unwrap();
+    let mut out = driver
+        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let pid: i32 = match out.message().await.unwrap().unwrap().msg.unwrap() {
+        exec_task_response::Msg::Stdout(b) => String::from_utf8_lossy(&b).trim().parse().unwrap(),
+        other => panic!("expected the pid, got {other:?}"),
+    };
+    assert!(!is_dead(pid as i64));
+    drop(out);
+    drop(tx);
+    until(
+        "the abandoned exec command to die",
+        Duration::from_secs(10),
+        || is_dead(pid as i64),
+    )
+    .await;
+
+    // Exec of an unknown task is an error that names it.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(msg(exec_task_request::Msg::Setup(ExecTaskSetup {
+        task_id: "nope".into(),
+        command: vec!["true".into()],
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    let mut out = driver
+        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = out.message().await.unwrap_err();
+    assert!(err.message().contains("nope"), "{err}");
+
+    driver
+        .stop_task(StopTaskRequest {
+            task_id: "g/web/0".into(),
+            signal: "SIGKILL".into(),
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap();
+    wait(&host, "g/web/0").await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h_supervision_restarts_a_killed_plugin_and_flags_a_crash_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crasher = script(tmp.path(), "crasher", "echo 'about to die' >&2; exit 3");
+    let mut config = host_config(tmp.path(), Path::new(PLUGIN));
+    config.max_backoff = Duration::from_millis(400);
+    config.plugins.push(PluginLaunch {
+        name: "crasher".into(),
+        command: crasher.clone(),
+        ..PluginLaunch::default()
+    });
+    let host = std::sync::Arc::new(PluginHost::new(config));
+    // A plugin that cannot start is not a configuration error: the host starts anyway.
+    host.start_all().await.unwrap();
+    host.supervise(Duration::from_millis(100));
+    let status = |name: &str, all: &[drover_plugin_host::PluginStatus]| {
+        all.iter().find(|p| p.name == name).cloned().unwrap()
+    };
+
+    let all = host.status().await;
+    let raw = status("raw_exec", &all);
+    assert_eq!(
+        (raw.state.as_str(), raw.healthy),
+        ("running", true),
+        "{raw:?}"
+    );
+    assert_eq!(
+        (raw.kind.as_str(), raw.transport.as_str()),
+        ("driver", "grpc")
+    );
+    assert_eq!(raw.restarts, 0);
+
+    // kill -9: supervision relaunches it without anyone asking for the driver.
+    let old = raw.pid.unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let raw = status("raw_exec", &host.status().await);
+        if raw.state == "running" && raw.pid.is_some_and(|p| p != old) {
+            assert_eq!(raw.restarts, 1, "{raw:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not relaunched: {raw:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The crasher keeps failing: crash-looping, unhealthy, its stderr in the last error.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = status("crasher", &host.status().await);
+        if c.state == "crash-looping" && c.restarts >= 3 {
+            assert!(!c.healthy);
+            let err = c.last_error.unwrap_or_default();
+            assert!(err.contains("about to die"), "{err}");
+            assert!(err.contains(&crasher.display().to_string()), "{err}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no crash loop seen: {c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and the healthy plugin is untouched by it.
+    assert!(status("raw_exec", &host.status().await).healthy);
     host.shutdown().await;
 }

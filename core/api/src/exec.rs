@@ -1,0 +1,188 @@
+//! `alloc exec` and `alloc status -stats` through the API, in Nomad's shapes:
+//! - `GET /v1/client/allocation/:id/exec?task=&command=["sh"]&tty=true` upgrades to a
+//!   WebSocket. The caller sends `{"stdin":{"data":"<base64>"}}`, `{"stdin":{"close":true}}`
+//!   and `{"tty_size":{"height":H,"width":W}}`; the server sends `{"stdout":{"data":...}}`,
+//!   `{"stderr":{"data":...}}` and finally `{"exited":true,"result":{"exit_code":N}}`.
+//! - `GET /v1/client/allocation/:id/stats?task=`: Nomad's AllocResourceUsage.
+
+use std::collections::BTreeMap;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use drover_proto::node::{ExecInput, ExecRequest, StatsRequest, TtySize, exec_input, exec_output};
+use serde_json::{Value, json};
+
+use crate::{ApiError, ApiState, find_alloc};
+
+pub async fn stats(
+    State(st): State<ApiState>,
+    Path(alloc_id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let alloc = find_alloc(&st.server.store().snapshot(), &alloc_id)?.clone();
+    let req = StatsRequest {
+        alloc_id: alloc.id.clone(),
+        task: q.get("task").cloned().unwrap_or_default(),
+    };
+    let body = st.server.alloc_stats(&alloc.node_id, req).await?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the client's statistics are not JSON: {e}")))?;
+    Ok(axum::Json(value).into_response())
+}
+
+pub async fn exec(
+    State(st): State<ApiState>,
+    Path(alloc_id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let alloc = find_alloc(&st.server.store().snapshot(), &alloc_id)?.clone();
+    let command: Vec<String> = match q.get("command") {
+        None => return Err(ApiError::bad_request("missing ?command= (a JSON list)")),
+        Some(c) => serde_json::from_str(c).map_err(|e| {
+            ApiError::bad_request(format!("command {c:?} is not a JSON list of strings: {e}"))
+        })?,
+    };
+    if command.is_empty() {
+        return Err(ApiError::bad_request("command must not be empty"));
+    }
+    let tty = q.get("tty").is_some_and(|v| v == "true" || v == "1");
+    let req = ExecRequest {
+        alloc_id: alloc.id.clone(),
+        task: q.get("task").cloned().unwrap_or_default(),
+        command,
+        tty,
+        rows: 0,
+        cols: 0,
+    };
+    let server = st.server.clone();
+    let node_id = alloc.node_id.clone();
+    Ok(ws.on_upgrade(move |socket| async move {
+        bridge(socket, server.alloc_exec(&node_id, req).await).await
+    }))
+}
+
+fn frame(v: Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+fn exited(code: i32, error: Option<String>) -> Value {
+    let mut v = json!({ "exited": true, "result": { "exit_code": code } });
+    if let Some(e) = error {
+        v["result"]["error"] = json!(e);
+    }
+    v
+}
+
+/// Decodes one caller frame into the input it carries.
+fn input_of(text: &str) -> Result<Vec<ExecInput>, String> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| format!("a frame that is not JSON: {e}"))?;
+    let mut out = Vec::new();
+    if let Some(stdin) = v.get("stdin") {
+        if let Some(data) = stdin.get("data").and_then(Value::as_str) {
+            let bytes = B64
+                .decode(data)
+                .map_err(|e| format!("stdin data is not base64: {e}"))?;
+            out.push(ExecInput {
+                msg: Some(exec_input::Msg::Stdin(bytes)),
+            });
+        }
+        if stdin.get("close").and_then(Value::as_bool) == Some(true) {
+            out.push(ExecInput {
+                msg: Some(exec_input::Msg::StdinClose(true)),
+            });
+        }
+    }
+    if let Some(size) = v.get("tty_size") {
+        let dim = |k: &str| size.get(k).and_then(Value::as_u64).unwrap_or(0) as u32;
+        out.push(ExecInput {
+            msg: Some(exec_input::Msg::Resize(TtySize {
+                rows: dim("height"),
+                cols: dim("width"),
+            })),
+        });
+    }
+    Ok(out)
+}
+
+async fn bridge(
+    mut socket: WebSocket,
+    session: Result<drover_server::ExecSession, drover_server::ServerError>,
+) {
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = socket.send(frame(exited(-1, Some(e.to_string())))).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            out = session.output.recv() => {
+                let (v, last) = match out {
+                    Some(exec_output::Msg::Stdout(b)) => (json!({"stdout": {"data": B64.encode(b)}}), false),
+                    Some(exec_output::Msg::Stderr(b)) => (json!({"stderr": {"data": B64.encode(b)}}), false),
+                    Some(exec_output::Msg::ExitCode(c)) => (exited(c, None), true),
+                    Some(exec_output::Msg::Error(e)) => (exited(-1, Some(e)), true),
+                    None => (exited(-1, Some("the client ended the session".into())), true),
+                };
+                if socket.send(frame(v)).await.is_err() || last {
+                    break;
+                }
+            }
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        // The caller left: closing its stdin lets the command end.
+                        let _ = session.input.send(ExecInput { msg: Some(exec_input::Msg::StdinClose(true)) }).await;
+                        break;
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                match input_of(&text) {
+                    Ok(inputs) => {
+                        for i in inputs {
+                            let _ = session.input.send(i).await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = socket.send(frame(exited(-1, Some(e)))).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_frames_decode_and_bad_ones_are_named() {
+        let i = input_of(r#"{"stdin":{"data":"aGk="}}"#).unwrap();
+        assert_eq!(i[0].msg, Some(exec_input::Msg::Stdin(b"hi".to_vec())));
+        let i = input_of(r#"{"tty_size":{"height":24,"width":80}}"#).unwrap();
+        assert_eq!(
+            i[0].msg,
+            Some(exec_input::Msg::Resize(TtySize { rows: 24, cols: 80 }))
+        );
+        let i = input_of(r#"{"stdin":{"close":true}}"#).unwrap();
+        assert_eq!(i[0].msg, Some(exec_input::Msg::StdinClose(true)));
+        assert!(input_of("nope").unwrap_err().contains("not JSON"));
+        assert!(
+            input_of(r#"{"stdin":{"data":"!!"}}"#)
+                .unwrap_err()
+                .contains("base64")
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! `alloc exec` and `alloc status -stats` on the client: a command run in a task through its
+//! driver's ExecTask, bridged to the server's ExecSession RPC; and the tasks' resource usage
+//! from the drivers' TaskStats, answered as Nomad's AllocResourceUsage.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_proto::driver::{
+    ExecTaskRequest, ExecTaskSetup, TaskStatsRequest, TaskStatsResponse, TerminalSize,
+    exec_task_request, exec_task_response,
+};
+use drover_proto::node::node_service_client::NodeServiceClient;
+use drover_proto::node::{ExecOutput, ExecRequest, StatsRequest, exec_input, exec_output};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::Client;
+
+fn runner(client: &Client, alloc_id: &str) -> Result<crate::alloc_runner::AllocRunner, String> {
+    client
+        .inner
+        .runners
+        .lock()
+        .expect("runners lock")
+        .get(alloc_id)
+        .cloned()
+        .ok_or_else(|| format!("allocation {alloc_id} is not running on this node"))
+}
+
+/// Serves one exec session: opens the ExecSession RPC, runs the command through the task's
+/// driver, and relays input down and output up until the command exits.
+pub async fn serve_exec(
+    client: Client,
+    mut rpc: NodeServiceClient<Channel>,
+    session_id: String,
+    req: ExecRequest,
+) {
+    let (up, up_rx) = mpsc::channel::<ExecOutput>(16);
+    let first = ExecOutput {
+        session_id: session_id.clone(),
+        msg: None,
+    };
+    if up.send(first).await.is_err() {
+        return;
+    }
+    let mut inbound = match rpc.exec_session(ReceiverStream::new(up_rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the exec session with the server");
+            return;
+        }
+    };
+    let send = |m: exec_output::Msg| ExecOutput {
+        session_id: session_id.clone(),
+        msg: Some(m),
+    };
+    // The caller's input, relayed as it comes; the relay also keeps the call open until the
+    // server ends it (dropping the call would cancel it before the last message leaves).
+    let (input_tx, input_rx) = mpsc::channel(64);
+    let relay = tokio::spawn(async move {
+        while let Ok(Some(input)) = inbound.message().await {
+            let m = match input.msg {
+                Some(exec_input::Msg::Stdin(b)) => exec_task_request::Msg::Stdin(b),
+                Some(exec_input::Msg::StdinClose(_)) => exec_task_request::Msg::StdinClose(true),
+                Some(exec_input::Msg::Resize(s)) => exec_task_request::Msg::Resize(TerminalSize {
+                    rows: s.rows,
+                    cols: s.cols,
+                }),
+                None => continue,
+            };
+            // The command may have exited: keep draining until the server ends the call.
+            let _ = input_tx.send(ExecTaskRequest { msg: Some(m) }).await;
+        }
+    });
+    let last = match run(&client, &req, input_rx, &up, &send).await {
+        Ok(code) => exec_output::Msg::ExitCode(code),
+        Err(e) => exec_output::Msg::Error(e),
+    };
+    let _ = up.send(send(last)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), relay).await;
+}
+
+async fn run(
+    client: &Client,
+    req: &ExecRequest,
+    input: mpsc::Receiver<ExecTaskRequest>,
+    up: &mpsc::Sender<ExecOutput>,
+    send: &impl Fn(exec_output::Msg) -> ExecOutput,
+) -> Result<i32, String> {
+    if req.command.is_empty() {
+        return Err("alloc exec needs a command".into());
+    }
+    let tasks = runner(client, &req.alloc_id)?.running_tasks(&req.task)?;
+    let [(_, driver_name, task_id)] = tasks.as_slice() else {
+        let names: Vec<&str> = tasks.iter().map(|t| t.0.as_str()).collect();
+        return Err(format!(
+            "allocation {} runs several tasks ({}): name one with -task",
+            req.alloc_id,
+            names.join(", ")
+        ));
+    };
+    let mut driver = client
+        .host()
+        .driver(driver_name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let size = (req.rows > 0 && req.cols > 0).then_some(TerminalSize {
+        rows: req.rows,
+        cols: req.cols,
+    });
+    let setup = ExecTaskRequest {
+        msg: Some(exec_task_request::Msg::Setup(ExecTaskSetup {
+            task_id: task_id.clone(),
+            command: req.command.clone(),
+            tty: req.tty,
+            size,
+        })),
+    };
+    let requests = tokio_stream::once(setup).chain(ReceiverStream::new(input));
+    let mut out = driver
+        .exec_task(requests)
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    while let Some(m) = out.message().await.map_err(|e| e.message().to_string())? {
+        let up_msg = match m.msg {
+            Some(exec_task_response::Msg::Stdout(b)) => exec_output::Msg::Stdout(b),
+            Some(exec_task_response::Msg::Stderr(b)) => exec_output::Msg::Stderr(b),
+            Some(exec_task_response::Msg::Exited(e)) => {
+                return Ok(if e.signal > 0 {
+                    128 + e.signal
+                } else {
+                    e.exit_code
+                });
+            }
+            None => continue,
+        };
+        if up.send(send(up_msg)).await.is_err() {
+            return Err("the caller went away".to_string());
+        }
+    }
+    Err("the driver ended the exec stream without an exit".to_string())
+}
+
+/// Nomad's ResourceUsage object from one TaskStats sample.
+fn resource_usage(s: &TaskStatsResponse, core_mhz: f64) -> Value {
+    let cpu = s.cpu.clone().unwrap_or_default();
+    let mem = s.memory.clone().unwrap_or_default();
+    json!({
+        "MemoryStats": {
+            "RSS": mem.rss, "Cache": mem.cache, "Swap": mem.swap, "Usage": mem.usage,
+            "MaxUsage": mem.max_usage, "KernelUsage": 0, "KernelMaxUsage": 0,
+            "Measured": mem.measured,
+        },
+        "CpuStats": {
+            "SystemMode": cpu.system_mode, "UserMode": cpu.user_mode,
+            "TotalTicks": cpu.percent / 100.0 * core_mhz,
+            "ThrottledPeriods": cpu.throttled_periods, "ThrottledTime": cpu.throttled_time_ns,
+            "Percent": cpu.percent, "Measured": cpu.measured,
+        },
+        "DeviceStats": [],
+    })
+}
+
+/// The resource usage of the allocation's running tasks: two samples 500 ms apart per task,
+/// so CPU percentages cover that window.
+pub async fn alloc_stats(client: &Client, req: &StatsRequest) -> Result<Vec<u8>, String> {
+    let tasks = runner(client, &req.alloc_id)?.running_tasks(&req.task)?;
+    let core_mhz = crate::fingerprint::core_mhz(
+        &tokio::fs::read_to_string("/proc/cpuinfo")
+            .await
+            .unwrap_or_default(),
+    ) as f64;
+    let sample = |driver: String, task_id: String| {
+        let client = client.clone();
+        async move {
+            let mut d = client
+                .host()
+                .driver(&driver)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut stream = d
+                .task_stats(TaskStatsRequest {
+                    task_id,
+                    interval_ms: 500,
+                })
+                .await
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            let mut last = None;
+            for _ in 0..2 {
+                match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+                    Ok(Some(Ok(s))) => last = Some(s),
+                    Ok(Some(Err(e))) => return Err(e.message().to_string()),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            last.ok_or_else(|| "the driver sent no statistics".to_string())
+        }
+    };
+    let samples = futures::future::join_all(
+        tasks
+            .iter()
+            .map(|(_, driver, id)| sample(driver.clone(), id.clone())),
+    )
+    .await;
+    let mut per_task = BTreeMap::new();
+    let (mut rss, mut usage, mut cpu_pct, mut user, mut system) = (0, 0, 0.0, 0.0, 0.0);
+    let mut newest = 0;
+    for ((name, _, _), s) in tasks.iter().zip(samples) {
+        let s = s.map_err(|e| format!("task {name:?}: {e}"))?;
+        let mem = s.memory.clone().unwrap_or_default();
+        let cpu = s.cpu.clone().unwrap_or_default();
+        rss += mem.rss;
+        usage += mem.usage;
+        cpu_pct += cpu.percent;
+        user += cpu.user_mode;
+        system += cpu.system_mode;
+        newest = newest.max(s.timestamp_unix_nanos);
+        per_task.insert(
+            name.clone(),
+            json!({
+                "ResourceUsage": resource_usage(&s, core_mhz),
+                "Timestamp": s.timestamp_unix_nanos,
+                "Pids": null,
+            }),
+        );
+    }
+    let total = TaskStatsResponse {
+        timestamp_unix_nanos: newest,
+        cpu: Some(drover_proto::driver::CpuStats {
+            percent: cpu_pct,
+            user_mode: user,
+            system_mode: system,
+            measured: vec!["Percent".into(), "User Mode".into(), "System Mode".into()],
+            ..Default::default()
+        }),
+        memory: Some(drover_proto::driver::MemoryStats {
+            rss,
+            usage,
+            measured: vec!["RSS".into()],
+            ..Default::default()
+        }),
+        pids: 0,
+    };
+    let body = json!({
+        "ResourceUsage": resource_usage(&total, core_mhz),
+        "Tasks": per_task,
+        "Timestamp": newest,
+    });
+    Ok(serde_json::to_vec(&body).expect("JSON serializes"))
+}

@@ -1,0 +1,219 @@
+//! `hello`: an example third-party task driver, written against `drover-plugin-sdk` alone.
+//!
+//! Each task greets someone every `interval_ms` milliseconds, `count` times (0: forever),
+//! then exits with `exit_code`. The greeting runs under the SDK's task shim, exactly like
+//! first-party drivers' tasks: it survives this plugin and the agent restarting, its output
+//! goes to the task's rotated log files, and stop/signal/wait/recover come from
+//! [`ShimTasks`].
+//!
+//! The greeting itself is this same binary, started by the shim as
+//! `drover-hello-driver greet <greeting> <name> <count> <interval_ms> <exit_code>`.
+//!
+//! Plugin block: `plugin "hello" { config { greeting = "Hello" } }`. Task block:
+//! `driver = "hello"  config { name = "world"  count = 3  interval_ms = 100 }`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
+use drover_plugin_sdk::proto::driver::{
+    CapabilitiesResponse, ExitResult, FingerprintResponse, HealthState, InspectTaskResponse,
+    StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
+};
+use drover_plugin_sdk::shim::{LaunchSpec, ShimTasks};
+use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
+use tokio::sync::watch;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginConfig {
+    #[serde(default = "default_greeting")]
+    greeting: String,
+}
+
+fn default_greeting() -> String {
+    "Hello".into()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskSettings {
+    name: String,
+    #[serde(default)]
+    count: u64,
+    #[serde(default = "default_interval")]
+    interval_ms: u64,
+    #[serde(default)]
+    exit_code: i32,
+}
+
+fn default_interval() -> u64 {
+    1000
+}
+
+struct Hello {
+    greeting: Mutex<String>,
+    shims_root: Mutex<Option<PathBuf>>,
+    tasks: ShimTasks,
+    fingerprint: watch::Sender<FingerprintResponse>,
+}
+
+#[tonic::async_trait]
+impl TaskDriver for Hello {
+    fn plugin_info(&self) -> PluginInfo {
+        PluginInfo {
+            name: "hello".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol_versions: vec![1],
+        }
+    }
+
+    fn config_schema(&self) -> Vec<ConfigField> {
+        vec![ConfigField {
+            name: "greeting".into(),
+            r#type: "string".into(),
+            required: false,
+            description: "The word tasks greet with.".into(),
+            default_json: "\"Hello\"".into(),
+        }]
+    }
+
+    async fn set_config(
+        &self,
+        config: serde_json::Value,
+        agent: AgentConfig,
+    ) -> Result<(), DriverError> {
+        let cfg: PluginConfig = serde_json::from_value(config)
+            .map_err(|e| DriverError::InvalidArgument(format!("hello plugin config: {e}")))?;
+        *self.greeting.lock().unwrap_or_else(|p| p.into_inner()) = cfg.greeting;
+        *self.shims_root.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(PathBuf::from(agent.data_dir).join("shims"));
+        Ok(())
+    }
+
+    fn capabilities(&self) -> CapabilitiesResponse {
+        CapabilitiesResponse {
+            send_signals: true,
+            exec: false,
+            fs_isolation: "none".into(),
+            must_create_network: false,
+            mounts: false,
+        }
+    }
+
+    fn fingerprint(&self) -> watch::Receiver<FingerprintResponse> {
+        self.fingerprint.subscribe()
+    }
+
+    async fn start_task(&self, task: TaskConfig) -> Result<StartTaskResponse, DriverError> {
+        let settings: TaskSettings =
+            serde_json::from_slice(&task.driver_config_json).map_err(|e| {
+                DriverError::InvalidArgument(format!("task {:?}: bad hello config: {e}", task.name))
+            })?;
+        let shims_root = self
+            .shims_root
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| DriverError::FailedPrecondition("hello is not configured".into()))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| DriverError::Internal(format!("cannot find my own executable: {e}")))?;
+        let greeting = self
+            .greeting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut spec = LaunchSpec::new(
+            &task.id,
+            &exe.to_string_lossy(),
+            vec![
+                "greet".into(),
+                greeting,
+                settings.name,
+                settings.count.to_string(),
+                settings.interval_ms.to_string(),
+                settings.exit_code.to_string(),
+            ],
+            PathBuf::from(&task.task_dir),
+        );
+        spec.env = task.env.clone().into_iter().collect();
+        spec.stdout_path = Some(PathBuf::from(&task.stdout_path));
+        spec.stderr_path = Some(PathBuf::from(&task.stderr_path));
+        self.tasks.launch(task, spec, shims_root).await
+    }
+
+    async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
+        self.tasks.wait(task_id).await
+    }
+
+    async fn stop_task(
+        &self,
+        id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
+        self.tasks.stop(id, signal, timeout).await
+    }
+
+    async fn destroy_task(&self, task_id: &str, force: bool) -> Result<(), DriverError> {
+        self.tasks.destroy(task_id, force).await
+    }
+
+    async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError> {
+        self.tasks.inspect(task_id).await
+    }
+
+    async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
+        self.tasks.signal(task_id, signal).await
+    }
+
+    async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError> {
+        self.tasks.recover(handle).await
+    }
+
+    async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
+        self.tasks.stats(task_id).await
+    }
+}
+
+/// The task itself: `greet <greeting> <name> <count> <interval_ms> <exit_code>`.
+fn greet(args: &[String]) -> i32 {
+    let [greeting, name, count, interval, code] = args else {
+        eprintln!("usage: greet <greeting> <name> <count> <interval_ms> <exit_code>");
+        return 2;
+    };
+    let (Ok(count), Ok(interval), Ok(code)) = (
+        count.parse::<u64>(),
+        interval.parse::<u64>(),
+        code.parse::<i32>(),
+    ) else {
+        eprintln!("greet: count, interval_ms and exit_code must be numbers");
+        return 2;
+    };
+    let mut n = 0;
+    while count == 0 || n < count {
+        n += 1;
+        println!("{greeting}, {name}! ({n})");
+        std::thread::sleep(Duration::from_millis(interval));
+    }
+    code
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "greet") {
+        std::process::exit(greet(&args[2..]));
+    }
+    drover_plugin_sdk::main(|| Hello {
+        greeting: Mutex::new(default_greeting()),
+        shims_root: Mutex::new(None),
+        tasks: ShimTasks::default(),
+        fingerprint: watch::channel(FingerprintResponse {
+            attributes: [("driver.hello".to_string(), "1".to_string())].into(),
+            health: HealthState::Healthy as i32,
+            health_description: "healthy".into(),
+        })
+        .0,
+    })
+}

@@ -1,0 +1,589 @@
+//! `task-shim init <state dir>`: pid 1 of an isolated task's namespaces.
+//!
+//! The shim clone()s a child into new pid, mount, ipc and uts namespaces, which execs this
+//! with five descriptors: [`STATUS_FD`] (launch failures, close-on-exec success as for
+//! unisolated tasks), [`RESULT_FD`] (the task's raw wait status when it ends), and the
+//! task's stdout and stderr pipes ([`OUT_FD`], [`ERR_FD`]), and [`GO_FD`].
+//!
+//! init joins the allocation's network namespace, names its host (the shim moves it into
+//! the task's cgroups meanwhile, [`GO_FD`]),
+//! assembles the task's root ([`super::plan_root`]) on a tmpfs mounted over the shim's state
+//! directory (in its own mount namespace only), pivot_roots into it, forks the task, then
+//! forwards signals to the task's process group and reaps every process until the task
+//! exits. When init exits the kernel kills whatever is left in the pid namespace.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use super::{RootStep, caps, host_path_kind, plan_root, under};
+
+const CGROUP_PARENT_HINT: &str = "see the shim's log, shim.log";
+use crate::shim::LaunchSpec;
+use crate::shim::daemon::{Credentials, resolve_in_path, resolve_user};
+
+pub(crate) const STATUS_FD: RawFd = 3;
+pub(crate) const RESULT_FD: RawFd = 4;
+pub(crate) const OUT_FD: RawFd = 5;
+pub(crate) const ERR_FD: RawFd = 6;
+/// The shim writes one byte here once it has moved init into the task's cgroups (which it
+/// does while init sets up the root: a cgroup v1 migration can wait ~10 ms for an RCU grace
+/// period, and this way that overlaps with init's own work).
+pub(crate) const GO_FD: RawFd = 7;
+
+/// A failure while isolating; its message follows the stage and errno on the status pipe.
+pub(crate) const STAGE_ISOLATION: i32 = 5;
+
+/// The task's pid in init's namespace, for the signal handler.
+static TASK: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = TASK.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe; the task leads its own process group.
+        unsafe {
+            if libc::kill(-pid, sig) < 0 {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+}
+
+fn report(stage: i32, errno: i32, msg: &str) {
+    let mut buf = Vec::with_capacity(8 + msg.len());
+    buf.extend_from_slice(&stage.to_ne_bytes());
+    buf.extend_from_slice(&errno.to_ne_bytes());
+    buf.extend_from_slice(msg.as_bytes());
+    // SAFETY: STATUS_FD was handed to us by the shim; writing a local buffer.
+    unsafe { libc::write(STATUS_FD, buf.as_ptr().cast(), buf.len()) };
+}
+
+fn cpath(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} contains a NUL", p.display()))
+}
+
+fn os_err(what: String) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// mount(2) with optional source, type and data.
+pub(crate) fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), String> {
+    let src = source.map(cpath).transpose()?;
+    let tgt = cpath(target)?;
+    let fst = fstype.map(|s| CString::new(s).unwrap_or_default());
+    let dat = data.map(|s| CString::new(s).unwrap_or_default());
+    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null.
+    let r = unsafe {
+        libc::mount(
+            p(&src),
+            tgt.as_ptr(),
+            p(&fst),
+            flags,
+            dat.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if r < 0 {
+        return Err(os_err(format!(
+            "cannot mount {}{} on {}",
+            fstype.unwrap_or(""),
+            source
+                .map(|s| format!(" {}", s.display()))
+                .unwrap_or_default(),
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The filesystem calls that assemble a task's root: the host's ([`HostRootOps`]) or, in
+/// tests, a recording of them.
+pub(crate) trait RootOps {
+    fn create_dir_all(&mut self, p: &Path) -> Result<(), String>;
+    fn create_file(&mut self, p: &Path) -> Result<(), String>;
+    fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String>;
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> Result<(), String>;
+}
+
+/// The real calls.
+pub(crate) struct HostRootOps;
+
+impl RootOps for HostRootOps {
+    fn create_dir_all(&mut self, p: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
+    }
+    fn create_file(&mut self, p: &Path) -> Result<(), String> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(p)
+            .map(drop)
+            .map_err(|e| format!("cannot create {}: {e}", p.display()))
+    }
+    fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String> {
+        std::os::unix::fs::symlink(target, p)
+            .map_err(|e| format!("cannot link {} -> {}: {e}", p.display(), target.display()))
+    }
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> Result<(), String> {
+        mount(source, target, fstype, flags, data)
+    }
+}
+
+/// Carries out `steps` under `root`.
+pub(crate) fn assemble(
+    ops: &mut impl RootOps,
+    root: &Path,
+    steps: &[RootStep],
+) -> Result<(), String> {
+    for step in steps {
+        match step {
+            RootStep::Dir(p) => ops.create_dir_all(&under(root, p))?,
+            RootStep::File(p) => ops.create_file(&under(root, p))?,
+            RootStep::Symlink { path, target } => ops.symlink(target, &under(root, path))?,
+            RootStep::Bind {
+                source,
+                target,
+                readonly,
+            } => {
+                let t = under(root, target);
+                ops.mount(Some(source), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
+                if *readonly {
+                    // A bind mount is made read-only by a second call.
+                    ops.mount(
+                        None,
+                        &t,
+                        None,
+                        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID,
+                        None,
+                    )?;
+                }
+            }
+            RootStep::Tmpfs { target, options } => {
+                let flags = if target == Path::new("/dev") {
+                    libc::MS_NOSUID | libc::MS_NOEXEC
+                } else {
+                    libc::MS_NOSUID | libc::MS_NODEV
+                };
+                ops.mount(
+                    Some(Path::new("tmpfs")),
+                    &under(root, target),
+                    Some("tmpfs"),
+                    flags,
+                    Some(options),
+                )?;
+            }
+            RootStep::Proc(target) => ops.mount(
+                Some(Path::new("proc")),
+                &under(root, target),
+                Some("proc"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Makes `root` the task's `/`: pivot_root, detach the old root, then make `/` read-only.
+fn pivot(root: &Path) -> Result<(), String> {
+    std::env::set_current_dir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
+    let dot = c".";
+    // SAFETY: pivot_root(".", ".") stacks the old root under the new one; both are valid
+    // C strings.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } < 0 {
+        return Err(os_err(format!("cannot pivot_root into {}", root.display())));
+    }
+    // SAFETY: detaching the old root, now stacked on ".".
+    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } < 0 {
+        return Err(os_err("cannot detach the host's root".into()));
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+}
+
+/// Drops to the task's credentials: no_new_privs, the bounding set cut to `keep`, groups,
+/// gid, uid; a task that stays root keeps exactly `keep`. Returns the failing errno.
+pub(crate) fn drop_privileges(creds: Option<&Credentials>, keep: &[u32]) -> Result<(), i32> {
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(errno());
+    }
+    caps::limit_bounding_set(keep).map_err(|e| e.raw_os_error().unwrap_or(0))?;
+    let uid = creds.map_or(0, |c| c.uid);
+    if let Some(c) = creds {
+        // SAFETY: plain credential syscalls with valid arguments.
+        unsafe {
+            if libc::setgroups(c.groups.len(), c.groups.as_ptr()) < 0
+                || libc::setgid(c.gid) < 0
+                || libc::setuid(c.uid) < 0
+            {
+                return Err(errno());
+            }
+        }
+    }
+    if uid == 0 {
+        caps::set_capabilities(keep).map_err(|e| e.raw_os_error().unwrap_or(0))?;
+    }
+    Ok(())
+}
+
+/// Resets the signal mask and every disposition to the default.
+pub(crate) fn reset_signals() {
+    // SAFETY: sigset manipulation on a local set; signal() with SIG_DFL.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+}
+
+/// Everything prepared before init forks the task.
+struct Prepared {
+    exe: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    cwd: CString,
+    creds: Option<Credentials>,
+    caps: Vec<u32>,
+}
+
+fn prepare(dir: &Path) -> Result<Prepared, String> {
+    for fd in [STATUS_FD, RESULT_FD, OUT_FD, ERR_FD, GO_FD] {
+        // SAFETY: fcntl on descriptors the shim handed us.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let spec_path = dir.join(crate::shim::SPEC_FILE);
+    let raw = std::fs::read(&spec_path)
+        .map_err(|e| format!("cannot read {}: {e}", spec_path.display()))?;
+    let spec: LaunchSpec = serde_json::from_slice(&raw)
+        .map_err(|e| format!("cannot parse {}: {e}", spec_path.display()))?;
+    let iso = spec
+        .isolation
+        .clone()
+        .ok_or("task-shim init runs isolated tasks only, and this spec has no isolation")?;
+
+    if let Some(ns) = &iso.network_ns {
+        let f = std::fs::File::open(ns)
+            .map_err(|e| format!("cannot open the network namespace {}: {e}", ns.display()))?;
+        // SAFETY: setns on a namespace descriptor we hold.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } < 0 {
+            return Err(os_err(format!(
+                "cannot join the network namespace {}",
+                ns.display()
+            )));
+        }
+    }
+    if !iso.hostname.is_empty() {
+        nix::unistd::sethostname(&iso.hostname)
+            .map_err(|e| format!("cannot set the host name {:?}: {e}", iso.hostname))?;
+    }
+    let creds = spec.user.as_deref().map(resolve_user).transpose()?;
+    let names: Vec<String> = iso.capabilities.clone();
+    let caps = caps::numbers(&names)?;
+
+    // The new mount namespace must not propagate anything back to the host.
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    mount(
+        Some(Path::new("tmpfs")),
+        dir,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755,size=1m"),
+    )?;
+    let steps = plan_root(&iso, host_path_kind);
+    assemble(&mut HostRootOps, dir, &steps)?;
+    pivot(dir)?;
+
+    // The task must start inside its cgroups: wait for the shim to have moved us.
+    let mut go = [0u8; 1];
+    // SAFETY: reading one byte from a descriptor the shim handed us.
+    let n = unsafe { libc::read(GO_FD, go.as_mut_ptr().cast(), 1) };
+    if n != 1 || go[0] != b'1' {
+        return Err(format!(
+            "the shim did not move init into the task's cgroups ({CGROUP_PARENT_HINT})"
+        ));
+    }
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(GO_FD) };
+
+    let path = spec
+        .env
+        .get("PATH")
+        .map(String::as_str)
+        .unwrap_or(crate::shim::daemon::DEFAULT_PATH);
+    let exe = resolve_in_path(&spec.command, path, &spec.cwd)?;
+    let cs = |s: &[u8], what: &str| {
+        CString::new(s.to_vec()).map_err(|_| format!("{what} contains a NUL byte"))
+    };
+    let mut argv = vec![cs(spec.command.as_bytes(), "the command")?];
+    for a in &spec.args {
+        argv.push(cs(a.as_bytes(), "an argument")?);
+    }
+    let env = spec
+        .env
+        .iter()
+        .map(|(k, v)| cs(format!("{k}={v}").as_bytes(), "the environment"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared {
+        exe: cs(exe.as_os_str().as_bytes(), "the command")?,
+        argv,
+        env,
+        cwd: cs(spec.cwd.as_os_str().as_bytes(), "the working directory")?,
+        creds,
+        caps,
+    })
+}
+
+/// The forked task: its own session, default signals, stdio, directory, credentials, exec.
+///
+/// # Safety
+/// Call only in a freshly forked child of single-threaded init.
+unsafe fn exec_task(p: &Prepared) -> ! {
+    use crate::shim::daemon::{STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC, STAGE_STDIO};
+    let fail = |stage: i32| -> ! {
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        report(stage, errno, "");
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(127) }
+    };
+    let argv: Vec<*const libc::c_char> = p
+        .argv
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: Vec<*const libc::c_char> = p
+        .env
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    // SAFETY: plain syscalls on our own descriptors and valid C strings.
+    unsafe {
+        libc::setsid();
+        reset_signals();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0
+            || libc::dup2(null, 0) < 0
+            || libc::dup2(OUT_FD, 1) < 0
+            || libc::dup2(ERR_FD, 2) < 0
+        {
+            fail(STAGE_STDIO);
+        }
+        if libc::chdir(p.cwd.as_ptr()) < 0 {
+            fail(STAGE_CHDIR);
+        }
+        if let Err(errno) = drop_privileges(p.creds.as_ref(), &p.caps) {
+            *libc::__errno_location() = errno;
+            fail(STAGE_CREDENTIALS);
+        }
+        libc::execve(p.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        fail(STAGE_EXEC)
+    }
+}
+
+/// The entry of `task-shim init <dir>`. Never returns normally: exits with the task's status.
+pub(crate) fn main(dir: &Path) -> i32 {
+    let prepared = match prepare(dir) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("task-shim init: {msg}");
+            report(STAGE_ISOLATION, 0, &msg);
+            return 127;
+        }
+    };
+    // As pid 1 of its namespace, init gets only the signals it has handlers for.
+    // SAFETY: installing a handler that only calls kill(2).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = forward as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in 1..32 {
+            if ![libc::SIGKILL, libc::SIGSTOP, libc::SIGCHLD].contains(&sig) {
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    // SAFETY: init is single-threaded; the child only execs (or reports and exits).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        report(STAGE_ISOLATION, 0, &os_err("cannot fork the task".into()));
+        return 127;
+    }
+    if pid == 0 {
+        // SAFETY: freshly forked child.
+        unsafe { exec_task(&prepared) }
+    }
+    TASK.store(pid, Ordering::Relaxed);
+    // SAFETY: closing our copies, so the shim sees the status pipe close at the task's exec
+    // and the output pipes at the end of the task's output.
+    unsafe {
+        libc::close(STATUS_FD);
+        libc::close(OUT_FD);
+        libc::close(ERR_FD);
+    }
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            eprintln!("task-shim init: waitpid: {e}");
+            return 1;
+        }
+        if r == pid {
+            let mut f = std::mem::ManuallyDrop::new(
+                // SAFETY: RESULT_FD is ours; ManuallyDrop keeps it open until exit.
+                unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(RESULT_FD) },
+            );
+            let _ = f.write_all(&status.to_ne_bytes());
+            return if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shim::isolate::{Isolation, PathKind, plan_root};
+
+    /// Records every call instead of making it.
+    #[derive(Default)]
+    struct Recording(Vec<String>);
+
+    impl RootOps for Recording {
+        fn create_dir_all(&mut self, p: &Path) -> Result<(), String> {
+            self.0.push(format!("mkdir {}", p.display()));
+            Ok(())
+        }
+        fn create_file(&mut self, p: &Path) -> Result<(), String> {
+            self.0.push(format!("touch {}", p.display()));
+            Ok(())
+        }
+        fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String> {
+            self.0
+                .push(format!("ln {} -> {}", p.display(), target.display()));
+            Ok(())
+        }
+        fn mount(
+            &mut self,
+            source: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: libc::c_ulong,
+            data: Option<&str>,
+        ) -> Result<(), String> {
+            self.0.push(format!(
+                "mount {:?} {} {:?} {flags:#x} {:?}",
+                source,
+                target.display(),
+                fstype,
+                data
+            ));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn read_only_binds_take_a_second_remount_call_and_links_are_recreated() {
+        let iso = Isolation {
+            chroot_env: [("/usr", "/usr"), ("/bin", "/bin")]
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ..Isolation::default()
+        };
+        let steps = plan_root(&iso, |p| {
+            if p == Path::new("/bin") {
+                PathKind::Symlink("usr/bin".into())
+            } else {
+                PathKind::Dir
+            }
+        });
+        let mut rec = Recording::default();
+        assemble(&mut rec, Path::new("/r"), &steps).unwrap();
+        let calls = rec.0;
+        let bind = calls
+            .iter()
+            .position(|c| c.starts_with("mount Some(\"/usr\") /r/usr None"))
+            .expect("a bind of /usr");
+        assert_eq!(
+            calls[bind],
+            format!(
+                "mount Some(\"/usr\") /r/usr None {:#x} None",
+                libc::MS_BIND | libc::MS_REC
+            )
+        );
+        assert_eq!(
+            calls[bind + 1],
+            format!(
+                "mount None /r/usr None {:#x} None",
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID
+            )
+        );
+        assert!(
+            calls.contains(&"ln /r/bin -> usr/bin".to_string()),
+            "{calls:#?}"
+        );
+        assert!(calls.iter().any(|c| c.contains("/r/proc Some(\"proc\")")));
+        // Nothing but directories, empty mount points, links and mounts: no copies.
+        assert!(calls.iter().all(|c| {
+            ["mkdir ", "touch ", "ln ", "mount "]
+                .iter()
+                .any(|k| c.starts_with(k))
+        }));
+    }
+}

@@ -1,0 +1,97 @@
+//! The operator's view of plugins: config blocks checked against the plugin's schema with
+//! the config file's line, `drover plugin status`, and `drover plugin inspect PATH`.
+
+use std::process::Command;
+
+use drover_tests::*;
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Starts `drover agent -dev -config FILE` and returns how it failed.
+fn refused(dir: &std::path::Path, config: &str) -> String {
+    let path = dir.join("agent.hcl");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(drover_bin())
+        .args(["agent", "-dev", "-config", path.to_str().unwrap()])
+        .args(["-http-port", &free_port().to_string()])
+        .args(["-rpc-port", &free_port().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the agent started: {}", text(&out));
+    text(&out)
+}
+
+#[test]
+fn plugin_config_errors_name_the_plugin_the_key_and_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = refused(
+        tmp.path(),
+        "plugin \"raw_exec\" {\n  config {\n    enabled = true\n    enabeld = true\n  }\n}\n",
+    );
+    assert!(err.contains("\"raw_exec\""), "{err}");
+    assert!(err.contains("agent.hcl:4:"), "{err}");
+    assert!(err.contains("unknown key \"enabeld\""), "{err}");
+
+    let err = refused(
+        tmp.path(),
+        "plugin \"raw_exec\" {\n  config {\n    enabled = \"yes\"\n  }\n}\n",
+    );
+    assert!(err.contains("agent.hcl:3:"), "{err}");
+    assert!(err.contains("\"enabled\" must be a bool"), "{err}");
+}
+
+#[test]
+fn plugin_status_and_inspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let out = agent.cli(&["plugin", "status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("raw_exec"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no raw_exec row: {}", text(&out)));
+    for word in ["driver", "grpc", "running", "true"] {
+        assert!(line.split_whitespace().any(|w| w == word), "{word}: {line}");
+    }
+    let out = agent.cli(&["plugin", "status", "-json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["Restarts"], 0, "{v:#}");
+
+    // Inspect a standalone SDK plugin binary, and a built-in one served by `drover`.
+    let standalone = drover_bin().with_file_name("drover-raw-exec");
+    let out = agent.cli(&["plugin", "inspect", standalone.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("Name              = raw_exec"), "{t}");
+    assert!(t.contains("Kind              = driver"), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("enabled") && l.contains("bool")),
+        "{t}"
+    );
+    let out = agent.cli(&[
+        "plugin",
+        "inspect",
+        "-json",
+        drover_bin().to_str().unwrap(),
+        "plugin",
+        "serve",
+        "raw_exec",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Name"], "raw_exec");
+    assert_eq!(v["ConfigSchema"][0]["Name"], "enabled");
+
+    // Something that is not a plugin is explained, naming the file.
+    let out = agent.cli(&["plugin", "inspect", "/bin/true"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("/bin/true"), "{}", text(&out));
+}

@@ -13,6 +13,12 @@ command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)  # the exec driver's tests run ps inside tasks
 command -v ip >/dev/null || need+=(iproute2)  # and make network namespaces
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The go-plugin interop tests (tests/tests/go_plugin.rs, tests/src/go.rs): Go and HashiCorp's
+# go-plugin as Debian packages them, built offline in GOPATH mode. Debian's go-plugin package
+# does not depend on the gRPC library it imports, hence golang-google-grpc-dev.
+command -v go >/dev/null || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/hashicorp/go-plugin ] || need+=(golang-github-hashicorp-go-plugin-dev)
+[ -d /usr/share/gocode/src/google.golang.org/grpc ] || need+=(golang-google-grpc-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

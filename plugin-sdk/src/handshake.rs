@@ -218,6 +218,14 @@ mod tests {
     }
 
     #[test]
+    fn the_crate_docs_state_the_cookie() {
+        let docs = include_str!("lib.rs");
+        assert!(docs.contains(&format!("`{MAGIC_COOKIE_KEY}`")));
+        assert!(docs.contains(&format!("`{MAGIC_COOKIE_VALUE}`")));
+        assert!(docs.contains(&format!("MagicCookieValue: \"{MAGIC_COOKIE_VALUE}\"")));
+    }
+
+    #[test]
     fn formats_the_line() {
         let line = format_handshake_line(1, Path::new("/run/drover/p1/plugin.sock"));
         assert_eq!(line, "1|1|unix|/run/drover/p1/plugin.sock|grpc|");
@@ -235,6 +243,10 @@ mod tests {
             four.validate(&[1]),
             Err(HandshakeLineError::Protocol("netrpc".into()))
         );
+        HandshakeLine::parse("1|1|unix|/tmp/x.sock|grpc")
+            .unwrap()
+            .validate(&[1])
+            .unwrap();
         let five = HandshakeLine::parse("1|2|unix|/tmp/x.sock|grpc\n").unwrap();
         assert_eq!(five.app_version, 2);
         assert!(matches!(

@@ -8,6 +8,50 @@
 //! - [`shim`]: the per-task shim that keeps tasks alive across plugin and agent restarts.
 //! - [`handshake`]: the handshake constants and line format, shared with the host.
 //! - [`logging`]: hclog-shaped JSON logs on stderr, which hosts forward into their own logs.
+//!
+//! # The handshake (HashiCorp go-plugin's gRPC flavour, on the wire)
+//!
+//! A Drover plugin is an executable that Drover's plugin host, or any host written with
+//! HashiCorp's go-plugin, starts and talks to over gRPC on a Unix socket:
+//!
+//! 1. The host sets the magic cookie `DROVER_PLUGIN_MAGIC_COOKIE` ([`MAGIC_COOKIE_KEY`]) to
+//!    the fixed value
+//!    `5e3f1c0a9b7d4e2f8a6c1b3d5f7e9a0c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f`
+//!    ([`MAGIC_COOKIE_VALUE`]). It is not a secret: it only tells the binary that a host started
+//!    it. Without it the plugin prints an explanation on stderr and exits 1.
+//! 2. `PLUGIN_PROTOCOL_VERSIONS` lists the application protocol versions the host offers
+//!    (comma-separated); the plugin picks the newest one it also speaks, or explains on
+//!    stderr that there is none and exits 1.
+//! 3. The plugin listens on a fresh socket in `PLUGIN_UNIX_SOCKET_DIR` (else `TMPDIR`, else
+//!    `/tmp`; the path must stay under 108 bytes) and prints one line on stdout:
+//!    `1|<version>|unix|<socket path>|grpc|` (six fields, the last, go-plugin's AutoMTLS
+//!    certificate, empty).
+//! 4. It serves `grpc.health.v1.Health` (service `"plugin"` is SERVING), go-plugin's
+//!    `plugin.GRPCController` (`Shutdown` stops it), and Drover's `BasePlugin` and `Driver`.
+//!    It does not need the host to call go-plugin's broker or stdio services.
+//! 5. It logs hclog JSON lines on stderr ([`logging`]), which the host forwards into its own
+//!    log at their level.
+//! 6. It stops on `Shutdown`, on SIGTERM, and, when the host sets
+//!    `DROVER_PLUGIN_STDIN_LIFELINE=1` (Drover's host does, and holds the other end of the
+//!    pipe), when its stdin closes, so a plugin never outlives a crashed agent. Other
+//!    go-plugin hosts hand the plugin their own stdin, which may be closed from the start;
+//!    without the variable stdin is ignored. SIGINT is ignored, as go-plugin plugins do.
+//!
+//! A go-plugin host loads a Drover plugin with
+//!
+//! ```go
+//! plugin.NewClient(&plugin.ClientConfig{
+//!     HandshakeConfig: plugin.HandshakeConfig{
+//!         ProtocolVersion:  1,
+//!         MagicCookieKey:   "DROVER_PLUGIN_MAGIC_COOKIE",
+//!         MagicCookieValue: "5e3f1c0a9b7d4e2f8a6c1b3d5f7e9a0c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f",
+//!     },
+//!     AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+//!     // ...
+//! })
+//! ```
+//!
+//! (tests/go/host in the repository does, against go-plugin 1.0.1.)
 
 pub mod driver;
 pub mod exec;

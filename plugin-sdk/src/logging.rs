@@ -1,6 +1,11 @@
 //! Plugin logging: one JSON object per line on stderr, in the shape of HashiCorp's hclog
 //! (`{"@level":"info","@message":"...","@module":"raw_exec","@timestamp":"..."}` plus extra
 //! fields), which both Drover's host and go-plugin hosts parse and forward into their own logs.
+//!
+//! The shape is exactly hclog's because go-plugin hosts are strict about it: go-plugin 1.0.1's
+//! host panics on a line whose `@message` or `@level` is not a string, and reads `@timestamp`
+//! only in hclog's layout `2006-01-02T15:04:05.000000Z07:00` (exactly six fractional digits).
+//! Every extra field is written as a string.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -165,7 +165,6 @@ pub async fn serve_driver<D: TaskDriver>(driver: D) -> Result<(), ServeError> {
         .await;
 
     let (stop_tx, mut stop_rx) = mpsc::channel::<&'static str>(4);
-    spawn_stop_sources(stop_tx.clone());
 
     let service = DriverService::new(driver);
     let server = tonic::transport::Server::builder()
@@ -185,6 +184,9 @@ pub async fn serve_driver<D: TaskDriver>(driver: D) -> Result<(), ServeError> {
     ));
 
     print_handshake(version, &path).map_err(ServeError::Handshake)?;
+    // After the handshake line: the host dials and checks health while the signal handlers
+    // and the stdin watcher (a thread) are set up. Nothing here can fail.
+    spawn_stop_sources(stop_tx.clone());
     tracing::info!(
         plugin = %info.name,
         version = %info.version,

@@ -4,6 +4,8 @@
 //! The tests run the `drover` binary built next to the test executable
 //! (`target/<profile>/drover`): build it first (`cargo build --bins`, as tests/run.sh does).
 
+pub mod go;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -363,6 +363,8 @@ fn init_logging(level: Option<&str>) {
 fn main() {
     // The task shim runs before any thread or runtime exists: it forks.
     drover_plugin_sdk::shim::exit_if_invoked();
+    // So does `drover plugin serve NAME`, without building the CLI parser: launch time counts.
+    plugins::exit_if_serve_invoked();
     let cli = Cli::parse_from(normalize_args(std::env::args().collect()));
     let code = match run(cli) {
         Ok(code) => code,

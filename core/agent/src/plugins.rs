@@ -52,6 +52,31 @@ pub fn launches(cfg: &AgentConfig) -> anyhow::Result<Vec<PluginLaunch>> {
         .collect())
 }
 
+/// Serves a built-in plugin and exits when the arguments are exactly `plugin serve NAME`;
+/// returns otherwise (the CLI parser then handles them, and explains any mistake). Called
+/// first thing in `main`: the plugin host waits for this process's handshake line, and
+/// building the whole CLI's parser first costs the launch time.
+pub fn exit_if_serve_invoked() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let [plugin, serve, name] = args.as_slice() else {
+        return;
+    };
+    if plugin != "plugin" || serve != "serve" {
+        return;
+    }
+    let Some(name) = name.to_str().filter(|n| !n.starts_with('-')) else {
+        return;
+    };
+    let code = match run(PluginCmd::Serve { name: name.into() }, None) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
 /// Runs a `drover plugin ...` command. Synchronous: `serve` builds its own runtime.
 pub fn run(cmd: PluginCmd, address: Option<String>) -> anyhow::Result<i32> {
     match cmd {

@@ -1,5 +1,9 @@
 //! Launching one plugin process: the handshake, the gRPC connection, log forwarding and the
 //! supervisor that notices its exit.
+//!
+//! Two stages: [`connect_plugin`] is the go-plugin part any gRPC plugin passes (spawn, the
+//! handshake line, dialling the socket, `grpc.health.v1` service "plugin" SERVING);
+//! `launch` then configures it through Drover's `BasePlugin` service.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -33,8 +37,122 @@ pub(crate) const PROTOCOL_VERSIONS: &[u32] = &[1];
 const STDERR_TAIL_LINES: usize = 20;
 /// How long dialing the socket and the health check may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a plugin that failed after its handshake gets to exit after Shutdown.
+const FAILED_STOP_GRACE: Duration = Duration::from_secs(1);
+/// The gRPC package of Drover's base plugin service, named in errors.
+const BASE_SERVICE: &str = "drover.plugin.base.v1";
 
 type Tail = Arc<std::sync::Mutex<VecDeque<String>>>;
+
+/// The process side of a launched plugin: its pid, its exit, its stdin lifeline.
+#[derive(Clone)]
+struct Process {
+    name: String,
+    pid: u32,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    kill: mpsc::Sender<()>,
+    stdin: Arc<std::sync::Mutex<Option<ChildStdin>>>,
+}
+
+impl Process {
+    fn is_alive(&self) -> bool {
+        if self.exit.borrow().is_some() {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => !process_is_exiting(&stat),
+            // Gone from /proc: reaped, the supervisor is about to publish it.
+            Err(_) => false,
+        }
+    }
+
+    async fn wait_exit(&self, timeout: Duration) -> bool {
+        let mut rx = self.exit.clone();
+        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
+            .await
+            .is_ok()
+    }
+
+    /// GRPCController.Shutdown (a go-plugin plugin stops its server inside the handler, so
+    /// `Unavailable` counts as success), then closes stdin, then kills it after `grace`.
+    async fn stop(&self, channel: &Channel, grace: Duration) {
+        if self.is_alive() {
+            let mut ctl = GrpcControllerClient::new(channel.clone());
+            match tokio::time::timeout(Duration::from_secs(2), ctl.shutdown(Empty {})).await {
+                Ok(Ok(_)) => {}
+                // "transport is closing": the plugin went away while answering. Success.
+                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {}
+                Ok(Err(status)) => {
+                    tracing::debug!(plugin = %self.name, %status, "Shutdown failed; closing stdin instead")
+                }
+                Err(_) => tracing::debug!(plugin = %self.name, "Shutdown timed out"),
+            }
+        }
+        if let Ok(mut stdin) = self.stdin.lock() {
+            stdin.take();
+        }
+        if !self.wait_exit(grace).await {
+            tracing::warn!(plugin = %self.name, "plugin did not exit within {grace:?}; killing it");
+            let _ = self.kill.send(()).await;
+            self.wait_exit(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// How long each step of a launch took, from the spawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaunchTimings {
+    /// `spawn` returned.
+    pub spawned: Duration,
+    /// The handshake line was read and checked.
+    pub handshake: Duration,
+    /// The socket was dialled (HTTP/2 connection up).
+    pub dialled: Duration,
+    /// `grpc.health.v1` answered SERVING for service "plugin": the plugin is ready.
+    pub ready: Duration,
+}
+
+/// A plugin process past the go-plugin handshake and the health check, not yet configured:
+/// the stage every go-plugin gRPC plugin reaches, whether or not it serves Drover's services.
+/// [`PluginHost`](crate::PluginHost) goes on to configure it; tests and benchmarks use it
+/// directly. Stop it with [`ConnectedPlugin::stop`]; when dropped, the plugin exits once it
+/// notices its stdin closed (Drover plugins do; others keep running until killed).
+pub struct ConnectedPlugin {
+    pub name: String,
+    pub path: PathBuf,
+    pub pid: u32,
+    /// The plugin's handshake line.
+    pub handshake: HandshakeLine,
+    /// The gRPC channel over the plugin's socket.
+    pub channel: Channel,
+    pub timings: LaunchTimings,
+    started: Instant,
+    process: Process,
+    tail: Tail,
+}
+
+impl ConnectedPlugin {
+    /// Whether the process still runs.
+    pub fn is_alive(&self) -> bool {
+        self.process.is_alive()
+    }
+
+    /// The last lines the plugin wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        tail_text(&self.tail)
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.process.exit.borrow()
+    }
+
+    /// Stops the plugin: GRPCController.Shutdown, stdin closed, SIGKILL after `grace`.
+    /// Returns once the process has exited (or could not be waited for).
+    pub async fn stop(&self, grace: Duration) {
+        self.process.stop(&self.channel, grace).await;
+    }
+}
 
 /// A launched, connected plugin. Cheap to clone; the process stays up while any clone (or
 /// the host) holds its stdin pipe.
@@ -50,9 +168,7 @@ pub struct RunningPlugin {
     pub(crate) channel: Channel,
     pub(crate) driver: DriverClient<Channel>,
     pub(crate) base: BasePluginClient<Channel>,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    kill: mpsc::Sender<()>,
-    stdin: Arc<std::sync::Mutex<Option<ChildStdin>>>,
+    process: Process,
 }
 
 impl RunningPlugin {
@@ -61,14 +177,7 @@ impl RunningPlugin {
     /// failed gets a relaunched plugin, not the dead one. The pid cannot be reused before the
     /// supervisor reaps it.
     pub fn is_alive(&self) -> bool {
-        if self.exit.borrow().is_some() {
-            return false;
-        }
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(stat) => !process_is_exiting(&stat),
-            // Gone from /proc: reaped, the supervisor is about to publish it.
-            Err(_) => false,
-        }
+        self.process.is_alive()
     }
 
     /// One health check (`grpc.health.v1`, service "plugin"), answered within 5 s.
@@ -96,49 +205,23 @@ impl RunningPlugin {
 
     /// Kills the process (a hung plugin); supervision relaunches it.
     pub(crate) async fn kill(&self) {
-        let _ = self.kill.send(()).await;
-        self.wait_exit(Duration::from_secs(5)).await;
+        let _ = self.process.kill.send(()).await;
+        self.process.wait_exit(Duration::from_secs(5)).await;
     }
 
     /// Waits (briefly) until the supervisor has reaped a dead process.
     pub(crate) async fn reaped(&self) {
-        self.wait_exit(Duration::from_secs(2)).await;
+        self.process.wait_exit(Duration::from_secs(2)).await;
     }
 
     /// How the process ended, once it has.
     pub fn exit_status(&self) -> Option<String> {
-        self.exit.borrow().map(|s| s.to_string())
-    }
-
-    async fn wait_exit(&self, timeout: Duration) -> bool {
-        let mut rx = self.exit.clone();
-        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
-            .await
-            .is_ok()
+        self.process.exit.borrow().map(|s| s.to_string())
     }
 
     /// Asks the plugin to shut down, closes its stdin, and kills it after `grace`.
     pub(crate) async fn stop(&self, grace: Duration) {
-        if self.is_alive() {
-            let mut ctl = GrpcControllerClient::new(self.channel.clone());
-            match tokio::time::timeout(Duration::from_secs(2), ctl.shutdown(Empty {})).await {
-                Ok(Ok(_)) => {}
-                // "transport is closing": the plugin went away while answering. Success.
-                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {}
-                Ok(Err(status)) => {
-                    tracing::debug!(plugin = %self.name, %status, "Shutdown failed; closing stdin instead")
-                }
-                Err(_) => tracing::debug!(plugin = %self.name, "Shutdown timed out"),
-            }
-        }
-        if let Ok(mut stdin) = self.stdin.lock() {
-            stdin.take();
-        }
-        if !self.wait_exit(grace).await {
-            tracing::warn!(plugin = %self.name, "plugin did not exit within {grace:?}; killing it");
-            let _ = self.kill.send(()).await;
-            self.wait_exit(Duration::from_secs(5)).await;
-        }
+        self.process.stop(&self.channel, grace).await;
     }
 }
 
@@ -165,10 +248,7 @@ fn problem(launch: &PluginLaunch, problem: impl Into<String>, tail: &Tail) -> Ho
         name: launch.name.clone(),
         path: launch.command.clone(),
         problem: problem.into(),
-        stderr_tail: tail
-            .lock()
-            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default(),
+        stderr_tail: tail_text(tail),
     }
 }
 
@@ -296,6 +376,12 @@ pub(crate) fn forward_line(plugin: &str, line: &str) {
     }
 }
 
+fn tail_text(tail: &Tail) -> String {
+    tail.lock()
+        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
 enum Handshake {
     Line(String),
     Eof,
@@ -313,6 +399,49 @@ pub(crate) async fn launch(
     config: &HostConfig,
     launch: &PluginLaunch,
 ) -> Result<RunningPlugin, HostError> {
+    let connected = connect_plugin(config, launch).await?;
+    match configure(launch, &connected, config).await {
+        Ok((info, schema)) => {
+            let running = RunningPlugin {
+                name: launch.name.clone(),
+                path: launch.command.clone(),
+                pid: connected.pid,
+                info,
+                schema,
+                started: connected.started,
+                driver: DriverClient::new(connected.channel.clone()),
+                base: BasePluginClient::new(connected.channel.clone()),
+                channel: connected.channel.clone(),
+                process: connected.process.clone(),
+            };
+            tracing::info!(
+                plugin = %running.name,
+                pid = running.pid,
+                version = %running.info.version,
+                ready_us = connected.timings.ready.as_micros() as u64,
+                "plugin launched"
+            );
+            Ok(running)
+        }
+        Err(e) => {
+            // Politely: a go-plugin plugin of another program stops on Shutdown too.
+            connected.stop(FAILED_STOP_GRACE).await;
+            Err(e)
+        }
+    }
+}
+
+/// Starts `launch`'s command as a go-plugin gRPC plugin: spawns it with the magic cookie,
+/// `PLUGIN_PROTOCOL_VERSIONS`, a fresh private (0700) directory as `PLUGIN_UNIX_SOCKET_DIR`
+/// and `TMPDIR`, and the stdin lifeline; reads and checks its handshake line; dials its Unix
+/// socket; and checks that `grpc.health.v1` reports service "plugin" SERVING. Its stderr is
+/// forwarded into `tracing` (hclog JSON lines at their level) from the start.
+///
+/// Errors name the plugin and its file and quote the end of its stderr.
+pub async fn connect_plugin(
+    config: &HostConfig,
+    launch: &PluginLaunch,
+) -> Result<ConnectedPlugin, HostError> {
     let tail: Tail = Default::default();
     let dir = private_dir(config, &launch.name).map_err(|e| {
         problem(
@@ -321,24 +450,25 @@ pub(crate) async fn launch(
             &tail,
         )
     })?;
-    let result = launch_in(config, launch, &dir, tail).await;
+    let result = connect_in(config, launch, &dir, tail).await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
 }
 
-async fn launch_in(
+async fn connect_in(
     config: &HostConfig,
     launch: &PluginLaunch,
     dir: &Path,
     tail: Tail,
-) -> Result<RunningPlugin, HostError> {
+) -> Result<ConnectedPlugin, HostError> {
     let offered = PROTOCOL_VERSIONS
         .iter()
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
+    let started = Instant::now();
     let mut child = Command::new(&launch.command)
         .args(&launch.args)
         .env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
@@ -352,6 +482,10 @@ async fn launch_in(
         .kill_on_drop(false)
         .spawn()
         .map_err(|e| problem(launch, format!("cannot start it: {e}"), &tail))?;
+    let mut timings = LaunchTimings {
+        spawned: started.elapsed(),
+        ..LaunchTimings::default()
+    };
     let pid = child.id().unwrap_or_default();
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
@@ -369,7 +503,6 @@ async fn launch_in(
         return Err(problem(launch, "no stdout pipe", &tail));
     };
     let mut stdout = BufReader::new(stdout);
-    let started = Instant::now();
 
     let outcome = {
         let mut line = String::new();
@@ -437,6 +570,7 @@ async fn launch_in(
                 return Err(problem(launch, format!("bad handshake: {e}"), &tail));
             }
         };
+    timings.handshake = started.elapsed();
     tracing::debug!(plugin = %launch.name, pid, line = %handshake, "plugin handshake");
 
     // Anything else the plugin prints on stdout is logged.
@@ -475,52 +609,42 @@ async fn launch_in(
         let _ = exit_tx.send(Some(status));
         let _ = std::fs::remove_dir_all(&sup_dir);
     });
-
-    let connected = connect(launch, &handshake, config, &tail).await;
-    let (channel, info, schema) = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = kill_tx.send(()).await;
-            return Err(e);
-        }
-    };
-    let running = RunningPlugin {
+    let process = Process {
         name: launch.name.clone(),
-        path: launch.command.clone(),
         pid,
-        info,
-        schema,
-        started,
-        driver: DriverClient::new(channel.clone()),
-        base: BasePluginClient::new(channel.clone()),
-        channel,
         exit: exit_rx,
         kill: kill_tx,
         stdin: Arc::new(std::sync::Mutex::new(stdin)),
     };
-    tracing::info!(
-        plugin = %running.name,
-        pid,
-        version = %running.info.version,
-        "plugin launched"
-    );
-    Ok(running)
+
+    match dial_and_check(launch, &handshake, &tail, started, &mut timings).await {
+        Ok(channel) => Ok(ConnectedPlugin {
+            name: launch.name.clone(),
+            path: launch.command.clone(),
+            pid,
+            handshake,
+            channel,
+            timings,
+            started,
+            process,
+            tail,
+        }),
+        Err(e) => {
+            let _ = process.kill.send(()).await;
+            process.wait_exit(Duration::from_secs(5)).await;
+            Err(e)
+        }
+    }
 }
 
-/// Dials the socket, checks health, reads PluginInfo, checks the config and sends SetConfig.
-async fn connect(
+/// Dials the plugin's socket and checks that `grpc.health.v1` reports "plugin" SERVING.
+async fn dial_and_check(
     launch: &PluginLaunch,
     handshake: &HandshakeLine,
-    config: &HostConfig,
     tail: &Tail,
-) -> Result<
-    (
-        Channel,
-        PluginInfoResponse,
-        Vec<drover_proto::base::ConfigField>,
-    ),
-    HostError,
-> {
+    started: Instant,
+    timings: &mut LaunchTimings,
+) -> Result<Channel, HostError> {
     let path = PathBuf::from(&handshake.address);
     let connector_path = path.clone();
     let channel = tokio::time::timeout(
@@ -550,6 +674,7 @@ async fn connect(
             tail,
         )
     })?;
+    timings.dialled = started.elapsed();
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let status = tokio::time::timeout(
@@ -563,7 +688,10 @@ async fn connect(
     .map_err(|e| {
         problem(
             launch,
-            format!("the health check failed: {}", e.message()),
+            format!(
+                "the health check (grpc.health.v1, service \"plugin\") failed: {}",
+                e.message()
+            ),
             tail,
         )
     })?
@@ -576,10 +704,33 @@ async fn connect(
             tail,
         ));
     }
+    timings.ready = started.elapsed();
+    Ok(channel)
+}
 
-    let mut base = BasePluginClient::new(channel.clone());
+/// Reads PluginInfo and ConfigSchema, checks the config against the schema and sends
+/// SetConfig (not when `launch.inspect_only`).
+async fn configure(
+    launch: &PluginLaunch,
+    connected: &ConnectedPlugin,
+    config: &HostConfig,
+) -> Result<(PluginInfoResponse, Vec<drover_proto::base::ConfigField>), HostError> {
+    let tail = &connected.tail;
+    let mut base = BasePluginClient::new(connected.channel.clone());
     let rpc_err = |what: &str, e: tonic::Status| {
-        problem(launch, format!("{what} failed: {}", e.message()), tail)
+        if e.code() == tonic::Code::Unimplemented {
+            problem(
+                launch,
+                format!(
+                    "it completed the go-plugin handshake but does not serve Drover's base \
+                     plugin service ({BASE_SERVICE}: {what} is unimplemented); is it a plugin \
+                     for another program?"
+                ),
+                tail,
+            )
+        } else {
+            problem(launch, format!("{what} failed: {}", e.message()), tail)
+        }
     };
     let info = base
         .plugin_info(PluginInfoRequest {})
@@ -610,7 +761,7 @@ async fn connect(
         .map_err(|e| rpc_err("ConfigSchema", e))?
         .into_inner();
     if launch.inspect_only {
-        return Ok((channel, info, schema.fields));
+        return Ok((info, schema.fields));
     }
     let config_err = |message: String| HostError::Config {
         name: launch.name.clone(),
@@ -644,7 +795,7 @@ async fn connect(
     })
     .await
     .map_err(|e| config_err(e.message().to_string()))?;
-    Ok((channel, info, schema.fields))
+    Ok((info, schema.fields))
 }
 
 #[cfg(test)]
@@ -683,8 +834,287 @@ mod tests {
         assert!(!process_is_exiting("1 (x) S 0 1 1 0 -1 4194560 0"));
     }
 
+    /// Events recorded by a test subscriber: (level, plugin field, message).
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<std::sync::Mutex<Vec<(tracing::Level, String, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorded {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            #[derive(Default)]
+            struct V(String, String);
+            impl tracing::field::Visit for V {
+                fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                    if f.name() == "plugin" {
+                        self.0 = v.to_string();
+                    }
+                }
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    match f.name() {
+                        "message" => self.1 = format!("{v:?}"),
+                        "plugin" => self.0 = format!("{v:?}"),
+                        _ => {}
+                    }
+                }
+            }
+            let mut v = V::default();
+            event.record(&mut v);
+            self.0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), v.0, v.1));
+        }
+    }
+
     #[test]
-    fn forwards_hclog_and_plain_lines() {
+    fn stderr_lines_become_events_with_the_plugins_name_and_level() {
+        use tracing_subscriber::prelude::*;
+        let rec = Recorded::default();
+        let sub = tracing_subscriber::registry().with(rec.clone());
+        tracing::subscriber::with_default(sub, || {
+            // Drover's SDK and go-plugin's hclog write this shape.
+            forward_line(
+                "p",
+                r#"{"@level":"warn","@message":"disk low","@module":"x","@timestamp":"2026-01-02T15:04:05.000000Z","k":"v","n":1}"#,
+            );
+            forward_line("p", r#"{"@level":"error","@message":"failed","answer":42}"#);
+            forward_line("p", r#"{"@level":"debug","@message":"detail"}"#);
+            forward_line("p", "plain text");
+            forward_line("p", "{not json");
+            forward_line("p", r#"{"other":"json"}"#);
+            // Odd shapes must not panic.
+            forward_line("p", r#"{"@level":7,"@message":{"a":1}}"#);
+        });
+        let got = rec.0.lock().unwrap().clone();
+        use tracing::Level;
+        let expect = [
+            (Level::WARN, "disk low"),
+            (Level::ERROR, "failed"),
+            (Level::DEBUG, "detail"),
+            (Level::INFO, "plain text"),
+            (Level::INFO, "{not json"),
+            (Level::INFO, r#"{"other":"json"}"#),
+            (Level::INFO, r#"{"a":1}"#),
+        ];
+        assert_eq!(got.len(), expect.len(), "{got:?}");
+        for ((level, plugin, message), (want_level, want_message)) in got.iter().zip(expect) {
+            assert_eq!(*level, want_level, "{message}");
+            assert_eq!(plugin, "p");
+            assert_eq!(message, want_message);
+        }
+    }
+
+    /// An executable shell script. Written by a child process: a file this (multi-threaded)
+    /// process held open for writing could be inherited by a process another test spawns at
+    /// that moment, and exec'ing the script would then fail with ETXTBSY.
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::io::Write;
+        let path = dir.join(name);
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+            .unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        path
+    }
+
+    /// Launches `command` and returns the error, checking it names the plugin's file.
+    async fn launch_error(data_dir: &Path, command: &Path, handshake_timeout: Duration) -> String {
+        let config = HostConfig {
+            data_dir: data_dir.to_path_buf(),
+            handshake_timeout,
+            ..HostConfig::default()
+        };
+        let launch = PluginLaunch {
+            name: "fake".into(),
+            command: command.to_path_buf(),
+            args: vec![],
+            config_json: serde_json::Value::Null,
+            ..PluginLaunch::default()
+        };
+        let err = match connect_plugin(&config, &launch).await {
+            Ok(_) => panic!("{} must fail to launch", command.display()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(&format!("plugin \"fake\" ({})", command.display())),
+            "the error must name the plugin's file: {err}"
+        );
+        err
+    }
+
+    const LONG: Duration = Duration::from_secs(20);
+
+    #[tokio::test]
+    async fn a_garbage_handshake_line_is_quoted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = script(
+            tmp.path(),
+            "garbage",
+            "echo 'loading the frobnicator' >&2; echo 'hello there, I am not a plugin'; exec sleep 10",
+        );
+        let err = launch_error(tmp.path(), &p, LONG).await;
+        assert!(
+            err.contains("bad handshake") && err.contains("hello there, I am not a plugin"),
+            "{err}"
+        );
+        assert!(
+            err.contains("its stderr ends with:\nloading the frobnicator"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plugin_wanting_another_cookie_is_explained() {
+        let tmp = tempfile::tempdir().unwrap();
+        // What a go-plugin plugin of another program does with Drover's cookie.
+        let p = script(
+            tmp.path(),
+            "other-cookie",
+            "[ \"$DROVER_PLUGIN_MAGIC_COOKIE\" = not-drovers ] || { \
+             echo 'This binary is a plugin. These are not meant to be executed directly.' >&2; \
+             exit 1; }",
+        );
+        let err = launch_error(tmp.path(), &p, LONG).await;
+        assert!(
+            err.contains("exited before completing the handshake (exit status: 1)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("This binary is a plugin. These are not meant to be executed directly."),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_common_protocol_version_is_explained() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A plugin that answers with a version the host did not offer.
+        let p = script(
+            tmp.path(),
+            "v7",
+            "echo \"offered: $PLUGIN_PROTOCOL_VERSIONS\" >&2; echo '1|7|unix|/tmp/x.sock|grpc|'; exec sleep 10",
+        );
+        let err = launch_error(tmp.path(), &p, LONG).await;
+        assert!(
+            err.contains(
+                "the plugin chose protocol version 7, which the host did not offer (offered [1])"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("offered: 1"), "{err}");
+        // A plugin that refuses, as Drover's SDK does, and exits.
+        let p = script(
+            tmp.path(),
+            "refuses",
+            "echo \"This Drover plugin cannot talk to its host: the host offers protocol versions \
+             [$PLUGIN_PROTOCOL_VERSIONS] but this plugin speaks only [2]\" >&2; exit 1",
+        );
+        let err = launch_error(tmp.path(), &p, LONG).await;
+        assert!(
+            err.contains("exited before completing the handshake"),
+            "{err}"
+        );
+        assert!(
+            err.contains("host offers protocol versions [1] but this plugin speaks only [2]"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_plugin_times_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = script(
+            tmp.path(),
+            "silent",
+            "echo 'still thinking' >&2; exec sleep 60",
+        );
+        let err = launch_error(tmp.path(), &p, Duration::from_secs(2)).await;
+        assert!(
+            err.contains("did not print its handshake line within 2s"),
+            "{err}"
+        );
+        assert!(err.contains("still thinking"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_early_exit_quotes_stderr() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = script(
+            tmp.path(),
+            "early",
+            "echo 'line 1' >&2; echo 'boom: the config file is missing' >&2; exit 3",
+        );
+        let err = launch_error(tmp.path(), &p, LONG).await;
+        assert!(
+            err.contains("exited before completing the handshake (exit status: 3)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 1\nboom: the config file is missing"),
+            "{err}"
+        );
+        // A missing file.
+        let err = launch_error(tmp.path(), &tmp.path().join("absent"), LONG).await;
+        assert!(err.contains("cannot start it"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_socket_is_explained() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = script(
+            tmp.path(),
+            "nosocket",
+            "echo \"1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/none.sock|grpc|\"; exec sleep 10",
+        );
+        let err = launch_error(tmp.path(), &p, LONG).await;
+        assert!(err.contains("cannot connect to "), "{err}");
+        assert!(err.contains("none.sock"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_plugin_gets_the_go_plugin_environment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = tmp.path().join("env.txt");
+        let p = script(
+            tmp.path(),
+            "env",
+            &format!(
+                "{{ echo \"$DROVER_PLUGIN_MAGIC_COOKIE\"; echo \"$PLUGIN_PROTOCOL_VERSIONS\"; \
+                 echo \"$PLUGIN_UNIX_SOCKET_DIR\"; echo \"$TMPDIR\"; \
+                 stat -c %a \"$PLUGIN_UNIX_SOCKET_DIR\"; echo \"$DROVER_PLUGIN_STDIN_LIFELINE\"; }} > {}; exit 1",
+                report.display()
+            ),
+        );
+        launch_error(tmp.path(), &p, LONG).await;
+        let text = std::fs::read_to_string(&report).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], MAGIC_COOKIE_VALUE);
+        assert_eq!(lines[1], "1");
+        assert!(
+            lines[2].starts_with(&tmp.path().join("plugins").display().to_string()),
+            "{text}"
+        );
+        assert_eq!(lines[3], lines[2], "TMPDIR is the private directory too");
+        assert_eq!(lines[4], "700");
+        assert_eq!(lines[5], "1");
+        assert!(lines[2].len() + SOCKET_NAME_ROOM <= MAX_UNIX_SOCKET_PATH);
+        // The failed launch removed its directory.
+        assert!(!Path::new(lines[2]).exists());
+    }
+
+    #[test]
+    fn forwards_odd_shapes_without_panicking() {
         // Must not panic on any shape.
         forward_line(
             "p",

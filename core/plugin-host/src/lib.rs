@@ -37,7 +37,7 @@ use drover_proto::driver::driver_client::DriverClient;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-pub use launch::RunningPlugin;
+pub use launch::{ConnectedPlugin, LaunchTimings, RunningPlugin, connect_plugin};
 
 /// How one plugin is started.
 #[derive(Debug, Clone, PartialEq, Default)]

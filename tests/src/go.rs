@@ -1,0 +1,103 @@
+//! The Go side of the go-plugin interop tests and benchmarks: builds `tests/go/host` and
+//! `tests/go/plugin` against HashiCorp's go-plugin as Debian packages it (1.0.1, in
+//! `/usr/share/gocode`), in GOPATH mode, offline. tests/run.sh installs `golang-go`,
+//! `golang-github-hashicorp-go-plugin-dev` and `golang-google-grpc-dev` (which go-plugin's
+//! package needs but does not depend on).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Where Debian installs Go library sources.
+pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+/// The built Go programs.
+#[derive(Debug, Clone)]
+pub struct GoBins {
+    /// A go-plugin host: `host check [-proto N] [-expect-log TEXT] CMD...`, `host bench N CMD...`.
+    pub host: PathBuf,
+    /// A go-plugin gRPC plugin that serves no Drover service.
+    pub plugin: PathBuf,
+}
+
+/// The directory the `drover` binaries of this build are in (`target/<profile>`).
+pub fn target_profile_dir() -> PathBuf {
+    crate::drover_bin()
+        .parent()
+        .expect("the drover binary's directory")
+        .to_path_buf()
+}
+
+/// The standalone raw_exec plugin binary (built on the plugin SDK alone).
+pub fn raw_exec_bin() -> PathBuf {
+    let bin = target_profile_dir().join("drover-raw-exec");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+/// Builds the Go programs once per process (into `target/<profile>/go-interop/`), or panics
+/// explaining what is missing.
+pub fn go_bins() -> GoBins {
+    static BINS: OnceLock<Result<GoBins, String>> = OnceLock::new();
+    BINS.get_or_init(build)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn build() -> Result<GoBins, String> {
+    let go_plugin = Path::new(DEBIAN_GOPATH).join("src/github.com/hashicorp/go-plugin");
+    let grpc = Path::new(DEBIAN_GOPATH).join("src/google.golang.org/grpc");
+    for (dir, package) in [
+        (&go_plugin, "golang-github-hashicorp-go-plugin-dev"),
+        (&grpc, "golang-google-grpc-dev"),
+    ] {
+        if !dir.is_dir() {
+            return Err(format!(
+                "{} is missing: install the Debian package {package} (tests/run.sh does)",
+                dir.display()
+            ));
+        }
+    }
+    let out = target_profile_dir().join("go-interop");
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let build_one = |name: &str| -> Result<PathBuf, String> {
+        let src = crate::repo_root().join("tests/go").join(name);
+        let dest = out.join(name);
+        // Another test process may build at the same time: build aside, then rename.
+        let tmp = out.join(format!(".{name}.{}", std::process::id()));
+        let result = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&tmp)
+            .arg(".")
+            .current_dir(&src)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", DEBIAN_GOPATH)
+            .env("GOCACHE", out.join("cache"))
+            .env("GOFLAGS", "")
+            .env("CGO_ENABLED", "0")
+            .output()
+            .map_err(|e| {
+                format!("cannot run `go` ({e}): install the Debian package golang-go (tests/run.sh does)")
+            })?;
+        if !result.status.success() {
+            return Err(format!(
+                "go build in {} failed ({}):\n{}{}",
+                src.display(),
+                result.status,
+                String::from_utf8_lossy(&result.stdout),
+                String::from_utf8_lossy(&result.stderr)
+            ));
+        }
+        std::fs::rename(&tmp, &dest)
+            .map_err(|e| format!("cannot move {} into place: {e}", tmp.display()))?;
+        Ok(dest)
+    };
+    Ok(GoBins {
+        host: build_one("host")?,
+        plugin: build_one("plugin")?,
+    })
+}

@@ -155,7 +155,9 @@ fn alloc_restart_signal_and_stop() {
         Duration::from_secs(30),
         || {
             let a = agent.alloc(&id)?;
+            // The update that reports the restart may trail the second start.
             (a["TaskStates"]["t"]["State"] == "running"
+                && a["TaskStates"]["t"]["Restarts"] == 1
                 && !task_events(&a, "t", "Restart Signaled").is_empty())
             .then_some(a)
         },

@@ -15,12 +15,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(data_dir = %cfg.data_dir.display(), server = cfg.server, client = cfg.client, dev = cfg.dev, "starting agent");
     let host = if cfg.client {
         let plugins = crate::plugins::launches(&cfg)?;
-        Some(std::sync::Arc::new(PluginHost::new(HostConfig {
+        let settings = crate::plugins::settings(&cfg)?;
+        let config = HostConfig {
             data_dir: cfg.data_dir.clone(),
             node_id: String::new(),
             plugins,
+            plugin_dir: cfg.plugin_dir.clone(),
+            settings,
             ..HostConfig::default()
-        })))
+        };
+        // *.wasm in plugin_dir load through the Extism transport (drover-plugin-wasm).
+        let host = PluginHost::open(config, Some(drover_plugin_wasm::loader())).await;
+        for m in host.modules() {
+            tracing::info!(plugin = %m.name, transport = m.transport.as_str(), path = %m.path.display(), "plugin ready");
+        }
+        Some(std::sync::Arc::new(host))
     } else {
         None
     };

@@ -32,6 +32,13 @@ pub(crate) fn check(config: &Value, fields: &[ConfigField]) -> Result<(), String
             "map(string)" => value
                 .as_object()
                 .is_some_and(|m| m.values().all(Value::is_string)),
+            "map(map(string))" => value.as_object().is_some_and(|m| {
+                m.values().all(|inner| {
+                    inner
+                        .as_object()
+                        .is_some_and(|i| i.values().all(Value::is_string))
+                })
+            }),
             "duration" => value.is_string() || value.is_number(),
             _ => true,
         };

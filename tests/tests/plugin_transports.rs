@@ -419,3 +419,77 @@ async fn a_grpc_secret_provider_served_by_the_sdk_works_through_the_host() {
     assert_eq!(info.kind(), drover_proto::base::PluginKind::Secrets);
     host.shutdown().await;
 }
+
+#[test]
+fn the_agent_loads_plugin_dir_with_its_plugin_blocks_and_lists_refusals() {
+    let built = example_plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    copy(&built.wasm, &dir, "vault.wasm");
+    copy(&built.native, &dir, "fastvault.so");
+    std::fs::write(
+        dir.join("wasmdrv.wasm"),
+        wat_module(
+            "(local.set $p (call $alloc (i64.const 8)))
+    (call $store_u64 (local.get $p) (i64.const 0x00011064010a050a))
+    (call $output_set (local.get $p) (i64.const 7))
+    (i32.const 0)",
+        ),
+    )
+    .unwrap();
+    let cfg = tmp.path().join("agent.hcl");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"plugin_dir = "{}"
+plugin "vault" {{
+  allowed_hosts = ["127.0.0.1"]
+  call_timeout  = "2s"
+  config {{
+    ttl     = "1h"
+    secrets = {{ db = {{ user = "app" }} }}
+  }}
+}}
+plugin "fastvault" {{
+  config {{
+    secretz = {{}}
+  }}
+}}
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let (h, r) = (drover_tests::free_port(), drover_tests::free_port());
+    let agent = drover_tests::Agent::start(
+        &["-dev", "-config", cfg.to_str().unwrap()],
+        &tmp.path().join("dev"),
+        h,
+        r,
+    );
+    agent.wait_ready();
+    let plugins = agent.get("/v1/agent/plugins").expect("GET /v1/agent/plugins");
+    let by_name = |n: &str| {
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["Name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} not listed: {plugins:#}\n{}", agent.log_text()))
+    };
+    let vault = by_name("vault");
+    assert_eq!(vault["Transport"], "wasm", "{vault}");
+    assert_eq!(vault["Healthy"], true, "{vault}");
+    assert_eq!(vault["Kind"], "PLUGIN_KIND_SECRETS", "{vault}");
+    let fast = by_name("fastvault");
+    assert_eq!(fast["Healthy"], false, "{fast}");
+    let e = fast["Error"].as_str().unwrap();
+    assert!(e.contains("unknown key \"secretz\""), "{e}");
+    let drv = by_name("wasmdrv");
+    let e = drv["Error"].as_str().unwrap();
+    assert!(e.contains("a task driver cannot be an Extism module"), "{e}");
+    // The built-in driver is still there.
+    assert_eq!(by_name("raw_exec")["Transport"], "grpc");
+}

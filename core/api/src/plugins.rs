@@ -25,5 +25,24 @@ pub async fn list(State(st): State<ApiState>) -> Response {
             Err(e) => serde_json::json!({ "Name": name, "Transport": "grpc", "Healthy": false, "Error": e.to_string() }),
         });
     }
+    // Extism modules and native libraries loaded from plugin_dir, and what was refused.
+    for m in host.modules() {
+        out.push(serde_json::json!({
+            "Name": m.name,
+            "Kind": m.kind,
+            "Version": m.version,
+            "Transport": m.transport.as_str(),
+            "Path": m.path,
+            "Healthy": true,
+        }));
+    }
+    for r in host.refused() {
+        out.push(serde_json::json!({
+            "Name": r.name,
+            "Path": r.path,
+            "Healthy": false,
+            "Error": format!("refused: {}", r.reason),
+        }));
+    }
     axum::Json(out).into_response()
 }

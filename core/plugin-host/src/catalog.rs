@@ -261,6 +261,8 @@ pub struct ModuleSummary {
     pub name: String,
     pub path: PathBuf,
     pub transport: Transport,
+    /// `PLUGIN_KIND_SECRETS` (the only kind these transports carry).
+    pub kind: String,
     pub version: String,
 }
 
@@ -374,6 +376,7 @@ impl PluginHost {
                 name: name.clone(),
                 path: m.path.clone(),
                 transport: m.transport,
+                kind: m.info.kind().as_str_name().to_string(),
                 version: m.info.version.clone(),
             })
             .collect()

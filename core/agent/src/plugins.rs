@@ -64,7 +64,7 @@ fn block_settings(name: &str, block: &PluginBlock) -> anyhow::Result<PluginSetti
         sandbox.max_memory_bytes = mb << 20;
     }
     if let Some(t) = &block.call_timeout {
-        sandbox.call_timeout = drover_jobspec::parse_duration(t).map_err(|_| {
+        sandbox.call_timeout = drover_jobspec::parse_duration(t).ok_or_else(|| {
             anyhow::anyhow!("plugin.{name}.call_timeout {t:?} is not a duration like \"5s\"")
         })?;
     }

@@ -133,8 +133,7 @@ pub unsafe fn native_call<P: SecretProvider>(
     input_len: usize,
     out: *mut NativeBuffer,
 ) -> i32 {
-    if out.is_null() || (method.is_null() && method_len > 0) || (input.is_null() && input_len > 0)
-    {
+    if out.is_null() || (method.is_null() && method_len > 0) || (input.is_null() && input_len > 0) {
         return 1;
     }
     // SAFETY: the caller guarantees the pointers and lengths (checked for null above).
@@ -150,17 +149,19 @@ pub unsafe fn native_call<P: SecretProvider>(
     };
     let answer = match std::str::from_utf8(method) {
         Err(_) => unimplemented_result(format!("the method name {method:?} is not UTF-8")),
-        Ok(method) => std::panic::catch_unwind(AssertUnwindSafe(|| {
-            dispatch(provider, method, input)
-        }))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            crate::secrets::internal_result(format!("the plugin panicked in {method:?}: {what}"))
-        }),
+        Ok(method) => {
+            std::panic::catch_unwind(AssertUnwindSafe(|| dispatch(provider, method, input)))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    crate::secrets::internal_result(format!(
+                        "the plugin panicked in {method:?}: {what}"
+                    ))
+                })
+        }
     };
     let mut answer = std::mem::ManuallyDrop::new(answer);
     // SAFETY: `out` is non-null and writable (the caller's guarantee).
@@ -392,6 +393,9 @@ mod tests {
         assert_eq!(std::mem::offset_of!(NativeTable, header), 0);
         assert_eq!(native_header().magic, ABI_MAGIC);
         assert_eq!(&version_bytes()[..8], b"DROVERPL");
-        assert_eq!(u32::from_le_bytes(version_bytes()[8..].try_into().unwrap()), 1);
+        assert_eq!(
+            u32::from_le_bytes(version_bytes()[8..].try_into().unwrap()),
+            1
+        );
     }
 }

@@ -346,10 +346,9 @@ mod tests {
     #[test]
     fn dispatches_every_method() {
         let p = RwLock::new(Fixed::default());
-        let info = PluginInfoResponse::decode(
-            ok(dispatch(&p, method::PLUGIN_INFO, &[])).as_slice(),
-        )
-        .unwrap();
+        let info =
+            PluginInfoResponse::decode(ok(dispatch(&p, method::PLUGIN_INFO, &[])).as_slice())
+                .unwrap();
         assert_eq!(info.kind, PluginKind::Secrets as i32);
         assert_eq!(info.name, "fixed");
         let req = SetConfigRequest {

@@ -95,12 +95,8 @@ impl<P: SecretProvider> base::base_plugin_server::BasePlugin for SecretService<P
         let req = req.into_inner();
         let config = config_value(&req)?;
         let agent = req.agent.unwrap_or_default();
-        self.run(move |p| {
-            p.write()
-                .map_err(|_| poisoned())?
-                .set_config(config, agent)
-        })
-        .await?;
+        self.run(move |p| p.write().map_err(|_| poisoned())?.set_config(config, agent))
+            .await?;
         Ok(Response::new(SetConfigResponse {}))
     }
 }

@@ -191,13 +191,11 @@ pub(crate) async fn serve_plugin(
     let (stop_tx, mut stop_rx) = mpsc::channel::<&'static str>(4);
     spawn_stop_sources(stop_tx.clone());
 
-    let server = add(
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(GrpcControllerServer::new(Controller {
-                shutdown: stop_tx.clone(),
-            })),
-    );
+    let server = add(tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(GrpcControllerServer::new(Controller {
+            shutdown: stop_tx.clone(),
+        })));
 
     let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve_with_incoming_shutdown(

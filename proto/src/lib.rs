@@ -44,7 +44,10 @@ pub mod node {
 /// The base contract every plugin speaks (messages only).
 #[cfg(not(feature = "grpc"))]
 pub mod base {
-    include!(concat!(env!("OUT_DIR"), "/messages/drover.plugin.base.v1.rs"));
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/messages/drover.plugin.base.v1.rs"
+    ));
 }
 
 /// Secret provider plugins (messages only).

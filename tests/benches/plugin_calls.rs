@@ -35,13 +35,15 @@ fn config() -> serde_json::Value {
 
 fn fetch(module: &dyn ModuleCall) -> FetchResponse {
     let out = module
-        .call(
-            "fetch",
-            &FetchRequest { path: "db".into() }.encode_to_vec(),
-        )
+        .call("fetch", &FetchRequest { path: "db".into() }.encode_to_vec())
         .expect("fetch");
-    match CallResult::decode(out.as_slice()).expect("CallResult").result {
-        Some(call_result::Result::Ok(b)) => FetchResponse::decode(b.as_slice()).expect("FetchResponse"),
+    match CallResult::decode(out.as_slice())
+        .expect("CallResult")
+        .result
+    {
+        Some(call_result::Result::Ok(b)) => {
+            FetchResponse::decode(b.as_slice()).expect("FetchResponse")
+        }
         other => panic!("fetch failed: {other:?}"),
     }
 }
@@ -51,7 +53,9 @@ fn configure(module: &dyn ModuleCall) {
         config_json: serde_json::to_vec(&config()).unwrap(),
         ..Default::default()
     };
-    let out = module.call("set_config", &req.encode_to_vec()).expect("set_config");
+    let out = module
+        .call("set_config", &req.encode_to_vec())
+        .expect("set_config");
     match CallResult::decode(out.as_slice()).unwrap().result {
         Some(call_result::Result::Ok(_)) => {}
         other => panic!("set_config failed: {other:?}"),
@@ -61,10 +65,7 @@ fn configure(module: &dyn ModuleCall) {
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    (
-        at(0.50).as_secs_f64() * 1e6,
-        at(0.99).as_secs_f64() * 1e6,
-    )
+    (at(0.50).as_secs_f64() * 1e6, at(0.99).as_secs_f64() * 1e6)
 }
 
 fn measure(name: &str, module: &dyn ModuleCall) {

@@ -343,7 +343,9 @@ fn build_example_plugins(release: bool) -> ExamplePlugins {
     build(&["-p", "wasm-secrets", "--target", "wasm32-unknown-unknown"]);
     build(&["-p", "native-secrets"]);
     ExamplePlugins {
-        wasm: target.join(format!("wasm32-unknown-unknown/{profile}/wasm_secrets.wasm")),
+        wasm: target.join(format!(
+            "wasm32-unknown-unknown/{profile}/wasm_secrets.wasm"
+        )),
         native: target.join(format!("{profile}/libnative_secrets.so")),
     }
 }

@@ -74,7 +74,9 @@ async fn exercise(host: &PluginHost, name: &str, transport: Transport) {
     assert_eq!(s.list("d").await.unwrap(), vec!["db", "dns/key"]);
     assert_eq!(s.list("dns/").await.unwrap(), vec!["dns/key"]);
     assert_eq!(
-        s.renew(&db.lease_id, Duration::from_secs(30)).await.unwrap(),
+        s.renew(&db.lease_id, Duration::from_secs(30))
+            .await
+            .unwrap(),
         Duration::from_secs(30)
     );
     assert_eq!(
@@ -88,7 +90,8 @@ async fn exercise(host: &PluginHost, name: &str, transport: Transport) {
     assert_eq!(e.kind, SecretsErrorKind::NotFound);
     let msg = e.to_string();
     assert!(
-        msg.contains(&format!("secret provider \"{name}\"")) && msg.contains("no secret at \"nope\""),
+        msg.contains(&format!("secret provider \"{name}\""))
+            && msg.contains("no secret at \"nope\""),
         "{msg}"
     );
     let e = s.renew("bogus", Duration::from_secs(1)).await.unwrap_err();
@@ -305,7 +308,10 @@ async fn a_wasm_driver_is_refused_and_a_module_past_its_time_limit_is_stopped() 
         "{e}"
     );
     let e = host.driver("wasmdrv").await.unwrap_err().to_string();
-    assert!(e.contains("a task driver cannot be an Extism module"), "{e}");
+    assert!(
+        e.contains("a task driver cannot be an Extism module"),
+        "{e}"
+    );
     let e = host.secrets("spin").await.unwrap_err().to_string();
     assert!(
         e.contains("spin.wasm")
@@ -366,7 +372,9 @@ async fn a_wasm_module_reaches_http_hosts_only_when_granted() {
     assert_eq!(e.kind, SecretsErrorKind::PermissionDenied, "{e}");
     let msg = e.to_string();
     assert!(
-        msg.contains("closed.wasm") && msg.contains("is not allowed") && msg.contains("allowed_hosts"),
+        msg.contains("closed.wasm")
+            && msg.contains("is not allowed")
+            && msg.contains("allowed_hosts"),
         "{msg}"
     );
     // The module still answers after a refused call.
@@ -408,7 +416,9 @@ async fn a_grpc_secret_provider_served_by_the_sdk_works_through_the_host() {
     assert_eq!(db.ttl_ms, 3_600_000);
     assert_eq!(s.list("dns").await.unwrap(), vec!["dns/key"]);
     assert_eq!(
-        s.renew(&db.lease_id, Duration::from_secs(60)).await.unwrap(),
+        s.renew(&db.lease_id, Duration::from_secs(60))
+            .await
+            .unwrap(),
         Duration::from_secs(60)
     );
     let e = s.fetch("nope").await.unwrap_err();
@@ -469,7 +479,9 @@ plugin "fastvault" {{
         r,
     );
     agent.wait_ready();
-    let plugins = agent.get("/v1/agent/plugins").expect("GET /v1/agent/plugins");
+    let plugins = agent
+        .get("/v1/agent/plugins")
+        .expect("GET /v1/agent/plugins");
     let by_name = |n: &str| {
         plugins
             .as_array()
@@ -489,7 +501,10 @@ plugin "fastvault" {{
     assert!(e.contains("unknown key \"secretz\""), "{e}");
     let drv = by_name("wasmdrv");
     let e = drv["Error"].as_str().unwrap();
-    assert!(e.contains("a task driver cannot be an Extism module"), "{e}");
+    assert!(
+        e.contains("a task driver cannot be an Extism module"),
+        "{e}"
+    );
     // The built-in driver is still there.
     assert_eq!(by_name("raw_exec")["Transport"], "grpc");
 }

@@ -112,11 +112,16 @@ mod tests {
         assert_eq!(s.config_json, serde_json::json!({ "ttl": "1h" }));
         assert_eq!(s.sandbox.allowed_hosts, vec!["127.0.0.1".to_string()]);
         assert_eq!(
-            s.sandbox.allowed_paths.get(std::path::Path::new("/etc/ssl")),
+            s.sandbox
+                .allowed_paths
+                .get(std::path::Path::new("/etc/ssl")),
             Some(&std::path::PathBuf::from("/ssl"))
         );
         assert_eq!(s.sandbox.max_memory_bytes, 16 << 20);
-        assert_eq!(s.sandbox.call_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(
+            s.sandbox.call_timeout,
+            std::time::Duration::from_millis(250)
+        );
         let bad = PluginBlock {
             call_timeout: Some("soon".into()),
             ..PluginBlock::default()

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use drover_plugin_sdk::abi::method;
 use drover_proto::base::{
-    AgentConfig, ConfigSchemaRequest, ConfigSchemaResponse, PluginInfoRequest,
-    PluginInfoResponse, PluginKind, SetConfigRequest, SetConfigResponse,
+    AgentConfig, ConfigSchemaRequest, ConfigSchemaResponse, PluginInfoRequest, PluginInfoResponse,
+    PluginKind, SetConfigRequest, SetConfigResponse,
 };
 
 use crate::module::{ModuleCall, Sandbox, WasmLoader, call_unary};
@@ -196,9 +196,8 @@ pub(crate) fn load_module(
     };
     let what = module.describe();
     let rpc = |call: &str, e: crate::module::UnaryError| format!("{what}: {call} failed: {e}");
-    let info: PluginInfoResponse =
-        call_unary(&*module, method::PLUGIN_INFO, &PluginInfoRequest {})
-            .map_err(|e| rpc("PluginInfo", e))?;
+    let info: PluginInfoResponse = call_unary(&*module, method::PLUGIN_INFO, &PluginInfoRequest {})
+        .map_err(|e| rpc("PluginInfo", e))?;
     match info.kind() {
         PluginKind::Secrets => {}
         PluginKind::Driver => {
@@ -307,7 +306,11 @@ impl PluginHost {
                     );
                     continue;
                 }
-                let settings = config.settings.get(&entry.name).cloned().unwrap_or_default();
+                let settings = config
+                    .settings
+                    .get(&entry.name)
+                    .cloned()
+                    .unwrap_or_default();
                 match entry.transport {
                     Transport::Grpc => config.plugins.push(crate::PluginLaunch {
                         name: entry.name,
@@ -441,13 +444,25 @@ mod tests {
         );
         assert_eq!(c.refused.len(), 1);
         assert_eq!(c.refused[0].path, dir.path().join("vault.wasm"));
-        assert!(c.refused[0].reason.contains("already taken"), "{:?}", c.refused);
+        assert!(
+            c.refused[0].reason.contains("already taken"),
+            "{:?}",
+            c.refused
+        );
     }
 
     #[test]
     fn drivers_only_over_grpc() {
         assert!(driver_refusal(Transport::Grpc).is_none());
-        assert!(driver_refusal(Transport::Wasm).unwrap().contains("no processes"));
-        assert!(driver_refusal(Transport::Native).unwrap().contains("die with the agent"));
+        assert!(
+            driver_refusal(Transport::Wasm)
+                .unwrap()
+                .contains("no processes")
+        );
+        assert!(
+            driver_refusal(Transport::Native)
+                .unwrap()
+                .contains("die with the agent")
+        );
     }
 }

@@ -85,13 +85,13 @@ impl NativeLibrary {
             })?;
         // SAFETY: the symbol's type is the ABI's entry signature; a library exporting the
         // name with another signature breaks the ABI's contract (and is trusted anyway).
-        let entry: libloading::Symbol<'_, NativeEntryFn> =
-            unsafe { library.get(NATIVE_ENTRY_SYMBOL.as_bytes()) }.map_err(|source| {
-                NativeError::NoEntry {
-                    path: path_buf.clone(),
-                    source,
-                }
-            })?;
+        let entry: libloading::Symbol<'_, NativeEntryFn> = unsafe {
+            library.get(NATIVE_ENTRY_SYMBOL.as_bytes())
+        }
+        .map_err(|source| NativeError::NoEntry {
+            path: path_buf.clone(),
+            source,
+        })?;
         // SAFETY: as above; the entry takes nothing and returns a pointer to a static table.
         let table = unsafe { entry() };
         if table.is_null() {

@@ -5,17 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_plugin_sdk::abi::method;
 use drover_proto::base::call_error::Code;
 use drover_proto::secrets::secret_provider_client::SecretProviderClient;
 use drover_proto::secrets::{
     FetchRequest, FetchResponse, ListRequest, ListResponse, RenewRequest, RenewResponse,
 };
-use drover_plugin_sdk::abi::method;
 use tonic::transport::Channel;
 use tracing::Instrument;
 
-use crate::{HostError, PluginHost, Transport};
 use crate::module::{CallFailure, ModuleCall, UnaryError, call_unary};
+use crate::{HostError, PluginHost, Transport};
 
 /// What kind of failure a secret provider call met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -305,7 +305,10 @@ mod tests {
         )
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("/p/x.wasm: not a Drover plugin module"), "{msg}");
+        assert!(
+            msg.starts_with("/p/x.wasm: not a Drover plugin module"),
+            "{msg}"
+        );
         let v2 = SPIN.replace("(i64.const 1))", "(i64.const 2))");
         let e = WasmModule::from_bytes(
             "x",
@@ -314,12 +317,18 @@ mod tests {
             &Sandbox::default(),
         )
         .unwrap_err();
+        assert!(e.to_string().contains("speaks plugin ABI version 2"), "{e}");
+        let e = WasmModule::from_bytes(
+            "x",
+            Path::new("/p/x.wasm"),
+            b"garbage".to_vec(),
+            &Sandbox::default(),
+        )
+        .unwrap_err();
         assert!(
-            e.to_string().contains("speaks plugin ABI version 2"),
+            e.to_string()
+                .starts_with("/p/x.wasm: not a loadable Extism module"),
             "{e}"
         );
-        let e = WasmModule::from_bytes("x", Path::new("/p/x.wasm"), b"garbage".to_vec(), &Sandbox::default())
-            .unwrap_err();
-        assert!(e.to_string().starts_with("/p/x.wasm: not a loadable Extism module"), "{e}");
     }
 }

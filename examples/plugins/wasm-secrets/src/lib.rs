@@ -153,7 +153,8 @@ fn fetch_remote(url: &str) -> Result<Secret, SecretError> {
 
 /// `"90s"`, `"15m"`, `"1h"`, or a number of seconds.
 fn parse_duration(v: &serde_json::Value) -> Result<Duration, SecretError> {
-    let bad = || SecretError::InvalidArgument(format!("config.ttl {v} is not a duration like \"1h\""));
+    let bad =
+        || SecretError::InvalidArgument(format!("config.ttl {v} is not a duration like \"1h\""));
     if let Some(n) = v.as_u64() {
         return Ok(Duration::from_secs(n));
     }

@@ -161,7 +161,7 @@ impl SecretsClient {
         &self,
         module: &Arc<dyn ModuleCall>,
         method: &'static str,
-        req: impl prost::Message + Send + 'static,
+        req: impl prost::Message + 'static,
     ) -> Result<Resp, SecretsError> {
         let module = module.clone();
         let span = self.span(method);

@@ -100,7 +100,7 @@ fn main() {
     rt.block_on(async {
         let settings = |_: ()| PluginSettings {
             config_json: config(),
-            sandbox: Sandbox::default(),
+            ..PluginSettings::default()
         };
         let host = PluginHost::open(
             HostConfig {

@@ -19,7 +19,7 @@ use serde_json::json;
 fn settings(config: serde_json::Value) -> PluginSettings {
     PluginSettings {
         config_json: config,
-        sandbox: Sandbox::default(),
+        ..PluginSettings::default()
     }
 }
 
@@ -294,6 +294,7 @@ async fn a_wasm_driver_is_refused_and_a_module_past_its_time_limit_is_stopped() 
                     call_timeout: Duration::from_millis(300),
                     ..Sandbox::default()
                 },
+                ..PluginSettings::default()
             },
         )]),
     )
@@ -362,6 +363,7 @@ async fn a_wasm_module_reaches_http_hosts_only_when_granted() {
                         allowed_hosts: vec!["127.0.0.1".into()],
                         ..Sandbox::default()
                     },
+                    ..PluginSettings::default()
                 },
             ),
         ]),
@@ -424,9 +426,14 @@ async fn a_grpc_secret_provider_served_by_the_sdk_works_through_the_host() {
     let e = s.fetch("nope").await.unwrap_err();
     assert_eq!(e.kind, SecretsErrorKind::NotFound);
     assert!(e.to_string().contains("no secret at \"nope\""), "{e}");
-    // Not a driver: the host says so instead of failing on a missing service.
     let info = host.info("vault-grpc").await.unwrap();
     assert_eq!(info.kind(), drover_proto::base::PluginKind::Secrets);
+    // Not a driver: the host says so instead of failing on a missing service.
+    let e = host.driver("vault-grpc").await.unwrap_err().to_string();
+    assert!(
+        e.contains("is a PLUGIN_KIND_SECRETS plugin, not a task driver"),
+        "{e}"
+    );
     host.shutdown().await;
 }
 

@@ -16,6 +16,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let host = if cfg.client {
         let plugins = crate::plugins::launches(&cfg)?;
         let settings = crate::plugins::settings(&cfg)?;
+        let configured: Vec<String> = settings.keys().cloned().collect();
         let config = HostConfig {
             data_dir: cfg.data_dir.clone(),
             node_id: String::new(),
@@ -28,6 +29,19 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         let host = PluginHost::open(config, Some(drover_plugin_wasm::loader())).await;
         for m in host.modules() {
             tracing::info!(plugin = %m.name, transport = m.transport.as_str(), path = %m.path.display(), "plugin ready");
+        }
+        let found: Vec<String> = host
+            .plugin_names()
+            .into_iter()
+            .chain(host.modules().into_iter().map(|m| m.name))
+            .chain(host.refused().into_iter().map(|r| r.name))
+            .collect();
+        for name in configured.iter().filter(|n| !found.contains(n)) {
+            tracing::warn!(
+                plugin = %name,
+                plugin_dir = ?cfg.plugin_dir,
+                "a plugin \"{name}\" block is configured but no such plugin is built in or in plugin_dir"
+            );
         }
         Some(std::sync::Arc::new(host))
     } else {

@@ -71,6 +71,7 @@ fn block_settings(name: &str, block: &PluginBlock) -> anyhow::Result<PluginSetti
     Ok(PluginSettings {
         config_json: serde_json::Value::Object(block.config.clone().unwrap_or_default()),
         sandbox,
+        args: block.args.clone().unwrap_or_default(),
     })
 }
 

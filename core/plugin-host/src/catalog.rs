@@ -315,7 +315,7 @@ impl PluginHost {
                     Transport::Grpc => config.plugins.push(crate::PluginLaunch {
                         name: entry.name,
                         command: entry.path,
-                        args: Vec::new(),
+                        args: settings.args,
                         config_json: settings.config_json,
                     }),
                     Transport::Wasm | Transport::Native => in_process.push((entry, settings)),

@@ -85,6 +85,8 @@ pub struct PluginSettings {
     pub config_json: serde_json::Value,
     /// What an Extism module may reach (ignored for other transports).
     pub sandbox: Sandbox,
+    /// Arguments of a plugin process (ignored for other transports).
+    pub args: Vec<String>,
 }
 
 impl Default for HostConfig {
@@ -209,7 +211,16 @@ impl PluginHost {
     /// relaunching it when it died: with exponential backoff when it crash-loops).
     pub async fn driver(&self, name: &str) -> Result<DriverClient<Channel>, HostError> {
         self.check_driver(name)?;
-        Ok(self.running(name).await?.driver.clone())
+        let running = self.running(name).await?;
+        if running.info.kind() == drover_proto::base::PluginKind::Secrets {
+            return Err(HostError::WrongKind {
+                name: name.to_string(),
+                path: running.path.clone(),
+                kind: running.info.kind().as_str_name().to_string(),
+                wanted: "task driver",
+            });
+        }
+        Ok(running.driver.clone())
     }
 
     /// A connected `BasePlugin` client for plugin `name` (launching it like [`PluginHost::driver`]).

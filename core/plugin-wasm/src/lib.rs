@@ -331,4 +331,80 @@ mod tests {
             "{e}"
         );
     }
+
+    /// A WASI module whose `read` opens `secret.txt` in the first preopened directory (fd 3)
+    /// and outputs its content; it returns 100 + errno when the open fails.
+    const READ_FILE: &str = r#"(module
+        (import "wasi_snapshot_preview1" "path_open"
+            (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_read"
+            (func $fd_read (param i32 i32 i32 i32) (result i32)))
+        (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+        (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+        (import "extism:host/env" "store_u64" (func $store_u64 (param i64 i64)))
+        (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "secret.txt")
+        (func (export "drover_abi_version") (result i32)
+            (local $p i64)
+            (local.set $p (call $alloc (i64.const 16)))
+            (call $store_u64 (local.get $p) (i64.const 0x4c505245564f5244))
+            (call $store_u64 (i64.add (local.get $p) (i64.const 8)) (i64.const 1))
+            (call $output_set (local.get $p) (i64.const 12))
+            (i32.const 0))
+        (func (export "read") (result i32)
+            (local $err i32) (local $n i32) (local $i i32) (local $p i64)
+            (local.set $err (call $path_open (i32.const 3) (i32.const 0) (i32.const 0)
+                (i32.const 10) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0)
+                (i32.const 40)))
+            (if (local.get $err) (then (return (i32.add (i32.const 100) (local.get $err)))))
+            (i32.store (i32.const 16) (i32.const 64))
+            (i32.store (i32.const 20) (i32.const 64))
+            (local.set $err (call $fd_read (i32.load (i32.const 40)) (i32.const 16)
+                (i32.const 1) (i32.const 32)))
+            (if (local.get $err) (then (return (i32.add (i32.const 200) (local.get $err)))))
+            (local.set $n (i32.load (i32.const 32)))
+            (local.set $p (call $alloc (i64.extend_i32_u (local.get $n))))
+            (block $done
+                (loop $copy
+                    (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+                    (call $store_u8
+                        (i64.add (local.get $p) (i64.extend_i32_u (local.get $i)))
+                        (i32.load8_u (i32.add (i32.const 64) (local.get $i))))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br $copy)))
+            (call $output_set (local.get $p) (i64.extend_i32_u (local.get $n)))
+            (i32.const 0))
+    )"#;
+
+    #[test]
+    fn files_are_reachable_only_under_granted_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "hunter2").unwrap();
+        let closed = WasmModule::from_bytes(
+            "files",
+            Path::new("files.wat"),
+            READ_FILE.as_bytes().to_vec(),
+            &Sandbox::default(),
+        )
+        .unwrap();
+        let e = closed.call("read", &[]).unwrap_err();
+        // 100 + errno: the open failed (no directory is preopened without a grant).
+        assert!(
+            matches!(&e, CallFailure::Failed(m) if m.contains("non-zero exit code: 1")),
+            "{e}"
+        );
+        let granted = WasmModule::from_bytes(
+            "files",
+            Path::new("files.wat"),
+            READ_FILE.as_bytes().to_vec(),
+            &Sandbox {
+                allowed_paths: [(dir.path().to_path_buf(), PathBuf::from("/data"))].into(),
+                ..Sandbox::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(granted.call("read", &[]).unwrap(), b"hunter2");
+    }
+
 }

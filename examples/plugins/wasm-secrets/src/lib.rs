@@ -121,12 +121,12 @@ impl SecretProvider for StaticSecrets {
     }
 
     fn renew(&self, lease_id: &str, increment: Duration) -> Result<Duration, SecretError> {
-        let path = lease_id
+        let issued = lease_id
             .rsplit_once('#')
-            .map(|(p, _)| p)
-            .filter(|p| self.secrets.contains_key(*p) && !self.ttl.is_zero())
-            .ok_or_else(|| SecretError::NotFound(format!("no lease {lease_id:?}")))?;
-        let _ = path;
+            .is_some_and(|(path, _)| self.secrets.contains_key(path));
+        if !issued || self.ttl.is_zero() {
+            return Err(SecretError::NotFound(format!("no lease {lease_id:?}")));
+        }
         Ok(increment.min(self.ttl))
     }
 }

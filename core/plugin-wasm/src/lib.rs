@@ -406,5 +406,4 @@ mod tests {
         .unwrap();
         assert_eq!(granted.call("read", &[]).unwrap(), b"hunter2");
     }
-
 }

@@ -5,13 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)  # the exec driver's tests run ps inside tasks
 command -v ip >/dev/null || need+=(iproute2)  # and make network namespaces
+command -v cc >/dev/null || need+=(gcc)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The go-plugin interop tests (tests/tests/go_plugin.rs, tests/src/go.rs): Go and HashiCorp's
 # go-plugin as Debian packages them, built offline in GOPATH mode. Debian's go-plugin package
@@ -28,6 +28,10 @@ fi
 # python-nomad: the stock Nomad API client the compatibility test drives.
 python3 -c 'import nomad' 2>/dev/null || python3 -m pip install -q python-nomad \
   || python3 -m pip install -q --break-system-packages python-nomad
+
+# The example plugins (examples/plugins) that the plugin transport tests build include an
+# Extism module for wasm32-unknown-unknown.
+rustup target add wasm32-unknown-unknown
 
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads=2

@@ -8,6 +8,14 @@
 //! - [`shim`]: the per-task shim that keeps tasks alive across plugin and agent restarts.
 //! - [`handshake`]: the handshake constants and line format, shared with the host.
 //! - [`logging`]: hclog-shaped JSON logs on stderr, which hosts forward into their own logs.
+//! - [`SecretProvider`]: the sync trait a secret provider implements; served over gRPC by
+//!   [`serve_secrets`] / [`main_secrets`], or compiled unchanged to an Extism module (`*.wasm`)
+//!   or a native library (`*.so`) with [`export_secret_provider!`] (see [`abi`]).
+//!
+//! Features: `grpc` (default) is everything that needs tokio and tonic (plugin processes,
+//! drivers, the task shim); `wasm` and `native` make [`export_secret_provider!`] emit the
+//! exports of an Extism module (on `wasm32`) or of a native library (elsewhere). A plugin
+//! built for `wasm32-unknown-unknown` uses `default-features = false, features = ["wasm"]`.
 //!
 //! # The handshake (HashiCorp go-plugin's gRPC flavour, on the wire)
 //!
@@ -53,16 +61,30 @@
 //!
 //! (tests/go/host in the repository does, against go-plugin 1.0.1.)
 
+pub mod abi;
+#[cfg(feature = "grpc")]
 pub mod driver;
 pub mod exec;
 pub mod handshake;
+#[cfg(feature = "grpc")]
 pub mod logging;
+pub mod secrets;
+#[cfg(feature = "grpc")]
+mod secrets_grpc;
+#[cfg(feature = "grpc")]
 pub mod serve;
+#[cfg(feature = "grpc")]
 pub mod shim;
 
+#[cfg(feature = "grpc")]
 pub use driver::{DriverError, PluginInfo, TaskDriver, exit_result};
 pub use handshake::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
+#[cfg(feature = "grpc")]
 pub use logging::init_logging;
+pub use secrets::{ProviderInfo, Secret, SecretError, SecretProvider};
+#[cfg(feature = "grpc")]
+pub use secrets_grpc::{main_secrets, serve_secrets};
+#[cfg(feature = "grpc")]
 pub use serve::{ServeError, check_cookie_or_exit, serve_driver};
 
 /// The wire types, re-exported so plugins need not depend on `drover-proto` themselves.
@@ -81,6 +103,7 @@ pub use drover_proto as proto;
 ///     drover_plugin_sdk::main(MyDriver::default)
 /// }
 /// ```
+#[cfg(feature = "grpc")]
 pub fn main<D: TaskDriver>(make: impl FnOnce() -> D) -> ! {
     shim::exit_if_invoked();
     check_cookie_or_exit();

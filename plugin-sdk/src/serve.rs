@@ -141,7 +141,31 @@ impl Drop for SocketFile {
 pub async fn serve_driver<D: TaskDriver>(driver: D) -> Result<(), ServeError> {
     check_cookie_or_exit();
     let info = driver.plugin_info();
-    let version = negotiate_or_exit(&info.protocol_versions);
+    let service = DriverService::new(driver);
+    serve_plugin(
+        &info.name,
+        &info.version,
+        &info.protocol_versions,
+        move |router| {
+            router
+                .add_service(BasePluginServer::new(service.clone()))
+                .add_service(DriverServer::new(service))
+        },
+    )
+    .await
+}
+
+/// The go-plugin server shared by every kind of plugin: negotiates the protocol version,
+/// listens, serves health ("plugin" SERVING), the controller and the services `add` puts on
+/// the router, prints the handshake line, and returns once the host stops the plugin.
+pub(crate) async fn serve_plugin(
+    name: &str,
+    plugin_version: &str,
+    protocol_versions: &[u32],
+    add: impl FnOnce(tonic::transport::server::Router) -> tonic::transport::server::Router,
+) -> Result<(), ServeError> {
+    check_cookie_or_exit();
+    let version = negotiate_or_exit(protocol_versions);
 
     let dir = socket_dir();
     let path = dir.join(format!(
@@ -166,14 +190,11 @@ pub async fn serve_driver<D: TaskDriver>(driver: D) -> Result<(), ServeError> {
 
     let (stop_tx, mut stop_rx) = mpsc::channel::<&'static str>(4);
 
-    let service = DriverService::new(driver);
-    let server = tonic::transport::Server::builder()
+    let server = add(tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(GrpcControllerServer::new(Controller {
             shutdown: stop_tx.clone(),
-        }))
-        .add_service(BasePluginServer::new(service.clone()))
-        .add_service(DriverServer::new(service));
+        })));
 
     let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve_with_incoming_shutdown(
@@ -188,8 +209,8 @@ pub async fn serve_driver<D: TaskDriver>(driver: D) -> Result<(), ServeError> {
     // and the stdin watcher (a thread) are set up. Nothing here can fail.
     spawn_stop_sources(stop_tx.clone());
     tracing::info!(
-        plugin = %info.name,
-        version = %info.version,
+        plugin = %name,
+        version = %plugin_version,
         protocol_version = version,
         socket = %path.display(),
         "plugin serving"

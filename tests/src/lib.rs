@@ -348,3 +348,67 @@ pub fn write_job(dir: &Path, name: &str, hcl: &str) -> PathBuf {
     std::fs::write(&p, hcl).unwrap();
     p
 }
+
+/// The example plugins of `examples/plugins`, built for the tests.
+#[derive(Debug, Clone)]
+pub struct ExamplePlugins {
+    /// `wasm_secrets.wasm` (wasm32-unknown-unknown).
+    pub wasm: PathBuf,
+    /// `libnative_secrets.so`.
+    pub native: PathBuf,
+}
+
+/// Builds `examples/plugins` (their own workspace, outside the main one) into
+/// `target/example-plugins`: the Extism module for wasm32-unknown-unknown and the native
+/// library for this machine. Runs cargo once per test process; cargo's lock serializes
+/// concurrent test processes. Panics with cargo's output when the build fails.
+pub fn example_plugins() -> ExamplePlugins {
+    static BUILT: std::sync::OnceLock<ExamplePlugins> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_example_plugins(false)).clone()
+}
+
+/// [`example_plugins`], optimized (for benchmarks).
+pub fn example_plugins_release() -> ExamplePlugins {
+    build_example_plugins(true)
+}
+
+fn build_example_plugins(release: bool) -> ExamplePlugins {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("example-plugins");
+    let manifest = repo_root().join("examples/plugins/Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let profile = if release { "release" } else { "debug" };
+    let build = |args: &[&str]| {
+        let out = Command::new(&cargo)
+            .arg("build")
+            .args(release.then_some("--release"))
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target)
+            .args(args)
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("run cargo");
+        assert!(
+            out.status.success(),
+            "building the example plugins ({args:?}) failed \
+             (is the wasm32-unknown-unknown target installed? `rustup target add wasm32-unknown-unknown`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    build(&["-p", "wasm-secrets", "--target", "wasm32-unknown-unknown"]);
+    build(&["-p", "native-secrets"]);
+    ExamplePlugins {
+        wasm: target.join(format!(
+            "wasm32-unknown-unknown/{profile}/wasm_secrets.wasm"
+        )),
+        native: target.join(format!("{profile}/libnative_secrets.so")),
+    }
+}

@@ -20,12 +20,35 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         let plugins = crate::plugins::launches(&cfg)?;
         // Task shims keep their state in memory: starting a task writes nothing to disk.
         drover_plugin_sdk::shim::state_in_memory(&cfg.data_dir.join("shims"));
-        let host = std::sync::Arc::new(PluginHost::new(HostConfig {
+        let settings = crate::plugins::settings(&cfg)?;
+        let configured: Vec<String> = settings.keys().cloned().collect();
+        let config = HostConfig {
             data_dir: cfg.data_dir.clone(),
             node_id: String::new(),
             plugins,
+            plugin_dir: cfg.plugin_dir.clone(),
+            settings,
             ..HostConfig::default()
-        }));
+        };
+        // *.wasm in plugin_dir load through the Extism transport (drover-plugin-wasm).
+        let host = PluginHost::open(config, Some(drover_plugin_wasm::loader())).await;
+        for m in host.modules() {
+            tracing::info!(plugin = %m.name, transport = m.transport.as_str(), path = %m.path.display(), "plugin ready");
+        }
+        let found: Vec<String> = host
+            .plugin_names()
+            .into_iter()
+            .chain(host.modules().into_iter().map(|m| m.name))
+            .chain(host.refused().into_iter().map(|r| r.name))
+            .collect();
+        for name in configured.iter().filter(|n| !found.contains(n)) {
+            tracing::warn!(
+                plugin = %name,
+                plugin_dir = ?cfg.plugin_dir,
+                "a plugin \"{name}\" block is configured but no such plugin is built in or in plugin_dir"
+            );
+        }
+        let host = std::sync::Arc::new(host);
         // A plugin block the plugin refuses is the operator's to fix: fail now, naming it.
         host.start_all()
             .await

@@ -156,6 +156,14 @@ pub struct PluginBlock {
     /// Where the block ("") and each key of its `config` were written: `file:line:column`.
     #[serde(skip)]
     pub locations: BTreeMap<String, String>,
+    /// Extism modules only: host directory -> the path the module sees it at (WASI).
+    pub allowed_paths: Option<BTreeMap<String, String>>,
+    /// Extism modules only: hosts (globs) the module may send HTTP requests to.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Extism modules only: the module's memory limit in MiB (default 64).
+    pub max_memory_mb: Option<u64>,
+    /// Extism modules only: how long one call may run, e.g. "5s" (default 10s).
+    pub call_timeout: Option<String>,
 }
 
 /// Merges `b` into `a`: objects key by key, anything else replaced; nulls (unset) skipped.
@@ -409,12 +417,9 @@ impl FileConfig {
             "Drover has no gossip ring; servers talk over the RPC port",
         );
         ignored(
-            self.plugin_dir.is_some(),
-            "plugin_dir",
-            "only the built-in plugins are loaded yet",
-        );
-        ignored(
-            self.plugin.values().any(|p| p.args.is_some()),
+            self.plugin
+                .iter()
+                .any(|(name, p)| name == "raw_exec" && p.args.is_some()),
             "plugin args",
             "built-in plugins take no arguments",
         );
@@ -488,6 +493,8 @@ pub struct AgentConfig {
     pub node_class: String,
     pub meta: BTreeMap<String, String>,
     pub plugins: BTreeMap<String, PluginBlock>,
+    /// Where third-party plugins are found (executables, *.wasm, *.so).
+    pub plugin_dir: Option<PathBuf>,
     pub heartbeat_ttl: std::time::Duration,
     pub reserved: drover_model::NodeResources,
     pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
@@ -727,6 +734,7 @@ impl AgentConfig {
             node_class: client_block.node_class.clone().unwrap_or_default(),
             meta: client_block.meta.clone().unwrap_or_default(),
             plugins,
+            plugin_dir: f.plugin_dir.as_ref().map(PathBuf::from),
             heartbeat_ttl,
         })
     }

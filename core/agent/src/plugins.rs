@@ -1,8 +1,10 @@
 //! Plugins in the agent: which plugins the client's host launches, serving the built-in ones
 //! (`drover plugin serve NAME`), and the `drover plugin ...` commands.
 
-use crate::config::AgentConfig;
-use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
+use std::collections::BTreeMap;
+
+use crate::config::{AgentConfig, PluginBlock};
+use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch, PluginSettings, Sandbox};
 
 /// The plugins built into the `drover` binary, served out of process by `drover plugin serve`.
 /// `exec` runs isolated tasks; it reports itself unhealthy (with the reason) where it cannot:
@@ -75,6 +77,47 @@ pub fn exit_if_serve_invoked() {
         }
     };
     std::process::exit(code);
+}
+
+/// What the plugin blocks say about plugins found in `plugin_dir`: their config and, for
+/// Extism modules, their sandbox grants and limits.
+pub fn settings(cfg: &AgentConfig) -> anyhow::Result<BTreeMap<String, PluginSettings>> {
+    cfg.plugins
+        .iter()
+        .filter(|(name, _)| !BUILTIN.contains(&name.as_str()))
+        .map(|(name, block)| Ok((name.clone(), block_settings(name, block)?)))
+        .collect()
+}
+
+fn block_settings(name: &str, block: &PluginBlock) -> anyhow::Result<PluginSettings> {
+    let mut sandbox = Sandbox::default();
+    if let Some(paths) = &block.allowed_paths {
+        sandbox.allowed_paths = paths
+            .iter()
+            .map(|(host, guest)| (host.into(), guest.into()))
+            .collect();
+    }
+    if let Some(hosts) = &block.allowed_hosts {
+        sandbox.allowed_hosts = hosts.clone();
+    }
+    if let Some(mb) = block.max_memory_mb {
+        anyhow::ensure!(
+            mb > 0,
+            "plugin.{name}.max_memory_mb must be at least 1 (MiB)"
+        );
+        sandbox.max_memory_bytes = mb << 20;
+    }
+    if let Some(t) = &block.call_timeout {
+        sandbox.call_timeout = drover_jobspec::parse_duration(t).ok_or_else(|| {
+            anyhow::anyhow!("plugin.{name}.call_timeout {t:?} is not a duration like \"5s\"")
+        })?;
+    }
+    Ok(PluginSettings {
+        config_json: serde_json::Value::Object(block.config.clone().unwrap_or_default()),
+        sandbox,
+        args: block.args.clone().unwrap_or_default(),
+        config_locations: block.locations.clone(),
+    })
 }
 
 /// Runs a `drover plugin ...` command. Synchronous: `serve` builds its own runtime.
@@ -221,4 +264,41 @@ async fn inspect(path: &std::path::Path, args: Vec<String>, json: bool) -> anyho
     }
     print!("{}", crate::cli::table(rows));
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_blocks_become_settings() {
+        let block: PluginBlock = serde_json::from_value(serde_json::json!({
+            "config": { "ttl": "1h" },
+            "allowed_hosts": ["127.0.0.1"],
+            "allowed_paths": { "/etc/ssl": "/ssl" },
+            "max_memory_mb": 16,
+            "call_timeout": "250ms",
+        }))
+        .unwrap();
+        let s = block_settings("vault", &block).unwrap();
+        assert_eq!(s.config_json, serde_json::json!({ "ttl": "1h" }));
+        assert_eq!(s.sandbox.allowed_hosts, vec!["127.0.0.1".to_string()]);
+        assert_eq!(
+            s.sandbox
+                .allowed_paths
+                .get(std::path::Path::new("/etc/ssl")),
+            Some(&std::path::PathBuf::from("/ssl"))
+        );
+        assert_eq!(s.sandbox.max_memory_bytes, 16 << 20);
+        assert_eq!(
+            s.sandbox.call_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        let bad = PluginBlock {
+            call_timeout: Some("soon".into()),
+            ..PluginBlock::default()
+        };
+        let e = block_settings("vault", &bad).unwrap_err().to_string();
+        assert!(e.contains("plugin.vault.call_timeout"), "{e}");
+    }
 }

@@ -23,8 +23,12 @@
 //! # Ok(()) }
 //! ```
 
+mod catalog;
 mod launch;
+mod module;
+mod native;
 mod schema;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,7 +41,11 @@ use drover_proto::driver::driver_client::DriverClient;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
+pub use catalog::{Catalog, CatalogEntry, Refusal, Transport, driver_refusal};
 pub use launch::{ConnectedPlugin, LaunchTimings, RunningPlugin, connect_plugin};
+pub use module::{CallFailure, ModuleCall, Sandbox, WasmLoader};
+pub use native::{NativeError, NativeLibrary};
+pub use secrets::{SecretsClient, SecretsError, SecretsErrorKind};
 
 /// How one plugin is started.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -71,6 +79,24 @@ pub struct HostConfig {
     pub stop_grace: Duration,
     /// The longest pause between relaunches of a crash-looping plugin.
     pub max_backoff: Duration,
+    /// Where the operator drops plugins (see [`Catalog`]); read by [`PluginHost::open`].
+    pub plugin_dir: Option<PathBuf>,
+    /// Per plugin found in `plugin_dir`: its block's config and, for Extism modules, its
+    /// sandbox. A plugin without an entry gets an empty config and the default sandbox.
+    pub settings: BTreeMap<String, PluginSettings>,
+}
+
+/// What an operator's `plugin "NAME" { ... }` block says about a plugin found in `plugin_dir`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginSettings {
+    /// The block's `config { ... }` as a JSON object (checked against the plugin's schema).
+    pub config_json: serde_json::Value,
+    /// What an Extism module may reach (ignored for other transports).
+    pub sandbox: Sandbox,
+    /// Arguments of a plugin process (ignored for other transports).
+    pub args: Vec<String>,
+    /// Where the block and its config keys were written (see [`PluginLaunch`]).
+    pub config_locations: BTreeMap<String, String>,
 }
 
 impl Default for HostConfig {
@@ -82,6 +108,8 @@ impl Default for HostConfig {
             handshake_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
+            plugin_dir: None,
+            settings: BTreeMap::new(),
         }
     }
 }
@@ -108,6 +136,19 @@ pub enum HostError {
     },
     #[error("the host has been shut down")]
     ShutDown,
+    #[error("plugin {name:?} ({}) was refused: {reason}", path.display())]
+    Refused {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("plugin {name:?} ({}) is a {kind} plugin, not a {wanted}", path.display())]
+    WrongKind {
+        name: String,
+        path: PathBuf,
+        kind: String,
+        wanted: &'static str,
+    },
 }
 
 fn stderr_suffix(tail: &str) -> String {
@@ -177,6 +218,10 @@ pub struct PluginHost {
     config: Arc<HostConfig>,
     slots: BTreeMap<String, Arc<Mutex<Slot>>>,
     shut_down: std::sync::atomic::AtomicBool,
+    /// Extism modules and native libraries from `plugin_dir`, loaded and configured.
+    modules: BTreeMap<String, Arc<catalog::LoadedModule>>,
+    /// Plugins from `plugin_dir` that could not be used, with why.
+    refused: BTreeMap<String, Refusal>,
 }
 
 impl PluginHost {
@@ -205,6 +250,8 @@ impl PluginHost {
             config: Arc::new(config),
             slots,
             shut_down: Default::default(),
+            modules: BTreeMap::new(),
+            refused: BTreeMap::new(),
         }
     }
 
@@ -216,7 +263,17 @@ impl PluginHost {
     /// A connected driver client for plugin `name`, launching it when it is not running (or
     /// relaunching it when it died: with exponential backoff when it crash-loops).
     pub async fn driver(&self, name: &str) -> Result<DriverClient<Channel>, HostError> {
-        Ok(self.running(name).await?.driver.clone())
+        self.check_driver(name)?;
+        let running = self.running(name).await?;
+        if running.info.kind() == drover_proto::base::PluginKind::Secrets {
+            return Err(HostError::WrongKind {
+                name: name.to_string(),
+                path: running.path.clone(),
+                kind: running.info.kind().as_str_name().to_string(),
+                wanted: "task driver",
+            });
+        }
+        Ok(running.driver.clone())
     }
 
     /// A connected `BasePlugin` client for plugin `name` (launching it like [`PluginHost::driver`]).

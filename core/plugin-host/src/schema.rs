@@ -10,6 +10,12 @@ pub(crate) struct Problem {
     pub message: String,
 }
 
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 fn at(key: &str, message: String) -> Problem {
     Problem {
         key: Some(key.to_string()),
@@ -52,6 +58,13 @@ pub(crate) fn check(config: &Value, fields: &[ConfigField]) -> Result<(), Proble
             "map(string)" => value
                 .as_object()
                 .is_some_and(|m| m.values().all(Value::is_string)),
+            "map(map(string))" => value.as_object().is_some_and(|m| {
+                m.values().all(|inner| {
+                    inner
+                        .as_object()
+                        .is_some_and(|i| i.values().all(Value::is_string))
+                })
+            }),
             "duration" => value.is_string() || value.is_number(),
             _ => true,
         };

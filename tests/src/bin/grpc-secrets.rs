@@ -1,0 +1,83 @@
+//! A secret provider plugin process for the tests, served by the SDK over gRPC (the same
+//! handshake as drivers): its secrets come from its config block, leased for `ttl_secs`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
+use drover_plugin_sdk::{ProviderInfo, Secret, SecretError, SecretProvider};
+
+#[derive(Default)]
+struct ConfigSecrets {
+    secrets: BTreeMap<String, BTreeMap<String, String>>,
+    ttl: Duration,
+}
+
+impl SecretProvider for ConfigSecrets {
+    fn plugin_info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: "grpc-secrets".into(),
+            version: "0.1.0".into(),
+        }
+    }
+
+    fn config_schema(&self) -> Vec<ConfigField> {
+        vec![
+            ConfigField {
+                name: "secrets".into(),
+                r#type: "map(map(string))".into(),
+                ..Default::default()
+            },
+            ConfigField {
+                name: "ttl_secs".into(),
+                r#type: "number".into(),
+                ..Default::default()
+            },
+        ]
+    }
+
+    fn set_config(
+        &mut self,
+        config: serde_json::Value,
+        _agent: AgentConfig,
+    ) -> Result<(), SecretError> {
+        self.secrets = serde_json::from_value(config["secrets"].clone())
+            .map_err(|e| SecretError::InvalidArgument(format!("config.secrets: {e}")))?;
+        self.ttl = Duration::from_secs(config["ttl_secs"].as_u64().unwrap_or(0));
+        Ok(())
+    }
+
+    fn fetch(&self, path: &str) -> Result<Secret, SecretError> {
+        let data = self
+            .secrets
+            .get(path)
+            .cloned()
+            .ok_or_else(|| SecretError::NotFound(format!("no secret at {path:?}")))?;
+        Ok(Secret {
+            data,
+            lease_id: format!("{path}#1"),
+            ttl: self.ttl,
+            renewable: true,
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
+        Ok(self
+            .secrets
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    fn renew(&self, lease_id: &str, increment: Duration) -> Result<Duration, SecretError> {
+        match lease_id.split_once('#') {
+            Some((path, _)) if self.secrets.contains_key(path) => Ok(increment.min(self.ttl)),
+            _ => Err(SecretError::NotFound(format!("no lease {lease_id:?}"))),
+        }
+    }
+}
+
+fn main() {
+    drover_plugin_sdk::main_secrets(ConfigSecrets::default)
+}

@@ -101,7 +101,7 @@ pub async fn node(client: &Client) -> Node {
         .await
         .unwrap_or_default();
     let mut drivers = BTreeMap::new();
-    for name in client.host().plugin_names() {
+    for name in client.host().driver_names().await {
         let info = driver_info(client, &name).await;
         if info.detected {
             attributes.insert(format!("driver.{name}"), "1".into());

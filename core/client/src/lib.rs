@@ -111,7 +111,7 @@ impl Client {
         client.restore().await;
         tokio::spawn(conn::run(client.clone()));
         tokio::spawn(gc::run(client.clone()));
-        for name in client.host().plugin_names() {
+        for name in client.host().driver_names().await {
             tokio::spawn(fingerprint::watch_driver(client.clone(), name));
         }
         Ok(client)

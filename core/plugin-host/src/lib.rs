@@ -286,6 +286,19 @@ impl PluginHost {
         Ok(self.running(name).await?.info.clone())
     }
 
+    /// The plugin processes that are task drivers (or whose kind is not known yet, never
+    /// having started): what the client fingerprints and starts tasks with.
+    pub async fn driver_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, slot) in &self.slots {
+            let kind = slot.lock().await.info.as_ref().map(|i| i.kind());
+            if kind.is_none_or(|k| k == drover_proto::base::PluginKind::Driver) {
+                out.push(name.clone());
+            }
+        }
+        out
+    }
+
     /// The config keys plugin `name` reported (launching it like [`PluginHost::driver`]).
     pub async fn schema(
         &self,

@@ -64,6 +64,7 @@
 pub mod abi;
 #[cfg(feature = "grpc")]
 pub mod driver;
+#[cfg(feature = "grpc")]
 pub mod exec;
 pub mod handshake;
 #[cfg(feature = "grpc")]

@@ -95,3 +95,54 @@ fn plugin_status_and_inspect() {
     assert!(!out.status.success());
     assert!(text(&out).contains("/bin/true"), "{}", text(&out));
 }
+
+#[test]
+fn a_third_party_driver_from_plugin_dir_runs_a_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(
+        drover_bin().with_file_name("drover-hello-driver"),
+        dir.join("hello"),
+    )
+    .unwrap();
+    let cfg = tmp.path().join("agent.hcl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "plugin_dir = \"{}\"\nplugin \"hello\" {{\n  config {{\n    greeting = \"Howdy\"\n  }}\n}}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(
+        &["-dev", "-config", cfg.to_str().unwrap()],
+        &tmp.path().join("dev"),
+        free_port(),
+        free_port(),
+    );
+    agent.wait_ready();
+    agent.wait_node_ready();
+    let job = write_job(
+        tmp.path(),
+        "greet",
+        "job \"greet\" {\n type = \"batch\"\n group \"g\" {\n  task \"t\" {\n   driver = \"hello\"\n   config {\n    name = \"e2e\"\n    count = 2\n    interval_ms = 10\n   }\n  }\n }\n}\n",
+    );
+    agent.run_job(&job);
+    let alloc = agent.wait_alloc_status("greet", "complete", std::time::Duration::from_secs(60));
+    let id = alloc["ID"].as_str().unwrap();
+    let out = agent.cli(&["alloc", "logs", id, "t"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Howdy, e2e! (1)\nHowdy, e2e! (2)\n",
+        "{}",
+        text(&out)
+    );
+    let out = agent.cli(&["plugin", "status"]);
+    let t = text(&out);
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("hello") && l.contains("driver") && l.contains("running")),
+        "{t}"
+    );
+}

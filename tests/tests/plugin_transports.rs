@@ -501,13 +501,13 @@ plugin "fastvault" {{
     let vault = by_name("vault");
     assert_eq!(vault["Transport"], "wasm", "{vault}");
     assert_eq!(vault["Healthy"], true, "{vault}");
-    assert_eq!(vault["Kind"], "PLUGIN_KIND_SECRETS", "{vault}");
+    assert_eq!(vault["Kind"], "secrets", "{vault}");
     let fast = by_name("fastvault");
     assert_eq!(fast["Healthy"], false, "{fast}");
-    let e = fast["Error"].as_str().unwrap();
+    let e = fast["LastError"].as_str().unwrap();
     assert!(e.contains("unknown key \"secretz\""), "{e}");
     let drv = by_name("wasmdrv");
-    let e = drv["Error"].as_str().unwrap();
+    let e = drv["LastError"].as_str().unwrap();
     assert!(
         e.contains("a task driver cannot be an Extism module"),
         "{e}"

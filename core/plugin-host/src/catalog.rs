@@ -260,7 +260,7 @@ pub struct ModuleSummary {
     pub name: String,
     pub path: PathBuf,
     pub transport: Transport,
-    /// `PLUGIN_KIND_SECRETS` (the only kind these transports carry).
+    /// "secrets" (the only kind these transports carry).
     pub kind: String,
     pub version: String,
 }
@@ -381,7 +381,7 @@ impl PluginHost {
                 name: name.clone(),
                 path: m.path.clone(),
                 transport: m.transport,
-                kind: m.info.kind().as_str_name().to_string(),
+                kind: crate::kind_name(m.info.kind()).to_string(),
                 version: m.info.version.clone(),
             })
             .collect()

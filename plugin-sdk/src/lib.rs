@@ -110,10 +110,7 @@ pub fn main<D: TaskDriver>(make: impl FnOnce() -> D) -> ! {
     check_cookie_or_exit();
     let driver = make();
     init_logging(&driver.plugin_info().name);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::serve::plugin_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

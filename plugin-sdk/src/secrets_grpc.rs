@@ -173,10 +173,7 @@ pub fn main_secrets<P: SecretProvider>(make: impl FnOnce() -> P) -> ! {
     check_cookie_or_exit();
     let provider = make();
     crate::init_logging(&provider.plugin_info().name);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::serve::plugin_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

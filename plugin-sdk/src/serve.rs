@@ -289,3 +289,14 @@ fn spawn_stop_sources(tx: mpsc::Sender<&'static str>) {
         }
     }
 }
+
+/// The async runtime a plugin process serves on: one worker thread (a plugin's work is
+/// answering RPCs and talking to shims; a second worker only costs memory — every plugin
+/// process counts against the agent's idle footprint), plus tokio's blocking pool for
+/// launches.
+pub fn plugin_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+}

@@ -133,7 +133,7 @@ pub fn run(cmd: PluginCmd, address: Option<String>) -> anyhow::Result<i32> {
         }
         PluginCmd::Serve { name } => {
             drover_plugin_sdk::check_cookie_or_exit();
-            let rt = tokio::runtime::Runtime::new()?;
+            let rt = drover_plugin_sdk::serve::plugin_runtime()?;
             let result = match name.as_str() {
                 "raw_exec" => rt.block_on(drover_plugin_raw_exec::serve()),
                 "exec" => rt.block_on(drover_plugin_exec::serve()),

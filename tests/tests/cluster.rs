@@ -866,3 +866,78 @@ fn a_server_added_later_joins_as_learner_becomes_voter_and_dead_servers_are_clea
     });
     register(&servers[leader], &cheap_job("after-cleanup")).unwrap();
 }
+
+#[test]
+fn alloc_logs_and_exec_work_through_a_follower() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let specs = specs(dir, 91, 3, "");
+    let servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    let follower = &servers[(leader + 1) % 3];
+    std::fs::write(
+        dir.join("client.hcl"),
+        "client {\n  enabled = true\n}\nplugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\n",
+    )
+    .unwrap();
+    let all_rpc: Vec<String> = servers.iter().map(|a| a.rpc_addr()).collect();
+    let _client = Agent::start(
+        &[
+            "-config",
+            dir.join("client.hcl").to_str().unwrap(),
+            "-servers",
+            &all_rpc.join(","),
+        ],
+        &dir.join("c1"),
+        free_port(),
+        free_port(),
+    );
+    wait_for("a ready node", LONG, || {
+        let n = servers[leader].get("/v1/nodes")?;
+        n.as_array()?
+            .iter()
+            .find(|n| n["Status"] == "ready")
+            .cloned()
+    });
+    let job = write_job(
+        dir,
+        "talk",
+        "job \"talk\" {\n  datacenters = [\"dc1\"]\n  group \"g\" {\n    task \"t\" {\n      driver = \"raw_exec\"\n      config {\n        command = \"/bin/sh\"\n        args = [\"-c\", \"echo said-by-the-task; sleep 300\"]\n      }\n    }\n  }\n}\n",
+    );
+    follower.run_job(&job);
+    let alloc = follower.wait_alloc_status("talk", "running", LONG);
+    let id = alloc["ID"].as_str().unwrap();
+
+    // Through the follower's API: it sends node-bound requests to the leader.
+    let logs = wait_for("the task's output through a follower", LONG, || {
+        let out = follower.cli(&["alloc", "logs", id, "t"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && text.contains("said-by-the-task")).then_some(text)
+    });
+    assert_eq!(logs, "said-by-the-task\n");
+    let out = follower.cli(&[
+        "alloc",
+        "exec",
+        "-i=false",
+        id,
+        "sh",
+        "-c",
+        "echo via-follower; exit 4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-follower\n");
+    let out = follower.cli(&["alloc", "status", "-stats", id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("CPU Percent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = follower.cli(&["job", "stop", "-purge", "talk"]);
+    assert!(out.status.success());
+}

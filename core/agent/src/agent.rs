@@ -62,6 +62,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     if cfg.server {
         let raft = RaftNode::open(RaftNodeConfig {
             data_dir: cfg.data_dir.join("server"),
+            advertise_http: cfg.advertise_http.clone(),
             advertise_rpc: cfg.advertise_rpc.clone(),
             name: cfg.name.clone(),
             join: drover_raft::JoinConfig {

@@ -87,9 +87,23 @@ pub async fn alloc_exec(c: &ApiClient, args: ExecArgs<'_>) -> anyhow::Result<i32
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     url.set_scheme(scheme)
         .map_err(|_| anyhow::anyhow!("cannot use a WebSocket on {url}"))?;
-    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .with_context(|| format!("opening the exec session at {url}"))?;
+    let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((ws, _)) => ws,
+        // A follower sends node-bound requests to the leader.
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp))
+            if resp.status().is_redirection() && resp.headers().contains_key("location") =>
+        {
+            let loc = resp.headers()["location"].to_str().unwrap_or_default();
+            let to = loc
+                .replacen("http://", "ws://", 1)
+                .replacen("https://", "wss://", 1);
+            tokio_tungstenite::connect_async(to.as_str())
+                .await
+                .with_context(|| format!("opening the exec session at {to}"))?
+                .0
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening the exec session at {url}")),
+    };
     let (mut sink, mut stream) = ws.split();
 
     let _raw = if tty && stdin_is_tty {

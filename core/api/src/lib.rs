@@ -104,7 +104,39 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/client/allocation/{alloc}/exec", get(exec::exec))
         .route("/v1/event/stream", get(events::stream))
         .route("/v1/client/fs/{op}/{alloc}", get(logs::fs))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            client_requests_to_leader,
+        ))
         .with_state(state)
+}
+
+/// Node-bound requests (`/v1/client/...`: logs, fs, exec, stats, restart, signal) need the
+/// server that holds the client's stream, which is the leader (clients attach to it): a
+/// follower redirects them there, 307 keeping the method and body.
+async fn client_requests_to_leader(
+    State(st): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path().starts_with("/v1/client/")
+        && let Some(http) = st.server.raft().leader_http().await
+    {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(
+                axum::http::header::LOCATION,
+                format!("http://{http}{target}"),
+            )],
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// An API error: a status code and a plain-text message (as Nomad answers).

@@ -35,6 +35,7 @@ async fn run() {
     let job = drover_jobspec::parse(&src, "web-60.hcl").unwrap().job;
     let node = RaftNode::open(RaftNodeConfig {
         data_dir: dir.path().to_path_buf(),
+        advertise_http: String::new(),
         advertise_rpc: "127.0.0.1:1".into(),
         name: "bench".into(),
         join: Default::default(),

@@ -76,6 +76,9 @@ pub struct ServerStatus {
     /// Members' names as the membership records them.
     #[serde(default)]
     pub names: BTreeMap<NodeId, String>,
+    /// This server's HTTP API address.
+    #[serde(default)]
+    pub http_addr: String,
 }
 
 /// How a server finds the others and forms or joins a cluster.
@@ -286,6 +289,7 @@ impl RaftNode {
             voters,
             learners,
             names,
+            http_addr: self.advertise_http.to_string(),
         }
     }
 

@@ -27,6 +27,9 @@ pub struct RaftNodeConfig {
     pub advertise_rpc: String,
     /// The server's name (shown by `server members`).
     pub name: String,
+    /// The server's HTTP API address (`host:port`): followers send node-bound requests
+    /// (`alloc logs`, `exec`, ...) to the leader's, which holds the clients' streams.
+    pub advertise_http: String,
     /// How the server forms or joins a cluster (`bootstrap_expect`, `retry_join`).
     pub join: JoinConfig,
     /// Entries between snapshots (Nomad's `raft_snapshot_threshold`).
@@ -73,6 +76,7 @@ pub struct RaftNode {
     pub store: StateStore,
     pub log: LogStore,
     pub advertise_rpc: Arc<str>,
+    pub advertise_http: Arc<str>,
     pub name: Arc<str>,
     pub(crate) peers: Peers,
     /// When this server, as leader, last heard from a quorum: (term, time).
@@ -178,6 +182,7 @@ impl RaftNode {
             store,
             log,
             advertise_rpc: cfg.advertise_rpc.into(),
+            advertise_http: cfg.advertise_http.into(),
             name: cfg.name.into(),
             peers: Peers::default(),
             quorum_contact: Arc::default(),
@@ -260,6 +265,22 @@ impl RaftNode {
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
         Some((id, addr))
+    }
+
+    /// The leader's HTTP API address when another server leads (None when this one does,
+    /// or no leader answers): followers send node-bound API requests there, since clients
+    /// attach to the leader.
+    pub async fn leader_http(&self) -> Option<String> {
+        let (id, addr) = self.leader()?;
+        if id == self.id {
+            return None;
+        }
+        let status = self
+            .peers
+            .status(&addr, std::time::Duration::from_secs(2))
+            .await
+            .ok()?;
+        Some(status.http_addr).filter(|a| !a.is_empty())
     }
 
     /// Every voter's (id, address).

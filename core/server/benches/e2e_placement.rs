@@ -49,6 +49,7 @@ fn main() {
             .unwrap();
         let raft = RaftNode::open(RaftNodeConfig {
             data_dir: dir.path().to_path_buf(),
+            advertise_http: String::new(),
             advertise_rpc: "127.0.0.1:1".into(),
             name: "bench".into(),
             join: drover_raft::JoinConfig::default(),

@@ -57,6 +57,7 @@ async fn two_plans_for_the_last_slot_one_commits_one_is_refused_and_retries_else
     let dir = tempfile::tempdir().unwrap();
     let raft = RaftNode::open(RaftNodeConfig {
         data_dir: dir.path().to_path_buf(),
+        advertise_http: String::new(),
         advertise_rpc: "127.0.0.1:1".into(),
         name: "bench".into(),
         join: drover_raft::JoinConfig::default(),

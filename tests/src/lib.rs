@@ -283,22 +283,9 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.terminate();
-        unmount_below(&self.data_dir);
-    }
-}
-
-/// Lazily unmounts whatever an agent mounted under `dir` (its shims' and tasks' secrets
-/// tmpfs), so the test's temporary directory can go.
-pub fn unmount_below(dir: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        // What the agent mounted (shims' and tasks' secrets tmpfs), so the test's temporary
+        // directory can go.
+        drover_client::unmount_below(&self.data_dir);
     }
 }
 

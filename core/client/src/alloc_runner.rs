@@ -207,7 +207,7 @@ impl AllocRunner {
             let client = &r.inner.client;
             client.inner.state.remove(&id);
             let root = crate::logs::alloc_root(client, &id);
-            let _ = tokio::task::spawn_blocking(move || remove_alloc_dir(&root)).await;
+            let _ = tokio::task::spawn_blocking(move || remove_dir_with_mounts(&root)).await;
             tracing::info!(alloc_id = %id, "allocation garbage-collected");
         });
     }
@@ -636,32 +636,26 @@ fn mount_secrets_tmpfs(dir: &std::path::Path) {
     }
 }
 
-/// Removes a directory tree after unmounting whatever is mounted below it (secrets/ tmpfs):
-/// the dev agent's data dir at exit.
-pub fn remove_dir_with_mounts(dir: &std::path::Path) -> std::io::Result<()> {
+/// Lazily unmounts whatever is mounted below `dir` (tasks' secrets/ tmpfs, the shims'
+/// tmpfs), deepest first.
+pub fn unmount_below(dir: &std::path::Path) {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<&str> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|p| std::path::Path::new(p).starts_with(dir))
         .collect();
-    // Deepest first.
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
     }
-    std::fs::remove_dir_all(dir)
 }
 
-/// Removes an allocation's directory, unmounting its tasks' secrets/ tmpfs first.
-fn remove_alloc_dir(root: &std::path::Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        let secrets = entry.path().join("secrets");
-        if is_mount_point(&secrets) {
-            let _ = nix::mount::umount2(&secrets, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    std::fs::remove_dir_all(root)
+/// Removes a directory tree after unmounting whatever is mounted below it: an allocation's
+/// directory at GC, the dev agent's data dir at exit.
+pub fn remove_dir_with_mounts(dir: &std::path::Path) -> std::io::Result<()> {
+    unmount_below(dir);
+    std::fs::remove_dir_all(dir)
 }
 
 /// Creates `<root>/alloc/{logs,data,tmp}` and per task `<root>/<task>/{local,secrets,tmp}`.

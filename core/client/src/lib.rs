@@ -5,7 +5,7 @@
 mod alloc_runner;
 mod artifact;
 
-pub use alloc_runner::remove_dir_with_mounts;
+pub use alloc_runner::{remove_dir_with_mounts, unmount_below};
 mod conn;
 mod env;
 mod exec;

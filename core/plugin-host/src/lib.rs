@@ -201,7 +201,8 @@ pub struct PluginStatus {
     pub version: String,
     pub path: String,
     pub pid: Option<u32>,
-    /// "running", "crash-looping", "failed" or "not started".
+    /// "running", "crash-looping", "failed" or "not started" (processes); "loaded" or
+    /// "refused" (plugin_dir entries loaded in process, or refused).
     pub state: String,
     pub healthy: bool,
     pub restarts: u32,
@@ -455,7 +456,7 @@ impl PluginHost {
         }
     }
 
-    /// The state of every configured plugin.
+    /// The state of every plugin: processes, in-process modules, and refusals.
     pub async fn status(&self) -> Vec<PluginStatus> {
         let mut out = Vec::new();
         for (name, slot) in &self.slots {
@@ -486,6 +487,35 @@ impl PluginHost {
                 healthy: alive.is_some() && slot.crashes < CRASH_LOOP && slot.last_error.is_none(),
                 restarts: slot.restarts,
                 last_error: slot.last_error.clone(),
+            });
+        }
+        // Extism modules and native libraries loaded from plugin_dir, and what was refused.
+        for m in self.modules() {
+            out.push(PluginStatus {
+                name: m.name,
+                kind: m.kind,
+                transport: m.transport.as_str().into(),
+                version: m.version,
+                path: m.path.display().to_string(),
+                pid: None,
+                state: "loaded".into(),
+                healthy: true,
+                restarts: 0,
+                last_error: None,
+            });
+        }
+        for r in self.refused() {
+            out.push(PluginStatus {
+                name: r.name,
+                kind: String::new(),
+                transport: String::new(),
+                version: String::new(),
+                path: r.path.display().to_string(),
+                pid: None,
+                state: "refused".into(),
+                healthy: false,
+                restarts: 0,
+                last_error: Some(format!("refused: {}", r.reason)),
             });
         }
         out

@@ -6,9 +6,10 @@
 //! - throughput: committed writes per second on a 3-server Drover cluster and, in the same
 //!   run, on a 3-member etcd cluster, driven by the same load generator: 64 writes in flight,
 //!   each with a 100-byte value, spread over the three members (followers forward to their
-//!   leader in both systems). A Drover write is a job registration (the job carries the value
-//!   in its meta; it commits the job and its evaluation); an etcd write is a v3 `put` through
-//!   etcd's JSON gateway. etcd is skipped, with a message, when its binary is absent.
+//!   leader in both systems). The compared Drover write is a variable (`PUT /v1/var/<key>`,
+//!   one 100-byte item), the same shape as an etcd v3 `put` through etcd's JSON gateway; job
+//!   registrations (the job and its evaluation, then scheduled by the leader) are printed
+//!   too. etcd is skipped, with a message, when its binary is absent.
 //!
 //! `cargo build --release --bins && cargo bench -p drover-tests --bench cluster`
 //! Environment: BENCH_KILLS (default 7), BENCH_SECS (throughput seconds, default 10).
@@ -213,7 +214,17 @@ fn value() -> String {
     "v".repeat(100)
 }
 
-fn drover_throughput(dir: &Path, secs: u64, n: u8) -> f64 {
+/// What one Drover write is.
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    /// `PUT /v1/var/<key>` with one 100-byte item: a key-value write, etcd's `put`.
+    Variable,
+    /// `POST /v1/jobs`: the job (value in its meta) and its evaluation, which the
+    /// leader's scheduler then processes on the same cores.
+    Job,
+}
+
+fn drover_throughput(dir: &Path, secs: u64, n: u8, write: Write) -> f64 {
     let specs = specs_n(dir, 94, n);
     let servers: Vec<Agent> = specs.iter().map(start).collect();
     leader(&servers);
@@ -228,11 +239,16 @@ fn drover_throughput(dir: &Path, secs: u64, n: u8) -> f64 {
         IN_FLIGHT,
         secs,
         Arc::new(move |t, seq| {
-            let body = job(&format!("w{t}-{seq}"), &v).to_string();
-            client
-                .post(format!("{}/v1/jobs", targets[t % targets.len()]))
-                .header("Content-Type", "application/json")
-                .body(body)
+            let target = &targets[t % targets.len()];
+            let req = match write {
+                Write::Variable => client
+                    .put(format!("{target}/v1/var/w{t}-{seq}"))
+                    .body(json!({ "Items": { "v": v } }).to_string()),
+                Write::Job => client
+                    .post(format!("{target}/v1/jobs"))
+                    .body(job(&format!("w{t}-{seq}"), &v).to_string()),
+            };
+            req.header("Content-Type", "application/json")
                 .send()
                 .is_ok_and(|r| r.status().is_success())
         }),
@@ -362,15 +378,18 @@ fn main() {
     if only == "failover" {
         return;
     }
+    let run = |name: &str, n: u8, write: Write| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        drover_throughput(&d, secs, n, write)
+    };
     if std::env::var("BENCH_SINGLE").is_ok() {
-        let d1 = tmp.path().join("drover1");
-        std::fs::create_dir_all(&d1).unwrap();
-        let one = drover_throughput(&d1, secs, 1);
+        let one = run("drover1", 1, Write::Variable);
         println!("BENCH cluster_drover_1server_writes_per_s {one:.0} writes/s");
     }
-    let dt = tmp.path().join("drover");
-    std::fs::create_dir_all(&dt).unwrap();
-    let drover = drover_throughput(&dt, secs, 3);
+    let jobs = run("drover-jobs", 3, Write::Job);
+    println!("BENCH cluster_drover_job_registrations_per_s {jobs:.0} writes/s");
+    let drover = run("drover", 3, Write::Variable);
     println!("BENCH cluster_drover_writes_per_s {drover:.0} writes/s");
     let et = tmp.path().join("etcd");
     std::fs::create_dir_all(&et).unwrap();

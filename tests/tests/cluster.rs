@@ -554,6 +554,13 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
             .all(|e| e["Status"] != "pending")
             .then_some(())
     });
+    // A variable, written through a follower, travels in the snapshot too.
+    let out = servers[(leader + 1) % 3].cli(&["var", "put", "app/db", "password=s3cret"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let jobs_before = servers[leader].get("/v1/jobs").unwrap();
     let evals_before = servers[leader].get("/v1/evaluations").unwrap();
     let file = dir.join("backup.snap");
@@ -573,6 +580,11 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
     assert!(
         text.lines()
             .any(|l| l.starts_with("jobs") && l.trim_end().ends_with(" 25")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("variables") && l.trim_end().ends_with(" 1")),
         "{text}"
     );
 
@@ -622,6 +634,13 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
                 .map(|e| e["ID"].clone())
                 .collect::<Vec<_>>(),
             "evaluations on {}",
+            s.rpc_addr()
+        );
+        let var = s.get("/v1/var/app/db?stale").unwrap();
+        assert_eq!(
+            var["Items"]["password"],
+            "s3cret",
+            "variable on {}",
             s.rpc_addr()
         );
     }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 /// An HTTP API client for the CLI.
 pub struct ApiClient {
     pub(crate) base: String,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 /// Exit code for "the request was fine but the thing failed" (as Nomad uses 2 for job run
@@ -656,6 +656,166 @@ pub async fn snapshot_restore(c: &ApiClient, file: &Path) -> anyhow::Result<i32>
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let v: serde_json::Value = c.put_bytes("/v1/operator/snapshot", bytes).await?;
     println!("Snapshot restored (Raft index {})", v["Index"]);
+    Ok(0)
+}
+
+/// `?namespace=...&cas=...` for the variable commands.
+fn var_query(namespace: Option<&str>, cas: Option<u64>) -> String {
+    let mut q = Vec::new();
+    if let Some(ns) = namespace {
+        q.push(format!("namespace={}", urlencoding(ns)));
+    }
+    if let Some(c) = cas {
+        q.push(format!("cas={c}"));
+    }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The answer to a check-and-set write that lost: 409 with the current variable.
+async fn var_write(
+    c: &ApiClient,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let url = format!("{}{path}", c.base);
+    let mut req = c.http.request(method.clone(), &url);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the Drover API at {}", c.base))?;
+    if resp.status() == reqwest::StatusCode::CONFLICT {
+        let current: serde_json::Value = resp.json().await.unwrap_or_default();
+        match current["ModifyIndex"].as_u64() {
+            Some(i) if i > 0 => bail!(
+                "check-and-set conflict: the variable is at modify index {i}; nothing was written"
+            ),
+            _ => bail!("check-and-set conflict: the variable does not exist; nothing was written"),
+        }
+    }
+    let resp = c.check(resp, &format!("{method} {path}")).await?;
+    let text = resp.text().await.unwrap_or_default();
+    Ok(serde_json::from_str(&text).ok())
+}
+
+pub async fn var_put(
+    c: &ApiClient,
+    path: &str,
+    items: &[String],
+    namespace: Option<&str>,
+    cas: Option<u64>,
+) -> anyhow::Result<i32> {
+    let mut map = serde_json::Map::new();
+    for i in items {
+        let (k, v) = i
+            .split_once('=')
+            .with_context(|| format!("item {i:?} is not KEY=VALUE"))?;
+        map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    if map.is_empty() {
+        bail!("give at least one item as KEY=VALUE");
+    }
+    let body = serde_json::json!({ "Path": path, "Items": map });
+    let url = format!("/v1/var/{}{}", urlencoding(path), var_query(namespace, cas));
+    let v = var_write(c, reqwest::Method::PUT, &url, Some(&body))
+        .await?
+        .unwrap_or_default();
+    println!(
+        "Wrote variable \"{path}\" (modify index {})",
+        v["ModifyIndex"]
+    );
+    Ok(0)
+}
+
+pub async fn var_get(
+    c: &ApiClient,
+    path: &str,
+    namespace: Option<&str>,
+    item: Option<&str>,
+) -> anyhow::Result<i32> {
+    let url = format!(
+        "/v1/var/{}{}",
+        urlencoding(path),
+        var_query(namespace, None)
+    );
+    let v: serde_json::Value = c.get(&url).await?;
+    let items = v["Items"].as_object().cloned().unwrap_or_default();
+    match item {
+        Some(k) => match items.get(k).and_then(|v| v.as_str()) {
+            Some(value) => println!("{value}"),
+            None => bail!("variable {path:?} has no item {k:?}"),
+        },
+        None => {
+            let mut rows = vec![
+                vec![
+                    "Namespace".into(),
+                    v["Namespace"].as_str().unwrap_or("").into(),
+                ],
+                vec!["Path".into(), path.into()],
+                vec!["Modify Index".into(), v["ModifyIndex"].to_string()],
+            ];
+            for (k, val) in items {
+                rows.push(vec![k, val.as_str().unwrap_or("").into()]);
+            }
+            print!("{}", table(rows));
+        }
+    }
+    Ok(0)
+}
+
+pub async fn var_list(c: &ApiClient, prefix: &str, namespace: Option<&str>) -> anyhow::Result<i32> {
+    let mut url = format!("/v1/vars?prefix={}", urlencoding(prefix));
+    if let Some(ns) = namespace {
+        url.push_str(&format!("&namespace={}", urlencoding(ns)));
+    }
+    let vars: Vec<serde_json::Value> = c.get(&url).await?;
+    if vars.is_empty() {
+        println!("No matching variables found");
+        return Ok(0);
+    }
+    let mut rows = vec![vec![
+        "Namespace".to_string(),
+        "Path".into(),
+        "Modify Index".into(),
+    ]];
+    for v in vars {
+        rows.push(vec![
+            v["Namespace"].as_str().unwrap_or("").into(),
+            v["Path"].as_str().unwrap_or("").into(),
+            v["ModifyIndex"].to_string(),
+        ]);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+pub async fn var_purge(
+    c: &ApiClient,
+    path: &str,
+    namespace: Option<&str>,
+    cas: Option<u64>,
+) -> anyhow::Result<i32> {
+    let url = format!("/v1/var/{}{}", urlencoding(path), var_query(namespace, cas));
+    var_write(c, reqwest::Method::DELETE, &url, None).await?;
+    println!("Deleted variable \"{path}\"");
     Ok(0)
 }
 

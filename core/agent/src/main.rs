@@ -50,6 +50,9 @@ enum Cmd {
     /// Operator commands.
     #[command(subcommand)]
     Operator(OperatorCmd),
+    /// Variables: items stored at a path, replicated with the rest of the cluster state.
+    #[command(subcommand)]
+    Var(VarCmd),
     /// Plugin commands.
     #[command(subcommand)]
     Plugin(plugins::PluginCmd),
@@ -273,6 +276,42 @@ enum ServerCmd {
 }
 
 #[derive(Subcommand)]
+enum VarCmd {
+    /// Creates or replaces the variable at PATH with the items KEY=VALUE.
+    Put {
+        path: String,
+        items: Vec<String>,
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Write only if the variable's modify index is this (0: only if it does not exist).
+        #[arg(long = "check-index")]
+        check_index: Option<u64>,
+    },
+    /// Prints a variable's items (or one item's value).
+    Get {
+        path: String,
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        item: Option<String>,
+    },
+    /// Lists the variables whose path starts with PREFIX.
+    List {
+        prefix: Option<String>,
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Deletes the variable at PATH.
+    Purge {
+        path: String,
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long = "check-index")]
+        check_index: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum OperatorCmd {
     #[command(subcommand)]
     Raft(RaftCmd),
@@ -283,7 +322,8 @@ enum OperatorCmd {
 
 #[derive(Subcommand)]
 enum SnapshotCmd {
-    /// Writes the whole cluster state (jobs, allocations, evaluations, nodes) to FILE.
+    /// Writes the whole cluster state (jobs, allocations, evaluations, nodes, variables) to
+    /// FILE.
     Save {
         file: PathBuf,
         /// Read from the contacted server without checking with the leader.
@@ -513,6 +553,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Inspect { file })) => {
                 cli::snapshot_inspect(&file)
             }
+            Cmd::Var(VarCmd::Put {
+                path,
+                items,
+                namespace,
+                check_index,
+            }) => cli::var_put(&api, &path, &items, namespace.as_deref(), check_index).await,
+            Cmd::Var(VarCmd::Get {
+                path,
+                namespace,
+                item,
+            }) => cli::var_get(&api, &path, namespace.as_deref(), item.as_deref()).await,
+            Cmd::Var(VarCmd::List { prefix, namespace }) => {
+                cli::var_list(&api, prefix.as_deref().unwrap_or(""), namespace.as_deref()).await
+            }
+            Cmd::Var(VarCmd::Purge {
+                path,
+                namespace,
+                check_index,
+            }) => cli::var_purge(&api, &path, namespace.as_deref(), check_index).await,
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)

@@ -6,6 +6,7 @@ mod exec;
 mod logs;
 pub mod operator;
 mod plugins;
+mod variables;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,6 +48,14 @@ pub fn router(state: ApiState) -> Router {
             get(list_jobs).put(register_job).post(register_job),
         )
         .route("/v1/jobs/parse", post(parse_job).put(parse_job))
+        .route("/v1/vars", get(variables::list))
+        .route(
+            "/v1/var/{*path}",
+            get(variables::read)
+                .put(variables::put)
+                .post(variables::put)
+                .delete(variables::delete),
+        )
         .route(
             "/v1/job/{id}",
             get(read_job)
@@ -140,7 +149,7 @@ async fn client_requests_to_leader(
 }
 
 /// An API error: a status code and a plain-text message (as Nomad answers).
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl ApiError {
     fn bad_request(m: impl Into<String>) -> Self {

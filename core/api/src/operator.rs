@@ -49,7 +49,14 @@ pub async fn snapshot_save(
     let state = serde_json::to_value(&snap)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut tables = BTreeMap::new();
-    for t in ["jobs", "job_versions", "allocs", "evals", "nodes"] {
+    for t in [
+        "jobs",
+        "job_versions",
+        "allocs",
+        "evals",
+        "nodes",
+        "variables",
+    ] {
         tables.insert(
             t.to_string(),
             state

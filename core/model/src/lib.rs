@@ -1,5 +1,5 @@
-//! Drover's domain model: jobs, task groups, tasks, allocations, evaluations, nodes and
-//! deployments.
+//! Drover's domain model: jobs, task groups, tasks, allocations, evaluations, nodes,
+//! deployments and variables.
 //!
 //! These are the types the state store, the scheduler and the client work with. Their serde
 //! form is Nomad's JSON (PascalCase names, durations as integer nanoseconds, task times as
@@ -13,12 +13,14 @@ mod eval;
 mod job;
 mod node;
 pub mod serde_fmt;
+mod variable;
 
 pub use alloc::*;
 pub use deployment::*;
 pub use eval::*;
 pub use job::*;
 pub use node::*;
+pub use variable::*;
 
 /// A Raft log index: every object records the index that created and last modified it.
 pub type Index = u64;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use drover_model::Evaluation;
+use drover_model::{EvalStatus, Evaluation};
 use drover_state::StateSnapshot;
 use tokio::sync::Notify;
 
@@ -27,14 +27,20 @@ struct State {
 impl Broker {
     /// Adds every pending evaluation of the snapshot the broker does not know yet.
     pub fn enqueue_pending(&self, snap: &StateSnapshot) {
+        self.enqueue_all(snap.pending_evals());
+    }
+
+    /// Adds the evaluations that are pending and due, unless the broker knows them already.
+    pub fn enqueue_all<'a>(&self, evals: impl IntoIterator<Item = &'a Evaluation>) {
         let mut st = self.state.lock().expect("broker lock");
         let mut added = false;
         let now = crate::now_nanos();
-        for e in snap.pending_evals() {
-            if e.wait_until > now {
-                continue; // delayed: the feeder's periodic rescan delivers it when due
+        for e in evals {
+            if e.status != EvalStatus::Pending || e.wait_until > now {
+                continue; // a delayed one comes with the feeder's periodic rescan when due
             }
-            if st.known.insert(e.id.clone()) {
+            if !st.known.contains(&e.id) {
+                st.known.insert(e.id.clone());
                 st.queue.insert(
                     (-(e.priority as i64), e.create_index, e.id.clone()),
                     e.clone(),

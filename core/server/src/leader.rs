@@ -44,29 +44,7 @@ pub async fn watch_leadership(server: Server) {
 
 fn start_duties(server: &Server) -> Vec<JoinHandle<()>> {
     let broker = Arc::new(Broker::default());
-    let feeder = {
-        let (server, broker) = (server.clone(), broker.clone());
-        tokio::spawn(async move {
-            let mut changed = server.store().subscribe();
-            let mut seen = u64::MAX;
-            loop {
-                // Scan when evaluations changed, and at least every second: a nacked or
-                // delayed evaluation is delivered even when nothing else changes.
-                let snap = server.store().snapshot();
-                let evals_index = snap.table_index(drover_state::Table::Evals);
-                if evals_index != seen {
-                    broker.enqueue_pending(&snap);
-                    seen = evals_index;
-                }
-                let wait = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
-                match wait {
-                    Ok(Err(_)) => break,
-                    Err(_) => seen = u64::MAX,
-                    Ok(Ok(())) => {}
-                }
-            }
-        })
-    };
+    let feeder = tokio::spawn(feed(server.clone(), broker.clone()));
     let mut duties = vec![feeder];
     for _ in 0..server.config().workers.max(1) {
         duties.push(tokio::spawn(crate::worker::run(
@@ -83,6 +61,33 @@ fn start_duties(server: &Server) -> Vec<JoinHandle<()>> {
         )));
     }
     duties
+}
+
+/// Feeds the broker: every evaluation committed as pending, from the state's event stream,
+/// and a rescan of the pending ones every second (so a nacked or delayed evaluation is
+/// delivered even when nothing else changes) or when the stream lagged.
+async fn feed(server: Server, broker: Arc<Broker>) {
+    use drover_state::Payload;
+    use tokio::sync::broadcast::error::RecvError;
+    let store = server.store().clone();
+    // Subscribed before the first scan, so nothing committed in between is missed.
+    let (_, mut events) = store.subscribe_events(store.index());
+    let mut rescan = tokio::time::interval(Duration::from_secs(1));
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(e) => {
+                    if let Payload::Evaluation(eval) = &e.payload {
+                        broker.enqueue_all([&**eval]);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => broker.enqueue_pending(&store.snapshot()),
+                Err(RecvError::Closed) => return,
+            },
+            _ = rescan.tick() => broker.enqueue_pending(&store.snapshot()),
+        }
+    }
 }
 
 /// Reacts to capacity changes: a node that becomes ready gets evaluations for the system

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drover_model::{Evaluation, Job, format_uuid};
+use drover_model::{Evaluation, Job, Variable, format_uuid};
 use drover_raft::{RaftNode, WriteError};
 use drover_state::{Command, StateStore};
 
@@ -63,6 +63,15 @@ pub enum ServerError {
     NodeNotConnected(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What a variable write did.
+#[derive(Debug)]
+pub enum VarWrite {
+    /// Written (the stored variable) or deleted (None).
+    Done(Option<Arc<Variable>>),
+    /// The check-and-set index did not match: the current variable, if there is one.
+    Conflict(Option<Arc<Variable>>),
 }
 
 /// What `job plan` computed.
@@ -215,6 +224,49 @@ impl Server {
         };
         let resp = self.inner.raft.write(Command::PlanApply(result)).await?;
         Ok((eval_id, resp.index))
+    }
+
+    /// Creates or replaces a variable; with `cas`, only at that modify index (0: only if
+    /// absent).
+    pub async fn put_variable(
+        &self,
+        var: Variable,
+        cas: Option<u64>,
+    ) -> Result<VarWrite, ServerError> {
+        var.validate().map_err(ServerError::Invalid)?;
+        let resp = self
+            .inner
+            .raft
+            .write(Command::VarUpsert { var, cas })
+            .await?;
+        Ok(if resp.conflict {
+            VarWrite::Conflict(resp.variable)
+        } else {
+            VarWrite::Done(resp.variable)
+        })
+    }
+
+    /// Deletes a variable; with `cas`, only at that modify index.
+    pub async fn delete_variable(
+        &self,
+        namespace: &str,
+        path: &str,
+        cas: Option<u64>,
+    ) -> Result<VarWrite, ServerError> {
+        let resp = self
+            .inner
+            .raft
+            .write(Command::VarDelete {
+                namespace: namespace.into(),
+                path: path.into(),
+                cas,
+            })
+            .await?;
+        Ok(if resp.conflict {
+            VarWrite::Conflict(resp.variable)
+        } else {
+            VarWrite::Done(None)
+        })
     }
 
     /// Stops (or purges) a job and creates the evaluation that stops its allocations.

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use drover_model::{
     AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus,
-    UnixNanos,
+    UnixNanos, Variable,
 };
 
 /// One Raft log entry's payload: a command stamped with the leader's clock, so every server
@@ -48,6 +48,18 @@ pub enum Command {
     EvalUpsert {
         evals: Vec<Evaluation>,
     },
+    /// Create or replace a variable. With `cas`, only if its modify index is `cas` (0: only
+    /// if it does not exist); otherwise the response reports a conflict and nothing changes.
+    VarUpsert {
+        var: Variable,
+        cas: Option<Index>,
+    },
+    /// Delete a variable (with `cas`, only at that modify index).
+    VarDelete {
+        namespace: String,
+        path: String,
+        cas: Option<Index>,
+    },
     /// Commands written concurrently, committed as one entry (one fsync) and applied in order.
     Batch(Vec<Command>),
     /// Replaces the whole state with a backup (`operator snapshot restore`): the serialized
@@ -67,6 +79,8 @@ impl Command {
             Command::AllocClientUpdate { .. } => "AllocClientUpdate",
             Command::PlanApply(_) => "PlanApply",
             Command::EvalUpsert { .. } => "EvalUpsert",
+            Command::VarUpsert { .. } => "VarUpsert",
+            Command::VarDelete { .. } => "VarDelete",
             Command::Batch(_) => "Batch",
             Command::Restore { .. } => "Restore",
         }
@@ -103,4 +117,10 @@ pub struct Response {
     pub job_version: Option<u64>,
     /// For a Batch: each command's answer, in order.
     pub batch: Vec<Response>,
+    /// VarUpsert/VarDelete: the check-and-set index did not match; nothing changed.
+    #[serde(default)]
+    pub conflict: bool,
+    /// VarUpsert: the variable as stored; on a conflict, the current one (if any).
+    #[serde(default)]
+    pub variable: Option<std::sync::Arc<Variable>>,
 }

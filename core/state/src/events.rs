@@ -3,6 +3,7 @@
 //! resume from an index.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use drover_model::{Allocation, Evaluation, Index, Job, Node};
 use serde::Serialize;
@@ -39,10 +40,10 @@ impl Topic {
 /// The object an event carries, as it is after the change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
-    Job(Box<Job>),
-    Allocation(Box<Allocation>),
-    Evaluation(Box<Evaluation>),
-    Node(Box<Node>),
+    Job(Arc<Job>),
+    Allocation(Arc<Allocation>),
+    Evaluation(Arc<Evaluation>),
+    Node(Arc<Node>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,44 +58,44 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn job(index: Index, kind: &'static str, j: &Job) -> Event {
+    pub fn job(index: Index, kind: &'static str, j: &Arc<Job>) -> Event {
         Event {
             index,
             topic: Topic::Job,
             kind,
             key: j.id.clone(),
             namespace: j.namespace.clone(),
-            payload: Payload::Job(Box::new(j.clone())),
+            payload: Payload::Job(j.clone()),
         }
     }
-    pub fn alloc(index: Index, kind: &'static str, a: &Allocation) -> Event {
+    pub fn alloc(index: Index, kind: &'static str, a: &Arc<Allocation>) -> Event {
         Event {
             index,
             topic: Topic::Allocation,
             kind,
             key: a.id.clone(),
             namespace: a.namespace.clone(),
-            payload: Payload::Allocation(Box::new(a.clone())),
+            payload: Payload::Allocation(a.clone()),
         }
     }
-    pub fn eval(index: Index, e: &Evaluation) -> Event {
+    pub fn eval(index: Index, e: &Arc<Evaluation>) -> Event {
         Event {
             index,
             topic: Topic::Evaluation,
             kind: "EvaluationUpdated",
             key: e.id.clone(),
             namespace: e.namespace.clone(),
-            payload: Payload::Evaluation(Box::new(e.clone())),
+            payload: Payload::Evaluation(e.clone()),
         }
     }
-    pub fn node(index: Index, kind: &'static str, n: &Node) -> Event {
+    pub fn node(index: Index, kind: &'static str, n: &Arc<Node>) -> Event {
         Event {
             index,
             topic: Topic::Node,
             kind,
             key: n.id.clone(),
             namespace: String::new(),
-            payload: Payload::Node(Box::new(n.clone())),
+            payload: Payload::Node(n.clone()),
         }
     }
 }

@@ -1,9 +1,10 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use im::OrdMap;
 use serde::{Deserialize, Serialize};
 
-use drover_model::{Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node};
+use drover_model::{Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node, Variable};
 
 /// The tables whose modify indexes are tracked for blocking queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -12,6 +13,7 @@ pub enum Table {
     Allocs,
     Evals,
     Nodes,
+    Variables,
 }
 
 impl Table {
@@ -21,6 +23,7 @@ impl Table {
             "allocs" => Table::Allocs,
             "evals" => Table::Evals,
             "nodes" => Table::Nodes,
+            "variables" => Table::Variables,
             _ => return None,
         })
     }
@@ -28,21 +31,34 @@ impl Table {
 
 type JobKey = (String, String);
 
+/// (negated priority, create index, id): highest priority first, then oldest.
+pub(crate) type PendingKey = (i64, Index, String);
+
+pub(crate) fn pending_key(e: &Evaluation) -> PendingKey {
+    (-(e.priority as i64), e.create_index, e.id.clone())
+}
+
 /// An immutable view of the whole state at one index. Cloning it is O(1).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(into = "SnapshotData", from = "SnapshotData")]
 pub struct StateSnapshot {
     pub(crate) index: Index,
     pub(crate) table_index: BTreeMap<Table, Index>,
-    pub(crate) jobs: OrdMap<JobKey, Job>,
-    pub(crate) job_versions: OrdMap<(String, String, u64), Job>,
-    pub(crate) allocs: OrdMap<String, Allocation>,
-    pub(crate) evals: OrdMap<String, Evaluation>,
-    pub(crate) nodes: OrdMap<String, Node>,
+    // Rows are shared (`Arc`): a write copies the B-tree nodes on its path, and a node then
+    // holds 64 pointers instead of 64 whole rows (a job is kilobytes deep).
+    pub(crate) jobs: OrdMap<JobKey, Arc<Job>>,
+    pub(crate) job_versions: OrdMap<(String, String, u64), Arc<Job>>,
+    pub(crate) allocs: OrdMap<String, Arc<Allocation>>,
+    pub(crate) evals: OrdMap<String, Arc<Evaluation>>,
+    pub(crate) nodes: OrdMap<String, Arc<Node>>,
+    /// (namespace, path) -> variable.
+    pub(crate) vars: OrdMap<(String, String), Arc<Variable>>,
     // Secondary indexes, rebuilt on restore.
     pub(crate) allocs_by_node: OrdMap<(String, String), ()>,
     pub(crate) allocs_by_job: OrdMap<(String, String, String), ()>,
     pub(crate) evals_by_job: OrdMap<(String, String, String), ()>,
+    /// Pending evaluations in the order the broker serves them.
+    pub(crate) evals_pending: OrdMap<PendingKey, ()>,
 }
 
 /// The serialized form of a state: its tables as lists (the keys are derived).
@@ -50,11 +66,13 @@ pub struct StateSnapshot {
 struct SnapshotData {
     index: Index,
     table_index: BTreeMap<Table, Index>,
-    jobs: Vec<Job>,
-    job_versions: Vec<Job>,
-    allocs: Vec<Allocation>,
-    evals: Vec<Evaluation>,
-    nodes: Vec<Node>,
+    jobs: Vec<Arc<Job>>,
+    job_versions: Vec<Arc<Job>>,
+    allocs: Vec<Arc<Allocation>>,
+    evals: Vec<Arc<Evaluation>>,
+    nodes: Vec<Arc<Node>>,
+    #[serde(default)]
+    variables: Vec<Arc<Variable>>,
 }
 
 impl From<StateSnapshot> for SnapshotData {
@@ -67,6 +85,7 @@ impl From<StateSnapshot> for SnapshotData {
             allocs: s.allocs.values().cloned().collect(),
             evals: s.evals.values().cloned().collect(),
             nodes: s.nodes.values().cloned().collect(),
+            variables: s.vars.values().cloned().collect(),
         }
     }
 }
@@ -89,6 +108,11 @@ impl From<SnapshotData> for StateSnapshot {
             allocs: d.allocs.into_iter().map(|a| (a.id.clone(), a)).collect(),
             evals: d.evals.into_iter().map(|e| (e.id.clone(), e)).collect(),
             nodes: d.nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            vars: d
+                .variables
+                .into_iter()
+                .map(|v| ((v.namespace.clone(), v.path.clone()), v))
+                .collect(),
             ..Default::default()
         };
         s.rebuild_indexes();
@@ -107,33 +131,40 @@ impl StateSnapshot {
     }
 
     pub fn job(&self, namespace: &str, id: &str) -> Option<&Job> {
-        self.jobs.get(&(namespace.to_string(), id.to_string()))
+        self.jobs
+            .get(&(namespace.to_string(), id.to_string()))
+            .map(Arc::as_ref)
     }
 
     pub fn job_version(&self, namespace: &str, id: &str, version: u64) -> Option<&Job> {
         self.job_versions
             .get(&(namespace.to_string(), id.to_string(), version))
+            .map(Arc::as_ref)
     }
 
     /// Every stored version of a job, newest first.
     pub fn job_versions(&self, namespace: &str, id: &str) -> Vec<&Job> {
         let lo = (namespace.to_string(), id.to_string(), 0);
         let hi = (namespace.to_string(), id.to_string(), u64::MAX);
-        let mut v: Vec<&Job> = self.job_versions.range(lo..=hi).map(|(_, j)| j).collect();
+        let mut v: Vec<&Job> = self
+            .job_versions
+            .range(lo..=hi)
+            .map(|(_, j)| &**j)
+            .collect();
         v.reverse();
         v
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
-        self.jobs.values()
+        self.jobs.values().map(Arc::as_ref)
     }
 
     pub fn alloc(&self, id: &str) -> Option<&Allocation> {
-        self.allocs.get(id)
+        self.allocs.get(id).map(Arc::as_ref)
     }
 
     pub fn allocs(&self) -> impl Iterator<Item = &Allocation> {
-        self.allocs.values()
+        self.allocs.values().map(Arc::as_ref)
     }
 
     pub fn allocs_by_node(&self, node_id: &str) -> impl Iterator<Item = &Allocation> {
@@ -141,7 +172,7 @@ impl StateSnapshot {
         self.allocs_by_node
             .range(lo..)
             .take_while(move |((n, _), _)| n == node_id)
-            .filter_map(|((_, a), _)| self.allocs.get(a))
+            .filter_map(|((_, a), _)| self.alloc(a))
     }
 
     pub fn allocs_by_job(
@@ -153,15 +184,15 @@ impl StateSnapshot {
         self.allocs_by_job
             .range(lo..)
             .take_while(move |((ns, j, _), _)| ns == namespace && j == job_id)
-            .filter_map(|((_, _, a), _)| self.allocs.get(a))
+            .filter_map(|((_, _, a), _)| self.alloc(a))
     }
 
     pub fn eval(&self, id: &str) -> Option<&Evaluation> {
-        self.evals.get(id)
+        self.evals.get(id).map(Arc::as_ref)
     }
 
     pub fn evals(&self) -> impl Iterator<Item = &Evaluation> {
-        self.evals.values()
+        self.evals.values().map(Arc::as_ref)
     }
 
     pub fn evals_by_job(&self, namespace: &str, job_id: &str) -> impl Iterator<Item = &Evaluation> {
@@ -169,15 +200,26 @@ impl StateSnapshot {
         self.evals_by_job
             .range(lo..)
             .take_while(move |((ns, j, _), _)| ns == namespace && j == job_id)
-            .filter_map(|((_, _, e), _)| self.evals.get(e))
+            .filter_map(|((_, _, e), _)| self.eval(e))
     }
 
     pub fn node(&self, id: &str) -> Option<&Node> {
-        self.nodes.get(id)
+        self.nodes.get(id).map(Arc::as_ref)
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values()
+        self.nodes.values().map(Arc::as_ref)
+    }
+
+    pub fn variable(&self, namespace: &str, path: &str) -> Option<&Variable> {
+        self.vars
+            .get(&(namespace.to_string(), path.to_string()))
+            .map(Arc::as_ref)
+    }
+
+    /// Every variable, by namespace and path.
+    pub fn variables(&self) -> impl Iterator<Item = &Variable> {
+        self.vars.values().map(Arc::as_ref)
     }
 
     /// A job's status as Nomad derives it: running while any allocation is, pending while
@@ -223,6 +265,12 @@ impl StateSnapshot {
             .evals
             .values()
             .map(|e| ((e.namespace.clone(), e.job_id.clone(), e.id.clone()), ()))
+            .collect();
+        self.evals_pending = self
+            .evals
+            .values()
+            .filter(|e| e.status == EvalStatus::Pending)
+            .map(|e| (pending_key(e), ()))
             .collect();
     }
 

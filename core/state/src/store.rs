@@ -132,6 +132,9 @@ fn upsert_eval(
         Some(old) => {
             eval.create_index = old.create_index;
             eval.create_time = old.create_time;
+            if old.status == EvalStatus::Pending {
+                s.evals_pending.remove(&crate::snapshot::pending_key(old));
+            }
         }
         None => {
             eval.create_index = index;
@@ -144,6 +147,11 @@ fn upsert_eval(
         (eval.namespace.clone(), eval.job_id.clone(), eval.id.clone()),
         (),
     );
+    if eval.status == EvalStatus::Pending {
+        s.evals_pending
+            .insert(crate::snapshot::pending_key(&eval), ());
+    }
+    let eval = Arc::new(eval);
     events.push(Event::eval(index, &eval));
     s.evals.insert(eval.id.clone(), eval);
     touch(s, Table::Evals, index);
@@ -181,6 +189,7 @@ fn upsert_alloc(
         ),
         (),
     );
+    let alloc = Arc::new(alloc);
     events.push(Event::alloc(index, "PlanResult", &alloc));
     s.allocs.insert(alloc.id.clone(), alloc);
     touch(s, Table::Allocs, index);
@@ -192,10 +201,10 @@ fn refresh_job_status(s: &mut StateSnapshot, index: Index, jobs: &[(String, Stri
         let Some(job) = s.jobs.get(key) else { continue };
         let status = s.derive_job_status(job);
         if status != job.status {
-            let mut job = job.clone();
+            let mut job = (**job).clone();
             job.status = status;
             job.modify_index = index;
-            s.jobs.insert(key.clone(), job);
+            s.jobs.insert(key.clone(), Arc::new(job));
             touch(s, Table::Jobs, index);
         }
     }
@@ -221,7 +230,13 @@ fn apply_command(
         Command::Restore { state } => match StateSnapshot::from_value(state.clone()) {
             Ok(mut restored) => {
                 // Every table changes at this index, so blocking queries wake.
-                for t in [Table::Jobs, Table::Allocs, Table::Evals, Table::Nodes] {
+                for t in [
+                    Table::Jobs,
+                    Table::Allocs,
+                    Table::Evals,
+                    Table::Nodes,
+                    Table::Variables,
+                ] {
                     restored.table_index.insert(t, index);
                 }
                 restored.index = index;
@@ -262,6 +277,7 @@ fn apply_command(
             job.modify_index = index;
             job.status = JobStatus::Pending;
             resp.job_version = Some(job.version);
+            let job = Arc::new(job);
             s.job_versions.insert(
                 (job.namespace.clone(), job.id.clone(), job.version),
                 job.clone(),
@@ -302,9 +318,10 @@ fn apply_command(
                     s.job_versions.remove(&v);
                 }
             } else {
-                let mut job = job;
+                let mut job = (*job).clone();
                 job.stop = true;
                 job.modify_index = index;
+                let job = Arc::new(job);
                 events.push(Event::job(index, "JobDeregistered", &job));
                 s.jobs.insert(key.clone(), job);
             }
@@ -322,6 +339,7 @@ fn apply_command(
             }
             node.modify_index = index;
             node.status_updated_at = time;
+            let node = Arc::new(node);
             events.push(Event::node(index, "NodeRegistration", &node));
             s.nodes.insert(node.id.clone(), node);
             touch(s, Table::Nodes, index);
@@ -332,7 +350,7 @@ fn apply_command(
             description,
             evals,
         } => {
-            let Some(node) = s.nodes.get(node_id).cloned() else {
+            let Some(node) = s.nodes.get(node_id).map(|n| (**n).clone()) else {
                 resp.error = Some(format!("node {node_id} not found"));
                 return resp;
             };
@@ -341,6 +359,7 @@ fn apply_command(
             node.status_description = description.clone();
             node.status_updated_at = time;
             node.modify_index = index;
+            let node = Arc::new(node);
             events.push(Event::node(index, "NodeEvent", &node));
             s.nodes.insert(node_id.clone(), node);
             touch(s, Table::Nodes, index);
@@ -361,7 +380,7 @@ fn apply_command(
                 if old.client_status == ClientStatus::Lost {
                     continue;
                 }
-                let mut a = old.clone();
+                let mut a = (**old).clone();
                 a.client_status = u.client_status;
                 a.client_description = u.client_description.clone();
                 a.task_states = u.task_states.clone();
@@ -369,6 +388,7 @@ fn apply_command(
                 a.modify_index = index;
                 a.modify_time = time;
                 touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
+                let a = Arc::new(a);
                 events.push(Event::alloc(index, "AllocationUpdated", &a));
                 s.allocs.insert(a.id.clone(), a);
                 touch(s, Table::Allocs, index);
@@ -383,7 +403,7 @@ fn apply_command(
                 let Some(old) = s.allocs.get(&stop.alloc_id) else {
                     continue;
                 };
-                let mut a = old.clone();
+                let mut a = (**old).clone();
                 a.desired_status = DesiredStatus::Stop;
                 a.desired_description = stop.description.clone();
                 if let Some(cs) = stop.client_status {
@@ -398,6 +418,7 @@ fn apply_command(
                 a.alloc_modify_index = index;
                 a.modify_time = time;
                 touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
+                let a = Arc::new(a);
                 events.push(Event::alloc(index, "PlanResult", &a));
                 s.allocs.insert(a.id.clone(), a);
                 touch(s, Table::Allocs, index);
@@ -405,13 +426,13 @@ fn apply_command(
             for a in &plan.allocs {
                 // The allocation this one replaces learns its successor.
                 if !a.previous_allocation.is_empty()
-                    && let Some(prev) = s.allocs.get(&a.previous_allocation).cloned()
+                    && let Some(prev) = s.allocs.get(&a.previous_allocation)
                     && prev.next_allocation.is_empty()
                 {
-                    let mut prev = prev;
+                    let mut prev = (**prev).clone();
                     prev.next_allocation = a.id.clone();
                     prev.modify_index = index;
-                    s.allocs.insert(prev.id.clone(), prev);
+                    s.allocs.insert(prev.id.clone(), Arc::new(prev));
                 }
                 touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
                 upsert_alloc(s, index, time, a.clone(), events);
@@ -419,6 +440,52 @@ fn apply_command(
             for e in plan.eval.iter().chain(plan.new_evals.iter()) {
                 touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
                 upsert_eval(s, index, time, e.clone(), events);
+            }
+        }
+        Command::VarUpsert { var, cas } => {
+            let key = (var.namespace.clone(), var.path.clone());
+            let current = s.vars.get(&key).cloned();
+            if let Some(cas) = cas
+                && current.as_ref().map_or(0, |v| v.modify_index) != *cas
+            {
+                resp.conflict = true;
+                resp.variable = current;
+                return resp;
+            }
+            let mut var = var.clone();
+            match &current {
+                Some(old) => {
+                    var.create_index = old.create_index;
+                    var.create_time = old.create_time;
+                }
+                None => {
+                    var.create_index = index;
+                    var.create_time = time;
+                }
+            }
+            var.modify_index = index;
+            var.modify_time = time;
+            let var = Arc::new(var);
+            s.vars.insert(key, var.clone());
+            resp.variable = Some(var);
+            touch(s, Table::Variables, index);
+        }
+        Command::VarDelete {
+            namespace,
+            path,
+            cas,
+        } => {
+            let key = (namespace.clone(), path.clone());
+            let current = s.vars.get(&key).cloned();
+            if let Some(cas) = cas
+                && current.as_ref().map_or(0, |v| v.modify_index) != *cas
+            {
+                resp.conflict = true;
+                resp.variable = current;
+                return resp;
+            }
+            if s.vars.remove(&key).is_some() {
+                touch(s, Table::Variables, index);
             }
         }
         Command::EvalUpsert { evals } => {
@@ -435,20 +502,16 @@ fn apply_command(
 }
 
 impl StateSnapshot {
-    /// Evaluations waiting for a scheduler, oldest first.
-    pub fn pending_evals(&self) -> Vec<&Evaluation> {
-        let mut v: Vec<&Evaluation> = self
-            .evals
-            .values()
-            .filter(|e| e.status == EvalStatus::Pending)
-            .collect();
-        v.sort_by_key(|e| (std::cmp::Reverse(e.priority), e.create_index, e.id.clone()));
-        v
+    /// Evaluations waiting for a scheduler: highest priority first, then oldest.
+    pub fn pending_evals(&self) -> impl Iterator<Item = &Evaluation> {
+        self.evals_pending
+            .keys()
+            .filter_map(|(_, _, id)| self.eval(id))
     }
 
     /// Nodes that are down: their allocations need replacing.
     pub fn down_nodes(&self) -> impl Iterator<Item = &drover_model::Node> {
-        self.nodes.values().filter(|n| n.status == NodeStatus::Down)
+        self.nodes().filter(|n| n.status == NodeStatus::Down)
     }
 }
 
@@ -524,5 +587,107 @@ mod tests {
         let back = StateSnapshot::from_bytes(&bytes).unwrap();
         assert_eq!(back.index(), 1);
         assert!(back.job("default", "web").is_some());
+    }
+
+    fn var(path: &str, value: &str) -> drover_model::Variable {
+        drover_model::Variable {
+            namespace: "default".into(),
+            path: path.into(),
+            items: [("k".to_string(), value.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    fn write(store: &StateStore, index: Index, command: Command) -> Response {
+        store.apply(index, &Entry { time: 7, command })
+    }
+
+    #[test]
+    fn variables_check_and_set() {
+        let store = StateStore::new();
+        // cas 0: only when absent.
+        let r = write(
+            &store,
+            1,
+            Command::VarUpsert {
+                var: var("a/b", "1"),
+                cas: Some(0),
+            },
+        );
+        assert!(!r.conflict);
+        assert_eq!(r.variable.as_ref().unwrap().modify_index, 1);
+        let r = write(
+            &store,
+            2,
+            Command::VarUpsert {
+                var: var("a/b", "2"),
+                cas: Some(0),
+            },
+        );
+        assert!(r.conflict, "a second create with cas=0 conflicts");
+        assert_eq!(r.variable.as_ref().unwrap().items["k"], "1");
+        // The right index wins; the stale one conflicts and changes nothing.
+        let r = write(
+            &store,
+            3,
+            Command::VarUpsert {
+                var: var("a/b", "3"),
+                cas: Some(1),
+            },
+        );
+        assert!(!r.conflict);
+        let r = write(
+            &store,
+            4,
+            Command::VarUpsert {
+                var: var("a/b", "4"),
+                cas: Some(1),
+            },
+        );
+        assert!(r.conflict);
+        let snap = store.snapshot();
+        let v = snap.variable("default", "a/b").unwrap();
+        assert_eq!(
+            (v.items["k"].as_str(), v.create_index, v.modify_index),
+            ("3", 1, 3)
+        );
+        assert_eq!(snap.table_index(Table::Variables), 3);
+        // Delete with a stale index conflicts; without cas it goes.
+        let r = write(
+            &store,
+            5,
+            Command::VarDelete {
+                namespace: "default".into(),
+                path: "a/b".into(),
+                cas: Some(1),
+            },
+        );
+        assert!(r.conflict);
+        write(
+            &store,
+            6,
+            Command::VarDelete {
+                namespace: "default".into(),
+                path: "a/b".into(),
+                cas: None,
+            },
+        );
+        assert!(store.snapshot().variable("default", "a/b").is_none());
+    }
+
+    #[test]
+    fn variables_survive_a_snapshot_round_trip() {
+        let store = StateStore::new();
+        write(
+            &store,
+            1,
+            Command::VarUpsert {
+                var: var("x", "secret"),
+                cas: None,
+            },
+        );
+        let bytes = store.snapshot().to_bytes();
+        let back = StateSnapshot::from_bytes(&bytes).unwrap();
+        assert_eq!(back.variable("default", "x").unwrap().items["k"], "secret");
     }
 }

@@ -60,6 +60,22 @@
 //! ```
 //!
 //! (tests/go/host in the repository does, against go-plugin 1.0.1.)
+//!
+//! # Shipping a plugin
+//!
+//! Link the plugin binary static and position-dependent, as Go links its plugins:
+//!
+//! ```text
+//! RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+//!     cargo build --release --target x86_64-unknown-linux-gnu
+//! ```
+//!
+//! (`--target` keeps the flags off build scripts and proc macros.) A host starts a plugin on
+//! every agent start and relaunch, and each task shim is another exec of it; a static,
+//! non-PIE binary skips the dynamic loader and its relocations, which are most of a
+//! dynamically linked plugin's launch time (see docs/BENCHMARKS.md). glibc's `files` lookups
+//! of users and groups (`/etc/passwd`, `/etc/group`) work in a static binary; NSS modules
+//! such as LDAP or sssd need the dynamic build.
 
 pub mod abi;
 #[cfg(feature = "grpc")]

@@ -2,7 +2,9 @@
 //!
 //! - launch to ready (spawn, handshake line, socket dialled, `grpc.health.v1` SERVING), p50,
 //!   under Drover's host, of (a) a plugin built on the plugin SDK alone (the standalone
-//!   `drover-raw-exec`), (b) a first-party plugin served by the `drover` binary
+//!   `drover-raw-exec`, as `cargo build` links it, and (a') linked static and
+//!   position-dependent as plugin-sdk's docs recommend shipping it, built by this bench into
+//!   `target/static-plugins`), (b) a first-party plugin served by the `drover` binary
 //!   (`drover plugin serve raw_exec`), (c) a Go go-plugin plugin; and (d) the same Go plugin
 //!   launched by a Go go-plugin host (timed inside the Go host: `Client()` + `Ping()`);
 //! - the SDK plugin's launch time over the Go pair's;
@@ -87,6 +89,46 @@ fn report_launch(name: &str, samples: &mut [Duration]) -> Duration {
     p50
 }
 
+/// Builds `drover-raw-exec` the way plugin-sdk's docs recommend shipping a plugin: a static,
+/// position-dependent executable (`-C target-feature=+crt-static -C relocation-model=static`
+/// for `x86_64-unknown-linux-gnu`), as Go links its plugins. Into `target/static-plugins`.
+fn static_raw_exec() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("bench executable path");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("static-plugins");
+    let triple = "x86_64-unknown-linux-gnu";
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "drover-plugin-raw-exec",
+            "--target",
+            triple,
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(drover_tests::repo_root())
+        .env_remove("CARGO_TARGET_DIR")
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C relocation-model=static",
+        )
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building the static drover-raw-exec failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join(triple).join("release/drover-raw-exec")
+}
+
 fn main() {
     let n: usize = std::env::var("BENCH_LAUNCHES")
         .ok()
@@ -101,14 +143,17 @@ fn main() {
         .unwrap();
 
     let raw = raw_exec_bin();
+    let raw_static = static_raw_exec();
     let drover = drover_bin();
-    let (sdk, served, go_under_drover) = rt.block_on(async {
+    let (sdk, sdk_static, served, go_under_drover) = rt.block_on(async {
         let sdk = drover_host_launches(tmp.path(), &raw, &[], n).await;
+        let sdk_static = drover_host_launches(tmp.path(), &raw_static, &[], n).await;
         let served =
             drover_host_launches(tmp.path(), &drover, &["plugin", "serve", "raw_exec"], n).await;
         let go_plugin = drover_host_launches(tmp.path(), &go.plugin, &[], n).await;
         (
             report_steps("plugin_launch_ready_sdk_binary", &sdk),
+            report_steps("plugin_launch_ready_sdk_static_binary", &sdk_static),
             report_steps("plugin_launch_ready_drover_plugin_serve", &served),
             report_steps("plugin_launch_ready_go_plugin_drover_host", &go_plugin),
         )
@@ -145,6 +190,10 @@ fn main() {
         us(sdk) / us(go_p50)
     );
     println!(
+        "BENCH plugin_launch_ratio_sdk_static_binary_over_go_pair {:.2} x",
+        us(sdk_static) / us(go_p50)
+    );
+    println!(
         "BENCH plugin_launch_ratio_drover_plugin_serve_over_go_pair {:.2} x",
         us(served) / us(go_p50)
     );
@@ -153,10 +202,13 @@ fn main() {
         us(go_under_drover) / us(go_p50)
     );
 
-    // A unary driver RPC over the socket.
-    rt.block_on(async {
+    // A unary driver RPC over the socket, from a task on a runtime worker as the agent's
+    // calls are (a future under `block_on` runs on the main thread, and every reply would
+    // then cost one more cross-thread wake-up: ~30 us each on this VM).
+    let data_dir = tmp.path().to_path_buf();
+    let rpc = rt.spawn(async move {
         let config = HostConfig {
-            data_dir: tmp.path().to_path_buf(),
+            data_dir,
             ..HostConfig::default()
         };
         let launch = PluginLaunch {
@@ -191,4 +243,5 @@ fn main() {
         );
         plugin.stop(Duration::from_secs(5)).await;
     });
+    rt.block_on(rpc).expect("the RPC benchmark task");
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 /// An HTTP API client for the CLI.
 pub struct ApiClient {
     pub(crate) base: String,
-    pub(crate) http: reqwest::Client,
+    http: reqwest::Client,
 }
 
 /// Exit code for "the request was fine but the thing failed" (as Nomad uses 2 for job run
@@ -61,21 +61,30 @@ impl ApiClient {
             .with_context(|| format!("unexpected answer from GET {path}"))
     }
 
+    /// Sends a request; the answer unchecked.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send()
+            .await
+            .with_context(|| format!("cannot reach the Drover API at {}", self.base))
+    }
+
     pub async fn send<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        let resp = self.request(method.clone(), path, body).await?;
         let resp = self.check(resp, &format!("{method} {path}")).await?;
         resp.json()
             .await
@@ -693,15 +702,7 @@ async fn var_write(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<Option<serde_json::Value>> {
-    let url = format!("{}{path}", c.base);
-    let mut req = c.http.request(method.clone(), &url);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the Drover API at {}", c.base))?;
+    let resp = c.request(method.clone(), path, body).await?;
     if resp.status() == reqwest::StatusCode::CONFLICT {
         let current: serde_json::Value = resp.json().await.unwrap_or_default();
         match current["ModifyIndex"].as_u64() {

@@ -234,11 +234,11 @@ impl Server {
         cas: Option<u64>,
     ) -> Result<VarWrite, ServerError> {
         var.validate().map_err(ServerError::Invalid)?;
-        let resp = self
-            .inner
-            .raft
-            .write(Command::VarUpsert { var, cas })
-            .await?;
+        self.write_variable(Command::VarUpsert { var, cas }).await
+    }
+
+    async fn write_variable(&self, command: Command) -> Result<VarWrite, ServerError> {
+        let resp = self.inner.raft.write(command).await?;
         Ok(if resp.conflict {
             VarWrite::Conflict(resp.variable)
         } else {
@@ -253,20 +253,12 @@ impl Server {
         path: &str,
         cas: Option<u64>,
     ) -> Result<VarWrite, ServerError> {
-        let resp = self
-            .inner
-            .raft
-            .write(Command::VarDelete {
-                namespace: namespace.into(),
-                path: path.into(),
-                cas,
-            })
-            .await?;
-        Ok(if resp.conflict {
-            VarWrite::Conflict(resp.variable)
-        } else {
-            VarWrite::Done(None)
+        self.write_variable(Command::VarDelete {
+            namespace: namespace.into(),
+            path: path.into(),
+            cas,
         })
+        .await
     }
 
     /// Stops (or purges) a job and creates the evaluation that stops its allocations.

@@ -210,6 +210,22 @@ fn refresh_job_status(s: &mut StateSnapshot, index: Index, jobs: &[(String, Stri
     }
 }
 
+/// A check-and-set that does not match the variable's modify index (0: absent) is a
+/// conflict: the response says so and carries the current variable.
+fn cas_conflict(
+    resp: &mut Response,
+    current: &Option<Arc<drover_model::Variable>>,
+    cas: Option<Index>,
+) -> bool {
+    let at = current.as_ref().map_or(0, |v| v.modify_index);
+    if cas.is_none_or(|c| c == at) {
+        return false;
+    }
+    resp.conflict = true;
+    resp.variable = current.clone();
+    true
+}
+
 fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry, events: &mut Vec<Event>) -> Response {
     apply_command(s, index, entry.time, &entry.command, events)
 }
@@ -445,11 +461,7 @@ fn apply_command(
         Command::VarUpsert { var, cas } => {
             let key = (var.namespace.clone(), var.path.clone());
             let current = s.vars.get(&key).cloned();
-            if let Some(cas) = cas
-                && current.as_ref().map_or(0, |v| v.modify_index) != *cas
-            {
-                resp.conflict = true;
-                resp.variable = current;
+            if cas_conflict(&mut resp, &current, *cas) {
                 return resp;
             }
             let mut var = var.clone();
@@ -477,11 +489,7 @@ fn apply_command(
         } => {
             let key = (namespace.clone(), path.clone());
             let current = s.vars.get(&key).cloned();
-            if let Some(cas) = cas
-                && current.as_ref().map_or(0, |v| v.modify_index) != *cas
-            {
-                resp.conflict = true;
-                resp.variable = current;
+            if cas_conflict(&mut resp, &current, *cas) {
                 return resp;
             }
             if s.vars.remove(&key).is_some() {
@@ -602,49 +610,37 @@ mod tests {
         store.apply(index, &Entry { time: 7, command })
     }
 
+    fn put(store: &StateStore, index: Index, value: &str, cas: Option<Index>) -> Response {
+        let var = var("a/b", value);
+        write(store, index, Command::VarUpsert { var, cas })
+    }
+
+    fn delete(store: &StateStore, index: Index, cas: Option<Index>) -> Response {
+        let (namespace, path) = ("default".into(), "a/b".into());
+        write(
+            store,
+            index,
+            Command::VarDelete {
+                namespace,
+                path,
+                cas,
+            },
+        )
+    }
+
     #[test]
     fn variables_check_and_set() {
         let store = StateStore::new();
         // cas 0: only when absent.
-        let r = write(
-            &store,
-            1,
-            Command::VarUpsert {
-                var: var("a/b", "1"),
-                cas: Some(0),
-            },
-        );
+        let r = put(&store, 1, "1", Some(0));
         assert!(!r.conflict);
         assert_eq!(r.variable.as_ref().unwrap().modify_index, 1);
-        let r = write(
-            &store,
-            2,
-            Command::VarUpsert {
-                var: var("a/b", "2"),
-                cas: Some(0),
-            },
-        );
+        let r = put(&store, 2, "2", Some(0));
         assert!(r.conflict, "a second create with cas=0 conflicts");
         assert_eq!(r.variable.as_ref().unwrap().items["k"], "1");
         // The right index wins; the stale one conflicts and changes nothing.
-        let r = write(
-            &store,
-            3,
-            Command::VarUpsert {
-                var: var("a/b", "3"),
-                cas: Some(1),
-            },
-        );
-        assert!(!r.conflict);
-        let r = write(
-            &store,
-            4,
-            Command::VarUpsert {
-                var: var("a/b", "4"),
-                cas: Some(1),
-            },
-        );
-        assert!(r.conflict);
+        assert!(!put(&store, 3, "3", Some(1)).conflict);
+        assert!(put(&store, 4, "4", Some(1)).conflict);
         let snap = store.snapshot();
         let v = snap.variable("default", "a/b").unwrap();
         assert_eq!(
@@ -653,41 +649,20 @@ mod tests {
         );
         assert_eq!(snap.table_index(Table::Variables), 3);
         // Delete with a stale index conflicts; without cas it goes.
-        let r = write(
-            &store,
-            5,
-            Command::VarDelete {
-                namespace: "default".into(),
-                path: "a/b".into(),
-                cas: Some(1),
-            },
-        );
-        assert!(r.conflict);
-        write(
-            &store,
-            6,
-            Command::VarDelete {
-                namespace: "default".into(),
-                path: "a/b".into(),
-                cas: None,
-            },
-        );
+        assert!(delete(&store, 5, Some(1)).conflict);
+        delete(&store, 6, None);
         assert!(store.snapshot().variable("default", "a/b").is_none());
     }
 
     #[test]
     fn variables_survive_a_snapshot_round_trip() {
         let store = StateStore::new();
-        write(
-            &store,
-            1,
-            Command::VarUpsert {
-                var: var("x", "secret"),
-                cas: None,
-            },
-        );
+        put(&store, 1, "secret", None);
         let bytes = store.snapshot().to_bytes();
         let back = StateSnapshot::from_bytes(&bytes).unwrap();
-        assert_eq!(back.variable("default", "x").unwrap().items["k"], "secret");
+        assert_eq!(
+            back.variable("default", "a/b").unwrap().items["k"],
+            "secret"
+        );
     }
 }

@@ -237,3 +237,66 @@ fn client_shutdown_keeps_tasks_and_dev_shutdown_stops_them() {
         proc_stat(pid).is_none().then_some(())
     });
 }
+
+#[test]
+fn the_leader_deletes_finished_evaluations_after_eval_gc_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("server.hcl");
+    std::fs::write(
+        &cfg,
+        "server {\n  enabled = true\n  eval_gc_threshold = \"2s\"\n}\n",
+    )
+    .unwrap();
+    let server = Agent::start(
+        &["-config", cfg.to_str().unwrap()],
+        &tmp.path().join("server"),
+        free_port(),
+        free_port(),
+    );
+    server.wait_ready();
+    let (code, body) = post(&server, "/v1/jobs", &job_json("gc-me"));
+    assert_eq!(code, 200, "{body}");
+    let eval_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["EvalID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(
+        "the evaluation to complete",
+        Duration::from_secs(20),
+        || {
+            let e = server.get(&format!("/v1/evaluation/{eval_id}"))?;
+            (e["Status"] == "complete").then_some(())
+        },
+    );
+    wait_for(
+        "the finished evaluation to be collected",
+        Duration::from_secs(30),
+        || {
+            server
+                .get(&format!("/v1/evaluation/{eval_id}"))
+                .is_none()
+                .then_some(())
+        },
+    );
+    // The job stays.
+    assert!(server.get("/v1/job/gc-me").is_some());
+
+    // A threshold that is not a duration stops the agent, naming the key.
+    std::fs::write(
+        &cfg,
+        "server {\n  enabled = true\n  eval_gc_threshold = \"soon\"\n}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("timeout")
+        .arg("20")
+        .arg(drover_bin())
+        .args(["agent", "-config", cfg.to_str().unwrap(), "-data-dir"])
+        .arg(tmp.path().join("bad"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("server.eval_gc_threshold"),
+        "{err}"
+    );
+}

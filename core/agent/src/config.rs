@@ -78,6 +78,9 @@ pub struct ServerBlock {
     /// How long the leader waits before removing a server it cannot reach (autopilot's
     /// dead-server cleanup), e.g. "10m"; "0s" disables it. Default 10m.
     pub dead_server_cleanup: Option<String>,
+    /// How old a finished evaluation must be before the leader deletes it, e.g. "1h"
+    /// (Nomad's `eval_gc_threshold`; default 1h).
+    pub eval_gc_threshold: Option<String>,
     pub raft_protocol: Option<u32>,
     pub data_dir: Option<String>,
     pub raft_snapshot_threshold: Option<u64>,
@@ -478,6 +481,8 @@ pub struct AgentConfig {
     pub retry_max: u32,
     /// Remove a server the leader cannot reach for this long (autopilot's cleanup).
     pub dead_server_cleanup: Option<std::time::Duration>,
+    /// Finished evaluations older than this are deleted by the leader.
+    pub eval_gc_threshold: std::time::Duration,
     pub name: String,
     pub region: String,
     pub datacenter: String,
@@ -620,6 +625,12 @@ impl AgentConfig {
             })?)
             .filter(|d| !d.is_zero()),
         };
+        let eval_gc_threshold = match &server_block.eval_gc_threshold {
+            None => std::time::Duration::from_secs(3600),
+            Some(s) => drover_jobspec::parse_duration(s).with_context(|| {
+                format!("server.eval_gc_threshold {s:?} is not a duration like \"1h\"")
+            })?,
+        };
         let client_join = client_block.server_join.clone().unwrap_or_default();
         let mut servers: Vec<String> = client_block
             .servers
@@ -704,6 +715,7 @@ impl AgentConfig {
             retry_interval,
             retry_max: join.retry_max.unwrap_or(0),
             dead_server_cleanup,
+            eval_gc_threshold,
             gc_max_allocs: client_block.gc_max_allocs.unwrap_or(50),
             gc_disk_usage_threshold: client_block.gc_disk_usage_threshold.unwrap_or(80.0),
             dynamic_ports,

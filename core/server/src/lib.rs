@@ -5,6 +5,7 @@
 //! after a linearizable read barrier and stop when leadership is lost.
 
 mod broker;
+mod gc;
 mod heartbeat;
 mod leader;
 mod node_stream;
@@ -32,6 +33,8 @@ pub struct ServerConfig {
     /// The leader removes a server it has not reached for this long (autopilot's dead-server
     /// cleanup); None disables it.
     pub dead_server_cleanup: Option<Duration>,
+    /// Finished evaluations older than this are deleted (Nomad's `eval_gc_threshold`).
+    pub eval_gc_threshold: Duration,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +44,7 @@ impl Default for ServerConfig {
             workers: 4,
             algorithm: drover_scheduler::Algorithm::Binpack,
             dead_server_cleanup: None,
+            eval_gc_threshold: Duration::from_secs(3600),
         }
     }
 }

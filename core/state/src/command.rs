@@ -48,6 +48,10 @@ pub enum Command {
     EvalUpsert {
         evals: Vec<Evaluation>,
     },
+    /// Delete evaluations (the leader's garbage collection of finished ones).
+    EvalDelete {
+        eval_ids: Vec<String>,
+    },
     /// Create or replace a variable. With `cas`, only if its modify index is `cas` (0: only
     /// if it does not exist); otherwise the response reports a conflict and nothing changes.
     VarUpsert {
@@ -79,6 +83,7 @@ impl Command {
             Command::AllocClientUpdate { .. } => "AllocClientUpdate",
             Command::PlanApply(_) => "PlanApply",
             Command::EvalUpsert { .. } => "EvalUpsert",
+            Command::EvalDelete { .. } => "EvalDelete",
             Command::VarUpsert { .. } => "VarUpsert",
             Command::VarDelete { .. } => "VarDelete",
             Command::Batch(_) => "Batch",

@@ -496,6 +496,17 @@ fn apply_command(
                 touch(s, Table::Variables, index);
             }
         }
+        Command::EvalDelete { eval_ids } => {
+            for id in eval_ids {
+                let Some(e) = s.evals.remove(id) else {
+                    continue;
+                };
+                s.evals_by_job
+                    .remove(&(e.namespace.clone(), e.job_id.clone(), e.id.clone()));
+                s.evals_pending.remove(&crate::snapshot::pending_key(&e));
+                touch(s, Table::Evals, index);
+            }
+        }
         Command::EvalUpsert { evals } => {
             for e in evals {
                 touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
@@ -664,5 +675,20 @@ mod tests {
             back.variable("default", "a/b").unwrap().items["k"],
             "secret"
         );
+    }
+
+    #[test]
+    fn deleting_evaluations_keeps_the_indexes_true() {
+        let store = StateStore::new();
+        let eval = drover_model::Evaluation::new("e1".into(), &job(), "job-register");
+        write(&store, 1, Command::EvalUpsert { evals: vec![eval] });
+        assert_eq!(store.snapshot().pending_evals().count(), 1);
+        let eval_ids = vec!["e1".to_string(), "missing".to_string()];
+        write(&store, 2, Command::EvalDelete { eval_ids });
+        let snap = store.snapshot();
+        assert!(snap.eval("e1").is_none());
+        assert_eq!(snap.pending_evals().count(), 0);
+        assert_eq!(snap.evals_by_job("default", "web").count(), 0);
+        assert_eq!(snap.table_index(Table::Evals), 2);
     }
 }

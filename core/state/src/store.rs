@@ -210,6 +210,33 @@ fn refresh_job_status(s: &mut StateSnapshot, index: Index, jobs: &[(String, Stri
     }
 }
 
+/// How many versions of a job are kept (Nomad's `JobTrackedVersions`), besides the versions
+/// allocations still run.
+pub const JOB_TRACKED_VERSIONS: usize = 6;
+
+/// Drops a job's oldest versions beyond [`JOB_TRACKED_VERSIONS`], except those an allocation
+/// refers to (clients and the scheduler read an allocation's job at its version).
+fn prune_job_versions(s: &mut StateSnapshot, namespace: &str, job_id: &str) {
+    let versions: Vec<u64> = s
+        .job_versions(namespace, job_id)
+        .iter()
+        .map(|j| j.version)
+        .collect(); // newest first
+    if versions.len() <= JOB_TRACKED_VERSIONS {
+        return;
+    }
+    let in_use: std::collections::BTreeSet<u64> = s
+        .allocs_by_job(namespace, job_id)
+        .map(|a| a.job_version)
+        .collect();
+    for v in &versions[JOB_TRACKED_VERSIONS..] {
+        if !in_use.contains(v) {
+            s.job_versions
+                .remove(&(namespace.to_string(), job_id.to_string(), *v));
+        }
+    }
+}
+
 /// A check-and-set that does not match the variable's modify index (0: absent) is a
 /// conflict: the response says so and carries the current variable.
 fn cas_conflict(
@@ -298,6 +325,7 @@ fn apply_command(
                 (job.namespace.clone(), job.id.clone(), job.version),
                 job.clone(),
             );
+            prune_job_versions(s, &job.namespace, &job.id);
             if let Some(eval) = eval {
                 let mut eval = eval.clone();
                 eval.job_modify_index = job.job_modify_index;
@@ -690,5 +718,40 @@ mod tests {
         assert_eq!(snap.pending_evals().count(), 0);
         assert_eq!(snap.evals_by_job("default", "web").count(), 0);
         assert_eq!(snap.table_index(Table::Evals), 2);
+    }
+
+    #[test]
+    fn old_job_versions_are_pruned_unless_an_allocation_uses_them() {
+        let store = StateStore::new();
+        let register = |index: Index, count: u32| {
+            let mut j = job();
+            j.groups[0].count = count;
+            let job = Box::new(j);
+            write(&store, index, Command::JobRegister { job, eval: None });
+        };
+        register(1, 1); // version 0
+        let alloc = drover_model::Allocation {
+            id: "a0".into(),
+            namespace: "default".into(),
+            job_id: "web".into(),
+            job_version: 0,
+            ..Default::default()
+        };
+        let plan = crate::PlanResult {
+            allocs: vec![alloc],
+            ..Default::default()
+        };
+        write(&store, 2, Command::PlanApply(plan));
+        for v in 1..10u32 {
+            register(2 + v as Index, 1 + v); // versions 1..=9
+        }
+        let snap = store.snapshot();
+        let kept: Vec<u64> = snap
+            .job_versions("default", "web")
+            .iter()
+            .map(|j| j.version)
+            .collect();
+        // The newest six, and version 0, which allocation a0 still runs.
+        assert_eq!(kept, vec![9, 8, 7, 6, 5, 4, 0]);
     }
 }

@@ -652,6 +652,47 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Drover snapshot file"));
 }
 
+#[test]
+fn leave_on_terminate_takes_a_server_out_of_the_membership() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let specs = specs(dir, 51, 3, "");
+    for spec in &specs {
+        let cfg = std::fs::read_to_string(&spec.config).unwrap();
+        std::fs::write(&spec.config, format!("leave_on_terminate = true\n{cfg}")).unwrap();
+    }
+    let mut servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    // A follower leaves: two members remain.
+    let follower = (leader + 1) % 3;
+    servers[follower].terminate();
+    assert!(
+        servers[follower]
+            .log_text()
+            .contains("left the cluster: removed from the membership"),
+        "{}",
+        servers[follower].log_text()
+    );
+    wait_for("two members", LONG, || {
+        (peers(&servers[leader]).len() == 2).then_some(())
+    });
+    // The leader leaves: it hands over first, and the last server leads alone.
+    servers[leader].terminate();
+    assert!(
+        servers[leader]
+            .log_text()
+            .contains("left the cluster: removed from the membership"),
+        "{}",
+        servers[leader].log_text()
+    );
+    let last = 3 - leader - follower;
+    wait_for("the last server leads alone", LONG, || {
+        let p = peers(&servers[last]);
+        (p.len() == 1 && leader_of(&servers[last])? == servers[last].rpc_addr()).then_some(())
+    });
+    register(&servers[last], &cheap_job("after-two-left")).unwrap();
+}
+
 // ---- network partition: every server in its own network namespace on one bridge ----
 
 fn ip(args: &[&str]) -> Result<(), String> {

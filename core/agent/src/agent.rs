@@ -160,13 +160,22 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         client = Some(c);
     }
 
-    wait_for_signal().await;
+    let terminated = wait_for_signal().await;
     tracing::info!("shutting down");
     if let Some(c) = client {
         c.shutdown().await;
     }
     if let Some(s) = server_handle {
-        s.raft().hand_over_leadership().await;
+        let leave = if terminated {
+            cfg.leave_on_terminate
+        } else {
+            cfg.leave_on_interrupt
+        };
+        if leave {
+            s.raft().leave().await;
+        } else {
+            s.raft().hand_over_leadership().await;
+        }
         s.raft().shutdown().await;
     }
     if cfg.dev {
@@ -175,12 +184,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM (true) or SIGINT (false).
+async fn wait_for_signal() -> bool {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = term.recv() => true,
+        _ = int.recv() => false,
     }
 }

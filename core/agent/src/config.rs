@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub ui: Ignored,
     pub consul: Ignored,
     pub vault: Ignored,
+    /// On SIGINT (SIGTERM), a server leaves the cluster: it hands leadership over and is
+    /// removed from the Raft membership before it stops. Default false, as in Nomad.
     pub leave_on_interrupt: Option<bool>,
     pub leave_on_terminate: Option<bool>,
     pub enable_debug: Option<bool>,
@@ -483,6 +485,9 @@ pub struct AgentConfig {
     pub dead_server_cleanup: Option<std::time::Duration>,
     /// Finished evaluations older than this are deleted by the leader.
     pub eval_gc_threshold: std::time::Duration,
+    /// Leave the cluster (not just stop) on SIGTERM / SIGINT.
+    pub leave_on_terminate: bool,
+    pub leave_on_interrupt: bool,
     pub name: String,
     pub region: String,
     pub datacenter: String,
@@ -716,6 +721,8 @@ impl AgentConfig {
             retry_max: join.retry_max.unwrap_or(0),
             dead_server_cleanup,
             eval_gc_threshold,
+            leave_on_terminate: f.leave_on_terminate.unwrap_or(false),
+            leave_on_interrupt: f.leave_on_interrupt.unwrap_or(false),
             gc_max_allocs: client_block.gc_max_allocs.unwrap_or(50),
             gc_disk_usage_threshold: client_block.gc_disk_usage_threshold.unwrap_or(80.0),
             dynamic_ports,

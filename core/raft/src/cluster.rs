@@ -481,6 +481,49 @@ impl RaftNode {
 }
 
 impl RaftNode {
+    /// Leaves the cluster for good (Nomad's `leave_on_terminate`): a leader first hands
+    /// leadership over and waits for the successor, then the leader removes this server
+    /// from the membership, so the others' quorum no longer counts it.
+    pub async fn leave(&self) {
+        let voters: Vec<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters == [self.id] {
+            tracing::warn!("leaving: this server is the only voter; it stays in the membership");
+            return;
+        }
+        if self.hand_over_leadership().await.is_some() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut metrics = self.raft.metrics();
+            while metrics.borrow().current_leader.is_none_or(|l| l == self.id) {
+                // Out of time, or Raft stopped: go on with the removal either way.
+                if !matches!(
+                    tokio::time::timeout_at(deadline, metrics.changed()).await,
+                    Ok(Ok(()))
+                ) {
+                    break;
+                }
+            }
+        }
+        for attempt in 1..=10 {
+            match self.remove_member(self.id).await {
+                Ok(()) => {
+                    tracing::info!("left the cluster: removed from the membership");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "leaving: could not remove this server from the membership yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
     /// A graceful leave: when this server leads others, it stops sending heartbeats and asks
     /// the most caught-up voter to start an election as soon as the others' leader lease has
     /// run out, instead of everyone waiting for an election timeout. Returns the successor.

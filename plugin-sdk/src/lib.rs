@@ -126,21 +126,5 @@ pub fn main<D: TaskDriver>(make: impl FnOnce() -> D) -> ! {
     check_cookie_or_exit();
     let driver = make();
     init_logging(&driver.plugin_info().name);
-    let runtime = match crate::serve::plugin_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let result = runtime.block_on(serve_driver(driver));
-    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-    match result {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            tracing::error!(error = %e, "plugin failed");
-            eprintln!("plugin failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    crate::serve::serve_to_exit(serve_driver(driver))
 }

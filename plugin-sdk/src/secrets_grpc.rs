@@ -173,21 +173,5 @@ pub fn main_secrets<P: SecretProvider>(make: impl FnOnce() -> P) -> ! {
     check_cookie_or_exit();
     let provider = make();
     crate::init_logging(&provider.plugin_info().name);
-    let runtime = match crate::serve::plugin_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let result = runtime.block_on(serve_secrets(provider));
-    runtime.shutdown_timeout(Duration::from_millis(500));
-    match result {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            tracing::error!(error = %e, "plugin failed");
-            eprintln!("plugin failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    crate::serve::serve_to_exit(serve_secrets(provider))
 }

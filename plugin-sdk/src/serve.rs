@@ -300,3 +300,27 @@ pub fn plugin_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
 }
+
+/// Runs a plugin's server on [`plugin_runtime`] until it stops, then exits the process: 0
+/// when it stopped cleanly, 1 (with the error logged and on stderr) otherwise.
+pub(crate) fn serve_to_exit<E: std::fmt::Display>(
+    server: impl std::future::Future<Output = Result<(), E>>,
+) -> ! {
+    let runtime = match plugin_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(server);
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            tracing::error!(error = %e, "plugin failed");
+            eprintln!("plugin failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -368,26 +368,28 @@ impl RaftNode {
         }
     }
 
+    /// Passes a membership change (join, removal) to the leader at `leader`; its answer.
+    async fn ask_leader(
+        &self,
+        leader: &str,
+        req: ClusterRequest,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        match self.peers.call(leader, &req, timeout).await {
+            Ok(ClusterReply::Join(r) | ClusterReply::RemovePeer(r)) => r,
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// On the leader: adds a server (as a learner, then a voter once it has caught up), or
     /// records its new address. Elsewhere: passes the request to the leader.
     pub async fn join_member(&self, id: NodeId, addr: String, name: String) -> Result<(), String> {
-        match self.route().map_err(|e| e.to_string())? {
-            Route::Forward(_, leader) => {
-                return match self
-                    .peers
-                    .call(
-                        &leader,
-                        &ClusterRequest::Join { id, addr, name },
-                        Duration::from_secs(120),
-                    )
-                    .await
-                {
-                    Ok(ClusterReply::Join(r)) => r,
-                    Ok(other) => Err(format!("unexpected reply {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                };
-            }
-            Route::Local => {}
+        if let Route::Forward(_, leader) = self.route().map_err(|e| e.to_string())? {
+            let req = ClusterRequest::Join { id, addr, name };
+            return self
+                .ask_leader(&leader, req, Duration::from_secs(120))
+                .await;
         }
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
@@ -427,23 +429,9 @@ impl RaftNode {
 
     /// On the leader: removes a server from the membership. Elsewhere: asks the leader.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
-        match self.route().map_err(|e| e.to_string())? {
-            Route::Forward(_, leader) => {
-                return match self
-                    .peers
-                    .call(
-                        &leader,
-                        &ClusterRequest::RemovePeer { id },
-                        Duration::from_secs(30),
-                    )
-                    .await
-                {
-                    Ok(ClusterReply::RemovePeer(r)) => r,
-                    Ok(other) => Err(format!("unexpected reply {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                };
-            }
-            Route::Local => {}
+        if let Route::Forward(_, leader) = self.route().map_err(|e| e.to_string())? {
+            let req = ClusterRequest::RemovePeer { id };
+            return self.ask_leader(&leader, req, Duration::from_secs(30)).await;
         }
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();

@@ -65,19 +65,7 @@ impl Conn {
             .write_all(format!("{line}\n").as_bytes())
             .await
             .map_err(|e| ShimError::io("cannot write to the task shim", e))?;
-        let mut buf = String::new();
-        let n = self
-            .reader
-            .read_line(&mut buf)
-            .await
-            .map_err(|e| ShimError::io("cannot read from the task shim", e))?;
-        if n == 0 {
-            return Err(ShimError::io(
-                "the task shim closed the connection",
-                std::io::ErrorKind::UnexpectedEof.into(),
-            ));
-        }
-        serde_json::from_str(buf.trim()).map_err(|e| ShimError::Protocol(format!("{buf:?}: {e}")))
+        read_reply(&mut self.reader, "the connection").await
     }
 }
 
@@ -232,6 +220,23 @@ impl ShimClient {
     }
 }
 
+/// Reads the shim's next one-line JSON reply; `what` names the stream in the error when the
+/// shim closed it.
+async fn read_reply(reader: &mut BufReader<UnixStream>, what: &str) -> Result<Reply, ShimError> {
+    let mut buf = String::new();
+    let n = reader
+        .read_line(&mut buf)
+        .await
+        .map_err(|e| ShimError::io("cannot read from the task shim", e))?;
+    if n == 0 {
+        return Err(ShimError::io(
+            format!("the task shim closed {what}"),
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ));
+    }
+    serde_json::from_str(buf.trim()).map_err(|e| ShimError::Protocol(format!("{buf:?}: {e}")))
+}
+
 /// A command started by [`ShimClient::exec`] inside an isolated task.
 pub struct ExecSession {
     reader: BufReader<UnixStream>,
@@ -240,20 +245,7 @@ pub struct ExecSession {
 impl ExecSession {
     /// Returns once the command has exited.
     pub async fn wait(mut self) -> Result<TaskExit, ShimError> {
-        let mut buf = String::new();
-        let n = self
-            .reader
-            .read_line(&mut buf)
-            .await
-            .map_err(|e| ShimError::io("cannot read from the task shim", e))?;
-        if n == 0 {
-            return Err(ShimError::io(
-                "the task shim closed the exec session",
-                std::io::ErrorKind::UnexpectedEof.into(),
-            ));
-        }
-        let reply: Reply = serde_json::from_str(buf.trim())
-            .map_err(|e| ShimError::Protocol(format!("{buf:?}: {e}")))?;
+        let reply = read_reply(&mut self.reader, "the exec session").await?;
         if !reply.ok {
             return Err(refused(reply));
         }

@@ -327,14 +327,7 @@ unsafe fn exec_task(
         libc::setsid();
         // The task must not inherit the shim's blocked SIGCHLD, nor ignored signals (Rust
         // ignores SIGPIPE): both survive exec.
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        for sig in 1..libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
+        super::isolate::init::reset_signals();
         if libc::dup2(out_w, 1) < 0 || libc::dup2(err_w, 2) < 0 {
             fail(STAGE_STDIO);
         }
@@ -400,16 +393,8 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
         .map(|(k, v)| cstring(format!("{k}={v}"), "the environment"))
         .collect::<Result<Vec<_>, _>>()?;
     let cwd_c = cstring(spec.cwd.as_os_str().as_bytes(), "the working directory")?;
-    let argv: Vec<*const libc::c_char> = argv_c
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let envp: Vec<*const libc::c_char> = env_c
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
+    let argv = crate::shim::c_ptrs(&argv_c);
+    let envp = crate::shim::c_ptrs(&env_c);
 
     let open_log = |p: &Option<PathBuf>| -> Result<Option<RotatingLog>, String> {
         p.as_ref()
@@ -1089,11 +1074,7 @@ fn start_isolated(
         CString::from(c"init"),
         cstring(dir.as_os_str().as_bytes(), "the state directory")?,
     ];
-    let argv: Vec<*const libc::c_char> = argv_c
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
+    let argv = crate::shim::c_ptrs(&argv_c);
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let src = [
         fds[0].as_raw_fd(),

@@ -515,6 +515,16 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         .map(|sig| sig as i32)
 }
 
+/// A NULL-terminated array of pointers into `strings`, as execve takes its argv and envp
+/// (valid while `strings` lives).
+pub(crate) fn c_ptrs(strings: &[std::ffi::CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

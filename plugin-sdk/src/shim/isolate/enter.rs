@@ -121,16 +121,8 @@ pub(crate) unsafe fn helper(
         .iter()
         .map(|(k, v)| cs(format!("{k}={v}").as_bytes()))
         .collect();
-    let argv: Vec<*const libc::c_char> = argv_c
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let envp: Vec<*const libc::c_char> = env_c
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
+    let argv = crate::shim::c_ptrs(&argv_c);
+    let envp = crate::shim::c_ptrs(&env_c);
 
     // SAFETY: single-threaded; the child only execs or reports and exits.
     let pid = unsafe { libc::fork() };

@@ -388,18 +388,8 @@ unsafe fn exec_task(p: &Prepared) -> ! {
         // SAFETY: _exit is always safe.
         unsafe { libc::_exit(127) }
     };
-    let argv: Vec<*const libc::c_char> = p
-        .argv
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let envp: Vec<*const libc::c_char> = p
-        .env
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
+    let argv = crate::shim::c_ptrs(&p.argv);
+    let envp = crate::shim::c_ptrs(&p.env);
     // SAFETY: plain syscalls on our own descriptors and valid C strings.
     unsafe {
         libc::setsid();

@@ -300,3 +300,97 @@ fn the_leader_deletes_finished_evaluations_after_eval_gc_threshold() {
         "{err}"
     );
 }
+
+fn raw_exec_job(
+    tmp: &std::path::Path,
+    name: &str,
+    job_type: &str,
+    script: &str,
+) -> std::path::PathBuf {
+    write_job(
+        tmp,
+        name,
+        &format!(
+            "job \"{name}\" {{\n type = \"{job_type}\"\n group \"g\" {{\n  task \"t\" {{\n   driver = \"raw_exec\"\n   config {{\n    command = \"/bin/sh\"\n    args = [\"-c\", \"{script}\"]\n   }}\n  }}\n }}\n}}\n"
+        ),
+    )
+}
+
+#[test]
+fn system_gc_collects_dead_jobs_with_their_allocations_and_keeps_live_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = Agent::dev(tmp.path());
+    let marker = format!("gc-keep-{}", std::process::id());
+    agent.run_job(&raw_exec_job(tmp.path(), "once", "batch", "exit 0"));
+    agent.run_job(&raw_exec_job(tmp.path(), "stopped", "service", "sleep 600"));
+    let keep = format!("while true; do sleep 0.2; done # {marker}");
+    agent.run_job(&raw_exec_job(tmp.path(), "keep", "service", &keep));
+    let once = agent.wait_alloc_status("once", "complete", Duration::from_secs(30));
+    agent.wait_alloc_status("stopped", "running", Duration::from_secs(30));
+    let kept = agent.wait_alloc_status("keep", "running", Duration::from_secs(30));
+    let out = agent.cli(&["job", "stop", "-detach", "stopped"]);
+    assert!(out.status.success());
+    let stopped = wait_for(
+        "the stopped job's allocation to end",
+        Duration::from_secs(30),
+        || {
+            agent
+                .allocs("stopped")
+                .into_iter()
+                .find(|a| a["ClientStatus"] == "complete" || a["ClientStatus"] == "failed")
+        },
+    );
+    wait_for("both jobs to be dead", Duration::from_secs(20), || {
+        let dead = |id: &str| {
+            agent
+                .get(&format!("/v1/job/{id}"))
+                .is_some_and(|j| j["Status"] == "dead")
+        };
+        (dead("once") && dead("stopped")).then_some(())
+    });
+    let evals_of = |job: &str| {
+        agent
+            .get("/v1/evaluations")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["JobID"] == job)
+            .count()
+    };
+    assert!(evals_of("once") > 0 && evals_of("stopped") > 0);
+    let stopped_dir = agent.data_dir_alloc(stopped["ID"].as_str().unwrap());
+    assert!(stopped_dir.exists());
+
+    // The default thresholds (4h for jobs) keep everything; a forced collection does not.
+    let out = agent.cli(&["system", "gc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for job in ["once", "stopped"] {
+        assert!(
+            agent.get(&format!("/v1/job/{job}")).is_none(),
+            "{job} survived"
+        );
+        assert_eq!(evals_of(job), 0, "the evaluations of {job} survived");
+    }
+    for alloc in [&once, &stopped] {
+        let id = alloc["ID"].as_str().unwrap();
+        assert!(agent.alloc(id).is_none(), "allocation {id} survived");
+    }
+    // The client lets go of what the servers no longer have: its directory goes.
+    wait_for(
+        "the collected allocation's directory to be removed",
+        Duration::from_secs(20),
+        || (!stopped_dir.exists()).then_some(()),
+    );
+    // The live job, its allocation and its task are untouched.
+    assert!(agent.get("/v1/job/keep").is_some());
+    let id = kept["ID"].as_str().unwrap();
+    assert_eq!(agent.alloc(id).unwrap()["ClientStatus"], "running");
+    assert!(find_process(&marker).is_some());
+    assert!(evals_of("keep") > 0);
+    agent.terminate();
+}

@@ -83,7 +83,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 workers: cfg.num_schedulers,
                 algorithm: cfg.scheduler_algorithm,
                 dead_server_cleanup: cfg.dead_server_cleanup,
-                eval_gc_threshold: cfg.eval_gc_threshold,
+                gc: cfg.gc,
             },
         );
         let rpc_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.rpc_port)

@@ -91,6 +91,13 @@ impl ApiClient {
             .with_context(|| format!("unexpected answer from {method} {path}"))
     }
 
+    /// Sends a request whose answer has no body.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
+        let resp = self.request(method.clone(), path, None).await?;
+        self.check(resp, &format!("{method} {path}")).await?;
+        Ok(())
+    }
+
     pub async fn put_bytes<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -634,6 +641,13 @@ pub async fn force_leave(c: &ApiClient, node: &str) -> anyhow::Result<i32> {
         )
         .await?;
     println!("Server {node} removed from the cluster");
+    Ok(0)
+}
+
+/// `drover system gc`: collects every finished evaluation, dead job and down node now,
+/// whatever their age. Prints nothing on success, as Nomad's does.
+pub async fn system_gc(c: &ApiClient) -> anyhow::Result<i32> {
+    c.call(reqwest::Method::PUT, "/v1/system/gc").await?;
     Ok(0)
 }
 

@@ -83,6 +83,12 @@ pub struct ServerBlock {
     /// How old a finished evaluation must be before the leader deletes it, e.g. "1h"
     /// (Nomad's `eval_gc_threshold`; default 1h).
     pub eval_gc_threshold: Option<String>,
+    /// The same for batch jobs' evaluations (default 24h).
+    pub batch_eval_gc_threshold: Option<String>,
+    /// How long a job must have been dead before the leader deletes it (default 4h).
+    pub job_gc_threshold: Option<String>,
+    /// How long a node must have been down before the leader deletes it (default 24h).
+    pub node_gc_threshold: Option<String>,
     pub raft_protocol: Option<u32>,
     pub data_dir: Option<String>,
     pub raft_snapshot_threshold: Option<u64>,
@@ -483,8 +489,9 @@ pub struct AgentConfig {
     pub retry_max: u32,
     /// Remove a server the leader cannot reach for this long (autopilot's cleanup).
     pub dead_server_cleanup: Option<std::time::Duration>,
-    /// Finished evaluations older than this are deleted by the leader.
-    pub eval_gc_threshold: std::time::Duration,
+    /// How old finished evaluations, dead jobs and down nodes must be before the leader
+    /// deletes them.
+    pub gc: drover_server::GcThresholds,
     /// Leave the cluster (not just stop) on SIGTERM / SIGINT.
     pub leave_on_terminate: bool,
     pub leave_on_interrupt: bool,
@@ -630,11 +637,34 @@ impl AgentConfig {
             })?)
             .filter(|d| !d.is_zero()),
         };
-        let eval_gc_threshold = match &server_block.eval_gc_threshold {
-            None => std::time::Duration::from_secs(3600),
-            Some(s) => drover_jobspec::parse_duration(s).with_context(|| {
-                format!("server.eval_gc_threshold {s:?} is not a duration like \"1h\"")
-            })?,
+        let threshold = |value: &Option<String>, key: &str, default: std::time::Duration| {
+            value.as_deref().map_or(Ok(default), |s| {
+                drover_jobspec::parse_duration(s)
+                    .with_context(|| format!("server.{key} {s:?} is not a duration like \"1h\""))
+            })
+        };
+        let defaults = drover_server::GcThresholds::default();
+        let gc = drover_server::GcThresholds {
+            eval: threshold(
+                &server_block.eval_gc_threshold,
+                "eval_gc_threshold",
+                defaults.eval,
+            )?,
+            batch_eval: threshold(
+                &server_block.batch_eval_gc_threshold,
+                "batch_eval_gc_threshold",
+                defaults.batch_eval,
+            )?,
+            job: threshold(
+                &server_block.job_gc_threshold,
+                "job_gc_threshold",
+                defaults.job,
+            )?,
+            node: threshold(
+                &server_block.node_gc_threshold,
+                "node_gc_threshold",
+                defaults.node,
+            )?,
         };
         let client_join = client_block.server_join.clone().unwrap_or_default();
         let mut servers: Vec<String> = client_block
@@ -720,7 +750,7 @@ impl AgentConfig {
             retry_interval,
             retry_max: join.retry_max.unwrap_or(0),
             dead_server_cleanup,
-            eval_gc_threshold,
+            gc,
             leave_on_terminate: f.leave_on_terminate.unwrap_or(false),
             leave_on_interrupt: f.leave_on_interrupt.unwrap_or(false),
             gc_max_allocs: client_block.gc_max_allocs.unwrap_or(50),

@@ -50,6 +50,9 @@ enum Cmd {
     /// Operator commands.
     #[command(subcommand)]
     Operator(OperatorCmd),
+    /// System maintenance commands.
+    #[command(subcommand)]
+    System(SystemCmd),
     /// Variables: items stored at a path, replicated with the rest of the cluster state.
     #[command(subcommand)]
     Var(VarCmd),
@@ -273,6 +276,13 @@ enum ServerCmd {
     /// for good.
     #[command(name = "force-leave")]
     ForceLeave { node: String },
+}
+
+#[derive(Subcommand)]
+enum SystemCmd {
+    /// Garbage-collects now, whatever their age, every finished evaluation and allocation,
+    /// dead job and down node that nothing still needs.
+    Gc,
 }
 
 #[derive(Subcommand)]
@@ -553,6 +563,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Inspect { file })) => {
                 cli::snapshot_inspect(&file)
             }
+            Cmd::System(SystemCmd::Gc) => cli::system_gc(&api).await,
             Cmd::Var(VarCmd::Put {
                 path,
                 items,

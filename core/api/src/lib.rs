@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use drover_api_types as api;
 use drover_server::{Server, ServerError};
 use drover_state::{StateSnapshot, Table};
@@ -103,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/node/{id}", get(read_node))
         .route("/v1/node/{id}/allocations", get(node_allocs))
+        .route("/v1/system/gc", put(system_gc).post(system_gc))
         .route("/v1/status/leader", get(status_leader))
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/agent/self", get(agent_self))
@@ -697,6 +698,17 @@ async fn node_allocs(
         .map(|a| alloc_view(&snap, a, false))
         .collect();
     Ok(with_index(snap.table_index(Table::Allocs), &v))
+}
+
+/// `PUT /v1/system/gc`: a garbage-collection pass now, with no age thresholds (Nomad's
+/// forced GC): every finished evaluation, dead job and down node that nothing still needs.
+async fn system_gc(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    let collected = st
+        .server
+        .collect_garbage(&drover_server::GcThresholds::ZERO)
+        .await?;
+    tracing::info!(?collected, "forced garbage collection");
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn status_leader(State(st): State<ApiState>) -> Result<Response, ApiError> {

@@ -355,7 +355,31 @@ impl<'a> Scheduler<'a> {
     }
 
     pub fn finish(mut self) -> Plan {
-        let Some(job) = self.job else {
+        // What could not be placed waits in a blocked evaluation until capacity changes. It
+        // replaces older blocked evaluations of the job, which also end when nothing is left
+        // to place (the job was stopped, purged, or placed in full): a blocked evaluation
+        // left behind would keep the job from ever being garbage-collected.
+        let live = self.job.filter(|j| !j.stop);
+        let blocks = live.is_some_and(|j| !self.plan.failed.is_empty() && !per_node(j.job_type));
+        let why = if blocks {
+            format!(
+                "superseded by a newer blocked evaluation from {}",
+                self.eval.id
+            )
+        } else {
+            format!("nothing left to place after evaluation {}", self.eval.id)
+        };
+        for old in self
+            .snap
+            .evals_by_job(&self.eval.namespace, &self.eval.job_id)
+            .filter(|e| e.status == EvalStatus::Blocked && e.id != self.eval.id)
+        {
+            let mut c = old.clone();
+            c.status = EvalStatus::Canceled;
+            c.status_description = why.clone();
+            self.plan.new_evals.push(c);
+        }
+        let Some(job) = live else {
             return self.plan;
         };
         if let Some(at) = self.next_reschedule {
@@ -364,22 +388,7 @@ impl<'a> Scheduler<'a> {
             e.previous_eval = self.eval.id.clone();
             self.plan.new_evals.push(e);
         }
-        // What could not be placed waits in a blocked evaluation until capacity changes;
-        // it replaces older blocked evaluations of the job.
-        if !self.plan.failed.is_empty() && !per_node(job.job_type) {
-            for old in self
-                .snap
-                .evals_by_job(&job.namespace, &job.id)
-                .filter(|e| e.status == EvalStatus::Blocked && e.id != self.eval.id)
-            {
-                let mut c = old.clone();
-                c.status = EvalStatus::Canceled;
-                c.status_description = format!(
-                    "superseded by a newer blocked evaluation from {}",
-                    self.eval.id
-                );
-                self.plan.new_evals.push(c);
-            }
+        if blocks {
             let mut b = Evaluation::new(self.placer.new_id(), job, "queued-allocs");
             b.status = EvalStatus::Blocked;
             b.previous_eval = self.eval.id.clone();

@@ -217,7 +217,8 @@ fn never_overcommits_and_explains_failure() {
         .filter(|e| e.status == EvalStatus::Blocked)
         .collect();
     assert_eq!(blocked.len(), 1);
-    // Capacity arrives: the blocked evaluation, retried, places the rest.
+    let blocked_id = blocked[0].id.clone();
+    // Capacity arrives: an evaluation places the rest.
     w.apply(Command::NodeRegister {
         node: node("c", 2000, 2000),
     });
@@ -226,6 +227,44 @@ fn never_overcommits_and_explains_failure() {
     assert_eq!(plan.allocs.len(), 2);
     assert!(plan.failed.is_empty());
     assert_eq!(w.active().len(), 5);
+    // Nothing is left to place, so the blocked evaluation ends: left blocked, it would keep
+    // the job pending and out of the garbage collector's reach forever.
+    let snap = w.store.snapshot();
+    let b = snap.eval(&blocked_id).unwrap();
+    assert_eq!(b.status, EvalStatus::Canceled);
+    assert!(
+        b.status_description.contains("nothing left to place"),
+        "{}",
+        b.status_description
+    );
+}
+
+#[test]
+fn stopping_a_job_ends_its_blocked_evaluation() {
+    let mut w = World::new(&[node("a", 1000, 1000)]);
+    let plan = w.register(job(3, 400, 400));
+    let blocked = plan
+        .new_evals
+        .iter()
+        .find(|e| e.status == EvalStatus::Blocked)
+        .expect("a blocked evaluation")
+        .id
+        .clone();
+    w.apply(Command::JobDeregister {
+        namespace: "default".into(),
+        job_id: "web".into(),
+        purge: false,
+        eval: None,
+    });
+    let j = w.store.snapshot().job("default", "web").unwrap().clone();
+    let plan = w.eval(&j, "job-deregister");
+    assert_eq!(plan.stops.len(), 2);
+    let snap = w.store.snapshot();
+    assert_eq!(snap.eval(&blocked).unwrap().status, EvalStatus::Canceled);
+    assert_eq!(
+        snap.job("default", "web").unwrap().status,
+        drover_model::JobStatus::Dead
+    );
 }
 
 #[test]

@@ -1,50 +1,282 @@
-//! The leader's garbage collection of finished evaluations (Nomad's eval GC): an evaluation
-//! that is complete, failed or canceled, last changed longer than `eval_gc_threshold` ago,
-//! and that no allocation still names, is deleted through Raft. Without it the evaluations
-//! table (and every snapshot) grows with each registration, forever.
+//! The leader's garbage collection (Nomad's core GC). Without it the state, and every
+//! snapshot, grows with each registration forever. One pass, on a snapshot, decides what is
+//! collectable; one `Command::Collect` per batch deletes it through Raft, where each deletion
+//! is checked again as it applies (so a pass on a stale view deletes nothing still in use).
+//!
+//! - A **job** goes, with its versions, evaluations and allocations, once it is dead (stopped,
+//!   or a batch job whose allocations all finished), nothing of it changed for
+//!   `job_gc_threshold`, and no evaluation or allocation of it is still in flight. Periodic
+//!   and parameterized parents stay: they are templates, not runs.
+//! - An **evaluation** goes, with its allocations, once it is finished, older than
+//!   `eval_gc_threshold` (`batch_eval_gc_threshold` for batch jobs), and every allocation it
+//!   placed is collectable. An allocation is collectable once its client reports it ended and
+//!   it is older than the threshold, unless the job still needs it: a live batch job's
+//!   completed allocation (it records that the work is done) and a failed allocation not yet
+//!   replaced (the reschedule policy counts it).
+//! - An allocation whose evaluation is gone goes on the same terms.
+//! - A **node** goes once it has been down for `node_gc_threshold` and runs nothing.
+//!
+//! A forced pass (`PUT /v1/system/gc`) uses zero thresholds.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use drover_state::{Command, StateSnapshot};
+use drover_model::{Allocation, ClientStatus, DesiredStatus, Job, JobStatus, NodeStatus};
+use drover_state::{Command, JobAt, NodeAt, StateSnapshot};
 
-use crate::Server;
+use crate::{Server, ServerError};
 
-/// Most evaluations one delete entry carries.
+/// Most deletions one entry carries.
 const BATCH: usize = 1024;
 
-/// The finished evaluations older than `threshold` (at `now`, Unix nanoseconds) that no
-/// allocation refers to.
-pub(crate) fn collectable(snap: &StateSnapshot, now: i64, threshold: Duration) -> Vec<String> {
-    let cutoff = now.saturating_sub(threshold.as_nanos().min(i64::MAX as u128) as i64);
-    snap.evals()
-        .filter(|e| e.status.is_terminal() && e.modify_time < cutoff)
-        .filter(|e| {
-            !snap
-                .allocs_by_job(&e.namespace, &e.job_id)
-                .any(|a| a.eval_id == e.id)
-        })
-        .map(|e| e.id.clone())
-        .collect()
+/// How old things must be before the collector deletes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcThresholds {
+    /// Finished evaluations of service and system jobs (Nomad's `eval_gc_threshold`).
+    pub eval: Duration,
+    /// Finished evaluations of batch jobs (`batch_eval_gc_threshold`).
+    pub batch_eval: Duration,
+    /// Dead jobs (`job_gc_threshold`).
+    pub job: Duration,
+    /// Down nodes (`node_gc_threshold`).
+    pub node: Duration,
 }
 
-/// Runs while this server leads: a pass every `threshold / 2` (at most every 5 minutes).
+impl Default for GcThresholds {
+    /// Nomad's defaults.
+    fn default() -> Self {
+        GcThresholds {
+            eval: Duration::from_secs(3600),
+            batch_eval: Duration::from_secs(24 * 3600),
+            job: Duration::from_secs(4 * 3600),
+            node: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl GcThresholds {
+    /// A forced collection: everything finished goes, however recent.
+    pub const ZERO: GcThresholds = GcThresholds {
+        eval: Duration::ZERO,
+        batch_eval: Duration::ZERO,
+        job: Duration::ZERO,
+        node: Duration::ZERO,
+    };
+
+    /// How often the leader runs a pass: half the shortest threshold, between 0.5 s and 5 min.
+    fn interval(&self) -> Duration {
+        let shortest = self.eval.min(self.batch_eval).min(self.job).min(self.node);
+        (shortest / 2).clamp(Duration::from_millis(500), Duration::from_secs(300))
+    }
+}
+
+/// What one pass found to delete.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Garbage {
+    pub evals: Vec<String>,
+    pub allocs: Vec<String>,
+    pub jobs: Vec<JobAt>,
+    pub nodes: Vec<NodeAt>,
+}
+
+impl Garbage {
+    fn is_empty(&self) -> bool {
+        self.evals.is_empty()
+            && self.allocs.is_empty()
+            && self.jobs.is_empty()
+            && self.nodes.is_empty()
+    }
+
+    /// The deletions as Raft commands of at most `BATCH` items of each kind. A job goes in
+    /// the command that deletes the last of the evaluations and allocations, or a later one:
+    /// never before what it owns. (The apply checks keep any order safe; this keeps a job's
+    /// evaluations from outliving it when a later batch fails.)
+    fn into_commands(self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let mut eval_ids = self.evals.into_iter().peekable();
+        let mut alloc_ids = self.allocs.into_iter().peekable();
+        let mut jobs = self.jobs.into_iter().peekable();
+        let mut nodes = self.nodes.into_iter().peekable();
+        while eval_ids.peek().is_some()
+            || alloc_ids.peek().is_some()
+            || jobs.peek().is_some()
+            || nodes.peek().is_some()
+        {
+            let evals: Vec<String> = eval_ids.by_ref().take(BATCH).collect();
+            let allocs: Vec<String> = alloc_ids.by_ref().take(BATCH).collect();
+            let owned_left = eval_ids.peek().is_some() || alloc_ids.peek().is_some();
+            let jobs: Vec<JobAt> = if owned_left {
+                Vec::new()
+            } else {
+                jobs.by_ref().take(BATCH).collect()
+            };
+            commands.push(Command::Collect {
+                evals,
+                allocs,
+                jobs,
+                nodes: nodes.by_ref().take(BATCH).collect(),
+            });
+        }
+        commands
+    }
+}
+
+/// Whether a finished allocation may be deleted while `job` (None: gone) exists.
+fn alloc_collectable(a: &Allocation, job: Option<&Job>, cutoff: i64) -> bool {
+    if !a.client_status.is_terminal() || a.modify_time >= cutoff {
+        return false;
+    }
+    let live = job.is_some_and(|j| !j.stop);
+    if !live || a.desired_status != DesiredStatus::Run {
+        return true;
+    }
+    let job_type = job.map(|j| j.job_type).unwrap_or_default();
+    match a.client_status {
+        ClientStatus::Complete => !job_type.runs_to_completion(),
+        ClientStatus::Failed => !a.next_allocation.is_empty(),
+        _ => true,
+    }
+}
+
+fn cutoff(now: i64, threshold: Duration) -> i64 {
+    now.saturating_sub(threshold.as_nanos().min(i64::MAX as u128) as i64)
+}
+
+/// Everything collectable in `snap` at `now` (Unix nanoseconds).
+pub(crate) fn collectable(snap: &StateSnapshot, now: i64, t: &GcThresholds) -> Garbage {
+    let mut g = Garbage::default();
+    let mut gone_jobs: BTreeSet<(&str, &str)> = BTreeSet::new();
+
+    let job_cutoff = cutoff(now, t.job);
+    for job in snap.jobs() {
+        let dead = job.status == JobStatus::Dead && (job.stop || job.job_type.runs_to_completion());
+        if !dead || job.periodic.is_some() || job.parameterized.is_some() {
+            continue;
+        }
+        let evals: Vec<_> = snap.evals_by_job(&job.namespace, &job.id).collect();
+        let allocs: Vec<_> = snap.allocs_by_job(&job.namespace, &job.id).collect();
+        if evals.iter().any(|e| !e.status.is_terminal())
+            || allocs.iter().any(|a| !a.client_status.is_terminal())
+        {
+            continue;
+        }
+        let last_change = evals
+            .iter()
+            .map(|e| e.modify_time)
+            .chain(allocs.iter().map(|a| a.modify_time))
+            .fold(job.submit_time, i64::max);
+        if last_change >= job_cutoff {
+            continue;
+        }
+        g.evals.extend(evals.iter().map(|e| e.id.clone()));
+        g.allocs.extend(allocs.iter().map(|a| a.id.clone()));
+        g.jobs.push(JobAt {
+            namespace: job.namespace.clone(),
+            job_id: job.id.clone(),
+            modify_index: job.modify_index,
+        });
+        gone_jobs.insert((&job.namespace, &job.id));
+    }
+
+    // The rest: evaluations with the allocations they placed, and allocations whose
+    // evaluation is gone.
+    let mut by_eval: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
+    for a in snap.allocs() {
+        if !gone_jobs.contains(&(a.namespace.as_str(), a.job_id.as_str())) {
+            by_eval.entry(a.eval_id.as_str()).or_default().push(a);
+        }
+    }
+    let eval_cutoff = |job: Option<&Job>| {
+        let batch = job.is_some_and(|j| j.job_type.runs_to_completion());
+        cutoff(now, if batch { t.batch_eval } else { t.eval })
+    };
+    for e in snap.evals() {
+        if !e.status.is_terminal() || gone_jobs.contains(&(e.namespace.as_str(), e.job_id.as_str()))
+        {
+            continue;
+        }
+        let job = snap.job(&e.namespace, &e.job_id);
+        let cutoff = eval_cutoff(job);
+        let placed = by_eval.remove(e.id.as_str()).unwrap_or_default();
+        if e.modify_time < cutoff && placed.iter().all(|a| alloc_collectable(a, job, cutoff)) {
+            g.evals.push(e.id.clone());
+            g.allocs.extend(placed.iter().map(|a| a.id.clone()));
+        }
+    }
+    for (eval_id, allocs) in by_eval {
+        if snap.eval(eval_id).is_some() {
+            continue;
+        }
+        for a in allocs {
+            let job = snap.job(&a.namespace, &a.job_id);
+            if alloc_collectable(a, job, eval_cutoff(job)) {
+                g.allocs.push(a.id.clone());
+            }
+        }
+    }
+
+    let node_cutoff = cutoff(now, t.node);
+    for n in snap.nodes() {
+        if n.status == NodeStatus::Down
+            && n.status_updated_at < node_cutoff
+            && snap
+                .allocs_by_node(&n.id)
+                .all(|a| a.client_status.is_terminal())
+        {
+            g.nodes.push(NodeAt {
+                node_id: n.id.clone(),
+                modify_index: n.modify_index,
+            });
+        }
+    }
+    g
+}
+
+/// What a pass deleted (as far as the collector knows: the apply may have kept some).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    pub evals: usize,
+    pub allocs: usize,
+    pub jobs: usize,
+    pub nodes: usize,
+}
+
+impl Server {
+    /// One garbage-collection pass over this server's view of the state, with `thresholds`
+    /// ([`GcThresholds::ZERO`] forces everything finished out). The deletions go through
+    /// Raft, so a follower's pass is written by the leader.
+    pub async fn collect_garbage(
+        &self,
+        thresholds: &GcThresholds,
+    ) -> Result<Collected, ServerError> {
+        let garbage = collectable(&self.store().snapshot(), crate::now_nanos(), thresholds);
+        let counted = Collected {
+            evals: garbage.evals.len(),
+            allocs: garbage.allocs.len(),
+            jobs: garbage.jobs.len(),
+            nodes: garbage.nodes.len(),
+        };
+        if garbage.is_empty() {
+            return Ok(counted);
+        }
+        for command in garbage.into_commands() {
+            self.raft().write(command).await?;
+        }
+        tracing::debug!(?counted, "garbage collected");
+        Ok(counted)
+    }
+}
+
+/// Runs while this server leads: a pass every half the shortest threshold (at most every
+/// 5 minutes).
 pub(crate) async fn run(server: Server) {
-    let threshold = server.config().eval_gc_threshold;
-    let every = (threshold / 2).clamp(Duration::from_millis(500), Duration::from_secs(300));
-    let mut tick = tokio::time::interval(every);
+    let thresholds = server.config().gc;
+    let mut tick = tokio::time::interval(thresholds.interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let ids = collectable(&server.store().snapshot(), crate::now_nanos(), threshold);
-        for chunk in ids.chunks(BATCH) {
-            let eval_ids = chunk.to_vec();
-            match server.raft().write(Command::EvalDelete { eval_ids }).await {
-                Ok(_) => tracing::debug!(count = chunk.len(), "deleted finished evaluations"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "evaluation garbage collection failed");
-                    break;
-                }
-            }
+        if let Err(e) = server.collect_garbage(&thresholds).await {
+            tracing::warn!(error = %e, "garbage collection failed");
         }
     }
 }
@@ -52,8 +284,21 @@ pub(crate) async fn run(server: Server) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drover_model::{Allocation, EvalStatus, Evaluation, Job, JobType, Task, TaskGroup};
+    use drover_model::{EvalStatus, Evaluation, JobType, Node, Task, TaskGroup};
     use drover_state::{Entry, PlanResult, StateStore};
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    fn job(id: &str, job_type: JobType) -> Job {
+        let mut job = Job::new(id, job_type);
+        job.groups.push(TaskGroup::new(
+            "g",
+            1,
+            job_type,
+            vec![Task::new("t", "raw_exec")],
+        ));
+        job
+    }
 
     fn eval(id: &str, job: &Job, status: EvalStatus) -> Evaluation {
         let mut e = Evaluation::new(id.into(), job, "job-register");
@@ -61,59 +306,207 @@ mod tests {
         e
     }
 
-    #[test]
-    fn only_old_finished_unreferenced_evaluations_are_collected() {
-        let mut job = Job::new("web", JobType::Service);
-        job.groups.push(TaskGroup::new(
-            "g",
-            1,
-            JobType::Service,
-            vec![Task::new("t", "raw_exec")],
-        ));
-        let store = StateStore::new();
-        let evals = vec![
-            eval("old-done", &job, EvalStatus::Complete),
-            eval("old-failed", &job, EvalStatus::Failed),
-            eval("old-pending", &job, EvalStatus::Pending),
-            eval("old-blocked", &job, EvalStatus::Blocked),
-            eval("old-placed", &job, EvalStatus::Complete),
-        ];
-        store.apply(
-            1,
-            &Entry {
-                time: 1_000,
-                command: Command::EvalUpsert { evals },
-            },
-        );
-        let alloc = Allocation {
-            id: "a1".into(),
+    fn alloc(id: &str, job: &Job, eval: &str, status: ClientStatus) -> Allocation {
+        Allocation {
+            id: id.into(),
             namespace: job.namespace.clone(),
             job_id: job.id.clone(),
-            eval_id: "old-placed".into(),
+            eval_id: eval.into(),
+            node_id: "n1".into(),
+            client_status: status,
             ..Default::default()
-        };
-        let plan = PlanResult {
-            allocs: vec![alloc],
-            ..Default::default()
-        };
-        store.apply(
-            2,
-            &Entry {
-                time: 1_000,
-                command: Command::PlanApply(plan),
-            },
-        );
-        let young = vec![eval("young-done", &job, EvalStatus::Complete)];
-        store.apply(
-            3,
-            &Entry {
-                time: 9_000,
-                command: Command::EvalUpsert { evals: young },
-            },
-        );
+        }
+    }
 
-        let mut ids = collectable(&store.snapshot(), 10_000, Duration::from_nanos(5_000));
-        ids.sort();
-        assert_eq!(ids, vec!["old-done".to_string(), "old-failed".to_string()]);
+    /// Applies `command` at `index`, stamped `time` hours after the epoch.
+    fn apply(store: &StateStore, index: u64, hours: i64, command: Command) {
+        let r = store.apply(
+            index,
+            &Entry {
+                time: hours * HOUR,
+                command,
+            },
+        );
+        assert_eq!(r.error, None);
+    }
+
+    fn register(store: &StateStore, index: u64, job: &Job) {
+        let job = Box::new(job.clone());
+        apply(store, index, 0, Command::JobRegister { job, eval: None });
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn evaluations_go_with_their_allocations_unless_the_job_still_needs_them() {
+        let web = job("web", JobType::Service);
+        let batch = job("batch", JobType::Batch);
+        let store = StateStore::new();
+        register(&store, 1, &web);
+        register(&store, 2, &batch);
+        let evals = vec![
+            eval("done", &web, EvalStatus::Complete),
+            eval("failed", &web, EvalStatus::Failed),
+            eval("pending", &web, EvalStatus::Pending),
+            eval("blocked", &web, EvalStatus::Blocked),
+            eval("running-alloc", &web, EvalStatus::Complete),
+            eval("replaced-alloc", &web, EvalStatus::Complete),
+            eval("unreplaced-failure", &web, EvalStatus::Complete),
+            eval("batch-done", &batch, EvalStatus::Complete),
+        ];
+        apply(&store, 3, 1, Command::EvalUpsert { evals });
+        let mut replaced = alloc("a-replaced", &web, "replaced-alloc", ClientStatus::Failed);
+        replaced.next_allocation = "a-running".into();
+        let allocs = vec![
+            alloc("a-running", &web, "running-alloc", ClientStatus::Running),
+            replaced,
+            alloc("a-failed", &web, "unreplaced-failure", ClientStatus::Failed),
+            alloc("a-batch", &batch, "batch-done", ClientStatus::Complete),
+            alloc("a-orphan", &web, "no-such-eval", ClientStatus::Complete),
+        ];
+        let plan = PlanResult {
+            allocs,
+            ..Default::default()
+        };
+        apply(&store, 4, 1, Command::PlanApply(plan));
+        let young = vec![eval("young", &web, EvalStatus::Complete)];
+        apply(&store, 5, 9, Command::EvalUpsert { evals: young });
+
+        // The batch job is dead (its one allocation completed), but younger than
+        // job_gc_threshold: only its evaluation is looked at.
+        let t = GcThresholds {
+            eval: Duration::from_secs(3600),
+            batch_eval: Duration::from_secs(3600),
+            job: Duration::from_secs(24 * 3600),
+            node: Duration::from_secs(3600),
+        };
+        let g = collectable(&store.snapshot(), 9 * HOUR + 1, &t);
+        assert_eq!(
+            sorted(g.evals),
+            ["done", "failed", "replaced-alloc"].map(String::from)
+        );
+        assert_eq!(
+            sorted(g.allocs),
+            ["a-orphan", "a-replaced"].map(String::from)
+        );
+        assert!(g.jobs.is_empty() && g.nodes.is_empty());
+    }
+
+    #[test]
+    fn dead_jobs_go_whole_once_nothing_changed_for_the_threshold() {
+        let stopped = job("stopped", JobType::Service);
+        let finished = job("finished", JobType::Batch);
+        let running = job("running", JobType::Batch);
+        let mut periodic = job("periodic", JobType::Batch);
+        periodic.periodic = Some(Default::default());
+        let store = StateStore::new();
+        for (i, j) in [&stopped, &finished, &running, &periodic]
+            .iter()
+            .enumerate()
+        {
+            register(&store, i as u64 + 1, j);
+        }
+        let evals = vec![
+            eval("e-stopped", &stopped, EvalStatus::Complete),
+            eval("e-finished", &finished, EvalStatus::Complete),
+            eval("e-running", &running, EvalStatus::Complete),
+        ];
+        apply(&store, 10, 1, Command::EvalUpsert { evals });
+        let allocs = vec![
+            alloc("a-stopped", &stopped, "e-stopped", ClientStatus::Complete),
+            alloc(
+                "a-finished",
+                &finished,
+                "e-finished",
+                ClientStatus::Complete,
+            ),
+            alloc("a-running", &running, "e-running", ClientStatus::Running),
+        ];
+        let plan = PlanResult {
+            allocs,
+            ..Default::default()
+        };
+        apply(&store, 11, 1, Command::PlanApply(plan));
+        let deregister = Command::JobDeregister {
+            namespace: "default".into(),
+            job_id: "stopped".into(),
+            purge: false,
+            eval: None,
+        };
+        apply(&store, 12, 1, deregister);
+        let node = Node {
+            id: "n-down".into(),
+            status: NodeStatus::Down,
+            ..Default::default()
+        };
+        apply(&store, 13, 1, Command::NodeRegister { node });
+
+        let snap = store.snapshot();
+        assert_eq!(
+            snap.job("default", "finished").unwrap().status,
+            JobStatus::Dead
+        );
+        let t = GcThresholds {
+            job: Duration::from_secs(4 * 3600),
+            node: Duration::from_secs(24 * 3600),
+            ..GcThresholds::default()
+        };
+        let too_soon = collectable(&snap, 4 * HOUR, &t);
+        assert!(too_soon.jobs.is_empty(), "{too_soon:?}");
+
+        let g = collectable(&snap, 6 * HOUR, &t);
+        let mut jobs: Vec<&str> = g.jobs.iter().map(|j| j.job_id.as_str()).collect();
+        jobs.sort();
+        assert_eq!(jobs, ["finished", "stopped"]);
+        assert_eq!(
+            sorted(g.evals.clone()),
+            ["e-finished", "e-stopped"].map(String::from)
+        );
+        assert_eq!(
+            sorted(g.allocs.clone()),
+            ["a-finished", "a-stopped"].map(String::from)
+        );
+        assert!(g.nodes.is_empty(), "a node goes after node_gc_threshold");
+
+        for (i, command) in g.into_commands().into_iter().enumerate() {
+            apply(&store, 20 + i as u64, 6, command);
+        }
+        let snap = store.snapshot();
+        assert!(snap.job("default", "stopped").is_none());
+        assert!(snap.job("default", "finished").is_none());
+        assert!(snap.job("default", "running").is_some());
+        assert!(snap.job("default", "periodic").is_some());
+        assert_eq!(snap.allocs().count(), 1);
+
+        let g = collectable(&snap, 26 * HOUR, &t);
+        assert_eq!(g.nodes.len(), 1);
+        assert_eq!(g.nodes[0].node_id, "n-down");
+    }
+
+    #[test]
+    fn commands_carry_at_most_a_batch_and_jobs_after_what_they_own() {
+        let g = Garbage {
+            evals: (0..BATCH + 1).map(|i| format!("e{i}")).collect(),
+            allocs: vec!["a".into()],
+            jobs: vec![JobAt {
+                namespace: "default".into(),
+                job_id: "j".into(),
+                modify_index: 1,
+            }],
+            nodes: vec![],
+        };
+        let commands = g.into_commands();
+        assert_eq!(commands.len(), 2);
+        let Command::Collect { evals, jobs, .. } = &commands[0] else {
+            panic!("{:?}", commands[0])
+        };
+        assert_eq!((evals.len(), jobs.len()), (BATCH, 0));
+        let Command::Collect { evals, jobs, .. } = &commands[1] else {
+            panic!("{:?}", commands[1])
+        };
+        assert_eq!((evals.len(), jobs.len()), (1, 1));
     }
 }

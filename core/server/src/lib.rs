@@ -20,6 +20,7 @@ use drover_model::{Evaluation, Job, Variable, format_uuid};
 use drover_raft::{RaftNode, WriteError};
 use drover_state::{Command, StateStore};
 
+pub use gc::{Collected, GcThresholds};
 pub use node_stream::{ExecSession, LogsSession, NodeStreamService};
 pub use plan_apply::PlanOutcome;
 
@@ -33,8 +34,9 @@ pub struct ServerConfig {
     /// The leader removes a server it has not reached for this long (autopilot's dead-server
     /// cleanup); None disables it.
     pub dead_server_cleanup: Option<Duration>,
-    /// Finished evaluations older than this are deleted (Nomad's `eval_gc_threshold`).
-    pub eval_gc_threshold: Duration,
+    /// How old finished evaluations, dead jobs and down nodes must be before the leader
+    /// deletes them (Nomad's `*_gc_threshold`s).
+    pub gc: GcThresholds,
 }
 
 impl Default for ServerConfig {
@@ -44,7 +46,7 @@ impl Default for ServerConfig {
             workers: 4,
             algorithm: drover_scheduler::Algorithm::Binpack,
             dead_server_cleanup: None,
-            eval_gc_threshold: Duration::from_secs(3600),
+            gc: GcThresholds::default(),
         }
     }
 }

@@ -48,9 +48,22 @@ pub enum Command {
     EvalUpsert {
         evals: Vec<Evaluation>,
     },
-    /// Delete evaluations (the leader's garbage collection of finished ones).
-    EvalDelete {
-        eval_ids: Vec<String>,
+    /// The garbage collector's deletions (Nomad's core GC). Each is checked again as it
+    /// applies, against what the collector saw: an evaluation only if it is finished, an
+    /// allocation only if its client reports it ended, a job or node only at the modify index
+    /// the collector saw (a job registered again meanwhile survives). A deleted job takes its
+    /// versions with it. (Entries written as `EvalDelete { eval_ids }` by earlier versions still
+    /// read as this.)
+    #[serde(alias = "EvalDelete")]
+    Collect {
+        #[serde(default, alias = "eval_ids")]
+        evals: Vec<String>,
+        #[serde(default)]
+        allocs: Vec<String>,
+        #[serde(default)]
+        jobs: Vec<JobAt>,
+        #[serde(default)]
+        nodes: Vec<NodeAt>,
     },
     /// Create or replace a variable. With `cas`, only if its modify index is `cas` (0: only
     /// if it does not exist); otherwise the response reports a conflict and nothing changes.
@@ -83,13 +96,28 @@ impl Command {
             Command::AllocClientUpdate { .. } => "AllocClientUpdate",
             Command::PlanApply(_) => "PlanApply",
             Command::EvalUpsert { .. } => "EvalUpsert",
-            Command::EvalDelete { .. } => "EvalDelete",
+            Command::Collect { .. } => "Collect",
             Command::VarUpsert { .. } => "VarUpsert",
             Command::VarDelete { .. } => "VarDelete",
             Command::Batch(_) => "Batch",
             Command::Restore { .. } => "Restore",
         }
     }
+}
+
+/// A job as the garbage collector saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAt {
+    pub namespace: String,
+    pub job_id: String,
+    pub modify_index: Index,
+}
+
+/// A node as the garbage collector saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAt {
+    pub node_id: String,
+    pub modify_index: Index,
 }
 
 /// What a committed plan changes.

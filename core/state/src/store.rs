@@ -2,8 +2,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use drover_model::{
-    Allocation, ClientStatus, DesiredStatus, EvalStatus, Evaluation, Index, JobStatus, NodeStatus,
-    TaskLifecycle,
+    Allocation, ClientStatus, DesiredStatus, EvalStatus, Evaluation, Index, Job, JobStatus,
+    NodeStatus, TaskLifecycle,
 };
 use tokio::sync::watch;
 
@@ -237,6 +237,22 @@ fn prune_job_versions(s: &mut StateSnapshot, namespace: &str, job_id: &str) {
     }
 }
 
+/// Removes a job and all its versions from state (its allocations and evaluations stay
+/// until they are stopped and collected).
+fn purge_job(s: &mut StateSnapshot, index: Index, job: &Arc<Job>, events: &mut Vec<Event>) {
+    events.push(Event::job(index, "JobDeregistered", job));
+    s.jobs.remove(&(job.namespace.clone(), job.id.clone()));
+    let versions: Vec<_> = s
+        .job_versions
+        .keys()
+        .filter(|(ns, id, _)| *ns == job.namespace && *id == job.id)
+        .cloned()
+        .collect();
+    for v in versions {
+        s.job_versions.remove(&v);
+    }
+}
+
 /// A check-and-set that does not match the variable's modify index (0: absent) is a
 /// conflict: the response says so and carries the current variable.
 fn cas_conflict(
@@ -350,17 +366,7 @@ fn apply_command(
                 return resp;
             };
             if *purge {
-                events.push(Event::job(index, "JobDeregistered", &job));
-                s.jobs.remove(&key);
-                let versions: Vec<_> = s
-                    .job_versions
-                    .keys()
-                    .filter(|(ns, id, _)| ns == namespace && id == job_id)
-                    .cloned()
-                    .collect();
-                for v in versions {
-                    s.job_versions.remove(&v);
-                }
+                purge_job(s, index, &job, events);
             } else {
                 let mut job = (*job).clone();
                 job.stop = true;
@@ -524,15 +530,59 @@ fn apply_command(
                 touch(s, Table::Variables, index);
             }
         }
-        Command::EvalDelete { eval_ids } => {
-            for id in eval_ids {
+        Command::Collect {
+            evals,
+            allocs,
+            jobs,
+            nodes,
+        } => {
+            for id in evals {
+                if !s.evals.get(id).is_some_and(|e| e.status.is_terminal()) {
+                    continue;
+                }
                 let Some(e) = s.evals.remove(id) else {
                     continue;
                 };
                 s.evals_by_job
                     .remove(&(e.namespace.clone(), e.job_id.clone(), e.id.clone()));
                 s.evals_pending.remove(&crate::snapshot::pending_key(&e));
+                touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
                 touch(s, Table::Evals, index);
+            }
+            for id in allocs {
+                if !s
+                    .allocs
+                    .get(id)
+                    .is_some_and(|a| a.client_status.is_terminal())
+                {
+                    continue;
+                }
+                let Some(a) = s.allocs.remove(id) else {
+                    continue;
+                };
+                s.allocs_by_node.remove(&(a.node_id.clone(), a.id.clone()));
+                s.allocs_by_job
+                    .remove(&(a.namespace.clone(), a.job_id.clone(), a.id.clone()));
+                touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
+                touch(s, Table::Allocs, index);
+            }
+            for at in jobs {
+                let key = (at.namespace.clone(), at.job_id.clone());
+                if let Some(job) = s.jobs.get(&key).cloned()
+                    && job.modify_index == at.modify_index
+                {
+                    purge_job(s, index, &job, events);
+                    touch(s, Table::Jobs, index);
+                }
+            }
+            for at in nodes {
+                if let Some(node) = s.nodes.get(&at.node_id).cloned()
+                    && node.modify_index == at.modify_index
+                {
+                    s.nodes.remove(&at.node_id);
+                    events.push(Event::node(index, "NodeDeregistration", &node));
+                    touch(s, Table::Nodes, index);
+                }
             }
         }
         Command::EvalUpsert { evals } => {
@@ -706,18 +756,126 @@ mod tests {
     }
 
     #[test]
-    fn deleting_evaluations_keeps_the_indexes_true() {
+    fn collect_deletes_only_what_is_still_collectable() {
         let store = StateStore::new();
-        let eval = drover_model::Evaluation::new("e1".into(), &job(), "job-register");
-        write(&store, 1, Command::EvalUpsert { evals: vec![eval] });
-        assert_eq!(store.snapshot().pending_evals().count(), 1);
-        let eval_ids = vec!["e1".to_string(), "missing".to_string()];
-        write(&store, 2, Command::EvalDelete { eval_ids });
+        write(
+            &store,
+            1,
+            Command::JobRegister {
+                job: Box::new(job()),
+                eval: None,
+            },
+        );
+        let eval = |id: &str, status| {
+            let mut e = drover_model::Evaluation::new(id.into(), &job(), "job-register");
+            e.status = status;
+            e
+        };
+        let evals = vec![
+            eval("e1", EvalStatus::Pending),
+            eval("e2", EvalStatus::Complete),
+        ];
+        write(&store, 2, Command::EvalUpsert { evals });
+        let alloc = |id: &str, client_status| Allocation {
+            id: id.into(),
+            namespace: "default".into(),
+            job_id: "web".into(),
+            node_id: "n1".into(),
+            eval_id: "e2".into(),
+            client_status,
+            ..Default::default()
+        };
+        let plan = crate::PlanResult {
+            allocs: vec![
+                alloc("a1", ClientStatus::Running),
+                alloc("a2", ClientStatus::Complete),
+            ],
+            ..Default::default()
+        };
+        write(&store, 3, Command::PlanApply(plan));
+        let node = drover_model::Node {
+            id: "n1".into(),
+            ..Default::default()
+        };
+        write(&store, 4, Command::NodeRegister { node });
+        let job_at = |modify_index| crate::JobAt {
+            namespace: "default".into(),
+            job_id: "web".into(),
+            modify_index,
+        };
+        let stale_job = job_at(1);
+        assert_ne!(
+            store.snapshot().job("default", "web").unwrap().modify_index,
+            1
+        );
+
+        // What changed since the collector looked is left alone: a pending evaluation, a
+        // running allocation, a job at another modify index, a node at another one.
+        write(
+            &store,
+            5,
+            Command::Collect {
+                evals: vec!["e1".into(), "e2".into(), "missing".into()],
+                allocs: vec!["a1".into(), "a2".into()],
+                jobs: vec![stale_job],
+                nodes: vec![crate::NodeAt {
+                    node_id: "n1".into(),
+                    modify_index: 3,
+                }],
+            },
+        );
         let snap = store.snapshot();
-        assert!(snap.eval("e1").is_none());
-        assert_eq!(snap.pending_evals().count(), 0);
-        assert_eq!(snap.evals_by_job("default", "web").count(), 0);
-        assert_eq!(snap.table_index(Table::Evals), 2);
+        assert!(snap.eval("e1").is_some() && snap.eval("e2").is_none());
+        assert_eq!(snap.pending_evals().count(), 1);
+        assert_eq!(snap.evals_by_job("default", "web").count(), 1);
+        assert!(snap.alloc("a1").is_some() && snap.alloc("a2").is_none());
+        assert_eq!(snap.allocs_by_job("default", "web").count(), 1);
+        assert_eq!(snap.allocs_by_node("n1").count(), 1);
+        assert!(snap.job("default", "web").is_some() && snap.node("n1").is_some());
+        assert_eq!(snap.table_index(Table::Evals), 5);
+        assert_eq!(snap.table_index(Table::Allocs), 5);
+
+        // At the indexes it saw, the job (with its versions) and the node go.
+        let job_now = job_at(snap.job("default", "web").unwrap().modify_index);
+        let nodes = vec![crate::NodeAt {
+            node_id: "n1".into(),
+            modify_index: 4,
+        }];
+        let (_, mut events) = store.subscribe_events(u64::MAX);
+        write(
+            &store,
+            6,
+            Command::Collect {
+                evals: vec![],
+                allocs: vec![],
+                jobs: vec![job_now],
+                nodes,
+            },
+        );
+        let snap = store.snapshot();
+        assert!(snap.job("default", "web").is_none() && snap.node("n1").is_none());
+        assert!(snap.job_versions("default", "web").is_empty());
+        assert_eq!(snap.table_index(Table::Jobs), 6);
+        assert_eq!(snap.table_index(Table::Nodes), 6);
+        let kinds: Vec<&str> = std::iter::from_fn(|| events.try_recv().ok())
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, vec!["JobDeregistered", "NodeDeregistration"]);
+    }
+
+    #[test]
+    fn entries_written_as_eval_delete_still_read() {
+        let old = r#"{"time":1,"command":{"EvalDelete":{"eval_ids":["e1"]}}}"#;
+        let entry: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            entry.command,
+            Command::Collect {
+                evals: vec!["e1".into()],
+                allocs: vec![],
+                jobs: vec![],
+                nodes: vec![],
+            }
+        );
     }
 
     #[test]

@@ -170,6 +170,28 @@ fn validate_jobspecs_and_agent_configs() {
             && t.contains("no gossip ring"),
         "{t}"
     );
+    // Values are checked as the agent checks them at start, and the data_dir is not created.
+    std::fs::write(
+        &cfg,
+        "data_dir = \"/nonexistent/drover\"\nserver {\n  enabled = true\n  job_gc_threshold = \"soon\"\n}\n",
+    )
+    .unwrap();
+    let out = drover(&["config", "validate", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("server.job_gc_threshold \"soon\" is not a duration"),
+        "{}",
+        text(&out)
+    );
+    assert!(!std::path::Path::new("/nonexistent/drover").exists());
+    std::fs::write(&cfg, "server {\n  enabled = true\n}\n").unwrap();
+    let out = drover(&["config", "validate", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("data_dir is required"),
+        "{}",
+        text(&out)
+    );
     std::fs::write(
         &cfg,
         "server {\n  enabled = true\n  bootstrap_expectt = 3\n}\n",

@@ -1004,11 +1004,15 @@ pub async fn eval_status(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<
     Ok(0)
 }
 
+/// `drover config validate`: parses the files and checks every value as the agent would
+/// at start (durations, addresses, ports, ...), without touching the machine. Plugin config
+/// blocks are checked against each plugin's schema when the agent launches it.
 pub fn config_validate(paths: &[std::path::PathBuf]) -> anyhow::Result<i32> {
     let cfg = crate::config::FileConfig::load_all(paths)?;
     for w in cfg.warnings() {
         eprintln!("Warning: {w}");
     }
+    crate::config::AgentConfig::check(cfg, false)?;
     println!("Configuration is valid!");
     Ok(0)
 }

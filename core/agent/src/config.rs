@@ -559,26 +559,28 @@ pub fn rpc_address(a: &str, field: &str) -> anyhow::Result<String> {
 }
 
 impl AgentConfig {
+    /// The configuration the agent runs with, and its data_dir, created.
     pub fn resolve(f: FileConfig, dev: bool) -> anyhow::Result<AgentConfig> {
+        let mut cfg = AgentConfig::check(f, dev)?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
+        cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
+            .with_context(|| format!("cannot resolve data_dir {}", cfg.data_dir.display()))?;
+        Ok(cfg)
+    }
+
+    /// Every value checked and defaulted, with no effect on the machine (`config validate`).
+    pub fn check(f: FileConfig, dev: bool) -> anyhow::Result<AgentConfig> {
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "drover".into());
         let data_dir = match (&f.data_dir, dev) {
             (Some(d), _) => PathBuf::from(d),
-            (None, true) => {
-                let d = std::env::temp_dir().join(format!("drover-dev-{}", std::process::id()));
-                std::fs::create_dir_all(&d)?;
-                d
-            }
+            (None, true) => std::env::temp_dir().join(format!("drover-dev-{}", std::process::id())),
             (None, false) => bail!(
                 "data_dir is required (set data_dir in the config file, -data-dir, or use -dev)"
             ),
         };
-        let data_dir = std::fs::canonicalize(&{
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
-            data_dir
-        })?;
         let bind_addr = f.bind_addr.clone().unwrap_or_else(|| {
             if dev {
                 "127.0.0.1".into()

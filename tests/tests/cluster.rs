@@ -447,8 +447,23 @@ fn restart_every_server_keeps_state_and_no_quorum_fails_fast() {
         assert_eq!(ids, before, "state on {} after restart", s.rpc_addr());
     }
 
-    // Two of three down: no quorum. Writes fail fast naming the reason; stale reads work.
+    // Two of three down: no quorum. Writes fail fast naming the reason; stale reads work,
+    // and say whether the server knew a leader as it answered.
     let leader = wait_leader(&servers);
+    let known_leader = |s: &Agent| {
+        let r = http()
+            .get(format!("{}/v1/jobs?stale", s.address()))
+            .send()
+            .ok()?;
+        Some(
+            r.headers()
+                .get("X-Nomad-KnownLeader")?
+                .to_str()
+                .ok()?
+                .to_string(),
+        )
+    };
+    assert_eq!(known_leader(&servers[leader]).as_deref(), Some("true"));
     let survivor = (leader + 1) % 3;
     for (i, s) in servers.iter_mut().enumerate() {
         if i != survivor {
@@ -471,6 +486,9 @@ fn restart_every_server_keeps_state_and_no_quorum_fails_fast() {
     );
     let stale = job_ids(s, "?stale").expect("stale reads are served without a leader");
     assert_eq!(stale, before);
+    wait_for("a stale read to say no leader is known", LONG, || {
+        (known_leader(s)?.as_str() == "false").then_some(())
+    });
     let r = http()
         .get(format!("{}/v1/jobs", s.address()))
         .send()

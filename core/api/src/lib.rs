@@ -118,7 +118,29 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             client_requests_to_leader,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            known_leader,
+        ))
         .with_state(state)
+}
+
+/// Blocking-query answers carry `X-Nomad-KnownLeader`: whether this server knows a leader
+/// as it answers (a stale read from a server without one says `false`).
+async fn known_leader(
+    State(st): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    if resp.headers().contains_key("X-Nomad-Index") {
+        let known = st.server.raft().leader().is_some();
+        resp.headers_mut().insert(
+            "X-Nomad-KnownLeader",
+            HeaderValue::from_static(if known { "true" } else { "false" }),
+        );
+    }
+    resp
 }
 
 /// Node-bound requests (`/v1/client/...`: logs, fs, exec, stats, restart, signal) need the
@@ -272,7 +294,6 @@ fn with_index<T: Serialize>(index: u64, body: &T) -> Response {
     let v = HeaderValue::from_str(&index.max(1).to_string()).expect("digits are a header value");
     h.insert("X-Nomad-Index", v.clone());
     h.insert("X-Drover-Index", v);
-    h.insert("X-Nomad-KnownLeader", HeaderValue::from_static("true"));
     h.insert("X-Nomad-LastContact", HeaderValue::from_static("0"));
     (h, axum::Json(body)).into_response()
 }

@@ -37,6 +37,7 @@ pub async fn run(client: Client) {
         };
         let started = std::time::Instant::now();
         let result = session(&client, &addr).await;
+        client.inner.server_rpc.send_replace(None);
         if started.elapsed() > Duration::from_secs(10) {
             // A session that lasted: the next failure starts the backoff afresh.
             backoff = Duration::from_millis(100);
@@ -102,6 +103,7 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
     let mut node_changed = client.inner.node_changed.subscribe();
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     tracing::info!(server = %addr, node_id = client.node_id(), "connected to server");
+    client.inner.server_rpc.send_replace(Some(rpc.clone()));
     loop {
         tokio::select! {
             m = inbound.message() => {

@@ -14,6 +14,7 @@ mod gc;
 mod logs;
 mod state;
 mod task_runner;
+mod template;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +22,9 @@ use std::sync::{Arc, Mutex};
 
 use drover_model::{AllocClientUpdate, Allocation, Job, Node};
 use drover_plugin_host::PluginHost;
+use drover_proto::node::node_service_client::NodeServiceClient;
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 pub use fingerprint::fingerprint;
 
@@ -81,6 +84,8 @@ struct Inner {
     /// Bumped when a driver's fingerprint changes: the node is registered again.
     node_changed: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
+    /// The server the client is attached to, while it is (for reads such as variables).
+    server_rpc: watch::Sender<Option<NodeServiceClient<Channel>>>,
 }
 
 impl Client {
@@ -106,6 +111,7 @@ impl Client {
                 outbox_changed: watch::channel(0).0,
                 node_changed: watch::channel(0).0,
                 shutdown: watch::channel(false).0,
+                server_rpc: watch::channel(None).0,
             }),
         };
         client.restore().await;
@@ -115,6 +121,49 @@ impl Client {
             tokio::spawn(fingerprint::watch_driver(client.clone(), name));
         }
         Ok(client)
+    }
+
+    /// Variables of an allocation's namespace, read from the attached server: the one at
+    /// `path`, or (with `list`) those under it, without their items.
+    pub(crate) async fn read_variables(
+        &self,
+        alloc_id: &str,
+        path: &str,
+        list: bool,
+    ) -> Result<Vec<drover_model::Variable>, String> {
+        let mut rx = self.inner.server_rpc.subscribe();
+        let mut rpc = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            rx.wait_for(|r| r.is_some()),
+        )
+        .await
+        .map_err(|_| format!("cannot read variable {path:?}: no server connection for 30s"))?
+        .map_err(|_| "the client is shutting down".to_string())?
+        .clone()
+        .expect("waited for a connection");
+        let st = self.inner.state.clone();
+        let node_secret = tokio::task::spawn_blocking(move || st.node_secret())
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = rpc
+            .read_variables(drover_proto::node::VariablesRequest {
+                node_id: self.node_id().to_string(),
+                node_secret,
+                alloc_id: alloc_id.to_string(),
+                path: path.to_string(),
+                list,
+            })
+            .await
+            .map_err(|e| format!("cannot read variable {path:?}: {}", e.message()))?
+            .into_inner();
+        reply
+            .variables_json
+            .iter()
+            .map(|j| {
+                serde_json::from_slice(j)
+                    .map_err(|e| format!("the server sent a malformed variable: {e}"))
+            })
+            .collect()
     }
 
     pub fn node_id(&self) -> &str {

@@ -79,6 +79,8 @@ struct Runner {
     restart_requested: bool,
     /// The artifacts are in place (fetched once, not again on restarts, as Nomad).
     artifacts_fetched: bool,
+    /// What the `env = true` templates add to the task's environment.
+    template_env: std::collections::BTreeMap<String, String>,
 }
 
 impl Runner {
@@ -191,7 +193,44 @@ impl Runner {
         for (k, v) in &c.task.env {
             env.insert(k.clone(), interpolate(v, &base));
         }
+        env.extend(self.template_env.clone());
         env
+    }
+
+    /// The template hook: renders the task's templates before each start. A variable a
+    /// template needs that does not exist yet keeps the task waiting (Nomad's behaviour),
+    /// reported once per change in a "Template" event. Err(None) when the task was stopped
+    /// meanwhile.
+    async fn render_templates(&mut self) -> Result<(), Option<String>> {
+        let mut reported = Vec::new();
+        loop {
+            self.template_env.clear();
+            let env = self.env();
+            let c = &self.ctx;
+            let rendered = crate::template::render_all(&c.client, &c.alloc, &c.task, &c.dirs, &env);
+            let mut stop = c.stop.clone();
+            let result = tokio::select! {
+                r = rendered => r,
+                _ = stop.wait_for(|s| s.is_some()) => return Err(None),
+            };
+            match result {
+                Ok(added) => {
+                    self.template_env = added;
+                    return Ok(());
+                }
+                Err(crate::template::TemplateFailure::Failed(e)) => return Err(Some(e)),
+                Err(crate::template::TemplateFailure::Missing(missing)) => {
+                    if missing != reported {
+                        let msg = format!("Missing: {}", missing.join(", "));
+                        self.emit(event("Template", &msg)).await;
+                        reported = missing;
+                    }
+                    if !self.sleep_unless_stopped(Duration::from_secs(2)).await {
+                        return Err(None);
+                    }
+                }
+            }
+        }
     }
 
     fn task_config(&self, attempt: u32) -> TaskConfig {
@@ -513,6 +552,7 @@ pub async fn run(ctx: TaskCtx) {
         restarts: Vec::new(),
         restart_requested: false,
         artifacts_fetched: false,
+        template_env: Default::default(),
         ctx,
     };
     let mut resume = false;
@@ -577,6 +617,22 @@ pub async fn run(ctx: TaskCtx) {
                         ev.download_error = e;
                         r.emit(ev).await;
                         if r.may_restart("Failed Artifact Download").await {
+                            continue;
+                        }
+                        let failed = r.stop_reason().is_none();
+                        r.finish(failed).await;
+                        return;
+                    }
+                }
+            }
+            if !r.ctx.task.templates.is_empty() {
+                match r.render_templates().await {
+                    Ok(()) => {}
+                    Err(None) => continue, // stopped: the check above ends the task
+                    Err(Some(e)) => {
+                        let msg = format!("prestart hook \"template\" failed: {e}");
+                        r.emit(event("Task hook failed", &msg)).await;
+                        if r.may_restart("Template failure").await {
                             continue;
                         }
                         let failed = r.stop_reason().is_none();

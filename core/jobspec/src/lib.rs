@@ -277,7 +277,6 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
         "ephemeral disk sizes are not enforced yet",
     ),
     ("scaling", "scaling policies are not acted on yet"),
-    ("template", "templates are not rendered yet"),
     ("lifecycle", "lifecycle hooks are not ordered yet"),
     (
         "vault",
@@ -921,7 +920,10 @@ fn parse_task(
     let services = services(src, &mut r, warnings)?;
     let mut templates = Vec::new();
     for b in r.blocks("template") {
-        warn_not_acted_on(&mut r, b);
+        r.warn_at(
+            b,
+            "block \"template\" is rendered before each task start, but the data it reads is not watched yet: change_mode and splay are not acted on",
+        );
         let mut br = BlockReader::new(src, b, r.path().to_string(), "template")?;
         if let Some(cs) = br.block_once("change_script")? {
             br.warn_at(cs, "block \"change_script\" is accepted but ignored");

@@ -9,8 +9,8 @@ use drover_model::{AllocClientUpdate, Node, NodeStatus};
 use drover_proto::node::node_service_server::{NodeService, NodeServiceServer};
 use drover_proto::node::{
     AllocPush, AllocSeq, ClientMessage, ExecInput, ExecOutput, LogsRequest, Registered,
-    ServerMessage, SessionAck, SessionChunk, SessionOpen, UpdatesAck, client_message, exec_output,
-    server_message, session_open,
+    ServerMessage, SessionAck, SessionChunk, SessionOpen, UpdatesAck, VariablesReply,
+    VariablesRequest, client_message, exec_output, server_message, session_open,
 };
 use drover_state::Command;
 use futures::Stream;
@@ -369,6 +369,52 @@ impl NodeService for NodeStreamService {
             .instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn read_variables(
+        &self,
+        req: Request<VariablesRequest>,
+    ) -> Result<Response<VariablesReply>, Status> {
+        let req = req.into_inner();
+        let snap = self.server.store().snapshot();
+        let node = snap
+            .node(&req.node_id)
+            .filter(|n| !n.secret_id.is_empty() && n.secret_id == req.node_secret)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "node {:?} is unknown or presented the wrong secret",
+                    req.node_id
+                ))
+            })?;
+        let alloc = snap
+            .alloc(&req.alloc_id)
+            .filter(|a| a.node_id == node.id)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "allocation {:?} is not placed on node {}",
+                    req.alloc_id, node.id
+                ))
+            })?;
+        let ns = alloc.namespace.as_str();
+        let encode =
+            |v: &drover_model::Variable| serde_json::to_vec(v).expect("a variable serializes");
+        let variables_json = if req.list {
+            snap.variables()
+                .filter(|v| v.namespace == ns && v.path.starts_with(&req.path))
+                .map(|v| {
+                    encode(&drover_model::Variable {
+                        items: Default::default(),
+                        ..v.clone()
+                    })
+                })
+                .collect()
+        } else {
+            snap.variable(ns, &req.path)
+                .map(encode)
+                .into_iter()
+                .collect()
+        };
+        Ok(Response::new(VariablesReply { variables_json }))
     }
 
     async fn session_data(

@@ -1,0 +1,446 @@
+//! The template hook: renders a task's `template` blocks into its directory before the task
+//! starts (Nomad's template runner, consul-template's language through `drover-template`).
+//!
+//! Data a template reads:
+//! - `env "NAME"`: the task's environment;
+//! - `nomadVar "path"` (the variable's items; a missing variable blocks the task until it
+//!   exists, as in Nomad), `nomadVarExists "path"`, `nomadVarList "prefix"`: variables of
+//!   the allocation's namespace, read from the servers with the node's secret;
+//! - `secret "provider/path"`: a secret from the secret provider plugin named by the first
+//!   path segment, as `.Data`, `.LeaseID`, `.LeaseDuration` (seconds) and `.Renewable`.
+//!
+//! Data sources are asynchronous and the renderer is not, so a template is rendered in
+//! passes: a pass records what it read that is not fetched yet (rendering it as null), the
+//! hook fetches that, and renders again, until a pass reads nothing new. A template whose
+//! reads depend on other reads (`nomadVar (env "X")`) takes one pass per level.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+use drover_model::{Allocation, Task, Template as TemplateBlock};
+use drover_template::{Functions, Options, Template, Value};
+
+use crate::Client;
+use crate::env::{TaskDirs, interpolate};
+
+/// Passes before a template that keeps discovering new reads is given up on.
+const MAX_PASSES: usize = 16;
+
+/// Something a template reads from outside the task.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Read {
+    Var(String),
+    VarList(String),
+    Secret(String),
+}
+
+impl Read {
+    /// How Nomad names a read a template waits for.
+    fn describe(&self, namespace: &str) -> String {
+        match self {
+            Read::Var(p) => format!("nomad.var.block({p}@{namespace})"),
+            Read::VarList(p) => format!("nomad.var.list({p}@{namespace})"),
+            Read::Secret(p) => format!("secret({p})"),
+        }
+    }
+}
+
+/// Why the hook did not finish.
+#[derive(Debug)]
+pub(crate) enum TemplateFailure {
+    /// A variable the template needs does not exist (yet): the task waits for it.
+    Missing(Vec<String>),
+    /// The template is wrong, or a read failed: the task fails (its restart policy applies).
+    Failed(String),
+}
+
+/// One pass's data: what was fetched, what the pass asked for that was not, and the missing
+/// variables whose items it read.
+struct Pass<'a> {
+    env: &'a BTreeMap<String, String>,
+    fetched: &'a BTreeMap<Read, Option<Value>>,
+    wanted: BTreeSet<Read>,
+    blocked: BTreeSet<Read>,
+}
+
+impl Pass<'_> {
+    /// None: not fetched yet (asked for); Some(None): there is no such thing.
+    fn read(&mut self, r: Read) -> Option<Option<Value>> {
+        let got = self.fetched.get(&r).cloned();
+        if got.is_none() {
+            self.wanted.insert(r);
+        }
+        got
+    }
+}
+
+fn string_arg(name: &str, args: &[Value]) -> Result<String, String> {
+    match args {
+        [Value::String(s)] => Ok(s.clone()),
+        _ => Err(format!("{name} takes one string argument")),
+    }
+}
+
+const HOST_FUNCTIONS: [&str; 5] = [
+    "env",
+    "nomadVar",
+    "nomadVarExists",
+    "nomadVarList",
+    "secret",
+];
+
+impl Functions for Pass<'_> {
+    fn has(&self, name: &str) -> bool {
+        HOST_FUNCTIONS.contains(&name)
+    }
+
+    fn call(&mut self, name: &str, args: &[Value]) -> Option<Result<Value, String>> {
+        if !self.has(name) {
+            return None;
+        }
+        let arg = match string_arg(name, args) {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok(match name {
+            "env" => Value::String(self.env.get(&arg).cloned().unwrap_or_default()),
+            // Reading a variable that does not exist blocks the template until it does;
+            // `nomadVarExists` is how a template says a variable is optional.
+            "nomadVar" => match self.read(Read::Var(arg.clone())) {
+                Some(Some(v)) => v,
+                Some(None) => {
+                    self.blocked.insert(Read::Var(arg));
+                    Value::Null
+                }
+                None => Value::Null,
+            },
+            "nomadVarExists" => Value::Bool(matches!(self.read(Read::Var(arg)), Some(Some(_)))),
+            "nomadVarList" => self
+                .read(Read::VarList(arg))
+                .flatten()
+                .unwrap_or(Value::Array(Vec::new())),
+            _ => self
+                .read(Read::Secret(arg))
+                .flatten()
+                .unwrap_or(Value::Null),
+        }))
+    }
+}
+
+/// A check on the template's own text, before any data is read.
+struct ParseOnly;
+
+impl Functions for ParseOnly {
+    fn has(&self, name: &str) -> bool {
+        HOST_FUNCTIONS.contains(&name)
+    }
+    fn call(&mut self, _: &str, _: &[Value]) -> Option<Result<Value, String>> {
+        None
+    }
+}
+
+/// Where a template's `destination` (relative to the task directory; `alloc/...` is the
+/// allocation's shared directory) lands, refusing one outside the allocation's directory.
+fn destination(dirs: &TaskDirs, dest: &str) -> Result<PathBuf, String> {
+    let task_dir = Path::new(&dirs.task_dir);
+    let alloc_root = Path::new(&dirs.alloc_dir)
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let rel = Path::new(dest);
+    let joined = match rel.strip_prefix("alloc") {
+        Ok(rest) if !rel.is_absolute() => Path::new(&dirs.alloc_dir).join(rest),
+        _ if rel.is_absolute() => rel.to_path_buf(),
+        _ => task_dir.join(rel),
+    };
+    let mut clean = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            c => clean.push(c),
+        }
+    }
+    if !clean.starts_with(&alloc_root) || clean == alloc_root {
+        return Err(format!(
+            "template destination {dest:?} is outside the allocation's directory"
+        ));
+    }
+    Ok(clean)
+}
+
+fn mode(perms: &str) -> Result<u32, String> {
+    let p = if perms.is_empty() { "0644" } else { perms };
+    u32::from_str_radix(p, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("template perms {perms:?} is not an octal file mode like \"0644\""))
+}
+
+/// `KEY=VALUE` lines (blank lines and `#` comments skipped; `export ` and quotes allowed), as
+/// Nomad reads a template with `env = true`.
+fn parse_env(text: &str, dest: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut env = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{dest}:{}: {line:?} is not a KEY=VALUE line", n + 1))?;
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "{dest}:{}: {k:?} is not an environment variable name",
+                n + 1
+            ));
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        env.insert(k.to_string(), v.to_string());
+    }
+    Ok(env)
+}
+
+/// Renders every template of `task` into its directory; returns the variables the
+/// `env = true` templates add to the task's environment.
+pub(crate) async fn render_all(
+    client: &Client,
+    alloc: &Allocation,
+    task: &Task,
+    dirs: &TaskDirs,
+    env: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, TemplateFailure> {
+    let mut fetched: BTreeMap<Read, Option<Value>> = BTreeMap::new();
+    let mut added = BTreeMap::new();
+    for (i, block) in task.templates.iter().enumerate() {
+        let name = if block.dest_path.is_empty() {
+            format!("template {}", i + 1)
+        } else {
+            block.dest_path.clone()
+        };
+        let text = source(block, dirs, env)
+            .await
+            .map_err(TemplateFailure::Failed)?;
+        let opts = Options {
+            name: &name,
+            left: &block.left_delim,
+            right: &block.right_delim,
+            error_on_missing_key: block.err_missing_key,
+        };
+        let parsed = Template::parse(&text, &opts, &ParseOnly)
+            .map_err(|e| TemplateFailure::Failed(e.to_string()))?;
+        let rendered = render(client, alloc, &parsed, env, &mut fetched).await?;
+        let dest = destination(dirs, &interpolate(&block.dest_path, env))
+            .map_err(TemplateFailure::Failed)?;
+        write(&dest, &rendered, block)
+            .await
+            .map_err(TemplateFailure::Failed)?;
+        if block.envvars {
+            added.extend(parse_env(&rendered, &name).map_err(TemplateFailure::Failed)?);
+        }
+    }
+    Ok(added)
+}
+
+/// The template's text: `data`, or the file `source` names (relative to the task directory,
+/// e.g. one an artifact brought).
+async fn source(
+    block: &TemplateBlock,
+    dirs: &TaskDirs,
+    env: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    if block.source_path.is_empty() {
+        return Ok(block.embedded_tmpl.clone());
+    }
+    let path = destination(dirs, &interpolate(&block.source_path, env))?;
+    tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|e| format!("template source {}: {e}", path.display()))
+}
+
+async fn render(
+    client: &Client,
+    alloc: &Allocation,
+    template: &Template,
+    env: &BTreeMap<String, String>,
+    fetched: &mut BTreeMap<Read, Option<Value>>,
+) -> Result<String, TemplateFailure> {
+    for _ in 0..MAX_PASSES {
+        let mut pass = Pass {
+            env,
+            fetched,
+            wanted: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+        };
+        let out = template.render(&Value::Null, &mut pass);
+        let (wanted, blocked) = (pass.wanted, pass.blocked);
+        if wanted.is_empty() {
+            if !blocked.is_empty() {
+                let missing = blocked.iter().map(|r| r.describe(&alloc.namespace));
+                return Err(TemplateFailure::Missing(missing.collect()));
+            }
+            return out.map_err(|e| TemplateFailure::Failed(e.to_string()));
+        }
+        for r in wanted {
+            let v = fetch(client, alloc, &r)
+                .await
+                .map_err(TemplateFailure::Failed)?;
+            fetched.insert(r, v);
+        }
+    }
+    Err(TemplateFailure::Failed(format!(
+        "the template kept asking for new data after {MAX_PASSES} passes"
+    )))
+}
+
+/// Fetches one read. None: no such variable.
+async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<Value>, String> {
+    match r {
+        Read::Var(path) => {
+            let vars = client.read_variables(&alloc.id, path, false).await?;
+            Ok(vars.into_iter().next().map(|v| {
+                Value::Object(
+                    v.items
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect(),
+                )
+            }))
+        }
+        Read::VarList(prefix) => {
+            let vars = client.read_variables(&alloc.id, prefix, true).await?;
+            Ok(Some(Value::Array(
+                vars.into_iter()
+                    .map(|v| {
+                        serde_json::json!({
+                            "Path": v.path,
+                            "Namespace": v.namespace,
+                            "CreateIndex": v.create_index,
+                            "ModifyIndex": v.modify_index,
+                            "CreateTime": v.create_time,
+                            "ModifyTime": v.modify_time,
+                        })
+                    })
+                    .collect(),
+            )))
+        }
+        Read::Secret(spec) => {
+            let (provider, path) = spec.split_once('/').ok_or_else(|| {
+                format!("secret {spec:?} must be \"<provider>/<path>\": the first segment names the secret provider plugin")
+            })?;
+            let secrets = client
+                .host()
+                .secrets(provider)
+                .await
+                .map_err(|e| format!("secret {spec:?}: {e}"))?;
+            let r = secrets
+                .fetch(path)
+                .await
+                .map_err(|e| format!("secret {spec:?}: {e}"))?;
+            Ok(Some(serde_json::json!({
+                "Data": r.data,
+                "LeaseID": r.lease_id,
+                "LeaseDuration": r.ttl_ms / 1000,
+                "Renewable": r.renewable,
+            })))
+        }
+    }
+}
+
+/// Writes the file atomically (a temporary file renamed over it), with the block's mode and
+/// owner.
+async fn write(dest: &Path, text: &str, block: &TemplateBlock) -> Result<(), String> {
+    let mode = mode(&block.perms)?;
+    let (dest, text) = (dest.to_path_buf(), text.to_string());
+    let (uid, gid) = (block.uid, block.gid);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::PermissionsExt;
+        let what = |e: std::io::Error| format!("cannot write template {}: {e}", dest.display());
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(what)?;
+        }
+        let tmp = dest.with_extension("drover-tmp");
+        std::fs::write(&tmp, text).map_err(what)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(what)?;
+        if uid.is_some() || gid.is_some() {
+            let id = |v: Option<i64>| v.filter(|v| *v >= 0).map(|v| v as u32);
+            std::os::unix::fs::chown(&tmp, id(uid), id(gid)).map_err(what)?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(what)
+    })
+    .await
+    .map_err(|e| format!("template writer: {e}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs() -> TaskDirs {
+        TaskDirs {
+            alloc_dir: "/data/alloc/a1/alloc".into(),
+            task_dir: "/data/alloc/a1/web".into(),
+            local_dir: "/data/alloc/a1/web/local".into(),
+            secrets_dir: "/data/alloc/a1/web/secrets".into(),
+            tmp_dir: "/data/alloc/a1/web/tmp".into(),
+        }
+    }
+
+    #[test]
+    fn destinations_stay_inside_the_allocation() {
+        let d = dirs();
+        assert_eq!(
+            destination(&d, "local/app.conf").unwrap(),
+            Path::new("/data/alloc/a1/web/local/app.conf")
+        );
+        assert_eq!(
+            destination(&d, "secrets/./db.env").unwrap(),
+            Path::new("/data/alloc/a1/web/secrets/db.env")
+        );
+        assert_eq!(
+            destination(&d, "alloc/shared.txt").unwrap(),
+            Path::new("/data/alloc/a1/alloc/shared.txt")
+        );
+        assert_eq!(
+            destination(&d, "/data/alloc/a1/web/local/x").unwrap(),
+            Path::new("/data/alloc/a1/web/local/x")
+        );
+        for bad in ["../../etc/passwd", "/etc/passwd", "local/../../../x", ".."] {
+            let e = destination(&d, bad).unwrap_err();
+            assert!(e.contains("outside the allocation"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn env_files_read_like_nomads() {
+        let env = parse_env(
+            "# db\nUSER=app\nexport PASS=\"s3 cret\"\n\nQ='x=y'\n",
+            "secrets/db.env",
+        )
+        .unwrap();
+        assert_eq!(env["USER"], "app");
+        assert_eq!(env["PASS"], "s3 cret");
+        assert_eq!(env["Q"], "x=y");
+        let e = parse_env("A=1\nnot a pair\n", "secrets/db.env").unwrap_err();
+        assert!(e.starts_with("secrets/db.env:2:"), "{e}");
+        let e = parse_env("BAD-NAME=1\n", "x").unwrap_err();
+        assert!(e.contains("not an environment variable name"), "{e}");
+    }
+
+    #[test]
+    fn perms_are_octal_modes() {
+        assert_eq!(mode("0600").unwrap(), 0o600);
+        assert_eq!(mode("").unwrap(), 0o644);
+        assert!(mode("rw-r--r--").unwrap_err().contains("octal"));
+        assert!(mode("99999").is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! Task templates, rendered by the client before the task starts: variables read from the
+//! servers, a secret from a provider plugin, the task's environment, an env file; a missing
+//! variable keeps the task waiting until it exists; a bad template fails the task, naming
+//! the template's line.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use drover_tests::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A -dev agent with the example native secret provider as plugin "vault", holding
+/// `db.password = s3cret`.
+fn agent_with_vault(tmp: &Path) -> Agent {
+    let built = example_plugins();
+    let dir = tmp.join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&built.native, dir.join("vault.so")).unwrap();
+    let cfg = tmp.join("agent.hcl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "plugin_dir = \"{}\"\nplugin \"vault\" {{\n  config {{\n    secrets = {{ db = {{ password = \"s3cret\" }} }}\n  }}\n}}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(
+        &["-dev", "-config", cfg.to_str().unwrap()],
+        &tmp.join("dev"),
+        free_port(),
+        free_port(),
+    );
+    agent.wait_ready();
+    agent.wait_node_ready();
+    agent
+}
+
+fn put_var(agent: &Agent, args: &[&str]) {
+    let mut all = vec!["var", "put"];
+    all.extend_from_slice(args);
+    let out = agent.cli(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const WEB: &str = r#"
+job "web" {
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "echo pw=$DB_PASSWORD; sleep 600"]
+      }
+      template {
+        data        = <<EOT
+user={{ with nomadVar "nomad/jobs/web" }}{{ .user }}:{{ .port }}{{ end }}
+alloc={{ env "NOMAD_ALLOC_ID" }}
+{{ range nomadVarList "nomad/jobs" }}var={{ .Path }}
+{{ end }}{{ if nomadVarExists "nomad/jobs/absent" }}unexpected{{ end -}}
+EOT
+        destination = "local/app.conf"
+        perms       = "0600"
+      }
+      template {
+        data        = "DB_PASSWORD={{ with secret \"vault/db\" }}{{ .Data.password }}{{ end }}\n"
+        destination = "secrets/db.env"
+        env         = true
+      }
+    }
+  }
+}
+"#;
+
+#[test]
+fn templates_render_variables_secrets_and_env_before_the_task_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = agent_with_vault(tmp.path());
+    put_var(&agent, &["nomad/jobs/web", "user=app", "port=5432"]);
+    agent.run_job(&write_job(tmp.path(), "web", WEB));
+    let alloc = agent.wait_alloc_status("web", "running", WAIT);
+    let id = alloc["ID"].as_str().unwrap();
+    let task_dir = agent.data_dir_alloc(id).join("t");
+
+    let conf = task_dir.join("local/app.conf");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        format!("user=app:5432\nalloc={id}\nvar=nomad/jobs/web\n")
+    );
+    assert_eq!(
+        std::fs::metadata(&conf).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read_to_string(task_dir.join("secrets/db.env")).unwrap(),
+        "DB_PASSWORD=s3cret\n"
+    );
+    // `env = true`: the task started with the rendered variables in its environment.
+    wait_for("the task to print its password", WAIT, || {
+        let out = agent.cli(&["alloc", "logs", id, "t"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("pw=s3cret")
+            .then_some(())
+    });
+    agent.terminate();
+}
+
+#[test]
+fn a_missing_variable_holds_the_task_and_a_bad_template_fails_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = agent_with_vault(tmp.path());
+    let waiter = r#"
+job "waiter" {
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "sleep 600"]
+      }
+      template {
+        data        = "token={{ with nomadVar \"nomad/jobs/waiter\" }}{{ .token }}{{ end }}\n"
+        destination = "local/later.txt"
+      }
+    }
+  }
+}
+"#;
+    agent.run_job(&write_job(tmp.path(), "waiter", waiter));
+    let alloc = wait_for("the template to report what it waits for", WAIT, || {
+        let a = agent.allocs("waiter").into_iter().next()?;
+        (!task_events(&a, "t", "Template").is_empty()).then_some(a)
+    });
+    let events = task_events(&alloc, "t", "Template");
+    let msg = events[0]["DisplayMessage"].as_str().unwrap();
+    assert_eq!(msg, "Missing: nomad.var.block(nomad/jobs/waiter@default)");
+    assert!(task_events(&alloc, "t", "Started").is_empty());
+    assert_eq!(alloc["ClientStatus"], "pending", "{alloc:#}");
+
+    put_var(&agent, &["nomad/jobs/waiter", "token=t0k"]);
+    let alloc = agent.wait_alloc_status("waiter", "running", WAIT);
+    let file = agent
+        .data_dir_alloc(alloc["ID"].as_str().unwrap())
+        .join("t/local/later.txt");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "token=t0k\n");
+
+    // A template that does not parse fails the task (no restarts here), naming its line.
+    let broken = r#"
+job "broken" {
+  group "g" {
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/true"
+      }
+      template {
+        data        = "ok\n{{ if true }}never closed\n"
+        destination = "local/broken.txt"
+      }
+    }
+  }
+}
+"#;
+    agent.run_job(&write_job(tmp.path(), "broken", broken));
+    let alloc = agent.wait_alloc_status("broken", "failed", WAIT);
+    let failed = task_events(&alloc, "t", "Task hook failed");
+    let msg = failed[0]["DisplayMessage"].as_str().unwrap();
+    assert_eq!(
+        msg,
+        "prestart hook \"template\" failed: local/broken.txt:3:1: missing {{end}} for {{if}} opened at 2:4"
+    );
+    agent.terminate();
+}
+
+#[test]
+fn variables_reach_only_a_node_that_proves_it_runs_the_allocation() {
+    use drover_proto::node::VariablesRequest;
+    use drover_proto::node::node_service_client::NodeServiceClient;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = Agent::dev(tmp.path());
+    put_var(&agent, &["nomad/jobs/web", "user=app"]);
+    let sleeper = "job \"web\" {\n group \"g\" {\n  task \"t\" {\n   driver = \"raw_exec\"\n   config {\n    command = \"/bin/sleep\"\n    args = [\"600\"]\n   }\n  }\n }\n}\n";
+    agent.run_job(&write_job(tmp.path(), "web", sleeper));
+    let alloc = agent.wait_alloc_status("web", "running", WAIT);
+    let alloc_id = alloc["ID"].as_str().unwrap().to_string();
+    let node_id = alloc["NodeID"].as_str().unwrap().to_string();
+    let data_dir = agent.data_dir_alloc(&alloc_id);
+    let data_dir = data_dir.parent().unwrap().parent().unwrap();
+    let secret = std::fs::read_to_string(data_dir.join("client/node-secret")).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rpc = agent.rpc_addr();
+    rt.block_on(async move {
+        let mut c = NodeServiceClient::connect(format!("http://{rpc}"))
+            .await
+            .unwrap();
+        let req = |secret: &str, alloc_id: &str| VariablesRequest {
+            node_id: node_id.clone(),
+            node_secret: secret.trim().to_string(),
+            alloc_id: alloc_id.to_string(),
+            path: "nomad/jobs/web".into(),
+            list: false,
+        };
+        let e = c.read_variables(req("guess", &alloc_id)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("wrong secret"), "{}", e.message());
+        let e = c
+            .read_variables(req(&secret, "not-here"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message().contains("not placed on node"),
+            "{}",
+            e.message()
+        );
+        let reply = c
+            .read_variables(req(&secret, &alloc_id))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.variables_json.len(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&reply.variables_json[0]).unwrap();
+        assert_eq!(v["Items"]["user"], "app");
+        // Listing gives paths, not items.
+        let mut list = req(&secret, &alloc_id);
+        list.path = "nomad/".into();
+        list.list = true;
+        let reply = c.read_variables(list).await.unwrap().into_inner();
+        let v: serde_json::Value = serde_json::from_slice(&reply.variables_json[0]).unwrap();
+        assert_eq!(v["Path"], "nomad/jobs/web");
+        assert!(v["Items"].as_object().is_none_or(|m| m.is_empty()), "{v}");
+    });
+    agent.terminate();
+}

@@ -141,7 +141,8 @@ fn validate_jobspecs_and_agent_configs() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("Job validation successful"), "{t}");
     assert!(
-        t.contains("block \"template\" is parsed but not acted on yet"),
+        t.contains("block \"vault\" is parsed but not acted on yet")
+            && !t.contains("block \"constraint\""),
         "{t}"
     );
 

@@ -211,6 +211,8 @@ fn variables_reach_only_a_node_that_proves_it_runs_the_allocation() {
             alloc_id: alloc_id.to_string(),
             path: "nomad/jobs/web".into(),
             list: false,
+            min_index: 0,
+            wait_ms: 0,
         };
         let e = c.read_variables(req("guess", &alloc_id)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
@@ -242,5 +244,79 @@ fn variables_reach_only_a_node_that_proves_it_runs_the_allocation() {
         assert_eq!(v["Path"], "nomad/jobs/web");
         assert!(v["Items"].as_object().is_none_or(|m| m.is_empty()), "{v}");
     });
+    agent.terminate();
+}
+
+#[test]
+fn a_changed_variable_re_renders_and_signals_or_restarts_the_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut agent = Agent::dev(tmp.path());
+    put_var(&agent, &["nomad/jobs/live", "v=1"]);
+    let job = r#"
+job "live" {
+  group "g" {
+    task "sig" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "trap 'echo hup; cat $NOMAD_TASK_DIR/v.txt' HUP; cat $NOMAD_TASK_DIR/v.txt; while true; do sleep 0.2; done"]
+      }
+      template {
+        data          = "v={{ with nomadVar \"nomad/jobs/live\" }}{{ .v }}{{ end }}\n"
+        destination   = "local/v.txt"
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+        splay         = "0s"
+      }
+    }
+    task "re" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "cat $NOMAD_TASK_DIR/v.txt; sleep 600"]
+      }
+      template {
+        data        = "v={{ with nomadVar \"nomad/jobs/live\" }}{{ .v }}{{ end }}\n"
+        destination = "local/v.txt"
+        splay       = "0s"
+      }
+    }
+  }
+}
+"#;
+    agent.run_job(&write_job(tmp.path(), "live", job));
+    let alloc = agent.wait_alloc_status("live", "running", WAIT);
+    let id = alloc["ID"].as_str().unwrap().to_string();
+    let logs = |task: &str| {
+        let out = agent.cli(&["alloc", "logs", &id, task]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_for("both tasks to print v=1", WAIT, || {
+        (logs("sig").contains("v=1") && logs("re").contains("v=1")).then_some(())
+    });
+
+    put_var(&agent, &["nomad/jobs/live", "v=2"]);
+    // change_mode "signal": the file is rewritten and the task gets SIGHUP, still running.
+    wait_for("the signalled task to read v=2", WAIT, || {
+        logs("sig").contains("hup\nv=2").then_some(())
+    });
+    let dir = agent.data_dir_alloc(&id);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sig/local/v.txt")).unwrap(),
+        "v=2\n"
+    );
+    // change_mode "restart" (the default): the task is restarted and reads the new file.
+    let a = wait_for("the other task to restart with v=2", WAIT, || {
+        let a = agent.alloc(&id)?;
+        let re = &a["TaskStates"]["re"];
+        (logs("re").contains("v=2") && re["State"] == "running" && re["Restarts"] == 1).then_some(a)
+    });
+    assert!(
+        !task_events(&a, "re", "Restart Signaled").is_empty(),
+        "{a:#}"
+    );
+    assert_eq!(a["TaskStates"]["sig"]["Restarts"], 0, "{a:#}");
+    assert!(!task_events(&a, "sig", "Signaling").is_empty(), "{a:#}");
+    assert_eq!(a["ClientStatus"], "running");
     agent.terminate();
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use drover_model::{Allocation, Job, Task};
 
+#[derive(Debug, Clone)]
 pub struct TaskDirs {
     pub alloc_dir: String,
     pub task_dir: String,

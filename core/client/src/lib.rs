@@ -131,6 +131,37 @@ impl Client {
         path: &str,
         list: bool,
     ) -> Result<Vec<drover_model::Variable>, String> {
+        let reply = self.variables_request(alloc_id, path, list, 0).await?;
+        reply
+            .variables_json
+            .iter()
+            .map(|j| {
+                serde_json::from_slice(j)
+                    .map_err(|e| format!("the server sent a malformed variable: {e}"))
+            })
+            .collect()
+    }
+
+    /// The variables table's index once it is past `min_index` (a blocking read of up to 5
+    /// minutes; the same index back when nothing changed meanwhile). 0 answers at once.
+    pub(crate) async fn variables_index(
+        &self,
+        alloc_id: &str,
+        min_index: u64,
+    ) -> Result<u64, String> {
+        Ok(self
+            .variables_request(alloc_id, "", false, min_index)
+            .await?
+            .index)
+    }
+
+    async fn variables_request(
+        &self,
+        alloc_id: &str,
+        path: &str,
+        list: bool,
+        min_index: u64,
+    ) -> Result<drover_proto::node::VariablesReply, String> {
         let mut rx = self.inner.server_rpc.subscribe();
         let mut rpc = tokio::time::timeout(
             std::time::Duration::from_secs(30),
@@ -145,25 +176,20 @@ impl Client {
         let node_secret = tokio::task::spawn_blocking(move || st.node_secret())
             .await
             .map_err(|e| e.to_string())?;
-        let reply = rpc
-            .read_variables(drover_proto::node::VariablesRequest {
-                node_id: self.node_id().to_string(),
-                node_secret,
-                alloc_id: alloc_id.to_string(),
-                path: path.to_string(),
-                list,
-            })
+        let request = drover_proto::node::VariablesRequest {
+            node_id: self.node_id().to_string(),
+            node_secret,
+            alloc_id: alloc_id.to_string(),
+            path: path.to_string(),
+            list,
+            min_index,
+            wait_ms: 300_000,
+        };
+        Ok(rpc
+            .read_variables(request)
             .await
             .map_err(|e| format!("cannot read variable {path:?}: {}", e.message()))?
-            .into_inner();
-        reply
-            .variables_json
-            .iter()
-            .map(|j| {
-                serde_json::from_slice(j)
-                    .map_err(|e| format!("the server sent a malformed variable: {e}"))
-            })
-            .collect()
+            .into_inner())
     }
 
     pub fn node_id(&self) -> &str {

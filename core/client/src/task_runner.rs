@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::Client;
 use crate::env::{TaskDirs, interpolate, interpolate_json, task_env};
 use crate::state::LocalTask;
+use tracing::Instrument;
 
 /// Requests to a running task from `alloc restart` and `alloc signal`.
 pub enum Control {
@@ -81,6 +82,11 @@ struct Runner {
     artifacts_fetched: bool,
     /// What the `env = true` templates add to the task's environment.
     template_env: std::collections::BTreeMap<String, String>,
+    /// The running task's template watcher and what it asks for.
+    template_watch: Option<(
+        tokio::task::AbortHandle,
+        mpsc::Receiver<crate::template::Change>,
+    )>,
 }
 
 impl Runner {
@@ -119,6 +125,7 @@ impl Runner {
     }
 
     async fn finish(&mut self, failed: bool) {
+        self.unwatch_templates();
         self.state.state = TaskLifecycle::Dead;
         self.state.failed = failed;
         self.state.finished_at = now_nanos();
@@ -195,6 +202,40 @@ impl Runner {
         }
         env.extend(self.template_env.clone());
         env
+    }
+
+    /// Starts watching the data the task's templates read (replacing an earlier watcher).
+    fn watch_templates(&mut self) {
+        self.unwatch_templates();
+        if self.ctx.task.templates.is_empty() {
+            return;
+        }
+        let env = {
+            let added = std::mem::take(&mut self.template_env);
+            let env = self.env();
+            self.template_env = added;
+            env
+        };
+        let c = &self.ctx;
+        let (tx, rx) = mpsc::channel(4);
+        let watcher = tokio::spawn(
+            crate::template::watch(
+                c.client.clone(),
+                c.alloc.clone(),
+                c.task.clone(),
+                c.dirs.clone(),
+                env,
+                tx,
+            )
+            .in_current_span(),
+        );
+        self.template_watch = Some((watcher.abort_handle(), rx));
+    }
+
+    fn unwatch_templates(&mut self) {
+        if let Some((watcher, _)) = self.template_watch.take() {
+            watcher.abort();
+        }
     }
 
     /// The template hook: renders the task's templates before each start. A variable a
@@ -335,9 +376,38 @@ impl Runner {
             tokio::pin!(wait);
             let mut stop = self.ctx.stop.clone();
             let mut control = self.ctx.control.take();
+            let mut templates = self.template_watch.take();
             let outcome = loop {
                 tokio::select! {
                     r = &mut wait => break r,
+                    Some(change) = async { match templates.as_mut() { Some((_, rx)) => rx.recv().await, None => std::future::pending().await } } => {
+                        match change {
+                            crate::template::Change::Signal(sig) => {
+                                self.emit(event("Signaling", &format!("Template re-rendered; sending signal {sig}"))).await;
+                                let req = SignalTaskRequest { task_id: task_id.clone(), signal: sig };
+                                if let Err(e) = driver.clone().signal_task(req).await {
+                                    tracing::warn!(error = %e.message(), "signalling the task for a re-rendered template failed");
+                                }
+                            }
+                            crate::template::Change::Restart if !stop_sent => {
+                                stop_sent = true;
+                                self.restart_requested = true;
+                                self.emit(event("Restart Signaled", "Template with change_mode restart re-rendered")).await;
+                                let req = StopTaskRequest {
+                                    task_id: task_id.clone(),
+                                    signal: self.ctx.task.kill_signal.clone(),
+                                    timeout_ms: self.ctx.task.kill_timeout.as_millis() as u64,
+                                };
+                                let mut d = driver.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = d.stop_task(req).await {
+                                        tracing::warn!(error = %e.message(), "stopping the task for a template restart failed");
+                                    }
+                                });
+                            }
+                            crate::template::Change::Restart => {}
+                        }
+                    }
                     Some(c) = async { match control.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                         match c {
                             Control::Signal(sig, reply) => {
@@ -397,6 +467,7 @@ impl Runner {
                 }
             };
             self.ctx.control = control;
+            self.template_watch = templates;
             match outcome {
                 Ok(r) => return Waited::Exited(r.into_inner().result.unwrap_or_default()),
                 Err(e) => {
@@ -553,6 +624,7 @@ pub async fn run(ctx: TaskCtx) {
         restart_requested: false,
         artifacts_fetched: false,
         template_env: Default::default(),
+        template_watch: None,
         ctx,
     };
     let mut resume = false;
@@ -590,6 +662,7 @@ pub async fn run(ctx: TaskCtx) {
             return;
         }
         tracing::info!("reattached to the task after an agent restart");
+        r.watch_templates();
         r.emit(event(
             "Reattached",
             "task reattached after the agent restarted",
@@ -651,6 +724,7 @@ pub async fn run(ctx: TaskCtx) {
                 r.finish(true).await;
                 return;
             }
+            r.watch_templates();
         }
         resume = false;
         let waited = r.wait().await;
@@ -686,10 +760,11 @@ pub async fn run(ctx: TaskCtx) {
                     return;
                 }
                 if std::mem::take(&mut r.restart_requested) {
-                    // A user's restart does not count against the restart policy.
+                    // A user's (or a template's) restart does not count against the
+                    // restart policy.
+                    r.state.restarts += 1;
                     r.emit(event("Restarting", "Task restarting as requested"))
                         .await;
-                    r.state.restarts += 1;
                     continue;
                 }
                 let success = res.exit_code == 0 && res.signal == 0;

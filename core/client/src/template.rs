@@ -13,9 +13,13 @@
 //! passes: a pass records what it read that is not fetched yet (rendering it as null), the
 //! hook fetches that, and renders again, until a pass reads nothing new. A template whose
 //! reads depend on other reads (`nomadVar (env "X")`) takes one pass per level.
+//!
+//! While the task runs, [`watch`] re-renders the templates when a variable changes and acts
+//! on their `change_mode` (restart, signal, noop).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use drover_model::{Allocation, Task, Template as TemplateBlock};
 use drover_template::{Functions, Options, Template, Value};
@@ -222,25 +226,8 @@ pub(crate) async fn render_all(
     let mut fetched: BTreeMap<Read, Option<Value>> = BTreeMap::new();
     let mut added = BTreeMap::new();
     for (i, block) in task.templates.iter().enumerate() {
-        let name = if block.dest_path.is_empty() {
-            format!("template {}", i + 1)
-        } else {
-            block.dest_path.clone()
-        };
-        let text = source(block, dirs, env)
-            .await
-            .map_err(TemplateFailure::Failed)?;
-        let opts = Options {
-            name: &name,
-            left: &block.left_delim,
-            right: &block.right_delim,
-            error_on_missing_key: block.err_missing_key,
-        };
-        let parsed = Template::parse(&text, &opts, &ParseOnly)
-            .map_err(|e| TemplateFailure::Failed(e.to_string()))?;
-        let rendered = render(client, alloc, &parsed, env, &mut fetched).await?;
-        let dest = destination(dirs, &interpolate(&block.dest_path, env))
-            .map_err(TemplateFailure::Failed)?;
+        let (name, dest, rendered) =
+            render_block(client, alloc, i, block, dirs, env, &mut fetched).await?;
         write(&dest, &rendered, block)
             .await
             .map_err(TemplateFailure::Failed)?;
@@ -249,6 +236,155 @@ pub(crate) async fn render_all(
         }
     }
     Ok(added)
+}
+
+/// One template rendered: its name (for messages), where it goes, and its text.
+async fn render_block(
+    client: &Client,
+    alloc: &Allocation,
+    i: usize,
+    block: &TemplateBlock,
+    dirs: &TaskDirs,
+    env: &BTreeMap<String, String>,
+    fetched: &mut BTreeMap<Read, Option<Value>>,
+) -> Result<(String, PathBuf, String), TemplateFailure> {
+    let name = if block.dest_path.is_empty() {
+        format!("template {}", i + 1)
+    } else {
+        block.dest_path.clone()
+    };
+    let text = source(block, dirs, env)
+        .await
+        .map_err(TemplateFailure::Failed)?;
+    let opts = Options {
+        name: &name,
+        left: &block.left_delim,
+        right: &block.right_delim,
+        error_on_missing_key: block.err_missing_key,
+    };
+    let parsed = Template::parse(&text, &opts, &ParseOnly)
+        .map_err(|e| TemplateFailure::Failed(e.to_string()))?;
+    let rendered = render(client, alloc, &parsed, env, fetched).await?;
+    let dest =
+        destination(dirs, &interpolate(&block.dest_path, env)).map_err(TemplateFailure::Failed)?;
+    Ok((name, dest, rendered))
+}
+
+/// What re-rendered templates ask of the running task (their `change_mode`).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Change {
+    /// Restart the task (change_mode "restart", the default; also any `env = true`
+    /// template, since a running process cannot take new environment variables).
+    Restart,
+    /// Send the task this signal (change_mode "signal").
+    Signal(String),
+}
+
+/// While the task runs: waits for the variables its templates can read to change (a
+/// blocking read of the variables table), re-renders every template, rewrites the files
+/// whose text changed, and sends the task runner what their `change_mode` asks for, after a
+/// random delay of up to `splay`. Secrets are fetched again on each re-render, but do not
+/// trigger one. Ends when `changes` is dropped.
+pub(crate) async fn watch(
+    client: Client,
+    alloc: Allocation,
+    task: Task,
+    dirs: TaskDirs,
+    env: BTreeMap<String, String>,
+    changes: tokio::sync::mpsc::Sender<Change>,
+) {
+    let mut index = 0;
+    loop {
+        let next = tokio::select! {
+            r = client.variables_index(&alloc.id, index) => r,
+            _ = changes.closed() => return,
+        };
+        let next = match next {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!(error = %e, "template watch: cannot read the variables index");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let first = index == 0;
+        if next <= index {
+            continue; // the blocking read timed out
+        }
+        index = next;
+        if first {
+            continue; // the files were rendered at start, from this state or a newer one
+        }
+        let mut fetched = BTreeMap::new();
+        let (mut restart, mut signals, mut splay) = (false, BTreeSet::new(), Duration::ZERO);
+        for (i, block) in task.templates.iter().enumerate() {
+            let (name, dest, text) = match render_block(
+                &client,
+                &alloc,
+                i,
+                block,
+                &dirs,
+                &env,
+                &mut fetched,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    // Nomad keeps the last good file when a re-render fails.
+                    tracing::warn!(template = i + 1, error = ?e, "template re-render failed; the file is kept");
+                    continue;
+                }
+            };
+            if tokio::fs::read_to_string(&dest).await.ok().as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            if let Err(e) = write(&dest, &text, block).await {
+                tracing::warn!(template = %name, error = %e, "template re-render not written");
+                continue;
+            }
+            tracing::info!(template = %name, mode = %block.change_mode, "template re-rendered");
+            match block.change_mode.as_str() {
+                _ if block.envvars => restart = true,
+                "noop" => continue,
+                "signal" => {
+                    signals.insert(block.change_signal.clone());
+                }
+                "script" => {
+                    tracing::warn!(template = %name, "change_mode \"script\" is not supported; the file was rewritten and nothing else done");
+                    continue;
+                }
+                _ => restart = true,
+            }
+            splay = splay.max(block.splay);
+        }
+        if !restart && signals.is_empty() {
+            continue;
+        }
+        tokio::time::sleep(jitter(splay)).await;
+        let wanted = if restart {
+            vec![Change::Restart]
+        } else {
+            signals.into_iter().map(Change::Signal).collect()
+        };
+        for change in wanted {
+            if changes.send(change).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A random duration in [0, max) (so that many tasks do not restart at once).
+fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return max;
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos() as u128;
+    Duration::from_nanos((seed * 2_654_435_761 % max.as_nanos()) as u64)
 }
 
 /// The template's text: `data`, or the file `source` names (relative to the task directory,

@@ -260,24 +260,28 @@ fn typed(text: &str, ty: &str) -> Result<hcl::Value, String> {
 
 /// The blocks Drover parses into the model but does not act on yet, and why that matters.
 const NOT_ACTED_ON: &[(&str, &str)] = &[
-    ("constraint", "placement constraints are not enforced yet"),
-    ("affinity", "affinities are not scored yet"),
-    ("spread", "spreads are not scored yet"),
     ("update", "rolling updates and canaries are not driven yet"),
     ("migrate", "drain migrations are not implemented yet"),
-    ("reschedule", "failed allocations are not rescheduled yet"),
     ("periodic", "periodic jobs are not launched yet"),
     ("parameterized", "dispatch is not implemented yet"),
-    ("network", "networks and ports are not allocated yet"),
+    (
+        "network",
+        "ports are assigned on the node's own network; network modes (bridge, cni) are not set up yet",
+    ),
     ("service", "services are not registered yet"),
-    ("volume", "volumes are not mounted yet"),
-    ("volume_mount", "volumes are not mounted yet"),
+    (
+        "volume",
+        "host volumes are mounted; CSI volumes are not attached yet",
+    ),
+    (
+        "volume_mount",
+        "host volumes are mounted; CSI volumes are not attached yet",
+    ),
     (
         "ephemeral_disk",
         "ephemeral disk sizes are not enforced yet",
     ),
     ("scaling", "scaling policies are not acted on yet"),
-    ("lifecycle", "lifecycle hooks are not ordered yet"),
     (
         "vault",
         "Vault is not integrated: use secret blocks with a secret provider",
@@ -920,13 +924,12 @@ fn parse_task(
     let services = services(src, &mut r, warnings)?;
     let mut templates = Vec::new();
     for b in r.blocks("template") {
-        r.warn_at(
-            b,
-            "block \"template\" is rendered before each task start, but the data it reads is not watched yet: change_mode and splay are not acted on",
-        );
         let mut br = BlockReader::new(src, b, r.path().to_string(), "template")?;
         if let Some(cs) = br.block_once("change_script")? {
-            br.warn_at(cs, "block \"change_script\" is accepted but ignored");
+            br.warn_at(
+                cs,
+                "block \"change_script\" is accepted but ignored: a re-rendered template with change_mode \"script\" is rewritten and nothing else is done",
+            );
         }
         let base = match to_json(&drover_model::Template::default()) {
             Json::Object(m) => m,

@@ -376,7 +376,8 @@ impl NodeService for NodeStreamService {
         req: Request<VariablesRequest>,
     ) -> Result<Response<VariablesReply>, Status> {
         let req = req.into_inner();
-        let snap = self.server.store().snapshot();
+        let store = self.server.store();
+        let snap = store.snapshot();
         let node = snap
             .node(&req.node_id)
             .filter(|n| !n.secret_id.is_empty() && n.secret_id == req.node_secret)
@@ -386,7 +387,7 @@ impl NodeService for NodeStreamService {
                     req.node_id
                 ))
             })?;
-        let alloc = snap
+        let ns = snap
             .alloc(&req.alloc_id)
             .filter(|a| a.node_id == node.id)
             .ok_or_else(|| {
@@ -394,8 +395,17 @@ impl NodeService for NodeStreamService {
                     "allocation {:?} is not placed on node {}",
                     req.alloc_id, node.id
                 ))
-            })?;
-        let ns = alloc.namespace.as_str();
+            })?
+            .namespace
+            .clone();
+        let snap = if req.min_index > 0 {
+            let wait = Duration::from_millis(req.wait_ms).min(Duration::from_secs(300));
+            store
+                .wait_for(drover_state::Table::Variables, req.min_index, wait)
+                .await
+        } else {
+            snap
+        };
         let encode =
             |v: &drover_model::Variable| serde_json::to_vec(v).expect("a variable serializes");
         let variables_json = if req.list {
@@ -409,12 +419,15 @@ impl NodeService for NodeStreamService {
                 })
                 .collect()
         } else {
-            snap.variable(ns, &req.path)
+            snap.variable(&ns, &req.path)
                 .map(encode)
                 .into_iter()
                 .collect()
         };
-        Ok(Response::new(VariablesReply { variables_json }))
+        Ok(Response::new(VariablesReply {
+            variables_json,
+            index: snap.table_index(drover_state::Table::Variables),
+        }))
     }
 
     async fn session_data(

@@ -162,13 +162,18 @@ impl Client {
         list: bool,
         min_index: u64,
     ) -> Result<drover_proto::node::VariablesReply, String> {
+        let what = if path.is_empty() {
+            "the variables index".to_string()
+        } else {
+            format!("variable {path:?}")
+        };
         let mut rx = self.inner.server_rpc.subscribe();
         let mut rpc = tokio::time::timeout(
             std::time::Duration::from_secs(30),
             rx.wait_for(|r| r.is_some()),
         )
         .await
-        .map_err(|_| format!("cannot read variable {path:?}: no server connection for 30s"))?
+        .map_err(|_| format!("cannot read {what}: no server connection for 30s"))?
         .map_err(|_| "the client is shutting down".to_string())?
         .clone()
         .expect("waited for a connection");
@@ -185,11 +190,14 @@ impl Client {
             min_index,
             wait_ms: 300_000,
         };
-        Ok(rpc
-            .read_variables(request)
+        // The server answers a blocking read within 5 minutes; a connection that died
+        // without a reset must not hold the reader longer.
+        let limit = std::time::Duration::from_millis(request.wait_ms + 30_000);
+        let reply = tokio::time::timeout(limit, rpc.read_variables(request))
             .await
-            .map_err(|e| format!("cannot read variable {path:?}: {}", e.message()))?
-            .into_inner())
+            .map_err(|_| format!("cannot read {what}: the server did not answer in {limit:?}"))?
+            .map_err(|e| format!("cannot read {what}: {}", e.message()))?;
+        Ok(reply.into_inner())
     }
 
     pub fn node_id(&self) -> &str {

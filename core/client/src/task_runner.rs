@@ -87,6 +87,8 @@ struct Runner {
         tokio::task::AbortHandle,
         mpsc::Receiver<crate::template::Change>,
     )>,
+    /// The variables index read before the templates were last rendered (0: unknown).
+    templates_rendered_at: u64,
 }
 
 impl Runner {
@@ -216,6 +218,7 @@ impl Runner {
             self.template_env = added;
             env
         };
+        let rendered_at = std::mem::take(&mut self.templates_rendered_at);
         let c = &self.ctx;
         let (tx, rx) = mpsc::channel(4);
         let watcher = tokio::spawn(
@@ -225,6 +228,7 @@ impl Runner {
                 c.task.clone(),
                 c.dirs.clone(),
                 env,
+                rendered_at,
                 tx,
             )
             .in_current_span(),
@@ -247,6 +251,14 @@ impl Runner {
         loop {
             self.template_env.clear();
             let env = self.env();
+            // What the watcher later waits to change from (0 if it cannot be read now).
+            let c = &self.ctx;
+            let at = c.client.variables_index(&c.alloc.id, 0);
+            self.templates_rendered_at = tokio::time::timeout(Duration::from_secs(2), at)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
             let c = &self.ctx;
             let rendered = crate::template::render_all(&c.client, &c.alloc, &c.task, &c.dirs, &env);
             let mut stop = c.stop.clone();
@@ -625,6 +637,7 @@ pub async fn run(ctx: TaskCtx) {
         artifacts_fetched: false,
         template_env: Default::default(),
         template_watch: None,
+        templates_rendered_at: 0,
         ctx,
     };
     let mut resume = false;
@@ -728,6 +741,8 @@ pub async fn run(ctx: TaskCtx) {
         }
         resume = false;
         let waited = r.wait().await;
+        // The task is no longer running: nothing to re-render for until it starts again.
+        r.unwatch_templates();
         let killed = r.stop_reason().is_some();
         match waited {
             Waited::Lost(msg) => {

@@ -147,10 +147,7 @@ impl Functions for ParseOnly {
 /// allocation's shared directory) lands, refusing one outside the allocation's directory.
 fn destination(dirs: &TaskDirs, dest: &str) -> Result<PathBuf, String> {
     let task_dir = Path::new(&dirs.task_dir);
-    let alloc_root = Path::new(&dirs.alloc_dir)
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .to_path_buf();
+    let alloc_root = alloc_root(dirs);
     let rel = Path::new(dest);
     let joined = match rel.strip_prefix("alloc") {
         Ok(rest) if !rel.is_absolute() => Path::new(&dirs.alloc_dir).join(rest),
@@ -173,6 +170,30 @@ fn destination(dirs: &TaskDirs, dest: &str) -> Result<PathBuf, String> {
         ));
     }
     Ok(clean)
+}
+
+/// The allocation's directory (holding `alloc/` and one directory per task).
+fn alloc_root(dirs: &TaskDirs) -> PathBuf {
+    Path::new(&dirs.alloc_dir)
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf()
+}
+
+/// `path`'s real location (symbolic links resolved), which must be inside the allocation's
+/// directory: a task can plant links in its own directories, and the client, as root, must
+/// not follow them out.
+fn inside_allocation(dirs: &TaskDirs, path: &Path) -> Result<PathBuf, String> {
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let root = std::fs::canonicalize(alloc_root(dirs))
+        .map_err(|e| format!("the allocation's directory: {e}"))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "{} leads outside the allocation's directory through a symbolic link",
+            path.display()
+        ));
+    }
+    Ok(real)
 }
 
 fn mode(perms: &str) -> Result<u32, String> {
@@ -228,7 +249,7 @@ pub(crate) async fn render_all(
     for (i, block) in task.templates.iter().enumerate() {
         let (name, dest, rendered) =
             render_block(client, alloc, i, block, dirs, env, &mut fetched).await?;
-        write(&dest, &rendered, block)
+        write(dirs, &dest, &rendered, block)
             .await
             .map_err(TemplateFailure::Failed)?;
         if block.envvars {
@@ -280,8 +301,8 @@ pub(crate) enum Change {
     Signal(String),
 }
 
-/// While the task runs: waits for the variables its templates can read to change (a
-/// blocking read of the variables table), re-renders every template, rewrites the files
+/// While the task runs: waits for the variables its templates can read to change after
+/// `rendered_at` (a blocking read of the variables table), re-renders every template, rewrites the files
 /// whose text changed, and sends the task runner what their `change_mode` asks for, after a
 /// random delay of up to `splay`. Secrets are fetched again on each re-render, but do not
 /// trigger one. Ends when `changes` is dropped.
@@ -291,9 +312,10 @@ pub(crate) async fn watch(
     task: Task,
     dirs: TaskDirs,
     env: BTreeMap<String, String>,
+    rendered_at: u64,
     changes: tokio::sync::mpsc::Sender<Change>,
 ) {
-    let mut index = 0;
+    let mut index = rendered_at;
     loop {
         let next = tokio::select! {
             r = client.variables_index(&alloc.id, index) => r,
@@ -307,14 +329,13 @@ pub(crate) async fn watch(
                 continue;
             }
         };
-        let first = index == 0;
         if next <= index {
             continue; // the blocking read timed out
         }
+        // `rendered_at` is the variables index read before the files were rendered (0 when
+        // unknown, e.g. a task reattached after an agent restart: then the first answer
+        // re-renders, and unchanged files are left alone).
         index = next;
-        if first {
-            continue; // the files were rendered at start, from this state or a newer one
-        }
         let mut fetched = BTreeMap::new();
         let (mut restart, mut signals, mut splay) = (false, BTreeSet::new(), Duration::ZERO);
         for (i, block) in task.templates.iter().enumerate() {
@@ -339,7 +360,7 @@ pub(crate) async fn watch(
             if tokio::fs::read_to_string(&dest).await.ok().as_deref() == Some(text.as_str()) {
                 continue;
             }
-            if let Err(e) = write(&dest, &text, block).await {
+            if let Err(e) = write(&dirs, &dest, &text, block).await {
                 tracing::warn!(template = %name, error = %e, "template re-render not written");
                 continue;
             }
@@ -398,9 +419,14 @@ async fn source(
         return Ok(block.embedded_tmpl.clone());
     }
     let path = destination(dirs, &interpolate(&block.source_path, env))?;
-    tokio::fs::read_to_string(&path)
-        .await
-        .map_err(|e| format!("template source {}: {e}", path.display()))
+    let dirs = dirs.clone();
+    tokio::task::spawn_blocking(move || {
+        let real = inside_allocation(&dirs, &path).map_err(|e| format!("template source {e}"))?;
+        std::fs::read_to_string(&real)
+            .map_err(|e| format!("template source {}: {e}", path.display()))
+    })
+    .await
+    .map_err(|e| format!("template reader: {e}"))?
 }
 
 async fn render(
@@ -492,26 +518,55 @@ async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<V
     }
 }
 
-/// Writes the file atomically (a temporary file renamed over it), with the block's mode and
-/// owner.
-async fn write(dest: &Path, text: &str, block: &TemplateBlock) -> Result<(), String> {
+/// Writes the file atomically — a new temporary file (never through an existing link) with
+/// the block's mode and owner set on the open file, renamed over the destination — in a
+/// directory whose real location is inside the allocation's directory.
+async fn write(
+    dirs: &TaskDirs,
+    dest: &Path,
+    text: &str,
+    block: &TemplateBlock,
+) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mode = mode(&block.perms)?;
-    let (dest, text) = (dest.to_path_buf(), text.to_string());
+    let (dirs, dest, text) = (dirs.clone(), dest.to_path_buf(), text.to_string());
     let (uid, gid) = (block.uid, block.gid);
     tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::PermissionsExt;
         let what = |e: std::io::Error| format!("cannot write template {}: {e}", dest.display());
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(what)?;
+        let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+            return Err(format!(
+                "template destination {} names no file",
+                dest.display()
+            ));
+        };
+        std::fs::create_dir_all(parent).map_err(what)?;
+        let parent =
+            inside_allocation(&dirs, parent).map_err(|e| format!("template destination {e}"))?;
+        let tmp = parent.join(format!(
+            ".{}.{}.drover-tmp",
+            name.to_string_lossy(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            if uid.is_some() || gid.is_some() {
+                let id = |v: Option<i64>| v.filter(|v| *v >= 0).map(|v| v as u32);
+                std::os::unix::fs::fchown(&f, id(uid), id(gid))?;
+            }
+            std::fs::rename(&tmp, parent.join(name))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        let tmp = dest.with_extension("drover-tmp");
-        std::fs::write(&tmp, text).map_err(what)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(what)?;
-        if uid.is_some() || gid.is_some() {
-            let id = |v: Option<i64>| v.filter(|v| *v >= 0).map(|v| v as u32);
-            std::os::unix::fs::chown(&tmp, id(uid), id(gid)).map_err(what)?;
-        }
-        std::fs::rename(&tmp, &dest).map_err(what)
+        written.map_err(what)
     })
     .await
     .map_err(|e| format!("template writer: {e}"))?
@@ -554,6 +609,63 @@ mod tests {
             let e = destination(&d, bad).unwrap_err();
             assert!(e.contains("outside the allocation"), "{bad}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn writes_never_follow_a_task_planted_link_out_of_the_allocation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("a1");
+        for d in ["alloc", "web/local"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let outside = tmp.path().join("host");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("shadow"), "host secret").unwrap();
+        let dirs = TaskDirs {
+            alloc_dir: root.join("alloc").display().to_string(),
+            task_dir: root.join("web").display().to_string(),
+            local_dir: root.join("web/local").display().to_string(),
+            secrets_dir: root.join("web/secrets").display().to_string(),
+            tmp_dir: root.join("web/tmp").display().to_string(),
+        };
+        let block = TemplateBlock {
+            perms: "0640".into(),
+            ..Default::default()
+        };
+        // A directory link out: refused.
+        std::os::unix::fs::symlink(&outside, root.join("web/local/out")).unwrap();
+        let dest = destination(&dirs, "local/out/shadow").unwrap();
+        let e = write(&dirs, &dest, "pwned", &block).await.unwrap_err();
+        assert!(e.contains("outside the allocation's directory"), "{e}");
+        // A file link out: replaced by the file, the target untouched.
+        std::os::unix::fs::symlink(outside.join("shadow"), root.join("web/local/app.conf"))
+            .unwrap();
+        let dest = destination(&dirs, "local/app.conf").unwrap();
+        write(&dirs, &dest, "rendered", &block).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.join("shadow")).unwrap(),
+            "host secret"
+        );
+        let meta = std::fs::symlink_metadata(&dest).unwrap();
+        assert!(meta.file_type().is_file());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "rendered");
+        // No temporary file is left behind.
+        let left: Vec<_> = std::fs::read_dir(root.join("web/local"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(!left.iter().any(|n| n.ends_with(".drover-tmp")), "{left:?}");
+        // A source file reached through a link out: refused.
+        let source_block = TemplateBlock {
+            source_path: "local/out/shadow".into(),
+            ..Default::default()
+        };
+        let e = source(&source_block, &dirs, &BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(e.contains("outside the allocation's directory"), "{e}");
     }
 
     #[test]

@@ -137,6 +137,23 @@ impl Allocation {
     pub fn is_terminal(&self) -> bool {
         self.desired_status != DesiredStatus::Run || self.client_status.is_terminal()
     }
+
+    /// Whether `job` (None: gone) still needs this allocation's record once it has ended: a
+    /// live batch job's completed allocation records that its work is done, and a failed one
+    /// not yet replaced counts for the reschedule policy. (What the garbage collector keeps.)
+    pub fn still_needed_by(&self, job: Option<&crate::Job>) -> bool {
+        let Some(job) = job.filter(|j| !j.stop) else {
+            return false;
+        };
+        if self.desired_status != DesiredStatus::Run {
+            return false;
+        }
+        match self.client_status {
+            ClientStatus::Complete => job.job_type.runs_to_completion(),
+            ClientStatus::Failed => self.next_allocation.is_empty(),
+            _ => false,
+        }
+    }
 }
 
 /// A task's lifecycle state on the client.

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use drover_model::{Allocation, ClientStatus, DesiredStatus, Job, JobStatus, NodeStatus};
+use drover_model::{Allocation, Job, JobStatus, NodeStatus};
 use drover_state::{Command, JobAt, NodeAt, StateSnapshot};
 
 use crate::{Server, ServerError};
@@ -70,72 +70,99 @@ impl GcThresholds {
     }
 }
 
+/// A dead job and what it owns.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct DeadJob {
+    pub at: Option<JobAt>,
+    pub evals: Vec<String>,
+    pub allocs: Vec<String>,
+}
+
+impl DeadJob {
+    fn size(&self) -> usize {
+        1 + self.evals.len() + self.allocs.len()
+    }
+}
+
 /// What one pass found to delete.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Garbage {
+    pub jobs: Vec<DeadJob>,
     pub evals: Vec<String>,
     pub allocs: Vec<String>,
-    pub jobs: Vec<JobAt>,
     pub nodes: Vec<NodeAt>,
 }
 
 impl Garbage {
     fn is_empty(&self) -> bool {
-        self.evals.is_empty()
+        self.jobs.is_empty()
+            && self.evals.is_empty()
             && self.allocs.is_empty()
-            && self.jobs.is_empty()
             && self.nodes.is_empty()
     }
 
-    /// The deletions as Raft commands of at most `BATCH` items of each kind. A job goes in
-    /// the command that deletes the last of the evaluations and allocations, or a later one:
-    /// never before what it owns. (The apply checks keep any order safe; this keeps a job's
-    /// evaluations from outliving it when a later batch fails.)
+    /// The deletions as Raft commands of about `BATCH` items each. A dead job travels in one
+    /// command with its evaluations and allocations (alone when it owns more than a batch),
+    /// so an entry never leaves a job without the records that make it dead, or records
+    /// without their job.
     fn into_commands(self) -> Vec<Command> {
         let mut commands = Vec::new();
-        let mut eval_ids = self.evals.into_iter().peekable();
-        let mut alloc_ids = self.allocs.into_iter().peekable();
-        let mut jobs = self.jobs.into_iter().peekable();
-        let mut nodes = self.nodes.into_iter().peekable();
-        while eval_ids.peek().is_some()
-            || alloc_ids.peek().is_some()
-            || jobs.peek().is_some()
-            || nodes.peek().is_some()
-        {
-            let evals: Vec<String> = eval_ids.by_ref().take(BATCH).collect();
-            let allocs: Vec<String> = alloc_ids.by_ref().take(BATCH).collect();
-            let owned_left = eval_ids.peek().is_some() || alloc_ids.peek().is_some();
-            let jobs: Vec<JobAt> = if owned_left {
-                Vec::new()
-            } else {
-                jobs.by_ref().take(BATCH).collect()
-            };
-            commands.push(Command::Collect {
-                evals,
-                allocs,
-                jobs,
-                nodes: nodes.by_ref().take(BATCH).collect(),
-            });
+        let mut cur = DeadJob::default();
+        let mut jobs = Vec::new();
+        let mut nodes = Vec::new();
+        let mut size = 0;
+        let mut flush = |cur: &mut DeadJob,
+                         jobs: &mut Vec<JobAt>,
+                         nodes: &mut Vec<NodeAt>,
+                         size: &mut usize| {
+            if *size > 0 {
+                commands.push(Command::Collect {
+                    evals: std::mem::take(&mut cur.evals),
+                    allocs: std::mem::take(&mut cur.allocs),
+                    jobs: std::mem::take(jobs),
+                    nodes: std::mem::take(nodes),
+                });
+                *size = 0;
+            }
+        };
+        for job in self.jobs {
+            if size + job.size() > BATCH {
+                flush(&mut cur, &mut jobs, &mut nodes, &mut size);
+            }
+            size += job.size();
+            cur.evals.extend(job.evals);
+            cur.allocs.extend(job.allocs);
+            jobs.extend(job.at);
         }
+        for e in self.evals {
+            if size >= BATCH {
+                flush(&mut cur, &mut jobs, &mut nodes, &mut size);
+            }
+            cur.evals.push(e);
+            size += 1;
+        }
+        for a in self.allocs {
+            if size >= BATCH {
+                flush(&mut cur, &mut jobs, &mut nodes, &mut size);
+            }
+            cur.allocs.push(a);
+            size += 1;
+        }
+        for n in self.nodes {
+            if size >= BATCH {
+                flush(&mut cur, &mut jobs, &mut nodes, &mut size);
+            }
+            nodes.push(n);
+            size += 1;
+        }
+        flush(&mut cur, &mut jobs, &mut nodes, &mut size);
         commands
     }
 }
 
 /// Whether a finished allocation may be deleted while `job` (None: gone) exists.
 fn alloc_collectable(a: &Allocation, job: Option<&Job>, cutoff: i64) -> bool {
-    if !a.client_status.is_terminal() || a.modify_time >= cutoff {
-        return false;
-    }
-    let live = job.is_some_and(|j| !j.stop);
-    if !live || a.desired_status != DesiredStatus::Run {
-        return true;
-    }
-    let job_type = job.map(|j| j.job_type).unwrap_or_default();
-    match a.client_status {
-        ClientStatus::Complete => !job_type.runs_to_completion(),
-        ClientStatus::Failed => !a.next_allocation.is_empty(),
-        _ => true,
-    }
+    a.client_status.is_terminal() && a.modify_time < cutoff && !a.still_needed_by(job)
 }
 
 fn cutoff(now: i64, threshold: Duration) -> i64 {
@@ -168,12 +195,14 @@ pub(crate) fn collectable(snap: &StateSnapshot, now: i64, t: &GcThresholds) -> G
         if last_change >= job_cutoff {
             continue;
         }
-        g.evals.extend(evals.iter().map(|e| e.id.clone()));
-        g.allocs.extend(allocs.iter().map(|a| a.id.clone()));
-        g.jobs.push(JobAt {
-            namespace: job.namespace.clone(),
-            job_id: job.id.clone(),
-            modify_index: job.modify_index,
+        g.jobs.push(DeadJob {
+            at: Some(JobAt {
+                namespace: job.namespace.clone(),
+                job_id: job.id.clone(),
+                modify_index: job.modify_index,
+            }),
+            evals: evals.iter().map(|e| e.id.clone()).collect(),
+            allocs: allocs.iter().map(|a| a.id.clone()).collect(),
         });
         gone_jobs.insert((&job.namespace, &job.id));
     }
@@ -249,10 +278,16 @@ impl Server {
         &self,
         thresholds: &GcThresholds,
     ) -> Result<Collected, ServerError> {
-        let garbage = collectable(&self.store().snapshot(), crate::now_nanos(), thresholds);
+        // A pass walks the whole state: off the runtime's workers.
+        let (snap, t) = (self.store().snapshot(), *thresholds);
+        let garbage =
+            tokio::task::spawn_blocking(move || collectable(&snap, crate::now_nanos(), &t))
+                .await
+                .expect("the garbage collection pass panicked");
         let counted = Collected {
-            evals: garbage.evals.len(),
-            allocs: garbage.allocs.len(),
+            evals: garbage.evals.len() + garbage.jobs.iter().map(|j| j.evals.len()).sum::<usize>(),
+            allocs: garbage.allocs.len()
+                + garbage.jobs.iter().map(|j| j.allocs.len()).sum::<usize>(),
             jobs: garbage.jobs.len(),
             nodes: garbage.nodes.len(),
         };
@@ -284,7 +319,7 @@ pub(crate) async fn run(server: Server) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drover_model::{EvalStatus, Evaluation, JobType, Node, Task, TaskGroup};
+    use drover_model::{ClientStatus, EvalStatus, Evaluation, JobType, Node, Task, TaskGroup};
     use drover_state::{Entry, PlanResult, StateStore};
 
     const HOUR: i64 = 3_600_000_000_000;
@@ -458,17 +493,32 @@ mod tests {
         assert!(too_soon.jobs.is_empty(), "{too_soon:?}");
 
         let g = collectable(&snap, 6 * HOUR, &t);
-        let mut jobs: Vec<&str> = g.jobs.iter().map(|j| j.job_id.as_str()).collect();
+        let mut jobs: Vec<(&str, &[String], &[String])> = g
+            .jobs
+            .iter()
+            .map(|j| {
+                let at = j.at.as_ref().unwrap();
+                (at.job_id.as_str(), &j.evals[..], &j.allocs[..])
+            })
+            .collect();
         jobs.sort();
-        assert_eq!(jobs, ["finished", "stopped"]);
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            sorted(g.evals.clone()),
-            ["e-finished", "e-stopped"].map(String::from)
+            jobs,
+            [
+                (
+                    "finished",
+                    &strings(&["e-finished"])[..],
+                    &strings(&["a-finished"])[..]
+                ),
+                (
+                    "stopped",
+                    &strings(&["e-stopped"])[..],
+                    &strings(&["a-stopped"])[..]
+                ),
+            ]
         );
-        assert_eq!(
-            sorted(g.allocs.clone()),
-            ["a-finished", "a-stopped"].map(String::from)
-        );
+        assert!(g.evals.is_empty() && g.allocs.is_empty());
         assert!(g.nodes.is_empty(), "a node goes after node_gc_threshold");
 
         for (i, command) in g.into_commands().into_iter().enumerate() {
@@ -487,26 +537,93 @@ mod tests {
     }
 
     #[test]
-    fn commands_carry_at_most_a_batch_and_jobs_after_what_they_own() {
-        let g = Garbage {
-            evals: (0..BATCH + 1).map(|i| format!("e{i}")).collect(),
-            allocs: vec!["a".into()],
-            jobs: vec![JobAt {
-                namespace: "default".into(),
-                job_id: "j".into(),
-                modify_index: 1,
-            }],
-            nodes: vec![],
+    fn a_pass_larger_than_a_batch_collects_every_dead_job_whole() {
+        // 700 finished batch jobs, one evaluation and one allocation each: 2,100 deletions,
+        // more than two entries' worth. Every job must go with what it owns, whatever the
+        // entry boundaries (a job split from its records would be left pending, alive).
+        let store = StateStore::new();
+        let mut index = 1;
+        let mut evals = Vec::new();
+        let mut allocs = Vec::new();
+        for i in 0..700 {
+            let j = job(&format!("b{i}"), JobType::Batch);
+            register(&store, index, &j);
+            index += 1;
+            evals.push(eval(&format!("e{i}"), &j, EvalStatus::Complete));
+            allocs.push(alloc(
+                &format!("a{i}"),
+                &j,
+                &format!("e{i}"),
+                ClientStatus::Complete,
+            ));
+        }
+        apply(&store, index, 1, Command::EvalUpsert { evals });
+        let plan = PlanResult {
+            allocs,
+            ..Default::default()
         };
+        apply(&store, index + 1, 1, Command::PlanApply(plan));
+        let g = collectable(&store.snapshot(), 10 * HOUR, &GcThresholds::default());
+        assert_eq!(g.jobs.len(), 700);
         let commands = g.into_commands();
-        assert_eq!(commands.len(), 2);
-        let Command::Collect { evals, jobs, .. } = &commands[0] else {
-            panic!("{:?}", commands[0])
+        assert_eq!(commands.len(), 3);
+        for c in &commands {
+            let Command::Collect {
+                evals,
+                allocs,
+                jobs,
+                ..
+            } = c
+            else {
+                panic!("{c:?}")
+            };
+            assert!(evals.len() + allocs.len() + jobs.len() <= BATCH);
+            assert_eq!((evals.len(), allocs.len()), (jobs.len(), jobs.len()));
+        }
+        for (i, c) in commands.into_iter().enumerate() {
+            apply(&store, index + 2 + i as u64, 10, c);
+        }
+        let snap = store.snapshot();
+        assert_eq!(
+            (
+                snap.jobs().count(),
+                snap.evals().count(),
+                snap.allocs().count()
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn the_apply_keeps_what_a_job_registered_again_still_needs() {
+        // The collector saw a stopped batch job; before its entry applied, the job was
+        // registered again. The job stays, and so does its completed allocation (the record
+        // that its work is done), which the new registration still needs.
+        let j = job("again", JobType::Batch);
+        let store = StateStore::new();
+        register(&store, 1, &j);
+        let evals = vec![eval("e", &j, EvalStatus::Complete)];
+        apply(&store, 2, 1, Command::EvalUpsert { evals });
+        let plan = PlanResult {
+            allocs: vec![alloc("a", &j, "e", ClientStatus::Complete)],
+            ..Default::default()
         };
-        assert_eq!((evals.len(), jobs.len()), (BATCH, 0));
-        let Command::Collect { evals, jobs, .. } = &commands[1] else {
-            panic!("{:?}", commands[1])
+        apply(&store, 3, 1, Command::PlanApply(plan));
+        let stop = Command::JobDeregister {
+            namespace: "default".into(),
+            job_id: "again".into(),
+            purge: false,
+            eval: None,
         };
-        assert_eq!((evals.len(), jobs.len()), (1, 1));
+        apply(&store, 4, 1, stop);
+        let g = collectable(&store.snapshot(), 10 * HOUR, &GcThresholds::default());
+        assert_eq!(g.jobs.len(), 1);
+        register(&store, 5, &j);
+        for c in g.into_commands() {
+            apply(&store, 6, 10, c);
+        }
+        let snap = store.snapshot();
+        assert!(snap.job("default", "again").is_some());
+        assert!(snap.alloc("a").is_some());
     }
 }

@@ -218,7 +218,9 @@ impl Server {
     async fn register_node(&self, mut node: Node) -> Result<String, Status> {
         let snap = self.store().snapshot();
         match snap.node(&node.id) {
-            Some(old) if !old.secret_id.is_empty() && old.secret_id != node.secret_id => {
+            Some(old)
+                if !old.secret_id.is_empty() && !same_secret(&old.secret_id, &node.secret_id) =>
+            {
                 return Err(Status::permission_denied(format!(
                     "node {} is registered with another secret: a node id cannot be taken over (remove the client's data dir to join as a new node)",
                     node.id
@@ -380,7 +382,7 @@ impl NodeService for NodeStreamService {
         let snap = store.snapshot();
         let node = snap
             .node(&req.node_id)
-            .filter(|n| !n.secret_id.is_empty() && n.secret_id == req.node_secret)
+            .filter(|n| !n.secret_id.is_empty() && same_secret(&n.secret_id, &req.node_secret))
             .ok_or_else(|| {
                 Status::permission_denied(format!(
                     "node {:?} is unknown or presented the wrong secret",
@@ -661,4 +663,13 @@ async fn push_allocs(
             }
         }
     }
+}
+
+/// Compares node secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }

@@ -49,11 +49,12 @@ pub enum Command {
         evals: Vec<Evaluation>,
     },
     /// The garbage collector's deletions (Nomad's core GC). Each is checked again as it
-    /// applies, against what the collector saw: an evaluation only if it is finished, an
-    /// allocation only if its client reports it ended, a job or node only at the modify index
-    /// the collector saw (a job registered again meanwhile survives). A deleted job takes its
-    /// versions with it. (Entries written as `EvalDelete { eval_ids }` by earlier versions still
-    /// read as this.)
+    /// applies, against what the collector saw: a job or node only at the modify index the
+    /// collector saw (a job registered again meanwhile survives), then an evaluation only if
+    /// it is finished, an allocation only if its client reports it ended and its job, as it
+    /// is then, does not still need it (`Allocation::still_needed_by`). A deleted job takes
+    /// its versions with it. (Entries written as `EvalDelete { eval_ids }` by earlier versions
+    /// still read as this.)
     #[serde(alias = "EvalDelete")]
     Collect {
         #[serde(default, alias = "eval_ids")]

@@ -536,6 +536,18 @@ fn apply_command(
             jobs,
             nodes,
         } => {
+            // Jobs first: an allocation is then checked against the job as it now is (gone,
+            // or registered again since the collector looked, and needing it).
+            for at in jobs {
+                let key = (at.namespace.clone(), at.job_id.clone());
+                if let Some(job) = s.jobs.get(&key).cloned()
+                    && job.modify_index == at.modify_index
+                {
+                    purge_job(s, index, &job, events);
+                    touch(s, Table::Jobs, index);
+                }
+            }
+            // Deleting finished records leaves the status of a job that stays as it was.
             for id in evals {
                 if !s.evals.get(id).is_some_and(|e| e.status.is_terminal()) {
                     continue;
@@ -546,15 +558,12 @@ fn apply_command(
                 s.evals_by_job
                     .remove(&(e.namespace.clone(), e.job_id.clone(), e.id.clone()));
                 s.evals_pending.remove(&crate::snapshot::pending_key(&e));
-                touched_jobs.push((e.namespace.clone(), e.job_id.clone()));
                 touch(s, Table::Evals, index);
             }
             for id in allocs {
-                if !s
-                    .allocs
-                    .get(id)
-                    .is_some_and(|a| a.client_status.is_terminal())
-                {
+                let Some(a) = s.allocs.get(id) else { continue };
+                let job = s.jobs.get(&(a.namespace.clone(), a.job_id.clone()));
+                if !a.client_status.is_terminal() || a.still_needed_by(job.map(|j| &**j)) {
                     continue;
                 }
                 let Some(a) = s.allocs.remove(id) else {
@@ -563,17 +572,7 @@ fn apply_command(
                 s.allocs_by_node.remove(&(a.node_id.clone(), a.id.clone()));
                 s.allocs_by_job
                     .remove(&(a.namespace.clone(), a.job_id.clone(), a.id.clone()));
-                touched_jobs.push((a.namespace.clone(), a.job_id.clone()));
                 touch(s, Table::Allocs, index);
-            }
-            for at in jobs {
-                let key = (at.namespace.clone(), at.job_id.clone());
-                if let Some(job) = s.jobs.get(&key).cloned()
-                    && job.modify_index == at.modify_index
-                {
-                    purge_job(s, index, &job, events);
-                    touch(s, Table::Jobs, index);
-                }
             }
             for at in nodes {
                 if let Some(node) = s.nodes.get(&at.node_id).cloned()

@@ -206,6 +206,29 @@ impl Runner {
         env
     }
 
+    /// Stops the running task so that it starts again, without counting against the restart
+    /// policy (`alloc restart`, a re-rendered template).
+    async fn stop_to_restart(
+        &mut self,
+        driver: &drover_proto::driver::driver_client::DriverClient<tonic::transport::Channel>,
+        task_id: &str,
+        why: &str,
+    ) {
+        self.restart_requested = true;
+        self.emit(event("Restart Signaled", why)).await;
+        let req = StopTaskRequest {
+            task_id: task_id.to_string(),
+            signal: self.ctx.task.kill_signal.clone(),
+            timeout_ms: self.ctx.task.kill_timeout.as_millis() as u64,
+        };
+        let mut d = driver.clone();
+        tokio::spawn(async move {
+            if let Err(e) = d.stop_task(req).await {
+                tracing::warn!(error = %e.message(), "stopping the task for a restart failed");
+            }
+        });
+    }
+
     /// Starts watching the data the task's templates read (replacing an earlier watcher).
     fn watch_templates(&mut self) {
         self.unwatch_templates();
@@ -403,19 +426,7 @@ impl Runner {
                             }
                             crate::template::Change::Restart if !stop_sent => {
                                 stop_sent = true;
-                                self.restart_requested = true;
-                                self.emit(event("Restart Signaled", "Template with change_mode restart re-rendered")).await;
-                                let req = StopTaskRequest {
-                                    task_id: task_id.clone(),
-                                    signal: self.ctx.task.kill_signal.clone(),
-                                    timeout_ms: self.ctx.task.kill_timeout.as_millis() as u64,
-                                };
-                                let mut d = driver.clone();
-                                tokio::spawn(async move {
-                                    if let Err(e) = d.stop_task(req).await {
-                                        tracing::warn!(error = %e.message(), "stopping the task for a template restart failed");
-                                    }
-                                });
+                                self.stop_to_restart(&driver, &task_id, "Template with change_mode restart re-rendered").await;
                             }
                             crate::template::Change::Restart => {}
                         }
@@ -431,19 +442,7 @@ impl Runner {
                             Control::Restart(reply) => {
                                 if !stop_sent {
                                     stop_sent = true;
-                                    self.restart_requested = true;
-                                    self.emit(event("Restart Signaled", "User requested the task restart")).await;
-                                    let req = StopTaskRequest {
-                                        task_id: task_id.clone(),
-                                        signal: self.ctx.task.kill_signal.clone(),
-                                        timeout_ms: self.ctx.task.kill_timeout.as_millis() as u64,
-                                    };
-                                    let mut d = driver.clone();
-                                    tokio::spawn(async move {
-                                        if let Err(e) = d.stop_task(req).await {
-                                            tracing::warn!(error = %e.message(), "stopping the task for a restart failed");
-                                        }
-                                    });
+                                    self.stop_to_restart(&driver, &task_id, "User requested the task restart").await;
                                 }
                                 let _ = reply.send(Ok(()));
                             }

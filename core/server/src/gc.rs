@@ -6,7 +6,7 @@
 //! - A **job** goes, with its versions, evaluations and allocations, once it is dead (stopped,
 //!   or a batch job whose allocations all finished), nothing of it changed for
 //!   `job_gc_threshold`, and no evaluation or allocation of it is still in flight. Periodic
-//!   and parameterized parents stay: they are templates, not runs.
+//!   and parameterized parents are templates for runs: they go only once stopped.
 //! - An **evaluation** goes, with its allocations, once it is finished, older than
 //!   `eval_gc_threshold` (`batch_eval_gc_threshold` for batch jobs), and every allocation it
 //!   placed is collectable. An allocation is collectable once its client reports it ended and
@@ -177,7 +177,9 @@ pub(crate) fn collectable(snap: &StateSnapshot, now: i64, t: &GcThresholds) -> G
     let job_cutoff = cutoff(now, t.job);
     for job in snap.jobs() {
         let dead = job.status == JobStatus::Dead && (job.stop || job.job_type.runs_to_completion());
-        if !dead || job.periodic.is_some() || job.parameterized.is_some() {
+        // A periodic or parameterized parent is a template for runs: it goes only stopped.
+        let parent = job.periodic.is_some() || job.parameterized.is_some();
+        if !dead || (parent && !job.stop) {
             continue;
         }
         let evals: Vec<_> = snap.evals_by_job(&job.namespace, &job.id).collect();
@@ -437,13 +439,22 @@ mod tests {
         let running = job("running", JobType::Batch);
         let mut periodic = job("periodic", JobType::Batch);
         periodic.periodic = Some(Default::default());
+        let mut cron_stopped = job("cron-stopped", JobType::Batch);
+        cron_stopped.periodic = Some(Default::default());
         let store = StateStore::new();
-        for (i, j) in [&stopped, &finished, &running, &periodic]
+        for (i, j) in [&stopped, &finished, &running, &periodic, &cron_stopped]
             .iter()
             .enumerate()
         {
             register(&store, i as u64 + 1, j);
         }
+        let stop_parent = Command::JobDeregister {
+            namespace: "default".into(),
+            job_id: "cron-stopped".into(),
+            purge: false,
+            eval: None,
+        };
+        apply(&store, 9, 1, stop_parent);
         let evals = vec![
             eval("e-stopped", &stopped, EvalStatus::Complete),
             eval("e-finished", &finished, EvalStatus::Complete),
@@ -506,6 +517,7 @@ mod tests {
         assert_eq!(
             jobs,
             [
+                ("cron-stopped", &[][..], &[][..]),
                 (
                     "finished",
                     &strings(&["e-finished"])[..],
@@ -529,6 +541,7 @@ mod tests {
         assert!(snap.job("default", "finished").is_none());
         assert!(snap.job("default", "running").is_some());
         assert!(snap.job("default", "periodic").is_some());
+        assert!(snap.job("default", "cron-stopped").is_none());
         assert_eq!(snap.allocs().count(), 1);
 
         let g = collectable(&snap, 26 * HOUR, &t);

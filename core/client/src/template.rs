@@ -18,6 +18,7 @@
 //! on their `change_mode` (restart, signal, noop).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -180,20 +181,46 @@ fn alloc_root(dirs: &TaskDirs) -> PathBuf {
         .to_path_buf()
 }
 
-/// `path`'s real location (symbolic links resolved), which must be inside the allocation's
-/// directory: a task can plant links in its own directories, and the client, as root, must
-/// not follow them out.
-fn inside_allocation(dirs: &TaskDirs, path: &Path) -> Result<PathBuf, String> {
-    let real = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let root = std::fs::canonicalize(alloc_root(dirs))
-        .map_err(|e| format!("the allocation's directory: {e}"))?;
-    if !real.starts_with(&root) {
-        return Err(format!(
-            "{} leads outside the allocation's directory through a symbolic link",
-            path.display()
-        ));
+/// Opens the directory `dir` (inside the allocation's directory), one component at a time
+/// from the allocation's directory, never following a symbolic link; with `create`, makes
+/// the missing ones. A task can plant links in its own directories and swap them at any
+/// moment, and the client, as root, must not be led out: every step is relative to the
+/// directory already opened, so no later swap can redirect it.
+fn open_dir_beneath(dirs: &TaskDirs, dir: &Path, create: bool) -> Result<OwnedFd, String> {
+    use nix::errno::Errno;
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, mkdirat};
+    let root = alloc_root(dirs);
+    let rel = dir
+        .strip_prefix(&root)
+        .map_err(|_| format!("{} is outside the allocation's directory", dir.display()))?;
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut fd: OwnedFd = std::fs::File::open(&root)
+        .map_err(|e| format!("the allocation's directory {}: {e}", root.display()))?
+        .into();
+    let mut walked = root.clone();
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            return Err(format!("{} is not a plain path", dir.display()));
+        };
+        walked.push(name);
+        let mut next = openat(&fd, name, flags, Mode::empty());
+        if create && matches!(next, Err(Errno::ENOENT)) {
+            match mkdirat(&fd, name, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(format!("cannot create {}: {e}", walked.display())),
+            }
+            next = openat(&fd, name, flags, Mode::empty());
+        }
+        fd = next.map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => format!(
+                "{} is a symbolic link or not a directory: it could lead outside the allocation's directory",
+                walked.display()
+            ),
+            e => format!("{}: {e}", walked.display()),
+        })?;
     }
-    Ok(real)
+    Ok(fd)
 }
 
 fn mode(perms: &str) -> Result<u32, String> {
@@ -421,9 +448,22 @@ async fn source(
     let path = destination(dirs, &interpolate(&block.source_path, env))?;
     let dirs = dirs.clone();
     tokio::task::spawn_blocking(move || {
-        let real = inside_allocation(&dirs, &path).map_err(|e| format!("template source {e}"))?;
-        std::fs::read_to_string(&real)
-            .map_err(|e| format!("template source {}: {e}", path.display()))
+        use std::io::Read;
+        let what = |e: String| format!("template source {e}");
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(what(format!("{} names no file", path.display())));
+        };
+        let dir = open_dir_beneath(&dirs, parent, false).map_err(what)?;
+        let flags = nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(&dir, name, flags, nix::sys::stat::Mode::empty())
+            .map_err(|e| what(format!("{}: {e}", path.display())))?;
+        let mut text = String::new();
+        std::fs::File::from(fd)
+            .read_to_string(&mut text)
+            .map_err(|e| what(format!("{}: {e}", path.display())))?;
+        Ok(text)
     })
     .await
     .map_err(|e| format!("template reader: {e}"))?
@@ -518,55 +558,53 @@ async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<V
     }
 }
 
-/// Writes the file atomically — a new temporary file (never through an existing link) with
-/// the block's mode and owner set on the open file, renamed over the destination — in a
-/// directory whose real location is inside the allocation's directory.
+/// Writes the file atomically: a new temporary file (created, never opened through a link)
+/// with the block's mode and owner set on the open file, renamed over the destination — all
+/// relative to the destination's directory, opened without following links
+/// ([`open_dir_beneath`]).
 async fn write(
     dirs: &TaskDirs,
     dest: &Path,
     text: &str,
     block: &TemplateBlock,
 ) -> Result<(), String> {
+    use nix::fcntl::{OFlag, openat, renameat};
+    use nix::sys::stat::Mode;
+    use nix::unistd::{UnlinkatFlags, unlinkat};
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let mode = mode(&block.perms)?;
     let (dirs, dest, text) = (dirs.clone(), dest.to_path_buf(), text.to_string());
     let (uid, gid) = (block.uid, block.gid);
     tokio::task::spawn_blocking(move || {
-        let what = |e: std::io::Error| format!("cannot write template {}: {e}", dest.display());
+        let what = |e: String| format!("cannot write template {}: {e}", dest.display());
         let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
-            return Err(format!(
-                "template destination {} names no file",
-                dest.display()
-            ));
+            return Err(what("it names no file".into()));
         };
-        std::fs::create_dir_all(parent).map_err(what)?;
-        let parent =
-            inside_allocation(&dirs, parent).map_err(|e| format!("template destination {e}"))?;
-        let tmp = parent.join(format!(
+        let dir = open_dir_beneath(&dirs, parent, true).map_err(what)?;
+        let tmp = format!(
             ".{}.{}.drover-tmp",
             name.to_string_lossy(),
             uuid::Uuid::new_v4().simple()
-        ));
-        let written = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
+        );
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(&dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o600))
+            .map_err(|e| what(e.to_string()))?;
+        let written = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::from(fd);
             f.write_all(text.as_bytes())?;
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             if uid.is_some() || gid.is_some() {
                 let id = |v: Option<i64>| v.filter(|v| *v >= 0).map(|v| v as u32);
                 std::os::unix::fs::fchown(&f, id(uid), id(gid))?;
             }
-            std::fs::rename(&tmp, parent.join(name))
+            renameat(&dir, tmp.as_str(), &dir, name).map_err(std::io::Error::from)
         })();
         if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         }
-        written.map_err(what)
+        written.map_err(|e| what(e.to_string()))
     })
     .await
     .map_err(|e| format!("template writer: {e}"))?
@@ -651,6 +689,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "rendered");
+        // Missing directories on the way are made.
+        let dest = destination(&dirs, "local/new/deeper/x.conf").unwrap();
+        write(&dirs, &dest, "deep", &block).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "deep");
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(root.join("web/local"))
             .unwrap()

@@ -320,3 +320,88 @@ job "live" {
     assert_eq!(a["ClientStatus"], "running");
     agent.terminate();
 }
+
+#[test]
+fn leased_secrets_are_fetched_again_before_their_lease_runs_out() {
+    // A gRPC secret provider whose `fetches` secret counts its fetches, leased for 3 s: the
+    // template is rendered again with a fresh secret at two thirds of the lease.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_grpc-secrets"), dir.join("gsec")).unwrap();
+    let cfg = tmp.path().join("agent.hcl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "plugin_dir = \"{}\"\nplugin \"gsec\" {{\n  config {{\n    secrets  = {{}}\n    ttl_secs = 3\n  }}\n}}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(
+        &["-dev", "-config", cfg.to_str().unwrap()],
+        &tmp.path().join("dev"),
+        free_port(),
+        free_port(),
+    );
+    agent.wait_ready();
+    agent.wait_node_ready();
+    let job = r#"
+job "lease" {
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sleep"
+        args    = ["600"]
+      }
+      template {
+        data        = "n={{ with secret \"gsec/fetches\" }}{{ .Data.n }} lease={{ .LeaseDuration }}{{ end }}\n"
+        destination = "secrets/n.txt"
+        change_mode = "noop"
+      }
+    }
+  }
+}
+"#;
+    agent.run_job(&write_job(tmp.path(), "lease", job));
+    let alloc = agent.wait_alloc_status("lease", "running", WAIT);
+    let file = agent
+        .data_dir_alloc(alloc["ID"].as_str().unwrap())
+        .join("t/secrets/n.txt");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "n=1 lease=3\n");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::read_to_string(&file).unwrap() == "n=1 lease=3\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the secret was not fetched again:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No variable exists here, so the watcher's blocking read of the variables table waits
+    // (it once answered at once, and the watcher spun): the agent stays idle meanwhile. A
+    // spinning watcher burns a whole core, 3 s of CPU in these 3 s.
+    let cpu = |pid: i32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    };
+    let before = cpu(agent.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu(agent.pid()) - before;
+    assert!(
+        used < 1.5,
+        "the agent used {used} s of CPU in 3 s while idle"
+    );
+    // change_mode "noop": the task kept running, not restarted.
+    let a = agent.alloc(alloc["ID"].as_str().unwrap()).unwrap();
+    assert_eq!(a["TaskStates"]["t"]["Restarts"], 0, "{a:#}");
+    agent.terminate();
+}

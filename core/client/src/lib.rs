@@ -131,7 +131,7 @@ impl Client {
         path: &str,
         list: bool,
     ) -> Result<Vec<drover_model::Variable>, String> {
-        let reply = self.variables_request(alloc_id, path, list, 0).await?;
+        let reply = self.variables_request(alloc_id, path, list, None).await?;
         reply
             .variables_json
             .iter()
@@ -142,15 +142,16 @@ impl Client {
             .collect()
     }
 
-    /// The variables table's index once it is past `min_index` (a blocking read of up to 5
-    /// minutes; the same index back when nothing changed meanwhile). 0 answers at once.
+    /// The variables table's index: now, or (`after`) once it is past that index — a
+    /// blocking read of up to 5 minutes, which gives the same index back when nothing
+    /// changed meanwhile.
     pub(crate) async fn variables_index(
         &self,
         alloc_id: &str,
-        min_index: u64,
+        after: Option<u64>,
     ) -> Result<u64, String> {
         Ok(self
-            .variables_request(alloc_id, "", false, min_index)
+            .variables_request(alloc_id, "", false, after)
             .await?
             .index)
     }
@@ -160,7 +161,7 @@ impl Client {
         alloc_id: &str,
         path: &str,
         list: bool,
-        min_index: u64,
+        after: Option<u64>,
     ) -> Result<drover_proto::node::VariablesReply, String> {
         let what = if path.is_empty() {
             "the variables index".to_string()
@@ -187,8 +188,8 @@ impl Client {
             alloc_id: alloc_id.to_string(),
             path: path.to_string(),
             list,
-            min_index,
-            wait_ms: 300_000,
+            min_index: after.unwrap_or(0),
+            wait_ms: if after.is_some() { 300_000 } else { 0 },
         };
         // The server answers a blocking read within 5 minutes; a connection that died
         // without a reset must not hold the reader longer.

@@ -87,8 +87,8 @@ struct Runner {
         tokio::task::AbortHandle,
         mpsc::Receiver<crate::template::Change>,
     )>,
-    /// The variables index read before the templates were last rendered (0: unknown).
-    templates_rendered_at: u64,
+    /// Where the last render of the templates left off (for their watcher).
+    last_render: crate::template::LastRender,
 }
 
 impl Runner {
@@ -241,7 +241,7 @@ impl Runner {
             self.template_env = added;
             env
         };
-        let rendered_at = std::mem::take(&mut self.templates_rendered_at);
+        let from = std::mem::take(&mut self.last_render);
         let c = &self.ctx;
         let (tx, rx) = mpsc::channel(4);
         let watcher = tokio::spawn(
@@ -251,7 +251,7 @@ impl Runner {
                 c.task.clone(),
                 c.dirs.clone(),
                 env,
-                rendered_at,
+                from,
                 tx,
             )
             .in_current_span(),
@@ -276,8 +276,8 @@ impl Runner {
             let env = self.env();
             // What the watcher later waits to change from (0 if it cannot be read now).
             let c = &self.ctx;
-            let at = c.client.variables_index(&c.alloc.id, 0);
-            self.templates_rendered_at = tokio::time::timeout(Duration::from_secs(2), at)
+            let at = c.client.variables_index(&c.alloc.id, None);
+            self.last_render.index = tokio::time::timeout(Duration::from_secs(2), at)
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -290,8 +290,9 @@ impl Runner {
                 _ = stop.wait_for(|s| s.is_some()) => return Err(None),
             };
             match result {
-                Ok(added) => {
-                    self.template_env = added;
+                Ok(rendered) => {
+                    self.template_env = rendered.env;
+                    self.last_render.refresh = rendered.refresh;
                     return Ok(());
                 }
                 Err(crate::template::TemplateFailure::Failed(e)) => return Err(Some(e)),
@@ -636,7 +637,7 @@ pub async fn run(ctx: TaskCtx) {
         artifacts_fetched: false,
         template_env: Default::default(),
         template_watch: None,
-        templates_rendered_at: 0,
+        last_render: Default::default(),
         ctx,
     };
     let mut resume = false;

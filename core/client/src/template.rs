@@ -270,7 +270,7 @@ pub(crate) async fn render_all(
     task: &Task,
     dirs: &TaskDirs,
     env: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, TemplateFailure> {
+) -> Result<Rendered, TemplateFailure> {
     let mut fetched: BTreeMap<Read, Option<Value>> = BTreeMap::new();
     let mut added = BTreeMap::new();
     for (i, block) in task.templates.iter().enumerate() {
@@ -283,7 +283,31 @@ pub(crate) async fn render_all(
             added.extend(parse_env(&rendered, &name).map_err(TemplateFailure::Failed)?);
         }
     }
-    Ok(added)
+    Ok(Rendered {
+        env: added,
+        refresh: refresh_after(&fetched),
+    })
+}
+
+/// What rendering a task's templates gave.
+pub(crate) struct Rendered {
+    /// What the `env = true` templates add to the task's environment.
+    pub env: BTreeMap<String, String>,
+    /// When the leased secrets read are due to be fetched again.
+    pub refresh: Option<Duration>,
+}
+
+/// Two thirds of the shortest lease among the secrets read (at least a second), when the
+/// templates are rendered again with fresh secrets, as consul-template does; None when no
+/// secret read is leased.
+fn refresh_after(fetched: &BTreeMap<Read, Option<Value>>) -> Option<Duration> {
+    fetched
+        .iter()
+        .filter(|(r, _)| matches!(r, Read::Secret(_)))
+        .filter_map(|(_, v)| v.as_ref()?.get("LeaseDuration")?.as_u64())
+        .filter(|secs| *secs > 0)
+        .min()
+        .map(|secs| Duration::from_millis(secs * 2000 / 3).max(Duration::from_secs(1)))
 }
 
 /// One template rendered: its name (for messages), where it goes, and its text.
@@ -318,6 +342,15 @@ async fn render_block(
     Ok((name, dest, rendered))
 }
 
+/// Where the last render of a task's templates left off: what its watcher starts from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LastRender {
+    /// The variables index read before rendering (0: unknown).
+    pub index: u64,
+    /// When the leased secrets read are due to be fetched again.
+    pub refresh: Option<Duration>,
+}
+
 /// What re-rendered templates ask of the running task (their `change_mode`).
 #[derive(Debug, PartialEq)]
 pub(crate) enum Change {
@@ -329,40 +362,45 @@ pub(crate) enum Change {
 }
 
 /// While the task runs: waits for the variables its templates can read to change after
-/// `rendered_at` (a blocking read of the variables table), re-renders every template, rewrites the files
-/// whose text changed, and sends the task runner what their `change_mode` asks for, after a
-/// random delay of up to `splay`. Secrets are fetched again on each re-render, but do not
-/// trigger one. Ends when `changes` is dropped.
+/// `from.index` (a blocking read of the variables table), re-renders every template,
+/// rewrites the files whose text changed, and sends the task runner what their
+/// `change_mode` asks for, after a random delay of up to `splay`. Leased secrets also
+/// trigger a re-render, with fresh secrets, at two thirds of their lease (`from.refresh`,
+/// then each render's). Ends when `changes` is dropped.
 pub(crate) async fn watch(
     client: Client,
     alloc: Allocation,
     task: Task,
     dirs: TaskDirs,
     env: BTreeMap<String, String>,
-    rendered_at: u64,
+    from: LastRender,
     changes: tokio::sync::mpsc::Sender<Change>,
 ) {
-    let mut index = rendered_at;
+    let mut index = from.index;
+    tracing::debug!(?from, "watching the data the templates read");
+    let mut due = from.refresh.map(|d| tokio::time::Instant::now() + d);
     loop {
+        // When the leased secrets are due again (never when none is leased).
+        let never = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let next = tokio::select! {
-            r = client.variables_index(&alloc.id, index) => r,
+            r = client.variables_index(&alloc.id, Some(index)) => Some(r),
+            _ = tokio::time::sleep_until(due.unwrap_or(never)) => None,
             _ = changes.closed() => return,
         };
-        let next = match next {
-            Ok(i) => i,
-            Err(e) => {
+        match next {
+            None => tracing::debug!("leased secrets are due: rendering the templates again"),
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "template watch: cannot read the variables index");
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue;
             }
-        };
-        if next <= index {
-            continue; // the blocking read timed out
+            // The blocking read timed out.
+            Some(Ok(next)) if next <= index => continue,
+            // `from.index` is the variables index read before the files were rendered (0
+            // when unknown, e.g. a task reattached after an agent restart: then the first
+            // change re-renders, and unchanged files are left alone).
+            Some(Ok(next)) => index = next,
         }
-        // `rendered_at` is the variables index read before the files were rendered (0 when
-        // unknown, e.g. a task reattached after an agent restart: then the first answer
-        // re-renders, and unchanged files are left alone).
-        index = next;
         let mut fetched = BTreeMap::new();
         let (mut restart, mut signals, mut splay) = (false, BTreeSet::new(), Duration::ZERO);
         for (i, block) in task.templates.iter().enumerate() {
@@ -406,6 +444,7 @@ pub(crate) async fn watch(
             }
             splay = splay.max(block.splay);
         }
+        due = refresh_after(&fetched).map(|d| tokio::time::Instant::now() + d);
         if !restart && signals.is_empty() {
             continue;
         }

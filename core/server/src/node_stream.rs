@@ -400,7 +400,7 @@ impl NodeService for NodeStreamService {
             })?
             .namespace
             .clone();
-        let snap = if req.min_index > 0 {
+        let snap = if req.wait_ms > 0 {
             let wait = Duration::from_millis(req.wait_ms).min(Duration::from_secs(300));
             store
                 .wait_for(drover_state::Table::Variables, req.min_index, wait)

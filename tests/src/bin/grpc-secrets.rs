@@ -1,5 +1,7 @@
 //! A secret provider plugin process for the tests, served by the SDK over gRPC (the same
-//! handshake as drivers): its secrets come from its config block, leased for `ttl_secs`.
+//! handshake as drivers): its secrets come from its config block, leased for `ttl_secs`. The
+//! path `fetches` answers `{"n": N}`, how many times it has been fetched (for tests of
+//! secrets fetched again when their lease runs down).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use drover_plugin_sdk::{ProviderInfo, Secret, SecretError, SecretProvider};
 struct ConfigSecrets {
     secrets: BTreeMap<String, BTreeMap<String, String>>,
     ttl: Duration,
+    fetches: std::sync::atomic::AtomicU64,
 }
 
 impl SecretProvider for ConfigSecrets {
@@ -43,11 +46,22 @@ impl SecretProvider for ConfigSecrets {
     ) -> Result<(), SecretError> {
         self.secrets = serde_json::from_value(config["secrets"].clone())
             .map_err(|e| SecretError::InvalidArgument(format!("config.secrets: {e}")))?;
-        self.ttl = Duration::from_secs(config["ttl_secs"].as_u64().unwrap_or(0));
+        self.ttl = Duration::from_secs_f64(config["ttl_secs"].as_f64().unwrap_or(0.0).max(0.0));
         Ok(())
     }
 
     fn fetch(&self, path: &str) -> Result<Secret, SecretError> {
+        if path == "fetches" {
+            let n = 1 + self
+                .fetches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(Secret {
+                data: BTreeMap::from([("n".to_string(), n.to_string())]),
+                lease_id: String::new(),
+                ttl: self.ttl,
+                renewable: false,
+            });
+        }
         let data = self
             .secrets
             .get(path)

@@ -104,8 +104,21 @@ impl Agent {
 
     /// `drover agent -dev` on free ports.
     pub fn dev(tmp: &Path) -> Agent {
+        Agent::dev_with_config_opt(tmp, None)
+    }
+
+    /// `drover agent -dev -config CONFIG` on free ports.
+    pub fn dev_with_config(tmp: &Path, config: &Path) -> Agent {
+        Agent::dev_with_config_opt(tmp, Some(config))
+    }
+
+    fn dev_with_config_opt(tmp: &Path, config: Option<&Path>) -> Agent {
         let (h, r) = (free_port(), free_port());
-        let a = Agent::start(&["-dev"], &tmp.join("dev"), h, r);
+        let mut args = vec!["-dev"];
+        if let Some(c) = config {
+            args.extend(["-config", c.to_str().expect("a UTF-8 config path")]);
+        }
+        let a = Agent::start(&args, &tmp.join("dev"), h, r);
         a.wait_ready();
         a.wait_node_ready();
         a

@@ -288,14 +288,7 @@ fn terminal_allocations_are_garbage_collected_beyond_the_limit() {
         "client {\n  gc_max_allocs = 1\n  gc_disk_usage_threshold = 100\n}\n",
     )
     .unwrap();
-    let agent = Agent::start(
-        &["-dev", "-config", cfg.to_str().unwrap()],
-        &tmp.path().join("dev"),
-        free_port(),
-        free_port(),
-    );
-    agent.wait_ready();
-    agent.wait_node_ready();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
     let mut ids = Vec::new();
     for i in 0..3 {
         let job = write_job(

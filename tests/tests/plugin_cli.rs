@@ -115,14 +115,7 @@ fn a_third_party_driver_from_plugin_dir_runs_a_job() {
         ),
     )
     .unwrap();
-    let agent = Agent::start(
-        &["-dev", "-config", cfg.to_str().unwrap()],
-        &tmp.path().join("dev"),
-        free_port(),
-        free_port(),
-    );
-    agent.wait_ready();
-    agent.wait_node_ready();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
     let job = write_job(
         tmp.path(),
         "greet",

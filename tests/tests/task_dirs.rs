@@ -46,14 +46,7 @@ fn volume_mounts_need_a_driver_that_can_mount() {
         ),
     )
     .unwrap();
-    let agent = Agent::start(
-        &["-dev", "-config", cfg.to_str().unwrap()],
-        &tmp.path().join("dev"),
-        free_port(),
-        free_port(),
-    );
-    agent.wait_ready();
-    agent.wait_node_ready();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
     let job = write_job(
         tmp.path(),
         "vol",

@@ -27,15 +27,7 @@ fn agent_with_vault(tmp: &Path) -> Agent {
         ),
     )
     .unwrap();
-    let agent = Agent::start(
-        &["-dev", "-config", cfg.to_str().unwrap()],
-        &tmp.join("dev"),
-        free_port(),
-        free_port(),
-    );
-    agent.wait_ready();
-    agent.wait_node_ready();
-    agent
+    Agent::dev_with_config(tmp, &cfg)
 }
 
 fn put_var(agent: &Agent, args: &[&str]) {
@@ -338,14 +330,7 @@ fn leased_secrets_are_fetched_again_before_their_lease_runs_out() {
         ),
     )
     .unwrap();
-    let mut agent = Agent::start(
-        &["-dev", "-config", cfg.to_str().unwrap()],
-        &tmp.path().join("dev"),
-        free_port(),
-        free_port(),
-    );
-    agent.wait_ready();
-    agent.wait_node_ready();
+    let mut agent = Agent::dev_with_config(tmp.path(), &cfg);
     let job = r#"
 job "lease" {
   group "g" {

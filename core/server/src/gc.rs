@@ -71,17 +71,11 @@ impl GcThresholds {
 }
 
 /// A dead job and what it owns.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct DeadJob {
-    pub at: Option<JobAt>,
+    pub at: JobAt,
     pub evals: Vec<String>,
     pub allocs: Vec<String>,
-}
-
-impl DeadJob {
-    fn size(&self) -> usize {
-        1 + self.evals.len() + self.allocs.len()
-    }
 }
 
 /// What one pass found to delete.
@@ -106,57 +100,61 @@ impl Garbage {
     /// so an entry never leaves a job without the records that make it dead, or records
     /// without their job.
     fn into_commands(self) -> Vec<Command> {
-        let mut commands = Vec::new();
-        let mut cur = DeadJob::default();
-        let mut jobs = Vec::new();
-        let mut nodes = Vec::new();
-        let mut size = 0;
-        let mut flush = |cur: &mut DeadJob,
-                         jobs: &mut Vec<JobAt>,
-                         nodes: &mut Vec<NodeAt>,
-                         size: &mut usize| {
-            if *size > 0 {
-                commands.push(Command::Collect {
-                    evals: std::mem::take(&mut cur.evals),
-                    allocs: std::mem::take(&mut cur.allocs),
-                    jobs: std::mem::take(jobs),
-                    nodes: std::mem::take(nodes),
-                });
-                *size = 0;
-            }
-        };
+        let mut b = Batches::default();
         for job in self.jobs {
-            if size + job.size() > BATCH {
-                flush(&mut cur, &mut jobs, &mut nodes, &mut size);
-            }
-            size += job.size();
-            cur.evals.extend(job.evals);
-            cur.allocs.extend(job.allocs);
-            jobs.extend(job.at);
+            b.make_room(1 + job.evals.len() + job.allocs.len());
+            b.evals.extend(job.evals);
+            b.allocs.extend(job.allocs);
+            b.jobs.push(job.at);
         }
         for e in self.evals {
-            if size >= BATCH {
-                flush(&mut cur, &mut jobs, &mut nodes, &mut size);
-            }
-            cur.evals.push(e);
-            size += 1;
+            b.make_room(1);
+            b.evals.push(e);
         }
         for a in self.allocs {
-            if size >= BATCH {
-                flush(&mut cur, &mut jobs, &mut nodes, &mut size);
-            }
-            cur.allocs.push(a);
-            size += 1;
+            b.make_room(1);
+            b.allocs.push(a);
         }
         for n in self.nodes {
-            if size >= BATCH {
-                flush(&mut cur, &mut jobs, &mut nodes, &mut size);
-            }
-            nodes.push(n);
-            size += 1;
+            b.make_room(1);
+            b.nodes.push(n);
         }
-        flush(&mut cur, &mut jobs, &mut nodes, &mut size);
-        commands
+        b.flush();
+        b.commands
+    }
+}
+
+/// `Command::Collect`s being filled.
+#[derive(Default)]
+struct Batches {
+    commands: Vec<Command>,
+    evals: Vec<String>,
+    allocs: Vec<String>,
+    jobs: Vec<JobAt>,
+    nodes: Vec<NodeAt>,
+}
+
+impl Batches {
+    fn size(&self) -> usize {
+        self.evals.len() + self.allocs.len() + self.jobs.len() + self.nodes.len()
+    }
+
+    /// Starts a new command unless `n` more items fit in this one.
+    fn make_room(&mut self, n: usize) {
+        if self.size() + n > BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.size() > 0 {
+            self.commands.push(Command::Collect {
+                evals: std::mem::take(&mut self.evals),
+                allocs: std::mem::take(&mut self.allocs),
+                jobs: std::mem::take(&mut self.jobs),
+                nodes: std::mem::take(&mut self.nodes),
+            });
+        }
     }
 }
 
@@ -198,11 +196,11 @@ pub(crate) fn collectable(snap: &StateSnapshot, now: i64, t: &GcThresholds) -> G
             continue;
         }
         g.jobs.push(DeadJob {
-            at: Some(JobAt {
+            at: JobAt {
                 namespace: job.namespace.clone(),
                 job_id: job.id.clone(),
                 modify_index: job.modify_index,
-            }),
+            },
             evals: evals.iter().map(|e| e.id.clone()).collect(),
             allocs: allocs.iter().map(|a| a.id.clone()).collect(),
         });
@@ -507,10 +505,7 @@ mod tests {
         let mut jobs: Vec<(&str, &[String], &[String])> = g
             .jobs
             .iter()
-            .map(|j| {
-                let at = j.at.as_ref().unwrap();
-                (at.job_id.as_str(), &j.evals[..], &j.allocs[..])
-            })
+            .map(|j| (j.at.job_id.as_str(), &j.evals[..], &j.allocs[..]))
             .collect();
         jobs.sort();
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

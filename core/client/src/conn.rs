@@ -37,7 +37,7 @@ pub async fn run(client: Client) {
         };
         let started = std::time::Instant::now();
         let result = session(&client, &addr).await;
-        client.inner.server_rpc.send_replace(None);
+        client.inner.server.send_replace(None);
         if started.elapsed() > Duration::from_secs(10) {
             // A session that lasted: the next failure starts the backoff afresh.
             backoff = Duration::from_millis(100);
@@ -103,7 +103,6 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
     let mut node_changed = client.inner.node_changed.subscribe();
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
     tracing::info!(server = %addr, node_id = client.node_id(), "connected to server");
-    client.inner.server_rpc.send_replace(Some(rpc.clone()));
     loop {
         tokio::select! {
             m = inbound.message() => {
@@ -120,6 +119,9 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
                         }
                         let every = Duration::from_millis(r.heartbeat_ttl_ms.max(300) / 3);
                         heartbeat = tokio::time::interval(every);
+                        // Registered: reads on behalf of tasks may go to this server now.
+                        let node_secret = r.node_secret;
+                        client.inner.server.send_replace(Some(crate::ServerLink { rpc: rpc.clone(), node_secret }));
                     }
                     Some(server_message::Msg::AllocPush(p)) => {
                         let mut allocs = Vec::new();

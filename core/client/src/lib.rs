@@ -84,8 +84,16 @@ struct Inner {
     /// Bumped when a driver's fingerprint changes: the node is registered again.
     node_changed: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
-    /// The server the client is attached to, while it is (for reads such as variables).
-    server_rpc: watch::Sender<Option<NodeServiceClient<Channel>>>,
+    /// The server the client is attached and registered to, while it is (for reads such as
+    /// variables).
+    server: watch::Sender<Option<ServerLink>>,
+}
+
+/// The attached server, and the secret this node proves itself with.
+#[derive(Clone)]
+struct ServerLink {
+    rpc: NodeServiceClient<Channel>,
+    node_secret: String,
 }
 
 impl Client {
@@ -111,7 +119,7 @@ impl Client {
                 outbox_changed: watch::channel(0).0,
                 node_changed: watch::channel(0).0,
                 shutdown: watch::channel(false).0,
-                server_rpc: watch::channel(None).0,
+                server: watch::channel(None).0,
             }),
         };
         client.restore().await;
@@ -168,8 +176,11 @@ impl Client {
         } else {
             format!("variable {path:?}")
         };
-        let mut rx = self.inner.server_rpc.subscribe();
-        let mut rpc = tokio::time::timeout(
+        let mut rx = self.inner.server.subscribe();
+        let ServerLink {
+            mut rpc,
+            node_secret,
+        } = tokio::time::timeout(
             std::time::Duration::from_secs(30),
             rx.wait_for(|r| r.is_some()),
         )
@@ -178,10 +189,6 @@ impl Client {
         .map_err(|_| "the client is shutting down".to_string())?
         .clone()
         .expect("waited for a connection");
-        let st = self.inner.state.clone();
-        let node_secret = tokio::task::spawn_blocking(move || st.node_secret())
-            .await
-            .map_err(|e| e.to_string())?;
         let request = drover_proto::node::VariablesRequest {
             node_id: self.node_id().to_string(),
             node_secret,

@@ -180,8 +180,16 @@ impl Runner {
             .collect()
     }
 
-    /// The task's environment: `NOMAD_*`/`DROVER_*`, then its own `env` block interpolated.
+    /// The task's environment: [`Self::base_env`], then what its `env = true` templates add.
     fn env(&self) -> std::collections::BTreeMap<String, String> {
+        let mut env = self.base_env();
+        env.extend(self.template_env.clone());
+        env
+    }
+
+    /// `NOMAD_*`/`DROVER_*`, then the task's own `env` block interpolated: what templates
+    /// render with.
+    fn base_env(&self) -> std::collections::BTreeMap<String, String> {
         let c = &self.ctx;
         let cfg = &c.client.inner.config;
         let host_ip = cfg
@@ -202,7 +210,6 @@ impl Runner {
         for (k, v) in &c.task.env {
             env.insert(k.clone(), interpolate(v, &base));
         }
-        env.extend(self.template_env.clone());
         env
     }
 
@@ -235,12 +242,7 @@ impl Runner {
         if self.ctx.task.templates.is_empty() {
             return;
         }
-        let env = {
-            let added = std::mem::take(&mut self.template_env);
-            let env = self.env();
-            self.template_env = added;
-            env
-        };
+        let env = self.base_env();
         let from = std::mem::take(&mut self.last_render);
         let c = &self.ctx;
         let (tx, rx) = mpsc::channel(4);
@@ -272,8 +274,7 @@ impl Runner {
     async fn render_templates(&mut self) -> Result<(), Option<String>> {
         let mut reported = Vec::new();
         loop {
-            self.template_env.clear();
-            let env = self.env();
+            let env = self.base_env();
             // What the watcher later waits to change from (0 if it cannot be read now).
             let c = &self.ctx;
             let at = c.client.variables_index(&c.alloc.id, None);

@@ -39,17 +39,6 @@ enum Read {
     Secret(String),
 }
 
-impl Read {
-    /// How Nomad names a read a template waits for.
-    fn describe(&self, namespace: &str) -> String {
-        match self {
-            Read::Var(p) => format!("nomad.var.block({p}@{namespace})"),
-            Read::VarList(p) => format!("nomad.var.list({p}@{namespace})"),
-            Read::Secret(p) => format!("secret({p})"),
-        }
-    }
-}
-
 /// Why the hook did not finish.
 #[derive(Debug)]
 pub(crate) enum TemplateFailure {
@@ -59,13 +48,13 @@ pub(crate) enum TemplateFailure {
     Failed(String),
 }
 
-/// One pass's data: what was fetched, what the pass asked for that was not, and the missing
-/// variables whose items it read.
+/// One pass's data: what was fetched, what the pass asked for that was not, and the paths
+/// of the missing variables whose items it read.
 struct Pass<'a> {
     env: &'a BTreeMap<String, String>,
     fetched: &'a BTreeMap<Read, Option<Value>>,
     wanted: BTreeSet<Read>,
-    blocked: BTreeSet<Read>,
+    blocked: BTreeSet<String>,
 }
 
 impl Pass<'_> {
@@ -114,7 +103,7 @@ impl Functions for Pass<'_> {
             "nomadVar" => match self.read(Read::Var(arg.clone())) {
                 Some(Some(v)) => v,
                 Some(None) => {
-                    self.blocked.insert(Read::Var(arg));
+                    self.blocked.insert(arg);
                     Value::Null
                 }
                 None => Value::Null,
@@ -422,7 +411,7 @@ pub(crate) async fn watch(
                     continue;
                 }
             };
-            if tokio::fs::read_to_string(&dest).await.ok().as_deref() == Some(text.as_str()) {
+            if read_inside(&dirs, &dest).await.ok().as_deref() == Some(text.as_str()) {
                 continue;
             }
             if let Err(e) = write(&dirs, &dest, &text, block).await {
@@ -467,11 +456,8 @@ fn jitter(max: Duration) -> Duration {
     if max.is_zero() {
         return max;
     }
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos() as u128;
-    Duration::from_nanos((seed * 2_654_435_761 % max.as_nanos()) as u64)
+    let random = uuid::Uuid::new_v4().as_u128();
+    Duration::from_nanos((random % max.as_nanos()) as u64)
 }
 
 /// The template's text: `data`, or the file `source` names (relative to the task directory,
@@ -485,23 +471,30 @@ async fn source(
         return Ok(block.embedded_tmpl.clone());
     }
     let path = destination(dirs, &interpolate(&block.source_path, env))?;
-    let dirs = dirs.clone();
+    read_inside(dirs, &path)
+        .await
+        .map_err(|e| format!("template source {e}"))
+}
+
+/// Reads a file inside the allocation's directory without following a link out of it
+/// (see [`open_dir_beneath`]).
+async fn read_inside(dirs: &TaskDirs, path: &Path) -> Result<String, String> {
+    let (dirs, path) = (dirs.clone(), path.to_path_buf());
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let what = |e: String| format!("template source {e}");
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(what(format!("{} names no file", path.display())));
+            return Err(format!("{} names no file", path.display()));
         };
-        let dir = open_dir_beneath(&dirs, parent, false).map_err(what)?;
+        let dir = open_dir_beneath(&dirs, parent, false)?;
         let flags = nix::fcntl::OFlag::O_RDONLY
             | nix::fcntl::OFlag::O_NOFOLLOW
             | nix::fcntl::OFlag::O_CLOEXEC;
         let fd = nix::fcntl::openat(&dir, name, flags, nix::sys::stat::Mode::empty())
-            .map_err(|e| what(format!("{}: {e}", path.display())))?;
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let mut text = String::new();
         std::fs::File::from(fd)
             .read_to_string(&mut text)
-            .map_err(|e| what(format!("{}: {e}", path.display())))?;
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(text)
     })
     .await
@@ -526,7 +519,9 @@ async fn render(
         let (wanted, blocked) = (pass.wanted, pass.blocked);
         if wanted.is_empty() {
             if !blocked.is_empty() {
-                let missing = blocked.iter().map(|r| r.describe(&alloc.namespace));
+                // How Nomad names a variable a template waits for.
+                let ns = &alloc.namespace;
+                let missing = blocked.iter().map(|p| format!("nomad.var.block({p}@{ns})"));
                 return Err(TemplateFailure::Missing(missing.collect()));
             }
             return out.map_err(|e| TemplateFailure::Failed(e.to_string()));
@@ -559,18 +554,10 @@ async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<V
         }
         Read::VarList(prefix) => {
             let vars = client.read_variables(&alloc.id, prefix, true).await?;
+            // The server lists variables without their items: Path, Namespace, indexes, times.
             Ok(Some(Value::Array(
-                vars.into_iter()
-                    .map(|v| {
-                        serde_json::json!({
-                            "Path": v.path,
-                            "Namespace": v.namespace,
-                            "CreateIndex": v.create_index,
-                            "ModifyIndex": v.modify_index,
-                            "CreateTime": v.create_time,
-                            "ModifyTime": v.modify_time,
-                        })
-                    })
+                vars.iter()
+                    .map(|v| serde_json::to_value(v).expect("a variable serializes"))
                     .collect(),
             )))
         }

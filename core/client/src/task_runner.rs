@@ -223,6 +223,17 @@ impl Runner {
     ) {
         self.restart_requested = true;
         self.emit(event("Restart Signaled", why)).await;
+        self.send_stop(driver, task_id, Duration::ZERO);
+    }
+
+    /// Asks the driver, after `delay` and without waiting, to stop the task: its
+    /// `kill_signal`, then a kill after `kill_timeout`.
+    fn send_stop(
+        &self,
+        driver: &drover_proto::driver::driver_client::DriverClient<tonic::transport::Channel>,
+        task_id: &str,
+        delay: Duration,
+    ) {
         let req = StopTaskRequest {
             task_id: task_id.to_string(),
             signal: self.ctx.task.kill_signal.clone(),
@@ -230,8 +241,9 @@ impl Runner {
         };
         let mut d = driver.clone();
         tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
             if let Err(e) = d.stop_task(req).await {
-                tracing::warn!(error = %e.message(), "stopping the task for a restart failed");
+                tracing::warn!(error = %e.message(), "stopping the task failed");
             }
         });
     }
@@ -463,18 +475,7 @@ impl Runner {
                                 format!("Sent interrupt after a shutdown delay of {delay:?}: {reason}")
                             };
                             self.emit(event("Killing", &msg)).await;
-                            let req = StopTaskRequest {
-                                task_id: task_id.clone(),
-                                signal: self.ctx.task.kill_signal.clone(),
-                                timeout_ms: self.ctx.task.kill_timeout.as_millis() as u64,
-                            };
-                            let mut d = driver.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(delay).await;
-                                if let Err(e) = d.stop_task(req).await {
-                                    tracing::warn!(error = %e.message(), "stopping the task failed");
-                                }
-                            });
+                            self.send_stop(&driver, &task_id, delay);
                         }
                     }
                 }

@@ -151,6 +151,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 dynamic_ports: cfg.dynamic_ports,
                 gc_max_allocs: cfg.gc_max_allocs,
                 gc_disk_usage_threshold: cfg.gc_disk_usage_threshold,
+                artifacts: cfg.artifacts.clone(),
                 stop_tasks_on_shutdown: cfg.dev,
             },
             host,

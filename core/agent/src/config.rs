@@ -141,6 +141,82 @@ pub struct ClientBlock {
     pub gc_max_allocs: Option<usize>,
     pub gc_disk_usage_threshold: Option<f64>,
     pub gc_interval: Option<String>,
+    pub artifact: Option<ArtifactBlock>,
+}
+
+/// `client { artifact { ... } }`: Nomad's limits on fetching artifacts, and the host
+/// directories local artifacts may come from (Drover's; none by default).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactBlock {
+    pub http_read_timeout: Option<String>,
+    pub http_max_size: Option<String>,
+    pub decompression_size_limit: Option<String>,
+    pub decompression_file_count_limit: Option<u64>,
+    pub allowed_host_paths: Option<Vec<String>>,
+}
+
+impl ArtifactBlock {
+    /// The client's artifact settings, Nomad's defaults where unset.
+    fn resolve(&self) -> anyhow::Result<drover_client::ArtifactConfig> {
+        let mut c = drover_client::ArtifactConfig::default();
+        if let Some(t) = &self.http_read_timeout {
+            c.timeout = drover_jobspec::parse_duration(t).with_context(|| {
+                format!("client.artifact.http_read_timeout {t:?} is not a duration like \"30m\"")
+            })?;
+        }
+        if let Some(v) = &self.http_max_size {
+            c.max_size = parse_bytes(v).with_context(|| {
+                format!("client.artifact.http_max_size {v:?} is not a size like \"100GB\"")
+            })?;
+        }
+        if let Some(v) = &self.decompression_size_limit {
+            c.unpack.size = parse_bytes(v).with_context(|| {
+                format!(
+                    "client.artifact.decompression_size_limit {v:?} is not a size like \"100GB\""
+                )
+            })?;
+        }
+        if let Some(n) = self.decompression_file_count_limit {
+            c.unpack.files = n;
+        }
+        for p in self.allowed_host_paths.iter().flatten() {
+            if !p.starts_with('/') {
+                bail!("client.artifact.allowed_host_paths {p:?}: the path must be absolute");
+            }
+            c.allowed_host_paths.push(PathBuf::from(p));
+        }
+        Ok(c)
+    }
+}
+
+/// A size as Nomad writes one: `512`, `10MB` (SI), `10MiB` (binary), case-insensitive.
+pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} has no number"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        u => bail!("unknown unit {u:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"),
+    };
+    let n = num * mult;
+    if !n.is_finite() || n < 0.0 || n > u64::MAX as f64 {
+        bail!("{s:?} is out of range");
+    }
+    Ok(n as u64)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -522,6 +598,7 @@ pub struct AgentConfig {
     pub dynamic_ports: (u16, u16),
     pub gc_max_allocs: usize,
     pub gc_disk_usage_threshold: f64,
+    pub artifacts: drover_client::ArtifactConfig,
 }
 
 /// A server's RPC address from `host[:port]`: the default port is 4647; Nomad's Serf port
@@ -757,6 +834,11 @@ impl AgentConfig {
             leave_on_interrupt: f.leave_on_interrupt.unwrap_or(false),
             gc_max_allocs: client_block.gc_max_allocs.unwrap_or(50),
             gc_disk_usage_threshold: client_block.gc_disk_usage_threshold.unwrap_or(80.0),
+            artifacts: client_block
+                .artifact
+                .clone()
+                .unwrap_or_default()
+                .resolve()?,
             dynamic_ports,
             num_schedulers: server_block.num_schedulers.unwrap_or(4).max(1) as usize,
             scheduler_algorithm,

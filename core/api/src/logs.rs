@@ -23,6 +23,8 @@ pub async fn stream(
         .get("task")
         .cloned()
         .ok_or_else(|| ApiError::bad_request("missing ?task="))?;
+    drover_model::check_name(&task)
+        .map_err(|e| ApiError::bad_request(format!("task {task:?}: {e}")))?;
     let kind = q.get("type").cloned().unwrap_or_else(|| "stdout".into());
     if kind != "stdout" && kind != "stderr" {
         return Err(ApiError::bad_request(format!(
@@ -119,43 +121,101 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
-/// `GET /v1/client/fs/{ls,stat,cat}/:alloc?path=`.
+/// `GET /v1/client/fs/{ls,stat,cat,readat,stream}/:alloc?path=`: `readat` takes `offset`
+/// and `limit`, `stream` takes `offset`, `origin` (start|end), `follow` and `plain` and
+/// answers Nomad's frames (`{"Data": base64, "File": ..., "Offset": ...}`) unless plain.
+/// File contents are relayed as they arrive, never held whole.
 pub async fn fs(
     State(st): State<ApiState>,
     Path((op, alloc_id)): Path<(String, String)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if !matches!(op.as_str(), "ls" | "stat" | "cat") {
+    if !matches!(op.as_str(), "ls" | "stat" | "cat" | "readat" | "stream") {
         return Err(ApiError::not_found(format!(
-            "no fs operation {op:?}: use ls, stat or cat"
+            "no fs operation {op:?}: use ls, stat, cat, readat or stream"
         )));
     }
     let snap = st.server.store().snapshot();
     let alloc = find_alloc(&snap, &alloc_id)?.clone();
     let path = q.get("path").cloned().unwrap_or_else(|| "/".into());
+    let number = |k: &str| -> Result<i64, ApiError> {
+        match q.get(k) {
+            None => Ok(0),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::bad_request(format!("{k} {v:?} is not a byte count"))),
+        }
+    };
+    let origin = q.get("origin").cloned().unwrap_or_else(|| "start".into());
+    if origin != "start" && origin != "end" {
+        return Err(ApiError::bad_request(format!(
+            "origin {origin:?} must be start or end"
+        )));
+    }
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    if op == "readat" && !q.contains_key("offset") {
+        return Err(ApiError::bad_request("readat needs ?offset= (and ?limit=)"));
+    }
     let req = drover_proto::node::FsRequest {
         alloc_id: alloc.id.clone(),
         op: op.clone(),
-        path,
+        path: path.clone(),
+        offset: number("offset")?,
+        limit: number("limit")?,
+        origin,
+        follow: flag("follow"),
     };
     let mut rx = st.server.alloc_fs(&alloc.node_id, req).await?;
-    let mut body = Vec::new();
-    while let Some(chunk) = rx.recv().await {
-        match chunk {
-            Ok(data) => body.extend_from_slice(&data),
-            Err(e) => return Err(ApiError::not_found(e)),
+    // The first answer tells whether the session works at all: report its error as such.
+    let first = rx.recv().await;
+    if let Some(Err(e)) = first {
+        return Err(ApiError::not_found(e));
+    }
+    if op == "ls" || op == "stat" {
+        let mut body = first.and_then(Result::ok).unwrap_or_default();
+        while let Some(chunk) = rx.recv().await {
+            body.extend_from_slice(&chunk.map_err(ApiError::not_found)?);
         }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                axum::http::StatusCode::BAD_GATEWAY,
+                format!("the client answered badly: {e}"),
+            )
+        })?;
+        return Ok(axum::Json(v).into_response());
     }
-    if op == "cat" {
-        return Ok(body.into_response());
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            axum::http::StatusCode::BAD_GATEWAY,
-            format!("the client answered badly: {e}"),
-        )
-    })?;
-    Ok(axum::Json(v).into_response())
+    let chunks = futures::stream::unfold((first, rx, false), |(first, mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        let next = match first {
+            Some(x) => Some(x),
+            None => rx.recv().await,
+        };
+        match next {
+            None => None,
+            Some(Ok(data)) => Some((Ok(data), (None, rx, false))),
+            Some(Err(e)) => Some((Err(std::io::Error::other(e)), (None, rx, true))),
+        }
+    });
+    let framed = op == "stream" && !flag("plain");
+    let mut offset_acc: u64 = 0;
+    let body = chunks.map(move |r: Result<Vec<u8>, std::io::Error>| {
+        r.map(|data| {
+            if !framed {
+                return Bytes::from(data);
+            }
+            offset_acc += data.len() as u64;
+            let frame =
+                serde_json::json!({ "Data": base64(&data), "File": path, "Offset": offset_acc });
+            let mut v = serde_json::to_vec(&frame).expect("frame serializes");
+            v.push(b'\n');
+            Bytes::from(v)
+        })
+    });
+    Ok(Body::from_stream(body).into_response())
 }
 
 #[cfg(test)]

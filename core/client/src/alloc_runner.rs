@@ -2,7 +2,6 @@
 //! folds their states into the allocation's client status, persists it and reports it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use drover_model::{AllocClientUpdate, Allocation, ClientStatus, TaskLifecycle, TaskState};
@@ -10,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::Client;
+use crate::alloc_dir::{AllocDir, AllocDirError};
 use crate::env::TaskDirs;
 use crate::state::{LocalAlloc, LocalTask};
 use crate::task_runner::{self, TaskMsg};
@@ -206,13 +206,15 @@ impl AllocRunner {
             let id = r.inner.local.lock().expect("alloc lock").alloc.id.clone();
             let client = &r.inner.client;
             client.inner.state.remove(&id);
-            let root = crate::logs::alloc_root(client, &id);
-            let _ = tokio::task::spawn_blocking(move || remove_dir_with_mounts(&root)).await;
+            if let Ok(dir) = client.alloc_dir(&id) {
+                let root = dir.path().to_path_buf();
+                let _ = tokio::task::spawn_blocking(move || remove_dir_with_mounts(&root)).await;
+            }
             tracing::info!(alloc_id = %id, "allocation garbage-collected");
         });
     }
 
-    fn root(&self) -> PathBuf {
+    fn root(&self) -> Result<AllocDir, AllocDirError> {
         let id = self
             .inner
             .local
@@ -221,7 +223,7 @@ impl AllocRunner {
             .alloc
             .id
             .clone();
-        crate::logs::alloc_root(&self.inner.client, &id)
+        self.inner.client.alloc_dir(&id)
     }
 
     async fn persist(&self) {
@@ -268,12 +270,13 @@ impl AllocRunner {
             self.inner.done.send_replace(true);
             return;
         };
-        let root = self.root();
         let task_names: Vec<String> = group.tasks.iter().map(|t| t.name.clone()).collect();
-        let dirs = {
-            let root = root.clone();
-            let names = task_names.clone();
-            tokio::task::spawn_blocking(move || make_dirs(&root, &names)).await
+        let dirs = match self.root() {
+            Ok(root) => {
+                let names = task_names.clone();
+                tokio::task::spawn_blocking(move || root.build(&names)).await
+            }
+            Err(e) => Ok(Err(e)),
         };
         let dirs = match dirs {
             Ok(Ok(d)) => d,
@@ -606,36 +609,6 @@ fn client_status(l: &LocalAlloc) -> (ClientStatus, String) {
     (ClientStatus::Pending, "No tasks have started".into())
 }
 
-/// Size of a task's in-memory secrets/ directory (Nomad's too).
-const SECRETS_TMPFS_OPTIONS: &str = "size=1m,mode=0700";
-
-fn is_mount_point(dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
-        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
-        _ => false,
-    }
-}
-
-/// Makes a task's secrets/ a small tmpfs, so secrets never reach the disk. Where that is not
-/// possible (not root, no tmpfs) the plain 0700 directory stays.
-fn mount_secrets_tmpfs(dir: &std::path::Path) {
-    use nix::mount::{MsFlags, mount};
-    if is_mount_point(dir) {
-        return; // restored allocation: still mounted
-    }
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if let Err(e) = mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        flags,
-        Some(SECRETS_TMPFS_OPTIONS),
-    ) {
-        tracing::debug!(dir = %dir.display(), error = %e, "secrets/ stays on disk: cannot mount a tmpfs");
-    }
-}
-
 /// Lazily unmounts whatever is mounted below `dir` (tasks' secrets/ tmpfs, the shims'
 /// tmpfs), deepest first.
 pub fn unmount_below(dir: &std::path::Path) {
@@ -656,31 +629,4 @@ pub fn unmount_below(dir: &std::path::Path) {
 pub fn remove_dir_with_mounts(dir: &std::path::Path) -> std::io::Result<()> {
     unmount_below(dir);
     std::fs::remove_dir_all(dir)
-}
-
-/// Creates `<root>/alloc/{logs,data,tmp}` and per task `<root>/<task>/{local,secrets,tmp}`.
-fn make_dirs(root: &std::path::Path, tasks: &[String]) -> std::io::Result<Vec<TaskDirs>> {
-    use std::os::unix::fs::PermissionsExt;
-    let shared = root.join("alloc");
-    for d in ["logs", "data", "tmp"] {
-        std::fs::create_dir_all(shared.join(d))?;
-    }
-    let mut out = Vec::new();
-    for t in tasks {
-        let td = root.join(t);
-        for d in ["local", "secrets", "tmp"] {
-            std::fs::create_dir_all(td.join(d))?;
-        }
-        std::fs::set_permissions(td.join("secrets"), std::fs::Permissions::from_mode(0o700))?;
-        mount_secrets_tmpfs(&td.join("secrets"));
-        std::fs::set_permissions(td.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
-        out.push(TaskDirs {
-            alloc_dir: shared.display().to_string(),
-            task_dir: td.display().to_string(),
-            local_dir: td.join("local").display().to_string(),
-            secrets_dir: td.join("secrets").display().to_string(),
-            tmp_dir: td.join("tmp").display().to_string(),
-        });
-    }
-    Ok(out)
 }

@@ -2,6 +2,8 @@
 //! is given through task driver plugins, and survives its own restarts — tasks keep running
 //! under their shims and are reattached from the local state.
 
+mod alloc_dir;
+mod alloc_fs;
 mod alloc_runner;
 mod artifact;
 
@@ -26,6 +28,7 @@ use drover_proto::node::node_service_client::NodeServiceClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+pub use artifact::{ArtifactConfig, UnpackLimits};
 pub use fingerprint::fingerprint;
 
 #[derive(Debug, Clone)]
@@ -52,6 +55,8 @@ pub struct ClientConfig {
     /// Disk usage (percent of the data dir's filesystem) above which terminal allocations are
     /// garbage-collected, oldest first.
     pub gc_disk_usage_threshold: f64,
+    /// How artifacts are fetched (`client { artifact { ... } }`).
+    pub artifacts: ArtifactConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +211,14 @@ impl Client {
             .map_err(|_| format!("cannot read {what}: the server did not answer in {limit:?}"))?
             .map_err(|e| format!("cannot read {what}: {}", e.message()))?;
         Ok(reply.into_inner())
+    }
+
+    /// The directory of allocation `alloc_id` on this node.
+    pub(crate) fn alloc_dir(
+        &self,
+        alloc_id: &str,
+    ) -> Result<alloc_dir::AllocDir, alloc_dir::AllocDirError> {
+        alloc_dir::AllocDir::new(&self.inner.config.data_dir.join("alloc"), alloc_id)
     }
 
     pub fn node_id(&self) -> &str {

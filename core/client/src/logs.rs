@@ -1,13 +1,15 @@
 //! Serving `alloc logs` sessions: the task's rotated log files
-//! (`<alloc dir>/alloc/logs/<task>.<stdout|stderr>.<n>`) streamed to the server on their own
-//! RPC, followed as they grow and rotate.
+//! (`<alloc dir>/alloc/logs/<task>.<stdout|stderr>.<n>`, opened through the allocation
+//! directory without following links, regular files only) streamed to the server on their
+//! own RPC, followed as they grow and rotate.
 
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use drover_beneath::{Dir, Links};
 use drover_proto::node::node_service_client::NodeServiceClient;
-use drover_proto::node::{FsRequest, LogsRequest, SessionChunk, SessionOpen, session_open};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use drover_proto::node::{LogsRequest, SessionChunk, SessionOpen, session_open};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -29,7 +31,7 @@ pub async fn serve(client: Client, mut rpc: NodeServiceClient<Channel>, open: Se
     let id = open.session_id.clone();
     let result = match kind {
         session_open::Kind::Logs(req) => stream_logs(&client, &req, &id, &tx).await,
-        session_open::Kind::Fs(req) => serve_fs(&client, &req, &id, &tx).await,
+        session_open::Kind::Fs(req) => crate::alloc_fs::serve_fs(&client, &req, &id, &tx).await,
         session_open::Kind::Stats(req) => match crate::exec::alloc_stats(&client, &req).await {
             Ok(data) => tx
                 .send(SessionChunk {
@@ -79,25 +81,22 @@ pub async fn serve(client: Client, mut rpc: NodeServiceClient<Channel>, open: Se
     let _ = call.await;
 }
 
-pub fn alloc_root(client: &Client, alloc_id: &str) -> PathBuf {
-    client.inner.config.data_dir.join("alloc").join(alloc_id)
-}
-
-/// The log files of a task's stream, oldest first.
-fn log_files(dir: &Path, task: &str, stream: &str) -> Vec<(u64, PathBuf)> {
+/// The log files of a task's stream in `alloc/logs` (opened without following links), oldest
+/// first, by their index.
+fn log_files(dir: &Dir, task: &str, stream: &str) -> Vec<u64> {
     let prefix = format!("{task}.{stream}.");
-    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+    let mut v: Vec<u64> = dir
+        .entries()
         .into_iter()
         .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let n: u64 = name.strip_prefix(&prefix)?.parse().ok()?;
-            Some((n, e.path()))
-        })
+        .filter_map(|e| e.name.to_str()?.strip_prefix(&prefix)?.parse().ok())
         .collect();
-    v.sort();
+    v.sort_unstable();
     v
+}
+
+fn log_name(req: &LogsRequest, idx: u64) -> PathBuf {
+    PathBuf::from(format!("{}.{}.{}", req.task, req.stream, idx))
 }
 
 async fn stream_logs(
@@ -112,15 +111,26 @@ async fn stream_logs(
             req.stream
         ));
     }
-    let root = alloc_root(client, &req.alloc_id);
-    if !root.exists() {
+    drover_model::check_name(&req.task).map_err(|e| format!("task {:?}: {e}", req.task))?;
+    let alloc = client.alloc_dir(&req.alloc_id).map_err(|e| e.to_string())?;
+    if !alloc.exists() {
         return Err(format!(
             "allocation {} has no files on this node",
             req.alloc_id
         ));
     }
-    let dir = root.join("alloc").join("logs");
-    let files = log_files(&dir, &req.task, &req.stream);
+    let dir = {
+        let alloc = alloc.clone();
+        tokio::task::spawn_blocking(move || alloc.dir(Path::new("alloc/logs"), false))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let dir = std::sync::Arc::new(dir);
+    let (d, r) = (dir.clone(), req.clone());
+    let files = tokio::task::spawn_blocking(move || log_files(&d, &r.task, &r.stream))
+        .await
+        .map_err(|e| e.to_string())?;
     if files.is_empty() && !req.follow {
         let known = client
             .inner
@@ -139,30 +149,32 @@ async fn stream_logs(
         };
     }
     // Where to start: (file index, offset in it).
-    let (mut idx, mut pos) = match files.first() {
-        None => (0, 0),
-        Some(_) if req.origin == "end" => {
-            let (n, p) = files.last().expect("non-empty");
-            let len = tokio::fs::metadata(p).await.map(|m| m.len()).unwrap_or(0);
-            (*n, len.saturating_sub(req.offset.max(0) as u64))
+    let (mut idx, mut pos) = match (files.first(), files.last()) {
+        (Some(_), Some(last)) if req.origin == "end" => {
+            let (d, name) = (dir.clone(), log_name(req, *last));
+            let len = tokio::task::spawn_blocking(move || {
+                d.open_regular(&name, Links::Never)
+                    .ok()
+                    .and_then(|f| f.metadata().ok())
+                    .map_or(0, |m| m.len())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            (*last, len.saturating_sub(req.offset.max(0) as u64))
         }
-        Some((n, _)) => (*n, req.offset.max(0) as u64),
+        (Some(first), _) => (*first, req.offset.max(0) as u64),
+        _ => (0, 0),
     };
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let path = dir.join(format!("{}.{}.{}", req.task, req.stream, idx));
-        let mut got = 0;
-        if let Ok(mut f) = tokio::fs::File::open(&path).await {
-            f.seek(std::io::SeekFrom::Start(pos))
-                .await
-                .map_err(|e| e.to_string())?;
-            got = f.read(&mut buf).await.map_err(|e| e.to_string())?;
-        }
-        if got > 0 {
-            pos += got as u64;
+        let (d, r) = (dir.clone(), req.clone());
+        let (data, rotated) = tokio::task::spawn_blocking(move || read_log(&d, &r, idx, pos))
+            .await
+            .map_err(|e| e.to_string())??;
+        if !data.is_empty() {
+            pos += data.len() as u64;
             let chunk = SessionChunk {
                 session_id: id.to_string(),
-                data: buf[..got].to_vec(),
+                data,
                 error: String::new(),
                 eof: false,
             };
@@ -171,108 +183,33 @@ async fn stream_logs(
             }
             continue;
         }
-        // Nothing more in this file: go on to the next one if the file rotated.
-        if log_files(&dir, &req.task, &req.stream)
-            .iter()
-            .any(|(n, _)| *n > idx)
-        {
+        if rotated {
             idx += 1;
             pos = 0;
             continue;
         }
-        if !req.follow {
-            return Ok(());
-        }
-        if tx.is_closed() {
+        if !req.follow || tx.is_closed() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Resolves `path` inside the allocation directory, refusing anything that leaves it.
-fn resolve(root: &Path, path: &str) -> Result<PathBuf, String> {
-    let root = std::fs::canonicalize(root).map_err(|e| format!("allocation directory: {e}"))?;
-    let p = root.join(path.trim_start_matches('/'));
-    let p = std::fs::canonicalize(&p).map_err(|e| format!("{path}: {e}"))?;
-    if !p.starts_with(&root) {
-        return Err(format!("{path}: outside the allocation directory"));
-    }
-    Ok(p)
-}
-
-fn file_info(p: &Path) -> std::io::Result<serde_json::Value> {
-    use std::os::unix::fs::PermissionsExt;
-    let m = std::fs::metadata(p)?;
-    let mtime = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0);
-    Ok(serde_json::json!({
-        "Name": p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        "IsDir": m.is_dir(),
-        "Size": m.len(),
-        "FileMode": format!("{:o}", m.permissions().mode() & 0o7777),
-        "ModTime": drover_model::serde_fmt::format(mtime),
-    }))
-}
-
-async fn serve_fs(
-    client: &Client,
-    req: &FsRequest,
-    id: &str,
-    tx: &mpsc::Sender<SessionChunk>,
-) -> Result<(), String> {
-    let root = alloc_root(client, &req.alloc_id);
-    let (op, path) = (req.op.clone(), req.path.clone());
-    let chunk = |data: Vec<u8>| SessionChunk {
-        session_id: id.to_string(),
-        data,
-        error: String::new(),
-        eof: false,
-    };
-    match op.as_str() {
-        "ls" | "stat" => {
-            let json = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-                let p = resolve(&root, &path)?;
-                let v = if op == "stat" {
-                    file_info(&p).map_err(|e| e.to_string())?
-                } else {
-                    let mut entries: Vec<serde_json::Value> = std::fs::read_dir(&p)
-                        .map_err(|e| format!("{path}: {e}"))?
-                        .flatten()
-                        .filter_map(|e| file_info(&e.path()).ok())
-                        .collect();
-                    entries.sort_by(|a, b| a["Name"].as_str().cmp(&b["Name"].as_str()));
-                    serde_json::Value::Array(entries)
-                };
-                serde_json::to_vec(&v).map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-            let _ = tx.send(chunk(json)).await;
-            Ok(())
+/// The next chunk of log file `idx` from `pos`; when there is none, whether a newer file
+/// exists (the log rotated).
+fn read_log(dir: &Dir, req: &LogsRequest, idx: u64, pos: u64) -> Result<(Vec<u8>, bool), String> {
+    if let Ok(mut f) = dir.open_regular(&log_name(req, idx), Links::Never) {
+        f.seek(std::io::SeekFrom::Start(pos))
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+        if n > 0 {
+            buf.truncate(n);
+            return Ok((buf, false));
         }
-        "cat" => {
-            let p = tokio::task::spawn_blocking(move || resolve(&root, &path))
-                .await
-                .map_err(|e| e.to_string())??;
-            let mut f = tokio::fs::File::open(&p)
-                .await
-                .map_err(|e| format!("{}: {e}", req.path))?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Ok(());
-                }
-                if tx.send(chunk(buf[..n].to_vec())).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        other => Err(format!("unknown fs operation {other:?}")),
     }
+    let rotated = log_files(dir, &req.task, &req.stream)
+        .iter()
+        .any(|n| *n > idx);
+    Ok((Vec::new(), rotated))
 }

@@ -606,7 +606,7 @@ impl Runner {
             &c.task.artifacts,
             &task_dir,
             &vars,
-            crate::artifact::DEFAULT_TIMEOUT,
+            &c.client.inner.config.artifacts,
         );
         let mut stop = c.stop.clone();
         tokio::select! {

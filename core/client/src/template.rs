@@ -26,6 +26,7 @@ use drover_model::{Allocation, Task, Template as TemplateBlock};
 use drover_template::{Functions, Options, Template, Value};
 
 use crate::Client;
+use crate::alloc_dir::AllocDir;
 use crate::env::{TaskDirs, interpolate};
 
 /// Passes before a template that keeps discovering new reads is given up on.
@@ -137,7 +138,8 @@ impl Functions for ParseOnly {
 /// allocation's shared directory) lands, refusing one outside the allocation's directory.
 fn destination(dirs: &TaskDirs, dest: &str) -> Result<PathBuf, String> {
     let task_dir = Path::new(&dirs.task_dir);
-    let alloc_root = alloc_root(dirs);
+    let alloc = AllocDir::of(dirs);
+    let alloc_root = alloc.path();
     let rel = Path::new(dest);
     let joined = match rel.strip_prefix("alloc") {
         Ok(rest) if !rel.is_absolute() => Path::new(&dirs.alloc_dir).join(rest),
@@ -154,7 +156,7 @@ fn destination(dirs: &TaskDirs, dest: &str) -> Result<PathBuf, String> {
             c => clean.push(c),
         }
     }
-    if !clean.starts_with(&alloc_root) || clean == alloc_root {
+    if !clean.starts_with(alloc_root) || clean == alloc_root {
         return Err(format!(
             "template destination {dest:?} is outside the allocation's directory"
         ));
@@ -162,54 +164,17 @@ fn destination(dirs: &TaskDirs, dest: &str) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
-/// The allocation's directory (holding `alloc/` and one directory per task).
-fn alloc_root(dirs: &TaskDirs) -> PathBuf {
-    Path::new(&dirs.alloc_dir)
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .to_path_buf()
-}
-
-/// Opens the directory `dir` (inside the allocation's directory), one component at a time
-/// from the allocation's directory, never following a symbolic link; with `create`, makes
-/// the missing ones. A task can plant links in its own directories and swap them at any
-/// moment, and the client, as root, must not be led out: every step is relative to the
-/// directory already opened, so no later swap can redirect it.
+/// Opens the directory `dir` (inside the allocation's directory) through [`AllocDir`], never
+/// following a symbolic link; with `create`, makes the missing ones. A task can plant links
+/// in its own directories and swap them at any moment, and the client, as root, must not be
+/// led out.
 fn open_dir_beneath(dirs: &TaskDirs, dir: &Path, create: bool) -> Result<OwnedFd, String> {
-    use nix::errno::Errno;
-    use nix::fcntl::{OFlag, openat};
-    use nix::sys::stat::{Mode, mkdirat};
-    let root = alloc_root(dirs);
-    let rel = dir
-        .strip_prefix(&root)
-        .map_err(|_| format!("{} is outside the allocation's directory", dir.display()))?;
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let mut fd: OwnedFd = std::fs::File::open(&root)
-        .map_err(|e| format!("the allocation's directory {}: {e}", root.display()))?
-        .into();
-    let mut walked = root.clone();
-    for c in rel.components() {
-        let Component::Normal(name) = c else {
-            return Err(format!("{} is not a plain path", dir.display()));
-        };
-        walked.push(name);
-        let mut next = openat(&fd, name, flags, Mode::empty());
-        if create && matches!(next, Err(Errno::ENOENT)) {
-            match mkdirat(&fd, name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(format!("cannot create {}: {e}", walked.display())),
-            }
-            next = openat(&fd, name, flags, Mode::empty());
-        }
-        fd = next.map_err(|e| match e {
-            Errno::ELOOP | Errno::ENOTDIR => format!(
-                "{} is a symbolic link or not a directory: it could lead outside the allocation's directory",
-                walked.display()
-            ),
-            e => format!("{}: {e}", walked.display()),
-        })?;
-    }
-    Ok(fd)
+    let alloc = AllocDir::of(dirs);
+    let rel = alloc.relative(dir).map_err(|e| e.to_string())?;
+    alloc
+        .dir(rel, create)
+        .map(OwnedFd::from)
+        .map_err(|e| e.to_string())
 }
 
 fn mode(perms: &str) -> Result<u32, String> {
@@ -482,17 +447,12 @@ async fn read_inside(dirs: &TaskDirs, path: &Path) -> Result<String, String> {
     let (dirs, path) = (dirs.clone(), path.to_path_buf());
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(format!("{} names no file", path.display()));
-        };
-        let dir = open_dir_beneath(&dirs, parent, false)?;
-        let flags = nix::fcntl::OFlag::O_RDONLY
-            | nix::fcntl::OFlag::O_NOFOLLOW
-            | nix::fcntl::OFlag::O_CLOEXEC;
-        let fd = nix::fcntl::openat(&dir, name, flags, nix::sys::stat::Mode::empty())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let alloc = AllocDir::of(&dirs);
+        let rel = alloc.relative(&path).map_err(|e| e.to_string())?;
         let mut text = String::new();
-        std::fs::File::from(fd)
+        alloc
+            .read_file(rel)
+            .map_err(|e| e.to_string())?
             .read_to_string(&mut text)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(text)

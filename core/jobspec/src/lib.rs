@@ -356,6 +356,9 @@ fn parse_job(
     }
     for g in r.blocks("group") {
         let group = parse_group(src, g, r.path(), job_type, warnings)?;
+        if let Err(e) = drover_model::check_name(&group.name) {
+            return Err(src.error_span(g, r.path(), &format!("group name: {e}")));
+        }
         if groups.iter().any(|x: &TaskGroup| x.name == group.name) {
             return Err(src.error_span(
                 g,
@@ -647,6 +650,9 @@ fn parse_group(
     let mut tasks = Vec::new();
     for t in r.blocks("task") {
         let task = parse_task(src, t, r.path(), job_type, warnings)?;
+        if let Err(e) = drover_model::check_name(&task.name) {
+            return Err(src.error_span(t, r.path(), &format!("task name: {e}")));
+        }
         if tasks.iter().any(|x: &Task| x.name == task.name) {
             return Err(src.error_span(
                 t,

@@ -210,6 +210,8 @@ impl Job {
             let gf = format!("Job.TaskGroups[{gi}]");
             if g.name.is_empty() {
                 errs.push(format!("{gf}.Name: missing group name"));
+            } else if let Err(e) = check_name(&g.name) {
+                errs.push(format!("{gf}.Name: {e}"));
             } else if !names.insert(g.name.clone()) {
                 errs.push(format!("{gf}.Name: group {:?} is defined twice", g.name));
             }
@@ -224,6 +226,8 @@ impl Job {
                 let tf = format!("{gf}.Tasks[{ti}]");
                 if t.name.is_empty() {
                     errs.push(format!("{tf}.Name: missing task name"));
+                } else if let Err(e) = check_name(&t.name) {
+                    errs.push(format!("{tf}.Name: {e}"));
                 } else if !tnames.insert(t.name.clone()) {
                     errs.push(format!("{tf}.Name: task {:?} is defined twice", t.name));
                 }
@@ -1002,4 +1006,45 @@ impl Default for LogConfig {
             disabled: false,
         }
     }
+}
+
+/// Longest group or task name: it becomes a directory and part of log file names
+/// (`<task>.stdout.<n>`), which must fit in 255 bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Why a group or task name cannot be used. These names become directory and file names on
+/// the client, which acts on them as root, so only plain names are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("the name is empty")]
+    Empty,
+    #[error("the name is {0} bytes long; at most {MAX_NAME_LEN} are allowed")]
+    TooLong(usize),
+    #[error("{0:?} cannot be used: the name must not contain '/' or '\\'")]
+    Slash(String),
+    #[error("{0:?} cannot be used as a name")]
+    Dots(String),
+    #[error("{0:?} cannot be used: the name must not contain NUL or control characters")]
+    Control(String),
+}
+
+/// Checks a group or task name (Nomad refuses `/` in task names; Drover also refuses `\`,
+/// `.` and `..`, NUL and control characters, and bounds the length).
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong(name.len()));
+    }
+    if name.contains(['/', '\\']) {
+        return Err(NameError::Slash(name.into()));
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::Dots(name.into()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::Control(name.into()));
+    }
+    Ok(())
 }

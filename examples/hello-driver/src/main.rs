@@ -138,8 +138,7 @@ impl TaskDriver for Hello {
             PathBuf::from(&task.task_dir),
         );
         spec.env = task.env.clone().into_iter().collect();
-        spec.stdout_path = Some(PathBuf::from(&task.stdout_path));
-        spec.stderr_path = Some(PathBuf::from(&task.stderr_path));
+        spec.log_to(&task);
         self.tasks.launch(task, spec, shims_root).await
     }
 

@@ -399,8 +399,13 @@ fn shim_main(dir: &Path) -> Result<i32, String> {
     let open_log = |p: &Option<PathBuf>| -> Result<Option<RotatingLog>, String> {
         p.as_ref()
             .map(|p| {
-                RotatingLog::open(p, spec.logs.max_files, spec.logs.max_file_size_mb)
-                    .map_err(|e| format!("cannot open the log file {}.*: {e}", p.display()))
+                RotatingLog::open(
+                    p,
+                    spec.log_root.as_deref(),
+                    spec.logs.max_files,
+                    spec.logs.max_file_size_mb,
+                )
+                .map_err(|e| format!("cannot open the log file {}.*: {e}", p.display()))
             })
             .transpose()
     };

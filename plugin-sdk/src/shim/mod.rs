@@ -92,6 +92,11 @@ pub struct LaunchSpec {
     pub stderr_path: Option<PathBuf>,
     #[serde(default)]
     pub logs: LogRotation,
+    /// The directory the log paths are opened beneath (the allocation directory): below it,
+    /// no link is followed, so a task that can write `alloc/logs` cannot lead the shim
+    /// (root) elsewhere. `None` (older specs) opens the logs' own directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_root: Option<PathBuf>,
     /// Namespaces, a root of bind mounts, cgroups and dropped capabilities (the `exec`
     /// driver); `None` runs the task on the host as it is (raw_exec). Version 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,8 +117,27 @@ impl LaunchSpec {
             stdout_path: None,
             stderr_path: None,
             logs: LogRotation::default(),
+            log_root: None,
             isolation: None,
         }
+    }
+
+    /// Sends the task's output where the host asked (`stdout_path`/`stderr_path`, their
+    /// rotation), opened beneath the allocation directory (the parent of `alloc_dir`).
+    pub fn log_to(&mut self, task: &drover_proto::driver::TaskConfig) {
+        let path = |p: &str| Some(PathBuf::from(p)).filter(|p| !p.as_os_str().is_empty());
+        self.stdout_path = path(&task.stdout_path);
+        self.stderr_path = path(&task.stderr_path);
+        if let Some(logs) = &task.logs {
+            self.logs = LogRotation {
+                max_files: logs.max_files,
+                max_file_size_mb: logs.max_file_size_mb,
+            };
+        }
+        self.log_root = Path::new(&task.alloc_dir)
+            .parent()
+            .filter(|p| !task.alloc_dir.is_empty() && !p.as_os_str().is_empty())
+            .map(Path::to_path_buf);
     }
 }
 

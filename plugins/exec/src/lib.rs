@@ -26,9 +26,7 @@ use drover_plugin_sdk::proto::driver::{
     TerminalSize, exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::shim::isolate::{self, Bind, CgroupSpec, Isolation, caps, cgroup};
-use drover_plugin_sdk::shim::{
-    self, LaunchSpec, LogRotation, ShimClient, ShimError, ShimHandle, ShimTasks,
-};
+use drover_plugin_sdk::shim::{self, LaunchSpec, ShimClient, ShimError, ShimHandle, ShimTasks};
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -59,6 +57,10 @@ struct PluginConfig {
     allow_caps: Option<Vec<String>>,
     #[serde(default)]
     pids_limit: u64,
+    #[serde(default)]
+    denied_host_uids: Option<String>,
+    #[serde(default)]
+    denied_host_gids: Option<String>,
 }
 
 /// A task's `config { ... }` block.
@@ -80,15 +82,54 @@ struct Settings {
     chroot_env: BTreeMap<String, String>,
     allow_caps: Vec<String>,
     pids_limit: u64,
+    /// Users (uid) and groups (primary or supplementary gid) tasks may not run as.
+    denied_uids: IdRanges,
+    denied_gids: IdRanges,
 }
+
+/// The uids and gids denied unless the operator says otherwise: root's.
+pub const DEFAULT_DENIED_IDS: &str = "0";
 
 impl Default for Settings {
     fn default() -> Self {
+        let root = IdRanges::parse(DEFAULT_DENIED_IDS).expect("the default parses");
         Self {
             chroot_env: isolate::default_chroot_env(),
             allow_caps: caps::DEFAULT.iter().map(|s| s.to_string()).collect(),
             pids_limit: 0,
+            denied_uids: root.clone(),
+            denied_gids: root,
         }
+    }
+}
+
+/// A set of ids written as Nomad writes them: `0,10-20,1000` (empty: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdRanges(Vec<(u32, u32)>);
+
+impl IdRanges {
+    pub fn parse(s: &str) -> Result<IdRanges, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let num = |t: &str| {
+                t.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{part:?} is not an id or a range of ids (a-b)"))
+            };
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None => (num(part)?, num(part)?),
+            };
+            if a > b {
+                return Err(format!("{part:?}: the range runs backwards"));
+            }
+            out.push((a, b));
+        }
+        Ok(IdRanges(out))
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        self.0.iter().any(|(a, b)| (*a..=*b).contains(&id))
     }
 }
 
@@ -164,6 +205,8 @@ pub struct Exec {
     tasks: ShimTasks,
     /// Why this host cannot run isolated tasks, if it cannot.
     unusable: Option<String>,
+    /// Whether tasks' cgroups hold them to the allowed devices (cgroup v1).
+    restricts_devices: bool,
     fingerprint: watch::Sender<FingerprintResponse>,
 }
 
@@ -215,6 +258,7 @@ impl Default for Exec {
         Self {
             state: Mutex::new(State::default()),
             tasks: ShimTasks::default(),
+            restricts_devices: matches!(host, Ok(cgroup::Version::V1)),
             unusable: host.err(),
             fingerprint: watch::channel(fp).0,
         }
@@ -368,16 +412,7 @@ impl Exec {
         } else {
             task.user.clone()
         });
-        spec.stdout_path =
-            Some(PathBuf::from(&task.stdout_path)).filter(|p| !p.as_os_str().is_empty());
-        spec.stderr_path =
-            Some(PathBuf::from(&task.stderr_path)).filter(|p| !p.as_os_str().is_empty());
-        if let Some(logs) = &task.logs {
-            spec.logs = LogRotation {
-                max_files: logs.max_files,
-                max_file_size_mb: logs.max_file_size_mb,
-            };
-        }
+        spec.log_to(task);
         let hostname: String = task
             .name
             .chars()
@@ -438,6 +473,20 @@ impl TaskDriver for Exec {
                 default_json: serde_json::to_string(caps::DEFAULT).unwrap_or_default(),
             },
             ConfigField {
+                name: "denied_host_uids".into(),
+                r#type: "string".into(),
+                required: false,
+                description: "Users (uids: \"0,1000-2000\") tasks may not run as; \"\" allows every user, root included.".into(),
+                default_json: format!("{DEFAULT_DENIED_IDS:?}"),
+            },
+            ConfigField {
+                name: "denied_host_gids".into(),
+                r#type: "string".into(),
+                required: false,
+                description: "Groups (gids) a task's user may not have, as its primary or a supplementary group.".into(),
+                default_json: format!("{DEFAULT_DENIED_IDS:?}"),
+            },
+            ConfigField {
                 name: "pids_limit".into(),
                 r#type: "number".into(),
                 required: false,
@@ -478,6 +527,24 @@ impl TaskDriver for Exec {
                 .collect::<Result<_, _>>()?;
         }
         settings.pids_limit = cfg.pids_limit;
+        for (field, value, slot) in [
+            (
+                "denied_host_uids",
+                &cfg.denied_host_uids,
+                &mut settings.denied_uids,
+            ),
+            (
+                "denied_host_gids",
+                &cfg.denied_host_gids,
+                &mut settings.denied_gids,
+            ),
+        ] {
+            if let Some(v) = value {
+                *slot = IdRanges::parse(v).map_err(|e| {
+                    DriverError::InvalidArgument(format!("exec plugin config: {field}: {e}"))
+                })?;
+            }
+        }
         let mut st = self.lock();
         st.settings = settings;
         st.shims_root = Some(agent.data_dir)
@@ -527,7 +594,9 @@ impl TaskDriver for Exec {
         }
         let id = task.id.clone();
         let launched = async {
-            own_task_dirs(&task, spec.user.as_deref().unwrap_or(DEFAULT_USER))?;
+            let user = spec.user.as_deref().unwrap_or(DEFAULT_USER);
+            let found = admit_user(&task, user, &self.lock().settings, self.restricts_devices)?;
+            own_task_dirs(&task, &found)?;
             self.tasks.launch(task, spec, shims_root).await
         }
         .await;
@@ -633,8 +702,14 @@ impl TaskDriver for Exec {
     }
 }
 
-/// Gives the task's user its `local/` and `secrets/` (tmp/ is sticky and world-writable).
-fn own_task_dirs(task: &TaskConfig, user: &str) -> Result<(), DriverError> {
+/// Looks the task's user up and refuses it when its uid, primary gid or a supplementary gid
+/// is denied, or when it is root and the task's cgroup cannot hold it to the allowed devices.
+fn admit_user(
+    task: &TaskConfig,
+    user: &str,
+    settings: &Settings,
+    restricts_devices: bool,
+) -> Result<nix::unistd::User, DriverError> {
     let found = nix::unistd::User::from_name(user)
         .map_err(|e| DriverError::Internal(format!("cannot look up user {user:?}: {e}")))?
         .ok_or_else(|| {
@@ -643,6 +718,40 @@ fn own_task_dirs(task: &TaskConfig, user: &str) -> Result<(), DriverError> {
                 task.name
             ))
         })?;
+    let denied = |what: String, field: &str| {
+        DriverError::InvalidArgument(format!(
+            "task {:?}: user {user:?} {what}, which this node's exec plugin denies ({field}); an operator can change that in plugin \"exec\" {{ config {{ {field} = ... }} }}",
+            task.name
+        ))
+    };
+    let uid = found.uid.as_raw();
+    if settings.denied_uids.contains(uid) {
+        return Err(denied(format!("has uid {uid}"), "denied_host_uids"));
+    }
+    let name = std::ffi::CString::new(found.name.clone())
+        .map_err(|_| DriverError::InvalidArgument(format!("user {user:?} has a NUL byte")))?;
+    let groups = nix::unistd::getgrouplist(&name, found.gid)
+        .map_err(|e| DriverError::Internal(format!("cannot list the groups of {user:?}: {e}")))?;
+    for g in std::iter::once(found.gid).chain(groups) {
+        if settings.denied_gids.contains(g.as_raw()) {
+            return Err(denied(
+                format!("is in group {}", g.as_raw()),
+                "denied_host_gids",
+            ));
+        }
+    }
+    if uid == 0 && !restricts_devices {
+        return Err(DriverError::InvalidArgument(format!(
+            "task {:?}: root tasks need a device cgroup, which Drover sets up on cgroup v1 only: run the task as another user",
+            task.name
+        )));
+    }
+    Ok(found)
+}
+
+/// Gives the task's user its `local/` and `secrets/` (tmp/ is sticky and world-writable).
+fn own_task_dirs(task: &TaskConfig, found: &nix::unistd::User) -> Result<(), DriverError> {
+    let user = &found.name;
     for d in ["local", "secrets"] {
         let p = Path::new(&task.task_dir).join(d);
         std::os::unix::fs::chown(&p, Some(found.uid.as_raw()), Some(found.gid.as_raw())).map_err(

@@ -236,7 +236,10 @@ async fn ps_sees_only_the_task_as_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_cannot_write_the_read_only_root_and_the_hosts_tmp_is_untouched() {
     let tmp = tempfile::tempdir().unwrap();
-    let host = host(tmp.path(), json!({}));
+    let host = host(
+        tmp.path(),
+        json!({ "denied_host_uids": "", "denied_host_gids": "" }),
+    );
     let marker = format!("drover-exec-test-{}", std::process::id());
     let mut t = task(
         "b/web/0",
@@ -964,7 +967,10 @@ async fn an_abandoned_exec_session_kills_its_command() {
 async fn host_volumes_are_bound_read_only_or_writable() {
     use drover_proto::driver::Mount;
     let tmp = tempfile::tempdir().unwrap();
-    let host = host(tmp.path(), json!({}));
+    let host = host(
+        tmp.path(),
+        json!({ "denied_host_uids": "", "denied_host_gids": "" }),
+    );
     let ro = tmp.path().join("vol-ro");
     let rw = tmp.path().join("vol-rw");
     std::fs::create_dir_all(&ro).unwrap();

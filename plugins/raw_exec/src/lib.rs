@@ -14,7 +14,7 @@ use drover_plugin_sdk::proto::driver::{
     InspectTaskResponse, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
     exec_task_request, exec_task_response,
 };
-use drover_plugin_sdk::shim::{LaunchSpec, LogRotation, ShimTasks};
+use drover_plugin_sdk::shim::{LaunchSpec, ShimTasks};
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
 use tokio::sync::{mpsc, watch};
 
@@ -132,16 +132,7 @@ impl RawExec {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         spec.user = Some(task.user.clone()).filter(|u| !u.is_empty());
-        spec.stdout_path =
-            Some(PathBuf::from(&task.stdout_path)).filter(|p| !p.as_os_str().is_empty());
-        spec.stderr_path =
-            Some(PathBuf::from(&task.stderr_path)).filter(|p| !p.as_os_str().is_empty());
-        if let Some(logs) = &task.logs {
-            spec.logs = LogRotation {
-                max_files: logs.max_files,
-                max_file_size_mb: logs.max_file_size_mb,
-            };
-        }
+        spec.log_to(task);
         Ok(spec)
     }
 }

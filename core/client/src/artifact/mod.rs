@@ -35,10 +35,38 @@ use crate::env::interpolate;
 #[cfg(test)]
 use checksum::ChecksumKind;
 use checksum::{Checksum, Hasher};
+pub use unpack::UnpackLimits;
 use unpack::{ArchiveChoice, ArchiveKind};
 
-/// How long one artifact's transfer may take (Nomad's default `http_read_timeout`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How artifacts are fetched on this node: the client's `artifact { ... }` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactConfig {
+    /// How long one artifact's transfer may take (`http_read_timeout`, Nomad's 30m).
+    pub timeout: Duration,
+    /// The largest artifact fetched, in bytes (`http_max_size`, Nomad's 100GB).
+    pub max_size: u64,
+    /// What one archive may unpack to (`decompression_size_limit`, Nomad's 100GB, and
+    /// `decompression_file_count_limit`, Nomad's 4096).
+    pub unpack: UnpackLimits,
+    /// Host directories whose files a job may fetch as local artifacts (absolute paths,
+    /// `file://` URLs); none by default: a job cannot copy host files (as root) into its
+    /// task otherwise.
+    pub allowed_host_paths: Vec<PathBuf>,
+}
+
+impl Default for ArtifactConfig {
+    fn default() -> Self {
+        ArtifactConfig {
+            timeout: Duration::from_secs(30 * 60),
+            max_size: 100_000_000_000,
+            unpack: UnpackLimits {
+                size: 100_000_000_000,
+                files: 4096,
+            },
+            allowed_host_paths: Vec::new(),
+        }
+    }
+}
 
 /// What went wrong with one artifact.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +119,12 @@ pub enum ArtifactError {
     },
     #[error("{0}")]
     Mode(String),
+    #[error(
+        "{0} is a host path, and this client fetches none unless its artifact {{ allowed_host_paths }} lists a directory holding it"
+    )]
+    HostPathNotAllowed(String),
+    #[error("the artifact is larger than {0} bytes (the client's artifact http_max_size)")]
+    TooLarge(u64),
 }
 
 impl ArtifactError {
@@ -121,7 +155,30 @@ enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
     Http(Url),
+    /// A host path as the job gave it: not fetched until [`allowed_host_path`] resolves it.
     Local(PathBuf),
+    /// A host path resolved inside an allowed directory: (that directory, the path below it).
+    Allowed(PathBuf, PathBuf),
+}
+
+/// Resolves a local source (links, `..`) and accepts it only inside one of `allowed`
+/// (themselves resolved): `/allowed/../../etc/shadow`, a link inside an allowed directory
+/// that leads out, another allocation's directory, are all refused.
+fn allowed_host_path(path: &Path, allowed: &[PathBuf]) -> Result<Source, ArtifactError> {
+    let refused = || ArtifactError::HostPathNotAllowed(path.display().to_string());
+    if allowed.is_empty() {
+        return Err(refused());
+    }
+    let real = fs::canonicalize(path).map_err(|e| ArtifactError::io(path, e))?;
+    for root in allowed {
+        let Ok(root) = fs::canonicalize(root) else {
+            continue;
+        };
+        if let Ok(rel) = real.strip_prefix(&root) {
+            return Ok(Source::Allowed(root.clone(), rel.to_path_buf()));
+        }
+    }
+    Err(refused())
 }
 
 /// One artifact with its fields interpolated and checked, ready to fetch.
@@ -136,6 +193,9 @@ struct Plan {
     checksum: Option<Checksum>,
     archive: ArchiveChoice,
     headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    /// The largest artifact fetched, and what an archive may unpack to.
+    max_size: u64,
+    unpack: UnpackLimits,
 }
 
 /// Whether an artifact needs the node's attributes or meta to be interpolated.
@@ -180,12 +240,12 @@ pub async fn fetch_all(
     artifacts: &[TaskArtifact],
     task_dir: &Path,
     vars: &BTreeMap<String, String>,
-    timeout: Duration,
+    config: &ArtifactConfig,
 ) -> Result<(), ArtifactFailure> {
     for (i, a) in artifacts.iter().enumerate() {
         let artifact = redact(&interpolate(&a.getter_source, vars));
         tracing::info!(%artifact, "downloading artifact");
-        fetch_one(i, a, task_dir, vars, timeout)
+        fetch_one(i, a, task_dir, vars, config)
             .await
             .map_err(|error| ArtifactFailure { artifact, error })?;
     }
@@ -197,9 +257,16 @@ async fn fetch_one(
     a: &TaskArtifact,
     task_dir: &Path,
     vars: &BTreeMap<String, String>,
-    timeout: Duration,
+    config: &ArtifactConfig,
 ) -> Result<(), ArtifactError> {
-    let plan = prepare(a, task_dir, vars)?;
+    let timeout = config.timeout;
+    let mut plan = prepare(a, task_dir, vars)?;
+    if let Source::Local(path) = &plan.source {
+        let (path, allowed) = (path.clone(), config.allowed_host_paths.clone());
+        plan.source = blocking(move || allowed_host_path(&path, &allowed)).await??;
+    }
+    plan.max_size = config.max_size;
+    plan.unpack = config.unpack;
     // A staging directory inside the task directory: on the destination's filesystem, so
     // the finished artifact is moved into place with a rename.
     let staging = {
@@ -266,7 +333,7 @@ fn prepare(
                 .any(|(k, _)| k == "checksum" || k == "archive")
                 || options.keys().any(|k| k != "checksum" && k != "archive")
         }
-        Source::Local(_) => false,
+        Source::Local(_) | Source::Allowed(..) => false,
     };
     if let Source::Http(url) = &mut source
         && rewrite
@@ -325,6 +392,8 @@ fn prepare(
         checksum,
         archive,
         headers,
+        max_size: ArtifactConfig::default().max_size,
+        unpack: ArtifactConfig::default().unpack,
     })
 }
 
@@ -426,15 +495,19 @@ async fn transfer(
         Source::Http(url) => {
             let name = url_file_name(url);
             let file = staging.join(if name.is_empty() { "download" } else { &name });
-            let digest = download(url, &plan.headers, &file, hasher()).await?;
+            let digest = download(url, &plan.headers, &file, hasher(), plan.max_size).await?;
             Ok(Some((file, name, digest)))
         }
-        Source::Local(path) => {
-            let (path, staging) = (path.clone(), staging.to_path_buf());
+        Source::Local(path) => Err(ArtifactError::HostPathNotAllowed(
+            path.display().to_string(),
+        )),
+        Source::Allowed(root, rel) => {
+            let (root, rel, staging) = (root.clone(), rel.clone(), staging.to_path_buf());
             let (mode, dest, has_checksum) =
                 (plan.mode, plan.dest.clone(), plan.checksum.is_some());
-            let h = hasher();
-            blocking(move || copy_local(&path, &staging, mode, &dest, has_checksum, h)).await?
+            let (h, max) = (hasher(), plan.max_size);
+            blocking(move || copy_local(&root, &rel, &staging, mode, &dest, has_checksum, h, max))
+                .await?
         }
     }
 }
@@ -466,6 +539,7 @@ async fn download(
     headers: &[(reqwest::header::HeaderName, reqwest::header::HeaderValue)],
     out: &Path,
     mut hasher: Option<Hasher>,
+    max_size: u64,
 ) -> Result<Option<String>, ArtifactError> {
     let shown = redact(url.as_str());
     let http_err = |e: reqwest::Error| ArtifactError::Http {
@@ -483,10 +557,18 @@ async fn download(
             status: resp.status().to_string(),
         });
     }
+    if resp.content_length().is_some_and(|n| n > max_size) {
+        return Err(ArtifactError::TooLarge(max_size));
+    }
     let mut f = tokio::fs::File::create(out)
         .await
         .map_err(|e| ArtifactError::io(out, e))?;
+    let mut got: u64 = 0;
     while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
+        got = got.saturating_add(chunk.len() as u64);
+        if got > max_size {
+            return Err(ArtifactError::TooLarge(max_size));
+        }
         if let Some(h) = &mut hasher {
             h.update(&chunk);
         }
@@ -545,14 +627,18 @@ fn url_file_name(url: &Url) -> String {
 
 /// A local file is copied (and digested) into the staging directory; a local directory is
 /// copied to its destination.
+#[allow(clippy::too_many_arguments)]
 fn copy_local(
-    path: &Path,
+    root: &Path,
+    rel: &Path,
     staging: &Path,
     mode: Mode,
     dest: &Path,
     has_checksum: bool,
     mut hasher: Option<Hasher>,
+    max_size: u64,
 ) -> Result<Option<(PathBuf, String, Option<String>)>, ArtifactError> {
+    let path = &root.join(rel);
     let meta = fs::metadata(path).map_err(|e| ArtifactError::io(path, e))?;
     if meta.is_dir() {
         if has_checksum {
@@ -576,13 +662,26 @@ fn copy_local(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let out = staging.join(&name);
-    let mut src = fs::File::open(path).map_err(|e| ArtifactError::io(path, e))?;
+    // Opened beneath the allowed directory: a link swapped in since it was resolved cannot
+    // lead out of it, and only a regular file is read.
+    let mut src = drover_beneath::Dir::open(root)
+        .map_err(|e| ArtifactError::io(root, e))?
+        .open_regular(rel, drover_beneath::Links::Inside)
+        .map_err(|e| ArtifactError::Io {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
     let mut dst = fs::File::create(&out).map_err(|e| ArtifactError::io(&out, e))?;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut copied: u64 = 0;
     loop {
         let n = src.read(&mut buf).map_err(|e| ArtifactError::io(path, e))?;
         if n == 0 {
             break;
+        }
+        copied += n as u64;
+        if copied > max_size {
+            return Err(ArtifactError::TooLarge(max_size));
         }
         if let Some(h) = &mut hasher {
             h.update(&buf[..n]);
@@ -649,24 +748,24 @@ fn place(plan: &Plan, file: &Path, name: &str, staging: &Path) -> Result<(), Art
                     "cannot name the file unpacked from {name:?}: use mode = \"file\" and name it in the destination"
                 )));
             }
-            unpack::gunzip(file, name, &dest.join(stem))
+            unpack::gunzip(file, name, &dest.join(stem), plan.unpack)
         }
         (Mode::Dir, Some(ArchiveKind::Gz)) => Err(ArtifactError::Mode(format!(
             "mode is \"dir\" but {name} is a single gzip-compressed file"
         ))),
         (Mode::File, Some(ArchiveKind::Gz)) => {
             mkdir(dest.parent().unwrap_or(dest))?;
-            unpack::gunzip(file, name, dest)
+            unpack::gunzip(file, name, dest, plan.unpack)
         }
         (Mode::Any | Mode::Dir, Some(k)) => {
             mkdir(dest)?;
-            unpack::unpack_into(k, file, name, dest)
+            unpack::unpack_into(k, file, name, dest, plan.unpack)
         }
         (Mode::File, Some(k)) => {
             // As go-getter: an archive of exactly one file, which becomes the destination.
             let out = staging.join(".unpacked");
             mkdir(&out)?;
-            unpack::unpack_into(k, file, name, &out)?;
+            unpack::unpack_into(k, file, name, &out, plan.unpack)?;
             let files = regular_files(&out)?;
             match files.as_slice() {
                 [one] => {

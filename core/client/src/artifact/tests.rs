@@ -24,8 +24,24 @@ fn sha256(data: &[u8]) -> String {
         .collect()
 }
 
+/// Fetching with every host path allowed (the tests' local sources live in temporary
+/// directories).
+fn config(timeout: Duration) -> ArtifactConfig {
+    ArtifactConfig {
+        timeout,
+        allowed_host_paths: vec!["/".into()],
+        ..ArtifactConfig::default()
+    }
+}
+
 async fn fetch(task_dir: &Path, a: TaskArtifact) -> Result<(), ArtifactFailure> {
-    fetch_all(&[a], task_dir, &BTreeMap::new(), Duration::from_secs(30)).await
+    fetch_all(
+        &[a],
+        task_dir,
+        &BTreeMap::new(),
+        &config(Duration::from_secs(30)),
+    )
+    .await
 }
 
 /// A task directory as the allocation runner makes it.
@@ -498,9 +514,14 @@ async fn http_downloads_stream_with_headers_and_report_bad_statuses() {
     a.getter_options.insert("version".into(), "2".into());
     let mut b = artifact(&format!("{}/bin/tool", srv.addr), "bin/tool");
     b.getter_mode = "file".into();
-    fetch_all(&[a, b], t.path(), &BTreeMap::new(), Duration::from_secs(30))
-        .await
-        .unwrap();
+    fetch_all(
+        &[a, b],
+        t.path(),
+        &BTreeMap::new(),
+        &config(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
     assert!(t.path().join("local/app/run.sh").exists());
     assert_eq!(fs::read(t.path().join("bin/tool")).unwrap(), b"tool");
     let reqs = srv.requests.lock().unwrap().clone();
@@ -556,7 +577,7 @@ async fn a_transfer_that_takes_too_long_times_out() {
         &[artifact(&format!("http://{addr}/slow.bin"), "")],
         t.path(),
         &BTreeMap::new(),
-        Duration::from_millis(300),
+        &config(Duration::from_millis(300)),
     )
     .await
     .unwrap_err();
@@ -593,4 +614,140 @@ fn node_attributes_and_meta_are_named_as_in_nomad() {
     let mut a = artifact("https://h/x", "");
     a.getter_headers.insert("X".into(), "${meta.rack}".into());
     assert!(needs_node(&[a]));
+}
+
+#[tokio::test]
+async fn host_paths_are_fetched_only_inside_allowed_directories() {
+    let host = tempfile::tempdir().unwrap();
+    let allowed = host.path().join("allowed");
+    fs::create_dir_all(&allowed).unwrap();
+    fs::write(allowed.join("app.conf"), "ok\n").unwrap();
+    fs::write(host.path().join("shadow"), "host secret\n").unwrap();
+    std::os::unix::fs::symlink(host.path().join("shadow"), allowed.join("out")).unwrap();
+    let cfg = |allowed_host_paths: Vec<PathBuf>| ArtifactConfig {
+        allowed_host_paths,
+        ..ArtifactConfig::default()
+    };
+    let t = task_dir();
+    // Nothing allowed: no host path at all, as a path or a file:// URL.
+    for src in [
+        "/etc/hostname".to_string(),
+        format!("file://{}", allowed.join("app.conf").display()),
+        format!("file://localhost{}", allowed.join("app.conf").display()),
+    ] {
+        let e = fetch_all(
+            &[artifact(&src, "")],
+            t.path(),
+            &BTreeMap::new(),
+            &cfg(vec![]),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e.error, ArtifactError::HostPathNotAllowed(_)),
+            "{src}: {e}"
+        );
+    }
+    // One directory allowed: its files come, nothing that resolves outside it does.
+    let only = cfg(vec![allowed.clone()]);
+    fetch_all(
+        &[artifact(
+            &format!("file://localhost{}", allowed.join("app.conf").display()),
+            "",
+        )],
+        t.path(),
+        &BTreeMap::new(),
+        &only,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fs::read_to_string(t.path().join("local/app.conf")).unwrap(),
+        "ok\n"
+    );
+    for src in [
+        format!("{}/../shadow", allowed.display()),
+        allowed.join("out").display().to_string(),
+        format!("file://{}/../shadow", allowed.display()),
+    ] {
+        let e = fetch_all(
+            &[artifact(&src, "local/x")],
+            t.path(),
+            &BTreeMap::new(),
+            &only,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e.error, ArtifactError::HostPathNotAllowed(_)),
+            "{src}: {e}"
+        );
+    }
+    assert!(!t.path().join("local/x").exists());
+}
+
+#[tokio::test]
+async fn artifacts_and_archives_are_bounded() {
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("big.bin"), vec![7u8; 4096]).unwrap();
+    let t = task_dir();
+    let mut small = config(Duration::from_secs(30));
+    small.max_size = 1000;
+    let src = host.path().join("big.bin").display().to_string();
+    let e = fetch_all(&[artifact(&src, "")], t.path(), &BTreeMap::new(), &small)
+        .await
+        .unwrap_err();
+    assert!(matches!(e.error, ArtifactError::TooLarge(1000)), "{e}");
+
+    // A small archive that unpacks to more than the limit, and one with too many entries.
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut b = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(10_000_000);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "zeros", std::io::repeat(0).take(10_000_000))
+        .unwrap();
+    fs::write(
+        host.path().join("bomb.tar.gz"),
+        b.into_inner().unwrap().finish().unwrap(),
+    )
+    .unwrap();
+    let mut limits = config(Duration::from_secs(30));
+    limits.unpack.size = 1_000_000;
+    let src = host.path().join("bomb.tar.gz").display().to_string();
+    let e = fetch_all(
+        &[artifact(&src, "local/bomb")],
+        t.path(),
+        &BTreeMap::new(),
+        &limits,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("decompression_size_limit"), "{e}");
+
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..20 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("f{i}"), &b"x"[..]).unwrap();
+    }
+    fs::write(host.path().join("many.tar"), b.into_inner().unwrap()).unwrap();
+    let mut limits = config(Duration::from_secs(30));
+    limits.unpack.files = 10;
+    let src = host.path().join("many.tar").display().to_string();
+    let e = fetch_all(
+        &[artifact(&src, "local/many")],
+        t.path(),
+        &BTreeMap::new(),
+        &limits,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("decompression_file_count_limit"),
+        "{e}"
+    );
 }

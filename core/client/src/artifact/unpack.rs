@@ -85,6 +85,78 @@ pub enum ArchiveChoice {
     Force(ArchiveKind),
 }
 
+/// How much one archive may unpack to (Nomad's `decompression_size_limit` and
+/// `decompression_file_count_limit`): an archive cannot fill the node's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackLimits {
+    /// Bytes of file contents, in all.
+    pub size: u64,
+    /// Entries (files, directories, links).
+    pub files: u64,
+}
+
+/// What an archive has unpacked so far, against its limits.
+struct Budget {
+    limits: UnpackLimits,
+    size: u64,
+    files: u64,
+}
+
+impl Budget {
+    fn new(limits: UnpackLimits) -> Self {
+        Budget {
+            limits,
+            size: 0,
+            files: 0,
+        }
+    }
+
+    fn entry(&mut self, archive: &str, size: u64) -> Result<(), ArtifactError> {
+        self.files += 1;
+        if self.files > self.limits.files {
+            return Err(unpack_error(
+                archive,
+                format!(
+                    "it holds more than {} entries (the client's artifact decompression_file_count_limit)",
+                    self.limits.files
+                ),
+            ));
+        }
+        self.size = self.size.saturating_add(size);
+        if self.size > self.limits.size {
+            return Err(self.too_big(archive));
+        }
+        Ok(())
+    }
+
+    fn too_big(&self, archive: &str) -> ArtifactError {
+        unpack_error(
+            archive,
+            format!(
+                "it unpacks to more than {} bytes (the client's artifact decompression_size_limit)",
+                self.limits.size
+            ),
+        )
+    }
+
+    /// Copies at most what is left of the size budget, failing beyond it.
+    fn copy(
+        &mut self,
+        archive: &str,
+        from: &mut impl Read,
+        to: &mut impl io::Write,
+    ) -> Result<(), ArtifactError> {
+        let left = self.limits.size.saturating_sub(self.size);
+        let n = io::copy(&mut from.take(left.saturating_add(1)), to)
+            .map_err(|e| unpack_error(archive, e))?;
+        self.size = self.size.saturating_add(n);
+        if n > left {
+            return Err(self.too_big(archive));
+        }
+        Ok(())
+    }
+}
+
 fn unpack_error(archive: &str, why: impl std::fmt::Display) -> ArtifactError {
     ArtifactError::Unpack {
         archive: archive.to_string(),
@@ -147,12 +219,16 @@ pub fn unpack_into(
     archive: &Path,
     name: &str,
     dest: &Path,
+    limits: UnpackLimits,
 ) -> Result<(), ArtifactError> {
     let file = File::open(archive).map_err(|e| unpack_error(name, e))?;
+    let mut budget = Budget::new(limits);
     match kind {
-        ArchiveKind::Tar => unpack_tar(file, name, dest),
-        ArchiveKind::TarGz => unpack_tar(flate2::read::GzDecoder::new(file), name, dest),
-        ArchiveKind::Zip => unpack_zip(file, name, dest),
+        ArchiveKind::Tar => unpack_tar(file, name, dest, &mut budget),
+        ArchiveKind::TarGz => {
+            unpack_tar(flate2::read::GzDecoder::new(file), name, dest, &mut budget)
+        }
+        ArchiveKind::Zip => unpack_zip(file, name, dest, &mut budget),
         ArchiveKind::Gz => Err(unpack_error(
             name,
             "a gzip file holds one file, not a directory",
@@ -160,7 +236,12 @@ pub fn unpack_into(
     }
 }
 
-fn unpack_tar(reader: impl Read, name: &str, dest: &Path) -> Result<(), ArtifactError> {
+fn unpack_tar(
+    reader: impl Read,
+    name: &str,
+    dest: &Path,
+    budget: &mut Budget,
+) -> Result<(), ArtifactError> {
     use tar::EntryType;
     let mut ar = tar::Archive::new(reader);
     ar.set_overwrite(true);
@@ -172,6 +253,11 @@ fn unpack_tar(reader: impl Read, name: &str, dest: &Path) -> Result<(), Artifact
             .map_err(|e| unpack_error(name, e))?
             .into_owned();
         entry_path(name, &raw)?;
+        // An entry carries exactly the size its header declares.
+        budget.entry(
+            name,
+            entry.header().size().map_err(|e| unpack_error(name, e))?,
+        )?;
         match entry.header().entry_type() {
             EntryType::Symlink | EntryType::Link => {
                 let target = entry
@@ -206,7 +292,12 @@ fn unpack_tar(reader: impl Read, name: &str, dest: &Path) -> Result<(), Artifact
     Ok(())
 }
 
-fn unpack_zip(file: File, name: &str, dest: &Path) -> Result<(), ArtifactError> {
+fn unpack_zip(
+    file: File,
+    name: &str,
+    dest: &Path,
+    budget: &mut Budget,
+) -> Result<(), ArtifactError> {
     let mut zip = zip::ZipArchive::new(file).map_err(|e| unpack_error(name, e))?;
     for i in 0..zip.len() {
         let mut f = zip.by_index(i).map_err(|e| unpack_error(name, e))?;
@@ -215,6 +306,7 @@ fn unpack_zip(file: File, name: &str, dest: &Path) -> Result<(), ArtifactError> 
         if rel.as_os_str().is_empty() {
             continue;
         }
+        budget.entry(name, 0)?;
         let out = dest.join(&rel);
         if f.is_dir() {
             fs::create_dir_all(&out)
@@ -249,7 +341,7 @@ fn unpack_zip(file: File, name: &str, dest: &Path) -> Result<(), ArtifactError> 
             .custom_flags(libc::O_NOFOLLOW)
             .open(&out)
             .map_err(io_err)?;
-        io::copy(&mut f, &mut o).map_err(io_err)?;
+        budget.copy(name, &mut f, &mut o)?;
         // The umask may have narrowed the mode the archive asks for.
         fs::set_permissions(&out, fs::Permissions::from_mode(mode)).map_err(io_err)?;
     }
@@ -257,7 +349,12 @@ fn unpack_zip(file: File, name: &str, dest: &Path) -> Result<(), ArtifactError> 
 }
 
 /// Decompresses one gzip file into `out` (a new file).
-pub fn gunzip(archive: &Path, name: &str, out: &Path) -> Result<(), ArtifactError> {
+pub fn gunzip(
+    archive: &Path,
+    name: &str,
+    out: &Path,
+    limits: UnpackLimits,
+) -> Result<(), ArtifactError> {
     let file = File::open(archive).map_err(|e| unpack_error(name, e))?;
     let mut d = flate2::read::GzDecoder::new(file);
     if fs::symlink_metadata(out).is_ok_and(|m| !m.is_dir()) {
@@ -269,6 +366,5 @@ pub fn gunzip(archive: &Path, name: &str, out: &Path) -> Result<(), ArtifactErro
         .custom_flags(libc::O_NOFOLLOW)
         .open(out)
         .map_err(|e| unpack_error(name, format!("{}: {e}", out.display())))?;
-    io::copy(&mut d, &mut o).map_err(|e| unpack_error(name, e))?;
-    Ok(())
+    Budget::new(limits).copy(name, &mut d, &mut o)
 }

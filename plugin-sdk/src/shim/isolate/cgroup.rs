@@ -122,7 +122,20 @@ pub enum Version {
 }
 
 /// The v1 controllers a task joins.
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "cpuset", "pids"];
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "cpuset", "pids", "devices"];
+
+/// The device nodes a task may create or open (v1 `devices.allow` lines): null, zero, full,
+/// random, urandom and tty. Everything else (disks, memory, consoles, ptys of the host) is
+/// denied, whatever capabilities the task holds. ptys (5:2, 136:*) would need a private
+/// devpts, which tasks do not get.
+pub const ALLOWED_DEVICES: &[&str] = &[
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+];
 /// The v2 controllers a task's parent enables.
 const V2_CONTROLLERS: &[&str] = &["cpu", "cpuset", "memory", "pids"];
 
@@ -260,6 +273,12 @@ impl<F: CgroupFs> Cgroup<F> {
             .map_err(|e| format!("cannot create the cgroup {}: {e}", p.display()))
     }
 
+    /// Whether this cgroup holds a task to the device allow list ([`ALLOWED_DEVICES`]): on
+    /// v1 it does; on v2 that takes a BPF device program, which Drover does not load yet.
+    pub fn restricts_devices(&self) -> bool {
+        self.version == Version::V1
+    }
+
     /// The `cgroup.procs` files a process writes `0` to, to join the task's cgroups.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         match self.version {
@@ -282,6 +301,12 @@ impl<F: CgroupFs> Cgroup<F> {
                     let parent = self.root.join(c).join(self.parent_name());
                     self.mkdir(&parent)?;
                     self.mkdir(&self.dir(c))?;
+                }
+                // Devices: deny all at once, before anything joins, then allow the few.
+                let dev = self.dir("devices");
+                self.write(dev.join("devices.deny"), "a")?;
+                for line in ALLOWED_DEVICES {
+                    self.write(dev.join("devices.allow"), line)?;
                 }
                 // cpuset: clone_children is 0 here, so new cgroups start with no cpus or
                 // mems; copy them down from the root.
@@ -499,6 +524,28 @@ mod tests {
         let none = RecordingFs::default();
         let e = detect(&none, Path::new("/cg")).unwrap_err();
         assert!(e.contains("memory"), "{e}");
+    }
+
+    #[test]
+    fn v1_devices_deny_everything_first_then_allow_the_few() {
+        let fs = v1_host();
+        let cg = Cgroup::new(fs.clone(), "/cg".into(), Version::V1, "drover", "abc");
+        cg.create(&CgroupSpec::default()).unwrap();
+        let dev: Vec<(String, String)> = fs
+            .writes()
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("/cg/devices/drover/abc"))
+            .map(|(p, v)| (p.file_name().unwrap().to_string_lossy().into_owned(), v))
+            .collect();
+        assert_eq!(dev[0], ("devices.deny".to_string(), "a".to_string()));
+        let allowed: Vec<&str> = dev[1..].iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(allowed, ALLOWED_DEVICES);
+        assert!(dev[1..].iter().all(|(f, _)| f == "devices.allow"));
+        assert!(cg.restricts_devices());
+        assert!(
+            cg.procs_files()
+                .contains(&PathBuf::from("/cg/devices/drover/abc/cgroup.procs"))
+        );
     }
 
     #[test]

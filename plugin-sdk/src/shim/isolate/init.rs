@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::{RootStep, caps, host_path_kind, plan_root, under};
+use super::{PathKind, RootStep, caps, host_path_kind, plan_root, under};
 
 const CGROUP_PARENT_HINT: &str = "see the shim's log, shim.log";
 use crate::shim::LaunchSpec;
@@ -111,6 +111,8 @@ pub(crate) trait RootOps {
     fn create_dir_all(&mut self, p: &Path) -> Result<(), String>;
     fn create_file(&mut self, p: &Path) -> Result<(), String>;
     fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String>;
+    /// What is at `p` (inside the new root, once /proc is mounted there).
+    fn kind(&mut self, p: &Path) -> PathKind;
     fn mount(
         &mut self,
         source: Option<&Path>,
@@ -140,6 +142,9 @@ impl RootOps for HostRootOps {
     fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String> {
         std::os::unix::fs::symlink(target, p)
             .map_err(|e| format!("cannot link {} -> {}: {e}", p.display(), target.display()))
+    }
+    fn kind(&mut self, p: &Path) -> PathKind {
+        host_path_kind(p)
     }
     fn mount(
         &mut self,
@@ -171,23 +176,25 @@ pub(crate) fn assemble(
             } => {
                 let t = under(root, target);
                 ops.mount(Some(source), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
+                // A bind mount's flags are set by a second call: never devices or setuid
+                // programs (a root task with CAP_MKNOD could otherwise make and open a disk's
+                // node in its writable directories), read-only unless writable.
+                let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV;
                 if *readonly {
-                    // A bind mount is made read-only by a second call.
-                    ops.mount(
-                        None,
-                        &t,
-                        None,
-                        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID,
-                        None,
-                    )?;
+                    flags |= libc::MS_RDONLY;
                 }
+                ops.mount(None, &t, None, flags, None)?;
+            }
+            RootStep::Device { source, target } => {
+                let t = under(root, target);
+                ops.mount(Some(source), &t, None, libc::MS_BIND, None)?;
             }
             RootStep::Tmpfs { target, options } => {
-                let flags = if target == Path::new("/dev") {
-                    libc::MS_NOSUID | libc::MS_NOEXEC
-                } else {
-                    libc::MS_NOSUID | libc::MS_NODEV
-                };
+                // /dev holds only the device binds above it: the tmpfs itself allows none.
+                let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+                if target == Path::new("/dev") {
+                    flags |= libc::MS_NOEXEC;
+                }
                 ops.mount(
                     Some(Path::new("tmpfs")),
                     &under(root, target),
@@ -203,6 +210,40 @@ pub(crate) fn assemble(
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 None,
             )?,
+            RootStep::Mask(target) => {
+                let t = under(root, target);
+                match ops.kind(&t) {
+                    PathKind::Dir => ops.mount(
+                        Some(Path::new("tmpfs")),
+                        &t,
+                        Some("tmpfs"),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        Some("mode=0555"),
+                    )?,
+                    PathKind::File => {
+                        ops.mount(Some(Path::new("/dev/null")), &t, None, libc::MS_BIND, None)?
+                    }
+                    _ => {}
+                }
+            }
+            RootStep::ReadOnly(target) => {
+                let t = under(root, target);
+                if matches!(ops.kind(&t), PathKind::Dir | PathKind::File) {
+                    ops.mount(Some(&t), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
+                    ops.mount(
+                        None,
+                        &t,
+                        None,
+                        libc::MS_REMOUNT
+                            | libc::MS_BIND
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV
+                            | libc::MS_NOEXEC,
+                        None,
+                    )?;
+                }
+            }
         }
     }
     Ok(())
@@ -488,9 +529,9 @@ pub(crate) fn main(dir: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::isolate::{Isolation, PathKind, plan_root};
+    use crate::shim::isolate::{Bind, Isolation, plan_root};
 
-    /// Records every call instead of making it.
+    /// Records every call instead of making it; every path looks like a directory.
     #[derive(Default)]
     struct Recording(Vec<String>);
 
@@ -507,6 +548,13 @@ mod tests {
             self.0
                 .push(format!("ln {} -> {}", p.display(), target.display()));
             Ok(())
+        }
+        fn kind(&mut self, p: &Path) -> PathKind {
+            if p.ends_with("sysrq-trigger") || p.ends_with("kcore") {
+                PathKind::File
+            } else {
+                PathKind::Dir
+            }
         }
         fn mount(
             &mut self,
@@ -561,7 +609,11 @@ mod tests {
             calls[bind + 1],
             format!(
                 "mount None /r/usr None {:#x} None",
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID
+                libc::MS_REMOUNT
+                    | libc::MS_BIND
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_RDONLY
             )
         );
         assert!(
@@ -575,5 +627,66 @@ mod tests {
                 .iter()
                 .any(|k| c.starts_with(k))
         }));
+    }
+
+    #[test]
+    fn writable_dirs_and_dev_allow_no_devices_and_proc_is_masked() {
+        let iso = Isolation {
+            writable: vec![Bind {
+                source: "/data/alloc/a/web/local".into(),
+                target: "/local".into(),
+            }],
+            ..Isolation::default()
+        };
+        let steps = plan_root(&iso, |_| PathKind::Dir);
+        let mut rec = Recording::default();
+        assemble(&mut rec, Path::new("/r"), &steps).unwrap();
+        let calls = rec.0;
+        let bind = calls
+            .iter()
+            .position(|c| c.starts_with("mount Some(\"/data/alloc/a/web/local\")"))
+            .unwrap();
+        assert_eq!(
+            calls[bind + 1],
+            format!(
+                "mount None /r/local None {:#x} None",
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV
+            )
+        );
+        let dev = format!(
+            "mount Some(\"tmpfs\") /r/dev Some(\"tmpfs\") {:#x} Some(\"mode=0755,size=64k\")",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC
+        );
+        assert!(calls.contains(&dev), "{calls:#?}");
+        // The device binds are the only mounts that allow devices.
+        assert!(calls.contains(&format!(
+            "mount Some(\"/dev/null\") /r/dev/null None {:#x} None",
+            libc::MS_BIND
+        )));
+        let ro = libc::MS_REMOUNT
+            | libc::MS_BIND
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC;
+        for p in ["/r/proc/sys", "/r/proc/sysrq-trigger"] {
+            assert!(
+                calls.contains(&format!("mount None {p} None {ro:#x} None")),
+                "{p} read-only: {calls:#?}"
+            );
+        }
+        assert!(calls.contains(&format!(
+            "mount Some(\"/dev/null\") /r/proc/kcore None {:#x} None",
+            libc::MS_BIND
+        )));
+        let proc = calls
+            .iter()
+            .position(|c| c.contains("/r/proc Some(\"proc\")"))
+            .unwrap();
+        let sys = calls
+            .iter()
+            .position(|c| c.contains("/r/proc/sys None"))
+            .unwrap();
+        assert!(proc < sys, "/proc is mounted before it is masked");
     }
 }

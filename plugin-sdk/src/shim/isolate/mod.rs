@@ -133,9 +133,43 @@ pub enum RootStep {
     },
     /// A tmpfs with these mount options (`mode=...`).
     Tmpfs { target: PathBuf, options: String },
+    /// A host device node bound onto an empty file (the only mounts that allow devices).
+    Device { source: PathBuf, target: PathBuf },
     /// A private /proc of the task's pid namespace.
     Proc(PathBuf),
+    /// Hidden when it exists: a directory under an empty read-only tmpfs, a file under the
+    /// host's /dev/null (runc's masked paths).
+    Mask(PathBuf),
+    /// Bound onto itself read-only when it exists (runc's read-only paths).
+    ReadOnly(PathBuf),
 }
+
+/// Paths of /proc and /sys a task never sees (runc's defaults).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths of /proc a task sees read-only (runc's defaults): a root task must not change the
+/// host's kernel settings (`/proc/sys/kernel/core_pattern` runs a helper as host root) or
+/// poke `/proc/sysrq-trigger`.
+pub const READ_ONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// The device nodes a task gets in its minimal /dev (bound from the host's).
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -212,10 +246,9 @@ pub fn plan_root(iso: &Isolation, kind: impl Fn(&Path) -> PathKind) -> Vec<RootS
     for d in DEVICES {
         let target = Path::new("/dev").join(d);
         steps.push(RootStep::File(target.clone()));
-        steps.push(RootStep::Bind {
+        steps.push(RootStep::Device {
             source: Path::new("/dev").join(d),
             target,
-            readonly: false,
         });
     }
     for (name, to) in [
@@ -236,6 +269,8 @@ pub fn plan_root(iso: &Isolation, kind: impl Fn(&Path) -> PathKind) -> Vec<RootS
     });
     steps.push(RootStep::Dir("/proc".into()));
     steps.push(RootStep::Proc("/proc".into()));
+    steps.extend(MASKED_PATHS.iter().map(|p| RootStep::Mask(p.into())));
+    steps.extend(READ_ONLY_PATHS.iter().map(|p| RootStep::ReadOnly(p.into())));
     steps
 }
 
@@ -280,14 +315,25 @@ mod tests {
         }));
         // Missing host paths (/lib32 here) are left out, not created.
         assert!(!steps.iter().any(|s| format!("{s:?}").contains("lib32")));
-        // Every bind target is created before it is bound, /proc comes last.
+        // Every bind target is created before it is bound; /proc and its masks come last.
         for (i, s) in steps.iter().enumerate() {
-            if let RootStep::Bind { target, .. } = s {
+            if let RootStep::Bind { target, .. } | RootStep::Device { target, .. } = s {
                 assert!(steps[..i].iter().any(|p| matches!(p,
                     RootStep::Dir(d) | RootStep::File(d) if d == target)));
             }
         }
-        assert_eq!(steps.last(), Some(&RootStep::Proc("/proc".into())));
+        let proc = steps
+            .iter()
+            .position(|s| *s == RootStep::Proc("/proc".into()))
+            .unwrap();
+        assert!(
+            steps[proc + 1..]
+                .iter()
+                .all(|s| matches!(s, RootStep::Mask(_) | RootStep::ReadOnly(_)))
+        );
+        assert!(steps.contains(&RootStep::ReadOnly("/proc/sys".into())));
+        assert!(steps.contains(&RootStep::ReadOnly("/proc/sysrq-trigger".into())));
+        assert!(steps.contains(&RootStep::Mask("/proc/kcore".into())));
         // Nothing is copied: the only kinds of steps are links, binds, empty mount points
         // and in-memory filesystems.
     }

@@ -1,0 +1,312 @@
+//! The allocation directory: `<data_dir>/alloc/<alloc id>/`, holding the shared `alloc/`
+//! (`logs/`, `data/`, `tmp/`) and one directory per task (`local/`, `secrets/`, `tmp/`).
+//!
+//! The client runs as root and tasks write beneath this directory, planting links and
+//! swapping them at will. So every path under it is opened through [`AllocDir`]: from the
+//! allocation's own directory (root's, mode 0711, in a directory only root writes), one
+//! component at a time by the kernel, never following a link out (`drover-beneath`). The
+//! names that become paths (the allocation id, task names) are checked again here, whatever
+//! road the allocation came by.
+
+use std::path::{Path, PathBuf};
+
+use drover_beneath::{Dir, Links};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use crate::env::TaskDirs;
+
+/// Size of a task's in-memory secrets/ directory (Nomad's too).
+const SECRETS_TMPFS_OPTIONS: &str = "size=1m,mode=0700";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocDirError {
+    #[error("allocation id {0:?} cannot name a directory")]
+    BadId(String),
+    #[error("task name {name:?}: {source}")]
+    BadTaskName {
+        name: String,
+        #[source]
+        source: drover_model::NameError,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{source}: it could lead outside the allocation's directory {root}")]
+    Leads {
+        root: PathBuf,
+        #[source]
+        source: drover_beneath::Error,
+    },
+    #[error("in allocation directory {root}: {source}")]
+    Beneath {
+        root: PathBuf,
+        #[source]
+        source: drover_beneath::Error,
+    },
+    #[error("{0} is outside the allocation directory")]
+    Outside(PathBuf),
+}
+
+type Result<T> = std::result::Result<T, AllocDirError>;
+
+/// One allocation's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocDir {
+    root: PathBuf,
+}
+
+/// Whether `id` is usable as one directory name (the servers make UUIDs; a restored
+/// snapshot or an old state file may hold anything).
+fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(AllocDirError::BadId(id.into()))
+    }
+}
+
+impl AllocDir {
+    /// The directory of allocation `alloc_id` under `allocs` (`<data_dir>/alloc`).
+    pub fn new(allocs: &Path, alloc_id: &str) -> Result<AllocDir> {
+        check_id(alloc_id)?;
+        Ok(AllocDir {
+            root: allocs.join(alloc_id),
+        })
+    }
+
+    /// The allocation directory a task's directories belong to.
+    pub fn of(dirs: &TaskDirs) -> AllocDir {
+        AllocDir {
+            root: Path::new(&dirs.alloc_dir)
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
+    }
+
+    fn beneath(&self, source: drover_beneath::Error) -> AllocDirError {
+        let root = self.root.clone();
+        match source {
+            drover_beneath::Error::Link { .. } | drover_beneath::Error::Escapes { .. } => {
+                AllocDirError::Leads { root, source }
+            }
+            source => AllocDirError::Beneath { root, source },
+        }
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> AllocDirError {
+        AllocDirError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// The allocation's own directory, opened (it is root's: its path is trusted).
+    pub fn open(&self) -> Result<Dir> {
+        Dir::open(&self.root).map_err(|e| Self::io(&self.root, e))
+    }
+
+    /// `path` (absolute, under the allocation directory) relative to it.
+    pub fn relative<'a>(&self, path: &'a Path) -> Result<&'a Path> {
+        path.strip_prefix(&self.root)
+            .map_err(|_| AllocDirError::Outside(path.to_path_buf()))
+    }
+
+    /// Opens the directory `rel` beneath the allocation directory, following no link;
+    /// `create` makes what is missing (0755 less the umask).
+    pub fn dir(&self, rel: &Path, create: bool) -> Result<Dir> {
+        let root = self.open()?;
+        let d = if create {
+            root.create_dirs(rel, Mode::from_bits_truncate(0o755))
+        } else {
+            root.dir(rel, Links::Never)
+        };
+        d.map_err(|e| self.beneath(e))
+    }
+
+    /// Opens the file `rel` for reading, following no link.
+    pub fn read_file(&self, rel: &Path) -> Result<std::fs::File> {
+        self.open()?
+            .file(rel, OFlag::O_RDONLY, Mode::empty(), Links::Never)
+            .map_err(|e| self.beneath(e))
+    }
+
+    /// Opens the regular file `rel` for reading as `alloc fs` and `alloc logs` serve it:
+    /// no link is followed, a FIFO or device node is refused without being opened.
+    pub fn open_regular(&self, rel: &Path) -> Result<std::fs::File> {
+        self.open()?
+            .open_regular(rel, Links::Never)
+            .map_err(|e| self.beneath(e))
+    }
+
+    /// Attributes of `rel` itself (a link is reported as a link).
+    pub fn stat(&self, rel: &Path) -> Result<nix::sys::stat::FileStat> {
+        self.open()?
+            .stat(rel, Links::Never)
+            .map_err(|e| self.beneath(e))
+    }
+
+    /// Creates the allocation directory (0711: tasks running as other users reach their own
+    /// directories through it) with `alloc/{logs,data,tmp}`, and per task
+    /// `<task>/{local,secrets,tmp}`: secrets/ 0700 on a small tmpfs where one can be
+    /// mounted, tmp/ 1777. Idempotent: a restored allocation finds its directories again.
+    pub fn build(&self, tasks: &[String]) -> Result<Vec<TaskDirs>> {
+        for t in tasks {
+            drover_model::check_name(t).map_err(|source| AllocDirError::BadTaskName {
+                name: t.clone(),
+                source,
+            })?;
+        }
+        if let Some(parent) = self.root.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Self::io(parent, e))?;
+        }
+        match std::fs::create_dir(&self.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Self::io(&self.root, e)),
+        }
+        let root = self.open()?;
+        // The allocation directory is root's own; a leftover of another owner is refused.
+        let meta = root.metadata().map_err(|e| Self::io(&self.root, e))?;
+        if meta.st_uid != nix::unistd::geteuid().as_raw() {
+            return Err(Self::io(
+                &self.root,
+                std::io::Error::other("is owned by another user"),
+            ));
+        }
+        root.set_mode(0o711).map_err(|e| Self::io(&self.root, e))?;
+        let mkdir = |rel: &str, mode: u32| -> Result<Dir> {
+            let d = root
+                .create_dirs(Path::new(rel), Mode::from_bits_truncate(0o755))
+                .map_err(|e| self.beneath(e))?;
+            d.set_mode(mode)
+                .map_err(|e| Self::io(&self.root.join(rel), e))?;
+            Ok(d)
+        };
+        mkdir("alloc", 0o755)?;
+        for d in ["logs", "data", "tmp"] {
+            mkdir(&format!("alloc/{d}"), 0o755)?;
+        }
+        let shared = self.root.join("alloc");
+        let mut out = Vec::new();
+        for t in tasks {
+            mkdir(t, 0o755)?;
+            mkdir(&format!("{t}/local"), 0o755)?;
+            let secrets = mkdir(&format!("{t}/secrets"), 0o700)?;
+            mount_secrets_tmpfs(&secrets, &self.root.join(t).join("secrets"));
+            mkdir(&format!("{t}/tmp"), 0o1777)?;
+            let td = self.root.join(t);
+            out.push(TaskDirs {
+                alloc_dir: shared.display().to_string(),
+                task_dir: td.display().to_string(),
+                local_dir: td.join("local").display().to_string(),
+                secrets_dir: td.join("secrets").display().to_string(),
+                tmp_dir: td.join("tmp").display().to_string(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Makes a task's secrets/ a small tmpfs, so secrets never reach the disk. Where that is not
+/// possible (not root, no tmpfs) the plain 0700 directory stays. The mount goes onto the
+/// directory already opened (through its `/proc/self/fd` path), never onto a path that a
+/// link could redirect.
+fn mount_secrets_tmpfs(dir: &Dir, shown: &Path) {
+    use nix::mount::{MsFlags, mount};
+    let parent_dev = std::fs::metadata(shown.parent().unwrap_or(Path::new("/")))
+        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+        .ok();
+    if dir.metadata().ok().map(|m| m.st_dev) != parent_dev {
+        return; // restored allocation: still mounted
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        &dir.proc_path(),
+        Some("tmpfs"),
+        flags,
+        Some(SECRETS_TMPFS_OPTIONS),
+    ) {
+        tracing::debug!(dir = %shown.display(), error = %e, "secrets/ stays on disk: cannot mount a tmpfs");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_task_names_that_are_not_plain_names_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        for id in ["", "..", "a/b", "../../etc", "a\0b"] {
+            assert!(AllocDir::new(tmp.path(), id).is_err(), "{id:?}");
+        }
+        let a = AllocDir::new(tmp.path(), "5d4e0a3c-0000-4000-8000-000000000001").unwrap();
+        for name in ["../../../../etc/cron.d", "a/b", "..", ".", "x\ny", ""] {
+            let e = a.build(&[name.to_string()]).unwrap_err();
+            assert!(matches!(e, AllocDirError::BadTaskName { .. }), "{e}");
+        }
+        assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn build_makes_the_tree_with_its_modes_and_never_follows_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let a = AllocDir::new(tmp.path(), "a1").unwrap();
+        let dirs = a.build(&["web".into()]).unwrap();
+        assert_eq!(
+            dirs[0].local_dir,
+            tmp.path().join("a1/web/local").display().to_string()
+        );
+        let mode = |p: &str| {
+            std::fs::metadata(tmp.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("a1"), 0o711);
+        assert_eq!(mode("a1/web/tmp"), 0o1777);
+        // A task swapped its local/ for a link to a host directory: building again (a
+        // restored allocation) refuses instead of chmodding or creating there.
+        std::fs::remove_dir(tmp.path().join("a1/web/local")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("a1/web/local")).unwrap();
+        let before = mode_of(outside.path());
+        assert!(a.build(&["web".into()]).is_err());
+        assert_eq!(mode_of(outside.path()), before);
+        // Files read through the allocation directory never follow a link.
+        std::fs::write(outside.path().join("shadow"), "host").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("shadow"),
+            tmp.path().join("a1/alloc/data/x"),
+        )
+        .unwrap();
+        assert!(a.read_file(Path::new("alloc/data/x")).is_err());
+        assert!(a.open_regular(Path::new("alloc/data/x")).is_err());
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode()
+    }
+}

@@ -1,4 +1,4 @@
-//! A job cannot reach its host: names that would be paths, logs written through planted
+//! A job cannot reach its host (confinement): names that would be paths, logs written through planted
 //! links, root exec tasks and devices or kernel settings, `alloc fs` outside the allocation.
 //! Black-box: real agents, jobs and HTTP calls. Root only (exec tasks, mounts).
 
@@ -331,4 +331,58 @@ fn alloc_fs_and_logs_stay_inside_the_allocation() {
         }
     }
     assert!(served > 0, "the task's own file was never served");
+}
+
+#[test]
+fn local_artifacts_copy_only_what_the_operator_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let allowed = tmp.path().join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::write(allowed.join("app.conf"), "allowed-bytes\n").unwrap();
+    std::fs::write(tmp.path().join("host-secret"), "HOST-SECRET\n").unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("host-secret"), allowed.join("out")).unwrap();
+    let cfg = tmp.path().join("artifacts.hcl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "client {{\n  artifact {{\n    allowed_host_paths = [\"{}\"]\n  }}\n}}\nplugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n",
+            allowed.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
+    let job = |name: &str, source: &str| {
+        format!(
+            "job \"{name}\" {{\n type = \"batch\"\n group \"g\" {{\n  restart {{\n   attempts = 0\n   mode = \"fail\"\n  }}\n  reschedule {{\n   attempts = 0\n   unlimited = false\n  }}\n  task \"t\" {{\n   driver = \"raw_exec\"\n   artifact {{\n    source = \"{source}\"\n    destination = \"local/got\"\n    mode = \"file\"\n   }}\n   config {{\n    command = \"/bin/cat\"\n    args = [\"local/got\"]\n   }}\n  }}\n }}\n}}\n"
+        )
+    };
+    let refused = [
+        "/etc/shadow".to_string(),
+        "file:///etc/hostname".to_string(),
+        format!("file://localhost{}/../host-secret", allowed.display()),
+        format!("{}/../host-secret", allowed.display()),
+        format!("{}/out", allowed.display()),
+        "${NOMAD_ALLOC_DIR}/../../other/alloc/data/x".to_string(),
+    ];
+    for (i, source) in refused.iter().enumerate() {
+        let name = format!("refused{i}");
+        agent.run_job(&write_job(tmp.path(), &name, &job(&name, source)));
+        let alloc = agent.wait_alloc_status(&name, "failed", Duration::from_secs(60));
+        let full = agent.alloc(alloc["ID"].as_str().unwrap()).unwrap();
+        let events = full["TaskStates"]["t"]["Events"].to_string();
+        assert!(
+            events.contains("Failed Artifact Download"),
+            "{source}: {events}"
+        );
+        assert!(!events.contains("HOST-SECRET"), "{events}");
+    }
+    let ok = format!("file://{}/app.conf", allowed.display());
+    agent.run_job(&write_job(tmp.path(), "allowed", &job("allowed", &ok)));
+    let alloc = agent.wait_alloc_status("allowed", "complete", Duration::from_secs(60));
+    let id = alloc["ID"].as_str().unwrap();
+    let (_, out) = get_text(
+        &agent,
+        &format!("/v1/client/fs/logs/{id}?task=t&type=stdout&plain=true"),
+    );
+    assert_eq!(out, "allowed-bytes\n");
 }

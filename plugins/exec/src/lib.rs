@@ -940,6 +940,24 @@ mod tests {
     }
 
     #[test]
+    fn denied_ids_are_read_as_nomad_writes_them() {
+        let r = IdRanges::parse("0, 10-20,1000").unwrap();
+        for id in [0, 10, 15, 20, 1000] {
+            assert!(r.contains(id), "{id}");
+        }
+        for id in [1, 9, 21, 999, 65534] {
+            assert!(!r.contains(id), "{id}");
+        }
+        assert_eq!(IdRanges::parse("").unwrap(), IdRanges::default());
+        for bad in ["x", "5-1", "1-", "-3", "0,,a"] {
+            assert!(IdRanges::parse(bad).is_err(), "{bad}");
+        }
+        let d = Settings::default();
+        assert!(d.denied_uids.contains(0) && d.denied_gids.contains(0));
+        assert!(!d.denied_uids.contains(65534));
+    }
+
+    #[test]
     fn cpu_lists_and_picking_cores() {
         assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
         assert_eq!(parse_cpu_list("1"), vec![1]);

@@ -456,6 +456,23 @@ async fn a_snapshot_is_the_state_at_its_index_even_while_writes_stream_in() {
     assert_eq!(snap1.meta.last_log_id.unwrap().index, 10);
     assert_eq!(snap2.meta.last_log_id.unwrap().index, 17);
 
+    // A fresh follower installing the first snapshot holds exactly 1..=10.
+    for (snap, at) in [(&snap1, 10), (&snap2, 17)] {
+        let fdir = tempfile::tempdir().unwrap();
+        let mut follower = StateMachine::open(fdir.path(), StateStore::new()).unwrap();
+        follower
+            .install_snapshot(&snap.meta, Box::new((*snap.snapshot).clone()))
+            .await
+            .unwrap();
+        assert_eq!(follower.store().index(), at);
+        assert!(
+            follower.store().snapshot().to_bytes() == replay(at),
+            "the installed state differs from a replay to index {at}"
+        );
+        apply_monotonic(&mut follower, at + 1, 25).await;
+        assert!(follower.store().snapshot().to_bytes() == replay(25));
+    }
+
     // A restart loads the snapshot on disk: the newer one, holding exactly 1..=17.
     let mut restarted = StateMachine::open(dir.path(), StateStore::new()).unwrap();
     let (applied, _) = restarted.applied_state().await.unwrap();
@@ -469,22 +486,6 @@ async fn a_snapshot_is_the_state_at_its_index_even_while_writes_stream_in() {
     apply_monotonic(&mut restarted, 18, 25).await;
     assert!(restarted.store().snapshot().to_bytes() == replay(25));
 
-    // A fresh follower installing the first snapshot holds exactly 1..=10.
-    for (snap, at) in [(snap1, 10), (snap2, 17)] {
-        let fdir = tempfile::tempdir().unwrap();
-        let mut follower = StateMachine::open(fdir.path(), StateStore::new()).unwrap();
-        follower
-            .install_snapshot(&snap.meta, snap.snapshot)
-            .await
-            .unwrap();
-        assert_eq!(follower.store().index(), at);
-        assert!(
-            follower.store().snapshot().to_bytes() == replay(at),
-            "the installed state differs from a replay to index {at}"
-        );
-        apply_monotonic(&mut follower, at + 1, 25).await;
-        assert!(follower.store().snapshot().to_bytes() == replay(25));
-    }
 }
 
 #[tokio::test]

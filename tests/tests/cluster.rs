@@ -561,8 +561,13 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
     let specs = specs(dir, 71, 3, "");
     let mut servers: Vec<Agent> = specs.iter().map(start).collect();
     let leader = wait_leader(&servers);
+    // ~3 MiB of state (jobs and their versions), so the restore below is committed as
+    // several chunk entries that must all reach every server.
+    let pad = "x".repeat(60_000);
     for i in 0..25 {
-        register(&servers[(leader + i) % 3], &cheap_job(&format!("b{i}"))).unwrap();
+        let mut job = cheap_job(&format!("b{i}"));
+        job["Job"]["Meta"] = json!({ "pad": pad });
+        register(&servers[(leader + i) % 3], &job).unwrap();
     }
     // Let the scheduler finish with every evaluation, so the saved state is quiescent.
     wait_for("every evaluation processed", LONG, || {
@@ -661,6 +666,19 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
             "variable on {}",
             s.rpc_addr()
         );
+    }
+    // Every server's state is private: data dir 0711, server dirs 0700, Raft files 0600.
+    for spec in &specs {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&spec.data), 0o711, "{}", spec.data.display());
+        assert_eq!(mode(&spec.data.join("server")), 0o700);
+        let raft = spec.data.join("server/raft");
+        assert_eq!(mode(&raft), 0o700);
+        for f in ["log", "vote"] {
+            assert_eq!(mode(&raft.join(f)), 0o600, "{}", raft.join(f).display());
+        }
+        assert_eq!(mode(&spec.data.join("server/server-id")), 0o600);
     }
     // A file that is not a snapshot is refused with a clear error.
     let bad = dir.join("bad.snap");

@@ -393,7 +393,8 @@ mod tests {
         let client = Client::start(
             ClientConfig {
                 data_dir: dir.path().to_path_buf(),
-                servers: Vec::new(),
+                // Nothing listens there: the client never attaches during the test.
+                servers: vec!["127.0.0.1:1".into()],
                 node_name: "n".into(),
                 datacenter: "dc1".into(),
                 region: "global".into(),

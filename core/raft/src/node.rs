@@ -65,6 +65,18 @@ pub enum WriteError {
 /// replicated in one message, so they are refused before they reach the log.
 pub const MAX_ENTRY_BYTES: usize = 16 << 20;
 
+/// The command's serialized size, or `TooLarge`.
+fn entry_size(command: &Command) -> Result<usize, WriteError> {
+    let bytes = drover_state::json_size(command);
+    if bytes > MAX_ENTRY_BYTES {
+        return Err(WriteError::TooLarge {
+            bytes,
+            max: MAX_ENTRY_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
 /// The size of the rows one restore chunk carries.
 pub const RESTORE_CHUNK_BYTES: usize = 1 << 20;
 
@@ -287,13 +299,7 @@ impl RaftNode {
     }
 
     async fn write_local(&self, command: Command) -> Result<Response, WriteError> {
-        let size = drover_state::json_size(&command);
-        if size > MAX_ENTRY_BYTES {
-            return Err(WriteError::TooLarge {
-                bytes: size,
-                max: MAX_ENTRY_BYTES,
-            });
-        }
+        let size = entry_size(&command)?;
         let (reply, rx) = oneshot::channel();
         self.writes
             .send(Pending {
@@ -316,6 +322,8 @@ impl RaftNode {
     /// writes are batched into one entry (see [`batcher`]).
     /// A follower forwards the write to the leader.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        // Refused here too, so a follower never forwards what the leader must refuse.
+        entry_size(&command)?;
         let resp = match self.route()? {
             Route::Local => match self.write_local(command.clone()).await {
                 // Leadership moved while the write waited.

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use drover_model::{Allocation, Job, TaskState};
 use serde::{Deserialize, Serialize};
@@ -246,13 +246,20 @@ mod tests {
         // A read error (here: a directory where the file should be).
         std::fs::remove_file(&id_path).unwrap();
         std::fs::create_dir(&id_path).unwrap();
-        let err = LocalState::open(dir.path()).err().expect("opened without its node id");
-        assert!(err.to_string().contains(&id_path.display().to_string()), "{err}");
+        let err = LocalState::open(dir.path())
+            .err()
+            .expect("opened without its node id");
+        assert!(
+            err.to_string().contains(&id_path.display().to_string()),
+            "{err}"
+        );
         assert!(id_path.is_dir(), "the unreadable node id was replaced");
         // An empty file is no id either.
         std::fs::remove_dir(&id_path).unwrap();
         std::fs::write(&id_path, "").unwrap();
-        let err = LocalState::open(dir.path()).err().expect("opened with an empty node id");
+        let err = LocalState::open(dir.path())
+            .err()
+            .expect("opened with an empty node id");
         assert!(err.to_string().contains("is empty"), "{err}");
         assert_eq!(std::fs::read_to_string(&id_path).unwrap(), "");
     }

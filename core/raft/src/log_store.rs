@@ -607,8 +607,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log.apply(Record::Purge(log_id));
             // Purged records are dead weight: the purge marker plus the live entries
             // replace the whole file (snapshots are rare, so this stays cheap).
-            log.compacted()
-                .map_err(|e| log_err(ErrorVerb::Delete, e))?
+            log.compacted().map_err(|e| log_err(ErrorVerb::Delete, e))?
         };
         self.tx
             .send(Request::Compact(compact))
@@ -645,7 +644,11 @@ mod tests {
     }
 
     fn three() -> Vec<Record> {
-        vec![Record::Truncate(5), Record::Truncate(7), Record::Truncate(9)]
+        vec![
+            Record::Truncate(5),
+            Record::Truncate(7),
+            Record::Truncate(9),
+        ]
     }
 
     #[test]
@@ -688,7 +691,10 @@ mod tests {
         // The same damage in the final record is a torn append.
         let mut last = buf.clone();
         last[offsets[2] + HEADER + 2] ^= 0x20;
-        assert_eq!(decode_all(&last, MAGIC.len()).ok().unwrap().valid, offsets[2]);
+        assert_eq!(
+            decode_all(&last, MAGIC.len()).ok().unwrap().valid,
+            offsets[2]
+        );
     }
 
     #[test]
@@ -803,7 +809,11 @@ mod tests {
             .unwrap();
         assert!(rx.await.unwrap().is_err());
         assert!(store.save_file("vote", b"{}".to_vec()).await.is_err());
-        assert_eq!(syncs.load(Ordering::SeqCst), s, "fsync was retried after EIO");
+        assert_eq!(
+            syncs.load(Ordering::SeqCst),
+            s,
+            "fsync was retried after EIO"
+        );
         assert_eq!(appends.load(Ordering::SeqCst), a, "the log kept writing");
         assert!(!dir.path().join("vote").exists());
     }

@@ -123,14 +123,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        let json = serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let json =
+            serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let n = rpc.entries.len();
         if json.len() > MAX_MESSAGE_BYTES && n > 1 {
             // Too many entries for one message: openraft retries with fewer.
             let fit = (n as u128 * MAX_MESSAGE_BYTES as u128 / json.len() as u128) as u64;
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-                fit.clamp(1, n as u64 - 1),
-            )));
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit.clamp(1, n as u64 - 1)),
+            ));
         }
         self.call_json("append", json).await
     }

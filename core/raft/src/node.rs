@@ -114,7 +114,9 @@ pub struct RaftNode {
 pub enum RestoreError {
     #[error("the backup cannot be restored: {0}")]
     RowTooLarge(#[from] drover_state::RowTooLarge),
-    #[error("restore {id}: committing chunk {seq} of {chunks} failed (the state is unchanged): {source}")]
+    #[error(
+        "restore {id}: committing chunk {seq} of {chunks} failed (the state is unchanged): {source}"
+    )]
     Chunk {
         id: String,
         seq: u32,
@@ -353,7 +355,10 @@ impl RaftNode {
     /// replicate like any write), then one `RestoreSwap` entry that swaps them in at once on
     /// every server. Until the swap commits nothing visible changes; a failed chunk leaves
     /// the state as it was.
-    pub async fn restore(&self, state: drover_state::StateSnapshot) -> Result<Response, RestoreError> {
+    pub async fn restore(
+        &self,
+        state: drover_state::StateSnapshot,
+    ) -> Result<Response, RestoreError> {
         let chunks = tokio::task::spawn_blocking(move || state.restore_chunks(RESTORE_CHUNK_BYTES))
             .await
             .map_err(|e| RestoreError::Internal(e.to_string()))??;

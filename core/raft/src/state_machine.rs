@@ -371,7 +371,10 @@ mod tests {
 
     fn meta(index: u64) -> Meta {
         Meta {
-            last_log_id: Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_log_id: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(1, 1),
+                index,
+            )),
             last_membership: Membership::default(),
             snapshot_id: format!("{index}"),
         }
@@ -384,7 +387,10 @@ mod tests {
         for i in HEADER_LEN..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;
-            assert!(decode_snapshot(&bad).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                decode_snapshot(&bad).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
         }
         let short = &bytes[..bytes.len() - 1];
         assert!(matches!(

@@ -79,7 +79,10 @@ async fn a_restore_commits_bounded_chunks_and_a_swap_and_survives_a_restart() {
     let before = node.store.index();
     let resp = node.restore(state).await.unwrap();
     assert!(resp.index > before);
-    assert!(tables(&node.store.snapshot()) == want, "the restored state differs from the backup");
+    assert!(
+        tables(&node.store.snapshot()) == want,
+        "the restored state differs from the backup"
+    );
     let snap = node.store.snapshot();
     for t in [drover_state::Table::Jobs, drover_state::Table::Allocs] {
         assert_eq!(snap.table_index(t), resp.index);
@@ -97,7 +100,10 @@ async fn a_restore_commits_bounded_chunks_and_a_swap_and_survives_a_restart() {
             match &n.command {
                 Command::RestoreChunk { .. } => {
                     chunks += 1;
-                    assert!(size <= 2 * RESTORE_CHUNK_BYTES, "a chunk entry of {size} bytes");
+                    assert!(
+                        size <= 2 * RESTORE_CHUNK_BYTES,
+                        "a chunk entry of {size} bytes"
+                    );
                 }
                 Command::RestoreSwap { .. } => swaps += 1,
                 Command::Restore { .. } => panic!("a whole-state Restore entry was written"),
@@ -112,7 +118,10 @@ async fn a_restore_commits_bounded_chunks_and_a_swap_and_survives_a_restart() {
     node.shutdown().await;
     drop(node);
     let again = open(dir.path()).await;
-    assert!(tables(&again.store.snapshot()) == want, "the state after a restart differs");
+    assert!(
+        tables(&again.store.snapshot()) == want,
+        "the state after a restart differs"
+    );
     again.shutdown().await;
 }
 
@@ -132,7 +141,10 @@ async fn an_oversized_write_is_refused_clearly() {
     assert!(err.to_string().contains("limit of one Raft entry"), "{err}");
     assert_eq!(node.store.index(), before);
     // A backup whose single row is larger than a chunk cannot be restored, and says why.
-    let err = node.restore(backup(1, RESTORE_CHUNK_BYTES + 1)).await.unwrap_err();
+    let err = node
+        .restore(backup(1, RESTORE_CHUNK_BYTES + 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RestoreError::RowTooLarge(_)), "{err}");
     node.shutdown().await;
 }
@@ -158,7 +170,10 @@ async fn raft_files_are_private_under_umask_000_and_repaired_at_start() {
     let raft = data_dir.join("raft");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !raft.join("snapshot").exists() {
-        assert!(tokio::time::Instant::now() < deadline, "no snapshot was built");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot was built"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     unsafe { libc::umask(old) };

@@ -485,7 +485,6 @@ async fn a_snapshot_is_the_state_at_its_index_even_while_writes_stream_in() {
     // openraft replays the log from 18: nothing is applied twice, no index goes back.
     apply_monotonic(&mut restarted, 18, 25).await;
     assert!(restarted.store().snapshot().to_bytes() == replay(25));
-
 }
 
 #[tokio::test]
@@ -495,7 +494,12 @@ async fn a_damaged_snapshot_is_refused_on_install_and_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut sm = StateMachine::open(dir.path(), StateStore::new()).unwrap();
     apply_monotonic(&mut sm, 1, 5).await;
-    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let mut bytes = snap.snapshot.into_inner();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
@@ -508,7 +512,11 @@ async fn a_damaged_snapshot_is_refused_on_install_and_on_open() {
             .await
             .is_err()
     );
-    assert_eq!(follower.store().index(), 0, "a damaged snapshot was installed");
+    assert_eq!(
+        follower.store().index(),
+        0,
+        "a damaged snapshot was installed"
+    );
 
     std::fs::write(dir.path().join("snapshot"), &bytes).unwrap();
     let err = match StateMachine::open(dir.path(), StateStore::new()) {
@@ -516,5 +524,8 @@ async fn a_damaged_snapshot_is_refused_on_install_and_on_open() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("checksum"), "{err}");
-    assert!(err.contains(&dir.path().join("snapshot").display().to_string()), "{err}");
+    assert!(
+        err.contains(&dir.path().join("snapshot").display().to_string()),
+        "{err}"
+    );
 }

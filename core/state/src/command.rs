@@ -97,7 +97,10 @@ pub enum Command {
         rows: RestoreRows,
     },
     /// Replaces the whole state with the staged restore `id`, if all `chunks` are staged.
-    RestoreSwap { id: String, chunks: u32 },
+    RestoreSwap {
+        id: String,
+        chunks: u32,
+    },
 }
 
 impl Command {

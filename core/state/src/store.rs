@@ -998,7 +998,11 @@ mod tests {
         let chunks = backup.restore_chunks(2048).unwrap();
         assert!(chunks.len() > 3, "{} chunks", chunks.len());
         for c in &chunks {
-            assert!(crate::json_size(c) <= 2048 + 200, "a chunk of {} bytes", crate::json_size(c));
+            assert!(
+                crate::json_size(c) <= 2048 + 200,
+                "a chunk of {} bytes",
+                crate::json_size(c)
+            );
         }
         let st = populated(3);
         let mut index = 10;
@@ -1030,9 +1034,18 @@ mod tests {
         );
         assert_eq!(r.error, None);
         let now = st.snapshot();
-        assert!(tables(&now) == tables(&backup), "the swapped-in state differs from the backup");
+        assert!(
+            tables(&now) == tables(&backup),
+            "the swapped-in state differs from the backup"
+        );
         assert_eq!(now.index(), index);
-        for t in [Table::Jobs, Table::Allocs, Table::Evals, Table::Nodes, Table::Variables] {
+        for t in [
+            Table::Jobs,
+            Table::Allocs,
+            Table::Evals,
+            Table::Nodes,
+            Table::Variables,
+        ] {
             assert_eq!(now.table_index(t), index);
         }
     }
@@ -1061,7 +1074,10 @@ mod tests {
             },
         );
         assert!(r.error.unwrap().contains("1 of its"));
-        assert!(tables(&st.snapshot()) == before, "a refused swap changed the state");
+        assert!(
+            tables(&st.snapshot()) == before,
+            "a refused swap changed the state"
+        );
         // Another restore starting drops this one; its swap is refused.
         assert_eq!(write(&st, 13, chunk("r2", 0)).error, None);
         assert!(write(&st, 14, chunk("r1", 1)).error.is_some());

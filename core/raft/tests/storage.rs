@@ -529,3 +529,101 @@ async fn a_damaged_snapshot_is_refused_on_install_and_on_open() {
         "{err}"
     );
 }
+
+/// The state after applying the log's entries up to `upto` to an empty store.
+fn replay_log(entries: &[openraft::Entry<TypeConfig>], upto: u64) -> Vec<u8> {
+    let store = StateStore::new();
+    for e in entries.iter().filter(|e| e.log_id.index <= upto) {
+        match &e.payload {
+            openraft::EntryPayload::Normal(n) => {
+                store.apply(e.log_id.index, n);
+            }
+            _ => store.apply_noop(e.log_id.index),
+        }
+    }
+    store.snapshot().to_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_taken_by_openraft_under_streaming_writes_hold_exactly_their_index() {
+    use openraft::storage::RaftStateMachine;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = LogStore::open(dir.path()).unwrap();
+        let sm = StateMachine::open(dir.path(), StateStore::new()).unwrap();
+        // A snapshot every 15 entries, built while the writes keep coming; the log keeps
+        // everything so the test can replay it.
+        let config = Arc::new(
+            drover_raft::node::raft_config(15, 10_000)
+                .validate()
+                .unwrap(),
+        );
+        let raft = Raft::new(1, config, drover_raft::network::Network, log, sm)
+            .await
+            .unwrap();
+        let mut members = BTreeMap::new();
+        members.insert(
+            1u64,
+            drover_raft::ServerNode {
+                name: String::new(),
+                addr: "127.0.0.1:1".into(),
+            },
+        );
+        raft.initialize(members).await.unwrap();
+        raft.wait(None)
+            .state(openraft::ServerState::Leader, "leader")
+            .await
+            .unwrap();
+        // Four writers that never pause: entries are applied while snapshots are built.
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let raft = raft.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..40 {
+                    let j = w * 1000 + i;
+                    raft.client_write(Entry {
+                        time: j as i64,
+                        command: Command::JobRegister {
+                            job: Box::new(job(j)),
+                            eval: None,
+                        },
+                    })
+                    .await
+                    .expect("write acknowledged");
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let m = raft.metrics().borrow().clone();
+        assert!(m.snapshot.is_some(), "openraft built no snapshot");
+        raft.shutdown().await.unwrap();
+    }
+    // A restart: the snapshot on disk, then the log.
+    let mut log = LogStore::open(dir.path()).unwrap();
+    let entries = log.try_get_log_entries(0..u64::MAX).await.unwrap();
+    let last = entries.last().unwrap().log_id.index;
+    let mut sm = StateMachine::open(dir.path(), StateStore::new()).unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    let at = applied.expect("a snapshot was loaded").index;
+    assert!(at > 0 && at < last, "snapshot at {at}, log up to {last}");
+    assert_eq!(sm.store().index(), at);
+    assert!(
+        sm.store().snapshot().to_bytes() == replay_log(&entries, at),
+        "the snapshot's state differs from a replay of the log to its index {at}"
+    );
+    // openraft replays what follows the snapshot: no index goes back, nothing twice.
+    let mut before = indexes(sm.store());
+    for e in entries.into_iter().filter(|e| e.log_id.index > at) {
+        sm.apply(vec![e]).await.unwrap();
+        let after = indexes(sm.store());
+        assert!(
+            before.iter().zip(&after).all(|(b, a)| a >= b),
+            "{before:?} -> {after:?}"
+        );
+        before = after;
+    }
+    let all = log.try_get_log_entries(0..u64::MAX).await.unwrap();
+    assert!(sm.store().snapshot().to_bytes() == replay_log(&all, last));
+}

@@ -367,18 +367,26 @@ impl RaftNode {
             .map_err(|_| RestoreError::Internal(format!("{} chunks", chunks.len())))?;
         tracing::info!(restore = %id, chunks = n, "restoring a backup: committing its chunks");
         for (seq, rows) in (0u32..).zip(chunks) {
-            self.write(Command::RestoreChunk {
-                id: id.clone(),
-                seq,
-                rows,
-            })
-            .await
-            .map_err(|source| RestoreError::Chunk {
-                id: id.clone(),
-                seq,
-                chunks: n,
-                source,
-            })?;
+            let written = self
+                .write(Command::RestoreChunk {
+                    id: id.clone(),
+                    seq,
+                    rows,
+                })
+                .await;
+            if let Err(source) = written {
+                // Best effort: the staged rows would otherwise stay (in memory and in
+                // snapshots) until the next restore.
+                if let Err(e) = self.write(Command::RestoreAbort { id: id.clone() }).await {
+                    tracing::warn!(restore = %id, error = %e, "could not drop a failed restore's staged chunks");
+                }
+                return Err(RestoreError::Chunk {
+                    id,
+                    seq,
+                    chunks: n,
+                    source,
+                });
+            }
         }
         self.write(Command::RestoreSwap {
             id: id.clone(),

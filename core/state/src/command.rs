@@ -101,6 +101,10 @@ pub enum Command {
         id: String,
         chunks: u32,
     },
+    /// Drops the staged restore `id` (one that failed part-way), if it is still staged.
+    RestoreAbort {
+        id: String,
+    },
 }
 
 impl Command {
@@ -120,6 +124,7 @@ impl Command {
             Command::Restore { .. } => "Restore",
             Command::RestoreChunk { .. } => "RestoreChunk",
             Command::RestoreSwap { .. } => "RestoreSwap",
+            Command::RestoreAbort { .. } => "RestoreAbort",
         }
     }
 }

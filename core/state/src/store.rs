@@ -332,6 +332,11 @@ fn apply_command(
                 }
             }
         }
+        Command::RestoreAbort { id } => {
+            if s.staged.as_ref().is_some_and(|st| st.id == *id) {
+                s.staged = None;
+            }
+        }
         Command::RestoreSwap { id, chunks } => match s.staged.take() {
             Some(st) if st.id == *id && st.chunks.len() == *chunks as usize => {
                 let restored = StateSnapshot::from_rows(st.chunks.iter().map(Arc::as_ref));
@@ -1081,6 +1086,14 @@ mod tests {
         // Another restore starting drops this one; its swap is refused.
         assert_eq!(write(&st, 13, chunk("r2", 0)).error, None);
         assert!(write(&st, 14, chunk("r1", 1)).error.is_some());
+        // Aborting another restore leaves r2 staged; aborting r2 drops it.
+        write(&st, 14, Command::RestoreAbort { id: "r1".into() });
+        assert!(st.snapshot().staged.is_some());
+        write(&st, 14, Command::RestoreAbort { id: "r2".into() });
+        assert!(
+            st.snapshot().staged.is_none(),
+            "an aborted restore stayed staged"
+        );
         let r = write(
             &st,
             15,

@@ -554,6 +554,53 @@ fn a_server_restarted_on_a_new_address_keeps_its_id_and_data() {
     register(&servers[mover], &cheap_job("through-moved")).unwrap();
 }
 
+/// The bodies of the records in a Raft log file (the current format, `DRVLOG02` and 12-byte
+/// headers, or the earlier one, 8-byte headers); a torn tail is ignored.
+fn log_records(path: &Path) -> Vec<Vec<u8>> {
+    let buf = std::fs::read(path).unwrap();
+    let (mut pos, header) = if buf.starts_with(b"DRVLOG02") {
+        (8, 12)
+    } else {
+        (0, 8)
+    };
+    let mut out = Vec::new();
+    while pos + header <= buf.len() {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
+        let Some(body) = buf.get(pos + header..pos + header + len) else {
+            break;
+        };
+        out.push(body.to_vec());
+        pos += header + len;
+    }
+    out
+}
+
+#[test]
+fn server_state_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let specs = specs(dir, 101, 1, "");
+    let mut servers: Vec<Agent> = specs.iter().map(start).collect();
+    let leader = wait_leader(&servers);
+    register(&servers[leader], &cheap_job("private")).unwrap();
+    // Every server's state is private: data dir 0711, server dirs 0700, Raft files 0600.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for spec in &specs {
+        assert_eq!(mode(&spec.data), 0o711, "{}", spec.data.display());
+        assert_eq!(mode(&spec.data.join("server")), 0o700);
+        let raft = spec.data.join("server/raft");
+        assert_eq!(mode(&raft), 0o700);
+        for f in ["log", "vote"] {
+            assert_eq!(mode(&raft.join(f)), 0o600, "{}", raft.join(f).display());
+        }
+        assert_eq!(mode(&spec.data.join("server/server-id")), 0o600);
+    }
+    for s in servers.iter_mut() {
+        s.terminate();
+    }
+}
+
 #[test]
 fn snapshot_save_wipe_restore_gives_identical_state() {
     let tmp = tempfile::tempdir().unwrap();
@@ -561,8 +608,13 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
     let specs = specs(dir, 71, 3, "");
     let mut servers: Vec<Agent> = specs.iter().map(start).collect();
     let leader = wait_leader(&servers);
+    // ~3 MiB of state (jobs and their versions), so the restore below is committed as
+    // several chunk entries that must all reach every server.
+    let pad = "x".repeat(60_000);
     for i in 0..25 {
-        register(&servers[(leader + i) % 3], &cheap_job(&format!("b{i}"))).unwrap();
+        let mut job = cheap_job(&format!("b{i}"));
+        job["Job"]["Meta"] = json!({ "pad": pad });
+        register(&servers[(leader + i) % 3], &job).unwrap();
     }
     // Let the scheduler finish with every evaluation, so the saved state is quiescent.
     wait_for("every evaluation processed", LONG, || {
@@ -660,6 +712,26 @@ fn snapshot_save_wipe_restore_gives_identical_state() {
             "s3cret",
             "variable on {}",
             s.rpc_addr()
+        );
+    }
+    // The restore reached every server as bounded entries, never as one whole-state entry
+    // (which, above the gRPC message limit, would commit on the leader and never replicate).
+    for spec in &specs {
+        let records = log_records(&spec.data.join("server/raft/log"));
+        let biggest = records.iter().map(Vec::len).max().unwrap_or(0);
+        assert!(
+            biggest < 2 << 20,
+            "{}: a log record of {biggest} bytes",
+            spec.data.display()
+        );
+        let chunks = records
+            .iter()
+            .filter(|r| r.windows(12).any(|w| w == b"RestoreChunk"))
+            .count();
+        assert!(
+            chunks >= 2,
+            "{}: {chunks} restore chunks",
+            spec.data.display()
         );
     }
     // A file that is not a snapshot is refused with a clear error.

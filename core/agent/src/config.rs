@@ -635,6 +635,55 @@ pub fn rpc_address(a: &str, field: &str) -> anyhow::Result<String> {
     Ok(format!("{host}:{port}"))
 }
 
+/// The modes of the data dir's layout: `data_dir` and `alloc/` 0711 (tasks running as other
+/// users reach their own directories below, without listing anyone else's), `server/`,
+/// `client/` and `plugins/` 0700 (Raft state, client state with job env and templates,
+/// plugin sockets). The files inside are created 0600 by their owners (drover-raft, the
+/// client's local state).
+pub const DATA_DIR_LAYOUT: [(&str, u32); 5] = [
+    ("", 0o711),
+    ("alloc", 0o711),
+    ("server", 0o700),
+    ("client", 0o700),
+    ("plugins", 0o700),
+];
+
+/// Creates the data dir's layout with its modes, whatever the umask, and repairs modes an
+/// earlier version left (checked at every start). `server/` only on a server, `client/`,
+/// `alloc/` and `plugins/` only on a client.
+pub fn prepare_data_dir(data_dir: &Path, server: bool, client: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    for (sub, mode) in DATA_DIR_LAYOUT {
+        let wanted = match sub {
+            "" => true,
+            "server" => server,
+            _ => client,
+        };
+        if !wanted {
+            continue;
+        }
+        let dir = data_dir.join(sub);
+        match std::fs::DirBuilder::new().mode(mode).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+            }
+        }
+        let meta = std::fs::symlink_metadata(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?;
+        if !meta.is_dir() {
+            bail!("{} is not a directory", dir.display());
+        }
+        if meta.permissions().mode() & 0o7777 != mode {
+            tracing::info!(dir = %dir.display(), from = format!("{:o}", meta.permissions().mode() & 0o7777), to = format!("{mode:o}"), "repairing the mode of a data_dir directory");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
 impl AgentConfig {
     /// The configuration the agent runs with, and its data_dir, created.
     pub fn resolve(f: FileConfig, dev: bool) -> anyhow::Result<AgentConfig> {
@@ -643,6 +692,7 @@ impl AgentConfig {
             .with_context(|| format!("cannot create data_dir {}", cfg.data_dir.display()))?;
         cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
             .with_context(|| format!("cannot resolve data_dir {}", cfg.data_dir.display()))?;
+        prepare_data_dir(&cfg.data_dir, cfg.server, cfg.client)?;
         Ok(cfg)
     }
 
@@ -875,6 +925,31 @@ impl AgentConfig {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_data_dir_layout_has_its_modes_under_umask_000_and_is_repaired() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let old = unsafe { libc::umask(0) };
+        let made = prepare_data_dir(&data_dir, true, true);
+        unsafe { libc::umask(old) };
+        made.unwrap();
+        for (sub, m) in DATA_DIR_LAYOUT {
+            assert_eq!(mode(&data_dir.join(sub)), m, "{sub:?}");
+        }
+        // Modes an earlier version left are repaired at the next start.
+        for sub in ["", "alloc", "server", "client"] {
+            std::fs::set_permissions(data_dir.join(sub), std::fs::Permissions::from_mode(0o777))
+                .unwrap();
+        }
+        prepare_data_dir(&data_dir, true, true).unwrap();
+        for (sub, m) in DATA_DIR_LAYOUT {
+            assert_eq!(mode(&data_dir.join(sub)), m, "{sub:?}");
+        }
+    }
     use super::*;
 
     fn parse(text: &str) -> anyhow::Result<FileConfig> {

@@ -196,6 +196,9 @@ impl From<ServerError> for ApiError {
             ServerError::NodeNotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::Invalid(_) => StatusCode::BAD_REQUEST,
             ServerError::Write(drover_raft::WriteError::Rejected(_)) => StatusCode::BAD_REQUEST,
+            ServerError::Write(drover_raft::WriteError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ServerError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(code, e.to_string())

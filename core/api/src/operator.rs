@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -115,24 +114,112 @@ pub fn decode_backup(bytes: &[u8]) -> Result<BackupFile, String> {
     Ok(file)
 }
 
+/// The largest backup a restore accepts.
+const MAX_BACKUP_BYTES: u64 = 4 << 30;
+
+/// A backup as a restore reads it: the state decoded straight into the store's shape.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BackupIn {
+    meta: BackupMeta,
+    state: drover_state::StateSnapshot,
+}
+
+/// Removes a staged upload when the request ends, however it ends.
+struct Staged(std::path::PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Streams the request body to a new private file, refusing more than `MAX_BACKUP_BYTES`.
+async fn stage_upload(body: axum::body::Body, path: &std::path::Path) -> Result<u64, ApiError> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let internal = |e: std::io::Error| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot stage the backup in {}: {e}", path.display()),
+        )
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .map_err(internal)?;
+    let mut stream = body.into_data_stream();
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
+        written += chunk.len() as u64;
+        if written > MAX_BACKUP_BYTES {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the backup is larger than {MAX_BACKUP_BYTES} bytes"),
+            ));
+        }
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    file.flush().await.map_err(internal)?;
+    Ok(written)
+}
+
+/// Reads a staged backup (blocking), checking its format.
+fn read_staged(path: &std::path::Path) -> Result<BackupIn, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: BackupIn = serde_json::from_reader(std::io::BufReader::new(f))
+        .map_err(|e| format!("not a valid Drover snapshot file: {e}"))?;
+    if file.meta.format != BACKUP_FORMAT {
+        return Err(format!(
+            "not a Drover snapshot file: format is {:?}, expected {BACKUP_FORMAT:?}",
+            file.meta.format
+        ));
+    }
+    if file.meta.version != 1 {
+        return Err(format!(
+            "snapshot format version {} is not supported (this Drover reads version 1)",
+            file.meta.version
+        ));
+    }
+    Ok(file)
+}
+
 /// PUT /v1/operator/snapshot: replaces the cluster's state with the file's, through Raft.
+/// The upload is streamed to a private file under the server's Raft directory (never held
+/// whole in memory as it arrives), then committed as bounded chunk entries and a final swap
+/// entry, which replicate to every server like any write.
 pub async fn snapshot_restore(
     State(st): State<ApiState>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let file = tokio::task::spawn_blocking(move || decode_backup(&body))
+    let raft = st.server.raft().clone();
+    let staged = Staged(raft.restore_staging_path());
+    let bytes = stage_upload(body, &staged.0).await?;
+    let path = staged.0.clone();
+    let file = tokio::task::spawn_blocking(move || read_staged(&path))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(ApiError::bad_request)?;
-    let resp = st
-        .server
-        .raft()
-        .write(drover_state::Command::Restore { state: file.state })
-        .await
-        .map_err(|e| ApiError::from(drover_server::ServerError::from(e)))?;
+    drop(staged);
+    let from_index = file.meta.index;
+    let resp = raft.restore(file.state).await.map_err(|e| match e {
+        drover_raft::node::RestoreError::RowTooLarge(_) => ApiError::bad_request(e.to_string()),
+        e => match e.write_error() {
+            Some(w) => {
+                let code = ApiError::from(drover_server::ServerError::from(w.clone())).0;
+                ApiError(code, e.to_string())
+            }
+            None => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+    })?;
     tracing::info!(
         index = resp.index,
-        from_index = file.meta.index,
+        from_index,
+        bytes,
         "restored the cluster state from a snapshot"
     );
     Ok(crate::with_index(

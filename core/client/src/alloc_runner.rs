@@ -226,13 +226,20 @@ impl AllocRunner {
         self.inner.client.alloc_dir(&id)
     }
 
-    async fn persist(&self) {
+    /// Stores the allocation's state; false (logged) when it could not be.
+    async fn persist(&self) -> bool {
         let snapshot = self.inner.local.lock().expect("alloc lock").clone();
         let state = self.inner.client.inner.state.clone();
         match tokio::task::spawn_blocking(move || state.save(&snapshot)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot persist allocation state"),
-            Err(e) => tracing::error!(error = %e, "persisting allocation state panicked"),
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot persist allocation state");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "persisting allocation state panicked");
+                false
+            }
         }
     }
 
@@ -256,8 +263,11 @@ impl AllocRunner {
                     .collect(),
             }
         };
-        self.persist().await;
-        self.inner.client.send_update(update);
+        // An update whose sequence number is not on disk is not sent: after a restart the
+        // same number could carry another status, which the servers would ignore.
+        if self.persist().await {
+            self.inner.client.send_update(update);
+        }
     }
 
     async fn run(self) {

@@ -290,6 +290,7 @@ impl Client {
                 known.insert((j.namespace.clone(), j.id.clone(), j.version), j);
             }
         }
+        let mut unpersisted = false;
         for a in allocs {
             let existing = self
                 .inner
@@ -317,16 +318,19 @@ impl Client {
                         continue;
                     };
                     let local = state::LocalAlloc::new(a.clone(), job);
-                    // Stored before the push's index is, so a crash never forgets it.
+                    // Stored before the push's index is, so a crash never forgets it. One
+                    // that cannot be stored is neither run nor acknowledged: the index stays
+                    // behind it, so the servers send it again after a reconnect.
                     let (st, l) = (self.inner.state.clone(), local.clone());
-                    match tokio::task::spawn_blocking(move || st.save(&l)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!(alloc_id = %a.id, error = %e, "cannot persist a new allocation")
-                        }
-                        Err(e) => {
-                            tracing::error!(alloc_id = %a.id, error = %e, "persisting a new allocation panicked")
-                        }
+                    let failed = match tokio::task::spawn_blocking(move || st.save(&l)).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(e) = failed {
+                        tracing::error!(alloc_id = %a.id, error = %e, "cannot persist a new allocation: not starting it, and not acknowledging the push");
+                        unpersisted = true;
+                        continue;
                     }
                     let id = a.id.clone();
                     let runner = alloc_runner::AllocRunner::spawn(self.clone(), local);
@@ -354,6 +358,9 @@ impl Client {
             r.stop("allocation was removed from the cluster");
             r.destroy_when_done();
         }
+        if unpersisted {
+            return;
+        }
         let st = self.inner.state.clone();
         let _ = tokio::task::spawn_blocking(move || st.set_last_index(index)).await;
     }
@@ -378,5 +385,69 @@ impl Client {
     /// Node attributes for registration.
     pub(crate) async fn node(&self) -> Node {
         fingerprint::node(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_allocation_that_cannot_be_persisted_is_neither_run_nor_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = PluginHost::open(
+            drover_plugin_host::HostConfig {
+                data_dir: dir.path().to_path_buf(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+        let client = Client::start(
+            ClientConfig {
+                data_dir: dir.path().to_path_buf(),
+                // Nothing listens there: the client never attaches during the test.
+                servers: vec!["127.0.0.1:1".into()],
+                node_name: "n".into(),
+                datacenter: "dc1".into(),
+                region: "global".into(),
+                node_class: String::new(),
+                meta: BTreeMap::new(),
+                http_addr: "127.0.0.1:1".into(),
+                reserved: Default::default(),
+                host_volumes: BTreeMap::new(),
+                dynamic_ports: (20000, 20100),
+                stop_tasks_on_shutdown: true,
+                gc_max_allocs: 50,
+                gc_disk_usage_threshold: 90.0,
+            },
+            Arc::new(host),
+        )
+        .await
+        .unwrap();
+        // Persisting any allocation fails: `allocs` is no longer a directory.
+        let allocs = dir.path().join("client/allocs");
+        std::fs::remove_dir(&allocs).unwrap();
+        std::fs::write(&allocs, b"").unwrap();
+        let job = Job::default();
+        let alloc = Allocation {
+            id: "a1".into(),
+            namespace: job.namespace.clone(),
+            job_id: job.id.clone(),
+            job_version: job.version,
+            ..Default::default()
+        };
+        let all: BTreeMap<String, u64> = [("a1".to_string(), 5)].into();
+        client.apply_push(5, &all, vec![alloc], vec![job]).await;
+        assert_eq!(
+            client.inner.state.last_index(),
+            0,
+            "a push whose allocation was not persisted was acknowledged"
+        );
+        assert!(
+            client.inner.runners.lock().unwrap().is_empty(),
+            "an allocation that was not persisted was started"
+        );
+        client.shutdown().await;
     }
 }

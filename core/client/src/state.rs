@@ -1,13 +1,22 @@
 //! The client's local state under `<data_dir>/client/`: the node id, the last index the
 //! client applied, and per allocation a file with the allocation, its job version, the
 //! sequence number of its status updates and its tasks' handles and states. Files are
-//! replaced atomically (temp file, fsync, rename, fsync dir).
+//! replaced atomically (temp file, fsync, rename, fsync dir). They hold job env, templates
+//! and the node secret: every file is created 0600 at open (never chmodded afterwards),
+//! `client/` and `client/allocs/` are 0700, and modes an earlier version or a loose umask
+//! left are repaired when the state is opened.
+//!
+//! The node id is the client's identity: a `node-id` that exists but cannot be read (or is
+//! empty) stops the client with an error naming the file; a new id is minted only when the
+//! file does not exist.
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use drover_model::{Allocation, Job, TaskState};
 use serde::{Deserialize, Serialize};
@@ -45,17 +54,37 @@ pub struct LocalState {
     node_id: Arc<str>,
 }
 
+/// The mode of every client state file.
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of `client/` and `client/allocs/`.
+pub const DIR_MODE: u32 = 0o700;
+
 impl LocalState {
+    /// Opens the state (blocking), creating it if new; repairs the modes of what exists.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir.join("allocs"))?;
+        ensure_private_dir(dir)?;
+        ensure_private_dir(&dir.join("allocs"))?;
+        repair_files(dir)?;
+        repair_files(&dir.join("allocs"))?;
         let id_path = dir.join("node-id");
+        let unreadable = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the node id in {} {why}; refusing to start as a new node (restore the file, or remove it to register this machine as a new node)",
+                    id_path.display()
+                ),
+            )
+        };
         let node_id = match std::fs::read_to_string(&id_path) {
             Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
-            Ok(_) | Err(_) => {
+            Ok(_) => return Err(unreadable("is empty".into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let id = drover_model::format_uuid(*uuid::Uuid::new_v4().as_bytes());
                 write_atomic(&id_path, id.as_bytes())?;
                 id
             }
+            Err(e) => return Err(unreadable(format!("cannot be read ({e})"))),
         };
         Ok(LocalState {
             dir: Arc::new(dir.to_path_buf()),
@@ -129,16 +158,143 @@ impl LocalState {
     }
 }
 
+/// Writes `data` to `path` atomically and durably: a private (0600) temporary file of its
+/// own, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     if let Some(d) = path.parent() {
         File::open(d)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Creates `dir` 0700 (whatever the umask) or repairs its mode.
+fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode != DIR_MODE {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
+    }
+    Ok(())
+}
+
+/// Makes the regular files directly in `dir` 0600 (state written by earlier versions), and
+/// removes temporary files a crash left.
+fn repair_files(dir: &Path) -> io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let meta = std::fs::symlink_metadata(e.path())?;
+        if !meta.file_type().is_file() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        } else if meta.permissions().mode() & 0o7777 != FILE_MODE {
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(FILE_MODE))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn an_unreadable_node_id_stops_the_client_instead_of_minting_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LocalState::open(dir.path()).unwrap().node_id().to_string();
+        assert_eq!(LocalState::open(dir.path()).unwrap().node_id(), first);
+        let id_path = dir.path().join("node-id");
+        // A read error (here: a directory where the file should be).
+        std::fs::remove_file(&id_path).unwrap();
+        std::fs::create_dir(&id_path).unwrap();
+        let err = LocalState::open(dir.path())
+            .err()
+            .expect("opened without its node id");
+        assert!(
+            err.to_string().contains(&id_path.display().to_string()),
+            "{err}"
+        );
+        assert!(id_path.is_dir(), "the unreadable node id was replaced");
+        // An empty file is no id either.
+        std::fs::remove_dir(&id_path).unwrap();
+        std::fs::write(&id_path, "").unwrap();
+        let err = LocalState::open(dir.path())
+            .err()
+            .expect("opened with an empty node id");
+        assert!(err.to_string().contains("is empty"), "{err}");
+        assert_eq!(std::fs::read_to_string(&id_path).unwrap(), "");
+    }
+
+    #[test]
+    fn state_files_are_private_from_creation_and_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = dir.path().join("client");
+        // Under umask 000 (restored afterwards; the mode comes from open(2), not the umask).
+        let old = unsafe { libc::umask(0) };
+        let opened = LocalState::open(&client);
+        let st = opened.unwrap();
+        st.set_node_secret("s3cret").unwrap();
+        st.set_last_index(7);
+        let alloc = drover_model::Allocation {
+            id: "a1".into(),
+            ..Default::default()
+        };
+        let saved = st.save(&LocalAlloc::new(alloc, drover_model::Job::default()));
+        unsafe { libc::umask(old) };
+        saved.unwrap();
+        assert_eq!(mode(&client), DIR_MODE);
+        assert_eq!(mode(&client.join("allocs")), DIR_MODE);
+        for f in ["node-id", "node-secret", "last-index", "allocs/a1.json"] {
+            assert_eq!(mode(&client.join(f)), FILE_MODE, "{f}");
+        }
+        // State an earlier version left world-readable is repaired on open.
+        std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            client.join("allocs/a1.json"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        LocalState::open(&client).unwrap();
+        assert_eq!(mode(&client), DIR_MODE);
+        assert_eq!(mode(&client.join("allocs/a1.json")), FILE_MODE);
+    }
 }

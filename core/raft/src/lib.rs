@@ -6,7 +6,10 @@
 //!   written and `fdatasync`ed by one I/O thread that groups concurrent appends into one
 //!   sync (see [`log_store`]);
 //! - `vote`, `committed`: small files replaced atomically;
-//! - `snapshot`: the last state-machine snapshot, replaced atomically.
+//! - `snapshot`: the last state-machine snapshot (checksummed), replaced atomically;
+//! - `restore/`: uploaded backups staged while a restore commits.
+//!
+//! Every file is created 0600 and the directories 0700 (repaired at start).
 #![deny(clippy::disallowed_types)]
 
 pub mod cluster;

@@ -5,7 +5,8 @@ use drover_proto::raft::RaftMessage;
 use drover_proto::raft::raft_client::RaftClient;
 use drover_proto::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -72,6 +73,14 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let json = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.call_json(rpc, json).await
+    }
+
+    async fn call_json<Resp, E>(&mut self, rpc: &str, json: Vec<u8>) -> Result<Resp, RpcErr<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let mut c = self.client().await.map_err(RPCError::Unreachable)?;
         let msg = RaftMessage {
             json,
@@ -114,7 +123,17 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        self.call("append", &rpc).await
+        let json =
+            serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let n = rpc.entries.len();
+        if json.len() > MAX_MESSAGE_BYTES && n > 1 {
+            // Too many entries for one message: openraft retries with fewer.
+            let fit = (n as u128 * MAX_MESSAGE_BYTES as u128 / json.len() as u128) as u64;
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit.clamp(1, n as u64 - 1)),
+            ));
+        }
+        self.call_json("append", json).await
     }
 
     async fn install_snapshot(

@@ -54,7 +54,31 @@ pub enum WriteError {
     /// The state machine refused the command.
     #[error("{0}")]
     Rejected(String),
+    /// The command is larger than one Raft entry may be.
+    #[error(
+        "the write is {bytes} bytes, above the {max}-byte limit of one Raft entry; it was not committed"
+    )]
+    TooLarge { bytes: usize, max: usize },
 }
+
+/// The largest command one Raft entry carries (serialized). Entries above it could not be
+/// replicated in one message, so they are refused before they reach the log.
+pub const MAX_ENTRY_BYTES: usize = 16 << 20;
+
+/// The command's serialized size, or `TooLarge`.
+fn entry_size(command: &Command) -> Result<usize, WriteError> {
+    let bytes = drover_state::json_size(command);
+    if bytes > MAX_ENTRY_BYTES {
+        return Err(WriteError::TooLarge {
+            bytes,
+            max: MAX_ENTRY_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The size of the rows one restore chunk carries.
+pub const RESTORE_CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -81,6 +105,38 @@ pub struct RaftNode {
     pub(crate) peers: Peers,
     /// When this server, as leader, last heard from a quorum: (term, time).
     quorum_contact: Arc<Mutex<Option<(u64, Instant)>>>,
+    /// `<raft dir>/restore`: where uploaded backups are staged (0700, emptied at start).
+    staging_dir: Arc<std::path::Path>,
+}
+
+/// Why a restore was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the backup cannot be restored: {0}")]
+    RowTooLarge(#[from] drover_state::RowTooLarge),
+    #[error(
+        "restore {id}: committing chunk {seq} of {chunks} failed (the state is unchanged): {source}"
+    )]
+    Chunk {
+        id: String,
+        seq: u32,
+        chunks: u32,
+        source: WriteError,
+    },
+    #[error("restore {id}: the final swap failed: {source}")]
+    Swap { id: String, source: WriteError },
+    #[error("restore: {0}")]
+    Internal(String),
+}
+
+impl RestoreError {
+    /// The write error behind it, if any.
+    pub fn write_error(&self) -> Option<&WriteError> {
+        match self {
+            RestoreError::Chunk { source, .. } | RestoreError::Swap { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 /// A leader that has not heard from a quorum for this long answers writes with
@@ -126,6 +182,22 @@ fn server_id(data_dir: &std::path::Path) -> std::io::Result<NodeId> {
     }
 }
 
+/// The server's directories are private (0700) and every file in them 0600: created so,
+/// and repaired when an earlier version (or a loose umask) left them open.
+fn prepare_dirs(data_dir: &std::path::Path, raft_dir: &std::path::Path) -> std::io::Result<()> {
+    use crate::io::{DIR_MODE, ensure_dir, repair_files};
+    ensure_dir(data_dir, DIR_MODE)?;
+    ensure_dir(raft_dir, DIR_MODE)?;
+    repair_files(data_dir)?;
+    repair_files(raft_dir)?;
+    let staging = raft_dir.join("restore");
+    if staging.exists() {
+        // Uploads a crash interrupted.
+        std::fs::remove_dir_all(&staging)?;
+    }
+    ensure_dir(&staging, DIR_MODE)
+}
+
 fn rand_id() -> NodeId {
     let mut b = [0u8; 8];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -143,11 +215,20 @@ impl RaftNode {
             path: dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(storage)?;
-        let id = server_id(&cfg.data_dir).map_err(storage)?;
-        let log = LogStore::open(&dir).map_err(storage)?;
         let store = StateStore::new();
-        let sm = StateMachine::open(&dir, store.clone()).map_err(storage)?;
+        let (id, log, sm) = {
+            let (data_dir, dir, store) = (cfg.data_dir.clone(), dir.clone(), store.clone());
+            tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                prepare_dirs(&data_dir, &dir)?;
+                let id = server_id(&data_dir)?;
+                let log = LogStore::open(&dir)?;
+                let sm = StateMachine::open(&dir, store)?;
+                Ok((id, log, sm))
+            })
+            .await
+            .map_err(|e| OpenError::Raft(e.to_string()))?
+            .map_err(storage)?
+        };
         let config = Arc::new(
             raft_config(cfg.snapshot_threshold, cfg.trailing_logs)
                 .validate()
@@ -186,6 +267,7 @@ impl RaftNode {
             name: cfg.name.into(),
             peers: Peers::default(),
             quorum_contact: Arc::default(),
+            staging_dir: dir.join("restore").into(),
         };
         tokio::spawn(crate::cluster::converge(node.clone(), cfg.join));
         tokio::spawn(watch_quorum(node.clone()));
@@ -219,9 +301,14 @@ impl RaftNode {
     }
 
     async fn write_local(&self, command: Command) -> Result<Response, WriteError> {
+        let size = entry_size(&command)?;
         let (reply, rx) = oneshot::channel();
         self.writes
-            .send(Pending { command, reply })
+            .send(Pending {
+                command,
+                size,
+                reply,
+            })
             .await
             .map_err(|_| WriteError::Raft("raft is shut down".into()))?;
         match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
@@ -237,6 +324,8 @@ impl RaftNode {
     /// writes are batched into one entry (see [`batcher`]).
     /// A follower forwards the write to the leader.
     pub async fn write(&self, command: Command) -> Result<Response, WriteError> {
+        // Refused here too, so a follower never forwards what the leader must refuse.
+        entry_size(&command)?;
         let resp = match self.route()? {
             Route::Local => match self.write_local(command.clone()).await {
                 // Leadership moved while the write waited.
@@ -253,6 +342,58 @@ impl RaftNode {
             Some(e) => Err(WriteError::Rejected(e)),
             None => Ok(resp),
         }
+    }
+
+    /// A fresh path in the restore staging directory (0700) for an uploaded backup.
+    pub fn restore_staging_path(&self) -> PathBuf {
+        self.staging_dir
+            .join(format!("upload-{:016x}.json", rand_id()))
+    }
+
+    /// Replaces the cluster's state with `state` through Raft: its rows as bounded
+    /// `RestoreChunk` entries (each well under the entry and message limits, so they
+    /// replicate like any write), then one `RestoreSwap` entry that swaps them in at once on
+    /// every server. Until the swap commits nothing visible changes; a failed chunk leaves
+    /// the state as it was.
+    pub async fn restore(
+        &self,
+        state: drover_state::StateSnapshot,
+    ) -> Result<Response, RestoreError> {
+        let chunks = tokio::task::spawn_blocking(move || state.restore_chunks(RESTORE_CHUNK_BYTES))
+            .await
+            .map_err(|e| RestoreError::Internal(e.to_string()))??;
+        let id = format!("{:016x}", rand_id());
+        let n = u32::try_from(chunks.len())
+            .map_err(|_| RestoreError::Internal(format!("{} chunks", chunks.len())))?;
+        tracing::info!(restore = %id, chunks = n, "restoring a backup: committing its chunks");
+        for (seq, rows) in (0u32..).zip(chunks) {
+            let written = self
+                .write(Command::RestoreChunk {
+                    id: id.clone(),
+                    seq,
+                    rows,
+                })
+                .await;
+            if let Err(source) = written {
+                // Best effort: the staged rows would otherwise stay (in memory and in
+                // snapshots) until the next restore.
+                if let Err(e) = self.write(Command::RestoreAbort { id: id.clone() }).await {
+                    tracing::warn!(restore = %id, error = %e, "could not drop a failed restore's staged chunks");
+                }
+                return Err(RestoreError::Chunk {
+                    id,
+                    seq,
+                    chunks: n,
+                    source,
+                });
+            }
+        }
+        self.write(Command::RestoreSwap {
+            id: id.clone(),
+            chunks: n,
+        })
+        .await
+        .map_err(|source| RestoreError::Swap { id, source })
     }
 
     pub async fn is_leader(&self) -> bool {
@@ -333,6 +474,8 @@ async fn watch_quorum(node: RaftNode) {
 
 struct Pending {
     command: Command,
+    /// The command's serialized size.
+    size: usize,
     reply: oneshot::Sender<Result<Response, WriteError>>,
 }
 
@@ -347,15 +490,31 @@ fn batcher(raft: Raft) -> mpsc::Sender<Pending> {
     let (tx, mut rx) = mpsc::channel::<Pending>(4096);
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     tokio::spawn(async move {
+        let mut carried: Option<Pending> = None;
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let Some(first) = rx.recv().await else { return };
+            if carried.is_none() {
+                carried = rx.recv().await;
+            }
+            let Some(first) = carried.take() else {
+                return;
+            };
+            let mut size = first.size;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(p) => batch.push(p),
+                    // One entry stays within MAX_ENTRY_BYTES: a command that would push it
+                    // over starts the next batch.
+                    Ok(p) if size + p.size + 1 > MAX_ENTRY_BYTES => {
+                        carried = Some(p);
+                        break;
+                    }
+                    Ok(p) => {
+                        size += p.size + 1;
+                        batch.push(p);
+                    }
                     Err(_) => break,
                 }
             }

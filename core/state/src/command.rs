@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::RestoreRows;
+
 use drover_model::{
     AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus,
     UnixNanos, Variable,
@@ -80,10 +82,28 @@ pub enum Command {
     },
     /// Commands written concurrently, committed as one entry (one fsync) and applied in order.
     Batch(Vec<Command>),
-    /// Replaces the whole state with a backup (`operator snapshot restore`): the serialized
-    /// `StateSnapshot`, so every server applies the identical state through Raft.
+    /// Replaces the whole state with a backup in one entry. Written by earlier versions
+    /// only (a large state did not fit one entry, nor one replication message); still
+    /// applied when read from a log. Restores now use `RestoreChunk` and `RestoreSwap`.
     Restore {
         state: serde_json::Value,
+    },
+    /// One bounded part of a backup being restored (`operator snapshot restore`): rows
+    /// staged in the state, invisible to reads, until `RestoreSwap`. Chunk 0 starts a new
+    /// staging (dropping any abandoned one); a chunk out of sequence is refused.
+    RestoreChunk {
+        id: String,
+        seq: u32,
+        rows: RestoreRows,
+    },
+    /// Replaces the whole state with the staged restore `id`, if all `chunks` are staged.
+    RestoreSwap {
+        id: String,
+        chunks: u32,
+    },
+    /// Drops the staged restore `id` (one that failed part-way), if it is still staged.
+    RestoreAbort {
+        id: String,
     },
 }
 
@@ -102,6 +122,9 @@ impl Command {
             Command::VarDelete { .. } => "VarDelete",
             Command::Batch(_) => "Batch",
             Command::Restore { .. } => "Restore",
+            Command::RestoreChunk { .. } => "RestoreChunk",
+            Command::RestoreSwap { .. } => "RestoreSwap",
+            Command::RestoreAbort { .. } => "RestoreAbort",
         }
     }
 }

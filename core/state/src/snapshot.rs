@@ -59,6 +59,79 @@ pub struct StateSnapshot {
     pub(crate) evals_by_job: OrdMap<(String, String, String), ()>,
     /// Pending evaluations in the order the broker serves them.
     pub(crate) evals_pending: OrdMap<PendingKey, ()>,
+    /// A restore being committed chunk by chunk (part of the state, so it survives
+    /// snapshots and reaches servers that install one mid-restore).
+    pub(crate) staged: Option<StagedRestore>,
+}
+
+/// Rows of a backup, part of a restore (`Command::RestoreChunk`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestoreRows {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<Arc<Job>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_versions: Vec<Arc<Job>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocs: Vec<Arc<Allocation>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evals: Vec<Arc<Evaluation>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<Arc<Node>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<Arc<Variable>>,
+}
+
+impl RestoreRows {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+            && self.job_versions.is_empty()
+            && self.allocs.is_empty()
+            && self.evals.is_empty()
+            && self.nodes.is_empty()
+            && self.variables.is_empty()
+    }
+}
+
+/// A restore being staged: its id and the chunks committed so far, in order.
+#[derive(Debug, Clone)]
+pub(crate) struct StagedRestore {
+    pub(crate) id: String,
+    pub(crate) chunks: im::Vector<Arc<RestoreRows>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StagedData {
+    id: String,
+    chunks: Vec<Arc<RestoreRows>>,
+}
+
+/// A row too large for any chunk.
+#[derive(Debug, thiserror::Error)]
+#[error("a {table} row of {bytes} bytes exceeds the {max}-byte limit of one Raft entry")]
+pub struct RowTooLarge {
+    pub table: &'static str,
+    pub bytes: usize,
+    pub max: usize,
+}
+
+/// Counts serialized bytes without keeping them.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `v` serialized as JSON.
+pub fn json_size<T: Serialize + ?Sized>(v: &T) -> usize {
+    let mut c = Counter(0);
+    serde_json::to_writer(&mut c, v).expect("state rows serialize");
+    c.0
 }
 
 /// The serialized form of a state: its tables as lists (the keys are derived).
@@ -73,6 +146,8 @@ struct SnapshotData {
     nodes: Vec<Arc<Node>>,
     #[serde(default)]
     variables: Vec<Arc<Variable>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    staged_restore: Option<StagedData>,
 }
 
 impl From<StateSnapshot> for SnapshotData {
@@ -86,6 +161,10 @@ impl From<StateSnapshot> for SnapshotData {
             evals: s.evals.values().cloned().collect(),
             nodes: s.nodes.values().cloned().collect(),
             variables: s.vars.values().cloned().collect(),
+            staged_restore: s.staged.map(|st| StagedData {
+                id: st.id,
+                chunks: st.chunks.into_iter().collect(),
+            }),
         }
     }
 }
@@ -113,6 +192,10 @@ impl From<SnapshotData> for StateSnapshot {
                 .into_iter()
                 .map(|v| ((v.namespace.clone(), v.path.clone()), v))
                 .collect(),
+            staged: d.staged_restore.map(|st| StagedRestore {
+                id: st.id,
+                chunks: st.chunks.into_iter().collect(),
+            }),
             ..Default::default()
         };
         s.rebuild_indexes();
@@ -272,6 +355,68 @@ impl StateSnapshot {
             .filter(|e| e.status == EvalStatus::Pending)
             .map(|e| (pending_key(e), ()))
             .collect();
+    }
+
+    /// Splits the state's rows into chunks of at most about `max_bytes` of JSON each (a
+    /// restore's entries). Refuses a row larger than `max_bytes` by itself.
+    pub fn restore_chunks(&self, max_bytes: usize) -> Result<Vec<RestoreRows>, RowTooLarge> {
+        let mut out = Vec::new();
+        let mut cur = RestoreRows::default();
+        let mut size = 0usize;
+        macro_rules! add {
+            ($rows:expr, $field:ident, $table:literal) => {
+                for row in $rows {
+                    let bytes = json_size(row) + 1;
+                    if bytes > max_bytes {
+                        return Err(RowTooLarge {
+                            table: $table,
+                            bytes,
+                            max: max_bytes,
+                        });
+                    }
+                    if size + bytes > max_bytes && !cur.is_empty() {
+                        out.push(std::mem::take(&mut cur));
+                        size = 0;
+                    }
+                    size += bytes;
+                    cur.$field.push(row.clone());
+                }
+            };
+        }
+        add!(self.jobs.values(), jobs, "jobs");
+        add!(self.job_versions.values(), job_versions, "job_versions");
+        add!(self.allocs.values(), allocs, "allocs");
+        add!(self.evals.values(), evals, "evals");
+        add!(self.nodes.values(), nodes, "nodes");
+        add!(self.vars.values(), variables, "variables");
+        if !cur.is_empty() || out.is_empty() {
+            out.push(cur);
+        }
+        Ok(out)
+    }
+
+    /// The state made of restored rows (indexes rebuilt), at index 0.
+    pub(crate) fn from_rows<'a>(chunks: impl Iterator<Item = &'a RestoreRows>) -> Self {
+        let mut d = SnapshotData {
+            index: 0,
+            table_index: BTreeMap::new(),
+            jobs: Vec::new(),
+            job_versions: Vec::new(),
+            allocs: Vec::new(),
+            evals: Vec::new(),
+            nodes: Vec::new(),
+            variables: Vec::new(),
+            staged_restore: None,
+        };
+        for c in chunks {
+            d.jobs.extend(c.jobs.iter().cloned());
+            d.job_versions.extend(c.job_versions.iter().cloned());
+            d.allocs.extend(c.allocs.iter().cloned());
+            d.evals.extend(c.evals.iter().cloned());
+            d.nodes.extend(c.nodes.iter().cloned());
+            d.variables.extend(c.variables.iter().cloned());
+        }
+        d.into()
     }
 
     /// Serializes the whole state (the Raft snapshot's payload).

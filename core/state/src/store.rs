@@ -269,6 +269,23 @@ fn cas_conflict(
     true
 }
 
+/// Replaces the state with a restored one at `index`.
+fn swap_in(s: &mut StateSnapshot, mut restored: StateSnapshot, index: Index) {
+    // Every table changes at this index, so blocking queries wake.
+    for t in [
+        Table::Jobs,
+        Table::Allocs,
+        Table::Evals,
+        Table::Nodes,
+        Table::Variables,
+    ] {
+        restored.table_index.insert(t, index);
+    }
+    restored.index = index;
+    restored.staged = None;
+    *s = restored;
+}
+
 fn apply(s: &mut StateSnapshot, index: Index, entry: &Entry, events: &mut Vec<Event>) -> Response {
     apply_command(s, index, entry.time, &entry.command, events)
 }
@@ -287,21 +304,54 @@ fn apply_command(
     let mut touched_jobs: Vec<(String, String)> = Vec::new();
     match command {
         Command::Restore { state } => match StateSnapshot::from_value(state.clone()) {
-            Ok(mut restored) => {
-                // Every table changes at this index, so blocking queries wake.
-                for t in [
-                    Table::Jobs,
-                    Table::Allocs,
-                    Table::Evals,
-                    Table::Nodes,
-                    Table::Variables,
-                ] {
-                    restored.table_index.insert(t, index);
-                }
-                restored.index = index;
-                *s = restored;
-            }
+            Ok(restored) => swap_in(s, restored, index),
             Err(e) => resp.error = Some(format!("the restored state is not valid: {e}")),
+        },
+        Command::RestoreChunk { id, seq, rows } => {
+            let rows = Arc::new(rows.clone());
+            match &mut s.staged {
+                _ if *seq == 0 => {
+                    s.staged = Some(crate::snapshot::StagedRestore {
+                        id: id.clone(),
+                        chunks: im::Vector::unit(rows),
+                    });
+                }
+                Some(st) if st.id == *id && st.chunks.len() == *seq as usize => {
+                    st.chunks.push_back(rows);
+                }
+                Some(st) if st.id == *id => {
+                    resp.error = Some(format!(
+                        "restore {id}: chunk {seq} arrived after {} chunks; the restore must start again",
+                        st.chunks.len()
+                    ));
+                }
+                _ => {
+                    resp.error = Some(format!(
+                        "restore {id} is not being staged (another restore started, or it never began); it must start again"
+                    ));
+                }
+            }
+        }
+        Command::RestoreAbort { id } => {
+            if s.staged.as_ref().is_some_and(|st| st.id == *id) {
+                s.staged = None;
+            }
+        }
+        Command::RestoreSwap { id, chunks } => match s.staged.take() {
+            Some(st) if st.id == *id && st.chunks.len() == *chunks as usize => {
+                let restored = StateSnapshot::from_rows(st.chunks.iter().map(Arc::as_ref));
+                swap_in(s, restored, index);
+            }
+            other => {
+                resp.error = Some(match &other {
+                    Some(st) if st.id == *id => format!(
+                        "restore {id}: {} of its {chunks} chunks are staged; nothing was restored",
+                        st.chunks.len()
+                    ),
+                    _ => format!("restore {id} is not being staged; nothing was restored"),
+                });
+                s.staged = other;
+            }
         },
         Command::Batch(commands) => {
             resp.batch = commands
@@ -910,5 +960,157 @@ mod tests {
             .collect();
         // The newest six, and version 0, which allocation a0 still runs.
         assert_eq!(kept, vec![9, 8, 7, 6, 5, 4, 0]);
+    }
+
+    /// A state with `n` jobs (and a variable), applied at indexes 1..=n+1.
+    fn populated(n: usize) -> StateStore {
+        let st = StateStore::new();
+        for i in 0..n {
+            let mut j = job();
+            j.id = format!("job-{i}");
+            j.meta.insert("pad".into(), "x".repeat(200));
+            write(
+                &st,
+                i as Index + 1,
+                Command::JobRegister {
+                    job: Box::new(j),
+                    eval: None,
+                },
+            );
+        }
+        write(
+            &st,
+            n as Index + 1,
+            Command::VarUpsert {
+                var: var("a/b", "1"),
+                cas: None,
+            },
+        );
+        st
+    }
+
+    fn tables(s: &StateSnapshot) -> String {
+        let mut v = serde_json::to_value(s).unwrap();
+        v.as_object_mut().unwrap().remove("index");
+        v.as_object_mut().unwrap().remove("table_index");
+        v.as_object_mut().unwrap().remove("staged_restore");
+        v.to_string()
+    }
+
+    #[test]
+    fn a_restore_in_bounded_chunks_swaps_in_the_whole_state_at_once() {
+        let backup = populated(40).snapshot();
+        let chunks = backup.restore_chunks(2048).unwrap();
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        for c in &chunks {
+            assert!(
+                crate::json_size(c) <= 2048 + 200,
+                "a chunk of {} bytes",
+                crate::json_size(c)
+            );
+        }
+        let st = populated(3);
+        let mut index = 10;
+        for (seq, rows) in chunks.iter().enumerate() {
+            let r = write(
+                &st,
+                index,
+                Command::RestoreChunk {
+                    id: "r1".into(),
+                    seq: seq as u32,
+                    rows: rows.clone(),
+                },
+            );
+            assert_eq!(r.error, None);
+            index += 1;
+            // Staged rows are invisible until the swap.
+            assert_eq!(st.snapshot().jobs().count(), 3);
+            // Staging survives a snapshot (a restart or a follower installing one).
+            let back = StateSnapshot::from_bytes(&st.snapshot().to_bytes()).unwrap();
+            st.restore(back);
+        }
+        let r = write(
+            &st,
+            index,
+            Command::RestoreSwap {
+                id: "r1".into(),
+                chunks: chunks.len() as u32,
+            },
+        );
+        assert_eq!(r.error, None);
+        let now = st.snapshot();
+        assert!(
+            tables(&now) == tables(&backup),
+            "the swapped-in state differs from the backup"
+        );
+        assert_eq!(now.index(), index);
+        for t in [
+            Table::Jobs,
+            Table::Allocs,
+            Table::Evals,
+            Table::Nodes,
+            Table::Variables,
+        ] {
+            assert_eq!(now.table_index(t), index);
+        }
+    }
+
+    #[test]
+    fn a_restore_with_a_missing_or_foreign_chunk_changes_nothing() {
+        let backup = populated(20).snapshot();
+        let chunks = backup.restore_chunks(2048).unwrap();
+        let st = populated(2);
+        let before = tables(&st.snapshot());
+        let chunk = |id: &str, seq: u32| Command::RestoreChunk {
+            id: id.into(),
+            seq,
+            rows: chunks[seq as usize].clone(),
+        };
+        assert_eq!(write(&st, 10, chunk("r1", 0)).error, None);
+        // Chunk 2 before chunk 1: refused.
+        assert!(write(&st, 11, chunk("r1", 2)).error.is_some());
+        // A swap with chunks missing: refused, nothing changes.
+        let r = write(
+            &st,
+            12,
+            Command::RestoreSwap {
+                id: "r1".into(),
+                chunks: chunks.len() as u32,
+            },
+        );
+        assert!(r.error.unwrap().contains("1 of its"));
+        assert!(
+            tables(&st.snapshot()) == before,
+            "a refused swap changed the state"
+        );
+        // Another restore starting drops this one; its swap is refused.
+        assert_eq!(write(&st, 13, chunk("r2", 0)).error, None);
+        assert!(write(&st, 14, chunk("r1", 1)).error.is_some());
+        // Aborting another restore leaves r2 staged; aborting r2 drops it.
+        write(&st, 14, Command::RestoreAbort { id: "r1".into() });
+        assert!(st.snapshot().staged.is_some());
+        write(&st, 14, Command::RestoreAbort { id: "r2".into() });
+        assert!(
+            st.snapshot().staged.is_none(),
+            "an aborted restore stayed staged"
+        );
+        let r = write(
+            &st,
+            15,
+            Command::RestoreSwap {
+                id: "r1".into(),
+                chunks: 1,
+            },
+        );
+        assert!(r.error.is_some());
+        assert_eq!(st.snapshot().jobs().count(), 2);
+    }
+
+    #[test]
+    fn a_row_larger_than_a_chunk_is_refused_clearly() {
+        let backup = populated(1).snapshot();
+        let e = backup.restore_chunks(100).unwrap_err();
+        assert_eq!(e.table, "jobs");
+        assert!(e.to_string().contains("exceeds the 100-byte limit"), "{e}");
     }
 }

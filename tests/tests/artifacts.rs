@@ -151,7 +151,17 @@ fn artifacts_are_fetched_verified_and_unpacked_before_the_task_starts() {
     );
     let note = tmp.path().join("note.txt");
     std::fs::write(&note, "a note from the local disk\n").unwrap();
-    let agent = Agent::dev(tmp.path());
+    // Local artifacts come only from directories the client allows.
+    let cfg = tmp.path().join("artifacts.hcl");
+    std::fs::write(
+        &cfg,
+        format!(
+            "client {{\n  artifact {{\n    allowed_host_paths = [\"{}\"]\n  }}\n}}\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
 
     let artifacts = format!(
         r#"      artifact {{

@@ -230,7 +230,11 @@ fn a_root_exec_task_reaches_no_device_and_no_kernel_setting() {
         let r = failures(&String::from_utf8_lossy(&o.stdout), what);
         assert_eq!(r.len(), dirs.len() * 2, "{}", text(&o));
         for (dir, failed) in &r {
-            assert!(failed, "alloc exec could {what} a disk in {dir}: {}", text(&o));
+            assert!(
+                failed,
+                "alloc exec could {what} a disk in {dir}: {}",
+                text(&o)
+            );
         }
     }
 }

@@ -28,7 +28,11 @@ fn relative(path: &str) -> Result<PathBuf, String> {
         match c {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(n) => out.push(n),
-            _ => return Err(format!("{path}: \"..\" is not allowed")),
+            _ => {
+                return Err(format!(
+                    "{path}: \"..\" is refused: it could lead outside the allocation directory"
+                ));
+            }
         }
     }
     Ok(out)

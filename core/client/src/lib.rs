@@ -420,6 +420,7 @@ mod tests {
                 stop_tasks_on_shutdown: true,
                 gc_max_allocs: 50,
                 gc_disk_usage_threshold: 90.0,
+                artifacts: ArtifactConfig::default(),
             },
             Arc::new(host),
         )

@@ -185,6 +185,8 @@ fn allowed_host_path(path: &Path, allowed: &[PathBuf]) -> Result<Source, Artifac
 #[derive(Debug)]
 struct Plan {
     source: Source,
+    /// The task directory everything is written beneath.
+    task_dir: PathBuf,
     /// The destination directory (modes any, dir) or file (mode file).
     dest: PathBuf,
     /// As the jobspec gave it (interpolated), for messages.
@@ -386,6 +388,7 @@ fn prepare(
     }
     Ok(Plan {
         source,
+        task_dir: task_dir.to_path_buf(),
         dest,
         dest_text,
         mode,
@@ -461,27 +464,53 @@ pub fn join_inside(root: &Path, rel: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Checks that the destination's existing part does not lead out of the task directory
-/// through a symlink, and creates the staging directory.
+/// Checks that the destination's existing part holds no link (a task may have planted one
+/// on an earlier run: the client, as root, must not be led out of the task directory), and
+/// creates the staging directory; both opened beneath the task directory without
+/// following links.
 fn prepare_dirs(
     task_dir: &Path,
     dest: &Path,
     dest_text: &str,
     index: usize,
 ) -> Result<PathBuf, ArtifactError> {
-    let mut existing = dest;
-    while fs::symlink_metadata(existing).is_err() {
-        existing = existing.parent().unwrap_or(task_dir);
+    let root = drover_beneath::Dir::open(task_dir).map_err(|e| ArtifactError::io(task_dir, e))?;
+    let rel = dest
+        .strip_prefix(task_dir)
+        .map_err(|_| ArtifactError::DestinationEscapes(dest_text.to_string()))?;
+    let escapes = || ArtifactError::DestinationEscapes(dest_text.to_string());
+    let mut existing = rel;
+    loop {
+        match root.stat(existing, drover_beneath::Links::Never) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                root.dir(existing, drover_beneath::Links::Never)
+                    .map_err(|_| escapes())?;
+                break;
+            }
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => return Err(escapes()),
+            Ok(_) => break, // a file the artifact replaces
+            Err(drover_beneath::Error::Link { .. } | drover_beneath::Error::Escapes { .. }) => {
+                return Err(escapes());
+            }
+            Err(_) => match existing.parent() {
+                Some(p) => existing = p,
+                None => break,
+            },
+        }
     }
-    if !unpack::ensure_inside(task_dir, existing).map_err(|e| ArtifactError::io(existing, e))? {
-        return Err(ArtifactError::DestinationEscapes(dest_text.to_string()));
-    }
-    let staging = task_dir.join(format!(
+    let name = format!(
         ".artifact-{index}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
-    ));
-    fs::create_dir(&staging).map_err(|e| ArtifactError::io(&staging, e))?;
-    Ok(staging)
+    );
+    root.create_dirs(
+        Path::new(&name),
+        nix::sys::stat::Mode::from_bits_truncate(0o755),
+    )
+    .map_err(|e| ArtifactError::Io {
+        path: task_dir.join(&name).display().to_string(),
+        why: e.to_string(),
+    })?;
+    Ok(task_dir.join(name))
 }
 
 /// Brings the artifact into the staging directory: Some((file, its name, its digest when a
@@ -729,7 +758,25 @@ fn place(plan: &Plan, file: &Path, name: &str, staging: &Path) -> Result<(), Art
         ArchiveChoice::Detect => ArchiveKind::detect(name)?,
     };
     let dest = &plan.dest;
-    let mkdir = |d: &Path| fs::create_dir_all(d).map_err(|e| ArtifactError::io(d, e));
+    // Directories are made beneath the task directory, following no link on the way.
+    let mkdir = |d: &Path| -> Result<(), ArtifactError> {
+        let rel = d
+            .strip_prefix(&plan.task_dir)
+            .map_err(|_| ArtifactError::DestinationEscapes(plan.dest_text.clone()))?;
+        drover_beneath::Dir::open(&plan.task_dir)
+            .map_err(|e| ArtifactError::io(&plan.task_dir, e))?
+            .create_dirs(rel, nix::sys::stat::Mode::from_bits_truncate(0o755))
+            .map(drop)
+            .map_err(|e| match e {
+                drover_beneath::Error::Link { .. } | drover_beneath::Error::Escapes { .. } => {
+                    ArtifactError::DestinationEscapes(plan.dest_text.clone())
+                }
+                e => ArtifactError::Io {
+                    path: d.display().to_string(),
+                    why: e.to_string(),
+                },
+            })
+    };
     let rename = |to: &Path| {
         if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
             return Err(ArtifactError::Mode(format!(

@@ -174,3 +174,27 @@ fn only_regular_files_are_opened_for_reading() {
     let f = dir.open_regular(Path::new("a/b/f"), Links::Never).unwrap();
     assert_eq!(read(f), "inside");
 }
+
+#[test]
+fn a_device_node_is_refused_without_being_opened() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test makes a device node: run it as root");
+    }
+    let (root, _o, dir) = setup();
+    nix::sys::stat::mknod(
+        &root.path().join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let e = dir
+        .open_regular(Path::new("null"), Links::Never)
+        .unwrap_err();
+    assert!(matches!(e, Error::NotRegular { .. }), "{e}");
+    let e = dir
+        .create_regular(Path::new("null"), Mode::from_bits_truncate(0o644), false)
+        .unwrap_err();
+    assert!(matches!(e, Error::NotRegular { .. }), "{e}");
+}

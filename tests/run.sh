@@ -34,4 +34,7 @@ python3 -c 'import nomad' 2>/dev/null || python3 -m pip install -q python-nomad 
 rustup target add wasm32-unknown-unknown
 
 cargo build --workspace --bins
+# Lints are part of the suite: warnings (the determinism bans of clippy.toml, unsafe blocks
+# without a SAFETY comment) fail it.
+cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast -- --test-threads=2

@@ -136,15 +136,16 @@ pub unsafe fn native_call<P: SecretProvider>(
     if out.is_null() || (method.is_null() && method_len > 0) || (input.is_null() && input_len > 0) {
         return 1;
     }
-    // SAFETY: the caller guarantees the pointers and lengths (checked for null above).
     let method = if method_len == 0 {
         &[][..]
     } else {
+        // SAFETY: the caller guarantees the pointer and length (checked for null above).
         unsafe { std::slice::from_raw_parts(method, method_len) }
     };
     let input = if input_len == 0 {
         &[][..]
     } else {
+        // SAFETY: the caller guarantees the pointer and length (checked for null above).
         unsafe { std::slice::from_raw_parts(input, input_len) }
     };
     let answer = match std::str::from_utf8(method) {

@@ -10,11 +10,8 @@ use serde_json::{Value, json};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "these tests start exec tasks: run them as root"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "these tests start exec tasks: run them as root");
 }
 
 fn text(out: &std::process::Output) -> String {

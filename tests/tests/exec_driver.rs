@@ -7,9 +7,9 @@ use drover_tests::*;
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the exec driver's end-to-end tests need root: run them as root"
     );
 }

@@ -933,8 +933,10 @@ mod tests {
         let data_dir = tmp.path().join("data");
         std::fs::create_dir(&data_dir).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // SAFETY: umask(2) only swaps the process mask; the old one is restored below.
         let old = unsafe { libc::umask(0) };
         let made = prepare_data_dir(&data_dir, true, true);
+        // SAFETY: restores the mask saved above.
         unsafe { libc::umask(old) };
         made.unwrap();
         for (sub, m) in DATA_DIR_LAYOUT {

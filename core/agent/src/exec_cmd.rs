@@ -50,6 +50,7 @@ impl Drop for RawMode {
 }
 
 fn terminal_size() -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain integers, for which all zeroes is a valid value.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes one winsize into the pointer, which outlives the call.
     let r = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };

@@ -269,6 +269,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let client = dir.path().join("client");
         // Under umask 000 (restored afterwards; the mode comes from open(2), not the umask).
+        // SAFETY: umask(2) only swaps the process mask; the old one is restored below.
         let old = unsafe { libc::umask(0) };
         let opened = LocalState::open(&client);
         let st = opened.unwrap();
@@ -279,6 +280,7 @@ mod tests {
             ..Default::default()
         };
         let saved = st.save(&LocalAlloc::new(alloc, drover_model::Job::default()));
+        // SAFETY: restores the mask saved above.
         unsafe { libc::umask(old) };
         saved.unwrap();
         assert_eq!(mode(&client), DIR_MODE);

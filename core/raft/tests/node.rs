@@ -158,6 +158,7 @@ async fn raft_files_are_private_under_umask_000_and_repaired_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("server");
     // The mode comes from open(2)/mkdir(2) itself, not from the umask.
+    // SAFETY: umask(2) only swaps the process mask; the old one is restored below.
     let old = unsafe { libc::umask(0) };
     let node = open(&data_dir).await;
     node.write(Command::JobRegister {
@@ -176,6 +177,7 @@ async fn raft_files_are_private_under_umask_000_and_repaired_at_start() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // SAFETY: restores the mask saved above.
     unsafe { libc::umask(old) };
     assert_eq!(mode(&data_dir), 0o700);
     assert_eq!(mode(&raft), 0o700);

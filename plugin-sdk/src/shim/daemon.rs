@@ -315,6 +315,8 @@ unsafe fn exec_task(
         err_w,
         status_w,
     } = fds;
+    // SAFETY: the caller runs this in a freshly forked child of a single-threaded process:
+    // only async-signal-safe calls on our own descriptors and valid C strings follow.
     unsafe {
         let fail = |stage: i32| -> ! {
             let errno = *libc::__errno_location();

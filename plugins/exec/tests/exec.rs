@@ -18,9 +18,9 @@ const PLUGIN: &str = env!("CARGO_BIN_EXE_drover-exec");
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the exec driver's tests need root (namespaces, cgroups, mounts): run them as root"
     );
 }

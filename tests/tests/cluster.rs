@@ -868,7 +868,8 @@ fn a_cut_off_server_answers_no_cluster_leader_and_catches_up() {
         let t = Instant::now();
         let out = Command::new("ip")
             .args([
-                "netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST", "-d", &body, &url,
+                "netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST", "-H",
+                "Content-Type: application/json", "-d", &body, &url,
             ])
             .output()
             .ok()?;

@@ -3,6 +3,8 @@
 
 mod events;
 mod exec;
+pub mod guard;
+pub mod limits;
 mod logs;
 pub mod operator;
 mod plugins;
@@ -39,6 +41,8 @@ pub struct ApiState {
     pub agent: AgentInfo,
     /// The client's plugin host, when this agent runs a client.
     pub plugins: Option<std::sync::Arc<drover_plugin_host::PluginHost>>,
+    /// How the HTTP listener is exposed (for the Host check of [`guard`]).
+    pub exposure: guard::Exposure,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -121,6 +125,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             known_leader,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
         ))
         .with_state(state)
 }
@@ -246,6 +254,7 @@ async fn query(
             let index: u64 = i
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("index {i:?} is not a number")))?;
+            let _slot = limits::blocking_query()?;
             let wait = match q.get("wait") {
                 None => Duration::from_secs(300),
                 Some(w) => parse_wait(w).ok_or_else(|| {
@@ -363,7 +372,12 @@ async fn parse_job(body: Bytes) -> Result<Response, ApiError> {
     let req: ParseReq = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("request body must be {{\"JobHCL\": \"...\"}}: {e}"))
     })?;
-    let parsed = drover_jobspec::parse(&req.job_hcl, "<JobHCL>")
+    // Parsed here, on the server: no server files (`file()`), no server environment.
+    let vars = drover_jobspec::Variables {
+        on_server: true,
+        ..Default::default()
+    };
+    let parsed = drover_jobspec::parse_with(&req.job_hcl, "<JobHCL>", &vars)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(axum::Json(&parsed.job).into_response())
 }
@@ -384,7 +398,7 @@ async fn plan_job(
         st.server.store().snapshot().job(&job.namespace, &job.id),
         &job,
     );
-    let jp = st.server.plan_job(job.clone())?;
+    let jp = st.server.plan_job(job.clone()).await?;
     let mut updates: BTreeMap<String, api::DesiredUpdates> = BTreeMap::new();
     for g in &job.groups {
         updates.insert(g.name.clone(), api::DesiredUpdates::default());
@@ -580,6 +594,24 @@ fn find_alloc<'a>(
     by_id_or_prefix(snap.alloc(id), snap.allocs(), |a| &a.id, id, "allocation")
 }
 
+/// The fewest characters of an allocation id that exec, stop, restart and signal accept:
+/// a guessed one- or two-character prefix must not reach a task.
+pub const MIN_ACTION_PREFIX: usize = 8;
+
+/// [`find_alloc`] for requests that act on an allocation: at least [`MIN_ACTION_PREFIX`]
+/// characters of its id.
+fn find_alloc_to_act<'a>(
+    snap: &'a StateSnapshot,
+    id: &str,
+) -> Result<&'a drover_model::Allocation, ApiError> {
+    if id.len() < MIN_ACTION_PREFIX {
+        return Err(ApiError::bad_request(format!(
+            "allocation id {id:?} is too short: give at least {MIN_ACTION_PREFIX} characters of it"
+        )));
+    }
+    find_alloc(snap, id)
+}
+
 async fn read_alloc(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -594,7 +626,9 @@ async fn stop_alloc(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let full_id = find_alloc(&st.server.store().snapshot(), &id)?.id.clone();
+    let full_id = find_alloc_to_act(&st.server.store().snapshot(), &id)?
+        .id
+        .clone();
     let (eval_id, index) = st.server.stop_alloc(&full_id).await?;
     Ok(with_index(
         index,
@@ -628,7 +662,7 @@ async fn alloc_action(
         .unwrap_or("")
         .to_string();
     let snap = st.server.store().snapshot();
-    let a = find_alloc(&snap, id)?;
+    let a = find_alloc_to_act(&snap, id)?;
     if a.client_status.is_terminal() {
         return Err(ApiError::bad_request(format!(
             "allocation {} is {}: nothing to {action}",

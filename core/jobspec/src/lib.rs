@@ -51,6 +51,10 @@ pub struct Variables {
     pub vars: Vec<(String, String)>,
     /// `-var-file` contents: (file name, HCL text of `NAME = value` lines).
     pub var_files: Vec<(String, String)>,
+    /// The jobspec is parsed on a server (`/v1/jobs/parse`), not on the submitting machine:
+    /// `file()` and `fileexists()` fail naming the function instead of reading the server's
+    /// files, and `NOMAD_VAR_*` is not read from the server's environment.
+    pub on_server: bool,
 }
 
 /// Parses the HCL jobspec `src`, read from `file` (used in error messages).
@@ -61,6 +65,9 @@ pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
 /// Parses with values for the jobspec's variables.
 pub fn parse_with(src: &str, file: &str, vars: &Variables) -> Result<Parsed, JobspecError> {
     let mut source = Source::new(src, file);
+    if vars.on_server {
+        functions::refuse_host_functions(&mut source.ctx);
+    }
     let body: Body = src.parse::<Body>().map_err(|e| JobspecError {
         file: file.to_string(),
         line: e.location().line(),
@@ -161,7 +168,9 @@ fn declare_variables(
             .rev()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.clone());
-        let env = std::env::var(format!("NOMAD_VAR_{name}")).ok();
+        let env = (!given.on_server)
+            .then(|| std::env::var(format!("NOMAD_VAR_{name}")).ok())
+            .flatten();
         let value = if let Some(text) = cli.or(env) {
             typed(&text, ty).map_err(|m| src.error_span(*b, &path, &m))?
         } else if let Some(v) = from_files.remove(&name) {
@@ -262,8 +271,14 @@ fn typed(text: &str, ty: &str) -> Result<hcl::Value, String> {
 const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("update", "rolling updates and canaries are not driven yet"),
     ("migrate", "drain migrations are not implemented yet"),
-    ("periodic", "periodic jobs are not launched yet"),
-    ("parameterized", "dispatch is not implemented yet"),
+    (
+        "periodic",
+        "the job is registered as a parent that is never placed itself; launching its children is not implemented yet",
+    ),
+    (
+        "parameterized",
+        "the job is registered as a parent that is never placed itself; dispatch is not implemented yet",
+    ),
     (
         "network",
         "ports are assigned on the node's own network; network modes (bridge, cni) are not set up yet",

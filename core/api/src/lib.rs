@@ -147,6 +147,14 @@ async fn known_leader(
             "X-Nomad-KnownLeader",
             HeaderValue::from_static(if known { "true" } else { "false" }),
         );
+        // On the leader: how long ago a quorum last acknowledged it (ms).
+        let metrics = st.server.raft().raft.metrics().borrow().clone();
+        if let Some(ms) = metrics.millis_since_quorum_ack {
+            resp.headers_mut().insert(
+                "X-Nomad-LastContact",
+                HeaderValue::from_str(&ms.to_string()).expect("digits are a header value"),
+            );
+        }
     }
     resp
 }
@@ -326,6 +334,8 @@ fn decode_job(body: &[u8]) -> Result<drover_model::Job, ApiError> {
 }
 
 async fn register(st: &ApiState, job: drover_model::Job) -> Result<Response, ApiError> {
+    // What the HCL path prints for blocks not acted on yet, for API JSON too.
+    let warnings = drover_jobspec::model_warnings(&job).join("\n");
     let (eval_id, index, _version) = st.server.register_job(job.clone()).await?;
     let snap = st.server.store().snapshot();
     let jmi = snap
@@ -336,7 +346,7 @@ async fn register(st: &ApiState, job: drover_model::Job) -> Result<Response, Api
         eval_id,
         eval_create_index: index,
         job_modify_index: jmi,
-        warnings: String::new(),
+        warnings,
         index,
     };
     Ok(with_index(index, &resp))
@@ -543,14 +553,24 @@ async fn job_versions(
     #[serde(rename_all = "PascalCase")]
     struct Versions {
         versions: Vec<api::Job>,
-        diffs: Option<()>,
+        diffs: Option<Vec<api::JobDiff>>,
     }
+    // `?diffs=true`: each version against the one before it (Nomad's shape: newest first,
+    // one diff fewer than versions).
+    let diffs = q
+        .get("diffs")
+        .is_some_and(|d| d == "true" || d == "1")
+        .then(|| {
+            let mut sorted: Vec<&api::Job> = versions.iter().collect();
+            sorted.sort_by_key(|j| std::cmp::Reverse(j.version));
+            sorted
+                .windows(2)
+                .map(|w| api::job_diff(Some(w[1]), w[0]))
+                .collect()
+        });
     Ok(with_index(
         snap.table_index(Table::Jobs),
-        &Versions {
-            versions,
-            diffs: None,
-        },
+        &Versions { versions, diffs },
     ))
 }
 
@@ -789,6 +809,13 @@ async fn status_peers(State(st): State<ApiState>) -> Response {
 
 async fn agent_self(State(st): State<ApiState>) -> Response {
     let leader = st.server.raft().leader();
+    let metrics = st.server.raft().raft.metrics().borrow().clone();
+    // This member as its Raft state shows it: serving ("alive") while its Raft runs.
+    let status = if metrics.running_state.is_ok() {
+        "alive"
+    } else {
+        "failed"
+    };
     let body = serde_json::json!({
         "config": {
             "Name": st.agent.name,
@@ -800,10 +827,17 @@ async fn agent_self(State(st): State<ApiState>) -> Response {
             "Name": st.agent.name,
             "Addr": st.agent.rpc_addr,
             "Tags": { "region": st.agent.region, "dc": st.agent.datacenter, "id": st.server.raft().id.to_string() },
-            "Status": "alive",
+            "Status": status,
         },
         "stats": {
-            "raft": { "leader": leader.is_some_and(|(id, _)| id == st.server.raft().id).to_string() },
+            "raft": {
+                "leader": leader.is_some_and(|(id, _)| id == st.server.raft().id).to_string(),
+                "state": format!("{:?}", metrics.state),
+                "term": metrics.current_term.to_string(),
+                "last_log_index": metrics.last_log_index.unwrap_or(0).to_string(),
+                "applied_index": metrics.last_applied.map_or(0, |l| l.index).to_string(),
+                "num_peers": st.server.raft().peers().len().saturating_sub(1).to_string(),
+            },
         },
     });
     axum::Json(body).into_response()

@@ -308,6 +308,45 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("secret", "secret providers are not called yet"),
 ];
 
+/// The warnings the HCL path gives for blocks not acted on yet, for a job that arrives as
+/// API JSON (no positions: each names the job, group and task it is in).
+pub fn model_warnings(job: &Job) -> Vec<String> {
+    let mut w = Vec::new();
+    let mut warn = |set: bool, path: &str, kind: &str| {
+        if set && let Some((_, why)) = NOT_ACTED_ON.iter().find(|(k, _)| *k == kind) {
+            w.push(format!(
+                "{path}: block {kind:?} is parsed but not acted on yet: {why}"
+            ));
+        }
+    };
+    let jp = format!("job {:?}", job.id);
+    warn(job.update.is_some(), &jp, "update");
+    warn(job.periodic.is_some(), &jp, "periodic");
+    warn(job.parameterized.is_some(), &jp, "parameterized");
+    for g in &job.groups {
+        let gp = format!("{jp} > group {:?}", g.name);
+        warn(g.update.is_some(), &gp, "update");
+        warn(g.migrate.is_some(), &gp, "migrate");
+        warn(!g.networks.is_empty(), &gp, "network");
+        warn(!g.services.is_empty(), &gp, "service");
+        warn(!g.volumes.is_empty(), &gp, "volume");
+        warn(g.scaling.is_some(), &gp, "scaling");
+        for t in &g.tasks {
+            let tp = format!("{gp} > task {:?}", t.name);
+            warn(!t.services.is_empty(), &tp, "service");
+            warn(t.vault.is_some(), &tp, "vault");
+            warn(!t.identities.is_empty(), &tp, "identity");
+            warn(!t.volume_mounts.is_empty(), &tp, "volume_mount");
+            warn(t.dispatch_payload.is_some(), &tp, "dispatch_payload");
+            warn(t.csi_plugin.is_some(), &tp, "csi_plugin");
+            warn(!t.secrets.is_empty(), &tp, "secret");
+            warn(!t.resources.networks.is_empty(), &tp, "network");
+            warn(!t.resources.devices.is_empty(), &tp, "device");
+        }
+    }
+    w
+}
+
 fn warn_not_acted_on(r: &mut BlockReader<'_>, b: &Block) {
     let kind = b.ident.as_str();
     if let Some((_, why)) = NOT_ACTED_ON.iter().find(|(k, _)| *k == kind) {

@@ -611,3 +611,39 @@ fn what_a_node_reports_is_bounded_before_it_enters_raft() {
     assert!(a["ClientDescription"].as_str().unwrap().len() <= 1024);
     assert!(a["TaskStates"].get("not-a-task").is_none(), "{}", a["TaskStates"]);
 }
+
+#[test]
+fn plugin_files_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, mode) in [("opendrv", 0o777), ("groupdrv", 0o775)] {
+        let p = dir.join(name);
+        std::fs::write(&p, "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let p = dir.join("openmod.wasm");
+    std::fs::write(&p, b"\0asm\x01\0\0\0").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let cfg = tmp.path().join("agent.hcl");
+    std::fs::write(&cfg, format!("plugin_dir = \"{}\"\n", dir.display())).unwrap();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
+    let plugins = agent.get("/v1/agent/plugins").unwrap();
+    for (name, who) in [
+        ("opendrv", "others"),
+        ("groupdrv", "its group"),
+        ("openmod", "others"),
+    ] {
+        let p = plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["Name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {plugins:#}"));
+        let e = p["LastError"].as_str().unwrap_or("");
+        assert!(e.contains(&format!("writable by {who}")), "{name}: {p}");
+        assert_eq!(p["Healthy"], false, "{name}: {p}");
+    }
+}

@@ -777,7 +777,6 @@ pub struct AgentConfig {
     pub region: String,
     pub datacenter: String,
     pub data_dir: PathBuf,
-    pub bind_addr: String,
     /// The addresses the HTTP API and RPC listen on (`addresses.*`, else `bind_addr`).
     pub http_bind: String,
     pub rpc_bind: String,
@@ -1088,7 +1087,6 @@ impl AgentConfig {
             http_bind,
             rpc_bind,
             advertise_rpc,
-            bind_addr,
             server,
             client,
             servers,

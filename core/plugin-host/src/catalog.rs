@@ -115,7 +115,11 @@ fn untrusted(meta: &std::fs::Metadata) -> Option<String> {
     if meta.mode() & 0o022 != 0 {
         return Some(format!(
             "it is writable by {} (mode {:o}): whoever can write it could run code as the agent; chmod go-w it",
-            if meta.mode() & 0o020 != 0 { "its group" } else { "others" },
+            match (meta.mode() & 0o020 != 0, meta.mode() & 0o002 != 0) {
+                (true, true) => "its group and others",
+                (true, false) => "its group",
+                _ => "others",
+            },
             meta.mode() & 0o7777
         ));
     }

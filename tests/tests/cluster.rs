@@ -867,10 +867,8 @@ fn a_cut_off_server_answers_no_cluster_leader_and_catches_up() {
     let (text, took) = wait_for("the cut-off server to refuse writes", LONG, || {
         let t = Instant::now();
         let out = Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST", "-H",
-                "Content-Type: application/json", "-d", &body, &url,
-            ])
+            .args(["netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST"])
+            .args(["-H", "Content-Type: application/json", "-d", &body, &url])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();

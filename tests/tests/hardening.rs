@@ -355,7 +355,10 @@ fn acl_or_tls_enabled_stops_the_agent_and_typos_in_every_block_are_errors() {
         ("vault {\n  adress = \"x\"\n}\n", "vault.adress"),
         ("consul {\n  adress = \"x\"\n}\n", "consul.adress"),
         ("ui {\n  enbled = false\n}\n", "ui.enbled"),
-        ("telemetry {\n  colection_interval = \"1s\"\n}\n", "telemetry.colection_interval"),
+        (
+            "telemetry {\n  colection_interval = \"1s\"\n}\n",
+            "telemetry.colection_interval",
+        ),
     ] {
         let (code, out) = agent_exit(tmp.path(), text);
         assert_eq!(code, Some(1), "{text}: {out}");
@@ -367,7 +370,10 @@ fn acl_or_tls_enabled_stops_the_agent_and_typos_in_every_block_are_errors() {
     // Options Drover does not act on yet are refused where they are written.
     for (text, key) in [
         ("client {\n  state_dir = \"/x\"\n}\n", "client.state_dir"),
-        ("client {\n  options {\n    a = \"b\"\n  }\n}\n", "client.options"),
+        (
+            "client {\n  options {\n    a = \"b\"\n  }\n}\n",
+            "client.options",
+        ),
         ("log_file = \"/tmp/x.log\"\n", "log_file"),
         ("enable_debug = true\n", "enable_debug"),
         (
@@ -623,7 +629,11 @@ fn what_a_node_reports_is_bounded_before_it_enters_raft() {
         "an event message was kept whole"
     );
     assert!(a["ClientDescription"].as_str().unwrap().len() <= 1024);
-    assert!(a["TaskStates"].get("not-a-task").is_none(), "{}", a["TaskStates"]);
+    assert!(
+        a["TaskStates"].get("not-a-task").is_none(),
+        "{}",
+        a["TaskStates"]
+    );
 }
 
 #[test]

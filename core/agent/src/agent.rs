@@ -111,9 +111,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         });
         let http_addr = SocketAddr::new(
-            cfg.http_bind
-                .parse()
-                .with_context(|| format!("HTTP address {:?} is not an IP address", cfg.http_bind))?,
+            cfg.http_bind.parse().with_context(|| {
+                format!("HTTP address {:?} is not an IP address", cfg.http_bind)
+            })?,
             cfg.http_port,
         );
         let http_listener = tokio::net::TcpListener::bind(http_addr)

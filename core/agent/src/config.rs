@@ -660,7 +660,11 @@ impl FileConfig {
     }
 
     /// The first refusal of [`FileConfig::refusals`] as an error naming `file:line:col`.
-    fn check_refusals(&self, file: &str, at: impl Fn(&str) -> (usize, usize)) -> anyhow::Result<()> {
+    fn check_refusals(
+        &self,
+        file: &str,
+        at: impl Fn(&str) -> (usize, usize),
+    ) -> anyhow::Result<()> {
         if let Some((key, why)) = self.refusals().into_iter().next() {
             let (l, c) = at(&key);
             bail!("{file}:{l}:{c}: {key}: {why}");
@@ -882,9 +886,8 @@ impl AgentConfig {
         let addresses = f.addresses.clone().unwrap_or_default();
         let listen = |a: &Option<String>, key: &str| -> anyhow::Result<String> {
             let ip = a.clone().unwrap_or_else(|| bind_addr.clone());
-            ip.parse::<std::net::IpAddr>().with_context(|| {
-                format!("{key} {ip:?} is not an IP address")
-            })?;
+            ip.parse::<std::net::IpAddr>()
+                .with_context(|| format!("{key} {ip:?} is not an IP address"))?;
             Ok(ip)
         };
         let http_bind = listen(&addresses.http, "addresses.http")?;

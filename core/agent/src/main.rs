@@ -405,9 +405,7 @@ fn normalize_args(args: Vec<String>) -> Vec<String> {
 fn init_logging(level: Option<&str>, json: bool) -> anyhow::Result<()> {
     let level = level.unwrap_or("info").to_lowercase();
     if !["trace", "debug", "info", "warn", "error", "off"].contains(&level.as_str()) {
-        anyhow::bail!(
-            "log_level {level:?} is not one of trace, debug, info, warn, error, off"
-        );
+        anyhow::bail!("log_level {level:?} is not one of trace, debug, info, warn, error, off");
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));

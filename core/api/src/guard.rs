@@ -146,7 +146,10 @@ mod tests {
         assert!(!ok(Method::GET, &[(header::HOST, "evil.example:4646")]));
         assert!(ok(
             Method::POST,
-            &[(header::HOST, "127.0.0.1:4646"), (header::ORIGIN, "http://127.0.0.1:4646")]
+            &[
+                (header::HOST, "127.0.0.1:4646"),
+                (header::ORIGIN, "http://127.0.0.1:4646")
+            ]
         ));
         assert!(!ok(
             Method::POST,
@@ -162,7 +165,10 @@ mod tests {
         ));
         assert!(!ok(
             Method::PUT,
-            &[(header::HOST, "127.0.0.1:4646"), (header::CONTENT_TYPE, "text/plain")]
+            &[
+                (header::HOST, "127.0.0.1:4646"),
+                (header::CONTENT_TYPE, "text/plain")
+            ]
         ));
         assert!(ok(
             Method::PUT,
@@ -172,6 +178,13 @@ mod tests {
             ]
         ));
         let open = Exposure { loopback: false };
-        assert!(check(open, &Method::GET, &headers(&[(header::HOST, "nomad.internal")])).is_none());
+        assert!(
+            check(
+                open,
+                &Method::GET,
+                &headers(&[(header::HOST, "nomad.internal")])
+            )
+            .is_none()
+        );
     }
 }

@@ -92,10 +92,7 @@ fn cap_text(s: &mut String, max: usize) {
 
 /// Bounds what a client reports about an allocation before it enters Raft: only the tasks
 /// of the allocation's group, the newest events of each, free text cut to size.
-fn bound_update(
-    up: &mut AllocClientUpdate,
-    tasks: Option<&BTreeSet<String>>,
-) {
+fn bound_update(up: &mut AllocClientUpdate, tasks: Option<&BTreeSet<String>>) {
     use report_limits::*;
     cap_text(&mut up.client_description, MAX_TEXT);
     if let Some(tasks) = tasks {

@@ -383,7 +383,7 @@ fn acl_or_tls_enabled_stops_the_agent_and_typos_in_every_block_are_errors() {
     ] {
         let (code, out) = agent_exit(tmp.path(), text);
         assert_eq!(code, Some(1), "{text}: {out}");
-        assert!(out.contains(&format!("agent.hcl:")), "{text}: {out}");
+        assert!(out.contains("agent.hcl:"), "{text}: {out}");
         assert!(out.contains(key), "{text}: {out}");
     }
     // `config validate` says the same.

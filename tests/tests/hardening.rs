@@ -671,3 +671,53 @@ fn plugin_files_others_can_write_are_refused() {
         assert_eq!(p["Healthy"], false, "{name}: {p}");
     }
 }
+
+#[test]
+fn a_plugin_handshake_line_is_bounded() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("chatty-plugin");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' x\necho\nsleep 30\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(drover_bin())
+        .args(["plugin", "inspect", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("longer than 4096 bytes"), "{text}");
+}
+
+#[test]
+fn honest_values_warnings_diffs_and_raft_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let mut job = sleeper("honest", 0);
+    job["Job"]["Update"] = json!({ "MaxParallel": 1 });
+    let (code, body) = post_json(&agent, "/v1/jobs", &job);
+    assert_eq!(code, 200, "{body}");
+    let resp: Value = serde_json::from_str(&body).unwrap();
+    let w = resp["Warnings"].as_str().unwrap();
+    assert!(
+        w.contains("block \"update\" is parsed but not acted on yet"),
+        "{body}"
+    );
+    job["Job"]["Meta"] = json!({ "v": "2" });
+    let (code, body) = post_json(&agent, "/v1/jobs", &job);
+    assert_eq!(code, 200, "{body}");
+    let versions = agent.get("/v1/job/honest/versions?diffs=true").unwrap();
+    let diffs = versions["Diffs"].as_array().expect("Diffs");
+    assert_eq!(diffs.len(), 1, "{versions}");
+    assert_eq!(diffs[0]["Type"], "Edited", "{versions}");
+    let me = agent.get("/v1/agent/self").unwrap();
+    assert_eq!(me["stats"]["raft"]["state"], "Leader", "{me}");
+    assert_eq!(me["member"]["Status"], "alive", "{me}");
+}

@@ -721,3 +721,28 @@ fn honest_values_warnings_diffs_and_raft_state() {
     assert_eq!(me["stats"]["raft"]["state"], "Leader", "{me}");
     assert_eq!(me["member"]["Status"], "alive", "{me}");
 }
+
+#[test]
+fn silent_connections_and_trickled_headers_are_closed() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let addr = format!("127.0.0.1:{}", agent.http_port);
+    let silent = std::net::TcpStream::connect(&addr).unwrap();
+    let mut trickle = std::net::TcpStream::connect(&addr).unwrap();
+    trickle
+        .write_all(b"GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let closed_within = |mut s: std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        let mut buf = [0u8; 256];
+        // 0 bytes (closed) or a reset: the server gave up on it. A timeout: it did not.
+        !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            || e.kind() == std::io::ErrorKind::TimedOut)
+    };
+    let t = std::thread::spawn(move || closed_within(silent));
+    assert!(closed_within(trickle), "a trickled request was kept open");
+    assert!(t.join().unwrap(), "a silent connection was kept open");
+    // The agent still serves others.
+    assert!(agent.get("/v1/jobs").is_some());
+}

@@ -137,9 +137,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         tokio::spawn(async move {
             // Bounded connections, no Nagle delay on replies (drover_api::limits).
             let http_listener = drover_api::limits::LimitedListener::new(http_listener);
-            if let Err(e) = axum::serve(http_listener, api).await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+            drover_api::limits::serve(http_listener, api).await;
         });
         tracing::info!(http = %http_addr, rpc = %rpc_addr, "server listening");
         server_handle = Some(server);

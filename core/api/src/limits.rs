@@ -18,6 +18,8 @@ use crate::ApiError;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a new connection may take to send its first byte.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers (HTTP/1).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Blocking queries (`?index=`) waiting at once; more are answered 429.
 pub const MAX_BLOCKING_QUERIES: usize = 512;
 /// Event streams (`/v1/event/stream`) open at once; more are answered 429.
@@ -165,5 +167,29 @@ impl AsyncWrite for LimitedConn {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1 and HTTP/2, WebSocket upgrades), with
+/// [`HEADER_READ_TIMEOUT`] for each request's headers: a client that trickles them cannot
+/// hold a connection open.
+pub async fn serve(mut listener: LimitedListener, router: axum::Router) {
+    use axum::serve::Listener;
+    loop {
+        let (io, _addr) = listener.accept().await;
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn =
+                builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
     }
 }

@@ -147,9 +147,8 @@ async fn known_leader(
             "X-Nomad-KnownLeader",
             HeaderValue::from_static(if known { "true" } else { "false" }),
         );
-        // On the leader: how long ago a quorum last acknowledged it (ms).
-        let metrics = st.server.raft().raft.metrics().borrow().clone();
-        if let Some(ms) = metrics.millis_since_quorum_ack {
+        // How long ago this server last heard from the leader (0 on the leader).
+        if let Some(ms) = st.server.raft().last_contact_ms() {
             resp.headers_mut().insert(
                 "X-Nomad-LastContact",
                 HeaderValue::from_str(&ms.to_string()).expect("digits are a header value"),

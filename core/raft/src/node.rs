@@ -81,6 +81,8 @@ pub struct RaftNode {
     pub(crate) peers: Peers,
     /// When this server, as leader, last heard from a quorum: (term, time).
     quorum_contact: Arc<Mutex<Option<(u64, Instant)>>>,
+    /// When this server last accepted an AppendEntries (a leader's heartbeat or entries).
+    pub(crate) leader_contact: Arc<Mutex<Option<Instant>>>,
 }
 
 /// A leader that has not heard from a quorum for this long answers writes with
@@ -186,10 +188,21 @@ impl RaftNode {
             name: cfg.name.into(),
             peers: Peers::default(),
             quorum_contact: Arc::default(),
+            leader_contact: Arc::default(),
         };
         tokio::spawn(crate::cluster::converge(node.clone(), cfg.join));
         tokio::spawn(watch_quorum(node.clone()));
         Ok(node)
+    }
+
+    /// How long ago this server last heard from a leader (Nomad's `X-Nomad-LastContact`): 0
+    /// on the leader itself, None on a server that never heard from one.
+    pub fn last_contact_ms(&self) -> Option<u64> {
+        if self.raft.metrics().borrow().state == ServerState::Leader {
+            return Some(0);
+        }
+        let at = *self.leader_contact.lock().expect("contact lock");
+        at.map(|t| t.elapsed().as_millis() as u64)
     }
 
     /// How long this leader has gone without hearing from a quorum, when that is longer than

@@ -746,3 +746,40 @@ fn silent_connections_and_trickled_headers_are_closed() {
     // The agent still serves others.
     assert!(agent.get("/v1/jobs").is_some());
 }
+
+#[test]
+fn request_bodies_are_bounded_per_route() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let json_ct = [("Content-Type", "application/json")];
+    let task = json!({ "Task": "x".repeat(64 * 1024) }).to_string();
+    let (code, body) = send(
+        &agent,
+        reqwest::Method::POST,
+        "/v1/client/allocation/0123456789abcdef/signal",
+        &json_ct,
+        Some(task),
+    );
+    assert_eq!(code, 413, "{body}");
+    let var = json!({ "Items": { "k": "x".repeat(300 * 1024) } }).to_string();
+    let (code, body) = send(
+        &agent,
+        reqwest::Method::PUT,
+        "/v1/var/big",
+        &json_ct,
+        Some(var),
+    );
+    assert_eq!(code, 413, "{body}");
+    let job = json!({ "Job": { "ID": "x".repeat(3 * 1024 * 1024) } }).to_string();
+    let (code, body) = send(
+        &agent,
+        reqwest::Method::POST,
+        "/v1/jobs",
+        &json_ct,
+        Some(job),
+    );
+    assert_eq!(code, 413, "{body}");
+    // Ordinary bodies pass.
+    let (code, body) = post_json(&agent, "/v1/jobs", &sleeper("small", 0));
+    assert_eq!(code, 200, "{body}");
+}

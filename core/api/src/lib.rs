@@ -58,7 +58,10 @@ pub fn router(state: ApiState) -> Router {
             get(variables::read)
                 .put(variables::put)
                 .post(variables::put)
-                .delete(variables::delete),
+                .delete(variables::delete)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    limits::MAX_VARIABLE_BODY,
+                )),
         )
         .route(
             "/v1/job/{id}",
@@ -93,14 +96,23 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/allocation/{id}", get(read_alloc))
-        .route("/v1/allocation/{id}/stop", post(stop_alloc).put(stop_alloc))
+        .route(
+            "/v1/allocation/{id}/stop",
+            post(stop_alloc)
+                .put(stop_alloc)
+                .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_SMALL_BODY)),
+        )
         .route(
             "/v1/client/allocation/{id}/restart",
-            post(restart_alloc).put(restart_alloc),
+            post(restart_alloc)
+                .put(restart_alloc)
+                .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_SMALL_BODY)),
         )
         .route(
             "/v1/client/allocation/{id}/signal",
-            post(signal_alloc).put(signal_alloc),
+            post(signal_alloc)
+                .put(signal_alloc)
+                .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_SMALL_BODY)),
         )
         .route("/v1/evaluations", get(list_evals))
         .route("/v1/evaluation/{id}", get(read_eval))
@@ -130,6 +142,8 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             guard::guard,
         ))
+        // Jobs, plans, parses: up to MAX_BODY; the routes above set their own.
+        .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_BODY))
         .with_state(state)
 }
 

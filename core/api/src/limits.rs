@@ -18,6 +18,13 @@ use crate::ApiError;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// How long a new connection may take to send its first byte.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request body in general (jobs, plans, parses).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+/// The largest variable write (a variable holds at most 64 KiB of items; this leaves room
+/// for JSON's escapes).
+pub const MAX_VARIABLE_BODY: usize = 256 * 1024;
+/// The largest body of an allocation action (stop, restart, signal).
+pub const MAX_SMALL_BODY: usize = 16 * 1024;
 /// How long a client may take to send a request's headers (HTTP/1).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Blocking queries (`?index=`) waiting at once; more are answered 429.

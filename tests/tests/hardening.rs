@@ -651,6 +651,12 @@ fn plugin_files_others_can_write_are_refused() {
     let p = dir.join("openmod.wasm");
     std::fs::write(&p, b"\0asm\x01\0\0\0").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o646)).unwrap();
+    // Owned by another user (possible to arrange only as root).
+    let foreign = dir.join("foreigndrv");
+    std::fs::write(&foreign, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chowned = nix::unistd::geteuid().is_root()
+        && std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).is_ok();
     let cfg = tmp.path().join("agent.hcl");
     std::fs::write(&cfg, format!("plugin_dir = \"{}\"\n", dir.display())).unwrap();
     let agent = Agent::dev_with_config(tmp.path(), &cfg);
@@ -669,6 +675,16 @@ fn plugin_files_others_can_write_are_refused() {
         let e = p["LastError"].as_str().unwrap_or("");
         assert!(e.contains(&format!("writable by {who}")), "{name}: {p}");
         assert_eq!(p["Healthy"], false, "{name}: {p}");
+    }
+    if chowned {
+        let p = plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["Name"] == "foreigndrv")
+            .unwrap_or_else(|| panic!("foreigndrv not listed: {plugins:#}"));
+        let e = p["LastError"].as_str().unwrap_or("");
+        assert!(e.contains("owned by uid 65534, not root"), "{p}");
     }
 }
 

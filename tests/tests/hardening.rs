@@ -799,3 +799,29 @@ fn request_bodies_are_bounded_per_route() {
     let (code, body) = post_json(&agent, "/v1/jobs", &sleeper("small", 0));
     assert_eq!(code, 200, "{body}");
 }
+
+#[test]
+fn event_streams_at_once_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let client = http();
+    let url = format!("{}/v1/event/stream", agent.address());
+    // 128 readers are served (the responses are held open)...
+    let open: Vec<reqwest::blocking::Response> = (0..128)
+        .map(|i| {
+            let r = client.get(&url).send().unwrap();
+            assert_eq!(r.status().as_u16(), 200, "stream {i}");
+            r
+        })
+        .collect();
+    // ...the next one is told to come back later.
+    let r = client.get(&url).send().unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.text().unwrap().contains("too many event streams"));
+    // A reader that leaves gives its slot back.
+    drop(open);
+    wait_for("a freed event stream slot", WAIT, || {
+        let r = client.get(&url).send().ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    });
+}

@@ -489,6 +489,17 @@ fn restart_every_server_keeps_state_and_no_quorum_fails_fast() {
     wait_for("a stale read to say no leader is known", LONG, || {
         (known_leader(s)?.as_str() == "false").then_some(())
     });
+    // X-Nomad-LastContact is how long ago the survivor last heard from a leader: by now
+    // longer than an election timeout.
+    let last_contact = http()
+        .get(format!("{}/v1/jobs?stale", s.address()))
+        .send()
+        .unwrap()
+        .headers()
+        .get("X-Nomad-LastContact")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .expect("a numeric X-Nomad-LastContact");
+    assert!(last_contact > 1000, "X-Nomad-LastContact: {last_contact}");
     let r = http()
         .get(format!("{}/v1/jobs", s.address()))
         .send()
@@ -939,9 +950,8 @@ fn a_cut_off_server_answers_no_cluster_leader_and_catches_up() {
     let (text, took) = wait_for("the cut-off server to refuse writes", LONG, || {
         let t = Instant::now();
         let out = Command::new("ip")
-            .args([
-                "netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST", "-d", &body, &url,
-            ])
+            .args(["netns", "exec", &ns, "curl", "-s", "-m", "30", "-X", "POST"])
+            .args(["-H", "Content-Type: application/json", "-d", &body, &url])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();

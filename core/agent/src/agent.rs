@@ -84,11 +84,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 algorithm: cfg.scheduler_algorithm,
                 dead_server_cleanup: cfg.dead_server_cleanup,
                 gc: cfg.gc,
+                job_max_count: cfg.job_max_count,
+                max_placements_per_eval: cfg.max_placements_per_eval,
             },
         );
-        let rpc_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.rpc_port)
-            .parse()
-            .with_context(|| format!("bind_addr {:?} is not an IP address", cfg.bind_addr))?;
+        let rpc_addr = SocketAddr::new(
+            cfg.rpc_bind
+                .parse()
+                .with_context(|| format!("RPC address {:?} is not an IP address", cfg.rpc_bind))?,
+            cfg.rpc_port,
+        );
         let rpc_listener = tokio::net::TcpListener::bind(rpc_addr)
             .await
             .with_context(|| format!("cannot listen for RPC on {rpc_addr}"))?;
@@ -105,7 +110,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "RPC server failed");
             }
         });
-        let http_addr: SocketAddr = format!("{}:{}", cfg.bind_addr, cfg.http_port).parse()?;
+        let http_addr = SocketAddr::new(
+            cfg.http_bind.parse().with_context(|| {
+                format!("HTTP address {:?} is not an IP address", cfg.http_bind)
+            })?,
+            cfg.http_port,
+        );
         let http_listener = tokio::net::TcpListener::bind(http_addr)
             .await
             .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
@@ -120,16 +130,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                 version: env!("CARGO_PKG_VERSION").into(),
             },
             plugins: host.clone(),
+            exposure: drover_api::guard::Exposure {
+                loopback: http_addr.ip().is_loopback(),
+            },
         });
         tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let http_listener = http_listener.tap_io(|tcp| {
-                // As for RPC: no Nagle delay on API replies.
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(e) = axum::serve(http_listener, api).await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+            // Bounded connections, no Nagle delay on replies (drover_api::limits).
+            let http_listener = drover_api::limits::LimitedListener::new(http_listener);
+            drover_api::limits::serve(http_listener, api).await;
         });
         tracing::info!(http = %http_addr, rpc = %rpc_addr, "server listening");
         server_handle = Some(server);

@@ -208,6 +208,15 @@ pub async fn job_run(
     let resp: api::JobRegisterResponse = c
         .send(reqwest::Method::POST, "/v1/jobs", Some(&body))
         .await?;
+    if resp.eval_id.is_empty() {
+        // A periodic or parameterized parent: nothing is placed for it (Nomad's behaviour).
+        println!("Job registration successful");
+        println!(
+            "Job {:?} is a periodic or parameterized parent: it is not placed itself and waits to launch children",
+            job.id
+        );
+        return Ok(0);
+    }
     if detach {
         println!("Job registration successful");
         println!("Evaluation ID: {}", resp.eval_id);
@@ -310,6 +319,18 @@ pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::
     println!("Namespace     = {}", job.namespace);
     println!("Status        = {}", job.status.as_str());
     println!("Version       = {}", job.version);
+    println!("Periodic      = {}", job.periodic.is_some());
+    println!("Parameterized = {}", job.parameterized.is_some());
+    if job.is_parent() {
+        println!(
+            "\nThis job is a {} parent: it is never placed itself; it waits to launch children",
+            if job.periodic.is_some() {
+                "periodic"
+            } else {
+                "parameterized"
+            }
+        );
+    }
     let evals: Vec<api::Evaluation> = c.get(&format!("/v1/job/{id}/evaluations")).await?;
     if let Some(e) = evals
         .iter()

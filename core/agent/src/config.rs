@@ -29,18 +29,164 @@ pub struct FileConfig {
     pub client: Option<ClientBlock>,
     #[serde(default)]
     pub plugin: BTreeMap<String, PluginBlock>,
-    pub acl: Ignored,
-    pub tls: Ignored,
-    pub telemetry: Ignored,
-    pub ui: Ignored,
-    pub consul: Ignored,
-    pub vault: Ignored,
+    pub acl: Option<AclBlock>,
+    pub tls: Option<TlsBlock>,
+    pub telemetry: Option<TelemetryBlock>,
+    pub ui: Option<UiBlock>,
+    pub consul: Option<ConsulBlock>,
+    pub vault: Option<VaultBlock>,
     /// On SIGINT (SIGTERM), a server leaves the cluster: it hands leadership over and is
     /// removed from the Raft membership before it stops. Default false, as in Nomad.
     pub leave_on_interrupt: Option<bool>,
     pub leave_on_terminate: Option<bool>,
     pub enable_debug: Option<bool>,
     pub disable_update_check: Option<bool>,
+}
+
+/// Nomad's `acl` block. ACLs are not built yet: `enabled = true` stops the agent (it would
+/// run open); the other keys are checked for typos only.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclBlock {
+    pub enabled: Option<bool>,
+    pub token_ttl: Option<String>,
+    pub policy_ttl: Option<String>,
+    pub role_ttl: Option<String>,
+    pub token_min_expiration_ttl: Option<String>,
+    pub token_max_expiration_ttl: Option<String>,
+    pub replication_token: Option<String>,
+}
+
+/// Nomad's `tls` block. TLS is not built yet: `http = true` or `rpc = true` stops the agent
+/// (it would serve plaintext); the other keys are checked for typos only.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsBlock {
+    pub http: Option<bool>,
+    pub rpc: Option<bool>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub rpc_upgrade_mode: Option<bool>,
+    pub verify_server_hostname: Option<bool>,
+    pub verify_https_client: Option<bool>,
+    pub tls_cipher_suites: Option<String>,
+    pub tls_min_version: Option<String>,
+    pub tls_prefer_server_cipher_suites: Option<bool>,
+}
+
+/// Nomad's `telemetry` block: refused while Drover exports no metrics; its keys are checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryBlock {
+    pub collection_interval: Option<String>,
+    pub disable_hostname: Option<bool>,
+    pub use_node_name: Option<bool>,
+    pub publish_allocation_metrics: Option<bool>,
+    pub publish_node_metrics: Option<bool>,
+    pub prometheus_metrics: Option<bool>,
+    pub statsd_address: Option<String>,
+    pub statsite_address: Option<String>,
+    pub datadog_address: Option<String>,
+    pub datadog_tags: Option<Vec<String>>,
+    pub circonus_api_token: Option<String>,
+    pub circonus_api_app: Option<String>,
+    pub circonus_api_url: Option<String>,
+    pub circonus_submission_interval: Option<String>,
+    pub circonus_submission_url: Option<String>,
+    pub circonus_check_id: Option<String>,
+    pub circonus_check_force_metric_activation: Option<String>,
+    pub circonus_check_instance_id: Option<String>,
+    pub circonus_check_search_tag: Option<String>,
+    pub circonus_check_display_name: Option<String>,
+    pub circonus_check_tags: Option<String>,
+    pub circonus_broker_id: Option<String>,
+    pub circonus_broker_select_tag: Option<String>,
+    pub filter_default: Option<bool>,
+    pub prefix_filter: Option<Vec<String>>,
+    pub disable_dispatched_job_summary_metrics: Option<bool>,
+    pub disable_quota_utilization_publishing: Option<bool>,
+    pub in_memory_collection_interval: Option<String>,
+    pub in_memory_retention_period: Option<String>,
+}
+
+/// Nomad's `ui` block: there is no web UI, so only `enabled = false` (or nothing) is
+/// accepted; the keys are checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiBlock {
+    pub enabled: Option<bool>,
+    pub content_security_policy: Option<serde_json::Map<String, serde_json::Value>>,
+    pub consul: Option<UiLink>,
+    pub vault: Option<UiLink>,
+    pub label: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiLink {
+    pub ui_url: Option<String>,
+}
+
+/// Nomad's `consul` block: Drover does not talk to Consul (service discovery is built in);
+/// accepted with a warning, its keys checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulBlock {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub allow_unauthenticated: Option<bool>,
+    pub auth: Option<String>,
+    pub auto_advertise: Option<bool>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub checks_use_advertise: Option<bool>,
+    pub client_auto_join: Option<bool>,
+    pub client_service_name: Option<String>,
+    pub client_http_check_name: Option<String>,
+    pub server_auto_join: Option<bool>,
+    pub server_service_name: Option<String>,
+    pub server_http_check_name: Option<String>,
+    pub server_rpc_check_name: Option<String>,
+    pub server_serf_check_name: Option<String>,
+    pub grpc_address: Option<String>,
+    pub grpc_ca_file: Option<String>,
+    pub namespace: Option<String>,
+    pub share_ssl: Option<bool>,
+    pub ssl: Option<bool>,
+    pub verify_ssl: Option<bool>,
+    pub tags: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    pub token: Option<String>,
+    pub service_auth_method: Option<String>,
+    pub task_auth_method: Option<String>,
+    pub service_identity: Option<serde_json::Map<String, serde_json::Value>>,
+    pub task_identity: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Nomad's `vault` block: secrets come from secret-provider plugins, not Vault; accepted
+/// with a warning, its keys checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultBlock {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub address: Option<String>,
+    pub allow_unauthenticated: Option<bool>,
+    pub create_from_role: Option<String>,
+    pub role: Option<String>,
+    pub task_token_ttl: Option<String>,
+    pub token: Option<String>,
+    pub ca_file: Option<String>,
+    pub ca_path: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub namespace: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub tls_skip_verify: Option<bool>,
+    pub jwt_auth_backend_path: Option<String>,
+    pub default_identity: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -94,6 +240,12 @@ pub struct ServerBlock {
     pub raft_snapshot_threshold: Option<u64>,
     pub raft_trailing_logs: Option<u64>,
     pub default_scheduler_config: Option<SchedulerConfigBlock>,
+    /// The largest `count` a task group may ask for (default 10,000): registering a job
+    /// above it is refused.
+    pub job_max_count: Option<u32>,
+    /// New placements one evaluation makes at most (default 1,000); a follow-up evaluation
+    /// places the rest.
+    pub max_placements_per_eval: Option<usize>,
 }
 
 /// `server_join` (in `server` or `client`): other servers' RPC addresses to join.
@@ -379,7 +531,7 @@ impl FileConfig {
         let file = path.display();
         if path.extension().is_some_and(|e| e == "json") {
             let de = &mut serde_json::Deserializer::from_str(text);
-            return serde_path_to_error::deserialize(de).map_err(|e| {
+            let parsed: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
                 let inner = e.inner();
                 let msg = inner.to_string();
                 let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
@@ -389,7 +541,15 @@ impl FileConfig {
                     inner.column(),
                     e.path()
                 )
-            });
+            })?;
+            // JSON keeps no positions: point at the key's first occurrence.
+            parsed.check_refusals(&file.to_string(), |key| {
+                let last = key.rsplit('.').next().unwrap_or(key);
+                text.find(&format!("\"{last}\""))
+                    .map(|o| line_col(text, o))
+                    .unwrap_or((0, 0))
+            })?;
+            return Ok(parsed);
         }
         let body: hcl::edit::structure::Body =
             text.parse().map_err(|e: hcl::edit::parser::Error| {
@@ -422,6 +582,9 @@ impl FileConfig {
                 .unwrap_or((0, 0));
             anyhow::anyhow!("{file}:{l}:{c}: {full}: {msg}")
         })?;
+        parsed.check_refusals(&file.to_string(), |key| {
+            spans.get(key).copied().unwrap_or((0, 0))
+        })?;
         for (name, block) in parsed.plugin.iter_mut() {
             let prefix = format!("plugin.{name}");
             for (path, (l, c)) in spans.range(prefix.clone()..) {
@@ -442,6 +605,149 @@ impl FileConfig {
         Ok(parsed)
     }
 
+    /// What this configuration asks for that Drover cannot do (yet), as (dotted key, why):
+    /// such a file is refused rather than run with the option silently ignored. `acl` and
+    /// `tls` enabled are here too: until they exist, such an agent would run open.
+    pub fn refusals(&self) -> Vec<(String, String)> {
+        let mut r: Vec<(String, String)> = Vec::new();
+        let mut refuse = |set: bool, key: &str, why: &str| {
+            if set {
+                r.push((key.to_string(), why.to_string()));
+            }
+        };
+        if let Some(acl) = &self.acl {
+            refuse(
+                acl.enabled == Some(true),
+                "acl.enabled",
+                "ACLs are not implemented yet, so this agent would serve every request unauthenticated; remove the acl block (or set enabled = false) to run without ACLs knowingly",
+            );
+        }
+        if let Some(tls) = &self.tls {
+            refuse(
+                tls.http == Some(true),
+                "tls.http",
+                "TLS is not implemented yet, so the HTTP API would be plaintext; set http = false (or remove the tls block) to run without TLS knowingly",
+            );
+            refuse(
+                tls.rpc == Some(true),
+                "tls.rpc",
+                "TLS is not implemented yet, so RPC would be plaintext; set rpc = false (or remove the tls block) to run without TLS knowingly",
+            );
+        }
+        refuse(
+            self.telemetry.is_some(),
+            "telemetry",
+            "metrics are not exported yet; remove the telemetry block",
+        );
+        refuse(
+            self.ui.as_ref().is_some_and(|u| u.enabled == Some(true)),
+            "ui.enabled",
+            "Drover has no web UI",
+        );
+        refuse(
+            self.log_file.is_some(),
+            "log_file",
+            "logging to a file is not implemented yet: the agent logs to stderr",
+        );
+        refuse(
+            self.enable_debug == Some(true),
+            "enable_debug",
+            "there are no debug (pprof) endpoints",
+        );
+        if let Some(c) = &self.client {
+            refuse(
+                c.options.as_ref().is_some_and(|o| !o.is_empty()),
+                "client.options",
+                "client options are not implemented yet (drivers are configured in plugin blocks)",
+            );
+            refuse(
+                c.state_dir.is_some(),
+                "client.state_dir",
+                "not configurable yet: the client keeps its state in <data_dir>/client",
+            );
+            refuse(
+                c.alloc_dir.is_some(),
+                "client.alloc_dir",
+                "not configurable yet: allocation directories are in <data_dir>/alloc",
+            );
+            refuse(
+                c.gc_interval.is_some(),
+                "client.gc_interval",
+                "not configurable yet: the client collects terminal allocations as they end (see gc_max_allocs, gc_disk_usage_threshold)",
+            );
+            refuse(
+                c.reserved
+                    .as_ref()
+                    .is_some_and(|r| r.reserved_ports.is_some()),
+                "client.reserved.reserved_ports",
+                "reserving host ports is not implemented yet",
+            );
+            refuse(
+                c.node_pool.as_deref().is_some_and(|p| p != "default"),
+                "client.node_pool",
+                "node pools other than \"default\" are not configurable yet",
+            );
+            refuse(
+                c.network_interface.is_some(),
+                "client.network_interface",
+                "networks are not fingerprinted per interface yet",
+            );
+            refuse(
+                c.cni_path.is_some(),
+                "client.cni_path",
+                "CNI networking is not implemented yet",
+            );
+            refuse(
+                c.cni_config_dir.is_some(),
+                "client.cni_config_dir",
+                "CNI networking is not implemented yet",
+            );
+        }
+        if let Some(s) = &self.server {
+            refuse(
+                s.data_dir.is_some(),
+                "server.data_dir",
+                "not configurable: the server keeps its data in <data_dir>/server",
+            );
+            if let Some(d) = &s.default_scheduler_config {
+                refuse(
+                    d.memory_oversubscription_enabled == Some(true),
+                    "server.default_scheduler_config.memory_oversubscription_enabled",
+                    "memory oversubscription is not implemented yet",
+                );
+                refuse(
+                    d.reject_job_registration == Some(true),
+                    "server.default_scheduler_config.reject_job_registration",
+                    "rejecting job registrations is not implemented yet",
+                );
+                refuse(
+                    d.pause_eval_broker == Some(true),
+                    "server.default_scheduler_config.pause_eval_broker",
+                    "pausing the evaluation broker is not implemented yet",
+                );
+                refuse(
+                    d.preemption_config.is_some(),
+                    "server.default_scheduler_config.preemption_config",
+                    "preemption is not implemented yet",
+                );
+            }
+        }
+        r
+    }
+
+    /// The first refusal of [`FileConfig::refusals`] as an error naming `file:line:col`.
+    fn check_refusals(
+        &self,
+        file: &str,
+        at: impl Fn(&str) -> (usize, usize),
+    ) -> anyhow::Result<()> {
+        if let Some((key, why)) = self.refusals().into_iter().next() {
+            let (l, c) = at(&key);
+            bail!("{file}:{l}:{c}: {key}: {why}");
+        }
+        Ok(())
+    }
+
     /// What this configuration sets that Drover accepts but does not act on, and why.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
@@ -460,18 +766,6 @@ impl FileConfig {
             "vault",
             "secrets are built in (secret blocks and secret-provider plugins), not read from Vault",
         );
-        ignored(self.acl.is_some(), "acl", "ACLs are not implemented yet");
-        ignored(
-            self.tls.is_some(),
-            "tls",
-            "TLS is not implemented yet: HTTP and RPC are plaintext",
-        );
-        ignored(
-            self.telemetry.is_some(),
-            "telemetry",
-            "metrics are not exported yet",
-        );
-        ignored(self.ui.is_some(), "ui", "there is no web UI");
         if let Some(s) = &self.server {
             ignored(
                 s.encrypt.is_some(),
@@ -482,18 +776,6 @@ impl FileConfig {
                 s.raft_protocol.is_some(),
                 "server.raft_protocol",
                 "Drover has one Raft protocol",
-            );
-        }
-        if let Some(c) = &self.client {
-            ignored(
-                c.network_interface.is_some(),
-                "client.network_interface",
-                "networks are not fingerprinted per interface yet",
-            );
-            ignored(
-                c.cni_path.is_some() || c.cni_config_dir.is_some(),
-                "client.cni_*",
-                "CNI networking is not implemented yet",
             );
         }
         ignored(
@@ -575,7 +857,9 @@ pub struct AgentConfig {
     pub region: String,
     pub datacenter: String,
     pub data_dir: PathBuf,
-    pub bind_addr: String,
+    /// The addresses the HTTP API and RPC listen on (`addresses.*`, else `bind_addr`).
+    pub http_bind: String,
+    pub rpc_bind: String,
     pub http_port: u16,
     pub rpc_port: u16,
     pub advertise_rpc: String,
@@ -594,6 +878,8 @@ pub struct AgentConfig {
     pub raft_snapshot_threshold: u64,
     pub raft_trailing_logs: u64,
     pub num_schedulers: usize,
+    pub job_max_count: u32,
+    pub max_placements_per_eval: usize,
     pub scheduler_algorithm: drover_scheduler::Algorithm,
     pub dynamic_ports: (u16, u16),
     pub gc_max_allocs: usize,
@@ -723,11 +1009,28 @@ impl AgentConfig {
         } else {
             bind_addr.clone()
         };
+        // `addresses { http = ..., rpc = ... }` override bind_addr for that listener.
+        let addresses = f.addresses.clone().unwrap_or_default();
+        let listen = |a: &Option<String>, key: &str| -> anyhow::Result<String> {
+            let ip = a.clone().unwrap_or_else(|| bind_addr.clone());
+            ip.parse::<std::net::IpAddr>()
+                .with_context(|| format!("{key} {ip:?} is not an IP address"))?;
+            Ok(ip)
+        };
+        let http_bind = listen(&addresses.http, "addresses.http")?;
+        let rpc_bind = listen(&addresses.rpc, "addresses.rpc")?;
         let advertise = f.advertise.clone().unwrap_or_default();
-        let with_port = |a: Option<String>, port: u16| match a {
+        let adv_default = |bind: &str| {
+            if bind == "0.0.0.0" || bind == "::" {
+                adv_host.clone()
+            } else {
+                bind.to_string()
+            }
+        };
+        let with_port = |a: Option<String>, port: u16, bind: &str| match a {
             Some(a) if a.contains(':') => a,
             Some(a) => format!("{a}:{port}"),
-            None => format!("{adv_host}:{port}"),
+            None => format!("{}:{port}", adv_default(bind)),
         };
         let server_block = f.server.clone().unwrap_or_default();
         let client_block = f.client.clone().unwrap_or_default();
@@ -739,7 +1042,7 @@ impl AgentConfig {
             );
         }
         let bootstrap_expect = server_block.bootstrap_expect.unwrap_or(1);
-        let advertise_rpc = with_port(advertise.rpc, rpc_port);
+        let advertise_rpc = with_port(advertise.rpc, rpc_port, &rpc_bind);
         let join = server_block.server_join.clone().unwrap_or_default();
         let retry_join: Vec<String> = join
             .retry_join
@@ -891,6 +1194,13 @@ impl AgentConfig {
                 .resolve()?,
             dynamic_ports,
             num_schedulers: server_block.num_schedulers.unwrap_or(4).max(1) as usize,
+            job_max_count: server_block
+                .job_max_count
+                .unwrap_or(drover_server::DEFAULT_JOB_MAX_COUNT),
+            max_placements_per_eval: server_block
+                .max_placements_per_eval
+                .unwrap_or(drover_server::DEFAULT_MAX_PLACEMENTS_PER_EVAL)
+                .max(1),
             scheduler_algorithm,
             raft_snapshot_threshold: server_block
                 .raft_snapshot_threshold
@@ -908,9 +1218,10 @@ impl AgentConfig {
             data_dir,
             http_port,
             rpc_port,
-            advertise_http: with_port(advertise.http, http_port),
+            advertise_http: with_port(advertise.http, http_port, &http_bind),
+            http_bind,
+            rpc_bind,
             advertise_rpc,
-            bind_addr,
             server,
             client,
             servers,

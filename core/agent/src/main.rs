@@ -400,14 +400,24 @@ fn normalize_args(args: Vec<String>) -> Vec<String> {
     out
 }
 
-fn init_logging(level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(level.unwrap_or("info").to_lowercase())
-    });
-    tracing_subscriber::fmt()
+/// Logging from the agent's `log_level` (`-log-level` or the config; `DROVER_LOG` wins) and
+/// `log_json` (one JSON object per line).
+fn init_logging(level: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let level = level.unwrap_or("info").to_lowercase();
+    if !["trace", "debug", "info", "warn", "error", "off"].contains(&level.as_str()) {
+        anyhow::bail!("log_level {level:?} is not one of trace, debug, info, warn, error, off");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+    Ok(())
 }
 
 fn main() {
@@ -436,9 +446,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Agent(a) => {
-                init_logging(a.log_level.as_deref());
                 let mut file = config::FileConfig::load_all(&a.config)?;
                 let flags = config::FileConfig {
+                    log_level: a.log_level,
                     data_dir: a.data_dir,
                     bind_addr: a.bind,
                     name: a.node,
@@ -463,6 +473,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     ..Default::default()
                 };
                 file.merge(flags);
+                init_logging(file.log_level.as_deref(), file.log_json.unwrap_or(false))?;
                 let cfg = config::AgentConfig::resolve(file, a.dev)?;
                 agent::run(cfg).await?;
                 Ok(0)

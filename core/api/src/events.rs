@@ -109,6 +109,7 @@ pub async fn stream(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let (filter, index) = parse_query(raw.as_deref())?;
+    let slot = crate::limits::event_stream()?;
     let store = st.server.store().clone();
     let (backlog, rx) = store.subscribe_events(if index == 0 { store.index() } else { index });
     // Buffered events first, one frame per index.
@@ -155,9 +156,11 @@ pub async fn stream(
             }
         },
     );
-    let body = futures::stream::iter(frames)
-        .chain(live)
-        .map(Ok::<_, std::io::Error>);
+    let body = futures::stream::iter(frames).chain(live).map(move |b| {
+        // The stream's slot is given back when the stream ends.
+        let _held = &slot;
+        Ok::<_, std::io::Error>(b)
+    });
     let mut resp = Body::from_stream(body).into_response();
     resp.headers_mut().insert(
         "Content-Type",

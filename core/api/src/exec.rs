@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use drover_proto::node::{ExecInput, ExecRequest, StatsRequest, TtySize, exec_input, exec_output};
 use serde_json::{Value, json};
 
-use crate::{ApiError, ApiState, find_alloc};
+use crate::{ApiError, ApiState, find_alloc, find_alloc_to_act};
 
 pub async fn stats(
     State(st): State<ApiState>,
@@ -39,7 +39,7 @@ pub async fn exec(
     Query(q): Query<BTreeMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let alloc = find_alloc(&st.server.store().snapshot(), &alloc_id)?.clone();
+    let alloc = find_alloc_to_act(&st.server.store().snapshot(), &alloc_id)?.clone();
     let command: Vec<String> = match q.get("command") {
         None => return Err(ApiError::bad_request("missing ?command= (a JSON list)")),
         Some(c) => serde_json::from_str(c).map_err(|e| {

@@ -3,6 +3,8 @@
 
 mod events;
 mod exec;
+pub mod guard;
+pub mod limits;
 mod logs;
 pub mod operator;
 mod plugins;
@@ -39,6 +41,8 @@ pub struct ApiState {
     pub agent: AgentInfo,
     /// The client's plugin host, when this agent runs a client.
     pub plugins: Option<std::sync::Arc<drover_plugin_host::PluginHost>>,
+    /// How the HTTP listener is exposed (for the Host check of [`guard`]).
+    pub exposure: guard::Exposure,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -54,7 +58,10 @@ pub fn router(state: ApiState) -> Router {
             get(variables::read)
                 .put(variables::put)
                 .post(variables::put)
-                .delete(variables::delete),
+                .delete(variables::delete)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    limits::MAX_VARIABLE_BODY,
+                )),
         )
         .route(
             "/v1/job/{id}",
@@ -89,14 +96,23 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/allocations", get(list_allocs))
         .route("/v1/allocation/{id}", get(read_alloc))
-        .route("/v1/allocation/{id}/stop", post(stop_alloc).put(stop_alloc))
+        .route(
+            "/v1/allocation/{id}/stop",
+            post(stop_alloc)
+                .put(stop_alloc)
+                .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_SMALL_BODY)),
+        )
         .route(
             "/v1/client/allocation/{id}/restart",
-            post(restart_alloc).put(restart_alloc),
+            post(restart_alloc)
+                .put(restart_alloc)
+                .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_SMALL_BODY)),
         )
         .route(
             "/v1/client/allocation/{id}/signal",
-            post(signal_alloc).put(signal_alloc),
+            post(signal_alloc)
+                .put(signal_alloc)
+                .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_SMALL_BODY)),
         )
         .route("/v1/evaluations", get(list_evals))
         .route("/v1/evaluation/{id}", get(read_eval))
@@ -122,6 +138,12 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             known_leader,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        // Jobs, plans, parses: up to MAX_BODY; the routes above set their own.
+        .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_BODY))
         .with_state(state)
 }
 
@@ -139,6 +161,13 @@ async fn known_leader(
             "X-Nomad-KnownLeader",
             HeaderValue::from_static(if known { "true" } else { "false" }),
         );
+        // How long ago this server last heard from the leader (0 on the leader).
+        if let Some(ms) = st.server.raft().last_contact_ms() {
+            resp.headers_mut().insert(
+                "X-Nomad-LastContact",
+                HeaderValue::from_str(&ms.to_string()).expect("digits are a header value"),
+            );
+        }
     }
     resp
 }
@@ -249,6 +278,7 @@ async fn query(
             let index: u64 = i
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("index {i:?} is not a number")))?;
+            let _slot = limits::blocking_query()?;
             let wait = match q.get("wait") {
                 None => Duration::from_secs(300),
                 Some(w) => parse_wait(w).ok_or_else(|| {
@@ -320,6 +350,8 @@ fn decode_job(body: &[u8]) -> Result<drover_model::Job, ApiError> {
 }
 
 async fn register(st: &ApiState, job: drover_model::Job) -> Result<Response, ApiError> {
+    // What the HCL path prints for blocks not acted on yet, for API JSON too.
+    let warnings = drover_jobspec::model_warnings(&job).join("\n");
     let (eval_id, index, _version) = st.server.register_job(job.clone()).await?;
     let snap = st.server.store().snapshot();
     let jmi = snap
@@ -330,7 +362,7 @@ async fn register(st: &ApiState, job: drover_model::Job) -> Result<Response, Api
         eval_id,
         eval_create_index: index,
         job_modify_index: jmi,
-        warnings: String::new(),
+        warnings,
         index,
     };
     Ok(with_index(index, &resp))
@@ -366,7 +398,12 @@ async fn parse_job(body: Bytes) -> Result<Response, ApiError> {
     let req: ParseReq = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("request body must be {{\"JobHCL\": \"...\"}}: {e}"))
     })?;
-    let parsed = drover_jobspec::parse(&req.job_hcl, "<JobHCL>")
+    // Parsed here, on the server: no server files (`file()`), no server environment.
+    let vars = drover_jobspec::Variables {
+        on_server: true,
+        ..Default::default()
+    };
+    let parsed = drover_jobspec::parse_with(&req.job_hcl, "<JobHCL>", &vars)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(axum::Json(&parsed.job).into_response())
 }
@@ -387,7 +424,7 @@ async fn plan_job(
         st.server.store().snapshot().job(&job.namespace, &job.id),
         &job,
     );
-    let jp = st.server.plan_job(job.clone())?;
+    let jp = st.server.plan_job(job.clone()).await?;
     let mut updates: BTreeMap<String, api::DesiredUpdates> = BTreeMap::new();
     for g in &job.groups {
         updates.insert(g.name.clone(), api::DesiredUpdates::default());
@@ -532,14 +569,24 @@ async fn job_versions(
     #[serde(rename_all = "PascalCase")]
     struct Versions {
         versions: Vec<api::Job>,
-        diffs: Option<()>,
+        diffs: Option<Vec<api::JobDiff>>,
     }
+    // `?diffs=true`: each version against the one before it (Nomad's shape: newest first,
+    // one diff fewer than versions).
+    let diffs = q
+        .get("diffs")
+        .is_some_and(|d| d == "true" || d == "1")
+        .then(|| {
+            let mut sorted: Vec<&api::Job> = versions.iter().collect();
+            sorted.sort_by_key(|j| std::cmp::Reverse(j.version));
+            sorted
+                .windows(2)
+                .map(|w| api::job_diff(Some(w[1]), w[0]))
+                .collect()
+        });
     Ok(with_index(
         snap.table_index(Table::Jobs),
-        &Versions {
-            versions,
-            diffs: None,
-        },
+        &Versions { versions, diffs },
     ))
 }
 
@@ -583,6 +630,24 @@ fn find_alloc<'a>(
     by_id_or_prefix(snap.alloc(id), snap.allocs(), |a| &a.id, id, "allocation")
 }
 
+/// The fewest characters of an allocation id that exec, stop, restart and signal accept:
+/// a guessed one- or two-character prefix must not reach a task.
+pub const MIN_ACTION_PREFIX: usize = 8;
+
+/// [`find_alloc`] for requests that act on an allocation: at least [`MIN_ACTION_PREFIX`]
+/// characters of its id.
+fn find_alloc_to_act<'a>(
+    snap: &'a StateSnapshot,
+    id: &str,
+) -> Result<&'a drover_model::Allocation, ApiError> {
+    if id.len() < MIN_ACTION_PREFIX {
+        return Err(ApiError::bad_request(format!(
+            "allocation id {id:?} is too short: give at least {MIN_ACTION_PREFIX} characters of it"
+        )));
+    }
+    find_alloc(snap, id)
+}
+
 async fn read_alloc(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -597,7 +662,9 @@ async fn stop_alloc(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let full_id = find_alloc(&st.server.store().snapshot(), &id)?.id.clone();
+    let full_id = find_alloc_to_act(&st.server.store().snapshot(), &id)?
+        .id
+        .clone();
     let (eval_id, index) = st.server.stop_alloc(&full_id).await?;
     Ok(with_index(
         index,
@@ -631,7 +698,7 @@ async fn alloc_action(
         .unwrap_or("")
         .to_string();
     let snap = st.server.store().snapshot();
-    let a = find_alloc(&snap, id)?;
+    let a = find_alloc_to_act(&snap, id)?;
     if a.client_status.is_terminal() {
         return Err(ApiError::bad_request(format!(
             "allocation {} is {}: nothing to {action}",
@@ -758,6 +825,13 @@ async fn status_peers(State(st): State<ApiState>) -> Response {
 
 async fn agent_self(State(st): State<ApiState>) -> Response {
     let leader = st.server.raft().leader();
+    let metrics = st.server.raft().raft.metrics().borrow().clone();
+    // This member as its Raft state shows it: serving ("alive") while its Raft runs.
+    let status = if metrics.running_state.is_ok() {
+        "alive"
+    } else {
+        "failed"
+    };
     let body = serde_json::json!({
         "config": {
             "Name": st.agent.name,
@@ -769,10 +843,17 @@ async fn agent_self(State(st): State<ApiState>) -> Response {
             "Name": st.agent.name,
             "Addr": st.agent.rpc_addr,
             "Tags": { "region": st.agent.region, "dc": st.agent.datacenter, "id": st.server.raft().id.to_string() },
-            "Status": "alive",
+            "Status": status,
         },
         "stats": {
-            "raft": { "leader": leader.is_some_and(|(id, _)| id == st.server.raft().id).to_string() },
+            "raft": {
+                "leader": leader.is_some_and(|(id, _)| id == st.server.raft().id).to_string(),
+                "state": format!("{:?}", metrics.state),
+                "term": metrics.current_term.to_string(),
+                "last_log_index": metrics.last_log_index.unwrap_or(0).to_string(),
+                "applied_index": metrics.last_applied.map_or(0, |l| l.index).to_string(),
+                "num_peers": st.server.raft().peers().len().saturating_sub(1).to_string(),
+            },
         },
     });
     axum::Json(body).into_response()

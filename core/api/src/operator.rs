@@ -39,52 +39,64 @@ pub struct BackupMeta {
 
 pub const BACKUP_FORMAT: &str = "drover-snapshot";
 
+/// Snapshot saves run one at a time.
+static SNAPSHOT_SAVES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// GET /v1/operator/snapshot: the whole state, consistent unless `?stale`.
 pub async fn snapshot_save(
     State(st): State<ApiState>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = crate::query(&st, &q, drover_state::Table::Jobs).await?;
-    let state = serde_json::to_value(&snap)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut tables = BTreeMap::new();
-    for t in [
-        "jobs",
-        "job_versions",
-        "allocs",
-        "evals",
-        "nodes",
-        "variables",
-    ] {
-        tables.insert(
-            t.to_string(),
-            state
-                .get(t)
-                .and_then(|v| v.as_array())
-                .map_or(0, |a| a.len()),
-        );
-    }
-    let term = st.server.raft().raft.metrics().borrow().current_term;
-    let file = BackupFile {
-        meta: BackupMeta {
-            format: BACKUP_FORMAT.into(),
-            version: 1,
-            index: snap.index(),
-            term,
-            time: drover_server::now_nanos(),
-            drover_version: st.agent.version.clone(),
-            tables,
-        },
-        state,
-    };
-    let body = tokio::task::spawn_blocking(move || serde_json::to_vec(&file))
+    // One snapshot is serialized at a time, on the blocking pool: the whole state is CPU
+    // work and memory that must not stall the runtime or multiply with concurrent requests.
+    let _one = SNAPSHOT_SAVES
+        .acquire()
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let term = st.server.raft().raft.metrics().borrow().current_term;
+    let drover_version = st.agent.version.clone();
+    let index = snap.index();
+    let body = tokio::task::spawn_blocking(move || {
+        let state = serde_json::to_value(&snap)?;
+        let mut tables = BTreeMap::new();
+        for t in [
+            "jobs",
+            "job_versions",
+            "allocs",
+            "evals",
+            "nodes",
+            "variables",
+        ] {
+            tables.insert(
+                t.to_string(),
+                state
+                    .get(t)
+                    .and_then(|v| v.as_array())
+                    .map_or(0, |a| a.len()),
+            );
+        }
+        let file = BackupFile {
+            meta: BackupMeta {
+                format: BACKUP_FORMAT.into(),
+                version: 1,
+                index,
+                term,
+                time: drover_server::now_nanos(),
+                drover_version,
+                tables,
+            },
+            state,
+        };
+        serde_json::to_vec(&file)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut h = HeaderMap::new();
     h.insert(
         "X-Nomad-Index",
-        HeaderValue::from_str(&snap.index().max(1).to_string()).expect("digits"),
+        HeaderValue::from_str(&index.max(1).to_string()).expect("digits"),
     );
     h.insert(
         "Content-Type",

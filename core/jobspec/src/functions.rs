@@ -39,6 +39,29 @@ fn display(v: &Value) -> String {
     }
 }
 
+/// Replaces the functions that read the local machine (`file`, `fileexists`) with ones that
+/// fail naming the function: on a server they would read the server's files.
+pub fn refuse_host_functions(ctx: &mut Context<'static>) {
+    fn refused(name: &str) -> String {
+        format!(
+            "{name}() reads files of the machine that parses the job, and this job is parsed on a server: \
+             it is not available here (`drover job run` parses on the submitting machine)"
+        )
+    }
+    ctx.declare_func(
+        "file",
+        FuncDef::builder()
+            .param(P::String)
+            .build(|_: FuncArgs| Err(refused("file"))),
+    );
+    ctx.declare_func(
+        "fileexists",
+        FuncDef::builder()
+            .param(P::String)
+            .build(|_: FuncArgs| Err(refused("fileexists"))),
+    );
+}
+
 /// A context with every function registered.
 pub fn context() -> Context<'static> {
     let mut ctx = Context::new();

@@ -51,6 +51,10 @@ pub struct Variables {
     pub vars: Vec<(String, String)>,
     /// `-var-file` contents: (file name, HCL text of `NAME = value` lines).
     pub var_files: Vec<(String, String)>,
+    /// The jobspec is parsed on a server (`/v1/jobs/parse`), not on the submitting machine:
+    /// `file()` and `fileexists()` fail naming the function instead of reading the server's
+    /// files, and `NOMAD_VAR_*` is not read from the server's environment.
+    pub on_server: bool,
 }
 
 /// Parses the HCL jobspec `src`, read from `file` (used in error messages).
@@ -61,6 +65,9 @@ pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
 /// Parses with values for the jobspec's variables.
 pub fn parse_with(src: &str, file: &str, vars: &Variables) -> Result<Parsed, JobspecError> {
     let mut source = Source::new(src, file);
+    if vars.on_server {
+        functions::refuse_host_functions(&mut source.ctx);
+    }
     let body: Body = src.parse::<Body>().map_err(|e| JobspecError {
         file: file.to_string(),
         line: e.location().line(),
@@ -161,7 +168,9 @@ fn declare_variables(
             .rev()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.clone());
-        let env = std::env::var(format!("NOMAD_VAR_{name}")).ok();
+        let env = (!given.on_server)
+            .then(|| std::env::var(format!("NOMAD_VAR_{name}")).ok())
+            .flatten();
         let value = if let Some(text) = cli.or(env) {
             typed(&text, ty).map_err(|m| src.error_span(*b, &path, &m))?
         } else if let Some(v) = from_files.remove(&name) {
@@ -262,8 +271,14 @@ fn typed(text: &str, ty: &str) -> Result<hcl::Value, String> {
 const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("update", "rolling updates and canaries are not driven yet"),
     ("migrate", "drain migrations are not implemented yet"),
-    ("periodic", "periodic jobs are not launched yet"),
-    ("parameterized", "dispatch is not implemented yet"),
+    (
+        "periodic",
+        "the job is registered as a parent that is never placed itself; launching its children is not implemented yet",
+    ),
+    (
+        "parameterized",
+        "the job is registered as a parent that is never placed itself; dispatch is not implemented yet",
+    ),
     (
         "network",
         "ports are assigned on the node's own network; network modes (bridge, cni) are not set up yet",
@@ -292,6 +307,45 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("device", "devices are not scheduled yet"),
     ("secret", "secret providers are not called yet"),
 ];
+
+/// The warnings the HCL path gives for blocks not acted on yet, for a job that arrives as
+/// API JSON (no positions: each names the job, group and task it is in).
+pub fn model_warnings(job: &Job) -> Vec<String> {
+    let mut w = Vec::new();
+    let mut warn = |set: bool, path: &str, kind: &str| {
+        if set && let Some((_, why)) = NOT_ACTED_ON.iter().find(|(k, _)| *k == kind) {
+            w.push(format!(
+                "{path}: block {kind:?} is parsed but not acted on yet: {why}"
+            ));
+        }
+    };
+    let jp = format!("job {:?}", job.id);
+    warn(job.update.is_some(), &jp, "update");
+    warn(job.periodic.is_some(), &jp, "periodic");
+    warn(job.parameterized.is_some(), &jp, "parameterized");
+    for g in &job.groups {
+        let gp = format!("{jp} > group {:?}", g.name);
+        warn(g.update.is_some(), &gp, "update");
+        warn(g.migrate.is_some(), &gp, "migrate");
+        warn(!g.networks.is_empty(), &gp, "network");
+        warn(!g.services.is_empty(), &gp, "service");
+        warn(!g.volumes.is_empty(), &gp, "volume");
+        warn(g.scaling.is_some(), &gp, "scaling");
+        for t in &g.tasks {
+            let tp = format!("{gp} > task {:?}", t.name);
+            warn(!t.services.is_empty(), &tp, "service");
+            warn(t.vault.is_some(), &tp, "vault");
+            warn(!t.identities.is_empty(), &tp, "identity");
+            warn(!t.volume_mounts.is_empty(), &tp, "volume_mount");
+            warn(t.dispatch_payload.is_some(), &tp, "dispatch_payload");
+            warn(t.csi_plugin.is_some(), &tp, "csi_plugin");
+            warn(!t.secrets.is_empty(), &tp, "secret");
+            warn(!t.resources.networks.is_empty(), &tp, "network");
+            warn(!t.resources.devices.is_empty(), &tp, "device");
+        }
+    }
+    w
+}
 
 fn warn_not_acted_on(r: &mut BlockReader<'_>, b: &Block) {
     let kind = b.ident.as_str();

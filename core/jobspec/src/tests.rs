@@ -210,6 +210,7 @@ fn variables_from_flags_and_files() {
     let vars = Variables {
         vars: vec![("n".into(), "4".into())],
         var_files: vec![("v.vars".into(), "who = \"drover\"\n".into())],
+        ..Default::default()
     };
     let p = parse_with(src, "v.hcl", &vars).unwrap();
     assert_eq!(p.job.groups[0].count, 4);

@@ -151,6 +151,12 @@ impl Job {
         self.groups.iter().find(|g| g.name == name)
     }
 
+    /// A periodic or parameterized job is a parent: it is never placed itself, only the
+    /// children it launches are (Nomad's behaviour).
+    pub fn is_parent(&self) -> bool {
+        self.periodic.is_some() || self.parameterized.is_some()
+    }
+
     /// Whether two versions of a job differ in anything the user specified
     /// (as opposed to bookkeeping such as indexes, status and version).
     pub fn spec_differs(&self, other: &Job) -> bool {

@@ -95,6 +95,42 @@ pub struct Catalog {
     pub refused: Vec<Refusal>,
 }
 
+/// Why a plugin file (or `plugin_dir`) cannot be trusted with the agent's privileges, as
+/// sshd treats keys: it must belong to root (or to the user the agent runs as) and must not
+/// be writable by group or others — anyone who can change it runs code as the agent.
+fn untrusted(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Some(format!(
+            "it is owned by uid {}, not root{}: whoever owns it could run code as the agent",
+            meta.uid(),
+            if me == 0 {
+                String::new()
+            } else {
+                format!(" or the agent's uid {me}")
+            }
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "it is writable by {} (mode {:o}): whoever can write it could run code as the agent; chmod go-w it",
+            match (meta.mode() & 0o020 != 0, meta.mode() & 0o002 != 0) {
+                (true, true) => "its group and others",
+                (true, false) => "its group",
+                _ => "others",
+            },
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+fn dir_untrusted(dir: &Path) -> Option<String> {
+    let meta = std::fs::metadata(dir).ok()?;
+    untrusted(&meta).map(|why| format!("plugin_dir {} is not safe: {why}", dir.display()))
+}
+
 impl Catalog {
     /// Reads `dir` (not recursively; symlinks are followed). Files that are neither `*.wasm`,
     /// `*.so` nor executable are skipped. Blocking.
@@ -130,6 +166,14 @@ impl Catalog {
             else {
                 continue;
             };
+            if let Some(reason) = untrusted(&meta).or_else(|| dir_untrusted(dir)) {
+                catalog.refused.push(Refusal {
+                    name: name.clone(),
+                    path: path.clone(),
+                    reason,
+                });
+                continue;
+            }
             if let Some(first) = seen.get(&name) {
                 catalog.refused.push(Refusal {
                     name: name.clone(),

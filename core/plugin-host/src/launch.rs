@@ -37,6 +37,9 @@ pub(crate) const PROTOCOL_VERSIONS: &[u32] = &[1];
 const STDERR_TAIL_LINES: usize = 20;
 /// How long dialing the socket and the health check may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest handshake line accepted (go-plugin's is well under 200 bytes).
+pub const MAX_HANDSHAKE_LINE: usize = 4096;
+
 /// How long a plugin that failed after its handshake gets to exit after Shutdown.
 const FAILED_STOP_GRACE: Duration = Duration::from_secs(1);
 /// The gRPC package of Drover's base plugin service, named in errors.
@@ -387,6 +390,8 @@ enum Handshake {
     Eof,
     Exited(std::io::Result<ExitStatus>),
     Timeout,
+    /// A first line longer than [`MAX_HANDSHAKE_LINE`].
+    TooLong,
 }
 
 async fn kill_and_reap(child: &mut Child) {
@@ -506,9 +511,12 @@ async fn connect_in(
 
     let outcome = {
         let mut line = String::new();
+        // At most MAX_HANDSHAKE_LINE bytes: a plugin cannot make the host buffer more.
+        let mut bounded = tokio::io::AsyncReadExt::take(&mut stdout, MAX_HANDSHAKE_LINE as u64 + 1);
         tokio::select! {
-            r = stdout.read_line(&mut line) => match r {
+            r = bounded.read_line(&mut line) => match r {
                 Ok(0) | Err(_) => Handshake::Eof,
+                Ok(_) if line.len() > MAX_HANDSHAKE_LINE => Handshake::TooLong,
                 Ok(_) => Handshake::Line(line),
             },
             status = child.wait() => Handshake::Exited(status),
@@ -545,6 +553,17 @@ async fn connect_in(
             return Err(problem(
                 launch,
                 format!("exited before completing the handshake ({how})"),
+                &tail,
+            ));
+        }
+        Handshake::TooLong => {
+            kill_and_reap(&mut child).await;
+            settle_stderr().await;
+            return Err(problem(
+                launch,
+                format!(
+                    "bad handshake: its first line is longer than {MAX_HANDSHAKE_LINE} bytes (is it a Drover or go-plugin plugin?)"
+                ),
                 &tail,
             ));
         }

@@ -190,7 +190,12 @@ impl RaftRpc for RaftService {
         req: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
-        encode(&self.raft.append_entries(rpc).await)
+        let resp = self.raft.append_entries(rpc).await;
+        if resp.is_ok() {
+            *self.node.leader_contact.lock().expect("contact lock") =
+                Some(std::time::Instant::now());
+        }
+        encode(&resp)
     }
 
     async fn install_snapshot(

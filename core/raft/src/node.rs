@@ -107,6 +107,8 @@ pub struct RaftNode {
     quorum_contact: Arc<Mutex<Option<(u64, Instant)>>>,
     /// `<raft dir>/restore`: where uploaded backups are staged (0700, emptied at start).
     staging_dir: Arc<std::path::Path>,
+    /// When this server last accepted an AppendEntries (a leader's heartbeat or entries).
+    pub(crate) leader_contact: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Why a restore was not committed.
@@ -268,10 +270,21 @@ impl RaftNode {
             peers: Peers::default(),
             quorum_contact: Arc::default(),
             staging_dir: dir.join("restore").into(),
+            leader_contact: Arc::default(),
         };
         tokio::spawn(crate::cluster::converge(node.clone(), cfg.join));
         tokio::spawn(watch_quorum(node.clone()));
         Ok(node)
+    }
+
+    /// How long ago this server last heard from a leader (Nomad's `X-Nomad-LastContact`): 0
+    /// on the leader itself, None on a server that never heard from one.
+    pub fn last_contact_ms(&self) -> Option<u64> {
+        if self.raft.metrics().borrow().state == ServerState::Leader {
+            return Some(0);
+        }
+        let at = *self.leader_contact.lock().expect("contact lock");
+        at.map(|t| t.elapsed().as_millis() as u64)
     }
 
     /// How long this leader has gone without hearing from a quorum, when that is longer than

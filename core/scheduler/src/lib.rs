@@ -69,6 +69,11 @@ pub struct Options {
     pub algorithm: Algorithm,
     /// Candidates ranked per placement when no affinity or spread asks for more.
     pub candidates: usize,
+    /// At most this many new placements per evaluation (over all groups); what is left is
+    /// placed by a follow-up evaluation the plan carries. Bounds the work and the Raft entry
+    /// one evaluation makes, whatever a job's `count`. The server sets its own limit; the
+    /// default is unbounded.
+    pub max_placements: usize,
 }
 
 impl Default for Options {
@@ -77,6 +82,7 @@ impl Default for Options {
             now: 0,
             algorithm: Algorithm::Binpack,
             candidates: 2,
+            max_placements: usize::MAX,
         }
     }
 }

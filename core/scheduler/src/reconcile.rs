@@ -20,6 +20,10 @@ pub(crate) struct Scheduler<'a> {
     plan: Plan,
     /// The earliest time a failed allocation may be rescheduled, for the delayed evaluation.
     next_reschedule: Option<UnixNanos>,
+    /// New placements this evaluation may still make.
+    budget: usize,
+    /// Placements were left for a follow-up evaluation (the budget ran out).
+    truncated: bool,
 }
 
 fn seed(id: &str) -> u64 {
@@ -43,6 +47,8 @@ impl<'a> Scheduler<'a> {
                 ..Default::default()
             },
             next_reschedule: None,
+            budget: opts.max_placements,
+            truncated: false,
         }
     }
 
@@ -69,6 +75,19 @@ impl<'a> Scheduler<'a> {
             }
             return;
         };
+        if job.is_parent() {
+            // A periodic or parameterized parent is never placed; only its children are.
+            for a in existing {
+                if !a.client_status.is_terminal() {
+                    self.stop(
+                        a,
+                        "alloc not needed: the job is a periodic or parameterized parent",
+                        None,
+                    );
+                }
+            }
+            return;
+        }
         for a in &existing {
             if job.group(&a.task_group).is_none() && !a.client_status.is_terminal() {
                 self.stop(
@@ -274,13 +293,27 @@ impl<'a> Scheduler<'a> {
                 to_place.push((index, Some(failed), tracker));
             }
         }
+        // Never more candidates than the evaluation may place: a huge count costs no more
+        // than the budget (the rest waits for the follow-up evaluation).
+        let mut more = false;
         for i in 0..group.count {
-            if !by_index.contains_key(&i) {
-                let previous = lost.iter().copied().find(|a| a.index() == i);
-                to_place.push((i, previous, Vec::new()));
+            if by_index.contains_key(&i) {
+                continue;
             }
+            if to_place.len() >= self.budget {
+                more = true;
+                break;
+            }
+            let previous = lost.iter().copied().find(|a| a.index() == i);
+            to_place.push((i, previous, Vec::new()));
         }
         to_place.sort_by_key(|(i, _, _)| *i);
+        if to_place.len() > self.budget {
+            to_place.truncate(self.budget);
+            more = true;
+        }
+        self.truncated |= more;
+        self.budget -= to_place.len();
         let mut failed = false;
         for (index, previous, tracker) in to_place {
             if failed {
@@ -386,6 +419,14 @@ impl<'a> Scheduler<'a> {
             let mut e = Evaluation::new(self.placer.new_id(), job, "alloc-failure");
             e.wait_until = at;
             e.previous_eval = self.eval.id.clone();
+            self.plan.new_evals.push(e);
+        }
+        if self.truncated && !blocks {
+            // The placement budget ran out: a follow-up evaluation places the rest.
+            let mut e = Evaluation::new(self.placer.new_id(), job, "queued-allocs");
+            e.previous_eval = self.eval.id.clone();
+            e.status_description =
+                "placing the allocations the previous evaluation's placement limit left".into();
             self.plan.new_evals.push(e);
         }
         if blocks {

@@ -678,3 +678,62 @@ fn globs() {
     assert!(glob_match("dc*", "dc1"));
     assert!(!glob_match("eu-*", "dc1"));
 }
+
+#[test]
+fn placements_per_evaluation_are_bounded_and_a_huge_count_costs_only_the_budget() {
+    let mut w = World::new(&[node("a", 100_000, 100_000)]);
+    let j = job(7, 10, 10);
+    let eval = Evaluation::new("budget-1".into(), &j, "job-register");
+    w.apply(Command::JobRegister {
+        job: Box::new(j.clone()),
+        eval: Some(eval.clone()),
+    });
+    let snap = w.store.snapshot();
+    let opts = Options {
+        max_placements: 3,
+        ..w.opts()
+    };
+    let plan = schedule(&snap, snap.eval("budget-1").unwrap(), &opts).unwrap();
+    assert_eq!(plan.allocs.len(), 3);
+    let follow: Vec<&Evaluation> = plan
+        .new_evals
+        .iter()
+        .filter(|e| e.status == EvalStatus::Pending)
+        .collect();
+    assert_eq!(follow.len(), 1, "{:?}", plan.new_evals);
+
+    // A count of four billion (as a restored snapshot may carry) on a full cluster: the
+    // reconciler stops at the budget instead of listing every index.
+    let mut w = World::new(&[node("a", 100, 100)]);
+    let huge = job(4_000_000_000, 1000, 1000);
+    let eval = Evaluation::new("huge-1".into(), &huge, "job-register");
+    w.apply(Command::JobRegister {
+        job: Box::new(huge),
+        eval: Some(eval),
+    });
+    let snap = w.store.snapshot();
+    let opts = Options {
+        max_placements: 1000,
+        ..w.opts()
+    };
+    let plan = schedule(&snap, snap.eval("huge-1").unwrap(), &opts).unwrap();
+    assert!(plan.allocs.is_empty());
+    assert_eq!(plan.failed["g"].coalesced_failures, 999);
+}
+
+#[test]
+fn periodic_and_parameterized_parents_are_not_placed() {
+    let mut w = World::new(&[node("a", 1000, 1000)]);
+    let mut j = job(2, 10, 10);
+    j.periodic = Some(drover_model::PeriodicConfig {
+        enabled: true,
+        spec: "* * * * *".into(),
+        ..Default::default()
+    });
+    let plan = w.register(j);
+    assert!(plan.allocs.is_empty(), "{plan:?}");
+    let mut j = job_of("dispatch", JobType::Batch, 1, 10, 10);
+    j.parameterized = Some(Default::default());
+    let plan = w.register(j);
+    assert!(plan.allocs.is_empty(), "{plan:?}");
+}

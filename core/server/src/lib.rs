@@ -37,7 +37,18 @@ pub struct ServerConfig {
     /// How old finished evaluations, dead jobs and down nodes must be before the leader
     /// deletes them (Nomad's `*_gc_threshold`s).
     pub gc: GcThresholds,
+    /// The largest `count` a task group may ask for; registering (or planning) a job above
+    /// it is refused (`server.job_max_count`).
+    pub job_max_count: u32,
+    /// New placements one evaluation makes at most; the rest follow in a follow-up
+    /// evaluation (`server.max_placements_per_eval`).
+    pub max_placements_per_eval: usize,
 }
+
+/// Default for [`ServerConfig::job_max_count`].
+pub const DEFAULT_JOB_MAX_COUNT: u32 = 10_000;
+/// Default for [`ServerConfig::max_placements_per_eval`].
+pub const DEFAULT_MAX_PLACEMENTS_PER_EVAL: usize = 1_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -47,6 +58,8 @@ impl Default for ServerConfig {
             algorithm: drover_scheduler::Algorithm::Binpack,
             dead_server_cleanup: None,
             gc: GcThresholds::default(),
+            job_max_count: DEFAULT_JOB_MAX_COUNT,
+            max_placements_per_eval: DEFAULT_MAX_PLACEMENTS_PER_EVAL,
         }
     }
 }
@@ -149,18 +162,45 @@ impl Server {
 
     /// Registers (or updates) a job and creates its evaluation.
     /// Returns (evaluation id, Raft index, job version).
+    /// A periodic or parameterized parent gets no evaluation (its evaluation id is empty):
+    /// it is never placed itself.
     pub async fn register_job(&self, job: Job) -> Result<(String, u64, u64), ServerError> {
-        let eval = Evaluation::new(new_id(), &job, "job-register");
-        let eval_id = eval.id.clone();
+        self.check_job(&job)?;
+        let eval = (!job.is_parent()).then(|| Evaluation::new(new_id(), &job, "job-register"));
+        let eval_id = eval.as_ref().map(|e| e.id.clone()).unwrap_or_default();
         let resp = self
             .inner
             .raft
             .write(Command::JobRegister {
                 job: Box::new(job),
-                eval: Some(eval),
+                eval,
             })
             .await?;
         Ok((eval_id, resp.index, resp.job_version.unwrap_or(0)))
+    }
+
+    /// What the server refuses to register or plan: task groups above `job_max_count`.
+    fn check_job(&self, job: &Job) -> Result<(), ServerError> {
+        let max = self.config().job_max_count;
+        for g in &job.groups {
+            if g.count > max {
+                return Err(ServerError::Invalid(format!(
+                    "task group {:?} asks for count = {}, above this server's limit of {max} (server.job_max_count)",
+                    g.name, g.count
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The scheduler's options on this server.
+    pub(crate) fn scheduler_options(&self) -> drover_scheduler::Options {
+        drover_scheduler::Options {
+            now: now_nanos(),
+            algorithm: self.config().algorithm,
+            max_placements: self.config().max_placements_per_eval,
+            ..Default::default()
+        }
     }
 
     /// Submits a plan to the plan applier, as a scheduler worker does (also the hook tests use
@@ -170,8 +210,17 @@ impl Server {
     }
 
     /// A dry run of registering `job`: the scheduler's plan against the current state, with
-    /// the job version it would replace. Nothing is written.
-    pub fn plan_job(&self, job: Job) -> Result<JobPlan, ServerError> {
+    /// the job version it would replace. Nothing is written. The scheduler runs on the
+    /// blocking pool, never on the async runtime.
+    pub async fn plan_job(&self, job: Job) -> Result<JobPlan, ServerError> {
+        self.check_job(&job)?;
+        let server = self.clone();
+        tokio::task::spawn_blocking(move || server.plan_job_blocking(job))
+            .await
+            .map_err(|e| ServerError::Invalid(format!("the plan failed: {e}")))?
+    }
+
+    fn plan_job_blocking(&self, job: Job) -> Result<JobPlan, ServerError> {
         let snap = self.store().snapshot();
         let previous = snap.job(&job.namespace, &job.id).cloned();
         let scratch = StateStore::from_snapshot(snap.clone());
@@ -193,11 +242,7 @@ impl Server {
             .eval(&eval.id)
             .cloned()
             .expect("the plan's evaluation was just applied");
-        let opts = drover_scheduler::Options {
-            now: now_nanos(),
-            algorithm: self.config().algorithm,
-            ..Default::default()
-        };
+        let opts = self.scheduler_options();
         let plan = drover_scheduler::schedule(&after, &eval, &opts)
             .map_err(|e| ServerError::Invalid(e.to_string()))?;
         Ok(JobPlan {

@@ -53,8 +53,62 @@ pub struct NodeStreamService {
 impl NodeStreamService {
     pub fn server(server: Server) -> NodeServiceServer<NodeStreamService> {
         NodeServiceServer::new(NodeStreamService { server })
-            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(MAX_CLIENT_MESSAGE)
             .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+/// The largest message a client may send (what a peer can make the server buffer before
+/// it has registered, too).
+pub const MAX_CLIENT_MESSAGE: usize = 16 * 1024 * 1024;
+/// How long a new stream may take to send its Register.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest Register (the fingerprinted node as JSON).
+pub const MAX_NODE_JSON: usize = 1024 * 1024;
+
+/// What a client's allocation update may carry into Raft: bounded before it is committed.
+pub mod report_limits {
+    /// The largest update (as JSON) accepted at all; a larger one is dropped.
+    pub const MAX_UPDATE_BYTES: usize = 1024 * 1024;
+    /// Events kept per task: the newest (Nomad keeps 10).
+    pub const MAX_EVENTS_PER_TASK: usize = 10;
+    /// Bytes kept of a free-text field (event messages, descriptions).
+    pub const MAX_TEXT: usize = 1024;
+    /// Bytes kept of an event's type.
+    pub const MAX_KIND: usize = 64;
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+fn cap_text(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+}
+
+/// Bounds what a client reports about an allocation before it enters Raft: only the tasks
+/// of the allocation's group, the newest events of each, free text cut to size.
+fn bound_update(up: &mut AllocClientUpdate, tasks: Option<&BTreeSet<String>>) {
+    use report_limits::*;
+    cap_text(&mut up.client_description, MAX_TEXT);
+    if let Some(tasks) = tasks {
+        up.task_states.retain(|name, _| tasks.contains(name));
+    }
+    for state in up.task_states.values_mut() {
+        if state.events.len() > MAX_EVENTS_PER_TASK {
+            let cut = state.events.len() - MAX_EVENTS_PER_TASK;
+            state.events.drain(..cut);
+        }
+        for e in &mut state.events {
+            cap_text(&mut e.kind, MAX_KIND);
+            cap_text(&mut e.message, MAX_TEXT);
+            cap_text(&mut e.display_message, MAX_TEXT);
+            cap_text(&mut e.download_error, MAX_TEXT);
+        }
     }
 }
 
@@ -270,15 +324,25 @@ impl NodeService for NodeStreamService {
             None => return Err(Status::unavailable("no cluster leader")),
         }
         let mut inbound = req.into_inner();
-        let first = inbound
-            .message()
-            .await?
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no Register within {REGISTER_TIMEOUT:?} of attaching"
+                ))
+            })??
             .ok_or_else(|| Status::invalid_argument("stream closed before Register"))?;
         let Some(client_message::Msg::Register(reg)) = first.msg else {
             return Err(Status::invalid_argument(
                 "the first message on the stream must be Register",
             ));
         };
+        if reg.node_json.len() > MAX_NODE_JSON {
+            return Err(Status::invalid_argument(format!(
+                "Register.node_json is {} bytes, above the limit of {MAX_NODE_JSON}",
+                reg.node_json.len()
+            )));
+        }
         let node: Node = serde_json::from_slice(&reg.node_json).map_err(|e| {
             Status::invalid_argument(format!("Register.node_json is not a valid node: {e}"))
         })?;
@@ -547,8 +611,16 @@ async fn handle_updates(
     let mut parsed = Vec::new();
     let mut acked = Vec::new();
     for u in updates {
+        if u.update_json.len() > report_limits::MAX_UPDATE_BYTES {
+            tracing::warn!(alloc_id = %u.alloc_id, bytes = u.update_json.len(), "allocation update above the size limit; dropped");
+            acked.push(AllocSeq {
+                alloc_id: u.alloc_id,
+                seq: u.seq,
+            });
+            continue;
+        }
         match serde_json::from_slice::<AllocClientUpdate>(&u.update_json) {
-            Ok(up)
+            Ok(mut up)
                 if snap
                     .alloc(&up.alloc_id)
                     .is_some_and(|a| a.node_id == node_id) =>
@@ -557,6 +629,12 @@ async fn handle_updates(
                     alloc_id: u.alloc_id.clone(),
                     seq: u.seq,
                 });
+                let tasks: Option<BTreeSet<String>> = snap.alloc(&up.alloc_id).and_then(|a| {
+                    let job = snap.job_version(&a.namespace, &a.job_id, a.job_version)?;
+                    let group = job.group(&a.task_group)?;
+                    Some(group.tasks.iter().map(|t| t.name.clone()).collect())
+                });
+                bound_update(&mut up, tasks.as_ref());
                 parsed.push(up);
             }
             Ok(up) => {

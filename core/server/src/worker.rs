@@ -45,12 +45,20 @@ async fn process(server: &Server, eval: &drover_model::Evaluation) -> bool {
         if current.status != EvalStatus::Pending {
             return true;
         }
-        let opts = drover_scheduler::Options {
-            now: crate::now_nanos(),
-            algorithm: server.config().algorithm,
-            ..Default::default()
+        let opts = server.scheduler_options();
+        // The scheduler is CPU work: it runs on the blocking pool, never on the runtime.
+        let scheduled = {
+            let (snap, current) = (snap.clone(), current.clone());
+            tokio::task::spawn_blocking(move || schedule(&snap, &current, &opts)).await
         };
-        let plan = match schedule(&snap, &current, &opts) {
+        let scheduled = match scheduled {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "the scheduler panicked");
+                return false;
+            }
+        };
+        let plan = match scheduled {
             Ok(p) => p,
             Err(e) => {
                 let mut failed = current.clone();

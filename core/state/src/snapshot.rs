@@ -308,6 +308,15 @@ impl StateSnapshot {
     /// A job's status as Nomad derives it: running while any allocation is, pending while
     /// evaluations or placements are outstanding, dead when stopped or finished.
     pub(crate) fn derive_job_status(&self, job: &Job) -> JobStatus {
+        // A periodic or parameterized parent runs nothing itself: it is "running" (waiting
+        // to launch children) until it is stopped, as in Nomad.
+        if job.is_parent() {
+            return if job.stop {
+                JobStatus::Dead
+            } else {
+                JobStatus::Running
+            };
+        }
         let mut any_alloc = false;
         for a in self.allocs_by_job(&job.namespace, &job.id) {
             any_alloc = true;

@@ -78,28 +78,11 @@ fn socket_dir() -> PathBuf {
     PathBuf::from("/tmp")
 }
 
-/// A short random hex string from the kernel's CSPRNG.
+/// A short random hex string (rand's thread generator, seeded by the OS).
 pub(crate) fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    let mut filled = 0;
-    while filled < bytes {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), bytes - filled, 0) };
-        if n <= 0 {
-            // Fall back to something unique enough: time and pid.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64
-                ^ u64::from(std::process::id()).rotate_left(32);
-            for (i, b) in buf.iter_mut().enumerate().skip(filled) {
-                *b = (t >> ((i % 8) * 8)) as u8;
-            }
-            break;
-        }
-        filled += n as usize;
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 struct Controller {

@@ -2,10 +2,11 @@
 //! policy, stops it when asked, and — when the driver plugin dies — reattaches to the task
 //! through its handle instead of starting it again.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use drover_model::{
     Allocation, Job, RestartMode, RestartPolicy, Task, TaskEvent, TaskLifecycle, TaskState,
+    now_nanos,
 };
 use drover_proto::driver::{
     DestroyTaskRequest, ExitResult, LogConfig, RecoverTaskRequest, Resources, SignalTaskRequest,
@@ -45,13 +46,6 @@ pub struct TaskCtx {
     /// The group's shutdown_delay (the task's own applies when longer).
     pub group_shutdown_delay: Duration,
     pub control: Option<mpsc::Receiver<Control>>,
-}
-
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64
 }
 
 pub fn event(kind: &str, message: &str) -> TaskEvent {

@@ -29,6 +29,15 @@ pub type Index = u64;
 /// leader's timestamp on the Raft entry, so applying an entry is deterministic.
 pub type UnixNanos = i64;
 
+/// The wall clock as Unix nanoseconds: the leader's time stamped on Raft entries, the
+/// scheduler's `now`, task event times. Never read inside Raft apply or the scheduler, which
+/// take the time they are given.
+pub fn now_nanos() -> UnixNanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// The namespace objects live in when none is given.
 pub const DEFAULT_NAMESPACE: &str = "default";
 

@@ -256,19 +256,9 @@ fn problem(launch: &PluginLaunch, problem: impl Into<String>, tail: &Tail) -> Ho
 }
 
 fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // SAFETY: buf is valid for `bytes` bytes.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), bytes, 0) };
-    if n != bytes as isize {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8;
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// Room the plugin needs after its directory: `/plugin-<pid>-<8 hex>.sock`.

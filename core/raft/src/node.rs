@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use drover_state::{Command, Entry, Response, StateStore};
 use openraft::ServerState;
@@ -201,13 +201,8 @@ fn prepare_dirs(data_dir: &std::path::Path, raft_dir: &std::path::Path) -> std::
 }
 
 fn rand_id() -> NodeId {
-    let mut b = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
     // Keep ids positive and readable; 0 is avoided.
-    (u64::from_le_bytes(b) >> 12).max(1)
+    (rand::random::<u64>() >> 12).max(1)
 }
 
 impl RaftNode {
@@ -542,10 +537,7 @@ fn batcher(raft: Raft) -> mpsc::Sender<Pending> {
 }
 
 async fn commit(raft: &Raft, mut batch: Vec<Pending>) {
-    let time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64;
+    let time = drover_model::now_nanos();
     let single = batch.len() == 1;
     let command = if single {
         batch[0].command.clone()

@@ -64,13 +64,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// The leader's clock as Unix nanoseconds (for Raft entries and the scheduler's `now`).
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64
-}
+pub use drover_model::now_nanos;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -225,10 +219,7 @@ impl Server {
         let previous = snap.job(&job.namespace, &job.id).cloned();
         let scratch = StateStore::from_snapshot(snap.clone());
         let eval = Evaluation::new(new_id(), &job, "job-plan");
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i64;
+        let time = now_nanos();
         let entry = drover_state::Entry {
             time,
             command: Command::JobRegister {

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -18,7 +18,7 @@ use super::isolate::init::{self, STAGE_ISOLATION};
 use super::rotate::RotatingLog;
 use super::{
     EXIT_FILE, LAUNCH_SPEC_VERSION, LOG_FILE, LaunchReport, LaunchSpec, SOCKET_FILE, SPEC_FILE,
-    TaskExit, cloexec_pipe, parse_signal, procfs, write_durably,
+    TaskExit, cloexec_pipe, now_nanos, parse_signal, procfs, write_durably,
 };
 
 /// The descriptor the launcher hands the shim for its report.
@@ -43,13 +43,6 @@ macro_rules! log {
             std::process::id(),
             format_args!($($arg)*));
     }};
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }
 
 fn last_err() -> io::Error {

@@ -27,7 +27,7 @@ mod tasks;
 
 use std::collections::BTreeMap;
 use std::fs::DirBuilder;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -56,6 +56,13 @@ pub const SOCKET_FILE: &str = "shim.sock";
 pub const EXIT_FILE: &str = "exit.json";
 pub const SPEC_FILE: &str = "spec.json";
 pub const LOG_FILE: &str = "shim.log";
+
+/// The wall clock as Unix nanoseconds (task start and exit times).
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
 
 /// How long [`launch`] waits for the shim to report.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -502,24 +509,9 @@ fn read_report(fd: OwnedFd, timeout: Duration) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// Writes `data` to `path` through a temporary file: write, fsync, rename, fsync the directory.
-pub(crate) fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
+/// Writes `data` to `path` atomically and durably (a private temporary file, fsync, rename,
+/// fsync the directory).
+pub(crate) use drover_durable::write_atomic as write_durably;
 
 /// Parses a signal name (`SIGTERM`, `TERM`, `term`) or number (`15`).
 pub fn parse_signal(s: &str) -> Option<i32> {

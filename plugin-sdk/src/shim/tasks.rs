@@ -49,12 +49,7 @@ fn internal(e: ShimError) -> DriverError {
     DriverError::Internal(e.to_string())
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
+use super::now_nanos;
 
 impl ShimTasks {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Task>> {

@@ -15,6 +15,7 @@ mod fingerprint;
 mod gc;
 mod logs;
 mod state;
+mod task_hooks;
 mod task_runner;
 mod template;
 

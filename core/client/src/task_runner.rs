@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::Client;
 use crate::env::{TaskDirs, interpolate, interpolate_json, task_env};
 use crate::state::LocalTask;
-use tracing::Instrument;
+use crate::task_hooks::{Action, HookError, TaskHook};
 
 /// Requests to a running task from `alloc restart` and `alloc signal`.
 pub enum Control {
@@ -65,28 +65,21 @@ enum Waited {
     Lost(String),
 }
 
-struct Runner {
-    ctx: TaskCtx,
+pub(crate) struct Runner {
+    pub(crate) ctx: TaskCtx,
     state: TaskState,
     handle: Option<TaskHandle>,
     restarts: Vec<Instant>,
     /// `alloc restart` asked for a restart that does not count against the policy.
     restart_requested: bool,
-    /// The artifacts are in place (fetched once, not again on restarts, as Nomad).
-    artifacts_fetched: bool,
-    /// What the `env = true` templates add to the task's environment.
-    template_env: std::collections::BTreeMap<String, String>,
-    /// The running task's template watcher and what it asks for.
-    template_watch: Option<(
-        tokio::task::AbortHandle,
-        mpsc::Receiver<crate::template::Change>,
-    )>,
-    /// Where the last render of the templates left off (for their watcher).
-    last_render: crate::template::LastRender,
+    /// The task's hooks (artifacts, templates), in order.
+    hooks: Vec<Box<dyn TaskHook>>,
+    /// What the hooks running beside the task ask of it (see [`Action`]).
+    hook_actions: Option<mpsc::Receiver<Action>>,
 }
 
 impl Runner {
-    async fn emit(&mut self, e: TaskEvent) {
+    pub(crate) async fn emit(&mut self, e: TaskEvent) {
         tracing::info!(event = %e.kind, message = %e.message, "task event");
         self.state.events.push(e);
         if self.state.events.len() > 20 {
@@ -121,7 +114,7 @@ impl Runner {
     }
 
     async fn finish(&mut self, failed: bool) {
-        self.unwatch_templates();
+        self.exited_hooks();
         self.state.state = TaskLifecycle::Dead;
         self.state.failed = failed;
         self.state.finished_at = now_nanos();
@@ -174,16 +167,21 @@ impl Runner {
             .collect()
     }
 
-    /// The task's environment: [`Self::base_env`], then what its `env = true` templates add.
-    fn env(&self) -> std::collections::BTreeMap<String, String> {
+    /// The task's environment: [`Self::base_env`], then what its hooks add (`env = true`
+    /// templates).
+    pub(crate) fn env(&self) -> std::collections::BTreeMap<String, String> {
         let mut env = self.base_env();
-        env.extend(self.template_env.clone());
+        for h in &self.hooks {
+            if let Some(add) = h.env() {
+                env.extend(add.clone());
+            }
+        }
         env
     }
 
     /// `NOMAD_*`/`DROVER_*`, then the task's own `env` block interpolated: what templates
     /// render with.
-    fn base_env(&self) -> std::collections::BTreeMap<String, String> {
+    pub(crate) fn base_env(&self) -> std::collections::BTreeMap<String, String> {
         let c = &self.ctx;
         let cfg = &c.client.inner.config;
         let host_ip = cfg
@@ -242,79 +240,38 @@ impl Runner {
         });
     }
 
-    /// Starts watching the data the task's templates read (replacing an earlier watcher).
-    fn watch_templates(&mut self) {
-        self.unwatch_templates();
-        if self.ctx.task.templates.is_empty() {
-            return;
-        }
-        let env = self.base_env();
-        let from = std::mem::take(&mut self.last_render);
-        let c = &self.ctx;
-        let (tx, rx) = mpsc::channel(4);
-        let watcher = tokio::spawn(
-            crate::template::watch(
-                c.client.clone(),
-                c.alloc.clone(),
-                c.task.clone(),
-                c.dirs.clone(),
-                env,
-                from,
-                tx,
-            )
-            .in_current_span(),
-        );
-        self.template_watch = Some((watcher.abort_handle(), rx));
-    }
-
-    fn unwatch_templates(&mut self) {
-        if let Some((watcher, _)) = self.template_watch.take() {
-            watcher.abort();
-        }
-    }
-
-    /// The template hook: renders the task's templates before each start. A variable a
-    /// template needs that does not exist yet keeps the task waiting (Nomad's behaviour),
-    /// reported once per change in a "Template" event. Err(None) when the task was stopped
-    /// meanwhile.
-    async fn render_templates(&mut self) -> Result<(), Option<String>> {
-        let mut reported = Vec::new();
-        loop {
-            let env = self.base_env();
-            // What the watcher later waits to change from (0 if it cannot be read now).
-            let c = &self.ctx;
-            let at = c.client.variables_index(&c.alloc.id, None);
-            self.last_render.index = tokio::time::timeout(Duration::from_secs(2), at)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(0);
-            let c = &self.ctx;
-            let rendered = crate::template::render_all(&c.client, &c.alloc, &c.task, &c.dirs, &env);
-            let mut stop = c.stop.clone();
-            let result = tokio::select! {
-                r = rendered => r,
-                _ = stop.wait_for(|s| s.is_some()) => return Err(None),
-            };
-            match result {
-                Ok(rendered) => {
-                    self.template_env = rendered.env;
-                    self.last_render.refresh = rendered.refresh;
-                    return Ok(());
-                }
-                Err(crate::template::TemplateFailure::Failed(e)) => return Err(Some(e)),
-                Err(crate::template::TemplateFailure::Missing(missing)) => {
-                    if missing != reported {
-                        let msg = format!("Missing: {}", missing.join(", "));
-                        self.emit(event("Template", &msg)).await;
-                        reported = missing;
-                    }
-                    if !self.sleep_unless_stopped(Duration::from_secs(2)).await {
-                        return Err(None);
-                    }
-                }
+    /// Runs every hook's prestart, in order; the first failure stops.
+    async fn prestart_hooks(&mut self) -> Result<(), HookError> {
+        let mut hooks = std::mem::take(&mut self.hooks);
+        let mut result = Ok(());
+        for h in hooks.iter_mut() {
+            result = h.prestart(self).await;
+            if result.is_err() {
+                break;
             }
         }
+        self.hooks = hooks;
+        result
+    }
+
+    /// Runs every hook's poststart: the task runs.
+    fn poststart_hooks(&mut self) {
+        self.exited_hooks();
+        let (tx, rx) = mpsc::channel(4);
+        let mut hooks = std::mem::take(&mut self.hooks);
+        for h in hooks.iter_mut() {
+            h.poststart(self, &tx);
+        }
+        self.hooks = hooks;
+        self.hook_actions = Some(rx);
+    }
+
+    /// Runs every hook's exited: the task no longer runs.
+    fn exited_hooks(&mut self) {
+        for h in self.hooks.iter_mut() {
+            h.exited();
+        }
+        self.hook_actions = None;
     }
 
     fn task_config(&self, attempt: u32) -> TaskConfig {
@@ -419,24 +376,24 @@ impl Runner {
             tokio::pin!(wait);
             let mut stop = self.ctx.stop.clone();
             let mut control = self.ctx.control.take();
-            let mut templates = self.template_watch.take();
+            let mut actions = self.hook_actions.take();
             let outcome = loop {
                 tokio::select! {
                     r = &mut wait => break r,
-                    Some(change) = async { match templates.as_mut() { Some((_, rx)) => rx.recv().await, None => std::future::pending().await } } => {
-                        match change {
-                            crate::template::Change::Signal(sig) => {
-                                self.emit(event("Signaling", &format!("Template re-rendered; sending signal {sig}"))).await;
-                                let req = SignalTaskRequest { task_id: task_id.clone(), signal: sig };
+                    Some(action) = async { match actions.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                        match action {
+                            Action::Signal { signal, why } => {
+                                self.emit(event("Signaling", &why)).await;
+                                let req = SignalTaskRequest { task_id: task_id.clone(), signal };
                                 if let Err(e) = driver.clone().signal_task(req).await {
-                                    tracing::warn!(error = %e.message(), "signalling the task for a re-rendered template failed");
+                                    tracing::warn!(error = %e.message(), "signalling the task for a hook failed");
                                 }
                             }
-                            crate::template::Change::Restart if !stop_sent => {
+                            Action::Restart { why } if !stop_sent => {
                                 stop_sent = true;
-                                self.stop_to_restart(&driver, &task_id, "Template with change_mode restart re-rendered").await;
+                                self.stop_to_restart(&driver, &task_id, &why).await;
                             }
-                            crate::template::Change::Restart => {}
+                            Action::Restart { .. } => {}
                         }
                     }
                     Some(c) = async { match control.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
@@ -475,7 +432,7 @@ impl Runner {
                 }
             };
             self.ctx.control = control;
-            self.template_watch = templates;
+            self.hook_actions = actions;
             match outcome {
                 Ok(r) => return Waited::Exited(r.into_inner().result.unwrap_or_default()),
                 Err(e) => {
@@ -534,7 +491,7 @@ impl Runner {
         true
     }
 
-    async fn sleep_unless_stopped(&mut self, d: Duration) -> bool {
+    pub(crate) async fn sleep_unless_stopped(&mut self, d: Duration) -> bool {
         let mut stop = self.ctx.stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(d) => self.stop_reason().is_none(),
@@ -578,37 +535,6 @@ impl Runner {
         Ok(())
     }
 
-    /// The artifacts hook: fetches the task's artifacts into its directory ("Downloading
-    /// Artifacts"). Err(None) when the task was stopped meanwhile.
-    async fn fetch_artifacts(&mut self) -> Result<(), Option<String>> {
-        self.emit(event(
-            "Downloading Artifacts",
-            "Client is downloading artifacts",
-        ))
-        .await;
-        let mut vars = self.env();
-        let c = &self.ctx;
-        if crate::artifact::needs_node(&c.task.artifacts) {
-            let node = c.client.node().await;
-            vars.extend(crate::artifact::node_vars(
-                &node,
-                &c.client.inner.config.region,
-            ));
-        }
-        let task_dir = std::path::PathBuf::from(&c.dirs.task_dir);
-        let fetch = crate::artifact::fetch_all(
-            &c.task.artifacts,
-            &task_dir,
-            &vars,
-            &c.client.inner.config.artifacts,
-        );
-        let mut stop = c.stop.clone();
-        tokio::select! {
-            r = fetch => r.map_err(|e| Some(e.to_string())),
-            _ = stop.wait_for(|s| s.is_some()) => Err(None),
-        }
-    }
-
     async fn destroy(&self) {
         let Some(h) = &self.handle else { return };
         let task_id = h.config.as_ref().map(|c| c.id.clone()).unwrap_or_default();
@@ -630,10 +556,8 @@ pub async fn run(ctx: TaskCtx) {
         handle: None,
         restarts: Vec::new(),
         restart_requested: false,
-        artifacts_fetched: false,
-        template_env: Default::default(),
-        template_watch: None,
-        last_render: Default::default(),
+        hooks: crate::task_hooks::for_task(&ctx.task),
+        hook_actions: None,
         ctx,
     };
     let mut resume = false;
@@ -671,7 +595,7 @@ pub async fn run(ctx: TaskCtx) {
             return;
         }
         tracing::info!("reattached to the task after an agent restart");
-        r.watch_templates();
+        r.poststart_hooks();
         r.emit(event(
             "Reattached",
             "task reattached after the agent restarted",
@@ -689,38 +613,21 @@ pub async fn run(ctx: TaskCtx) {
                 r.finish(false).await;
                 return;
             }
-            if !r.artifacts_fetched && !r.ctx.task.artifacts.is_empty() {
-                match r.fetch_artifacts().await {
-                    Ok(()) => r.artifacts_fetched = true,
-                    Err(None) => continue, // stopped: the check above ends the task
-                    Err(Some(e)) => {
-                        // Nomad treats it as a task failure the restart policy may retry.
-                        let mut ev = event("Failed Artifact Download", &e);
-                        ev.download_error = e;
-                        r.emit(ev).await;
-                        if r.may_restart("Failed Artifact Download").await {
-                            continue;
-                        }
-                        let failed = r.stop_reason().is_none();
-                        r.finish(failed).await;
-                        return;
+            match r.prestart_hooks().await {
+                Ok(()) => {}
+                Err(HookError::Stopped) => continue, // the check above ends the task
+                Err(HookError::Failed {
+                    event,
+                    restart_reason,
+                }) => {
+                    // Nomad treats it as a task failure the restart policy may retry.
+                    r.emit(event).await;
+                    if r.may_restart(restart_reason).await {
+                        continue;
                     }
-                }
-            }
-            if !r.ctx.task.templates.is_empty() {
-                match r.render_templates().await {
-                    Ok(()) => {}
-                    Err(None) => continue, // stopped: the check above ends the task
-                    Err(Some(e)) => {
-                        let msg = format!("prestart hook \"template\" failed: {e}");
-                        r.emit(event("Task hook failed", &msg)).await;
-                        if r.may_restart("Template failure").await {
-                            continue;
-                        }
-                        let failed = r.stop_reason().is_none();
-                        r.finish(failed).await;
-                        return;
-                    }
+                    let failed = r.stop_reason().is_none();
+                    r.finish(failed).await;
+                    return;
                 }
             }
             if let Err(e) = r.start().await {
@@ -733,12 +640,12 @@ pub async fn run(ctx: TaskCtx) {
                 r.finish(true).await;
                 return;
             }
-            r.watch_templates();
+            r.poststart_hooks();
         }
         resume = false;
         let waited = r.wait().await;
-        // The task is no longer running: nothing to re-render for until it starts again.
-        r.unwatch_templates();
+        // The task is no longer running: nothing to watch for until it starts again.
+        r.exited_hooks();
         let killed = r.stop_reason().is_some();
         match waited {
             Waited::Lost(msg) => {

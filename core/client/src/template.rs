@@ -28,6 +28,7 @@ use drover_template::{Functions, Options, Template, Value};
 use crate::Client;
 use crate::alloc_dir::AllocDir;
 use crate::env::{TaskDirs, interpolate};
+use crate::task_hooks::Action;
 
 /// Passes before a template that keeps discovering new reads is given up on.
 const MAX_PASSES: usize = 16;
@@ -305,16 +306,6 @@ pub(crate) struct LastRender {
     pub refresh: Option<Duration>,
 }
 
-/// What re-rendered templates ask of the running task (their `change_mode`).
-#[derive(Debug, PartialEq)]
-pub(crate) enum Change {
-    /// Restart the task (change_mode "restart", the default; also any `env = true`
-    /// template, since a running process cannot take new environment variables).
-    Restart,
-    /// Send the task this signal (change_mode "signal").
-    Signal(String),
-}
-
 /// While the task runs: waits for the variables its templates can read to change after
 /// `from.index` (a blocking read of the variables table), re-renders every template,
 /// rewrites the files whose text changed, and sends the task runner what their
@@ -328,7 +319,7 @@ pub(crate) async fn watch(
     dirs: TaskDirs,
     env: BTreeMap<String, String>,
     from: LastRender,
-    changes: tokio::sync::mpsc::Sender<Change>,
+    changes: tokio::sync::mpsc::Sender<Action>,
 ) {
     let mut index = from.index;
     tracing::debug!(?from, "watching the data the templates read");
@@ -403,10 +394,21 @@ pub(crate) async fn watch(
             continue;
         }
         tokio::time::sleep(jitter(splay)).await;
+        // What re-rendered templates ask of the running task (their `change_mode`): a restart
+        // ("restart", the default; also any `env = true` template, since a running process
+        // cannot take new environment variables), or signals ("signal").
         let wanted = if restart {
-            vec![Change::Restart]
+            vec![Action::Restart {
+                why: "Template with change_mode restart re-rendered".into(),
+            }]
         } else {
-            signals.into_iter().map(Change::Signal).collect()
+            signals
+                .into_iter()
+                .map(|signal| Action::Signal {
+                    why: format!("Template re-rendered; sending signal {signal}"),
+                    signal,
+                })
+                .collect()
         };
         for change in wanted {
             if changes.send(change).await.is_err() {

@@ -549,6 +549,16 @@ impl Runner {
     }
 }
 
+/// What the task runner does next.
+enum Next {
+    /// Start the task (again).
+    Start,
+    /// Wait for the running task.
+    Wait,
+    /// The task is done: its runner ends.
+    Done,
+}
+
 pub async fn run(ctx: TaskCtx) {
     let restored = ctx.restored.clone();
     let mut r = Runner {
@@ -573,10 +583,32 @@ pub async fn run(ctx: TaskCtx) {
             }
         }
     }
-    if resume {
-        // The agent restarted: hand the running task to the (new) plugin and wait again.
-        let handle = r.handle.clone().expect("resuming with a handle");
-        let recovered = match r.ctx.client.host().driver(&r.ctx.task.driver).await {
+    let mut next = if resume {
+        r.reattach().await
+    } else {
+        r.emit(event("Received", "Task received by client")).await;
+        r.emit(event("Task Setup", "Building Task Directory")).await;
+        Next::Start
+    };
+    loop {
+        next = match next {
+            Next::Start => r.start_once().await,
+            Next::Wait => {
+                let waited = r.wait().await;
+                // The task is no longer running: nothing to watch for until it starts again.
+                r.exited_hooks();
+                r.after_exit(waited).await
+            }
+            Next::Done => return,
+        };
+    }
+}
+
+impl Runner {
+    /// The agent restarted: hands the running task to the (new) plugin, to wait again.
+    async fn reattach(&mut self) -> Next {
+        let handle = self.handle.clone().expect("resuming with a handle");
+        let recovered = match self.ctx.client.host().driver(&self.ctx.task.driver).await {
             Ok(mut d) => d
                 .recover_task(RecoverTaskRequest {
                     handle: Some(handle),
@@ -586,122 +618,123 @@ pub async fn run(ctx: TaskCtx) {
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = recovered {
-            r.emit(event(
+            self.emit(event(
                 "Task Lost",
                 &format!("task could not be reattached after the agent restarted: {e}"),
             ))
             .await;
-            r.finish(true).await;
-            return;
+            self.finish(true).await;
+            return Next::Done;
         }
         tracing::info!("reattached to the task after an agent restart");
-        r.poststart_hooks();
-        r.emit(event(
+        self.poststart_hooks();
+        self.emit(event(
             "Reattached",
             "task reattached after the agent restarted",
         ))
         .await;
-    } else {
-        r.emit(event("Received", "Task received by client")).await;
-        r.emit(event("Task Setup", "Building Task Directory")).await;
+        Next::Wait
     }
-    loop {
-        if !resume {
-            if let Some(reason) = r.stop_reason() {
-                r.emit(event("Killed", &format!("Task not started: {reason}")))
-                    .await;
-                r.finish(false).await;
-                return;
-            }
-            match r.prestart_hooks().await {
-                Ok(()) => {}
-                Err(HookError::Stopped) => continue, // the check above ends the task
-                Err(HookError::Failed {
-                    event,
-                    restart_reason,
-                }) => {
-                    // Nomad treats it as a task failure the restart policy may retry.
-                    r.emit(event).await;
-                    if r.may_restart(restart_reason).await {
-                        continue;
-                    }
-                    let failed = r.stop_reason().is_none();
-                    r.finish(failed).await;
-                    return;
-                }
-            }
-            if let Err(e) = r.start().await {
-                let mut ev = event("Driver Failure", &e);
-                ev.fails_task = false;
-                r.emit(ev).await;
-                if r.may_restart("Driver failure").await {
-                    continue;
-                }
-                r.finish(true).await;
-                return;
-            }
-            r.poststart_hooks();
+
+    /// One attempt at starting the task: unless it was asked to stop, the prestart hooks,
+    /// the driver's StartTask, the poststart hooks; a failure goes to the restart policy.
+    async fn start_once(&mut self) -> Next {
+        if let Some(reason) = self.stop_reason() {
+            self.emit(event("Killed", &format!("Task not started: {reason}")))
+                .await;
+            self.finish(false).await;
+            return Next::Done;
         }
-        resume = false;
-        let waited = r.wait().await;
-        // The task is no longer running: nothing to watch for until it starts again.
-        r.exited_hooks();
-        let killed = r.stop_reason().is_some();
-        match waited {
+        match self.prestart_hooks().await {
+            Ok(()) => {}
+            Err(HookError::Stopped) => return Next::Start, // the check above ends the task
+            Err(HookError::Failed {
+                event,
+                restart_reason,
+            }) => {
+                // Nomad treats it as a task failure the restart policy may retry.
+                self.emit(event).await;
+                if self.may_restart(restart_reason).await {
+                    return Next::Start;
+                }
+                let failed = self.stop_reason().is_none();
+                self.finish(failed).await;
+                return Next::Done;
+            }
+        }
+        if let Err(e) = self.start().await {
+            let mut ev = event("Driver Failure", &e);
+            ev.fails_task = false;
+            self.emit(ev).await;
+            if self.may_restart("Driver failure").await {
+                return Next::Start;
+            }
+            self.finish(true).await;
+            return Next::Done;
+        }
+        self.poststart_hooks();
+        Next::Wait
+    }
+
+    /// What follows the task's exit: the end (killed, lost, done, out of restarts) or
+    /// another start.
+    async fn after_exit(&mut self, waited: Waited) -> Next {
+        let killed = self.stop_reason().is_some();
+        let res = match waited {
             Waited::Lost(msg) => {
-                r.emit(event("Task Lost", &msg)).await;
-                r.finish(true).await;
-                return;
+                self.emit(event("Task Lost", &msg)).await;
+                self.finish(true).await;
+                return Next::Done;
             }
-            Waited::Exited(res) => {
-                let mut ev = event(
-                    "Terminated",
-                    &format!(
-                        "Exit Code: {}{}{}",
-                        res.exit_code,
-                        if res.signal != 0 {
-                            format!(", Signal: {}", res.signal)
-                        } else {
-                            String::new()
-                        },
-                        if res.oom_killed { ", OOM Killed" } else { "" }
-                    ),
-                );
-                ev.exit_code = res.exit_code;
-                ev.signal = res.signal;
-                ev.oom_killed = res.oom_killed;
-                r.emit(ev).await;
-                r.destroy().await;
-                if killed {
-                    r.emit(event("Killed", "Task successfully killed")).await;
-                    r.finish(false).await;
-                    return;
-                }
-                if std::mem::take(&mut r.restart_requested) {
-                    // A user's (or a template's) restart does not count against the
-                    // restart policy.
-                    r.state.restarts += 1;
-                    r.emit(event("Restarting", "Task restarting as requested"))
-                        .await;
-                    continue;
-                }
-                let success = res.exit_code == 0 && res.signal == 0;
-                if success && r.ctx.job.job_type.runs_to_completion() {
-                    r.finish(false).await;
-                    return;
-                }
-                let why = if success {
-                    "Task exited".to_string()
+            Waited::Exited(res) => res,
+        };
+        let mut ev = event(
+            "Terminated",
+            &format!(
+                "Exit Code: {}{}{}",
+                res.exit_code,
+                if res.signal != 0 {
+                    format!(", Signal: {}", res.signal)
                 } else {
-                    format!("Task exited with code {}", res.exit_code)
-                };
-                if !r.may_restart(&why).await {
-                    // Stopped while waiting to restart is a kill, not a failure.
-                    let failed = r.stop_reason().is_none();
-                    r.finish(failed).await;
-                    return;
-                }
-            }
+                    String::new()
+                },
+                if res.oom_killed { ", OOM Killed" } else { "" }
+            ),
+        );
+        ev.exit_code = res.exit_code;
+        ev.signal = res.signal;
+        ev.oom_killed = res.oom_killed;
+        self.emit(ev).await;
+        self.destroy().await;
+        if killed {
+            self.emit(event("Killed", "Task successfully killed")).await;
+            self.finish(false).await;
+            return Next::Done;
+        }
+        if std::mem::take(&mut self.restart_requested) {
+            // A user's (or a template's) restart does not count against the restart policy.
+            self.state.restarts += 1;
+            self.emit(event("Restarting", "Task restarting as requested"))
+                .await;
+            return Next::Start;
+        }
+        let success = res.exit_code == 0 && res.signal == 0;
+        if success && self.ctx.job.job_type.runs_to_completion() {
+            self.finish(false).await;
+            return Next::Done;
+        }
+        let why = if success {
+            "Task exited".to_string()
+        } else {
+            format!("Task exited with code {}", res.exit_code)
+        };
+        if self.may_restart(&why).await {
+            Next::Start
+        } else {
+            // Stopped while waiting to restart is a kill, not a failure.
+            let failed = self.stop_reason().is_none();
+            self.finish(failed).await;
+            Next::Done
         }
     }
 }

@@ -60,7 +60,19 @@ pub async fn stream(
     }
     let plain = flag("plain");
     let file = format!("alloc/logs/{task}.{kind}");
-    let mut offset_acc: u64 = 0;
+    Ok(relay(first, rx, (!plain).then_some(file)))
+}
+
+use futures::StreamExt;
+
+/// Relays a client session's chunks as they arrive (the first one already received): raw,
+/// or as Nomad's frames (`{"Data": base64, "File": file, "Offset": ...}`, one per line) when
+/// `framed_as` names the file. An error from the client ends the body with it.
+fn relay(
+    first: Option<Result<Vec<u8>, String>>,
+    rx: drover_server::LogsSession,
+    framed_as: Option<String>,
+) -> Response {
     let chunks = futures::stream::unfold((first, rx, false), |(first, mut rx, done)| async move {
         if done {
             return None;
@@ -75,23 +87,22 @@ pub async fn stream(
             Some(Err(e)) => Some((Err(std::io::Error::other(e)), (None, rx, true))),
         }
     });
-    let frames = chunks.map(move |r: Result<Vec<u8>, std::io::Error>| {
+    let mut offset: u64 = 0;
+    let body = chunks.map(move |r: Result<Vec<u8>, std::io::Error>| {
         r.map(|data| {
-            if plain {
+            let Some(file) = &framed_as else {
                 return Bytes::from(data);
-            }
-            offset_acc += data.len() as u64;
+            };
+            offset += data.len() as u64;
             let frame =
-                serde_json::json!({ "Data": base64(&data), "File": file, "Offset": offset_acc });
+                serde_json::json!({ "Data": base64(&data), "File": file, "Offset": offset });
             let mut v = serde_json::to_vec(&frame).expect("frame serializes");
             v.push(b'\n');
             Bytes::from(v)
         })
     });
-    Ok(Body::from_stream(frames).into_response())
+    Body::from_stream(body).into_response()
 }
-
-use futures::StreamExt;
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -186,36 +197,8 @@ pub async fn fs(
         })?;
         return Ok(axum::Json(v).into_response());
     }
-    let chunks = futures::stream::unfold((first, rx, false), |(first, mut rx, done)| async move {
-        if done {
-            return None;
-        }
-        let next = match first {
-            Some(x) => Some(x),
-            None => rx.recv().await,
-        };
-        match next {
-            None => None,
-            Some(Ok(data)) => Some((Ok(data), (None, rx, false))),
-            Some(Err(e)) => Some((Err(std::io::Error::other(e)), (None, rx, true))),
-        }
-    });
     let framed = op == "stream" && !flag("plain");
-    let mut offset_acc: u64 = 0;
-    let body = chunks.map(move |r: Result<Vec<u8>, std::io::Error>| {
-        r.map(|data| {
-            if !framed {
-                return Bytes::from(data);
-            }
-            offset_acc += data.len() as u64;
-            let frame =
-                serde_json::json!({ "Data": base64(&data), "File": path, "Offset": offset_acc });
-            let mut v = serde_json::to_vec(&frame).expect("frame serializes");
-            v.push(b'\n');
-            Bytes::from(v)
-        })
-    });
-    Ok(Body::from_stream(body).into_response())
+    Ok(relay(first, rx, framed.then_some(path)))
 }
 
 #[cfg(test)]

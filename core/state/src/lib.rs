@@ -6,6 +6,7 @@
 //! their own and never block writers.
 #![deny(clippy::disallowed_types)]
 
+mod apply;
 mod command;
 mod events;
 mod snapshot;

@@ -1,0 +1,54 @@
+//! Registering nodes and recording their status.
+
+use std::sync::Arc;
+
+use drover_model::{Evaluation, Node, NodeStatus};
+
+use super::{Apply, touch, upsert_eval};
+use crate::{Event, Table};
+
+/// Registers a node, or registers it again (keeping its create index).
+pub(super) fn register(cx: &mut Apply, node: &Node) {
+    let (s, index, time) = (&mut *cx.s, cx.index, cx.time);
+    let mut node = node.clone();
+    match s.nodes.get(&node.id) {
+        Some(old) => node.create_index = old.create_index,
+        None => node.create_index = index,
+    }
+    node.modify_index = index;
+    node.status_updated_at = time;
+    let node = Arc::new(node);
+    cx.events
+        .push(Event::node(index, "NodeRegistration", &node));
+    s.nodes.insert(node.id.clone(), node);
+    touch(s, Table::Nodes, index);
+}
+
+/// Records a node's new status, and the evaluations it causes; an unknown node is an error.
+pub(super) fn update_status(
+    cx: &mut Apply,
+    node_id: &str,
+    status: NodeStatus,
+    description: &str,
+    evals: &[Evaluation],
+) {
+    let (s, index, time) = (&mut *cx.s, cx.index, cx.time);
+    let Some(node) = s.nodes.get(node_id).map(|n| (**n).clone()) else {
+        cx.resp.error = Some(format!("node {node_id} not found"));
+        return;
+    };
+    let mut node = node;
+    node.status = status;
+    node.status_description = description.to_string();
+    node.status_updated_at = time;
+    node.modify_index = index;
+    let node = Arc::new(node);
+    cx.events.push(Event::node(index, "NodeEvent", &node));
+    s.nodes.insert(node_id.to_string(), node);
+    touch(s, Table::Nodes, index);
+    for e in evals {
+        upsert_eval(s, index, time, e.clone(), cx.events);
+        cx.touched_jobs
+            .push((e.namespace.clone(), e.job_id.clone()));
+    }
+}

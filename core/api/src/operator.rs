@@ -37,6 +37,25 @@ pub struct BackupMeta {
     pub tables: BTreeMap<String, usize>,
 }
 
+impl BackupMeta {
+    /// Whether this is a backup file this Drover reads.
+    pub fn check(&self) -> Result<(), String> {
+        if self.format != BACKUP_FORMAT {
+            return Err(format!(
+                "not a Drover snapshot file: format is {:?}, expected {BACKUP_FORMAT:?}",
+                self.format
+            ));
+        }
+        if self.version != 1 {
+            return Err(format!(
+                "snapshot format version {} is not supported (this Drover reads version 1)",
+                self.version
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub const BACKUP_FORMAT: &str = "drover-snapshot";
 
 /// Snapshot saves run one at a time.
@@ -109,18 +128,7 @@ pub async fn snapshot_save(
 pub fn decode_backup(bytes: &[u8]) -> Result<BackupFile, String> {
     let file: BackupFile = serde_json::from_slice(bytes)
         .map_err(|e| format!("not a Drover snapshot file (expected its JSON): {e}"))?;
-    if file.meta.format != BACKUP_FORMAT {
-        return Err(format!(
-            "not a Drover snapshot file: format is {:?}, expected {BACKUP_FORMAT:?}",
-            file.meta.format
-        ));
-    }
-    if file.meta.version != 1 {
-        return Err(format!(
-            "snapshot format version {} is not supported (this Drover reads version 1)",
-            file.meta.version
-        ));
-    }
+    file.meta.check()?;
     drover_state::StateSnapshot::from_value(file.state.clone())
         .map_err(|e| format!("the snapshot's state is not valid: {e}"))?;
     Ok(file)
@@ -185,18 +193,7 @@ fn read_staged(path: &std::path::Path) -> Result<BackupIn, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file: BackupIn = serde_json::from_reader(std::io::BufReader::new(f))
         .map_err(|e| format!("not a valid Drover snapshot file: {e}"))?;
-    if file.meta.format != BACKUP_FORMAT {
-        return Err(format!(
-            "not a Drover snapshot file: format is {:?}, expected {BACKUP_FORMAT:?}",
-            file.meta.format
-        ));
-    }
-    if file.meta.version != 1 {
-        return Err(format!(
-            "snapshot format version {} is not supported (this Drover reads version 1)",
-            file.meta.version
-        ));
-    }
+    file.meta.check()?;
     Ok(file)
 }
 

@@ -325,16 +325,19 @@ impl LogStore {
                 },
             )
         };
+        let warn_torn = |valid: usize| {
+            tracing::warn!(
+                path = %path.display(),
+                offset = valid,
+                dropped = buf.len() - valid,
+                "raft log had a torn final record (crash mid-append); cutting it off"
+            );
+        };
         let mut log = Log::default();
         if buf.starts_with(MAGIC) {
             let d = decode_all(&buf, MAGIC.len()).map_err(corrupt)?;
             if d.valid < buf.len() {
-                tracing::warn!(
-                    path = %path.display(),
-                    offset = d.valid,
-                    dropped = buf.len() - d.valid,
-                    "raft log had a torn final record (crash mid-append); cutting it off"
-                );
+                warn_torn(d.valid);
                 file.truncate(d.valid as u64)?;
             }
             for r in d.records {
@@ -346,12 +349,7 @@ impl LogStore {
         } else {
             let d = decode_legacy(&buf).map_err(corrupt)?;
             if d.valid < buf.len() {
-                tracing::warn!(
-                    path = %path.display(),
-                    offset = d.valid,
-                    dropped = buf.len() - d.valid,
-                    "raft log had a torn final record (crash mid-append); cutting it off"
-                );
+                warn_torn(d.valid);
             }
             for r in d.records {
                 log.apply(r);

@@ -18,7 +18,7 @@ use super::isolate::init::{self, STAGE_ISOLATION};
 use super::rotate::RotatingLog;
 use super::{
     EXIT_FILE, LAUNCH_SPEC_VERSION, LOG_FILE, LaunchReport, LaunchSpec, SOCKET_FILE, SPEC_FILE,
-    TaskExit, cloexec_pipe, now_nanos, parse_signal, procfs, write_durably,
+    TaskExit, cloexec_pipe, now_nanos, parse_signal, procfs, write_atomic,
 };
 
 /// The descriptor the launcher hands the shim for its report.
@@ -770,7 +770,7 @@ impl Shim {
             "exited_at_unix_nanos": now_nanos(),
         });
         let path = self.dir.join(EXIT_FILE);
-        if let Err(e) = write_durably(&path, record.to_string().as_bytes()) {
+        if let Err(e) = write_atomic(&path, record.to_string().as_bytes()) {
             log!("cannot write {}: {e}", path.display());
         }
         self.exit = Some(exit.clone());

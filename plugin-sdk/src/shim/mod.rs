@@ -511,7 +511,7 @@ fn read_report(fd: OwnedFd, timeout: Duration) -> std::io::Result<Vec<u8>> {
 
 /// Writes `data` to `path` atomically and durably (a private temporary file, fsync, rename,
 /// fsync the directory).
-pub(crate) use drover_durable::write_atomic as write_durably;
+pub(crate) use drover_durable::write_atomic;
 
 /// Parses a signal name (`SIGTERM`, `TERM`, `term`) or number (`15`).
 pub fn parse_signal(s: &str) -> Option<i32> {
@@ -584,8 +584,8 @@ mod tests {
     fn durable_write_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("exit.json");
-        write_durably(&p, b"one").unwrap();
-        write_durably(&p, b"two").unwrap();
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert!(!dir.path().join("exit.json.tmp").exists());
     }

@@ -994,6 +994,163 @@ impl AgentConfig {
                 "data_dir is required (set data_dir in the config file, -data-dir, or use -dev)"
             ),
         };
+        let net = Listeners::check(&f, dev)?;
+        let server_block = f.server.clone().unwrap_or_default();
+        let client_block = f.client.clone().unwrap_or_default();
+        let server = server_block.enabled.unwrap_or(dev);
+        let client = client_block.enabled.unwrap_or(dev);
+        if !server && !client {
+            bail!(
+                "neither server nor client is enabled: set server {{ enabled = true }} and/or client {{ enabled = true }}, or use -dev"
+            );
+        }
+        let join = server_block.server_join.clone().unwrap_or_default();
+        let retry_join = retry_join(&join, server, server_block.bootstrap_expect.unwrap_or(1))?;
+        let servers = client_servers(
+            &client_block,
+            server,
+            client,
+            &net.advertise_rpc,
+            &retry_join,
+        )?;
+        for w in f.warnings() {
+            tracing::warn!("{w}");
+        }
+        let mut plugins = f.plugin.clone();
+        if dev {
+            // Like Nomad's -dev: raw_exec is enabled.
+            let p = plugins.entry("raw_exec".into()).or_default();
+            p.config
+                .get_or_insert_with(Default::default)
+                .entry("enabled")
+                .or_insert(serde_json::Value::Bool(true));
+        }
+        let mut cfg = AgentConfig {
+            bootstrap_expect: server_block.bootstrap_expect.unwrap_or(1),
+            retry_join,
+            retry_interval: duration_or(
+                &join.retry_interval,
+                "server.server_join.retry_interval",
+                "15s",
+                std::time::Duration::from_secs(1),
+            )?,
+            retry_max: join.retry_max.unwrap_or(0),
+            dead_server_cleanup: Some(duration_or(
+                &server_block.dead_server_cleanup,
+                "server.dead_server_cleanup",
+                "5m",
+                std::time::Duration::from_secs(600),
+            )?)
+            .filter(|d| !d.is_zero()),
+            gc: gc_thresholds(&server_block)?,
+            leave_on_terminate: f.leave_on_terminate.unwrap_or(false),
+            leave_on_interrupt: f.leave_on_interrupt.unwrap_or(false),
+            gc_max_allocs: client_block.gc_max_allocs.unwrap_or(50),
+            gc_disk_usage_threshold: client_block.gc_disk_usage_threshold.unwrap_or(80.0),
+            artifacts: client_block
+                .artifact
+                .clone()
+                .unwrap_or_default()
+                .resolve()?,
+            dynamic_ports: (20000, 32000),
+            num_schedulers: server_block.num_schedulers.unwrap_or(4).max(1) as usize,
+            job_max_count: server_block
+                .job_max_count
+                .unwrap_or(drover_server::DEFAULT_JOB_MAX_COUNT),
+            max_placements_per_eval: server_block
+                .max_placements_per_eval
+                .unwrap_or(drover_server::DEFAULT_MAX_PLACEMENTS_PER_EVAL)
+                .max(1),
+            scheduler_algorithm: scheduler_algorithm(&server_block)?,
+            raft_snapshot_threshold: server_block
+                .raft_snapshot_threshold
+                .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_SNAPSHOT_THRESHOLD)
+                .max(1),
+            raft_trailing_logs: server_block
+                .raft_trailing_logs
+                .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_TRAILING_LOGS),
+            reserved: drover_model::NodeResources::default(),
+            host_volumes: BTreeMap::new(),
+            dev,
+            name: f.name.clone().unwrap_or(host),
+            region: f.region.clone().unwrap_or_else(|| "global".into()),
+            datacenter: f.datacenter.clone().unwrap_or_else(|| "dc1".into()),
+            data_dir,
+            http_port: net.http_port,
+            rpc_port: net.rpc_port,
+            advertise_http: net.advertise_http,
+            http_bind: net.http_bind,
+            rpc_bind: net.rpc_bind,
+            advertise_rpc: net.advertise_rpc,
+            server,
+            client,
+            servers,
+            node_class: client_block.node_class.clone().unwrap_or_default(),
+            meta: client_block.meta.clone().unwrap_or_default(),
+            plugins,
+            plugin_dir: f.plugin_dir.as_ref().map(PathBuf::from),
+            heartbeat_ttl: duration_or(
+                &server_block.heartbeat_grace,
+                "server.heartbeat_grace",
+                "10s",
+                std::time::Duration::from_secs(10),
+            )?,
+        };
+        cfg.offer_client_resources(&client_block)?;
+        Ok(cfg)
+    }
+
+    /// What the client offers jobs and keeps back: reserved resources, host volumes and the
+    /// dynamic port range.
+    fn offer_client_resources(&mut self, client_block: &ClientBlock) -> anyhow::Result<()> {
+        let r = client_block.reserved.clone().unwrap_or_default();
+        self.reserved = drover_model::NodeResources {
+            cpu: r.cpu.unwrap_or(0),
+            memory_mb: r.memory.unwrap_or(0),
+            disk_mb: r.disk.unwrap_or(0),
+        };
+        self.host_volumes = client_block
+            .host_volume
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    drover_model::HostVolume {
+                        path: v.path.clone(),
+                        read_only: v.read_only.unwrap_or(false),
+                    },
+                )
+            })
+            .collect();
+        self.dynamic_ports = (
+            client_block.min_dynamic_port.unwrap_or(20000),
+            client_block.max_dynamic_port.unwrap_or(32000),
+        );
+        if self.dynamic_ports.0 > self.dynamic_ports.1 {
+            bail!(
+                "client.min_dynamic_port {} is above client.max_dynamic_port {}",
+                self.dynamic_ports.0,
+                self.dynamic_ports.1
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where the HTTP API and RPC listen and what they advertise: `bind_addr`, overridden per
+/// listener by `addresses { http rpc }`, `ports`, and `advertise` (the bind address, or
+/// 127.0.0.1 when binding every address).
+struct Listeners {
+    http_bind: String,
+    rpc_bind: String,
+    http_port: u16,
+    rpc_port: u16,
+    advertise_http: String,
+    advertise_rpc: String,
+}
+
+impl Listeners {
+    fn check(f: &FileConfig, dev: bool) -> anyhow::Result<Listeners> {
         let bind_addr = f.bind_addr.clone().unwrap_or_else(|| {
             if dev {
                 "127.0.0.1".into()
@@ -1032,206 +1189,128 @@ impl AgentConfig {
             Some(a) => format!("{a}:{port}"),
             None => format!("{}:{port}", adv_default(bind)),
         };
-        let server_block = f.server.clone().unwrap_or_default();
-        let client_block = f.client.clone().unwrap_or_default();
-        let server = server_block.enabled.unwrap_or(dev);
-        let client = client_block.enabled.unwrap_or(dev);
-        if !server && !client {
-            bail!(
-                "neither server nor client is enabled: set server {{ enabled = true }} and/or client {{ enabled = true }}, or use -dev"
-            );
-        }
-        let bootstrap_expect = server_block.bootstrap_expect.unwrap_or(1);
-        let advertise_rpc = with_port(advertise.rpc, rpc_port, &rpc_bind);
-        let join = server_block.server_join.clone().unwrap_or_default();
-        let retry_join: Vec<String> = join
-            .retry_join
-            .iter()
-            .chain(join.start_join.iter())
-            .flatten()
-            .map(|a| rpc_address(a, "server.server_join.retry_join"))
-            .collect::<anyhow::Result<_>>()?;
-        if server && bootstrap_expect > 1 && retry_join.is_empty() {
-            bail!(
-                "server.bootstrap_expect = {bootstrap_expect} needs the other servers' addresses: set server {{ server_join {{ retry_join = [\"host:4647\", ...] }} }}"
-            );
-        }
-        let retry_interval = match &join.retry_interval {
-            None => std::time::Duration::from_secs(1),
-            Some(s) => drover_jobspec::parse_duration(s).with_context(|| {
-                format!("server.server_join.retry_interval {s:?} is not a duration like \"15s\"")
-            })?,
-        };
-        let dead_server_cleanup = match &server_block.dead_server_cleanup {
-            None => Some(std::time::Duration::from_secs(600)),
-            Some(s) => Some(drover_jobspec::parse_duration(s).with_context(|| {
-                format!("server.dead_server_cleanup {s:?} is not a duration like \"5m\"")
-            })?)
-            .filter(|d| !d.is_zero()),
-        };
-        let threshold = |value: &Option<String>, key: &str, default: std::time::Duration| {
-            value.as_deref().map_or(Ok(default), |s| {
-                drover_jobspec::parse_duration(s)
-                    .with_context(|| format!("server.{key} {s:?} is not a duration like \"1h\""))
-            })
-        };
-        let defaults = drover_server::GcThresholds::default();
-        let gc = drover_server::GcThresholds {
-            eval: threshold(
-                &server_block.eval_gc_threshold,
-                "eval_gc_threshold",
-                defaults.eval,
-            )?,
-            batch_eval: threshold(
-                &server_block.batch_eval_gc_threshold,
-                "batch_eval_gc_threshold",
-                defaults.batch_eval,
-            )?,
-            job: threshold(
-                &server_block.job_gc_threshold,
-                "job_gc_threshold",
-                defaults.job,
-            )?,
-            node: threshold(
-                &server_block.node_gc_threshold,
-                "node_gc_threshold",
-                defaults.node,
-            )?,
-        };
-        let client_join = client_block.server_join.clone().unwrap_or_default();
-        let mut servers: Vec<String> = client_block
-            .servers
-            .iter()
-            .chain(client_join.retry_join.iter())
-            .chain(client_join.start_join.iter())
-            .flatten()
-            .map(|a| rpc_address(a, "client.servers"))
-            .collect::<anyhow::Result<_>>()?;
-        if servers.is_empty() && server {
-            servers.push(advertise_rpc.clone());
-            servers.extend(retry_join.iter().cloned());
-        }
-        if client && servers.is_empty() {
-            bail!(
-                "client.servers is empty: a client-only agent needs at least one server address (host:4647)"
-            );
-        }
-        servers.dedup();
-        for w in f.warnings() {
-            tracing::warn!("{w}");
-        }
-        let mut plugins = f.plugin.clone();
-        if dev {
-            // Like Nomad's -dev: raw_exec is enabled.
-            let p = plugins.entry("raw_exec".into()).or_default();
-            p.config
-                .get_or_insert_with(Default::default)
-                .entry("enabled")
-                .or_insert(serde_json::Value::Bool(true));
-        }
-        let heartbeat_ttl = match &server_block.heartbeat_grace {
-            None => std::time::Duration::from_secs(10),
-            Some(s) => drover_jobspec::parse_duration(s).with_context(|| {
-                format!("server.heartbeat_grace {s:?} is not a duration like \"10s\"")
-            })?,
-        };
-        let r = client_block.reserved.clone().unwrap_or_default();
-        let reserved = drover_model::NodeResources {
-            cpu: r.cpu.unwrap_or(0),
-            memory_mb: r.memory.unwrap_or(0),
-            disk_mb: r.disk.unwrap_or(0),
-        };
-        let host_volumes = client_block
-            .host_volume
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    drover_model::HostVolume {
-                        path: v.path.clone(),
-                        read_only: v.read_only.unwrap_or(false),
-                    },
-                )
-            })
-            .collect();
-        let sched = server_block
-            .default_scheduler_config
-            .clone()
-            .unwrap_or_default();
-        let scheduler_algorithm = match sched.scheduler_algorithm.as_deref() {
-            None | Some("binpack") => drover_scheduler::Algorithm::Binpack,
-            Some("spread") => drover_scheduler::Algorithm::Spread,
-            Some(o) => bail!(
-                "server.default_scheduler_config.scheduler_algorithm {o:?} is not binpack or spread"
-            ),
-        };
-        let dynamic_ports = (
-            client_block.min_dynamic_port.unwrap_or(20000),
-            client_block.max_dynamic_port.unwrap_or(32000),
-        );
-        if dynamic_ports.0 > dynamic_ports.1 {
-            bail!(
-                "client.min_dynamic_port {} is above client.max_dynamic_port {}",
-                dynamic_ports.0,
-                dynamic_ports.1
-            );
-        }
-        Ok(AgentConfig {
-            bootstrap_expect,
-            retry_join,
-            retry_interval,
-            retry_max: join.retry_max.unwrap_or(0),
-            dead_server_cleanup,
-            gc,
-            leave_on_terminate: f.leave_on_terminate.unwrap_or(false),
-            leave_on_interrupt: f.leave_on_interrupt.unwrap_or(false),
-            gc_max_allocs: client_block.gc_max_allocs.unwrap_or(50),
-            gc_disk_usage_threshold: client_block.gc_disk_usage_threshold.unwrap_or(80.0),
-            artifacts: client_block
-                .artifact
-                .clone()
-                .unwrap_or_default()
-                .resolve()?,
-            dynamic_ports,
-            num_schedulers: server_block.num_schedulers.unwrap_or(4).max(1) as usize,
-            job_max_count: server_block
-                .job_max_count
-                .unwrap_or(drover_server::DEFAULT_JOB_MAX_COUNT),
-            max_placements_per_eval: server_block
-                .max_placements_per_eval
-                .unwrap_or(drover_server::DEFAULT_MAX_PLACEMENTS_PER_EVAL)
-                .max(1),
-            scheduler_algorithm,
-            raft_snapshot_threshold: server_block
-                .raft_snapshot_threshold
-                .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_SNAPSHOT_THRESHOLD)
-                .max(1),
-            raft_trailing_logs: server_block
-                .raft_trailing_logs
-                .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_TRAILING_LOGS),
-            reserved,
-            host_volumes,
-            dev,
-            name: f.name.clone().unwrap_or(host),
-            region: f.region.clone().unwrap_or_else(|| "global".into()),
-            datacenter: f.datacenter.clone().unwrap_or_else(|| "dc1".into()),
-            data_dir,
-            http_port,
-            rpc_port,
+        Ok(Listeners {
             advertise_http: with_port(advertise.http, http_port, &http_bind),
+            advertise_rpc: with_port(advertise.rpc, rpc_port, &rpc_bind),
             http_bind,
             rpc_bind,
-            advertise_rpc,
-            server,
-            client,
-            servers,
-            node_class: client_block.node_class.clone().unwrap_or_default(),
-            meta: client_block.meta.clone().unwrap_or_default(),
-            plugins,
-            plugin_dir: f.plugin_dir.as_ref().map(PathBuf::from),
-            heartbeat_ttl,
+            http_port,
+            rpc_port,
         })
     }
+}
+
+/// A duration setting (`"15s"`, `"1h"`), or `default` when it is not set.
+fn duration_or(
+    value: &Option<String>,
+    key: &str,
+    example: &str,
+    default: std::time::Duration,
+) -> anyhow::Result<std::time::Duration> {
+    match value {
+        None => Ok(default),
+        Some(s) => drover_jobspec::parse_duration(s)
+            .with_context(|| format!("{key} {s:?} is not a duration like \"{example}\"")),
+    }
+}
+
+/// The other servers a server joins (`server_join { retry_join start_join }`), which a
+/// server expecting more than itself must have.
+fn retry_join(
+    join: &ServerJoin,
+    server: bool,
+    bootstrap_expect: u32,
+) -> anyhow::Result<Vec<String>> {
+    let retry_join: Vec<String> = join
+        .retry_join
+        .iter()
+        .chain(join.start_join.iter())
+        .flatten()
+        .map(|a| rpc_address(a, "server.server_join.retry_join"))
+        .collect::<anyhow::Result<_>>()?;
+    if server && bootstrap_expect > 1 && retry_join.is_empty() {
+        bail!(
+            "server.bootstrap_expect = {bootstrap_expect} needs the other servers' addresses: set server {{ server_join {{ retry_join = [\"host:4647\", ...] }} }}"
+        );
+    }
+    Ok(retry_join)
+}
+
+/// The servers a client talks to: `client { servers server_join }`, else (on an agent that
+/// is also a server) itself and the servers it joins.
+fn client_servers(
+    client_block: &ClientBlock,
+    server: bool,
+    client: bool,
+    advertise_rpc: &str,
+    retry_join: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let client_join = client_block.server_join.clone().unwrap_or_default();
+    let mut servers: Vec<String> = client_block
+        .servers
+        .iter()
+        .chain(client_join.retry_join.iter())
+        .chain(client_join.start_join.iter())
+        .flatten()
+        .map(|a| rpc_address(a, "client.servers"))
+        .collect::<anyhow::Result<_>>()?;
+    if servers.is_empty() && server {
+        servers.push(advertise_rpc.to_string());
+        servers.extend(retry_join.iter().cloned());
+    }
+    if client && servers.is_empty() {
+        bail!(
+            "client.servers is empty: a client-only agent needs at least one server address (host:4647)"
+        );
+    }
+    servers.dedup();
+    Ok(servers)
+}
+
+/// How old finished evaluations, dead jobs and down nodes must be before they are collected.
+fn gc_thresholds(server_block: &ServerBlock) -> anyhow::Result<drover_server::GcThresholds> {
+    let threshold = |value: &Option<String>, key: &str, default: std::time::Duration| {
+        duration_or(value, &format!("server.{key}"), "1h", default)
+    };
+    let defaults = drover_server::GcThresholds::default();
+    Ok(drover_server::GcThresholds {
+        eval: threshold(
+            &server_block.eval_gc_threshold,
+            "eval_gc_threshold",
+            defaults.eval,
+        )?,
+        batch_eval: threshold(
+            &server_block.batch_eval_gc_threshold,
+            "batch_eval_gc_threshold",
+            defaults.batch_eval,
+        )?,
+        job: threshold(
+            &server_block.job_gc_threshold,
+            "job_gc_threshold",
+            defaults.job,
+        )?,
+        node: threshold(
+            &server_block.node_gc_threshold,
+            "node_gc_threshold",
+            defaults.node,
+        )?,
+    })
+}
+
+/// `server { default_scheduler_config { scheduler_algorithm } }`: binpack (the default) or
+/// spread.
+fn scheduler_algorithm(server_block: &ServerBlock) -> anyhow::Result<drover_scheduler::Algorithm> {
+    let sched = server_block
+        .default_scheduler_config
+        .clone()
+        .unwrap_or_default();
+    Ok(match sched.scheduler_algorithm.as_deref() {
+        None | Some("binpack") => drover_scheduler::Algorithm::Binpack,
+        Some("spread") => drover_scheduler::Algorithm::Spread,
+        Some(o) => bail!(
+            "server.default_scheduler_config.scheduler_algorithm {o:?} is not binpack or spread"
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -65,6 +65,9 @@ fn size_frame(rows: u16, cols: u16) -> Message {
     )
 }
 
+type ExecSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub async fn alloc_exec(c: &ApiClient, args: ExecArgs<'_>) -> anyhow::Result<i32> {
     let a: api::Allocation = c.get(&format!("/v1/allocation/{}", args.alloc)).await?;
     if a.client_status != drover_model::ClientStatus::Running {
@@ -76,8 +79,42 @@ pub async fn alloc_exec(c: &ApiClient, args: ExecArgs<'_>) -> anyhow::Result<i32
     }
     let stdin_is_tty = nix::unistd::isatty(std::io::stdin().as_fd()).unwrap_or(false);
     let tty = args.tty.unwrap_or(stdin_is_tty);
+    let ws = connect(c, &a.id, &args, tty).await?;
+    let (mut sink, stream) = ws.split();
+    let raw = if tty && stdin_is_tty {
+        Some(RawMode::enter()?)
+    } else {
+        None
+    };
+    if tty && let Some((rows, cols)) = terminal_size() {
+        sink.send(size_frame(rows, cols)).await?;
+    }
+    let (to_ws, from_local) = tokio::sync::mpsc::channel::<Message>(16);
+    if args.interactive {
+        tokio::spawn(forward_stdin(to_ws.clone()));
+    } else {
+        let _ = to_ws
+            .send(Message::Text(
+                json!({ "stdin": { "close": true } }).to_string().into(),
+            ))
+            .await;
+    }
+    if tty {
+        tokio::spawn(forward_resizes(to_ws.clone()));
+    }
+    drop(to_ws);
+    relay(sink, stream, from_local, raw).await
+}
+
+/// Opens the exec WebSocket for `alloc`, following a follower's redirect to the leader.
+async fn connect(
+    c: &ApiClient,
+    alloc: &str,
+    args: &ExecArgs<'_>,
+    tty: bool,
+) -> anyhow::Result<ExecSocket> {
     let command = serde_json::to_string(&args.command)?;
-    let mut url = reqwest::Url::parse(&format!("{}/v1/client/allocation/{}/exec", c.base, a.id))
+    let mut url = reqwest::Url::parse(&format!("{}/v1/client/allocation/{alloc}/exec", c.base))
         .context("the API address is not a URL")?;
     url.query_pairs_mut()
         .append_pair("command", &command)
@@ -88,8 +125,8 @@ pub async fn alloc_exec(c: &ApiClient, args: ExecArgs<'_>) -> anyhow::Result<i32
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     url.set_scheme(scheme)
         .map_err(|_| anyhow::anyhow!("cannot use a WebSocket on {url}"))?;
-    let ws = match tokio_tungstenite::connect_async(url.as_str()).await {
-        Ok((ws, _)) => ws,
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((ws, _)) => Ok(ws),
         // A follower sends node-bound requests to the leader.
         Err(tokio_tungstenite::tungstenite::Error::Http(resp))
             if resp.status().is_redirection() && resp.headers().contains_key("location") =>
@@ -98,70 +135,60 @@ pub async fn alloc_exec(c: &ApiClient, args: ExecArgs<'_>) -> anyhow::Result<i32
             let to = loc
                 .replacen("http://", "ws://", 1)
                 .replacen("https://", "wss://", 1);
-            tokio_tungstenite::connect_async(to.as_str())
+            Ok(tokio_tungstenite::connect_async(to.as_str())
                 .await
                 .with_context(|| format!("opening the exec session at {to}"))?
-                .0
+                .0)
         }
-        Err(e) => return Err(e).with_context(|| format!("opening the exec session at {url}")),
-    };
-    let (mut sink, mut stream) = ws.split();
+        Err(e) => Err(e).with_context(|| format!("opening the exec session at {url}")),
+    }
+}
 
-    let _raw = if tty && stdin_is_tty {
-        Some(RawMode::enter()?)
-    } else {
-        None
+/// Sends the local stdin as `stdin` frames, then a close frame at its end.
+async fn forward_stdin(tx: tokio::sync::mpsc::Sender<Message>) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let frame = match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => json!({ "stdin": { "close": true } }),
+            Ok(n) => json!({ "stdin": { "data": B64.encode(&buf[..n]) } }),
+        };
+        let last = frame["stdin"].get("close").is_some();
+        if tx
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+            || last
+        {
+            return;
+        }
+    }
+}
+
+/// Sends a `tty_size` frame whenever the local terminal is resized.
+async fn forward_resizes(tx: tokio::sync::mpsc::Sender<Message>) {
+    let Ok(mut winch) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+    else {
+        return;
     };
-    if tty && let Some((rows, cols)) = terminal_size() {
-        sink.send(size_frame(rows, cols)).await?;
+    while winch.recv().await.is_some() {
+        if let Some((rows, cols)) = terminal_size()
+            && tx.send(size_frame(rows, cols)).await.is_err()
+        {
+            return;
+        }
     }
-    let (to_ws, mut from_local) = tokio::sync::mpsc::channel::<Message>(16);
-    if args.interactive {
-        let tx = to_ws.clone();
-        tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let frame = match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => json!({ "stdin": { "close": true } }),
-                    Ok(n) => json!({ "stdin": { "data": B64.encode(&buf[..n]) } }),
-                };
-                let last = frame["stdin"].get("close").is_some();
-                if tx
-                    .send(Message::Text(frame.to_string().into()))
-                    .await
-                    .is_err()
-                    || last
-                {
-                    return;
-                }
-            }
-        });
-    } else {
-        let _ = to_ws
-            .send(Message::Text(
-                json!({ "stdin": { "close": true } }).to_string().into(),
-            ))
-            .await;
-    }
-    if tty {
-        let tx = to_ws.clone();
-        tokio::spawn(async move {
-            let Ok(mut winch) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-            else {
-                return;
-            };
-            while winch.recv().await.is_some() {
-                if let Some((rows, cols)) = terminal_size()
-                    && tx.send(size_frame(rows, cols)).await.is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-    drop(to_ws);
+}
+
+/// Moves frames both ways until the command exits: local frames to the session, its
+/// stdout/stderr to ours. The command's exit code, or its error (after leaving raw mode).
+async fn relay(
+    mut sink: futures::stream::SplitSink<ExecSocket, Message>,
+    mut stream: futures::stream::SplitStream<ExecSocket>,
+    mut from_local: tokio::sync::mpsc::Receiver<Message>,
+    raw: Option<RawMode>,
+) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     loop {
@@ -194,7 +221,7 @@ pub async fn alloc_exec(c: &ApiClient, args: ExecArgs<'_>) -> anyhow::Result<i32
                 } else if v.get("exited").and_then(Value::as_bool) == Some(true) {
                     let result = &v["result"];
                     if let Some(e) = result.get("error").and_then(Value::as_str) {
-                        drop(_raw);
+                        drop(raw);
                         bail!("{e}");
                     }
                     return Ok(result["exit_code"].as_i64().unwrap_or(0) as i32);

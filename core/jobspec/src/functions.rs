@@ -65,9 +65,21 @@ pub fn refuse_host_functions(ctx: &mut Context<'static>) {
 /// A context with every function registered.
 pub fn context() -> Context<'static> {
     let mut ctx = Context::new();
+    strings(&mut ctx);
+    splitting(&mut ctx);
+    collections(&mut ctx);
+    maps(&mut ctx);
+    sequences(&mut ctx);
+    numbers(&mut ctx);
+    encoding(&mut ctx);
+    files(&mut ctx);
+    ctx
+}
+
+/// Functions that change case and trim strings.
+fn strings(ctx: &mut Context<'static>) {
     let mut f = |name: &str, def: FuncDef| ctx.declare_func(name, def);
     let one = |p: P| FuncDef::builder().param(p);
-    // strings
     f(
         "upper",
         one(P::String).build(|a: FuncArgs| Ok(s(&a[0])?.to_uppercase().into())),
@@ -127,6 +139,11 @@ pub fn context() -> Context<'static> {
                 Ok(s(&a[0])?.trim_matches(cut.as_slice()).into())
             }),
     );
+}
+
+/// Functions that cut strings apart, join and format them.
+fn splitting(ctx: &mut Context<'static>) {
+    let mut f = |name: &str, def: FuncDef| ctx.declare_func(name, def);
     f(
         "replace",
         FuncDef::builder()
@@ -205,7 +222,12 @@ pub fn context() -> Context<'static> {
                 Ok(out.into())
             }),
     );
-    // collections
+}
+
+/// Functions on lists: length, membership, elements, flattening.
+fn collections(ctx: &mut Context<'static>) {
+    let mut f = |name: &str, def: FuncDef| ctx.declare_func(name, def);
+    let one = |p: P| FuncDef::builder().param(p);
     f(
         "length",
         one(P::Any).build(|a: FuncArgs| {
@@ -273,6 +295,12 @@ pub fn context() -> Context<'static> {
             Ok(Value::Array(out))
         }),
     );
+}
+
+/// Functions on maps: keys, values, lookup, merge.
+fn maps(ctx: &mut Context<'static>) {
+    let mut f = |name: &str, def: FuncDef| ctx.declare_func(name, def);
+    let one = |p: P| FuncDef::builder().param(p);
     f(
         "keys",
         one(P::Any).build(|a: FuncArgs| {
@@ -311,6 +339,12 @@ pub fn context() -> Context<'static> {
                 Ok(Value::Object(out))
             }),
     );
+}
+
+/// Functions that build, order and cut lists, and coalesce.
+fn sequences(ctx: &mut Context<'static>) {
+    let mut f = |name: &str, def: FuncDef| ctx.declare_func(name, def);
+    let one = |p: P| FuncDef::builder().param(p);
     f(
         "range",
         FuncDef::builder()
@@ -389,7 +423,12 @@ pub fn context() -> Context<'static> {
                     .ok_or_else(|| "coalesce: no non-empty argument".to_string())
             }),
     );
-    // numbers
+}
+
+/// Functions on numbers.
+fn numbers(ctx: &mut Context<'static>) {
+    let mut f = |name: &str, def: FuncDef| ctx.declare_func(name, def);
+    let one = |p: P| FuncDef::builder().param(p);
     f(
         "abs",
         one(P::Number).build(|a: FuncArgs| Ok(num(n(&a[0])?.abs()))),
@@ -434,7 +473,12 @@ pub fn context() -> Context<'static> {
                     .map_err(|e| format!("parseint: {e}"))
             }),
     );
-    // encoding
+}
+
+/// Encoding and decoding: JSON, base64, URLs.
+fn encoding(ctx: &mut Context<'static>) {
+    let mut f = |name: &str, def: FuncDef| ctx.declare_func(name, def);
+    let one = |p: P| FuncDef::builder().param(p);
     f(
         "jsonencode",
         one(P::Any).build(|a: FuncArgs| {
@@ -480,7 +524,12 @@ pub fn context() -> Context<'static> {
                 .into())
         }),
     );
-    // files, read on the submitting machine
+}
+
+/// Functions reading files on the submitting machine (the CLI's, never the servers').
+fn files(ctx: &mut Context<'static>) {
+    let mut f = |name: &str, def: FuncDef| ctx.declare_func(name, def);
+    let one = |p: P| FuncDef::builder().param(p);
     f(
         "file",
         one(P::String).build(|a: FuncArgs| {
@@ -514,7 +563,6 @@ pub fn context() -> Context<'static> {
                 .into())
         }),
     );
-    ctx
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

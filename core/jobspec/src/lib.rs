@@ -116,26 +116,7 @@ fn declare_variables(
     given: &Variables,
 ) -> Result<(), JobspecError> {
     let mut values: BTreeMap<String, hcl::Value> = BTreeMap::new();
-    let mut from_files: BTreeMap<String, hcl::Value> = BTreeMap::new();
-    for (name, text) in &given.var_files {
-        let file_body: hcl::Body = hcl::from_str(text).map_err(|e| JobspecError {
-            file: name.clone(),
-            line: 0,
-            column: 0,
-            path: String::new(),
-            message: format!("invalid variable file: {e}"),
-        })?;
-        for a in file_body.attributes() {
-            let v = a.expr().evaluate(&src.ctx).map_err(|e| JobspecError {
-                file: name.clone(),
-                line: 0,
-                column: 0,
-                path: a.key().to_string(),
-                message: format!("cannot evaluate: {e}"),
-            })?;
-            from_files.insert(a.key().to_string(), v);
-        }
-    }
+    let mut from_files = variable_files(src, given)?;
     let declared: Vec<&Block> = body
         .blocks()
         .filter(|b| b.ident.as_str() == "variable")
@@ -200,7 +181,40 @@ fn declare_variables(
     }
     src.ctx
         .declare_var("var", hcl::Value::Object(values.into_iter().collect()));
-    // Locals may refer to each other: evaluate until every one resolves.
+    declare_locals(src, body)
+}
+
+/// The values `-var-file` files set, by variable name.
+fn variable_files(
+    src: &Source<'_>,
+    given: &Variables,
+) -> Result<BTreeMap<String, hcl::Value>, JobspecError> {
+    let mut from_files: BTreeMap<String, hcl::Value> = BTreeMap::new();
+    for (name, text) in &given.var_files {
+        let file_body: hcl::Body = hcl::from_str(text).map_err(|e| JobspecError {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!("invalid variable file: {e}"),
+        })?;
+        for a in file_body.attributes() {
+            let v = a.expr().evaluate(&src.ctx).map_err(|e| JobspecError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                path: a.key().to_string(),
+                message: format!("cannot evaluate: {e}"),
+            })?;
+            from_files.insert(a.key().to_string(), v);
+        }
+    }
+    Ok(from_files)
+}
+
+/// Declares `local.*`: the `locals` blocks' attributes, which may refer to each other, are
+/// evaluated until every one resolves (or none does: that one's error is the answer).
+fn declare_locals(src: &mut Source<'_>, body: &Body) -> Result<(), JobspecError> {
     let mut pending: Vec<(&hcl::edit::structure::Attribute, String)> = Vec::new();
     for b in body.blocks().filter(|b| b.ident.as_str() == "locals") {
         for a in b.body.attributes() {
@@ -913,7 +927,93 @@ fn parse_task(
     };
     let env = r.string_map("env")?;
     let meta = r.meta()?;
-    let resources = match r.block_once("resources")? {
+    let resources = task_resources(src, &mut r, warnings)?;
+    let restart = match r.block_once("restart")? {
+        Some(b) => Some(parse_restart(
+            src,
+            b,
+            r.path(),
+            RestartPolicy::default_for(job_type),
+            warnings,
+        )?),
+        None => None,
+    };
+    let logs = task_logs(src, &mut r, warnings)?;
+    let constraints = constraints(src, &mut r, "constraint", warnings)?;
+    let affinities = affinities(src, &mut r, warnings)?;
+    let services = services(src, &mut r, warnings)?;
+    let templates = templates(src, &mut r, warnings)?;
+    let artifacts = artifacts(src, &mut r, warnings)?;
+    let vault = decode_block::<drover_model::Vault>(src, &mut r, "vault", &[], warnings)?;
+    let identities = identities(src, &mut r, warnings)?;
+    let lifecycle =
+        decode_block::<drover_model::TaskLifecycleConfig>(src, &mut r, "lifecycle", &[], warnings)?;
+    if let Some(l) = &lifecycle
+        && !matches!(l.hook.as_str(), "prestart" | "poststart" | "poststop")
+    {
+        return Err(r.error_here(&format!(
+            "lifecycle hook {:?} is not one of prestart, poststart, poststop",
+            l.hook
+        )));
+    }
+    let volume_mounts = volume_mounts(src, &mut r, warnings)?;
+    let dispatch_payload = decode_block::<drover_model::DispatchPayload>(
+        src,
+        &mut r,
+        "dispatch_payload",
+        &[],
+        warnings,
+    )?;
+    let csi_plugin = decode_block::<drover_model::CsiPluginConfig>(
+        src,
+        &mut r,
+        "csi_plugin",
+        &[("id", "ID"), ("type", "Type")],
+        warnings,
+    )?;
+    let secrets = secrets(src, &mut r, warnings)?;
+    for b in r.blocks("scaling").into_iter().chain(r.blocks("consul")) {
+        r.warn_at(
+            b,
+            &format!(
+                "block {:?} in a task is accepted but ignored",
+                b.ident.as_str()
+            ),
+        );
+    }
+    let mut extra = obj(vec![
+        ("Name", Json::from(name)),
+        ("Config", Json::Object(config)),
+    ]);
+    extra.insert("Env".into(), to_json(&env));
+    extra.insert("Meta".into(), to_json(&meta));
+    let mut task: Task = r.decode(&[], extra)?;
+    task.resources = resources;
+    task.restart = restart;
+    task.logs = logs;
+    task.constraints = constraints;
+    task.affinities = affinities;
+    task.services = services;
+    task.templates = templates;
+    task.artifacts = artifacts;
+    task.vault = vault;
+    task.identities = identities;
+    task.lifecycle = lifecycle;
+    task.volume_mounts = volume_mounts;
+    task.dispatch_payload = dispatch_payload;
+    task.csi_plugin = csi_plugin;
+    task.secrets = secrets;
+    warnings.extend(r.finish()?);
+    Ok(task)
+}
+
+/// A task's `resources` block (with its `device` blocks); Nomad's defaults when absent.
+fn task_resources(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<drover_model::Resources, JobspecError> {
+    Ok(match r.block_once("resources")? {
         Some(b) => {
             let mut br = BlockReader::new(src, b, r.path().to_string(), "resources")?;
             let mut devices = Vec::new();
@@ -951,18 +1051,16 @@ fn parse_task(
             res
         }
         None => drover_model::Resources::default(),
-    };
-    let restart = match r.block_once("restart")? {
-        Some(b) => Some(parse_restart(
-            src,
-            b,
-            r.path(),
-            RestartPolicy::default_for(job_type),
-            warnings,
-        )?),
-        None => None,
-    };
-    let logs = match r.block_once("logs")? {
+    })
+}
+
+/// A task's `logs` block; Nomad's defaults when absent.
+fn task_logs(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<drover_model::LogConfig, JobspecError> {
+    Ok(match r.block_once("logs")? {
         Some(b) => {
             let mut br = BlockReader::new(src, b, r.path().to_string(), "logs")?;
             let enabled = br.opt_bool("enabled")?;
@@ -978,10 +1076,15 @@ fn parse_task(
             l
         }
         None => drover_model::LogConfig::default(),
-    };
-    let constraints = constraints(src, &mut r, "constraint", warnings)?;
-    let affinities = affinities(src, &mut r, warnings)?;
-    let services = services(src, &mut r, warnings)?;
+    })
+}
+
+/// A task's `template` blocks.
+fn templates(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<drover_model::Template>, JobspecError> {
     let mut templates = Vec::new();
     for b in r.blocks("template") {
         let mut br = BlockReader::new(src, b, r.path().to_string(), "template")?;
@@ -1012,6 +1115,15 @@ fn parse_task(
         warnings.extend(br.finish()?);
         templates.push(t);
     }
+    Ok(templates)
+}
+
+/// A task's `artifact` blocks.
+fn artifacts(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<drover_model::TaskArtifact>, JobspecError> {
     let mut artifacts = Vec::new();
     for b in r.blocks("artifact") {
         let mut br = BlockReader::new(src, b, r.path().to_string(), "artifact")?;
@@ -1033,10 +1145,18 @@ fn parse_task(
         warnings.extend(br.finish()?);
         artifacts.push(a);
     }
-    let vault = decode_block::<drover_model::Vault>(src, &mut r, "vault", &[], warnings)?;
+    Ok(artifacts)
+}
+
+/// A task's `identity` blocks (parsed, not acted on yet).
+fn identities(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<drover_model::WorkloadIdentity>, JobspecError> {
     let mut identities = Vec::new();
     for b in r.blocks("identity") {
-        warn_not_acted_on(&mut r, b);
+        warn_not_acted_on(r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "identity")?;
         let i = br.decode(
             &[("aud", "Audience"), ("ttl", "TTL")],
@@ -1045,41 +1165,35 @@ fn parse_task(
         warnings.extend(br.finish()?);
         identities.push(i);
     }
-    let lifecycle =
-        decode_block::<drover_model::TaskLifecycleConfig>(src, &mut r, "lifecycle", &[], warnings)?;
-    if let Some(l) = &lifecycle
-        && !matches!(l.hook.as_str(), "prestart" | "poststart" | "poststop")
-    {
-        return Err(r.error_here(&format!(
-            "lifecycle hook {:?} is not one of prestart, poststart, poststop",
-            l.hook
-        )));
-    }
+    Ok(identities)
+}
+
+/// A task's `volume_mount` blocks.
+fn volume_mounts(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<drover_model::VolumeMount>, JobspecError> {
     let mut volume_mounts = Vec::new();
     for b in r.blocks("volume_mount") {
-        warn_not_acted_on(&mut r, b);
+        warn_not_acted_on(r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "volume_mount")?;
         let v = br.decode(&[], Map::new())?;
         warnings.extend(br.finish()?);
         volume_mounts.push(v);
     }
-    let dispatch_payload = decode_block::<drover_model::DispatchPayload>(
-        src,
-        &mut r,
-        "dispatch_payload",
-        &[],
-        warnings,
-    )?;
-    let csi_plugin = decode_block::<drover_model::CsiPluginConfig>(
-        src,
-        &mut r,
-        "csi_plugin",
-        &[("id", "ID"), ("type", "Type")],
-        warnings,
-    )?;
+    Ok(volume_mounts)
+}
+
+/// A task's `secret` blocks, each with its free-form `config`.
+fn secrets(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<drover_model::Secret>, JobspecError> {
     let mut secrets = Vec::new();
     for b in r.blocks("secret") {
-        warn_not_acted_on(&mut r, b);
+        warn_not_acted_on(r, b);
         let label = b
             .labels
             .first()
@@ -1100,39 +1214,7 @@ fn parse_task(
         warnings.extend(br.finish()?);
         secrets.push(s);
     }
-    for b in r.blocks("scaling").into_iter().chain(r.blocks("consul")) {
-        r.warn_at(
-            b,
-            &format!(
-                "block {:?} in a task is accepted but ignored",
-                b.ident.as_str()
-            ),
-        );
-    }
-    let mut extra = obj(vec![
-        ("Name", Json::from(name)),
-        ("Config", Json::Object(config)),
-    ]);
-    extra.insert("Env".into(), to_json(&env));
-    extra.insert("Meta".into(), to_json(&meta));
-    let mut task: Task = r.decode(&[], extra)?;
-    task.resources = resources;
-    task.restart = restart;
-    task.logs = logs;
-    task.constraints = constraints;
-    task.affinities = affinities;
-    task.services = services;
-    task.templates = templates;
-    task.artifacts = artifacts;
-    task.vault = vault;
-    task.identities = identities;
-    task.lifecycle = lifecycle;
-    task.volume_mounts = volume_mounts;
-    task.dispatch_payload = dispatch_payload;
-    task.csi_plugin = csi_plugin;
-    task.secrets = secrets;
-    warnings.extend(r.finish()?);
-    Ok(task)
+    Ok(secrets)
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@
 use std::time::Instant;
 
 use drover_model::{
-    Constraint, DriverInfo, Evaluation, Job, JobType, NetworkResource, Node, NodeResources,
-    NodeStatus, Port, Resources, Spread, Task, TaskGroup,
+    Constraint, Evaluation, Job, JobType, NetworkResource, Port, Resources, Spread, Task, TaskGroup,
 };
 use drover_scheduler::{Options, finished_eval, schedule};
 use drover_state::{Command, Entry, PlanResult, StateStore};
@@ -17,34 +16,14 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn cluster(n: usize) -> StateStore {
     let store = StateStore::new();
     for i in 0..n {
-        let mut node = Node {
-            id: format!("{i:08x}-0000-0000-0000-000000000000"),
-            name: format!("node-{i}"),
-            datacenter: format!("dc{}", i % 4 + 1),
-            node_class: if i % 3 == 0 {
-                "large".into()
-            } else {
-                "small".into()
-            },
-            node_pool: "default".into(),
-            status: NodeStatus::Ready,
-            scheduling_eligibility: "eligible".into(),
-            resources: NodeResources {
-                cpu: 8000,
-                memory_mb: 16384,
-                disk_mb: 100_000,
-            },
-            drivers: [(
-                "raw_exec".to_string(),
-                DriverInfo {
-                    detected: true,
-                    healthy: true,
-                    ..Default::default()
-                },
-            )]
-            .into(),
-            ..Default::default()
-        };
+        let mut node = drover_fixtures::ready_node(
+            format!("{i:08x}-0000-0000-0000-000000000000"),
+            8000,
+            16384,
+        );
+        node.name = format!("node-{i}");
+        node.datacenter = format!("dc{}", i % 4 + 1);
+        node.node_class = if i % 3 == 0 { "large" } else { "small" }.into();
         node.attributes.insert(
             "kernel.name".into(),
             if i % 10 == 9 { "windows" } else { "linux" }.into(),

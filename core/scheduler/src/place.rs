@@ -418,6 +418,48 @@ impl<'a> Placer<'a> {
             .iter()
             .flat_map(|n| n.reserved_ports.iter().map(|p| p.value))
             .collect();
+        let node = self.select(&req, &need, &static_ports, &mut f)?;
+        let ports = self.assign_ports(node, group, &static_ports, f)?;
+        let alloc = Allocation {
+            id: self.new_id(),
+            namespace: job.namespace.clone(),
+            eval_id: req.eval_id,
+            name: format!("{}.{}[{}]", job.id, group.name, req.index),
+            node_id: node.id.clone(),
+            job_id: job.id.clone(),
+            job_version: job.version,
+            task_group: group.name.clone(),
+            task_resources: group
+                .tasks
+                .iter()
+                .map(|t| (t.name.clone(), t.resources.clone()))
+                .collect(),
+            shared_resources: SharedResources {
+                disk_mb: need.disk_mb,
+                ports,
+            },
+            desired_status: DesiredStatus::Run,
+            client_status: ClientStatus::Pending,
+            previous_allocation: req.previous.map(|p| p.id.clone()).unwrap_or_default(),
+            reschedule_tracker: req.reschedule,
+            ..Default::default()
+        };
+        self.usage(&node.id).add(&alloc);
+        self.count(job, &alloc, 1);
+        Ok(alloc)
+    }
+
+    /// The node an allocation goes to: visits nodes from the cursor, filters the infeasible
+    /// and the full ones, ranks the first `limit` that fit and returns the best. On failure
+    /// `f` says why each node was passed over, and which came nearest.
+    fn select(
+        &mut self,
+        req: &Request<'_>,
+        need: &Resources,
+        static_ports: &[u16],
+        f: &mut PlacementFailure,
+    ) -> Result<&'a Node, PlacementFailure> {
+        let (job, group) = (req.job, req.group);
         let ranked = !(job.affinities.is_empty()
             && group.affinities.is_empty()
             && job.spreads.is_empty()
@@ -460,9 +502,9 @@ impl<'a> Placer<'a> {
             }
             self.ensure_usage(&node.id);
             let usage = &self.usage[&node.id];
-            match fits(node, usage, &need, &static_ports) {
+            match fits(node, usage, need, static_ports) {
                 Ok(()) => {
-                    let score = self.score(job, group, node, usage, &need);
+                    let score = self.score(job, group, node, usage, need);
                     if best
                         .as_ref()
                         .is_none_or(|(s, b)| score > *s || (score == *s && node.id < b.id))
@@ -492,15 +534,28 @@ impl<'a> Placer<'a> {
         if req.only.is_none() && n > 0 {
             self.cursor = (self.cursor + visited) % n;
         }
-        let Some((_, node)) = best else {
-            f.nearest_miss = match nearest {
-                Some((_, msg)) => msg,
-                None if n == 0 => "no nodes are registered".into(),
-                None => "every node was filtered out".into(),
-            };
-            return Err(f);
-        };
-        // Ports: the static ones as asked, dynamic ones from the range, none the node holds.
+        match best {
+            Some((_, node)) => Ok(node),
+            None => {
+                f.nearest_miss = match nearest {
+                    Some((_, msg)) => msg,
+                    None if n == 0 => "no nodes are registered".into(),
+                    None => "every node was filtered out".into(),
+                };
+                Err(std::mem::take(f))
+            }
+        }
+    }
+
+    /// The group's ports on `node`: the static ones as asked, dynamic ones picked at random
+    /// from the node's range, none the node already holds.
+    fn assign_ports(
+        &mut self,
+        node: &Node,
+        group: &TaskGroup,
+        static_ports: &[u16],
+        mut f: PlacementFailure,
+    ) -> Result<Vec<AllocatedPort>, PlacementFailure> {
         let mut ports = Vec::new();
         let mut taken = self.usage(&node.id).ports.clone();
         for net in &group.networks {
@@ -534,33 +589,7 @@ impl<'a> Placer<'a> {
                 });
             }
         }
-        let alloc = Allocation {
-            id: self.new_id(),
-            namespace: job.namespace.clone(),
-            eval_id: req.eval_id,
-            name: format!("{}.{}[{}]", job.id, group.name, req.index),
-            node_id: node.id.clone(),
-            job_id: job.id.clone(),
-            job_version: job.version,
-            task_group: group.name.clone(),
-            task_resources: group
-                .tasks
-                .iter()
-                .map(|t| (t.name.clone(), t.resources.clone()))
-                .collect(),
-            shared_resources: SharedResources {
-                disk_mb: need.disk_mb,
-                ports,
-            },
-            desired_status: DesiredStatus::Run,
-            client_status: ClientStatus::Pending,
-            previous_allocation: req.previous.map(|p| p.id.clone()).unwrap_or_default(),
-            reschedule_tracker: req.reschedule,
-            ..Default::default()
-        };
-        self.usage(&node.id).add(&alloc);
-        self.count(job, &alloc, 1);
-        Ok(alloc)
+        Ok(ports)
     }
 
     /// Nodes where a per-node (system) job may run: every node, in id order.

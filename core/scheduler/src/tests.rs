@@ -3,38 +3,13 @@ use std::time::Duration;
 
 use super::*;
 use drover_model::{
-    Allocation, ClientStatus, Constraint, DriverInfo, Job, JobType, NetworkResource, Node,
-    NodeResources, NodeStatus, Port, Resources, Task, TaskGroup, TaskState,
+    Allocation, ClientStatus, Constraint, Job, JobType, NetworkResource, Node, NodeStatus, Port,
+    Resources, Task, TaskGroup, TaskState,
 };
 use drover_state::{Command, Entry, PlanResult, StateStore};
 
 fn node(id: &str, cpu: u64, mem: u64) -> Node {
-    let mut n = Node {
-        id: id.into(),
-        name: id.into(),
-        datacenter: "dc1".into(),
-        node_pool: "default".into(),
-        status: NodeStatus::Ready,
-        scheduling_eligibility: "eligible".into(),
-        resources: NodeResources {
-            cpu,
-            memory_mb: mem,
-            disk_mb: 100_000,
-        },
-        drivers: [(
-            "raw_exec".to_string(),
-            DriverInfo {
-                detected: true,
-                healthy: true,
-                ..Default::default()
-            },
-        )]
-        .into(),
-        ..Default::default()
-    };
-    n.attributes.insert("kernel.name".into(), "linux".into());
-    n.attributes.insert("cpu.numcores".into(), "4".into());
-    n
+    drover_fixtures::ready_node(id, cpu, mem)
 }
 
 fn job_of(id: &str, t: JobType, count: u32, cpu: u64, mem: u64) -> Job {

@@ -6,10 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drover_model::{
-    Constraint, DriverInfo, Job, JobType, Node, NodeResources, NodeStatus, Resources, Task,
-    TaskGroup,
-};
+use drover_model::{Constraint, Job, JobType, Resources, Task, TaskGroup};
 use drover_raft::{RaftNode, RaftNodeConfig};
 use drover_server::{Server, ServerConfig};
 use drover_state::Command;
@@ -72,30 +69,12 @@ fn main() {
         );
         let mut writes = Vec::new();
         for i in 0..NODES {
-            let mut node = Node {
-                id: format!("{i:08x}-0000-0000-0000-000000000000"),
-                name: format!("node-{i}"),
-                datacenter: "dc1".into(),
-                node_pool: "default".into(),
-                status: NodeStatus::Ready,
-                scheduling_eligibility: "eligible".into(),
-                resources: NodeResources {
-                    cpu: 8000,
-                    memory_mb: 16384,
-                    disk_mb: 100_000,
-                },
-                drivers: [(
-                    "raw_exec".to_string(),
-                    DriverInfo {
-                        detected: true,
-                        healthy: true,
-                        ..Default::default()
-                    },
-                )]
-                .into(),
-                ..Default::default()
-            };
-            node.attributes.insert("kernel.name".into(), "linux".into());
+            let mut node = drover_fixtures::ready_node(
+                format!("{i:08x}-0000-0000-0000-000000000000"),
+                8000,
+                16384,
+            );
+            node.name = format!("node-{i}");
             let r = raft.clone();
             writes.push(tokio::spawn(async move {
                 r.write(Command::NodeRegister { node }).await.unwrap()

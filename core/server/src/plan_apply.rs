@@ -140,7 +140,7 @@ pub fn first_misfit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drover_model::{DesiredStatus, DriverInfo, Node, NodeResources, NodeStatus, Resources};
+    use drover_model::{DesiredStatus, Resources};
     use drover_state::{Entry, StateStore};
 
     fn alloc(id: &str, mem: u64) -> Allocation {
@@ -163,26 +163,8 @@ mod tests {
     #[test]
     fn in_flight_plans_count_against_the_next_one() {
         let store = StateStore::new();
-        let node = Node {
-            id: "a".into(),
-            status: NodeStatus::Ready,
-            scheduling_eligibility: "eligible".into(),
-            resources: NodeResources {
-                cpu: 1000,
-                memory_mb: 1000,
-                disk_mb: 0,
-            },
-            drivers: [(
-                "raw_exec".to_string(),
-                DriverInfo {
-                    detected: true,
-                    healthy: true,
-                    ..Default::default()
-                },
-            )]
-            .into(),
-            ..Default::default()
-        };
+        let mut node = drover_fixtures::ready_node("a", 1000, 1000);
+        node.resources.disk_mb = 0;
         store.apply(
             1,
             &Entry {

@@ -55,14 +55,21 @@ pub struct TaskCtx {
 enum StartError {
     #[error(transparent)]
     Plugin(#[from] HostError),
-    #[error("{}", .0.message())]
-    Driver(#[from] tonic::Status),
+    /// The driver's answer (a gRPC status's message).
+    #[error("{0}")]
+    Driver(String),
     #[error(
         "the {0} driver cannot mount volumes: volume_mount needs a driver with filesystem isolation (exec, docker)"
     )]
     CannotMount(String),
     #[error("driver returned no task handle")]
     NoHandle,
+}
+
+impl From<tonic::Status> for StartError {
+    fn from(s: tonic::Status) -> StartError {
+        StartError::Driver(s.message().to_string())
+    }
 }
 
 /// What the task's hooks see of it, with `env` as its environment so far.

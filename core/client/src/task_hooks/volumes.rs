@@ -3,6 +3,9 @@
 //! the mounts. A volume that cannot be mounted here is a "Driver Failure" the restart
 //! policy may retry.
 
+use std::collections::BTreeMap;
+
+use drover_model::{HostVolume, Task, TaskGroup};
 use drover_proto::driver::{Mount, TaskConfig};
 
 use super::{HookError, TaskHook, TaskHookCtx};
@@ -33,15 +36,12 @@ pub(crate) struct VolumesHook {
 
 /// The task's `volume_mount`s resolved against its group's volumes and the node's host
 /// volumes.
-fn resolve(ctx: &TaskHookCtx<'_>) -> Result<Vec<Mount>, VolumeError> {
-    let group_name = &ctx.alloc.task_group;
-    let group = ctx
-        .job
-        .group(group_name)
-        .ok_or_else(|| VolumeError::GroupGone(group_name.clone()))?;
-    let host_volumes = &ctx.client.inner.config.host_volumes;
-    ctx.task
-        .volume_mounts
+fn resolve(
+    group: &TaskGroup,
+    task: &Task,
+    host_volumes: &BTreeMap<String, HostVolume>,
+) -> Result<Vec<Mount>, VolumeError> {
+    task.volume_mounts
         .iter()
         .map(|m| {
             let req = group
@@ -79,7 +79,12 @@ impl TaskHook for VolumesHook {
         ctx: &TaskHookCtx<'_>,
         _status: &mut TaskStatus,
     ) -> Result<(), HookError> {
-        self.mounts = resolve(ctx).map_err(|e| HookError::Failed {
+        let group_name = &ctx.alloc.task_group;
+        let resolved = match ctx.job.group(group_name) {
+            Some(group) => resolve(group, ctx.task, &ctx.client.inner.config.host_volumes),
+            None => Err(VolumeError::GroupGone(group_name.clone())),
+        };
+        self.mounts = resolved.map_err(|e| HookError::Failed {
             event: event("Driver Failure", &e.to_string()),
             restart_reason: "Driver failure",
         })?;
@@ -88,5 +93,77 @@ impl TaskHook for VolumesHook {
 
     fn configure(&self, _ctx: &TaskHookCtx<'_>, config: &mut TaskConfig) {
         config.mounts = self.mounts.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_model::{VolumeMount, VolumeRequest};
+
+    use super::*;
+
+    fn group(kind: &str, read_only: bool) -> TaskGroup {
+        let req = VolumeRequest {
+            volume_type: kind.into(),
+            source: "data".into(),
+            read_only,
+            ..Default::default()
+        };
+        TaskGroup {
+            name: "g".into(),
+            volumes: [("d".to_string(), req)].into(),
+            ..Default::default()
+        }
+    }
+
+    fn task(volume: &str, destination: &str) -> Task {
+        Task {
+            volume_mounts: vec![VolumeMount {
+                volume: volume.into(),
+                destination: destination.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn host_volumes_resolve_to_mounts_and_what_cannot_be_mounted_is_named() {
+        let host: BTreeMap<String, HostVolume> = [(
+            "data".to_string(),
+            HostVolume {
+                path: "/srv/data".into(),
+                read_only: false,
+            },
+        )]
+        .into();
+        let mounts = resolve(&group("host", true), &task("d", "/data"), &host).unwrap();
+        assert_eq!(
+            mounts,
+            vec![Mount {
+                host_path: "/srv/data".into(),
+                task_path: "/data".into(),
+                read_only: true,
+            }]
+        );
+        let err = |g: &TaskGroup, t: &Task, h: &BTreeMap<String, HostVolume>| {
+            resolve(g, t, h).unwrap_err()
+        };
+        assert!(matches!(
+            err(&group("host", false), &task("other", "/data"), &host),
+            VolumeError::Undeclared { .. }
+        ));
+        assert!(matches!(
+            err(&group("csi", false), &task("d", "/data"), &host),
+            VolumeError::NotHost { .. }
+        ));
+        assert!(matches!(
+            err(&group("host", false), &task("d", "/data"), &BTreeMap::new()),
+            VolumeError::NotConfigured(_)
+        ));
+        assert!(matches!(
+            err(&group("host", false), &task("d", "data"), &host),
+            VolumeError::RelativeDestination(_)
+        ));
     }
 }

@@ -249,6 +249,28 @@ fn mount_secrets_tmpfs(dir: &Dir, shown: &Path) {
     }
 }
 
+/// Lazily unmounts whatever is mounted below `dir` (tasks' secrets/ tmpfs, the shims'
+/// tmpfs), deepest first.
+pub fn unmount_below(dir: &std::path::Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| std::path::Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Removes a directory tree after unmounting whatever is mounted below it: an allocation's
+/// directory at GC, the dev agent's data dir at exit.
+pub fn remove_dir_with_mounts(dir: &std::path::Path) -> std::io::Result<()> {
+    unmount_below(dir);
+    std::fs::remove_dir_all(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

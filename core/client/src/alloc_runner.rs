@@ -1,18 +1,23 @@
-//! The allocation runner: prepares the allocation directory, runs one task runner per task,
-//! folds their states into the allocation's client status, persists it and reports it.
+//! The allocation runner: runs the allocation hooks ([`crate::alloc_hooks`]: the allocation
+//! directory first), one task runner per task through the group's lifecycle (prestart,
+//! main, poststart, poststop tasks), folds their states into the allocation's client status,
+//! persists it and reports it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use drover_model::{AllocClientUpdate, Allocation, ClientStatus, TaskLifecycle, TaskState};
+use drover_model::{
+    AllocClientUpdate, Allocation, ClientStatus, Job, TaskGroup, TaskLifecycle, TaskState,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::Client;
-use crate::alloc_dir::{AllocDir, AllocDirError};
+use crate::alloc_hooks::{AllocHook, AllocHookCtx, AllocHookError, Prepared};
 use crate::env::TaskDirs;
 use crate::state::{LocalAlloc, LocalTask};
-use crate::task_runner::{self, TaskMsg};
+use crate::task_runner;
+use crate::task_status::{TaskMsg, event};
 
 #[derive(Clone)]
 pub struct AllocRunner {
@@ -27,6 +32,10 @@ struct Inner {
     done: watch::Sender<bool>,
     /// Running tasks' control channels (`alloc restart`, `alloc signal`).
     controls: Mutex<BTreeMap<String, mpsc::Sender<task_runner::Control>>>,
+    /// The allocation as the server last changed it, for the hooks' `update`.
+    updates: watch::Sender<Allocation>,
+    /// The allocation hooks, once the allocation stopped running (for `destroy`).
+    hooks: Mutex<Vec<Box<dyn AllocHook>>>,
 }
 
 impl AllocRunner {
@@ -36,10 +45,12 @@ impl AllocRunner {
         let runner = AllocRunner {
             inner: Arc::new(Inner {
                 client,
+                updates: watch::channel(local.alloc.clone()).0,
                 local: Mutex::new(local),
                 stop: watch::channel(stop_now).0,
                 done: watch::channel(false).0,
                 controls: Mutex::default(),
+                hooks: Mutex::default(),
             }),
         };
         let r = runner.clone();
@@ -153,13 +164,15 @@ impl AllocRunner {
     pub fn update(&self, a: Allocation) {
         let stop = a.desired_status != drover_model::DesiredStatus::Run;
         let desc = a.desired_description.clone();
-        {
+        let updated = {
             let mut l = self.inner.local.lock().expect("alloc lock");
             l.alloc.desired_status = a.desired_status;
             l.alloc.desired_description = a.desired_description;
             l.alloc.alloc_modify_index = a.alloc_modify_index;
             l.alloc.job_version = a.job_version;
-        }
+            l.alloc.clone()
+        };
+        self.inner.updates.send_replace(updated);
         if stop {
             self.stop(&desc);
         }
@@ -181,7 +194,6 @@ impl AllocRunner {
         let _ = rx.wait_for(|d| *d).await;
     }
 
-    /// Removes the allocation's local state and directory once its tasks are gone.
     /// Whether every task has finished.
     pub fn is_done(&self) -> bool {
         *self.inner.done.borrow()
@@ -199,31 +211,21 @@ impl AllocRunner {
         (last, l.alloc.id.clone())
     }
 
+    /// Once its tasks are gone: removes the allocation's local state, then runs the
+    /// allocation hooks' `destroy` (the directory goes).
     pub fn destroy_when_done(&self) {
         let r = self.clone();
         tokio::spawn(async move {
             r.wait_done().await;
-            let id = r.inner.local.lock().expect("alloc lock").alloc.id.clone();
+            let alloc = r.inner.local.lock().expect("alloc lock").alloc.clone();
             let client = &r.inner.client;
-            client.inner.state.remove(&id);
-            if let Ok(dir) = client.alloc_dir(&id) {
-                let root = dir.path().to_path_buf();
-                let _ = tokio::task::spawn_blocking(move || remove_dir_with_mounts(&root)).await;
+            client.inner.state.remove(&alloc.id);
+            let mut hooks = std::mem::take(&mut *r.inner.hooks.lock().expect("hooks lock"));
+            for h in hooks.iter_mut() {
+                h.destroy(client, &alloc).await;
             }
-            tracing::info!(alloc_id = %id, "allocation garbage-collected");
+            tracing::info!(alloc_id = %alloc.id, "allocation garbage-collected");
         });
-    }
-
-    fn root(&self) -> Result<AllocDir, AllocDirError> {
-        let id = self
-            .inner
-            .local
-            .lock()
-            .expect("alloc lock")
-            .alloc
-            .id
-            .clone();
-        self.inner.client.alloc_dir(&id)
     }
 
     /// Stores the allocation's state; false (logged) when it could not be.
@@ -270,232 +272,242 @@ impl AllocRunner {
         }
     }
 
+    /// Runs the allocation: the hooks' prerun, the tasks through their lifecycle, the
+    /// hooks' postrun; then the runner is done.
     async fn run(self) {
         let (alloc, job) = {
             let l = self.inner.local.lock().expect("alloc lock");
             (l.alloc.clone(), l.job.clone())
         };
-        let Some(group) = job.group(&alloc.task_group).cloned() else {
-            tracing::error!(group = %alloc.task_group, "the job version has no such group");
-            self.inner.done.send_replace(true);
-            return;
+        let mut hooks = crate::alloc_hooks::for_alloc();
+        match job.group(&alloc.task_group).cloned() {
+            None => tracing::error!(group = %alloc.task_group, "the job version has no such group"),
+            Some(group) => match self.prerun(&mut hooks, &alloc, &group).await {
+                Ok(prepared) => {
+                    let tasks = Lifecycle::new(&self, alloc.clone(), job, group, prepared);
+                    self.run_tasks(tasks, &mut hooks).await;
+                }
+                Err(e) => {
+                    let names: Vec<String> = group.tasks.iter().map(|t| t.name.clone()).collect();
+                    self.fail_all(&names, &e.to_string()).await;
+                }
+            },
+        }
+        for h in hooks.iter_mut() {
+            h.postrun(&self.inner.client, &alloc).await;
+        }
+        *self.inner.hooks.lock().expect("hooks lock") = hooks;
+        self.inner.done.send_replace(true);
+    }
+
+    /// Runs every allocation hook's prerun, in order; the first failure stops.
+    async fn prerun(
+        &self,
+        hooks: &mut [Box<dyn AllocHook>],
+        alloc: &Allocation,
+        group: &TaskGroup,
+    ) -> Result<Prepared, AllocHookError> {
+        let ctx = AllocHookCtx {
+            client: &self.inner.client,
+            alloc,
+            group,
         };
-        let task_names: Vec<String> = group.tasks.iter().map(|t| t.name.clone()).collect();
-        let dirs = match self.root() {
-            Ok(root) => {
-                let names = task_names.clone();
-                tokio::task::spawn_blocking(move || root.build(&names)).await
-            }
-            Err(e) => Ok(Err(e)),
-        };
-        let dirs = match dirs {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                self.fail_all(
-                    &task_names,
-                    &format!("cannot create the allocation directory: {e}"),
-                )
-                .await;
-                return;
-            }
-            Err(e) => {
-                self.fail_all(
-                    &task_names,
-                    &format!("creating the allocation directory panicked: {e}"),
-                )
-                .await;
-                return;
-            }
-        };
-        let (tx, mut rx) = mpsc::channel::<TaskMsg>(64);
-        let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
-        let mut dirs_by_task: BTreeMap<String, TaskDirs> = BTreeMap::new();
-        for (task, dirs) in group.tasks.iter().zip(dirs) {
-            let restored = self
-                .inner
-                .local
-                .lock()
-                .expect("alloc lock")
-                .tasks
-                .get(&task.name)
-                .cloned();
-            let (hook, sidecar) = match &task.lifecycle {
-                Some(l) if l.hook == "prestart" => (Hook::Prestart, l.sidecar),
-                Some(l) if l.hook == "poststart" => (Hook::Poststart, l.sidecar),
-                Some(l) if l.hook == "poststop" => (Hook::Poststop, false),
-                _ => (Hook::Main, false),
-            };
-            let state = restored
-                .as_ref()
-                .map(|t| t.state.clone())
-                .unwrap_or_default();
-            // After an agent restart, tasks that had started resume now, whatever their phase.
-            let resumed = restored
-                .as_ref()
-                .is_some_and(|t| t.handle.is_some() || t.state.state != TaskLifecycle::Pending);
-            slots.insert(
-                task.name.clone(),
-                Slot {
-                    hook,
-                    sidecar,
-                    leader: task.leader,
-                    stop: watch::channel(None).0,
-                    spawned: false,
-                    resumed,
-                    state,
-                },
-            );
-            dirs_by_task.insert(task.name.clone(), dirs);
+        let mut prepared = Prepared::default();
+        for h in hooks.iter_mut() {
+            h.prerun(&ctx, &mut prepared).await?;
+        }
+        Ok(prepared)
+    }
+
+    /// Drives the tasks through the group's lifecycle until every one is dead, reporting
+    /// their states, and passing the server's changes to the allocation hooks.
+    async fn run_tasks(&self, mut tasks: Lifecycle, hooks: &mut [Box<dyn AllocHook>]) {
+        let mut rx = tasks.rx.take().expect("the lifecycle's receiver");
+        for name in tasks.names_where(|s| s.resumed || s.stage == Stage::Prestart) {
+            self.spawn_task(&mut tasks, &name);
         }
         let mut alloc_stop = self.inner.stop.subscribe();
-        let spawn = |slots: &mut BTreeMap<String, Slot>,
-                     name: &str,
-                     dirs_by_task: &mut BTreeMap<String, TaskDirs>| {
-            let slot = slots.get_mut(name).expect("task slot");
-            if slot.spawned {
-                return;
-            }
-            slot.spawned = true;
-            if slot.state.state == TaskLifecycle::Dead {
-                return; // finished before the agent restarted
-            }
-            let task = group
-                .tasks
-                .iter()
-                .find(|t| t.name == name)
-                .expect("task of the group")
-                .clone();
-            let restored = self
-                .inner
-                .local
-                .lock()
-                .expect("alloc lock")
-                .tasks
-                .get(name)
-                .cloned();
-            let ctx = task_runner::TaskCtx {
-                client: self.inner.client.clone(),
-                alloc: alloc.clone(),
-                job: job.clone(),
-                restart: task
-                    .restart
-                    .clone()
-                    .unwrap_or_else(|| group.restart_policy(job.job_type)),
-                task,
-                dirs: dirs_by_task.remove(name).expect("task dirs"),
-                stop: slot.stop.subscribe(),
-                tx: tx.clone(),
-                restored,
-                group_shutdown_delay: group.shutdown_delay.unwrap_or_default(),
-                control: Some({
-                    let (ctx_tx, ctx_rx) = mpsc::channel(4);
-                    self.inner
-                        .controls
-                        .lock()
-                        .expect("controls lock")
-                        .insert(name.to_string(), ctx_tx);
-                    ctx_rx
-                }),
-            };
-            let span = tracing::info_span!("task", task = %name);
-            tokio::spawn(task_runner::run(ctx).instrument(span));
-        };
-        for (name, slot) in slots.clone() {
-            if slot.resumed || slot.hook == Hook::Prestart {
-                spawn(&mut slots, &name, &mut dirs_by_task);
-            }
-        }
+        let mut updates = self.inner.updates.subscribe();
         let mut stopping: Option<String> = alloc_stop.borrow().clone();
         loop {
-            // Move through the lifecycle as far as the tasks' states allow.
-            let phase = Phase::of(&slots);
-            if let Some(reason) = &stopping {
-                for s in slots.values().filter(|s| s.hook != Hook::Poststop) {
-                    s.stop.send_if_modified(|v| {
-                        v.is_none().then(|| *v = Some(reason.clone())).is_some()
-                    });
-                }
-            }
-            if phase.prestart_failed || phase.leader_dead {
-                let why = if phase.prestart_failed {
-                    "a prestart task failed"
-                } else {
-                    "the leader task exited"
-                };
-                stopping.get_or_insert_with(|| why.to_string());
-                continue_stopping(&slots, why);
-            }
-            if stopping.is_none() && phase.prestart_done {
-                for name in names(&slots, Hook::Main) {
-                    spawn(&mut slots, &name, &mut dirs_by_task);
-                }
-            }
-            let phase = Phase::of(&slots);
-            if stopping.is_none() && phase.main_started {
-                for name in names(&slots, Hook::Poststart) {
-                    spawn(&mut slots, &name, &mut dirs_by_task);
-                }
-            }
-            if phase.main_done || (stopping.is_some() && phase.main_quiet) {
-                // The main work is over: sidecars go, poststop tasks run.
-                continue_stopping(&slots, "the main tasks have finished");
-                for name in names(&slots, Hook::Poststop) {
-                    spawn(&mut slots, &name, &mut dirs_by_task);
-                }
-            }
-            // Tasks that will never run now are recorded as such.
-            if stopping.is_some() || phase.main_done {
-                let mut changed = false;
-                for (name, slot) in slots.iter_mut().filter(|(_, s)| {
-                    !s.spawned
-                        && s.hook != Hook::Poststop
-                        && s.state.state == TaskLifecycle::Pending
-                }) {
-                    slot.spawned = true;
-                    slot.state.state = TaskLifecycle::Dead;
-                    slot.state.events.push(task_runner::event(
-                        "Killed",
-                        "Task not started: the allocation stopped",
-                    ));
-                    self.inner
-                        .local
-                        .lock()
-                        .expect("alloc lock")
-                        .tasks
-                        .entry(name.clone())
-                        .or_insert_with(new_task)
-                        .state = slot.state.clone();
-                    changed = true;
-                }
-                if changed {
-                    self.report().await;
-                }
-            }
-            if slots.values().all(|s| s.state.state == TaskLifecycle::Dead) {
-                self.report().await;
-                break;
+            if self.advance(&mut tasks, &mut stopping).await {
+                return;
             }
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(TaskMsg::Handle(name, handle)) => {
-                        self.inner.local.lock().expect("alloc lock").tasks.entry(name).or_insert_with(new_task).handle = handle;
-                        self.persist().await;
-                    }
-                    Some(TaskMsg::State(name, state)) => {
-                        if let Some(s) = slots.get_mut(&name) {
-                            s.state = state.clone();
-                        }
-                        self.inner.local.lock().expect("alloc lock").tasks.entry(name).or_insert_with(new_task).state = state;
-                        self.report().await;
-                    }
-                    None => break,
+                    Some(msg) => self.on_task_msg(&mut tasks, msg).await,
+                    None => return,
                 },
                 _ = alloc_stop.changed() => {
                     stopping = alloc_stop.borrow().clone();
                 }
+                Ok(()) = updates.changed() => {
+                    let alloc = updates.borrow_and_update().clone();
+                    for h in hooks.iter_mut() {
+                        h.update(&alloc);
+                    }
+                }
             }
         }
-        self.inner.done.send_replace(true);
+    }
+
+    /// Moves the tasks through the lifecycle as far as their states allow; true once every
+    /// task is dead (the last state reported).
+    async fn advance(&self, tasks: &mut Lifecycle, stopping: &mut Option<String>) -> bool {
+        let phase = Phase::of(&tasks.slots);
+        if let Some(reason) = stopping.as_deref() {
+            continue_stopping(&tasks.slots, reason);
+        }
+        if phase.prestart_failed || phase.leader_dead {
+            let why = if phase.prestart_failed {
+                "a prestart task failed"
+            } else {
+                "the leader task exited"
+            };
+            stopping.get_or_insert_with(|| why.to_string());
+            continue_stopping(&tasks.slots, why);
+        }
+        if stopping.is_none() && phase.prestart_done {
+            for name in tasks.names_where(|s| s.stage == Stage::Main) {
+                self.spawn_task(tasks, &name);
+            }
+        }
+        let phase = Phase::of(&tasks.slots);
+        if stopping.is_none() && phase.main_started {
+            for name in tasks.names_where(|s| s.stage == Stage::Poststart) {
+                self.spawn_task(tasks, &name);
+            }
+        }
+        if phase.main_done || (stopping.is_some() && phase.main_quiet) {
+            // The main work is over: sidecars go, poststop tasks run.
+            continue_stopping(&tasks.slots, "the main tasks have finished");
+            for name in tasks.names_where(|s| s.stage == Stage::Poststop) {
+                self.spawn_task(tasks, &name);
+            }
+        }
+        // Tasks that will never run now are recorded as such.
+        if (stopping.is_some() || phase.main_done) && self.never_started(tasks) {
+            self.report().await;
+        }
+        if tasks
+            .slots
+            .values()
+            .all(|s| s.state.state == TaskLifecycle::Dead)
+        {
+            self.report().await;
+            return true;
+        }
+        false
+    }
+
+    /// Records the tasks that have not started and never will (the allocation stopped)
+    /// as dead; whether there were any.
+    fn never_started(&self, tasks: &mut Lifecycle) -> bool {
+        let mut changed = false;
+        for (name, slot) in tasks.slots.iter_mut().filter(|(_, s)| {
+            !s.spawned && s.stage != Stage::Poststop && s.state.state == TaskLifecycle::Pending
+        }) {
+            slot.spawned = true;
+            slot.state.state = TaskLifecycle::Dead;
+            slot.state
+                .events
+                .push(event("Killed", "Task not started: the allocation stopped"));
+            self.inner
+                .local
+                .lock()
+                .expect("alloc lock")
+                .tasks
+                .entry(name.clone())
+                .or_insert_with(new_task)
+                .state = slot.state.clone();
+            changed = true;
+        }
+        changed
+    }
+
+    /// A task runner's news: its handle is persisted, its state reported.
+    async fn on_task_msg(&self, tasks: &mut Lifecycle, msg: TaskMsg) {
+        match msg {
+            TaskMsg::Handle(name, handle) => {
+                self.inner
+                    .local
+                    .lock()
+                    .expect("alloc lock")
+                    .tasks
+                    .entry(name)
+                    .or_insert_with(new_task)
+                    .handle = handle;
+                self.persist().await;
+            }
+            TaskMsg::State(name, state) => {
+                if let Some(s) = tasks.slots.get_mut(&name) {
+                    s.state = state.clone();
+                }
+                self.inner
+                    .local
+                    .lock()
+                    .expect("alloc lock")
+                    .tasks
+                    .entry(name)
+                    .or_insert_with(new_task)
+                    .state = state;
+                self.report().await;
+            }
+        }
+    }
+
+    /// Starts the runner of task `name`, unless it was started already or finished before
+    /// the agent restarted.
+    fn spawn_task(&self, tasks: &mut Lifecycle, name: &str) {
+        let slot = tasks.slots.get_mut(name).expect("task slot");
+        if slot.spawned {
+            return;
+        }
+        slot.spawned = true;
+        if slot.state.state == TaskLifecycle::Dead {
+            return; // finished before the agent restarted
+        }
+        let stop = slot.stop.subscribe();
+        let task = tasks
+            .group
+            .tasks
+            .iter()
+            .find(|t| t.name == name)
+            .expect("task of the group")
+            .clone();
+        let restored = self
+            .inner
+            .local
+            .lock()
+            .expect("alloc lock")
+            .tasks
+            .get(name)
+            .cloned();
+        let (control, control_rx) = mpsc::channel(4);
+        self.inner
+            .controls
+            .lock()
+            .expect("controls lock")
+            .insert(name.to_string(), control);
+        let ctx = task_runner::TaskCtx {
+            client: self.inner.client.clone(),
+            alloc: tasks.alloc.clone(),
+            job: tasks.job.clone(),
+            restart: task
+                .restart
+                .clone()
+                .unwrap_or_else(|| tasks.group.restart_policy(tasks.job.job_type)),
+            task,
+            dirs: tasks.dirs.remove(name).expect("task dirs"),
+            stop,
+            tx: tasks.tx.clone(),
+            restored,
+            group_shutdown_delay: tasks.group.shutdown_delay.unwrap_or_default(),
+            control: Some(control_rx),
+            alloc_updates: self.inner.updates.subscribe(),
+        };
+        let span = tracing::info_span!("task", task = %name);
+        tokio::spawn(task_runner::run(ctx).instrument(span));
     }
 
     async fn fail_all(&self, tasks: &[String], msg: &str) {
@@ -508,7 +520,7 @@ impl AllocRunner {
                     failed: true,
                     ..Default::default()
                 };
-                st.events.push(task_runner::event("Setup Failure", msg));
+                st.events.push(event("Setup Failure", msg));
                 l.tasks.insert(
                     t.clone(),
                     LocalTask {
@@ -519,13 +531,12 @@ impl AllocRunner {
             }
         }
         self.report().await;
-        self.inner.done.send_replace(true);
     }
 }
 
-/// When a task runs in its allocation's lifecycle.
+/// When a task runs in its allocation's lifecycle (its `lifecycle { hook }`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hook {
+enum Stage {
     Prestart,
     Main,
     Poststart,
@@ -534,7 +545,7 @@ enum Hook {
 
 #[derive(Clone)]
 struct Slot {
-    hook: Hook,
+    stage: Stage,
     sidecar: bool,
     leader: bool,
     /// This task's own stop signal (sidecars stop when the main tasks finish).
@@ -543,6 +554,79 @@ struct Slot {
     /// Started before an agent restart: resumes at once.
     resumed: bool,
     state: TaskState,
+}
+
+/// The allocation's tasks as its runner drives them through the group's lifecycle.
+struct Lifecycle {
+    alloc: Allocation,
+    job: Job,
+    group: TaskGroup,
+    slots: BTreeMap<String, Slot>,
+    /// The directories of the tasks not started yet.
+    dirs: BTreeMap<String, TaskDirs>,
+    /// The task runners' news, and where it arrives (taken by the runner's loop).
+    tx: mpsc::Sender<TaskMsg>,
+    rx: Option<mpsc::Receiver<TaskMsg>>,
+}
+
+impl Lifecycle {
+    /// The tasks' slots, from the states restored from the local state (if any).
+    fn new(
+        runner: &AllocRunner,
+        alloc: Allocation,
+        job: Job,
+        group: TaskGroup,
+        prepared: Prepared,
+    ) -> Lifecycle {
+        let (tx, rx) = mpsc::channel::<TaskMsg>(64);
+        let local = runner.inner.local.lock().expect("alloc lock");
+        let slots = group
+            .tasks
+            .iter()
+            .map(|task| {
+                let restored = local.tasks.get(&task.name);
+                let (stage, sidecar) = match &task.lifecycle {
+                    Some(l) if l.hook == "prestart" => (Stage::Prestart, l.sidecar),
+                    Some(l) if l.hook == "poststart" => (Stage::Poststart, l.sidecar),
+                    Some(l) if l.hook == "poststop" => (Stage::Poststop, false),
+                    _ => (Stage::Main, false),
+                };
+                let slot = Slot {
+                    stage,
+                    sidecar,
+                    leader: task.leader,
+                    stop: watch::channel(None).0,
+                    spawned: false,
+                    // After an agent restart, tasks that had started resume now, whatever
+                    // their phase.
+                    resumed: restored.is_some_and(|t| {
+                        t.handle.is_some() || t.state.state != TaskLifecycle::Pending
+                    }),
+                    state: restored.map(|t| t.state.clone()).unwrap_or_default(),
+                };
+                (task.name.clone(), slot)
+            })
+            .collect();
+        drop(local);
+        Lifecycle {
+            alloc,
+            job,
+            group,
+            slots,
+            dirs: prepared.task_dirs,
+            tx,
+            rx: Some(rx),
+        }
+    }
+
+    /// The names of the tasks whose slot matches.
+    fn names_where(&self, f: impl Fn(&Slot) -> bool) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| f(s))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
 }
 
 /// Where the allocation's lifecycle stands.
@@ -561,9 +645,9 @@ impl Phase {
         let ephemeral_prestart = || {
             slots
                 .values()
-                .filter(|s| s.hook == Hook::Prestart && !s.sidecar)
+                .filter(|s| s.stage == Stage::Prestart && !s.sidecar)
         };
-        let mains = || slots.values().filter(|s| s.hook == Hook::Main);
+        let mains = || slots.values().filter(|s| s.stage == Stage::Main);
         let dead = |s: &Slot| s.state.state == TaskLifecycle::Dead;
         Phase {
             prestart_done: ephemeral_prestart().all(|s| dead(s) && !s.state.failed),
@@ -576,17 +660,9 @@ impl Phase {
     }
 }
 
-fn names(slots: &BTreeMap<String, Slot>, hook: Hook) -> Vec<String> {
-    slots
-        .iter()
-        .filter(|(_, s)| s.hook == hook)
-        .map(|(n, _)| n.clone())
-        .collect()
-}
-
 /// Stops every task but the poststop ones.
 fn continue_stopping(slots: &BTreeMap<String, Slot>, why: &str) {
-    for s in slots.values().filter(|s| s.hook != Hook::Poststop) {
+    for s in slots.values().filter(|s| s.stage != Stage::Poststop) {
         s.stop
             .send_if_modified(|v| v.is_none().then(|| *v = Some(why.to_string())).is_some());
     }
@@ -617,26 +693,4 @@ fn client_status(l: &LocalAlloc) -> (ClientStatus, String) {
         return (ClientStatus::Complete, "All tasks have completed".into());
     }
     (ClientStatus::Pending, "No tasks have started".into())
-}
-
-/// Lazily unmounts whatever is mounted below `dir` (tasks' secrets/ tmpfs, the shims'
-/// tmpfs), deepest first.
-pub fn unmount_below(dir: &std::path::Path) {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| std::path::Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// Removes a directory tree after unmounting whatever is mounted below it: an allocation's
-/// directory at GC, the dev agent's data dir at exit.
-pub fn remove_dir_with_mounts(dir: &std::path::Path) -> std::io::Result<()> {
-    unmount_below(dir);
-    std::fs::remove_dir_all(dir)
 }

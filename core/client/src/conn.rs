@@ -141,7 +141,7 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
                         }
                     }
                     Some(server_message::Msg::SessionOpen(open)) => {
-                        tokio::spawn(crate::logs::serve(client.clone(), rpc.clone(), open));
+                        tokio::spawn(crate::sessions::serve(client.clone(), rpc.clone(), open));
                     }
                     None => {}
                 }

@@ -4,19 +4,23 @@
 
 mod alloc_dir;
 mod alloc_fs;
+mod alloc_hooks;
 mod alloc_runner;
+mod alloc_stats;
 mod artifact;
 
-pub use alloc_runner::{remove_dir_with_mounts, unmount_below};
+pub use alloc_dir::{remove_dir_with_mounts, unmount_below};
 mod conn;
 mod env;
 mod exec;
 mod fingerprint;
 mod gc;
-mod logs;
+mod log_stream;
+mod sessions;
 mod state;
 mod task_hooks;
 mod task_runner;
+mod task_status;
 mod template;
 
 use std::collections::BTreeMap;
@@ -220,6 +224,17 @@ impl Client {
         alloc_id: &str,
     ) -> Result<alloc_dir::AllocDir, alloc_dir::AllocDirError> {
         alloc_dir::AllocDir::new(&self.inner.config.data_dir.join("alloc"), alloc_id)
+    }
+
+    /// The runner of allocation `alloc_id`, for a session about it.
+    pub(crate) fn runner(&self, alloc_id: &str) -> Result<alloc_runner::AllocRunner, String> {
+        self.inner
+            .runners
+            .lock()
+            .expect("runners lock")
+            .get(alloc_id)
+            .cloned()
+            .ok_or_else(|| format!("allocation {alloc_id} is not running on this node"))
     }
 
     pub fn node_id(&self) -> &str {

@@ -2,35 +2,35 @@
 //! policy, stops it when asked, and — when the driver plugin dies — reattaches to the task
 //! through its handle instead of starting it again.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_model::{
-    Allocation, Job, RestartMode, RestartPolicy, Task, TaskEvent, TaskLifecycle, TaskState,
-    now_nanos,
+    Allocation, Job, RestartMode, RestartPolicy, Task, TaskLifecycle, TaskState, now_nanos,
 };
+use drover_plugin_host::HostError;
+use drover_proto::driver::driver_client::DriverClient;
 use drover_proto::driver::{
-    DestroyTaskRequest, ExitResult, LogConfig, RecoverTaskRequest, Resources, SignalTaskRequest,
+    DestroyTaskRequest, ExitResult, RecoverTaskRequest, Resources, SignalTaskRequest,
     StartTaskRequest, StopTaskRequest, TaskConfig, TaskHandle, WaitTaskRequest,
 };
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tonic::transport::Channel;
 
 use crate::Client;
 use crate::env::{TaskDirs, interpolate, interpolate_json, task_env};
 use crate::state::LocalTask;
-use crate::task_hooks::{Action, HookError, TaskHook};
+use crate::task_hooks::{Action, HookError, TaskHook, TaskHookCtx};
+use crate::task_status::{TaskMsg, TaskStatus, event};
+
+type Driver = DriverClient<Channel>;
 
 /// Requests to a running task from `alloc restart` and `alloc signal`.
 pub enum Control {
     Restart(oneshot::Sender<Result<(), String>>),
     Signal(String, oneshot::Sender<Result<(), String>>),
-}
-
-pub enum TaskMsg {
-    /// The task's driver handle (protobuf bytes), or None once the task is gone.
-    Handle(String, Option<Vec<u8>>),
-    State(String, TaskState),
 }
 
 pub struct TaskCtx {
@@ -46,16 +46,60 @@ pub struct TaskCtx {
     /// The group's shutdown_delay (the task's own applies when longer).
     pub group_shutdown_delay: Duration,
     pub control: Option<mpsc::Receiver<Control>>,
+    /// The allocation as the server last changed it (for the hooks' `update`).
+    pub alloc_updates: watch::Receiver<Allocation>,
 }
 
-pub fn event(kind: &str, message: &str) -> TaskEvent {
-    TaskEvent {
-        kind: kind.into(),
-        time: now_nanos(),
-        message: message.into(),
-        display_message: message.into(),
-        ..Default::default()
+/// Why the driver did not start (or take back) the task.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Plugin(#[from] HostError),
+    /// The driver's answer (a gRPC status's message).
+    #[error("{0}")]
+    Driver(String),
+    #[error(
+        "the {0} driver cannot mount volumes: volume_mount needs a driver with filesystem isolation (exec, docker)"
+    )]
+    CannotMount(String),
+    #[error("driver returned no task handle")]
+    NoHandle,
+}
+
+impl From<tonic::Status> for StartError {
+    fn from(s: tonic::Status) -> StartError {
+        StartError::Driver(s.message().to_string())
     }
+}
+
+/// What the task's hooks see of it, with `env` as its environment so far.
+fn hook_ctx(c: &TaskCtx, env: BTreeMap<String, String>) -> TaskHookCtx<'_> {
+    TaskHookCtx {
+        client: &c.client,
+        alloc: &c.alloc,
+        job: &c.job,
+        task: &c.task,
+        dirs: &c.dirs,
+        stop: &c.stop,
+        env,
+    }
+}
+
+/// The next message on an optional channel; never, without one.
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The driver plugin to wait on the task with, or why not now.
+enum Connected {
+    Driver(Driver),
+    /// Not yet: try again.
+    Retry,
+    /// The task cannot be tracked any more.
+    Lost(String),
 }
 
 /// How a wait for the task ended.
@@ -65,111 +109,51 @@ enum Waited {
     Lost(String),
 }
 
-pub(crate) struct Runner {
-    pub(crate) ctx: TaskCtx,
-    state: TaskState,
+struct Runner {
+    ctx: TaskCtx,
+    /// The task's state, reported to the allocation runner.
+    status: TaskStatus,
     handle: Option<TaskHandle>,
     restarts: Vec<Instant>,
     /// `alloc restart` asked for a restart that does not count against the policy.
     restart_requested: bool,
-    /// The task's hooks (artifacts, templates), in order.
+    /// The task's hooks, in order (see [`crate::task_hooks::for_task`]).
     hooks: Vec<Box<dyn TaskHook>>,
     /// What the hooks running beside the task ask of it (see [`Action`]).
     hook_actions: Option<mpsc::Receiver<Action>>,
 }
 
 impl Runner {
-    pub(crate) async fn emit(&mut self, e: TaskEvent) {
-        tracing::info!(event = %e.kind, message = %e.message, "task event");
-        self.state.events.push(e);
-        if self.state.events.len() > 20 {
-            self.state.events.remove(0);
-        }
-        self.send_state().await;
-    }
-
-    async fn send_state(&self) {
-        let _ = self
-            .ctx
-            .tx
-            .send(TaskMsg::State(
-                self.ctx.task.name.clone(),
-                self.state.clone(),
-            ))
-            .await;
+    async fn emit(&mut self, e: drover_model::TaskEvent) {
+        self.status.emit(e).await;
     }
 
     async fn set_handle(&mut self, h: Option<TaskHandle>) {
         let bytes = h.as_ref().map(|h| h.encode_to_vec());
         self.handle = h;
-        let _ = self
-            .ctx
-            .tx
-            .send(TaskMsg::Handle(self.ctx.task.name.clone(), bytes))
-            .await;
+        self.status.send_handle(bytes).await;
     }
 
     fn stop_reason(&self) -> Option<String> {
         self.ctx.stop.borrow().clone()
     }
 
+    /// The task runner ends: the hooks stop, the task is dead.
     async fn finish(&mut self, failed: bool) {
-        self.exited_hooks();
-        self.state.state = TaskLifecycle::Dead;
-        self.state.failed = failed;
-        self.state.finished_at = now_nanos();
+        for h in self.hooks.iter_mut() {
+            h.stop();
+        }
+        self.hook_actions = None;
+        self.status.state.state = TaskLifecycle::Dead;
+        self.status.state.failed = failed;
+        self.status.state.finished_at = now_nanos();
         self.set_handle(None).await;
-        self.send_state().await;
-    }
-
-    /// The task's `volume_mount`s resolved against its group's volumes and this node's host
-    /// volumes.
-    fn mounts(&self) -> Result<Vec<drover_proto::driver::Mount>, String> {
-        let c = &self.ctx;
-        let group = c
-            .job
-            .group(&c.alloc.task_group)
-            .ok_or_else(|| format!("group {:?} is gone from the job", c.alloc.task_group))?;
-        c.task
-            .volume_mounts
-            .iter()
-            .map(|m| {
-                let req = group.volumes.get(&m.volume).ok_or_else(|| {
-                    format!(
-                        "volume_mount names volume {:?}, which group {:?} does not declare",
-                        m.volume, group.name
-                    )
-                })?;
-                if req.volume_type != "host" {
-                    return Err(format!(
-                        "volume {:?} is a {} volume; this client mounts host volumes only",
-                        m.volume, req.volume_type
-                    ));
-                }
-                let host = c.client.inner.config.host_volumes.get(&req.source).ok_or_else(|| {
-                    format!(
-                        "host volume {:?} is not configured on this node (client {{ host_volume {:?} {{ path = ... }} }})",
-                        req.source, req.source
-                    )
-                })?;
-                if !m.destination.starts_with('/') {
-                    return Err(format!(
-                        "volume_mount destination {:?} must be an absolute path",
-                        m.destination
-                    ));
-                }
-                Ok(drover_proto::driver::Mount {
-                    host_path: host.path.clone(),
-                    task_path: m.destination.clone(),
-                    read_only: m.read_only || req.read_only || host.read_only,
-                })
-            })
-            .collect()
+        self.status.send().await;
     }
 
     /// The task's environment: [`Self::base_env`], then what its hooks add (`env = true`
     /// templates).
-    pub(crate) fn env(&self) -> std::collections::BTreeMap<String, String> {
+    fn env(&self) -> BTreeMap<String, String> {
         let mut env = self.base_env();
         for h in &self.hooks {
             if let Some(add) = h.env() {
@@ -179,9 +163,9 @@ impl Runner {
         env
     }
 
-    /// `NOMAD_*`/`DROVER_*`, then the task's own `env` block interpolated: what templates
-    /// render with.
-    pub(crate) fn base_env(&self) -> std::collections::BTreeMap<String, String> {
+    /// `NOMAD_*`/`DROVER_*`, then the task's own `env` block interpolated: what the first
+    /// hook sees.
+    fn base_env(&self) -> BTreeMap<String, String> {
         let c = &self.ctx;
         let cfg = &c.client.inner.config;
         let host_ip = cfg
@@ -207,12 +191,7 @@ impl Runner {
 
     /// Stops the running task so that it starts again, without counting against the restart
     /// policy (`alloc restart`, a re-rendered template).
-    async fn stop_to_restart(
-        &mut self,
-        driver: &drover_proto::driver::driver_client::DriverClient<tonic::transport::Channel>,
-        task_id: &str,
-        why: &str,
-    ) {
+    async fn stop_to_restart(&mut self, driver: &Driver, task_id: &str, why: &str) {
         self.restart_requested = true;
         self.emit(event("Restart Signaled", why)).await;
         self.send_stop(driver, task_id, Duration::ZERO);
@@ -220,12 +199,7 @@ impl Runner {
 
     /// Asks the driver, after `delay` and without waiting, to stop the task: its
     /// `kill_signal`, then a kill after `kill_timeout`.
-    fn send_stop(
-        &self,
-        driver: &drover_proto::driver::driver_client::DriverClient<tonic::transport::Channel>,
-        task_id: &str,
-        delay: Duration,
-    ) {
+    fn send_stop(&self, driver: &Driver, task_id: &str, delay: Duration) {
         let req = StopTaskRequest {
             task_id: task_id.to_string(),
             signal: self.ctx.task.kill_signal.clone(),
@@ -240,29 +214,31 @@ impl Runner {
         });
     }
 
-    /// Runs every hook's prestart, in order; the first failure stops.
+    /// Runs every hook's prestart, in order; the first failure stops. Each hook sees the
+    /// environment with what the hooks before it add.
     async fn prestart_hooks(&mut self) -> Result<(), HookError> {
-        let mut hooks = std::mem::take(&mut self.hooks);
-        let mut result = Ok(());
-        for h in hooks.iter_mut() {
-            result = h.prestart(self).await;
-            if result.is_err() {
-                break;
+        let mut env = self.base_env();
+        for h in self.hooks.iter_mut() {
+            h.prestart(&hook_ctx(&self.ctx, env.clone()), &mut self.status)
+                .await?;
+            if let Some(add) = h.env() {
+                env.extend(add.clone());
             }
         }
-        self.hooks = hooks;
-        result
+        Ok(())
     }
 
     /// Runs every hook's poststart: the task runs.
     fn poststart_hooks(&mut self) {
         self.exited_hooks();
         let (tx, rx) = mpsc::channel(4);
-        let mut hooks = std::mem::take(&mut self.hooks);
-        for h in hooks.iter_mut() {
-            h.poststart(self, &tx);
+        let mut env = self.base_env();
+        for h in self.hooks.iter_mut() {
+            h.poststart(&hook_ctx(&self.ctx, env.clone()), &tx);
+            if let Some(add) = h.env() {
+                env.extend(add.clone());
+            }
         }
-        self.hooks = hooks;
         self.hook_actions = Some(rx);
     }
 
@@ -274,19 +250,20 @@ impl Runner {
         self.hook_actions = None;
     }
 
+    /// The config the driver starts the task with: the task's own, then what each hook
+    /// fills in (log paths, mounts).
     fn task_config(&self, attempt: u32) -> TaskConfig {
         let c = &self.ctx;
         let env = self.env();
         let config = interpolate_json(&serde_json::Value::Object(c.task.config.clone()), &env);
-        let logs_dir = std::path::Path::new(&c.dirs.alloc_dir).join("logs");
-        TaskConfig {
+        let mut cfg = TaskConfig {
             id: format!("{}/{}/{}", c.alloc.id, c.task.name, attempt),
             name: c.task.name.clone(),
             alloc_id: c.alloc.id.clone(),
             job_name: c.job.name.clone(),
             group_name: c.alloc.task_group.clone(),
             driver_config_json: serde_json::to_vec(&config).expect("config serializes"),
-            env: env.into_iter().collect(),
+            env: env.clone().into_iter().collect(),
             resources: Some(Resources {
                 cpu_mhz: c.task.resources.cpu as i64,
                 memory_mb: c.task.resources.memory_mb as i64,
@@ -296,21 +273,13 @@ impl Runner {
             user: c.task.user.clone(),
             alloc_dir: c.dirs.alloc_dir.clone(),
             task_dir: c.dirs.task_dir.clone(),
-            stdout_path: logs_dir
-                .join(format!("{}.stdout", c.task.name))
-                .display()
-                .to_string(),
-            stderr_path: logs_dir
-                .join(format!("{}.stderr", c.task.name))
-                .display()
-                .to_string(),
-            logs: Some(LogConfig {
-                max_files: c.task.logs.max_files,
-                max_file_size_mb: c.task.logs.max_file_size_mb,
-            }),
-            network_ns_path: String::new(),
-            mounts: Vec::new(),
+            ..Default::default()
+        };
+        let ctx = hook_ctx(c, env);
+        for h in &self.hooks {
+            h.configure(&ctx, &mut cfg);
         }
+        cfg
     }
 
     /// Waits for the task to exit, stopping it if asked, and reattaching through the handle
@@ -322,119 +291,16 @@ impl Runner {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default();
-        let driver_name = self.ctx.task.driver.clone();
         let mut stop_sent = false;
         let mut failures = 0u32;
         loop {
-            let mut driver = match self.ctx.client.host().driver(&driver_name).await {
-                Ok(d) => d,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, "driver plugin unavailable; retrying");
-                    if failures > 30 {
-                        return Waited::Lost(format!(
-                            "driver plugin {driver_name} unavailable: {e}"
-                        ));
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
+            let driver = match self.connect(&handle, &mut failures).await {
+                Connected::Driver(d) => d,
+                Connected::Retry => continue,
+                Connected::Lost(why) => return Waited::Lost(why),
             };
-            if failures > 0 {
-                // A new plugin instance: hand it the task back.
-                if let Err(e) = driver
-                    .recover_task(RecoverTaskRequest {
-                        handle: Some(handle.clone()),
-                    })
-                    .await
-                {
-                    tracing::warn!(error = %e.message(), "reattaching to the task failed");
-                    if e.code() == tonic::Code::NotFound
-                        || e.code() == tonic::Code::InvalidArgument
-                        || failures > 30
-                    {
-                        return Waited::Lost(format!(
-                            "task could not be reattached: {}",
-                            e.message()
-                        ));
-                    }
-                    failures += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                tracing::info!("reattached to the running task");
-                self.emit(event(
-                    "Reattached",
-                    "task reattached after its driver plugin restarted",
-                ))
-                .await;
-            }
-            let mut waiter = driver.clone();
-            let wait = waiter.wait_task(WaitTaskRequest {
-                task_id: task_id.clone(),
-            });
-            tokio::pin!(wait);
-            let mut stop = self.ctx.stop.clone();
-            let mut control = self.ctx.control.take();
-            let mut actions = self.hook_actions.take();
-            let outcome = loop {
-                tokio::select! {
-                    r = &mut wait => break r,
-                    Some(action) = async { match actions.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                        match action {
-                            Action::Signal { signal, why } => {
-                                self.emit(event("Signaling", &why)).await;
-                                let req = SignalTaskRequest { task_id: task_id.clone(), signal };
-                                if let Err(e) = driver.clone().signal_task(req).await {
-                                    tracing::warn!(error = %e.message(), "signalling the task for a hook failed");
-                                }
-                            }
-                            Action::Restart { why } if !stop_sent => {
-                                stop_sent = true;
-                                self.stop_to_restart(&driver, &task_id, &why).await;
-                            }
-                            Action::Restart { .. } => {}
-                        }
-                    }
-                    Some(c) = async { match control.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                        match c {
-                            Control::Signal(sig, reply) => {
-                                self.emit(event("Signaling", &format!("Task being sent signal {sig}"))).await;
-                                let req = SignalTaskRequest { task_id: task_id.clone(), signal: sig };
-                                let r = driver.clone().signal_task(req).await.map(|_| ()).map_err(|e| e.message().to_string());
-                                let _ = reply.send(r);
-                            }
-                            Control::Restart(reply) => {
-                                if !stop_sent {
-                                    stop_sent = true;
-                                    self.stop_to_restart(&driver, &task_id, "User requested the task restart").await;
-                                }
-                                let _ = reply.send(Ok(()));
-                            }
-                        }
-                    }
-                    _ = stop.changed(), if !stop_sent => {
-                        let reason = stop.borrow().clone();
-                        if let Some(reason) = reason {
-                            stop_sent = true;
-                            // shutdown_delay: the task keeps running a while before the signal
-                            // (time for clients to stop sending it work).
-                            let delay = self.ctx.task.shutdown_delay.max(self.ctx.group_shutdown_delay);
-                            let msg = if delay.is_zero() {
-                                format!("Sent interrupt: {reason}")
-                            } else {
-                                format!("Sent interrupt after a shutdown delay of {delay:?}: {reason}")
-                            };
-                            self.emit(event("Killing", &msg)).await;
-                            self.send_stop(&driver, &task_id, delay);
-                        }
-                    }
-                }
-            };
-            self.ctx.control = control;
-            self.hook_actions = actions;
-            match outcome {
-                Ok(r) => return Waited::Exited(r.into_inner().result.unwrap_or_default()),
+            match self.wait_exit(&driver, &task_id, &mut stop_sent).await {
+                Ok(r) => return Waited::Exited(r),
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e.message(), "lost contact with the driver plugin while waiting; reattaching");
@@ -442,6 +308,181 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// The task's driver plugin, for waiting on the task; after `failures` (a plugin that
+    /// died) the task is handed to the new plugin instance first.
+    async fn connect(&mut self, handle: &TaskHandle, failures: &mut u32) -> Connected {
+        let driver_name = &self.ctx.task.driver;
+        let mut driver = match self.ctx.client.host().driver(driver_name).await {
+            Ok(d) => d,
+            Err(e) => {
+                *failures += 1;
+                tracing::warn!(error = %e, "driver plugin unavailable; retrying");
+                if *failures > 30 {
+                    return Connected::Lost(format!(
+                        "driver plugin {driver_name} unavailable: {e}"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Connected::Retry;
+            }
+        };
+        if *failures == 0 {
+            return Connected::Driver(driver);
+        }
+        // A new plugin instance: hand it the task back.
+        let recovered = driver
+            .recover_task(RecoverTaskRequest {
+                handle: Some(handle.clone()),
+            })
+            .await;
+        if let Err(e) = recovered {
+            tracing::warn!(error = %e.message(), "reattaching to the task failed");
+            if e.code() == tonic::Code::NotFound
+                || e.code() == tonic::Code::InvalidArgument
+                || *failures > 30
+            {
+                return Connected::Lost(format!("task could not be reattached: {}", e.message()));
+            }
+            *failures += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Connected::Retry;
+        }
+        tracing::info!("reattached to the running task");
+        self.emit(event(
+            "Reattached",
+            "task reattached after its driver plugin restarted",
+        ))
+        .await;
+        Connected::Driver(driver)
+    }
+
+    /// One WaitTask call to `driver`, serving meanwhile the stop signal, `alloc restart`/
+    /// `alloc signal`, the hooks' actions and the server's allocation updates. An error is
+    /// the plugin's: the caller reattaches.
+    async fn wait_exit(
+        &mut self,
+        driver: &Driver,
+        task_id: &str,
+        stop_sent: &mut bool,
+    ) -> Result<ExitResult, tonic::Status> {
+        let mut waiter = driver.clone();
+        let wait = waiter.wait_task(WaitTaskRequest {
+            task_id: task_id.to_string(),
+        });
+        tokio::pin!(wait);
+        let mut stop = self.ctx.stop.clone();
+        let mut updates = self.ctx.alloc_updates.clone();
+        let mut control = self.ctx.control.take();
+        let mut actions = self.hook_actions.take();
+        let outcome = loop {
+            tokio::select! {
+                r = &mut wait => break r,
+                Some(action) = recv(&mut actions) => {
+                    self.on_action(action, driver, task_id, stop_sent).await;
+                }
+                Some(c) = recv(&mut control) => {
+                    self.on_control(c, driver, task_id, stop_sent).await;
+                }
+                _ = stop.changed(), if !*stop_sent => {
+                    let reason = stop.borrow().clone();
+                    if let Some(reason) = reason {
+                        *stop_sent = true;
+                        self.stop_now(driver, task_id, &reason).await;
+                    }
+                }
+                Ok(()) = updates.changed() => {
+                    let alloc = updates.borrow_and_update().clone();
+                    for h in self.hooks.iter_mut() {
+                        h.update(&alloc);
+                    }
+                }
+            }
+        };
+        self.ctx.control = control;
+        self.ctx.alloc_updates = updates;
+        self.hook_actions = actions;
+        outcome.map(|r| r.into_inner().result.unwrap_or_default())
+    }
+
+    /// What a hook running beside the task asks for.
+    async fn on_action(
+        &mut self,
+        action: Action,
+        driver: &Driver,
+        task_id: &str,
+        stop_sent: &mut bool,
+    ) {
+        match action {
+            Action::Signal { signal, why } => {
+                self.emit(event("Signaling", &why)).await;
+                let req = SignalTaskRequest {
+                    task_id: task_id.to_string(),
+                    signal,
+                };
+                if let Err(e) = driver.clone().signal_task(req).await {
+                    tracing::warn!(error = %e.message(), "signalling the task for a hook failed");
+                }
+            }
+            Action::Restart { why } if !*stop_sent => {
+                *stop_sent = true;
+                self.stop_to_restart(driver, task_id, &why).await;
+            }
+            Action::Restart { .. } => {}
+        }
+    }
+
+    /// `alloc signal` and `alloc restart`.
+    async fn on_control(
+        &mut self,
+        c: Control,
+        driver: &Driver,
+        task_id: &str,
+        stop_sent: &mut bool,
+    ) {
+        match c {
+            Control::Signal(sig, reply) => {
+                self.emit(event("Signaling", &format!("Task being sent signal {sig}")))
+                    .await;
+                let req = SignalTaskRequest {
+                    task_id: task_id.to_string(),
+                    signal: sig,
+                };
+                let r = driver
+                    .clone()
+                    .signal_task(req)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message().to_string());
+                let _ = reply.send(r);
+            }
+            Control::Restart(reply) => {
+                if !*stop_sent {
+                    *stop_sent = true;
+                    self.stop_to_restart(driver, task_id, "User requested the task restart")
+                        .await;
+                }
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// The task must stop: after its shutdown_delay (time for clients to stop sending it
+    /// work), its kill_signal.
+    async fn stop_now(&mut self, driver: &Driver, task_id: &str, reason: &str) {
+        let delay = self
+            .ctx
+            .task
+            .shutdown_delay
+            .max(self.ctx.group_shutdown_delay);
+        let msg = if delay.is_zero() {
+            format!("Sent interrupt: {reason}")
+        } else {
+            format!("Sent interrupt after a shutdown delay of {delay:?}: {reason}")
+        };
+        self.emit(event("Killing", &msg)).await;
+        self.send_stop(driver, task_id, delay);
     }
 
     /// Whether the restart policy allows another start; sleeps the delay if so.
@@ -487,11 +528,11 @@ impl Runner {
             }
         }
         self.restarts.push(Instant::now());
-        self.state.restarts += 1;
+        self.status.state.restarts += 1;
         true
     }
 
-    pub(crate) async fn sleep_unless_stopped(&mut self, d: Duration) -> bool {
+    async fn sleep_unless_stopped(&mut self, d: Duration) -> bool {
         let mut stop = self.ctx.stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(d) => self.stop_reason().is_none(),
@@ -499,38 +540,27 @@ impl Runner {
         }
     }
 
-    async fn start(&mut self) -> Result<(), String> {
-        let mut cfg = self.task_config(self.state.restarts);
-        let mut driver = self
-            .ctx
-            .client
-            .host()
-            .driver(&self.ctx.task.driver)
-            .await
-            .map_err(|e| e.to_string())?;
-        cfg.mounts = self.mounts()?;
+    /// Starts the task through its driver (one that can mount, when the hooks ask for mounts).
+    async fn start(&mut self) -> Result<(), StartError> {
+        let cfg = self.task_config(self.status.state.restarts);
+        let mut driver = self.ctx.client.host().driver(&self.ctx.task.driver).await?;
         if !cfg.mounts.is_empty() {
             let caps = driver
                 .capabilities(drover_proto::driver::CapabilitiesRequest {})
-                .await
-                .map_err(|e| e.message().to_string())?
+                .await?
                 .into_inner();
             if !caps.mounts {
-                return Err(format!(
-                    "the {} driver cannot mount volumes: volume_mount needs a driver with filesystem isolation (exec, docker)",
-                    self.ctx.task.driver
-                ));
+                return Err(StartError::CannotMount(self.ctx.task.driver.clone()));
             }
         }
         let resp = driver
             .start_task(StartTaskRequest { task: Some(cfg) })
-            .await
-            .map_err(|e| e.message().to_string())?
+            .await?
             .into_inner();
-        let handle = resp.handle.ok_or("driver returned no task handle")?;
+        let handle = resp.handle.ok_or(StartError::NoHandle)?;
         self.set_handle(Some(handle)).await;
-        self.state.state = TaskLifecycle::Running;
-        self.state.started_at = now_nanos();
+        self.status.state.state = TaskLifecycle::Running;
+        self.status.state.started_at = now_nanos();
         self.emit(event("Started", "Task started by client")).await;
         Ok(())
     }
@@ -562,7 +592,7 @@ enum Next {
 pub async fn run(ctx: TaskCtx) {
     let restored = ctx.restored.clone();
     let mut r = Runner {
-        state: TaskState::default(),
+        status: TaskStatus::new(ctx.task.name.clone(), TaskState::default(), ctx.tx.clone()),
         handle: None,
         restarts: Vec::new(),
         restart_requested: false,
@@ -572,7 +602,7 @@ pub async fn run(ctx: TaskCtx) {
     };
     let mut resume = false;
     if let Some(local) = restored {
-        r.state = local.state;
+        r.status.state = local.state;
         if let Some(bytes) = local.handle {
             match TaskHandle::decode(bytes.as_slice()) {
                 Ok(h) => {
@@ -608,15 +638,16 @@ impl Runner {
     /// The agent restarted: hands the running task to the (new) plugin, to wait again.
     async fn reattach(&mut self) -> Next {
         let handle = self.handle.clone().expect("resuming with a handle");
-        let recovered = match self.ctx.client.host().driver(&self.ctx.task.driver).await {
-            Ok(mut d) => d
-                .recover_task(RecoverTaskRequest {
-                    handle: Some(handle),
-                })
-                .await
-                .map_err(|e| e.message().to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let recovered: Result<_, StartError> =
+            match self.ctx.client.host().driver(&self.ctx.task.driver).await {
+                Ok(mut d) => d
+                    .recover_task(RecoverTaskRequest {
+                        handle: Some(handle),
+                    })
+                    .await
+                    .map_err(StartError::from),
+                Err(e) => Err(e.into()),
+            };
         if let Err(e) = recovered {
             self.emit(event(
                 "Task Lost",
@@ -663,7 +694,7 @@ impl Runner {
             }
         }
         if let Err(e) = self.start().await {
-            let mut ev = event("Driver Failure", &e);
+            let mut ev = event("Driver Failure", &e.to_string());
             ev.fails_task = false;
             self.emit(ev).await;
             if self.may_restart("Driver failure").await {
@@ -713,7 +744,7 @@ impl Runner {
         }
         if std::mem::take(&mut self.restart_requested) {
             // A user's (or a template's) restart does not count against the restart policy.
-            self.state.restarts += 1;
+            self.status.state.restarts += 1;
             self.emit(event("Restarting", "Task restarting as requested"))
                 .await;
             return Next::Start;

@@ -1,4 +1,4 @@
-//! The template hook: renders a task's `template` blocks into its directory before the task
+//! Template rendering: renders a task's `template` blocks into its directory before the task
 //! starts (Nomad's template runner, consul-template's language through `drover-template`).
 //!
 //! Data a template reads:
@@ -28,7 +28,16 @@ use drover_template::{Functions, Options, Template, Value};
 use crate::Client;
 use crate::alloc_dir::AllocDir;
 use crate::env::{TaskDirs, interpolate};
-use crate::task_hooks::Action;
+
+/// What re-rendered templates ask of the running task (their `change_mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Restart it ("restart", the default; also any `env = true` template, since a running
+    /// process cannot take new environment variables).
+    Restart,
+    /// Send it this signal ("signal").
+    Signal(String),
+}
 
 /// Passes before a template that keeps discovering new reads is given up on.
 const MAX_PASSES: usize = 16;
@@ -319,7 +328,7 @@ pub(crate) async fn watch(
     dirs: TaskDirs,
     env: BTreeMap<String, String>,
     from: LastRender,
-    changes: tokio::sync::mpsc::Sender<Action>,
+    changes: tokio::sync::mpsc::Sender<Change>,
 ) {
     let mut index = from.index;
     tracing::debug!(?from, "watching the data the templates read");
@@ -394,21 +403,10 @@ pub(crate) async fn watch(
             continue;
         }
         tokio::time::sleep(jitter(splay)).await;
-        // What re-rendered templates ask of the running task (their `change_mode`): a restart
-        // ("restart", the default; also any `env = true` template, since a running process
-        // cannot take new environment variables), or signals ("signal").
         let wanted = if restart {
-            vec![Action::Restart {
-                why: "Template with change_mode restart re-rendered".into(),
-            }]
+            vec![Change::Restart]
         } else {
-            signals
-                .into_iter()
-                .map(|signal| Action::Signal {
-                    why: format!("Template re-rendered; sending signal {signal}"),
-                    signal,
-                })
-                .collect()
+            signals.into_iter().map(Change::Signal).collect()
         };
         for change in wanted {
             if changes.send(change).await.is_err() {

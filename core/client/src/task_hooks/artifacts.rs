@@ -2,8 +2,8 @@
 //! first start ("Downloading Artifacts"); restarts do not fetch them again, as in Nomad. A
 //! failure is a "Failed Artifact Download" event the restart policy may retry.
 
-use super::{HookError, TaskHook};
-use crate::task_runner::{Runner, event};
+use super::{HookError, TaskHook, TaskHookCtx};
+use crate::task_status::{TaskStatus, event};
 
 #[derive(Default)]
 pub(crate) struct ArtifactsHook {
@@ -13,17 +13,21 @@ pub(crate) struct ArtifactsHook {
 
 #[tonic::async_trait]
 impl TaskHook for ArtifactsHook {
-    async fn prestart(&mut self, r: &mut Runner) -> Result<(), HookError> {
+    async fn prestart(
+        &mut self,
+        c: &TaskHookCtx<'_>,
+        status: &mut TaskStatus,
+    ) -> Result<(), HookError> {
         if self.fetched {
             return Ok(());
         }
-        r.emit(event(
-            "Downloading Artifacts",
-            "Client is downloading artifacts",
-        ))
-        .await;
-        let mut vars = r.env();
-        let c = &r.ctx;
+        status
+            .emit(event(
+                "Downloading Artifacts",
+                "Client is downloading artifacts",
+            ))
+            .await;
+        let mut vars = c.env.clone();
         if crate::artifact::needs_node(&c.task.artifacts) {
             let node = c.client.node().await;
             vars.extend(crate::artifact::node_vars(

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::{Action, HookError, TaskHook};
-use crate::task_runner::{Runner, event};
+use super::{Action, HookError, TaskHook, TaskHookCtx};
+use crate::task_status::{TaskStatus, event};
+use crate::template::Change;
 
 #[derive(Default)]
 pub(crate) struct TemplatesHook {
@@ -25,19 +26,22 @@ pub(crate) struct TemplatesHook {
 impl TaskHook for TemplatesHook {
     /// Renders the templates. A variable a template needs that does not exist yet keeps the
     /// task waiting (Nomad's behaviour), reported once per change in a "Template" event.
-    async fn prestart(&mut self, r: &mut Runner) -> Result<(), HookError> {
+    async fn prestart(
+        &mut self,
+        c: &TaskHookCtx<'_>,
+        status: &mut TaskStatus,
+    ) -> Result<(), HookError> {
         let mut reported = Vec::new();
         loop {
-            let env = r.base_env();
+            let env = &c.env;
             // What the watcher later waits to change from (0 if it cannot be read now).
-            let c = &r.ctx;
             let at = c.client.variables_index(&c.alloc.id, None);
             self.last_render.index = tokio::time::timeout(Duration::from_secs(2), at)
                 .await
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or(0);
-            let rendered = crate::template::render_all(&c.client, &c.alloc, &c.task, &c.dirs, &env);
+            let rendered = crate::template::render_all(c.client, c.alloc, c.task, c.dirs, env);
             let mut stop = c.stop.clone();
             let result = tokio::select! {
                 r = rendered => r,
@@ -59,10 +63,10 @@ impl TaskHook for TemplatesHook {
                 Err(crate::template::TemplateFailure::Missing(missing)) => {
                     if missing != reported {
                         let msg = format!("Missing: {}", missing.join(", "));
-                        r.emit(event("Template", &msg)).await;
+                        status.emit(event("Template", &msg)).await;
                         reported = missing;
                     }
-                    if !r.sleep_unless_stopped(Duration::from_secs(2)).await {
+                    if !c.sleep_unless_stopped(Duration::from_secs(2)).await {
                         return Err(HookError::Stopped);
                     }
                 }
@@ -71,21 +75,32 @@ impl TaskHook for TemplatesHook {
     }
 
     /// Starts watching the data the templates read (replacing an earlier watcher).
-    fn poststart(&mut self, r: &Runner, actions: &mpsc::Sender<Action>) {
+    fn poststart(&mut self, c: &TaskHookCtx<'_>, actions: &mpsc::Sender<Action>) {
         self.exited();
-        let env = r.base_env();
         let from = std::mem::take(&mut self.last_render);
-        let c = &r.ctx;
+        let (changes, mut changed) = mpsc::channel(4);
+        let watch = crate::template::watch(
+            c.client.clone(),
+            c.alloc.clone(),
+            c.task.clone(),
+            c.dirs.clone(),
+            c.env.clone(),
+            from,
+            changes,
+        );
+        let actions = actions.clone();
+        // What re-rendered templates ask for, passed on to the task runner as actions.
+        let relay = async move {
+            while let Some(change) = changed.recv().await {
+                if actions.send(action(change)).await.is_err() {
+                    return;
+                }
+            }
+        };
         let watcher = tokio::spawn(
-            crate::template::watch(
-                c.client.clone(),
-                c.alloc.clone(),
-                c.task.clone(),
-                c.dirs.clone(),
-                env,
-                from,
-                actions.clone(),
-            )
+            async move {
+                tokio::join!(watch, relay);
+            }
             .in_current_span(),
         );
         self.watcher = Some(watcher.abort_handle());
@@ -99,5 +114,18 @@ impl TaskHook for TemplatesHook {
 
     fn env(&self) -> Option<&BTreeMap<String, String>> {
         Some(&self.env)
+    }
+}
+
+/// The action a template change asks of the running task (its `change_mode`).
+fn action(change: Change) -> Action {
+    match change {
+        Change::Restart => Action::Restart {
+            why: "Template with change_mode restart re-rendered".into(),
+        },
+        Change::Signal(signal) => Action::Signal {
+            why: format!("Template re-rendered; sending signal {signal}"),
+            signal,
+        },
     }
 }

@@ -1,85 +1,17 @@
-//! Serving `alloc logs` sessions: the task's rotated log files
+//! Streaming a task's logs (`alloc logs`): its rotated log files
 //! (`<alloc dir>/alloc/logs/<task>.<stdout|stderr>.<n>`, opened through the allocation
-//! directory without following links, regular files only) streamed to the server on their
-//! own RPC, followed as they grow and rotate.
+//! directory without following links, regular files only) sent to the server as session
+//! chunks, followed as they grow and rotate.
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use drover_beneath::{Dir, Links};
-use drover_proto::node::node_service_client::NodeServiceClient;
-use drover_proto::node::{LogsRequest, SessionChunk, SessionOpen, session_open};
+use drover_proto::node::{LogsRequest, SessionChunk};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use crate::Client;
-
-/// Serves one server-to-client session on its own RPC: a log stream, or an allocation
-/// action (restart, signal) answered with an empty chunk or an error.
-pub async fn serve(client: Client, mut rpc: NodeServiceClient<Channel>, open: SessionOpen) {
-    let Some(kind) = open.kind else { return };
-    let kind = match kind {
-        session_open::Kind::Exec(req) => {
-            return crate::exec::serve_exec(client, rpc, open.session_id, req).await;
-        }
-        other => other,
-    };
-    let (tx, rx) = mpsc::channel::<SessionChunk>(8);
-    let call = tokio::spawn(async move { rpc.session_data(ReceiverStream::new(rx)).await });
-    let id = open.session_id.clone();
-    let result = match kind {
-        session_open::Kind::Logs(req) => stream_logs(&client, &req, &id, &tx).await,
-        session_open::Kind::Fs(req) => crate::alloc_fs::serve_fs(&client, &req, &id, &tx).await,
-        session_open::Kind::Stats(req) => match crate::exec::alloc_stats(&client, &req).await {
-            Ok(data) => tx
-                .send(SessionChunk {
-                    session_id: id.clone(),
-                    data,
-                    error: String::new(),
-                    eof: false,
-                })
-                .await
-                .map_err(|_| "the server went away".to_string()),
-            Err(e) => Err(e),
-        },
-        session_open::Kind::Exec(_) => unreachable!("exec sessions are served above"),
-        session_open::Kind::Action(a) => {
-            let runner = client
-                .inner
-                .runners
-                .lock()
-                .expect("runners lock")
-                .get(&a.alloc_id)
-                .cloned();
-            match runner {
-                Some(r) => r.act(&a.task, &a.action, &a.signal).await,
-                None => Err(format!(
-                    "allocation {} is not running on this node",
-                    a.alloc_id
-                )),
-            }
-        }
-    };
-    let last = match result {
-        Ok(()) => SessionChunk {
-            session_id: id,
-            data: vec![],
-            error: String::new(),
-            eof: true,
-        },
-        Err(e) => SessionChunk {
-            session_id: id,
-            data: vec![],
-            error: e,
-            eof: true,
-        },
-    };
-    let _ = tx.send(last).await;
-    drop(tx);
-    let _ = call.await;
-}
 
 /// The log files of a task's stream in `alloc/logs` (opened without following links), oldest
 /// first, by their index.
@@ -99,7 +31,7 @@ fn log_name(req: &LogsRequest, idx: u64) -> PathBuf {
     PathBuf::from(format!("{}.{}.{}", req.task, req.stream, idx))
 }
 
-async fn stream_logs(
+pub(crate) async fn stream_logs(
     client: &Client,
     req: &LogsRequest,
     id: &str,

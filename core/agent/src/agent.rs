@@ -1,6 +1,7 @@
 //! `drover agent`: wires Raft, the server, the HTTP API, the plugin host and the client.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use drover_api::{AgentInfo, ApiState};
@@ -17,180 +18,217 @@ const PLUGIN_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_se
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(data_dir = %cfg.data_dir.display(), server = cfg.server, client = cfg.client, dev = cfg.dev, "starting agent");
     let host = if cfg.client {
-        let plugins = crate::plugins::launches(&cfg)?;
-        // Task shims keep their state in memory: starting a task writes nothing to disk.
-        drover_plugin_sdk::shim::state_in_memory(&cfg.data_dir.join("shims"));
-        let settings = crate::plugins::settings(&cfg)?;
-        let configured: Vec<String> = settings.keys().cloned().collect();
-        let config = HostConfig {
-            data_dir: cfg.data_dir.clone(),
-            node_id: String::new(),
-            plugins,
-            plugin_dir: cfg.plugin_dir.clone(),
-            settings,
-            ..HostConfig::default()
-        };
-        // *.wasm in plugin_dir load through the Extism transport (drover-plugin-wasm).
-        let host = PluginHost::open(config, Some(drover_plugin_wasm::loader())).await;
-        for m in host.modules() {
-            tracing::info!(plugin = %m.name, transport = m.transport.as_str(), path = %m.path.display(), "plugin ready");
-        }
-        let found: Vec<String> = host
-            .plugin_names()
-            .into_iter()
-            .chain(host.modules().into_iter().map(|m| m.name))
-            .chain(host.refused().into_iter().map(|r| r.name))
-            .collect();
-        for name in configured.iter().filter(|n| !found.contains(n)) {
-            tracing::warn!(
-                plugin = %name,
-                plugin_dir = ?cfg.plugin_dir,
-                "a plugin \"{name}\" block is configured but no such plugin is built in or in plugin_dir"
-            );
-        }
-        let host = std::sync::Arc::new(host);
-        // A plugin block the plugin refuses is the operator's to fix: fail now, naming it.
-        host.start_all()
-            .await
-            .context("a plugin refused its configuration")?;
-        host.supervise(PLUGIN_HEALTH_INTERVAL);
-        Some(host)
+        Some(start_plugin_host(&cfg).await?)
     } else {
         None
     };
-    let mut server_handle = None;
-    if cfg.server {
-        let raft = RaftNode::open(RaftNodeConfig {
-            data_dir: cfg.data_dir.join("server"),
-            advertise_http: cfg.advertise_http.clone(),
-            advertise_rpc: cfg.advertise_rpc.clone(),
-            name: cfg.name.clone(),
-            join: drover_raft::JoinConfig {
-                bootstrap_expect: cfg.bootstrap_expect,
-                retry_join: cfg.retry_join.clone(),
-                retry_interval: cfg.retry_interval,
-                retry_max: cfg.retry_max,
-            },
-            snapshot_threshold: cfg.raft_snapshot_threshold,
-            trailing_logs: cfg.raft_trailing_logs,
-        })
-        .await
-        .context("cannot start Raft")?;
-        let server = Server::start(
-            raft.clone(),
-            ServerConfig {
-                heartbeat_ttl: cfg.heartbeat_ttl,
-                workers: cfg.num_schedulers,
-                algorithm: cfg.scheduler_algorithm,
-                dead_server_cleanup: cfg.dead_server_cleanup,
-                gc: cfg.gc,
-                job_max_count: cfg.job_max_count,
-                max_placements_per_eval: cfg.max_placements_per_eval,
-            },
-        );
-        let rpc_addr = SocketAddr::new(
-            cfg.rpc_bind
-                .parse()
-                .with_context(|| format!("RPC address {:?} is not an IP address", cfg.rpc_bind))?,
-            cfg.rpc_port,
-        );
-        let rpc_listener = tokio::net::TcpListener::bind(rpc_addr)
-            .await
-            .with_context(|| format!("cannot listen for RPC on {rpc_addr}"))?;
-        let grpc = tonic::transport::Server::builder()
-            .add_service(drover_raft::network::RaftService::server(raft.clone()))
-            .add_service(NodeStreamService::server(server.clone()))
-            .serve_with_incoming(
-                // Without TCP_NODELAY a reply's small writes wait for the peer's delayed
-                // ACK (~40 ms): Raft rounds and forwarded writes stall on it.
-                tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true)),
-            );
-        tokio::spawn(async move {
-            if let Err(e) = grpc.await {
-                tracing::error!(error = %e, "RPC server failed");
-            }
-        });
-        let http_addr = SocketAddr::new(
-            cfg.http_bind.parse().with_context(|| {
-                format!("HTTP address {:?} is not an IP address", cfg.http_bind)
-            })?,
-            cfg.http_port,
-        );
-        let http_listener = tokio::net::TcpListener::bind(http_addr)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
-        let api = drover_api::router(ApiState {
-            server: server.clone(),
-            agent: AgentInfo {
-                name: cfg.name.clone(),
-                region: cfg.region.clone(),
-                datacenter: cfg.datacenter.clone(),
-                http_addr: cfg.advertise_http.clone(),
-                rpc_addr: cfg.advertise_rpc.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
-            plugins: host.clone(),
-            exposure: drover_api::guard::Exposure {
-                loopback: http_addr.ip().is_loopback(),
-            },
-        });
-        tokio::spawn(async move {
-            // Bounded connections, no Nagle delay on replies (drover_api::limits).
-            let http_listener = drover_api::limits::LimitedListener::new(http_listener);
-            drover_api::limits::serve(http_listener, api).await;
-        });
-        tracing::info!(http = %http_addr, rpc = %rpc_addr, "server listening");
-        server_handle = Some(server);
-    }
-    let mut client = None;
-    if let Some(host) = host {
-        let c = Client::start(
-            ClientConfig {
-                data_dir: cfg.data_dir.clone(),
-                servers: cfg.servers.clone(),
-                node_name: cfg.name.clone(),
-                datacenter: cfg.datacenter.clone(),
-                region: cfg.region.clone(),
-                node_class: cfg.node_class.clone(),
-                meta: cfg.meta.clone(),
-                http_addr: cfg.advertise_http.clone(),
-                reserved: cfg.reserved,
-                host_volumes: cfg.host_volumes.clone(),
-                dynamic_ports: cfg.dynamic_ports,
-                gc_max_allocs: cfg.gc_max_allocs,
-                gc_disk_usage_threshold: cfg.gc_disk_usage_threshold,
-                artifacts: cfg.artifacts.clone(),
-                stop_tasks_on_shutdown: cfg.dev,
-            },
-            host,
-        )
-        .await?;
-        tracing::info!(node_id = c.node_id(), "client started");
-        client = Some(c);
-    }
+    let server = if cfg.server {
+        Some(start_server(&cfg, host.clone()).await?)
+    } else {
+        None
+    };
+    let client = match host {
+        Some(host) => Some(start_client(&cfg, host).await?),
+        None => None,
+    };
 
     let terminated = wait_for_signal().await;
     tracing::info!("shutting down");
     if let Some(c) = client {
         c.shutdown().await;
     }
-    if let Some(s) = server_handle {
+    if let Some(s) = server {
         let leave = if terminated {
             cfg.leave_on_terminate
         } else {
             cfg.leave_on_interrupt
         };
         if leave {
-            s.raft().leave().await;
+            s.leave().await;
         } else {
-            s.raft().hand_over_leadership().await;
+            s.hand_over_leadership().await;
         }
-        s.raft().shutdown().await;
+        s.shutdown().await;
     }
     if cfg.dev {
         let _ = drover_client::remove_dir_with_mounts(&cfg.data_dir);
     }
     Ok(())
+}
+
+/// Opens the client's plugin host: the built-in plugins, plugin_dir's executables and
+/// *.wasm modules, each started with its configured settings and supervised.
+async fn start_plugin_host(cfg: &AgentConfig) -> anyhow::Result<Arc<PluginHost>> {
+    let plugins = crate::plugins::launches(cfg)?;
+    // Task shims keep their state in memory: starting a task writes nothing to disk.
+    drover_plugin_sdk::shim::state_in_memory(&cfg.data_dir.join("shims"));
+    let settings = crate::plugins::settings(cfg)?;
+    let configured: Vec<String> = settings.keys().cloned().collect();
+    let config = HostConfig {
+        data_dir: cfg.data_dir.clone(),
+        node_id: String::new(),
+        plugins,
+        plugin_dir: cfg.plugin_dir.clone(),
+        settings,
+        ..HostConfig::default()
+    };
+    // *.wasm in plugin_dir load through the Extism transport (drover-plugin-wasm).
+    let host = PluginHost::open(config, Some(drover_plugin_wasm::loader())).await;
+    for m in host.modules() {
+        tracing::info!(plugin = %m.name, transport = m.transport.as_str(), path = %m.path.display(), "plugin ready");
+    }
+    let found: Vec<String> = host
+        .plugin_names()
+        .into_iter()
+        .chain(host.modules().into_iter().map(|m| m.name))
+        .chain(host.refused().into_iter().map(|r| r.name))
+        .collect();
+    for name in configured.iter().filter(|n| !found.contains(n)) {
+        tracing::warn!(
+            plugin = %name,
+            plugin_dir = ?cfg.plugin_dir,
+            "a plugin \"{name}\" block is configured but no such plugin is built in or in plugin_dir"
+        );
+    }
+    let host = Arc::new(host);
+    // A plugin block the plugin refuses is the operator's to fix: fail now, naming it.
+    host.start_all()
+        .await
+        .context("a plugin refused its configuration")?;
+    host.supervise(PLUGIN_HEALTH_INTERVAL);
+    Ok(host)
+}
+
+/// Opens Raft, starts the server, and serves its RPC (Raft, node streams) and HTTP API.
+async fn start_server(cfg: &AgentConfig, host: Option<Arc<PluginHost>>) -> anyhow::Result<Server> {
+    let raft = RaftNode::open(RaftNodeConfig {
+        data_dir: cfg.data_dir.join("server"),
+        advertise_http: cfg.advertise_http.clone(),
+        advertise_rpc: cfg.advertise_rpc.clone(),
+        name: cfg.name.clone(),
+        join: drover_raft::JoinConfig {
+            bootstrap_expect: cfg.bootstrap_expect,
+            retry_join: cfg.retry_join.clone(),
+            retry_interval: cfg.retry_interval,
+            retry_max: cfg.retry_max,
+        },
+        snapshot_threshold: cfg.raft_snapshot_threshold,
+        trailing_logs: cfg.raft_trailing_logs,
+    })
+    .await
+    .context("cannot start Raft")?;
+    let server = Server::start(
+        raft.clone(),
+        ServerConfig {
+            heartbeat_ttl: cfg.heartbeat_ttl,
+            workers: cfg.num_schedulers,
+            algorithm: cfg.scheduler_algorithm,
+            dead_server_cleanup: cfg.dead_server_cleanup,
+            gc: cfg.gc,
+            job_max_count: cfg.job_max_count,
+            max_placements_per_eval: cfg.max_placements_per_eval,
+        },
+    );
+    let rpc_addr = serve_rpc(cfg, raft, &server).await?;
+    let http_addr = serve_http(cfg, &server, host).await?;
+    tracing::info!(http = %http_addr, rpc = %rpc_addr, "server listening");
+    Ok(server)
+}
+
+/// Serves Raft's RPCs and the clients' node streams on the RPC address.
+async fn serve_rpc(
+    cfg: &AgentConfig,
+    raft: RaftNode,
+    server: &Server,
+) -> anyhow::Result<SocketAddr> {
+    let rpc_addr = SocketAddr::new(
+        cfg.rpc_bind
+            .parse()
+            .with_context(|| format!("RPC address {:?} is not an IP address", cfg.rpc_bind))?,
+        cfg.rpc_port,
+    );
+    let rpc_listener = tokio::net::TcpListener::bind(rpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for RPC on {rpc_addr}"))?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(drover_raft::network::RaftService::server(raft))
+        .add_service(NodeStreamService::server(server.clone()))
+        .serve_with_incoming(
+            // Without TCP_NODELAY a reply's small writes wait for the peer's delayed
+            // ACK (~40 ms): Raft rounds and forwarded writes stall on it.
+            tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true)),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = grpc.await {
+            tracing::error!(error = %e, "RPC server failed");
+        }
+    });
+    Ok(rpc_addr)
+}
+
+/// Serves the HTTP API on the HTTP address.
+async fn serve_http(
+    cfg: &AgentConfig,
+    server: &Server,
+    host: Option<Arc<PluginHost>>,
+) -> anyhow::Result<SocketAddr> {
+    let http_addr = SocketAddr::new(
+        cfg.http_bind
+            .parse()
+            .with_context(|| format!("HTTP address {:?} is not an IP address", cfg.http_bind))?,
+        cfg.http_port,
+    );
+    let http_listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let api = drover_api::router(ApiState {
+        server: server.clone(),
+        agent: AgentInfo {
+            name: cfg.name.clone(),
+            region: cfg.region.clone(),
+            datacenter: cfg.datacenter.clone(),
+            http_addr: cfg.advertise_http.clone(),
+            rpc_addr: cfg.advertise_rpc.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        plugins: host,
+        exposure: drover_api::guard::Exposure {
+            loopback: http_addr.ip().is_loopback(),
+        },
+    });
+    tokio::spawn(async move {
+        // Bounded connections, no Nagle delay on replies (drover_api::limits).
+        let http_listener = drover_api::limits::LimitedListener::new(http_listener);
+        drover_api::limits::serve(http_listener, api).await;
+    });
+    Ok(http_addr)
+}
+
+/// Starts the client on the plugin host.
+async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Result<Client> {
+    let c = Client::start(
+        ClientConfig {
+            data_dir: cfg.data_dir.clone(),
+            servers: cfg.servers.clone(),
+            node_name: cfg.name.clone(),
+            datacenter: cfg.datacenter.clone(),
+            region: cfg.region.clone(),
+            node_class: cfg.node_class.clone(),
+            meta: cfg.meta.clone(),
+            http_addr: cfg.advertise_http.clone(),
+            reserved: cfg.reserved,
+            host_volumes: cfg.host_volumes.clone(),
+            dynamic_ports: cfg.dynamic_ports,
+            gc_max_allocs: cfg.gc_max_allocs,
+            gc_disk_usage_threshold: cfg.gc_disk_usage_threshold,
+            artifacts: cfg.artifacts.clone(),
+            stop_tasks_on_shutdown: cfg.dev,
+        },
+        host,
+    )
+    .await?;
+    tracing::info!(node_id = c.node_id(), "client started");
+    Ok(c)
 }
 
 /// Waits for SIGTERM (true) or SIGINT (false).

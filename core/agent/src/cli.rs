@@ -679,7 +679,7 @@ pub async fn snapshot_save(c: &ApiClient, file: &Path, stale: bool) -> anyhow::R
         "/v1/operator/snapshot"
     };
     let bytes = c.stream(path).await?.bytes().await?;
-    let meta = drover_api::operator::decode_backup(&bytes)
+    let meta = drover_api::backup::decode_backup(&bytes)
         .map_err(|e| anyhow::anyhow!("the server sent an invalid snapshot: {e}"))?
         .meta;
     let tmp = file.with_extension("partial");
@@ -696,7 +696,7 @@ pub async fn snapshot_save(c: &ApiClient, file: &Path, stale: bool) -> anyhow::R
 
 pub async fn snapshot_restore(c: &ApiClient, file: &Path) -> anyhow::Result<i32> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    drover_api::operator::decode_backup(&bytes)
+    drover_api::backup::decode_backup(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let v: serde_json::Value = c.put_bytes("/v1/operator/snapshot", bytes).await?;
     println!("Snapshot restored (Raft index {})", v["Index"]);
@@ -857,7 +857,7 @@ pub async fn var_purge(
 
 pub fn snapshot_inspect(file: &Path) -> anyhow::Result<i32> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let f = drover_api::operator::decode_backup(&bytes)
+    let f = drover_api::backup::decode_backup(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let m = f.meta;
     let mut rows = vec![

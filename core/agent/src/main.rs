@@ -445,39 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let api = cli::ApiClient::new(cli.address.clone());
     rt.block_on(async {
         match cli.cmd {
-            Cmd::Agent(a) => {
-                let mut file = config::FileConfig::load_all(&a.config)?;
-                let flags = config::FileConfig {
-                    log_level: a.log_level,
-                    data_dir: a.data_dir,
-                    bind_addr: a.bind,
-                    name: a.node,
-                    ports: (a.http_port.is_some() || a.rpc_port.is_some()).then_some(
-                        config::Ports {
-                            http: a.http_port,
-                            rpc: a.rpc_port,
-                            serf: None,
-                        },
-                    ),
-                    server: a.server.then(|| config::ServerBlock {
-                        enabled: Some(true),
-                        ..Default::default()
-                    }),
-                    client: (a.client || a.servers.is_some()).then(|| config::ClientBlock {
-                        enabled: Some(true),
-                        servers: a
-                            .servers
-                            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                file.merge(flags);
-                init_logging(file.log_level.as_deref(), file.log_json.unwrap_or(false))?;
-                let cfg = config::AgentConfig::resolve(file, a.dev)?;
-                agent::run(cfg).await?;
-                Ok(0)
-            }
+            Cmd::Agent(a) => run_agent(a).await,
             Cmd::Job(JobCmd::Run {
                 file,
                 detach,
@@ -500,63 +468,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Job(JobCmd::Validate { file, json, vars }) => {
                 cli::job_validate(&file, json, &vars.load()?)
             }
-            Cmd::Alloc(AllocCmd::Status { id, json, stats }) => {
-                cli::alloc_status(&api, &id, json, stats).await
-            }
-            Cmd::Alloc(AllocCmd::Exec {
-                interactive,
-                tty,
-                task,
-                alloc,
-                command,
-            }) => {
-                exec_cmd::alloc_exec(
-                    &api,
-                    exec_cmd::ExecArgs {
-                        alloc: &alloc,
-                        task: task.as_deref(),
-                        command,
-                        interactive,
-                        tty,
-                    },
-                )
-                .await
-            }
-            Cmd::Alloc(AllocCmd::Logs {
-                alloc,
-                task,
-                stderr,
-                follow,
-                tail,
-                lines,
-            }) => {
-                cli::alloc_logs(
-                    &api,
-                    cli::LogsArgs {
-                        alloc: &alloc,
-                        task: task.as_deref(),
-                        stderr,
-                        follow,
-                        tail,
-                        lines,
-                    },
-                )
-                .await
-            }
-            Cmd::Alloc(AllocCmd::Fs { alloc, path, json }) => {
-                cli::alloc_fs(&api, &alloc, path.as_deref().unwrap_or("/"), json).await
-            }
-            Cmd::Alloc(AllocCmd::Stop { alloc, detach }) => {
-                cli::alloc_stop(&api, &alloc, detach).await
-            }
-            Cmd::Alloc(AllocCmd::Restart { alloc, task }) => {
-                cli::alloc_action(&api, &alloc, task.as_deref(), "restart", "").await
-            }
-            Cmd::Alloc(AllocCmd::Signal {
-                signal,
-                alloc,
-                task,
-            }) => cli::alloc_action(&api, &alloc, task.as_deref(), "signal", &signal).await,
+            Cmd::Alloc(cmd) => alloc_command(&api, cmd).await,
             Cmd::Node(NodeCmd::Status { json }) => cli::node_status(&api, json).await,
             Cmd::Server(ServerCmd::Members) => cli::server_members(&api).await,
             Cmd::Server(ServerCmd::ForceLeave { node }) => cli::force_leave(&api, &node).await,
@@ -601,4 +513,96 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Plugin(_) => unreachable!("plugin commands run without the CLI's runtime"),
         }
     })
+}
+
+/// `drover agent`: the config files merged with the flags, then the agent until a signal.
+async fn run_agent(a: AgentArgs) -> anyhow::Result<i32> {
+    let mut file = config::FileConfig::load_all(&a.config)?;
+    let flags = config::FileConfig {
+        log_level: a.log_level,
+        data_dir: a.data_dir,
+        bind_addr: a.bind,
+        name: a.node,
+        ports: (a.http_port.is_some() || a.rpc_port.is_some()).then_some(config::Ports {
+            http: a.http_port,
+            rpc: a.rpc_port,
+            serf: None,
+        }),
+        server: a.server.then(|| config::ServerBlock {
+            enabled: Some(true),
+            ..Default::default()
+        }),
+        client: (a.client || a.servers.is_some()).then(|| config::ClientBlock {
+            enabled: Some(true),
+            servers: a
+                .servers
+                .map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    file.merge(flags);
+    init_logging(file.log_level.as_deref(), file.log_json.unwrap_or(false))?;
+    let cfg = config::AgentConfig::resolve(file, a.dev)?;
+    agent::run(cfg).await?;
+    Ok(0)
+}
+
+/// `drover alloc ...`.
+async fn alloc_command(api: &cli::ApiClient, cmd: AllocCmd) -> anyhow::Result<i32> {
+    match cmd {
+        AllocCmd::Status { id, json, stats } => cli::alloc_status(api, &id, json, stats).await,
+        AllocCmd::Exec {
+            interactive,
+            tty,
+            task,
+            alloc,
+            command,
+        } => {
+            exec_cmd::alloc_exec(
+                api,
+                exec_cmd::ExecArgs {
+                    alloc: &alloc,
+                    task: task.as_deref(),
+                    command,
+                    interactive,
+                    tty,
+                },
+            )
+            .await
+        }
+        AllocCmd::Logs {
+            alloc,
+            task,
+            stderr,
+            follow,
+            tail,
+            lines,
+        } => {
+            cli::alloc_logs(
+                api,
+                cli::LogsArgs {
+                    alloc: &alloc,
+                    task: task.as_deref(),
+                    stderr,
+                    follow,
+                    tail,
+                    lines,
+                },
+            )
+            .await
+        }
+        AllocCmd::Fs { alloc, path, json } => {
+            cli::alloc_fs(api, &alloc, path.as_deref().unwrap_or("/"), json).await
+        }
+        AllocCmd::Stop { alloc, detach } => cli::alloc_stop(api, &alloc, detach).await,
+        AllocCmd::Restart { alloc, task } => {
+            cli::alloc_action(api, &alloc, task.as_deref(), "restart", "").await
+        }
+        AllocCmd::Signal {
+            signal,
+            alloc,
+            task,
+        } => cli::alloc_action(api, &alloc, task.as_deref(), "signal", &signal).await,
+    }
 }

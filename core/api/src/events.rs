@@ -85,7 +85,7 @@ fn event_json(e: &Event, snap: &StateSnapshot) -> serde_json::Value {
         Payload::Evaluation(ev) => {
             serde_json::json!({ "Evaluation": ev })
         }
-        Payload::Node(n) => serde_json::json!({ "Node": crate::public_node(n) }),
+        Payload::Node(n) => serde_json::json!({ "Node": crate::nodes::public_node(n) }),
     };
     serde_json::json!({
         "Topic": e.topic.as_str(),
@@ -104,7 +104,7 @@ fn frame(index: u64, events: Vec<serde_json::Value>) -> Bytes {
     Bytes::from(v)
 }
 
-pub async fn stream(
+pub(crate) async fn stream(
     State(st): State<ApiState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {

@@ -15,9 +15,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use drover_proto::node::{ExecInput, ExecRequest, StatsRequest, TtySize, exec_input, exec_output};
 use serde_json::{Value, json};
 
-use crate::{ApiError, ApiState, find_alloc, find_alloc_to_act};
+use crate::allocations::{find_alloc, find_alloc_to_act};
+use crate::{ApiError, ApiState};
 
-pub async fn stats(
+pub(crate) async fn stats(
     State(st): State<ApiState>,
     Path(alloc_id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -33,7 +34,7 @@ pub async fn stats(
     Ok(axum::Json(value).into_response())
 }
 
-pub async fn exec(
+pub(crate) async fn exec(
     State(st): State<ApiState>,
     Path(alloc_id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,

@@ -25,6 +25,24 @@ pub const MAX_BODY: usize = 2 * 1024 * 1024;
 pub const MAX_VARIABLE_BODY: usize = 256 * 1024;
 /// The largest body of an allocation action (stop, restart, signal).
 pub const MAX_SMALL_BODY: usize = 16 * 1024;
+/// The largest backup a restore accepts (`PUT /v1/operator/snapshot`, streamed to disk).
+pub const MAX_BACKUP_BODY: usize = 4 << 30;
+/// What a route that takes no body declares: a body sent with it is never read.
+pub const NO_BODY: usize = 0;
+/// How long a blocking query waits without `?wait=`.
+pub const DEFAULT_BLOCKING_WAIT: Duration = Duration::from_secs(300);
+/// The longest `?wait=` a blocking query honours.
+pub const MAX_BLOCKING_WAIT: Duration = Duration::from_secs(600);
+/// How long a consistent read waits for this server to catch up with the leader's index.
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// How long a read route may take to answer: the longest blocking query, the catch-up
+/// wait, and a minute of slack.
+pub const READ_TIMEOUT: Duration =
+    Duration::from_secs(MAX_BLOCKING_WAIT.as_secs() + CATCH_UP_WAIT.as_secs() + 60);
+/// How long any other route may take to answer: a write, a plan, an allocation action, a
+/// status (a Raft commit waits 10 s at most; a follower forwards it once or twice; a plan
+/// runs the scheduler).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a client may take to send a request's headers (HTTP/1).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Blocking queries (`?index=`) waiting at once; more are answered 429.

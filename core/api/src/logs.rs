@@ -10,9 +10,10 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use drover_proto::node::LogsRequest;
 
-use crate::{ApiError, ApiState, find_alloc};
+use crate::allocations::find_alloc;
+use crate::{ApiError, ApiState};
 
-pub async fn stream(
+pub(crate) async fn stream(
     State(st): State<ApiState>,
     Path(alloc_id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -136,7 +137,7 @@ pub fn base64(data: &[u8]) -> String {
 /// and `limit`, `stream` takes `offset`, `origin` (start|end), `follow` and `plain` and
 /// answers Nomad's frames (`{"Data": base64, "File": ..., "Offset": ...}`) unless plain.
 /// File contents are relayed as they arrive, never held whole.
-pub async fn fs(
+pub(crate) async fn fs(
     State(st): State<ApiState>,
     Path((op, alloc_id)): Path<(String, String)>,
     Query(q): Query<BTreeMap<String, String>>,

@@ -1,249 +1,23 @@
-//! Cluster operations: members, the Raft configuration, removing servers, and the backup
-//! snapshot (`/v1/operator/snapshot`: GET saves, PUT restores through Raft).
+//! Cluster operations: members, the Raft configuration, removing servers, and forced
+//! garbage collection.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use drover_raft::{NodeId, ServerStatus};
-use serde::{Deserialize, Serialize};
+use drover_server::{NodeId, ServerStatus};
 
-use crate::{ApiError, ApiState, Params};
-
-/// The backup file: one JSON document holding the whole cluster state.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct BackupFile {
-    pub meta: BackupMeta,
-    /// Every table of the state store (`drover_state::StateSnapshot`'s serialized form).
-    pub state: serde_json::Value,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-#[serde(rename_all = "PascalCase")]
-pub struct BackupMeta {
-    /// "drover-snapshot".
-    pub format: String,
-    pub version: u32,
-    /// The Raft index the state was read at.
-    pub index: u64,
-    pub term: u64,
-    /// Unix nanoseconds when it was taken.
-    pub time: i64,
-    pub drover_version: String,
-    /// Rows per table.
-    pub tables: BTreeMap<String, usize>,
-}
-
-impl BackupMeta {
-    /// Whether this is a backup file this Drover reads.
-    pub fn check(&self) -> Result<(), String> {
-        if self.format != BACKUP_FORMAT {
-            return Err(format!(
-                "not a Drover snapshot file: format is {:?}, expected {BACKUP_FORMAT:?}",
-                self.format
-            ));
-        }
-        if self.version != 1 {
-            return Err(format!(
-                "snapshot format version {} is not supported (this Drover reads version 1)",
-                self.version
-            ));
-        }
-        Ok(())
-    }
-}
-
-pub const BACKUP_FORMAT: &str = "drover-snapshot";
-
-/// Snapshot saves run one at a time.
-static SNAPSHOT_SAVES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
-/// GET /v1/operator/snapshot: the whole state, consistent unless `?stale`.
-pub async fn snapshot_save(
-    State(st): State<ApiState>,
-    Query(q): Params,
-) -> Result<Response, ApiError> {
-    let snap = crate::query(&st, &q, drover_state::Table::Jobs).await?;
-    // One snapshot is serialized at a time, on the blocking pool: the whole state is CPU
-    // work and memory that must not stall the runtime or multiply with concurrent requests.
-    let _one = SNAPSHOT_SAVES
-        .acquire()
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let term = st.server.raft().raft.metrics().borrow().current_term;
-    let drover_version = st.agent.version.clone();
-    let index = snap.index();
-    let body = tokio::task::spawn_blocking(move || {
-        let state = serde_json::to_value(&snap)?;
-        let mut tables = BTreeMap::new();
-        for t in [
-            "jobs",
-            "job_versions",
-            "allocs",
-            "evals",
-            "nodes",
-            "variables",
-        ] {
-            tables.insert(
-                t.to_string(),
-                state
-                    .get(t)
-                    .and_then(|v| v.as_array())
-                    .map_or(0, |a| a.len()),
-            );
-        }
-        let file = BackupFile {
-            meta: BackupMeta {
-                format: BACKUP_FORMAT.into(),
-                version: 1,
-                index,
-                term,
-                time: drover_server::now_nanos(),
-                drover_version,
-                tables,
-            },
-            state,
-        };
-        serde_json::to_vec(&file)
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut h = HeaderMap::new();
-    h.insert(
-        "X-Nomad-Index",
-        HeaderValue::from_str(&index.max(1).to_string()).expect("digits"),
-    );
-    h.insert(
-        "Content-Type",
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    Ok((h, body).into_response())
-}
-
-/// Checks a backup file and returns it decoded.
-pub fn decode_backup(bytes: &[u8]) -> Result<BackupFile, String> {
-    let file: BackupFile = serde_json::from_slice(bytes)
-        .map_err(|e| format!("not a Drover snapshot file (expected its JSON): {e}"))?;
-    file.meta.check()?;
-    drover_state::StateSnapshot::from_value(file.state.clone())
-        .map_err(|e| format!("the snapshot's state is not valid: {e}"))?;
-    Ok(file)
-}
-
-/// The largest backup a restore accepts.
-const MAX_BACKUP_BYTES: u64 = 4 << 30;
-
-/// A backup as a restore reads it: the state decoded straight into the store's shape.
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct BackupIn {
-    meta: BackupMeta,
-    state: drover_state::StateSnapshot,
-}
-
-/// Removes a staged upload when the request ends, however it ends.
-struct Staged(std::path::PathBuf);
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Streams the request body to a new private file, refusing more than `MAX_BACKUP_BYTES`.
-async fn stage_upload(body: axum::body::Body, path: &std::path::Path) -> Result<u64, ApiError> {
-    use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let internal = |e: std::io::Error| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot stage the backup in {}: {e}", path.display()),
-        )
-    };
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .await
-        .map_err(internal)?;
-    let mut stream = body.into_data_stream();
-    let mut written = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
-        written += chunk.len() as u64;
-        if written > MAX_BACKUP_BYTES {
-            return Err(ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the backup is larger than {MAX_BACKUP_BYTES} bytes"),
-            ));
-        }
-        file.write_all(&chunk).await.map_err(internal)?;
-    }
-    file.flush().await.map_err(internal)?;
-    Ok(written)
-}
-
-/// Reads a staged backup (blocking), checking its format.
-fn read_staged(path: &std::path::Path) -> Result<BackupIn, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let file: BackupIn = serde_json::from_reader(std::io::BufReader::new(f))
-        .map_err(|e| format!("not a valid Drover snapshot file: {e}"))?;
-    file.meta.check()?;
-    Ok(file)
-}
-
-/// PUT /v1/operator/snapshot: replaces the cluster's state with the file's, through Raft.
-/// The upload is streamed to a private file under the server's Raft directory (never held
-/// whole in memory as it arrives), then committed as bounded chunk entries and a final swap
-/// entry, which replicate to every server like any write.
-pub async fn snapshot_restore(
-    State(st): State<ApiState>,
-    body: axum::body::Body,
-) -> Result<Response, ApiError> {
-    let raft = st.server.raft().clone();
-    let staged = Staged(raft.restore_staging_path());
-    let bytes = stage_upload(body, &staged.0).await?;
-    let path = staged.0.clone();
-    let file = tokio::task::spawn_blocking(move || read_staged(&path))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(ApiError::bad_request)?;
-    drop(staged);
-    let from_index = file.meta.index;
-    let resp = raft.restore(file.state).await.map_err(|e| match e {
-        drover_raft::node::RestoreError::RowTooLarge(_) => ApiError::bad_request(e.to_string()),
-        e => match e.write_error() {
-            Some(w) => {
-                let code = ApiError::from(drover_server::ServerError::from(w.clone())).0;
-                ApiError(code, e.to_string())
-            }
-            None => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        },
-    })?;
-    tracing::info!(
-        index = resp.index,
-        from_index,
-        bytes,
-        "restored the cluster state from a snapshot"
-    );
-    Ok(crate::with_index(
-        resp.index,
-        &serde_json::json!({ "Index": resp.index }),
-    ))
-}
+use crate::query::Params;
+use crate::{ApiError, ApiState};
 
 /// Probes every member's status, in parallel (1 s each); a member that does not answer is
 /// "failed".
 async fn member_statuses(
     st: &ApiState,
 ) -> (ServerStatus, Vec<(NodeId, String, Option<ServerStatus>)>) {
-    let raft = st.server.raft();
-    let me = raft.status().await;
+    let server = &st.server;
+    let me = server.status().await;
     let members: Vec<(NodeId, String)> = me.voters.iter().chain(&me.learners).cloned().collect();
     let probes = futures::future::join_all(members.iter().map(|(id, addr)| {
         let me = me.clone();
@@ -251,7 +25,7 @@ async fn member_statuses(
             if *id == me.id {
                 Some(me)
             } else {
-                raft.peer_status(addr, Duration::from_secs(1)).await.ok()
+                server.peer_status(addr, Duration::from_secs(1)).await.ok()
             }
         }
     }))
@@ -265,7 +39,7 @@ async fn member_statuses(
 }
 
 /// GET /v1/agent/members: every server in the membership, with its status and Raft role.
-pub async fn members(State(st): State<ApiState>) -> Response {
+pub(crate) async fn members(State(st): State<ApiState>) -> Response {
     let (me, all) = member_statuses(&st).await;
     let voters: Vec<NodeId> = me.voters.iter().map(|(id, _)| *id).collect();
     let leader = me.leader.as_ref().map(|(id, _)| *id);
@@ -274,11 +48,7 @@ pub async fn members(State(st): State<ApiState>) -> Response {
         .map(|(id, addr, s)| {
             let (name, status, raft_state) = match &s {
                 Some(s) => (s.name.clone(), "alive", s.state.clone()),
-                None => (
-                    st.server.raft().known_name(id),
-                    "failed",
-                    "unreachable".into(),
-                ),
+                None => (st.server.known_name(id), "failed", "unreachable".into()),
             };
             let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "4647"));
             serde_json::json!({
@@ -310,7 +80,7 @@ pub async fn members(State(st): State<ApiState>) -> Response {
 }
 
 /// GET /v1/operator/raft/configuration (Nomad's shape).
-pub async fn raft_configuration(State(st): State<ApiState>) -> Response {
+pub(crate) async fn raft_configuration(State(st): State<ApiState>) -> Response {
     let (me, all) = member_statuses(&st).await;
     let voters: Vec<NodeId> = me.voters.iter().map(|(id, _)| *id).collect();
     let leader = me.leader.as_ref().map(|(id, _)| *id);
@@ -319,7 +89,7 @@ pub async fn raft_configuration(State(st): State<ApiState>) -> Response {
         .map(|(id, addr, s)| {
             serde_json::json!({
                 "ID": id.to_string(),
-                "Node": s.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| st.server.raft().known_name(id)),
+                "Node": s.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| st.server.known_name(id)),
                 "Address": addr,
                 "Leader": leader == Some(id),
                 "Voter": voters.contains(&id),
@@ -345,7 +115,7 @@ async fn find_member(st: &ApiState, what: &str) -> Result<NodeId, ApiError> {
             id.to_string() == what
                 || addr == what
                 || s.as_ref().is_some_and(|s| s.name == what)
-                || st.server.raft().known_name(*id) == what
+                || st.server.known_name(*id) == what
         })
         .map(|(id, _, _)| *id)
         .collect();
@@ -361,16 +131,12 @@ async fn find_member(st: &ApiState, what: &str) -> Result<NodeId, ApiError> {
 }
 
 async fn remove(st: &ApiState, id: NodeId) -> Result<Response, ApiError> {
-    st.server
-        .raft()
-        .remove_member(id)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    st.server.remove_member(id).await?;
     Ok(axum::Json(serde_json::json!({})).into_response())
 }
 
 /// DELETE /v1/operator/raft/peer?id=ID or ?address=ADDR.
-pub async fn remove_peer(
+pub(crate) async fn remove_peer(
     State(st): State<ApiState>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
@@ -383,7 +149,7 @@ pub async fn remove_peer(
 }
 
 /// POST /v1/agent/force-leave?node=NAME: removes a (failed) server from the cluster.
-pub async fn force_leave(
+pub(crate) async fn force_leave(
     State(st): State<ApiState>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
@@ -392,4 +158,15 @@ pub async fn force_leave(
         .ok_or_else(|| ApiError::bad_request("give ?node=SERVER_NAME (or its id or address)"))?;
     let id = find_member(&st, what).await?;
     remove(&st, id).await
+}
+
+/// `PUT /v1/system/gc`: a garbage-collection pass now, with no age thresholds (Nomad's
+/// forced GC): every finished evaluation, dead job and down node that nothing still needs.
+pub(crate) async fn system_gc(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    let collected = st
+        .server
+        .collect_garbage(&drover_server::GcThresholds::ZERO)
+        .await?;
+    tracing::info!(?collected, "forced garbage collection");
+    Ok(StatusCode::OK.into_response())
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::ApiState;
 
-pub async fn list(State(st): State<ApiState>) -> Response {
+pub(crate) async fn list(State(st): State<ApiState>) -> Response {
     let status = match &st.plugins {
         Some(host) => host.status().await,
         None => Vec::new(),

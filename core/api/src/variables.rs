@@ -12,7 +12,8 @@ use drover_server::VarWrite;
 use drover_state::Table;
 use serde::Serialize;
 
-use crate::{ApiError, ApiState, Params, namespace, ns_matches, query, with_index};
+use crate::query::{Params, namespace, ns_matches, query, with_index};
+use crate::{ApiError, ApiState};
 
 /// A list row: a variable without its items.
 #[derive(Serialize)]

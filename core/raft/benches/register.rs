@@ -44,14 +44,14 @@ async fn run() {
     })
     .await
     .unwrap();
-    node.raft
+    node.raft()
         .wait(None)
         .state(openraft::ServerState::Leader, "leader")
         .await
         .unwrap();
     let node = Arc::new(node);
-    let syncs0 = node.log.counters.syncs.load(Relaxed);
-    let appends0 = node.log.counters.appends.load(Relaxed);
+    let syncs0 = node.log().counters.syncs.load(Relaxed);
+    let appends0 = node.log().counters.appends.load(Relaxed);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
@@ -83,8 +83,8 @@ async fn run() {
     }
     let secs = start.elapsed().as_secs_f64();
     lat.sort();
-    let syncs = node.log.counters.syncs.load(Relaxed) - syncs0;
-    let appends = node.log.counters.appends.load(Relaxed) - appends0;
+    let syncs = node.log().counters.syncs.load(Relaxed) - syncs0;
+    let appends = node.log().counters.appends.load(Relaxed) - appends0;
     println!(
         "BENCH raft_job_registrations_per_s {:.0} writes/s",
         WRITES as f64 / secs

@@ -94,14 +94,14 @@ pub enum OpenError {
 /// A running Raft member.
 #[derive(Clone)]
 pub struct RaftNode {
-    pub id: NodeId,
-    pub raft: Raft,
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft,
     writes: mpsc::Sender<Pending>,
-    pub store: StateStore,
-    pub log: LogStore,
-    pub advertise_rpc: Arc<str>,
-    pub advertise_http: Arc<str>,
-    pub name: Arc<str>,
+    pub(crate) store: StateStore,
+    pub(crate) log: LogStore,
+    pub(crate) advertise_rpc: Arc<str>,
+    pub(crate) advertise_http: Arc<str>,
+    pub(crate) name: Arc<str>,
     pub(crate) peers: Peers,
     /// When this server, as leader, last heard from a quorum: (term, time).
     quorum_contact: Arc<Mutex<Option<(u64, Instant)>>>,
@@ -109,6 +109,18 @@ pub struct RaftNode {
     staging_dir: Arc<std::path::Path>,
     /// When this server last accepted an AppendEntries (a leader's heartbeat or entries).
     pub(crate) leader_contact: Arc<Mutex<Option<Instant>>>,
+}
+
+/// A Raft member's role and progress as its metrics show them (`/v1/agent/self`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStats {
+    /// Raft runs (it has not stopped on a fatal error).
+    pub running: bool,
+    /// Leader, Follower, Candidate, Learner or Shutdown.
+    pub state: String,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
 }
 
 /// Why a restore was not committed.
@@ -270,6 +282,53 @@ impl RaftNode {
         tokio::spawn(crate::cluster::converge(node.clone(), cfg.join));
         tokio::spawn(watch_quorum(node.clone()));
         Ok(node)
+    }
+
+    /// This server's stable id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The openraft handle (metrics, triggers, membership changes).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The state store the committed entries are applied to.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// The Raft log on disk (its counters, for benchmarks and tests).
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    /// This server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The RPC address other servers and clients reach this one at.
+    pub fn advertise_rpc(&self) -> &str {
+        &self.advertise_rpc
+    }
+
+    /// The HTTP API address this server advertises.
+    pub fn advertise_http(&self) -> &str {
+        &self.advertise_http
+    }
+
+    /// What the Raft metrics say now: role, term, log and applied indexes.
+    pub fn raft_stats(&self) -> RaftStats {
+        let m = self.raft.metrics().borrow().clone();
+        RaftStats {
+            running: m.running_state.is_ok(),
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        }
     }
 
     /// How long ago this server last heard from a leader (Nomad's `X-Nomad-LastContact`): 0

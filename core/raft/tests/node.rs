@@ -76,20 +76,20 @@ async fn a_restore_commits_bounded_chunks_and_a_swap_and_survives_a_restart() {
     // About 3 MiB of state: several chunks.
     let state = backup(300, 10_000);
     let want = tables(&state);
-    let before = node.store.index();
+    let before = node.store().index();
     let resp = node.restore(state).await.unwrap();
     assert!(resp.index > before);
     assert!(
-        tables(&node.store.snapshot()) == want,
+        tables(&node.store().snapshot()) == want,
         "the restored state differs from the backup"
     );
-    let snap = node.store.snapshot();
+    let snap = node.store().snapshot();
     for t in [drover_state::Table::Jobs, drover_state::Table::Allocs] {
         assert_eq!(snap.table_index(t), resp.index);
     }
 
     // What reached the log: bounded chunk entries, then the swap.
-    let mut log = node.log.clone();
+    let mut log = node.log().clone();
     let entries = log.try_get_log_entries(0..u64::MAX).await.unwrap();
     let mut chunks = 0;
     let mut swaps = 0;
@@ -119,7 +119,7 @@ async fn a_restore_commits_bounded_chunks_and_a_swap_and_survives_a_restart() {
     drop(node);
     let again = open(dir.path()).await;
     assert!(
-        tables(&again.store.snapshot()) == want,
+        tables(&again.store().snapshot()) == want,
         "the state after a restart differs"
     );
     again.shutdown().await;
@@ -129,7 +129,7 @@ async fn a_restore_commits_bounded_chunks_and_a_swap_and_survives_a_restart() {
 async fn an_oversized_write_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path()).await;
-    let before = node.store.index();
+    let before = node.store().index();
     let err = node
         .write(Command::JobRegister {
             job: Box::new(job(0, MAX_ENTRY_BYTES + 1)),
@@ -139,7 +139,7 @@ async fn an_oversized_write_is_refused_clearly() {
         .unwrap_err();
     assert!(matches!(err, WriteError::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("limit of one Raft entry"), "{err}");
-    assert_eq!(node.store.index(), before);
+    assert_eq!(node.store().index(), before);
     // A backup whose single row is larger than a chunk cannot be restored, and says why.
     let err = node
         .restore(backup(1, RESTORE_CHUNK_BYTES + 1))
@@ -167,7 +167,7 @@ async fn raft_files_are_private_under_umask_000_and_repaired_at_start() {
     })
     .await
     .unwrap();
-    node.raft.trigger().snapshot().await.unwrap();
+    node.raft().trigger().snapshot().await.unwrap();
     let raft = data_dir.join("raft");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !raft.join("snapshot").exists() {

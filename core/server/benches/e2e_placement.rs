@@ -55,7 +55,7 @@ fn main() {
         })
         .await
         .unwrap();
-        raft.raft
+        raft.raft()
             .wait(Some(Duration::from_secs(10)))
             .state(openraft::ServerState::Leader, "leader")
             .await
@@ -110,7 +110,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let secs = start.elapsed().as_secs_f64();
-        let c = &raft.log.counters;
+        let c = &raft.log().counters;
         eprintln!(
             "registered in {registered:?}; {} fsyncs, {} appends",
             c.syncs.load(std::sync::atomic::Ordering::Relaxed),

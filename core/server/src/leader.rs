@@ -11,7 +11,7 @@ use crate::Server;
 use crate::broker::Broker;
 
 pub async fn watch_leadership(server: Server) {
-    let raft = server.raft().raft.clone();
+    let raft = server.raft().raft().clone();
     let mut metrics = raft.metrics();
     let mut duties: Vec<JoinHandle<()>> = Vec::new();
     loop {
@@ -20,7 +20,7 @@ pub async fn watch_leadership(server: Server) {
             match raft.ensure_linearizable().await {
                 Ok(_) => {
                     tracing::info!(
-                        server_id = server.raft().id,
+                        server_id = server.raft().id(),
                         "leadership established: starting leader duties"
                     );
                     duties = start_duties(&server);

@@ -5,6 +5,7 @@
 //! after a linearizable read barrier and stop when leadership is lost.
 
 mod broker;
+mod consensus;
 mod gc;
 mod heartbeat;
 mod leader;
@@ -17,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_model::{Evaluation, Job, Variable, format_uuid};
-use drover_raft::{RaftNode, WriteError};
+use drover_raft::RaftNode;
 use drover_state::{Command, StateStore};
 
+pub use drover_raft::node::{RaftStats, RestoreError};
+pub use drover_raft::{NodeId, PeerError, ServerStatus, WriteError};
 pub use gc::{Collected, GcThresholds};
 pub use node_stream::{ExecSession, LogsSession, NodeStreamService};
 pub use plan_apply::PlanOutcome;
@@ -76,6 +79,22 @@ pub enum ServerError {
     NodeNotConnected(String),
     #[error("{0}")]
     Invalid(String),
+    /// A membership change (removing a server) failed.
+    #[error("{0}")]
+    Membership(String),
+}
+
+/// What registering a job committed: the answer `PUT /v1/jobs` gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRegistered {
+    /// The evaluation created with it; empty for a periodic or parameterized parent.
+    pub eval_id: String,
+    /// The Raft index of the write (the evaluation's creation index).
+    pub eval_create_index: u64,
+    /// The job's `JobModifyIndex` after the write.
+    pub job_modify_index: u64,
+    /// The job version the write stored.
+    pub job_version: u64,
 }
 
 /// What a variable write did.
@@ -142,12 +161,12 @@ impl Server {
         server
     }
 
-    pub fn raft(&self) -> &RaftNode {
+    pub(crate) fn raft(&self) -> &RaftNode {
         &self.inner.raft
     }
 
     pub fn store(&self) -> &StateStore {
-        &self.inner.raft.store
+        self.inner.raft.store()
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -155,13 +174,13 @@ impl Server {
     }
 
     /// Registers (or updates) a job and creates its evaluation.
-    /// Returns (evaluation id, Raft index, job version).
     /// A periodic or parameterized parent gets no evaluation (its evaluation id is empty):
     /// it is never placed itself.
-    pub async fn register_job(&self, job: Job) -> Result<(String, u64, u64), ServerError> {
+    pub async fn register_job(&self, job: Job) -> Result<JobRegistered, ServerError> {
         self.check_job(&job)?;
         let eval = (!job.is_parent()).then(|| Evaluation::new(new_id(), &job, "job-register"));
         let eval_id = eval.as_ref().map(|e| e.id.clone()).unwrap_or_default();
+        let key = (job.namespace.clone(), job.id.clone());
         let resp = self
             .inner
             .raft
@@ -170,7 +189,17 @@ impl Server {
                 eval,
             })
             .await?;
-        Ok((eval_id, resp.index, resp.job_version.unwrap_or(0)))
+        let job_modify_index = self
+            .store()
+            .snapshot()
+            .job(&key.0, &key.1)
+            .map_or(resp.index, |j| j.job_modify_index);
+        Ok(JobRegistered {
+            eval_id,
+            eval_create_index: resp.index,
+            job_modify_index,
+            job_version: resp.job_version.unwrap_or(0),
+        })
     }
 
     /// What the server refuses to register or plan: task groups above `job_max_count`.

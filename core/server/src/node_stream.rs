@@ -304,6 +304,82 @@ impl Server {
     }
 }
 
+/// Serves an attached client's messages until its stream ends, then forgets its link
+/// (unless a newer connection of the node replaced it).
+async fn serve_node(
+    server: Server,
+    node_id: String,
+    conn_id: String,
+    mut inbound: Streaming<ClientMessage>,
+    tx: mpsc::Sender<Result<ServerMessage, Status>>,
+    pusher: tokio::task::JoinHandle<()>,
+) {
+    loop {
+        match inbound.message().await {
+            Ok(Some(m)) => {
+                server.inner.heartbeats.beat(&node_id);
+                handle_message(&server, &node_id, m, &tx).await;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(error = %e, "client stream failed");
+                break;
+            }
+        }
+    }
+    pusher.abort();
+    let mut nodes = server.inner.nodes.lock().expect("nodes lock");
+    if nodes.get(&node_id).is_some_and(|l| l.conn_id == conn_id) {
+        nodes.remove(&node_id);
+    }
+    tracing::info!("client detached");
+}
+
+/// One message from an attached client: a heartbeat, allocation updates, or a node update.
+async fn handle_message(
+    server: &Server,
+    node_id: &str,
+    m: ClientMessage,
+    tx: &mpsc::Sender<Result<ServerMessage, Status>>,
+) {
+    match m.msg {
+        Some(client_message::Msg::Heartbeat(_)) => {
+            // A node marked down that still beats comes back ready.
+            let down = server
+                .store()
+                .snapshot()
+                .node(node_id)
+                .is_some_and(|n| n.status != NodeStatus::Ready);
+            if down
+                && let Some(n) = server.store().snapshot().node(node_id).cloned()
+                && let Err(e) = server.register_node(n).await
+            {
+                tracing::warn!(error = %e, "could not mark node ready again");
+            }
+        }
+        Some(client_message::Msg::AllocUpdates(u)) => {
+            if let Err(e) = handle_updates(server, node_id, u.updates, tx).await {
+                tracing::warn!(error = %e, "allocation updates not committed; the client resends them");
+            }
+        }
+        Some(client_message::Msg::Register(r)) => {
+            // The node changed (a driver's health, its attributes).
+            match serde_json::from_slice::<Node>(&r.node_json) {
+                Ok(n) if n.id == node_id => {
+                    if let Err(e) = server.register_node(n).await {
+                        tracing::warn!(error = %e, "node update refused");
+                    }
+                }
+                Ok(_) => tracing::warn!("a node update for another node id; ignored"),
+                Err(e) => tracing::warn!(error = %e, "malformed node update; ignored"),
+            }
+        }
+        None => {
+            tracing::warn!("empty message on an attached stream; ignored");
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl NodeService for NodeStreamService {
     type AttachStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
@@ -315,7 +391,7 @@ impl NodeService for NodeStreamService {
         // Clients attach to the leader: it holds the heartbeat timers. Another server says
         // where the leader is, and the client goes there.
         match self.server.raft().leader() {
-            Some((id, _)) if id == self.server.raft().id => {}
+            Some((id, _)) if id == self.server.raft().id() => {}
             Some((_, addr)) => {
                 return Err(Status::failed_precondition(format!(
                     "this server is not the leader; the leader is at {addr}"
@@ -380,60 +456,7 @@ impl NodeService for NodeStreamService {
             push_allocs(server.clone(), node_id.clone(), reg.last_index, tx.clone())
                 .instrument(span.clone()),
         );
-        tokio::spawn(
-            async move {
-                loop {
-                    match inbound.message().await {
-                        Ok(Some(m)) => {
-                            server.inner.heartbeats.beat(&node_id);
-                            match m.msg {
-                                Some(client_message::Msg::Heartbeat(_)) => {
-                                    // A node marked down that still beats comes back ready.
-                                    let down = server.store().snapshot().node(&node_id).is_some_and(|n| n.status != NodeStatus::Ready);
-                                    if down
-                                        && let Some(n) = server.store().snapshot().node(&node_id).cloned()
-                                            && let Err(e) = server.register_node(n).await {
-                                                tracing::warn!(error = %e, "could not mark node ready again");
-                                            }
-                                }
-                                Some(client_message::Msg::AllocUpdates(u)) => {
-                                    if let Err(e) = handle_updates(&server, &node_id, u.updates, &tx).await {
-                                        tracing::warn!(error = %e, "allocation updates not committed; the client resends them");
-                                    }
-                                }
-                                Some(client_message::Msg::Register(r)) => {
-                                    // The node changed (a driver's health, its attributes).
-                                    match serde_json::from_slice::<Node>(&r.node_json) {
-                                        Ok(n) if n.id == node_id => {
-                                            if let Err(e) = server.register_node(n).await {
-                                                tracing::warn!(error = %e, "node update refused");
-                                            }
-                                        }
-                                        Ok(_) => tracing::warn!("a node update for another node id; ignored"),
-                                        Err(e) => tracing::warn!(error = %e, "malformed node update; ignored"),
-                                    }
-                                }
-                                None => {
-                                    tracing::warn!("empty message on an attached stream; ignored");
-                                }
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::info!(error = %e, "client stream failed");
-                            break;
-                        }
-                    }
-                }
-                pusher.abort();
-                let mut nodes = server.inner.nodes.lock().expect("nodes lock");
-                if nodes.get(&node_id).is_some_and(|l| l.conn_id == conn_id) {
-                    nodes.remove(&node_id);
-                }
-                tracing::info!("client detached");
-            }
-            .instrument(span),
-        );
+        tokio::spawn(serve_node(server, node_id, conn_id, inbound, tx, pusher).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -677,7 +700,7 @@ async fn push_allocs(
 ) {
     let store = server.store().clone();
     let mut changed = store.subscribe();
-    let mut metrics = server.raft().raft.metrics();
+    let mut metrics = server.raft().raft().metrics();
     let mut sent: Option<BTreeMap<String, u64>> = None;
     let mut sent_jobs: BTreeSet<(String, String, u64)> = BTreeSet::new();
     loop {

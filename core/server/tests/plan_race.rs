@@ -66,7 +66,7 @@ async fn two_plans_for_the_last_slot_one_commits_one_is_refused_and_retries_else
     })
     .await
     .unwrap();
-    raft.raft
+    raft.raft()
         .wait(Some(Duration::from_secs(10)))
         .state(openraft::ServerState::Leader, "leader")
         .await

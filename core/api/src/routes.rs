@@ -1,0 +1,289 @@
+//! The route table: every HTTP route declared once, with its methods, its path, the ACL
+//! capability it needs, the largest body it reads and how long it may take to answer. The
+//! router is built from this table and nothing else adds routes.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use crate::limits::{
+    MAX_BACKUP_BODY, MAX_BODY, MAX_SMALL_BODY, MAX_VARIABLE_BODY, NO_BODY, READ_TIMEOUT,
+    REQUEST_TIMEOUT,
+};
+use crate::{
+    ApiState, acl, agent, allocations, backup, evaluations, events, exec, jobs, logs, nodes,
+    operator, plugins, variables,
+};
+
+/// What a route needs its caller to be allowed: Nomad's ACL capabilities (namespace
+/// capabilities, variable operations, and the node/agent/operator policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// No token needed (Nomad's `/v1/status/*`, `/v1/regions`).
+    Public,
+    ListJobs,
+    ReadJob,
+    SubmitJob,
+    ParseJob,
+    /// Stop, restart or signal an allocation.
+    AllocLifecycle,
+    AllocExec,
+    ReadLogs,
+    ReadFs,
+    ListVariables,
+    ReadVariables,
+    WriteVariables,
+    DestroyVariables,
+    NodeRead,
+    AgentRead,
+    AgentWrite,
+    OperatorRead,
+    OperatorWrite,
+    /// The event stream: each topic filtered by the read capability it needs.
+    ReadEvents,
+    /// Management tokens only (snapshots, forced garbage collection).
+    Management,
+}
+
+/// An HTTP method a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verb {
+    /// GET (and HEAD, as axum answers it).
+    Get,
+    Put,
+    Post,
+    Delete,
+}
+
+impl Verb {
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Post => MethodFilter::POST,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// How long a route may take to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// Its handler answers within this long, or the request fails with 504.
+    Within(Duration),
+    /// A stream (log follow, file stream, events, an exec session) or a bulk transfer (a
+    /// backup): it lasts as long as the caller and the data do; the stream's own limits
+    /// (heartbeats, slots, the client's session) bound it.
+    Open,
+}
+
+/// One route of the API.
+#[derive(Clone)]
+pub struct Route {
+    pub verbs: &'static [Verb],
+    pub path: &'static str,
+    pub capability: Capability,
+    /// The largest request body its handler reads (see [`crate::limits`]).
+    pub body_limit: usize,
+    pub timeout: Timeout,
+    /// The handler, on the given methods.
+    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+}
+
+const GET: &[Verb] = &[Verb::Get];
+const WRITE: &[Verb] = &[Verb::Put, Verb::Post];
+const DELETE: &[Verb] = &[Verb::Delete];
+/// A read: it may block (`?index=`) up to the longest wait.
+const READ: Timeout = Timeout::Within(READ_TIMEOUT);
+const REQUEST: Timeout = Timeout::Within(REQUEST_TIMEOUT);
+
+fn route(
+    verbs: &'static [Verb],
+    path: &'static str,
+    capability: Capability,
+    body_limit: usize,
+    timeout: Timeout,
+    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+) -> Route {
+    Route {
+        verbs,
+        path,
+        capability,
+        body_limit,
+        timeout,
+        handler,
+    }
+}
+
+/// Every route of the API.
+#[rustfmt::skip]
+pub fn table() -> Vec<Route> {
+    use Capability as C;
+    vec![
+        // Jobs.
+        route(GET, "/v1/jobs", C::ListJobs, NO_BODY, READ, |m| on(m, jobs::list)),
+        route(WRITE, "/v1/jobs", C::SubmitJob, MAX_BODY, REQUEST, |m| on(m, jobs::register)),
+        route(WRITE, "/v1/jobs/parse", C::ParseJob, MAX_BODY, REQUEST, |m| on(m, jobs::parse)),
+        route(GET, "/v1/job/{id}", C::ReadJob, NO_BODY, READ, |m| on(m, jobs::read)),
+        route(WRITE, "/v1/job/{id}", C::SubmitJob, MAX_BODY, REQUEST, |m| on(m, jobs::register_at)),
+        route(DELETE, "/v1/job/{id}", C::SubmitJob, NO_BODY, REQUEST, |m| on(m, jobs::deregister)),
+        route(GET, "/v1/job/{id}/allocations", C::ReadJob, NO_BODY, READ, |m| on(m, jobs::allocations)),
+        route(GET, "/v1/job/{id}/evaluations", C::ReadJob, NO_BODY, READ, |m| on(m, jobs::evaluations)),
+        route(GET, "/v1/job/{id}/versions", C::ReadJob, NO_BODY, READ, |m| on(m, jobs::versions)),
+        route(WRITE, "/v1/job/{id}/plan", C::SubmitJob, MAX_BODY, REQUEST, |m| on(m, jobs::plan)),
+        // Allocations.
+        route(GET, "/v1/allocations", C::ReadJob, NO_BODY, READ, |m| on(m, allocations::list)),
+        route(GET, "/v1/allocation/{id}", C::ReadJob, NO_BODY, READ, |m| on(m, allocations::read)),
+        route(WRITE, "/v1/allocation/{id}/stop", C::AllocLifecycle, MAX_SMALL_BODY, REQUEST, |m| on(m, allocations::stop)),
+        route(WRITE, "/v1/client/allocation/{id}/restart", C::AllocLifecycle, MAX_SMALL_BODY, REQUEST, |m| on(m, allocations::restart)),
+        route(WRITE, "/v1/client/allocation/{id}/signal", C::AllocLifecycle, MAX_SMALL_BODY, REQUEST, |m| on(m, allocations::signal)),
+        // Evaluations.
+        route(GET, "/v1/evaluations", C::ReadJob, NO_BODY, READ, |m| on(m, evaluations::list)),
+        route(GET, "/v1/evaluation/{id}", C::ReadJob, NO_BODY, READ, |m| on(m, evaluations::read)),
+        // Nodes.
+        route(GET, "/v1/nodes", C::NodeRead, NO_BODY, READ, |m| on(m, nodes::list)),
+        route(GET, "/v1/node/{id}", C::NodeRead, NO_BODY, READ, |m| on(m, nodes::read)),
+        route(GET, "/v1/node/{id}/allocations", C::NodeRead, NO_BODY, READ, |m| on(m, nodes::allocations)),
+        // Variables.
+        route(GET, "/v1/vars", C::ListVariables, NO_BODY, READ, |m| on(m, variables::list)),
+        route(GET, "/v1/var/{*path}", C::ReadVariables, NO_BODY, READ, |m| on(m, variables::read)),
+        route(WRITE, "/v1/var/{*path}", C::WriteVariables, MAX_VARIABLE_BODY, REQUEST, |m| on(m, variables::put)),
+        route(DELETE, "/v1/var/{*path}", C::DestroyVariables, NO_BODY, REQUEST, |m| on(m, variables::delete)),
+        // Operator: members, Raft, backups, garbage collection.
+        route(GET, "/v1/agent/members", C::NodeRead, NO_BODY, REQUEST, |m| on(m, operator::members)),
+        route(WRITE, "/v1/agent/force-leave", C::AgentWrite, NO_BODY, REQUEST, |m| on(m, operator::force_leave)),
+        route(GET, "/v1/operator/raft/configuration", C::OperatorRead, NO_BODY, REQUEST, |m| on(m, operator::raft_configuration)),
+        route(DELETE, "/v1/operator/raft/peer", C::OperatorWrite, NO_BODY, REQUEST, |m| on(m, operator::remove_peer)),
+        route(GET, "/v1/operator/snapshot", C::Management, NO_BODY, Timeout::Open, |m| on(m, backup::save)),
+        route(WRITE, "/v1/operator/snapshot", C::Management, MAX_BACKUP_BODY, Timeout::Open, |m| on(m, backup::restore)),
+        route(WRITE, "/v1/system/gc", C::Management, NO_BODY, REQUEST, |m| on(m, operator::system_gc)),
+        // The agent and the cluster's status.
+        route(GET, "/v1/status/leader", C::Public, NO_BODY, REQUEST, |m| on(m, agent::status_leader)),
+        route(GET, "/v1/status/peers", C::Public, NO_BODY, REQUEST, |m| on(m, agent::status_peers)),
+        route(GET, "/v1/regions", C::Public, NO_BODY, REQUEST, |m| on(m, agent::regions)),
+        route(GET, "/v1/agent/self", C::AgentRead, NO_BODY, REQUEST, |m| on(m, agent::agent_self)),
+        route(GET, "/v1/agent/plugins", C::AgentRead, NO_BODY, REQUEST, |m| on(m, plugins::list)),
+        // On the allocation's client: logs, files, statistics, exec.
+        route(GET, "/v1/client/fs/logs/{alloc}", C::ReadLogs, NO_BODY, Timeout::Open, |m| on(m, logs::stream)),
+        route(GET, "/v1/client/fs/{op}/{alloc}", C::ReadFs, NO_BODY, Timeout::Open, |m| on(m, logs::fs)),
+        route(GET, "/v1/client/allocation/{alloc}/stats", C::ReadJob, NO_BODY, REQUEST, |m| on(m, exec::stats)),
+        route(GET, "/v1/client/allocation/{alloc}/exec", C::AllocExec, NO_BODY, Timeout::Open, |m| on(m, exec::exec)),
+        // Events.
+        route(GET, "/v1/event/stream", C::ReadEvents, NO_BODY, Timeout::Open, |m| on(m, events::stream)),
+    ]
+}
+
+/// The router of [`table`], without its state.
+pub(crate) fn build() -> Router<ApiState> {
+    table().into_iter().fold(Router::new(), |router, r| {
+        let methods = r
+            .verbs
+            .iter()
+            .map(|v| v.filter())
+            .reduce(MethodFilter::or)
+            .expect("every route has a method");
+        let (capability, timeout) = (r.capability, r.timeout);
+        let handler = (r.handler)(methods)
+            .route_layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| admit(capability, timeout, req, next),
+            ))
+            .route_layer(DefaultBodyLimit::max(r.body_limit));
+        router.route(r.path, handler)
+    })
+}
+
+/// Runs a route's handler once the caller holds its capability, within its timeout.
+async fn admit(capability: Capability, timeout: Timeout, req: Request, next: Next) -> Response {
+    if let Err(refused) = acl::authorize(capability, req.headers()) {
+        return refused.into_response();
+    }
+    match timeout {
+        Timeout::Open => next.run(req).await,
+        Timeout::Within(limit) => match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the request did not finish within {} s", limit.as_secs()),
+            )
+                .into_response(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::limits::MAX_BLOCKING_WAIT;
+
+    #[test]
+    fn each_method_and_path_is_declared_once() {
+        let mut seen = BTreeSet::new();
+        for r in table() {
+            assert!(!r.verbs.is_empty(), "{} has no method", r.path);
+            for v in r.verbs {
+                assert!(
+                    seen.insert((*v, r.path)),
+                    "{v:?} {} is declared twice",
+                    r.path
+                );
+            }
+        }
+        // And the router accepts them all (overlapping routes panic here).
+        let _ = build();
+    }
+
+    #[test]
+    fn bodies_are_bounded_and_only_writes_read_one() {
+        for r in table() {
+            assert!(r.body_limit <= MAX_BACKUP_BODY, "{} reads too much", r.path);
+            if r.verbs == GET {
+                assert_eq!(r.body_limit, NO_BODY, "GET {} reads no body", r.path);
+            }
+            if r.path != "/v1/operator/snapshot" {
+                assert!(
+                    r.body_limit <= MAX_BODY,
+                    "{} reads more than MAX_BODY",
+                    r.path
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reads_outlast_the_longest_blocking_query_and_only_streams_are_open() {
+        let streams = [
+            "/v1/client/fs/logs/{alloc}",
+            "/v1/client/fs/{op}/{alloc}",
+            "/v1/client/allocation/{alloc}/exec",
+            "/v1/event/stream",
+            "/v1/operator/snapshot",
+        ];
+        for r in table() {
+            match r.timeout {
+                Timeout::Open => assert!(streams.contains(&r.path), "{} has no timeout", r.path),
+                Timeout::Within(t) => {
+                    assert!(t > Duration::ZERO, "{}", r.path);
+                    if r.timeout == READ {
+                        assert!(t > MAX_BLOCKING_WAIT, "{}", r.path);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn writes_need_more_than_public_access() {
+        for r in table() {
+            if r.verbs != GET {
+                assert_ne!(r.capability, Capability::Public, "{}", r.path);
+            }
+        }
+    }
+}

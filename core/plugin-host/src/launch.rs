@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use drover_plugin_sdk::handshake::{
+use drover_plugin_abi::handshake::{
     ENV_PROTOCOL_VERSIONS, ENV_STDIN_LIFELINE, ENV_UNIX_SOCKET_DIR, HandshakeLine,
     MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE, MAX_UNIX_SOCKET_PATH,
 };

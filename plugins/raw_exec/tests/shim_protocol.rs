@@ -162,7 +162,11 @@ async fn record() -> Vec<String> {
     client.signal("SIGCONT").await.unwrap();
     client.signal("18").await.unwrap();
     let session = client
-        .exec(&["true".to_string()], false, [devnull(), devnull(), devnull()])
+        .exec(
+            &["true".to_string()],
+            false,
+            [devnull(), devnull(), devnull()],
+        )
         .await
         .unwrap();
     assert!(session.wait().await.is_err());
@@ -184,7 +188,10 @@ async fn record() -> Vec<String> {
         refusals.send(req);
     }
 
-    client.stop("SIGTERM", Duration::from_secs(5)).await.unwrap();
+    client
+        .stop("SIGTERM", Duration::from_secs(5))
+        .await
+        .unwrap();
     client.wait().await.unwrap();
     for req in [
         "inspect",

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use super::{PathKind, RootStep, caps, host_path_kind, plan_root, under};
 
 const CGROUP_PARENT_HINT: &str = "see the shim's log, shim.log";
-use crate::shim::LaunchSpec;
-use crate::shim::daemon::{Credentials, resolve_in_path, resolve_user};
+use crate::LaunchSpec;
+use crate::daemon::{Credentials, resolve_in_path, resolve_user};
 
 pub(crate) const STATUS_FD: RawFd = 3;
 pub(crate) const RESULT_FD: RawFd = 4;
@@ -329,7 +329,7 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
         // SAFETY: fcntl on descriptors the shim handed us.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    let spec_path = dir.join(crate::shim::SPEC_FILE);
+    let spec_path = dir.join(crate::SPEC_FILE);
     let raw = std::fs::read(&spec_path)
         .map_err(|e| format!("cannot read {}: {e}", spec_path.display()))?;
     let spec: LaunchSpec = serde_json::from_slice(&raw)
@@ -393,7 +393,7 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
         .env
         .get("PATH")
         .map(String::as_str)
-        .unwrap_or(crate::shim::daemon::DEFAULT_PATH);
+        .unwrap_or(crate::daemon::DEFAULT_PATH);
     let exe = resolve_in_path(&spec.command, path, &spec.cwd)?;
     let cs = |s: &[u8], what: &str| {
         CString::new(s.to_vec()).map_err(|_| format!("{what} contains a NUL byte"))
@@ -422,15 +422,15 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
 /// # Safety
 /// Call only in a freshly forked child of single-threaded init.
 unsafe fn exec_task(p: &Prepared) -> ! {
-    use crate::shim::daemon::{STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC, STAGE_STDIO};
+    use crate::daemon::{STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC, STAGE_STDIO};
     let fail = |stage: i32| -> ! {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         report(stage, errno, "");
         // SAFETY: _exit is always safe.
         unsafe { libc::_exit(127) }
     };
-    let argv = crate::shim::c_ptrs(&p.argv);
-    let envp = crate::shim::c_ptrs(&p.env);
+    let argv = crate::c_ptrs(&p.argv);
+    let envp = crate::c_ptrs(&p.env);
     // SAFETY: plain syscalls on our own descriptors and valid C strings.
     unsafe {
         libc::setsid();
@@ -529,7 +529,7 @@ pub(crate) fn main(dir: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::isolate::{Bind, Isolation, plan_root};
+    use crate::isolate::{Bind, Isolation, plan_root};
 
     /// Records every call instead of making it; every path looks like a directory.
     #[derive(Default)]

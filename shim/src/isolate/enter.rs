@@ -9,11 +9,11 @@ use std::path::PathBuf;
 
 use super::caps;
 use super::init::{drop_privileges, reset_signals};
-use crate::shim::LaunchSpec;
-use crate::shim::daemon::{DEFAULT_PATH, resolve_in_path, resolve_user};
+use crate::LaunchSpec;
+use crate::daemon::{DEFAULT_PATH, resolve_in_path, resolve_user};
 
 /// What a client asks the shim to run inside the task.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecRequest {
     pub argv: Vec<String>,
     #[serde(default)]
@@ -121,8 +121,8 @@ pub(crate) unsafe fn helper(
         .iter()
         .map(|(k, v)| cs(format!("{k}={v}").as_bytes()))
         .collect();
-    let argv = crate::shim::c_ptrs(&argv_c);
-    let envp = crate::shim::c_ptrs(&env_c);
+    let argv = crate::c_ptrs(&argv_c);
+    let envp = crate::c_ptrs(&env_c);
 
     // SAFETY: single-threaded; the child only execs or reports and exits.
     let pid = unsafe { libc::fork() };

@@ -13,6 +13,7 @@ use crate::cloexec_pipe;
 use crate::isolate::Isolation;
 use crate::isolate::cgroup::Cgroup;
 use crate::isolate::init;
+use crate::isolate::syscalls::{Host, Syscalls};
 
 /// An isolated task's extras: its cgroup and the pipe on which init reports its status.
 pub(super) struct Isolated {
@@ -128,7 +129,7 @@ pub(super) fn start_isolated(
     drop(go_r);
     // Move init into the task's cgroups while it sets up the root, then let it go on.
     for f in cgroup.procs_files() {
-        if let Err(e) = std::fs::write(&f, pid.to_string()) {
+        if let Err(e) = Host.write_file(&f, &pid.to_string()) {
             // SAFETY: killing and reaping our own child.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);

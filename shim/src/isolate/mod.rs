@@ -16,6 +16,7 @@ pub mod caps;
 pub mod cgroup;
 pub(crate) mod enter;
 pub(crate) mod init;
+pub mod syscalls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

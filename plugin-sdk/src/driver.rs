@@ -151,15 +151,11 @@ pub trait TaskDriver: Send + Sync + 'static {
     }
     /// The task's state.
     async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError> {
-        shim_tasks_of(self, "inspect")?
-            .inspect(task_id)
-            .await
+        shim_tasks_of(self, "inspect")?.inspect(task_id).await
     }
     /// Sends a signal to the task.
     async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
-        shim_tasks_of(self, "signal")?
-            .signal(task_id, signal)
-            .await
+        shim_tasks_of(self, "signal")?.signal(task_id, signal).await
     }
     /// Re-attaches to a task started by an earlier instance of the plugin.
     async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError> {

@@ -130,3 +130,16 @@ pub fn main<D: TaskDriver>(make: impl FnOnce() -> D) -> ! {
     init_logging(&driver.plugin_info().name);
     crate::serve::serve_to_exit(serve_driver(driver))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crate_docs_state_the_cookie() {
+        let docs = include_str!("lib.rs");
+        assert!(docs.contains(&format!("`{MAGIC_COOKIE_KEY}`")));
+        assert!(docs.contains(&format!("`{MAGIC_COOKIE_VALUE}`")));
+        assert!(docs.contains(&format!("MagicCookieValue: \"{MAGIC_COOKIE_VALUE}\"")));
+    }
+}

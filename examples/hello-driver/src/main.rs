@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
-    CapabilitiesResponse, ExitResult, FingerprintResponse, HealthState, InspectTaskResponse,
-    StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
+    CapabilitiesResponse, FingerprintResponse, HealthState, StartTaskResponse, TaskConfig,
 };
 use drover_plugin_sdk::shim::{LaunchSpec, ShimTasks};
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};

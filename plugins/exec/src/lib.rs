@@ -22,8 +22,7 @@ use std::time::Duration;
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
     CapabilitiesResponse, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
-    InspectTaskResponse, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
-    TerminalSize, exec_task_request, exec_task_response,
+    StartTaskResponse, TaskConfig, TaskHandle, TerminalSize, exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::shim::isolate::{self, Bind, CgroupSpec, Isolation, caps, cgroup};
 use drover_plugin_sdk::shim::{self, LaunchSpec, ShimClient, ShimError, ShimHandle, ShimTasks};

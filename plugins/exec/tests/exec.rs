@@ -3,7 +3,7 @@
 //! CI, and fail loudly — never skip — without it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use drover_driver_testkit::{self as testkit, Driver, KillOnDrop, stat_field, until};
@@ -11,7 +11,7 @@ use drover_plugin_host::PluginHost;
 use drover_proto::driver::{
     ExecTaskRequest, ExecTaskSetup, ExitResult, InspectTaskRequest, RecoverTaskRequest, Resources,
     SignalTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest, TaskConfig,
-    TaskStatsRequest, WaitTaskRequest, exec_task_request, exec_task_response,
+    TaskStatsRequest, exec_task_request, exec_task_response,
 };
 use serde_json::json;
 

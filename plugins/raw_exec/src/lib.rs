@@ -6,13 +6,11 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
     CapabilitiesResponse, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
-    InspectTaskResponse, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
-    exec_task_request, exec_task_response,
+    StartTaskResponse, TaskConfig, exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::shim::{LaunchSpec, ShimTasks};
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};

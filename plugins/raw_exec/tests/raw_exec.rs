@@ -4,11 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use drover_driver_testkit::{self as testkit, Driver, KillOnDrop, is_dead, shim_state, stat_field, until};
+use drover_driver_testkit::{
+    self as testkit, Driver, KillOnDrop, is_dead, shim_state, stat_field, until,
+};
 use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
 use drover_proto::driver::{
     InspectTaskRequest, RecoverTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest,
-    TaskConfig, TaskHandle, WaitTaskRequest,
+    TaskConfig, WaitTaskRequest,
 };
 use serde_json::json;
 

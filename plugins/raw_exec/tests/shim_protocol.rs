@@ -205,6 +205,22 @@ async fn record() -> Vec<String> {
     }
     let exit_file = std::fs::read_to_string(handle.shim_dir.join(shim::EXIT_FILE)).unwrap();
 
+    // Each proxied connection is logged when the client closes it: wait for all seven.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.parse::<usize>().is_ok())
+        .count()
+        < 7
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy lost a connection"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut out = client_transcript(&log);
     out.extend(refusals.transcript());
     out.extend(after.transcript());

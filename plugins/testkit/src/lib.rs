@@ -71,7 +71,11 @@ impl Driver<'_> {
 
     /// SIGKILLs the plugin process and waits until the host has noticed; returns its pid.
     pub async fn kill_plugin(&self) -> u32 {
-        let pid = self.host.plugin_pid(self.name).await.expect("plugin running");
+        let pid = self
+            .host
+            .plugin_pid(self.name)
+            .await
+            .expect("plugin running");
         // SAFETY: kill(2) on our own child.
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -116,34 +116,63 @@ pub trait TaskDriver: Send + Sync + 'static {
     /// Node attributes and health; every change of the watched value is streamed to the host.
     fn fingerprint(&self) -> watch::Receiver<FingerprintResponse>;
     /// Starts a task; the returned handle must be enough to [`TaskDriver::recover_task`] it.
+    /// A shim-based driver builds its [`crate::shim::LaunchSpec`] and hands it to
+    /// [`crate::shim::ShimTasks::launch`].
     async fn start_task(&self, task: TaskConfig) -> Result<StartTaskResponse, DriverError>;
+
+    /// The task table of a shim-based driver. A driver that returns it gets every RPC that
+    /// only talks to a task's shim — wait, stop, destroy, inspect, signal, recover, stats —
+    /// from it, and writes only its launch spec ([`TaskDriver::start_task`]), its
+    /// configuration and its capabilities; it may still override any of them.
+    fn shim_tasks(&self) -> Option<&crate::shim::ShimTasks> {
+        None
+    }
+
     /// Returns once the task has exited.
-    async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError>;
+    async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
+        shim_tasks_of(self, "wait for")?.wait(task_id).await
+    }
     /// Sends `signal` (e.g. `SIGTERM`), then SIGKILL after `timeout` if the task still runs.
     async fn stop_task(
         &self,
         task_id: &str,
         signal: &str,
         timeout: Duration,
-    ) -> Result<(), DriverError>;
+    ) -> Result<(), DriverError> {
+        shim_tasks_of(self, "stop")?
+            .stop(task_id, signal, timeout)
+            .await
+    }
     /// Forgets the task and removes its driver state (`force` kills it first if it runs).
-    async fn destroy_task(&self, task_id: &str, force: bool) -> Result<(), DriverError>;
+    async fn destroy_task(&self, task_id: &str, force: bool) -> Result<(), DriverError> {
+        shim_tasks_of(self, "destroy")?
+            .destroy(task_id, force)
+            .await
+    }
     /// The task's state.
-    async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError>;
+    async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError> {
+        shim_tasks_of(self, "inspect")?.inspect(task_id).await
+    }
     /// Sends a signal to the task.
-    async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError>;
+    async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
+        shim_tasks_of(self, "signal")?.signal(task_id, signal).await
+    }
     /// Re-attaches to a task started by an earlier instance of the plugin.
-    async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError>;
+    async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError> {
+        shim_tasks_of(self, "recover")?.recover(handle).await
+    }
 
     /// One sample of the task's resource usage. Fill the cumulative CPU times
     /// (`user_ns_total`, `system_ns_total`) and memory; the SDK streams samples at the
     /// requested interval and derives the CPU percentages from consecutive samples.
     async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
-        let _ = task_id;
-        Err(DriverError::Unimplemented(format!(
-            "the {} driver does not report task statistics",
-            self.plugin_info().name
-        )))
+        match self.shim_tasks() {
+            Some(tasks) => tasks.stats(task_id).await,
+            None => Err(DriverError::Unimplemented(format!(
+                "the {} driver does not report task statistics",
+                self.plugin_info().name
+            ))),
+        }
     }
 
     /// Driver-side events for all tasks; `None` when the driver has none to tell.
@@ -193,6 +222,19 @@ pub trait TaskDriver: Send + Sync + 'static {
             self.plugin_info().name
         )))
     }
+}
+
+/// `driver`'s [`TaskDriver::shim_tasks`], or why a driver without it cannot `what` a task.
+fn shim_tasks_of<'a, D: TaskDriver + ?Sized>(
+    driver: &'a D,
+    what: &str,
+) -> Result<&'a crate::shim::ShimTasks, DriverError> {
+    driver.shim_tasks().ok_or_else(|| {
+        DriverError::Unimplemented(format!(
+            "the {} driver cannot {what} tasks: it implements neither this call nor shim_tasks",
+            driver.plugin_info().name
+        ))
+    })
 }
 
 /// Adapts a [`TaskDriver`] to the generated `BasePlugin` and `Driver` services.

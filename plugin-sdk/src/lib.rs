@@ -5,7 +5,8 @@
 //!   check, runtime, [`serve_driver`]).
 //! - [`serve_driver`]: the go-plugin-compatible gRPC server, for binaries that have their own
 //!   runtime (`drover plugin serve NAME`).
-//! - [`shim`]: the per-task shim that keeps tasks alive across plugin and agent restarts.
+//! - [`shim`]: the per-task shim that keeps tasks alive across plugin and agent restarts (the
+//!   `drover-shim` crate, re-exported, with the drivers' task table [`shim::ShimTasks`]).
 //! - [`handshake`]: the handshake constants and line format, shared with the host.
 //! - [`logging`]: hclog-shaped JSON logs on stderr, which hosts forward into their own logs.
 //! - [`SecretProvider`]: the sync trait a secret provider implements; served over gRPC by
@@ -82,7 +83,8 @@ pub mod abi;
 pub mod driver;
 #[cfg(feature = "grpc")]
 pub mod exec;
-pub mod handshake;
+/// The go-plugin handshake, shared with the host (`drover_plugin_abi::handshake`).
+pub use drover_plugin_abi::handshake;
 #[cfg(feature = "grpc")]
 pub mod logging;
 pub mod secrets;
@@ -127,4 +129,17 @@ pub fn main<D: TaskDriver>(make: impl FnOnce() -> D) -> ! {
     let driver = make();
     init_logging(&driver.plugin_info().name);
     crate::serve::serve_to_exit(serve_driver(driver))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crate_docs_state_the_cookie() {
+        let docs = include_str!("lib.rs");
+        assert!(docs.contains(&format!("`{MAGIC_COOKIE_KEY}`")));
+        assert!(docs.contains(&format!("`{MAGIC_COOKIE_VALUE}`")));
+        assert!(docs.contains(&format!("MagicCookieValue: \"{MAGIC_COOKIE_VALUE}\"")));
+    }
 }

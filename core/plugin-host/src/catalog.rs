@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use drover_plugin_sdk::abi::method;
+use drover_plugin_abi::abi::method;
 use drover_proto::base::{
     AgentConfig, ConfigSchemaRequest, ConfigSchemaResponse, PluginInfoRequest, PluginInfoResponse,
     PluginKind, SetConfigRequest, SetConfigResponse,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use drover_plugin_sdk::handshake::{
+use drover_plugin_abi::handshake::{
     ENV_PROTOCOL_VERSIONS, ENV_STDIN_LIFELINE, ENV_UNIX_SOCKET_DIR, HandshakeLine,
     MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE, MAX_UNIX_SOCKET_PATH,
 };
@@ -458,24 +458,8 @@ async fn connect_in(
     dir: &Path,
     tail: Tail,
 ) -> Result<ConnectedPlugin, HostError> {
-    let offered = PROTOCOL_VERSIONS
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
     let started = Instant::now();
-    let mut child = Command::new(&launch.command)
-        .args(&launch.args)
-        .env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
-        .env(ENV_PROTOCOL_VERSIONS, offered)
-        .env(ENV_UNIX_SOCKET_DIR, dir)
-        .env("TMPDIR", dir)
-        .env(ENV_STDIN_LIFELINE, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false)
-        .spawn()
+    let mut child = spawn_plugin(launch, dir)
         .map_err(|e| problem(launch, format!("cannot start it: {e}"), &tail))?;
     let mut timings = LaunchTimings {
         spawned: started.elapsed(),
@@ -498,133 +482,24 @@ async fn connect_in(
         return Err(problem(launch, "no stdout pipe", &tail));
     };
     let mut stdout = BufReader::new(stdout);
-
-    let outcome = {
-        let mut line = String::new();
-        // At most MAX_HANDSHAKE_LINE bytes: a plugin cannot make the host buffer more.
-        let mut bounded = tokio::io::AsyncReadExt::take(&mut stdout, MAX_HANDSHAKE_LINE as u64 + 1);
-        tokio::select! {
-            r = bounded.read_line(&mut line) => match r {
-                Ok(0) | Err(_) => Handshake::Eof,
-                Ok(_) if line.len() > MAX_HANDSHAKE_LINE => Handshake::TooLong,
-                Ok(_) => Handshake::Line(line),
-            },
-            status = child.wait() => Handshake::Exited(status),
-            () = tokio::time::sleep(config.handshake_timeout) => Handshake::Timeout,
-        }
-    };
-    // Give the stderr reader a moment to collect what a dying plugin said.
-    let settle_stderr = || async {
-        for _ in 0..50 {
-            if stderr_eof.load(Ordering::SeqCst) {
-                break;
+    let outcome = await_handshake_line(config, &mut child, &mut stdout).await;
+    let handshake = match check_handshake(config, &mut child, outcome).await {
+        Ok(h) => h,
+        Err(why) => {
+            // Give the stderr reader a moment to collect what a dying plugin said.
+            for _ in 0..50 {
+                if stderr_eof.load(Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            return Err(problem(launch, why, &tail));
         }
     };
-    let line = match outcome {
-        Handshake::Line(line) => line,
-        Handshake::Eof | Handshake::Exited(_) => {
-            let status = match outcome {
-                Handshake::Exited(s) => s,
-                _ => match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-                    Ok(s) => s,
-                    Err(_) => {
-                        kill_and_reap(&mut child).await;
-                        Err(std::io::Error::other("it closed its stdout"))
-                    }
-                },
-            };
-            settle_stderr().await;
-            let how = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => e.to_string(),
-            };
-            return Err(problem(
-                launch,
-                format!("exited before completing the handshake ({how})"),
-                &tail,
-            ));
-        }
-        Handshake::TooLong => {
-            kill_and_reap(&mut child).await;
-            settle_stderr().await;
-            return Err(problem(
-                launch,
-                format!(
-                    "bad handshake: its first line is longer than {MAX_HANDSHAKE_LINE} bytes (is it a Drover or go-plugin plugin?)"
-                ),
-                &tail,
-            ));
-        }
-        Handshake::Timeout => {
-            kill_and_reap(&mut child).await;
-            settle_stderr().await;
-            return Err(problem(
-                launch,
-                format!(
-                    "did not print its handshake line within {:?} (is it a Drover or go-plugin plugin?)",
-                    config.handshake_timeout
-                ),
-                &tail,
-            ));
-        }
-    };
-    let handshake =
-        match HandshakeLine::parse(&line).and_then(|h| h.validate(PROTOCOL_VERSIONS).map(|()| h)) {
-            Ok(h) => h,
-            Err(e) => {
-                kill_and_reap(&mut child).await;
-                settle_stderr().await;
-                return Err(problem(launch, format!("bad handshake: {e}"), &tail));
-            }
-        };
     timings.handshake = started.elapsed();
     tracing::debug!(plugin = %launch.name, pid, line = %handshake, "plugin handshake");
-
-    // Anything else the plugin prints on stdout is logged.
-    let name = launch.name.clone();
-    tokio::spawn(async move {
-        let mut line = String::new();
-        while let Ok(n) = stdout.read_line(&mut line).await {
-            if n == 0 {
-                break;
-            }
-            tracing::debug!(plugin = %name, "stdout: {}", line.trim_end());
-            line.clear();
-        }
-    });
-
-    // The supervisor owns the child from here on.
-    let (exit_tx, exit_rx) = watch::channel(None);
-    let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
-    let name = launch.name.clone();
-    let sup_dir = dir.to_path_buf();
-    tokio::spawn(async move {
-        let status = tokio::select! {
-            s = child.wait() => s,
-            _ = kill_rx.recv() => {
-                let _ = child.start_kill();
-                child.wait().await
-            }
-        };
-        match &status {
-            Ok(s) => tracing::info!(plugin = %name, status = %s, "plugin process exited"),
-            Err(e) => {
-                tracing::warn!(plugin = %name, error = %e, "cannot wait for the plugin process")
-            }
-        }
-        let status = status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
-        let _ = exit_tx.send(Some(status));
-        let _ = std::fs::remove_dir_all(&sup_dir);
-    });
-    let process = Process {
-        name: launch.name.clone(),
-        pid,
-        exit: exit_rx,
-        kill: kill_tx,
-        stdin: Arc::new(std::sync::Mutex::new(stdin)),
-    };
+    log_stdout(launch.name.clone(), stdout);
+    let process = supervise(launch.name.clone(), child, pid, stdin, dir.to_path_buf());
 
     match dial_and_check(launch, &handshake, &tail, started, &mut timings).await {
         Ok(channel) => Ok(ConnectedPlugin {
@@ -643,6 +518,149 @@ async fn connect_in(
             process.wait_exit(Duration::from_secs(5)).await;
             Err(e)
         }
+    }
+}
+
+/// Starts the plugin binary with the go-plugin handshake's environment.
+fn spawn_plugin(launch: &PluginLaunch, dir: &Path) -> std::io::Result<Child> {
+    let offered = PROTOCOL_VERSIONS
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    Command::new(&launch.command)
+        .args(&launch.args)
+        .env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
+        .env(ENV_PROTOCOL_VERSIONS, offered)
+        .env(ENV_UNIX_SOCKET_DIR, dir)
+        .env("TMPDIR", dir)
+        .env(ENV_STDIN_LIFELINE, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false)
+        .spawn()
+}
+
+/// The plugin's first stdout line, or how it failed to print one.
+async fn await_handshake_line(
+    config: &HostConfig,
+    child: &mut Child,
+    stdout: &mut BufReader<tokio::process::ChildStdout>,
+) -> Handshake {
+    let mut line = String::new();
+    // At most MAX_HANDSHAKE_LINE bytes: a plugin cannot make the host buffer more.
+    let mut bounded = tokio::io::AsyncReadExt::take(stdout, MAX_HANDSHAKE_LINE as u64 + 1);
+    tokio::select! {
+        r = bounded.read_line(&mut line) => match r {
+            Ok(0) | Err(_) => Handshake::Eof,
+            Ok(_) if line.len() > MAX_HANDSHAKE_LINE => Handshake::TooLong,
+            Ok(_) => Handshake::Line(line),
+        },
+        status = child.wait() => Handshake::Exited(status),
+        () = tokio::time::sleep(config.handshake_timeout) => Handshake::Timeout,
+    }
+}
+
+/// Parses and checks the handshake line; on any failure the plugin is reaped (killed if it
+/// still runs) and the answer says what went wrong.
+async fn check_handshake(
+    config: &HostConfig,
+    child: &mut Child,
+    outcome: Handshake,
+) -> Result<HandshakeLine, String> {
+    let line = match outcome {
+        Handshake::Line(line) => line,
+        Handshake::Eof | Handshake::Exited(_) => {
+            let status = match outcome {
+                Handshake::Exited(s) => s,
+                _ => match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        kill_and_reap(child).await;
+                        Err(std::io::Error::other("it closed its stdout"))
+                    }
+                },
+            };
+            let how = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            return Err(format!("exited before completing the handshake ({how})"));
+        }
+        Handshake::TooLong => {
+            kill_and_reap(child).await;
+            return Err(format!(
+                "bad handshake: its first line is longer than {MAX_HANDSHAKE_LINE} bytes (is it a Drover or go-plugin plugin?)"
+            ));
+        }
+        Handshake::Timeout => {
+            kill_and_reap(child).await;
+            return Err(format!(
+                "did not print its handshake line within {:?} (is it a Drover or go-plugin plugin?)",
+                config.handshake_timeout
+            ));
+        }
+    };
+    match HandshakeLine::parse(&line).and_then(|h| h.validate(PROTOCOL_VERSIONS).map(|()| h)) {
+        Ok(h) => Ok(h),
+        Err(e) => {
+            kill_and_reap(child).await;
+            Err(format!("bad handshake: {e}"))
+        }
+    }
+}
+
+/// Logs anything else the plugin prints on stdout.
+fn log_stdout(name: String, mut stdout: BufReader<tokio::process::ChildStdout>) {
+    tokio::spawn(async move {
+        let mut line = String::new();
+        while let Ok(n) = stdout.read_line(&mut line).await {
+            if n == 0 {
+                break;
+            }
+            tracing::debug!(plugin = %name, "stdout: {}", line.trim_end());
+            line.clear();
+        }
+    });
+}
+
+/// Hands the child to a supervisor task, which reaps it (or kills it when asked), publishes
+/// its exit and removes its directory.
+fn supervise(
+    name: String,
+    mut child: Child,
+    pid: u32,
+    stdin: Option<ChildStdin>,
+    dir: PathBuf,
+) -> Process {
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
+    let sup_name = name.clone();
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            s = child.wait() => s,
+            _ = kill_rx.recv() => {
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        match &status {
+            Ok(s) => tracing::info!(plugin = %sup_name, status = %s, "plugin process exited"),
+            Err(e) => {
+                tracing::warn!(plugin = %sup_name, error = %e, "cannot wait for the plugin process")
+            }
+        }
+        let status = status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
+        let _ = exit_tx.send(Some(status));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+    Process {
+        name,
+        pid,
+        exit: exit_rx,
+        kill: kill_tx,
+        stdin: Arc::new(std::sync::Mutex::new(stdin)),
     }
 }
 

@@ -26,7 +26,7 @@ pub enum CallFailure {
     Failed(String),
 }
 
-/// A plugin loaded into the agent: one blocking call per RPC (see [`drover_plugin_sdk::abi`]).
+/// A plugin loaded into the agent: one blocking call per RPC (see [`drover_plugin_abi::abi`]).
 /// Implementations must be callable from several threads (serializing internally if needed).
 pub trait ModuleCall: Send + Sync + 'static {
     /// Calls `method` with the prost-encoded request; answers the raw `CallResult` bytes.

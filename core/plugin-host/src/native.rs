@@ -3,12 +3,12 @@
 //! Native means trusted: the library runs in the agent's address space and its constructors
 //! run at `dlopen`. What the host checks before calling anything of the plugin's own is the
 //! table behind [`NATIVE_ENTRY_SYMBOL`]: the magic and the ABI version (see
-//! [`drover_plugin_sdk::abi`]). Calls are synchronous; [`crate::SecretsClient`] runs them on
+//! [`drover_plugin_abi::abi`]). Calls are synchronous; [`crate::SecretsClient`] runs them on
 //! tokio's blocking pool.
 
 use std::path::{Path, PathBuf};
 
-use drover_plugin_sdk::abi::{
+use drover_plugin_abi::abi::{
     ABI_MAGIC, ABI_VERSION, NATIVE_ENTRY_SYMBOL, NativeBuffer, NativeEntryFn, NativeTable,
     NativeTableHeader,
 };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_plugin_sdk::abi::method;
+use drover_plugin_abi::abi::method;
 use drover_proto::base::call_error::Code;
 use drover_proto::secrets::secret_provider_client::SecretProviderClient;
 use drover_proto::secrets::{

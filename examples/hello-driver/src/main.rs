@@ -3,8 +3,9 @@
 //! Each task greets someone every `interval_ms` milliseconds, `count` times (0: forever),
 //! then exits with `exit_code`. The greeting runs under the SDK's task shim, exactly like
 //! first-party drivers' tasks: it survives this plugin and the agent restarting, its output
-//! goes to the task's rotated log files, and stop/signal/wait/recover come from
-//! [`ShimTasks`].
+//! goes to the task's rotated log files, and stop/signal/wait/recover/stats come from
+//! [`ShimTasks`] through `TaskDriver::shim_tasks`: the driver itself writes only its
+//! configuration and its launch spec.
 //!
 //! The greeting itself is this same binary, started by the shim as
 //! `drover-hello-driver greet <greeting> <name> <count> <interval_ms> <exit_code>`.
@@ -18,8 +19,7 @@ use std::time::Duration;
 
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
-    CapabilitiesResponse, ExitResult, FingerprintResponse, HealthState, InspectTaskResponse,
-    StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
+    CapabilitiesResponse, FingerprintResponse, HealthState, StartTaskResponse, TaskConfig,
 };
 use drover_plugin_sdk::shim::{LaunchSpec, ShimTasks};
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
@@ -106,6 +106,10 @@ impl TaskDriver for Hello {
         self.fingerprint.subscribe()
     }
 
+    fn shim_tasks(&self) -> Option<&ShimTasks> {
+        Some(&self.tasks)
+    }
+
     async fn start_task(&self, task: TaskConfig) -> Result<StartTaskResponse, DriverError> {
         let settings: TaskSettings =
             serde_json::from_slice(&task.driver_config_json).map_err(|e| {
@@ -140,39 +144,6 @@ impl TaskDriver for Hello {
         spec.env = task.env.clone().into_iter().collect();
         spec.log_to(&task);
         self.tasks.launch(task, spec, shims_root).await
-    }
-
-    async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
-        self.tasks.wait(task_id).await
-    }
-
-    async fn stop_task(
-        &self,
-        id: &str,
-        signal: &str,
-        timeout: Duration,
-    ) -> Result<(), DriverError> {
-        self.tasks.stop(id, signal, timeout).await
-    }
-
-    async fn destroy_task(&self, task_id: &str, force: bool) -> Result<(), DriverError> {
-        self.tasks.destroy(task_id, force).await
-    }
-
-    async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError> {
-        self.tasks.inspect(task_id).await
-    }
-
-    async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
-        self.tasks.signal(task_id, signal).await
-    }
-
-    async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError> {
-        self.tasks.recover(handle).await
-    }
-
-    async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
-        self.tasks.stats(task_id).await
     }
 }
 

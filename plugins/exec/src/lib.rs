@@ -22,8 +22,7 @@ use std::time::Duration;
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
     CapabilitiesResponse, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
-    InspectTaskResponse, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
-    TerminalSize, exec_task_request, exec_task_response,
+    StartTaskResponse, TaskConfig, TaskHandle, TerminalSize, exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::shim::isolate::{self, Bind, CgroupSpec, Isolation, caps, cgroup};
 use drover_plugin_sdk::shim::{self, LaunchSpec, ShimClient, ShimError, ShimHandle, ShimTasks};
@@ -568,6 +567,10 @@ impl TaskDriver for Exec {
         self.fingerprint.subscribe()
     }
 
+    fn shim_tasks(&self) -> Option<&ShimTasks> {
+        Some(&self.tasks)
+    }
+
     async fn start_task(&self, task: TaskConfig) -> Result<StartTaskResponse, DriverError> {
         if let Some(why) = &self.unusable {
             return Err(DriverError::FailedPrecondition(format!(
@@ -616,19 +619,6 @@ impl TaskDriver for Exec {
         launched
     }
 
-    async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
-        self.tasks.wait(task_id).await
-    }
-
-    async fn stop_task(
-        &self,
-        task_id: &str,
-        signal: &str,
-        timeout: Duration,
-    ) -> Result<(), DriverError> {
-        self.tasks.stop(task_id, signal, timeout).await
-    }
-
     async fn destroy_task(&self, task_id: &str, force: bool) -> Result<(), DriverError> {
         self.tasks.destroy(task_id, force).await?;
         let shim_id = {
@@ -641,14 +631,6 @@ impl TaskDriver for Exec {
             let _ = tokio::task::spawn_blocking(move || remove_leftover_cgroup(&shim_id)).await;
         }
         Ok(())
-    }
-
-    async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError> {
-        self.tasks.inspect(task_id).await
-    }
-
-    async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
-        self.tasks.signal(task_id, signal).await
     }
 
     async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError> {
@@ -674,11 +656,6 @@ impl TaskDriver for Exec {
         }
         st.shim_ids.insert(id, shim.shim_id);
         Ok(())
-    }
-
-    async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
-        // The shim answers from the task's cgroup: every process of the task.
-        self.tasks.stats(task_id).await
     }
 
     async fn exec_task(

@@ -3,14 +3,15 @@
 //! CI, and fail loudly — never skip — without it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
+use drover_driver_testkit::{self as testkit, Driver, KillOnDrop, stat_field, until};
+use drover_plugin_host::PluginHost;
 use drover_proto::driver::{
     ExecTaskRequest, ExecTaskSetup, ExitResult, InspectTaskRequest, RecoverTaskRequest, Resources,
     SignalTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest, TaskConfig,
-    TaskStatsRequest, WaitTaskRequest, exec_task_request, exec_task_response,
+    TaskStatsRequest, exec_task_request, exec_task_response,
 };
 use serde_json::json;
 
@@ -27,21 +28,16 @@ fn require_root() {
 
 fn host(data_dir: &Path, config: serde_json::Value) -> PluginHost {
     require_root();
-    PluginHost::new(HostConfig {
-        data_dir: data_dir.to_path_buf(),
-        node_id: "node-1".into(),
-        plugins: vec![PluginLaunch {
-            name: "exec".into(),
-            command: PathBuf::from(PLUGIN),
-            args: vec![],
-            config_json: config,
-            config_locations: Default::default(),
-            inspect_only: false,
-        }],
-        handshake_timeout: Duration::from_secs(20),
-        stop_grace: Duration::from_secs(3),
-        ..HostConfig::default()
-    })
+    PluginHost::new(testkit::host_config(
+        data_dir,
+        "exec",
+        Path::new(PLUGIN),
+        config,
+    ))
+}
+
+fn exec(host: &PluginHost) -> Driver<'_> {
+    Driver { host, name: "exec" }
 }
 
 /// A task in `<dir>/<name>/` with its local/, secrets/, tmp/ and a shared alloc/.
@@ -116,25 +112,11 @@ fn sh(script: &str) -> serde_json::Value {
 }
 
 async fn start(host: &PluginHost, t: TaskConfig) -> StartTaskResponse {
-    host.driver("exec")
-        .await
-        .unwrap()
-        .start_task(StartTaskRequest { task: Some(t) })
-        .await
-        .unwrap()
-        .into_inner()
+    exec(host).start(t).await
 }
 
 async fn wait(host: &PluginHost, id: &str) -> ExitResult {
-    host.driver("exec")
-        .await
-        .unwrap()
-        .wait_task(WaitTaskRequest { task_id: id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap()
+    exec(host).wait(id).await
 }
 
 fn output(dir: &Path, name: &str) -> (String, String) {
@@ -156,28 +138,9 @@ async fn run(host: &PluginHost, dir: &Path, t: TaskConfig) -> (ExitResult, Strin
     (exit, out, err)
 }
 
-fn stat_field(pid: i64, n: usize) -> String {
-    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &raw[raw.rfind(')').unwrap() + 1..];
-    after.split_whitespace().nth(n - 3).unwrap().to_string()
-}
-
-async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// SIGKILLs a task's init (and so its whole pid namespace) when a test ends.
-struct KillOnDrop(i64);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) of a task's init, which we started.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-    }
+fn kill_on_drop(pid: i64) -> KillOnDrop {
+    KillOnDrop { pid, group: false }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +258,7 @@ async fn the_memory_limit_kills_and_says_oom_while_a_plain_sigkill_does_not() {
     assert!(exit.oom_killed, "an OOM kill is reported as such: {exit:?}");
 
     let started = start(&host, task("c/web/0", tmp.path(), sh("sleep 1000"))).await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     host.driver("exec")
         .await
         .unwrap()
@@ -322,7 +285,7 @@ async fn the_pids_limit_holds_and_stats_come_from_the_cgroup() {
     let mut config = sh("sh -c 'for i in $(seq 1 20); do sleep 60 & done'; echo spawned; sleep 60");
     config["pids_limit"] = json!(6);
     let started = start(&host, task("d/web/0", tmp.path(), config)).await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     until("the task to try its forks", Duration::from_secs(10), || {
         output(tmp.path(), "web").0.contains("spawned")
     })
@@ -377,7 +340,7 @@ async fn stop_sends_sigterm_through_init_and_the_task_dies_of_it() {
         ),
     )
     .await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     let t0 = Instant::now();
     host.driver("exec")
         .await
@@ -411,7 +374,7 @@ async fn a_killed_plugin_leaves_the_task_running_and_reattaches() {
     let tmp = tempfile::tempdir().unwrap();
     let host = host(tmp.path(), json!({}));
     let started = start(&host, task("f/web/0", tmp.path(), sh("sleep 1000"))).await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     let handle = started.handle.clone().unwrap();
     let pid = started.pid;
     let start_time = stat_field(pid, 22);
@@ -469,7 +432,7 @@ async fn exec_runs_inside_the_tasks_namespaces() {
     );
     t.env.insert("GREETING".into(), "hello".into());
     let started = start(&host, t).await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     until(
         "the task to write its mark",
         Duration::from_secs(10),
@@ -611,7 +574,7 @@ async fn cores_pin_a_task_through_the_cpuset_and_are_not_shared() {
         cores: 1,
     });
     let started = start(&host, t).await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     until(
         "the task to print its cpus",
         Duration::from_secs(10),
@@ -677,7 +640,7 @@ async fn init_forwards_signals_reaps_orphans_and_memory_max_oversubscribes() {
         cores: 0,
     });
     let started = start(&host, t).await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     until("the task to be ready", Duration::from_secs(10), || {
         output(tmp.path(), "web").0.contains("ready")
     })
@@ -740,7 +703,7 @@ async fn a_dead_shim_takes_its_task_along_and_the_task_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let host = host(tmp.path(), json!({}));
     let started = start(&host, task("k/web/0", tmp.path(), sh("sleep 1000"))).await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     let shim: serde_json::Value =
         serde_json::from_slice(&started.handle.unwrap().driver_state).unwrap();
     let shim_pid = shim["shim_pid"].as_i64().unwrap() as i32;
@@ -798,7 +761,7 @@ async fn a_task_ignoring_sigterm_is_killed_after_the_timeout_with_its_whole_tree
         ),
     )
     .await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     until("the task to be ready", Duration::from_secs(10), || {
         output(tmp.path(), "web").0.contains("ready")
     })
@@ -907,7 +870,7 @@ async fn an_abandoned_exec_session_kills_its_command() {
     let tmp = tempfile::tempdir().unwrap();
     let host = host(tmp.path(), json!({}));
     let started = start(&host, task("n/web/0", tmp.path(), sh("sleep 1000"))).await;
-    let _guard = KillOnDrop(started.pid);
+    let _guard = kill_on_drop(started.pid);
     let mut driver = host.driver("exec").await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(ExecTaskRequest {

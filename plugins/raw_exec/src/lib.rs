@@ -6,13 +6,11 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
     CapabilitiesResponse, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
-    InspectTaskResponse, StartTaskResponse, TaskConfig, TaskHandle, TaskStatsResponse,
-    exec_task_request, exec_task_response,
+    StartTaskResponse, TaskConfig, exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::shim::{LaunchSpec, ShimTasks};
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
@@ -190,6 +188,10 @@ impl TaskDriver for RawExec {
         self.fingerprint.subscribe()
     }
 
+    fn shim_tasks(&self) -> Option<&ShimTasks> {
+        Some(&self.tasks)
+    }
+
     async fn start_task(&self, task: TaskConfig) -> Result<StartTaskResponse, DriverError> {
         let shims_root = {
             let st = self.lock();
@@ -206,39 +208,6 @@ impl TaskDriver for RawExec {
         };
         let spec = self.build_spec(&task)?;
         self.tasks.launch(task, spec, shims_root).await
-    }
-
-    async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
-        self.tasks.wait(task_id).await
-    }
-
-    async fn stop_task(
-        &self,
-        task_id: &str,
-        signal: &str,
-        timeout: Duration,
-    ) -> Result<(), DriverError> {
-        self.tasks.stop(task_id, signal, timeout).await
-    }
-
-    async fn destroy_task(&self, task_id: &str, force: bool) -> Result<(), DriverError> {
-        self.tasks.destroy(task_id, force).await
-    }
-
-    async fn inspect_task(&self, task_id: &str) -> Result<InspectTaskResponse, DriverError> {
-        self.tasks.inspect(task_id).await
-    }
-
-    async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
-        self.tasks.signal(task_id, signal).await
-    }
-
-    async fn recover_task(&self, handle: TaskHandle) -> Result<(), DriverError> {
-        self.tasks.recover(handle).await
-    }
-
-    async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
-        self.tasks.stats(task_id).await
     }
 
     async fn exec_task(

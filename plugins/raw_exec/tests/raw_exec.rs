@@ -4,35 +4,31 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use drover_driver_testkit::{
+    self as testkit, Driver, KillOnDrop, is_dead, shim_state, stat_field, until,
+};
 use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
 use drover_proto::driver::{
     InspectTaskRequest, RecoverTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest,
-    TaskConfig, TaskHandle, WaitTaskRequest,
+    TaskConfig, WaitTaskRequest,
 };
 use serde_json::json;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_drover-raw-exec");
 
 fn host_config(data_dir: &Path, command: &Path) -> HostConfig {
-    HostConfig {
-        data_dir: data_dir.to_path_buf(),
-        node_id: "node-1".into(),
-        plugins: vec![PluginLaunch {
-            name: "raw_exec".into(),
-            command: command.to_path_buf(),
-            args: vec![],
-            config_json: json!({ "enabled": true }),
-            config_locations: Default::default(),
-            inspect_only: false,
-        }],
-        handshake_timeout: Duration::from_secs(20),
-        stop_grace: Duration::from_secs(3),
-        ..HostConfig::default()
-    }
+    testkit::host_config(data_dir, "raw_exec", command, json!({ "enabled": true }))
 }
 
 fn host(data_dir: &Path) -> PluginHost {
     PluginHost::new(host_config(data_dir, Path::new(PLUGIN)))
+}
+
+fn raw_exec(host: &PluginHost) -> Driver<'_> {
+    Driver {
+        host,
+        name: "raw_exec",
+    }
 }
 
 fn task(id: &str, dir: &Path, command: &str, args: &[&str]) -> TaskConfig {
@@ -55,80 +51,21 @@ fn task(id: &str, dir: &Path, command: &str, args: &[&str]) -> TaskConfig {
 }
 
 async fn start(host: &PluginHost, t: TaskConfig) -> StartTaskResponse {
-    host.driver("raw_exec")
-        .await
-        .unwrap()
-        .start_task(StartTaskRequest { task: Some(t) })
-        .await
-        .unwrap()
-        .into_inner()
+    raw_exec(host).start(t).await
 }
 
 async fn wait(host: &PluginHost, id: &str) -> drover_proto::driver::ExitResult {
-    host.driver("raw_exec")
-        .await
-        .unwrap()
-        .wait_task(WaitTaskRequest { task_id: id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap()
-}
-
-fn shim_state(handle: &TaskHandle) -> serde_json::Value {
-    serde_json::from_slice(&handle.driver_state).unwrap()
-}
-
-fn stat_field(pid: i64, n: usize) -> String {
-    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &raw[raw.rfind(')').unwrap() + 1..];
-    after.split_whitespace().nth(n - 3).unwrap().to_string()
-}
-
-/// Whether `pid` has exited (gone, or a zombie nobody reaped).
-fn is_dead(pid: i64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(raw) => {
-            let after = &raw[raw.rfind(')').unwrap() + 1..];
-            after.trim_start().starts_with('Z')
-        }
-    }
-}
-
-async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    raw_exec(host).wait(id).await
 }
 
 async fn kill_plugin(host: &PluginHost) -> u32 {
-    let pid = host.plugin_pid("raw_exec").await.expect("plugin running");
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while host.plugin_pid("raw_exec").await.is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the host did not notice the plugin's death"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    pid
+    raw_exec(host).kill_plugin().await
 }
 
 /// Kills a task's process group when a test ends, even by a failed assertion, so a failing
 /// test leaves no task behind.
-struct KillGroupOnDrop(i64);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: kill(2); the task leads its own process group.
-        unsafe { libc::kill(-(self.0 as i32), libc::SIGKILL) };
-    }
+fn kill_group_on_drop(pid: i64) -> KillOnDrop {
+    KillOnDrop { pid, group: true }
 }
 
 /// The shell loop used by tests that decide when the task exits.
@@ -188,7 +125,7 @@ async fn b_task_survives_plugin_crash_and_is_recovered() {
     .await;
     let handle = started.handle.clone().unwrap();
     let pid = started.pid;
-    let _guard = KillGroupOnDrop(pid);
+    let _guard = kill_group_on_drop(pid);
 
     let plugin_pid = host.plugin_pid("raw_exec").await.unwrap();
     let parent: i64 = stat_field(pid, 4).parse().unwrap();
@@ -273,7 +210,7 @@ async fn c_exit_while_no_plugin_runs_is_read_from_exit_file() {
     )
     .await;
     let handle = started.handle.clone().unwrap();
-    let _guard = KillGroupOnDrop(started.pid);
+    let _guard = kill_group_on_drop(started.pid);
     let state = shim_state(&handle);
     let shim_pid = state["shim_pid"].as_i64().unwrap();
     let shim_dir = PathBuf::from(state["shim_dir"].as_str().unwrap());
@@ -318,7 +255,7 @@ async fn d_stop_escalates_to_sigkill_after_the_timeout() {
         task("d/stubborn/0", tmp.path(), "/bin/sh", &["-c", &script]),
     )
     .await;
-    let _guard = KillGroupOnDrop(stubborn.pid);
+    let _guard = kill_group_on_drop(stubborn.pid);
     until("the trap to be set", Duration::from_secs(10), || {
         ready.exists()
     })
@@ -340,7 +277,7 @@ async fn d_stop_escalates_to_sigkill_after_the_timeout() {
     assert!(t0.elapsed() >= Duration::from_millis(450));
 
     let sleeper = start(&host, task("d/sleep/0", tmp.path(), "sleep", &["1000"])).await;
-    let _guard2 = KillGroupOnDrop(sleeper.pid);
+    let _guard2 = kill_group_on_drop(sleeper.pid);
     host.driver("raw_exec")
         .await
         .unwrap()

@@ -218,14 +218,6 @@ mod tests {
     }
 
     #[test]
-    fn the_crate_docs_state_the_cookie() {
-        let docs = include_str!("lib.rs");
-        assert!(docs.contains(&format!("`{MAGIC_COOKIE_KEY}`")));
-        assert!(docs.contains(&format!("`{MAGIC_COOKIE_VALUE}`")));
-        assert!(docs.contains(&format!("MagicCookieValue: \"{MAGIC_COOKIE_VALUE}\"")));
-    }
-
-    #[test]
     fn formats_the_line() {
         let line = format_handshake_line(1, Path::new("/run/drover/p1/plugin.sock"));
         assert_eq!(line, "1|1|unix|/run/drover/p1/plugin.sock|grpc|");

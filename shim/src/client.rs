@@ -6,46 +6,14 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::procfs::{self, TaskStats};
-use super::{EXIT_FILE, ShimError, ShimHandle, TaskExit, parse_signal};
+use crate::procfs::{self, TaskStats};
+use crate::protocol::{ExitRecord, Reply, Request, ShimInspect, SignalArg};
+use crate::{EXIT_FILE, ShimError, ShimHandle, TaskExit};
 
 /// How long connecting and the `hello` exchange may take before the shim counts as hung.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an ordinary request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A reply line from the shim.
-#[derive(Debug, Default, serde::Deserialize)]
-struct Reply {
-    ok: bool,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    shim_id: Option<String>,
-    #[serde(default)]
-    task_pid: Option<i32>,
-    #[serde(default)]
-    task_start_time: Option<u64>,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    started_at_unix_nanos: Option<i64>,
-    #[serde(default)]
-    exit: Option<TaskExit>,
-    #[serde(default)]
-    stats: Option<TaskStats>,
-}
-
-/// What `inspect` reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShimInspect {
-    /// `running` or `exited`.
-    pub state: String,
-    pub task_pid: i32,
-    pub task_start_time: u64,
-    pub started_at_unix_nanos: i64,
-    pub exit: Option<TaskExit>,
-}
 
 /// A connection to one task's shim. Each request uses its own short connection, so the
 /// client is cheap to clone and requests never queue behind a pending `wait`.
@@ -59,22 +27,16 @@ struct Conn {
 }
 
 impl Conn {
-    async fn request(&mut self, line: &str) -> Result<Reply, ShimError> {
+    /// Sends `req` and reads its reply; a refusal is [`ShimError::Refused`].
+    async fn request(&mut self, req: &Request) -> Result<Reply, ShimError> {
+        let line = req.line()? + "\n";
         let stream = self.reader.get_mut();
         stream
-            .write_all(format!("{line}\n").as_bytes())
+            .write_all(line.as_bytes())
             .await
             .map_err(|e| ShimError::io("cannot write to the task shim", e))?;
-        read_reply(&mut self.reader, "the connection").await
+        read_reply(&mut self.reader, req, "the connection").await
     }
-}
-
-fn refused(reply: Reply) -> ShimError {
-    ShimError::Refused(
-        reply
-            .error
-            .unwrap_or_else(|| "the task shim refused".into()),
-    )
 }
 
 impl ShimClient {
@@ -106,9 +68,12 @@ impl ShimClient {
             let mut conn = Conn {
                 reader: BufReader::new(stream),
             };
-            let hello = conn.request("hello").await?;
-            let got = hello.shim_id.clone().unwrap_or_default();
-            if !hello.ok || got != self.handle.shim_id {
+            let got = match conn.request(&Request::Hello).await {
+                Ok(Reply::Hello(hello)) => hello.shim_id,
+                Ok(_) | Err(ShimError::Refused(_)) => String::new(),
+                Err(e) => return Err(e),
+            };
+            if got != self.handle.shim_id {
                 return Err(ShimError::WrongShim {
                     path: path.clone(),
                     expected: self.handle.shim_id.clone(),
@@ -127,21 +92,19 @@ impl ShimClient {
             })?
     }
 
-    async fn request(&self, line: &str) -> Result<Reply, ShimError> {
+    async fn request(&self, req: Request) -> Result<Reply, ShimError> {
         let mut conn = self.open().await?;
-        let reply = tokio::time::timeout(REQUEST_TIMEOUT, conn.request(line))
+        tokio::time::timeout(REQUEST_TIMEOUT, conn.request(&req))
             .await
             .map_err(|_| {
                 ShimError::io(
-                    format!("the task shim did not answer {line:?}"),
+                    format!(
+                        "the task shim did not answer {:?}",
+                        req.line().unwrap_or_default()
+                    ),
                     std::io::ErrorKind::TimedOut.into(),
                 )
-            })??;
-        if reply.ok {
-            Ok(reply)
-        } else {
-            Err(refused(reply))
-        }
+            })?
     }
 
     /// Returns once the task has exited. If the shim goes away meanwhile, its exit file
@@ -149,13 +112,10 @@ impl ShimClient {
     pub async fn wait(&self) -> Result<TaskExit, ShimError> {
         let attempt = async {
             let mut conn = self.open().await?;
-            let reply = conn.request("wait").await?;
-            if !reply.ok {
-                return Err(refused(reply));
+            match conn.request(&Request::Wait).await? {
+                Reply::Exit(exit) => Ok(exit),
+                other => Err(unexpected(&other)),
             }
-            reply
-                .exit
-                .ok_or_else(|| ShimError::Protocol("wait answered without an exit".into()))
         };
         match attempt.await {
             Ok(exit) => Ok(exit),
@@ -187,42 +147,49 @@ impl ShimClient {
 
     /// Sends a signal (`SIGHUP`, `HUP`, `1`) to the task's process group.
     pub async fn signal(&self, signal: &str) -> Result<(), ShimError> {
-        check_signal(signal)?;
-        self.request(&format!("signal {signal}")).await.map(|_| ())
+        let signal = SignalArg::parse(signal).map_err(|e| ShimError::Refused(e.to_string()))?;
+        self.request(Request::Signal(signal)).await.map(|_| ())
     }
 
     /// Sends `signal` to the task's process group, then SIGKILL after `timeout` if the task
     /// still runs. Returns at once; [`ShimClient::wait`] tells when the task is gone.
     pub async fn stop(&self, signal: &str, timeout: Duration) -> Result<(), ShimError> {
-        check_signal(signal)?;
-        self.request(&format!("stop {signal} {}", timeout.as_millis()))
+        let signal = SignalArg::parse(signal).map_err(|e| ShimError::Refused(e.to_string()))?;
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.request(Request::Stop { signal, timeout_ms })
             .await
             .map(|_| ())
     }
 
     /// The task's state.
     pub async fn inspect(&self) -> Result<ShimInspect, ShimError> {
-        let r = self.request("inspect").await?;
-        Ok(ShimInspect {
-            state: r.state.unwrap_or_default(),
-            task_pid: r.task_pid.unwrap_or_default(),
-            task_start_time: r.task_start_time.unwrap_or_default(),
-            started_at_unix_nanos: r.started_at_unix_nanos.unwrap_or_default(),
-            exit: r.exit,
-        })
+        match self.request(Request::Inspect).await? {
+            Reply::Inspect(inspect) => Ok(inspect),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// CPU time and memory of the task's main process.
     pub async fn stats(&self) -> Result<TaskStats, ShimError> {
-        let r = self.request("stats").await?;
-        r.stats
-            .ok_or_else(|| ShimError::Protocol("stats answered without statistics".into()))
+        match self.request(Request::Stats).await? {
+            Reply::Stats(stats) => Ok(stats),
+            other => Err(unexpected(&other)),
+        }
     }
 }
 
-/// Reads the shim's next one-line JSON reply; `what` names the stream in the error when the
-/// shim closed it.
-async fn read_reply(reader: &mut BufReader<UnixStream>, what: &str) -> Result<Reply, ShimError> {
+/// A reply that does not answer the request sent.
+fn unexpected(reply: &Reply) -> ShimError {
+    ShimError::Protocol(format!("unexpected reply {}", reply.line()))
+}
+
+/// Reads the shim's reply to `req`; `what` names the stream in the error when the shim closed
+/// it. A refusal is [`ShimError::Refused`].
+async fn read_reply(
+    reader: &mut BufReader<UnixStream>,
+    req: &Request,
+    what: &str,
+) -> Result<Reply, ShimError> {
     let mut buf = String::new();
     let n = reader
         .read_line(&mut buf)
@@ -234,24 +201,25 @@ async fn read_reply(reader: &mut BufReader<UnixStream>, what: &str) -> Result<Re
             std::io::ErrorKind::UnexpectedEof.into(),
         ));
     }
-    serde_json::from_str(buf.trim()).map_err(|e| ShimError::Protocol(format!("{buf:?}: {e}")))
+    match Reply::parse(req, &buf)? {
+        Reply::Refused(msg) => Err(ShimError::Refused(msg)),
+        reply => Ok(reply),
+    }
 }
 
 /// A command started by [`ShimClient::exec`] inside an isolated task.
 pub struct ExecSession {
     reader: BufReader<UnixStream>,
+    request: Request,
 }
 
 impl ExecSession {
     /// Returns once the command has exited.
     pub async fn wait(mut self) -> Result<TaskExit, ShimError> {
-        let reply = read_reply(&mut self.reader, "the exec session").await?;
-        if !reply.ok {
-            return Err(refused(reply));
+        match read_reply(&mut self.reader, &self.request, "the exec session").await? {
+            Reply::Exit(exit) => Ok(exit),
+            other => Err(unexpected(&other)),
         }
-        reply
-            .exit
-            .ok_or_else(|| ShimError::Protocol("exec answered without an exit".into()))
     }
 }
 
@@ -269,14 +237,11 @@ impl ShimClient {
         use std::os::fd::AsRawFd;
         let conn = self.open().await?;
         let stream = conn.reader.into_inner();
-        let req = super::isolate::enter::ExecRequest {
+        let request = Request::Exec(crate::isolate::enter::ExecRequest {
             argv: argv.to_vec(),
             tty,
-        };
-        let line = format!(
-            "exec {}\n",
-            serde_json::to_string(&req).map_err(|e| ShimError::Protocol(e.to_string()))?
-        );
+        });
+        let line = request.line()? + "\n";
         let raw = [
             stdio[0].as_raw_fd(),
             stdio[1].as_raw_fd(),
@@ -313,26 +278,16 @@ impl ShimClient {
         }
         Ok(ExecSession {
             reader: BufReader::new(stream),
+            request,
         })
     }
 }
 
-fn check_signal(signal: &str) -> Result<(), ShimError> {
-    if signal.split_whitespace().count() != 1 || parse_signal(signal).is_none() {
-        return Err(ShimError::Refused(format!("unknown signal {signal:?}")));
-    }
-    Ok(())
-}
-
 /// The exit recorded in a shim's state directory, if the task has exited.
 pub fn read_exit_file(shim_dir: &Path) -> Result<Option<TaskExit>, ShimError> {
-    #[derive(serde::Deserialize)]
-    struct Record {
-        exit: TaskExit,
-    }
     let path = shim_dir.join(EXIT_FILE);
     match std::fs::read(&path) {
-        Ok(data) => serde_json::from_slice::<Record>(&data)
+        Ok(data) => ExitRecord::parse(&data)
             .map(|r| Some(r.exit))
             .map_err(|e| ShimError::Protocol(format!("{} is corrupt: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -1,5 +1,5 @@
 //! Isolation for the `exec` driver: what the shim builds around a task when its
-//! [`crate::shim::LaunchSpec`] carries an [`Isolation`].
+//! [`crate::LaunchSpec`] carries an [`Isolation`].
 //!
 //! The shim stays in the host's namespaces and outside the task's cgroups. It creates the
 //! task's cgroups ([`cgroup`]), then clone()s a child into new pid, mount, ipc and uts
@@ -16,11 +16,12 @@ pub mod caps;
 pub mod cgroup;
 pub(crate) mod enter;
 pub(crate) mod init;
+pub mod syscalls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// How a task is isolated. Part of [`crate::shim::LaunchSpec`] version 2.
+/// How a task is isolated. Part of [`crate::LaunchSpec`] version 2.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Isolation {
     /// The task's host name (its own uts namespace).

@@ -88,7 +88,7 @@ pub fn numbers(names: &[String]) -> Result<Vec<u32>, String> {
 }
 
 /// The highest capability this kernel knows.
-fn last_cap() -> u32 {
+pub(crate) fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -111,25 +111,8 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// Cuts the bounding set down to `keep`. Needs CAP_SETPCAP: call it while still root.
-pub fn limit_bounding_set(keep: &[u32]) -> std::io::Result<()> {
-    for cap in 0..=last_cap() {
-        if !keep.contains(&cap) {
-            // SAFETY: prctl with integer arguments.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
-                let e = std::io::Error::last_os_error();
-                // EINVAL: a capability this kernel does not know.
-                if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Sets the effective, permitted and inheritable sets to exactly `keep`.
-pub fn set_capabilities(keep: &[u32]) -> std::io::Result<()> {
+pub(crate) fn capset(keep: &[u32]) -> std::io::Result<()> {
     let mut data = [CapData::default(); 2];
     for &cap in keep {
         let (i, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));

@@ -19,11 +19,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use super::{PathKind, RootStep, caps, host_path_kind, plan_root, under};
+use super::syscalls::{Host, Syscalls};
+use super::{Isolation, PathKind, RootStep, caps, host_path_kind, plan_root, under};
 
 const CGROUP_PARENT_HINT: &str = "see the shim's log, shim.log";
-use crate::shim::LaunchSpec;
-use crate::shim::daemon::{Credentials, resolve_in_path, resolve_user};
+use crate::LaunchSpec;
+use crate::daemon::{Credentials, resolve_in_path, resolve_user};
 
 pub(crate) const STATUS_FD: RawFd = 3;
 pub(crate) const RESULT_FD: RawFd = 4;
@@ -61,121 +62,71 @@ fn report(stage: i32, errno: i32, msg: &str) {
     unsafe { libc::write(STATUS_FD, buf.as_ptr().cast(), buf.len()) };
 }
 
-fn cpath(p: &Path) -> Result<CString, String> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} contains a NUL", p.display()))
-}
-
 fn os_err(what: String) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
-/// mount(2) with optional source, type and data.
-pub(crate) fn mount(
+/// mount(2) through `sys`, with the words of its failure.
+fn mount(
+    sys: &mut impl Syscalls,
     source: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> Result<(), String> {
-    let src = source.map(cpath).transpose()?;
-    let tgt = cpath(target)?;
-    let fst = fstype.map(|s| CString::new(s).unwrap_or_default());
-    let dat = data.map(|s| CString::new(s).unwrap_or_default());
-    let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null.
-    let r = unsafe {
-        libc::mount(
-            p(&src),
-            tgt.as_ptr(),
-            p(&fst),
-            flags,
-            dat.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
-        )
-    };
-    if r < 0 {
-        return Err(os_err(format!(
-            "cannot mount {}{} on {}",
+    sys.mount(source, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "cannot mount {}{} on {}: {e}",
             fstype.unwrap_or(""),
             source
                 .map(|s| format!(" {}", s.display()))
                 .unwrap_or_default(),
             target.display()
-        )));
-    }
-    Ok(())
+        )
+    })
 }
 
-/// The filesystem calls that assemble a task's root: the host's ([`HostRootOps`]) or, in
-/// tests, a recording of them.
-pub(crate) trait RootOps {
-    fn create_dir_all(&mut self, p: &Path) -> Result<(), String>;
-    fn create_file(&mut self, p: &Path) -> Result<(), String>;
-    fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String>;
-    /// What is at `p` (inside the new root, once /proc is mounted there).
-    fn kind(&mut self, p: &Path) -> PathKind;
-    fn mount(
-        &mut self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: libc::c_ulong,
-        data: Option<&str>,
-    ) -> Result<(), String>;
-}
-
-/// The real calls.
-pub(crate) struct HostRootOps;
-
-impl RootOps for HostRootOps {
-    fn create_dir_all(&mut self, p: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
-    }
-    fn create_file(&mut self, p: &Path) -> Result<(), String> {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(p)
-            .map(drop)
-            .map_err(|e| format!("cannot create {}: {e}", p.display()))
-    }
-    fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String> {
-        std::os::unix::fs::symlink(target, p)
-            .map_err(|e| format!("cannot link {} -> {}: {e}", p.display(), target.display()))
-    }
-    fn kind(&mut self, p: &Path) -> PathKind {
-        host_path_kind(p)
-    }
-    fn mount(
-        &mut self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: libc::c_ulong,
-        data: Option<&str>,
-    ) -> Result<(), String> {
-        mount(source, target, fstype, flags, data)
-    }
+fn created(p: &Path, e: std::io::Error) -> String {
+    format!("cannot create {}: {e}", p.display())
 }
 
 /// Carries out `steps` under `root`.
 pub(crate) fn assemble(
-    ops: &mut impl RootOps,
+    sys: &mut impl Syscalls,
     root: &Path,
     steps: &[RootStep],
 ) -> Result<(), String> {
     for step in steps {
         match step {
-            RootStep::Dir(p) => ops.create_dir_all(&under(root, p))?,
-            RootStep::File(p) => ops.create_file(&under(root, p))?,
-            RootStep::Symlink { path, target } => ops.symlink(target, &under(root, path))?,
+            RootStep::Dir(p) => {
+                let p = under(root, p);
+                sys.create_dir_all(&p).map_err(|e| created(&p, e))?
+            }
+            RootStep::File(p) => {
+                let p = under(root, p);
+                sys.create_file(&p).map_err(|e| created(&p, e))?
+            }
+            RootStep::Symlink { path, target } => {
+                let p = under(root, path);
+                sys.symlink(target, &p).map_err(|e| {
+                    format!("cannot link {} -> {}: {e}", p.display(), target.display())
+                })?
+            }
             RootStep::Bind {
                 source,
                 target,
                 readonly,
             } => {
                 let t = under(root, target);
-                ops.mount(Some(source), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
+                mount(
+                    sys,
+                    Some(source),
+                    &t,
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )?;
                 // A bind mount's flags are set by a second call: never devices or setuid
                 // programs (a root task with CAP_MKNOD could otherwise make and open a disk's
                 // node in its writable directories), read-only unless writable.
@@ -183,11 +134,11 @@ pub(crate) fn assemble(
                 if *readonly {
                     flags |= libc::MS_RDONLY;
                 }
-                ops.mount(None, &t, None, flags, None)?;
+                mount(sys, None, &t, None, flags, None)?;
             }
             RootStep::Device { source, target } => {
                 let t = under(root, target);
-                ops.mount(Some(source), &t, None, libc::MS_BIND, None)?;
+                mount(sys, Some(source), &t, None, libc::MS_BIND, None)?;
             }
             RootStep::Tmpfs { target, options } => {
                 // /dev holds only the device binds above it: the tmpfs itself allows none.
@@ -195,7 +146,8 @@ pub(crate) fn assemble(
                 if target == Path::new("/dev") {
                     flags |= libc::MS_NOEXEC;
                 }
-                ops.mount(
+                mount(
+                    sys,
                     Some(Path::new("tmpfs")),
                     &under(root, target),
                     Some("tmpfs"),
@@ -203,7 +155,8 @@ pub(crate) fn assemble(
                     Some(options),
                 )?;
             }
-            RootStep::Proc(target) => ops.mount(
+            RootStep::Proc(target) => mount(
+                sys,
                 Some(Path::new("proc")),
                 &under(root, target),
                 Some("proc"),
@@ -212,25 +165,32 @@ pub(crate) fn assemble(
             )?,
             RootStep::Mask(target) => {
                 let t = under(root, target);
-                match ops.kind(&t) {
-                    PathKind::Dir => ops.mount(
+                match sys.kind(&t) {
+                    PathKind::Dir => mount(
+                        sys,
                         Some(Path::new("tmpfs")),
                         &t,
                         Some("tmpfs"),
                         libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                         Some("mode=0555"),
                     )?,
-                    PathKind::File => {
-                        ops.mount(Some(Path::new("/dev/null")), &t, None, libc::MS_BIND, None)?
-                    }
+                    PathKind::File => mount(
+                        sys,
+                        Some(Path::new("/dev/null")),
+                        &t,
+                        None,
+                        libc::MS_BIND,
+                        None,
+                    )?,
                     _ => {}
                 }
             }
             RootStep::ReadOnly(target) => {
                 let t = under(root, target);
-                if matches!(ops.kind(&t), PathKind::Dir | PathKind::File) {
-                    ops.mount(Some(&t), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
-                    ops.mount(
+                if matches!(sys.kind(&t), PathKind::Dir | PathKind::File) {
+                    mount(sys, Some(&t), &t, None, libc::MS_BIND | libc::MS_REC, None)?;
+                    mount(
+                        sys,
                         None,
                         &t,
                         None,
@@ -250,20 +210,17 @@ pub(crate) fn assemble(
 }
 
 /// Makes `root` the task's `/`: pivot_root, detach the old root, then make `/` read-only.
-fn pivot(root: &Path) -> Result<(), String> {
-    std::env::set_current_dir(root).map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
-    let dot = c".";
-    // SAFETY: pivot_root(".", ".") stacks the old root under the new one; both are valid
-    // C strings.
-    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } < 0 {
-        return Err(os_err(format!("cannot pivot_root into {}", root.display())));
-    }
-    // SAFETY: detaching the old root, now stacked on ".".
-    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } < 0 {
-        return Err(os_err("cannot detach the host's root".into()));
-    }
-    std::env::set_current_dir("/").map_err(|e| format!("cannot enter /: {e}"))?;
+pub(crate) fn pivot(sys: &mut impl Syscalls, root: &Path) -> Result<(), String> {
+    sys.chdir(root)
+        .map_err(|e| format!("cannot enter {}: {e}", root.display()))?;
+    sys.pivot_root_here()
+        .map_err(|e| format!("cannot pivot_root into {}: {e}", root.display()))?;
+    sys.umount_detach(Path::new("."))
+        .map_err(|e| format!("cannot detach the host's root: {e}"))?;
+    sys.chdir(Path::new("/"))
+        .map_err(|e| format!("cannot enter /: {e}"))?;
     mount(
+        sys,
         None,
         Path::new("/"),
         None,
@@ -274,27 +231,30 @@ fn pivot(root: &Path) -> Result<(), String> {
 
 /// Drops to the task's credentials: no_new_privs, the bounding set cut to `keep`, groups,
 /// gid, uid; a task that stays root keeps exactly `keep`. Returns the failing errno.
-pub(crate) fn drop_privileges(creds: Option<&Credentials>, keep: &[u32]) -> Result<(), i32> {
-    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-        return Err(errno());
-    }
-    caps::limit_bounding_set(keep).map_err(|e| e.raw_os_error().unwrap_or(0))?;
-    let uid = creds.map_or(0, |c| c.uid);
-    if let Some(c) = creds {
-        // SAFETY: plain credential syscalls with valid arguments.
-        unsafe {
-            if libc::setgroups(c.groups.len(), c.groups.as_ptr()) < 0
-                || libc::setgid(c.gid) < 0
-                || libc::setuid(c.uid) < 0
-            {
-                return Err(errno());
-            }
+pub(crate) fn drop_privileges(
+    sys: &mut impl Syscalls,
+    creds: Option<&Credentials>,
+    keep: &[u32],
+) -> Result<(), i32> {
+    let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(0);
+    sys.set_no_new_privs().map_err(errno)?;
+    for cap in 0..=sys.last_cap() {
+        if !keep.contains(&cap)
+            && let Err(e) = sys.drop_bounding_cap(cap)
+            // EINVAL: a capability this kernel does not know.
+            && e.raw_os_error() != Some(libc::EINVAL)
+        {
+            return Err(errno(e));
         }
     }
+    let uid = creds.map_or(0, |c| c.uid);
+    if let Some(c) = creds {
+        sys.setgroups(&c.groups).map_err(errno)?;
+        sys.setgid(c.gid).map_err(errno)?;
+        sys.setuid(c.uid).map_err(errno)?;
+    }
     if uid == 0 {
-        caps::set_capabilities(keep).map_err(|e| e.raw_os_error().unwrap_or(0))?;
+        sys.capset(keep).map_err(errno)?;
     }
     Ok(())
 }
@@ -314,6 +274,55 @@ pub(crate) fn reset_signals() {
     }
 }
 
+/// Joins the allocation's network namespace and names the host.
+pub(crate) fn join_network_and_name(
+    sys: &mut impl Syscalls,
+    iso: &Isolation,
+) -> Result<(), String> {
+    if let Some(ns) = &iso.network_ns {
+        let f = std::fs::File::open(ns)
+            .map_err(|e| format!("cannot open the network namespace {}: {e}", ns.display()))?;
+        sys.setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET)
+            .map_err(|e| format!("cannot join the network namespace {}: {e}", ns.display()))?;
+    }
+    if !iso.hostname.is_empty() {
+        sys.sethostname(&iso.hostname).map_err(|e| {
+            let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
+            format!("cannot set the host name {:?}: {errno}", iso.hostname)
+        })?;
+    }
+    Ok(())
+}
+
+/// Assembles the task's root on a tmpfs over `dir` (in init's own mount namespace, which
+/// propagates nothing back to the host) and pivots into it. `kind` tells what a host path is.
+pub(crate) fn build_root(
+    sys: &mut impl Syscalls,
+    iso: &Isolation,
+    dir: &Path,
+    kind: impl Fn(&Path) -> PathKind,
+) -> Result<(), String> {
+    mount(
+        sys,
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    mount(
+        sys,
+        Some(Path::new("tmpfs")),
+        dir,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755,size=1m"),
+    )?;
+    let steps = plan_root(iso, kind);
+    assemble(sys, dir, &steps)?;
+    pivot(sys, dir)
+}
+
 /// Everything prepared before init forks the task.
 struct Prepared {
     exe: CString,
@@ -329,7 +338,7 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
         // SAFETY: fcntl on descriptors the shim handed us.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
-    let spec_path = dir.join(crate::shim::SPEC_FILE);
+    let spec_path = dir.join(crate::SPEC_FILE);
     let raw = std::fs::read(&spec_path)
         .map_err(|e| format!("cannot read {}: {e}", spec_path.display()))?;
     let spec: LaunchSpec = serde_json::from_slice(&raw)
@@ -339,43 +348,12 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
         .clone()
         .ok_or("task-shim init runs isolated tasks only, and this spec has no isolation")?;
 
-    if let Some(ns) = &iso.network_ns {
-        let f = std::fs::File::open(ns)
-            .map_err(|e| format!("cannot open the network namespace {}: {e}", ns.display()))?;
-        // SAFETY: setns on a namespace descriptor we hold.
-        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } < 0 {
-            return Err(os_err(format!(
-                "cannot join the network namespace {}",
-                ns.display()
-            )));
-        }
-    }
-    if !iso.hostname.is_empty() {
-        nix::unistd::sethostname(&iso.hostname)
-            .map_err(|e| format!("cannot set the host name {:?}: {e}", iso.hostname))?;
-    }
+    join_network_and_name(&mut Host, &iso)?;
     let creds = spec.user.as_deref().map(resolve_user).transpose()?;
     let names: Vec<String> = iso.capabilities.clone();
     let caps = caps::numbers(&names)?;
 
-    // The new mount namespace must not propagate anything back to the host.
-    mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )?;
-    mount(
-        Some(Path::new("tmpfs")),
-        dir,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=0755,size=1m"),
-    )?;
-    let steps = plan_root(&iso, host_path_kind);
-    assemble(&mut HostRootOps, dir, &steps)?;
-    pivot(dir)?;
+    build_root(&mut Host, &iso, dir, host_path_kind)?;
 
     // The task must start inside its cgroups: wait for the shim to have moved us.
     let mut go = [0u8; 1];
@@ -393,7 +371,7 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
         .env
         .get("PATH")
         .map(String::as_str)
-        .unwrap_or(crate::shim::daemon::DEFAULT_PATH);
+        .unwrap_or(crate::daemon::DEFAULT_PATH);
     let exe = resolve_in_path(&spec.command, path, &spec.cwd)?;
     let cs = |s: &[u8], what: &str| {
         CString::new(s.to_vec()).map_err(|_| format!("{what} contains a NUL byte"))
@@ -422,15 +400,15 @@ fn prepare(dir: &Path) -> Result<Prepared, String> {
 /// # Safety
 /// Call only in a freshly forked child of single-threaded init.
 unsafe fn exec_task(p: &Prepared) -> ! {
-    use crate::shim::daemon::{STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC, STAGE_STDIO};
+    use crate::daemon::{STAGE_CHDIR, STAGE_CREDENTIALS, STAGE_EXEC, STAGE_STDIO};
     let fail = |stage: i32| -> ! {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         report(stage, errno, "");
         // SAFETY: _exit is always safe.
         unsafe { libc::_exit(127) }
     };
-    let argv = crate::shim::c_ptrs(&p.argv);
-    let envp = crate::shim::c_ptrs(&p.env);
+    let argv = crate::c_ptrs(&p.argv);
+    let envp = crate::c_ptrs(&p.env);
     // SAFETY: plain syscalls on our own descriptors and valid C strings.
     unsafe {
         libc::setsid();
@@ -446,7 +424,7 @@ unsafe fn exec_task(p: &Prepared) -> ! {
         if libc::chdir(p.cwd.as_ptr()) < 0 {
             fail(STAGE_CHDIR);
         }
-        if let Err(errno) = drop_privileges(p.creds.as_ref(), &p.caps) {
+        if let Err(errno) = drop_privileges(&mut Host, p.creds.as_ref(), &p.caps) {
             *libc::__errno_location() = errno;
             fail(STAGE_CREDENTIALS);
         }
@@ -529,49 +507,21 @@ pub(crate) fn main(dir: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::isolate::{Bind, Isolation, plan_root};
+    use crate::isolate::{Bind, Isolation, plan_root};
 
-    /// Records every call instead of making it; every path looks like a directory.
-    #[derive(Default)]
-    struct Recording(Vec<String>);
+    use crate::isolate::syscalls::Recording;
 
-    impl RootOps for Recording {
-        fn create_dir_all(&mut self, p: &Path) -> Result<(), String> {
-            self.0.push(format!("mkdir {}", p.display()));
-            Ok(())
-        }
-        fn create_file(&mut self, p: &Path) -> Result<(), String> {
-            self.0.push(format!("touch {}", p.display()));
-            Ok(())
-        }
-        fn symlink(&mut self, target: &Path, p: &Path) -> Result<(), String> {
-            self.0
-                .push(format!("ln {} -> {}", p.display(), target.display()));
-            Ok(())
-        }
-        fn kind(&mut self, p: &Path) -> PathKind {
-            if p.ends_with("sysrq-trigger") || p.ends_with("kcore") {
-                PathKind::File
-            } else {
-                PathKind::Dir
-            }
-        }
-        fn mount(
-            &mut self,
-            source: Option<&Path>,
-            target: &Path,
-            fstype: Option<&str>,
-            flags: libc::c_ulong,
-            data: Option<&str>,
-        ) -> Result<(), String> {
-            self.0.push(format!(
-                "mount {:?} {} {:?} {flags:#x} {:?}",
-                source,
-                target.display(),
-                fstype,
-                data
-            ));
-            Ok(())
+    /// A recording in which the two masked files of /proc are files, the rest directories.
+    fn recording() -> Recording {
+        Recording {
+            kinds: Box::new(|p: &Path| {
+                if p.ends_with("sysrq-trigger") || p.ends_with("kcore") {
+                    PathKind::File
+                } else {
+                    PathKind::Dir
+                }
+            }),
+            ..Recording::default()
         }
     }
 
@@ -591,9 +541,9 @@ mod tests {
                 PathKind::Dir
             }
         });
-        let mut rec = Recording::default();
+        let mut rec = recording();
         assemble(&mut rec, Path::new("/r"), &steps).unwrap();
-        let calls = rec.0;
+        let calls = rec.calls;
         let bind = calls
             .iter()
             .position(|c| c.starts_with("mount Some(\"/usr\") /r/usr None"))
@@ -639,9 +589,9 @@ mod tests {
             ..Isolation::default()
         };
         let steps = plan_root(&iso, |_| PathKind::Dir);
-        let mut rec = Recording::default();
+        let mut rec = recording();
         assemble(&mut rec, Path::new("/r"), &steps).unwrap();
-        let calls = rec.0;
+        let calls = rec.calls;
         let bind = calls
             .iter()
             .position(|c| c.starts_with("mount Some(\"/data/alloc/a/web/local\")"))
@@ -688,5 +638,102 @@ mod tests {
             .position(|c| c.contains("/r/proc/sys None"))
             .unwrap();
         assert!(proc < sys, "/proc is mounted before it is masked");
+    }
+
+    #[test]
+    fn the_root_is_made_private_assembled_on_a_tmpfs_and_pivoted_into_read_only() {
+        let iso = Isolation::default();
+        let mut rec = recording();
+        build_root(&mut rec, &iso, Path::new("/s"), |_| PathKind::Dir).unwrap();
+        let calls = rec.calls;
+        assert_eq!(
+            calls[..2],
+            [
+                format!(
+                    "mount None / None {:#x} None",
+                    libc::MS_REC | libc::MS_PRIVATE
+                ),
+                format!(
+                    "mount Some(\"tmpfs\") /s Some(\"tmpfs\") {:#x} Some(\"mode=0755,size=1m\")",
+                    libc::MS_NOSUID | libc::MS_NODEV
+                ),
+            ]
+        );
+        let ro = libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        assert_eq!(
+            calls[calls.len() - 5..],
+            [
+                "chdir /s".to_string(),
+                "pivot_root . .".into(),
+                "umount --detach .".into(),
+                "chdir /".into(),
+                format!("mount None / None {ro:#x} None"),
+            ]
+        );
+        // Every step of the root happens on the tmpfs, before the pivot.
+        assert!(
+            calls[2..calls.len() - 5]
+                .iter()
+                .all(|c| c.contains(" /s/") || c.contains(" /s ")),
+            "{calls:#?}"
+        );
+    }
+
+    #[test]
+    fn credentials_drop_bounding_set_first_then_groups_gid_uid_and_no_capset_for_a_user() {
+        let creds = Credentials {
+            name: "app".into(),
+            uid: 1000,
+            gid: 1001,
+            groups: vec![1001, 27],
+        };
+        let mut rec = Recording {
+            last_cap: 6,
+            ..Recording::default()
+        };
+        drop_privileges(&mut rec, Some(&creds), &[0, 5]).unwrap();
+        assert_eq!(
+            rec.calls,
+            [
+                "no_new_privs",
+                "capbset_drop 1",
+                "capbset_drop 2",
+                "capbset_drop 3",
+                "capbset_drop 4",
+                "capbset_drop 6",
+                "setgroups [1001, 27]",
+                "setgid 1001",
+                "setuid 1000",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_root_task_keeps_exactly_its_capabilities() {
+        let mut rec = Recording {
+            last_cap: 3,
+            ..Recording::default()
+        };
+        drop_privileges(&mut rec, None, &[1, 2]).unwrap();
+        assert_eq!(
+            rec.calls,
+            [
+                "no_new_privs",
+                "capbset_drop 0",
+                "capbset_drop 3",
+                "capset [1, 2]"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_host_is_named_without_a_network_namespace_to_join() {
+        let iso = Isolation {
+            hostname: "web-1".into(),
+            ..Isolation::default()
+        };
+        let mut rec = Recording::default();
+        join_network_and_name(&mut rec, &iso).unwrap();
+        assert_eq!(rec.calls, ["sethostname web-1"]);
     }
 }

@@ -1,0 +1,139 @@
+//! What the task drivers' end-to-end tests share (a dev-dependency of plugins/raw_exec and
+//! plugins/exec): the real host running one real plugin binary, starting a task and waiting
+//! for its exit through it, and watching the processes a task leaves.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch};
+use drover_proto::driver::{
+    ExitResult, StartTaskRequest, StartTaskResponse, TaskHandle, WaitTaskRequest,
+};
+
+/// A host configuration that runs `command` as the plugin `name` with `config` as its
+/// plugin block (20 s to hand shake, 3 s to stop).
+pub fn host_config(
+    data_dir: &Path,
+    name: &str,
+    command: &Path,
+    config: serde_json::Value,
+) -> HostConfig {
+    HostConfig {
+        data_dir: data_dir.to_path_buf(),
+        node_id: "node-1".into(),
+        plugins: vec![PluginLaunch {
+            name: name.into(),
+            command: command.to_path_buf(),
+            args: vec![],
+            config_json: config,
+            config_locations: Default::default(),
+            inspect_only: false,
+        }],
+        handshake_timeout: Duration::from_secs(20),
+        stop_grace: Duration::from_secs(3),
+        ..HostConfig::default()
+    }
+}
+
+/// A plugin, as seen through its host.
+#[derive(Clone, Copy)]
+pub struct Driver<'a> {
+    pub host: &'a PluginHost,
+    pub name: &'a str,
+}
+
+impl Driver<'_> {
+    /// StartTask; panics on an error.
+    pub async fn start(&self, task: drover_proto::driver::TaskConfig) -> StartTaskResponse {
+        self.host
+            .driver(self.name)
+            .await
+            .unwrap()
+            .start_task(StartTaskRequest { task: Some(task) })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// WaitTask: the task's exit; panics on an error.
+    pub async fn wait(&self, id: &str) -> ExitResult {
+        self.host
+            .driver(self.name)
+            .await
+            .unwrap()
+            .wait_task(WaitTaskRequest { task_id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap()
+    }
+
+    /// SIGKILLs the plugin process and waits until the host has noticed; returns its pid.
+    pub async fn kill_plugin(&self) -> u32 {
+        let pid = self
+            .host
+            .plugin_pid(self.name)
+            .await
+            .expect("plugin running");
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.host.plugin_pid(self.name).await.is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the host did not notice the plugin's death"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        pid
+    }
+}
+
+/// The shim handle a task handle carries, as JSON.
+pub fn shim_state(handle: &TaskHandle) -> serde_json::Value {
+    serde_json::from_slice(&handle.driver_state).unwrap()
+}
+
+/// Field `n` (1-based, as proc(5) numbers them) of `/proc/<pid>/stat`.
+pub fn stat_field(pid: i64, n: usize) -> String {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &raw[raw.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(n - 3).unwrap().to_string()
+}
+
+/// Whether `pid` has exited (gone, or a zombie nobody reaped).
+pub fn is_dead(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(raw) => {
+            let after = &raw[raw.rfind(')').unwrap() + 1..];
+            after.trim_start().starts_with('Z')
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGKILLs a process when a test ends, even by a failed assertion, so a failing test leaves
+/// nothing behind: `group` kills the process group it leads (an unisolated task), else the
+/// process alone (an isolated task's init, whose pid namespace dies with it).
+pub struct KillOnDrop {
+    pub pid: i64,
+    pub group: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = if self.group { -self.pid } else { self.pid };
+        // SAFETY: kill(2) of a process (group) the test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}

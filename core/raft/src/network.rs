@@ -107,10 +107,7 @@ impl Connection {
         res.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
-                ServerNode {
-                    addr: self.addr.clone(),
-                    name: String::new(),
-                },
+                ServerNode::new(self.addr.clone(), ""),
                 e,
             ))
         })

@@ -177,6 +177,7 @@ impl Peers {
         let call = c.cluster(RaftMessage {
             json,
             error: String::new(),
+            encoding_version: drover_state::ENCODING_VERSION,
         });
         let reply = match tokio::time::timeout(timeout, call).await {
             Err(_) => {

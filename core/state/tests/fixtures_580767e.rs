@@ -263,3 +263,34 @@ fn every_table_row_decodes_to_the_values_written() {
     let s: StateSnapshot = roundtrip("tables", "state.json");
     assert_fixture_state(&s);
 }
+
+/// Sizes and times of the JSON encoding (the numbers in docs/ARCHITECTURE.md):
+/// `cargo test -p drover-state --release --test fixtures_580767e -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_the_json_encoding() {
+    let e: Entry = serde_json::from_value(read("commands", "JobRegister.json")).unwrap();
+    let s: StateSnapshot = serde_json::from_value(read("tables", "state.json")).unwrap();
+    let time = |what: &str, n: u32, f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        println!("{what}: {:?} each", t.elapsed() / n);
+    };
+    let eb = serde_json::to_vec(&e).unwrap();
+    let sb = serde_json::to_vec(&s).unwrap();
+    println!("JobRegister entry: {} bytes; state: {} bytes", eb.len(), sb.len());
+    time("encode entry", 2000, &mut || drop(serde_json::to_vec(&e).unwrap()));
+    time("decode entry", 2000, &mut || {
+        drop(serde_json::from_slice::<Entry>(&eb).unwrap())
+    });
+    let cb = serde_json::to_vec(&e.command).unwrap();
+    time("decode command alone (no version envelope)", 2000, &mut || {
+        drop(serde_json::from_slice::<Command>(&cb).unwrap())
+    });
+    time("encode state", 500, &mut || drop(serde_json::to_vec(&s).unwrap()));
+    time("decode state", 500, &mut || {
+        drop(serde_json::from_slice::<StateSnapshot>(&sb).unwrap())
+    });
+}

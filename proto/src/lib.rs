@@ -39,6 +39,10 @@ pub mod raft {
 #[cfg(feature = "grpc")]
 pub mod node {
     tonic::include_proto!("drover.cluster.node.v1");
+
+    /// The encoding version of the JSON a node-stream message carries (1: before versions,
+    /// sent as 0). Unknown fields are ignored on read.
+    pub const ENCODING_VERSION: u32 = 2;
 }
 
 /// The base contract every plugin speaks (messages only).

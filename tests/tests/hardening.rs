@@ -577,6 +577,8 @@ fn what_a_node_reports_is_bounded_before_it_enters_raft() {
                 node_json: serde_json::to_vec(&node).unwrap(),
                 last_index: 0,
             })),
+            // As a client from before versions sends it (0).
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -588,6 +590,7 @@ fn what_a_node_reports_is_bounded_before_it_enters_raft() {
                     update_json: serde_json::to_vec(&update).unwrap(),
                 }],
             })),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -66,8 +66,11 @@ pub async fn run(client: Client) {
 }
 
 fn send(tx: &mpsc::Sender<ClientMessage>, m: client_message::Msg) -> Result<(), String> {
-    tx.try_send(ClientMessage { msg: Some(m) })
-        .map_err(|e| format!("stream send failed: {e}"))
+    tx.try_send(ClientMessage {
+        msg: Some(m),
+        encoding_version: drover_proto::node::ENCODING_VERSION,
+    })
+    .map_err(|e| format!("stream send failed: {e}"))
 }
 
 async fn session(client: &Client, addr: &str) -> Result<(), String> {

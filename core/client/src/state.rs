@@ -6,6 +6,10 @@
 //! `client/` and `client/allocs/` are 0700, and modes an earlier version or a loose umask
 //! left are repaired when the state is opened.
 //!
+//! An allocation file is `{"v": <version>, ...the LocalAlloc}` ([`STATE_VERSION`]; files
+//! written before versions have no `v` and are version 1). Unknown fields are ignored on
+//! read; a file that does not decode is reported (naming its version) and skipped.
+//!
 //! The node id is the client's identity: a `node-id` that exists but cannot be read (or is
 //! empty) stops the client with an error naming the file; a new id is minted only when the
 //! file does not exist.
@@ -42,6 +46,52 @@ impl LocalAlloc {
             job,
             seq: 0,
             tasks: BTreeMap::new(),
+        }
+    }
+}
+
+/// The version of the allocation files this build writes (1: before versions).
+pub const STATE_VERSION: u32 = 2;
+
+/// An allocation file as written: the version, then the allocation's state.
+#[derive(Serialize)]
+struct AllocFileRef<'a> {
+    v: u32,
+    #[serde(flatten)]
+    alloc: &'a LocalAlloc,
+}
+
+#[derive(Deserialize)]
+struct AllocFile {
+    #[serde(default = "unversioned")]
+    v: u32,
+    #[serde(flatten)]
+    alloc: LocalAlloc,
+}
+
+fn unversioned() -> u32 {
+    1
+}
+
+/// Decodes an allocation file; the error names the version that wrote it.
+fn decode_alloc(bytes: &[u8]) -> Result<LocalAlloc, String> {
+    match serde_json::from_slice::<AllocFile>(bytes) {
+        Ok(f) => {
+            if f.v > STATE_VERSION {
+                tracing::warn!(alloc_id = %f.alloc.alloc.id, version = f.v, "allocation state written by a newer client: its unknown fields are ignored");
+            }
+            Ok(f.alloc)
+        }
+        Err(e) => {
+            #[derive(Deserialize)]
+            struct Version {
+                #[serde(default = "unversioned")]
+                v: u32,
+            }
+            let v = serde_json::from_slice::<Version>(bytes).map_or(0, |x| x.v);
+            Err(format!(
+                "{e} (written at state version {v}; this client reads up to {STATE_VERSION})"
+            ))
         }
     }
 }
@@ -134,7 +184,7 @@ impl LocalState {
             }
             match std::fs::read(&p)
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                .and_then(|b| decode_alloc(&b))
             {
                 Ok(a) => out.push(a),
                 Err(e) => {
@@ -147,7 +197,11 @@ impl LocalState {
 
     /// Persists an allocation's state durably (blocking: call from spawn_blocking).
     pub fn save(&self, a: &LocalAlloc) -> io::Result<()> {
-        let data = serde_json::to_vec(a).map_err(io::Error::other)?;
+        let file = AllocFileRef {
+            v: STATE_VERSION,
+            alloc: a,
+        };
+        let data = serde_json::to_vec(&file).map_err(io::Error::other)?;
         write_atomic(&self.alloc_path(&a.alloc.id), &data)
     }
 
@@ -229,6 +283,40 @@ mod tests {
             .expect("opened with an empty node id");
         assert!(err.to_string().contains("is empty"), "{err}");
         assert_eq!(std::fs::read_to_string(&id_path).unwrap(), "");
+    }
+
+    #[test]
+    fn alloc_files_are_versioned_and_those_of_580767e_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LocalState::open(dir.path()).unwrap();
+        // Composed from rows 580767e wrote (LocalAlloc's form has not changed since).
+        let old = include_bytes!("../testdata/580767e/alloc.json");
+        std::fs::write(dir.path().join("allocs/alloc-1.json"), old).unwrap();
+        let loaded = st.load_allocs();
+        assert_eq!(loaded.len(), 1);
+        let a = &loaded[0];
+        assert_eq!(
+            (a.alloc.id.as_str(), a.job.id.as_str(), a.seq),
+            ("alloc-1", "fixture-job", 4)
+        );
+        assert_eq!(a.tasks["server"].handle.as_deref(), Some(&[1u8, 2, 3][..]));
+        assert_eq!(a.tasks["server"].state.restarts, 1);
+        // Saved again, it carries the version and reads back the same.
+        st.save(a).unwrap();
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("allocs/alloc-1.json")).unwrap())
+                .unwrap();
+        assert_eq!(raw["v"], STATE_VERSION);
+        assert_eq!(st.load_allocs()[0].alloc, a.alloc);
+        // A newer client's file: unknown fields are ignored; one that does not decode is
+        // reported with its version.
+        let mut newer = raw.clone();
+        newer["v"] = 9.into();
+        newer["future"] = true.into();
+        assert!(decode_alloc(newer.to_string().as_bytes()).is_ok());
+        newer["seq"] = "not a number".into();
+        let err = decode_alloc(newer.to_string().as_bytes()).unwrap_err();
+        assert!(err.contains("state version 9"), "{err}");
     }
 
     #[test]

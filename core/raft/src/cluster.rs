@@ -35,6 +35,9 @@ pub enum ClusterRequest {
         addr: String,
         #[serde(default)]
         name: String,
+        /// The joining server's version (absent from servers before versions: 1).
+        #[serde(default = "unversioned")]
+        version: u32,
     },
     /// What the receiving server is and knows.
     Status,
@@ -46,6 +49,10 @@ pub enum ClusterRequest {
     /// The leader is leaving: start an election after `after_ms` (when the other servers'
     /// leader lease has run out), so the most up-to-date server takes over at once.
     TakeLeadership { after_ms: u64 },
+}
+
+fn unversioned() -> u32 {
+    drover_state::UNVERSIONED
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +86,16 @@ pub struct ServerStatus {
     /// This server's HTTP API address.
     #[serde(default)]
     pub http_addr: String,
+    /// This server's version (`drover_state::SERVER_VERSION`; 1 from servers before it).
+    #[serde(default = "unversioned")]
+    pub version: u32,
+    /// Members' versions as the membership records them.
+    #[serde(default)]
+    pub versions: BTreeMap<NodeId, u32>,
+    /// Set when this server stopped applying entries (one it cannot decode): it is
+    /// unhealthy until upgraded.
+    #[serde(default)]
+    pub halted: Option<String>,
 }
 
 /// How a server finds the others and forms or joins a cluster.
@@ -160,6 +177,7 @@ impl Peers {
         let call = c.cluster(RaftMessage {
             json,
             error: String::new(),
+            encoding_version: drover_state::ENCODING_VERSION,
         });
         let reply = match tokio::time::timeout(timeout, call).await {
             Err(_) => {
@@ -261,7 +279,9 @@ impl RaftNode {
         let mut voters = Vec::new();
         let mut learners = Vec::new();
         let mut names = BTreeMap::new();
+        let mut versions = BTreeMap::new();
         for (id, n) in membership.nodes() {
+            versions.insert(*id, n.version);
             if !n.name.is_empty() {
                 names.insert(*id, n.name.clone());
             }
@@ -290,6 +310,9 @@ impl RaftNode {
             learners,
             names,
             http_addr: self.advertise_http.to_string(),
+            version: drover_state::SERVER_VERSION,
+            versions,
+            halted: self.store.halted(),
         }
     }
 
@@ -297,9 +320,22 @@ impl RaftNode {
     pub async fn handle_cluster(&self, req: ClusterRequest) -> ClusterReply {
         match req {
             ClusterRequest::Write(c) => ClusterReply::Write(self.write_here(*c).await),
-            ClusterRequest::Join { id, addr, name } => {
-                ClusterReply::Join(self.join_member(id, addr, name).await)
-            }
+            ClusterRequest::Join {
+                id,
+                addr,
+                name,
+                version,
+            } => ClusterReply::Join(
+                self.join_member(
+                    id,
+                    ServerNode {
+                        addr,
+                        name,
+                        version,
+                    },
+                )
+                .await,
+            ),
             ClusterRequest::Status => ClusterReply::Status(Box::new(self.status().await)),
             ClusterRequest::ReadIndex => ClusterReply::ReadIndex(self.leader_read_index().await),
             ClusterRequest::RemovePeer { id } => {
@@ -383,10 +419,10 @@ impl RaftNode {
     }
 
     /// On the leader: adds a server (as a learner, then a voter once it has caught up), or
-    /// records its new address. Elsewhere: passes the request to the leader.
-    pub async fn join_member(&self, id: NodeId, addr: String, name: String) -> Result<(), String> {
+    /// records its new address, name or version. Elsewhere: passes the request to the leader.
+    pub async fn join_member(&self, id: NodeId, node: ServerNode) -> Result<(), String> {
         if let Route::Forward(_, leader) = self.route().map_err(|e| e.to_string())? {
-            let req = ClusterRequest::Join { id, addr, name };
+            let req = join_request(id, node);
             return self
                 .ask_leader(&leader, req, Duration::from_secs(120))
                 .await;
@@ -394,14 +430,11 @@ impl RaftNode {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let is_voter = membership.voter_ids().any(|v| v == id);
-        let node = ServerNode {
-            addr: addr.clone(),
-            name,
-        };
+        let addr = node.addr.clone();
         match membership.get_node(&id) {
             Some(n) if *n == node && is_voter => return Ok(()),
             Some(n) if *n != node => {
-                tracing::info!(server_id = id, old = %n.addr, new = %addr, "server announced a new address: committing it to the membership");
+                tracing::info!(server_id = id, old = %n.addr, new = %addr, old_version = n.version, version = node.version, "server announced a new address or version: committing it to the membership");
                 self.raft
                     .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), true)
                     .await
@@ -551,6 +584,32 @@ impl RaftNode {
     }
 }
 
+impl RaftNode {
+    /// On the leader, before a command is written: every member of the cluster must apply
+    /// it, so a command newer than some server's version is refused (Nomad's minimum server
+    /// version check). A member recorded without a version is version 1.
+    pub(crate) fn check_versions(&self, command: &Command) -> Result<(), WriteError> {
+        let needs = command.min_version();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let lacking: Vec<String> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(_, n)| n.version < needs)
+            .map(|(id, n)| format!("server {id} ({}) is at version {}", n.name, n.version))
+            .collect();
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        Err(WriteError::Unsupported {
+            command: command.name().to_string(),
+            needs,
+            lacking: lacking.join(", "),
+        })
+    }
+}
+
 /// Where a write (or a consistent read) goes.
 pub(crate) enum Route {
     Local,
@@ -654,74 +713,106 @@ pub async fn converge(node: RaftNode, cfg: JoinConfig) {
 /// One round; `Ok(true)` when there is nothing left to do.
 async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String> {
     let me = node.status().await;
-    let own: &str = &node.advertise_rpc;
     if me.initialized {
-        // A member already: make sure the membership has this server's current address.
-        let recorded = me
-            .voters
-            .iter()
-            .chain(&me.learners)
-            .find(|(id, _)| *id == node.id)
-            .map(|(_, a)| a.clone());
-        let recorded_name = me.names.get(&node.id).cloned().unwrap_or_default();
-        if recorded.as_deref() == Some(own) && recorded_name == *node.name {
-            return Ok(true);
-        }
-        if recorded.is_none() && me.voters.is_empty() {
-            // Initialized through a snapshot or log that has not reached membership yet.
-            return Ok(false);
-        }
-        tracing::info!(recorded = ?recorded, now = %own, "this server's address changed: announcing it");
-        if me.leader.as_ref().is_some_and(|(l, _)| *l == node.id) {
-            return node
-                .join_member(node.id, own.to_string(), node.name.to_string())
-                .await
-                .map(|_| true);
-        }
-        // Ask the other members (their addresses are in our membership) and retry_join.
-        let mut targets: Vec<String> = me
-            .voters
-            .iter()
-            .chain(&me.learners)
-            .filter(|(id, _)| *id != node.id)
-            .map(|(_, a)| a.clone())
-            .collect();
-        targets.extend(cfg.retry_join.iter().cloned());
-        targets.retain(|a| a != own);
-        targets.dedup();
-        let mut last = String::from("no other server known");
-        for t in targets {
-            match node
-                .peers
-                .call(
-                    &t,
-                    &ClusterRequest::Join {
-                        id: node.id,
-                        addr: own.to_string(),
-                        name: node.name.to_string(),
-                    },
-                    Duration::from_secs(30),
-                )
-                .await
-            {
-                Ok(ClusterReply::Join(Ok(()))) => {
-                    tracing::info!(via = %t, "new address committed to the membership");
-                    return Ok(true);
-                }
-                Ok(ClusterReply::Join(Err(e))) => last = format!("{t}: {e}"),
-                Ok(other) => last = format!("{t}: unexpected reply {other:?}"),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        return Err(format!("cannot announce the new address {own}: {last}"));
+        return announce_self(node, cfg, &me).await;
     }
-
     // Not a member yet: look at the other servers.
-    let others: Vec<String> = cfg
+    let seen = probe_others(node, cfg).await;
+    if let Some(member) = seen.statuses.values().find(|s| s.initialized) {
+        // A cluster exists: join it rather than bootstrap another.
+        return join_via(node, &member.addr).await;
+    }
+    bootstrap(node, cfg, seen).await
+}
+
+/// This server as the membership should record it.
+fn own_record(node: &RaftNode) -> ServerNode {
+    ServerNode::new(node.advertise_rpc.to_string(), node.name.to_string())
+}
+
+fn join_request(id: NodeId, n: ServerNode) -> ClusterRequest {
+    ClusterRequest::Join {
+        id,
+        addr: n.addr,
+        name: n.name,
+        version: n.version,
+    }
+}
+
+/// A member already: makes sure the membership has this server's current address, name
+/// and version (a server restarted elsewhere, or upgraded, announces itself).
+async fn announce_self(
+    node: &RaftNode,
+    cfg: &JoinConfig,
+    me: &ServerStatus,
+) -> Result<bool, String> {
+    let own = own_record(node);
+    let recorded = me
+        .voters
+        .iter()
+        .chain(&me.learners)
+        .find(|(id, _)| *id == node.id)
+        .map(|(_, a)| a.clone());
+    let recorded_name = me.names.get(&node.id).cloned().unwrap_or_default();
+    let recorded_version = me.versions.get(&node.id).copied();
+    if recorded.as_deref() == Some(own.addr.as_str())
+        && recorded_name == own.name
+        && recorded_version == Some(own.version)
+    {
+        return Ok(true);
+    }
+    if recorded.is_none() && me.voters.is_empty() {
+        // Initialized through a snapshot or log that has not reached membership yet.
+        return Ok(false);
+    }
+    tracing::info!(recorded = ?recorded, now = %own.addr, ?recorded_version, version = own.version, "this server's address or version changed: announcing it");
+    if me.leader.as_ref().is_some_and(|(l, _)| *l == node.id) {
+        return node.join_member(node.id, own).await.map(|_| true);
+    }
+    // Ask the other members (their addresses are in our membership) and retry_join.
+    let mut targets: Vec<String> = me
+        .voters
+        .iter()
+        .chain(&me.learners)
+        .filter(|(id, _)| *id != node.id)
+        .map(|(_, a)| a.clone())
+        .collect();
+    targets.extend(cfg.retry_join.iter().cloned());
+    targets.retain(|a| *a != own.addr);
+    targets.dedup();
+    let mut last = String::from("no other server known");
+    for t in targets {
+        let req = join_request(node.id, own.clone());
+        match node.peers.call(&t, &req, Duration::from_secs(30)).await {
+            Ok(ClusterReply::Join(Ok(()))) => {
+                // The next round checks that the membership has it (a leader from before
+                // versions answers Ok without recording the version).
+                tracing::info!(via = %t, "new address or version announced to the leader");
+                return Ok(false);
+            }
+            Ok(ClusterReply::Join(Err(e))) => last = format!("{t}: {e}"),
+            Ok(other) => last = format!("{t}: unexpected reply {other:?}"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!(
+        "cannot announce the new address {}: {last}",
+        own.addr
+    ))
+}
+
+/// What probing the `retry_join` servers found.
+struct Probed {
+    statuses: BTreeMap<NodeId, ServerStatus>,
+    unreachable: Vec<String>,
+}
+
+async fn probe_others(node: &RaftNode, cfg: &JoinConfig) -> Probed {
+    let own: &str = &node.advertise_rpc;
+    let others: Vec<&String> = cfg
         .retry_join
         .iter()
         .filter(|a| a.as_str() != own)
-        .cloned()
         .collect();
     let probes = futures::future::join_all(
         others
@@ -729,51 +820,46 @@ async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String
             .map(|a| node.peers.status(a, Duration::from_secs(2))),
     )
     .await;
-    let mut seen: BTreeMap<NodeId, ServerStatus> = BTreeMap::new();
-    let mut unreachable = Vec::new();
+    let mut seen = Probed {
+        statuses: BTreeMap::new(),
+        unreachable: Vec::new(),
+    };
     for (addr, p) in others.iter().zip(probes) {
         match p {
             Ok(s) if s.id != node.id => {
-                seen.insert(s.id, s);
+                seen.statuses.insert(s.id, s);
             }
             Ok(_) => {}
-            Err(e) => unreachable.push(format!("{addr} ({e})")),
+            Err(e) => seen.unreachable.push(format!("{addr} ({e})")),
         }
     }
-    if let Some(member) = seen.values().find(|s| s.initialized) {
-        // A cluster exists: join it rather than bootstrap another.
-        let via = member.addr.clone();
-        tracing::info!(via = %via, "a cluster exists: asking to join it");
-        return match node
-            .peers
-            .call(
-                &via,
-                &ClusterRequest::Join {
-                    id: node.id,
-                    addr: own.to_string(),
-                    name: node.name.to_string(),
-                },
-                Duration::from_secs(120),
-            )
-            .await
-        {
-            Ok(ClusterReply::Join(Ok(()))) => {
-                tracing::info!("joined the cluster");
-                Ok(true)
-            }
-            Ok(ClusterReply::Join(Err(e))) => Err(format!("joining through {via}: {e}")),
-            Ok(other) => Err(format!("joining through {via}: unexpected reply {other:?}")),
-            Err(e) => Err(format!("joining through {via}: {e}")),
-        };
+    seen
+}
+
+async fn join_via(node: &RaftNode, via: &str) -> Result<bool, String> {
+    tracing::info!(via = %via, "a cluster exists: asking to join it");
+    let req = join_request(node.id, own_record(node));
+    match node.peers.call(via, &req, Duration::from_secs(120)).await {
+        Ok(ClusterReply::Join(Ok(()))) => {
+            tracing::info!("joined the cluster");
+            Ok(true)
+        }
+        Ok(ClusterReply::Join(Err(e))) => Err(format!("joining through {via}: {e}")),
+        Ok(other) => Err(format!("joining through {via}: unexpected reply {other:?}")),
+        Err(e) => Err(format!("joining through {via}: {e}")),
     }
+}
+
+/// Bootstraps the cluster once `bootstrap_expect` servers see each other.
+async fn bootstrap(node: &RaftNode, cfg: &JoinConfig, seen: Probed) -> Result<bool, String> {
     let expect = cfg.bootstrap_expect as usize;
     if expect == 0 {
         return Err(format!(
             "no server with cluster state found yet (unreachable: {})",
-            unreachable.join(", ")
+            seen.unreachable.join(", ")
         ));
     }
-    let total = seen.len() + 1;
+    let total = seen.statuses.len() + 1;
     if total > expect {
         return Err(format!(
             "refusing to bootstrap: {total} servers see each other but bootstrap_expect = {expect}; every server must have the same bootstrap_expect"
@@ -783,31 +869,25 @@ async fn converge_once(node: &RaftNode, cfg: &JoinConfig) -> Result<bool, String
         tracing::info!(
             seen = total,
             expect,
-            unreachable = %unreachable.join(", "),
+            unreachable = %seen.unreachable.join(", "),
             "waiting for bootstrap_expect servers before bootstrapping"
         );
         return Ok(false);
     }
     // Every server computes the same sorted set and initializes with it.
     let mut members: BTreeMap<NodeId, ServerNode> = seen
+        .statuses
         .values()
         .map(|s| {
-            (
-                s.id,
-                ServerNode {
-                    addr: s.addr.clone(),
-                    name: s.name.clone(),
-                },
-            )
+            let n = ServerNode {
+                addr: s.addr.clone(),
+                name: s.name.clone(),
+                version: s.version,
+            };
+            (s.id, n)
         })
         .collect();
-    members.insert(
-        node.id,
-        ServerNode {
-            addr: own.into(),
-            name: node.name.to_string(),
-        },
-    );
+    members.insert(node.id, own_record(node));
     tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping the cluster");
     match node.raft.initialize(members).await {
         Ok(()) => Ok(true),

@@ -24,13 +24,39 @@ use std::io::Cursor;
 pub use cluster::{ClusterReply, ClusterRequest, JoinConfig, PeerError, Peers, ServerStatus};
 pub use node::{RaftNode, RaftNodeConfig, WriteError};
 
-/// A server as the membership records it: where it is reachable now, and its name. (The
-/// JSON of openraft's `BasicNode`, `{"addr": ...}`, reads as a node without a name.)
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A server as the membership records it: where it is reachable now, its name and its
+/// version. (The JSON of openraft's `BasicNode`, `{"addr": ...}`, reads as a node without a
+/// name; a node recorded without a version is version 1, a server from before versions.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerNode {
     pub addr: String,
     #[serde(default)]
     pub name: String,
+    /// The newest command the server applies (`drover_state::SERVER_VERSION`); the leader
+    /// writes a command only once every member reports its `Command::min_version`.
+    #[serde(default = "unversioned_server")]
+    pub version: u32,
+}
+
+fn unversioned_server() -> u32 {
+    drover_state::UNVERSIONED
+}
+
+impl ServerNode {
+    /// A server of this build.
+    pub fn new(addr: impl Into<String>, name: impl Into<String>) -> Self {
+        ServerNode {
+            addr: addr.into(),
+            name: name.into(),
+            version: drover_state::SERVER_VERSION,
+        }
+    }
+}
+
+impl Default for ServerNode {
+    fn default() -> Self {
+        ServerNode::new("", "")
+    }
 }
 
 impl std::fmt::Display for ServerNode {

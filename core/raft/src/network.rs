@@ -85,6 +85,7 @@ impl Connection {
         let msg = RaftMessage {
             json,
             error: String::new(),
+            encoding_version: drover_state::ENCODING_VERSION,
         };
         let reply = match rpc {
             "append" => c.append_entries(msg).await,
@@ -107,10 +108,7 @@ impl Connection {
         res.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
-                ServerNode {
-                    addr: self.addr.clone(),
-                    name: String::new(),
-                },
+                ServerNode::new(self.addr.clone(), ""),
                 e,
             ))
         })
@@ -180,6 +178,7 @@ fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::St
     Ok(tonic::Response::new(RaftMessage {
         json,
         error: String::new(),
+        encoding_version: drover_state::ENCODING_VERSION,
     }))
 }
 

@@ -59,6 +59,15 @@ pub enum WriteError {
         "the write is {bytes} bytes, above the {max}-byte limit of one Raft entry; it was not committed"
     )]
     TooLarge { bytes: usize, max: usize },
+    /// A server of the cluster is too old to apply the command (`Command::min_version`).
+    #[error(
+        "{command} needs every server at version {needs} or later, but {lacking}; upgrade those servers first (it was not committed)"
+    )]
+    Unsupported {
+        command: String,
+        needs: u32,
+        lacking: String,
+    },
 }
 
 /// The largest command one Raft entry carries (serialized). Entries above it could not be
@@ -254,10 +263,7 @@ impl RaftNode {
             let mut members = BTreeMap::new();
             members.insert(
                 id,
-                ServerNode {
-                    addr: cfg.advertise_rpc.clone(),
-                    name: cfg.name.clone(),
-                },
+                ServerNode::new(cfg.advertise_rpc.clone(), cfg.name.clone()),
             );
             raft.initialize(members)
                 .await
@@ -369,6 +375,7 @@ impl RaftNode {
 
     async fn write_local(&self, command: Command) -> Result<Response, WriteError> {
         let size = entry_size(&command)?;
+        self.check_versions(&command)?;
         let (reply, rx) = oneshot::channel();
         self.writes
             .send(Pending {

@@ -218,6 +218,23 @@ impl StateMachine {
         &self.store
     }
 
+    /// Stops applying at an entry this server cannot decode (a newer server wrote it): the
+    /// entry stays in the log, nothing after it is applied, the store reports why, and the
+    /// error stops Raft on this server (openraft's storage errors are fatal) — no panic.
+    fn halt(&self, at: LogId, u: &drover_state::UnknownCommand) -> StorageError {
+        let reason = format!(
+            "cannot apply raft entry {}: {u}; this server stops applying (upgrade it to the version the leader runs)",
+            at.index
+        );
+        tracing::error!(index = at.index, command = %u.name, version = u.version, "{reason}");
+        self.store.halt(reason.clone());
+        StorageError::from_io_error(
+            ErrorSubject::Apply(at),
+            ErrorVerb::Write,
+            io::Error::new(io::ErrorKind::InvalidData, reason),
+        )
+    }
+
     fn install(&mut self, file: SnapshotFile) {
         let at = file.meta.last_log_id.map(|l| l.index).unwrap_or(0);
         if file.state.index() != at {
@@ -269,6 +286,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         for e in entries {
             let index = e.log_id.index;
+            if let EntryPayload::Normal(req) = &e.payload
+                && let drover_state::Command::Unknown(u) = &req.command
+            {
+                return Err(self.halt(e.log_id, u));
+            }
             self.last_applied = Some(e.log_id);
             match e.payload {
                 EntryPayload::Blank => {

@@ -149,13 +149,7 @@ async fn acknowledged_writes_survive_a_crash() {
         .await
         .unwrap();
     let mut members = BTreeMap::new();
-    members.insert(
-        1u64,
-        drover_raft::ServerNode {
-            name: String::new(),
-            addr: "127.0.0.1:1".into(),
-        },
-    );
+    members.insert(1u64, drover_raft::ServerNode::new("127.0.0.1:1", ""));
     raft.initialize(members).await.unwrap();
     raft.wait(None)
         .state(openraft::ServerState::Leader, "leader")
@@ -249,13 +243,7 @@ async fn leader_on(file: CrashFile) -> (tempfile::TempDir, Raft) {
         .await
         .unwrap();
     let mut members = BTreeMap::new();
-    members.insert(
-        1u64,
-        drover_raft::ServerNode {
-            name: String::new(),
-            addr: "127.0.0.1:1".into(),
-        },
-    );
+    members.insert(1u64, drover_raft::ServerNode::new("127.0.0.1:1", ""));
     raft.initialize(members).await.unwrap();
     raft.wait(None)
         .state(openraft::ServerState::Leader, "leader")
@@ -562,13 +550,7 @@ async fn snapshots_taken_by_openraft_under_streaming_writes_hold_exactly_their_i
             .await
             .unwrap();
         let mut members = BTreeMap::new();
-        members.insert(
-            1u64,
-            drover_raft::ServerNode {
-                name: String::new(),
-                addr: "127.0.0.1:1".into(),
-            },
-        );
+        members.insert(1u64, drover_raft::ServerNode::new("127.0.0.1:1", ""));
         raft.initialize(members).await.unwrap();
         raft.wait(None)
             .state(openraft::ServerState::Leader, "leader")

@@ -113,7 +113,10 @@ fn bound_update(up: &mut AllocClientUpdate, tasks: Option<&BTreeSet<String>>) {
 }
 
 fn msg(m: server_message::Msg) -> Result<ServerMessage, Status> {
-    Ok(ServerMessage { msg: Some(m) })
+    Ok(ServerMessage {
+        msg: Some(m),
+        encoding_version: drover_proto::node::ENCODING_VERSION,
+    })
 }
 
 fn write_status(e: impl std::fmt::Display) -> Status {
@@ -408,6 +411,13 @@ impl NodeService for NodeStreamService {
                 ))
             })??
             .ok_or_else(|| Status::invalid_argument("stream closed before Register"))?;
+        if first.encoding_version > drover_proto::node::ENCODING_VERSION {
+            tracing::info!(
+                version = first.encoding_version,
+                reads = drover_proto::node::ENCODING_VERSION,
+                "a newer client attached: fields this server does not know are ignored"
+            );
+        }
         let Some(client_message::Msg::Register(reg)) = first.msg else {
             return Err(Status::invalid_argument(
                 "the first message on the stream must be Register",

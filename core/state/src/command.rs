@@ -8,8 +8,9 @@ use drover_model::{
 };
 
 /// One Raft log entry's payload: a command stamped with the leader's clock, so every server
-/// applies it identically.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// applies it identically. Encoded as `{"v": <encoding version>, "time", "command"}`
+/// (see [`crate::version`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub time: UnixNanos,
     pub command: Command,
@@ -105,6 +106,10 @@ pub enum Command {
     RestoreAbort {
         id: String,
     },
+    /// A command this server cannot decode (written by a newer one). Never written by this
+    /// server and never applied: the state machine stops at it.
+    #[serde(skip)]
+    Unknown(crate::UnknownCommand),
 }
 
 impl Command {
@@ -125,6 +130,33 @@ impl Command {
             Command::RestoreChunk { .. } => "RestoreChunk",
             Command::RestoreSwap { .. } => "RestoreSwap",
             Command::RestoreAbort { .. } => "RestoreAbort",
+            Command::Unknown(_) => "Unknown",
+        }
+    }
+
+    /// The server version that introduced this command: the leader writes it only once
+    /// every server reports at least this version (see `ServerNode::version`). A batch
+    /// needs what its most recent command needs.
+    pub fn min_version(&self) -> u32 {
+        match self {
+            Command::JobRegister { .. }
+            | Command::JobDeregister { .. }
+            | Command::NodeRegister { .. }
+            | Command::NodeStatus { .. }
+            | Command::AllocClientUpdate { .. }
+            | Command::PlanApply(_)
+            | Command::EvalUpsert { .. }
+            | Command::Collect { .. }
+            | Command::VarUpsert { .. }
+            | Command::VarDelete { .. }
+            | Command::Restore { .. } => 1,
+            // Added after 580767e (the first versioned server is 2).
+            Command::RestoreChunk { .. }
+            | Command::RestoreSwap { .. }
+            | Command::RestoreAbort { .. } => 2,
+            Command::Batch(cs) => cs.iter().map(Command::min_version).max().unwrap_or(1),
+            // Never written; a server that has it cannot apply it.
+            Command::Unknown(u) => u.version.max(crate::ENCODING_VERSION + 1),
         }
     }
 }

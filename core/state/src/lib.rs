@@ -11,8 +11,10 @@ mod command;
 mod events;
 mod snapshot;
 mod store;
+mod version;
 
 pub use command::*;
 pub use events::*;
 pub use snapshot::*;
 pub use store::*;
+pub use version::*;

@@ -134,9 +134,13 @@ pub fn json_size<T: Serialize + ?Sized>(v: &T) -> usize {
     c.0
 }
 
-/// The serialized form of a state: its tables as lists (the keys are derived).
+/// The serialized form of a state: its tables as lists (the keys are derived), with the
+/// encoding version that wrote them (absent before versions: 1). Unknown tables and fields
+/// are ignored on read (see [`crate::version`]).
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
+    #[serde(default = "crate::version::unversioned")]
+    v: u32,
     index: Index,
     table_index: BTreeMap<Table, Index>,
     jobs: Vec<Arc<Job>>,
@@ -153,6 +157,7 @@ struct SnapshotData {
 impl From<StateSnapshot> for SnapshotData {
     fn from(s: StateSnapshot) -> Self {
         SnapshotData {
+            v: crate::ENCODING_VERSION,
             index: s.index,
             table_index: s.table_index,
             jobs: s.jobs.values().cloned().collect(),
@@ -171,6 +176,13 @@ impl From<StateSnapshot> for SnapshotData {
 
 impl From<SnapshotData> for StateSnapshot {
     fn from(d: SnapshotData) -> Self {
+        if d.v > crate::ENCODING_VERSION {
+            tracing::warn!(
+                version = d.v,
+                reads = crate::ENCODING_VERSION,
+                "a state snapshot written by a newer server: its unknown fields are ignored"
+            );
+        }
         let mut s = StateSnapshot {
             index: d.index,
             table_index: d.table_index,
@@ -407,6 +419,7 @@ impl StateSnapshot {
     /// The state made of restored rows (indexes rebuilt), at index 0.
     pub(crate) fn from_rows<'a>(chunks: impl Iterator<Item = &'a RestoreRows>) -> Self {
         let mut d = SnapshotData {
+            v: crate::ENCODING_VERSION,
             index: 0,
             table_index: BTreeMap::new(),
             jobs: Vec::new(),

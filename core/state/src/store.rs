@@ -20,6 +20,8 @@ pub struct StateStore {
     /// The event stream: live subscribers, and recent events for resuming readers.
     events: tokio::sync::broadcast::Sender<Event>,
     recent: Arc<std::sync::Mutex<EventBuffer>>,
+    /// Why applying stopped (an entry this server cannot decode), once it has.
+    halted: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Default for StateStore {
@@ -35,7 +37,19 @@ impl StateStore {
             changed: watch::channel(0).0,
             events: tokio::sync::broadcast::channel(4096).0,
             recent: Arc::new(std::sync::Mutex::new(EventBuffer::new(4096))),
+            halted: Arc::default(),
         }
+    }
+
+    /// Records that applying stopped at an entry this server cannot apply (written by a
+    /// newer server): the server is unhealthy until it is upgraded.
+    pub fn halt(&self, reason: String) {
+        *self.halted.lock().expect("halt lock") = Some(reason);
+    }
+
+    /// Why applying stopped, if it has.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().expect("halt lock").clone()
     }
 
     /// A store starting from `snap`, detached from the cluster: for dry runs (`job plan`).

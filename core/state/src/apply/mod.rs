@@ -88,6 +88,8 @@ pub(crate) fn apply_command(
             nodes,
         } => gc::collect(&mut cx, jobs, evals, allocs, nodes),
         Command::EvalUpsert { evals } => evaluations::upsert_all(&mut cx, evals),
+        // The state machine stops before it; never applied.
+        Command::Unknown(u) => cx.resp.error = Some(u.to_string()),
     }
     // A command that fails early has touched no job, so this changes nothing for it.
     let Apply {

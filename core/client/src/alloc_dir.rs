@@ -164,10 +164,10 @@ impl AllocDir {
     }
 
     /// Creates the allocation directory (0711: tasks running as other users reach their own
-    /// directories through it) with `alloc/{logs,data,tmp}`, and per task
-    /// `<task>/{local,secrets,tmp}`: secrets/ 0700 on a small tmpfs where one can be
-    /// mounted, tmp/ 1777. Idempotent: a restored allocation finds its directories again.
-    pub fn build(&self, tasks: &[String]) -> Result<Vec<TaskDirs>> {
+    /// directories through it) with the shared `alloc/{logs,data,tmp}`, after checking every
+    /// task name (`tasks`) is a plain name. Idempotent: a restored allocation finds its
+    /// directories again. Each task's own directory is [`AllocDir::build_task`]'s.
+    pub fn build_shared(&self, tasks: &[String]) -> Result<()> {
         for t in tasks {
             drover_model::check_name(t).map_err(|source| AllocDirError::BadTaskName {
                 name: t.clone(),
@@ -192,36 +192,52 @@ impl AllocDir {
             ));
         }
         root.set_mode(0o711).map_err(|e| Self::io(&self.root, e))?;
-        let mkdir = |rel: &str, mode: u32| -> Result<Dir> {
-            let d = root
-                .create_dirs(Path::new(rel), Mode::from_bits_truncate(0o755))
-                .map_err(|e| self.beneath(e))?;
-            d.set_mode(mode)
-                .map_err(|e| Self::io(&self.root.join(rel), e))?;
-            Ok(d)
-        };
-        mkdir("alloc", 0o755)?;
+        self.mkdir(&root, "alloc", 0o755)?;
         for d in ["logs", "data", "tmp"] {
-            mkdir(&format!("alloc/{d}"), 0o755)?;
+            self.mkdir(&root, &format!("alloc/{d}"), 0o755)?;
         }
-        let shared = self.root.join("alloc");
-        let mut out = Vec::new();
-        for t in tasks {
-            mkdir(t, 0o755)?;
-            mkdir(&format!("{t}/local"), 0o755)?;
-            let secrets = mkdir(&format!("{t}/secrets"), 0o700)?;
-            mount_secrets_tmpfs(&secrets, &self.root.join(t).join("secrets"));
-            mkdir(&format!("{t}/tmp"), 0o1777)?;
-            let td = self.root.join(t);
-            out.push(TaskDirs {
-                alloc_dir: shared.display().to_string(),
-                task_dir: td.display().to_string(),
-                local_dir: td.join("local").display().to_string(),
-                secrets_dir: td.join("secrets").display().to_string(),
-                tmp_dir: td.join("tmp").display().to_string(),
-            });
+        Ok(())
+    }
+
+    /// Creates task `task`'s own directory below the allocation's (built first by
+    /// [`AllocDir::build_shared`]): `<task>/{local,secrets,tmp}`, secrets/ 0700 on a small
+    /// tmpfs where one can be mounted, tmp/ 1777. Idempotent; a link planted where one of
+    /// these directories belongs is refused, never followed.
+    pub fn build_task(&self, task: &str) -> Result<TaskDirs> {
+        drover_model::check_name(task).map_err(|source| AllocDirError::BadTaskName {
+            name: task.to_string(),
+            source,
+        })?;
+        let root = self.open()?;
+        self.mkdir(&root, task, 0o755)?;
+        self.mkdir(&root, &format!("{task}/local"), 0o755)?;
+        let secrets = self.mkdir(&root, &format!("{task}/secrets"), 0o700)?;
+        mount_secrets_tmpfs(&secrets, &self.root.join(task).join("secrets"));
+        self.mkdir(&root, &format!("{task}/tmp"), 0o1777)?;
+        Ok(self.task_dirs(task))
+    }
+
+    /// Where task `task`'s directories are (whether or not they exist yet).
+    pub fn task_dirs(&self, task: &str) -> TaskDirs {
+        let td = self.root.join(task);
+        TaskDirs {
+            alloc_dir: self.root.join("alloc").display().to_string(),
+            task_dir: td.display().to_string(),
+            local_dir: td.join("local").display().to_string(),
+            secrets_dir: td.join("secrets").display().to_string(),
+            tmp_dir: td.join("tmp").display().to_string(),
         }
-        Ok(out)
+    }
+
+    /// Creates `rel` (and what leads to it) beneath the allocation directory `root`, then
+    /// sets its mode whatever the umask.
+    fn mkdir(&self, root: &Dir, rel: &str, mode: u32) -> Result<Dir> {
+        let d = root
+            .create_dirs(Path::new(rel), Mode::from_bits_truncate(0o755))
+            .map_err(|e| self.beneath(e))?;
+        d.set_mode(mode)
+            .map_err(|e| Self::io(&self.root.join(rel), e))?;
+        Ok(d)
     }
 }
 
@@ -283,7 +299,9 @@ mod tests {
         }
         let a = AllocDir::new(tmp.path(), "5d4e0a3c-0000-4000-8000-000000000001").unwrap();
         for name in ["../../../../etc/cron.d", "a/b", "..", ".", "x\ny", ""] {
-            let e = a.build(&[name.to_string()]).unwrap_err();
+            let e = a.build_shared(&[name.to_string()]).unwrap_err();
+            assert!(matches!(e, AllocDirError::BadTaskName { .. }), "{e}");
+            let e = a.build_task(name).unwrap_err();
             assert!(matches!(e, AllocDirError::BadTaskName { .. }), "{e}");
         }
         assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
@@ -295,9 +313,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let a = AllocDir::new(tmp.path(), "a1").unwrap();
-        let dirs = a.build(&["web".into()]).unwrap();
+        a.build_shared(&["web".into()]).unwrap();
+        let dirs = a.build_task("web").unwrap();
         assert_eq!(
-            dirs[0].local_dir,
+            dirs.local_dir,
             tmp.path().join("a1/web/local").display().to_string()
         );
         let mode = |p: &str| {
@@ -314,7 +333,8 @@ mod tests {
         std::fs::remove_dir(tmp.path().join("a1/web/local")).unwrap();
         std::os::unix::fs::symlink(outside.path(), tmp.path().join("a1/web/local")).unwrap();
         let before = mode_of(outside.path());
-        assert!(a.build(&["web".into()]).is_err());
+        assert!(a.build_shared(&["web".into()]).is_ok());
+        assert!(a.build_task("web").is_err());
         assert_eq!(mode_of(outside.path()), before);
         // Files read through the allocation directory never follow a link.
         std::fs::write(outside.path().join("shadow"), "host").unwrap();

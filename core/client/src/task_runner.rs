@@ -617,7 +617,6 @@ pub async fn run(ctx: TaskCtx) {
         r.reattach().await
     } else {
         r.emit(event("Received", "Task received by client")).await;
-        r.emit(event("Task Setup", "Building Task Directory")).await;
         Next::Start
     };
     loop {
@@ -690,6 +689,11 @@ impl Runner {
                 }
                 let failed = self.stop_reason().is_none();
                 self.finish(failed).await;
+                return Next::Done;
+            }
+            Err(HookError::Unrecoverable { event }) => {
+                self.emit(event).await;
+                self.finish(true).await;
                 return Next::Done;
             }
         }

@@ -30,11 +30,7 @@ fn g(v: &J) -> gtmpl::Value {
         }
         J::String(s) => gtmpl::Value::String(s.clone()),
         J::Array(a) => gtmpl::Value::Array(a.iter().map(g).collect()),
-        J::Object(o) => gtmpl::Value::Map(
-            o.iter()
-                .map(|(k, v)| (k.clone(), g(v)))
-                .collect(),
-        ),
+        J::Object(o) => gtmpl::Value::Map(o.iter().map(|(k, v)| (k.clone(), g(v))).collect()),
     }
 }
 

@@ -1,6 +1,8 @@
-//! The allocation directory hook: builds the allocation's directory and its tasks'
-//! (through the hardened [`crate::alloc_dir::AllocDir`]) before they run, and removes it,
-//! after unmounting what is mounted below it, when the allocation is garbage-collected.
+//! The allocation directory hook: builds the allocation's directory and its shared `alloc/`
+//! (through the hardened [`crate::alloc_dir::AllocDir`]), after checking every task's name,
+//! before any task runs; says where each task's directories are (the task directory hook
+//! builds them); and removes the tree, after unmounting what is mounted below it, when the
+//! allocation is garbage-collected.
 
 use super::{AllocHook, AllocHookCtx, AllocHookError, Prepared};
 use crate::Client;
@@ -18,11 +20,17 @@ impl AllocHook for AllocDirHook {
     ) -> Result<(), AllocHookError> {
         let root = ctx.client.alloc_dir(&ctx.alloc.id)?;
         let names: Vec<String> = ctx.group.tasks.iter().map(|t| t.name.clone()).collect();
-        let tasks = names.clone();
-        let dirs = tokio::task::spawn_blocking(move || root.build(&tasks))
+        let dirs: Vec<_> = names.iter().map(|t| root.task_dirs(t)).collect();
+        tokio::task::spawn_blocking(move || root.build_shared(&names))
             .await
             .map_err(AllocHookError::DirPanicked)??;
-        prepared.task_dirs = names.into_iter().zip(dirs).collect();
+        prepared.task_dirs = ctx
+            .group
+            .tasks
+            .iter()
+            .map(|t| t.name.clone())
+            .zip(dirs)
+            .collect();
         Ok(())
     }
 

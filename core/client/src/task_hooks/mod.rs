@@ -2,8 +2,8 @@
 //! errors, as Nomad's task runner hooks are. The task runner calls every hook in the order
 //! of [`for_task`]; a hook implements only the phases it needs:
 //!
-//! - `prestart` before each start (not after a reattach): fetch artifacts, render
-//!   templates, resolve volumes. A hook that fails names the event to emit and the reason
+//! - `prestart` before each start (not after a reattach): build the task directory, fetch
+//!   artifacts, render templates, resolve volumes. A hook that fails names the event to emit and the reason
 //!   the restart policy is told; a stop asked for meanwhile ends the wait.
 //! - `configure` while the driver's task config is built: a hook fills in what it owns (log
 //!   paths, mounts).
@@ -19,6 +19,7 @@
 
 mod artifacts;
 mod logs;
+mod task_dir;
 mod templates;
 mod volumes;
 
@@ -53,6 +54,8 @@ pub(crate) enum HookError {
         event: TaskEvent,
         restart_reason: &'static str,
     },
+    /// The hook failed in a way a restart cannot mend: the event to emit; the task fails.
+    Unrecoverable { event: TaskEvent },
 }
 
 /// What a hook sees of its task.
@@ -117,7 +120,10 @@ pub(crate) trait TaskHook: Send + Sync {
 /// The hooks of a task, in the order they run. A new task hook is a module here and one
 /// line in this list.
 pub(crate) fn for_task(task: &Task) -> Vec<Box<dyn TaskHook>> {
-    let mut hooks: Vec<Box<dyn TaskHook>> = vec![Box::new(logs::LogsHook)];
+    let mut hooks: Vec<Box<dyn TaskHook>> = vec![
+        Box::new(task_dir::TaskDirHook::default()),
+        Box::new(logs::LogsHook),
+    ];
     if !task.artifacts.is_empty() {
         hooks.push(Box::new(artifacts::ArtifactsHook::default()));
     }

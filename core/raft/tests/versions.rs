@@ -56,8 +56,8 @@ async fn a_raft_directory_written_at_580767e_opens_with_every_entry() {
     // The fixture's membership has server 1 at 127.0.0.1:4647.
     std::fs::write(dir.path().join("server-id"), "1").unwrap();
     let node = open(dir.path(), "127.0.0.1:4647").await;
-    wait_until("the old log applied", || node.store.index() >= 17).await;
-    let s = node.store.snapshot();
+    wait_until("the old log applied", || node.store().index() >= 17).await;
+    let s = node.store().snapshot();
     // From the headerless snapshot (index 13) ...
     assert!(s.job("default", "fixture-job").is_some());
     assert!(s.alloc("alloc-1").is_some());
@@ -94,9 +94,9 @@ async fn a_command_a_member_is_too_old_for_is_refused() {
         name: "old".into(),
         version: 1,
     };
-    node.raft.add_learner(99, old, false).await.unwrap();
+    node.raft().add_learner(99, old, false).await.unwrap();
     assert_eq!(node.status().await.versions.get(&99), Some(&1));
-    let before = node.store.index();
+    let before = node.store().index();
     let err = node
         .write(Command::RestoreAbort { id: "r".into() })
         .await
@@ -123,7 +123,7 @@ async fn a_command_a_member_is_too_old_for_is_refused() {
         Err(WriteError::Unsupported { .. })
     ));
     assert_eq!(
-        node.store.index(),
+        node.store().index(),
         before,
         "a refused command was committed"
     );
@@ -131,7 +131,7 @@ async fn a_command_a_member_is_too_old_for_is_refused() {
         .await
         .unwrap();
     // Once the old server is gone, the command is accepted.
-    node.raft
+    node.raft()
         .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([99])), false)
         .await
         .unwrap();
@@ -147,20 +147,20 @@ async fn an_entry_this_server_cannot_decode_stops_applying_without_a_panic() {
     node.write(Command::EvalUpsert { evals: vec![] })
         .await
         .unwrap();
-    let applied = node.store.index();
+    let applied = node.store().index();
     // As a newer leader would replicate it: a command this version does not know.
     let raw = r#"{"v":9,"time":1,"command":{"JobScale":{"job_id":"x","count":3}}}"#;
     let entry: Entry = serde_json::from_str(raw).unwrap();
     assert!(matches!(entry.command, Command::Unknown(_)));
-    let raft = node.raft.clone();
+    let raft = node.raft().clone();
     let write = tokio::spawn(async move { raft.client_write(entry).await });
-    wait_until("applying halted", || node.store.halted().is_some()).await;
-    let why = node.store.halted().unwrap();
+    wait_until("applying halted", || node.store().halted().is_some()).await;
+    let why = node.store().halted().unwrap();
     assert!(
         why.contains("JobScale") && why.contains("encoding version 9"),
         "{why}"
     );
-    assert_eq!(node.store.index(), applied, "something past it was applied");
+    assert_eq!(node.store().index(), applied, "something past it was applied");
     // The write fails (Raft stopped on this server); nothing panicked.
     let r = tokio::time::timeout(Duration::from_secs(10), write).await;
     assert!(matches!(r, Ok(Ok(Err(_)))), "{r:?}");
@@ -169,7 +169,7 @@ async fn an_entry_this_server_cannot_decode_stops_applying_without_a_panic() {
     let log = std::fs::read(dir.path().join("raft/log")).unwrap();
     let needle = br#"{"JobScale":{"count":3,"job_id":"x"}}"#;
     assert!(log.windows(needle.len()).any(|w| w == needle));
-    let _ = node.raft.shutdown().await;
+    let _ = node.raft().shutdown().await;
     drop(node);
 
     // Restarted with the same version, it refuses to start at the same entry: an error

@@ -516,6 +516,160 @@ fn hcl_to_json(
     Ok(serde_json::Value::Object(out))
 }
 
+/// What Drover refuses to run with: (dotted key, whether a file sets it, why), in the order
+/// [`FileConfig::refusals`] reports them.
+type Refusal = (&'static str, fn(&FileConfig) -> bool, &'static str);
+
+const REFUSALS: &[Refusal] = &[
+    (
+        "acl.enabled",
+        |f| f.acl.as_ref().is_some_and(|acl| acl.enabled == Some(true)),
+        "ACLs are not implemented yet, so this agent would serve every request unauthenticated; remove the acl block (or set enabled = false) to run without ACLs knowingly",
+    ),
+    (
+        "tls.http",
+        |f| f.tls.as_ref().is_some_and(|tls| tls.http == Some(true)),
+        "TLS is not implemented yet, so the HTTP API would be plaintext; set http = false (or remove the tls block) to run without TLS knowingly",
+    ),
+    (
+        "tls.rpc",
+        |f| f.tls.as_ref().is_some_and(|tls| tls.rpc == Some(true)),
+        "TLS is not implemented yet, so RPC would be plaintext; set rpc = false (or remove the tls block) to run without TLS knowingly",
+    ),
+    (
+        "telemetry",
+        |f| f.telemetry.is_some(),
+        "metrics are not exported yet; remove the telemetry block",
+    ),
+    (
+        "ui.enabled",
+        |f| f.ui.as_ref().is_some_and(|u| u.enabled == Some(true)),
+        "Drover has no web UI",
+    ),
+    (
+        "log_file",
+        |f| f.log_file.is_some(),
+        "logging to a file is not implemented yet: the agent logs to stderr",
+    ),
+    (
+        "enable_debug",
+        |f| f.enable_debug == Some(true),
+        "there are no debug (pprof) endpoints",
+    ),
+    (
+        "client.options",
+        |f| {
+            f.client
+                .as_ref()
+                .is_some_and(|c| c.options.as_ref().is_some_and(|o| !o.is_empty()))
+        },
+        "client options are not implemented yet (drivers are configured in plugin blocks)",
+    ),
+    (
+        "client.state_dir",
+        |f| f.client.as_ref().is_some_and(|c| c.state_dir.is_some()),
+        "not configurable yet: the client keeps its state in <data_dir>/client",
+    ),
+    (
+        "client.alloc_dir",
+        |f| f.client.as_ref().is_some_and(|c| c.alloc_dir.is_some()),
+        "not configurable yet: allocation directories are in <data_dir>/alloc",
+    ),
+    (
+        "client.gc_interval",
+        |f| f.client.as_ref().is_some_and(|c| c.gc_interval.is_some()),
+        "not configurable yet: the client collects terminal allocations as they end (see gc_max_allocs, gc_disk_usage_threshold)",
+    ),
+    (
+        "client.reserved.reserved_ports",
+        |f| {
+            f.client.as_ref().is_some_and(|c| {
+                c.reserved
+                    .as_ref()
+                    .is_some_and(|r| r.reserved_ports.is_some())
+            })
+        },
+        "reserving host ports is not implemented yet",
+    ),
+    (
+        "client.node_pool",
+        |f| {
+            f.client
+                .as_ref()
+                .is_some_and(|c| c.node_pool.as_deref().is_some_and(|p| p != "default"))
+        },
+        "node pools other than \"default\" are not configurable yet",
+    ),
+    (
+        "client.network_interface",
+        |f| {
+            f.client
+                .as_ref()
+                .is_some_and(|c| c.network_interface.is_some())
+        },
+        "networks are not fingerprinted per interface yet",
+    ),
+    (
+        "client.cni_path",
+        |f| f.client.as_ref().is_some_and(|c| c.cni_path.is_some()),
+        "CNI networking is not implemented yet",
+    ),
+    (
+        "client.cni_config_dir",
+        |f| {
+            f.client
+                .as_ref()
+                .is_some_and(|c| c.cni_config_dir.is_some())
+        },
+        "CNI networking is not implemented yet",
+    ),
+    (
+        "server.data_dir",
+        |f| f.server.as_ref().is_some_and(|s| s.data_dir.is_some()),
+        "not configurable: the server keeps its data in <data_dir>/server",
+    ),
+    (
+        "server.default_scheduler_config.memory_oversubscription_enabled",
+        |f| {
+            f.server
+                .as_ref()
+                .and_then(|s| s.default_scheduler_config.as_ref())
+                .is_some_and(|d| d.memory_oversubscription_enabled == Some(true))
+        },
+        "memory oversubscription is not implemented yet",
+    ),
+    (
+        "server.default_scheduler_config.reject_job_registration",
+        |f| {
+            f.server
+                .as_ref()
+                .and_then(|s| s.default_scheduler_config.as_ref())
+                .is_some_and(|d| d.reject_job_registration == Some(true))
+        },
+        "rejecting job registrations is not implemented yet",
+    ),
+    (
+        "server.default_scheduler_config.pause_eval_broker",
+        |f| {
+            f.server
+                .as_ref()
+                .and_then(|s| s.default_scheduler_config.as_ref())
+                .is_some_and(|d| d.pause_eval_broker == Some(true))
+        },
+        "pausing the evaluation broker is not implemented yet",
+    ),
+    (
+        "server.default_scheduler_config.preemption_config",
+        |f| {
+            f.server
+                .as_ref()
+                .and_then(|s| s.default_scheduler_config.as_ref())
+                .is_some_and(|d| d.preemption_config.is_some())
+        },
+        "preemption is not implemented yet",
+    ),
+];
+
 impl FileConfig {
     /// Reads one file (HCL, or JSON for `*.json`).
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
@@ -609,130 +763,11 @@ impl FileConfig {
     /// such a file is refused rather than run with the option silently ignored. `acl` and
     /// `tls` enabled are here too: until they exist, such an agent would run open.
     pub fn refusals(&self) -> Vec<(String, String)> {
-        let mut r: Vec<(String, String)> = Vec::new();
-        let mut refuse = |set: bool, key: &str, why: &str| {
-            if set {
-                r.push((key.to_string(), why.to_string()));
-            }
-        };
-        if let Some(acl) = &self.acl {
-            refuse(
-                acl.enabled == Some(true),
-                "acl.enabled",
-                "ACLs are not implemented yet, so this agent would serve every request unauthenticated; remove the acl block (or set enabled = false) to run without ACLs knowingly",
-            );
-        }
-        if let Some(tls) = &self.tls {
-            refuse(
-                tls.http == Some(true),
-                "tls.http",
-                "TLS is not implemented yet, so the HTTP API would be plaintext; set http = false (or remove the tls block) to run without TLS knowingly",
-            );
-            refuse(
-                tls.rpc == Some(true),
-                "tls.rpc",
-                "TLS is not implemented yet, so RPC would be plaintext; set rpc = false (or remove the tls block) to run without TLS knowingly",
-            );
-        }
-        refuse(
-            self.telemetry.is_some(),
-            "telemetry",
-            "metrics are not exported yet; remove the telemetry block",
-        );
-        refuse(
-            self.ui.as_ref().is_some_and(|u| u.enabled == Some(true)),
-            "ui.enabled",
-            "Drover has no web UI",
-        );
-        refuse(
-            self.log_file.is_some(),
-            "log_file",
-            "logging to a file is not implemented yet: the agent logs to stderr",
-        );
-        refuse(
-            self.enable_debug == Some(true),
-            "enable_debug",
-            "there are no debug (pprof) endpoints",
-        );
-        if let Some(c) = &self.client {
-            refuse(
-                c.options.as_ref().is_some_and(|o| !o.is_empty()),
-                "client.options",
-                "client options are not implemented yet (drivers are configured in plugin blocks)",
-            );
-            refuse(
-                c.state_dir.is_some(),
-                "client.state_dir",
-                "not configurable yet: the client keeps its state in <data_dir>/client",
-            );
-            refuse(
-                c.alloc_dir.is_some(),
-                "client.alloc_dir",
-                "not configurable yet: allocation directories are in <data_dir>/alloc",
-            );
-            refuse(
-                c.gc_interval.is_some(),
-                "client.gc_interval",
-                "not configurable yet: the client collects terminal allocations as they end (see gc_max_allocs, gc_disk_usage_threshold)",
-            );
-            refuse(
-                c.reserved
-                    .as_ref()
-                    .is_some_and(|r| r.reserved_ports.is_some()),
-                "client.reserved.reserved_ports",
-                "reserving host ports is not implemented yet",
-            );
-            refuse(
-                c.node_pool.as_deref().is_some_and(|p| p != "default"),
-                "client.node_pool",
-                "node pools other than \"default\" are not configurable yet",
-            );
-            refuse(
-                c.network_interface.is_some(),
-                "client.network_interface",
-                "networks are not fingerprinted per interface yet",
-            );
-            refuse(
-                c.cni_path.is_some(),
-                "client.cni_path",
-                "CNI networking is not implemented yet",
-            );
-            refuse(
-                c.cni_config_dir.is_some(),
-                "client.cni_config_dir",
-                "CNI networking is not implemented yet",
-            );
-        }
-        if let Some(s) = &self.server {
-            refuse(
-                s.data_dir.is_some(),
-                "server.data_dir",
-                "not configurable: the server keeps its data in <data_dir>/server",
-            );
-            if let Some(d) = &s.default_scheduler_config {
-                refuse(
-                    d.memory_oversubscription_enabled == Some(true),
-                    "server.default_scheduler_config.memory_oversubscription_enabled",
-                    "memory oversubscription is not implemented yet",
-                );
-                refuse(
-                    d.reject_job_registration == Some(true),
-                    "server.default_scheduler_config.reject_job_registration",
-                    "rejecting job registrations is not implemented yet",
-                );
-                refuse(
-                    d.pause_eval_broker == Some(true),
-                    "server.default_scheduler_config.pause_eval_broker",
-                    "pausing the evaluation broker is not implemented yet",
-                );
-                refuse(
-                    d.preemption_config.is_some(),
-                    "server.default_scheduler_config.preemption_config",
-                    "preemption is not implemented yet",
-                );
-            }
-        }
-        r
+        REFUSALS
+            .iter()
+            .filter(|(_, set, _)| set(self))
+            .map(|(key, _, why)| (key.to_string(), why.to_string()))
+            .collect()
     }
 
     /// The first refusal of [`FileConfig::refusals`] as an error naming `file:line:col`.

@@ -62,11 +62,7 @@ pub const SPEC_FILE: &str = "spec.json";
 pub const LOG_FILE: &str = "shim.log";
 
 /// The wall clock as Unix nanoseconds (task start and exit times).
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+pub use drover_clock::now_nanos;
 
 /// How long [`launch`] waits for the shim to report.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);

@@ -26,17 +26,10 @@ pub use variable::*;
 pub type Index = u64;
 
 /// Wall-clock time as Unix nanoseconds. Inside the state machine it always comes from the
-/// leader's timestamp on the Raft entry, so applying an entry is deterministic.
-pub type UnixNanos = i64;
-
-/// The wall clock as Unix nanoseconds: the leader's time stamped on Raft entries, the
-/// scheduler's `now`, task event times. Never read inside Raft apply or the scheduler, which
-/// take the time they are given.
-pub fn now_nanos() -> UnixNanos {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
+/// leader's timestamp on the Raft entry, so applying an entry is deterministic; the clock
+/// ([`now_nanos`]) is never read inside Raft apply or the scheduler, which take the time
+/// they are given.
+pub use drover_clock::{UnixNanos, now_nanos};
 
 /// The namespace objects live in when none is given.
 pub const DEFAULT_NAMESPACE: &str = "default";

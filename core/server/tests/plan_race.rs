@@ -4,39 +4,16 @@
 
 use std::time::Duration;
 
-use drover_model::{
-    DriverInfo, Evaluation, Job, JobType, Node, NodeResources, NodeStatus, Resources, Task,
-    TaskGroup,
-};
+use drover_model::{Evaluation, Job, JobType, Node, Resources, Task, TaskGroup};
 use drover_raft::{RaftNode, RaftNodeConfig};
 use drover_scheduler::{Options, finished_eval, schedule};
 use drover_server::{PlanOutcome, Server, ServerConfig};
 use drover_state::Command;
 
 fn node(id: &str, mem: u64) -> Node {
-    Node {
-        id: id.into(),
-        name: id.into(),
-        datacenter: "dc1".into(),
-        node_pool: "default".into(),
-        status: NodeStatus::Ready,
-        scheduling_eligibility: "eligible".into(),
-        resources: NodeResources {
-            cpu: 10_000,
-            memory_mb: mem,
-            disk_mb: 0,
-        },
-        drivers: [(
-            "raw_exec".to_string(),
-            DriverInfo {
-                detected: true,
-                healthy: true,
-                ..Default::default()
-            },
-        )]
-        .into(),
-        ..Default::default()
-    }
+    let mut n = drover_fixtures::ready_node(id, 10_000, mem);
+    n.resources.disk_mb = 0;
+    n
 }
 
 fn job(id: &str, mem: u64) -> Job {

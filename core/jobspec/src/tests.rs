@@ -76,8 +76,8 @@ fn every_block_parses_into_the_model() {
     assert_eq!(j.constraints.len(), 2);
     assert_eq!(j.constraints[0].l_target, "${attr.kernel.name}");
     assert_eq!(j.constraints[0].r_target, "linux");
-    assert_eq!(j.constraints[0].operand, "=");
-    assert_eq!(j.constraints[1].operand, "distinct_hosts");
+    assert_eq!(j.constraints[0].operand.as_str(), "=");
+    assert_eq!(j.constraints[1].operand.as_str(), "distinct_hosts");
     assert_eq!(j.affinities[0].weight, 80);
     assert_eq!(j.spreads[0].spread_target.len(), 2);
     assert_eq!(j.spreads[0].spread_target[0].value, "dc1");
@@ -88,7 +88,7 @@ fn every_block_parses_into_the_model() {
 
     let g = &j.groups[0];
     assert_eq!(g.count, 3, "count from var.replicas");
-    assert_eq!(g.constraints[0].operand, "distinct_property");
+    assert_eq!(g.constraints[0].operand.as_str(), "distinct_property");
     let n = &g.networks[0];
     assert_eq!(n.mode, "bridge");
     assert_eq!(n.dynamic_ports[0].label, "http");
@@ -142,7 +142,7 @@ fn every_block_parses_into_the_model() {
         "https://example.com/app.tar.gz"
     );
     assert_eq!(t.artifacts[0].getter_options["checksum"], "sha256:abc");
-    assert_eq!(t.lifecycle.as_ref().unwrap().hook, "prestart");
+    assert_eq!(t.lifecycle.as_ref().unwrap().hook.as_str(), "prestart");
     assert_eq!(t.volume_mounts[0].destination, "/srv/data");
     assert_eq!(t.identities[0].audience, vec!["drover"]);
     assert_eq!(t.vault.as_ref().unwrap().policies, vec!["web"]);

@@ -160,7 +160,11 @@ async fn an_entry_this_server_cannot_decode_stops_applying_without_a_panic() {
         why.contains("JobScale") && why.contains("encoding version 9"),
         "{why}"
     );
-    assert_eq!(node.store().index(), applied, "something past it was applied");
+    assert_eq!(
+        node.store().index(),
+        applied,
+        "something past it was applied"
+    );
     // The write fails (Raft stopped on this server); nothing panicked.
     let r = tokio::time::timeout(Duration::from_secs(10), write).await;
     assert!(matches!(r, Ok(Ok(Err(_)))), "{r:?}");

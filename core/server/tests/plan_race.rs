@@ -20,7 +20,7 @@ fn node(id: &str, mem: u64) -> Node {
         datacenter: "dc1".into(),
         node_pool: "default".into(),
         status: NodeStatus::Ready,
-        scheduling_eligibility: "eligible".into(),
+        scheduling_eligibility: drover_model::SchedulingEligibility::Eligible,
         resources: NodeResources {
             cpu: 10_000,
             memory_mb: mem,

@@ -280,16 +280,26 @@ fn measure_the_json_encoding() {
     };
     let eb = serde_json::to_vec(&e).unwrap();
     let sb = serde_json::to_vec(&s).unwrap();
-    println!("JobRegister entry: {} bytes; state: {} bytes", eb.len(), sb.len());
-    time("encode entry", 2000, &mut || drop(serde_json::to_vec(&e).unwrap()));
+    println!(
+        "JobRegister entry: {} bytes; state: {} bytes",
+        eb.len(),
+        sb.len()
+    );
+    time("encode entry", 2000, &mut || {
+        drop(serde_json::to_vec(&e).unwrap())
+    });
     time("decode entry", 2000, &mut || {
         drop(serde_json::from_slice::<Entry>(&eb).unwrap())
     });
     let cb = serde_json::to_vec(&e.command).unwrap();
-    time("decode command alone (no version envelope)", 2000, &mut || {
-        drop(serde_json::from_slice::<Command>(&cb).unwrap())
+    time(
+        "decode command alone (no version envelope)",
+        2000,
+        &mut || drop(serde_json::from_slice::<Command>(&cb).unwrap()),
+    );
+    time("encode state", 500, &mut || {
+        drop(serde_json::to_vec(&s).unwrap())
     });
-    time("encode state", 500, &mut || drop(serde_json::to_vec(&s).unwrap()));
     time("decode state", 500, &mut || {
         drop(serde_json::from_slice::<StateSnapshot>(&sb).unwrap())
     });

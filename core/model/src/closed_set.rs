@@ -108,6 +108,17 @@ closed_set! {
     }
 }
 
+closed_set! {
+    /// What a re-rendered template asks of its running task.
+    pub enum TemplateChangeMode {
+        Restart = "restart",
+        Signal = "signal",
+        /// Not run: the file is rewritten and nothing else is done.
+        Script = "script",
+        Noop = "noop",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

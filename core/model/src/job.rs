@@ -4,7 +4,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::serde_fmt::{nanos, opt_nanos};
-use crate::{ConstraintOperand, DEFAULT_NAMESPACE, Index, LifecycleHook, UnixNanos, VolumeType};
+use crate::{
+    ConstraintOperand, DEFAULT_NAMESPACE, Index, LifecycleHook, TemplateChangeMode, UnixNanos,
+    VolumeType,
+};
 
 /// Free-form configuration: a driver's `config`, a scaling policy, artifact options.
 pub type FreeForm = serde_json::Map<String, serde_json::Value>;
@@ -826,8 +829,7 @@ pub struct Template {
     pub source_path: String,
     pub dest_path: String,
     pub embedded_tmpl: String,
-    /// "restart", "signal", "script" or "noop".
-    pub change_mode: String,
+    pub change_mode: TemplateChangeMode,
     pub change_signal: String,
     #[serde(with = "nanos")]
     pub splay: Duration,
@@ -846,7 +848,7 @@ impl Default for Template {
             source_path: String::new(),
             dest_path: String::new(),
             embedded_tmpl: String::new(),
-            change_mode: "restart".into(),
+            change_mode: TemplateChangeMode::Restart,
             change_signal: String::new(),
             splay: Duration::from_secs(5),
             perms: "0644".into(),

@@ -287,3 +287,66 @@ fn wrong_type_and_missing_driver() {
         "{e}"
     );
 }
+
+#[test]
+fn closed_set_words_are_refused_with_position_and_accepted_words() {
+    let task = |body: &str| {
+        format!(
+            "job \"x\" {{\n group \"g\" {{\n  task \"t\" {{\n   driver = \"raw_exec\"\n{body}  }}\n }}\n}}\n"
+        )
+    };
+    let e = parse(
+        &task("   lifecycle {\n    hook = \"prestrat\"\n   }\n"),
+        "x.hcl",
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("x.hcl:6:5: "), "{msg}");
+    assert!(
+        msg.contains("prestrat") && msg.contains("`prestart`, `poststart`, `poststop`"),
+        "{msg}"
+    );
+    let e = parse(&task("   lifecycle {\n    sidecar = true\n   }\n"), "x.hcl").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "x.hcl:5:4: job \"x\" > group \"g\" > task \"t\" > lifecycle: missing field `Hook`"
+    );
+    let e = parse(
+        &task("   template {\n    data = \"x\"\n    change_mode = \"reload\"\n   }\n"),
+        "x.hcl",
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("x.hcl:7:5: "), "{msg}");
+    assert!(
+        msg.contains("`restart`, `signal`, `script`, `noop`"),
+        "{msg}"
+    );
+    let e = parse(
+        &task("   constraint {\n    attribute = \"a\"\n    operator = \"~=\"\n    value = \"b\"\n   }\n"),
+        "x.hcl",
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("x.hcl:7:5: "), "{msg}");
+    assert!(
+        msg.contains("operator \"~=\" is not one of =, ==, is, !="),
+        "{msg}"
+    );
+    let src = "job \"x\" {\n group \"g\" {\n  volume \"d\" {\n   type = \"nfs\"\n  }\n  task \"t\" { driver = \"raw_exec\" }\n }\n}\n";
+    let e = parse(src, "x.hcl").unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("x.hcl:4:4: ") && msg.contains("expected `host` or `csi`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn operator_aliases_are_kept_as_written() {
+    let src = "job \"x\" {\n constraint {\n  attribute = \"a\"\n  operator = \"is\"\n  value = \"b\"\n }\n affinity {\n  attribute = \"a\"\n  operator = \"not\"\n  value = \"b\"\n }\n group \"g\" {\n  task \"t\" { driver = \"raw_exec\" }\n }\n}\n";
+    let j = parse(src, "x.hcl").unwrap().job;
+    let json = serde_json::to_value(&j).unwrap();
+    assert_eq!(json["Constraints"][0]["Operand"], "is");
+    assert_eq!(json["Affinities"][0]["Operand"], "not");
+}

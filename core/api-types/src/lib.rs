@@ -161,6 +161,42 @@ mod tests {
     }
 
     #[test]
+    fn closed_set_words_are_refused_naming_the_field() {
+        let job = |task: &str| {
+            format!(
+                r#"{{"Job":{{"ID":"web","TaskGroups":[{{"Name":"g","Tasks":[{{"Name":"t","Driver":"raw_exec",{task}}}]}}]}}}}"#
+            )
+        };
+        let e = decode_job(job(r#""Lifecycle":{"Hook":"later"}"#).as_bytes(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("Job.TaskGroups[0].Tasks[0].Lifecycle.Hook")
+                && e.contains("`prestart`, `poststart`, `poststop`"),
+            "{e}"
+        );
+        let e = decode_job(
+            job(r#""Constraints":[{"LTarget":"a","Operand":"~=","RTarget":"b"}]"#).as_bytes(),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("Job.TaskGroups[0].Tasks[0].Constraints[0].Operand") && e.contains("`is`"),
+            "{e}"
+        );
+        // An operand left out reads back left out, and aliases as written.
+        let body =
+            job(r#""Constraints":[{"LTarget":"a","RTarget":"b"},{"Operand":"==","LTarget":"a"}]"#);
+        let j = decode_job(body.as_bytes(), false).unwrap();
+        let c = &serde_json::to_value(&j).unwrap()["TaskGroups"][0]["Tasks"][0]["Constraints"];
+        assert_eq!(
+            (&c[0]["Operand"], &c[1]["Operand"]),
+            (&"".into(), &"==".into())
+        );
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         let e = decode_job(
             br#"{"ID":"x","TaskGroups":[{"Name":"g","Tasks":[{"Name":"t"}]}]}"#,

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use drover_model::{
-    AllocClientUpdate, Allocation, ClientStatus, Job, TaskGroup, TaskLifecycle, TaskState,
+    AllocClientUpdate, Allocation, ClientStatus, Job, LifecycleHook, TaskGroup, TaskLifecycle,
+    TaskState,
 };
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -586,10 +587,12 @@ impl Lifecycle {
             .map(|task| {
                 let restored = local.tasks.get(&task.name);
                 let (stage, sidecar) = match &task.lifecycle {
-                    Some(l) if l.hook == "prestart" => (Stage::Prestart, l.sidecar),
-                    Some(l) if l.hook == "poststart" => (Stage::Poststart, l.sidecar),
-                    Some(l) if l.hook == "poststop" => (Stage::Poststop, false),
-                    _ => (Stage::Main, false),
+                    Some(l) => match l.hook {
+                        LifecycleHook::Prestart => (Stage::Prestart, l.sidecar),
+                        LifecycleHook::Poststart => (Stage::Poststart, l.sidecar),
+                        LifecycleHook::Poststop => (Stage::Poststop, false),
+                    },
+                    None => (Stage::Main, false),
                 };
                 let slot = Slot {
                     stage,

@@ -120,7 +120,7 @@ pub async fn node(client: &Client) -> Node {
         node_pool: "default".into(),
         status: NodeStatus::Initializing,
         status_description: String::new(),
-        scheduling_eligibility: "eligible".into(),
+        scheduling_eligibility: drover_model::SchedulingEligibility::Eligible,
         attributes,
         meta: cfg.meta.clone(),
         resources,

@@ -22,7 +22,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use drover_model::{Allocation, Task, Template as TemplateBlock};
+use drover_model::{Allocation, Task, Template as TemplateBlock, TemplateChangeMode};
 use drover_template::{Functions, Options, Template, Value};
 
 use crate::Client;
@@ -384,17 +384,17 @@ pub(crate) async fn watch(
                 continue;
             }
             tracing::info!(template = %name, mode = %block.change_mode, "template re-rendered");
-            match block.change_mode.as_str() {
+            match block.change_mode {
                 _ if block.envvars => restart = true,
-                "noop" => continue,
-                "signal" => {
+                TemplateChangeMode::Noop => continue,
+                TemplateChangeMode::Signal => {
                     signals.insert(block.change_signal.clone());
                 }
-                "script" => {
+                TemplateChangeMode::Script => {
                     tracing::warn!(template = %name, "change_mode \"script\" is not supported; the file was rewritten and nothing else done");
                     continue;
                 }
-                _ => restart = true,
+                TemplateChangeMode::Restart => restart = true,
             }
             splay = splay.max(block.splay);
         }

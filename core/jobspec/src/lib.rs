@@ -15,7 +15,8 @@ mod reader;
 use std::collections::BTreeMap;
 
 use drover_model::{
-    Constraint, Job, JobType, NetworkResource, Port, RestartPolicy, Service, Task, TaskGroup,
+    Constraint, ConstraintOperand, Job, JobType, NetworkResource, Port, RestartPolicy, Service,
+    Task, TaskGroup,
 };
 use hcl::edit::structure::{Block, Body};
 use hcl::eval::Evaluate;
@@ -477,6 +478,16 @@ fn decode_block<T: serde::de::DeserializeOwned>(
     Ok(Some(v))
 }
 
+/// The operators a jobspec may write, for the error naming them.
+fn operator_words() -> String {
+    let words: Vec<&str> = ConstraintOperand::WORDS
+        .iter()
+        .copied()
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.join(", ")
+}
+
 fn constraints(
     src: &Source<'_>,
     r: &mut BlockReader<'_>,
@@ -490,7 +501,7 @@ fn constraints(
         // Nomad's shorthands: `distinct_hosts = true`, `distinct_property = "${meta.rack}"`,
         // `regexp|version|semver|set_contains* = "..."` with `attribute`.
         let mut c = Constraint {
-            operand: "=".into(),
+            operand: ConstraintOperand::Equal,
             ..Default::default()
         };
         if let Some((a, _)) = br.opt_string("attribute")? {
@@ -500,55 +511,36 @@ fn constraints(
             c.r_target = v;
         }
         if let Some((o, _)) = br.opt_string("operator")? {
-            c.operand = o;
+            c.operand = match ConstraintOperand::parse(&o) {
+                Some(op) if op != ConstraintOperand::Unset => op,
+                _ => {
+                    return Err(br.error_key(
+                        "operator",
+                        &format!("operator {o:?} is not one of {}", operator_words()),
+                    ));
+                }
+            };
         }
         if let Some(true) = br.opt_bool("distinct_hosts")? {
-            c.operand = "distinct_hosts".into();
+            c.operand = ConstraintOperand::DistinctHosts;
             c.r_target = "true".into();
         }
         if let Some((p, _)) = br.opt_string("distinct_property")? {
-            c.operand = "distinct_property".into();
+            c.operand = ConstraintOperand::DistinctProperty;
             c.l_target = p;
         }
         for op in [
-            "regexp",
-            "version",
-            "semver",
-            "set_contains",
-            "set_contains_any",
-            "set_contains_all",
+            ConstraintOperand::Regexp,
+            ConstraintOperand::Version,
+            ConstraintOperand::Semver,
+            ConstraintOperand::SetContains,
+            ConstraintOperand::SetContainsAny,
+            ConstraintOperand::SetContainsAll,
         ] {
-            if let Some((v, _)) = br.opt_string(op)? {
-                c.operand = op.into();
+            if let Some((v, _)) = br.opt_string(op.as_str())? {
+                c.operand = op;
                 c.r_target = v;
             }
-        }
-        const OPS: &[&str] = &[
-            "=",
-            "==",
-            "is",
-            "!=",
-            "not",
-            ">",
-            ">=",
-            "<",
-            "<=",
-            "regexp",
-            "version",
-            "semver",
-            "set_contains",
-            "set_contains_any",
-            "set_contains_all",
-            "is_set",
-            "is_not_set",
-            "distinct_hosts",
-            "distinct_property",
-        ];
-        if !OPS.contains(&c.operand.as_str()) {
-            return Err(br.error_key(
-                "operator",
-                &format!("operator {:?} is not one of {}", c.operand, OPS.join(", ")),
-            ));
         }
         warnings.extend(br.finish()?);
         out.push(c);
@@ -573,8 +565,8 @@ fn affinities(
             ],
             obj(vec![("Weight", Json::from(50))]),
         )?;
-        if a.operand.is_empty() {
-            a.operand = "=".into();
+        if a.operand == ConstraintOperand::Unset {
+            a.operand = ConstraintOperand::Equal;
         }
         if !(-100..=100).contains(&a.weight) {
             return Err(br.error_key("weight", "weight must be between -100 and 100"));
@@ -948,14 +940,6 @@ fn parse_task(
     let identities = identities(src, &mut r, warnings)?;
     let lifecycle =
         decode_block::<drover_model::TaskLifecycleConfig>(src, &mut r, "lifecycle", &[], warnings)?;
-    if let Some(l) = &lifecycle
-        && !matches!(l.hook.as_str(), "prestart" | "poststart" | "poststop")
-    {
-        return Err(r.error_here(&format!(
-            "lifecycle hook {:?} is not one of prestart, poststart, poststop",
-            l.hook
-        )));
-    }
     let volume_mounts = volume_mounts(src, &mut r, warnings)?;
     let dispatch_payload = decode_block::<drover_model::DispatchPayload>(
         src,

@@ -214,6 +214,8 @@ impl<'a> BlockReader<'a> {
                         self.src
                             .error_span(a, &self.path, &format!("{:?}: {msg}", a.key.as_str()))
                     }
+                    // A missing required key has the block itself for its path.
+                    None if path == "." => self.error_here(&msg),
                     None => self.error_here(&format!("{path}: {msg}")),
                 })
             }

@@ -76,8 +76,8 @@ fn every_block_parses_into_the_model() {
     assert_eq!(j.constraints.len(), 2);
     assert_eq!(j.constraints[0].l_target, "${attr.kernel.name}");
     assert_eq!(j.constraints[0].r_target, "linux");
-    assert_eq!(j.constraints[0].operand, "=");
-    assert_eq!(j.constraints[1].operand, "distinct_hosts");
+    assert_eq!(j.constraints[0].operand.as_str(), "=");
+    assert_eq!(j.constraints[1].operand.as_str(), "distinct_hosts");
     assert_eq!(j.affinities[0].weight, 80);
     assert_eq!(j.spreads[0].spread_target.len(), 2);
     assert_eq!(j.spreads[0].spread_target[0].value, "dc1");
@@ -88,7 +88,7 @@ fn every_block_parses_into_the_model() {
 
     let g = &j.groups[0];
     assert_eq!(g.count, 3, "count from var.replicas");
-    assert_eq!(g.constraints[0].operand, "distinct_property");
+    assert_eq!(g.constraints[0].operand.as_str(), "distinct_property");
     let n = &g.networks[0];
     assert_eq!(n.mode, "bridge");
     assert_eq!(n.dynamic_ports[0].label, "http");
@@ -142,7 +142,7 @@ fn every_block_parses_into_the_model() {
         "https://example.com/app.tar.gz"
     );
     assert_eq!(t.artifacts[0].getter_options["checksum"], "sha256:abc");
-    assert_eq!(t.lifecycle.as_ref().unwrap().hook, "prestart");
+    assert_eq!(t.lifecycle.as_ref().unwrap().hook.as_str(), "prestart");
     assert_eq!(t.volume_mounts[0].destination, "/srv/data");
     assert_eq!(t.identities[0].audience, vec!["drover"]);
     assert_eq!(t.vault.as_ref().unwrap().policies, vec!["web"]);
@@ -286,4 +286,67 @@ fn wrong_type_and_missing_driver() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn closed_set_words_are_refused_with_position_and_accepted_words() {
+    let task = |body: &str| {
+        format!(
+            "job \"x\" {{\n group \"g\" {{\n  task \"t\" {{\n   driver = \"raw_exec\"\n{body}  }}\n }}\n}}\n"
+        )
+    };
+    let e = parse(
+        &task("   lifecycle {\n    hook = \"prestrat\"\n   }\n"),
+        "x.hcl",
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("x.hcl:6:5: "), "{msg}");
+    assert!(
+        msg.contains("prestrat") && msg.contains("`prestart`, `poststart`, `poststop`"),
+        "{msg}"
+    );
+    let e = parse(&task("   lifecycle {\n    sidecar = true\n   }\n"), "x.hcl").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "x.hcl:5:4: job \"x\" > group \"g\" > task \"t\" > lifecycle: missing field `Hook`"
+    );
+    let e = parse(
+        &task("   template {\n    data = \"x\"\n    change_mode = \"reload\"\n   }\n"),
+        "x.hcl",
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("x.hcl:7:5: "), "{msg}");
+    assert!(
+        msg.contains("`restart`, `signal`, `script`, `noop`"),
+        "{msg}"
+    );
+    let e = parse(
+        &task("   constraint {\n    attribute = \"a\"\n    operator = \"~=\"\n    value = \"b\"\n   }\n"),
+        "x.hcl",
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("x.hcl:7:5: "), "{msg}");
+    assert!(
+        msg.contains("operator \"~=\" is not one of =, ==, is, !="),
+        "{msg}"
+    );
+    let src = "job \"x\" {\n group \"g\" {\n  volume \"d\" {\n   type = \"nfs\"\n  }\n  task \"t\" { driver = \"raw_exec\" }\n }\n}\n";
+    let e = parse(src, "x.hcl").unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("x.hcl:4:4: ") && msg.contains("expected `host` or `csi`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn operator_aliases_are_kept_as_written() {
+    let src = "job \"x\" {\n constraint {\n  attribute = \"a\"\n  operator = \"is\"\n  value = \"b\"\n }\n affinity {\n  attribute = \"a\"\n  operator = \"not\"\n  value = \"b\"\n }\n group \"g\" {\n  task \"t\" { driver = \"raw_exec\" }\n }\n}\n";
+    let j = parse(src, "x.hcl").unwrap().job;
+    let json = serde_json::to_value(&j).unwrap();
+    assert_eq!(json["Constraints"][0]["Operand"], "is");
+    assert_eq!(json["Affinities"][0]["Operand"], "not");
 }

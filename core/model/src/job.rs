@@ -4,7 +4,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::serde_fmt::{nanos, opt_nanos};
-use crate::{DEFAULT_NAMESPACE, Index, UnixNanos};
+use crate::{
+    ConstraintOperand, DEFAULT_NAMESPACE, Index, LifecycleHook, TemplateChangeMode, UnixNanos,
+    VolumeType,
+};
 
 /// Free-form configuration: a driver's `config`, a scaling policy, artifact options.
 pub type FreeForm = serde_json::Map<String, serde_json::Value>;
@@ -257,7 +260,7 @@ impl Job {
 pub struct Constraint {
     pub l_target: String,
     pub r_target: String,
-    pub operand: String,
+    pub operand: ConstraintOperand,
 }
 
 /// A placement preference with a weight in -100..=100.
@@ -266,7 +269,7 @@ pub struct Constraint {
 pub struct Affinity {
     pub l_target: String,
     pub r_target: String,
-    pub operand: String,
+    pub operand: ConstraintOperand,
     pub weight: i8,
 }
 
@@ -758,18 +761,24 @@ pub struct CheckRestart {
     pub ignore_warnings: bool,
 }
 
-/// A volume the group asks for (the group's `volume "NAME"` block).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+/// A volume the group asks for (the group's `volume "NAME"` block). `Type` must be given;
+/// every other field may be left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct VolumeRequest {
+    #[serde(default)]
     pub name: String,
-    /// "host" or "csi".
     #[serde(rename = "Type")]
-    pub volume_type: String,
+    pub volume_type: VolumeType,
+    #[serde(default)]
     pub source: String,
+    #[serde(default)]
     pub read_only: bool,
+    #[serde(default)]
     pub access_mode: String,
+    #[serde(default)]
     pub attachment_mode: String,
+    #[serde(default)]
     pub per_alloc: bool,
 }
 
@@ -820,8 +829,7 @@ pub struct Template {
     pub source_path: String,
     pub dest_path: String,
     pub embedded_tmpl: String,
-    /// "restart", "signal", "script" or "noop".
-    pub change_mode: String,
+    pub change_mode: TemplateChangeMode,
     pub change_signal: String,
     #[serde(with = "nanos")]
     pub splay: Duration,
@@ -840,7 +848,7 @@ impl Default for Template {
             source_path: String::new(),
             dest_path: String::new(),
             embedded_tmpl: String::new(),
-            change_mode: "restart".into(),
+            change_mode: TemplateChangeMode::Restart,
             change_signal: String::new(),
             splay: Duration::from_secs(5),
             perms: "0644".into(),
@@ -866,11 +874,12 @@ pub struct TaskArtifact {
     pub relative_dest: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+/// A task's `lifecycle` block: `Hook` must be given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct TaskLifecycleConfig {
-    /// "prestart", "poststart" or "poststop".
-    pub hook: String,
+    pub hook: LifecycleHook,
+    #[serde(default)]
     pub sidecar: bool,
 }
 

@@ -8,6 +8,7 @@
 //! `drover-api-types` holds only the API's envelopes and list stubs.
 
 mod alloc;
+mod closed_set;
 mod deployment;
 mod eval;
 mod job;
@@ -16,6 +17,7 @@ pub mod serde_fmt;
 mod variable;
 
 pub use alloc::*;
+pub use closed_set::*;
 pub use deployment::*;
 pub use eval::*;
 pub use job::*;

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Index, UnixNanos};
+use crate::{Index, SchedulingEligibility, UnixNanos};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -38,8 +38,7 @@ pub struct Node {
     pub node_pool: String,
     pub status: NodeStatus,
     pub status_description: String,
-    /// "eligible" or "ineligible".
-    pub scheduling_eligibility: String,
+    pub scheduling_eligibility: SchedulingEligibility,
     /// Fingerprinted attributes: `cpu.numcores`, `kernel.name`, `unique.hostname`, ...
     pub attributes: BTreeMap<String, String>,
     pub meta: BTreeMap<String, String>,
@@ -81,7 +80,8 @@ impl Node {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.status == NodeStatus::Ready && self.scheduling_eligibility == "eligible"
+        self.status == NodeStatus::Ready
+            && self.scheduling_eligibility == SchedulingEligibility::Eligible
     }
 
     /// The resources left for allocations once the reserved part is taken out.

@@ -59,7 +59,7 @@ fn job(id: &str, count: u32, shape: Shape) -> Job {
     j.datacenters = vec!["dc1".into(), "dc2".into(), "dc3".into()];
     j.constraints.push(Constraint {
         l_target: "${attr.kernel.name}".into(),
-        operand: "=".into(),
+        operand: drover_model::ConstraintOperand::Equal,
         r_target: "linux".into(),
     });
     let mut g = TaskGroup::new("g", count, JobType::Service, vec![t]);
@@ -78,7 +78,7 @@ fn job(id: &str, count: u32, shape: Shape) -> Job {
             spread_target: vec![],
         }),
         Shape::DistinctHosts => j.constraints.push(Constraint {
-            operand: "distinct_hosts".into(),
+            operand: drover_model::ConstraintOperand::DistinctHosts,
             r_target: "true".into(),
             ..Default::default()
         }),

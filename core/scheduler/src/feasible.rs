@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use drover_model::{Constraint, Node};
+use drover_model::{Constraint, ConstraintOperand, Node};
 
 /// Resolves a constraint target against a node: `${attr.X}`, `${meta.X}`, `${node.unique.id}`,
 /// `${node.datacenter}`, `${node.unique.name}`, `${node.class}`, `${node.pool}`,
@@ -42,40 +42,39 @@ pub fn satisfies(
 ) -> bool {
     let l = resolve(&c.l_target, node);
     let r = resolve(&c.r_target, node);
-    let op = c.operand.as_str();
-    match op {
-        "distinct_hosts" | "distinct_property" => true,
-        "is_set" => l.is_some(),
-        "is_not_set" => l.is_none(),
-        _ => {
+    use ConstraintOperand as Op;
+    match c.operand {
+        Op::DistinctHosts | Op::DistinctProperty => true,
+        Op::IsSet => l.is_some(),
+        Op::IsNotSet => l.is_none(),
+        op => {
             let (Some(l), Some(r)) = (l, r) else {
                 return false;
             };
             match op {
-                "" | "=" | "==" | "is" => l == r,
-                "!=" | "not" => l != r,
-                "<" | "<=" | ">" | ">=" => compare(&l, &r).is_some_and(|o| match op {
-                    "<" => o.is_lt(),
-                    "<=" => o.is_le(),
-                    ">" => o.is_gt(),
-                    _ => o.is_ge(),
-                }),
-                "regexp" => regex_cache
+                Op::Unset | Op::Equal | Op::EqualEqual | Op::Is => l == r,
+                Op::NotEqual | Op::Not => l != r,
+                Op::Less => compare(&l, &r).is_some_and(|o| o.is_lt()),
+                Op::LessEqual => compare(&l, &r).is_some_and(|o| o.is_le()),
+                Op::Greater => compare(&l, &r).is_some_and(|o| o.is_gt()),
+                Op::GreaterEqual => compare(&l, &r).is_some_and(|o| o.is_ge()),
+                Op::Regexp => regex_cache
                     .entry(r.clone())
                     .or_insert_with(|| regex::Regex::new(&r).ok())
                     .as_ref()
                     .is_some_and(|re| re.is_match(&l)),
-                "set_contains" | "set_contains_all" => {
+                Op::SetContains | Op::SetContainsAll => {
                     let have = set(&l);
                     set(&r).iter().all(|x| have.contains(x))
                 }
-                "set_contains_any" => {
+                Op::SetContainsAny => {
                     let have = set(&l);
                     set(&r).iter().any(|x| have.contains(x))
                 }
-                "version" => version_matches(&l, &r, false),
-                "semver" => version_matches(&l, &r, true),
-                _ => false,
+                Op::Version => version_matches(&l, &r, false),
+                Op::Semver => version_matches(&l, &r, true),
+                // Answered above, before the targets are resolved.
+                Op::DistinctHosts | Op::DistinctProperty | Op::IsSet | Op::IsNotSet => true,
             }
         }
     }
@@ -193,7 +192,7 @@ mod tests {
         satisfies(
             &Constraint {
                 l_target: l.into(),
-                operand: op.into(),
+                operand: ConstraintOperand::parse(op).expect("an operator"),
                 r_target: r.into(),
             },
             &node(),

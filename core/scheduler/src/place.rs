@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use drover_model::{
-    AllocatedPort, Allocation, ClientStatus, Constraint, DesiredStatus, Job, Node, NodeStatus,
-    PlacementFailure, RescheduleEvent, Resources, SharedResources, TaskGroup, format_uuid,
+    AllocatedPort, Allocation, ClientStatus, Constraint, ConstraintOperand, DesiredStatus, Job,
+    Node, NodeStatus, PlacementFailure, RescheduleEvent, Resources, SharedResources, TaskGroup,
+    VolumeType, format_uuid,
 };
 use drover_state::StateSnapshot;
 use rand::rngs::StdRng;
@@ -93,14 +94,14 @@ impl<'a> Placer<'a> {
         for c in job
             .constraints
             .iter()
-            .filter(|c| c.operand == "distinct_property")
+            .filter(|c| c.operand == ConstraintOperand::DistinctProperty)
         {
             keys.push((String::new(), c.l_target.clone()));
         }
         for c in group
             .constraints
             .iter()
-            .filter(|c| c.operand == "distinct_property")
+            .filter(|c| c.operand == ConstraintOperand::DistinctProperty)
         {
             keys.push((group.name.clone(), c.l_target.clone()));
         }
@@ -190,7 +191,7 @@ impl<'a> Placer<'a> {
         if node.status != NodeStatus::Ready {
             return Some(format!("node is {}", node.status.as_str()));
         }
-        if node.scheduling_eligibility != "eligible" {
+        if node.scheduling_eligibility != drover_model::SchedulingEligibility::Eligible {
             return Some("node is ineligible for scheduling".into());
         }
         if !job
@@ -238,10 +239,10 @@ impl<'a> Placer<'a> {
                     format!(
                         "constraint {} {} {}",
                         c.l_target,
-                        if c.operand.is_empty() {
+                        if c.operand == ConstraintOperand::Unset {
                             "="
                         } else {
-                            &c.operand
+                            c.operand.as_str()
                         },
                         c.r_target
                     )
@@ -250,7 +251,11 @@ impl<'a> Placer<'a> {
                 );
             }
         }
-        for v in group.volumes.values().filter(|v| v.volume_type == "host") {
+        for v in group
+            .volumes
+            .values()
+            .filter(|v| v.volume_type == VolumeType::Host)
+        {
             match node.host_volumes.get(&v.source) {
                 None => return Some(format!("missing host volume {}", v.source)),
                 Some(h) if h.read_only && !v.read_only => {
@@ -267,11 +272,11 @@ impl<'a> Placer<'a> {
         let job_level = job
             .constraints
             .iter()
-            .any(|c| c.operand == "distinct_hosts");
+            .any(|c| c.operand == ConstraintOperand::DistinctHosts);
         let group_level = group
             .constraints
             .iter()
-            .any(|c| c.operand == "distinct_hosts");
+            .any(|c| c.operand == ConstraintOperand::DistinctHosts);
         if job_level {
             let any = self
                 .on_node
@@ -296,7 +301,7 @@ impl<'a> Placer<'a> {
             .iter()
             .map(|c| (String::new(), c))
             .chain(group.constraints.iter().map(|c| (group.name.clone(), c)));
-        for (scope, c) in scoped.filter(|(_, c)| c.operand == "distinct_property") {
+        for (scope, c) in scoped.filter(|(_, c)| c.operand == ConstraintOperand::DistinctProperty) {
             let limit: u32 = c.r_target.parse().unwrap_or(1).max(1);
             let Some(v) = resolve(&c.l_target, node) else {
                 return Some(format!("distinct_property {} is not set", c.l_target));
@@ -361,7 +366,7 @@ impl<'a> Placer<'a> {
                         &Constraint {
                             l_target: a.l_target.clone(),
                             r_target: a.r_target.clone(),
-                            operand: a.operand.clone(),
+                            operand: a.operand,
                         },
                         node,
                         &mut regexes,

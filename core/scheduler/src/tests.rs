@@ -251,7 +251,7 @@ fn constraints_filter_with_names() {
     let mut j = job(2, 100, 100);
     j.constraints.push(Constraint {
         l_target: "${attr.kernel.name}".into(),
-        operand: "=".into(),
+        operand: drover_model::ConstraintOperand::Equal,
         r_target: "linux".into(),
     });
     let plan = w.register(j);
@@ -260,7 +260,7 @@ fn constraints_filter_with_names() {
     j.id = "win".into();
     j.constraints.push(Constraint {
         l_target: "${attr.kernel.name}".into(),
-        operand: "=".into(),
+        operand: drover_model::ConstraintOperand::Equal,
         r_target: "plan9".into(),
     });
     let plan = w.register(j);
@@ -294,7 +294,7 @@ fn distinct_hosts_and_distinct_property_hold() {
     let mut w = World::new(&nodes);
     let mut j = job(4, 100, 100);
     j.constraints.push(Constraint {
-        operand: "distinct_hosts".into(),
+        operand: drover_model::ConstraintOperand::DistinctHosts,
         r_target: "true".into(),
         ..Default::default()
     });
@@ -303,7 +303,7 @@ fn distinct_hosts_and_distinct_property_hold() {
     assert_eq!(hosts.len(), 4);
     let mut j = job_of("racks", JobType::Service, 5, 100, 100);
     j.groups[0].constraints.push(Constraint {
-        operand: "distinct_property".into(),
+        operand: drover_model::ConstraintOperand::DistinctProperty,
         l_target: "${meta.rack}".into(),
         r_target: "1".into(),
     });
@@ -527,7 +527,7 @@ fn system_jobs_run_on_every_eligible_node() {
     let mut j = job_of("agent", JobType::System, 1, 50, 50);
     j.constraints.push(Constraint {
         l_target: "${attr.kernel.name}".into(),
-        operand: "=".into(),
+        operand: drover_model::ConstraintOperand::Equal,
         r_target: "linux".into(),
     });
     let plan = w.register(j.clone());
@@ -594,7 +594,7 @@ fn property_random_clusters() {
             );
             if rng.random_bool(0.3) {
                 j.constraints.push(Constraint {
-                    operand: "distinct_hosts".into(),
+                    operand: drover_model::ConstraintOperand::DistinctHosts,
                     r_target: "true".into(),
                     ..Default::default()
                 });
@@ -628,7 +628,10 @@ fn property_random_clusters() {
                 a, b,
                 "seed {seed}: the same snapshot and evaluation gave different plans"
             );
-            if j.constraints.iter().any(|c| c.operand == "distinct_hosts") {
+            if j.constraints
+                .iter()
+                .any(|c| c.operand == drover_model::ConstraintOperand::DistinctHosts)
+            {
                 let hosts: BTreeSet<_> = a.allocs.iter().map(|x| x.node_id.clone()).collect();
                 assert_eq!(
                     hosts.len(),

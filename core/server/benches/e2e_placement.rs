@@ -28,7 +28,7 @@ fn job(i: usize) -> Job {
     let mut j = Job::new(format!("j{i}"), JobType::Service);
     j.constraints.push(Constraint {
         l_target: "${attr.kernel.name}".into(),
-        operand: "=".into(),
+        operand: drover_model::ConstraintOperand::Equal,
         r_target: "linux".into(),
     });
     j.groups

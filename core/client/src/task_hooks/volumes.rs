@@ -19,7 +19,10 @@ pub(crate) enum VolumeError {
     #[error("volume_mount names volume {volume:?}, which group {group:?} does not declare")]
     Undeclared { volume: String, group: String },
     #[error("volume {volume:?} is a {kind} volume; this client mounts host volumes only")]
-    NotHost { volume: String, kind: String },
+    NotHost {
+        volume: String,
+        kind: drover_model::VolumeType,
+    },
     #[error(
         "host volume {0:?} is not configured on this node (client {{ host_volume {0:?} {{ path = ... }} }})"
     )]
@@ -51,10 +54,10 @@ fn resolve(
                     volume: m.volume.clone(),
                     group: group.name.clone(),
                 })?;
-            if req.volume_type != "host" {
+            if req.volume_type != drover_model::VolumeType::Host {
                 return Err(VolumeError::NotHost {
                     volume: m.volume.clone(),
-                    kind: req.volume_type.clone(),
+                    kind: req.volume_type,
                 });
             }
             let host = host_volumes
@@ -104,10 +107,13 @@ mod tests {
 
     fn group(kind: &str, read_only: bool) -> TaskGroup {
         let req = VolumeRequest {
-            volume_type: kind.into(),
+            name: String::new(),
+            volume_type: drover_model::VolumeType::parse(kind).expect("a volume type"),
             source: "data".into(),
             read_only,
-            ..Default::default()
+            access_mode: String::new(),
+            attachment_mode: String::new(),
+            per_alloc: false,
         };
         TaskGroup {
             name: "g".into(),

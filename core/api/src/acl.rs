@@ -5,7 +5,36 @@
 use axum::http::HeaderMap;
 
 use crate::ApiError;
-use crate::routes::Capability;
+
+/// What a route needs its caller to be allowed: Nomad's ACL capabilities (namespace
+/// capabilities, variable operations, and the node/agent/operator policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// No token needed (Nomad's `/v1/status/*`, `/v1/regions`).
+    Public,
+    ListJobs,
+    ReadJob,
+    SubmitJob,
+    ParseJob,
+    /// Stop, restart or signal an allocation.
+    AllocLifecycle,
+    AllocExec,
+    ReadLogs,
+    ReadFs,
+    ListVariables,
+    ReadVariables,
+    WriteVariables,
+    DestroyVariables,
+    NodeRead,
+    AgentRead,
+    AgentWrite,
+    OperatorRead,
+    OperatorWrite,
+    /// The event stream: each topic filtered by the read capability it needs.
+    ReadEvents,
+    /// Management tokens only (snapshots, forced garbage collection).
+    Management,
+}
 
 /// Whether a request with these headers (its token, once ACLs exist) may use a route that
 /// needs `_capability`.

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
+pub use crate::acl::Capability;
 use crate::limits::{
     MAX_BACKUP_BODY, MAX_BODY, MAX_SMALL_BODY, MAX_VARIABLE_BODY, NO_BODY, READ_TIMEOUT,
     REQUEST_TIMEOUT,
@@ -19,36 +20,6 @@ use crate::{
     ApiState, acl, agent, allocations, backup, evaluations, events, exec, jobs, logs, nodes,
     operator, plugins, variables,
 };
-
-/// What a route needs its caller to be allowed: Nomad's ACL capabilities (namespace
-/// capabilities, variable operations, and the node/agent/operator policies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Capability {
-    /// No token needed (Nomad's `/v1/status/*`, `/v1/regions`).
-    Public,
-    ListJobs,
-    ReadJob,
-    SubmitJob,
-    ParseJob,
-    /// Stop, restart or signal an allocation.
-    AllocLifecycle,
-    AllocExec,
-    ReadLogs,
-    ReadFs,
-    ListVariables,
-    ReadVariables,
-    WriteVariables,
-    DestroyVariables,
-    NodeRead,
-    AgentRead,
-    AgentWrite,
-    OperatorRead,
-    OperatorWrite,
-    /// The event stream: each topic filtered by the read capability it needs.
-    ReadEvents,
-    /// Management tokens only (snapshots, forced garbage collection).
-    Management,
-}
 
 /// An HTTP method a route answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

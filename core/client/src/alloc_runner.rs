@@ -426,32 +426,24 @@ impl AllocRunner {
         changed
     }
 
+    /// Changes task `name`'s local record (created if it has none yet).
+    fn with_local_task(&self, name: String, f: impl FnOnce(&mut LocalTask)) {
+        let mut local = self.inner.local.lock().expect("alloc lock");
+        f(local.tasks.entry(name).or_insert_with(new_task));
+    }
+
     /// A task runner's news: its handle is persisted, its state reported.
     async fn on_task_msg(&self, tasks: &mut Lifecycle, msg: TaskMsg) {
         match msg {
             TaskMsg::Handle(name, handle) => {
-                self.inner
-                    .local
-                    .lock()
-                    .expect("alloc lock")
-                    .tasks
-                    .entry(name)
-                    .or_insert_with(new_task)
-                    .handle = handle;
+                self.with_local_task(name, |t| t.handle = handle);
                 self.persist().await;
             }
             TaskMsg::State(name, state) => {
                 if let Some(s) = tasks.slots.get_mut(&name) {
                     s.state = state.clone();
                 }
-                self.inner
-                    .local
-                    .lock()
-                    .expect("alloc lock")
-                    .tasks
-                    .entry(name)
-                    .or_insert_with(new_task)
-                    .state = state;
+                self.with_local_task(name, |t| t.state = state);
                 self.report().await;
             }
         }

@@ -308,14 +308,7 @@ impl Client {
         }
         let mut unpersisted = false;
         for a in allocs {
-            let existing = self
-                .inner
-                .runners
-                .lock()
-                .expect("runners lock")
-                .get(&a.id)
-                .cloned();
-            match existing {
+            match self.runner(&a.id).ok() {
                 Some(r) => r.update(a),
                 None => {
                     if a.is_terminal() {

@@ -65,12 +65,8 @@ pub(crate) async fn stream_logs(
         .map_err(|e| e.to_string())?;
     if files.is_empty() && !req.follow {
         let known = client
-            .inner
-            .runners
-            .lock()
-            .expect("runners lock")
-            .get(&req.alloc_id)
-            .is_some_and(|r| r.has_task(&req.task));
+            .runner(&req.alloc_id)
+            .is_ok_and(|r| r.has_task(&req.task));
         return if known {
             Ok(())
         } else {

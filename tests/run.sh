@@ -13,6 +13,12 @@ command -v ps >/dev/null || need+=(procps)  # the exec driver's tests run ps ins
 command -v ip >/dev/null || need+=(iproute2)  # and make network namespaces
 command -v cc >/dev/null || need+=(gcc)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The docker driver's tests: images are built offline FROM scratch with Debian's static
+# busybox; pulls go to a local registry (Debian's docker-registry, distribution 2.8) behind
+# basic auth (htpasswd). The engine itself is on these machines already.
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 # The go-plugin interop tests (tests/tests/go_plugin.rs, tests/src/go.rs): Go and HashiCorp's
 # go-plugin as Debian packages them, built offline in GOPATH mode. Debian's go-plugin package
 # does not depend on the gRPC library it imports, hence golang-google-grpc-dev.

@@ -2,6 +2,8 @@
 //! plugins/exec): the real host running one real plugin binary, starting a task and waiting
 //! for its exit through it, and watching the processes a task leaves.
 
+pub mod docker;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,5 @@
+//! The `TaskDriver`: the plugin's entry point.
+
+/// The docker driver.
+#[derive(Default)]
+pub struct Docker {}

@@ -269,6 +269,7 @@ impl Runner {
                 memory_mb: c.task.resources.memory_mb as i64,
                 memory_max_mb: c.task.resources.memory_max_mb as i64,
                 cores: c.task.resources.cores,
+                ..Default::default()
             }),
             user: c.task.user.clone(),
             alloc_dir: c.dirs.alloc_dir.clone(),

@@ -98,6 +98,7 @@ mod tests {
             required,
             description: String::new(),
             default_json: String::new(),
+            fields: Vec::new(),
         }
     }
 

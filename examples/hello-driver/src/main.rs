@@ -76,6 +76,7 @@ impl TaskDriver for Hello {
             required: false,
             description: "The word tasks greet with.".into(),
             default_json: "\"Hello\"".into(),
+            ..Default::default()
         }]
     }
 

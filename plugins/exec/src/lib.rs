@@ -397,7 +397,7 @@ impl Exec {
                 read_only: m.read_only,
             });
         }
-        let res = task.resources.unwrap_or_default();
+        let res = task.resources.clone().unwrap_or_default();
         let mb = |m: i64| (m.max(0) as u64) << 20;
         let env_host: BTreeMap<String, String> = task
             .env
@@ -463,6 +463,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Host paths bound read-only into each task's root: host path -> path inside. Nothing is copied.".into(),
                 default_json: serde_json::to_string(&isolate::default_chroot_env()).unwrap_or_default(),
+                ..Default::default()
             },
             ConfigField {
                 name: "allow_caps".into(),
@@ -470,6 +471,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Capabilities tasks may keep or add with cap_add.".into(),
                 default_json: serde_json::to_string(caps::DEFAULT).unwrap_or_default(),
+                ..Default::default()
             },
             ConfigField {
                 name: "denied_host_uids".into(),
@@ -477,6 +479,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Users (uids: \"0,1000-2000\") tasks may not run as; \"\" allows every user, root included.".into(),
                 default_json: format!("{DEFAULT_DENIED_IDS:?}"),
+                ..Default::default()
             },
             ConfigField {
                 name: "denied_host_gids".into(),
@@ -484,6 +487,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Groups (gids) a task's user may not have, as its primary or a supplementary group.".into(),
                 default_json: format!("{DEFAULT_DENIED_IDS:?}"),
+                ..Default::default()
             },
             ConfigField {
                 name: "pids_limit".into(),
@@ -491,6 +495,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Most processes a task may have, unless its config sets pids_limit; 0 = no limit.".into(),
                 default_json: "0".into(),
+                ..Default::default()
             },
         ]
     }
@@ -584,7 +589,7 @@ impl TaskDriver for Exec {
             )
         })?;
         let mut spec = self.build_spec(&task)?;
-        let cores = task.resources.map_or(0, |r| r.cores) as usize;
+        let cores = task.resources.as_ref().map_or(0, |r| r.cores) as usize;
         if cores > 0 {
             let all = node_cpus().map_err(DriverError::FailedPrecondition)?;
             let mut st = self.lock();

@@ -73,6 +73,7 @@ fn task(id: &str, dir: &Path, config: serde_json::Value) -> TaskConfig {
             memory_mb: 64,
             memory_max_mb: 0,
             cores: 0,
+            ..Default::default()
         }),
         task_dir: task_dir.display().to_string(),
         alloc_dir: alloc.display().to_string(),
@@ -252,6 +253,7 @@ async fn the_memory_limit_kills_and_says_oom_while_a_plain_sigkill_does_not() {
         memory_mb: 32,
         memory_max_mb: 0,
         cores: 0,
+        ..Default::default()
     });
     let (exit, out, err) = run(&host, tmp.path(), t).await;
     assert_eq!(exit.signal, 9, "{exit:?} {out} {err}");
@@ -572,6 +574,7 @@ async fn cores_pin_a_task_through_the_cpuset_and_are_not_shared() {
         memory_mb: 64,
         memory_max_mb: 0,
         cores: 1,
+        ..Default::default()
     });
     let started = start(&host, t).await;
     let _guard = kill_on_drop(started.pid);
@@ -595,6 +598,7 @@ async fn cores_pin_a_task_through_the_cpuset_and_are_not_shared() {
         memory_mb: 64,
         memory_max_mb: 0,
         cores: ncores,
+        ..Default::default()
     });
     let e = host
         .driver("exec")
@@ -638,6 +642,7 @@ async fn init_forwards_signals_reaps_orphans_and_memory_max_oversubscribes() {
         memory_mb: 32,
         memory_max_mb: 96,
         cores: 0,
+        ..Default::default()
     });
     let started = start(&host, t).await;
     let _guard = kill_on_drop(started.pid);

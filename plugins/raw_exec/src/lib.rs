@@ -152,6 +152,7 @@ impl TaskDriver for RawExec {
             required: false,
             description: "Run tasks with raw_exec. It has no isolation: tasks run as the agent's user unless `user` is set.".into(),
             default_json: "false".into(),
+            ..Default::default()
         }]
     }
 

@@ -94,7 +94,7 @@ pub async fn ensure(
         }
         Err(e) => return Err(e),
     };
-    events.emit("Downloading image", &[("image", &full)]);
+    events.emit("Downloading image", &[("image", full.as_str())]);
     let timeout = cfg.pull_timeout();
     let pulled = tokio::time::timeout(timeout, pull(docker, &r, creds.clone(), settings.pull_activity_timeout, events)).await;
     let result = match pulled {
@@ -114,7 +114,7 @@ pub async fn ensure(
         image: full.clone(),
         why: "the engine does not have it after the pull".into(),
     })?;
-    events.emit(format!("Image {full} pulled"), &[("image", &full)]);
+    events.emit(format!("Image {full} pulled"), &[("image", full.as_str())]);
     Ok(Image { reference: full, id })
 }
 
@@ -172,7 +172,7 @@ async fn pull(
         .from_image(&r.repo)
         .tag(&r.pull_tag())
         .build();
-    let mut stream = docker.create_image(Some(opts), None, creds);
+    let mut stream = Box::pin(docker.create_image(Some(opts), None, creds));
     let mut progress = Progress::default();
     let mut last_report = Instant::now();
     loop {
@@ -193,7 +193,7 @@ async fn pull(
                     last_report = Instant::now();
                     events.emit(
                         format!("Docker image pull progress: {}", progress.summary()),
-                        &[("image", &full)],
+                        &[("image", full.as_str())],
                     );
                 }
             }
@@ -256,7 +256,7 @@ async fn load_tarball(
         }
     });
     let opts = ImportImageOptionsBuilder::default().quiet(true).build();
-    let mut stream = docker.import_image(opts, bollard::body_try_stream(body), None);
+    let mut stream = Box::pin(docker.import_image(opts, bollard::body_try_stream(body), None));
     while let Some(item) = stream.next().await {
         item.map_err(|e| err(format!("the engine could not load it: {e}")))?;
     }

@@ -120,7 +120,7 @@ async fn watch_exit(
             continue;
         };
         let opts = WaitContainerOptionsBuilder::default().condition("not-running").build();
-        let waited = client.wait_container(&id, Some(opts)).next().await;
+        let waited = Box::pin(client.wait_container(&id, Some(opts))).next().await;
         let wait_code = match waited {
             Some(Ok(r)) => Some(r.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
@@ -147,7 +147,7 @@ async fn watch_exit(
             }
         };
         if exit.oom_killed {
-            events.emit("OOM Killed", &[("container_id", &id)]);
+            events.emit("OOM Killed", &[("container_id", id.as_str())]);
         }
         tracing::info!(container = %id, code = exit.exit_code, oom = exit.oom_killed, "container exited");
         let _ = tx.send(Some(exit));

@@ -194,7 +194,7 @@ pub fn unix_nanos(s: &str) -> i64 {
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         let days = era * 146097 + doe - 719468;
         let secs = days * 86400 + h * 3600 + mi * 60 + sec - offset;
-        Some(secs * 1_000_000_000 + nanos)
+        secs.checked_mul(1_000_000_000)?.checked_add(nanos)
     };
     parse().filter(|n| *n > 0).unwrap_or(0)
 }

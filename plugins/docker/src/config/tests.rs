@@ -168,7 +168,7 @@ fn blocks_arrive_as_objects_or_one_element_arrays() {
     }))
     .unwrap();
     assert_eq!(one.mount.len(), 1);
-    assert_eq!(one.auth.unwrap().username.as_deref(), Some("u"));
+    assert_eq!(one.auth.as_ref().unwrap().username.as_deref(), Some("u"));
     assert_eq!(one.ulimit["nofile"], "1024:2048");
     assert_eq!(one.image_pull_timeout, None);
     assert_eq!(one.pull_timeout(), std::time::Duration::from_secs(300));

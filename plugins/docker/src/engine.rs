@@ -110,16 +110,38 @@ pub async fn attributes(
     Ok(attrs)
 }
 
-/// The gateway of the engine's `bridge` network (docker0's address).
+/// The engine's `bridge` network's gateway, or (an engine that records none, as 20.10
+/// does) the IPv4 address of its bridge interface (docker0).
 async fn bridge_ip(docker: &bollard::Docker) -> Option<String> {
     let net = docker
         .inspect_network("bridge", None::<bollard::query_parameters::InspectNetworkOptions>)
         .await
         .ok()?;
-    net.ipam?
-        .config?
+    let gateway = net
+        .ipam
+        .and_then(|i| i.config)
+        .unwrap_or_default()
         .into_iter()
-        .find_map(|c| c.gateway.filter(|g| !g.is_empty()))
+        .find_map(|c| c.gateway.filter(|g| !g.is_empty()));
+    if gateway.is_some() {
+        return gateway;
+    }
+    let ifname = net
+        .options
+        .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
+        .unwrap_or_else(|| "docker0".into());
+    interface_ipv4(&ifname)
+}
+
+/// The first IPv4 address of the interface `name`.
+fn interface_ipv4(name: &str) -> Option<String> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        if ifa.interface_name != name {
+            return None;
+        }
+        let addr = ifa.address?;
+        addr.as_sockaddr_in().map(|sin| sin.ip().to_string())
+    })
 }
 
 fn unhealthy(why: String) -> FingerprintResponse {

@@ -286,12 +286,19 @@ pub fn check_relative_sources(task_dir: &Path, sources: &[PathBuf]) -> Result<()
         ))
     })?;
     for s in sources {
-        dir.stat(s, drover_beneath::Links::Never).map_err(|e| {
+        let st = dir.stat(s, drover_beneath::Links::Never).map_err(|e| {
             SpecError(format!(
                 "bind source {} under the task directory: {e}",
                 s.display()
             ))
         })?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind != libc::S_IFDIR && kind != libc::S_IFREG {
+            return Err(SpecError(format!(
+                "bind source {} under the task directory is not a directory or a regular file (a link is not followed)",
+                s.display()
+            )));
+        }
     }
     Ok(())
 }

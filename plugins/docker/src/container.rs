@@ -5,9 +5,11 @@ pub mod mounts;
 pub mod ports;
 pub mod resources;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use bollard::models::{ContainerCreateBody, DeviceMapping, HealthConfig, HostConfig, HostConfigLogConfig};
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, HealthConfig, HostConfig, HostConfigLogConfig,
+};
 use drover_plugin_sdk::proto::driver::TaskConfig as Task;
 
 use crate::caps;
@@ -64,8 +66,8 @@ pub fn labels(
     task: &Task,
     cfg: &TaskConfig,
     settings: &Settings,
-) -> Result<HashMap<String, String>, SpecError> {
-    let mut out = HashMap::new();
+) -> Result<BTreeMap<String, String>, SpecError> {
+    let mut out = BTreeMap::new();
     for (k, v) in &cfg.labels {
         if RESERVED_LABEL_PREFIXES.iter().any(|p| k.starts_with(p)) {
             return Err(SpecError(format!(
@@ -84,9 +86,10 @@ pub fn labels(
         ("task_group_name", LABEL_GROUP_NAME, &task.group_name),
     ];
     for (key, label, value) in extra {
-        let wanted = settings.extra_labels.iter().any(|p| {
-            p == key || (p.ends_with('*') && key.starts_with(p.trim_end_matches('*')))
-        });
+        let wanted = settings
+            .extra_labels
+            .iter()
+            .any(|p| p == key || (p.ends_with('*') && key.starts_with(p.trim_end_matches('*'))));
         if wanted && !value.is_empty() {
             out.insert(label.into(), value.clone());
         }
@@ -97,7 +100,11 @@ pub fn labels(
 /// The command line: `command` + `args`, or `args` alone (appended to the entrypoint).
 fn cmd(cfg: &TaskConfig) -> Option<Vec<String>> {
     match cfg.command.as_deref().filter(|c| !c.is_empty()) {
-        Some(c) => Some(std::iter::once(c.to_string()).chain(cfg.args.iter().cloned()).collect()),
+        Some(c) => Some(
+            std::iter::once(c.to_string())
+                .chain(cfg.args.iter().cloned())
+                .collect(),
+        ),
         None if !cfg.args.is_empty() => Some(cfg.args.clone()),
         None => None,
     }
@@ -109,7 +116,9 @@ fn env(task: &Task) -> Result<Vec<String>, SpecError> {
         .into_iter()
         .map(|(k, v)| {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(SpecError(format!("environment variable {k:?} is not valid")));
+                return Err(SpecError(format!(
+                    "environment variable {k:?} is not valid"
+                )));
             }
             Ok(format!("{k}={v}"))
         })
@@ -130,8 +139,15 @@ fn check_privileges(cfg: &TaskConfig, settings: &Settings) -> Result<(), SpecErr
     if cfg.privileged {
         return refuse("privileged = true".into());
     }
-    for (key, mode) in [("ipc_mode", &cfg.ipc_mode), ("pid_mode", &cfg.pid_mode), ("uts_mode", &cfg.uts_mode)] {
-        if let Some(m) = mode.as_deref().filter(|m| *m == "host" || m.starts_with("container:")) {
+    for (key, mode) in [
+        ("ipc_mode", &cfg.ipc_mode),
+        ("pid_mode", &cfg.pid_mode),
+        ("uts_mode", &cfg.uts_mode),
+    ] {
+        if let Some(m) = mode
+            .as_deref()
+            .filter(|m| *m == "host" || m.starts_with("container:"))
+        {
             return refuse(format!("{key} = {m:?}"));
         }
     }
@@ -165,12 +181,21 @@ fn devices(cfg: &TaskConfig) -> Result<Vec<DeviceMapping>, SpecError> {
         .iter()
         .map(|d| {
             if !d.host_path.starts_with("/dev/") {
-                return Err(SpecError(format!("devices: {:?} is not under /dev", d.host_path)));
+                return Err(SpecError(format!(
+                    "devices: {:?} is not under /dev",
+                    d.host_path
+                )));
             }
             Ok(DeviceMapping {
                 path_on_host: Some(d.host_path.clone()),
-                path_in_container: Some(d.container_path.clone().unwrap_or_else(|| d.host_path.clone())),
-                cgroup_permissions: Some(d.cgroup_permissions.clone().unwrap_or_else(|| "rwm".into())),
+                path_in_container: Some(
+                    d.container_path
+                        .clone()
+                        .unwrap_or_else(|| d.host_path.clone()),
+                ),
+                cgroup_permissions: Some(
+                    d.cgroup_permissions.clone().unwrap_or_else(|| "rwm".into()),
+                ),
             })
         })
         .collect()
@@ -252,7 +277,9 @@ fn host_config(
     }
     if let Some(a) = cfg.oom_score_adj {
         if !(-1000..=1000).contains(&a) {
-            return Err(SpecError(format!("oom_score_adj {a} is outside -1000..1000")));
+            return Err(SpecError(format!(
+                "oom_score_adj {a} is outside -1000..1000"
+            )));
         }
         hc.oom_score_adj = Some(a);
     }
@@ -266,14 +293,21 @@ fn host_config(
     hc.ulimits = Some(ulimits).filter(|u| !u.is_empty());
     let devices = devices(cfg)?;
     hc.devices = Some(devices).filter(|d| !d.is_empty());
-    resources::apply(&mut hc, cfg, &task.resources.clone().unwrap_or_default(), core_mhz)?;
+    resources::apply(
+        &mut hc,
+        cfg,
+        &task.resources.clone().unwrap_or_default(),
+        core_mhz,
+    )?;
     Ok(hc)
 }
 
 /// Parses a task's `config { }` JSON.
 pub fn parse_config(task: &Task) -> Result<TaskConfig, SpecError> {
     if task.driver_config_json.is_empty() {
-        return Err(SpecError("docker needs a config block with an image".into()));
+        return Err(SpecError(
+            "docker needs a config block with an image".into(),
+        ));
     }
     let cfg: TaskConfig = serde_json::from_slice(&task.driver_config_json)
         .map_err(|e| SpecError(format!("docker config: {e}")))?;
@@ -307,7 +341,7 @@ pub fn build(
         entrypoint: Some(cfg.entrypoint.clone()).filter(|e| !e.is_empty()),
         working_dir: cfg.work_dir.clone().filter(|w| !w.is_empty()),
         env: Some(env(task)?),
-        labels: Some(labels(task, cfg, settings)?),
+        labels: Some(labels(task, cfg, settings)?.into_iter().collect()),
         hostname: cfg.hostname.clone().filter(|h| !h.is_empty()),
         tty: Some(cfg.tty),
         open_stdin: Some(cfg.interactive),

@@ -91,7 +91,10 @@ fn bollard_err(what: &str, e: bollard::errors::Error) -> DriverError {
 impl Docker {
     /// The settings from the plugin's config block.
     pub fn settings(&self) -> Settings {
-        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The engine connection (for the logs, stats, exec and gc modules).
@@ -116,10 +119,17 @@ impl Docker {
         task: &TaskConfig,
         spec: container::ContainerSpec,
     ) -> Result<String, DriverError> {
-        let opts = CreateContainerOptionsBuilder::default().name(&spec.name).build();
-        match docker.create_container(Some(opts.clone()), spec.body.clone()).await {
+        let opts = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        match docker
+            .create_container(Some(opts.clone()), spec.body.clone())
+            .await
+        {
             Ok(r) => return Ok(r.id),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {}
             Err(e) => return Err(bollard_err("cannot create the container", e)),
         }
         let old = docker
@@ -165,10 +175,12 @@ impl Docker {
         let spec = container::build(task, &cfg, &img.reference, &settings, self.core_mhz)
             .map_err(spec_err)?;
         let rel = spec.relative_sources.clone();
-        tokio::task::spawn_blocking(move || container::mounts::check_relative_sources(&task_dir, &rel))
-            .await
-            .map_err(|e| DriverError::Internal(e.to_string()))?
-            .map_err(spec_err)?;
+        tokio::task::spawn_blocking(move || {
+            container::mounts::check_relative_sources(&task_dir, &rel)
+        })
+        .await
+        .map_err(|e| DriverError::Internal(e.to_string()))?
+        .map_err(spec_err)?;
         let name = spec.name.clone();
         let id = self.create(docker, task, spec).await?;
         if let Err(e) = docker.start_container(&id, None).await {
@@ -205,16 +217,20 @@ impl Docker {
 
     async fn kill(&self, container_id: &str, signal: &str) -> Result<(), DriverError> {
         let docker = self.client()?;
-        let opts = KillContainerOptionsBuilder::default().signal(signal).build();
+        let opts = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
         match docker.kill_container(container_id, Some(opts)).await {
             Ok(()) => Ok(()),
             // Not running (409) or gone (404): nothing to signal.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409 | 404, .. }) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 500, message })
-                if message.contains("is not running") =>
-            {
-                Ok(())
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409 | 404,
+                ..
+            }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 500,
+                message,
+            }) if message.contains("is not running") => Ok(()),
             Err(e) => Err(bollard_err(&format!("cannot send {signal}"), e)),
         }
     }
@@ -234,8 +250,13 @@ impl TaskDriver for Docker {
         config::plugin_config_schema()
     }
 
-    async fn set_config(&self, config: serde_json::Value, _agent: AgentConfig) -> Result<(), DriverError> {
-        let settings = Settings::from_json(config).map_err(|e| DriverError::InvalidArgument(e.to_string()))?;
+    async fn set_config(
+        &self,
+        config: serde_json::Value,
+        _agent: AgentConfig,
+    ) -> Result<(), DriverError> {
+        let settings =
+            Settings::from_json(config).map_err(|e| DriverError::InvalidArgument(e.to_string()))?;
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings.clone();
         self.engine.start(settings).await;
         Ok(())
@@ -261,30 +282,41 @@ impl TaskDriver for Docker {
 
     async fn start_task(&self, task: TaskConfig) -> Result<StartTaskResponse, DriverError> {
         if self.tasks.contains(&task.id) {
-            return Err(DriverError::FailedPrecondition(format!("task {:?} is already running", task.id)));
+            return Err(DriverError::FailedPrecondition(format!(
+                "task {:?} is already running",
+                task.id
+            )));
         }
         let docker = self.client()?;
         let (state, pid) = self.start_container(&docker, &task).await?;
         let handle = TaskHandle {
             version: HANDLE_VERSION,
             config: Some(task.clone()),
-            driver_state: serde_json::to_vec(&state).map_err(|e| DriverError::Internal(e.to_string()))?,
+            driver_state: serde_json::to_vec(&state)
+                .map_err(|e| DriverError::Internal(e.to_string()))?,
         };
         let events = Emitter::new(self.events.clone(), &task);
         self.tasks.track(self.engine.clone(), task, state, events);
-        Ok(StartTaskResponse { handle: Some(handle), pid })
+        Ok(StartTaskResponse {
+            handle: Some(handle),
+            pid,
+        })
     }
 
     async fn wait_task(&self, task_id: &str) -> Result<ExitResult, DriverError> {
         let mut rx = self.tasks.get(task_id)?.exit.clone();
-        let exit = rx
-            .wait_for(|e| e.is_some())
-            .await
-            .map_err(|_| DriverError::Internal(format!("task {task_id:?} was forgotten while waited for")))?;
+        let exit = rx.wait_for(|e| e.is_some()).await.map_err(|_| {
+            DriverError::Internal(format!("task {task_id:?} was forgotten while waited for"))
+        })?;
         Ok(exit.clone().unwrap_or_default())
     }
 
-    async fn stop_task(&self, task_id: &str, signal: &str, timeout: Duration) -> Result<(), DriverError> {
+    async fn stop_task(
+        &self,
+        task_id: &str,
+        signal: &str,
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
         let entry = self.tasks.get(task_id)?;
         if entry.exit.borrow().is_some() {
             return Ok(());
@@ -311,7 +343,10 @@ impl TaskDriver for Docker {
         let id = entry.state.container_id.clone();
         if self.settings().gc.container {
             let docker = self.client()?;
-            let rm = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            let rm = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
             match docker.remove_container(&id, Some(rm)).await {
                 Ok(()) => {}
                 Err(e) if not_found(&e) => {}
@@ -335,7 +370,12 @@ impl TaskDriver for Docker {
         let result = exit_of(&info);
         Ok(InspectTaskResponse {
             task_id: task_id.into(),
-            state: if result.is_some() { "exited" } else { "running" }.into(),
+            state: if result.is_some() {
+                "exited"
+            } else {
+                "running"
+            }
+            .into(),
             pid: st.pid.unwrap_or(0),
             started_at_unix_nanos: unix_nanos(st.started_at.as_deref().unwrap_or("")),
             result,
@@ -345,7 +385,9 @@ impl TaskDriver for Docker {
     async fn signal_task(&self, task_id: &str, signal: &str) -> Result<(), DriverError> {
         let entry = self.tasks.get(task_id)?;
         if entry.exit.borrow().is_some() {
-            return Err(DriverError::FailedPrecondition(format!("task {task_id:?} has exited")));
+            return Err(DriverError::FailedPrecondition(format!(
+                "task {task_id:?} has exited"
+            )));
         }
         self.kill(&entry.state.container_id, signal).await
     }
@@ -358,16 +400,24 @@ impl TaskDriver for Docker {
             return Ok(());
         }
         let state: DriverState = serde_json::from_slice(&handle.driver_state).map_err(|e| {
-            DriverError::InvalidArgument(format!("the handle's driver state is not a docker task's: {e}"))
+            DriverError::InvalidArgument(format!(
+                "the handle's driver state is not a docker task's: {e}"
+            ))
         })?;
         let docker = self.client()?;
-        let info = docker.inspect_container(&state.container_id, None).await.map_err(|e| {
-            if not_found(&e) {
-                DriverError::TaskNotFound(format!("{} (its container {} is gone)", task.id, state.container_id))
-            } else {
-                bollard_err("cannot inspect the task's container", e)
-            }
-        })?;
+        let info = docker
+            .inspect_container(&state.container_id, None)
+            .await
+            .map_err(|e| {
+                if not_found(&e) {
+                    DriverError::TaskNotFound(format!(
+                        "{} (its container {} is gone)",
+                        task.id, state.container_id
+                    ))
+                } else {
+                    bollard_err("cannot inspect the task's container", e)
+                }
+            })?;
         let labelled = info
             .config
             .as_ref()

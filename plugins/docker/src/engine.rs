@@ -45,8 +45,12 @@ pub fn connect(settings: &Settings) -> Result<bollard::Docker, EngineError> {
         why: e.to_string(),
     };
     if endpoint.starts_with("unix://") {
-        return bollard::Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(err);
+        return bollard::Docker::connect_with_unix(
+            endpoint,
+            REQUEST_TIMEOUT_SECS,
+            API_DEFAULT_VERSION,
+        )
+        .map_err(err);
     }
     match &settings.tls {
         Some(tls) => bollard::Docker::connect_with_ssl(
@@ -62,17 +66,24 @@ pub fn connect(settings: &Settings) -> Result<bollard::Docker, EngineError> {
             endpoint: endpoint.into(),
             why: "an https endpoint needs tls { cert key ca } in the docker plugin's config".into(),
         }),
-        None => bollard::Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(err),
+        None => {
+            bollard::Docker::connect_with_http(endpoint, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+                .map_err(err)
+        }
     }
 }
 
 /// Negotiates the API version down to the engine's, refusing engines older than
 /// [`MIN_API_VERSION`].
-pub async fn negotiate(docker: bollard::Docker, endpoint: &str) -> Result<bollard::Docker, EngineError> {
+pub async fn negotiate(
+    docker: bollard::Docker,
+    endpoint: &str,
+) -> Result<bollard::Docker, EngineError> {
     let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
         .await
-        .map_err(|_| EngineError::Unreachable(format!("{endpoint} did not answer within {PING_TIMEOUT:?}")))?
+        .map_err(|_| {
+            EngineError::Unreachable(format!("{endpoint} did not answer within {PING_TIMEOUT:?}"))
+        })?
         .map_err(|e| EngineError::Unreachable(format!("{endpoint}: {e}")))?;
     let v = docker.client_version();
     if (v.major_version, v.minor_version) < MIN_API_VERSION {
@@ -93,11 +104,17 @@ pub async fn attributes(
     let info = docker.info().await?;
     let mut attrs = BTreeMap::new();
     attrs.insert("driver.docker".to_string(), "1".to_string());
-    attrs.insert("driver.docker.version".into(), version.version.unwrap_or_default());
+    attrs.insert(
+        "driver.docker.version".into(),
+        version.version.unwrap_or_default(),
+    );
     let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
     runtimes.sort();
     attrs.insert("driver.docker.runtimes".into(), runtimes.join(","));
-    attrs.insert("driver.docker.os_type".into(), info.os_type.unwrap_or_else(|| "linux".into()));
+    attrs.insert(
+        "driver.docker.os_type".into(),
+        info.os_type.unwrap_or_else(|| "linux".into()),
+    );
     if settings.allow_privileged {
         attrs.insert("driver.docker.privileged.enabled".into(), "true".into());
     }
@@ -114,7 +131,10 @@ pub async fn attributes(
 /// does) the IPv4 address of its bridge interface (docker0).
 async fn bridge_ip(docker: &bollard::Docker) -> Option<String> {
     let net = docker
-        .inspect_network("bridge", None::<bollard::query_parameters::InspectNetworkOptions>)
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
         .await
         .ok()?;
     let gateway = net
@@ -194,7 +214,12 @@ impl Engine {
 
     /// (Re)starts the health check against `settings.endpoint`; the first check runs now.
     pub async fn start(self: &Arc<Self>, settings: Settings) {
-        if let Some(old) = self.monitor.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(old) = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             old.abort();
         }
         self.set_client(None);
@@ -214,12 +239,19 @@ impl Engine {
 
     /// One health check: a ping when connected, else a new connection and fingerprint.
     async fn check(&self, settings: &Settings) {
-        let current = self.client.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let current = self
+            .client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(c) = current {
             match tokio::time::timeout(PING_TIMEOUT, c.ping()).await {
                 Ok(Ok(_)) => return,
                 Ok(Err(e)) => self.lost(settings, e.to_string()),
-                Err(_) => self.lost(settings, format!("no answer to a ping within {PING_TIMEOUT:?}")),
+                Err(_) => self.lost(
+                    settings,
+                    format!("no answer to a ping within {PING_TIMEOUT:?}"),
+                ),
             }
             return;
         }
@@ -261,7 +293,9 @@ impl Engine {
         let client = negotiate(client, &settings.endpoint).await?;
         let attrs = tokio::time::timeout(PING_TIMEOUT, attributes(&client, settings))
             .await
-            .map_err(|_| EngineError::Unreachable(format!("{} did not answer in time", settings.endpoint)))?
+            .map_err(|_| {
+                EngineError::Unreachable(format!("{} did not answer in time", settings.endpoint))
+            })?
             .map_err(|e| EngineError::Unreachable(format!("{}: {e}", settings.endpoint)))?;
         Ok((client, attrs))
     }
@@ -269,7 +303,12 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if let Some(h) = self.monitor.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             h.abort();
         }
     }

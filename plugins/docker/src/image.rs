@@ -42,7 +42,10 @@ pub enum ImageError {
 impl ImageError {
     /// Whether the job must change (rather than the registry or the engine).
     pub fn is_users(&self) -> bool {
-        matches!(self, ImageError::InvalidReference(_) | ImageError::Load { .. })
+        matches!(
+            self,
+            ImageError::InvalidReference(_) | ImageError::Load { .. }
+        )
     }
 }
 
@@ -56,10 +59,19 @@ pub struct Image {
 }
 
 fn not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
-async fn inspect_id(docker: &bollard::Docker, reference: &str) -> Result<Option<String>, ImageError> {
+async fn inspect_id(
+    docker: &bollard::Docker,
+    reference: &str,
+) -> Result<Option<String>, ImageError> {
     match docker.inspect_image(reference).await {
         Ok(i) => Ok(Some(i.id.unwrap_or_default())),
         Err(e) if not_found(&e) => Ok(None),
@@ -84,7 +96,10 @@ pub async fn ensure(
         && !r.always_pull()
         && let Some(id) = inspect_id(docker, &full).await?
     {
-        return Ok(Image { reference: full, id });
+        return Ok(Image {
+            reference: full,
+            id,
+        });
     }
     let creds = match auth::credentials(&r.registry(), cfg.auth.as_ref(), settings).await {
         Ok(c) => c,
@@ -96,26 +111,52 @@ pub async fn ensure(
     };
     events.emit("Downloading image", &[("image", full.as_str())]);
     let timeout = cfg.pull_timeout();
-    let pulled = tokio::time::timeout(timeout, pull(docker, &r, creds.clone(), settings.pull_activity_timeout, events)).await;
+    let pulled = tokio::time::timeout(
+        timeout,
+        pull(
+            docker,
+            &r,
+            creds.clone(),
+            settings.pull_activity_timeout,
+            events,
+        ),
+    )
+    .await;
     let result = match pulled {
-        Err(_) => Err(ImageError::Timeout { image: full.clone(), timeout }),
+        Err(_) => Err(ImageError::Timeout {
+            image: full.clone(),
+            timeout,
+        }),
         Ok(r) => r,
     };
     match result {
-        Err(ImageError::Pull { why, .. }) if creds.is_some() && cfg.auth_soft_fail && is_auth_failure(&why) => {
+        Err(ImageError::Pull { why, .. })
+            if creds.is_some() && cfg.auth_soft_fail && is_auth_failure(&why) =>
+        {
             tracing::warn!(image = %full, %why, "pull with credentials refused; retrying anonymously (auth_soft_fail)");
-            tokio::time::timeout(timeout, pull(docker, &r, None, settings.pull_activity_timeout, events))
-                .await
-                .map_err(|_| ImageError::Timeout { image: full.clone(), timeout })??;
+            tokio::time::timeout(
+                timeout,
+                pull(docker, &r, None, settings.pull_activity_timeout, events),
+            )
+            .await
+            .map_err(|_| ImageError::Timeout {
+                image: full.clone(),
+                timeout,
+            })??;
         }
         other => other?,
     }
-    let id = inspect_id(docker, &full).await?.ok_or_else(|| ImageError::Pull {
-        image: full.clone(),
-        why: "the engine does not have it after the pull".into(),
-    })?;
+    let id = inspect_id(docker, &full)
+        .await?
+        .ok_or_else(|| ImageError::Pull {
+            image: full.clone(),
+            why: "the engine does not have it after the pull".into(),
+        })?;
     events.emit(format!("Image {full} pulled"), &[("image", full.as_str())]);
-    Ok(Image { reference: full, id })
+    Ok(Image {
+        reference: full,
+        id,
+    })
 }
 
 fn is_auth_failure(why: &str) -> bool {
@@ -146,7 +187,11 @@ impl Progress {
     fn summary(&self) -> String {
         let done = |s: &str| s.starts_with("Pull complete") || s.starts_with("Already exists");
         let pulled = self.layers.values().filter(|l| done(&l.0)).count();
-        let waiting = self.layers.values().filter(|l| l.0.starts_with("Waiting")).count();
+        let waiting = self
+            .layers
+            .values()
+            .filter(|l| l.0.starts_with("Waiting"))
+            .count();
         let pulling = self.layers.len() - pulled - waiting;
         let cur: i64 = self.layers.values().map(|l| l.1).sum();
         let tot: i64 = self.layers.values().map(|l| l.2).sum();
@@ -178,7 +223,10 @@ async fn pull(
     loop {
         let next = tokio::time::timeout(activity_timeout, stream.next())
             .await
-            .map_err(|_| ImageError::Stalled { image: full.clone(), timeout: activity_timeout })?;
+            .map_err(|_| ImageError::Stalled {
+                image: full.clone(),
+                timeout: activity_timeout,
+            })?;
         match next {
             None => return Ok(()),
             Some(Err(e)) => {
@@ -203,10 +251,15 @@ async fn pull(
 
 /// `load` made a path under `local/`: relative, without `..`.
 pub fn load_path(load: &str) -> Result<PathBuf, ImageError> {
-    let bad = |why: &str| ImageError::Load { path: load.into(), why: why.into() };
+    let bad = |why: &str| ImageError::Load {
+        path: load.into(),
+        why: why.into(),
+    };
     let p = Path::new(load);
     if p.is_absolute() {
-        return Err(bad("must be a path relative to the task's local/ directory"));
+        return Err(bad(
+            "must be a path relative to the task's local/ directory",
+        ));
     }
     let mut rel = PathBuf::new();
     for c in p.components() {
@@ -233,7 +286,10 @@ async fn load_tarball(
 ) -> Result<Image, ImageError> {
     let rel = load_path(load)?;
     let local = task_dir.join("local");
-    let err = |why: String| ImageError::Load { path: load.into(), why };
+    let err = |why: String| ImageError::Load {
+        path: load.into(),
+        why,
+    };
     let file = tokio::task::spawn_blocking(move || {
         let dir = drover_beneath::Dir::open(&local).map_err(|e| e.to_string())?;
         dir.open_regular(&rel, drover_beneath::Links::Never)
@@ -260,11 +316,14 @@ async fn load_tarball(
     while let Some(item) = stream.next().await {
         item.map_err(|e| err(format!("the engine could not load it: {e}")))?;
     }
-    let id = inspect_id(docker, image).await?.ok_or_else(|| {
-        err(format!("the tarball did not hold the image {image:?}"))
-    })?;
+    let id = inspect_id(docker, image)
+        .await?
+        .ok_or_else(|| err(format!("the tarball did not hold the image {image:?}")))?;
     events.emit(format!("Image {image} loaded"), &[("image", image)]);
-    Ok(Image { reference: image.to_string(), id })
+    Ok(Image {
+        reference: image.to_string(),
+        id,
+    })
 }
 
 #[cfg(test)]
@@ -274,7 +333,10 @@ mod tests {
     #[test]
     fn load_paths_stay_under_local() {
         assert_eq!(load_path("img.tar").unwrap(), PathBuf::from("img.tar"));
-        assert_eq!(load_path("./a/img.tar").unwrap(), PathBuf::from("a/img.tar"));
+        assert_eq!(
+            load_path("./a/img.tar").unwrap(),
+            PathBuf::from("a/img.tar")
+        );
         for bad in ["/etc/passwd", "../img.tar", "a/../../b", "", "."] {
             assert!(load_path(bad).is_err(), "{bad}");
         }
@@ -283,7 +345,11 @@ mod tests {
     #[test]
     fn progress_summary() {
         let mut p = Progress::default();
-        for (id, status, cur, tot) in [("a", "Downloading", 1 << 20, 2 << 20), ("b", "Pull complete", 0, 0), ("c", "Waiting", 0, 0)] {
+        for (id, status, cur, tot) in [
+            ("a", "Downloading", 1 << 20, 2 << 20),
+            ("b", "Pull complete", 0, 0),
+            ("c", "Waiting", 0, 0),
+        ] {
             p.update(&bollard::models::CreateImageInfo {
                 id: Some(id.into()),
                 status: Some(status.into()),
@@ -294,6 +360,9 @@ mod tests {
                 ..Default::default()
             });
         }
-        assert_eq!(p.summary(), "Pulled 1/3 (1.0 MiB/2.0 MiB) layers: 1 waiting/1 pulling");
+        assert_eq!(
+            p.summary(),
+            "Pulled 1/3 (1.0 MiB/2.0 MiB) layers: 1 waiting/1 pulling"
+        );
     }
 }

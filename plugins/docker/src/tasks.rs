@@ -1,7 +1,7 @@
 //! The driver's table of tasks: each task's container, and a watch on its exit that keeps
 //! waiting through engine outages and collects the exit code and OOM flag from the engine.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,14 +44,20 @@ impl Drop for TaskEntry {
 /// Task id -> its entry.
 #[derive(Default)]
 pub struct Tasks {
-    map: Mutex<HashMap<String, Arc<TaskEntry>>>,
+    map: Mutex<BTreeMap<String, Arc<TaskEntry>>>,
 }
 
 /// How long the watch waits before asking an unreachable engine again.
 const RETRY: Duration = Duration::from_secs(1);
 
 pub fn not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// The exit of a container that is no longer running, `None` while it runs.
@@ -61,7 +67,10 @@ pub fn exit_of(info: &ContainerInspectResponse) -> Option<ExitResult> {
         return None;
     }
     Some(ExitResult {
-        exit_code: st.exit_code.unwrap_or(0).clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+        exit_code: st
+            .exit_code
+            .unwrap_or(0)
+            .clamp(i32::MIN as i64, i32::MAX as i64) as i32,
         signal: 0,
         oom_killed: st.oom_killed.unwrap_or(false),
         err: st.error.clone().unwrap_or_default(),
@@ -69,7 +78,7 @@ pub fn exit_of(info: &ContainerInspectResponse) -> Option<ExitResult> {
 }
 
 impl Tasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TaskEntry>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<TaskEntry>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -90,11 +99,20 @@ impl Tasks {
 
     /// Every tracked task's container id (what the gc's reaper must leave alone).
     pub fn container_ids(&self) -> Vec<String> {
-        self.lock().values().map(|e| e.state.container_id.clone()).collect()
+        self.lock()
+            .values()
+            .map(|e| e.state.container_id.clone())
+            .collect()
     }
 
     /// Tracks a started (or recovered) container and watches for its exit.
-    pub fn track(&self, engine: Arc<Engine>, config: TaskConfig, state: DriverState, events: Emitter) {
+    pub fn track(
+        &self,
+        engine: Arc<Engine>,
+        config: TaskConfig,
+        state: DriverState,
+        events: Emitter,
+    ) {
         let (tx, rx) = watch::channel(None);
         let watcher = tokio::spawn(watch_exit(engine, state.container_id.clone(), tx, events));
         let entry = TaskEntry {
@@ -119,8 +137,12 @@ async fn watch_exit(
             tokio::time::sleep(RETRY).await;
             continue;
         };
-        let opts = WaitContainerOptionsBuilder::default().condition("not-running").build();
-        let waited = Box::pin(client.wait_container(&id, Some(opts))).next().await;
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let waited = Box::pin(client.wait_container(&id, Some(opts)))
+            .next()
+            .await;
         let wait_code = match waited {
             Some(Ok(r)) => Some(r.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
@@ -206,9 +228,19 @@ mod tests {
     #[test]
     fn engine_times() {
         assert_eq!(unix_nanos("1970-01-01T00:00:01Z"), 1_000_000_000);
-        assert_eq!(unix_nanos("2021-01-01T00:00:00.5Z"), 1_609_459_200_500_000_000);
-        assert_eq!(unix_nanos("2021-01-01T01:00:00+01:00"), 1_609_459_200_000_000_000);
-        assert_eq!(unix_nanos("0001-01-01T00:00:00Z"), 0, "the engine's zero time");
+        assert_eq!(
+            unix_nanos("2021-01-01T00:00:00.5Z"),
+            1_609_459_200_500_000_000
+        );
+        assert_eq!(
+            unix_nanos("2021-01-01T01:00:00+01:00"),
+            1_609_459_200_000_000_000
+        );
+        assert_eq!(
+            unix_nanos("0001-01-01T00:00:00Z"),
+            0,
+            "the engine's zero time"
+        );
         assert_eq!(unix_nanos("garbage"), 0);
     }
 }

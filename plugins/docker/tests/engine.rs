@@ -21,14 +21,26 @@ async fn fingerprint_is_healthy_with_nomads_attributes() {
     let a = &fp.attributes;
     assert_eq!(a["driver.docker"], "1");
     assert!(a["driver.docker.version"].starts_with("20.10"), "{a:?}");
-    assert!(a["driver.docker.runtimes"].split(',').any(|r| r == "runc"), "{a:?}");
+    assert!(
+        a["driver.docker.runtimes"].split(',').any(|r| r == "runc"),
+        "{a:?}"
+    );
     assert_eq!(a["driver.docker.os_type"], "linux");
     let bridge: std::net::Ipv4Addr = a["driver.docker.bridge_ip"].parse().expect("an address");
-    let ip = std::process::Command::new("ip").args(["-4", "-o", "addr", "show", "docker0"]).output().unwrap();
+    let ip = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .unwrap();
     let ip = String::from_utf8_lossy(&ip.stdout);
-    assert!(ip.contains(&format!("inet {bridge}/")), "docker0's address: {ip}");
+    assert!(
+        ip.contains(&format!("inet {bridge}/")),
+        "docker0's address: {ip}"
+    );
     assert_eq!(a["driver.docker.privileged.enabled"], "true");
-    assert!(!a.contains_key("driver.docker.volumes.enabled"), "volumes are off by default");
+    assert!(
+        !a.contains_key("driver.docker.volumes.enabled"),
+        "volumes are off by default"
+    );
     host.shutdown().await;
 }
 
@@ -36,12 +48,20 @@ async fn fingerprint_is_healthy_with_nomads_attributes() {
 async fn an_endpoint_that_does_not_exist_is_unhealthy_with_a_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("missing.sock");
-    let host = host(tmp.path(), json!({"endpoint": format!("unix://{}", sock.display())}));
+    let host = host(
+        tmp.path(),
+        json!({"endpoint": format!("unix://{}", sock.display())}),
+    );
     let fp = fingerprint_until(&host, Duration::from_secs(20), unhealthy).await;
-    assert!(fp.health_description.contains(&sock.display().to_string()), "{fp:?}");
+    assert!(
+        fp.health_description.contains(&sock.display().to_string()),
+        "{fp:?}"
+    );
     assert!(fp.attributes.is_empty());
     let id = task_id("noengine", "web");
-    let e = try_start(&host, task(&id, tmp.path(), sh("true"))).await.unwrap_err();
+    let e = try_start(&host, task(&id, tmp.path(), sh("true")))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     host.shutdown().await;
 }
@@ -67,7 +87,10 @@ impl Proxy {
                 });
             }
         });
-        Proxy { path: path.to_path_buf(), tasks }
+        Proxy {
+            path: path.to_path_buf(),
+            tasks,
+        }
     }
 
     async fn stop(mut self) {
@@ -81,17 +104,29 @@ async fn health_follows_the_engine_and_containers_are_left_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("engine.sock");
     let proxy = Proxy::start(&sock);
-    let host = host(tmp.path(), json!({"endpoint": format!("unix://{}", sock.display())}));
+    let host = host(
+        tmp.path(),
+        json!({"endpoint": format!("unix://{}", sock.display())}),
+    );
     fingerprint_until(&host, Duration::from_secs(20), healthy).await;
     let id = task_id("health", "web");
     let _rm = RemoveContainers(vec![id.clone()]);
-    let started = try_start(&host, task(&id, tmp.path(), sh("sleep 1000"))).await.unwrap();
+    let started = try_start(&host, task(&id, tmp.path(), sh("sleep 1000")))
+        .await
+        .unwrap();
     let cid = container_id(&started);
 
     proxy.stop().await;
     let fp = fingerprint_until(&host, Duration::from_secs(20), unhealthy).await;
-    assert!(fp.health_description.contains(&sock.display().to_string()), "{fp:?}");
-    assert_eq!(inspect(&cid, "{{.State.Running}}"), "true", "the container runs on");
+    assert!(
+        fp.health_description.contains(&sock.display().to_string()),
+        "{fp:?}"
+    );
+    assert_eq!(
+        inspect(&cid, "{{.State.Running}}"),
+        "true",
+        "the container runs on"
+    );
 
     let proxy = Proxy::start(&sock);
     fingerprint_until(&host, Duration::from_secs(20), healthy).await;
@@ -106,7 +141,11 @@ async fn health_follows_the_engine_and_containers_are_left_alone() {
         })
         .await
         .unwrap();
-    assert_eq!(wait(&host, &id).await.exit_code, 137, "the watch on its exit survived the outage");
+    assert_eq!(
+        wait(&host, &id).await.exit_code,
+        137,
+        "the watch on its exit survived the outage"
+    );
     host.shutdown().await;
     proxy.stop().await;
 }

@@ -16,9 +16,13 @@ async fn batch_exit_code_env_and_task_dirs_inside() {
     let host = host(tmp.path(), json!({}));
     let id = task_id("batch", "web");
     let _rm = RemoveContainers(vec![id.clone()]);
-    let mut t = task(&id, tmp.path(), sh(
-        "cat /local/in.txt > /alloc/out; echo foo=$FOO >> /alloc/out; echo dir=$NOMAD_TASK_DIR alloc=$NOMAD_ALLOC_DIR >> /alloc/out; exit 42",
-    ));
+    let mut t = task(
+        &id,
+        tmp.path(),
+        sh(
+            "cat /local/in.txt > /alloc/out; echo foo=$FOO >> /alloc/out; echo dir=$NOMAD_TASK_DIR alloc=$NOMAD_ALLOC_DIR >> /alloc/out; exit 42",
+        ),
+    );
     t.env.insert("FOO".into(), "bar".into());
     std::fs::write(tmp.path().join("web/local/in.txt"), "from-local\n").unwrap();
     try_start(&host, t).await.unwrap();
@@ -28,7 +32,10 @@ async fn batch_exit_code_env_and_task_dirs_inside() {
     let out = std::fs::read_to_string(tmp.path().join("alloc/out")).unwrap();
     assert!(out.contains("from-local"), "local/ is /local: {out}");
     assert!(out.contains("foo=bar"), "the task env is passed: {out}");
-    assert!(out.contains("dir=/local alloc=/alloc"), "NOMAD_*_DIR are paths inside: {out}");
+    assert!(
+        out.contains("dir=/local alloc=/alloc"),
+        "NOMAD_*_DIR are paths inside: {out}"
+    );
     host.shutdown().await;
 }
 
@@ -43,7 +50,11 @@ async fn a_published_port_answers_and_an_unlisted_one_is_not_bound() {
     cfg["ports"] = json!(["http"]);
     let mut t = task(&id, tmp.path(), cfg);
     t.ports = vec![port("http", http, 8080), port("admin", admin, 0)];
-    std::fs::write(tmp.path().join("web/local/index.html"), "hello-from-docker\n").unwrap();
+    std::fs::write(
+        tmp.path().join("web/local/index.html"),
+        "hello-from-docker\n",
+    )
+    .unwrap();
     let started = try_start(&host, t).await.unwrap();
     let cid = container_id(&started);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -57,16 +68,28 @@ async fn a_published_port_answers_and_an_unlisted_one_is_not_bound() {
         });
         match got {
             Ok(b) if b.contains("hello-from-docker") => break b,
-            other => assert!(Instant::now() < deadline, "the port never answered: {other:?}"),
+            other => assert!(
+                Instant::now() < deadline,
+                "the port never answered: {other:?}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(body.contains("200"), "{body}");
     let bindings = inspect(&cid, "{{json .HostConfig.PortBindings}}");
-    assert!(bindings.contains("8080/tcp") && bindings.contains("8080/udp"), "{bindings}");
-    assert!(bindings.contains(&format!("\"HostPort\":\"{http}\"")), "{bindings}");
+    assert!(
+        bindings.contains("8080/tcp") && bindings.contains("8080/udp"),
+        "{bindings}"
+    );
+    assert!(
+        bindings.contains(&format!("\"HostPort\":\"{http}\"")),
+        "{bindings}"
+    );
     assert!(bindings.contains("\"HostIp\":\"127.0.0.1\""), "{bindings}");
-    assert!(!bindings.contains(&admin.to_string()), "admin is not listed: {bindings}");
+    assert!(
+        !bindings.contains(&admin.to_string()),
+        "admin is not listed: {bindings}"
+    );
     driver_stop(&host, &id, 5000).await;
     host.shutdown().await;
 }
@@ -91,17 +114,39 @@ async fn stop_sends_the_signal_then_kills_after_the_timeout() {
     let polite = task_id("stop", "polite");
     let stubborn = task_id("stop", "stubborn");
     let _rm = RemoveContainers(vec![polite.clone(), stubborn.clone()]);
-    try_start(&host, task(&polite, tmp.path(), sh("trap 'exit 3' TERM; while true; do sleep 0.1; done")))
-        .await
-        .unwrap();
-    try_start(&host, task(&stubborn, tmp.path(), sh("trap '' TERM; while true; do sleep 0.1; done")))
-        .await
-        .unwrap();
+    try_start(
+        &host,
+        task(
+            &polite,
+            tmp.path(),
+            sh("trap 'exit 3' TERM; while true; do sleep 0.1; done"),
+        ),
+    )
+    .await
+    .unwrap();
+    try_start(
+        &host,
+        task(
+            &stubborn,
+            tmp.path(),
+            sh("trap '' TERM; while true; do sleep 0.1; done"),
+        ),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     driver_stop(&host, &polite, 10_000).await;
-    assert_eq!(wait(&host, &polite).await.exit_code, 3, "SIGTERM reached the trap");
+    assert_eq!(
+        wait(&host, &polite).await.exit_code,
+        3,
+        "SIGTERM reached the trap"
+    );
     driver_stop(&host, &stubborn, 1000).await;
-    assert_eq!(wait(&host, &stubborn).await.exit_code, 137, "SIGKILL after the timeout");
+    assert_eq!(
+        wait(&host, &stubborn).await.exit_code,
+        137,
+        "SIGKILL after the timeout"
+    );
     host.shutdown().await;
 }
 
@@ -113,7 +158,9 @@ async fn privileged_is_refused_unless_allowed() {
     let mut cfg = sh("sleep 30");
     cfg["privileged"] = json!(true);
     let refusing = host(tmp.path(), json!({}));
-    let e = try_start(&refusing, task(&id, tmp.path(), cfg.clone())).await.unwrap_err();
+    let e = try_start(&refusing, task(&id, tmp.path(), cfg.clone()))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("allow_privileged"), "{e:?}");
     refusing.shutdown().await;
@@ -122,7 +169,10 @@ async fn privileged_is_refused_unless_allowed() {
     let allowing = host(tmp2.path(), json!({"allow_privileged": true}));
     match try_start(&allowing, task(&id, tmp2.path(), cfg)).await {
         Ok(started) => {
-            assert_eq!(inspect(&container_id(&started), "{{.HostConfig.Privileged}}"), "true");
+            assert_eq!(
+                inspect(&container_id(&started), "{{.HostConfig.Privileged}}"),
+                "true"
+            );
             driver_stop(&allowing, &id, 1000).await;
         }
         // A host whose own bounding set lacks capabilities (CAP_SYS_MODULE in some CI
@@ -147,18 +197,24 @@ async fn host_binds_need_volumes_enabled_and_load_stays_under_local() {
     let _rm = RemoveContainers(vec![id.clone()]);
     let mut cfg = sh("true");
     cfg["volumes"] = json!(["/etc:/host-etc"]);
-    let e = try_start(&host, task(&id, tmp.path(), cfg)).await.unwrap_err();
+    let e = try_start(&host, task(&id, tmp.path(), cfg))
+        .await
+        .unwrap_err();
     assert!(e.message().contains("volumes.enabled"), "{e:?}");
     let mut cfg = sh("true");
     cfg["load"] = json!("../../img.tar");
-    let e = try_start(&host, task(&id, tmp.path(), cfg)).await.unwrap_err();
+    let e = try_start(&host, task(&id, tmp.path(), cfg))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("no .."), "{e:?}");
     // A link planted in local/ does not lead a relative bind out of the task directory.
     std::os::unix::fs::symlink("/etc", tmp.path().join("web/local/etc-link")).unwrap();
     let mut cfg = sh("true");
     cfg["volumes"] = json!(["local/etc-link:/x"]);
-    let e = try_start(&host, task(&id, tmp.path(), cfg)).await.unwrap_err();
+    let e = try_start(&host, task(&id, tmp.path(), cfg))
+        .await
+        .unwrap_err();
     assert!(e.message().contains("etc-link"), "{e:?}");
     // A relative bind that stays inside works.
     std::fs::create_dir_all(tmp.path().join("web/local/data")).unwrap();
@@ -167,7 +223,10 @@ async fn host_binds_need_volumes_enabled_and_load_stays_under_local() {
     cfg["volumes"] = json!(["local/data:/data:ro"]);
     try_start(&host, task(&id, tmp.path(), cfg)).await.unwrap();
     assert_eq!(wait(&host, &id).await.exit_code, 0);
-    assert_eq!(std::fs::read_to_string(tmp.path().join("alloc/bound")).unwrap(), "inside\n");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("alloc/bound")).unwrap(),
+        "inside\n"
+    );
     host.shutdown().await;
 }
 
@@ -178,9 +237,13 @@ async fn an_image_loaded_from_a_tarball_under_local() {
     let id = task_id("load", "web");
     let _rm = RemoveContainers(vec![id.clone()]);
     let tag = format!("drover-test/loaded:{}", std::process::id());
-    let t = task(&id, tmp.path(), json!({
-        "image": tag, "load": "img.tar", "command": "/bin/sh", "args": ["-c", "exit 5"],
-    }));
+    let t = task(
+        &id,
+        tmp.path(),
+        json!({
+            "image": tag, "load": "img.tar", "command": "/bin/sh", "args": ["-c", "exit 5"],
+        }),
+    );
     images::save_busybox(&tag, &tmp.path().join("web/local/img.tar"));
     docker(&["rmi", &tag]);
     try_start(&host, t).await.unwrap();
@@ -213,13 +276,35 @@ async fn a_bad_image_name_fails_quickly_and_clearly() {
     let id = task_id("badimage", "web");
     let _rm = RemoveContainers(vec![id.clone()]);
     let began = Instant::now();
-    let e = try_start(&host, task(&id, tmp.path(), json!({"image": "Bad Image!!:1"}))).await.unwrap_err();
+    let e = try_start(
+        &host,
+        task(&id, tmp.path(), json!({"image": "Bad Image!!:1"})),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("invalid image reference"), "{e:?}");
     // A well-formed name the (unreachable) registry cannot serve: an error, not a hang.
-    let e = try_start(&host, task(&id, tmp.path(), json!({"image": "127.0.0.1:1/nope/nothing:1"}))).await.unwrap_err();
-    assert!(e.message().contains("failed to pull image 127.0.0.1:1/nope/nothing:1"), "{e:?}");
-    assert!(began.elapsed() < Duration::from_secs(30), "{:?}", began.elapsed());
+    let e = try_start(
+        &host,
+        task(
+            &id,
+            tmp.path(),
+            json!({"image": "127.0.0.1:1/nope/nothing:1"}),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message()
+            .contains("failed to pull image 127.0.0.1:1/nope/nothing:1"),
+        "{e:?}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        began.elapsed()
+    );
     host.shutdown().await;
 }
 
@@ -230,8 +315,12 @@ async fn a_killed_plugin_recovers_running_and_exited_containers() {
     let long = task_id("recover", "long");
     let short = task_id("recover", "short");
     let _rm = RemoveContainers(vec![long.clone(), short.clone()]);
-    let long_started = try_start(&host, task(&long, tmp.path(), sh("sleep 1000"))).await.unwrap();
-    let short_started = try_start(&host, task(&short, tmp.path(), sh("sleep 2; exit 7"))).await.unwrap();
+    let long_started = try_start(&host, task(&long, tmp.path(), sh("sleep 1000")))
+        .await
+        .unwrap();
+    let short_started = try_start(&host, task(&short, tmp.path(), sh("sleep 2; exit 7")))
+        .await
+        .unwrap();
     let long_cid = container_id(&long_started);
     let short_cid = container_id(&short_started);
     driver(&host).kill_plugin().await;
@@ -241,24 +330,43 @@ async fn a_killed_plugin_recovers_running_and_exited_containers() {
         assert!(Instant::now() < deadline, "the short task never exited");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(inspect(&long_cid, "{{.State.Running}}"), "true", "the plugin's death left it alone");
+    assert_eq!(
+        inspect(&long_cid, "{{.State.Running}}"),
+        "true",
+        "the plugin's death left it alone"
+    );
     let mut client = host.driver("docker").await.unwrap();
     for started in [&long_started, &short_started] {
         client
-            .recover_task(RecoverTaskRequest { handle: started.handle.clone() })
+            .recover_task(RecoverTaskRequest {
+                handle: started.handle.clone(),
+            })
             .await
             .unwrap();
     }
     let info = client
-        .inspect_task(InspectTaskRequest { task_id: long.clone() })
+        .inspect_task(InspectTaskRequest {
+            task_id: long.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(info.state, "running");
-    assert_eq!(info.pid.to_string(), inspect(&long_cid, "{{.State.Pid}}"), "the same container");
-    assert_eq!(wait(&host, &short).await.exit_code, 7, "the exit while the plugin was down");
+    assert_eq!(
+        info.pid.to_string(),
+        inspect(&long_cid, "{{.State.Pid}}"),
+        "the same container"
+    );
+    assert_eq!(
+        wait(&host, &short).await.exit_code,
+        7,
+        "the exit while the plugin was down"
+    );
     driver_stop(&host, &long, 1000).await;
     let exit = wait(&host, &long).await;
-    assert_eq!(exit.exit_code, 137, "sh ignores SIGTERM as pid 1; killed after the timeout");
+    assert_eq!(
+        exit.exit_code, 137,
+        "sh ignores SIGTERM as pid 1; killed after the timeout"
+    );
     host.shutdown().await;
 }

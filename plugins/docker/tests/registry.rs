@@ -19,7 +19,9 @@ fn pull_task(image: &str, extra: serde_json::Value) -> serde_json::Value {
 }
 
 fn rmi(reference: &str) {
-    let _ = std::process::Command::new("docker").args(["rmi", reference]).output();
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", reference])
+        .output();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,37 +37,77 @@ async fn pulls_with_credentials_force_pull_and_latest() {
     let bad = json!({"auth": {"username": "drover", "password": "wrong"}});
 
     // Wrong credentials fail, with or without auth_soft_fail (the registry wants them).
-    let e = try_start(&host, task(&ids[0], tmp.path(), pull_task(&pinned, bad.clone()))).await.unwrap_err();
+    let e = try_start(
+        &host,
+        task(&ids[0], tmp.path(), pull_task(&pinned, bad.clone())),
+    )
+    .await
+    .unwrap_err();
     assert!(e.message().contains("failed to pull image"), "{e:?}");
     let mut soft = bad.clone();
     soft["auth_soft_fail"] = json!(true);
-    assert!(try_start(&host, task(&ids[0], tmp.path(), pull_task(&pinned, soft))).await.is_err());
+    assert!(
+        try_start(&host, task(&ids[0], tmp.path(), pull_task(&pinned, soft)))
+            .await
+            .is_err()
+    );
 
     // The right ones pull, with events.
     let mut ev = events(&host).await;
-    try_start(&host, task(&ids[1], tmp.path(), pull_task(&pinned, good.clone()))).await.unwrap();
+    try_start(
+        &host,
+        task(&ids[1], tmp.path(), pull_task(&pinned, good.clone())),
+    )
+    .await
+    .unwrap();
     assert_eq!(wait(&host, &ids[1]).await.exit_code, 0);
     let msgs = messages_within(&mut ev, &ids[1], Duration::from_millis(500)).await;
     assert!(msgs.iter().any(|m| m == "Downloading image"), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m == &format!("Image {pinned} pulled")), "{msgs:?}");
+    assert!(
+        msgs.iter().any(|m| m == &format!("Image {pinned} pulled")),
+        "{msgs:?}"
+    );
 
     // Present with a pinned tag: not pulled again, unless force_pull.
-    try_start(&host, task(&ids[2], tmp.path(), pull_task(&pinned, json!({})))).await.unwrap();
+    try_start(
+        &host,
+        task(&ids[2], tmp.path(), pull_task(&pinned, json!({}))),
+    )
+    .await
+    .unwrap();
     assert_eq!(wait(&host, &ids[2]).await.exit_code, 0);
     let msgs = messages_within(&mut ev, &ids[2], Duration::from_millis(500)).await;
     assert!(!msgs.iter().any(|m| m == "Downloading image"), "{msgs:?}");
     let mut forced = good.clone();
     forced["force_pull"] = json!(true);
-    try_start(&host, task(&ids[3], tmp.path(), pull_task(&pinned, forced))).await.unwrap();
+    try_start(&host, task(&ids[3], tmp.path(), pull_task(&pinned, forced)))
+        .await
+        .unwrap();
     assert_eq!(wait(&host, &ids[3]).await.exit_code, 0);
     let msgs = messages_within(&mut ev, &ids[3], Duration::from_millis(500)).await;
-    assert!(msgs.iter().any(|m| m == "Downloading image"), "force_pull pulls: {msgs:?}");
+    assert!(
+        msgs.iter().any(|m| m == "Downloading image"),
+        "force_pull pulls: {msgs:?}"
+    );
 
     // :latest is pulled every time: with no credentials now, the pull fails although present.
-    try_start(&host, task(&ids[4], tmp.path(), pull_task(&latest, good.clone()))).await.unwrap();
+    try_start(
+        &host,
+        task(&ids[4], tmp.path(), pull_task(&latest, good.clone())),
+    )
+    .await
+    .unwrap();
     assert_eq!(wait(&host, &ids[4]).await.exit_code, 0);
-    let e = try_start(&host, task(&ids[5], tmp.path(), pull_task(&latest, json!({})))).await.unwrap_err();
-    assert!(e.message().contains("failed to pull image"), ":latest is pulled again: {e:?}");
+    let e = try_start(
+        &host,
+        task(&ids[5], tmp.path(), pull_task(&latest, json!({}))),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message().contains("failed to pull image"),
+        ":latest is pulled again: {e:?}"
+    );
     host.shutdown().await;
     drop(_rm);
     rmi(&pinned);
@@ -77,10 +119,15 @@ async fn the_plugins_auth_config_file_supplies_credentials() {
     let reg = Registry::start("cfguser", "cfgpass");
     let image = reg.push_busybox("drover/cfg:2.0");
     let tmp = tempfile::tempdir().unwrap();
-    let host = host(tmp.path(), json!({"auth": {"config": reg.auth_config_file().display().to_string()}}));
+    let host = host(
+        tmp.path(),
+        json!({"auth": {"config": reg.auth_config_file().display().to_string()}}),
+    );
     let id = task_id("authcfg", "web");
     let _rm = RemoveContainers(vec![id.clone()]);
-    try_start(&host, task(&id, tmp.path(), pull_task(&image, json!({})))).await.unwrap();
+    try_start(&host, task(&id, tmp.path(), pull_task(&image, json!({}))))
+        .await
+        .unwrap();
     assert_eq!(wait(&host, &id).await.exit_code, 0);
     host.shutdown().await;
     drop(_rm);
@@ -104,10 +151,21 @@ async fn image_pull_timeout_ends_a_pull_that_never_answers() {
     let _rm = RemoveContainers(vec![id.clone()]);
     let image = format!("{addr}/drover/slow:1");
     let began = Instant::now();
-    let e = try_start(&host, task(&id, tmp.path(), pull_task(&image, json!({"image_pull_timeout": "2s"}))))
-        .await
-        .unwrap_err();
+    let e = try_start(
+        &host,
+        task(
+            &id,
+            tmp.path(),
+            pull_task(&image, json!({"image_pull_timeout": "2s"})),
+        ),
+    )
+    .await
+    .unwrap_err();
     assert!(e.message().contains("image_pull_timeout"), "{e:?}");
-    assert!(began.elapsed() < Duration::from_secs(20), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        began.elapsed()
+    );
     host.shutdown().await;
 }

@@ -148,7 +148,8 @@ impl Registry {
             "{REGISTRY_BIN} is missing: install Debian's docker-registry (tests/run.sh does)"
         );
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("drover-registry-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("drover-registry-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("data")).expect("registry dir");
         let htpasswd = Command::new("htpasswd")
             .args(["-Bbn", user, password])
@@ -181,7 +182,11 @@ impl Registry {
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::net::TcpStream::connect(&reg.addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "the registry did not listen on {}", reg.addr);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not listen on {}",
+                reg.addr
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         docker_in(
@@ -225,7 +230,12 @@ impl Drop for RemoveContainers {
     fn drop(&mut self) {
         for id in &self.0 {
             let out = Command::new("docker")
-                .args(["ps", "-aq", "--filter", &format!("label=drover.task_id={id}")])
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=drover.task_id={id}"),
+                ])
                 .output();
             if let Ok(out) = out {
                 for c in String::from_utf8_lossy(&out.stdout).split_whitespace() {

@@ -101,14 +101,16 @@ where
 {
     match Value::deserialize(d)? {
         Value::Null => Ok(None),
-        Value::String(s) => parse_duration(&s)
-            .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("{s:?} is not a duration (e.g. \"30s\", \"5m\")"))),
+        Value::String(s) => parse_duration(&s).map(Some).ok_or_else(|| {
+            D::Error::custom(format!("{s:?} is not a duration (e.g. \"30s\", \"5m\")"))
+        }),
         Value::Number(n) => n
             .as_u64()
             .map(|s| Some(Duration::from_secs(s)))
             .ok_or_else(|| D::Error::custom(format!("{n} is not a number of seconds"))),
-        other => Err(D::Error::custom(format!("expected a duration, found {other}"))),
+        other => Err(D::Error::custom(format!(
+            "expected a duration, found {other}"
+        ))),
     }
 }
 

@@ -230,9 +230,9 @@ impl Settings {
             auth_helper: auth.helper.filter(|h| !h.is_empty()),
             allow_privileged: cfg.allow_privileged,
             allow_caps,
-            allow_runtimes: cfg.allow_runtimes.unwrap_or_else(|| {
-                DEFAULT_RUNTIMES.iter().map(|r| r.to_string()).collect()
-            }),
+            allow_runtimes: cfg
+                .allow_runtimes
+                .unwrap_or_else(|| DEFAULT_RUNTIMES.iter().map(|r| r.to_string()).collect()),
             volumes_enabled: cfg.volumes.is_some_and(|v| v.enabled),
             extra_labels: cfg.extra_labels,
             pull_activity_timeout: cfg

@@ -122,7 +122,11 @@ fn task_schema_and_struct_agree() {
     let schema = task_config_schema();
     check_agreement(
         &schema,
-        |v| serde_json::from_value::<TaskConfig>(v).map(|_| ()).map_err(|e| e.to_string()),
+        |v| {
+            serde_json::from_value::<TaskConfig>(v)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
         "task config",
     );
     assert_eq!(names(&schema), sorted(struct_fields::<TaskConfig>()));
@@ -132,9 +136,18 @@ fn task_schema_and_struct_agree() {
         names(sub(m, "volume_options")),
         sorted(struct_fields::<task::VolumeOptions>())
     );
-    assert_eq!(names(sub(&schema, "auth")), sorted(struct_fields::<task::AuthBlock>()));
-    assert_eq!(names(sub(&schema, "logging")), sorted(struct_fields::<task::LoggingBlock>()));
-    assert_eq!(names(sub(&schema, "devices")), sorted(struct_fields::<task::DeviceBlock>()));
+    assert_eq!(
+        names(sub(&schema, "auth")),
+        sorted(struct_fields::<task::AuthBlock>())
+    );
+    assert_eq!(
+        names(sub(&schema, "logging")),
+        sorted(struct_fields::<task::LoggingBlock>())
+    );
+    assert_eq!(
+        names(sub(&schema, "devices")),
+        sorted(struct_fields::<task::DeviceBlock>())
+    );
 }
 
 #[test]
@@ -149,7 +162,10 @@ fn plugin_schema_and_struct_agree() {
         },
         "plugin config",
     );
-    assert_eq!(names(&schema), sorted(struct_fields::<plugin::PluginConfig>()));
+    assert_eq!(
+        names(&schema),
+        sorted(struct_fields::<plugin::PluginConfig>())
+    );
     let gc = sub(&schema, "gc");
     assert_eq!(names(gc), sorted(struct_fields::<plugin::GcBlock>()));
     assert_eq!(
@@ -178,7 +194,10 @@ fn blocks_arrive_as_objects_or_one_element_arrays() {
 fn plugin_defaults_are_nomads() {
     let s = Settings::from_json(json!({})).unwrap();
     assert_eq!(s.endpoint, "unix:///var/run/docker.sock");
-    assert!(!s.volumes_enabled, "host binds are off until an operator allows them");
+    assert!(
+        !s.volumes_enabled,
+        "host binds are off until an operator allows them"
+    );
     assert!(!s.allow_privileged);
     assert!(!s.allow_caps.contains("NET_RAW"));
     assert_eq!(s.allow_runtimes, vec!["runc", "nvidia"]);

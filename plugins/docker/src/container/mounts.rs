@@ -48,7 +48,9 @@ pub fn task_dirs(task: &Task) -> Vec<(PathBuf, &'static str)> {
 /// A target inside the container: absolute, without `..`.
 fn check_target(target: &str, what: &str) -> Result<(), SpecError> {
     let p = Path::new(target);
-    if !p.is_absolute() || p.components().any(|c| c == Component::ParentDir) || target.contains('\0')
+    if !p.is_absolute()
+        || p.components().any(|c| c == Component::ParentDir)
+        || target.contains('\0')
     {
         return Err(SpecError(format!(
             "{what}: the target {target:?} must be an absolute path without .."
@@ -147,7 +149,10 @@ fn mount_block(
             let src = bind_source(&m.source, task, settings, &mut out.relative_sources, &what)?;
             mount.typ = Some(MountType::BIND);
             mount.source = Some(src);
-            let prop = m.bind_options.as_ref().and_then(|b| b.propagation.as_deref());
+            let prop = m
+                .bind_options
+                .as_ref()
+                .and_then(|b| b.propagation.as_deref());
             if let Some(p) = propagation(prop, settings, &what)? {
                 mount.bind_options = Some(MountBindOptions {
                     propagation: Some(p),
@@ -248,7 +253,8 @@ pub fn mounts(
 ) -> Result<Mounts, SpecError> {
     let mut out = Mounts::default();
     for (src, dst) in task_dirs(task) {
-        out.mounts.push(bind(&src.display().to_string(), dst, false));
+        out.mounts
+            .push(bind(&src.display().to_string(), dst, false));
     }
     for m in &task.mounts {
         let what = format!("volume_mount {:?}", m.task_path);
@@ -259,7 +265,8 @@ pub fn mounts(
                 m.host_path
             )));
         }
-        out.mounts.push(bind(&m.host_path, &m.task_path, m.read_only));
+        out.mounts
+            .push(bind(&m.host_path, &m.task_path, m.read_only));
     }
     for m in mount_blocks {
         let mount = mount_block(m, task, settings, &mut out)?;

@@ -2,7 +2,7 @@
 //! on the node's address for the port (never every address), container port = `to` or else
 //! the host port.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use bollard::models::{PortBinding, PortMap};
@@ -44,7 +44,7 @@ pub fn host_ip(m: &PortMapping) -> Result<String, SpecError> {
 /// The bindings of the labels in `labels`, from the allocation's `ports`.
 pub fn publish(labels: &[String], ports: &[PortMapping]) -> Result<Published, SpecError> {
     let mut out = Published::default();
-    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut bindings: BTreeMap<String, Option<Vec<PortBinding>>> = BTreeMap::new();
     for label in labels {
         let m = ports.iter().find(|p| p.label == *label).ok_or_else(|| {
             let known: Vec<&str> = ports.iter().map(|p| p.label.as_str()).collect();
@@ -72,13 +72,17 @@ pub fn publish(labels: &[String], ports: &[PortMapping]) -> Result<Published, Sp
             if !out.exposed.contains(&key) {
                 out.exposed.push(key.clone());
             }
-            bindings.entry(key).or_default().get_or_insert_with(Vec::new).push(PortBinding {
-                host_ip: Some(ip.clone()),
-                host_port: Some(m.value.to_string()),
-            });
+            bindings
+                .entry(key)
+                .or_default()
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: Some(ip.clone()),
+                    host_port: Some(m.value.to_string()),
+                });
         }
     }
-    out.bindings = bindings;
+    out.bindings = bindings.into_iter().collect();
     Ok(out)
 }
 
@@ -97,7 +101,10 @@ mod tests {
 
     #[test]
     fn only_listed_labels_on_their_address() {
-        let ports = [pm("http", 25000, 8080, "10.0.0.5"), pm("admin", 25001, 0, "10.0.0.5")];
+        let ports = [
+            pm("http", 25000, 8080, "10.0.0.5"),
+            pm("admin", 25001, 0, "10.0.0.5"),
+        ];
         let p = publish(&["http".into()], &ports).unwrap();
         assert_eq!(p.exposed, vec!["8080/tcp", "8080/udp"]);
         let b = p.bindings["8080/tcp"].as_ref().unwrap();
@@ -105,7 +112,10 @@ mod tests {
         assert_eq!(b[0].host_port.as_deref(), Some("25000"));
         assert!(!p.bindings.keys().any(|k| k.starts_with("25001")));
         let p = publish(&["admin".into()], &ports).unwrap();
-        assert!(p.bindings.contains_key("25001/udp"), "to = 0: the same port inside");
+        assert!(
+            p.bindings.contains_key("25001/udp"),
+            "to = 0: the same port inside"
+        );
     }
 
     #[test]

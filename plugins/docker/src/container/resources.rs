@@ -38,7 +38,8 @@ fn check_cpuset(s: &str) -> Result<(), SpecError> {
         && s.split(',').all(|part| {
             let mut it = part.splitn(2, '-');
             let a = it.next().unwrap_or("");
-            let num = |x: &str| !x.is_empty() && x.len() <= 5 && x.bytes().all(|b| b.is_ascii_digit());
+            let num =
+                |x: &str| !x.is_empty() && x.len() <= 5 && x.bytes().all(|b| b.is_ascii_digit());
             num(a) && it.next().is_none_or(num)
         });
     if ok {
@@ -114,9 +115,15 @@ pub fn ulimits(cfg: &TaskConfig) -> Result<Vec<ResourcesUlimits>, SpecError> {
         .iter()
         .map(|(name, v)| {
             if !ULIMITS.contains(&name.as_str()) {
-                return Err(SpecError(format!("ulimit {name:?} is not a resource limit")));
+                return Err(SpecError(format!(
+                    "ulimit {name:?} is not a resource limit"
+                )));
             }
-            let bad = || SpecError(format!("ulimit {name} = {v:?}: expected \"soft\" or \"soft:hard\""));
+            let bad = || {
+                SpecError(format!(
+                    "ulimit {name} = {v:?}: expected \"soft\" or \"soft:hard\""
+                ))
+            };
             let (soft, hard) = match v.split_once(':') {
                 Some((s, h)) => (s.trim(), h.trim()),
                 None => (v.trim(), v.trim()),
@@ -189,23 +196,33 @@ mod tests {
         r.core_ids = vec![1, 3];
         let mut hc = HostConfig::default();
         apply(&mut hc, &cfg, &r, 1000).unwrap();
-        assert_eq!(hc.cpuset_cpus.as_deref(), Some("1,3"), "the scheduler's cores win");
+        assert_eq!(
+            hc.cpuset_cpus.as_deref(),
+            Some("1,3"),
+            "the scheduler's cores win"
+        );
         assert_eq!(hc.cpu_shares, Some(2));
         for bad in ["a", "1-", "0,,1", "1;2", "99999999"] {
             let cfg = TaskConfig {
                 cpuset_cpus: Some(bad.into()),
                 ..Default::default()
             };
-            assert!(apply(&mut HostConfig::default(), &cfg, &res(1, 1, 0), 1000).is_err(), "{bad}");
+            assert!(
+                apply(&mut HostConfig::default(), &cfg, &res(1, 1, 0), 1000).is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn ulimit_strings() {
         let cfg = TaskConfig {
-            ulimit: [("nofile".to_string(), "1024:2048".to_string()), ("nproc".into(), "64".into())]
-                .into_iter()
-                .collect(),
+            ulimit: [
+                ("nofile".to_string(), "1024:2048".to_string()),
+                ("nproc".into(), "64".into()),
+            ]
+            .into_iter()
+            .collect(),
             ..Default::default()
         };
         let u = ulimits(&cfg).unwrap();

@@ -79,7 +79,12 @@ fn basics_command_env_labels_and_task_dirs() {
     assert_eq!(s.name, "a1-web-0");
     assert_eq!(s.body.cmd.as_ref().unwrap(), &["/bin/sh", "-c", "true"]);
     let env = s.body.env.as_ref().unwrap();
-    for want in ["NOMAD_TASK_DIR=/local", "NOMAD_SECRETS_DIR=/secrets", "NOMAD_ALLOC_DIR=/alloc", "FOO=bar"] {
+    for want in [
+        "NOMAD_TASK_DIR=/local",
+        "NOMAD_SECRETS_DIR=/secrets",
+        "NOMAD_ALLOC_DIR=/alloc",
+        "FOO=bar",
+    ] {
         assert!(env.contains(&want.to_string()), "{want} in {env:?}");
     }
     let labels = s.body.labels.as_ref().unwrap();
@@ -88,15 +93,35 @@ fn basics_command_env_labels_and_task_dirs() {
     assert_eq!(labels[LABEL_TASK_NAME], "web");
     assert_eq!(labels[LABEL_TASK_ID], "a1/web/0");
     assert_eq!(labels["team"], "a");
-    assert!(!labels.contains_key(LABEL_JOB_NAME), "extra_labels is empty by default");
+    assert!(
+        !labels.contains_key(LABEL_JOB_NAME),
+        "extra_labels is empty by default"
+    );
     let mounts = hc(&s).mounts.as_ref().unwrap();
-    let find = |t: &str| mounts.iter().find(|m| m.target.as_deref() == Some(t)).unwrap();
+    let find = |t: &str| {
+        mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some(t))
+            .unwrap()
+    };
     assert_eq!(find("/local").source.as_deref(), Some("/data/a1/web/local"));
-    assert_eq!(find("/secrets").source.as_deref(), Some("/data/a1/web/secrets"));
+    assert_eq!(
+        find("/secrets").source.as_deref(),
+        Some("/data/a1/web/secrets")
+    );
     assert_eq!(find("/alloc").source.as_deref(), Some("/data/a1/alloc"));
-    assert_eq!(hc(&s).log_config.as_ref().unwrap().typ.as_deref(), Some("json-file"));
+    assert_eq!(
+        hc(&s).log_config.as_ref().unwrap().typ.as_deref(),
+        Some("json-file")
+    );
     assert_eq!(hc(&s).cap_drop.as_ref().unwrap(), &["ALL"]);
-    assert!(!hc(&s).cap_add.as_ref().unwrap().contains(&"NET_RAW".to_string()));
+    assert!(
+        !hc(&s)
+            .cap_add
+            .as_ref()
+            .unwrap()
+            .contains(&"NET_RAW".to_string())
+    );
     assert_eq!(hc(&s).memory, Some(64 << 20));
 }
 
@@ -113,7 +138,9 @@ fn args_alone_follow_the_entrypoint() {
 fn reserved_labels_and_extra_labels() {
     let e = spec(json!({"image": "i:1", "labels": {"drover.managed": "false"}})).unwrap_err();
     assert!(e.0.contains("drover."), "{e}");
-    assert!(spec(json!({"image": "i:1", "labels": {"com.hashicorp.nomad.alloc_id": "x"}})).is_err());
+    assert!(
+        spec(json!({"image": "i:1", "labels": {"com.hashicorp.nomad.alloc_id": "x"}})).is_err()
+    );
     let settings = Settings {
         extra_labels: vec!["job_name".into(), "task_group*".into()],
         ..Settings::default()
@@ -141,10 +168,21 @@ fn privileged_and_namespace_sharing_need_allow_privileged() {
         spec_with(cfg.clone(), &privileged_settings())
             .unwrap_or_else(|e| panic!("{cfg} with allow_privileged: {e}"));
     }
-    let s = spec_with(json!({"image": "i:1", "privileged": true}), &privileged_settings()).unwrap();
+    let s = spec_with(
+        json!({"image": "i:1", "privileged": true}),
+        &privileged_settings(),
+    )
+    .unwrap();
     assert_eq!(hc(&s).privileged, Some(true));
-    assert!(hc(&s).cap_drop.is_none(), "a privileged container keeps every capability");
-    let e = spec_with(json!({"image": "i:1", "devices": {"host_path": "/etc/passwd"}}), &privileged_settings()).unwrap_err();
+    assert!(
+        hc(&s).cap_drop.is_none(),
+        "a privileged container keeps every capability"
+    );
+    let e = spec_with(
+        json!({"image": "i:1", "devices": {"host_path": "/etc/passwd"}}),
+        &privileged_settings(),
+    )
+    .unwrap_err();
     assert!(e.0.contains("not under /dev"), "{e}");
 }
 
@@ -153,7 +191,13 @@ fn caps_and_runtimes_are_checked() {
     let e = spec(json!({"image": "i:1", "cap_add": ["sys_admin"]})).unwrap_err();
     assert!(e.0.contains("SYS_ADMIN"), "{e}");
     let s = spec(json!({"image": "i:1", "cap_drop": ["chown"]})).unwrap();
-    assert!(!hc(&s).cap_add.as_ref().unwrap().contains(&"CHOWN".to_string()));
+    assert!(
+        !hc(&s)
+            .cap_add
+            .as_ref()
+            .unwrap()
+            .contains(&"CHOWN".to_string())
+    );
     assert!(spec(json!({"image": "i:1", "cap_add": ["bogus"]})).is_err());
     let e = spec(json!({"image": "i:1", "runtime": "kata"})).unwrap_err();
     assert!(e.0.contains("allow_runtimes"), "{e}");
@@ -165,7 +209,9 @@ fn caps_and_runtimes_are_checked() {
 fn host_binds_need_volumes_enabled_relative_stay_inside() {
     let e = spec(json!({"image": "i:1", "volumes": ["/etc:/x"]})).unwrap_err();
     assert!(e.0.contains("volumes.enabled"), "{e}");
-    let e = spec(json!({"image": "i:1", "mount": {"type": "bind", "source": "/etc", "target": "/x"}})).unwrap_err();
+    let e =
+        spec(json!({"image": "i:1", "mount": {"type": "bind", "source": "/etc", "target": "/x"}}))
+            .unwrap_err();
     assert!(e.0.contains("volumes.enabled"), "{e}");
     for bad in ["../x:/x", "local/../../x:/x"] {
         let e = spec(json!({"image": "i:1", "volumes": [bad]})).unwrap_err();
@@ -175,14 +221,25 @@ fn host_binds_need_volumes_enabled_relative_stay_inside() {
     let m = hc(&s).mounts.as_ref().unwrap().last().unwrap().clone();
     assert_eq!(m.source.as_deref(), Some("/data/a1/web/local/data"));
     assert_eq!(m.read_only, Some(true));
-    assert_eq!(s.relative_sources, vec![std::path::PathBuf::from("local/data")]);
+    assert_eq!(
+        s.relative_sources,
+        vec![std::path::PathBuf::from("local/data")]
+    );
     let enabled = Settings {
         volumes_enabled: true,
         ..Settings::default()
     };
     spec_with(json!({"image": "i:1", "volumes": ["/etc:/x"]}), &enabled).unwrap();
-    for bad in [json!(["a:relative"]), json!(["a:/x/../y"]), json!(["a"]), json!(["a:/b:c:d"])] {
-        assert!(spec(json!({"image": "i:1", "volumes": bad})).is_err(), "{bad}");
+    for bad in [
+        json!(["a:relative"]),
+        json!(["a:/x/../y"]),
+        json!(["a"]),
+        json!(["a:/b:c:d"]),
+    ] {
+        assert!(
+            spec(json!({"image": "i:1", "volumes": bad})).is_err(),
+            "{bad}"
+        );
     }
 }
 
@@ -199,12 +256,19 @@ fn propagation_needs_allow_privileged() {
         mount.bind_options.unwrap().propagation,
         Some(MountBindOptionsPropagationEnum::RSHARED)
     );
-    spec(json!({"image": "i:1", "mount": {"type": "bind", "source": "local/x", "target": "/x",
-        "bind_options": {"propagation": "rprivate"}}}))
+    spec(
+        json!({"image": "i:1", "mount": {"type": "bind", "source": "local/x", "target": "/x",
+        "bind_options": {"propagation": "rprivate"}}}),
+    )
     .unwrap();
     assert!(spec(json!({"image": "i:1", "volumes": ["local/x:/x:rshared"]})).is_err());
-    assert!(spec(json!({"image": "i:1", "mount": {"type": "bind", "source": "x", "target": "/x",
-        "bind_options": {"propagation": "weird"}}})).is_err());
+    assert!(
+        spec(
+            json!({"image": "i:1", "mount": {"type": "bind", "source": "x", "target": "/x",
+        "bind_options": {"propagation": "weird"}}})
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -215,9 +279,15 @@ fn volume_and_tmpfs_mounts() {
     ]}))
     .unwrap();
     let ms = hc(&s).mounts.as_ref().unwrap();
-    let v = ms.iter().find(|m| m.target.as_deref() == Some("/v")).unwrap();
+    let v = ms
+        .iter()
+        .find(|m| m.target.as_deref() == Some("/v"))
+        .unwrap();
     assert_eq!(v.typ, Some(MountType::VOLUME), "volume is the default type");
-    let t = ms.iter().find(|m| m.target.as_deref() == Some("/t")).unwrap();
+    let t = ms
+        .iter()
+        .find(|m| m.target.as_deref() == Some("/t"))
+        .unwrap();
     assert_eq!(t.tmpfs_options.as_ref().unwrap().size_bytes, Some(1048576));
     let e = spec(json!({"image": "i:1", "mount": {"target": "/v", "source": "n",
         "volume_options": {"driver_config": {"name": "local", "options": {"device": "/etc", "o": "bind"}}}}}))
@@ -238,7 +308,14 @@ fn host_volumes_from_the_scheduler() {
     });
     let cfg = parse_config(&t).unwrap();
     let s = build(&t, &cfg, "i:1", &Settings::default(), 1000).unwrap();
-    let m = hc(&s).mounts.as_ref().unwrap().iter().find(|m| m.target.as_deref() == Some("/vol")).unwrap().clone();
+    let m = hc(&s)
+        .mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.target.as_deref() == Some("/vol"))
+        .unwrap()
+        .clone();
     assert_eq!(m.source.as_deref(), Some("/srv/vol"));
     assert_eq!(m.read_only, Some(true));
     t.mounts[0].task_path = "/vol/../etc".into();
@@ -283,8 +360,15 @@ fn limits_and_misc_keys() {
     assert_eq!(h.oom_score_adj, Some(100));
     assert_eq!(s.body.tty, Some(true));
     assert_eq!(s.body.open_stdin, Some(true));
-    assert_eq!(s.body.healthcheck.as_ref().unwrap().test.as_ref().unwrap(), &["NONE"]);
-    for bad in [json!({"pids_limit": -1}), json!({"shm_size": -1}), json!({"oom_score_adj": 5000})] {
+    assert_eq!(
+        s.body.healthcheck.as_ref().unwrap().test.as_ref().unwrap(),
+        &["NONE"]
+    );
+    for bad in [
+        json!({"pids_limit": -1}),
+        json!({"shm_size": -1}),
+        json!({"oom_score_adj": 5000}),
+    ] {
         let mut cfg = bad.clone();
         cfg["image"] = json!("i:1");
         assert!(spec(cfg).is_err(), "{bad}");
@@ -295,7 +379,10 @@ fn limits_and_misc_keys() {
 fn bad_configs_are_refused() {
     assert!(spec(json!({"image": "i:1", "bogus": 1})).is_err());
     assert!(spec(json!({"command": "x"})).is_err(), "no image");
-    assert!(spec(json!({"image": "i:1", "env": {"A": "b"}})).is_err(), "env is the task's, not config");
+    assert!(
+        spec(json!({"image": "i:1", "env": {"A": "b"}})).is_err(),
+        "env is the task's, not config"
+    );
     let mut t = task(json!({"image": "i:1"}));
     t.env.insert("A=B".into(), "c".into());
     let cfg = parse_config(&t).unwrap();

@@ -29,7 +29,11 @@ pub async fn credentials(
             username: a.username.clone(),
             password: a.password.clone(),
             email: a.email.clone(),
-            serveraddress: Some(a.server_address.clone().unwrap_or_else(|| registry.to_string())),
+            serveraddress: Some(
+                a.server_address
+                    .clone()
+                    .unwrap_or_else(|| registry.to_string()),
+            ),
             ..Default::default()
         }));
     }
@@ -56,7 +60,10 @@ fn same_registry(key: &str, registry: &str) -> bool {
     key == registry || strip(key) == strip(registry)
 }
 
-async fn from_config_file(path: &Path, registry: &str) -> Result<Option<DockerCredentials>, ImageError> {
+async fn from_config_file(
+    path: &Path,
+    registry: &str,
+) -> Result<Option<DockerCredentials>, ImageError> {
     let path = path.to_path_buf();
     let raw = tokio::task::spawn_blocking(move || {
         use std::io::Read;
@@ -68,8 +75,9 @@ async fn from_config_file(path: &Path, registry: &str) -> Result<Option<DockerCr
     .await
     .map_err(|e| ImageError::Auth(e.to_string()))?
     .map_err(|e| ImageError::Auth(format!("cannot read the docker plugin's auth.config: {e}")))?;
-    let cfg: serde_json::Value = serde_json::from_slice(&raw)
-        .map_err(|e| ImageError::Auth(format!("the docker plugin's auth.config is not JSON: {e}")))?;
+    let cfg: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+        ImageError::Auth(format!("the docker plugin's auth.config is not JSON: {e}"))
+    })?;
     if let Some(auths) = cfg.get("auths").and_then(|a| a.as_object()) {
         for (key, entry) in auths {
             if !same_registry(key, registry) {
@@ -96,18 +104,26 @@ async fn from_config_file(path: &Path, registry: &str) -> Result<Option<DockerCr
 }
 
 /// An `auths` entry: `auth` (base64 of user:password) or `username`/`password`.
-fn decode_auth_entry(entry: &serde_json::Value, registry: &str) -> Result<Option<DockerCredentials>, ImageError> {
+fn decode_auth_entry(
+    entry: &serde_json::Value,
+    registry: &str,
+) -> Result<Option<DockerCredentials>, ImageError> {
     let s = |k: &str| entry.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let (username, password) = match s("auth").filter(|a| !a.is_empty()) {
         Some(auth) => {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
-                .map_err(|e| ImageError::Auth(format!("auth.config: {registry}: auth is not base64: {e}")))?;
-            let text = String::from_utf8(raw)
-                .map_err(|_| ImageError::Auth(format!("auth.config: {registry}: auth is not text")))?;
-            let (u, p) = text
-                .split_once(':')
-                .ok_or_else(|| ImageError::Auth(format!("auth.config: {registry}: auth is not user:password")))?;
+                .map_err(|e| {
+                    ImageError::Auth(format!("auth.config: {registry}: auth is not base64: {e}"))
+                })?;
+            let text = String::from_utf8(raw).map_err(|_| {
+                ImageError::Auth(format!("auth.config: {registry}: auth is not text"))
+            })?;
+            let (u, p) = text.split_once(':').ok_or_else(|| {
+                ImageError::Auth(format!(
+                    "auth.config: {registry}: auth is not user:password"
+                ))
+            })?;
             (Some(u.to_string()), Some(p.to_string()))
         }
         None => (s("username"), s("password")),
@@ -125,9 +141,18 @@ fn decode_auth_entry(entry: &serde_json::Value, registry: &str) -> Result<Option
 }
 
 /// Asks `docker-credential-<helper> get` for `registry`'s credentials.
-async fn from_helper(helper: &str, registry: &str) -> Result<Option<DockerCredentials>, ImageError> {
-    if helper.is_empty() || !helper.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(ImageError::Auth(format!("credential helper {helper:?} is not a helper name")));
+async fn from_helper(
+    helper: &str,
+    registry: &str,
+) -> Result<Option<DockerCredentials>, ImageError> {
+    if helper.is_empty()
+        || !helper
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ImageError::Auth(format!(
+            "credential helper {helper:?} is not a helper name"
+        )));
     }
     let program = format!("docker-credential-{helper}");
     let mut child = tokio::process::Command::new(&program)
@@ -143,7 +168,11 @@ async fn from_helper(helper: &str, registry: &str) -> Result<Option<DockerCreden
     }
     let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| ImageError::Auth(format!("{program} did not answer within {HELPER_TIMEOUT:?}")))?
+        .map_err(|_| {
+            ImageError::Auth(format!(
+                "{program} did not answer within {HELPER_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| ImageError::Auth(format!("{program}: {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stdout);
@@ -156,9 +185,13 @@ async fn from_helper(helper: &str, registry: &str) -> Result<Option<DockerCreden
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout[..out.stdout.len().min(MAX_AUTH_BYTES as usize)])
-        .map_err(|e| ImageError::Auth(format!("{program} did not answer JSON: {e}")))?;
-    let username = v.get("Username").and_then(|u| u.as_str()).map(str::to_string);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout[..out.stdout.len().min(MAX_AUTH_BYTES as usize)])
+            .map_err(|e| ImageError::Auth(format!("{program} did not answer JSON: {e}")))?;
+    let username = v
+        .get("Username")
+        .and_then(|u| u.as_str())
+        .map(str::to_string);
     let secret = v.get("Secret").and_then(|u| u.as_str()).map(str::to_string);
     Ok(Some(if username.as_deref() == Some("<token>") {
         DockerCredentials {
@@ -182,15 +215,23 @@ mod tests {
 
     #[test]
     fn registries_and_entries() {
-        assert!(same_registry("https://127.0.0.1:5000/v1/", "127.0.0.1:5000"));
+        assert!(same_registry(
+            "https://127.0.0.1:5000/v1/",
+            "127.0.0.1:5000"
+        ));
         assert!(same_registry("127.0.0.1:5000", "127.0.0.1:5000"));
         assert!(!same_registry("127.0.0.1:5001", "127.0.0.1:5000"));
-        let e = serde_json::json!({"auth": base64::engine::general_purpose::STANDARD.encode("u:p:x")});
+        let e =
+            serde_json::json!({"auth": base64::engine::general_purpose::STANDARD.encode("u:p:x")});
         let c = decode_auth_entry(&e, "r").unwrap().unwrap();
         assert_eq!(c.username.as_deref(), Some("u"));
         assert_eq!(c.password.as_deref(), Some("p:x"));
         assert!(decode_auth_entry(&serde_json::json!({"auth": "!!"}), "r").is_err());
-        assert!(decode_auth_entry(&serde_json::json!({}), "r").unwrap().is_none());
+        assert!(
+            decode_auth_entry(&serde_json::json!({}), "r")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -200,9 +241,17 @@ mod tests {
             password: Some("p".into()),
             ..Default::default()
         };
-        let c = credentials("r:1", Some(&a), &Settings::default()).await.unwrap().unwrap();
+        let c = credentials("r:1", Some(&a), &Settings::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(c.serveraddress.as_deref(), Some("r:1"));
-        assert!(credentials("r:1", None, &Settings::default()).await.unwrap().is_none());
+        assert!(
+            credentials("r:1", None, &Settings::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(from_helper("../x", "r").await.is_err());
     }
 }

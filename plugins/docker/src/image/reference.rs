@@ -23,10 +23,9 @@ impl Reference {
         if s.len() > 512 {
             return Err(bad("longer than 512 characters"));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@')))
-        {
+        if let Some(c) = s.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@'))
+        }) {
             return Err(bad(&format!("{c:?} is not allowed in an image reference")));
         }
         let (name, digest) = match s.split_once('@') {
@@ -40,13 +39,24 @@ impl Reference {
         };
         let last_slash = name.rfind('/').map_or(0, |i| i + 1);
         let (repo, tag) = match name[last_slash..].rfind(':') {
-            Some(i) => (&name[..last_slash + i], Some(name[last_slash + i + 1..].to_string())),
+            Some(i) => (
+                &name[..last_slash + i],
+                Some(name[last_slash + i + 1..].to_string()),
+            ),
             None => (name, None),
         };
-        if repo.is_empty() || repo.starts_with(['/', '.', '-', ':']) || repo.ends_with('/') || repo.contains("//") {
+        if repo.is_empty()
+            || repo.starts_with(['/', '.', '-', ':'])
+            || repo.ends_with('/')
+            || repo.contains("//")
+        {
             return Err(bad("not a repository name"));
         }
-        if repo.split('/').skip(1).any(|p| p.chars().any(|c| c.is_ascii_uppercase())) {
+        if repo
+            .split('/')
+            .skip(1)
+            .any(|p| p.chars().any(|c| c.is_ascii_uppercase()))
+        {
             return Err(bad("repository names are lower case"));
         }
         if let Some(t) = &tag
@@ -110,13 +120,31 @@ mod tests {
         assert_eq!(r.registry(), DOCKER_HUB);
         assert!(r.always_pull());
         assert_eq!(r.full(), "redis:latest");
-        assert!(Reference::parse("localhost/x:latest").unwrap().always_pull());
-        assert_eq!(Reference::parse("localhost/x:latest").unwrap().registry(), "localhost");
+        assert!(
+            Reference::parse("localhost/x:latest")
+                .unwrap()
+                .always_pull()
+        );
+        assert_eq!(
+            Reference::parse("localhost/x:latest").unwrap().registry(),
+            "localhost"
+        );
         let d = format!("app@sha256:{}", "a".repeat(64));
         let r = Reference::parse(&d).unwrap();
         assert!(!r.always_pull());
         assert_eq!(r.pull_tag(), format!("sha256:{}", "a".repeat(64)));
-        for bad in ["", "Bad Image!!", "a b", "x@md5:1", "/abs", "a//b", "a:", "a/B/c", "x:-t", "a\nb"] {
+        for bad in [
+            "",
+            "Bad Image!!",
+            "a b",
+            "x@md5:1",
+            "/abs",
+            "a//b",
+            "a:",
+            "a/B/c",
+            "x:-t",
+            "a\nb",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?}");
         }
     }

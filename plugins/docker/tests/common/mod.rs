@@ -6,13 +6,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub use drover_driver_testkit::docker::{self as images, RemoveContainers, docker};
 use drover_driver_testkit::{self as testkit, Driver};
 use drover_plugin_host::PluginHost;
 use drover_proto::driver::{
-    FingerprintRequest, FingerprintResponse, HealthState, PortMapping, Resources,
-    StartTaskRequest, StartTaskResponse, TaskConfig, TaskEvent, TaskEventsRequest,
+    FingerprintRequest, FingerprintResponse, HealthState, PortMapping, Resources, StartTaskRequest,
+    StartTaskResponse, TaskConfig, TaskEvent, TaskEventsRequest,
 };
-pub use drover_driver_testkit::docker::{self as images, RemoveContainers, docker};
 use tokio_stream::StreamExt;
 
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_drover-docker");
@@ -24,11 +24,19 @@ pub fn require_engine() {
 
 pub fn host(data_dir: &Path, config: serde_json::Value) -> PluginHost {
     require_engine();
-    PluginHost::new(testkit::host_config(data_dir, "docker", Path::new(PLUGIN), config))
+    PluginHost::new(testkit::host_config(
+        data_dir,
+        "docker",
+        Path::new(PLUGIN),
+        config,
+    ))
 }
 
 pub fn driver(host: &PluginHost) -> Driver<'_> {
-    Driver { host, name: "docker" }
+    Driver {
+        host,
+        name: "docker",
+    }
 }
 
 /// A unique task id for this test run: `<test>-<pid>/<name>/0`.
@@ -56,7 +64,10 @@ pub fn task(id: &str, dir: &Path, config: serde_json::Value) -> TaskConfig {
         driver_config_json: serde_json::to_vec(&config).unwrap(),
         env: [
             ("PATH".to_string(), "/bin".to_string()),
-            ("NOMAD_TASK_DIR".to_string(), task_dir.join("local").display().to_string()),
+            (
+                "NOMAD_TASK_DIR".to_string(),
+                task_dir.join("local").display().to_string(),
+            ),
             ("NOMAD_ALLOC_DIR".to_string(), alloc.display().to_string()),
         ]
         .into_iter()
@@ -68,8 +79,14 @@ pub fn task(id: &str, dir: &Path, config: serde_json::Value) -> TaskConfig {
         }),
         task_dir: task_dir.display().to_string(),
         alloc_dir: alloc.display().to_string(),
-        stdout_path: alloc.join(format!("logs/{name}.stdout")).display().to_string(),
-        stderr_path: alloc.join(format!("logs/{name}.stderr")).display().to_string(),
+        stdout_path: alloc
+            .join(format!("logs/{name}.stdout"))
+            .display()
+            .to_string(),
+        stderr_path: alloc
+            .join(format!("logs/{name}.stderr"))
+            .display()
+            .to_string(),
         ..TaskConfig::default()
     }
 }
@@ -84,7 +101,10 @@ pub fn sh(script: &str) -> serde_json::Value {
 }
 
 /// StartTask, returning the error's status on failure.
-pub async fn try_start(host: &PluginHost, t: TaskConfig) -> Result<StartTaskResponse, tonic::Status> {
+pub async fn try_start(
+    host: &PluginHost,
+    t: TaskConfig,
+) -> Result<StartTaskResponse, tonic::Status> {
     host.driver("docker")
         .await
         .unwrap()
@@ -151,7 +171,11 @@ pub async fn events(host: &PluginHost) -> tonic::Streaming<TaskEvent> {
 }
 
 /// The messages of the events that arrive within `window`.
-pub async fn messages_within(stream: &mut tonic::Streaming<TaskEvent>, task_id: &str, window: Duration) -> Vec<String> {
+pub async fn messages_within(
+    stream: &mut tonic::Streaming<TaskEvent>,
+    task_id: &str,
+    window: Duration,
+) -> Vec<String> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(Some(Ok(e))) = tokio::time::timeout_at(deadline, stream.next()).await {
@@ -164,7 +188,9 @@ pub async fn messages_within(stream: &mut tonic::Streaming<TaskEvent>, task_id: 
 
 /// `docker inspect -f <format> <container>`.
 pub fn inspect(container: &str, format: &str) -> String {
-    docker(&["inspect", "-f", format, container]).trim().to_string()
+    docker(&["inspect", "-f", format, container])
+        .trim()
+        .to_string()
 }
 
 /// The container id in a StartTask's handle.

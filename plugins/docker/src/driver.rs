@@ -167,6 +167,13 @@ impl Docker {
     ) -> Result<(DriverState, i64), DriverError> {
         let cfg = container::parse_config(task).map_err(spec_err)?;
         let settings = self.settings();
+        if let Some(target) = cfg
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("container:"))
+        {
+            check_network_owner(docker, target, task).await?;
+        }
         let events = Emitter::new(self.events.clone(), task);
         let task_dir = Path::new(&task.task_dir).to_path_buf();
         let img = image::ensure(docker, &task_dir, &cfg, &settings, &events)
@@ -233,6 +240,37 @@ impl Docker {
             }) if message.contains("is not running") => Ok(()),
             Err(e) => Err(bollard_err(&format!("cannot send {signal}"), e)),
         }
+    }
+}
+
+/// `network_mode = "container:<target>"` joins another container's network namespace: only
+/// a container Drover made for the same allocation (its tasks or its network container).
+async fn check_network_owner(
+    docker: &bollard::Docker,
+    target: &str,
+    task: &TaskConfig,
+) -> Result<(), DriverError> {
+    let refuse = |why: &str| {
+        DriverError::InvalidArgument(format!(
+            "network_mode \"container:{target}\": {why}; only a container of the same allocation may be joined"
+        ))
+    };
+    let info = match docker.inspect_container(target, None).await {
+        Ok(i) => i,
+        Err(e) if not_found(&e) => return Err(refuse("no such container")),
+        Err(e) => return Err(bollard_err("cannot inspect the network container", e)),
+    };
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    let managed = labels
+        .get(container::LABEL_MANAGED)
+        .is_some_and(|v| v == "true");
+    let same_alloc = labels
+        .get(container::LABEL_ALLOC_ID)
+        .is_some_and(|a| !task.alloc_id.is_empty() && *a == task.alloc_id);
+    if managed && same_alloc {
+        Ok(())
+    } else {
+        Err(refuse("it is not a container of this allocation"))
     }
 }
 

@@ -370,3 +370,41 @@ async fn a_killed_plugin_recovers_running_and_exited_containers() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_container_of_the_same_allocation_lends_its_network() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let server = task_id("netns", "server");
+    let friend = task_id("netns", "friend");
+    let other_alloc = format!("netns-other-{}/intruder/0", std::process::id());
+    let _rm = RemoveContainers(vec![server.clone(), friend.clone(), other_alloc.clone()]);
+    let started = try_start(
+        &host,
+        task(&server, tmp.path(), sh("exec httpd -f -p 8081 -h /local")),
+    )
+    .await
+    .unwrap();
+    std::fs::write(tmp.path().join("server/local/index.html"), "shared-netns\n").unwrap();
+    let cid = container_id(&started);
+    let mut cfg = sh(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 8081 </dev/null >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1",
+    );
+    cfg["network_mode"] = json!(format!("container:{cid}"));
+    let other_dir = tmp.path().join("other");
+    let e = try_start(&host, task(&other_alloc, &other_dir, cfg.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("same allocation"), "{e:?}");
+    try_start(&host, task(&friend, tmp.path(), cfg))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait(&host, &friend).await.exit_code,
+        0,
+        "the friend reached the server on 127.0.0.1"
+    );
+    driver_stop(&host, &server, 1000).await;
+    host.shutdown().await;
+}

@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
-use drover_proto::driver::{InspectTaskRequest, RecoverTaskRequest, StopTaskRequest};
+use drover_proto::driver::{
+    InspectTaskRequest, RecoverTaskRequest, SignalTaskRequest, StopTaskRequest,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,5 +408,57 @@ async fn only_a_container_of_the_same_allocation_lends_its_network() {
         "the friend reached the server on 127.0.0.1"
     );
     driver_stop(&host, &server, 1000).await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_and_inspect_a_running_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let id = task_id("signal", "web");
+    let _rm = RemoveContainers(vec![id.clone()]);
+    let started = try_start(
+        &host,
+        task(
+            &id,
+            tmp.path(),
+            sh("trap 'echo got-usr1 > /alloc/sig; exit 9' USR1; while true; do sleep 0.1; done"),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut client = host.driver("docker").await.unwrap();
+    let info = client
+        .inspect_task(InspectTaskRequest {
+            task_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.state, "running");
+    assert_eq!(info.pid, started.pid);
+    assert!(info.started_at_unix_nanos > 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client
+        .signal_task(SignalTaskRequest {
+            task_id: id.clone(),
+            signal: "SIGUSR1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(wait(&host, &id).await.exit_code, 9);
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("alloc/sig")).unwrap(),
+        "got-usr1\n"
+    );
+    let info = client
+        .inspect_task(InspectTaskRequest {
+            task_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.state, "exited");
+    assert_eq!(info.result.unwrap().exit_code, 9);
     host.shutdown().await;
 }

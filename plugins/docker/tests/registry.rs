@@ -134,17 +134,50 @@ async fn the_plugins_auth_config_file_supplies_credentials() {
     rmi(&image);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_pull_timeout_ends_a_pull_that_never_answers() {
-    // A "registry" that accepts connections and never answers.
+/// A "registry" that accepts connections and never answers; returns its address.
+fn silent_registry() -> std::net::SocketAddr {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
-    let _keep = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut held = Vec::new();
         for c in silent.incoming().flatten() {
             held.push(c);
         }
     });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_activity_timeout_ends_a_pull_without_progress() {
+    let addr = silent_registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({"pull_activity_timeout": "2s"}));
+    let id = task_id("pullstall", "web");
+    let _rm = RemoveContainers(vec![id.clone()]);
+    let image = format!("{addr}/drover/stalled:1");
+    let began = Instant::now();
+    let e = try_start(
+        &host,
+        task(
+            &id,
+            tmp.path(),
+            pull_task(&image, json!({"image_pull_timeout": "60s"})),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message().contains("pull_activity_timeout"), "{e:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        began.elapsed()
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_timeout_ends_a_pull_that_never_answers() {
+    let addr = silent_registry();
     let tmp = tempfile::tempdir().unwrap();
     let host = host(tmp.path(), json!({}));
     let id = task_id("pulltimeout", "web");

@@ -4,6 +4,13 @@
 
 use drover_plugin_sdk::proto::base::ConfigField;
 
+const S: &str = "string";
+const B: &str = "bool";
+const N: &str = "number";
+const LS: &str = "list(string)";
+const M: &str = "map(string)";
+const D: &str = "duration";
+
 fn field(name: &str, ty: &str, description: &str) -> ConfigField {
     ConfigField {
         name: name.into(),
@@ -33,29 +40,35 @@ fn required(mut f: ConfigField) -> ConfigField {
 
 /// A task's `config { }` block.
 pub fn task_config_schema() -> Vec<ConfigField> {
-    let s = "string";
-    let b = "bool";
-    let n = "number";
-    let ls = "list(string)";
-    let m = "map(string)";
+    [
+        process_fields(),
+        isolation_fields(),
+        resource_fields(),
+        image_fields(),
+    ]
+    .concat()
+}
+
+/// The process, its files and its network.
+fn process_fields() -> Vec<ConfigField> {
     vec![
         required(field(
             "image",
-            s,
+            S,
             "The image to run (name[:tag] or name@digest).",
         )),
         field(
             "command",
-            s,
+            S,
             "The command to run, instead of the image's CMD.",
         ),
-        field("args", ls, "Arguments to the command."),
-        field("entrypoint", ls, "Overrides the image's ENTRYPOINT."),
-        field("work_dir", s, "The working directory inside the container."),
-        field("ports", ls, "Labels of the group's ports to publish."),
+        field("args", LS, "Arguments to the command."),
+        field("entrypoint", LS, "Overrides the image's ENTRYPOINT."),
+        field("work_dir", S, "The working directory inside the container."),
+        field("ports", LS, "Labels of the group's ports to publish."),
         field(
             "network_mode",
-            s,
+            S,
             "bridge, host, none, container:<id> or a network's name.",
         ),
         nested(
@@ -66,29 +79,35 @@ pub fn task_config_schema() -> Vec<ConfigField> {
         ),
         field(
             "volumes",
-            ls,
+            LS,
             "host:container[:ro] binds; relative host paths are under the task directory.",
         ),
-        field("labels", m, "Container labels."),
-        field("hostname", s, "The container's host name."),
-        field("dns_servers", ls, "DNS servers."),
-        field("dns_search_domains", ls, "DNS search domains."),
-        field("dns_options", ls, "DNS resolver options."),
-        field("extra_hosts", ls, "host:ip lines added to /etc/hosts."),
+        field("labels", M, "Container labels."),
+        field("hostname", S, "The container's host name."),
+        field("dns_servers", LS, "DNS servers."),
+        field("dns_search_domains", LS, "DNS search domains."),
+        field("dns_options", LS, "DNS resolver options."),
+        field("extra_hosts", LS, "host:ip lines added to /etc/hosts."),
+    ]
+}
+
+/// What the container may do and see.
+fn isolation_fields() -> Vec<ConfigField> {
+    vec![
         field(
             "cap_add",
-            ls,
+            LS,
             "Capabilities to add (within the plugin's allow_caps).",
         ),
         field(
             "cap_drop",
-            ls,
+            LS,
             "Capabilities to drop (\"all\" drops every one).",
         ),
         with_default(
             field(
                 "privileged",
-                b,
+                B,
                 "Runs the container privileged (needs allow_privileged).",
             ),
             "false",
@@ -96,73 +115,85 @@ pub fn task_config_schema() -> Vec<ConfigField> {
         with_default(
             field(
                 "readonly_rootfs",
-                b,
+                B,
                 "Mounts the container's root read-only.",
             ),
             "false",
         ),
-        field("pids_limit", n, "Most processes the container may have."),
-        field("ulimit", m, "Resource limits: name = \"soft[:hard]\"."),
-        field("shm_size", n, "Size of /dev/shm in bytes."),
-        field("sysctl", m, "Namespaced kernel parameters."),
+        field("pids_limit", N, "Most processes the container may have."),
+        field("ulimit", M, "Resource limits: name = \"soft[:hard]\"."),
+        field("shm_size", N, "Size of /dev/shm in bytes."),
+        field("sysctl", M, "Namespaced kernel parameters."),
         field(
             "security_opt",
-            ls,
+            LS,
             "Security options (seccomp, apparmor, no-new-privileges ...).",
         ),
-        with_default(field("tty", b, "Allocates a terminal."), "false"),
-        with_default(field("interactive", b, "Keeps stdin open."), "false"),
-        with_default(field("init", b, "Runs an init process as pid 1."), "false"),
-        field("ipc_mode", s, "The IPC namespace mode."),
-        field("pid_mode", s, "The PID namespace mode."),
-        field("uts_mode", s, "The UTS namespace mode."),
+        with_default(field("tty", B, "Allocates a terminal."), "false"),
+        with_default(field("interactive", B, "Keeps stdin open."), "false"),
+        with_default(field("init", B, "Runs an init process as pid 1."), "false"),
+        field("ipc_mode", S, "The IPC namespace mode."),
+        field("pid_mode", S, "The PID namespace mode."),
+        field("uts_mode", S, "The UTS namespace mode."),
         nested(
             "devices",
             "list(block)",
             "Host devices in the container.",
             vec![
-                required(field("host_path", s, "The device on the host.")),
-                field("container_path", s, "Its path inside (default: the same)."),
-                field("cgroup_permissions", s, "r, w and m (default rwm)."),
+                required(field("host_path", S, "The device on the host.")),
+                field("container_path", S, "Its path inside (default: the same)."),
+                field("cgroup_permissions", S, "r, w and m (default rwm)."),
             ],
         ),
+    ]
+}
+
+/// Its cgroup limits and runtime.
+fn resource_fields() -> Vec<ConfigField> {
+    vec![
         with_default(
             field(
                 "cpu_hard_limit",
-                b,
+                B,
                 "Caps CPU at the task's cpu (a CFS quota) instead of weighting it.",
             ),
             "false",
         ),
         field(
             "cpu_cfs_period",
-            n,
+            N,
             "The CFS period in microseconds (default 100000).",
         ),
         field(
             "cpuset_cpus",
-            s,
+            S,
             "CPUs the container may use (e.g. \"0-2,4\").",
         ),
         field(
             "memory_hard_limit",
-            n,
+            N,
             "The memory limit in MB; memory becomes the reservation.",
         ),
-        field("oom_score_adj", n, "The container's OOM score adjustment."),
+        field("oom_score_adj", N, "The container's OOM score adjustment."),
         field(
             "group_add",
-            ls,
+            LS,
             "Additional groups for the container's user.",
         ),
         field(
             "runtime",
-            s,
+            S,
             "The OCI runtime (within the plugin's allow_runtimes).",
         ),
-        field("storage_opt", m, "Storage driver options."),
+        field("storage_opt", M, "Storage driver options."),
+    ]
+}
+
+/// Where its image comes from, and its logs and health checks.
+fn image_fields() -> Vec<ConfigField> {
+    vec![
         with_default(
-            field("force_pull", b, "Pulls the image even when it is present."),
+            field("force_pull", B, "Pulls the image even when it is present."),
             "false",
         ),
         with_default(
@@ -178,23 +209,23 @@ pub fn task_config_schema() -> Vec<ConfigField> {
             "block",
             "Registry credentials.",
             vec![
-                field("username", s, "User name."),
-                field("password", s, "Password."),
-                field("email", s, "E-mail (unused by most registries)."),
-                field("server_address", s, "The registry."),
+                field("username", S, "User name."),
+                field("password", S, "Password."),
+                field("email", S, "E-mail (unused by most registries)."),
+                field("server_address", S, "The registry."),
             ],
         ),
         with_default(
             field(
                 "auth_soft_fail",
-                b,
+                B,
                 "Pulls anonymously when no credentials are found or they fail.",
             ),
             "false",
         ),
         field(
             "load",
-            s,
+            S,
             "An image tarball (docker save) under local/, loaded instead of pulled.",
         ),
         nested(
@@ -202,9 +233,9 @@ pub fn task_config_schema() -> Vec<ConfigField> {
             "block",
             "The container's log driver.",
             vec![
-                field("type", s, "The log driver (default json-file)."),
-                field("driver", s, "Former name of type."),
-                field("config", m, "The log driver's options."),
+                field("type", S, "The log driver (default json-file)."),
+                field("driver", S, "Former name of type."),
+                field("config", M, "The log driver's options."),
             ],
         ),
         nested(
@@ -212,7 +243,7 @@ pub fn task_config_schema() -> Vec<ConfigField> {
             "block",
             "The image's HEALTHCHECK.",
             vec![with_default(
-                field("disable", b, "Turns the image's health check off."),
+                field("disable", B, "Turns the image's health check off."),
                 "false",
             )],
         ),
@@ -220,21 +251,18 @@ pub fn task_config_schema() -> Vec<ConfigField> {
 }
 
 fn mount_fields() -> Vec<ConfigField> {
-    let s = "string";
-    let b = "bool";
-    let n = "number";
     vec![
-        with_default(field("type", s, "bind, volume or tmpfs."), "\"volume\""),
-        required(field("target", s, "The path inside the container.")),
-        field("source", s, "The host path (bind) or volume name (volume)."),
-        with_default(field("readonly", b, "Mounts read-only."), "false"),
+        with_default(field("type", S, "bind, volume or tmpfs."), "\"volume\""),
+        required(field("target", S, "The path inside the container.")),
+        field("source", S, "The host path (bind) or volume name (volume)."),
+        with_default(field("readonly", B, "Mounts read-only."), "false"),
         nested(
             "bind_options",
             "block",
             "Bind mount options.",
             vec![field(
                 "propagation",
-                s,
+                S,
                 "rprivate (default), private, rshared, shared, rslave or slave; other than private needs allow_privileged.",
             )],
         ),
@@ -246,7 +274,7 @@ fn mount_fields() -> Vec<ConfigField> {
                 with_default(
                     field(
                         "no_copy",
-                        b,
+                        B,
                         "Does not copy the image's data into a new volume.",
                     ),
                     "false",
@@ -257,7 +285,7 @@ fn mount_fields() -> Vec<ConfigField> {
                     "block",
                     "The volume driver.",
                     vec![
-                        field("name", s, "The driver's name."),
+                        field("name", S, "The driver's name."),
                         field("options", "map(string)", "The driver's options."),
                     ],
                 ),
@@ -268,8 +296,8 @@ fn mount_fields() -> Vec<ConfigField> {
             "block",
             "tmpfs options.",
             vec![
-                field("size", n, "Size in bytes."),
-                field("mode", n, "Permission bits (e.g. 1777 as octal digits)."),
+                field("size", N, "Size in bytes."),
+                field("mode", N, "Permission bits (e.g. 1777 as octal digits)."),
             ],
         ),
     ]
@@ -277,14 +305,16 @@ fn mount_fields() -> Vec<ConfigField> {
 
 /// The plugin's `config { }` block.
 pub fn plugin_config_schema() -> Vec<ConfigField> {
-    let s = "string";
-    let b = "bool";
-    let d = "duration";
+    [engine_fields(), policy_fields()].concat()
+}
+
+/// The engine and registries.
+fn engine_fields() -> Vec<ConfigField> {
     vec![
         with_default(
             field(
                 "endpoint",
-                s,
+                S,
                 "The engine: unix:///path or tcp://host:port.",
             ),
             "\"unix:///var/run/docker.sock\"",
@@ -296,12 +326,12 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
             vec![
                 field(
                     "config",
-                    s,
+                    S,
                     "A docker config.json whose auths hold credentials.",
                 ),
                 field(
                     "helper",
-                    s,
+                    S,
                     "A credential helper (docker-credential-<helper>).",
                 ),
             ],
@@ -311,15 +341,15 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
             "block",
             "TLS for a tcp:// endpoint.",
             vec![
-                field("cert", s, "Client certificate (PEM)."),
-                field("key", s, "Client key (PEM)."),
-                field("ca", s, "CA certificate (PEM)."),
+                field("cert", S, "Client certificate (PEM)."),
+                field("key", S, "Client key (PEM)."),
+                field("ca", S, "CA certificate (PEM)."),
             ],
         ),
         with_default(
             field(
                 "allow_privileged",
-                b,
+                B,
                 "Lets tasks run privileged and use mount propagation.",
             ),
             "false",
@@ -342,6 +372,12 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
             ),
             "[\"runc\",\"nvidia\"]",
         ),
+    ]
+}
+
+/// What tasks may do, and housekeeping.
+fn policy_fields() -> Vec<ConfigField> {
+    vec![
         nested(
             "volumes",
             "block",
@@ -350,12 +386,12 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
                 with_default(
                     field(
                         "enabled",
-                        b,
+                        B,
                         "Lets tasks bind host paths (relative paths under the task directory are always allowed).",
                     ),
                     "false",
                 ),
-                field("selinuxlabel", s, "The SELinux label for binds."),
+                field("selinuxlabel", S, "The SELinux label for binds."),
             ],
         ),
         field(
@@ -366,7 +402,7 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
         with_default(
             field(
                 "pull_activity_timeout",
-                d,
+                D,
                 "A pull without progress for this long fails.",
             ),
             "\"2m\"",
@@ -374,7 +410,7 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
         with_default(
             field(
                 "infra_image",
-                s,
+                S,
                 "The image of bridge-mode groups' network container.",
             ),
             "\"registry.k8s.io/pause-amd64:3.3\"",
@@ -384,13 +420,13 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
             "block",
             "Garbage collection.",
             vec![
-                with_default(field("image", b, "Removes images no task uses."), "true"),
+                with_default(field("image", B, "Removes images no task uses."), "true"),
                 with_default(
-                    field("image_delay", d, "How long an unused image stays."),
+                    field("image_delay", D, "How long an unused image stays."),
                     "\"3m\"",
                 ),
                 with_default(
-                    field("container", b, "Removes a task's container with the task."),
+                    field("container", B, "Removes a task's container with the task."),
                     "true",
                 ),
                 nested(
@@ -398,14 +434,14 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
                     "block",
                     "Reaps containers Drover made but no longer tracks.",
                     vec![
-                        with_default(field("enabled", b, "Runs the reaper."), "true"),
-                        with_default(field("period", d, "How often it runs."), "\"5m\""),
+                        with_default(field("enabled", B, "Runs the reaper."), "true"),
+                        with_default(field("period", D, "How often it runs."), "\"5m\""),
                         with_default(
-                            field("creation_grace", d, "Leaves containers younger than this."),
+                            field("creation_grace", D, "Leaves containers younger than this."),
                             "\"5m\"",
                         ),
                         with_default(
-                            field("dry_run", b, "Only logs what it would remove."),
+                            field("dry_run", B, "Only logs what it would remove."),
                             "false",
                         ),
                     ],
@@ -415,7 +451,7 @@ pub fn plugin_config_schema() -> Vec<ConfigField> {
         with_default(
             field(
                 "disable_log_collection",
-                b,
+                B,
                 "Does not follow containers' logs into alloc/logs.",
             ),
             "false",

@@ -157,9 +157,11 @@ fn check_privileges(cfg: &TaskConfig, settings: &Settings) -> Result<(), SpecErr
     if cfg.oom_score_adj.is_some_and(|a| a < 0) {
         return refuse("a negative oom_score_adj".into());
     }
+    // Only no-new-privileges narrows; a custom seccomp profile, apparmor profile or SELinux
+    // label can as well widen what the container may do.
     for o in &cfg.security_opt {
         let lower = o.to_ascii_lowercase().replace(':', "=");
-        if lower.ends_with("=unconfined") || lower == "label=disable" {
+        if lower != "no-new-privileges" && lower != "no-new-privileges=true" {
             return refuse(format!("security_opt {o:?}"));
         }
     }

@@ -127,7 +127,7 @@ fn isolation_fields() -> Vec<ConfigField> {
         field(
             "security_opt",
             LS,
-            "Security options (seccomp, apparmor, no-new-privileges ...).",
+            "Security options: no-new-privileges; seccomp, apparmor and label options need allow_privileged.",
         ),
         with_default(field("tty", B, "Allocates a terminal."), "false"),
         with_default(field("interactive", B, "Keeps stdin open."), "false"),

@@ -160,6 +160,7 @@ fn privileged_and_namespace_sharing_need_allow_privileged() {
         json!({"image": "i:1", "pid_mode": "container:other"}),
         json!({"image": "i:1", "security_opt": ["seccomp=unconfined"]}),
         json!({"image": "i:1", "security_opt": ["apparmor:unconfined"]}),
+        json!({"image": "i:1", "security_opt": ["seccomp={\"defaultAction\":\"SCMP_ACT_ALLOW\"}"]}),
         json!({"image": "i:1", "devices": {"host_path": "/dev/fuse"}}),
         json!({"image": "i:1", "oom_score_adj": -500}),
     ] {
@@ -190,7 +191,13 @@ fn privileged_and_namespace_sharing_need_allow_privileged() {
 fn caps_and_runtimes_are_checked() {
     let e = spec(json!({"image": "i:1", "cap_add": ["sys_admin"]})).unwrap_err();
     assert!(e.0.contains("SYS_ADMIN"), "{e}");
-    let s = spec(json!({"image": "i:1", "cap_drop": ["chown"]})).unwrap();
+    let s =
+        spec(json!({"image": "i:1", "cap_drop": ["chown"], "security_opt": ["no-new-privileges"]}))
+            .unwrap();
+    assert_eq!(
+        hc(&s).security_opt.as_ref().unwrap(),
+        &["no-new-privileges"]
+    );
     assert!(
         !hc(&s)
             .cap_add

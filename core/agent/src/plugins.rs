@@ -8,8 +8,9 @@ use drover_plugin_host::{HostConfig, PluginHost, PluginLaunch, PluginSettings, S
 
 /// The plugins built into the `drover` binary, served out of process by `drover plugin serve`.
 /// `exec` runs isolated tasks; it reports itself unhealthy (with the reason) where it cannot:
-/// not root, or no usable cgroups.
-pub const BUILTIN: &[&str] = &["raw_exec", "exec"];
+/// not root, or no usable cgroups. `docker` reports itself unhealthy while the engine is
+/// unreachable.
+pub const BUILTIN: &[&str] = &["raw_exec", "exec", "docker"];
 
 #[derive(clap::Subcommand)]
 pub enum PluginCmd {
@@ -137,6 +138,7 @@ pub fn run(cmd: PluginCmd, address: Option<String>) -> anyhow::Result<i32> {
             let result = match name.as_str() {
                 "raw_exec" => rt.block_on(drover_plugin_raw_exec::serve()),
                 "exec" => rt.block_on(drover_plugin_exec::serve()),
+                "docker" => rt.block_on(drover_plugin_docker::serve()),
                 other => anyhow::bail!(
                     "no built-in plugin named {other:?} (built in: {})",
                     BUILTIN.join(", ")

@@ -6,8 +6,11 @@
 //! - `engine`: connecting to the engine, API version negotiation, fingerprint and health.
 //! - `config`: the plugin's `config { }` block and a task's `config { }` block (Nomad's keys,
 //!   with their schemas).
-//! - `image`: pull (with auth and progress events), load, reference counts.
+//! - `image`: pull (with auth and progress events), load.
 //! - `container`: a task config turned into the engine's create request.
+//! - `caps`: Linux capabilities as Nomad's docker driver allows them.
+//! - `events`: driver-side task events.
+//! - `tasks`: the tracked tasks and the watch on each container's exit.
 //! - `driver`: the `TaskDriver` (start, wait, stop, destroy, inspect, signal, recover).
 //! - `logs`: following a container's output into `alloc/logs`, resumable without gap or
 //!   duplicate across restarts.
@@ -15,6 +18,22 @@
 //! - `exec`: `alloc exec` through the engine's exec, with a pty and resizes.
 //! - `gc`: unused images after `image_delay`, dangling containers after `creation_grace`.
 
-pub use driver::Docker;
+pub use config::{GcConfig, Settings, task_config_schema};
+pub use driver::{Docker, NAME};
+pub use tasks::DriverState;
 
-mod driver;
+pub mod caps;
+pub mod config;
+pub mod container;
+pub mod driver;
+pub mod engine;
+pub mod events;
+pub mod image;
+pub mod tasks;
+
+/// Serves docker as a plugin on the current tokio runtime until the host stops it
+/// (`drover plugin serve docker`).
+pub async fn serve() -> Result<(), drover_plugin_sdk::ServeError> {
+    drover_plugin_sdk::init_logging(NAME);
+    drover_plugin_sdk::serve_driver(Docker::default()).await
+}

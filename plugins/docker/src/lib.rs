@@ -6,15 +6,22 @@
 //! - `engine`: connecting to the engine, API version negotiation, fingerprint and health.
 //! - `config`: the plugin's `config { }` block and a task's `config { }` block (Nomad's keys,
 //!   with their schemas).
-//! - `image`: pull (with auth and progress events), load, reference counts.
+//! - `image`: pull (with auth and progress events), load.
 //! - `container`: a task config turned into the engine's create request.
 //! - `driver`: the `TaskDriver` (start, wait, stop, destroy, inspect, signal, recover).
 //! - `logs`: following a container's output into `alloc/logs`, resumable without gap or
 //!   duplicate across restarts.
 //! - `stats`: the engine's stats as Nomad's `TaskStats`.
 //! - `exec`: `alloc exec` through the engine's exec, with a pty and resizes.
-//! - `gc`: unused images after `image_delay`, dangling containers after `creation_grace`.
+//! - `gc`: image reference counts, unused images removed after `image_delay`, dangling
+//!   containers reaped after `creation_grace`.
 
 pub use driver::Docker;
 
 mod driver;
+pub mod exec;
+pub mod gc;
+pub mod logs;
+pub mod stats;
+#[cfg(test)]
+mod test_engine;

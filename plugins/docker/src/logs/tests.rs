@@ -1,0 +1,221 @@
+//! Against the real engine: a container printing a counter, followed, its follower killed
+//! mid-run (with bytes written past the cursor, as a kill -9 between the write and the
+//! cursor leaves them), and followed again: every integer once, in order.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::test_engine::{self, Spec};
+
+/// Prints 0..499 on stdout every 10 ms, and `e<i>` on stderr for every 50th.
+const COUNTER: &str = "i=0; while [ $i -lt 500 ]; do echo $i; \
+     if [ $((i % 50)) -eq 0 ]; then echo e$i >&2; fi; i=$((i+1)); sleep 0.01; done";
+
+struct Dirs {
+    alloc: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        let d = Dirs {
+            alloc: tempfile::tempdir().unwrap(),
+            data: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(d.logs()).unwrap();
+        d
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.alloc.path().join("alloc/logs")
+    }
+
+    fn target(&self, max_files: u32) -> LogTarget {
+        LogTarget {
+            stdout_path: self.logs().join("web.stdout"),
+            stderr_path: self.logs().join("web.stderr"),
+            logs_dir_root: self.alloc.path().to_path_buf(),
+            max_files,
+            max_file_size_mb: 1,
+            cursor_path: self.data.path().join("cursors/web.json"),
+        }
+    }
+}
+
+/// `<name>.<n>` files of `dir`, by increasing `n`.
+fn numbered_files(dir: &Path, name: &str) -> Vec<(u64, PathBuf)> {
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix(name)?
+                .strip_prefix('.')?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// All of a stream's files, concatenated in order.
+fn read_stream(dir: &Path, name: &str) -> String {
+    numbered_files(dir, name)
+        .into_iter()
+        .map(|(_, p)| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+/// Waits until stdout holds at least `lines` lines.
+async fn wait_for_lines(dir: &Path, lines: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_stream(dir, "web.stdout").lines().count() < lines {
+        assert!(Instant::now() < deadline, "the follower wrote too little");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until no follower holds the cursor (a killed one finishes its batch first).
+async fn wait_for_cursor_free(cursor: &Path) {
+    let mut name = cursor.as_os_str().to_owned();
+    name.push(".lock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let f = std::fs::File::open(&name).unwrap();
+        if nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped follower kept its lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What a kill -9 between a write and the cursor update leaves: bytes past the recorded
+/// length of the current file, and a file begun after it.
+fn append_past_cursor(dirs: &Dirs) {
+    let files = numbered_files(&dirs.logs(), "web.stdout");
+    let (n, last) = files.last().expect("a stdout file");
+    let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+    std::io::Write::write_all(&mut f, b"999999\ngarbage past the cursor\n").unwrap();
+    std::fs::write(dirs.logs().join(format!("web.stdout.{}", n + 1)), "12345\n").unwrap();
+}
+
+/// Follows the counter, killing the follower at each of `kill_at` (stdout line counts) and
+/// planting bytes past its cursor, then checks the files.
+async fn counter_across_kills(max_file_size: u64, max_files: u32, kill_at: &[usize]) {
+    let docker = test_engine::docker().await;
+    let dirs = Dirs::new();
+    let target = dirs.target(max_files);
+    let name = test_engine::unique("logs");
+    let c = test_engine::run(&docker, &name, &Spec::busybox(&["sh", "-c", COUNTER])).await;
+    for at in kill_at {
+        let follower =
+            follow_with_file_size(docker.clone(), c.id.clone(), target.clone(), max_file_size);
+        wait_for_lines(&dirs.logs(), *at).await;
+        drop(follower);
+        wait_for_cursor_free(&target.cursor_path).await;
+        append_past_cursor(&dirs);
+    }
+    let mut follower = follow_with_file_size(docker.clone(), c.id.clone(), target, max_file_size);
+    tokio::time::timeout(Duration::from_secs(120), follower.finished())
+        .await
+        .expect("the follower did not finish")
+        .expect("the follower failed");
+    let want: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    let got: Vec<String> = read_stream(&dirs.logs(), "web.stdout")
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(got, want, "stdout is not 0..499 exactly once in order");
+    let want_err: String = (0..500).step_by(50).map(|i| format!("e{i}\n")).collect();
+    assert_eq!(read_stream(&dirs.logs(), "web.stderr"), want_err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_is_written_exactly_once_across_follower_kills() {
+    counter_across_kills(1024 * 1024, 10, &[50, 200]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_with_tiny_files_keeps_exactly_once() {
+    counter_across_kills(64, 1000, &[120, 300]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_numbers_files_and_stops_at_exit() {
+    let docker = test_engine::docker().await;
+    let dirs = Dirs::new();
+    let name = test_engine::unique("logs-rot");
+    let c = test_engine::run(
+        &docker,
+        &name,
+        &Spec::busybox(&[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 100 ]; do echo line$i; i=$((i+1)); done",
+        ]),
+    )
+    .await;
+    let mut follower = follow_with_file_size(docker.clone(), c.id.clone(), dirs.target(1000), 32);
+    tokio::time::timeout(Duration::from_secs(60), follower.finished())
+        .await
+        .expect("the follower did not finish")
+        .expect("the follower failed");
+    let files = numbered_files(&dirs.logs(), "web.stdout");
+    assert!(files.len() > 10, "no rotation: {files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|(_, p)| std::fs::metadata(p).unwrap().len() <= 32)
+    );
+    let want: String = (0..100).map(|i| format!("line{i}\n")).collect();
+    assert_eq!(read_stream(&dirs.logs(), "web.stdout"), want);
+    // Followed again once finished: nothing is repeated.
+    let mut again = follow_with_file_size(docker.clone(), c.id.clone(), dirs.target(1000), 32);
+    again.finished().await.expect("the second follower failed");
+    assert_eq!(read_stream(&dirs.logs(), "web.stdout"), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_planted_at_the_log_path_is_not_followed() {
+    let docker = test_engine::docker().await;
+    let dirs = Dirs::new();
+    let host = tempfile::tempdir().unwrap();
+    let victim = host.path().join("authorized_keys");
+    std::fs::write(&victim, "root's keys\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dirs.logs().join("web.stdout.0")).unwrap();
+    let name = test_engine::unique("logs-link");
+    let c = test_engine::run(
+        &docker,
+        &name,
+        &Spec::busybox(&["echo", "ssh-ed25519 AAAA"]),
+    )
+    .await;
+    let mut follower = follow(docker.clone(), c.id.clone(), dirs.target(10));
+    let r = tokio::time::timeout(Duration::from_secs(60), follower.finished())
+        .await
+        .expect("the follower did not finish");
+    assert!(
+        matches!(r, Err(LogsError::File(..))),
+        "wrote through a link: {r:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's keys\n");
+    // The whole logs directory swapped for a link to a host directory.
+    std::fs::remove_dir_all(dirs.logs()).unwrap();
+    std::os::unix::fs::symlink(host.path(), dirs.logs()).unwrap();
+    let mut follower = follow(docker.clone(), c.id.clone(), dirs.target(10));
+    let r = follower.finished().await;
+    assert!(
+        matches!(r, Err(LogsError::File(..))),
+        "followed a linked dir: {r:?}"
+    );
+    assert!(!host.path().join("web.stdout.0").exists());
+}

@@ -159,7 +159,8 @@ async fn query(
         since: i32::try_from(since).unwrap_or(i32::MAX),
         ..Default::default()
     };
-    let mut frames = docker.logs(id, Some(options)).ready_chunks(256);
+    let frames = docker.logs(id, Some(options)).ready_chunks(256);
+    let mut frames = std::pin::pin!(frames);
     while let Some(batch) = frames.next().await {
         let mut entries = Vec::with_capacity(batch.len());
         let mut failure = None;
@@ -181,12 +182,21 @@ async fn query(
     Ok(QueryEnd::Done)
 }
 
-/// Whether the container is running.
+/// Whether the container may still write: running, paused, restarting, or created and not
+/// yet started.
 async fn running(docker: &Docker, id: &str) -> Result<bool, bollard::errors::Error> {
+    use bollard::models::ContainerStateStatusEnum as S;
     let info = docker
         .inspect_container(id, None::<InspectContainerOptions>)
         .await?;
-    Ok(info.state.and_then(|s| s.running).unwrap_or(false))
+    let Some(state) = info.state else {
+        return Ok(false);
+    };
+    Ok(state.running == Some(true)
+        || matches!(
+            state.status,
+            Some(S::CREATED | S::RUNNING | S::PAUSED | S::RESTARTING)
+        ))
 }
 
 /// A container the engine no longer has ends the follower; any other failure (the engine

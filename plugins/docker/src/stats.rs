@@ -30,7 +30,8 @@ pub async fn sample(docker: &Docker, container_id: &str) -> Result<TaskStatsResp
         stream: false,
         one_shot: true,
     };
-    let mut stream = docker.stats(container_id, Some(options));
+    let stream = docker.stats(container_id, Some(options));
+    let mut stream = std::pin::pin!(stream);
     let stats = match stream.next().await {
         Some(Ok(s)) => s,
         Some(Err(bollard::errors::Error::DockerResponseServerError {
@@ -155,11 +156,11 @@ mod tests {
             )
             .await
             .expect("kill");
-        let mut waits = docker.wait_container(
+        let waits = docker.wait_container(
             &c.id,
             None::<bollard::query_parameters::WaitContainerOptions>,
         );
-        let _ = waits.next().await;
+        let _ = std::pin::pin!(waits).next().await;
         assert!(matches!(
             sample(&docker, &c.id).await,
             Err(StatsError::NotRunning(_))

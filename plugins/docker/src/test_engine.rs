@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 
 /// A client of the local engine, its API version negotiated down (the engine is 20.10).
@@ -78,9 +78,6 @@ pub(crate) async fn create(docker: &Docker, name: &str, spec: &Spec<'_>) -> Cont
         cmd: Some(spec.cmd.iter().map(|s| s.to_string()).collect()),
         tty: Some(spec.tty),
         labels: Some(labels),
-        host_config: Some(HostConfig {
-            ..Default::default()
-        }),
         ..Default::default()
     };
     let opts = CreateContainerOptions {

@@ -7,6 +7,13 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::test_engine::{self, Spec};
 
+fn spec<'a>(labels: &'a [(&'a str, &'a str)]) -> Spec<'a> {
+    Spec {
+        labels,
+        ..Spec::busybox(&["sleep", "300"])
+    }
+}
+
 async fn has_image(docker: &Docker, image: &str) -> bool {
     docker.inspect_image(image).await.is_ok()
 }
@@ -110,11 +117,6 @@ async fn an_acquire_during_the_delay_cancels_the_removal() {
 async fn dangling_containers_are_reaped_after_the_grace() {
     let docker = test_engine::docker().await;
     let managed = [(MANAGED_LABEL, "true")];
-    let sleep = ["sleep", "300"];
-    let spec = |labels| Spec {
-        labels,
-        ..Spec::busybox(&sleep)
-    };
     let old = test_engine::create(&docker, &test_engine::unique("reap-old"), &spec(&managed)).await;
     let kept =
         test_engine::create(&docker, &test_engine::unique("reap-kept"), &spec(&managed)).await;

@@ -101,8 +101,8 @@ pub(crate) fn unix_second(text: &str) -> Option<i64> {
             if rest.len() != 6 || rest.as_bytes()[3] != b':' {
                 return None;
             }
-            let h: i64 = rest[1..3].parse().ok()?;
-            let m: i64 = rest[4..6].parse().ok()?;
+            let h: i64 = rest.get(1..3)?.parse().ok()?;
+            let m: i64 = rest.get(4..6)?.parse().ok()?;
             sign * (h * 3600 + m * 60)
         }
     };

@@ -4,7 +4,6 @@
 //! files' lengths. A follower killed in between leaves bytes past the recorded lengths; the
 //! next one cuts them off and reads those entries from the engine again.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //!
 //! The settings are plain structs here; the plugin's `gc { }` config block maps onto them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ pub enum GcError {
 pub struct ImageRefs {
     docker: Docker,
     settings: ImageGc,
-    images: Mutex<HashMap<String, Refs>>,
+    images: Mutex<BTreeMap<String, Refs>>,
     me: Weak<ImageRefs>,
 }
 
@@ -66,12 +66,12 @@ impl ImageRefs {
         Arc::new_cyclic(|me| ImageRefs {
             docker,
             settings,
-            images: Mutex::new(HashMap::new()),
+            images: Mutex::new(BTreeMap::new()),
             me: me.clone(),
         })
     }
 
-    fn images(&self) -> std::sync::MutexGuard<'_, HashMap<String, Refs>> {
+    fn images(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Refs>> {
         self.images.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -170,10 +170,10 @@ pub async fn reap_once(
     settings: &DanglingReaper,
     tracked: &(dyn Fn(&str) -> bool + Send + Sync),
 ) -> Result<Vec<String>, GcError> {
-    let filters = HashMap::from([("label".to_string(), vec![format!("{MANAGED_LABEL}=true")])]);
+    let filters = [("label".to_string(), vec![format!("{MANAGED_LABEL}=true")])];
     let options = ListContainersOptions {
         all: true,
-        filters: Some(filters),
+        filters: Some(filters.into_iter().collect()),
         ..Default::default()
     };
     let containers = docker

@@ -2,8 +2,6 @@
 //! `TaskStats` (`alloc status -stats`): cumulative CPU time (the SDK derives the
 //! percentages between two samples), memory, throttling and the number of processes.
 
-use std::collections::HashMap;
-
 use bollard::Docker;
 use bollard::models::{ContainerCpuStats, ContainerMemoryStats, ContainerStatsResponse};
 use bollard::query_parameters::StatsOptions;
@@ -94,9 +92,8 @@ fn memory(stats: Option<&ContainerMemoryStats>) -> MemoryStats {
     let Some(stats) = stats else {
         return out;
     };
-    let empty = HashMap::new();
-    let detail = stats.stats.as_ref().unwrap_or(&empty);
-    let pick = |keys: &[&str]| keys.iter().find_map(|k| detail.get(*k).copied());
+    let detail = stats.stats.as_ref();
+    let pick = |keys: &[&str]| keys.iter().find_map(|k| detail?.get(*k).copied());
     let fields: [(&str, Option<u64>, &mut u64); 5] = [
         ("RSS", pick(&["rss", "anon"]), &mut out.rss),
         ("Cache", pick(&["cache", "file"]), &mut out.cache),

@@ -2,7 +2,6 @@
 //! version, containers of the offline busybox image, and guards that remove them even when a
 //! test fails. A missing engine fails the test loudly.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::Docker;
@@ -68,7 +67,7 @@ impl<'a> Spec<'a> {
 
 /// Creates (not starts) a container named `name` from `spec`.
 pub(crate) async fn create(docker: &Docker, name: &str, spec: &Spec<'_>) -> ContainerGuard {
-    let labels: HashMap<String, String> = spec
+    let labels = spec
         .labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,7 +1,7 @@
 //! Against the real engine. The reaper's tests only ever count their own containers as
 //! untracked: other tests' containers on the same engine are never theirs to remove.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -122,7 +122,7 @@ async fn dangling_containers_are_reaped_after_the_grace() {
         test_engine::create(&docker, &test_engine::unique("reap-kept"), &spec(&managed)).await;
     let unlabelled =
         test_engine::create(&docker, &test_engine::unique("reap-plain"), &spec(&[])).await;
-    let ours: HashSet<String> = [&old.id, &kept.id, &unlabelled.id]
+    let ours: BTreeSet<String> = [&old.id, &kept.id, &unlabelled.id]
         .map(|s| s.clone())
         .into();
     let untracked = Arc::new(Mutex::new(ours.clone()));

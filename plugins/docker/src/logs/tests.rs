@@ -219,3 +219,89 @@ async fn a_link_planted_at_the_log_path_is_not_followed() {
     );
     assert!(!host.path().join("web.stdout.0").exists());
 }
+
+/// Environment of [`kill9_child`]: `<container id>\n<alloc dir>\n<data dir>`.
+const CHILD_ENV: &str = "DROVER_TEST_LOG_FOLLOWER";
+
+/// Not a test: the follower process that [`counter_is_written_exactly_once_across_kill_9`]
+/// starts and kills with SIGKILL at arbitrary instants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by counter_is_written_exactly_once_across_kill_9"]
+async fn kill9_child() {
+    let spec = std::env::var(CHILD_ENV).expect("started by the kill -9 test");
+    let parts: Vec<&str> = spec.lines().collect();
+    let dirs_target = LogTarget {
+        stdout_path: Path::new(parts[1]).join("alloc/logs/web.stdout"),
+        stderr_path: Path::new(parts[1]).join("alloc/logs/web.stderr"),
+        logs_dir_root: PathBuf::from(parts[1]),
+        max_files: 10_000,
+        max_file_size_mb: 1,
+        cursor_path: Path::new(parts[2]).join("cursors/web.json"),
+    };
+    let docker = test_engine::docker().await;
+    let mut follower = follow_with_file_size(docker, parts[0].to_string(), dirs_target, 64);
+    follower
+        .finished()
+        .await
+        .expect("the child follower failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_is_written_exactly_once_across_kill_9() {
+    let docker = test_engine::docker().await;
+    let dirs = Dirs::new();
+    let name = test_engine::unique("logs-kill9");
+    let c = test_engine::run(&docker, &name, &Spec::busybox(&["sh", "-c", COUNTER])).await;
+    let spec = format!(
+        "{}\n{}\n{}",
+        c.id,
+        dirs.alloc.path().display(),
+        dirs.data.path().display()
+    );
+    let exe = std::env::current_exe().unwrap();
+    // Each child is killed once it has written something, at varied instants after that:
+    // mid-batch, between the files and the cursor, mid-rotation.
+    let lines = || read_stream(&dirs.logs(), "web.stdout").lines().count();
+    for extra_ms in [0u64, 7, 23, 3, 41, 13, 0, 31] {
+        let seen = lines();
+        if seen >= 500 {
+            break;
+        }
+        let mut child = std::process::Command::new(&exe)
+            .args(["--ignored", "--exact", "logs::tests::kill9_child"])
+            .args(["--test-threads=1", "--quiet"])
+            .env(CHILD_ENV, &spec)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the child follower");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while lines() <= seen {
+            assert!(
+                Instant::now() < deadline,
+                "the child follower wrote nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(extra_ms)).await;
+        child.kill().expect("SIGKILL the child follower");
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut target = dirs.target(10_000);
+    target.max_file_size_mb = 1;
+    let mut follower = follow_with_file_size(docker.clone(), c.id.clone(), target, 64);
+    tokio::time::timeout(Duration::from_secs(120), follower.finished())
+        .await
+        .expect("the follower did not finish")
+        .expect("the follower failed");
+    let got: Vec<String> = read_stream(&dirs.logs(), "web.stdout")
+        .lines()
+        .map(String::from)
+        .collect();
+    let want: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "stdout is not 0..499 exactly once in order");
+    let want_err: String = (0..500).step_by(50).map(|i| format!("e{i}\n")).collect();
+    assert_eq!(read_stream(&dirs.logs(), "web.stderr"), want_err);
+}

@@ -55,6 +55,8 @@ pub enum LogsError {
     Cursor(PathBuf, #[source] std::io::Error),
     #[error("container {0} is gone from the engine: its remaining output is lost")]
     ContainerGone(String),
+    #[error("the engine cannot give container {0}'s output: {1}")]
+    Unreadable(String, String),
     #[error("the log follower failed: {0}")]
     Task(String),
 }
@@ -199,14 +201,20 @@ async fn running(docker: &Docker, id: &str) -> Result<bool, bollard::errors::Err
         ))
 }
 
-/// A container the engine no longer has ends the follower; any other failure (the engine
+/// A container the engine no longer has, or whose logging driver keeps nothing to read
+/// (`none`, `syslog` ...: 501), ends the follower; any other failure (the engine
 /// restarting) is waited out.
 async fn retry_or_gone(id: &str, e: bollard::errors::Error) -> Result<(), LogsError> {
-    if let bollard::errors::Error::DockerResponseServerError {
-        status_code: 404, ..
-    } = e
-    {
-        return Err(LogsError::ContainerGone(id.to_string()));
+    use bollard::errors::Error::DockerResponseServerError;
+    match e {
+        DockerResponseServerError {
+            status_code: 404, ..
+        } => return Err(LogsError::ContainerGone(id.to_string())),
+        DockerResponseServerError {
+            status_code: 400 | 501,
+            message,
+        } => return Err(LogsError::Unreadable(id.to_string(), message)),
+        _ => {}
     }
     tracing::debug!(container = id, error = %e, "reading the container's log failed; retrying");
     tokio::time::sleep(RETRY).await;

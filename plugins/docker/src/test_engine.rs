@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 
 /// A client of the local engine, its API version negotiated down (the engine is 20.10).
@@ -51,6 +51,8 @@ pub(crate) struct Spec<'a> {
     pub(crate) cmd: &'a [&'a str],
     pub(crate) tty: bool,
     pub(crate) labels: &'a [(&'a str, &'a str)],
+    /// The engine's logging driver (its default, json-file, when `None`).
+    pub(crate) log_driver: Option<&'a str>,
 }
 
 impl<'a> Spec<'a> {
@@ -61,6 +63,7 @@ impl<'a> Spec<'a> {
             cmd,
             tty: false,
             labels: &[],
+            log_driver: None,
         }
     }
 }
@@ -77,6 +80,13 @@ pub(crate) async fn create(docker: &Docker, name: &str, spec: &Spec<'_>) -> Cont
         cmd: Some(spec.cmd.iter().map(|s| s.to_string()).collect()),
         tty: Some(spec.tty),
         labels: Some(labels),
+        host_config: spec.log_driver.map(|driver| HostConfig {
+            log_config: Some(HostConfigLogConfig {
+                typ: Some(driver.to_string()),
+                config: None,
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let opts = CreateContainerOptions {

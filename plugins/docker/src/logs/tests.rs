@@ -305,3 +305,74 @@ async fn counter_is_written_exactly_once_across_kill_9() {
     let want_err: String = (0..500).step_by(50).map(|i| format!("e{i}\n")).collect();
     assert_eq!(read_stream(&dirs.logs(), "web.stderr"), want_err);
 }
+
+/// Follows a container of `spec` to its end; returns its stdout and stderr.
+async fn follow_to_end(spec: &Spec<'_>) -> (String, String) {
+    let docker = test_engine::docker().await;
+    let dirs = Dirs::new();
+    let c = test_engine::run(&docker, &test_engine::unique("logs-end"), spec).await;
+    let mut follower = follow(docker.clone(), c.id.clone(), dirs.target(10));
+    tokio::time::timeout(Duration::from_secs(60), follower.finished())
+        .await
+        .expect("the follower did not finish")
+        .expect("the follower failed");
+    (
+        read_stream(&dirs.logs(), "web.stdout"),
+        read_stream(&dirs.logs(), "web.stderr"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_the_engine_splits_are_joined_and_overlong_ones_cut() {
+    // The engine splits lines at 16 KiB; a line over MAX_LINE is cut there.
+    let script = "head -c 40000 /dev/zero | tr '\\0' a; echo; \
+                  head -c 3000000 /dev/zero | tr '\\0' b; echo; echo end";
+    let (out, err) = follow_to_end(&Spec::busybox(&["sh", "-c", script])).await;
+    let lines: Vec<&str> = out.split_inclusive('\n').collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "lines: {:?}",
+        lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(lines[0], format!("{}\n", "a".repeat(40_000)));
+    assert_eq!(lines[1], format!("{}\n", "b".repeat(MAX_LINE as usize)));
+    assert_eq!(lines[2], "end\n");
+    assert_eq!(err, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tty_container_s_output_is_its_stdout() {
+    let spec = Spec {
+        tty: true,
+        ..Spec::busybox(&["sh", "-c", "echo hi; echo there >&2"])
+    };
+    let (out, err) = follow_to_end(&spec).await;
+    assert_eq!(out.replace('\r', ""), "hi\nthere\n");
+    assert_eq!(err, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_without_a_readable_log_ends_the_follower() {
+    let docker = test_engine::docker().await;
+    let dirs = Dirs::new();
+    let name = test_engine::unique("logs-none");
+    let c = test_engine::run(&docker, &name, &Spec::busybox(&["echo", "hi"])).await;
+    test_engine::remove(&docker, &c.id).await;
+    let mut follower = follow(docker.clone(), c.id.clone(), dirs.target(10));
+    let r = tokio::time::timeout(Duration::from_secs(30), follower.finished())
+        .await
+        .expect("the follower did not give up");
+    assert!(matches!(r, Err(LogsError::ContainerGone(_))), "{r:?}");
+    // A logging driver the engine cannot read back.
+    let spec = Spec {
+        log_driver: Some("none"),
+        ..Spec::busybox(&["echo", "hi"])
+    };
+    let c = test_engine::run(&docker, &test_engine::unique("logs-none"), &spec).await;
+    let mut follower = follow(docker.clone(), c.id.clone(), dirs.target(10));
+    let r = tokio::time::timeout(Duration::from_secs(30), follower.finished())
+        .await
+        .expect("the follower did not give up");
+    assert!(matches!(r, Err(LogsError::Unreadable(..))), "{r:?}");
+}

@@ -127,7 +127,8 @@ async fn run(
     target: LogTarget,
     max_file_size: u64,
 ) -> Result<(), LogsError> {
-    let sink = blocking(move || Sink::open(&target, max_file_size)).await?;
+    let container = id.clone();
+    let sink = blocking(move || Sink::open(&target, &container, max_file_size)).await?;
     let sink = Arc::new(Mutex::new(sink));
     // Follow while the container runs; once it has stopped, one last read to the end.
     let mut follow = true;

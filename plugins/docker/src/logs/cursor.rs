@@ -30,6 +30,10 @@ pub(crate) struct StreamPos {
 /// The cursor file's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Cursor {
+    /// The container whose log this is: a task restarted in a new container appends to
+    /// the same files from the start of the new container's log.
+    #[serde(default)]
+    pub(crate) container_id: String,
     /// The engine is asked for the entries since this second (Unix time).
     pub(crate) since: i64,
     /// How many entries of that query were written.
@@ -124,6 +128,7 @@ impl Tracker {
     /// The cursor as it stands, with the streams' positions.
     pub(crate) fn cursor(&self, stdout: StreamPos, stderr: StreamPos) -> Cursor {
         Cursor {
+            container_id: String::new(),
             since: self.since,
             written: self.written(),
             last_timestamp: self.last_timestamp.clone(),
@@ -196,6 +201,7 @@ mod tests {
         let path = dir.path().join("cursor.json");
         assert_eq!(Cursor::load(&path).unwrap(), None);
         let c = Cursor {
+            container_id: "c1".into(),
             since: 7,
             written: 3,
             last_timestamp: "x".into(),

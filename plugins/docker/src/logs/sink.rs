@@ -38,6 +38,7 @@ pub(crate) struct Sink {
     stdout: StreamFile,
     stderr: StreamFile,
     pub(crate) tracker: Tracker,
+    container_id: String,
     cursor_path: PathBuf,
     /// Held while this sink lives: one writer per cursor (a follower being torn down
     /// finishes its last batch before the next one starts).
@@ -46,18 +47,24 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// Takes the cursor's lock (waiting for a previous writer to finish), cuts the files
-    /// back to the cursor, and opens them for appending.
-    pub(crate) fn open(target: &LogTarget, max_file_size: u64) -> Result<Sink, LogsError> {
+    /// back to the cursor, and opens them for appending. A cursor of another container (the
+    /// task's previous one) is not continued: this container's log is read from its start,
+    /// appended to the files as they are.
+    pub(crate) fn open(
+        target: &LogTarget,
+        container_id: &str,
+        max_file_size: u64,
+    ) -> Result<Sink, LogsError> {
         let lock = lock(&target.cursor_path)?;
         let cursor = Cursor::load(&target.cursor_path)
             .map_err(|e| LogsError::Cursor(target.cursor_path.clone(), e))?;
         let cursor = match cursor {
-            Some(c) => {
+            Some(c) if c.container_id == container_id => {
                 restore(target, &target.stdout_path, &c.stdout)?;
                 restore(target, &target.stderr_path, &c.stderr)?;
                 c
             }
-            None => Cursor::default(),
+            _ => Cursor::default(),
         };
         let open = |base: &Path, pos: &StreamPos| -> Result<StreamFile, LogsError> {
             let log = RotatingLog::with_limits(
@@ -76,6 +83,7 @@ impl Sink {
             stdout: open(&target.stdout_path, &cursor.stdout)?,
             stderr: open(&target.stderr_path, &cursor.stderr)?,
             tracker: Tracker::new(&cursor),
+            container_id: container_id.to_string(),
             cursor_path: target.cursor_path.clone(),
             _lock: lock,
         })
@@ -104,7 +112,8 @@ impl Sink {
                 .write_all(&data)
                 .map_err(|e| LogsError::File(PathBuf::from(file.log.current_name()), e))?;
         }
-        let cursor = self.tracker.cursor(self.stdout.pos(), self.stderr.pos());
+        let mut cursor = self.tracker.cursor(self.stdout.pos(), self.stderr.pos());
+        cursor.container_id.clone_from(&self.container_id);
         cursor
             .store(&self.cursor_path)
             .map_err(|e| LogsError::Cursor(self.cursor_path.clone(), e))

@@ -376,3 +376,24 @@ async fn a_container_without_a_readable_log_ends_the_follower() {
         .expect("the follower did not give up");
     assert!(matches!(r, Err(LogsError::Unreadable(..))), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_restarted_in_a_new_container_appends_its_whole_output() {
+    let docker = test_engine::docker().await;
+    let dirs = Dirs::new();
+    let script = |word: &str| format!("for i in 1 2 3; do echo {word}$i; done");
+    let mut want = String::new();
+    for word in ["first", "second"] {
+        let cmd = script(word);
+        let argv = ["sh", "-c", cmd.as_str()];
+        let spec = Spec::busybox(&argv);
+        let c = test_engine::run(&docker, &test_engine::unique("logs-restart"), &spec).await;
+        let mut follower = follow(docker.clone(), c.id.clone(), dirs.target(10));
+        tokio::time::timeout(Duration::from_secs(60), follower.finished())
+            .await
+            .expect("the follower did not finish")
+            .expect("the follower failed");
+        want.push_str(&format!("{word}1\n{word}2\n{word}3\n"));
+        assert_eq!(read_stream(&dirs.logs(), "web.stdout"), want);
+    }
+}

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use entry::Entry;
 pub use entry::MAX_LINE;
-use sink::Sink;
+use sink::{CURSOR_INTERVAL, Sink};
 
 /// Where a follower writes.
 #[derive(Debug, Clone)]
@@ -135,7 +135,9 @@ async fn run(
     loop {
         let since = lock(&sink).tracker.restart();
         match query(&docker, &id, &sink, since, follow).await? {
-            QueryEnd::Done if !follow => return Ok(()),
+            QueryEnd::Done if !follow => {
+                return blocking(move || lock(&sink).store_cursor()).await;
+            }
             QueryEnd::Done => match running(&docker, &id).await {
                 Ok(true) => tokio::time::sleep(RETRY).await,
                 Ok(false) => follow = false,
@@ -164,7 +166,16 @@ async fn query(
     };
     let frames = docker.logs(id, Some(options)).ready_chunks(256);
     let mut frames = std::pin::pin!(frames);
-    while let Some(batch) = frames.next().await {
+    loop {
+        let batch = match tokio::time::timeout(CURSOR_INTERVAL, frames.next()).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(_idle) => {
+                let sink = sink.clone();
+                blocking(move || lock(&sink).store_cursor()).await?;
+                continue;
+            }
+        };
         let mut entries = Vec::with_capacity(batch.len());
         let mut failure = None;
         for frame in batch {

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use drover_beneath::{Dir, Links};
 use drover_plugin_sdk::shim::rotate::RotatingLog;
@@ -16,6 +17,12 @@ use nix::sys::stat::Mode;
 use super::cursor::{Cursor, StreamPos, Tracker};
 use super::entry::{Entry, Stream, append_bounded};
 use super::{LogTarget, LogsError};
+
+/// How often, at most, the cursor is recorded while entries flow (and when they pause):
+/// a new follower cuts back what was written after it and reads it again, so a lagging
+/// cursor costs a little work, never a duplicate; recording it at every line would cost a
+/// file replacement per line.
+pub(crate) const CURSOR_INTERVAL: Duration = Duration::from_millis(200);
 
 /// One stream's file writer and where it stands.
 struct StreamFile {
@@ -40,6 +47,9 @@ pub(crate) struct Sink {
     pub(crate) tracker: Tracker,
     container_id: String,
     cursor_path: PathBuf,
+    /// When the cursor was last recorded, and whether entries were written since.
+    stored_at: Instant,
+    dirty: bool,
     /// Held while this sink lives: one writer per cursor (a follower being torn down
     /// finishes its last batch before the next one starts).
     _lock: Flock<File>,
@@ -47,9 +57,11 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// Takes the cursor's lock (waiting for a previous writer to finish), cuts the files
-    /// back to the cursor, and opens them for appending. A cursor of another container (the
-    /// task's previous one) is not continued: this container's log is read from its start,
-    /// appended to the files as they are.
+    /// back to the cursor, and opens them for appending. Without a cursor of this container
+    /// (the first follower, or the task's previous container's cursor) the log is read from
+    /// its start, appended to the files as they are, and a cursor of where they stand is
+    /// recorded before anything is written: a follower killed before its first cursor
+    /// leaves nothing the next one would repeat.
     pub(crate) fn open(
         target: &LogTarget,
         container_id: &str,
@@ -58,13 +70,13 @@ impl Sink {
         let lock = lock(&target.cursor_path)?;
         let cursor = Cursor::load(&target.cursor_path)
             .map_err(|e| LogsError::Cursor(target.cursor_path.clone(), e))?;
-        let cursor = match cursor {
+        let (cursor, fresh) = match cursor {
             Some(c) if c.container_id == container_id => {
                 restore(target, &target.stdout_path, &c.stdout)?;
                 restore(target, &target.stderr_path, &c.stderr)?;
-                c
+                (c, false)
             }
-            _ => Cursor::default(),
+            _ => (Cursor::default(), true),
         };
         let open = |base: &Path, pos: &StreamPos| -> Result<StreamFile, LogsError> {
             let log = RotatingLog::with_limits(
@@ -79,18 +91,22 @@ impl Sink {
                 line_len: pos.line_len,
             })
         };
-        Ok(Sink {
+        let mut sink = Sink {
             stdout: open(&target.stdout_path, &cursor.stdout)?,
             stderr: open(&target.stderr_path, &cursor.stderr)?,
             tracker: Tracker::new(&cursor),
             container_id: container_id.to_string(),
             cursor_path: target.cursor_path.clone(),
+            stored_at: Instant::now(),
+            dirty: fresh,
             _lock: lock,
-        })
+        };
+        sink.store_cursor()?;
+        Ok(sink)
     }
 
     /// Writes the new entries of a batch (skipping those an earlier query wrote), then
-    /// records the cursor.
+    /// records the cursor if it was last recorded [`CURSOR_INTERVAL`] ago.
     pub(crate) fn write(&mut self, entries: &[Entry]) -> Result<(), LogsError> {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let mut any = false;
@@ -112,11 +128,26 @@ impl Sink {
                 .write_all(&data)
                 .map_err(|e| LogsError::File(PathBuf::from(file.log.current_name()), e))?;
         }
+        self.dirty = true;
+        if self.stored_at.elapsed() >= CURSOR_INTERVAL {
+            self.store_cursor()?;
+        }
+        Ok(())
+    }
+
+    /// Records the cursor if entries were written since it was last recorded.
+    pub(crate) fn store_cursor(&mut self) -> Result<(), LogsError> {
+        if !self.dirty {
+            return Ok(());
+        }
         let mut cursor = self.tracker.cursor(self.stdout.pos(), self.stderr.pos());
         cursor.container_id.clone_from(&self.container_id);
         cursor
             .store(&self.cursor_path)
-            .map_err(|e| LogsError::Cursor(self.cursor_path.clone(), e))
+            .map_err(|e| LogsError::Cursor(self.cursor_path.clone(), e))?;
+        self.dirty = false;
+        self.stored_at = Instant::now();
+        Ok(())
     }
 }
 

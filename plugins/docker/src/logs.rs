@@ -166,13 +166,22 @@ async fn query(
     };
     let frames = docker.logs(id, Some(options)).ready_chunks(256);
     let mut frames = std::pin::pin!(frames);
+    // Whether entries were written since the output last paused: a pause records the
+    // cursor (an idle follower does not wake up).
+    let mut unrecorded = false;
     loop {
-        let batch = match tokio::time::timeout(CURSOR_INTERVAL, frames.next()).await {
+        let next = if unrecorded {
+            tokio::time::timeout(CURSOR_INTERVAL, frames.next()).await
+        } else {
+            Ok(frames.next().await)
+        };
+        let batch = match next {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
-            Err(_idle) => {
+            Err(_paused) => {
                 let sink = sink.clone();
                 blocking(move || lock(&sink).store_cursor()).await?;
+                unrecorded = false;
                 continue;
             }
         };
@@ -189,6 +198,7 @@ async fn query(
         }
         let sink = sink.clone();
         blocking(move || lock(&sink).write(&entries)).await?;
+        unrecorded = true;
         if let Some(e) = failure {
             return Ok(QueryEnd::Failed(e));
         }

@@ -397,3 +397,31 @@ async fn a_task_restarted_in_a_new_container_appends_its_whole_output() {
         assert_eq!(read_stream(&dirs.logs(), "web.stdout"), want);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cursor_catches_up_when_output_pauses() {
+    let docker = test_engine::docker().await;
+    let dirs = Dirs::new();
+    let script = "for i in 1 2 3; do echo $i; done; sleep 300";
+    let c = test_engine::run(
+        &docker,
+        &test_engine::unique("logs-pause"),
+        &Spec::busybox(&["sh", "-c", script]),
+    )
+    .await;
+    let target = dirs.target(10);
+    let _follower = follow(docker.clone(), c.id.clone(), target.clone());
+    wait_for_lines(&dirs.logs(), 3).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cursor = super::cursor::Cursor::load(&target.cursor_path).unwrap();
+        if cursor.is_some_and(|k| k.stdout.len == 6 && k.container_id == c.id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cursor never recorded the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

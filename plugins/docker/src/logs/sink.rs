@@ -68,8 +68,16 @@ impl Sink {
         max_file_size: u64,
     ) -> Result<Sink, LogsError> {
         let lock = lock(&target.cursor_path)?;
-        let cursor = Cursor::load(&target.cursor_path)
-            .map_err(|e| LogsError::Cursor(target.cursor_path.clone(), e))?;
+        let cursor = match Cursor::load(&target.cursor_path) {
+            // Torn by a crash of the machine (it is not synced): the output is written
+            // again rather than lost.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                tracing::warn!(cursor = %target.cursor_path.display(), error = %e,
+                    "unreadable log cursor: the container's output is written again from its start");
+                None
+            }
+            other => other.map_err(|e| LogsError::Cursor(target.cursor_path.clone(), e))?,
+        };
         let (cursor, fresh) = match cursor {
             Some(c) if c.container_id == container_id => {
                 restore(target, &target.stdout_path, &c.stdout)?;
@@ -230,6 +238,27 @@ mod tests {
         assert_eq!(file_index("t.stdout", "t.stdout.12"), Some(12));
         assert_eq!(file_index("t.stdout", "t.stderr.1"), None);
         assert_eq!(file_index("t.stdout", "t.stdout.x"), None);
+    }
+
+    #[test]
+    fn a_torn_cursor_starts_over_and_is_replaced() {
+        let alloc = tempfile::tempdir().unwrap();
+        let logs = alloc.path().join("alloc/logs");
+        let target = LogTarget {
+            stdout_path: logs.join("t.stdout"),
+            stderr_path: logs.join("t.stderr"),
+            logs_dir_root: alloc.path().to_path_buf(),
+            max_files: 10,
+            max_file_size_mb: 1,
+            cursor_path: alloc.path().join("data/cursor"),
+        };
+        std::fs::create_dir_all(alloc.path().join("data")).unwrap();
+        std::fs::write(&target.cursor_path, "").unwrap();
+        let sink = Sink::open(&target, "c1", 1024).unwrap();
+        assert_eq!(sink.tracker.written(), 0);
+        let stored = Cursor::load(&target.cursor_path).unwrap().unwrap();
+        assert_eq!(stored.container_id, "c1");
+        assert_eq!(stored.stdout.file, "t.stdout.0");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use drover_beneath::{Dir, Links};
-use drover_plugin_sdk::shim::rotate::RotatingLog;
+use drover_plugin_sdk::shim::rotate::{self, RotatingLog};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::stat::Mode;
 
@@ -90,7 +90,10 @@ impl Sink {
             let log = RotatingLog::with_limits(
                 base,
                 Some(&target.logs_dir_root),
-                u64::from(target.max_files.max(1)),
+                u64::from(match target.max_files {
+                    0 => rotate::DEFAULT_MAX_FILES,
+                    n => n,
+                }),
                 max_file_size,
             )
             .map_err(|e| LogsError::File(base.to_path_buf(), e))?;

@@ -119,6 +119,11 @@ impl RotatingLog {
         numbered(&self.name, self.index)
     }
 
+    /// The length of the file being written now (its bytes, as this writer knows them).
+    pub fn current_size(&self) -> u64 {
+        self.size
+    }
+
     /// Writes all of `data`, splitting it over files at the size limit.
     pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
@@ -208,6 +213,7 @@ mod tests {
         assert_eq!(read(path_of(&base, 2)), "ijkl");
         assert_eq!(read(path_of(&base, 3)), "mnop");
         assert_eq!(log.current_name(), "web.stdout.3");
+        assert_eq!(log.current_size(), 4);
         log.write_all(b"q").unwrap();
         assert!(!path_of(&base, 1).exists() && path_of(&base, 2).exists());
         assert_eq!(read(path_of(&base, 4)), "q");

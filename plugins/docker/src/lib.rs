@@ -16,7 +16,8 @@
 //!   duplicate across restarts.
 //! - `stats`: the engine's stats as Nomad's `TaskStats`.
 //! - `exec`: `alloc exec` through the engine's exec, with a pty and resizes.
-//! - `gc`: unused images after `image_delay`, dangling containers after `creation_grace`.
+//! - `gc`: image reference counts, unused images removed after `image_delay`, dangling
+//!   containers reaped after `creation_grace`.
 
 pub use config::{GcConfig, Settings, task_config_schema};
 pub use driver::{Docker, NAME};
@@ -28,8 +29,14 @@ pub mod container;
 pub mod driver;
 pub mod engine;
 pub mod events;
+pub mod exec;
+pub mod gc;
 pub mod image;
+pub mod logs;
+pub mod stats;
 pub mod tasks;
+#[cfg(test)]
+mod test_engine;
 
 /// Serves docker as a plugin on the current tokio runtime until the host stops it
 /// (`drover plugin serve docker`).

@@ -1,8 +1,8 @@
 //! The `TaskDriver`: the plugin's entry point. A task is a container; its id is in the task
 //! handle, so a new plugin instance recovers the task instead of starting it again.
 
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use bollard::query_parameters::{
@@ -10,17 +10,23 @@ use bollard::query_parameters::{
 };
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
-    CapabilitiesResponse, ExitResult, FingerprintResponse, InspectTaskResponse, StartTaskResponse,
-    TaskConfig, TaskEvent, TaskHandle,
+    CapabilitiesResponse, ExecTaskSetup, ExitResult, FingerprintResponse, InspectTaskResponse,
+    StartTaskResponse, TaskConfig, TaskEvent, TaskHandle, TaskStatsResponse, exec_task_request,
+    exec_task_response,
 };
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::config::{self, Settings};
 use crate::container::{self, SpecError};
 use crate::engine::{Engine, EngineError};
 use crate::events::Emitter;
+use crate::exec::ExecError;
+use crate::gc::{self, ImageGc, ImageRefs};
 use crate::image::{self, ImageError};
+use crate::logs::{self, LogFollower, LogTarget};
+use crate::stats::StatsError;
 use crate::tasks::{DriverState, Tasks, exit_of, not_found, unix_nanos};
 
 /// The plugin's name.
@@ -32,10 +38,17 @@ pub const HANDLE_VERSION: u32 = 1;
 pub struct Docker {
     settings: RwLock<Settings>,
     engine: Arc<Engine>,
-    tasks: Tasks,
+    tasks: Arc<Tasks>,
     events: broadcast::Sender<TaskEvent>,
     /// One core's MHz: what `cpu` is counted in, for `cpu_hard_limit`'s quota.
     core_mhz: u64,
+    /// The agent's data dir (SetConfig): log cursors live under `<it>/docker/logs`.
+    data_dir: RwLock<PathBuf>,
+    /// Tasks per image, for image GC; made on the first start or recovery (it needs the
+    /// engine).
+    images: OnceLock<Arc<ImageRefs>>,
+    /// The dangling-container reaper of the current configuration.
+    reaper: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Default for Docker {
@@ -43,9 +56,12 @@ impl Default for Docker {
         Self {
             settings: RwLock::new(Settings::default()),
             engine: Arc::new(Engine::default()),
-            tasks: Tasks::default(),
+            tasks: Arc::new(Tasks::default()),
             events: broadcast::channel(256).0,
             core_mhz: core_mhz(),
+            data_dir: RwLock::new(std::env::temp_dir().join("drover-docker")),
+            images: OnceLock::new(),
+            reaper: Mutex::new(None),
         }
     }
 }
@@ -88,6 +104,38 @@ fn bollard_err(what: &str, e: bollard::errors::Error) -> DriverError {
     DriverError::Internal(format!("{what}: {e}"))
 }
 
+fn stats_err(e: StatsError) -> DriverError {
+    match e {
+        StatsError::NotFound(id) => DriverError::TaskNotFound(id),
+        e @ StatsError::NotRunning(_) => DriverError::FailedPrecondition(e.to_string()),
+        e => DriverError::Internal(e.to_string()),
+    }
+}
+
+fn exec_err(e: ExecError) -> DriverError {
+    match e {
+        e @ ExecError::NoCommand => DriverError::InvalidArgument(e.to_string()),
+        e @ (ExecError::NotFound(_) | ExecError::NotRunning(_)) => {
+            DriverError::FailedPrecondition(e.to_string())
+        }
+        e => DriverError::Internal(e.to_string()),
+    }
+}
+
+/// A task id (`<alloc id>/<task>/<attempt>`, job data) as one file name: every byte outside
+/// `[A-Za-z0-9._-]` is written `%XX`, so distinct ids never share a file and none climbs out.
+fn file_name_of(task_id: &str) -> String {
+    let mut out = String::with_capacity(task_id.len());
+    for b in task_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && !out.is_empty()) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl Docker {
     /// The settings from the plugin's config block.
     pub fn settings(&self) -> Settings {
@@ -109,6 +157,77 @@ impl Docker {
 
     fn client(&self) -> Result<bollard::Docker, DriverError> {
         self.engine.client().map_err(engine_err)
+    }
+
+    /// The image reference counts (image GC), made on first use.
+    fn images(&self, docker: &bollard::Docker) -> &Arc<ImageRefs> {
+        self.images.get_or_init(|| {
+            let gc = self.settings().gc;
+            ImageRefs::new(
+                docker.clone(),
+                ImageGc {
+                    enabled: gc.image,
+                    delay: gc.image_delay,
+                },
+            )
+        })
+    }
+
+    /// Where the task's log follower keeps its cursor.
+    fn cursor_path(&self, task_id: &str) -> PathBuf {
+        let dir = self.data_dir.read().unwrap_or_else(|p| p.into_inner());
+        dir.join("docker")
+            .join("logs")
+            .join(format!("{}.cursor", file_name_of(task_id)))
+    }
+
+    /// Starts following the container's output into the task's log files (unless the
+    /// operator turned log collection off, or the task has no log paths). A follower of a
+    /// recovered task resumes from its cursor.
+    fn follow_logs(
+        &self,
+        docker: &bollard::Docker,
+        task: &TaskConfig,
+        container_id: &str,
+    ) -> Option<LogFollower> {
+        if self.settings().disable_log_collection || task.stdout_path.is_empty() {
+            return None;
+        }
+        let alloc_dir = Path::new(&task.alloc_dir);
+        let root = alloc_dir
+            .parent()
+            .filter(|p| !task.alloc_dir.is_empty() && !p.as_os_str().is_empty())?;
+        let limits = task.logs.unwrap_or_default();
+        let target = LogTarget {
+            stdout_path: PathBuf::from(&task.stdout_path),
+            stderr_path: PathBuf::from(&task.stderr_path),
+            logs_dir_root: root.to_path_buf(),
+            max_files: limits.max_files,
+            max_file_size_mb: limits.max_file_size_mb,
+            cursor_path: self.cursor_path(&task.id),
+        };
+        Some(logs::follow(
+            docker.clone(),
+            container_id.to_string(),
+            target,
+        ))
+    }
+
+    /// Restarts the dangling-container reaper with the current settings.
+    fn restart_reaper(&self, docker: bollard::Docker) {
+        let settings = self.settings().gc.dangling;
+        let tasks = self.tasks.clone();
+        let tracked: Arc<dyn Fn(&str) -> bool + Send + Sync> =
+            Arc::new(move |id: &str| tasks.container_ids().iter().any(|c| c == id));
+        let handle = gc::spawn_reaper(docker, settings, tracked);
+        if let Some(old) = self
+            .reaper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(handle)
+        {
+            old.abort();
+        }
     }
 
     /// Creates the container; a leftover of the same task (same name, same task id label,
@@ -291,12 +410,19 @@ impl TaskDriver for Docker {
     async fn set_config(
         &self,
         config: serde_json::Value,
-        _agent: AgentConfig,
+        agent: AgentConfig,
     ) -> Result<(), DriverError> {
         let settings =
             Settings::from_json(config).map_err(|e| DriverError::InvalidArgument(e.to_string()))?;
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings.clone();
+        if !agent.data_dir.is_empty() {
+            *self.data_dir.write().unwrap_or_else(|p| p.into_inner()) =
+                PathBuf::from(&agent.data_dir);
+        }
         self.engine.start(settings).await;
+        if let Ok(docker) = self.engine.client() {
+            self.restart_reaper(docker);
+        }
         Ok(())
     }
 
@@ -334,7 +460,10 @@ impl TaskDriver for Docker {
                 .map_err(|e| DriverError::Internal(e.to_string()))?,
         };
         let events = Emitter::new(self.events.clone(), &task);
-        self.tasks.track(self.engine.clone(), task, state, events);
+        self.images(&docker).acquire(&state.image_id);
+        let logs = self.follow_logs(&docker, &task, &state.container_id);
+        self.tasks
+            .track(self.engine.clone(), task, state, events, logs);
         Ok(StartTaskResponse {
             handle: Some(handle),
             pid,
@@ -393,7 +522,17 @@ impl TaskDriver for Docker {
         } else if running {
             self.kill(&id, "SIGKILL").await?;
         }
-        self.tasks.remove(task_id);
+        if let Some(entry) = self.tasks.remove(task_id) {
+            if let Ok(docker) = self.client() {
+                self.images(&docker).release(&entry.state.image_id);
+            }
+            let cursor = self.cursor_path(task_id);
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_file(&cursor);
+                let _ = std::fs::remove_file(cursor.with_extension("cursor.lock"));
+            })
+            .await;
+        }
         Ok(())
     }
 
@@ -470,7 +609,45 @@ impl TaskDriver for Docker {
         }
         tracing::info!(task = %task.id, container = %state.container_id, running = exit_of(&info).is_none(), "task recovered");
         let events = Emitter::new(self.events.clone(), &task);
-        self.tasks.track(self.engine.clone(), task, state, events);
+        self.images(&docker).acquire(&state.image_id);
+        let logs = self.follow_logs(&docker, &task, &state.container_id);
+        self.tasks
+            .track(self.engine.clone(), task, state, events, logs);
         Ok(())
+    }
+
+    async fn task_stats(&self, task_id: &str) -> Result<TaskStatsResponse, DriverError> {
+        let entry = self.tasks.get(task_id)?;
+        let docker = self.client()?;
+        crate::stats::sample(&docker, &entry.state.container_id)
+            .await
+            .map_err(stats_err)
+    }
+
+    async fn exec_task(
+        &self,
+        setup: ExecTaskSetup,
+        input: mpsc::Receiver<exec_task_request::Msg>,
+        output: mpsc::Sender<exec_task_response::Msg>,
+    ) -> Result<ExitResult, DriverError> {
+        let entry = self.tasks.get(&setup.task_id)?;
+        let docker = self.client()?;
+        let container = entry.state.container_id.clone();
+        crate::exec::run(&docker, &container, setup, input, output)
+            .await
+            .map_err(exec_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name_of;
+
+    #[test]
+    fn task_ids_become_distinct_plain_file_names() {
+        assert_eq!(file_name_of("a1b2/web/0"), "a1b2%2Fweb%2F0");
+        assert_eq!(file_name_of("../x"), "%2E.%2Fx");
+        assert_ne!(file_name_of("a/b"), file_name_of("a%2Fb"));
+        assert!(!file_name_of("..").contains('/'));
     }
 }

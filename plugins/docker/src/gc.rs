@@ -14,23 +14,15 @@ use bollard::query_parameters::{
 };
 use tokio::task::JoinHandle;
 
-/// The label the driver puts on every container it creates.
-pub const MANAGED_LABEL: &str = "drover.managed";
+pub use crate::config::DanglingConfig;
+
+use crate::container::LABEL_MANAGED as MANAGED_LABEL;
 
 /// `gc { image, image_delay }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageGc {
     pub enabled: bool,
     pub delay: Duration,
-}
-
-/// `gc { dangling_containers { enabled, period, creation_grace, dry_run } }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DanglingReaper {
-    pub enabled: bool,
-    pub period: Duration,
-    pub creation_grace: Duration,
-    pub dry_run: bool,
 }
 
 /// Why garbage could not be listed or removed.
@@ -145,14 +137,18 @@ impl ImageRefs {
 /// task ends at once.
 pub fn spawn_reaper(
     docker: Docker,
-    settings: DanglingReaper,
+    settings: DanglingConfig,
     tracked: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         if !settings.enabled {
             return;
         }
-        let mut ticks = tokio::time::interval(settings.period.max(Duration::from_millis(100)));
+        // The first pass waits a whole period: a plugin that just started has not been
+        // handed its tasks back yet (RecoverTask), and would take their containers for
+        // dangling ones.
+        let period = settings.period.max(Duration::from_millis(100));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
@@ -167,7 +163,7 @@ pub fn spawn_reaper(
 /// with `dry_run` only logged).
 pub async fn reap_once(
     docker: &Docker,
-    settings: &DanglingReaper,
+    settings: &DanglingConfig,
     tracked: &(dyn Fn(&str) -> bool + Send + Sync),
 ) -> Result<Vec<String>, GcError> {
     let filters = [("label".to_string(), vec![format!("{MANAGED_LABEL}=true")])];

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::Engine;
 use crate::events::Emitter;
+use crate::logs::LogFollower;
 
 /// What the task handle keeps (`TaskHandle.driver_state`, JSON).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,6 +50,8 @@ pub struct Tasks {
 
 /// How long the watch waits before asking an unreachable engine again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long an exit waits for the container's last output to reach the log files.
+const LOG_DRAIN: Duration = Duration::from_secs(10);
 
 pub fn not_found(e: &bollard::errors::Error) -> bool {
     matches!(
@@ -105,16 +108,25 @@ impl Tasks {
             .collect()
     }
 
-    /// Tracks a started (or recovered) container and watches for its exit.
+    /// Tracks a started (or recovered) container and watches for its exit; the exit is
+    /// published once `logs` (the container's log follower, if any) has written the last
+    /// of its output.
     pub fn track(
         &self,
         engine: Arc<Engine>,
         config: TaskConfig,
         state: DriverState,
         events: Emitter,
+        logs: Option<LogFollower>,
     ) {
         let (tx, rx) = watch::channel(None);
-        let watcher = tokio::spawn(watch_exit(engine, state.container_id.clone(), tx, events));
+        let watcher = tokio::spawn(watch_exit(
+            engine,
+            state.container_id.clone(),
+            tx,
+            events,
+            logs,
+        ));
         let entry = TaskEntry {
             config: config.clone(),
             state,
@@ -125,12 +137,14 @@ impl Tasks {
     }
 }
 
-/// Waits for the container's exit, through engine outages, and publishes it.
+/// Waits for the container's exit, through engine outages, and publishes it after the
+/// container's output is in the log files.
 async fn watch_exit(
     engine: Arc<Engine>,
     id: String,
     tx: watch::Sender<Option<ExitResult>>,
     events: Emitter,
+    logs: Option<LogFollower>,
 ) {
     loop {
         let Ok(client) = engine.client() else {
@@ -172,6 +186,17 @@ async fn watch_exit(
             events.emit("OOM Killed", &[("container_id", id.as_str())]);
         }
         tracing::info!(container = %id, code = exit.exit_code, oom = exit.oom_killed, "container exited");
+        if let Some(mut logs) = logs {
+            match tokio::time::timeout(LOG_DRAIN, logs.finished()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(container = %id, error = %e, "the log follower failed")
+                }
+                Err(_) => {
+                    tracing::warn!(container = %id, "the container's output was still being written {LOG_DRAIN:?} after its exit")
+                }
+            }
+        }
         let _ = tx.send(Some(exit));
         return;
     }

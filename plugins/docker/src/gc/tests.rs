@@ -131,7 +131,7 @@ async fn dangling_containers_are_reaped_after_the_grace() {
     let tracked: Arc<dyn Fn(&str) -> bool + Send + Sync> =
         Arc::new(move |id: &str| !u.lock().unwrap().contains(id));
     let grace = Duration::from_secs(3);
-    let settings = DanglingReaper {
+    let settings = DanglingConfig {
         enabled: true,
         period: Duration::from_millis(300),
         creation_grace: grace,
@@ -153,7 +153,7 @@ async fn dangling_containers_are_reaped_after_the_grace() {
 
     let reaper = spawn_reaper(
         docker.clone(),
-        DanglingReaper {
+        DanglingConfig {
             dry_run: false,
             ..settings
         },

@@ -139,3 +139,40 @@ fn a_third_party_driver_from_plugin_dir_runs_a_job() {
         "{t}"
     );
 }
+
+#[test]
+fn a_drivers_events_are_the_tasks_driver_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(
+        drover_bin().with_file_name("drover-hello-driver"),
+        dir.join("hello"),
+    )
+    .unwrap();
+    let cfg = tmp.path().join("agent.hcl");
+    std::fs::write(&cfg, format!("plugin_dir = \"{}\"\n", dir.display())).unwrap();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
+    let job = write_job(
+        tmp.path(),
+        "events",
+        "job \"events\" {\n group \"g\" {\n  task \"t\" {\n   driver = \"hello\"\n   config {\n    name = \"events\"\n    interval_ms = 100\n   }\n  }\n }\n}\n",
+    );
+    agent.run_job(&job);
+    let running = agent.wait_alloc_status("events", "running", std::time::Duration::from_secs(60));
+    let id = running["ID"].as_str().unwrap().to_string();
+    let alloc = wait_for(
+        "the driver's event",
+        std::time::Duration::from_secs(30),
+        || {
+            let a = agent.alloc(&id)?;
+            (!task_events(&a, "t", "Driver").is_empty()).then_some(a)
+        },
+    );
+    let ev = task_events(&alloc, "t", "Driver")[0];
+    assert_eq!(
+        ev["DriverMessage"], "Preparing to greet events",
+        "{alloc:#}"
+    );
+    assert_eq!(ev["DisplayMessage"], "Preparing to greet events");
+}

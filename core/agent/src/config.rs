@@ -601,15 +601,6 @@ const REFUSALS: &[Refusal] = &[
         "node pools other than \"default\" are not configurable yet",
     ),
     (
-        "client.network_interface",
-        |f| {
-            f.client
-                .as_ref()
-                .is_some_and(|c| c.network_interface.is_some())
-        },
-        "networks are not fingerprinted per interface yet",
-    ),
-    (
         "client.cni_path",
         |f| f.client.as_ref().is_some_and(|c| c.cni_path.is_some()),
         "CNI networking is not implemented yet",
@@ -910,6 +901,8 @@ pub struct AgentConfig {
     pub heartbeat_ttl: std::time::Duration,
     pub reserved: drover_model::NodeResources,
     pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
+    /// `client { network_interface }`: None = the default route's interface.
+    pub network_interface: Option<String>,
     pub raft_snapshot_threshold: u64,
     pub raft_trailing_logs: u64,
     pub num_schedulers: usize,
@@ -1106,6 +1099,7 @@ impl AgentConfig {
                 .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_TRAILING_LOGS),
             reserved: drover_model::NodeResources::default(),
             host_volumes: BTreeMap::new(),
+            network_interface: None,
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),
@@ -1143,7 +1137,19 @@ impl AgentConfig {
             cpu: r.cpu.unwrap_or(0),
             memory_mb: r.memory.unwrap_or(0),
             disk_mb: r.disk.unwrap_or(0),
+            ..Default::default()
         };
+        self.network_interface = client_block
+            .network_interface
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(str::to_string);
+        if let Some(i) = &self.network_interface
+            && (i.len() > 15 || i.contains(['/', '\0']))
+        {
+            bail!("client.network_interface {i:?} is not an interface name");
+        }
         self.host_volumes = client_block
             .host_volume
             .iter()

@@ -268,13 +268,13 @@ mod tests {
         let e = serde_json::from_value::<TaskDriverConfig>(serde_json::json!({"zz_unknown": 1}))
             .unwrap_err()
             .to_string();
-        let list = e
-            .split("expected one of ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("{e}"));
-        let mut keys: Vec<String> = list
-            .split(',')
-            .map(|k| k.trim().trim_matches('`').to_string())
+        // "unknown field `zz_unknown`, expected `command` or `args`": the backticked names.
+        let expected = e.split("expected").nth(1).unwrap_or_else(|| panic!("{e}"));
+        let mut keys: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
             .collect();
         keys.sort();
         let mut names: Vec<String> = task_config_schema().into_iter().map(|f| f.name).collect();

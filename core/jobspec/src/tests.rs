@@ -118,7 +118,6 @@ fn every_block_parses_into_the_model() {
     assert_eq!(t.user, "nobody");
     assert_eq!(t.config["args"][1], "${NOMAD_PORT_http}");
     assert_eq!(t.config["args"][3], "v1.25");
-    assert_eq!(t.config["mount"]["type"], "bind");
     assert_eq!(t.env["GREETING"], "hello storefront");
     assert_eq!(t.env["REPLICAS"], "3");
     assert_eq!(
@@ -399,6 +398,9 @@ fn task_configs_are_checked_against_the_drivers_schema() {
         "        image = \"busybox:1.0\"\n        args = [\"-c\", \"${NOMAD_TASK_DIR}\"]\n        pids_limit = \"${NOMAD_META_pids}\"\n        labels {\n          a = \"b\"\n        }\n        mount {\n          type = \"bind\"\n          target = \"/a\"\n        }\n        mount {\n          target = \"/b\"\n        }",
     );
     let p = checked(&good).unwrap();
+    // Nested blocks become objects, repeated ones arrays of objects.
+    assert_eq!(p.job.groups[0].tasks[0].config["labels"]["a"], "b");
+    assert_eq!(p.job.groups[0].tasks[0].config["mount"][0]["type"], "bind");
     assert_eq!(p.job.groups[0].tasks[0].config["mount"][1]["target"], "/b");
 
     let e = checked(&docker_job("        imagee = \"busybox:1.0\"")).unwrap_err();

@@ -784,8 +784,7 @@ fn core_ids_come_from_the_nodes_reservable_cores_not_from_the_job() {
 
 #[test]
 fn cores_held_without_ids_still_count() {
-    let n = node("a", 10_000, 10_000);
-    let mut w = World::new(&[n.clone()]);
+    let mut w = World::new(&[node("a", 10_000, 10_000)]);
     // An allocation an older server placed: 3 cores, no ids.
     let mut old = Allocation {
         id: "old".into(),
@@ -803,7 +802,7 @@ fn cores_held_without_ids_still_count() {
         },
     );
     w.apply(Command::PlanApply(PlanResult {
-        allocs: vec![old.clone()],
+        allocs: vec![old],
         stops: vec![],
         eval: None,
         new_evals: vec![],

@@ -14,7 +14,7 @@ use crate::Client;
 pub const DRIVER_EVENT: &str = "Driver";
 /// Bytes kept of a driver's message (what the servers keep of free text).
 pub const MAX_DRIVER_MESSAGE: usize = 1024;
-/// Pause before opening a broken stream again.
+/// The first pause before opening a stream that keeps breaking again, times 4.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
@@ -48,11 +48,26 @@ pub fn task_event(e: &drover_proto::driver::TaskEvent) -> TaskEvent {
     }
 }
 
+/// The pause before opening the stream again after `quick` consecutive streams that failed
+/// or ended within [`STEADY`]: none after the first (a plugin that died is relaunched at
+/// once, and events in between would be lost), then doubling up to 5 s.
+pub fn reopen_pause(quick: u32) -> Duration {
+    match quick {
+        0 | 1 => Duration::ZERO,
+        n => (REOPEN_AFTER / 4 * (1 << (n - 2).min(5))).min(Duration::from_secs(5)),
+    }
+}
+
+/// A stream open at least this long counted as working.
+const STEADY: Duration = Duration::from_secs(1);
+
 /// Follows driver `name`'s task events for as long as the client runs, handing each to the
 /// runner of its allocation (which keeps it only for a task of that driver).
 pub async fn follow(client: Client, name: String) {
     let mut shutdown = client.inner.shutdown.subscribe();
+    let mut quick = 0u32;
     loop {
+        let opened = tokio::time::Instant::now();
         let stream = async {
             let mut d = client
                 .host()
@@ -82,8 +97,13 @@ pub async fn follow(client: Client, name: String) {
             }
             _ = shutdown.changed() => return,
         }
+        quick = if opened.elapsed() >= STEADY {
+            1
+        } else {
+            quick + 1
+        };
         tokio::select! {
-            _ = tokio::time::sleep(REOPEN_AFTER) => {}
+            _ = tokio::time::sleep(reopen_pause(quick)) => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -116,5 +136,13 @@ mod tests {
         assert!(t.driver_message.len() <= MAX_DRIVER_MESSAGE);
         assert!(t.driver_message.ends_with("..."));
         assert!(t.time < i64::MAX, "a time in the future is replaced by now");
+    }
+
+    #[test]
+    fn a_broken_stream_is_reopened_at_once_then_with_backoff() {
+        assert_eq!(reopen_pause(1), Duration::ZERO);
+        assert_eq!(reopen_pause(2), Duration::from_millis(250));
+        assert_eq!(reopen_pause(3), Duration::from_millis(500));
+        assert_eq!(reopen_pause(40), Duration::from_secs(5));
     }
 }

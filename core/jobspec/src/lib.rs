@@ -997,21 +997,12 @@ fn parse_task(
     extra.insert("Env".into(), to_json(&env));
     extra.insert("Meta".into(), to_json(&meta));
     let mut task: Task = r.decode(&[], extra)?;
+    // A task without a config block is left to its driver (as Nomad's job validate does).
     if let Some(lookup) = src.schemas
         && let Some(fields) = lookup(&task.driver).filter(|f| !f.is_empty())
+        && let Some(c) = config_block
     {
-        let path = format!("{} > config", r.path());
-        match config_block {
-            Some(c) => task_config::check(src, c, &path, &fields)?,
-            None => {
-                if let Some(req) = fields.iter().find(|f| f.required) {
-                    return Err(r.error_here(&format!(
-                        "the {} driver needs a config block with {:?}",
-                        task.driver, req.name
-                    )));
-                }
-            }
-        }
+        task_config::check(src, c, &format!("{} > config", r.path()), &fields)?;
     }
     task.resources = resources;
     task.restart = restart;

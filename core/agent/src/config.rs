@@ -377,7 +377,32 @@ pub struct Reserved {
     pub cpu: Option<u64>,
     pub memory: Option<u64>,
     pub disk: Option<u64>,
+    /// Cores kept for the host (Nomad's `cores = "0-1"`): never reserved for tasks.
+    pub cores: Option<String>,
     pub reserved_ports: Option<String>,
+}
+
+/// A list of core ids as Nomad writes them: `0-1,4`.
+fn core_list(s: &str) -> anyhow::Result<Vec<u16>> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |t: &str| {
+            t.trim().parse::<u16>().map_err(|_| {
+                anyhow::anyhow!(
+                    "client.reserved.cores {s:?}: {part:?} is not a core id or a range (a-b)"
+                )
+            })
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if a > b {
+            bail!("client.reserved.cores {s:?}: the range {part:?} runs backwards");
+        }
+        out.extend(a..=b);
+    }
+    Ok(out.into_iter().collect())
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -1137,6 +1162,7 @@ impl AgentConfig {
             cpu: r.cpu.unwrap_or(0),
             memory_mb: r.memory.unwrap_or(0),
             disk_mb: r.disk.unwrap_or(0),
+            reservable_cores: core_list(r.cores.as_deref().unwrap_or(""))?,
             ..Default::default()
         };
         self.network_interface = client_block
@@ -1512,5 +1538,31 @@ mod tests {
         f.data_dir = Some(dir.path().to_str().unwrap().to_string());
         let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
         assert!(e.contains("retry_join"), "{e}");
+    }
+
+    #[test]
+    fn network_interface_and_reserved_cores_reach_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = parse(
+            "server {\n  enabled = true\n}\nclient {\n  enabled = true\n  network_interface = \"eth0\"\n  reserved {\n    cores = \"0-1,3\"\n  }\n}\n",
+        )
+        .unwrap();
+        f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+        let c = AgentConfig::resolve(f, false).unwrap();
+        assert_eq!(c.network_interface.as_deref(), Some("eth0"));
+        assert_eq!(c.reserved.reservable_cores, vec![0, 1, 3]);
+        for bad in ["x", "3-1"] {
+            let mut f = parse(&format!(
+                "server {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n  reserved {{\n    cores = \"{bad}\"\n  }}\n}}\n"
+            ))
+            .unwrap();
+            f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+            let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
+            assert!(e.contains("client.reserved.cores"), "{e}");
+        }
+        let mut f = parse("server {\n  enabled = true\n}\nclient {\n  enabled = true\n  network_interface = \"a/b\"\n}\n").unwrap();
+        f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+        let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
+        assert!(e.contains("not an interface name"), "{e}");
     }
 }

@@ -164,11 +164,6 @@ job "full" {
       config {
         command = "/usr/bin/web"
         args    = ["--port", "${NOMAD_PORT_http}", "--version", local.version]
-
-        mount {
-          type   = "bind"
-          source = "local"
-        }
       }
 
       env {

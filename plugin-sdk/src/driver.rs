@@ -105,6 +105,11 @@ pub trait TaskDriver: Send + Sync + 'static {
     fn plugin_info(&self) -> PluginInfo;
     /// The keys the plugin's `config { ... }` block may hold.
     fn config_schema(&self) -> Vec<ConfigField>;
+    /// The keys a task's `config { ... }` block may hold, checked at `job validate` with
+    /// their file:line. Empty (the default): task configs are not checked.
+    fn task_config_schema(&self) -> Vec<ConfigField> {
+        Vec::new()
+    }
     /// The operator's configuration (a JSON object) and the agent's own settings.
     async fn set_config(
         &self,

@@ -160,6 +160,22 @@ fn validate_jobspecs_and_agent_configs() {
         text(&out)
     );
 
+    // A task config is checked against its driver's schema, at the key's line.
+    let bad = write_job(
+        tmp.path(),
+        "badcfg",
+        "job \"badcfg\" {\n  group \"g\" {\n    task \"t\" {\n      driver = \"exec\"\n      config {\n        command = \"/bin/true\"\n        argz = [\"x\"]\n      }\n    }\n  }\n}\n",
+    );
+    let out = drover(&["job", "validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "badcfg.hcl:7:9: job \"badcfg\" > group \"g\" > task \"t\" > config: unknown key \"argz\" (it accepts: command, args, cap_add, cap_drop, pids_limit)"
+        ),
+        "{}",
+        text(&out)
+    );
+
     let cfg = tmp.path().join("agent.hcl");
     std::fs::write(&cfg, "data_dir = \"/var/lib/drover\"\nconsul {\n  address = \"127.0.0.1:8500\"\n}\nserver {\n  enabled = true\n  encrypt = \"k\"\n}\n").unwrap();
     let out = drover(&["config", "validate", cfg.to_str().unwrap()]);

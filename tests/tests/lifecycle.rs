@@ -81,8 +81,13 @@ fn prestart_sidecar_main_poststop_order_and_ports() {
         .parse()
         .unwrap();
     assert!((20000..=32000).contains(&port), "{main_line}");
+    // The address is the node's (its fingerprinted network), the port's HostIP.
+    let host_ip = full["SharedResources"]["Ports"][0]["HostIP"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!host_ip.is_empty(), "{full:#}");
     assert!(
-        main_line.contains(&format!("addr=127.0.0.1:{port}")),
+        main_line.contains(&format!("addr={host_ip}:{port}")),
         "{main_line}"
     );
     assert_eq!(full["SharedResources"]["Ports"][0]["Value"], port);

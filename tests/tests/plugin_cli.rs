@@ -139,3 +139,78 @@ fn a_third_party_driver_from_plugin_dir_runs_a_job() {
         "{t}"
     );
 }
+
+#[test]
+fn a_drivers_events_are_the_tasks_driver_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(
+        drover_bin().with_file_name("drover-hello-driver"),
+        dir.join("hello"),
+    )
+    .unwrap();
+    let cfg = tmp.path().join("agent.hcl");
+    std::fs::write(&cfg, format!("plugin_dir = \"{}\"\n", dir.display())).unwrap();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
+    let job = write_job(
+        tmp.path(),
+        "events",
+        "job \"events\" {\n group \"g\" {\n  task \"t\" {\n   driver = \"hello\"\n   config {\n    name = \"events\"\n    interval_ms = 100\n   }\n  }\n }\n}\n",
+    );
+    agent.run_job(&job);
+    let running = agent.wait_alloc_status("events", "running", std::time::Duration::from_secs(60));
+    let id = running["ID"].as_str().unwrap().to_string();
+    let alloc = wait_for(
+        "the driver's event",
+        std::time::Duration::from_secs(30),
+        || {
+            let a = agent.alloc(&id)?;
+            (!task_events(&a, "t", "Driver").is_empty()).then_some(a)
+        },
+    );
+    let ev = task_events(&alloc, "t", "Driver")[0];
+    assert_eq!(
+        ev["DriverMessage"], "Preparing to greet events",
+        "{alloc:#}"
+    );
+    assert_eq!(ev["DisplayMessage"], "Preparing to greet events");
+
+    // The plugin dies: its relaunched instance's events are followed too.
+    let pid = |agent: &Agent| {
+        let v = agent.get("/v1/agent/plugins")?;
+        v.as_array()?.iter().find(|p| p["Name"] == "hello")?["Pid"].as_i64()
+    };
+    let first = wait_for(
+        "the hello plugin",
+        std::time::Duration::from_secs(10),
+        || pid(&agent),
+    );
+    // SAFETY: kill(2).
+    assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
+    wait_for(
+        "the relaunched plugin",
+        std::time::Duration::from_secs(30),
+        || pid(&agent).filter(|p| *p != first),
+    );
+    let job = write_job(
+        tmp.path(),
+        "again",
+        "job \"again\" {\n group \"g\" {\n  task \"t\" {\n   driver = \"hello\"\n   config {\n    name = \"again\"\n    interval_ms = 100\n   }\n  }\n }\n}\n",
+    );
+    agent.run_job(&job);
+    let running = agent.wait_alloc_status("again", "running", std::time::Duration::from_secs(60));
+    let id = running["ID"].as_str().unwrap().to_string();
+    let alloc = wait_for(
+        "the relaunched driver's event",
+        std::time::Duration::from_secs(30),
+        || {
+            let a = agent.alloc(&id)?;
+            (!task_events(&a, "t", "Driver").is_empty()).then_some(a)
+        },
+    );
+    assert_eq!(
+        task_events(&alloc, "t", "Driver")[0]["DriverMessage"],
+        "Preparing to greet again"
+    );
+}

@@ -151,7 +151,12 @@ pub fn load_job(
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         return Ok((job, vec![]));
     }
-    let parsed = drover_jobspec::parse_with(&text, &path.display().to_string(), vars)?;
+    let parsed = drover_jobspec::parse_checked(
+        &text,
+        &path.display().to_string(),
+        vars,
+        &crate::driver_schemas::task_config_schema,
+    )?;
     Ok((parsed.job, parsed.warnings))
 }
 

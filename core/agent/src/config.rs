@@ -377,7 +377,32 @@ pub struct Reserved {
     pub cpu: Option<u64>,
     pub memory: Option<u64>,
     pub disk: Option<u64>,
+    /// Cores kept for the host (Nomad's `cores = "0-1"`): never reserved for tasks.
+    pub cores: Option<String>,
     pub reserved_ports: Option<String>,
+}
+
+/// A list of core ids as Nomad writes them: `0-1,4`.
+fn core_list(s: &str) -> anyhow::Result<Vec<u16>> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |t: &str| {
+            t.trim().parse::<u16>().map_err(|_| {
+                anyhow::anyhow!(
+                    "client.reserved.cores {s:?}: {part:?} is not a core id or a range (a-b)"
+                )
+            })
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if a > b {
+            bail!("client.reserved.cores {s:?}: the range {part:?} runs backwards");
+        }
+        out.extend(a..=b);
+    }
+    Ok(out.into_iter().collect())
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -599,15 +624,6 @@ const REFUSALS: &[Refusal] = &[
                 .is_some_and(|c| c.node_pool.as_deref().is_some_and(|p| p != "default"))
         },
         "node pools other than \"default\" are not configurable yet",
-    ),
-    (
-        "client.network_interface",
-        |f| {
-            f.client
-                .as_ref()
-                .is_some_and(|c| c.network_interface.is_some())
-        },
-        "networks are not fingerprinted per interface yet",
     ),
     (
         "client.cni_path",
@@ -910,6 +926,8 @@ pub struct AgentConfig {
     pub heartbeat_ttl: std::time::Duration,
     pub reserved: drover_model::NodeResources,
     pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
+    /// `client { network_interface }`: None = the default route's interface.
+    pub network_interface: Option<String>,
     pub raft_snapshot_threshold: u64,
     pub raft_trailing_logs: u64,
     pub num_schedulers: usize,
@@ -1106,6 +1124,7 @@ impl AgentConfig {
                 .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_TRAILING_LOGS),
             reserved: drover_model::NodeResources::default(),
             host_volumes: BTreeMap::new(),
+            network_interface: None,
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),
@@ -1143,7 +1162,20 @@ impl AgentConfig {
             cpu: r.cpu.unwrap_or(0),
             memory_mb: r.memory.unwrap_or(0),
             disk_mb: r.disk.unwrap_or(0),
+            reservable_cores: core_list(r.cores.as_deref().unwrap_or(""))?,
+            ..Default::default()
         };
+        self.network_interface = client_block
+            .network_interface
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(str::to_string);
+        if let Some(i) = &self.network_interface
+            && (i.len() > 15 || i.contains(['/', '\0']))
+        {
+            bail!("client.network_interface {i:?} is not an interface name");
+        }
         self.host_volumes = client_block
             .host_volume
             .iter()
@@ -1506,5 +1538,31 @@ mod tests {
         f.data_dir = Some(dir.path().to_str().unwrap().to_string());
         let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
         assert!(e.contains("retry_join"), "{e}");
+    }
+
+    #[test]
+    fn network_interface_and_reserved_cores_reach_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = parse(
+            "server {\n  enabled = true\n}\nclient {\n  enabled = true\n  network_interface = \"eth0\"\n  reserved {\n    cores = \"0-1,3\"\n  }\n}\n",
+        )
+        .unwrap();
+        f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+        let c = AgentConfig::resolve(f, false).unwrap();
+        assert_eq!(c.network_interface.as_deref(), Some("eth0"));
+        assert_eq!(c.reserved.reservable_cores, vec![0, 1, 3]);
+        for bad in ["x", "3-1"] {
+            let mut f = parse(&format!(
+                "server {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n  reserved {{\n    cores = \"{bad}\"\n  }}\n}}\n"
+            ))
+            .unwrap();
+            f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+            let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
+            assert!(e.contains("client.reserved.cores"), "{e}");
+        }
+        let mut f = parse("server {\n  enabled = true\n}\nclient {\n  enabled = true\n  network_interface = \"a/b\"\n}\n").unwrap();
+        f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+        let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
+        assert!(e.contains("not an interface name"), "{e}");
     }
 }

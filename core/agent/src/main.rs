@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod config;
+mod driver_schemas;
 mod exec_cmd;
 mod plugins;
 

@@ -33,6 +33,8 @@ struct Inner {
     done: watch::Sender<bool>,
     /// Running tasks' control channels (`alloc restart`, `alloc signal`).
     controls: Mutex<BTreeMap<String, mpsc::Sender<task_runner::Control>>>,
+    /// Task runners' channels for their driver's events, with the driver's name.
+    driver_events: Mutex<BTreeMap<String, (String, mpsc::Sender<drover_model::TaskEvent>)>>,
     /// The allocation as the server last changed it, for the hooks' `update`.
     updates: watch::Sender<Allocation>,
     /// The allocation hooks, once the allocation stopped running (for `destroy`).
@@ -51,6 +53,7 @@ impl AllocRunner {
                 stop: watch::channel(stop_now).0,
                 done: watch::channel(false).0,
                 controls: Mutex::default(),
+                driver_events: Mutex::default(),
                 hooks: Mutex::default(),
             }),
         };
@@ -159,6 +162,20 @@ impl AllocRunner {
                 .map_err(|_| format!("task {name:?} stopped before answering"))??;
         }
         Ok(())
+    }
+
+    /// An event driver `driver` reported for task `task`: recorded as the task's, when the
+    /// task runs on that driver; dropped when its runner has too many waiting already.
+    pub fn driver_event(&self, task: &str, driver: &str, e: drover_model::TaskEvent) {
+        let events = self.inner.driver_events.lock().expect("driver events lock");
+        match events.get(task) {
+            Some((d, tx)) if d == driver => {
+                if tx.try_send(e).is_err() {
+                    tracing::debug!(task, "driver event dropped: too many waiting");
+                }
+            }
+            _ => tracing::debug!(task, driver, "driver event for no task of that driver"),
+        }
     }
 
     /// The server changed the allocation.
@@ -482,6 +499,12 @@ impl AllocRunner {
             .lock()
             .expect("controls lock")
             .insert(name.to_string(), control);
+        let (events, events_rx) = mpsc::channel(task_runner::DRIVER_EVENTS_WAITING);
+        self.inner
+            .driver_events
+            .lock()
+            .expect("driver events lock")
+            .insert(name.to_string(), (task.driver.clone(), events));
         let ctx = task_runner::TaskCtx {
             client: self.inner.client.clone(),
             alloc: tasks.alloc.clone(),
@@ -497,6 +520,7 @@ impl AllocRunner {
             restored,
             group_shutdown_delay: tasks.group.shutdown_delay.unwrap_or_default(),
             control: Some(control_rx),
+            driver_events: Some(events_rx),
             alloc_updates: self.inner.updates.subscribe(),
         };
         let span = tracing::info_span!("task", task = %name);

@@ -65,8 +65,15 @@ pub fn task_env(
         };
         both(&format!("PORT_{label}"), inside.to_string());
         both(&format!("HOST_PORT_{label}"), p.value.to_string());
-        both(&format!("IP_{label}"), host_ip.to_string());
-        both(&format!("ADDR_{label}"), format!("{host_ip}:{}", p.value));
+        // The node's address the port is reserved on; allocations placed before ports had
+        // one fall back to the agent's address.
+        let ip = if p.host_ip.is_empty() {
+            host_ip
+        } else {
+            p.host_ip.as_str()
+        };
+        both(&format!("IP_{label}"), ip.to_string());
+        both(&format!("ADDR_{label}"), format!("{ip}:{}", p.value));
     }
     env.insert(
         "PATH".into(),
@@ -74,6 +81,44 @@ pub fn task_env(
     );
     env.insert("TMPDIR".into(), dirs.tmp_dir.clone());
     env
+}
+
+/// Where the task sees its directories: the host's paths (raw_exec; exec maps them into its
+/// chroot itself), or Nomad's fixed paths inside an image (drivers whose capabilities say
+/// `fs_isolation = "image"`, docker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathView {
+    #[default]
+    Host,
+    Image,
+}
+
+impl PathView {
+    /// The view of a driver by its `fs_isolation` capability.
+    pub fn of_fs_isolation(fs_isolation: &str) -> PathView {
+        if fs_isolation == "image" {
+            PathView::Image
+        } else {
+            PathView::Host
+        }
+    }
+}
+
+/// Rewrites a task environment built with host paths for a task in its own image: the
+/// directories are `/alloc`, `/local` and `/secrets` there (as Nomad mounts them), and the
+/// image's own `PATH` and temporary directory apply.
+pub fn view_from_image(env: &mut BTreeMap<String, String>) {
+    for prefix in ["NOMAD", "DROVER"] {
+        for (k, v) in [
+            ("ALLOC_DIR", "/alloc"),
+            ("TASK_DIR", "/local"),
+            ("SECRETS_DIR", "/secrets"),
+        ] {
+            env.insert(format!("{prefix}_{k}"), v.to_string());
+        }
+    }
+    env.remove("PATH");
+    env.remove("TMPDIR");
 }
 
 /// Replaces `${NAME}` with `env[NAME]`. Unknown names are left as written.
@@ -134,5 +179,70 @@ mod tests {
             "id=abc x=${attr.kernel.name}"
         );
         assert_eq!(interpolate("open ${ brace", &env), "open ${ brace");
+    }
+
+    #[test]
+    fn port_addresses_use_the_ports_host_ip() {
+        let job = Job::new("j", drover_model::JobType::Service);
+        let task = Task::new("t", "exec");
+        let mut alloc = Allocation::default();
+        alloc.shared_resources.ports = vec![
+            drover_model::AllocatedPort {
+                label: "http".into(),
+                value: 25000,
+                to: 8080,
+                host_ip: "10.0.0.5".into(),
+            },
+            drover_model::AllocatedPort {
+                label: "old-one".into(),
+                value: 25001,
+                to: 0,
+                host_ip: String::new(),
+            },
+        ];
+        let dirs = TaskDirs {
+            alloc_dir: "/a".into(),
+            task_dir: "/a/t".into(),
+            local_dir: "/a/t/local".into(),
+            secrets_dir: "/a/t/secrets".into(),
+            tmp_dir: "/a/t/tmp".into(),
+        };
+        let env = task_env(&job, &alloc, &task, &dirs, "global", "dc1", "192.0.2.1");
+        assert_eq!(env["NOMAD_IP_http"], "10.0.0.5");
+        assert_eq!(env["NOMAD_ADDR_http"], "10.0.0.5:25000");
+        assert_eq!(env["NOMAD_PORT_http"], "8080");
+        assert_eq!(env["DROVER_ADDR_http"], "10.0.0.5:25000");
+        // Placed before ports carried an address: the agent's.
+        assert_eq!(env["NOMAD_IP_old_one"], "192.0.2.1");
+        assert_eq!(env["NOMAD_ADDR_old_one"], "192.0.2.1:25001");
+    }
+
+    #[test]
+    fn a_task_in_an_image_sees_nomads_container_paths() {
+        let job = Job::new("j", drover_model::JobType::Service);
+        let task = Task::new("t", "docker");
+        let dirs = TaskDirs {
+            alloc_dir: "/data/alloc/x/alloc".into(),
+            task_dir: "/data/alloc/x/t".into(),
+            local_dir: "/data/alloc/x/t/local".into(),
+            secrets_dir: "/data/alloc/x/t/secrets".into(),
+            tmp_dir: "/data/alloc/x/t/tmp".into(),
+        };
+        let mut env = task_env(&job, &Allocation::default(), &task, &dirs, "r", "dc", "ip");
+        assert_eq!(env["NOMAD_TASK_DIR"], "/data/alloc/x/t/local");
+        view_from_image(&mut env);
+        for (k, v) in [
+            ("ALLOC_DIR", "/alloc"),
+            ("TASK_DIR", "/local"),
+            ("SECRETS_DIR", "/secrets"),
+        ] {
+            assert_eq!(env[&format!("NOMAD_{k}")], v);
+            assert_eq!(env[&format!("DROVER_{k}")], v);
+        }
+        assert!(!env.contains_key("PATH") && !env.contains_key("TMPDIR"));
+        assert!(env.values().all(|v| !v.contains("/data/alloc")), "{env:?}");
+        assert_eq!(PathView::of_fs_isolation("image"), PathView::Image);
+        assert_eq!(PathView::of_fs_isolation("chroot"), PathView::Host);
+        assert_eq!(PathView::of_fs_isolation("none"), PathView::Host);
     }
 }

@@ -20,8 +20,54 @@ pub fn core_mhz(cpuinfo: &str) -> u64 {
         .unwrap_or(1000)
 }
 
-/// Host attributes and resources, read from /proc and the system.
-pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, NodeResources) {
+/// The cores tasks may be pinned to: the root cpuset's (cgroup v2, then v1), else this
+/// process's affinity; ascending.
+pub fn reservable_cores() -> Vec<u16> {
+    for path in [
+        "/sys/fs/cgroup/cpuset.cpus.effective",
+        "/sys/fs/cgroup/cpuset/cpuset.cpus",
+    ] {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            let cores = parse_cpu_list(&s);
+            if !cores.is_empty() {
+                return cores;
+            }
+        }
+    }
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..nix::sched::CpuSet::count().min(u16::MAX as usize))
+        .filter(|&c| set.is_set(c).unwrap_or(false))
+        .map(|c| c as u16)
+        .collect()
+}
+
+/// Parses a cpuset list (`0-3,6`): ascending, without duplicates; what does not parse (or
+/// lies beyond 65535) is skipped.
+pub fn parse_cpu_list(s: &str) -> Vec<u16> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in s.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u16>(), b.trim().parse::<u16>()),
+            None => (part.parse::<u16>(), part.parse::<u16>()),
+        };
+        if let (Ok(a), Ok(b)) = (a, b)
+            && b >= a
+            && b - a < 4096
+        {
+            out.extend(a..=b);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Host attributes and resources, read from /proc and the system; the network is that of
+/// `network_interface` (see [`crate::node_network::fingerprint`]).
+pub fn fingerprint(
+    data_dir: &std::path::Path,
+    network_interface: Option<&str>,
+) -> (BTreeMap<String, String>, NodeResources) {
     let mut attrs = BTreeMap::new();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cores = std::thread::available_parallelism()
@@ -83,12 +129,20 @@ pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, Nod
         "unique.storage.bytesfree".into(),
         (disk_mb * 1024 * 1024).to_string(),
     );
+    let networks = crate::node_network::fingerprint(network_interface, &mut attrs);
+    let reservable_cores = reservable_cores();
+    attrs.insert(
+        "cpu.reservablecores".into(),
+        reservable_cores.len().to_string(),
+    );
     (
         attrs,
         NodeResources {
             cpu: cores * mhz,
             memory_mb: mem_kb / 1024,
             disk_mb,
+            networks,
+            reservable_cores,
         },
     )
 }
@@ -97,9 +151,11 @@ pub fn fingerprint(data_dir: &std::path::Path) -> (BTreeMap<String, String>, Nod
 pub async fn node(client: &Client) -> Node {
     let cfg = &client.inner.config;
     let dir = cfg.data_dir.clone();
-    let (mut attributes, resources) = tokio::task::spawn_blocking(move || fingerprint(&dir))
-        .await
-        .unwrap_or_default();
+    let iface = cfg.network_interface.clone();
+    let (mut attributes, resources) =
+        tokio::task::spawn_blocking(move || fingerprint(&dir, iface.as_deref()))
+            .await
+            .unwrap_or_default();
     let mut drivers = BTreeMap::new();
     for name in client.host().driver_names().await {
         let info = driver_info(client, &name).await;
@@ -124,7 +180,7 @@ pub async fn node(client: &Client) -> Node {
         attributes,
         meta: cfg.meta.clone(),
         resources,
-        reserved: cfg.reserved,
+        reserved: cfg.reserved.clone(),
         host_volumes: cfg.host_volumes.clone(),
         min_dynamic_port: cfg.dynamic_ports.0,
         max_dynamic_port: cfg.dynamic_ports.1,
@@ -212,5 +268,25 @@ pub async fn watch_driver(client: Client, name: String) {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_as_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("5,1-2,2"), vec![1, 2, 5]);
+        assert_eq!(parse_cpu_list(""), Vec::<u16>::new());
+        assert_eq!(parse_cpu_list("3-1,x,70000,0-65535"), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn the_node_reports_its_reservable_cores() {
+        let cores = reservable_cores();
+        assert!(!cores.is_empty());
+        assert!(cores.windows(2).all(|w| w[0] < w[1]), "{cores:?}");
     }
 }

@@ -11,11 +11,13 @@ mod artifact;
 
 pub use alloc_dir::{remove_dir_with_mounts, unmount_below};
 mod conn;
+mod driver_events;
 mod env;
 mod exec;
 mod fingerprint;
 mod gc;
 mod log_stream;
+mod node_network;
 mod sessions;
 mod state;
 mod task_hooks;
@@ -48,6 +50,9 @@ pub struct ClientConfig {
     pub meta: BTreeMap<String, String>,
     /// This agent's HTTP address, advertised in the node.
     pub http_addr: String,
+    /// The interface whose addresses ports are reserved on (`client { network_interface }`);
+    /// None: the default route's.
+    pub network_interface: Option<String>,
     /// Resources kept for the host itself (`client { reserved { ... } }`).
     pub reserved: drover_model::NodeResources,
     pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
@@ -136,7 +141,8 @@ impl Client {
         tokio::spawn(conn::run(client.clone()));
         tokio::spawn(gc::run(client.clone()));
         for name in client.host().driver_names().await {
-            tokio::spawn(fingerprint::watch_driver(client.clone(), name));
+            tokio::spawn(fingerprint::watch_driver(client.clone(), name.clone()));
+            tokio::spawn(driver_events::follow(client.clone(), name));
         }
         Ok(client)
     }
@@ -423,6 +429,7 @@ mod tests {
                 node_class: String::new(),
                 meta: BTreeMap::new(),
                 http_addr: "127.0.0.1:1".into(),
+                network_interface: None,
                 reserved: Default::default(),
                 host_volumes: BTreeMap::new(),
                 dynamic_ports: (20000, 20100),

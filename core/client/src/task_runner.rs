@@ -11,7 +11,7 @@ use drover_model::{
 use drover_plugin_host::HostError;
 use drover_proto::driver::driver_client::DriverClient;
 use drover_proto::driver::{
-    DestroyTaskRequest, ExitResult, RecoverTaskRequest, Resources, SignalTaskRequest,
+    DestroyTaskRequest, ExitResult, PortMapping, RecoverTaskRequest, Resources, SignalTaskRequest,
     StartTaskRequest, StopTaskRequest, TaskConfig, TaskHandle, WaitTaskRequest,
 };
 use prost::Message;
@@ -20,12 +20,15 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::Client;
-use crate::env::{TaskDirs, interpolate, interpolate_json, task_env};
+use crate::env::{PathView, TaskDirs, interpolate, interpolate_json, task_env, view_from_image};
 use crate::state::LocalTask;
 use crate::task_hooks::{Action, HookError, TaskHook, TaskHookCtx};
 use crate::task_status::{TaskMsg, TaskStatus, event};
 
 type Driver = DriverClient<Channel>;
+
+/// Driver events waiting for a task runner beyond which more are dropped.
+pub const DRIVER_EVENTS_WAITING: usize = 32;
 
 /// Requests to a running task from `alloc restart` and `alloc signal`.
 pub enum Control {
@@ -46,6 +49,8 @@ pub struct TaskCtx {
     /// The group's shutdown_delay (the task's own applies when longer).
     pub group_shutdown_delay: Duration,
     pub control: Option<mpsc::Receiver<Control>>,
+    /// The task's driver's events ("Driver" task events), while the runner lives.
+    pub driver_events: Option<mpsc::Receiver<drover_model::TaskEvent>>,
     /// The allocation as the server last changed it (for the hooks' `update`).
     pub alloc_updates: watch::Receiver<Allocation>,
 }
@@ -85,6 +90,30 @@ fn hook_ctx(c: &TaskCtx, env: BTreeMap<String, String>) -> TaskHookCtx<'_> {
     }
 }
 
+/// The allocation's ports as the driver sees them.
+fn port_mappings(alloc: &Allocation) -> Vec<PortMapping> {
+    alloc
+        .shared_resources
+        .ports
+        .iter()
+        .map(|p| PortMapping {
+            label: p.label.clone(),
+            value: i32::from(p.value),
+            to: p.to,
+            host_ip: p.host_ip.clone(),
+        })
+        .collect()
+}
+
+/// The core ids the scheduler reserved for task `task` (empty from older servers).
+fn reserved_core_ids(alloc: &Allocation, task: &str) -> Vec<u32> {
+    alloc
+        .task_resources
+        .get(task)
+        .map(|r| r.reserved_cores.iter().map(|&c| u32::from(c)).collect())
+        .unwrap_or_default()
+}
+
 /// The next message on an optional channel; never, without one.
 async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx.as_mut() {
@@ -119,6 +148,8 @@ struct Runner {
     restart_requested: bool,
     /// The task's hooks, in order (see [`crate::task_hooks::for_task`]).
     hooks: Vec<Box<dyn TaskHook>>,
+    /// Where the task sees its directories (its driver's `fs_isolation`), learnt at start.
+    view: PathView,
     /// What the hooks running beside the task ask of it (see [`Action`]).
     hook_actions: Option<mpsc::Receiver<Action>>,
 }
@@ -154,7 +185,7 @@ impl Runner {
     /// The task's environment: [`Self::base_env`], then what its hooks add (`env = true`
     /// templates).
     fn env(&self) -> BTreeMap<String, String> {
-        let mut env = self.base_env();
+        let mut env = self.base_env(self.view);
         for h in &self.hooks {
             if let Some(add) = h.env() {
                 env.extend(add.clone());
@@ -164,8 +195,9 @@ impl Runner {
     }
 
     /// `NOMAD_*`/`DROVER_*`, then the task's own `env` block interpolated: what the first
-    /// hook sees.
-    fn base_env(&self) -> BTreeMap<String, String> {
+    /// hook sees (with `PathView::Host`: hooks work on the host), and the start of what the
+    /// task sees (with its driver's view).
+    fn base_env(&self, view: PathView) -> BTreeMap<String, String> {
         let c = &self.ctx;
         let cfg = &c.client.inner.config;
         let host_ip = cfg
@@ -182,6 +214,9 @@ impl Runner {
             &cfg.datacenter,
             host_ip,
         );
+        if view == PathView::Image {
+            view_from_image(&mut env);
+        }
         let base = env.clone();
         for (k, v) in &c.task.env {
             env.insert(k.clone(), interpolate(v, &base));
@@ -217,7 +252,7 @@ impl Runner {
     /// Runs every hook's prestart, in order; the first failure stops. Each hook sees the
     /// environment with what the hooks before it add.
     async fn prestart_hooks(&mut self) -> Result<(), HookError> {
-        let mut env = self.base_env();
+        let mut env = self.base_env(PathView::Host);
         for h in self.hooks.iter_mut() {
             h.prestart(&hook_ctx(&self.ctx, env.clone()), &mut self.status)
                 .await?;
@@ -232,7 +267,7 @@ impl Runner {
     fn poststart_hooks(&mut self) {
         self.exited_hooks();
         let (tx, rx) = mpsc::channel(4);
-        let mut env = self.base_env();
+        let mut env = self.base_env(PathView::Host);
         for h in self.hooks.iter_mut() {
             h.poststart(&hook_ctx(&self.ctx, env.clone()), &tx);
             if let Some(add) = h.env() {
@@ -269,11 +304,12 @@ impl Runner {
                 memory_mb: c.task.resources.memory_mb as i64,
                 memory_max_mb: c.task.resources.memory_max_mb as i64,
                 cores: c.task.resources.cores,
-                ..Default::default()
+                core_ids: reserved_core_ids(&c.alloc, &c.task.name),
             }),
             user: c.task.user.clone(),
             alloc_dir: c.dirs.alloc_dir.clone(),
             task_dir: c.dirs.task_dir.clone(),
+            ports: port_mappings(&c.alloc),
             ..Default::default()
         };
         let ctx = hook_ctx(c, env);
@@ -377,9 +413,11 @@ impl Runner {
         let mut updates = self.ctx.alloc_updates.clone();
         let mut control = self.ctx.control.take();
         let mut actions = self.hook_actions.take();
+        let mut events = self.ctx.driver_events.take();
         let outcome = loop {
             tokio::select! {
                 r = &mut wait => break r,
+                Some(e) = recv(&mut events) => self.emit(e).await,
                 Some(action) = recv(&mut actions) => {
                     self.on_action(action, driver, task_id, stop_sent).await;
                 }
@@ -402,6 +440,7 @@ impl Runner {
             }
         };
         self.ctx.control = control;
+        self.ctx.driver_events = events;
         self.ctx.alloc_updates = updates;
         self.hook_actions = actions;
         outcome.map(|r| r.into_inner().result.unwrap_or_default())
@@ -543,21 +582,26 @@ impl Runner {
 
     /// Starts the task through its driver (one that can mount, when the hooks ask for mounts).
     async fn start(&mut self) -> Result<(), StartError> {
+        let host = self.ctx.client.host();
+        let caps = host.capabilities(&self.ctx.task.driver).await?;
+        self.view = PathView::of_fs_isolation(&caps.fs_isolation);
         let cfg = self.task_config(self.status.state.restarts);
         let mut driver = self.ctx.client.host().driver(&self.ctx.task.driver).await?;
-        if !cfg.mounts.is_empty() {
-            let caps = driver
-                .capabilities(drover_proto::driver::CapabilitiesRequest {})
-                .await?
-                .into_inner();
-            if !caps.mounts {
-                return Err(StartError::CannotMount(self.ctx.task.driver.clone()));
-            }
+        if !cfg.mounts.is_empty() && !caps.mounts {
+            return Err(StartError::CannotMount(self.ctx.task.driver.clone()));
         }
-        let resp = driver
-            .start_task(StartTaskRequest { task: Some(cfg) })
-            .await?
-            .into_inner();
+        // The driver reports progress (an image pull) while it starts the task.
+        let started = driver.start_task(StartTaskRequest { task: Some(cfg) });
+        tokio::pin!(started);
+        let mut events = self.ctx.driver_events.take();
+        let resp = loop {
+            tokio::select! {
+                r = &mut started => break r,
+                Some(e) = recv(&mut events) => self.status.emit(e).await,
+            }
+        };
+        self.ctx.driver_events = events;
+        let resp = resp?.into_inner();
         let handle = resp.handle.ok_or(StartError::NoHandle)?;
         self.set_handle(Some(handle)).await;
         self.status.state.state = TaskLifecycle::Running;
@@ -598,6 +642,7 @@ pub async fn run(ctx: TaskCtx) {
         restarts: Vec::new(),
         restart_requested: false,
         hooks: crate::task_hooks::for_task(&ctx.task),
+        view: PathView::Host,
         hook_actions: None,
         ctx,
     };
@@ -772,5 +817,41 @@ impl Runner {
             self.finish(failed).await;
             Next::Done
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_model::AllocatedPort;
+
+    #[test]
+    fn the_driver_gets_the_allocations_ports_and_its_tasks_core_ids() {
+        let mut a = Allocation::default();
+        a.shared_resources.ports = vec![AllocatedPort {
+            label: "http".into(),
+            value: 25000,
+            to: 8080,
+            host_ip: "10.0.0.5".into(),
+        }];
+        a.task_resources.insert(
+            "web".into(),
+            drover_model::Resources {
+                cores: 2,
+                reserved_cores: vec![1, 3],
+                ..drover_model::Resources::ZERO
+            },
+        );
+        assert_eq!(
+            port_mappings(&a),
+            vec![PortMapping {
+                label: "http".into(),
+                value: 25000,
+                to: 8080,
+                host_ip: "10.0.0.5".into(),
+            }]
+        );
+        assert_eq!(reserved_core_ids(&a, "web"), vec![1, 3]);
+        assert!(reserved_core_ids(&a, "sidecar").is_empty());
     }
 }

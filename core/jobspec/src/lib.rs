@@ -11,6 +11,7 @@
 
 mod functions;
 mod reader;
+mod task_config;
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,7 @@ use serde_json::{Map, Value as Json};
 use reader::{BlockReader, Source};
 
 pub use drover_model::serde_fmt::{format_duration, parse_duration};
+pub use task_config::SchemaLookup;
 
 /// A jobspec that could not be turned into a job.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -65,7 +67,29 @@ pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
 
 /// Parses with values for the jobspec's variables.
 pub fn parse_with(src: &str, file: &str, vars: &Variables) -> Result<Parsed, JobspecError> {
+    parse_inner(src, file, vars, None)
+}
+
+/// Parses, and checks each task's `config` block against its driver's schema (`schemas`
+/// names it; a driver it does not know is not checked), reporting an unknown key or a wrong
+/// type at its position.
+pub fn parse_checked(
+    src: &str,
+    file: &str,
+    vars: &Variables,
+    schemas: SchemaLookup<'_>,
+) -> Result<Parsed, JobspecError> {
+    parse_inner(src, file, vars, Some(schemas))
+}
+
+fn parse_inner(
+    src: &str,
+    file: &str,
+    vars: &Variables,
+    schemas: Option<SchemaLookup<'_>>,
+) -> Result<Parsed, JobspecError> {
     let mut source = Source::new(src, file);
+    source.schemas = schemas;
     if vars.on_server {
         functions::refuse_host_functions(&mut source.ctx);
     }
@@ -913,7 +937,8 @@ fn parse_task(
     if block.body.get_attribute("driver").is_none() {
         return Err(r.error_here("missing required key \"driver\""));
     }
-    let config = match r.block_once("config")? {
+    let config_block = r.block_once("config")?;
+    let config = match config_block {
         Some(c) => r.free_form(c)?,
         None => Map::new(),
     };
@@ -972,6 +997,13 @@ fn parse_task(
     extra.insert("Env".into(), to_json(&env));
     extra.insert("Meta".into(), to_json(&meta));
     let mut task: Task = r.decode(&[], extra)?;
+    // A task without a config block is left to its driver (as Nomad's job validate does).
+    if let Some(lookup) = src.schemas
+        && let Some(fields) = lookup(&task.driver).filter(|f| !f.is_empty())
+        && let Some(c) = config_block
+    {
+        task_config::check(src, c, &format!("{} > config", r.path()), &fields)?;
+    }
     task.resources = resources;
     task.restart = restart;
     task.logs = logs;

@@ -16,6 +16,8 @@ pub struct Source<'a> {
     text: &'a str,
     file: &'a str,
     pub ctx: Context<'static>,
+    /// Drivers' task config schemas, when task configs are checked.
+    pub schemas: Option<crate::SchemaLookup<'a>>,
 }
 
 impl<'a> Source<'a> {
@@ -24,6 +26,7 @@ impl<'a> Source<'a> {
             text,
             file,
             ctx: crate::functions::context(),
+            schemas: None,
         }
     }
 

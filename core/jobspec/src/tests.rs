@@ -118,7 +118,6 @@ fn every_block_parses_into_the_model() {
     assert_eq!(t.user, "nobody");
     assert_eq!(t.config["args"][1], "${NOMAD_PORT_http}");
     assert_eq!(t.config["args"][3], "v1.25");
-    assert_eq!(t.config["mount"]["type"], "bind");
     assert_eq!(t.env["GREETING"], "hello storefront");
     assert_eq!(t.env["REPLICAS"], "3");
     assert_eq!(
@@ -349,4 +348,105 @@ fn operator_aliases_are_kept_as_written() {
     let json = serde_json::to_value(&j).unwrap();
     assert_eq!(json["Constraints"][0]["Operand"], "is");
     assert_eq!(json["Affinities"][0]["Operand"], "not");
+}
+
+fn schema_field(name: &str, ty: &str, required: bool) -> drover_proto::base::ConfigField {
+    drover_proto::base::ConfigField {
+        name: name.into(),
+        r#type: ty.into(),
+        required,
+        ..Default::default()
+    }
+}
+
+/// A docker-like schema: image (required), args, ports, a repeatable `mount` block, labels.
+fn docker_like(driver: &str) -> Option<Vec<drover_proto::base::ConfigField>> {
+    match driver {
+        "docker" => Some(vec![
+            schema_field("image", "string", true),
+            schema_field("args", "list(string)", false),
+            schema_field("ports", "list(string)", false),
+            schema_field("pids_limit", "number", false),
+            schema_field("labels", "map(string)", false),
+            drover_proto::base::ConfigField {
+                fields: vec![
+                    schema_field("type", "string", false),
+                    schema_field("source", "string", false),
+                    schema_field("target", "string", true),
+                ],
+                ..schema_field("mount", "list(block)", false)
+            },
+        ]),
+        "unchecked" => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+fn docker_job(config: &str) -> String {
+    format!(
+        "job \"x\" {{\n  group \"g\" {{\n    task \"t\" {{\n      driver = \"docker\"\n      config {{\n{config}\n      }}\n    }}\n  }}\n}}\n"
+    )
+}
+
+fn checked(src: &str) -> Result<Parsed, JobspecError> {
+    parse_checked(src, "x.hcl", &Variables::default(), &docker_like)
+}
+
+#[test]
+fn task_configs_are_checked_against_the_drivers_schema() {
+    let good = docker_job(
+        "        image = \"busybox:1.0\"\n        args = [\"-c\", \"${NOMAD_TASK_DIR}\"]\n        pids_limit = \"${NOMAD_META_pids}\"\n        labels {\n          a = \"b\"\n        }\n        mount {\n          type = \"bind\"\n          target = \"/a\"\n        }\n        mount {\n          target = \"/b\"\n        }",
+    );
+    let p = checked(&good).unwrap();
+    // Nested blocks become objects, repeated ones arrays of objects.
+    assert_eq!(p.job.groups[0].tasks[0].config["labels"]["a"], "b");
+    assert_eq!(p.job.groups[0].tasks[0].config["mount"][0]["type"], "bind");
+    assert_eq!(p.job.groups[0].tasks[0].config["mount"][1]["target"], "/b");
+
+    let e = checked(&docker_job("        imagee = \"busybox:1.0\"")).unwrap_err();
+    assert_eq!((e.line, e.column), (6, 9), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "x.hcl:6:9: job \"x\" > group \"g\" > task \"t\" > config: unknown key \"imagee\" (it accepts: image, args, ports, pids_limit, labels, mount)"
+    );
+
+    let e = checked(&docker_job(
+        "        image = \"b\"\n        mount {\n          target = \"/a\"\n          sourc = \"x\"\n        }",
+    ))
+    .unwrap_err();
+    assert_eq!(e.line, 9, "{e}");
+    assert_eq!(
+        e.path,
+        "job \"x\" > group \"g\" > task \"t\" > config > mount"
+    );
+    assert!(
+        e.message
+            .contains("unknown key \"sourc\" (it accepts: type, source, target)"),
+        "{e}"
+    );
+
+    let e = checked(&docker_job("        image = \"b\"\n        args = \"-c\"")).unwrap_err();
+    assert_eq!(e.line, 7);
+    assert!(e.message.contains("\"args\" must be a list(string)"), "{e}");
+
+    let e = checked(&docker_job(
+        "        image = \"b\"\n        mount {\n        }",
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("missing required key \"target\""), "{e}");
+
+    let e = checked(&docker_job("        args = []")).unwrap_err();
+    assert!(e.message.contains("missing required key \"image\""), "{e}");
+
+    let e = checked(&docker_job(
+        "        image = \"b\"\n        mounts {\n        }",
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("unknown block \"mounts\""), "{e}");
+
+    // Unknown drivers and empty schemas are not checked; nor is anything without a lookup.
+    let other = docker_job("        anything = 1").replace("docker", "mine");
+    assert!(checked(&other).is_ok());
+    assert!(checked(&other.replace("mine", "unchecked")).is_ok());
+    assert!(parse(&docker_job("        imagee = 1"), "x.hcl").is_ok());
 }

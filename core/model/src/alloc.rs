@@ -190,7 +190,8 @@ pub struct TaskState {
 }
 
 /// Something that happened to a task. `kind` uses Nomad's event names
-/// ("Received", "Task Setup", "Started", "Terminated", "Restarting", "Killing", "Killed", ...).
+/// ("Received", "Task Setup", "Started", "Terminated", "Restarting", "Killing", "Killed",
+/// "Driver", ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct TaskEvent {
@@ -206,6 +207,8 @@ pub struct TaskEvent {
     pub fails_task: bool,
     /// Why an artifact could not be fetched ("Failed Artifact Download" events).
     pub download_error: String,
+    /// What the task's driver reported ("Driver" events: an image pull's progress).
+    pub driver_message: String,
 }
 
 /// A client's report of an allocation, carried up the node stream and through Raft.

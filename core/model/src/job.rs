@@ -626,6 +626,11 @@ pub struct Resources {
     pub networks: Vec<NetworkResource>,
     #[serde(rename = "Devices")]
     pub devices: Vec<RequestedDevice>,
+    /// In an allocation's `task_resources`: the node's core ids the scheduler reserved for
+    /// the task's `cores` (Nomad's `AllocatedCpuResources.ReservedCores`), ascending. Empty
+    /// in a job, and in allocations placed by servers that did not assign ids.
+    #[serde(rename = "ReservedCores", skip_serializing_if = "Vec::is_empty")]
+    pub reserved_cores: Vec<u16>,
 }
 
 impl Default for Resources {
@@ -648,9 +653,10 @@ impl Resources {
         disk_mb: 0,
         networks: Vec::new(),
         devices: Vec::new(),
+        reserved_cores: Vec::new(),
     };
 
-    /// The sum of the scalar dimensions (networks and devices are not summed).
+    /// The sum of the scalar dimensions (networks, devices and core ids are not summed).
     pub fn add(&self, o: &Resources) -> Resources {
         Resources {
             cpu: self.cpu + o.cpu,
@@ -660,6 +666,7 @@ impl Resources {
             disk_mb: self.disk_mb + o.disk_mb,
             networks: Vec::new(),
             devices: Vec::new(),
+            reserved_cores: Vec::new(),
         }
     }
 }

@@ -84,7 +84,7 @@ impl Node {
             && self.scheduling_eligibility == SchedulingEligibility::Eligible
     }
 
-    /// The resources left for allocations once the reserved part is taken out.
+    /// The CPU, memory and disk left for allocations once the reserved part is taken out.
     pub fn allocatable(&self) -> NodeResources {
         NodeResources {
             cpu: self.resources.cpu.saturating_sub(self.reserved.cpu),
@@ -93,11 +93,43 @@ impl Node {
                 .memory_mb
                 .saturating_sub(self.reserved.memory_mb),
             disk_mb: self.resources.disk_mb.saturating_sub(self.reserved.disk_mb),
+            // Scalars only (the scheduler's hot path): see `address` and `reservable_cores`.
+            networks: Vec::new(),
+            reservable_cores: Vec::new(),
         }
+    }
+
+    /// The node's address for ports: its first network's IP (Nomad's `HostIP`), or
+    /// 127.0.0.1 when it reports none.
+    pub fn address(&self) -> &str {
+        self.resources
+            .networks
+            .iter()
+            .map(|n| n.ip.as_str())
+            .find(|ip| !ip.is_empty())
+            .unwrap_or("127.0.0.1")
+    }
+
+    /// The core ids tasks may reserve: the fingerprinted list, or (a node registered by an
+    /// older client) `0..cpu.numcores`; less the operator's reserved cores.
+    pub fn reservable_cores(&self) -> Vec<u16> {
+        let all: Vec<u16> = if self.resources.reservable_cores.is_empty() {
+            let n: u16 = self
+                .attributes
+                .get("cpu.numcores")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            (0..n).collect()
+        } else {
+            self.resources.reservable_cores.clone()
+        };
+        all.into_iter()
+            .filter(|c| !self.reserved.reservable_cores.contains(c))
+            .collect()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct NodeResources {
     /// Total CPU in MHz (cores x clock).
@@ -107,6 +139,29 @@ pub struct NodeResources {
     pub memory_mb: u64,
     #[serde(rename = "DiskMB")]
     pub disk_mb: u64,
+    /// The node's addresses (Nomad's `NodeResources.Networks`, mode "host").
+    #[serde(rename = "Networks")]
+    pub networks: Vec<NodeNetwork>,
+    /// The core ids tasks may reserve (Nomad's `ReservableCpuCores`); empty in records of
+    /// older clients (then `cpu.numcores` counts from 0). In `ReservedResources`: the cores
+    /// the operator keeps for the host.
+    #[serde(rename = "ReservableCpuCores")]
+    pub reservable_cores: Vec<u16>,
+}
+
+/// One of the node's network addresses (Nomad's `NetworkResource` in `NodeResources`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeNetwork {
+    /// "host".
+    pub mode: String,
+    /// The interface: `eth0`.
+    pub device: String,
+    /// The address with its prefix: `10.0.0.5/32` as Nomad writes it.
+    #[serde(rename = "CIDR")]
+    pub cidr: String,
+    #[serde(rename = "IP")]
+    pub ip: String,
 }
 
 /// A task driver as the node sees it.

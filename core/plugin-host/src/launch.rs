@@ -171,6 +171,8 @@ pub struct RunningPlugin {
     pub(crate) channel: Channel,
     pub(crate) driver: DriverClient<Channel>,
     pub(crate) base: BasePluginClient<Channel>,
+    /// What the driver said it can do, asked once per launch.
+    pub(crate) capabilities: Arc<std::sync::OnceLock<drover_proto::driver::CapabilitiesResponse>>,
     process: Process,
 }
 
@@ -407,6 +409,7 @@ pub(crate) async fn launch(
                 driver: DriverClient::new(connected.channel.clone()),
                 base: BasePluginClient::new(connected.channel.clone()),
                 channel: connected.channel.clone(),
+                capabilities: Default::default(),
                 process: connected.process.clone(),
             };
             tracing::info!(

@@ -149,6 +149,12 @@ pub enum HostError {
         kind: String,
         wanted: &'static str,
     },
+    #[error("plugin {name:?}: {rpc} failed: {message}")]
+    Rpc {
+        name: String,
+        rpc: &'static str,
+        message: String,
+    },
 }
 
 fn stderr_suffix(tail: &str) -> String {
@@ -275,6 +281,30 @@ impl PluginHost {
             });
         }
         Ok(running.driver.clone())
+    }
+
+    /// What driver `name` can do (its `Capabilities`), asked once per launch of the plugin
+    /// and remembered until it is relaunched.
+    pub async fn capabilities(
+        &self,
+        name: &str,
+    ) -> Result<drover_proto::driver::CapabilitiesResponse, HostError> {
+        let mut driver = self.driver(name).await?;
+        let running = self.running(name).await?;
+        if let Some(c) = running.capabilities.get() {
+            return Ok(c.clone());
+        }
+        let caps = driver
+            .capabilities(drover_proto::driver::CapabilitiesRequest {})
+            .await
+            .map_err(|s| HostError::Rpc {
+                name: name.to_string(),
+                rpc: "Capabilities",
+                message: s.message().to_string(),
+            })?
+            .into_inner();
+        let _ = running.capabilities.set(caps.clone());
+        Ok(caps)
     }
 
     /// A connected `BasePlugin` client for plugin `name` (launching it like [`PluginHost::driver`]).

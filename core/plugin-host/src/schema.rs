@@ -16,14 +16,8 @@ impl std::fmt::Display for Problem {
     }
 }
 
-fn at(key: &str, message: String) -> Problem {
-    Problem {
-        key: Some(key.to_string()),
-        message,
-    }
-}
-
-/// Checks `config` (a JSON object, or null for none) against `fields`.
+/// Checks `config` (a JSON object, or null for none) against `fields`. A problem inside a
+/// nested block names its top-level key (for locating it) and its whole path in the message.
 pub(crate) fn check(config: &Value, fields: &[ConfigField]) -> Result<(), Problem> {
     let empty = serde_json::Map::new();
     let obj = match config {
@@ -36,54 +30,105 @@ pub(crate) fn check(config: &Value, fields: &[ConfigField]) -> Result<(), Proble
             });
         }
     };
+    check_object(obj, fields, "").map_err(|(path, message)| Problem {
+        key: path.map(|p| p.split(['.', '[']).next().unwrap_or_default().to_string()),
+        message,
+    })
+}
+
+/// A problem at a dotted key path (None: the object itself) and why.
+type PathProblem = (Option<String>, String);
+
+/// Checks one object (the config, or a nested block whose keys are `prefix`ed).
+fn check_object(
+    obj: &serde_json::Map<String, Value>,
+    fields: &[ConfigField],
+    prefix: &str,
+) -> Result<(), PathProblem> {
     for (key, value) in obj {
+        let path = format!("{prefix}{key}");
         let Some(field) = fields.iter().find(|f| &f.name == key) else {
             let known = fields
                 .iter()
                 .map(|f| f.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(at(
-                key,
-                format!("unknown key {key:?} in config (it accepts: {known})"),
+            return Err((
+                Some(path.clone()),
+                format!("unknown key {path:?} in config (it accepts: {known})"),
             ));
         };
-        let ok = match field.r#type.as_str() {
-            "string" => value.is_string(),
-            "bool" => value.is_boolean(),
-            "number" => value.is_number(),
-            "list(string)" => value
-                .as_array()
-                .is_some_and(|a| a.iter().all(Value::is_string)),
-            "map(string)" => value
-                .as_object()
-                .is_some_and(|m| m.values().all(Value::is_string)),
-            "map(map(string))" => value.as_object().is_some_and(|m| {
-                m.values().all(|inner| {
-                    inner
-                        .as_object()
-                        .is_some_and(|i| i.values().all(Value::is_string))
-                })
-            }),
-            "duration" => value.is_string() || value.is_number(),
-            _ => true,
-        };
-        if !ok {
-            return Err(at(
-                key,
-                format!("config key {key:?} must be a {}, not {value}", field.r#type),
-            ));
-        }
+        check_value(value, field, &path)?;
     }
     for f in fields.iter().filter(|f| f.required) {
         if !obj.contains_key(&f.name) {
-            return Err(Problem {
-                key: None,
-                message: format!("config key {:?} is required ({})", f.name, f.description),
-            });
+            let path = format!("{prefix}{}", f.name);
+            return Err((
+                (!prefix.is_empty()).then(|| prefix.trim_end_matches('.').to_string()),
+                format!("config key {path:?} is required ({})", f.description),
+            ));
         }
     }
     Ok(())
+}
+
+/// Checks one key's value against its field's type (nested blocks recursively).
+fn check_value(value: &Value, field: &ConfigField, path: &str) -> Result<(), PathProblem> {
+    let all = |v: &Value, f: fn(&Value) -> bool| v.as_array().is_some_and(|a| a.iter().all(f));
+    let ok = match field.r#type.as_str() {
+        "string" => value.is_string(),
+        "bool" => value.is_boolean(),
+        "number" => value.is_number(),
+        "list(string)" => all(value, Value::is_string),
+        "list(number)" => all(value, Value::is_number),
+        "map(string)" => value
+            .as_object()
+            .is_some_and(|m| m.values().all(Value::is_string)),
+        "map(map(string))" => value.as_object().is_some_and(|m| {
+            m.values().all(|inner| {
+                inner
+                    .as_object()
+                    .is_some_and(|i| i.values().all(Value::is_string))
+            })
+        }),
+        "duration" => value.is_string() || value.is_number(),
+        "block" | "list(block)" => {
+            let blocks: Vec<&serde_json::Map<String, Value>> = match value {
+                Value::Object(o) => vec![o],
+                Value::Array(a) => a.iter().filter_map(Value::as_object).collect(),
+                _ => Vec::new(),
+            };
+            let count = value.as_array().map_or(1, Vec::len);
+            let shaped = blocks.len() == count
+                && (field.r#type == "list(block)" || count == 1)
+                && !blocks.is_empty();
+            if shaped {
+                for (i, b) in blocks.iter().enumerate() {
+                    let prefix = if field.r#type == "list(block)" && count > 1 {
+                        format!("{path}[{i}].")
+                    } else {
+                        format!("{path}.")
+                    };
+                    check_object(b, &field.fields, &prefix)?;
+                }
+            }
+            shaped
+        }
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let what = match field.r#type.as_str() {
+            "block" => "a block".to_string(),
+            "list(block)" => "one or more blocks".to_string(),
+            t => format!("a {t}"),
+        };
+        Err((
+            Some(path.to_string()),
+            format!("config key {path:?} must be {what}, not {value}"),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +145,83 @@ mod tests {
             default_json: String::new(),
             fields: Vec::new(),
         }
+    }
+
+    fn block(name: &str, ty: &str, fields: Vec<ConfigField>) -> ConfigField {
+        ConfigField {
+            fields,
+            ..field(name, ty, false)
+        }
+    }
+
+    #[test]
+    fn nested_blocks_and_lists_of_numbers() {
+        let fields = [
+            block(
+                "gc",
+                "block",
+                vec![
+                    field("image", "bool", false),
+                    block(
+                        "dangling_containers",
+                        "block",
+                        vec![field("enabled", "bool", false)],
+                    ),
+                ],
+            ),
+            block(
+                "mount",
+                "list(block)",
+                vec![
+                    field("source", "string", true),
+                    field("target", "string", false),
+                ],
+            ),
+            field("ids", "list(number)", false),
+        ];
+        let good = json!({
+            "gc": {"image": true, "dangling_containers": {"enabled": false}},
+            "mount": [{"source": "a"}, {"source": "b", "target": "/b"}],
+            "ids": [1, 2],
+        });
+        assert!(check(&good, &fields).is_ok());
+        assert!(
+            check(
+                &json!({"gc": [{"image": true}], "mount": {"source": "a"}}),
+                &fields
+            )
+            .is_ok()
+        );
+
+        let e = check(
+            &json!({"gc": {"dangling_containers": {"enabeld": true}}}),
+            &fields,
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("unknown key \"gc.dangling_containers.enabeld\"")
+                && e.message.contains("it accepts: enabled"),
+            "{e}"
+        );
+        assert_eq!(e.key.as_deref(), Some("gc"), "located by its top-level key");
+
+        let e = check(
+            &json!({"mount": [{"source": "a"}, {"target": "/b"}]}),
+            &fields,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("\"mount[1].source\" is required"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("mount"));
+
+        let e = check(&json!({"gc": [{}, {}]}), &fields).unwrap_err();
+        assert!(e.message.contains("must be a block"), "{e}");
+        let e = check(&json!({"gc": "yes"}), &fields).unwrap_err();
+        assert!(e.message.contains("must be a block"), "{e}");
+        let e = check(&json!({"mount": ["a"]}), &fields).unwrap_err();
+        assert!(e.message.contains("one or more blocks"), "{e}");
+        let e = check(&json!({"ids": [1, "2"]}), &fields).unwrap_err();
+        assert!(e.message.contains("must be a list(number)"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,12 @@ pub struct Usage {
     pub cpu: u64,
     pub memory_mb: u64,
     pub disk_mb: u64,
+    /// Whole cores held, with or without ids.
     pub cores: u32,
+    /// The core ids held (allocations placed by older servers hold cores without ids).
+    pub core_ids: BTreeSet<u16>,
+    /// A core id two allocations both hold (a fit failure).
+    pub core_collision: Option<u16>,
     pub ports: BTreeSet<u16>,
     /// A port two allocations both hold (a fit failure).
     pub collision: Option<u16>,
@@ -32,6 +37,11 @@ impl Usage {
         self.memory_mb += r.memory_mb;
         self.disk_mb += r.disk_mb;
         self.cores += r.cores;
+        for id in a.task_resources.values().flat_map(|t| &t.reserved_cores) {
+            if !self.core_ids.insert(*id) && self.core_collision.is_none() {
+                self.core_collision = Some(*id);
+            }
+        }
         for p in &a.shared_resources.ports {
             if !self.ports.insert(p.value) && self.collision.is_none() {
                 self.collision = Some(p.value);
@@ -45,9 +55,29 @@ impl Usage {
         self.memory_mb = self.memory_mb.saturating_sub(r.memory_mb);
         self.disk_mb = self.disk_mb.saturating_sub(r.disk_mb);
         self.cores = self.cores.saturating_sub(r.cores);
+        for id in a.task_resources.values().flat_map(|t| &t.reserved_cores) {
+            self.core_ids.remove(id);
+        }
         for p in &a.shared_resources.ports {
             self.ports.remove(&p.value);
         }
+    }
+
+    /// Cores held without ids (placed by servers that did not assign them).
+    fn unnamed_cores(&self) -> usize {
+        (self.cores as usize).saturating_sub(self.core_ids.len())
+    }
+
+    /// The node's reservable cores no allocation holds, ascending: those the next
+    /// placement may take (the cores held without ids are counted, not named).
+    pub fn free_cores(&self, node: &Node) -> Vec<u16> {
+        let mut free: Vec<u16> = node
+            .reservable_cores()
+            .into_iter()
+            .filter(|c| !self.core_ids.contains(c))
+            .collect();
+        free.truncate(free.len().saturating_sub(self.unnamed_cores()));
+        free
     }
 }
 
@@ -63,6 +93,8 @@ pub enum Misfit {
     },
     /// A static port another allocation holds.
     PortTaken(u16),
+    /// A core id two allocations hold.
+    CoreTaken(u16),
 }
 
 impl Misfit {
@@ -70,6 +102,7 @@ impl Misfit {
         match self {
             Misfit::Exhausted { dimension, .. } => dimension.to_string(),
             Misfit::PortTaken(p) => format!("network: reserved port {p} collision"),
+            Misfit::CoreTaken(_) => "cores".into(),
         }
     }
 
@@ -79,7 +112,7 @@ impl Misfit {
             Misfit::Exhausted {
                 needed, capacity, ..
             } => needed - capacity,
-            Misfit::PortTaken(_) => u64::MAX / 2,
+            Misfit::PortTaken(_) | Misfit::CoreTaken(_) => u64::MAX / 2,
         }
     }
 }
@@ -100,16 +133,9 @@ impl std::fmt::Display for Misfit {
                 write!(f, "{dimension}: needs {needed}{unit}, has {capacity}{unit}")
             }
             Misfit::PortTaken(p) => write!(f, "port {p} is already taken"),
+            Misfit::CoreTaken(c) => write!(f, "core {c} is already reserved"),
         }
     }
-}
-
-/// The node's whole cores (from its fingerprint).
-pub fn node_cores(node: &Node) -> u32 {
-    node.attributes
-        .get("cpu.numcores")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Would `usage` plus `need` (and `ports`) fit `node`?
@@ -131,13 +157,20 @@ pub fn fits(node: &Node, usage: &Usage, need: &Resources, ports: &[u16]) -> Resu
     if cap.disk_mb > 0 {
         check("disk", usage.disk_mb, need.disk_mb, cap.disk_mb)?;
     }
-    if need.cores > 0 {
+    if need.cores > 0 || usage.cores > 0 {
+        let reservable = node.reservable_cores().len() as u64;
+        let free = usage.free_cores(node).len() as u64;
+        // Held: every reservable core that is not free (ids the node no longer lists
+        // count as held too, through `free`).
         check(
             "cores",
-            usage.cores as u64,
+            reservable.saturating_sub(free).max(usage.cores as u64),
             need.cores as u64,
-            node_cores(node) as u64,
+            reservable,
         )?;
+        if let Some(c) = usage.core_collision {
+            return Err(Misfit::CoreTaken(c));
+        }
     }
     if let Some(p) = usage.collision {
         return Err(Misfit::PortTaken(p));

@@ -425,6 +425,7 @@ impl<'a> Placer<'a> {
             .collect();
         let node = self.select(&req, &need, &static_ports, &mut f)?;
         let ports = self.assign_ports(node, group, &static_ports, f)?;
+        let task_resources = self.reserve_cores(node, group)?;
         let alloc = Allocation {
             id: self.new_id(),
             namespace: job.namespace.clone(),
@@ -434,11 +435,7 @@ impl<'a> Placer<'a> {
             job_id: job.id.clone(),
             job_version: job.version,
             task_group: group.name.clone(),
-            task_resources: group
-                .tasks
-                .iter()
-                .map(|t| (t.name.clone(), t.resources.clone()))
-                .collect(),
+            task_resources,
             shared_resources: SharedResources {
                 disk_mb: need.disk_mb,
                 ports,
@@ -562,6 +559,7 @@ impl<'a> Placer<'a> {
         mut f: PlacementFailure,
     ) -> Result<Vec<AllocatedPort>, PlacementFailure> {
         let mut ports = Vec::new();
+        let host_ip = node.address().to_string();
         let mut taken = self.usage(&node.id).ports.clone();
         for net in &group.networks {
             for p in &net.reserved_ports {
@@ -569,7 +567,7 @@ impl<'a> Placer<'a> {
                     label: p.label.clone(),
                     value: p.value,
                     to: p.to,
-                    host_ip: String::new(),
+                    host_ip: host_ip.clone(),
                 });
             }
             for p in &net.dynamic_ports {
@@ -590,11 +588,38 @@ impl<'a> Placer<'a> {
                     label: p.label.clone(),
                     value,
                     to: if p.to == 0 { value as i32 } else { p.to },
-                    host_ip: String::new(),
+                    host_ip: host_ip.clone(),
                 });
             }
         }
         Ok(ports)
+    }
+
+    /// Each task's resources, with the node's core ids its `cores` reserves: the lowest
+    /// free ones, task by task in the group's order (Nomad's `ReservedCores`).
+    fn reserve_cores(
+        &mut self,
+        node: &Node,
+        group: &TaskGroup,
+    ) -> Result<BTreeMap<String, Resources>, PlacementFailure> {
+        let mut free = self.usage(&node.id).free_cores(node).into_iter();
+        let mut out = BTreeMap::new();
+        for t in &group.tasks {
+            let mut r = t.resources.clone();
+            // A job never chooses core ids (an API body might carry some).
+            r.reserved_cores = free.by_ref().take(r.cores as usize).collect();
+            if r.reserved_cores.len() < r.cores as usize {
+                let mut f = PlacementFailure::default();
+                f.dimension_exhausted.insert("cores".into(), 1);
+                f.nearest_miss = format!(
+                    "node {} has too few free cores for task {}",
+                    node.name, t.name
+                );
+                return Err(f);
+            }
+            out.insert(t.name.clone(), r);
+        }
+        Ok(out)
     }
 
     /// Nodes where a per-node (system) job may run: every node, in id order.

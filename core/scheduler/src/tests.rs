@@ -715,3 +715,162 @@ fn periodic_and_parameterized_parents_are_not_placed() {
     let plan = w.register(j);
     assert!(plan.allocs.is_empty(), "{plan:?}");
 }
+
+fn cores_job(id: &str, count: u32, cores: u32) -> Job {
+    let mut j = job_of(id, JobType::Service, count, 10, 10);
+    j.groups[0].tasks[0].resources.cores = cores;
+    j
+}
+
+fn reserved(a: &Allocation) -> Vec<u16> {
+    a.task_resources["t"].reserved_cores.clone()
+}
+
+#[test]
+fn reserved_cores_are_disjoint_refused_when_gone_and_freed_by_a_stop() {
+    let mut w = World::new(&[node("a", 10_000, 10_000)]);
+    let plan = w.register(cores_job("pinned", 2, 2));
+    assert_eq!(plan.allocs.len(), 2);
+    let (first, second) = (reserved(&plan.allocs[0]), reserved(&plan.allocs[1]));
+    assert_eq!(first.len(), 2);
+    assert_eq!(second.len(), 2);
+    let all: BTreeSet<u16> = first.iter().chain(&second).copied().collect();
+    assert_eq!(
+        all,
+        BTreeSet::from([0, 1, 2, 3]),
+        "disjoint ids of the node's cores"
+    );
+    w.assert_fits();
+
+    // Another job's allocation finds no free core.
+    let plan = w.register(cores_job("other", 1, 2));
+    assert!(plan.allocs.is_empty());
+    let f = &plan.failed["g"];
+    assert_eq!(f.dimension_exhausted.get("cores"), Some(&1), "{f:?}");
+    assert!(f.nearest_miss.contains("cores"), "{}", f.nearest_miss);
+
+    // One of the first job's allocations ends: its cores go to the waiting one.
+    let done = plan_alloc_with(&w, &second);
+    w.report(&done, ClientStatus::Complete);
+    let j = w.store.snapshot().job("default", "other").unwrap().clone();
+    let plan = w.eval(&j, "queued-allocs");
+    assert_eq!(plan.allocs.len(), 1);
+    assert_eq!(reserved(&plan.allocs[0]), second);
+    w.assert_fits();
+}
+
+fn plan_alloc_with(w: &World, cores: &[u16]) -> String {
+    w.active()
+        .into_iter()
+        .find(|a| a.task_resources["t"].reserved_cores == cores)
+        .expect("an allocation holds these cores")
+        .id
+}
+
+#[test]
+fn core_ids_come_from_the_nodes_reservable_cores_not_from_the_job() {
+    let mut n = node("a", 10_000, 10_000);
+    n.resources.reservable_cores = vec![4, 6, 8];
+    n.reserved.reservable_cores = vec![6];
+    let mut w = World::new(&[n]);
+    let mut j = cores_job("pinned", 1, 2);
+    // A job (an API body) cannot choose its core ids.
+    j.groups[0].tasks[0].resources.reserved_cores = vec![0, 1];
+    let plan = w.register(j);
+    assert_eq!(reserved(&plan.allocs[0]), vec![4, 8]);
+    let plan = w.register(cores_job("more", 1, 1));
+    assert_eq!(plan.failed["g"].dimension_exhausted.get("cores"), Some(&1));
+}
+
+#[test]
+fn cores_held_without_ids_still_count() {
+    let mut w = World::new(&[node("a", 10_000, 10_000)]);
+    // An allocation an older server placed: 3 cores, no ids.
+    let mut old = Allocation {
+        id: "old".into(),
+        node_id: "a".into(),
+        job_id: "legacy".into(),
+        namespace: "default".into(),
+        desired_status: drover_model::DesiredStatus::Run,
+        ..Default::default()
+    };
+    old.task_resources.insert(
+        "t".into(),
+        Resources {
+            cores: 3,
+            ..Resources::ZERO
+        },
+    );
+    w.apply(Command::PlanApply(PlanResult {
+        allocs: vec![old],
+        stops: vec![],
+        eval: None,
+        new_evals: vec![],
+    }));
+    let plan = w.register(cores_job("pinned", 2, 1));
+    assert_eq!(plan.allocs.len(), 1, "one core is left");
+    assert_eq!(plan.allocs[0].task_resources["t"].reserved_cores.len(), 1);
+    w.assert_fits();
+}
+
+#[test]
+fn the_fit_check_refuses_a_core_held_twice() {
+    let n = node("a", 10_000, 10_000);
+    let alloc = |id: &str| {
+        let mut a = Allocation {
+            id: id.into(),
+            node_id: "a".into(),
+            desired_status: drover_model::DesiredStatus::Run,
+            ..Default::default()
+        };
+        a.task_resources.insert(
+            "t".into(),
+            Resources {
+                cores: 1,
+                reserved_cores: vec![2],
+                ..Resources::ZERO
+            },
+        );
+        a
+    };
+    let (a, b) = (alloc("x"), alloc("y"));
+    assert!(fit(&n, [&a]).is_ok());
+    let m = fit(&n, [&a, &b]).unwrap_err();
+    assert_eq!(m.dimension(), "cores");
+    assert!(m.to_string().contains("core 2"), "{m}");
+}
+
+#[test]
+fn ports_are_reserved_on_the_nodes_address() {
+    let mut with_ip = node("a", 10_000, 10_000);
+    with_ip.resources.networks.push(drover_model::NodeNetwork {
+        mode: "host".into(),
+        device: "eth0".into(),
+        cidr: "10.1.2.3/32".into(),
+        ip: "10.1.2.3".into(),
+    });
+    let mut j = job(1, 10, 10);
+    j.groups[0].networks.push(NetworkResource {
+        reserved_ports: vec![Port {
+            label: "admin".into(),
+            value: 9090,
+            ..Default::default()
+        }],
+        dynamic_ports: vec![Port {
+            label: "http".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let mut w = World::new(&[with_ip]);
+    let plan = w.register(j.clone());
+    let ports = &plan.allocs[0].shared_resources.ports;
+    assert_eq!(ports.len(), 2);
+    assert!(ports.iter().all(|p| p.host_ip == "10.1.2.3"), "{ports:?}");
+
+    // A node that reports no address: the loopback.
+    let mut w = World::new(&[node("b", 10_000, 10_000)]);
+    let plan = w.register(j);
+    let ports = &plan.allocs[0].shared_resources.ports;
+    assert!(ports.iter().all(|p| p.host_ip == "127.0.0.1"), "{ports:?}");
+}

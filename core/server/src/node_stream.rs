@@ -108,6 +108,7 @@ fn bound_update(up: &mut AllocClientUpdate, tasks: Option<&BTreeSet<String>>) {
             cap_text(&mut e.message, MAX_TEXT);
             cap_text(&mut e.display_message, MAX_TEXT);
             cap_text(&mut e.download_error, MAX_TEXT);
+            cap_text(&mut e.driver_message, MAX_TEXT);
         }
     }
 }

@@ -20,10 +20,11 @@ use std::time::Duration;
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
     CapabilitiesResponse, FingerprintResponse, HealthState, StartTaskResponse, TaskConfig,
+    TaskEvent,
 };
 use drover_plugin_sdk::shim::{LaunchSpec, ShimTasks};
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +58,8 @@ struct Hello {
     shims_root: Mutex<Option<PathBuf>>,
     tasks: ShimTasks,
     fingerprint: watch::Sender<FingerprintResponse>,
+    /// What the host hears as "Driver" task events.
+    events: broadcast::Sender<TaskEvent>,
 }
 
 #[tonic::async_trait]
@@ -76,8 +79,27 @@ impl TaskDriver for Hello {
             required: false,
             description: "The word tasks greet with.".into(),
             default_json: "\"Hello\"".into(),
-            ..Default::default()
+            fields: Vec::new(),
         }]
+    }
+
+    fn task_config_schema(&self) -> Vec<ConfigField> {
+        let field = |name: &str, ty: &str, required: bool| ConfigField {
+            name: name.into(),
+            r#type: ty.into(),
+            required,
+            ..Default::default()
+        };
+        vec![
+            field("name", "string", true),
+            field("count", "number", false),
+            field("interval_ms", "number", false),
+            field("exit_code", "number", false),
+        ]
+    }
+
+    fn task_events(&self) -> Option<broadcast::Receiver<TaskEvent>> {
+        Some(self.events.subscribe())
     }
 
     async fn set_config(
@@ -144,8 +166,24 @@ impl TaskDriver for Hello {
         );
         spec.env = task.env.clone().into_iter().collect();
         spec.log_to(&task);
+        // Progress, as a driver pulling an image reports it (nobody may be listening).
+        let _ = self.events.send(TaskEvent {
+            task_id: task.id.clone(),
+            alloc_id: task.alloc_id.clone(),
+            task_name: task.name.clone(),
+            timestamp_unix_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
+            message: format!("Preparing to greet {}", settings_name(&spec)),
+            annotations: Default::default(),
+        });
         self.tasks.launch(task, spec, shims_root).await
     }
+}
+
+/// The name a launch spec greets (its third argument).
+fn settings_name(spec: &LaunchSpec) -> &str {
+    spec.args.get(2).map_or("", String::as_str)
 }
 
 /// The task itself: `greet <greeting> <name> <count> <interval_ms> <exit_code>`.
@@ -186,5 +224,6 @@ fn main() {
             health_description: "healthy".into(),
         })
         .0,
+        events: broadcast::channel(64).0,
     })
 }

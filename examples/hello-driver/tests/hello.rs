@@ -126,3 +126,81 @@ async fn a_third_party_driver_runs_tasks_under_the_shim() {
     bad.shutdown().await;
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_events_stream_and_capabilities_are_cached_per_launch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(HostConfig {
+        data_dir: tmp.path().to_path_buf(),
+        plugins: vec![PluginLaunch {
+            name: "hello".into(),
+            command: PLUGIN.into(),
+            ..PluginLaunch::default()
+        }],
+        ..HostConfig::default()
+    });
+    let caps = host.capabilities("hello").await.unwrap();
+    assert_eq!(caps.fs_isolation, "none");
+    assert!(caps.send_signals);
+    let pid = host.plugin_pid("hello").await.unwrap();
+    assert_eq!(host.capabilities("hello").await.unwrap(), caps);
+    assert_eq!(
+        host.plugin_pid("hello").await,
+        Some(pid),
+        "asked, not relaunched"
+    );
+
+    // The driver's events stream: what it reports while starting a task.
+    let mut d = host.driver("hello").await.unwrap();
+    let mut events = d
+        .task_events(drover_proto::driver::TaskEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut t = task(
+        "c/greeter/0",
+        tmp.path(),
+        serde_json::json!({ "name": "events", "count": 1, "interval_ms": 10 }),
+    );
+    t.alloc_id = "c".into();
+    d.start_task(StartTaskRequest { task: Some(t) })
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), events.message())
+        .await
+        .expect("an event within 20s")
+        .unwrap()
+        .expect("the stream stays open");
+    assert_eq!(
+        (
+            e.alloc_id.as_str(),
+            e.task_name.as_str(),
+            e.task_id.as_str()
+        ),
+        ("c", "greeter", "c/greeter/0")
+    );
+    assert_eq!(e.message, "Preparing to greet events");
+    d.wait_task(WaitTaskRequest {
+        task_id: "c/greeter/0".into(),
+    })
+    .await
+    .unwrap();
+
+    // A relaunched plugin is asked again (and answers the same).
+    // SAFETY: kill(2).
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let again = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(c) = host.capabilities("hello").await
+                && host.plugin_pid("hello").await.is_some_and(|p| p != pid)
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the plugin is relaunched");
+    assert_eq!(again, caps);
+    host.shutdown().await;
+}

@@ -407,6 +407,10 @@ impl TaskDriver for Docker {
         config::plugin_config_schema()
     }
 
+    fn task_config_schema(&self) -> Vec<ConfigField> {
+        config::task_config_schema()
+    }
+
     async fn set_config(
         &self,
         config: serde_json::Value,

@@ -76,7 +76,7 @@ fn task(i: usize, tasks: &Path) -> TaskConfig {
             memory_mb: 64,
             memory_max_mb: 0,
             cores: 0,
-            ..Default::default()
+            core_ids: vec![],
         }),
         task_dir: dir.display().to_string(),
         alloc_dir: dir.join("alloc").display().to_string(),

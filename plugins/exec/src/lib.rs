@@ -62,6 +62,45 @@ struct PluginConfig {
     denied_host_gids: Option<String>,
 }
 
+/// The keys a task's `config { ... }` block may hold ([`TaskDriverConfig`]'s), checked at
+/// `job validate`.
+pub fn task_config_schema() -> Vec<ConfigField> {
+    let field = |name: &str, ty: &str, required: bool, description: &str| ConfigField {
+        name: name.into(),
+        r#type: ty.into(),
+        required,
+        description: description.into(),
+        ..Default::default()
+    };
+    vec![
+        field(
+            "command",
+            "string",
+            true,
+            "The program to run, looked up in the task's PATH.",
+        ),
+        field("args", "list(string)", false, "Its arguments."),
+        field(
+            "cap_add",
+            "list(string)",
+            false,
+            "Capabilities to add (of the plugin's allow_caps).",
+        ),
+        field(
+            "cap_drop",
+            "list(string)",
+            false,
+            "Capabilities to drop (\"all\" for every one).",
+        ),
+        field(
+            "pids_limit",
+            "number",
+            false,
+            "Most processes the task may have.",
+        ),
+    ]
+}
+
 /// A task's `config { ... }` block.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +221,19 @@ fn node_cpus() -> Result<Vec<u32>, String> {
         "cannot read the node's cores from {}",
         candidates.join(" or ")
     ))
+}
+
+/// The cores the scheduler reserved for the task (`core_ids`): each must be one of the
+/// node's (`all`); ascending, without duplicates.
+fn scheduled_cores(all: &[u32], given: &[u32], task: &str) -> Result<Vec<u32>, DriverError> {
+    if let Some(c) = given.iter().find(|c| !all.contains(c)) {
+        return Err(DriverError::FailedPrecondition(format!(
+            "task {task:?} is reserved core {c}, which this node does not have (it has {})",
+            format_cpu_list(all)
+        )));
+    }
+    let set: std::collections::BTreeSet<u32> = given.iter().copied().collect();
+    Ok(set.into_iter().collect())
 }
 
 /// Picks `n` cores of `all` that are not in `taken`.
@@ -463,7 +515,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Host paths bound read-only into each task's root: host path -> path inside. Nothing is copied.".into(),
                 default_json: serde_json::to_string(&isolate::default_chroot_env()).unwrap_or_default(),
-                ..Default::default()
+                fields: Vec::new(),
             },
             ConfigField {
                 name: "allow_caps".into(),
@@ -471,7 +523,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Capabilities tasks may keep or add with cap_add.".into(),
                 default_json: serde_json::to_string(caps::DEFAULT).unwrap_or_default(),
-                ..Default::default()
+                fields: Vec::new(),
             },
             ConfigField {
                 name: "denied_host_uids".into(),
@@ -479,7 +531,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Users (uids: \"0,1000-2000\") tasks may not run as; \"\" allows every user, root included.".into(),
                 default_json: format!("{DEFAULT_DENIED_IDS:?}"),
-                ..Default::default()
+                fields: Vec::new(),
             },
             ConfigField {
                 name: "denied_host_gids".into(),
@@ -487,7 +539,7 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Groups (gids) a task's user may not have, as its primary or a supplementary group.".into(),
                 default_json: format!("{DEFAULT_DENIED_IDS:?}"),
-                ..Default::default()
+                fields: Vec::new(),
             },
             ConfigField {
                 name: "pids_limit".into(),
@@ -495,9 +547,13 @@ impl TaskDriver for Exec {
                 required: false,
                 description: "Most processes a task may have, unless its config sets pids_limit; 0 = no limit.".into(),
                 default_json: "0".into(),
-                ..Default::default()
+                fields: Vec::new(),
             },
         ]
+    }
+
+    fn task_config_schema(&self) -> Vec<ConfigField> {
+        task_config_schema()
     }
 
     async fn set_config(
@@ -590,11 +646,21 @@ impl TaskDriver for Exec {
         })?;
         let mut spec = self.build_spec(&task)?;
         let cores = task.resources.as_ref().map_or(0, |r| r.cores) as usize;
-        if cores > 0 {
+        let given = task
+            .resources
+            .as_ref()
+            .map(|r| r.core_ids.as_slice())
+            .unwrap_or_default();
+        if cores > 0 || !given.is_empty() {
             let all = node_cpus().map_err(DriverError::FailedPrecondition)?;
             let mut st = self.lock();
-            let taken: Vec<u32> = st.reserved_cores.values().flatten().copied().collect();
-            let picked = pick_cores(&all, &taken, cores, &task.name)?;
+            let picked = if given.is_empty() {
+                // An older server reserved a number of cores, not ids: pick free ones.
+                let taken: Vec<u32> = st.reserved_cores.values().flatten().copied().collect();
+                pick_cores(&all, &taken, cores, &task.name)?
+            } else {
+                scheduled_cores(&all, given, &task.name)?
+            };
             if let Some(iso) = spec.isolation.as_mut() {
                 iso.cgroup.cpuset_cpus = format_cpu_list(&picked);
             }
@@ -939,12 +1005,55 @@ mod tests {
         assert!(!d.denied_uids.contains(65534));
     }
 
+    /// The keys serde expects, from its error for an unknown one.
+    fn serde_keys<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+        let e = serde_json::from_value::<T>(serde_json::json!({"zz_unknown": 1})).unwrap_err();
+        let msg = e.to_string();
+        let list = msg
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{msg}"));
+        list.split(',')
+            .map(|k| k.trim().trim_matches('`').to_string())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_task_config_schema_is_the_config_struct() {
+        let schema = task_config_schema();
+        let names: Vec<String> = schema.iter().map(|f| f.name.clone()).collect();
+        let mut keys = serde_keys::<TaskDriverConfig>();
+        keys.sort();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, keys);
+        // A config with every key, typed as the schema says, decodes.
+        let mut full = serde_json::Map::new();
+        for f in &schema {
+            let v = match f.r#type.as_str() {
+                "string" => serde_json::json!("x"),
+                "number" => serde_json::json!(1),
+                "list(string)" => serde_json::json!(["x"]),
+                other => panic!("no sample for {other}"),
+            };
+            full.insert(f.name.clone(), v);
+        }
+        serde_json::from_value::<TaskDriverConfig>(full.into()).unwrap();
+    }
+
     #[test]
     fn cpu_lists_and_picking_cores() {
         assert_eq!(parse_cpu_list("0-3,6\n"), vec![0, 1, 2, 3, 6]);
         assert_eq!(parse_cpu_list("1"), vec![1]);
         assert_eq!(format_cpu_list(&[0, 2]), "0,2");
         assert_eq!(pick_cores(&[0, 1, 2], &[1], 2, "t").unwrap(), vec![0, 2]);
+        assert_eq!(
+            scheduled_cores(&[0, 1, 2, 3], &[3, 1, 3], "t").unwrap(),
+            vec![1, 3]
+        );
+        let e = scheduled_cores(&[0, 1], &[7], "t").unwrap_err();
+        assert!(e.to_string().contains("core 7"), "{e}");
         let e = pick_cores(&[0, 1], &[1], 2, "t").unwrap_err();
         assert!(e.to_string().contains("only 1 of this node's 2"), "{e}");
     }

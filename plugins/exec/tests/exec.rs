@@ -73,7 +73,7 @@ fn task(id: &str, dir: &Path, config: serde_json::Value) -> TaskConfig {
             memory_mb: 64,
             memory_max_mb: 0,
             cores: 0,
-            ..Default::default()
+            core_ids: vec![],
         }),
         task_dir: task_dir.display().to_string(),
         alloc_dir: alloc.display().to_string(),
@@ -253,7 +253,7 @@ async fn the_memory_limit_kills_and_says_oom_while_a_plain_sigkill_does_not() {
         memory_mb: 32,
         memory_max_mb: 0,
         cores: 0,
-        ..Default::default()
+        core_ids: vec![],
     });
     let (exit, out, err) = run(&host, tmp.path(), t).await;
     assert_eq!(exit.signal, 9, "{exit:?} {out} {err}");
@@ -559,6 +559,76 @@ async fn launch_errors_name_what_is_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedulers_core_ids_are_the_tasks_cpuset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let all = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").unwrap();
+    let all = drover_plugin_exec::parse_cpu_list(&all);
+    // The node's last core: not the one exec would pick itself (its first free one).
+    let last = *all.last().unwrap();
+    let mut t = task(
+        "k/web/0",
+        tmp.path(),
+        sh("grep Cpus_allowed_list /proc/self/status; sleep 1000"),
+    );
+    t.resources = Some(Resources {
+        cpu_mhz: 100,
+        memory_mb: 64,
+        memory_max_mb: 0,
+        cores: 1,
+        core_ids: vec![last],
+    });
+    let started = start(&host, t).await;
+    let _guard = kill_on_drop(started.pid);
+    let shim: serde_json::Value =
+        serde_json::from_slice(&started.handle.unwrap().driver_state).unwrap();
+    let cpus = std::fs::read_to_string(
+        Path::new("/sys/fs/cgroup/cpuset/drover")
+            .join(shim["shim_id"].as_str().unwrap())
+            .join("cpuset.cpus"),
+    )
+    .unwrap();
+    assert_eq!(cpus.trim(), last.to_string());
+    until(
+        "the task to print its cpus",
+        Duration::from_secs(10),
+        || output(tmp.path(), "web").0.contains("Cpus_allowed_list"),
+    )
+    .await;
+    let (out, _) = output(tmp.path(), "web");
+    assert_eq!(status_field(&out, "Cpus_allowed_list"), last.to_string());
+
+    // A core the node does not have is refused, not ignored.
+    let mut t = task("k/other/0", tmp.path(), sh("true"));
+    t.resources = Some(Resources {
+        cpu_mhz: 100,
+        memory_mb: 64,
+        memory_max_mb: 0,
+        cores: 1,
+        core_ids: vec![4096],
+    });
+    let e = host
+        .driver("exec")
+        .await
+        .unwrap()
+        .start_task(StartTaskRequest { task: Some(t) })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("core 4096"), "{e}");
+    let mut driver = host.driver("exec").await.unwrap();
+    driver
+        .stop_task(StopTaskRequest {
+            task_id: "k/web/0".into(),
+            signal: "SIGKILL".into(),
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap();
+    wait(&host, "k/web/0").await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cores_pin_a_task_through_the_cpuset_and_are_not_shared() {
     let tmp = tempfile::tempdir().unwrap();
     let host = host(tmp.path(), json!({}));
@@ -574,7 +644,7 @@ async fn cores_pin_a_task_through_the_cpuset_and_are_not_shared() {
         memory_mb: 64,
         memory_max_mb: 0,
         cores: 1,
-        ..Default::default()
+        core_ids: vec![],
     });
     let started = start(&host, t).await;
     let _guard = kill_on_drop(started.pid);
@@ -598,7 +668,7 @@ async fn cores_pin_a_task_through_the_cpuset_and_are_not_shared() {
         memory_mb: 64,
         memory_max_mb: 0,
         cores: ncores,
-        ..Default::default()
+        core_ids: vec![],
     });
     let e = host
         .driver("exec")
@@ -642,7 +712,7 @@ async fn init_forwards_signals_reaps_orphans_and_memory_max_oversubscribes() {
         memory_mb: 32,
         memory_max_mb: 96,
         cores: 0,
-        ..Default::default()
+        core_ids: vec![],
     });
     let started = start(&host, t).await;
     let _guard = kill_on_drop(started.pid);

@@ -39,6 +39,26 @@ struct PluginConfig {
     enabled: bool,
 }
 
+/// The keys a task's `config { ... }` block may hold ([`TaskDriverConfig`]'s), checked at
+/// `job validate`.
+pub fn task_config_schema() -> Vec<ConfigField> {
+    vec![
+        ConfigField {
+            name: "command".into(),
+            r#type: "string".into(),
+            required: true,
+            description: "The program to run.".into(),
+            ..Default::default()
+        },
+        ConfigField {
+            name: "args".into(),
+            r#type: "list(string)".into(),
+            description: "Its arguments.".into(),
+            ..Default::default()
+        },
+    ]
+}
+
 /// A task's `config { ... }` block.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,8 +172,12 @@ impl TaskDriver for RawExec {
             required: false,
             description: "Run tasks with raw_exec. It has no isolation: tasks run as the agent's user unless `user` is set.".into(),
             default_json: "false".into(),
-            ..Default::default()
+            fields: Vec::new(),
         }]
+    }
+
+    fn task_config_schema(&self) -> Vec<ConfigField> {
+        task_config_schema()
     }
 
     async fn set_config(
@@ -232,5 +256,33 @@ impl TaskDriver for RawExec {
         )?;
         tracing::info!(task_id = %setup.task_id, command = ?setup.command, tty = setup.tty, "exec");
         drover_plugin_sdk::exec::run(cmd, setup.tty, setup.size, input, output).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_task_config_schema_is_the_config_struct() {
+        let e = serde_json::from_value::<TaskDriverConfig>(serde_json::json!({"zz_unknown": 1}))
+            .unwrap_err()
+            .to_string();
+        // "unknown field `zz_unknown`, expected `command` or `args`": the backticked names.
+        let expected = e.split("expected").nth(1).unwrap_or_else(|| panic!("{e}"));
+        let mut keys: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        let mut names: Vec<String> = task_config_schema().into_iter().map(|f| f.name).collect();
+        names.sort();
+        assert_eq!(names, keys);
+        let cfg: TaskDriverConfig =
+            serde_json::from_value(serde_json::json!({"command": "x", "args": ["y"]})).unwrap();
+        assert_eq!(cfg.command.as_deref(), Some("x"));
+        assert!(task_config_schema()[0].required);
     }
 }

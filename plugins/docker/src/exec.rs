@@ -80,7 +80,7 @@ pub async fn run(
     // Output ends when the command exits; stdin is forwarded meanwhile.
     tokio::select! {
         () = forward_output(from_engine, &output) => {}
-        () = forward_input(docker, &exec_id, input, to_engine) => {
+        () = forward_input(docker, &exec_id, setup.tty, input, to_engine) => {
             // Stdin ended and was closed; the output still runs to its end.
         }
     }
@@ -124,11 +124,19 @@ where
     }
 }
 
-/// Forwards stdin and resizes; on stdin's end (or the caller's), closes the command's stdin
-/// and returns. Never returns before that: the output decides when the exec is over.
+/// The byte a terminal sends for end of input (Ctrl-D).
+const END_OF_TRANSMISSION: u8 = 0x04;
+
+/// Forwards stdin and resizes; on stdin's end (or the caller's), ends the command's stdin
+/// and keeps forwarding resizes. Never returns: the output decides when the exec is over.
+///
+/// Without a terminal, stdin's end half-closes the connection. With one, the engine ends
+/// the whole session on a half-close — output the command has yet to write would be lost —
+/// so the end is typed into the terminal instead, as a user's Ctrl-D.
 async fn forward_input<W>(
     docker: &Docker,
     exec_id: &str,
+    tty: bool,
     mut input: mpsc::Receiver<exec_task_request::Msg>,
     mut to_engine: W,
 ) where
@@ -147,8 +155,13 @@ async fn forward_input<W>(
             Some(exec_task_request::Msg::StdinClose(_)) | None => break,
         }
     }
-    // Half-close: the command reads its stdin's end, its output keeps flowing.
-    let _ = to_engine.shutdown().await;
+    if tty {
+        let _ = to_engine.write_all(&[END_OF_TRANSMISSION]).await;
+        let _ = to_engine.flush().await;
+    } else {
+        // Half-close: the command reads its stdin's end, its output keeps flowing.
+        let _ = to_engine.shutdown().await;
+    }
     // Resizes may still come after stdin's end (a TTY session).
     while let Some(msg) = input.recv().await {
         if let exec_task_request::Msg::Resize(size) = msg {

@@ -98,6 +98,26 @@ async fn a_tty_is_resized() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tty_command_keeps_its_output_when_stdin_ends_first() {
+    // `alloc exec -i=false -t`: stdin ends at once, the command writes afterwards.
+    let docker = test_engine::docker().await;
+    let c = sleeper(&docker).await;
+    let close = vec![exec_task_request::Msg::StdinClose(true)];
+    let script = "sleep 0.3; test -t 1 && echo on-a-tty; exit 4";
+    let (out, _, exit) = exec(&docker, &c.id, &["sh", "-c", script], true, close).await;
+    assert!(out.contains("on-a-tty"), "output lost: {out:?}");
+    assert_eq!(exit.exit_code, 4);
+    // And a command reading the terminal sees its end.
+    let inputs = vec![
+        exec_task_request::Msg::Stdin(b"typed\n".to_vec()),
+        exec_task_request::Msg::StdinClose(true),
+    ];
+    let (out, _, exit) = exec(&docker, &c.id, &["cat"], true, inputs).await;
+    assert!(out.contains("typed"), "{out:?}");
+    assert_eq!(exit.exit_code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_container_or_command_is_an_error() {
     let docker = test_engine::docker().await;
     let (_in_tx, in_rx) = mpsc::channel(1);

@@ -123,10 +123,17 @@ fn a_docker_service_publishes_its_listed_ports_and_is_reachable_inside() {
         "HostIP must be the node's address: {http}"
     );
     let addr = format!("{host_ip}:{}", http["Value"]);
-    let body = wait_for("the published port to answer", Duration::from_secs(20), || {
-        let r = http_client().get(format!("http://{addr}/index.html")).send().ok()?;
-        r.status().is_success().then(|| r.text().ok()).flatten()
-    });
+    let body = wait_for(
+        "the published port to answer",
+        Duration::from_secs(20),
+        || {
+            let r = http_client()
+                .get(format!("http://{addr}/index.html"))
+                .send()
+                .ok()?;
+            r.status().is_success().then(|| r.text().ok()).flatten()
+        },
+    );
     assert_eq!(body, "served from local");
 
     // Only the listed label is published, on that address.
@@ -140,7 +147,10 @@ fn a_docker_service_publishes_its_listed_ports_and_is_reachable_inside() {
         "only the http port may be published: {bindings}"
     );
     assert_eq!(bindings["8080/tcp"][0]["HostIp"], host_ip.as_str());
-    assert_eq!(bindings["8080/tcp"][0]["HostPort"], http["Value"].to_string());
+    assert_eq!(
+        bindings["8080/tcp"][0]["HostPort"],
+        http["Value"].to_string()
+    );
 
     // Inside: the env, the container's paths, the mounted directories.
     let out = agent.cli(&[
@@ -193,9 +203,11 @@ fn a_docker_service_publishes_its_listed_ports_and_is_reachable_inside() {
     // Stopping the job removes the container.
     let out = agent.cli(&["job", "stop", "-detach", "dweb"]);
     assert!(out.status.success(), "{}", text(&out));
-    wait_for("the container to be removed", Duration::from_secs(60), || {
-        containers_of(&id).is_empty().then_some(())
-    });
+    wait_for(
+        "the container to be removed",
+        Duration::from_secs(60),
+        || containers_of(&id).is_empty().then_some(()),
+    );
 }
 
 #[test]
@@ -280,6 +292,26 @@ fn persistent_agent(dir: &Path) -> Agent {
     agent
 }
 
+/// The pid of this agent's docker plugin.
+fn docker_plugin(agent: &Agent) -> i32 {
+    wait_for("the docker plugin", Duration::from_secs(30), || {
+        let v = agent.get("/v1/agent/plugins")?;
+        let p = v.as_array()?.iter().find(|p| p["Name"] == "docker")?;
+        (p["State"] == "running").then(|| p["Pid"].as_i64())?
+    }) as i32
+}
+
+/// kill -9 of the agent; its docker plugin is gone too before this returns.
+fn kill9_with_plugin(agent: &mut Agent) {
+    let plugin = docker_plugin(agent);
+    agent.kill9();
+    wait_for(
+        "the plugin to follow the agent",
+        Duration::from_secs(10),
+        || proc_stat(plugin).is_none().then_some(()),
+    );
+}
+
 /// The integers in the task's stdout files, in file order.
 fn logged_integers(alloc_dir: &Path, task: &str) -> Vec<u64> {
     let logs = alloc_dir.join("alloc/logs");
@@ -288,7 +320,10 @@ fn logged_integers(alloc_dir: &Path, task: &str) -> Vec<u64> {
             rd.flatten()
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let n = name.strip_prefix(&format!("{task}.stdout."))?.parse().ok()?;
+                    let n = name
+                        .strip_prefix(&format!("{task}.stdout."))?
+                        .parse()
+                        .ok()?;
                     Some((n, e.path()))
                 })
                 .collect()
@@ -347,26 +382,27 @@ job "dcount" {{
     });
 
     // kill -9 of the plugin: the host relaunches it and it recovers the container.
-    let plugin = wait_for("the docker plugin", Duration::from_secs(10), || {
-        let v = agent.get("/v1/agent/plugins")?;
-        v.as_array()?.iter().find(|p| p["Name"] == "docker")?["Pid"].as_i64()
-    }) as i32;
+    let plugin = docker_plugin(&agent);
     // SAFETY: kill(2).
     assert_eq!(unsafe { libc::kill(plugin, libc::SIGKILL) }, 0);
-    wait_for("the plugin to be relaunched", Duration::from_secs(30), || {
-        let v = agent.get("/v1/agent/plugins")?;
-        let p = v.as_array()?.iter().find(|p| p["Name"] == "docker")?.clone();
-        (p["State"] == "running" && p["Pid"].as_i64()? as i32 != plugin).then_some(())
-    });
+    wait_for(
+        "the plugin to be relaunched",
+        Duration::from_secs(30),
+        || {
+            let v = agent.get("/v1/agent/plugins")?;
+            let p = v
+                .as_array()?
+                .iter()
+                .find(|p| p["Name"] == "docker")?
+                .clone();
+            (p["State"] == "running" && p["Pid"].as_i64()? as i32 != plugin).then_some(())
+        },
+    );
     std::thread::sleep(Duration::from_millis(1500));
 
-    // kill -9 of the agent (and with it the plugin), then the agent again on its state.
-    agent.kill9();
-    if let Some(p) = find_process("plugin serve docker") {
-        // SAFETY: kill(2).
-        unsafe { libc::kill(p, libc::SIGKILL) };
-    }
-    std::thread::sleep(Duration::from_secs(2));
+    // kill -9 of the agent (its plugins follow it: their stdin lifeline closes), then the
+    // agent again on its state.
+    kill9_with_plugin(&mut agent);
     agent.start_again();
     agent.wait_ready();
 
@@ -387,14 +423,14 @@ job "dcount" {{
             got.iter().zip(&expected).position(|(a, b)| a != b)
         );
     }
-    assert_eq!(containers_of(&id), vec![container.clone()], "the container was replaced");
+    assert_eq!(
+        containers_of(&id),
+        vec![container.clone()],
+        "the container was replaced"
+    );
 
     // An exit while the agent is down is collected from the engine when it returns.
-    agent.kill9();
-    if let Some(p) = find_process("plugin serve docker") {
-        // SAFETY: kill(2).
-        unsafe { libc::kill(p, libc::SIGKILL) };
-    }
+    kill9_with_plugin(&mut agent);
     std::fs::write(alloc_dir.join("alloc/exit-now"), b"").unwrap();
     wait_for("the container to exit", Duration::from_secs(20), || {
         let state = docker(&["inspect", "-f", "{{.State.Status}}", &container]);

@@ -610,19 +610,47 @@ impl Runner {
         Ok(())
     }
 
+    /// Asks the driver to forget the exited task and remove what it keeps of it (a docker
+    /// container). A plugin relaunched since the task ran does not know it: it is handed the
+    /// task back first. A plugin being relaunched is waited for, a few times.
     async fn destroy(&self) {
         let Some(h) = &self.handle else { return };
         let task_id = h.config.as_ref().map(|c| c.id.clone()).unwrap_or_default();
-        if let Ok(mut d) = self.ctx.client.host().driver(&self.ctx.task.driver).await {
-            let _ = d
-                .destroy_task(DestroyTaskRequest {
-                    task_id,
-                    force: true,
-                })
-                .await;
+        let req = DestroyTaskRequest {
+            task_id,
+            force: true,
+        };
+        for attempt in 0..DESTROY_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut d = match self.ctx.client.host().driver(&self.ctx.task.driver).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "destroying the task: driver plugin unavailable");
+                    continue;
+                }
+            };
+            let e = match d.destroy_task(req.clone()).await {
+                Ok(_) => return,
+                Err(e) => e,
+            };
+            if e.code() != tonic::Code::NotFound {
+                tracing::warn!(error = %e.message(), "destroying the task failed");
+                continue;
+            }
+            let handle = Some(h.clone());
+            if let Err(e) = d.recover_task(RecoverTaskRequest { handle }).await {
+                // Nothing of the task is left to the driver (or it cannot be had back).
+                tracing::debug!(error = %e.message(), "the driver has nothing left of the task");
+                return;
+            }
         }
     }
 }
+
+/// How many times an exited task's destroy is tried (a plugin relaunching meanwhile).
+const DESTROY_ATTEMPTS: u32 = 5;
 
 /// What the task runner does next.
 enum Next {

@@ -452,3 +452,46 @@ job "dcount" {{
 fn http_client() -> reqwest::blocking::Client {
     http()
 }
+
+#[test]
+fn job_validate_refuses_unknown_docker_keys_with_their_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |config: &str| {
+        format!(
+            "job \"v\" {{\n  group \"g\" {{\n    task \"t\" {{\n      driver = \"docker\"\n      config {{\n{config}\n      }}\n    }}\n  }}\n}}\n"
+        )
+    };
+    let cases = [
+        ("        imagee = \"busybox:1\"", 6, "imagee"),
+        (
+            "        image = \"busybox:1\"\n        mount {\n          type = \"tmpfs\"\n          targett = \"/x\"\n        }",
+            9,
+            "targett",
+        ),
+    ];
+    for (i, (config, line, key)) in cases.iter().enumerate() {
+        let path = write_job(tmp.path(), &format!("v{i}"), &job(config));
+        let out = std::process::Command::new(drover_bin())
+            .args(["job", "validate", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains(&format!("v{i}.hcl:{line}:")) && text.contains(key),
+            "the error names the file, line and key: {text}"
+        );
+    }
+    let ok = write_job(
+        tmp.path(),
+        "ok",
+        &job(
+            "        image = \"busybox:1\"\n        ports = [\"http\"]\n        mount {\n          type   = \"tmpfs\"\n          target = \"/x\"\n        }",
+        ),
+    );
+    let out = std::process::Command::new(drover_bin())
+        .args(["job", "validate", ok.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

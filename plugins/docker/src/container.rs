@@ -24,6 +24,8 @@ pub struct SpecError(pub String);
 pub const LABEL_MANAGED: &str = "drover.managed";
 /// The task id (`<alloc>/<task>/<attempt>`) of the container.
 pub const LABEL_TASK_ID: &str = "drover.task_id";
+/// The node (agent) whose plugin made the container.
+pub const LABEL_NODE_ID: &str = "drover.node_id";
 pub const LABEL_ALLOC_ID: &str = "com.hashicorp.nomad.alloc_id";
 pub const LABEL_TASK_NAME: &str = "com.hashicorp.nomad.task_name";
 pub const LABEL_JOB_NAME: &str = "com.hashicorp.nomad.job_name";
@@ -79,6 +81,9 @@ pub fn labels(
     }
     out.insert(LABEL_MANAGED.into(), "true".into());
     out.insert(LABEL_TASK_ID.into(), task.id.clone());
+    if !settings.node_id.is_empty() {
+        out.insert(LABEL_NODE_ID.into(), settings.node_id.clone());
+    }
     out.insert(LABEL_ALLOC_ID.into(), task.alloc_id.clone());
     out.insert(LABEL_TASK_NAME.into(), task.name.clone());
     let extra = [

@@ -159,7 +159,9 @@ impl Docker {
         self.engine.client().map_err(engine_err)
     }
 
-    /// The image reference counts (image GC), made on first use.
+    /// The image reference counts (image GC), made on first use. Counted per reference the
+    /// tasks started as (`name:tag`): removing one untags it, and the engine deletes the
+    /// image when no other name holds it.
     fn images(&self, docker: &bollard::Docker) -> &Arc<ImageRefs> {
         self.images.get_or_init(|| {
             let gc = self.settings().gc;
@@ -215,11 +217,12 @@ impl Docker {
 
     /// Restarts the dangling-container reaper with the current settings.
     fn restart_reaper(&self, docker: bollard::Docker) {
-        let settings = self.settings().gc.dangling;
+        let all = self.settings();
+        let (settings, node) = (all.gc.dangling, all.node_id);
         let tasks = self.tasks.clone();
         let tracked: Arc<dyn Fn(&str) -> bool + Send + Sync> =
             Arc::new(move |id: &str| tasks.container_ids().iter().any(|c| c == id));
-        let handle = gc::spawn_reaper(docker, settings, tracked);
+        let handle = gc::spawn_reaper(docker, node, settings, tracked);
         if let Some(old) = self
             .reaper
             .lock()
@@ -416,8 +419,9 @@ impl TaskDriver for Docker {
         config: serde_json::Value,
         agent: AgentConfig,
     ) -> Result<(), DriverError> {
-        let settings =
+        let mut settings =
             Settings::from_json(config).map_err(|e| DriverError::InvalidArgument(e.to_string()))?;
+        settings.node_id = agent.node_id.clone();
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = settings.clone();
         if !agent.data_dir.is_empty() {
             *self.data_dir.write().unwrap_or_else(|p| p.into_inner()) =
@@ -464,7 +468,7 @@ impl TaskDriver for Docker {
                 .map_err(|e| DriverError::Internal(e.to_string()))?,
         };
         let events = Emitter::new(self.events.clone(), &task);
-        self.images(&docker).acquire(&state.image_id);
+        self.images(&docker).acquire(&state.image);
         let logs = self.follow_logs(&docker, &task, &state.container_id);
         self.tasks
             .track(self.engine.clone(), task, state, events, logs);
@@ -528,7 +532,7 @@ impl TaskDriver for Docker {
         }
         if let Some(entry) = self.tasks.remove(task_id) {
             if let Ok(docker) = self.client() {
-                self.images(&docker).release(&entry.state.image_id);
+                self.images(&docker).release(&entry.state.image);
             }
             let cursor = self.cursor_path(task_id);
             let _ = tokio::task::spawn_blocking(move || {
@@ -613,7 +617,7 @@ impl TaskDriver for Docker {
         }
         tracing::info!(task = %task.id, container = %state.container_id, running = exit_of(&info).is_none(), "task recovered");
         let events = Emitter::new(self.events.clone(), &task);
-        self.images(&docker).acquire(&state.image_id);
+        self.images(&docker).acquire(&state.image);
         let logs = self.follow_logs(&docker, &task, &state.container_id);
         self.tasks
             .track(self.engine.clone(), task, state, events, logs);

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::config::DanglingConfig;
 
-use crate::container::LABEL_MANAGED as MANAGED_LABEL;
+use crate::container::{LABEL_MANAGED as MANAGED_LABEL, LABEL_NODE_ID};
 
 /// `gc { image, image_delay }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,11 +132,13 @@ impl ImageRefs {
 }
 
 /// Starts the dangling-container reaper: every `period`, containers labelled
-/// `drover.managed=true` that `tracked` does not know and that were created more than
+/// `drover.managed=true` (and `drover.node_id=<node>` unless `node` is empty) that `tracked`
+/// does not know and that were created more than
 /// `creation_grace` ago are force-removed (with `dry_run`, only logged). Disabled, the
 /// task ends at once.
 pub fn spawn_reaper(
     docker: Docker,
+    node: String,
     settings: DanglingConfig,
     tracked: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 ) -> JoinHandle<()> {
@@ -152,7 +154,7 @@ pub fn spawn_reaper(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if let Err(e) = reap_once(&docker, &settings, tracked.as_ref()).await {
+            if let Err(e) = reap_once(&docker, &node, &settings, tracked.as_ref()).await {
                 tracing::warn!(error = %e, "the dangling-container reaper could not run");
             }
         }
@@ -163,10 +165,15 @@ pub fn spawn_reaper(
 /// with `dry_run` only logged).
 pub async fn reap_once(
     docker: &Docker,
+    node: &str,
     settings: &DanglingConfig,
     tracked: &(dyn Fn(&str) -> bool + Send + Sync),
 ) -> Result<Vec<String>, GcError> {
-    let filters = [("label".to_string(), vec![format!("{MANAGED_LABEL}=true")])];
+    let mut labels = vec![format!("{MANAGED_LABEL}=true")];
+    if !node.is_empty() {
+        labels.push(format!("{LABEL_NODE_ID}={node}"));
+    }
+    let filters = [("label".to_string(), labels)];
     let options = ListContainersOptions {
         all: true,
         filters: Some(filters.into_iter().collect()),

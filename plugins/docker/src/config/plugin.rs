@@ -178,6 +178,10 @@ pub struct Settings {
     pub infra_image: String,
     pub gc: GcConfig,
     pub disable_log_collection: bool,
+    /// The agent's node id (from SetConfig, not the config block): the containers this
+    /// plugin makes carry it, and its reaper looks only at this node's containers, so
+    /// agents sharing one engine never reap each other's.
+    pub node_id: String,
 }
 
 impl Default for Settings {
@@ -243,6 +247,7 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_INFRA_IMAGE.to_string()),
             gc: GcConfig::from_block(cfg.gc),
             disable_log_collection: cfg.disable_log_collection,
+            node_id: String::new(),
         })
     }
 }

@@ -97,6 +97,18 @@ fn basics_command_env_labels_and_task_dirs() {
         !labels.contains_key(LABEL_JOB_NAME),
         "extra_labels is empty by default"
     );
+    assert!(
+        !labels.contains_key(LABEL_NODE_ID),
+        "no node: no node label"
+    );
+    let on_node = Settings {
+        node_id: "n1".into(),
+        ..Settings::default()
+    };
+    let s2 = spec_with(json!({ "image": "busybox:1" }), &on_node).unwrap();
+    assert_eq!(s2.body.labels.as_ref().unwrap()[LABEL_NODE_ID], "n1");
+    let refused = spec(json!({ "image": "busybox:1", "labels": {"drover.node_id": "x"} }));
+    assert!(refused.is_err(), "a job cannot claim another node's label");
     let mounts = hc(&s).mounts.as_ref().unwrap();
     let find = |t: &str| {
         mounts

@@ -138,7 +138,7 @@ async fn dangling_containers_are_reaped_after_the_grace() {
         dry_run: true,
     };
     tokio::time::sleep(grace + Duration::from_secs(1)).await;
-    let found = reap_once(&docker, &settings, tracked.as_ref())
+    let found = reap_once(&docker, "", &settings, tracked.as_ref())
         .await
         .unwrap();
     assert_eq!(
@@ -153,6 +153,7 @@ async fn dangling_containers_are_reaped_after_the_grace() {
 
     let reaper = spawn_reaper(
         docker.clone(),
+        String::new(),
         DanglingConfig {
             dry_run: false,
             ..settings

@@ -11,6 +11,18 @@ use drover_tests::*;
 use serde_json::json;
 
 const JOBS: usize = 30;
+
+/// Proportional set size of `pid` in KiB.
+fn pss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
 const WARMUP: usize = 3;
 
 fn main() {
@@ -19,6 +31,14 @@ fn main() {
     let image = busybox_image();
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::dev(tmp.path());
+    // The agent's docker plugin (`drover plugin serve docker`), idle.
+    let plugin = wait_for("the docker plugin", Duration::from_secs(30), || {
+        let v = agent.get("/v1/agent/plugins")?;
+        let p = v.as_array()?.iter().find(|p| p["Name"] == "docker")?;
+        (p["State"] == "running").then(|| p["Pid"].as_i64())?
+    }) as i32;
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_pss = pss_kb(plugin);
     let client = http();
     let mut lat = Vec::new();
     let mut allocs = Vec::new();
@@ -67,6 +87,10 @@ fn main() {
             .then_some(())
         });
     }
+    println!(
+        "BENCH docker_agent_plugin_idle_pss {:.1} MB",
+        idle_pss as f64 / 1024.0
+    );
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(

@@ -210,13 +210,11 @@ fn a_docker_service_publishes_its_listed_ports_and_is_reachable_inside() {
     );
 }
 
-#[test]
-fn a_batch_container_exit_code_is_recorded_and_a_bad_image_fails_clearly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let agent = Agent::dev(tmp.path());
-    let job = format!(
+/// A batch job `name` whose one docker task runs `sh -c script`, never restarted.
+fn batch_job(name: &str, script: &str) -> String {
+    format!(
         r#"
-job "d42" {{
+job "{name}" {{
   type = "batch"
   group "g" {{
     restart {{
@@ -228,14 +226,21 @@ job "d42" {{
       config {{
         image   = "{image}"
         command = "sh"
-        args    = ["-c", "exit 42"]
+        args    = ["-c", {script:?}]
       }}
     }}
   }}
 }}
 "#,
         image = busybox_image()
-    );
+    )
+}
+
+#[test]
+fn a_batch_container_exit_code_is_recorded_and_a_bad_image_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let job = batch_job("d42", "exit 42");
     agent.run_job(&write_job(tmp.path(), "d42", &job));
     let alloc = agent.wait_alloc_status("d42", "failed", Duration::from_secs(60));
     let id = alloc["ID"].as_str().unwrap().to_string();
@@ -347,28 +352,10 @@ fn docker_tasks_survive_plugin_and_agent_kill9_with_exactly_once_logs() {
     const N: u64 = 1500;
     let tmp = tempfile::tempdir().unwrap();
     let mut agent = persistent_agent(tmp.path());
-    let job = format!(
-        r#"
-job "dcount" {{
-  type = "batch"
-  group "g" {{
-    restart {{
-      attempts = 0
-      mode     = "fail"
-    }}
-    task "t" {{
-      driver = "docker"
-      config {{
-        image   = "{image}"
-        command = "sh"
-        args    = ["-c", "i=0; while [ $i -lt {N} ]; do echo $i; i=$((i+1)); sleep 0.01; done; while [ ! -f /alloc/exit-now ]; do sleep 0.1; done; exit 7"]
-      }}
-    }}
-  }}
-}}
-"#,
-        image = busybox_image()
+    let script = format!(
+        "i=0; while [ $i -lt {N} ]; do echo $i; i=$((i+1)); sleep 0.01; done; while [ ! -f /alloc/exit-now ]; do sleep 0.1; done; exit 7"
     );
+    let job = batch_job("dcount", &script);
     agent.run_job(&write_job(tmp.path(), "dcount", &job));
     let alloc = agent.wait_alloc_status("dcount", "running", Duration::from_secs(60));
     let id = alloc["ID"].as_str().unwrap().to_string();

@@ -23,6 +23,7 @@ mod error;
 pub mod exec;
 pub mod network;
 pub mod plugins;
+mod quirks;
 pub mod result;
 
 pub use attachment::Attachment;

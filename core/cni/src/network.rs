@@ -6,11 +6,14 @@
 //!   in reverse order, with the last result obtained as `prevResult`.
 //! - CHECK runs each plugin in order with the cached result as `prevResult`; skipped when
 //!   the list sets `disableCheck`. (Both supported versions, 1.0.0 and 0.4.0, have CHECK.)
+//!   portmap's IPv6 CHECK bug on IPv4-only attachments is tolerated (see `quirks`).
 //! - DEL runs every plugin in reverse order with the cached result as `prevResult` (when
 //!   there is one), continues past failures and reports them together; the cache entry is
 //!   removed only when every plugin succeeded, so a retry still has the `prevResult`.
 
 use serde_json::{Map, Value};
+
+use crate::quirks::portmap_ipv6_check_bug;
 
 use crate::{
     Attachment, CachedAttachment, CniResult, Command, Error, NetworkConfigList, PluginConfig,
@@ -122,9 +125,17 @@ impl CniRuntime {
             })?;
         for plugin in &net.plugins {
             let stdin = plugin_stdin(net, plugin, attachment, Some(&cached.result))?;
-            self.runner
+            let checked = self
+                .runner
                 .run(Command::Check, &plugin.plugin_type, attachment, stdin)
-                .await?;
+                .await;
+            match checked {
+                Ok(_) => {}
+                Err(e) if portmap_ipv6_check_bug(&plugin.plugin_type, &e, &cached.result) => {
+                    tracing::debug!(network = %net.name, error = %e, "ignoring portmap's IPv6 CHECK failure on an IPv4-only attachment (containernetworking/plugins#819)");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

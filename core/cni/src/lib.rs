@@ -28,9 +28,11 @@ pub mod result;
 
 pub use attachment::Attachment;
 pub use cache::{CachedAttachment, ResultCache};
-pub use conflist::{ConfigFileError, LoadedConfigs, NetworkConfigList, PluginConfig, load_dir};
+pub use conflist::{
+    ConfigFileError, LoadedConfigs, NetworkConfigList, PluginConfig, load_dir, load_dir_async,
+};
 pub use error::Error;
-pub use exec::{Command, PluginRunner};
+pub use exec::{Command, PluginRunner, VersionInfo};
 pub use network::CniRuntime;
 pub use plugins::{DEFAULT_CNI_PATH, PluginPath};
 pub use result::{CniResult, Dns, Interface, IpConfig, PluginErrorReply, Route};

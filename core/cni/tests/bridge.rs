@@ -196,3 +196,25 @@ async fn a_plugins_json_error_is_surfaced() {
     );
     assert_detached(&t, &rt).await;
 }
+
+#[tokio::test]
+async fn del_from_the_cache_works_when_the_namespace_is_already_gone() {
+    let t = BridgeNet::new("1.0.0");
+    {
+        let rt = t.runtime();
+        rt.add(&t.net, &t.attachment).await.unwrap();
+    }
+    // The allocation's namespace went away while the agent was down (its veth with it).
+    let (ok, out) = common::run("ip", &["netns", "del", &t.netns.name]);
+    assert!(ok, "{out}");
+    let rt = t.runtime();
+    assert!(
+        rt.del_cached(&t.net.name, &t.attachment.container_id)
+            .await
+            .unwrap()
+    );
+    assert!(t.leases().is_empty(), "leases left: {:?}", t.leases());
+    assert!(t.nat_rules().is_empty(), "rules left: {:?}", t.nat_rules());
+    assert!(t.bridge_ports().is_empty());
+    assert!(rt.cache().keys().await.unwrap().is_empty());
+}

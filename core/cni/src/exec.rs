@@ -143,6 +143,27 @@ impl PluginRunner {
     }
 }
 
+/// A plugin's process group, killed on drop unless the plugin was seen to exit (a plugin
+/// that exited normally may have started a daemon on purpose; it is left alone).
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// One call in progress.
 struct Call<'a> {
     plugin: &'a str,
@@ -151,8 +172,9 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// Spawns, feeds stdin, reads stdout and stderr (bounded), waits. The child is killed
-    /// if this future is dropped (the timeout).
+    /// Spawns, feeds stdin, reads stdout and stderr (bounded), waits. The plugin's process
+    /// group is killed if this ends before the plugin exited (the timeout drops this
+    /// future; output beyond the bound).
     async fn exec(
         &self,
         binary: PathBuf,
@@ -167,6 +189,8 @@ impl Call<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group: what it started (iptables ...) dies with it.
+            .process_group(0)
             .spawn()
             .map_err(|source| Error::Spawn {
                 plugin: self.plugin.to_string(),
@@ -174,6 +198,7 @@ impl Call<'_> {
                 binary: binary.clone(),
                 source,
             })?;
+        let mut group = ProcessGroup(child.id());
         let mut input = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -186,6 +211,7 @@ impl Call<'_> {
         let (_, out, err) =
             tokio::try_join!(write, self.read_stdout(stdout), self.read_stderr(stderr))?;
         let status = child.wait().await.map_err(|e| self.io(e))?;
+        group.disarm();
         if !err.is_empty() {
             tracing::debug!(plugin = self.plugin, command = %self.command, stderr = %String::from_utf8_lossy(&err), "CNI plugin stderr");
         }

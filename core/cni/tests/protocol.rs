@@ -108,10 +108,16 @@ fn runner(bin: &Path) -> PluginRunner {
 async fn a_plugin_that_hangs_is_killed_at_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let pidfile = tmp.path().join("pid");
+    let childfile = tmp.path().join("child");
+    // The plugin starts a child of its own (as bridge starts iptables), then hangs.
     script(
         tmp.path(),
         "sleepy",
-        &format!("echo $$ > {}\nexec sleep 600", pidfile.display()),
+        &format!(
+            "sleep 600 &\necho $! > {}\necho $$ > {}\nwait",
+            childfile.display(),
+            pidfile.display()
+        ),
     );
     let mut r = runner(tmp.path());
     r.timeout = Duration::from_millis(500);
@@ -123,15 +129,17 @@ async fn a_plugin_that_hangs_is_killed_at_the_timeout() {
         matches!(&e, Error::Timeout { plugin, .. } if plugin == "sleepy"),
         "{e}"
     );
-    let pid = std::fs::read_to_string(&pidfile).unwrap();
-    // Killed: gone once the runtime reaped it.
-    let gone = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-            .map(|s| s.contains(") Z "))
-            .unwrap_or(true)
-    });
-    assert!(gone, "the plugin {pid} still runs");
+    for file in [&pidfile, &childfile] {
+        let pid = std::fs::read_to_string(file).unwrap();
+        // Killed: gone (or a zombie until its reaper runs).
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+        });
+        assert!(gone, "{} {pid} still runs", file.display());
+    }
 }
 
 #[tokio::test]

@@ -83,6 +83,8 @@ impl ResultCache {
         let dir = self.dir.clone();
         blocking(path.clone(), move || {
             drover_durable::ensure_dir(&dir, drover_durable::DIR_MODE)?;
+            // Temporary files a crash left beside this entry.
+            drover_durable::remove_stale_temps(&path);
             drover_durable::write_atomic(&path, &bytes)
         })
         .await

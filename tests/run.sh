@@ -19,7 +19,11 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
-command -v openssl >/dev/null || need+=(openssl)
+command -v openssl >/dev/null || need+=(openssl)  # certificates for the TLS engine test
+# The CNI runtime's tests (core/cni) run Debian's CNI plugins (bridge, host-local,
+# portmap, loopback from /usr/lib/cni) in real network namespaces; portmap needs iptables.
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
 # The go-plugin interop tests (tests/tests/go_plugin.rs, tests/src/go.rs): Go and HashiCorp's
 # go-plugin as Debian packages them, built offline in GOPATH mode. Debian's go-plugin package
 # does not depend on the gRPC library it imports, hence golang-google-grpc-dev.

@@ -462,3 +462,28 @@ async fn signal_and_inspect_a_running_task() {
     assert_eq!(info.result.unwrap().exit_code, 9);
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedulers_core_ids_are_the_containers_cpuset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = host(tmp.path(), json!({}));
+    let id = task_id("cores", "pinned");
+    let _rm = RemoveContainers(vec![id.clone()]);
+    let mut t = task(
+        &id,
+        tmp.path(),
+        sh("cat /sys/fs/cgroup/cpuset/cpuset.cpus > /alloc/cpus; exit 0"),
+    );
+    let res = t.resources.as_mut().unwrap();
+    res.cores = 1;
+    res.core_ids = vec![0];
+    let started = try_start(&host, t).await.unwrap();
+    assert_eq!(wait(&host, &id).await.exit_code, 0);
+    assert_eq!(
+        inspect(&container_id(&started), "{{.HostConfig.CpusetCpus}}"),
+        "0"
+    );
+    let inside = std::fs::read_to_string(tmp.path().join("alloc/cpus")).unwrap();
+    assert_eq!(inside.trim(), "0", "the container's cpuset cgroup");
+    host.shutdown().await;
+}

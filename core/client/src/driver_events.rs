@@ -3,19 +3,17 @@
 //! "Driver" event with `DriverMessage` (an image pull's progress, for instance). A broken
 //! stream (the plugin restarted) is opened again.
 
-use std::time::Duration;
-
 use drover_model::{TaskEvent, now_nanos};
 use drover_proto::driver::TaskEventsRequest;
+use drover_proto::driver::driver_client::DriverClient;
+use tonic::transport::Channel;
 
-use crate::Client;
+use crate::{Client, driver_stream};
 
 /// Nomad's event type for what a driver reports.
 pub const DRIVER_EVENT: &str = "Driver";
 /// Bytes kept of a driver's message (what the servers keep of free text).
 pub const MAX_DRIVER_MESSAGE: usize = 1024;
-/// The first pause before opening a stream that keeps breaking again, times 4.
-const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
 fn cap_text(s: &str, max: usize) -> String {
@@ -48,65 +46,20 @@ pub fn task_event(e: &drover_proto::driver::TaskEvent) -> TaskEvent {
     }
 }
 
-/// The pause before opening the stream again after `quick` consecutive streams that failed
-/// or ended within [`STEADY`]: none after the first (a plugin that died is relaunched at
-/// once, and events in between would be lost), then doubling up to 5 s.
-pub fn reopen_pause(quick: u32) -> Duration {
-    match quick {
-        0 | 1 => Duration::ZERO,
-        n => (REOPEN_AFTER / 4 * (1 << (n - 2).min(5))).min(Duration::from_secs(5)),
-    }
-}
-
-/// A stream open at least this long counted as working.
-const STEADY: Duration = Duration::from_secs(1);
-
 /// Follows driver `name`'s task events for as long as the client runs, handing each to the
 /// runner of its allocation (which keeps it only for a task of that driver).
 pub async fn follow(client: Client, name: String) {
-    let mut shutdown = client.inner.shutdown.subscribe();
-    let mut quick = 0u32;
-    loop {
-        let opened = tokio::time::Instant::now();
-        let stream = async {
-            let mut d = client
-                .host()
-                .driver(&name)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut s = d
-                .task_events(TaskEventsRequest {})
-                .await
-                .map_err(|e| e.message().to_string())?
-                .into_inner();
-            while let Some(e) = s.message().await.map_err(|e| e.message().to_string())? {
-                match client.runner(&e.alloc_id) {
-                    Ok(r) => r.driver_event(&e.task_name, &name, task_event(&e)),
-                    Err(_) => {
-                        tracing::debug!(driver = %name, alloc_id = %e.alloc_id, "driver event for an unknown allocation")
-                    }
-                }
+    let open =
+        |mut d: DriverClient<Channel>| async move { d.task_events(TaskEventsRequest {}).await };
+    driver_stream::follow(&client, &name, "task event", open, |e| {
+        match client.runner(&e.alloc_id) {
+            Ok(r) => r.driver_event(&e.task_name, &name, task_event(&e)),
+            Err(_) => {
+                tracing::debug!(driver = %name, alloc_id = %e.alloc_id, "driver event for an unknown allocation")
             }
-            Ok::<(), String>(())
-        };
-        tokio::select! {
-            r = stream => {
-                if let Err(e) = r {
-                    tracing::debug!(driver = %name, error = %e, "task event stream ended; re-opening");
-                }
-            }
-            _ = shutdown.changed() => return,
         }
-        quick = if opened.elapsed() >= STEADY {
-            1
-        } else {
-            quick + 1
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(reopen_pause(quick)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -136,13 +89,5 @@ mod tests {
         assert!(t.driver_message.len() <= MAX_DRIVER_MESSAGE);
         assert!(t.driver_message.ends_with("..."));
         assert!(t.time < i64::MAX, "a time in the future is replaced by now");
-    }
-
-    #[test]
-    fn a_broken_stream_is_reopened_at_once_then_with_backoff() {
-        assert_eq!(reopen_pause(1), Duration::ZERO);
-        assert_eq!(reopen_pause(2), Duration::from_millis(250));
-        assert_eq!(reopen_pause(3), Duration::from_millis(500));
-        assert_eq!(reopen_pause(40), Duration::from_secs(5));
     }
 }

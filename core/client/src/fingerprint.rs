@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 
 use drover_model::{DriverInfo, Node, NodeResources, NodeStatus};
+use drover_proto::driver::driver_client::DriverClient;
 use drover_proto::driver::{FingerprintRequest, HealthState};
+use tonic::transport::Channel;
 
-use crate::Client;
+use crate::{Client, driver_stream};
 
 /// The clock of one core in MHz, from /proc/cpuinfo's text (1000 when it says nothing).
 pub fn core_mhz(cpuinfo: &str) -> u64 {
@@ -228,47 +230,22 @@ async fn driver_info(client: &Client, name: &str) -> DriverInfo {
 /// attributes change, the node is registered again. A broken stream (the plugin restarted)
 /// is re-opened.
 pub async fn watch_driver(client: Client, name: String) {
-    let mut shutdown = client.inner.shutdown.subscribe();
-    let mut last: Option<(i32, String, std::collections::BTreeMap<String, String>)> = None;
-    loop {
-        let stream = async {
-            let mut d = client
-                .host()
-                .driver(&name)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut s = d
-                .fingerprint(FingerprintRequest {})
-                .await
-                .map_err(|e| e.message().to_string())?
-                .into_inner();
-            while let Some(f) = s.message().await.map_err(|e| e.message().to_string())? {
-                let now = (
-                    f.health,
-                    f.health_description.clone(),
-                    f.attributes.clone().into_iter().collect(),
-                );
-                if last.as_ref().is_some_and(|l| *l != now) {
-                    tracing::info!(driver = %name, health = f.health, "driver fingerprint changed: updating the node");
-                    client.inner.node_changed.send_modify(|v| *v += 1);
-                }
-                last = Some(now);
-            }
-            Ok::<(), String>(())
-        };
-        tokio::select! {
-            r = stream => {
-                if let Err(e) = r {
-                    tracing::debug!(driver = %name, error = %e, "fingerprint stream ended; re-opening");
-                }
-            }
-            _ = shutdown.changed() => return,
+    let mut last: Option<(i32, String, BTreeMap<String, String>)> = None;
+    let open =
+        |mut d: DriverClient<Channel>| async move { d.fingerprint(FingerprintRequest {}).await };
+    driver_stream::follow(&client, &name, "fingerprint", open, |f| {
+        let now = (
+            f.health,
+            f.health_description.clone(),
+            f.attributes.clone().into_iter().collect(),
+        );
+        if last.as_ref().is_some_and(|l| *l != now) {
+            tracing::info!(driver = %name, health = f.health, "driver fingerprint changed: updating the node");
+            client.inner.node_changed.send_modify(|v| *v += 1);
         }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+        last = Some(now);
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod artifact;
 pub use alloc_dir::{remove_dir_with_mounts, unmount_below};
 mod conn;
 mod driver_events;
+mod driver_stream;
 mod env;
 mod exec;
 mod fingerprint;

@@ -27,7 +27,8 @@ use crate::gc::{self, ImageGc, ImageRefs};
 use crate::image::{self, ImageError};
 use crate::logs::{self, LogFollower, LogTarget};
 use crate::stats::StatsError;
-use crate::tasks::{DriverState, Tasks, exit_of, not_found, unix_nanos};
+use crate::tasks::{DriverState, Tasks, exit_of, not_found};
+use crate::time::unix_nanos;
 
 /// The plugin's name.
 pub const NAME: &str = "docker";

@@ -11,6 +11,7 @@
 //! - `caps`: Linux capabilities as Nomad's docker driver allows them.
 //! - `events`: driver-side task events.
 //! - `tasks`: the tracked tasks and the watch on each container's exit.
+//! - `time`: the engine's RFC 3339 times as Unix time.
 //! - `driver`: the `TaskDriver` (start, wait, stop, destroy, inspect, signal, recover).
 //! - `logs`: following a container's output into `alloc/logs`, resumable without gap or
 //!   duplicate across restarts.
@@ -37,6 +38,7 @@ pub mod stats;
 pub mod tasks;
 #[cfg(test)]
 mod test_engine;
+mod time;
 
 /// Serves docker as a plugin on the current tokio runtime until the host stops it
 /// (`drover plugin serve docker`).

@@ -9,17 +9,6 @@ use std::time::{Duration, Instant};
 use drover_tests::*;
 use serde_json::json;
 
-fn pss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn cpu_ticks(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = &s[s.rfind(')').map(|i| i + 2).unwrap_or(0)..];

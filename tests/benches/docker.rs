@@ -12,17 +12,6 @@ use serde_json::json;
 
 const JOBS: usize = 30;
 
-/// Proportional set size of `pid` in KiB.
-fn pss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 const WARMUP: usize = 3;
 
 fn main() {

@@ -21,17 +21,6 @@ fn rss_kb(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-fn pss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn pids_with(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()

@@ -333,6 +333,18 @@ pub fn proc_cmdline(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// Proportional set size of process `pid` in KiB (0 when it is gone).
+pub fn pss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Finds the pid of the process whose command line contains `needle`.
 pub fn find_process(needle: &str) -> Option<i32> {
     std::fs::read_dir("/proc")

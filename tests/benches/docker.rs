@@ -11,7 +11,6 @@ use drover_tests::*;
 use serde_json::json;
 
 const JOBS: usize = 30;
-
 const WARMUP: usize = 3;
 
 fn main() {

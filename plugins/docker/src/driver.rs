@@ -531,17 +531,12 @@ impl TaskDriver for Docker {
         } else if running {
             self.kill(&id, "SIGKILL").await?;
         }
-        if let Some(entry) = self.tasks.remove(task_id) {
-            if let Ok(docker) = self.client() {
-                self.images(&docker).release(&entry.state.image);
-            }
-            let cursor = self.cursor_path(task_id);
-            let _ = tokio::task::spawn_blocking(move || {
-                let _ = std::fs::remove_file(&cursor);
-                let _ = std::fs::remove_file(cursor.with_extension("cursor.lock"));
-            })
-            .await;
+        self.tasks.remove(task_id);
+        if let Some(images) = self.images.get() {
+            images.release(&entry.state.image);
         }
+        let cursor = self.cursor_path(task_id);
+        let _ = tokio::task::spawn_blocking(move || logs::forget(&cursor)).await;
         Ok(())
     }
 

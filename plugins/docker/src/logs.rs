@@ -46,6 +46,19 @@ pub struct LogTarget {
     pub cursor_path: PathBuf,
 }
 
+/// The lock file beside a cursor (`<cursor>.lock`): one follower per task at a time.
+pub(crate) fn lock_path(cursor_path: &std::path::Path) -> PathBuf {
+    let mut name = cursor_path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Removes a finished task's cursor and its lock file (blocking: call it off the runtime).
+pub fn forget(cursor_path: &std::path::Path) {
+    let _ = std::fs::remove_file(cursor_path);
+    let _ = std::fs::remove_file(lock_path(cursor_path));
+}
+
 /// Why a follower stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum LogsError {

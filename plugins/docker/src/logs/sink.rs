@@ -168,13 +168,11 @@ fn lock(cursor_path: &Path) -> Result<Flock<File>, LogsError> {
     if let Some(dir) = cursor_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let mut name = cursor_path.as_os_str().to_owned();
-    name.push(".lock");
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(PathBuf::from(name))
+        .open(super::lock_path(cursor_path))
         .map_err(err)?;
     Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| err(errno.into()))
 }

@@ -82,8 +82,7 @@ async fn wait_for_lines(dir: &Path, lines: usize) {
 
 /// Waits until no follower holds the cursor (a killed one finishes its batch first).
 async fn wait_for_cursor_free(cursor: &Path) {
-    let mut name = cursor.as_os_str().to_owned();
-    name.push(".lock");
+    let name = super::lock_path(cursor);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let f = std::fs::File::open(&name).unwrap();

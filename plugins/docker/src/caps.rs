@@ -82,15 +82,36 @@ const KNOWN: &[&str] = &[
     "WAKE_ALARM",
 ];
 
+/// Why a capability name or a task's capabilities are refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CapError {
+    #[error("{0:?} is not a Linux capability")]
+    Unknown(String),
+    #[error("{key}: {name:?} is not a Linux capability")]
+    UnknownIn { key: &'static str, name: String },
+    #[error("cap_add = [\"all\"] needs allow_caps = [\"all\"] in the docker plugin's config")]
+    AllNotAllowed,
+    #[error("cap_add {cap} is not in the docker plugin's allow_caps ({allowed})")]
+    NotAllowed { cap: String, allowed: String },
+}
+
 /// `net_raw` / `CAP_NET_RAW` -> `NET_RAW`; `all` -> `ALL`; an unknown name is an error.
-pub fn normalize(name: &str) -> Result<String, String> {
+pub fn normalize(name: &str) -> Result<String, CapError> {
     let up = name.trim().to_ascii_uppercase();
     let bare = up.strip_prefix("CAP_").unwrap_or(&up).to_string();
     if bare == "ALL" || KNOWN.contains(&bare.as_str()) {
         Ok(bare)
     } else {
-        Err(format!("{name:?} is not a Linux capability"))
+        Err(CapError::Unknown(name.to_string()))
     }
+}
+
+/// [`normalize`] for a name under `key` (`cap_add`, `cap_drop`).
+fn normalize_in(key: &'static str, name: &str) -> Result<String, CapError> {
+    normalize(name).map_err(|_| CapError::UnknownIn {
+        key,
+        name: name.to_string(),
+    })
 }
 
 /// The capabilities a task's container gets: the engine's defaults that `allowed` permits,
@@ -99,7 +120,7 @@ pub fn effective(
     allowed: &BTreeSet<String>,
     add: &[String],
     drop: &[String],
-) -> Result<BTreeSet<String>, String> {
+) -> Result<BTreeSet<String>, CapError> {
     let all_allowed = allowed.contains("ALL");
     let permits = |c: &str| all_allowed || allowed.contains(c);
     let mut set: BTreeSet<String> = DOCKER_DEFAULT
@@ -108,27 +129,24 @@ pub fn effective(
         .map(|c| c.to_string())
         .collect();
     for a in add {
-        let c = normalize(a).map_err(|e| format!("cap_add: {e}"))?;
+        let c = normalize_in("cap_add", a)?;
         if c == "ALL" {
             if !all_allowed {
-                return Err(
-                    "cap_add = [\"all\"] needs allow_caps = [\"all\"] in the docker plugin's config"
-                        .into(),
-                );
+                return Err(CapError::AllNotAllowed);
             }
             set.extend(KNOWN.iter().map(|c| c.to_string()));
             continue;
         }
         if !permits(&c) {
-            return Err(format!(
-                "cap_add {c} is not in the docker plugin's allow_caps ({})",
-                allowed.iter().cloned().collect::<Vec<_>>().join(", ")
-            ));
+            return Err(CapError::NotAllowed {
+                cap: c,
+                allowed: allowed.iter().cloned().collect::<Vec<_>>().join(", "),
+            });
         }
         set.insert(c);
     }
     for d in drop {
-        let c = normalize(d).map_err(|e| format!("cap_drop: {e}"))?;
+        let c = normalize_in("cap_drop", d)?;
         if c == "ALL" {
             set.clear();
         } else {
@@ -156,7 +174,7 @@ mod tests {
         assert!(!s.contains("NET_RAW"), "NET_RAW is not allowed by default");
         assert_eq!(s.len(), NOMAD_DEFAULT_ALLOWED.len());
         let e = effective(&def, &["sys_admin".into()], &[]).unwrap_err();
-        assert!(e.contains("SYS_ADMIN"), "{e}");
+        assert!(e.to_string().contains("SYS_ADMIN"), "{e}");
         let s = effective(&allowed(&["ALL"]), &["sys_admin".into()], &["chown".into()]).unwrap();
         assert!(s.contains("SYS_ADMIN") && s.contains("NET_RAW") && !s.contains("CHOWN"));
         assert!(effective(&def, &[], &["all".into()]).unwrap().is_empty());

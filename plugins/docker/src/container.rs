@@ -266,7 +266,7 @@ fn host_config(
     };
     if !cfg.privileged {
         let set = caps::effective(&settings.allow_caps, &cfg.cap_add, &cfg.cap_drop)
-            .map_err(SpecError)?;
+            .map_err(|e| SpecError(e.to_string()))?;
         hc.cap_drop = Some(vec!["ALL".into()]);
         hc.cap_add = Some(set.into_iter().collect());
     }

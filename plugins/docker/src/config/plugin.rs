@@ -223,7 +223,7 @@ impl Settings {
                 .collect(),
             Some(list) => list
                 .iter()
-                .map(|c| caps::normalize(c).map_err(ConfigError))
+                .map(|c| caps::normalize(c).map_err(|e| ConfigError(e.to_string())))
                 .collect::<Result<_, _>>()?,
         };
         let auth = cfg.auth.unwrap_or_default();

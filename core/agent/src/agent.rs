@@ -223,6 +223,7 @@ async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Resul
             gc_max_allocs: cfg.gc_max_allocs,
             gc_disk_usage_threshold: cfg.gc_disk_usage_threshold,
             artifacts: cfg.artifacts.clone(),
+            cni: cfg.cni.clone(),
             stop_tasks_on_shutdown: cfg.dev,
         },
         host,

@@ -626,20 +626,6 @@ const REFUSALS: &[Refusal] = &[
         "node pools other than \"default\" are not configurable yet",
     ),
     (
-        "client.cni_path",
-        |f| f.client.as_ref().is_some_and(|c| c.cni_path.is_some()),
-        "CNI networking is not implemented yet",
-    ),
-    (
-        "client.cni_config_dir",
-        |f| {
-            f.client
-                .as_ref()
-                .is_some_and(|c| c.cni_config_dir.is_some())
-        },
-        "CNI networking is not implemented yet",
-    ),
-    (
         "server.data_dir",
         |f| f.server.as_ref().is_some_and(|s| s.data_dir.is_some()),
         "not configurable: the server keeps its data in <data_dir>/server",
@@ -938,6 +924,8 @@ pub struct AgentConfig {
     pub gc_max_allocs: usize,
     pub gc_disk_usage_threshold: f64,
     pub artifacts: drover_client::ArtifactConfig,
+    /// `client { cni_path, cni_config_dir }`.
+    pub cni: drover_client::CniLocations,
 }
 
 /// A server's RPC address from `host[:port]`: the default port is 4647; Nomad's Serf port
@@ -1125,6 +1113,7 @@ impl AgentConfig {
             reserved: drover_model::NodeResources::default(),
             host_volumes: BTreeMap::new(),
             network_interface: None,
+            cni: drover_client::CniLocations::default(),
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),
@@ -1175,6 +1164,18 @@ impl AgentConfig {
             && (i.len() > 15 || i.contains(['/', '\0']))
         {
             bail!("client.network_interface {i:?} is not an interface name");
+        }
+        if let Some(p) = &client_block.cni_path {
+            self.cni.plugin_path = drover_cni::PluginPath::parse(p);
+            if self.cni.plugin_path.dirs().is_empty() {
+                bail!("client.cni_path {p:?} names no directory");
+            }
+        }
+        if let Some(d) = client_block.cni_config_dir.as_deref().map(str::trim) {
+            if d.is_empty() {
+                bail!("client.cni_config_dir is empty");
+            }
+            self.cni.config_dir = PathBuf::from(d);
         }
         self.host_volumes = client_block
             .host_volume
@@ -1564,5 +1565,36 @@ mod tests {
         f.data_dir = Some(dir.path().to_str().unwrap().to_string());
         let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
         assert!(e.contains("not an interface name"), "{e}");
+    }
+
+    #[test]
+    fn cni_locations_reach_the_client_with_nomads_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |client: &str| {
+            let mut f = parse(&format!(
+                "server {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n{client}}}\n"
+            ))
+            .unwrap();
+            f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+            AgentConfig::resolve(f, false)
+        };
+        let c = resolve("").unwrap();
+        assert_eq!(c.cni, drover_client::CniLocations::default());
+        assert_eq!(c.cni.config_dir, PathBuf::from("/opt/cni/config"));
+        let c = resolve(
+            "  cni_path = \"/usr/lib/cni::/opt/cni/bin\"\n  cni_config_dir = \"/etc/cni/net.d\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cni.plugin_path.dirs(),
+            [PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")]
+        );
+        assert_eq!(c.cni.config_dir, PathBuf::from("/etc/cni/net.d"));
+        let e = resolve("  cni_path = \":\"\n").unwrap_err().to_string();
+        assert!(e.contains("client.cni_path"), "{e}");
+        let e = resolve("  cni_config_dir = \" \"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client.cni_config_dir"), "{e}");
     }
 }

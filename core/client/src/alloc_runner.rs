@@ -281,6 +281,7 @@ impl AllocRunner {
                     .iter()
                     .map(|(k, t)| (k.clone(), t.state.clone()))
                     .collect(),
+                network_status: l.alloc.network_status.clone(),
             }
         };
         // An update whose sequence number is not on disk is not sent: after a restart the

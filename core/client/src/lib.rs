@@ -68,7 +68,32 @@ pub struct ClientConfig {
     pub gc_disk_usage_threshold: f64,
     /// How artifacts are fetched (`client { artifact { ... } }`).
     pub artifacts: ArtifactConfig,
+    /// Where CNI plugins and network configuration lists are found.
+    pub cni: CniLocations,
 }
+
+/// Where CNI plugins and network configuration lists are found (`client { cni_path,
+/// cni_config_dir }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniLocations {
+    /// The directories plugins are looked up in (`cni_path`, colon-separated).
+    pub plugin_path: drover_cni::PluginPath,
+    /// The directory of `*.conflist` (and `*.conf`) files (`cni_config_dir`).
+    pub config_dir: PathBuf,
+}
+
+impl Default for CniLocations {
+    /// Nomad's defaults: `/opt/cni/bin` and `/opt/cni/config`.
+    fn default() -> Self {
+        CniLocations {
+            plugin_path: drover_cni::PluginPath::default(),
+            config_dir: PathBuf::from(DEFAULT_CNI_CONFIG_DIR),
+        }
+    }
+}
+
+/// Nomad's default `cni_config_dir`.
+pub const DEFAULT_CNI_CONFIG_DIR: &str = "/opt/cni/config";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -438,6 +463,7 @@ mod tests {
                 gc_max_allocs: 50,
                 gc_disk_usage_threshold: 90.0,
                 artifacts: ArtifactConfig::default(),
+                cni: CniLocations::default(),
             },
             Arc::new(host),
         )

@@ -84,6 +84,10 @@ pub struct Allocation {
     pub task_states: BTreeMap<String, TaskState>,
     /// The client's sequence number of the last status update applied.
     pub client_seq: u64,
+    /// The allocation's own network (bridge and CNI modes), as its client configured it;
+    /// `None` for host networking or before the network is up (Nomad's `NetworkStatus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_status: Option<NetworkStatus>,
     pub previous_allocation: String,
     /// The allocation that replaced this one (set when it is rescheduled).
     pub next_allocation: String,
@@ -222,6 +226,23 @@ pub struct AllocClientUpdate {
     pub client_status: ClientStatus,
     pub client_description: String,
     pub task_states: BTreeMap<String, TaskState>,
+    /// The allocation's network once configured (kept by the servers until the next report
+    /// carrying one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_status: Option<NetworkStatus>,
+}
+
+/// An allocation's own network as its client configured it (Nomad's `AllocNetworkStatus`):
+/// the interface the address is on, the addresses, and the DNS the tasks use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkStatus {
+    pub interface_name: String,
+    pub address: String,
+    #[serde(rename = "AddressIPv6")]
+    pub address_ipv6: String,
+    #[serde(rename = "DNS")]
+    pub dns: Option<crate::DnsConfig>,
 }
 
 /// Resources an allocation's group shares on its node.

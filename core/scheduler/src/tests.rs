@@ -122,6 +122,7 @@ impl World {
                 client_status: status,
                 client_description: String::new(),
                 task_states: [("t".to_string(), ts)].into(),
+                network_status: None,
             }],
             evals: vec![],
         });

@@ -76,6 +76,8 @@ pub mod report_limits {
     pub const MAX_TEXT: usize = 1024;
     /// Bytes kept of an event's type.
     pub const MAX_KIND: usize = 64;
+    /// Entries kept of each list in an allocation's DNS configuration.
+    pub const MAX_DNS_ENTRIES: usize = 16;
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
@@ -109,6 +111,19 @@ fn bound_update(up: &mut AllocClientUpdate, tasks: Option<&BTreeSet<String>>) {
             cap_text(&mut e.display_message, MAX_TEXT);
             cap_text(&mut e.download_error, MAX_TEXT);
             cap_text(&mut e.driver_message, MAX_TEXT);
+        }
+    }
+    if let Some(net) = &mut up.network_status {
+        cap_text(&mut net.interface_name, MAX_KIND);
+        cap_text(&mut net.address, MAX_KIND);
+        cap_text(&mut net.address_ipv6, MAX_KIND);
+        if let Some(dns) = &mut net.dns {
+            for list in [&mut dns.servers, &mut dns.searches, &mut dns.options] {
+                list.truncate(MAX_DNS_ENTRIES);
+                for s in list.iter_mut() {
+                    cap_text(s, MAX_KIND);
+                }
+            }
         }
     }
 }

@@ -25,6 +25,9 @@ pub(super) fn client_update(cx: &mut Apply, updates: &[AllocClientUpdate], evals
         a.client_status = u.client_status;
         a.client_description = u.client_description.clone();
         a.task_states = u.task_states.clone();
+        if u.network_status.is_some() {
+            a.network_status = u.network_status.clone();
+        }
         a.client_seq = u.seq;
         a.modify_index = index;
         a.modify_time = time;

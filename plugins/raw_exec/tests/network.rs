@@ -1,0 +1,202 @@
+//! raw_exec in a group with its own network: the task and `alloc exec` commands run in the
+//! allocation's network namespace (a real one, made here with `ip netns`), and a namespace
+//! that is not there fails the start with its path. Root only (CI runs as root).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use drover_driver_testkit::{self as testkit, Driver, until};
+use drover_plugin_host::PluginHost;
+use drover_proto::driver::{
+    ExecTaskRequest, ExecTaskSetup, StartTaskRequest, StopTaskRequest, TaskConfig,
+    exec_task_request, exec_task_response,
+};
+use serde_json::json;
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_drover-raw-exec");
+
+/// A named network namespace with one interface of its own (a bridge, `drvtest0`), deleted
+/// when dropped.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn new(name: &str) -> Self {
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        run(&["ip", "netns", "add", name]);
+        run(&["ip", "-n", name, "link", "add", "drvtest0", "type", "bridge"]);
+        Self { name: name.into() }
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// `net:[<inode>]`, as `readlink /proc/self/ns/net` prints it inside.
+    fn link(&self) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(self.path()).unwrap().ino();
+        format!("net:[{ino}]")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn run(argv: &[&str]) {
+    let st = Command::new(argv[0]).args(&argv[1..]).status().unwrap();
+    assert!(st.success(), "{argv:?}: {st}");
+}
+
+/// What a process sees: its network namespace and the interfaces in it.
+const PROBE: &str = "readlink /proc/self/ns/net; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo";
+
+fn task(id: &str, dir: &Path, script: &str, netns: &str) -> TaskConfig {
+    let task_dir = dir.join("task");
+    std::fs::create_dir_all(&task_dir).unwrap();
+    TaskConfig {
+        id: id.into(),
+        name: "web".into(),
+        alloc_id: "alloc-net".into(),
+        driver_config_json: serde_json::to_vec(&json!({ "command": "/bin/sh", "args": ["-c", script] }))
+            .unwrap(),
+        env: [("PATH".to_string(), "/usr/bin:/bin".to_string())]
+            .into_iter()
+            .collect(),
+        task_dir: task_dir.to_string_lossy().into_owned(),
+        stdout_path: dir.join("logs/web.stdout").to_string_lossy().into_owned(),
+        stderr_path: dir.join("logs/web.stderr").to_string_lossy().into_owned(),
+        network_ns_path: netns.into(),
+        ..TaskConfig::default()
+    }
+}
+
+fn host_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_and_its_exec_sessions_run_in_the_allocations_namespace() {
+    let ns = NetNs::new(&format!("drover-rawexec-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(testkit::host_config(
+        tmp.path(),
+        "raw_exec",
+        Path::new(PLUGIN),
+        json!({ "enabled": true }),
+    ));
+    let raw_exec = Driver {
+        host: &host,
+        name: "raw_exec",
+    };
+    let script = format!("{PROBE}; exec sleep 1000");
+    let started = raw_exec
+        .start(task("n/web/0", tmp.path(), &script, &ns.path()))
+        .await;
+    let _kill = testkit::KillOnDrop {
+        pid: started.pid,
+        group: true,
+    };
+    let stdout = tmp.path().join("logs/web.stdout.0");
+    until("the task's probe", Duration::from_secs(10), || {
+        std::fs::read_to_string(&stdout).is_ok_and(|s| s.lines().count() >= 2)
+    })
+    .await;
+    let seen = std::fs::read_to_string(&stdout).unwrap();
+    let expected = format!("{}\ndrvtest0 lo \n", ns.link());
+    assert_eq!(seen, expected, "the task sees only the namespace's interfaces");
+    assert_ne!(ns.link(), host_namespace());
+
+    // An exec session into the task runs in the same namespace.
+    let mut driver = host.driver("raw_exec").await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ExecTaskRequest {
+        msg: Some(exec_task_request::Msg::Setup(ExecTaskSetup {
+            task_id: "n/web/0".into(),
+            command: ["sh", "-c", PROBE].map(String::from).to_vec(),
+            tty: false,
+            size: None,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut out = driver
+        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut got, mut exit) = (Vec::new(), None);
+    while let Some(m) = out.message().await.unwrap() {
+        match m.msg.unwrap() {
+            exec_task_response::Msg::Stdout(b) => got.extend(b),
+            exec_task_response::Msg::Stderr(b) => panic!("{}", String::from_utf8_lossy(&b)),
+            exec_task_response::Msg::Exited(e) => exit = Some(e),
+        }
+    }
+    drop(tx);
+    assert_eq!(exit.unwrap().exit_code, 0);
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+
+    driver
+        .stop_task(StopTaskRequest {
+            task_id: "n/web/0".into(),
+            signal: "SIGKILL".into(),
+            timeout_ms: 0,
+        })
+        .await
+        .unwrap();
+    raw_exec.wait("n/web/0").await;
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_wrong_namespace_fails_the_start_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(testkit::host_config(
+        tmp.path(),
+        "raw_exec",
+        Path::new(PLUGIN),
+        json!({ "enabled": true }),
+    ));
+    let mut driver = host.driver("raw_exec").await.unwrap();
+    let missing = "/var/run/netns/drover-no-such-alloc";
+    let err = driver
+        .start_task(StartTaskRequest {
+            task: Some(task("m/web/0", tmp.path(), "exit 0", missing)),
+        })
+        .await
+        .expect_err("a missing namespace must fail the start");
+    assert!(
+        err.message()
+            .contains("cannot open the allocation's network namespace /var/run/netns/drover-no-such-alloc"),
+        "{}",
+        err.message()
+    );
+    // A file that is not a network namespace: the kernel refuses to join it.
+    let not_ns = tmp.path().join("not-a-namespace");
+    std::fs::write(&not_ns, "").unwrap();
+    let err = driver
+        .start_task(StartTaskRequest {
+            task: Some(task("m/web/1", tmp.path(), "exit 0", not_ns.to_str().unwrap())),
+        })
+        .await
+        .expect_err("a file that is no namespace must fail the start");
+    assert!(
+        err.message().contains("is not a network namespace")
+            && err.message().contains("not-a-namespace"),
+        "{}",
+        err.message()
+    );
+    host.shutdown().await;
+}

@@ -10,9 +10,9 @@ use bollard::query_parameters::{
 };
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
-    CapabilitiesResponse, CreateNetworkResponse, ExecTaskSetup, ExitResult, FingerprintResponse, InspectTaskResponse,
-    StartTaskResponse, TaskConfig, TaskEvent, TaskHandle, TaskStatsResponse, exec_task_request,
-    exec_task_response,
+    CapabilitiesResponse, CreateNetworkResponse, ExecTaskSetup, ExitResult, FingerprintResponse,
+    InspectTaskResponse, StartTaskResponse, TaskConfig, TaskEvent, TaskHandle, TaskStatsResponse,
+    exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -273,7 +273,9 @@ impl Docker {
                     self.keep_network(docker, &alloc_id, infra);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot look for the allocations' network containers"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for the allocations' network containers")
+            }
         }
     }
 

@@ -403,8 +403,10 @@ mod tests {
 
     #[test]
     fn the_infra_container_has_no_network_the_hostname_and_drovers_labels() {
-        let mut settings = Settings::default();
-        settings.node_id = "node-1".into();
+        let settings = Settings {
+            node_id: "node-1".into(),
+            ..Settings::default()
+        };
         let body = create_body("a1", "web-1.example", "pause:1", &settings).unwrap();
         assert_eq!(body.image.as_deref(), Some("pause:1"));
         assert_eq!(body.hostname.as_deref(), Some("web-1.example"));

@@ -41,8 +41,7 @@ fn net_host(dir: &Path, node: &str, extra: serde_json::Value) -> PluginHost {
     if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
         c.extend(e.clone());
     }
-    let mut cfg =
-        drover_driver_testkit::host_config(dir, "docker", Path::new(PLUGIN), config);
+    let mut cfg = drover_driver_testkit::host_config(dir, "docker", Path::new(PLUGIN), config);
     cfg.node_id = node.into();
     PluginHost::new(cfg)
 }
@@ -111,12 +110,21 @@ async fn create_network_makes_an_infra_container_that_tasks_join() {
     assert_eq!(inspect(&name, "{{.HostConfig.NetworkMode}}"), "none");
     assert_eq!(inspect(&name, "{{.Config.Hostname}}"), "web-host");
     assert_eq!(inspect(&name, "{{.Config.Image}}"), images::PAUSE);
-    assert_eq!(inspect(&name, "{{.NetworkSettings.SandboxKey}}"), made.namespace_path);
     assert_eq!(
-        inspect(&name, "{{index .Config.Labels \"com.hashicorp.nomad.alloc_id\"}}"),
+        inspect(&name, "{{.NetworkSettings.SandboxKey}}"),
+        made.namespace_path
+    );
+    assert_eq!(
+        inspect(
+            &name,
+            "{{index .Config.Labels \"com.hashicorp.nomad.alloc_id\"}}"
+        ),
         alloc_id
     );
-    assert_eq!(inspect(&name, "{{index .Config.Labels \"drover.node_id\"}}"), node);
+    assert_eq!(
+        inspect(&name, "{{index .Config.Labels \"drover.node_id\"}}"),
+        node
+    );
     // The returned path is the infra container's namespace.
     let pid = inspect(&name, "{{.State.Pid}}");
     let infra_ns = ns_inode(&format!("/proc/{pid}/ns/net"));
@@ -125,7 +133,13 @@ async fn create_network_makes_an_infra_container_that_tasks_join() {
     // A task of the allocation with that namespace shares it.
     let id = format!("{alloc_id}/web/0");
     let _rmc = RemoveContainers(vec![id.clone()]);
-    let mut t = task(&id, tmp.path(), sh("readlink /proc/self/ns/net; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; sleep 300"));
+    let mut t = task(
+        &id,
+        tmp.path(),
+        sh(
+            "readlink /proc/self/ns/net; cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; sleep 300",
+        ),
+    );
     t.network_ns_path = made.namespace_path.clone();
     let started = try_start(&host, t).await.unwrap();
     let cid = container_id(&started);
@@ -139,26 +153,44 @@ async fn create_network_makes_an_infra_container_that_tasks_join() {
     })
     .await;
     let out = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(out, format!("net:[{infra_ns}]\nlo\n"), "the task is in the infra's namespace");
+    assert_eq!(
+        out,
+        format!("net:[{infra_ns}]\nlo\n"),
+        "the task is in the infra's namespace"
+    );
 
     // Its own network settings are refused, naming the key.
     for (key, config) in [
-        ("network_mode", json!({"image": images::busybox_image(), "network_mode": "bridge"})),
-        ("ports", json!({"image": images::busybox_image(), "ports": ["http"]})),
+        (
+            "network_mode",
+            json!({"image": images::busybox_image(), "network_mode": "bridge"}),
+        ),
+        (
+            "ports",
+            json!({"image": images::busybox_image(), "ports": ["http"]}),
+        ),
     ] {
         let id = format!("{alloc_id}/{key}/0");
         let mut t = task(&id, tmp.path(), config);
         t.network_ns_path = made.namespace_path.clone();
         t.ports = vec![port("http", free_port(), 80)];
         let e = try_start(&host, t).await.unwrap_err();
-        assert!(e.message().starts_with(&format!("{key}:")), "{key}: {}", e.message());
+        assert!(
+            e.message().starts_with(&format!("{key}:")),
+            "{key}: {}",
+            e.message()
+        );
     }
     // A namespace that is not the allocation's infra's is refused.
     let other = format!("{alloc_id}/other/0");
     let mut t = task(&other, tmp.path(), sh("true"));
     t.network_ns_path = "/proc/1/ns/net".into();
     let e = try_start(&host, t).await.unwrap_err();
-    assert!(e.message().contains("is not that of allocation"), "{}", e.message());
+    assert!(
+        e.message().contains("is not that of allocation"),
+        "{}",
+        e.message()
+    );
 
     // Again: found, not made.
     let again = create(&host, &alloc_id, "web-host").await;
@@ -175,7 +207,10 @@ async fn create_network_makes_an_infra_container_that_tasks_join() {
         .await
         .unwrap();
     destroy_network(&host, &alloc_id, &made.namespace_path).await;
-    assert!(!images::docker_ok(&["inspect", &name]), "the infra container is gone");
+    assert!(
+        !images::docker_ok(&["inspect", &name]),
+        "the infra container is gone"
+    );
     // Idempotent.
     destroy_network(&host, &alloc_id, &made.namespace_path).await;
     host.shutdown().await;
@@ -184,7 +219,11 @@ async fn create_network_makes_an_infra_container_that_tasks_join() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_infra_container_is_replaced_and_bad_requests_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let host = net_host(tmp.path(), &format!("net-dead-{}", std::process::id()), json!({}));
+    let host = net_host(
+        tmp.path(),
+        &format!("net-dead-{}", std::process::id()),
+        json!({}),
+    );
     let (alloc_id, _rm) = alloc("netdead");
     let first = create(&host, &alloc_id, "").await;
     let old_id = inspect(&infra(&alloc_id), "{{.Id}}");
@@ -196,12 +235,28 @@ async fn a_dead_infra_container_is_replaced_and_bad_requests_are_refused() {
     assert_ne!(second.namespace_path, first.namespace_path);
 
     let e = try_create(&host, "../etc", "").await.unwrap_err();
-    assert!(e.message().contains("allocation id \"../etc\""), "{}", e.message());
+    assert!(
+        e.message().contains("allocation id \"../etc\""),
+        "{}",
+        e.message()
+    );
     let e = try_create(&host, &alloc_id, "bad host").await.unwrap_err();
-    assert!(e.message().contains("hostname \"bad host\""), "{}", e.message());
+    assert!(
+        e.message().contains("hostname \"bad host\""),
+        "{}",
+        e.message()
+    );
     // A container that took the name but is not an infra container is not ours to use.
     let (squatter, _rm2) = alloc("netsquat");
-    docker(&["run", "-d", "--name", &infra(&squatter), images::busybox_image(), "sleep", "300"]);
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &infra(&squatter),
+        images::busybox_image(),
+        "sleep",
+        "300",
+    ]);
     let e = try_create(&host, &squatter, "").await.unwrap_err();
     assert!(e.message().contains("is not allocation"), "{}", e.message());
     destroy_network(&host, &alloc_id, &second.namespace_path).await;
@@ -229,7 +284,11 @@ async fn gc_keeps_a_live_infra_container_and_its_image_across_a_plugin_restart()
     // A task on the same image comes and goes: the image stays while the infra holds it.
     let id = format!("{alloc_id}/web/0");
     let _rmc = RemoveContainers(vec![id.clone()]);
-    let mut t = task(&id, tmp.path(), json!({ "image": pause, "entrypoint": ["/bin/sh", "-c", "exit 0"] }));
+    let mut t = task(
+        &id,
+        tmp.path(),
+        json!({ "image": pause, "entrypoint": ["/bin/sh", "-c", "exit 0"] }),
+    );
     t.network_ns_path = made.namespace_path.clone();
     try_start(&host, t).await.unwrap();
     wait(&host, &id).await;
@@ -243,8 +302,15 @@ async fn gc_keeps_a_live_infra_container_and_its_image_across_a_plugin_restart()
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(inspect(&infra_id, "{{.State.Running}}"), "true", "reaped a live infra container");
-    assert!(images::has_image(&pause), "removed the live infra container's image");
+    assert_eq!(
+        inspect(&infra_id, "{{.State.Running}}"),
+        "true",
+        "reaped a live infra container"
+    );
+    assert!(
+        images::has_image(&pause),
+        "removed the live infra container's image"
+    );
 
     // A new plugin finds the infra container again by its labels: its reaper leaves it
     // alone, and create/destroy keep working.
@@ -253,13 +319,21 @@ async fn gc_keeps_a_live_infra_container_and_its_image_across_a_plugin_restart()
     assert!(!again.created);
     assert_eq!(again.namespace_path, made.namespace_path);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(inspect(&infra_id, "{{.State.Running}}"), "true", "reaped after a restart");
+    assert_eq!(
+        inspect(&infra_id, "{{.State.Running}}"),
+        "true",
+        "reaped after a restart"
+    );
     assert!(images::has_image(&pause));
     driver(&host).kill_plugin().await;
     // Only adopted (no CreateNetwork this time), it survives the reaper too.
     let _ = host.driver("docker").await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(inspect(&infra_id, "{{.State.Running}}"), "true", "reaped after a restart");
+    assert_eq!(
+        inspect(&infra_id, "{{.State.Running}}"),
+        "true",
+        "reaped after a restart"
+    );
     destroy_network(&host, &alloc_id, &made.namespace_path).await;
     assert!(!images::docker_ok(&["inspect", &infra_id]));
     // Its image goes image_delay after the last holder.

@@ -156,8 +156,8 @@ impl RawExec {
             .collect();
         spec.user = Some(task.user.clone()).filter(|u| !u.is_empty());
         spec.log_to(task);
-        spec.network_ns = Some(PathBuf::from(&task.network_ns_path))
-            .filter(|p| !p.as_os_str().is_empty());
+        spec.network_ns =
+            Some(PathBuf::from(&task.network_ns_path)).filter(|p| !p.as_os_str().is_empty());
         Ok(spec)
     }
 }

@@ -29,7 +29,9 @@ impl NetNs {
             .stderr(std::process::Stdio::null())
             .status();
         run(&["ip", "netns", "add", name]);
-        run(&["ip", "-n", name, "link", "add", "drvtest0", "type", "bridge"]);
+        run(&[
+            "ip", "-n", name, "link", "add", "drvtest0", "type", "bridge",
+        ]);
         Self { name: name.into() }
     }
 
@@ -47,7 +49,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -66,8 +70,10 @@ fn task(id: &str, dir: &Path, script: &str, netns: &str) -> TaskConfig {
         id: id.into(),
         name: "web".into(),
         alloc_id: "alloc-net".into(),
-        driver_config_json: serde_json::to_vec(&json!({ "command": "/bin/sh", "args": ["-c", script] }))
-            .unwrap(),
+        driver_config_json: serde_json::to_vec(
+            &json!({ "command": "/bin/sh", "args": ["-c", script] }),
+        )
+        .unwrap(),
         env: [("PATH".to_string(), "/usr/bin:/bin".to_string())]
             .into_iter()
             .collect(),
@@ -115,7 +121,10 @@ async fn a_task_and_its_exec_sessions_run_in_the_allocations_namespace() {
     .await;
     let seen = std::fs::read_to_string(&stdout).unwrap();
     let expected = format!("{}\ndrvtest0 lo \n", ns.link());
-    assert_eq!(seen, expected, "the task sees only the namespace's interfaces");
+    assert_eq!(
+        seen, expected,
+        "the task sees only the namespace's interfaces"
+    );
     assert_ne!(ns.link(), host_namespace());
 
     // An exec session into the task runs in the same namespace.
@@ -178,8 +187,9 @@ async fn a_missing_or_wrong_namespace_fails_the_start_naming_it() {
         .await
         .expect_err("a missing namespace must fail the start");
     assert!(
-        err.message()
-            .contains("cannot open the allocation's network namespace /var/run/netns/drover-no-such-alloc"),
+        err.message().contains(
+            "cannot open the allocation's network namespace /var/run/netns/drover-no-such-alloc"
+        ),
         "{}",
         err.message()
     );
@@ -188,7 +198,12 @@ async fn a_missing_or_wrong_namespace_fails_the_start_naming_it() {
     std::fs::write(&not_ns, "").unwrap();
     let err = driver
         .start_task(StartTaskRequest {
-            task: Some(task("m/web/1", tmp.path(), "exit 0", not_ns.to_str().unwrap())),
+            task: Some(task(
+                "m/web/1",
+                tmp.path(),
+                "exit 0",
+                not_ns.to_str().unwrap(),
+            )),
         })
         .await
         .expect_err("a file that is no namespace must fail the start");

@@ -42,10 +42,9 @@ pub(super) fn describe_failure(
             spec.user.as_deref().unwrap_or_default()
         ),
         STAGE_STDIO => format!("cannot set up the task's output: {err}"),
-        STAGE_NETWORK => netns::join_error(
-            spec.network_ns.as_deref().unwrap_or(Path::new("")),
-            &err,
-        ),
+        STAGE_NETWORK => {
+            netns::join_error(spec.network_ns.as_deref().unwrap_or(Path::new("")), &err)
+        }
         _ => match errno {
             libc::ENOENT if exe.exists() => format!(
                 "executable not found: the interpreter of {} (its #! line) does not exist",

@@ -347,14 +347,3 @@ async fn gc_keeps_a_live_infra_container_and_its_image_across_a_plugin_restart()
     }
     host.shutdown().await;
 }
-
-/// Removes an image tag whatever the test's outcome.
-struct RemoveImage(String);
-
-impl Drop for RemoveImage {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", "-f", &self.0])
-            .output();
-    }
-}

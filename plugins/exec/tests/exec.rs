@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use drover_driver_testkit::{self as testkit, Driver, KillOnDrop, stat_field, until};
+use drover_driver_testkit::{self as testkit, Driver, KillOnDrop, NetNs, stat_field, until};
 use drover_plugin_host::PluginHost;
 use drover_proto::driver::{
     ExecTaskRequest, ExecTaskSetup, ExitResult, InspectTaskRequest, RecoverTaskRequest, Resources,
@@ -881,31 +881,6 @@ async fn a_task_ignoring_sigterm_is_killed_after_the_timeout_with_its_whole_tree
     )
     .await;
     host.shutdown().await;
-}
-
-/// A network namespace made for a test (`ip netns add`), deleted when dropped.
-struct NetNs(String);
-
-impl NetNs {
-    fn new(name: &str) -> NetNs {
-        let st = std::process::Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .expect("run ip netns add (iproute2)");
-        assert!(st.success(), "ip netns add {name} failed");
-        NetNs(name.to_string())
-    }
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.0)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,9 @@
 //! that is not there fails the start with its path. Root only (CI runs as root).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use drover_driver_testkit::{self as testkit, Driver, until};
+use drover_driver_testkit::{self as testkit, Driver, NetNs, until};
 use drover_plugin_host::PluginHost;
 use drover_proto::driver::{
     ExecTaskRequest, ExecTaskSetup, StartTaskRequest, StopTaskRequest, TaskConfig,
@@ -15,50 +14,6 @@ use drover_proto::driver::{
 use serde_json::json;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_drover-raw-exec");
-
-/// A named network namespace with one interface of its own (a bridge, `drvtest0`), deleted
-/// when dropped.
-struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    fn new(name: &str) -> Self {
-        let _ = Command::new("ip")
-            .args(["netns", "del", name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        run(&["ip", "netns", "add", name]);
-        run(&[
-            "ip", "-n", name, "link", "add", "drvtest0", "type", "bridge",
-        ]);
-        Self { name: name.into() }
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    /// `net:[<inode>]`, as `readlink /proc/self/ns/net` prints it inside.
-    fn link(&self) -> String {
-        use std::os::unix::fs::MetadataExt;
-        let ino = std::fs::metadata(self.path()).unwrap().ino();
-        format!("net:[{ino}]")
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(argv: &[&str]) {
-    let st = Command::new(argv[0]).args(&argv[1..]).status().unwrap();
-    assert!(st.success(), "{argv:?}: {st}");
-}
 
 /// What a process sees: its network namespace and the interfaces in it.
 const PROBE: &str = "readlink /proc/self/ns/net; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo";
@@ -94,7 +49,7 @@ fn host_namespace() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_and_its_exec_sessions_run_in_the_allocations_namespace() {
-    let ns = NetNs::new(&format!("drover-rawexec-{}", std::process::id()));
+    let ns = NetNs::new(&format!("drover-rawexec-{}", std::process::id())).with_bridge("drvtest0");
     let tmp = tempfile::tempdir().unwrap();
     let host = PluginHost::new(testkit::host_config(
         tmp.path(),

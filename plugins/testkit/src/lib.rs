@@ -1,8 +1,12 @@
-//! What the task drivers' end-to-end tests share (a dev-dependency of plugins/raw_exec and
-//! plugins/exec): the real host running one real plugin binary, starting a task and waiting
-//! for its exit through it, and watching the processes a task leaves.
+//! What the task drivers' end-to-end tests share (a dev-dependency of plugins/raw_exec,
+//! plugins/exec and plugins/docker): the real host running one real plugin binary, starting
+//! a task and waiting for its exit through it, watching the processes a task leaves, network
+//! namespaces made with `ip netns` ([`netns`]), and offline docker images ([`docker`]).
 
 pub mod docker;
+pub mod netns;
+
+pub use netns::NetNs;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

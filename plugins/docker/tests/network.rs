@@ -78,6 +78,18 @@ async fn destroy_network(host: &PluginHost, alloc_id: &str, path: &str) {
         .unwrap();
 }
 
+async fn destroy_task(host: &PluginHost, id: &str) {
+    host.driver("docker")
+        .await
+        .unwrap()
+        .destroy_task(DestroyTaskRequest {
+            task_id: id.into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+}
+
 fn infra(alloc_id: &str) -> String {
     format!("nomad_init_{alloc_id}")
 }
@@ -197,15 +209,7 @@ async fn create_network_makes_an_infra_container_that_tasks_join() {
     assert!(!again.created);
     assert_eq!(again.namespace_path, made.namespace_path);
 
-    host.driver("docker")
-        .await
-        .unwrap()
-        .destroy_task(DestroyTaskRequest {
-            task_id: id.clone(),
-            force: true,
-        })
-        .await
-        .unwrap();
+    destroy_task(&host, &id).await;
     destroy_network(&host, &alloc_id, &made.namespace_path).await;
     assert!(
         !images::docker_ok(&["inspect", &name]),
@@ -292,15 +296,7 @@ async fn gc_keeps_a_live_infra_container_and_its_image_across_a_plugin_restart()
     t.network_ns_path = made.namespace_path.clone();
     try_start(&host, t).await.unwrap();
     wait(&host, &id).await;
-    host.driver("docker")
-        .await
-        .unwrap()
-        .destroy_task(DestroyTaskRequest {
-            task_id: id.clone(),
-            force: true,
-        })
-        .await
-        .unwrap();
+    destroy_task(&host, &id).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         inspect(&infra_id, "{{.State.Running}}"),

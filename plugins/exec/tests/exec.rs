@@ -912,32 +912,9 @@ async fn the_task_joins_the_allocations_network_namespace() {
     t.network_ns_path = ns.path();
     let started = start(&host, t).await;
     let _guard = kill_on_drop(started.pid);
-    let mut driver = host.driver("exec").await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(ExecTaskRequest {
-        msg: Some(exec_task_request::Msg::Setup(ExecTaskSetup {
-            task_id: "m/long/0".into(),
-            command: ["sh", "-c", script].map(String::from).to_vec(),
-            tty: false,
-            size: None,
-        })),
-    })
-    .await
-    .unwrap();
-    let mut session = driver
-        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut seen = Vec::new();
-    while let Some(m) = session.message().await.unwrap() {
-        if let exec_task_response::Msg::Stdout(b) = m.msg.unwrap() {
-            seen.extend(b);
-        }
-    }
-    drop(tx);
+    let (seen, _, _) = exec(&host).exec("m/long/0", &["sh", "-c", script]).await;
     assert_eq!(
-        String::from_utf8_lossy(&seen),
+        seen,
         format!("net:[{inode}]\nlo\n"),
         "the exec session is in the allocation's namespace"
     );

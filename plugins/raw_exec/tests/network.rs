@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use drover_driver_testkit::{self as testkit, Driver, NetNs, until};
 use drover_plugin_host::PluginHost;
-use drover_proto::driver::{
-    ExecTaskRequest, ExecTaskSetup, StartTaskRequest, StopTaskRequest, TaskConfig,
-    exec_task_request, exec_task_response,
-};
+use drover_proto::driver::{StartTaskRequest, StopTaskRequest, TaskConfig};
 use serde_json::json;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_drover-raw-exec");
@@ -40,6 +37,15 @@ fn task(id: &str, dir: &Path, script: &str, netns: &str) -> TaskConfig {
     }
 }
 
+fn host(dir: &Path) -> PluginHost {
+    PluginHost::new(testkit::host_config(
+        dir,
+        "raw_exec",
+        Path::new(PLUGIN),
+        json!({ "enabled": true }),
+    ))
+}
+
 fn host_namespace() -> String {
     std::fs::read_link("/proc/self/ns/net")
         .unwrap()
@@ -51,12 +57,7 @@ fn host_namespace() -> String {
 async fn a_task_and_its_exec_sessions_run_in_the_allocations_namespace() {
     let ns = NetNs::new(&format!("drover-rawexec-{}", std::process::id())).with_bridge("drvtest0");
     let tmp = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(testkit::host_config(
-        tmp.path(),
-        "raw_exec",
-        Path::new(PLUGIN),
-        json!({ "enabled": true }),
-    ));
+    let host = host(tmp.path());
     let raw_exec = Driver {
         host: &host,
         name: "raw_exec",
@@ -83,35 +84,11 @@ async fn a_task_and_its_exec_sessions_run_in_the_allocations_namespace() {
     assert_ne!(ns.link(), host_namespace());
 
     // An exec session into the task runs in the same namespace.
-    let mut driver = host.driver("raw_exec").await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(ExecTaskRequest {
-        msg: Some(exec_task_request::Msg::Setup(ExecTaskSetup {
-            task_id: "n/web/0".into(),
-            command: ["sh", "-c", PROBE].map(String::from).to_vec(),
-            tty: false,
-            size: None,
-        })),
-    })
-    .await
-    .unwrap();
-    let mut out = driver
-        .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut got, mut exit) = (Vec::new(), None);
-    while let Some(m) = out.message().await.unwrap() {
-        match m.msg.unwrap() {
-            exec_task_response::Msg::Stdout(b) => got.extend(b),
-            exec_task_response::Msg::Stderr(b) => panic!("{}", String::from_utf8_lossy(&b)),
-            exec_task_response::Msg::Exited(e) => exit = Some(e),
-        }
-    }
-    drop(tx);
-    assert_eq!(exit.unwrap().exit_code, 0);
-    assert_eq!(String::from_utf8_lossy(&got), expected);
+    let (out, err, exit) = raw_exec.exec("n/web/0", &["sh", "-c", PROBE]).await;
+    assert_eq!(exit.exit_code, 0, "{err}");
+    assert_eq!(out, expected);
 
+    let mut driver = host.driver("raw_exec").await.unwrap();
     driver
         .stop_task(StopTaskRequest {
             task_id: "n/web/0".into(),
@@ -127,12 +104,7 @@ async fn a_task_and_its_exec_sessions_run_in_the_allocations_namespace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_wrong_namespace_fails_the_start_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(testkit::host_config(
-        tmp.path(),
-        "raw_exec",
-        Path::new(PLUGIN),
-        json!({ "enabled": true }),
-    ));
+    let host = host(tmp.path());
     let mut driver = host.driver("raw_exec").await.unwrap();
     let missing = "/var/run/netns/drover-no-such-alloc";
     let err = driver

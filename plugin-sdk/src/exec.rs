@@ -56,6 +56,18 @@ pub fn command(
     Ok(cmd)
 }
 
+/// Makes `cmd` join the allocation's network namespace between fork and exec, so an
+/// `alloc exec` into an unisolated task (raw_exec in a bridge or CNI group) runs where the
+/// task runs. `cmd` keeps the opened namespace (close-on-exec) until it is dropped.
+pub fn join_network(cmd: &mut Command, ns: drover_shim::isolate::netns::NetworkNamespace) {
+    use drover_shim::isolate::{netns, syscalls::Host};
+    // SAFETY: the closure runs in the forked child and makes one system call (setns) on a
+    // descriptor the command owns.
+    unsafe {
+        cmd.pre_exec(move || netns::enter(&mut Host, ns.fd()));
+    }
+}
+
 fn resolve(program: &str, path: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let is_exe = |p: &std::path::Path| {

@@ -49,9 +49,10 @@ use drover_plugin_abi::handshake::MAX_UNIX_SOCKET_PATH;
 pub const SUBCOMMAND: &str = "task-shim";
 
 /// The newest [`LaunchSpec`] version this shim executes. Version 2 added
-/// [`LaunchSpec::isolation`]; a spec without it is written as version 1, so older shims
-/// still run it.
-pub const LAUNCH_SPEC_VERSION: u32 = 2;
+/// [`LaunchSpec::isolation`], version 3 [`LaunchSpec::network_ns`]; a spec is written with
+/// the lowest version that holds what it asks (1 without either), so older shims still run
+/// what they can and refuse what they would get wrong.
+pub const LAUNCH_SPEC_VERSION: u32 = 3;
 /// The version of [`ShimHandle`]'s encoding.
 pub const SHIM_HANDLE_VERSION: u32 = 1;
 
@@ -108,6 +109,11 @@ pub struct LaunchSpec {
     /// driver); `None` runs the task on the host as it is (raw_exec). Version 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<isolate::Isolation>,
+    /// The allocation's network namespace an unisolated task joins (a raw_exec task of a
+    /// bridge or CNI group: its child `setns`es between fork and exec); an isolated task's
+    /// init joins [`isolate::Isolation::network_ns`] instead. Version 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_ns: Option<PathBuf>,
 }
 
 impl LaunchSpec {
@@ -126,6 +132,7 @@ impl LaunchSpec {
             logs: LogRotation::default(),
             log_root: None,
             isolation: None,
+            network_ns: None,
         }
     }
 
@@ -451,11 +458,18 @@ fn launch_in(
     })
 }
 
-/// The spec as written for the shim: version 1 unless it needs version 2 (isolation), so a
-/// shim that predates isolation still runs it.
+/// The spec as written for the shim: the lowest version that holds it (3 with a network
+/// namespace to join, 2 with isolation, else 1), so an older shim still runs what it can and
+/// refuses a task it would run on the host's network.
 fn spec_bytes(spec: &LaunchSpec) -> Result<Vec<u8>, serde_json::Error> {
     let mut spec = spec.clone();
-    spec.version = if spec.isolation.is_some() { 2 } else { 1 };
+    spec.version = if spec.network_ns.is_some() {
+        3
+    } else if spec.isolation.is_some() {
+        2
+    } else {
+        1
+    };
     serde_json::to_vec(&spec)
 }
 
@@ -585,6 +599,17 @@ mod tests {
         assert_eq!(v["version"], 2);
         let back: LaunchSpec = serde_json::from_value(v).unwrap();
         assert_eq!(back.isolation, Some(isolate::Isolation::default()));
+    }
+
+    #[test]
+    fn specs_with_a_network_namespace_are_version_3() {
+        let mut spec = LaunchSpec::new("t", "/bin/true", vec![], "/".into());
+        spec.network_ns = Some("/var/run/netns/a1".into());
+        let v: serde_json::Value = serde_json::from_slice(&spec_bytes(&spec).unwrap()).unwrap();
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["network_ns"], "/var/run/netns/a1");
+        let back: LaunchSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back.network_ns, spec.network_ns);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub const LABEL_MANAGED: &str = "drover.managed";
 pub const LABEL_TASK_ID: &str = "drover.task_id";
 /// The node (agent) whose plugin made the container.
 pub const LABEL_NODE_ID: &str = "drover.node_id";
+/// "true" on an allocation's network (infra) container.
+pub const LABEL_INFRA: &str = "drover.infra";
 pub const LABEL_ALLOC_ID: &str = "com.hashicorp.nomad.alloc_id";
 pub const LABEL_TASK_NAME: &str = "com.hashicorp.nomad.task_name";
 pub const LABEL_JOB_NAME: &str = "com.hashicorp.nomad.job_name";
@@ -324,20 +326,52 @@ pub fn parse_config(task: &Task) -> Result<TaskConfig, SpecError> {
     Ok(cfg)
 }
 
+/// A task of a group with its own network (`network_ns_path`) shares the allocation's
+/// network container: it sets no network of its own, publishes nothing (the network hook
+/// maps the group's ports) and names no host or DNS (the network container's are the
+/// allocation's). Refuses the first key that asks otherwise.
+pub fn check_shared_network(cfg: &TaskConfig) -> Result<(), SpecError> {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+    let asked = [
+        ("network_mode", set(&cfg.network_mode)),
+        ("ports", !cfg.ports.is_empty()),
+        ("hostname", set(&cfg.hostname)),
+        ("dns_servers", !cfg.dns_servers.is_empty()),
+        ("dns_search_domains", !cfg.dns_search_domains.is_empty()),
+        ("dns_options", !cfg.dns_options.is_empty()),
+        ("extra_hosts", !cfg.extra_hosts.is_empty()),
+    ];
+    match asked.iter().find(|(_, a)| *a) {
+        Some((key, _)) => Err(SpecError(format!(
+            "{key}: this task's group has its own network (bridge or CNI mode), which the allocation's tasks share; set it in the group's network block, not in the docker config"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The create request for `task` running `image` (the reference or id the engine knows).
+/// `infra` is the allocation's network container when the task's group has its own network
+/// (the task joins it: `container:<infra>`).
 pub fn build(
     task: &Task,
     cfg: &TaskConfig,
     image: &str,
     settings: &Settings,
     core_mhz: u64,
+    infra: Option<&str>,
 ) -> Result<ContainerSpec, SpecError> {
     check_privileges(cfg, settings)?;
     check_runtime(cfg, settings)?;
+    if infra.is_some() {
+        check_shared_network(cfg)?;
+    }
     let m = mounts::mounts(task, &cfg.mount, &cfg.volumes, settings)?;
     let mut hc = host_config(task, cfg, settings, core_mhz, m.mounts)?;
+    if let Some(id) = infra {
+        hc.network_mode = Some(format!("container:{id}"));
+    }
     let mut exposed = None;
-    if !publishes_nothing(cfg.network_mode.as_deref()) && !cfg.ports.is_empty() {
+    if !publishes_nothing(hc.network_mode.as_deref()) && !cfg.ports.is_empty() {
         let p = ports::publish(&cfg.ports, &task.ports)?;
         hc.port_bindings = Some(p.bindings);
         exposed = Some(p.exposed);

@@ -10,9 +10,9 @@ use bollard::query_parameters::{
 };
 use drover_plugin_sdk::proto::base::{AgentConfig, ConfigField};
 use drover_plugin_sdk::proto::driver::{
-    CapabilitiesResponse, ExecTaskSetup, ExitResult, FingerprintResponse, InspectTaskResponse,
-    StartTaskResponse, TaskConfig, TaskEvent, TaskHandle, TaskStatsResponse, exec_task_request,
-    exec_task_response,
+    CapabilitiesResponse, CreateNetworkResponse, ExecTaskSetup, ExitResult, FingerprintResponse,
+    InspectTaskResponse, StartTaskResponse, TaskConfig, TaskEvent, TaskHandle, TaskStatsResponse,
+    exec_task_request, exec_task_response,
 };
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -26,6 +26,7 @@ use crate::exec::ExecError;
 use crate::gc::{self, ImageGc, ImageRefs};
 use crate::image::{self, ImageError};
 use crate::logs::{self, LogFollower, LogTarget};
+use crate::network::{self, Infra, NetworkError, Networks};
 use crate::stats::StatsError;
 use crate::tasks::{DriverState, Tasks, exit_of, not_found};
 use crate::time::unix_nanos;
@@ -50,6 +51,8 @@ pub struct Docker {
     images: OnceLock<Arc<ImageRefs>>,
     /// The dangling-container reaper of the current configuration.
     reaper: Mutex<Option<JoinHandle<()>>>,
+    /// The allocations' network (infra) containers this plugin keeps.
+    networks: Arc<Networks>,
 }
 
 impl Default for Docker {
@@ -63,6 +66,7 @@ impl Default for Docker {
             data_dir: RwLock::new(std::env::temp_dir().join("drover-docker")),
             images: OnceLock::new(),
             reaper: Mutex::new(None),
+            networks: Arc::new(Networks::default()),
         }
     }
 }
@@ -95,6 +99,14 @@ fn spec_err(e: SpecError) -> DriverError {
 
 fn image_err(e: ImageError) -> DriverError {
     if e.is_users() {
+        DriverError::InvalidArgument(e.to_string())
+    } else {
+        DriverError::FailedPrecondition(e.to_string())
+    }
+}
+
+fn network_err(e: NetworkError) -> DriverError {
+    if e.is_callers() {
         DriverError::InvalidArgument(e.to_string())
     } else {
         DriverError::FailedPrecondition(e.to_string())
@@ -220,9 +232,10 @@ impl Docker {
     fn restart_reaper(&self, docker: bollard::Docker) {
         let all = self.settings();
         let (settings, node) = (all.gc.dangling, all.node_id);
-        let tasks = self.tasks.clone();
-        let tracked: Arc<dyn Fn(&str) -> bool + Send + Sync> =
-            Arc::new(move |id: &str| tasks.container_ids().iter().any(|c| c == id));
+        let (tasks, networks) = (self.tasks.clone(), self.networks.clone());
+        let tracked: Arc<dyn Fn(&str) -> bool + Send + Sync> = Arc::new(move |id: &str| {
+            networks.holds(id) || tasks.container_ids().iter().any(|c| c == id)
+        });
         let handle = gc::spawn_reaper(docker, node, settings, tracked);
         if let Some(old) = self
             .reaper
@@ -231,6 +244,38 @@ impl Docker {
             .replace(handle)
         {
             old.abort();
+        }
+    }
+
+    /// Keeps `infra` as `alloc_id`'s network container, counting its image (once per
+    /// container: finding the same one again changes nothing).
+    fn keep_network(&self, docker: &bollard::Docker, alloc_id: &str, infra: Infra) {
+        let image = infra.image.clone();
+        let replaced = self.networks.insert(alloc_id, infra.clone());
+        if replaced.as_ref() == Some(&infra) {
+            return;
+        }
+        let images = self.images(docker);
+        images.acquire(&image);
+        if let Some(old) = replaced {
+            images.release(&old.image);
+        }
+    }
+
+    /// Keeps again the running network containers of this node (after a plugin restart),
+    /// before the reaper's first pass.
+    async fn adopt_networks(&self, docker: &bollard::Docker) {
+        let node = self.settings().node_id;
+        match network::running(docker, &node).await {
+            Ok(found) => {
+                for (alloc_id, infra) in found {
+                    tracing::info!(alloc_id, container = %infra.container_id, "network container found again");
+                    self.keep_network(docker, &alloc_id, infra);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for the allocations' network containers")
+            }
         }
     }
 
@@ -290,6 +335,16 @@ impl Docker {
     ) -> Result<(DriverState, i64), DriverError> {
         let cfg = container::parse_config(task).map_err(spec_err)?;
         let settings = self.settings();
+        let infra = if task.network_ns_path.is_empty() {
+            None
+        } else {
+            container::check_shared_network(&cfg).map_err(spec_err)?;
+            Some(
+                network::infra_of_task(docker, task)
+                    .await
+                    .map_err(network_err)?,
+            )
+        };
         if let Some(target) = cfg
             .network_mode
             .as_deref()
@@ -302,8 +357,15 @@ impl Docker {
         let img = image::ensure(docker, &task_dir, &cfg, &settings, &events)
             .await
             .map_err(image_err)?;
-        let spec = container::build(task, &cfg, &img.reference, &settings, self.core_mhz)
-            .map_err(spec_err)?;
+        let spec = container::build(
+            task,
+            &cfg,
+            &img.reference,
+            &settings,
+            self.core_mhz,
+            infra.as_deref(),
+        )
+        .map_err(spec_err)?;
         let rel = spec.relative_sources.clone();
         tokio::task::spawn_blocking(move || {
             container::mounts::check_relative_sources(&task_dir, &rel)
@@ -430,6 +492,7 @@ impl TaskDriver for Docker {
         }
         self.engine.start(settings).await;
         if let Ok(docker) = self.engine.client() {
+            self.adopt_networks(&docker).await;
             self.restart_reaper(docker);
         }
         Ok(())
@@ -440,7 +503,7 @@ impl TaskDriver for Docker {
             send_signals: true,
             exec: true,
             fs_isolation: "image".into(),
-            must_create_network: false,
+            must_create_network: true,
             mounts: true,
         }
     }
@@ -626,6 +689,44 @@ impl TaskDriver for Docker {
         crate::stats::sample(&docker, &entry.state.container_id)
             .await
             .map_err(stats_err)
+    }
+
+    async fn create_network(
+        &self,
+        alloc_id: &str,
+        hostname: &str,
+    ) -> Result<CreateNetworkResponse, DriverError> {
+        let docker = self.client()?;
+        let events = Emitter::new(
+            self.events.clone(),
+            &TaskConfig {
+                alloc_id: alloc_id.to_string(),
+                ..Default::default()
+            },
+        );
+        let made = network::create(&docker, alloc_id, hostname, &self.settings(), &events)
+            .await
+            .map_err(network_err)?;
+        self.keep_network(&docker, alloc_id, made.infra);
+        Ok(CreateNetworkResponse {
+            namespace_path: made.namespace_path,
+            created: made.created,
+        })
+    }
+
+    async fn destroy_network(
+        &self,
+        alloc_id: &str,
+        _namespace_path: &str,
+    ) -> Result<(), DriverError> {
+        let docker = self.client()?;
+        network::destroy(&docker, alloc_id)
+            .await
+            .map_err(network_err)?;
+        if let Some(infra) = self.networks.remove(alloc_id) {
+            self.images(&docker).release(&infra.image);
+        }
+        Ok(())
     }
 
     async fn exec_task(

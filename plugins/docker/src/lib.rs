@@ -17,6 +17,8 @@
 //!   duplicate across restarts.
 //! - `stats`: the engine's stats as Nomad's `TaskStats`.
 //! - `exec`: `alloc exec` through the engine's exec, with a pty and resizes.
+//! - `network`: the allocation's network namespace as an infra container
+//!   (`nomad_init_<alloc id>`, `CreateNetwork`/`DestroyNetwork`) that task containers join.
 //! - `gc`: image reference counts, unused images removed after `image_delay`, dangling
 //!   containers reaped after `creation_grace`.
 
@@ -34,6 +36,7 @@ pub mod exec;
 pub mod gc;
 pub mod image;
 pub mod logs;
+pub mod network;
 pub mod stats;
 pub mod tasks;
 #[cfg(test)]

@@ -33,17 +33,6 @@ async fn destroy(host: &PluginHost, id: &str) {
         .unwrap();
 }
 
-/// Removes an image tag whatever the test's outcome.
-struct RemoveImage(String);
-
-impl Drop for RemoveImage {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", &self.0])
-            .output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_image_goes_image_delay_after_its_last_task() {
     let image = format!("drover-test/gc-shared-{}:1", std::process::id());

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use drover_driver_testkit::{self as testkit, Driver, KillOnDrop, stat_field, until};
+use drover_driver_testkit::{self as testkit, Driver, KillOnDrop, NetNs, stat_field, until};
 use drover_plugin_host::PluginHost;
 use drover_proto::driver::{
     ExecTaskRequest, ExecTaskSetup, ExitResult, InspectTaskRequest, RecoverTaskRequest, Resources,
@@ -883,31 +883,6 @@ async fn a_task_ignoring_sigterm_is_killed_after_the_timeout_with_its_whole_tree
     host.shutdown().await;
 }
 
-/// A network namespace made for a test (`ip netns add`), deleted when dropped.
-struct NetNs(String);
-
-impl NetNs {
-    fn new(name: &str) -> NetNs {
-        let st = std::process::Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .expect("run ip netns add (iproute2)");
-        assert!(st.success(), "ip netns add {name} failed");
-        NetNs(name.to_string())
-    }
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.0)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_task_joins_the_allocations_network_namespace() {
     let tmp = tempfile::tempdir().unwrap();
@@ -931,6 +906,18 @@ async fn the_task_joins_the_allocations_network_namespace() {
     );
     let ifaces: Vec<&str> = out.lines().skip(1).collect();
     assert_eq!(ifaces, vec!["lo"], "only the namespace's loopback: {out}");
+
+    // An exec session into such a task runs in the same namespace.
+    let mut t = task("m/long/0", tmp.path(), sh("sleep 1000"));
+    t.network_ns_path = ns.path();
+    let started = start(&host, t).await;
+    let _guard = kill_on_drop(started.pid);
+    let (seen, _, _) = exec(&host).exec("m/long/0", &["sh", "-c", script]).await;
+    assert_eq!(
+        seen,
+        format!("net:[{inode}]\nlo\n"),
+        "the exec session is in the allocation's namespace"
+    );
 
     // Host networking: the task sees the host's interfaces.
     let (exit, out, _) = run(&host, tmp.path(), task("m/host/0", tmp.path(), sh(script))).await;

@@ -3,6 +3,10 @@
 //!
 //! Plugin configuration: `enabled` (bool, default false). Task configuration:
 //! `command` (string, required) and `args` (list of strings).
+//!
+//! A task of a group with its own network (`network_ns_path`) runs in that namespace: the
+//! shim's child joins it before exec (Nomad's raw_exec group network isolation), and
+//! `alloc exec` commands join it too.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,6 +16,7 @@ use drover_plugin_sdk::proto::driver::{
     CapabilitiesResponse, ExecTaskSetup, ExitResult, FingerprintResponse, HealthState,
     StartTaskResponse, TaskConfig, exec_task_request, exec_task_response,
 };
+use drover_plugin_sdk::shim::isolate::netns::NetworkNamespace;
 use drover_plugin_sdk::shim::{LaunchSpec, ShimTasks};
 use drover_plugin_sdk::{DriverError, PluginInfo, TaskDriver};
 use tokio::sync::{mpsc, watch};
@@ -151,6 +156,8 @@ impl RawExec {
             .collect();
         spec.user = Some(task.user.clone()).filter(|u| !u.is_empty());
         spec.log_to(task);
+        spec.network_ns =
+            Some(PathBuf::from(&task.network_ns_path)).filter(|p| !p.as_os_str().is_empty());
         Ok(spec)
     }
 }
@@ -248,12 +255,20 @@ impl TaskDriver for RawExec {
         } else {
             &config.task_dir
         });
-        let cmd = drover_plugin_sdk::exec::command(
+        let mut cmd = drover_plugin_sdk::exec::command(
             &setup.command,
             &env,
             &cwd,
             Some(config.user.as_str()),
         )?;
+        if !config.network_ns_path.is_empty() {
+            let path = PathBuf::from(&config.network_ns_path);
+            let ns = tokio::task::spawn_blocking(move || NetworkNamespace::open(&path))
+                .await
+                .map_err(|e| DriverError::Internal(e.to_string()))?
+                .map_err(DriverError::FailedPrecondition)?;
+            drover_plugin_sdk::exec::join_network(&mut cmd, ns);
+        }
         tracing::info!(task_id = %setup.task_id, command = ?setup.command, tty = setup.tty, "exec");
         drover_plugin_sdk::exec::run(cmd, setup.tty, setup.size, input, output).await
     }

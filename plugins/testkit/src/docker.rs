@@ -48,15 +48,41 @@ pub fn has_image(reference: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The offline stand-in for Nomad's `infra_image` (`registry.k8s.io/pause-amd64:3.3`): the
+/// busybox image whose entrypoint sleeps until SIGTERM, then exits 0, as pause does.
+pub const PAUSE: &str = "drover-test/pause:1.0";
+
 /// Builds [`BUSYBOX`] if the engine lacks it, and returns its reference.
 pub fn busybox_image() -> &'static str {
     build_busybox(BUSYBOX);
     BUSYBOX
 }
 
+/// Builds [`PAUSE`] if the engine lacks it, and returns its reference (what tests set as the
+/// docker plugin's `infra_image`).
+pub fn pause_image() -> &'static str {
+    build_pause(PAUSE);
+    PAUSE
+}
+
+/// Builds the pause image under `reference` (a tag of a test's own, for tests that count
+/// its references) if the engine lacks it.
+pub fn build_pause(reference: &str) {
+    build_image(
+        reference,
+        "ENTRYPOINT [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM INT; sleep 2147483647 & wait\"]\n",
+    );
+}
+
 /// Builds the busybox image under `reference` (another tag of the same content: tests that
 /// count image references or remove images use their own) if the engine lacks it.
 pub fn build_busybox(reference: &str) {
+    build_image(reference, "");
+}
+
+/// Builds the busybox image with `extra` Dockerfile lines under `reference`, if the engine
+/// lacks it.
+fn build_image(reference: &str, extra: &str) {
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if has_image(reference) {
         return;
@@ -77,7 +103,9 @@ pub fn build_busybox(reference: &str) {
         "FROM scratch\n\
          COPY busybox /bin/busybox\n\
          RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
-         RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/tmp\", \"/etc\", \"/root\"]\n",
+         RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/tmp\", \"/etc\", \"/root\"]\n"
+            .to_string()
+            + extra,
     )
     .expect("Dockerfile");
     docker(&[

@@ -1,8 +1,12 @@
-//! What the task drivers' end-to-end tests share (a dev-dependency of plugins/raw_exec and
-//! plugins/exec): the real host running one real plugin binary, starting a task and waiting
-//! for its exit through it, and watching the processes a task leaves.
+//! What the task drivers' end-to-end tests share (a dev-dependency of plugins/raw_exec,
+//! plugins/exec and plugins/docker): the real host running one real plugin binary, starting
+//! a task and waiting for its exit through it, watching the processes a task leaves, network
+//! namespaces made with `ip netns` ([`netns`]), and offline docker images ([`docker`]).
 
 pub mod docker;
+pub mod netns;
+
+pub use netns::NetNs;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,6 +73,49 @@ impl Driver<'_> {
             .into_inner()
             .result
             .unwrap()
+    }
+
+    /// ExecTask without a terminal or input: the command's stdout and stderr and its exit;
+    /// panics on an error.
+    pub async fn exec(&self, task_id: &str, argv: &[&str]) -> (String, String, ExitResult) {
+        use drover_proto::driver::{
+            ExecTaskRequest, ExecTaskSetup, exec_task_request, exec_task_response,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(ExecTaskRequest {
+            msg: Some(exec_task_request::Msg::Setup(ExecTaskSetup {
+                task_id: task_id.into(),
+                command: argv.iter().map(|a| a.to_string()).collect(),
+                tty: false,
+                size: None,
+            })),
+        })
+        .await
+        .unwrap();
+        let mut session = self
+            .host
+            .driver(self.name)
+            .await
+            .unwrap()
+            .exec_task(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
+        while let Some(m) = session.message().await.unwrap() {
+            match m.msg {
+                Some(exec_task_response::Msg::Stdout(b)) => out.extend(b),
+                Some(exec_task_response::Msg::Stderr(b)) => err.extend(b),
+                Some(exec_task_response::Msg::Exited(e)) => exit = Some(e),
+                None => {}
+            }
+        }
+        drop(tx);
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+            exit.expect("the exec session ends with the command's exit"),
+        )
     }
 
     /// SIGKILLs the plugin process and waits until the host has noticed; returns its pid.

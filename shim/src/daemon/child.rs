@@ -1,4 +1,5 @@
-//! The task's child between fork and exec (unisolated tasks; isolated ones go through init),
+//! The task's child between fork and exec (unisolated tasks, which join the allocation's
+//! network namespace here when they have one; isolated ones go through init),
 //! and the words for how it failed, which it reports as a stage and an errno.
 
 use std::ffi::CString;
@@ -9,12 +10,15 @@ use std::path::Path;
 use super::user::Credentials;
 use crate::LaunchSpec;
 use crate::isolate::init::STAGE_ISOLATION;
+use crate::isolate::netns;
+use crate::isolate::syscalls::Host;
 
 /// Stages at which the task's child can fail before exec.
 pub(crate) const STAGE_CHDIR: i32 = 1;
 pub(crate) const STAGE_CREDENTIALS: i32 = 2;
 pub(crate) const STAGE_EXEC: i32 = 3;
 pub(crate) const STAGE_STDIO: i32 = 4;
+pub(crate) const STAGE_NETWORK: i32 = 6;
 
 pub(super) fn describe_failure(
     stage: i32,
@@ -38,6 +42,9 @@ pub(super) fn describe_failure(
             spec.user.as_deref().unwrap_or_default()
         ),
         STAGE_STDIO => format!("cannot set up the task's output: {err}"),
+        STAGE_NETWORK => {
+            netns::join_error(spec.network_ns.as_deref().unwrap_or(Path::new("")), &err)
+        }
         _ => match errno {
             libc::ENOENT if exe.exists() => format!(
                 "executable not found: the interpreter of {} (its #! line) does not exist",
@@ -62,6 +69,8 @@ pub(super) struct ChildFds {
     pub(super) out_w: RawFd,
     pub(super) err_w: RawFd,
     pub(super) status_w: RawFd,
+    /// The allocation's network namespace to join, opened by the shim.
+    pub(super) netns: Option<RawFd>,
 }
 
 /// In the forked child: reset signals, wire stdio, chdir, drop privileges, exec. Never returns.
@@ -80,6 +89,7 @@ pub(super) unsafe fn exec_task(
         out_w,
         err_w,
         status_w,
+        netns,
     } = fds;
     // SAFETY: the caller runs this in a freshly forked child of a single-threaded process:
     // only async-signal-safe calls on our own descriptors and valid C strings follow.
@@ -96,6 +106,12 @@ pub(super) unsafe fn exec_task(
         // The task must not inherit the shim's blocked SIGCHLD, nor ignored signals (Rust
         // ignores SIGPIPE): both survive exec.
         crate::isolate::init::reset_signals();
+        // Before credentials drop: joining needs CAP_SYS_ADMIN.
+        if let Some(fd) = netns
+            && netns::enter(&mut Host, fd).is_err()
+        {
+            fail(STAGE_NETWORK);
+        }
         if libc::dup2(out_w, 1) < 0 || libc::dup2(err_w, 2) < 0 {
             fail(STAGE_STDIO);
         }

@@ -17,6 +17,7 @@ use super::last_err;
 use super::launch::{send_report, setup_own_stdio};
 use super::output::Output;
 use super::user::{Credentials, resolve_user};
+use crate::isolate::netns::NetworkNamespace;
 use crate::rotate::RotatingLog;
 use crate::{
     LAUNCH_SPEC_VERSION, LaunchReport, LaunchSpec, SOCKET_FILE, SPEC_FILE, c_ptrs, cloexec_pipe,
@@ -34,6 +35,12 @@ fn read_spec(dir: &Path) -> Result<LaunchSpec, String> {
         return Err(format!(
             "launch spec version {} is not supported by this shim (it runs versions 1..={LAUNCH_SPEC_VERSION})",
             spec.version
+        ));
+    }
+    if spec.network_ns.is_some() && spec.isolation.is_some() {
+        return Err(format!(
+            "{}: network_ns is for unisolated tasks; an isolated task joins isolation.network_ns",
+            spec_path.display()
         ));
     }
     Ok(spec)
@@ -127,6 +134,7 @@ fn fork_task(
     shim_id: &str,
     spec: &LaunchSpec,
     creds: Option<&Credentials>,
+    netns: Option<&NetworkNamespace>,
     cmd: &TaskCommand,
     pipes: &Pipes,
 ) -> Result<(i32, Option<Isolated>), String> {
@@ -149,6 +157,7 @@ fn fork_task(
             out_w: pipes.out.1.as_raw_fd(),
             err_w: pipes.err.1.as_raw_fd(),
             status_w: pipes.status.1.as_raw_fd(),
+            netns: netns.map(NetworkNamespace::fd),
         };
         // SAFETY: we are the freshly forked child.
         unsafe { exec_task(fds, &cmd.cwd, creds, &cmd.exe_c, &argv, &envp) }
@@ -205,6 +214,11 @@ pub(super) fn shim_main(dir: &Path) -> Result<i32, String> {
 
     let creds = spec.user.as_deref().map(resolve_user).transpose()?;
     let cmd = TaskCommand::new(&spec)?;
+    let netns = spec
+        .network_ns
+        .as_deref()
+        .map(NetworkNamespace::open)
+        .transpose()?;
     let stdout_log = open_log(&spec, &spec.stdout_path)?;
     let stderr_log = open_log(&spec, &spec.stderr_path)?;
     let pipes = Pipes::new()?;
@@ -213,7 +227,16 @@ pub(super) fn shim_main(dir: &Path) -> Result<i32, String> {
     let listener = listen(&sock_path)?;
 
     let started_at = now_nanos();
-    let (pid, isolated) = fork_task(dir, &shim_id, &spec, creds.as_ref(), &cmd, &pipes)?;
+    let (pid, isolated) = fork_task(
+        dir,
+        &shim_id,
+        &spec,
+        creds.as_ref(),
+        netns.as_ref(),
+        &cmd,
+        &pipes,
+    )?;
+    drop(netns);
     let Pipes { out, err, status } = pipes;
     drop((out.1, err.1, status.1));
     if let Err(e) = await_exec(status.0, pid, isolated.as_ref(), &spec, &cmd.exe) {

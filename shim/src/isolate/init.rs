@@ -280,10 +280,7 @@ pub(crate) fn join_network_and_name(
     iso: &Isolation,
 ) -> Result<(), String> {
     if let Some(ns) = &iso.network_ns {
-        let f = std::fs::File::open(ns)
-            .map_err(|e| format!("cannot open the network namespace {}: {e}", ns.display()))?;
-        sys.setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET)
-            .map_err(|e| format!("cannot join the network namespace {}: {e}", ns.display()))?;
+        super::netns::NetworkNamespace::open(ns)?.join(sys)?;
     }
     if !iso.hostname.is_empty() {
         sys.sethostname(&iso.hostname).map_err(|e| {

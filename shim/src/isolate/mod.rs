@@ -16,6 +16,7 @@ pub mod caps;
 pub mod cgroup;
 pub(crate) mod enter;
 pub(crate) mod init;
+pub mod netns;
 pub mod syscalls;
 
 use std::collections::BTreeMap;

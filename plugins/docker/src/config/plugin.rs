@@ -14,6 +14,8 @@ use crate::caps;
 pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
 /// Nomad's default `infra_image`.
 pub const DEFAULT_INFRA_IMAGE: &str = "registry.k8s.io/pause-amd64:3.3";
+/// Nomad's default `infra_image_pull_timeout`.
+pub const DEFAULT_INFRA_IMAGE_PULL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Nomad's default `pull_activity_timeout`.
 pub const DEFAULT_PULL_ACTIVITY_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// Nomad's default `allow_runtimes`.
@@ -42,6 +44,8 @@ pub struct PluginConfig {
     pub pull_activity_timeout: Option<Duration>,
     #[serde(default)]
     pub infra_image: Option<String>,
+    #[serde(default, deserialize_with = "de::duration")]
+    pub infra_image_pull_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de::block")]
     pub gc: Option<GcBlock>,
     #[serde(default)]
@@ -175,7 +179,10 @@ pub struct Settings {
     pub volumes_enabled: bool,
     pub extra_labels: Vec<String>,
     pub pull_activity_timeout: Duration,
+    /// The image of the allocations' network (infra) containers.
     pub infra_image: String,
+    /// The longest pulling `infra_image` may take.
+    pub infra_image_pull_timeout: Duration,
     pub gc: GcConfig,
     pub disable_log_collection: bool,
     /// The agent's node id (from SetConfig, not the config block): the containers this
@@ -244,7 +251,11 @@ impl Settings {
                 .unwrap_or(DEFAULT_PULL_ACTIVITY_TIMEOUT),
             infra_image: cfg
                 .infra_image
+                .filter(|i| !i.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_INFRA_IMAGE.to_string()),
+            infra_image_pull_timeout: cfg
+                .infra_image_pull_timeout
+                .unwrap_or(DEFAULT_INFRA_IMAGE_PULL_TIMEOUT),
             gc: GcConfig::from_block(cfg.gc),
             disable_log_collection: cfg.disable_log_collection,
             node_id: String::new(),

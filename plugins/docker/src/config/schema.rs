@@ -415,6 +415,14 @@ fn policy_fields() -> Vec<ConfigField> {
             ),
             "\"registry.k8s.io/pause-amd64:3.3\"",
         ),
+        with_default(
+            field(
+                "infra_image_pull_timeout",
+                D,
+                "The longest a pull of infra_image may take.",
+            ),
+            "\"5m\"",
+        ),
         nested(
             "gc",
             "block",

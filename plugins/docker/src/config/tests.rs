@@ -205,12 +205,19 @@ fn plugin_defaults_are_nomads() {
     assert_eq!(s.gc, GcConfig::default());
     assert_eq!(s.gc.image_delay.as_secs(), 180);
     assert!(s.gc.dangling.enabled);
+    assert_eq!(s.infra_image, "registry.k8s.io/pause-amd64:3.3");
+    assert_eq!(s.infra_image_pull_timeout.as_secs(), 300);
     let s = Settings::from_json(json!({
         "volumes": {"enabled": true},
         "gc": {"image_delay": "10s", "dangling_containers": [{"dry_run": true}]},
         "allow_caps": ["net_raw", "CAP_CHOWN"],
+        "infra_image": "drover-test/pause:1.0",
+        "infra_image_pull_timeout": "30s",
     }))
     .unwrap();
+    assert_eq!(s.infra_image, "drover-test/pause:1.0");
+    assert_eq!(s.infra_image_pull_timeout.as_secs(), 30);
+    assert!(Settings::from_json(json!({"infra_image_pull_timeout": "soon"})).is_err());
     assert!(s.volumes_enabled);
     assert_eq!(s.gc.image_delay.as_secs(), 10);
     assert!(s.gc.dangling.dry_run && s.gc.dangling.enabled);

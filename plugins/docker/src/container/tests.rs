@@ -51,7 +51,7 @@ fn task(config: serde_json::Value) -> Task {
 fn spec_with(config: serde_json::Value, settings: &Settings) -> Result<ContainerSpec, SpecError> {
     let t = task(config);
     let cfg = parse_config(&t)?;
-    build(&t, &cfg, &cfg.image, settings, 1000)
+    build(&t, &cfg, &cfg.image, settings, 1000, None)
 }
 
 fn spec(config: serde_json::Value) -> Result<ContainerSpec, SpecError> {
@@ -326,7 +326,7 @@ fn host_volumes_from_the_scheduler() {
         read_only: true,
     });
     let cfg = parse_config(&t).unwrap();
-    let s = build(&t, &cfg, "i:1", &Settings::default(), 1000).unwrap();
+    let s = build(&t, &cfg, "i:1", &Settings::default(), 1000, None).unwrap();
     let m = hc(&s)
         .mounts
         .as_ref()
@@ -338,7 +338,7 @@ fn host_volumes_from_the_scheduler() {
     assert_eq!(m.source.as_deref(), Some("/srv/vol"));
     assert_eq!(m.read_only, Some(true));
     t.mounts[0].task_path = "/vol/../etc".into();
-    assert!(build(&t, &cfg, "i:1", &Settings::default(), 1000).is_err());
+    assert!(build(&t, &cfg, "i:1", &Settings::default(), 1000, None).is_err());
 }
 
 #[test]
@@ -405,6 +405,62 @@ fn bad_configs_are_refused() {
     let mut t = task(json!({"image": "i:1"}));
     t.env.insert("A=B".into(), "c".into());
     let cfg = parse_config(&t).unwrap();
-    assert!(build(&t, &cfg, "i:1", &Settings::default(), 1000).is_err());
+    assert!(build(&t, &cfg, "i:1", &Settings::default(), 1000, None).is_err());
     assert_eq!(container_name("/x/y"), "drover--x-y");
+}
+
+#[test]
+fn a_task_of_a_group_network_joins_the_infra_container_and_publishes_nothing() {
+    let mut t = task(json!({"image": "i:1", "ports": ["http"]}));
+    t.network_ns_path = "/var/run/docker/netns/abc".into();
+    let plain: TaskConfig = serde_json::from_value(json!({"image": "i:1"})).unwrap();
+    let s = build(
+        &t,
+        &plain,
+        "i:1",
+        &Settings::default(),
+        1000,
+        Some("infra1"),
+    )
+    .unwrap();
+    let hc = hc(&s);
+    assert_eq!(hc.network_mode.as_deref(), Some("container:infra1"));
+    assert!(hc.port_bindings.is_none());
+    assert!(s.body.exposed_ports.is_none());
+    assert!(s.body.hostname.is_none() && hc.dns.is_none());
+    for (key, config) in [
+        (
+            "network_mode",
+            json!({"image": "i:1", "network_mode": "bridge"}),
+        ),
+        ("ports", json!({"image": "i:1", "ports": ["http"]})),
+        ("hostname", json!({"image": "i:1", "hostname": "h"})),
+        (
+            "dns_servers",
+            json!({"image": "i:1", "dns_servers": ["1.1.1.1"]}),
+        ),
+        (
+            "dns_search_domains",
+            json!({"image": "i:1", "dns_search_domains": ["x"]}),
+        ),
+        (
+            "dns_options",
+            json!({"image": "i:1", "dns_options": ["ndots:2"]}),
+        ),
+        (
+            "extra_hosts",
+            json!({"image": "i:1", "extra_hosts": ["a:1.2.3.4"]}),
+        ),
+    ] {
+        let cfg: TaskConfig = serde_json::from_value(config).unwrap();
+        let e = build(&t, &cfg, "i:1", &Settings::default(), 1000, Some("infra1"))
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with(&format!("{key}:")), "{key}: {e}");
+        // Without a group network the same config is fine.
+        assert!(
+            build(&t, &cfg, "i:1", &Settings::default(), 1000, None).is_ok(),
+            "{key}"
+        );
+    }
 }

@@ -217,3 +217,14 @@ pub fn port(label: &str, value: i32, to: i32) -> PortMapping {
         host_ip: "127.0.0.1".into(),
     }
 }
+
+/// Removes an image tag whatever the test's outcome.
+pub struct RemoveImage(pub String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", &self.0])
+            .output();
+    }
+}

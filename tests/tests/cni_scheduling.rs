@@ -59,7 +59,14 @@ fn a_cni_network_added_while_a_job_waits_lets_it_place() {
     let nodes = agent.get("/v1/nodes").unwrap();
     let node_id = nodes[0]["ID"].as_str().unwrap().to_string();
     let node = agent.get(&format!("/v1/node/{node_id}")).unwrap();
-    for plugin in ["bridge", "host-local", "loopback", "portmap", "firewall", "ptp"] {
+    for plugin in [
+        "bridge",
+        "host-local",
+        "loopback",
+        "portmap",
+        "firewall",
+        "ptp",
+    ] {
         let v = &node["Attributes"][format!("plugins.cni.version.{plugin}")];
         assert!(
             v.as_str().is_some_and(|v| !v.is_empty()),
@@ -98,7 +105,10 @@ fn a_cni_network_added_while_a_job_waits_lets_it_place() {
     );
     assert_eq!(explained, 1);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(agent.allocs("cninet").is_empty(), "placed without the network");
+    assert!(
+        agent.allocs("cninet").is_empty(),
+        "placed without the network"
+    );
 
     // The operator adds the network: the node picks it up and the job is placed.
     std::fs::write(conf_dir.join("testnet.conflist"), TESTNET).unwrap();

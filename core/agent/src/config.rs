@@ -1660,9 +1660,18 @@ mod tests {
         assert_eq!(private.interface, None);
         assert_eq!(c.host_networks["public"].interface.as_deref(), Some("eth1"));
         for (bad, why) in [
-            ("  host_network \"x\" {\n    cidr = \"10.0.0.0/40\"\n  }\n", "client.host_network.x.cidr"),
-            ("  host_network \"x\" {\n    reserved_ports = \"9-1\"\n  }\n", "client.host_network.x.reserved_ports"),
-            ("  host_network \"x\" {\n    interface = \"{{ GetDefaultInterfaces }}\"\n  }\n", "not an interface name"),
+            (
+                "  host_network \"x\" {\n    cidr = \"10.0.0.0/40\"\n  }\n",
+                "client.host_network.x.cidr",
+            ),
+            (
+                "  host_network \"x\" {\n    reserved_ports = \"9-1\"\n  }\n",
+                "client.host_network.x.reserved_ports",
+            ),
+            (
+                "  host_network \"x\" {\n    interface = \"{{ GetDefaultInterfaces }}\"\n  }\n",
+                "not an interface name",
+            ),
             ("  host_network \"a/b\" {\n  }\n", "host network name"),
             ("  host_network \"x\" {\n    mode = \"y\"\n  }\n", "mode"),
         ] {

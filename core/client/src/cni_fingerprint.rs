@@ -124,10 +124,8 @@ impl KernelFiles {
                 f.take(4 << 20).read_to_string(&mut s).map(|_| s)
             })
         };
-        let loaded = read(&self.proc_modules).is_ok_and(|s| {
-            s.lines()
-                .any(|l| l.split_whitespace().next() == Some(name))
-        });
+        let loaded = read(&self.proc_modules)
+            .is_ok_and(|s| s.lines().any(|l| l.split_whitespace().next() == Some(name)));
         let ko = format!("/{name}.ko");
         loaded
             || read(&self.modules_builtin).is_ok_and(|s| s.lines().any(|l| l.trim().ends_with(&ko)))
@@ -331,11 +329,17 @@ async fn run_for_version(path: &Path) -> std::io::Result<String> {
     let run = async {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let read_out = async {
-            (&mut stdout).take(VERSION_OUTPUT).read_to_end(&mut out).await?;
+            (&mut stdout)
+                .take(VERSION_OUTPUT)
+                .read_to_end(&mut out)
+                .await?;
             tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await
         };
         let read_err = async {
-            (&mut stderr).take(VERSION_OUTPUT).read_to_end(&mut err).await?;
+            (&mut stderr)
+                .take(VERSION_OUTPUT)
+                .read_to_end(&mut err)
+                .await?;
             tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await
         };
         tokio::try_join!(read_out, read_err)?;
@@ -487,7 +491,11 @@ mod tests {
         }
         let runs = dir.path().join("runs");
         let count = format!("echo run >> {}", runs.display());
-        exe(&a, "bridge", &format!("{count}\necho 'CNI bridge plugin v1.1.1' >&2"));
+        exe(
+            &a,
+            "bridge",
+            &format!("{count}\necho 'CNI bridge plugin v1.1.1' >&2"),
+        );
         exe(&b, "bridge", "echo 'CNI bridge plugin v9.9.9'");
         exe(&a, "quiet", "exit 0");
         exe(&b, "hangs", "sleep 30");
@@ -500,10 +508,18 @@ mod tests {
         let started = std::time::Instant::now();
         let r = fp.scan().await;
         assert!(started.elapsed() < Duration::from_secs(10));
-        let attr = |n: &str| r.attributes.get(&format!("plugins.cni.version.{n}")).cloned();
+        let attr = |n: &str| {
+            r.attributes
+                .get(&format!("plugins.cni.version.{n}"))
+                .cloned()
+        };
         assert_eq!(attr("bridge").as_deref(), Some("v1.1.1"), "{r:?}");
         assert_eq!(attr("quiet").as_deref(), Some("unknown"));
-        assert_eq!(attr("hangs"), None, "a plugin that times out is not reported");
+        assert_eq!(
+            attr("hangs"),
+            None,
+            "a plugin that times out is not reported"
+        );
         assert_eq!(attr("notexec"), None);
         assert_eq!(attr("adir"), None);
         // A second scan runs nothing again: the files did not change.
@@ -511,7 +527,11 @@ mod tests {
         assert_eq!(again, r);
         assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
         // A changed file is run again.
-        exe(&a, "bridge", &format!("{count}\necho 'CNI bridge plugin v1.2.0'"));
+        exe(
+            &a,
+            "bridge",
+            &format!("{count}\necho 'CNI bridge plugin v1.2.0'"),
+        );
         let r = fp.scan().await;
         assert_eq!(
             r.attributes["plugins.cni.version.bridge"], "v1.2.0",
@@ -550,7 +570,10 @@ mod tests {
         std::fs::write(conf.join("30-broken.conflist"), "{").unwrap();
         let r2 = fp.scan().await;
         assert_eq!(r2.modes, ["bridge", "cni/testnet"]);
-        assert!(r2.problems.iter().any(|p| p.contains("30-broken")), "{r2:?}");
+        assert!(
+            r2.problems.iter().any(|p| p.contains("30-broken")),
+            "{r2:?}"
+        );
         assert!(r2.problems.iter().any(|p| p.contains("20-again")), "{r2:?}");
         let nets = r2.networks();
         assert_eq!(nets[1].mode, "cni/testnet");

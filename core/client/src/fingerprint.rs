@@ -132,8 +132,7 @@ pub fn fingerprint(
         "unique.storage.bytesfree".into(),
         (disk_mb * 1024 * 1024).to_string(),
     );
-    let addresses =
-        crate::node_network::fingerprint(network_interface, host_networks, &mut attrs);
+    let addresses = crate::node_network::fingerprint(network_interface, host_networks, &mut attrs);
     let reservable_cores = reservable_cores();
     attrs.insert(
         "cpu.reservablecores".into(),

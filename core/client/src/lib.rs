@@ -38,8 +38,8 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 pub use artifact::{ArtifactConfig, UnpackLimits};
-pub use node_network::{Cidr, CidrError, HostNetwork};
 pub use fingerprint::fingerprint;
+pub use node_network::{Cidr, CidrError, HostNetwork};
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {

@@ -50,7 +50,12 @@ impl Usage {
                 .then(|| node.host_network_ip("").unwrap_or_default().to_string()),
             ..Usage::default()
         };
-        for a in node.resources.node_networks.iter().flat_map(|n| &n.addresses) {
+        for a in node
+            .resources
+            .node_networks
+            .iter()
+            .flat_map(|n| &n.addresses)
+        {
             // The client checked the list; one that does not parse reserves nothing.
             for p in drover_model::parse_port_list(&a.reserved_ports).unwrap_or_default() {
                 let host = u.host_of(&a.address);

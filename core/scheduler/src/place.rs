@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_model::{
     AllocatedPort, Allocation, ClientStatus, Constraint, ConstraintOperand, DesiredStatus, Job,
-    Node, NodeStatus, PlacementFailure, Port, RescheduleEvent, Resources, SharedResources, TaskGroup,
-    VolumeType, format_uuid,
+    Node, NodeStatus, PlacementFailure, Port, RescheduleEvent, Resources, SharedResources,
+    TaskGroup, VolumeType, format_uuid,
 };
 use drover_state::StateSnapshot;
 use rand::rngs::StdRng;

@@ -953,15 +953,33 @@ fn bridge_and_cni_groups_go_only_where_the_mode_is_and_say_what_is_missing() {
     let plan = w.register(with_network(job(3, 10, 10), "bridge", &[], &[]));
     assert_eq!(plan.allocs.len(), 3);
     assert!(plan.allocs.iter().all(|a| a.node_id == "bridge"));
-    let plan = w.register(with_network(job_of("c", JobType::Service, 2, 10, 10), "cni/testnet", &[], &[]));
+    let plan = w.register(with_network(
+        job_of("c", JobType::Service, 2, 10, 10),
+        "cni/testnet",
+        &[],
+        &[],
+    ));
     assert!(plan.allocs.iter().all(|a| a.node_id == "cni"), "{plan:?}");
-    let plan = w.register(with_network(job_of("o", JobType::Service, 1, 10, 10), "cni/other", &[], &[]));
+    let plan = w.register(with_network(
+        job_of("o", JobType::Service, 1, 10, 10),
+        "cni/other",
+        &[],
+        &[],
+    ));
     assert!(plan.allocs.is_empty());
     let f = &plan.failed["g"];
-    assert_eq!(f.constraint_filtered["missing network cni/other"], 3, "{f:?}");
+    assert_eq!(
+        f.constraint_filtered["missing network cni/other"], 3,
+        "{f:?}"
+    );
     // Host and none are everywhere, as without a network block.
     for mode in ["host", "", "none"] {
-        let plan = w.register(with_network(job_of(&format!("h{mode}"), JobType::Service, 3, 10, 10), mode, &[], &[]));
+        let plan = w.register(with_network(
+            job_of(&format!("h{mode}"), JobType::Service, 3, 10, 10),
+            mode,
+            &[],
+            &[],
+        ));
         assert_eq!(plan.allocs.len(), 3, "mode {mode:?}");
     }
     // A node that gains the mode takes the waiting group.
@@ -984,17 +1002,28 @@ fn a_port_on_a_host_network_the_node_lacks_makes_it_infeasible() {
         false,
     );
     let mut w = World::new(&[plain, public]);
-    let plan = w.register(with_network(job(2, 10, 10), "", &[("web", 80, "public")], &["public", ""]));
-    assert_eq!(plan.allocs.len(), 1, "port 80 once on the one public address");
+    let plan = w.register(with_network(
+        job(2, 10, 10),
+        "",
+        &[("web", 80, "public")],
+        &["public", ""],
+    ));
+    assert_eq!(
+        plan.allocs.len(),
+        1,
+        "port 80 once on the one public address"
+    );
     let ports = &plan.allocs[0].shared_resources.ports;
     assert_eq!(plan.allocs[0].node_id, "public");
     assert_eq!(ports[0].host_ip, "203.0.113.2");
     assert_eq!(ports[1].host_ip, "203.0.113.2");
-    assert_eq!(ports[2].host_ip, "10.0.0.2", "no host_network: the default one");
+    assert_eq!(
+        ports[2].host_ip, "10.0.0.2",
+        "no host_network: the default one"
+    );
     let f = &plan.failed["g"];
     assert_eq!(
-        f.constraint_filtered["missing host network \"public\" for port \"web\""],
-        1,
+        f.constraint_filtered["missing host network \"public\" for port \"web\""], 1,
         "{f:?}"
     );
     w.assert_fits();
@@ -1010,14 +1039,41 @@ fn ports_are_held_per_address_unless_the_default_network_binds_the_wildcard() {
     let mut w = World::new(&[net_node("n", &[], &addrs, false)]);
     let plan = w.register(with_network(job(1, 10, 10), "", &[("a", 8080, "")], &[]));
     assert_eq!(plan.allocs.len(), 1);
-    let plan = w.register(with_network(job_of("b", JobType::Service, 2, 10, 10), "", &[("a", 8080, "private")], &[]));
-    assert_eq!(plan.allocs.len(), 1, "8080 is free once on the private address");
+    let plan = w.register(with_network(
+        job_of("b", JobType::Service, 2, 10, 10),
+        "",
+        &[("a", 8080, "private")],
+        &[],
+    ));
+    assert_eq!(
+        plan.allocs.len(),
+        1,
+        "8080 is free once on the private address"
+    );
     assert_eq!(plan.allocs[0].shared_resources.ports[0].host_ip, "10.1.0.1");
-    assert!(plan.failed["g"].dimension_exhausted.keys().any(|k| k.contains("8080")));
+    assert!(
+        plan.failed["g"]
+            .dimension_exhausted
+            .keys()
+            .any(|k| k.contains("8080"))
+    );
     // A host network's reserved ports are never given out.
-    let plan = w.register(with_network(job_of("r", JobType::Service, 1, 10, 10), "", &[("ssh", 22, "private")], &[]));
-    assert!(plan.allocs.is_empty(), "22 is reserved on the private network");
-    let plan = w.register(with_network(job_of("r2", JobType::Service, 1, 10, 10), "", &[("ssh", 22, "")], &[]));
+    let plan = w.register(with_network(
+        job_of("r", JobType::Service, 1, 10, 10),
+        "",
+        &[("ssh", 22, "private")],
+        &[],
+    ));
+    assert!(
+        plan.allocs.is_empty(),
+        "22 is reserved on the private network"
+    );
+    let plan = w.register(with_network(
+        job_of("r2", JobType::Service, 1, 10, 10),
+        "",
+        &[("ssh", 22, "")],
+        &[],
+    ));
     assert_eq!(plan.allocs.len(), 1, "22 is free on the default network");
     w.assert_fits();
 
@@ -1025,7 +1081,12 @@ fn ports_are_held_per_address_unless_the_default_network_binds_the_wildcard() {
     let mut w = World::new(&[net_node("n", &[], &addrs, true)]);
     let plan = w.register(with_network(job(1, 10, 10), "", &[("a", 8080, "")], &[]));
     assert_eq!(plan.allocs.len(), 1);
-    let plan = w.register(with_network(job_of("b", JobType::Service, 1, 10, 10), "", &[("a", 8080, "private")], &[]));
+    let plan = w.register(with_network(
+        job_of("b", JobType::Service, 1, 10, 10),
+        "",
+        &[("a", 8080, "private")],
+        &[],
+    ));
     assert!(plan.allocs.is_empty(), "8080 is held on every address");
     w.assert_fits();
 
@@ -1049,7 +1110,10 @@ fn ports_are_held_per_address_unless_the_default_network_binds_the_wildcard() {
     };
     let (a, b) = (held("10.0.0.1"), held("10.1.0.1"));
     assert!(fit(&n, [&a, &b]).is_ok(), "two addresses, one port each");
-    assert!(matches!(fit(&n, [&a, &a.clone()]), Err(Misfit::PortTaken(8080))));
+    assert!(matches!(
+        fit(&n, [&a, &a.clone()]),
+        Err(Misfit::PortTaken(8080))
+    ));
     let wild = net_node("n", &[], &addrs, true);
     assert!(matches!(fit(&wild, [&a, &b]), Err(Misfit::PortTaken(8080))));
     let reserved = Allocation {
@@ -1079,13 +1143,36 @@ fn to_minus_one_and_zero_mean_the_host_port() {
     j.groups[0].networks.push(NetworkResource {
         mode: "bridge".into(),
         reserved_ports: vec![
-            Port { label: "s0".into(), value: 7000, to: 0, ..Default::default() },
-            Port { label: "s1".into(), value: 7001, to: -1, ..Default::default() },
-            Port { label: "s2".into(), value: 7002, to: 80, ..Default::default() },
+            Port {
+                label: "s0".into(),
+                value: 7000,
+                to: 0,
+                ..Default::default()
+            },
+            Port {
+                label: "s1".into(),
+                value: 7001,
+                to: -1,
+                ..Default::default()
+            },
+            Port {
+                label: "s2".into(),
+                value: 7002,
+                to: 80,
+                ..Default::default()
+            },
         ],
         dynamic_ports: vec![
-            Port { label: "d0".into(), to: 0, ..Default::default() },
-            Port { label: "d1".into(), to: -1, ..Default::default() },
+            Port {
+                label: "d0".into(),
+                to: 0,
+                ..Default::default()
+            },
+            Port {
+                label: "d1".into(),
+                to: -1,
+                ..Default::default()
+            },
         ],
         ..Default::default()
     });

@@ -324,25 +324,10 @@ async fn run_for_version(path: &Path) -> std::io::Result<String> {
         .process_group(0)
         .spawn()?;
     let group = child.id();
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
     let run = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let read_out = async {
-            (&mut stdout)
-                .take(VERSION_OUTPUT)
-                .read_to_end(&mut out)
-                .await?;
-            tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await
-        };
-        let read_err = async {
-            (&mut stderr)
-                .take(VERSION_OUTPUT)
-                .read_to_end(&mut err)
-                .await?;
-            tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await
-        };
-        tokio::try_join!(read_out, read_err)?;
+        let (mut out, err) = tokio::try_join!(read_head(stdout), read_head(stderr))?;
         child.wait().await?;
         out.extend_from_slice(b"\n");
         out.extend_from_slice(&err);
@@ -363,6 +348,18 @@ async fn run_for_version(path: &Path) -> std::io::Result<String> {
             ))
         }
     }
+}
+
+/// The first [`VERSION_OUTPUT`] bytes of a stream; the rest is drained, so the writer
+/// never blocks on a full pipe.
+async fn read_head(mut stream: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    (&mut stream)
+        .take(VERSION_OUTPUT)
+        .read_to_end(&mut head)
+        .await?;
+    tokio::io::copy(&mut stream, &mut tokio::io::sink()).await?;
+    Ok(head)
 }
 
 /// The version in a plugin's answer: the first token of its first non-empty line that is a

@@ -1141,7 +1141,6 @@ fn to_minus_one_and_zero_mean_the_host_port() {
     let mut w = World::new(&[node("a", 10_000, 10_000)]);
     let mut j = job(1, 10, 10);
     j.groups[0].networks.push(NetworkResource {
-        mode: "bridge".into(),
         reserved_ports: vec![
             Port {
                 label: "s0".into(),
@@ -1176,7 +1175,6 @@ fn to_minus_one_and_zero_mean_the_host_port() {
         ],
         ..Default::default()
     });
-    j.groups[0].networks[0].mode = String::new();
     let plan = w.register(j);
     let ports = &plan.allocs[0].shared_resources.ports;
     let to: Vec<(i32, u16)> = ports.iter().map(|p| (p.to, p.value)).collect();

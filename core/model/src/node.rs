@@ -308,3 +308,60 @@ pub struct HostVolume {
     pub path: String,
     pub read_only: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_lists_parse_as_nomad_writes_them() {
+        assert_eq!(
+            parse_port_list("22, 80,8000-8002,80").unwrap(),
+            [22, 80, 8000, 8001, 8002]
+        );
+        assert_eq!(parse_port_list("").unwrap(), Vec::<u16>::new());
+        for bad in ["0", "65536", "x", "9-1", "1-2-3"] {
+            assert!(parse_port_list(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_port_list("1-65535").unwrap().len(), 65535);
+    }
+
+    #[test]
+    fn host_networks_resolve_to_their_first_address() {
+        let mut n = Node::default();
+        assert_eq!(n.host_network_ip(""), Some("127.0.0.1"));
+        assert_eq!(n.host_network_ip("default"), Some("127.0.0.1"));
+        assert_eq!(n.host_network_ip("public"), None);
+        n.resources.node_networks.push(NodeNetworkResource {
+            mode: "host".into(),
+            device: "eth0".into(),
+            addresses: vec![
+                NodeNetworkAddress {
+                    alias: "public".into(),
+                    address: "203.0.113.1".into(),
+                    ..Default::default()
+                },
+                NodeNetworkAddress {
+                    alias: "default".into(),
+                    address: "10.0.0.1".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(n.host_network_ip("public"), Some("203.0.113.1"));
+        assert_eq!(n.host_network_ip(""), Some("10.0.0.1"));
+        assert!(
+            n.binds_wildcard(),
+            "Nomad's default for a node that says nothing"
+        );
+        assert!(n.has_network_mode("host") && n.has_network_mode("none"));
+        assert!(!n.has_network_mode("bridge"));
+        let json = serde_json::to_value(&n).unwrap();
+        assert_eq!(
+            json["NodeResources"]["NodeNetworks"][0]["Addresses"][0]["Alias"],
+            "public"
+        );
+        assert!(json.get("BindWildcardDefaultHostNetwork").is_none());
+    }
+}

@@ -224,6 +224,8 @@ async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Resul
             gc_disk_usage_threshold: cfg.gc_disk_usage_threshold,
             artifacts: cfg.artifacts.clone(),
             cni: cfg.cni.clone(),
+            host_networks: cfg.host_networks.clone(),
+            bind_wildcard_default_host_network: cfg.bind_wildcard_default_host_network,
             stop_tasks_on_shutdown: cfg.dev,
         },
         host,

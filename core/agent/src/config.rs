@@ -283,6 +283,9 @@ pub struct ClientBlock {
     #[serde(default)]
     pub host_volume: BTreeMap<String, HostVolume>,
     pub network_interface: Option<String>,
+    #[serde(default)]
+    pub host_network: BTreeMap<String, HostNetworkBlock>,
+    pub bind_wildcard_default_host_network: Option<bool>,
     pub state_dir: Option<String>,
     pub alloc_dir: Option<String>,
     pub server_join: Option<ServerJoin>,
@@ -403,6 +406,58 @@ fn core_list(s: &str) -> anyhow::Result<Vec<u16>> {
         out.extend(a..=b);
     }
     Ok(out.into_iter().collect())
+}
+
+/// `client { host_network "NAME" { cidr interface reserved_ports } }` (Nomad's): the node's
+/// addresses in `cidr` (comma-separated prefixes) on `interface` form the host network NAME.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostNetworkBlock {
+    pub cidr: Option<String>,
+    pub interface: Option<String>,
+    pub reserved_ports: Option<String>,
+}
+
+impl HostNetworkBlock {
+    fn resolve(&self, name: &str) -> anyhow::Result<drover_client::HostNetwork> {
+        let key = format!("client.host_network.{name}");
+        if name.is_empty()
+            || name.len() > 128
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            bail!("{key}: a host network name is letters, digits, '_', '-' and '.'");
+        }
+        let cidrs = self
+            .cidr
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| c.parse().with_context(|| format!("{key}.cidr")))
+            .collect::<anyhow::Result<Vec<drover_client::Cidr>>>()?;
+        let interface = self
+            .interface
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(str::to_string);
+        if let Some(i) = &interface
+            && (i.len() > 15 || i.contains(['/', '\0']) || i.contains("{{"))
+        {
+            bail!("{key}.interface {i:?} is not an interface name (templates are not supported)");
+        }
+        let reserved_ports = self.reserved_ports.clone().unwrap_or_default();
+        drover_model::parse_port_list(&reserved_ports)
+            .with_context(|| format!("{key}.reserved_ports"))?;
+        Ok(drover_client::HostNetwork {
+            cidrs,
+            interface,
+            reserved_ports,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -914,6 +969,10 @@ pub struct AgentConfig {
     pub host_volumes: BTreeMap<String, drover_model::HostVolume>,
     /// `client { network_interface }`: None = the default route's interface.
     pub network_interface: Option<String>,
+    /// `client { host_network "NAME" { ... } }`.
+    pub host_networks: BTreeMap<String, drover_client::HostNetwork>,
+    /// `client { bind_wildcard_default_host_network }` (default true).
+    pub bind_wildcard_default_host_network: bool,
     pub raft_snapshot_threshold: u64,
     pub raft_trailing_logs: u64,
     pub num_schedulers: usize,
@@ -1113,6 +1172,10 @@ impl AgentConfig {
             reserved: drover_model::NodeResources::default(),
             host_volumes: BTreeMap::new(),
             network_interface: None,
+            host_networks: BTreeMap::new(),
+            bind_wildcard_default_host_network: client_block
+                .bind_wildcard_default_host_network
+                .unwrap_or(true),
             cni: drover_client::CniLocations::default(),
             dev,
             name: f.name.clone().unwrap_or(host),
@@ -1165,6 +1228,11 @@ impl AgentConfig {
         {
             bail!("client.network_interface {i:?} is not an interface name");
         }
+        self.host_networks = client_block
+            .host_network
+            .iter()
+            .map(|(name, h)| Ok((name.clone(), h.resolve(name)?)))
+            .collect::<anyhow::Result<_>>()?;
         if let Some(p) = &client_block.cni_path {
             self.cni.plugin_path = drover_cni::PluginPath::parse(p);
             if self.cni.plugin_path.dirs().is_empty() {
@@ -1565,6 +1633,51 @@ mod tests {
         f.data_dir = Some(dir.path().to_str().unwrap().to_string());
         let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
         assert!(e.contains("not an interface name"), "{e}");
+    }
+
+    #[test]
+    fn host_networks_and_wildcard_binding_reach_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |client: &str| {
+            let mut f = parse(&format!(
+                "server {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n{client}}}\n"
+            ))?;
+            f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+            AgentConfig::resolve(f, false)
+        };
+        let c = resolve("").unwrap();
+        assert!(c.host_networks.is_empty());
+        assert!(c.bind_wildcard_default_host_network, "Nomad's default");
+        let c = resolve(
+            "  bind_wildcard_default_host_network = false\n  host_network \"private\" {\n    cidr = \"10.0.0.0/8, fd00::/8\"\n    reserved_ports = \"22,8000-8002\"\n  }\n  host_network \"public\" {\n    interface = \"eth1\"\n  }\n",
+        )
+        .unwrap();
+        assert!(!c.bind_wildcard_default_host_network);
+        let private = &c.host_networks["private"];
+        assert_eq!(private.cidrs.len(), 2);
+        assert!(private.cidrs[0].contains("10.9.8.7".parse().unwrap()));
+        assert_eq!(private.reserved_ports, "22,8000-8002");
+        assert_eq!(private.interface, None);
+        assert_eq!(c.host_networks["public"].interface.as_deref(), Some("eth1"));
+        for (bad, why) in [
+            (
+                "  host_network \"x\" {\n    cidr = \"10.0.0.0/40\"\n  }\n",
+                "client.host_network.x.cidr",
+            ),
+            (
+                "  host_network \"x\" {\n    reserved_ports = \"9-1\"\n  }\n",
+                "client.host_network.x.reserved_ports",
+            ),
+            (
+                "  host_network \"x\" {\n    interface = \"{{ GetDefaultInterfaces }}\"\n  }\n",
+                "not an interface name",
+            ),
+            ("  host_network \"a/b\" {\n  }\n", "host network name"),
+            ("  host_network \"x\" {\n    mode = \"y\"\n  }\n", "mode"),
+        ] {
+            let e = format!("{:#}", resolve(bad).unwrap_err());
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -64,11 +64,12 @@ pub fn parse_cpu_list(s: &str) -> Vec<u16> {
     out.into_iter().collect()
 }
 
-/// Host attributes and resources, read from /proc and the system; the network is that of
-/// `network_interface` (see [`crate::node_network::fingerprint`]).
+/// Host attributes and resources, read from /proc and the system; the networks are those of
+/// `network_interface` and the host networks (see [`crate::node_network::fingerprint`]).
 pub fn fingerprint(
     data_dir: &std::path::Path,
     network_interface: Option<&str>,
+    host_networks: &BTreeMap<String, crate::HostNetwork>,
 ) -> (BTreeMap<String, String>, NodeResources) {
     let mut attrs = BTreeMap::new();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -131,7 +132,7 @@ pub fn fingerprint(
         "unique.storage.bytesfree".into(),
         (disk_mb * 1024 * 1024).to_string(),
     );
-    let networks = crate::node_network::fingerprint(network_interface, &mut attrs);
+    let addresses = crate::node_network::fingerprint(network_interface, host_networks, &mut attrs);
     let reservable_cores = reservable_cores();
     attrs.insert(
         "cpu.reservablecores".into(),
@@ -143,7 +144,8 @@ pub fn fingerprint(
             cpu: cores * mhz,
             memory_mb: mem_kb / 1024,
             disk_mb,
-            networks,
+            networks: addresses.networks,
+            node_networks: addresses.node_networks,
             reservable_cores,
         },
     )
@@ -154,10 +156,15 @@ pub async fn node(client: &Client) -> Node {
     let cfg = &client.inner.config;
     let dir = cfg.data_dir.clone();
     let iface = cfg.network_interface.clone();
-    let (mut attributes, resources) =
-        tokio::task::spawn_blocking(move || fingerprint(&dir, iface.as_deref()))
+    let host_networks = cfg.host_networks.clone();
+    let (mut attributes, mut resources) =
+        tokio::task::spawn_blocking(move || fingerprint(&dir, iface.as_deref(), &host_networks))
             .await
             .unwrap_or_default();
+    let cni = client.inner.cni.scan().await;
+    attributes.extend(cni.attributes.clone());
+    resources.networks.extend(cni.networks());
+    client.inner.cni.reported(&cni);
     let mut drivers = BTreeMap::new();
     for name in client.host().driver_names().await {
         let info = driver_info(client, &name).await;
@@ -188,6 +195,11 @@ pub async fn node(client: &Client) -> Node {
         max_dynamic_port: cfg.dynamic_ports.1,
         drivers,
         http_addr: cfg.http_addr.clone(),
+        // Nomad binds the default host network on the wildcard only while no host network
+        // is configured.
+        bind_wildcard_default_host_network: Some(
+            cfg.bind_wildcard_default_host_network && cfg.host_networks.is_empty(),
+        ),
         drain: false,
         status_updated_at: 0,
         create_index: 0,

@@ -8,6 +8,7 @@ mod alloc_hooks;
 mod alloc_runner;
 mod alloc_stats;
 mod artifact;
+mod cni_fingerprint;
 
 pub use alloc_dir::{remove_dir_with_mounts, unmount_below};
 mod conn;
@@ -38,6 +39,7 @@ use tonic::transport::Channel;
 
 pub use artifact::{ArtifactConfig, UnpackLimits};
 pub use fingerprint::fingerprint;
+pub use node_network::{Cidr, CidrError, HostNetwork};
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -70,6 +72,11 @@ pub struct ClientConfig {
     pub artifacts: ArtifactConfig,
     /// Where CNI plugins and network configuration lists are found.
     pub cni: CniLocations,
+    /// Named host networks ports may ask for (`client { host_network "NAME" { ... } }`).
+    pub host_networks: BTreeMap<String, HostNetwork>,
+    /// `client { bind_wildcard_default_host_network }` (Nomad's, default true): ports on the
+    /// default host network are bound on every address while no host network is configured.
+    pub bind_wildcard_default_host_network: bool,
 }
 
 /// Where CNI plugins and network configuration lists are found (`client { cni_path,
@@ -124,6 +131,8 @@ struct Inner {
     outbox_changed: watch::Sender<u64>,
     /// Bumped when a driver's fingerprint changes: the node is registered again.
     node_changed: watch::Sender<u64>,
+    /// The CNI plugins and network modes the node offers (re-scanned periodically).
+    cni: cni_fingerprint::CniFingerprint,
     shutdown: watch::Sender<bool>,
     /// The server the client is attached and registered to, while it is (for reads such as
     /// variables).
@@ -148,8 +157,10 @@ impl Client {
             }
         })?;
         let node_id = state.node_id().to_string();
+        let cni = cni_fingerprint::CniFingerprint::new(config.cni.clone());
         let client = Client {
             inner: Arc::new(Inner {
+                cni,
                 config,
                 node_id,
                 host,
@@ -166,6 +177,7 @@ impl Client {
         client.restore().await;
         tokio::spawn(conn::run(client.clone()));
         tokio::spawn(gc::run(client.clone()));
+        tokio::spawn(cni_fingerprint::watch(client.clone()));
         for name in client.host().driver_names().await {
             tokio::spawn(fingerprint::watch_driver(client.clone(), name.clone()));
             tokio::spawn(driver_events::follow(client.clone(), name));
@@ -464,6 +476,8 @@ mod tests {
                 gc_disk_usage_threshold: 90.0,
                 artifacts: ArtifactConfig::default(),
                 cni: CniLocations::default(),
+                host_networks: BTreeMap::new(),
+                bind_wildcard_default_host_network: true,
             },
             Arc::new(host),
         )

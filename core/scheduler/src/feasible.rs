@@ -1,9 +1,29 @@
 //! Feasibility: constraints with every Nomad operator over `${attr.*}`, `${node.*}` and
-//! `${meta.*}`, version and semver comparisons.
+//! `${meta.*}`, version and semver comparisons; the networks a group asks for.
 
 use std::collections::BTreeMap;
 
-use drover_model::{Constraint, ConstraintOperand, Node};
+use drover_model::{Constraint, ConstraintOperand, Node, TaskGroup};
+
+/// Why `node` cannot give `group` its networks, as Nomad's network checker says it: a
+/// network mode the node does not report (`missing network bridge`, `missing network
+/// cni/mynet`; "host" and "none" are everywhere), or a port's host network the node lacks.
+pub fn network_missing(group: &TaskGroup, node: &Node) -> Option<String> {
+    for net in &group.networks {
+        if !node.has_network_mode(&net.mode) {
+            return Some(format!("missing network {}", net.mode));
+        }
+        for p in net.reserved_ports.iter().chain(&net.dynamic_ports) {
+            if node.host_network_ip(&p.host_network).is_none() {
+                return Some(format!(
+                    "missing host network {:?} for port {:?}",
+                    p.host_network, p.label
+                ));
+            }
+        }
+    }
+    None
+}
 
 /// Resolves a constraint target against a node: `${attr.X}`, `${meta.X}`, `${node.unique.id}`,
 /// `${node.datacenter}`, `${node.unique.name}`, `${node.class}`, `${node.pool}`,

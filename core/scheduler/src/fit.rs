@@ -1,9 +1,23 @@
 //! The fit check: does a set of allocations fit a node (CPU, memory, disk, cores, ports)?
 //! The scheduler and the plan applier use the same function.
+//!
+//! Ports are held per host address: the same port may be taken once on each of a node's
+//! addresses (host networks), except on the default host network of a node that binds it on
+//! the wildcard address (`bind_wildcard_default_host_network`, Nomad's default): such a port
+//! is held on every address at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use drover_model::{Allocation, Node, Resources};
+use drover_model::{Allocation, Node, Port, Resources};
+
+/// Where a port is held.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PortHost {
+    /// Every address of the node (the default host network bound on the wildcard).
+    Any,
+    /// One address.
+    Ip(String),
+}
 
 /// What active allocations hold on a node.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,18 +31,88 @@ pub struct Usage {
     pub core_ids: BTreeSet<u16>,
     /// A core id two allocations both hold (a fit failure).
     pub core_collision: Option<u16>,
-    pub ports: BTreeSet<u16>,
-    /// A port two allocations both hold (a fit failure).
+    /// The ports held, by port: where, and by how many holders (allocations, and the
+    /// host networks' `reserved_ports`).
+    pub ports: BTreeMap<u16, BTreeMap<PortHost, u32>>,
+    /// A port two holders both hold (a fit failure).
     pub collision: Option<u16>,
+    /// The node's default host network address when the node binds it on the wildcard:
+    /// ports on it are held on every address.
+    wildcard_ip: Option<String>,
 }
 
 impl Usage {
-    pub fn of<'a>(allocs: impl IntoIterator<Item = &'a Allocation>) -> Usage {
-        let mut u = Usage::default();
+    /// Nothing held yet on `node` but its host networks' reserved ports.
+    pub fn on(node: &Node) -> Usage {
+        let mut u = Usage {
+            wildcard_ip: node
+                .binds_wildcard()
+                .then(|| node.host_network_ip("").unwrap_or_default().to_string()),
+            ..Usage::default()
+        };
+        for a in node
+            .resources
+            .node_networks
+            .iter()
+            .flat_map(|n| &n.addresses)
+        {
+            // The client checked the list; one that does not parse reserves nothing.
+            for p in drover_model::parse_port_list(&a.reserved_ports).unwrap_or_default() {
+                let host = u.host_of(&a.address);
+                u.hold(host, p);
+            }
+        }
+        u
+    }
+
+    /// What `node`'s active allocations among `allocs` hold.
+    pub fn of<'a>(node: &Node, allocs: impl IntoIterator<Item = &'a Allocation>) -> Usage {
+        let mut u = Usage::on(node);
         for a in allocs.into_iter().filter(|a| a.is_active()) {
             u.add(a);
         }
         u
+    }
+
+    /// Where a port bound on `ip` is held.
+    pub fn host_of(&self, ip: &str) -> PortHost {
+        match &self.wildcard_ip {
+            Some(w) if w == ip => PortHost::Any,
+            _ => PortHost::Ip(ip.to_string()),
+        }
+    }
+
+    /// Whether `port` is free at `host`: nobody holds it there, nor on every address (and,
+    /// for every address, nowhere).
+    pub fn port_free(&self, host: &PortHost, port: u16) -> bool {
+        match self.ports.get(&port) {
+            None => true,
+            Some(held) => match host {
+                PortHost::Any => held.is_empty(),
+                PortHost::Ip(_) => !held.contains_key(host) && !held.contains_key(&PortHost::Any),
+            },
+        }
+    }
+
+    fn hold(&mut self, host: PortHost, port: u16) {
+        if !self.port_free(&host, port) && self.collision.is_none() {
+            self.collision = Some(port);
+        }
+        *self.ports.entry(port).or_default().entry(host).or_default() += 1;
+    }
+
+    fn release(&mut self, host: PortHost, port: u16) {
+        if let Some(held) = self.ports.get_mut(&port) {
+            if let Some(n) = held.get_mut(&host) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&host);
+                }
+            }
+            if held.is_empty() {
+                self.ports.remove(&port);
+            }
+        }
     }
 
     pub fn add(&mut self, a: &Allocation) {
@@ -43,9 +127,8 @@ impl Usage {
             }
         }
         for p in &a.shared_resources.ports {
-            if !self.ports.insert(p.value) && self.collision.is_none() {
-                self.collision = Some(p.value);
-            }
+            let host = self.host_of(&p.host_ip);
+            self.hold(host, p.value);
         }
     }
 
@@ -59,7 +142,8 @@ impl Usage {
             self.core_ids.remove(id);
         }
         for p in &a.shared_resources.ports {
-            self.ports.remove(&p.value);
+            let host = self.host_of(&p.host_ip);
+            self.release(host, p.value);
         }
     }
 
@@ -138,8 +222,8 @@ impl std::fmt::Display for Misfit {
     }
 }
 
-/// Would `usage` plus `need` (and `ports`) fit `node`?
-pub fn fits(node: &Node, usage: &Usage, need: &Resources, ports: &[u16]) -> Result<(), Misfit> {
+/// Would `usage` plus `need` (and the static `ports`, each on its host network) fit `node`?
+pub fn fits(node: &Node, usage: &Usage, need: &Resources, ports: &[Port]) -> Result<(), Misfit> {
     let cap = node.allocatable();
     let check = |dimension: &'static str, used: u64, need: u64, capacity: u64| {
         if used + need > capacity {
@@ -175,8 +259,14 @@ pub fn fits(node: &Node, usage: &Usage, need: &Resources, ports: &[u16]) -> Resu
     if let Some(p) = usage.collision {
         return Err(Misfit::PortTaken(p));
     }
-    if let Some(p) = ports.iter().find(|p| usage.ports.contains(p)) {
-        return Err(Misfit::PortTaken(*p));
+    for p in ports {
+        // A host network the node lacks made it infeasible before fit is asked.
+        let free = node
+            .host_network_ip(&p.host_network)
+            .is_some_and(|ip| usage.port_free(&usage.host_of(ip), p.value));
+        if !free {
+            return Err(Misfit::PortTaken(p.value));
+        }
     }
     Ok(())
 }
@@ -186,5 +276,5 @@ pub fn fit<'a>(
     node: &Node,
     allocs: impl IntoIterator<Item = &'a Allocation>,
 ) -> Result<(), Misfit> {
-    fits(node, &Usage::of(allocs), &Resources::ZERO, &[])
+    fits(node, &Usage::of(node, allocs), &Resources::ZERO, &[])
 }

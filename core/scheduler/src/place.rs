@@ -6,15 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_model::{
     AllocatedPort, Allocation, ClientStatus, Constraint, ConstraintOperand, DesiredStatus, Job,
-    Node, NodeStatus, PlacementFailure, RescheduleEvent, Resources, SharedResources, TaskGroup,
-    VolumeType, format_uuid,
+    Node, NodeStatus, PlacementFailure, Port, RescheduleEvent, Resources, SharedResources,
+    TaskGroup, VolumeType, format_uuid,
 };
 use drover_state::StateSnapshot;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::feasible::{resolve, satisfies};
-use crate::fit::{Usage, fits};
+use crate::fit::{PortHost, Usage, fits};
 use crate::{Algorithm, Options, glob_match};
 
 /// Candidates ranked per placement when affinities or spreads are in play.
@@ -131,29 +131,22 @@ impl<'a> Placer<'a> {
         }
     }
 
-    fn ensure_usage(&mut self, node_id: &str) {
-        if !self.usage.contains_key(node_id) {
+    fn ensure_usage(&mut self, node: &Node) {
+        if !self.usage.contains_key(&node.id) {
             let stopping = &self.stopping;
             let u = Usage::of(
+                node,
                 self.snap
-                    .allocs_by_node(node_id)
+                    .allocs_by_node(&node.id)
                     .filter(|a| !stopping.contains(&a.id)),
             );
-            self.usage.insert(node_id.to_string(), u);
+            self.usage.insert(node.id.clone(), u);
         }
     }
 
-    fn usage(&mut self, node_id: &str) -> &mut Usage {
-        if !self.usage.contains_key(node_id) {
-            let stopping = &self.stopping;
-            let u = Usage::of(
-                self.snap
-                    .allocs_by_node(node_id)
-                    .filter(|a| !stopping.contains(&a.id)),
-            );
-            self.usage.insert(node_id.to_string(), u);
-        }
-        self.usage.get_mut(node_id).expect("just inserted")
+    fn usage(&mut self, node: &Node) -> &mut Usage {
+        self.ensure_usage(node);
+        self.usage.get_mut(&node.id).expect("just inserted")
     }
 
     /// The plan stops `a`: its resources are free for this plan's placements.
@@ -264,7 +257,7 @@ impl<'a> Placer<'a> {
                 _ => {}
             }
         }
-        None
+        crate::feasible::network_missing(group, node)
     }
 
     /// The distinct_hosts / distinct_property constraint `node` would break, if any.
@@ -418,10 +411,10 @@ impl<'a> Placer<'a> {
             .as_ref()
             .map(|d| d.size_mb)
             .unwrap_or(0);
-        let static_ports: Vec<u16> = group
+        let static_ports: Vec<Port> = group
             .networks
             .iter()
-            .flat_map(|n| n.reserved_ports.iter().map(|p| p.value))
+            .flat_map(|n| n.reserved_ports.iter().cloned())
             .collect();
         let node = self.select(&req, &need, &static_ports, &mut f)?;
         let ports = self.assign_ports(node, group, &static_ports, f)?;
@@ -446,7 +439,7 @@ impl<'a> Placer<'a> {
             reschedule_tracker: req.reschedule,
             ..Default::default()
         };
-        self.usage(&node.id).add(&alloc);
+        self.usage(node).add(&alloc);
         self.count(job, &alloc, 1);
         Ok(alloc)
     }
@@ -458,7 +451,7 @@ impl<'a> Placer<'a> {
         &mut self,
         req: &Request<'_>,
         need: &Resources,
-        static_ports: &[u16],
+        static_ports: &[Port],
         f: &mut PlacementFailure,
     ) -> Result<&'a Node, PlacementFailure> {
         let (job, group) = (req.job, req.group);
@@ -502,7 +495,7 @@ impl<'a> Placer<'a> {
                 *f.constraint_filtered.entry(reason).or_default() += 1;
                 continue;
             }
-            self.ensure_usage(&node.id);
+            self.ensure_usage(node);
             let usage = &self.usage[&node.id];
             match fits(node, usage, need, static_ports) {
                 Ok(()) => {
@@ -549,46 +542,64 @@ impl<'a> Placer<'a> {
         }
     }
 
-    /// The group's ports on `node`: the static ones as asked, dynamic ones picked at random
-    /// from the node's range, none the node already holds.
+    /// The group's ports on `node`, each on the address of its host network: the static
+    /// ones as asked, dynamic ones picked at random from the node's range, none held there
+    /// already (nor a value one of the group's static ports has). `to` is the port inside
+    /// the allocation's network: 0 and -1 both mean the host port's value (Nomad).
     fn assign_ports(
         &mut self,
         node: &Node,
         group: &TaskGroup,
-        static_ports: &[u16],
+        static_ports: &[Port],
         mut f: PlacementFailure,
     ) -> Result<Vec<AllocatedPort>, PlacementFailure> {
+        let to = |p: &Port, value: u16| if p.to <= 0 { value as i32 } else { p.to };
+        // Feasibility refused nodes without the host networks the ports name.
+        let host_ip = |p: &Port| node.host_network_ip(&p.host_network).unwrap_or_default();
         let mut ports = Vec::new();
-        let host_ip = node.address().to_string();
-        let mut taken = self.usage(&node.id).ports.clone();
+        self.ensure_usage(node);
+        let usage = &self.usage[&node.id];
+        let mut mine: BTreeSet<(PortHost, u16)> = BTreeSet::new();
+        for p in static_ports {
+            mine.insert((usage.host_of(host_ip(p)), p.value));
+        }
         for net in &group.networks {
             for p in &net.reserved_ports {
                 ports.push(AllocatedPort {
                     label: p.label.clone(),
                     value: p.value,
-                    to: p.to,
-                    host_ip: host_ip.clone(),
+                    to: to(p, p.value),
+                    host_ip: host_ip(p).to_string(),
                 });
             }
             for p in &net.dynamic_ports {
+                let ip = host_ip(p);
+                let host = usage.host_of(ip);
                 let range = node.dynamic_ports();
                 let (lo, span) = (*range.start(), (*range.end() - *range.start()) as usize + 1);
                 let start = self.rng.random_range(0..span);
                 let Some(value) = (0..span)
                     .map(|k| lo + ((start + k) % span) as u16)
-                    .find(|v| !taken.contains(v) && !static_ports.contains(v))
+                    .find(|v| {
+                        usage.port_free(&host, *v)
+                            && !static_ports.iter().any(|s| s.value == *v)
+                            && !mine.iter().any(|(h, m)| {
+                                *m == *v
+                                    && (*h == host || *h == PortHost::Any || host == PortHost::Any)
+                            })
+                    })
                 else {
                     f.dimension_exhausted
                         .insert("network: dynamic port range exhausted".into(), 1);
                     f.nearest_miss = format!("node {} has no free dynamic port", node.name);
                     return Err(f);
                 };
-                taken.insert(value);
+                mine.insert((host, value));
                 ports.push(AllocatedPort {
                     label: p.label.clone(),
                     value,
-                    to: if p.to == 0 { value as i32 } else { p.to },
-                    host_ip: host_ip.clone(),
+                    to: to(p, value),
+                    host_ip: ip.to_string(),
                 });
             }
         }
@@ -602,7 +613,7 @@ impl<'a> Placer<'a> {
         node: &Node,
         group: &TaskGroup,
     ) -> Result<BTreeMap<String, Resources>, PlacementFailure> {
-        let mut free = self.usage(&node.id).free_cores(node).into_iter();
+        let mut free = self.usage(node).free_cores(node).into_iter();
         let mut out = BTreeMap::new();
         for t in &group.tasks {
             let mut r = t.resources.clone();

@@ -875,3 +875,312 @@ fn ports_are_reserved_on_the_nodes_address() {
     let ports = &plan.allocs[0].shared_resources.ports;
     assert!(ports.iter().all(|p| p.host_ip == "127.0.0.1"), "{ports:?}");
 }
+
+/// A node that offers network modes `modes` beyond "host", with addresses under host
+/// networks (`(alias, address, reserved_ports)`), binding the default one on the wildcard
+/// or not.
+fn net_node(id: &str, modes: &[&str], addrs: &[(&str, &str, &str)], wildcard: bool) -> Node {
+    let mut n = node(id, 10_000, 10_000);
+    n.resources.networks.push(drover_model::NodeNetwork {
+        mode: "host".into(),
+        device: "eth0".into(),
+        cidr: format!("{}/32", addrs.first().map(|a| a.1).unwrap_or("10.0.0.1")),
+        ip: addrs.first().map(|a| a.1).unwrap_or("10.0.0.1").into(),
+    });
+    for m in modes {
+        n.resources.networks.push(drover_model::NodeNetwork {
+            mode: m.to_string(),
+            ..Default::default()
+        });
+    }
+    n.resources
+        .node_networks
+        .push(drover_model::NodeNetworkResource {
+            mode: "host".into(),
+            device: "eth0".into(),
+            addresses: addrs
+                .iter()
+                .map(|(alias, ip, reserved)| drover_model::NodeNetworkAddress {
+                    family: "ipv4".into(),
+                    alias: alias.to_string(),
+                    address: ip.to_string(),
+                    reserved_ports: reserved.to_string(),
+                    gateway: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+    n.bind_wildcard_default_host_network = Some(wildcard);
+    n
+}
+
+fn with_network(mut j: Job, mode: &str, statics: &[(&str, u16, &str)], dynamics: &[&str]) -> Job {
+    j.groups[0].networks.push(NetworkResource {
+        mode: mode.into(),
+        reserved_ports: statics
+            .iter()
+            .map(|(label, value, hn)| Port {
+                label: label.to_string(),
+                value: *value,
+                host_network: hn.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        dynamic_ports: dynamics
+            .iter()
+            .map(|hn| Port {
+                label: format!("dyn-{hn}"),
+                host_network: hn.to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    j
+}
+
+#[test]
+fn bridge_and_cni_groups_go_only_where_the_mode_is_and_say_what_is_missing() {
+    let plain = node("plain", 10_000, 10_000);
+    let bridge = net_node("bridge", &["bridge"], &[("default", "10.0.0.2", "")], true);
+    let cni = net_node(
+        "cni",
+        &["cni/testnet"],
+        &[("default", "10.0.0.3", "")],
+        true,
+    );
+    let mut w = World::new(&[plain, bridge, cni]);
+    let plan = w.register(with_network(job(3, 10, 10), "bridge", &[], &[]));
+    assert_eq!(plan.allocs.len(), 3);
+    assert!(plan.allocs.iter().all(|a| a.node_id == "bridge"));
+    let plan = w.register(with_network(
+        job_of("c", JobType::Service, 2, 10, 10),
+        "cni/testnet",
+        &[],
+        &[],
+    ));
+    assert!(plan.allocs.iter().all(|a| a.node_id == "cni"), "{plan:?}");
+    let plan = w.register(with_network(
+        job_of("o", JobType::Service, 1, 10, 10),
+        "cni/other",
+        &[],
+        &[],
+    ));
+    assert!(plan.allocs.is_empty());
+    let f = &plan.failed["g"];
+    assert_eq!(
+        f.constraint_filtered["missing network cni/other"], 3,
+        "{f:?}"
+    );
+    // Host and none are everywhere, as without a network block.
+    for mode in ["host", "", "none"] {
+        let plan = w.register(with_network(
+            job_of(&format!("h{mode}"), JobType::Service, 3, 10, 10),
+            mode,
+            &[],
+            &[],
+        ));
+        assert_eq!(plan.allocs.len(), 3, "mode {mode:?}");
+    }
+    // A node that gains the mode takes the waiting group.
+    w.apply(Command::NodeRegister {
+        node: net_node("later", &["cni/other"], &[], true),
+    });
+    let j = w.store.snapshot().job("default", "o").unwrap().clone();
+    let plan = w.eval(&j, "node-update");
+    assert_eq!(plan.allocs.len(), 1);
+    assert_eq!(plan.allocs[0].node_id, "later");
+}
+
+#[test]
+fn a_port_on_a_host_network_the_node_lacks_makes_it_infeasible() {
+    let plain = net_node("plain", &[], &[("default", "10.0.0.1", "")], false);
+    let public = net_node(
+        "public",
+        &[],
+        &[("default", "10.0.0.2", ""), ("public", "203.0.113.2", "")],
+        false,
+    );
+    let mut w = World::new(&[plain, public]);
+    let plan = w.register(with_network(
+        job(2, 10, 10),
+        "",
+        &[("web", 80, "public")],
+        &["public", ""],
+    ));
+    assert_eq!(
+        plan.allocs.len(),
+        1,
+        "port 80 once on the one public address"
+    );
+    let ports = &plan.allocs[0].shared_resources.ports;
+    assert_eq!(plan.allocs[0].node_id, "public");
+    assert_eq!(ports[0].host_ip, "203.0.113.2");
+    assert_eq!(ports[1].host_ip, "203.0.113.2");
+    assert_eq!(
+        ports[2].host_ip, "10.0.0.2",
+        "no host_network: the default one"
+    );
+    let f = &plan.failed["g"];
+    assert_eq!(
+        f.constraint_filtered["missing host network \"public\" for port \"web\""], 1,
+        "{f:?}"
+    );
+    w.assert_fits();
+}
+
+#[test]
+fn ports_are_held_per_address_unless_the_default_network_binds_the_wildcard() {
+    let addrs = [
+        ("default", "10.0.0.1", ""),
+        ("private", "10.1.0.1", "22,9000-9001"),
+    ];
+    // Per address: port 8080 fits once on each address.
+    let mut w = World::new(&[net_node("n", &[], &addrs, false)]);
+    let plan = w.register(with_network(job(1, 10, 10), "", &[("a", 8080, "")], &[]));
+    assert_eq!(plan.allocs.len(), 1);
+    let plan = w.register(with_network(
+        job_of("b", JobType::Service, 2, 10, 10),
+        "",
+        &[("a", 8080, "private")],
+        &[],
+    ));
+    assert_eq!(
+        plan.allocs.len(),
+        1,
+        "8080 is free once on the private address"
+    );
+    assert_eq!(plan.allocs[0].shared_resources.ports[0].host_ip, "10.1.0.1");
+    assert!(
+        plan.failed["g"]
+            .dimension_exhausted
+            .keys()
+            .any(|k| k.contains("8080"))
+    );
+    // A host network's reserved ports are never given out.
+    let plan = w.register(with_network(
+        job_of("r", JobType::Service, 1, 10, 10),
+        "",
+        &[("ssh", 22, "private")],
+        &[],
+    ));
+    assert!(
+        plan.allocs.is_empty(),
+        "22 is reserved on the private network"
+    );
+    let plan = w.register(with_network(
+        job_of("r2", JobType::Service, 1, 10, 10),
+        "",
+        &[("ssh", 22, "")],
+        &[],
+    ));
+    assert_eq!(plan.allocs.len(), 1, "22 is free on the default network");
+    w.assert_fits();
+
+    // Bound on the wildcard: a default-network port holds every address.
+    let mut w = World::new(&[net_node("n", &[], &addrs, true)]);
+    let plan = w.register(with_network(job(1, 10, 10), "", &[("a", 8080, "")], &[]));
+    assert_eq!(plan.allocs.len(), 1);
+    let plan = w.register(with_network(
+        job_of("b", JobType::Service, 1, 10, 10),
+        "",
+        &[("a", 8080, "private")],
+        &[],
+    ));
+    assert!(plan.allocs.is_empty(), "8080 is held on every address");
+    w.assert_fits();
+
+    // The fit check (the plan applier's) sees the same: two holders of one port.
+    let n = net_node("n", &[], &addrs, false);
+    let held = |ip: &str| Allocation {
+        id: format!("a-{ip}"),
+        node_id: "n".into(),
+        desired_status: drover_model::DesiredStatus::Run,
+        client_status: ClientStatus::Running,
+        shared_resources: drover_model::SharedResources {
+            ports: vec![drover_model::AllocatedPort {
+                label: "p".into(),
+                value: 8080,
+                to: 8080,
+                host_ip: ip.into(),
+            }],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (a, b) = (held("10.0.0.1"), held("10.1.0.1"));
+    assert!(fit(&n, [&a, &b]).is_ok(), "two addresses, one port each");
+    assert!(matches!(
+        fit(&n, [&a, &a.clone()]),
+        Err(Misfit::PortTaken(8080))
+    ));
+    let wild = net_node("n", &[], &addrs, true);
+    assert!(matches!(fit(&wild, [&a, &b]), Err(Misfit::PortTaken(8080))));
+    let reserved = Allocation {
+        shared_resources: drover_model::SharedResources {
+            ports: vec![drover_model::AllocatedPort {
+                value: 9001,
+                host_ip: "10.1.0.1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        ..a.clone()
+    };
+    assert!(matches!(fit(&n, [&reserved]), Err(Misfit::PortTaken(9001))));
+    // Removing a holder frees the port for the others (and only then).
+    let mut u = Usage::of(&n, [&a, &a.clone()]);
+    u.remove(&a);
+    assert!(!u.port_free(&u.host_of("10.0.0.1"), 8080));
+    u.remove(&a);
+    assert!(u.port_free(&u.host_of("10.0.0.1"), 8080));
+}
+
+#[test]
+fn to_minus_one_and_zero_mean_the_host_port() {
+    let mut w = World::new(&[node("a", 10_000, 10_000)]);
+    let mut j = job(1, 10, 10);
+    j.groups[0].networks.push(NetworkResource {
+        reserved_ports: vec![
+            Port {
+                label: "s0".into(),
+                value: 7000,
+                to: 0,
+                ..Default::default()
+            },
+            Port {
+                label: "s1".into(),
+                value: 7001,
+                to: -1,
+                ..Default::default()
+            },
+            Port {
+                label: "s2".into(),
+                value: 7002,
+                to: 80,
+                ..Default::default()
+            },
+        ],
+        dynamic_ports: vec![
+            Port {
+                label: "d0".into(),
+                to: 0,
+                ..Default::default()
+            },
+            Port {
+                label: "d1".into(),
+                to: -1,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    let plan = w.register(j);
+    let ports = &plan.allocs[0].shared_resources.ports;
+    let to: Vec<(i32, u16)> = ports.iter().map(|p| (p.to, p.value)).collect();
+    assert_eq!(to[0], (7000, 7000));
+    assert_eq!(to[1], (7001, 7001));
+    assert_eq!(to[2], (80, 7002));
+    assert_eq!(to[3].0, to[3].1 as i32);
+    assert_eq!(to[4].0, to[4].1 as i32);
+}

@@ -224,6 +224,8 @@ async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Resul
             gc_disk_usage_threshold: cfg.gc_disk_usage_threshold,
             artifacts: cfg.artifacts.clone(),
             cni: cfg.cni.clone(),
+            resource_totals: cfg.resource_totals,
+            max_kill_timeout: cfg.max_kill_timeout,
             stop_tasks_on_shutdown: cfg.dev,
         },
         host,

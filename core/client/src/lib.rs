@@ -70,6 +70,19 @@ pub struct ClientConfig {
     pub artifacts: ArtifactConfig,
     /// Where CNI plugins and network configuration lists are found.
     pub cni: CniLocations,
+    /// What the node offers instead of what is fingerprinted (`client { cpu_total_compute,
+    /// memory_total_mb }`).
+    pub resource_totals: ResourceTotals,
+    /// The longest a task's `kill_timeout` may be (`client { max_kill_timeout }`, default
+    /// 30s): a longer one is cut to it.
+    pub max_kill_timeout: std::time::Duration,
+}
+
+/// Totals that replace the fingerprinted ones: CPU (MHz) and memory (MiB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceTotals {
+    pub cpu: Option<u64>,
+    pub memory_mb: Option<u64>,
 }
 
 /// Where CNI plugins and network configuration lists are found (`client { cni_path,
@@ -464,6 +477,8 @@ mod tests {
                 gc_disk_usage_threshold: 90.0,
                 artifacts: ArtifactConfig::default(),
                 cni: CniLocations::default(),
+                resource_totals: ResourceTotals::default(),
+                max_kill_timeout: std::time::Duration::from_secs(30),
             },
             Arc::new(host),
         )

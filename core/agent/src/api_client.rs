@@ -69,7 +69,9 @@ impl Settings {
                 .or_else(|| env(&format!("NOMAD_{name}")).filter(|v| !v.is_empty()))
         };
         let pick = |flag: &Option<String>, name: &str| flag.clone().or_else(|| var(name));
-        let path = |flag: &Option<PathBuf>, name: &str| flag.clone().or_else(|| var(name).map(PathBuf::from));
+        let path = |flag: &Option<PathBuf>, name: &str| {
+            flag.clone().or_else(|| var(name).map(PathBuf::from))
+        };
         let tls_skip_verify = match g.tls_skip_verify {
             Some(b) => b,
             None => match var("SKIP_VERIFY") {
@@ -404,7 +406,9 @@ mod tests {
             "http://127.0.0.1:4646/v1/jobs?region=eu&namespace=prod"
         );
         assert_eq!(
-            c.url("/v1/job/x/allocations?namespace=dev").unwrap().as_str(),
+            c.url("/v1/job/x/allocations?namespace=dev")
+                .unwrap()
+                .as_str(),
             "http://127.0.0.1:4646/v1/job/x/allocations?namespace=dev&region=eu"
         );
     }

@@ -491,34 +491,23 @@ async fn node_detail(c: &ApiClient, prefix: &str, fmt: &Format) -> anyhow::Resul
     } else {
         &n.node_class
     };
-    print!(
-        "{}",
-        table(vec![
-            vec!["ID".into(), "=".into(), n.id.clone()],
-            vec!["Name".into(), "=".into(), n.name.clone()],
-            vec!["Node Pool".into(), "=".into(), n.node_pool.clone()],
-            vec!["Class".into(), "=".into(), class.into()],
-            vec!["DC".into(), "=".into(), n.datacenter.clone()],
-            vec!["Drain".into(), "=".into(), n.drain.to_string()],
-            vec![
-                "Eligibility".into(),
-                "=".into(),
-                n.scheduling_eligibility.to_string(),
-            ],
-            vec!["Status".into(), "=".into(), n.status.to_string()],
-            vec!["Address".into(), "=".into(), n.http_addr.clone()],
-            vec![
-                "Drivers".into(),
-                "=".into(),
-                list(&|d| d.detected && d.healthy),
-            ],
-            vec![
-                "Unhealthy Drivers".into(),
-                "=".into(),
-                list(&|d| d.detected && !d.healthy),
-            ],
-        ])
-    );
+    let rows: [(&str, String); 11] = [
+        ("ID", n.id.clone()),
+        ("Name", n.name.clone()),
+        ("Node Pool", n.node_pool.clone()),
+        ("Class", class.into()),
+        ("DC", n.datacenter.clone()),
+        ("Drain", n.drain.to_string()),
+        ("Eligibility", n.scheduling_eligibility.to_string()),
+        ("Status", n.status.to_string()),
+        ("Address", n.http_addr.clone()),
+        ("Drivers", list(&|d| d.detected && d.healthy)),
+        ("Unhealthy Drivers", list(&|d| d.detected && !d.healthy)),
+    ];
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:<w$} = {v}");
+    }
     let unhealthy: Vec<String> = n
         .drivers
         .iter()

@@ -667,12 +667,20 @@ const REFUSALS: &[Refusal] = &[
     ),
     (
         "client.node_max_allocs",
-        |f| f.client.as_ref().is_some_and(|c| c.node_max_allocs.is_some()),
+        |f| {
+            f.client
+                .as_ref()
+                .is_some_and(|c| c.node_max_allocs.is_some())
+        },
         "a limit on allocations per node is not implemented yet in the scheduler",
     ),
     (
         "client.disable_remote_exec",
-        |f| f.client.as_ref().is_some_and(|c| c.disable_remote_exec == Some(true)),
+        |f| {
+            f.client
+                .as_ref()
+                .is_some_and(|c| c.disable_remote_exec == Some(true))
+        },
         "turning off `alloc exec` per client is not implemented yet, so this client would still accept exec sessions",
     ),
     (
@@ -1749,21 +1757,40 @@ mod tests {
             e.to_string(),
             "agent.hcl:3:3: server.non_voting_server: this is a Nomad Enterprise setting, which Drover does not have; remove it"
         );
-        let e = parse("client {\n  meta {\n    \"zone\" = \"a\"\n    \"slots\" = 4\n  }\n}\n").unwrap_err();
+        let e = parse("client {\n  meta {\n    \"zone\" = \"a\"\n    \"slots\" = 4\n  }\n}\n")
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "agent.hcl:4:5: client.meta.slots: meta values are strings: write slots = \"4\""
         );
         for (text, key) in [
-            ("client {\n  node_max_allocs = 10\n}\n", "client.node_max_allocs"),
-            ("client {\n  disable_remote_exec = true\n}\n", "client.disable_remote_exec"),
-            ("client \"fingerprint\" \"env_aws\" {\n  retry_attempts = 3\n}\n", "client.fingerprint"),
+            (
+                "client {\n  node_max_allocs = 10\n}\n",
+                "client.node_max_allocs",
+            ),
+            (
+                "client {\n  disable_remote_exec = true\n}\n",
+                "client.disable_remote_exec",
+            ),
+            (
+                "client \"fingerprint\" \"env_aws\" {\n  retry_attempts = 3\n}\n",
+                "client.fingerprint",
+            ),
             ("enable_syslog = true\n", "enable_syslog"),
-            ("client {\n  template {\n    function_denylist = [\"env\"]\n  }\n}\n", "client.template.function_denylist"),
-            ("client {\n  options {\n    \"driver.allowlist\" = \"exec\"\n  }\n}\n", "client.options"),
+            (
+                "client {\n  template {\n    function_denylist = [\"env\"]\n  }\n}\n",
+                "client.template.function_denylist",
+            ),
+            (
+                "client {\n  options {\n    \"driver.allowlist\" = \"exec\"\n  }\n}\n",
+                "client.options",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
-            assert!(e.contains(&format!(": {key}: ")) && e.contains("not implemented yet"), "{e}");
+            assert!(
+                e.contains(&format!(": {key}: ")) && e.contains("not implemented yet"),
+                "{e}"
+            );
         }
         // Nomad's default denylist names functions Drover does not have: accepted.
         let f = parse("client {\n  template {\n    function_denylist = [\"plugin\", \"writeToFile\"]\n  }\n}\n").unwrap();

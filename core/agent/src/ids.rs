@@ -77,7 +77,11 @@ fn pick(kind: Kind, prefix: &str, found: Vec<String>, truncated: bool) -> anyhow
         many => bail!(
             "Prefix {prefix:?} matched multiple {}{}:\n{}",
             kind.plural(),
-            if truncated { " (the first 20 shown)" } else { "" },
+            if truncated {
+                " (the first 20 shown)"
+            } else {
+                ""
+            },
             many.iter()
                 .map(|id| format!("  {id}"))
                 .collect::<Vec<_>>()

@@ -113,7 +113,10 @@ mod tests {
         }
         std::fs::write(&file, "mine").unwrap();
         let e = run(Some(&file), false).unwrap_err();
-        assert_eq!(e.to_string(), format!("Job '{}' already exists", file.display()));
+        assert_eq!(
+            e.to_string(),
+            format!("Job '{}' already exists", file.display())
+        );
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
     }
 }

@@ -317,9 +317,7 @@ enum VarCmd {
         item: Option<String>,
     },
     /// Lists the variables whose path starts with PREFIX.
-    List {
-        prefix: Option<String>,
-    },
+    List { prefix: Option<String> },
     /// Deletes the variable at PATH.
     Purge {
         path: String,

@@ -297,7 +297,11 @@ mod tests {
         let Err(e) = contexts("alloc", CONTEXTS) else {
             panic!("an unknown context is accepted")
         };
-        assert!(e.1.contains("context \"alloc\" is not one of all, allocs"), "{}", e.1);
+        assert!(
+            e.1.contains("context \"alloc\" is not one of all, allocs"),
+            "{}",
+            e.1
+        );
     }
 
     #[test]
@@ -306,7 +310,10 @@ mod tests {
         r.add("allocs", (0..25).rev().map(|i| format!("{i:02}")).collect());
         r.add("nodes", vec!["b".into(), "a".into()]);
         let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v["Matches"]["allocs"].as_array().unwrap().len(), MAX_MATCHES);
+        assert_eq!(
+            v["Matches"]["allocs"].as_array().unwrap().len(),
+            MAX_MATCHES
+        );
         assert_eq!(v["Matches"]["allocs"][0], "00");
         assert_eq!(v["Truncations"]["allocs"], true);
         assert_eq!(v["Matches"]["nodes"], serde_json::json!(["a", "b"]));

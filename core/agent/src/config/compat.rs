@@ -170,10 +170,7 @@ fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
 /// Removes and returns the value at a dotted path.
 fn take(tree: &mut Value, path: &str) -> Option<Value> {
     let (parent, last) = match path.rsplit_once('.') {
-        Some((p, l)) => (
-            p.split('.').try_fold(&mut *tree, |v, k| v.get_mut(k))?,
-            l,
-        ),
+        Some((p, l)) => (p.split('.').try_fold(&mut *tree, |v, k| v.get_mut(k))?, l),
         None => (tree, path),
     };
     parent.as_object_mut()?.remove(last)

@@ -879,7 +879,6 @@ impl FileConfig {
                 "templates read the client's local state; there are no Consul, Vault or Nomad queries to tune",
             );
         }
-        let mut w = w;
         w.splice(0..0, self.notices.iter().cloned());
         w
     }

@@ -101,13 +101,13 @@ pub fn normalise(tree: &mut Value) -> Result<Notices, Refused> {
         }
     }
     for meta in ["client.meta"] {
-        if let Some(Value::Object(m)) = lookup(tree, meta) {
-            if let Some((k, v)) = m.iter().find(|(_, v)| !v.is_string()) {
-                return Err(Refused {
-                    key: format!("{meta}.{k}"),
-                    why: format!("meta values are strings: write {k} = \"{}\"", plain(v)),
-                });
-            }
+        if let Some(Value::Object(m)) = lookup(tree, meta)
+            && let Some((k, v)) = m.iter().find(|(_, v)| !v.is_string())
+        {
+            return Err(Refused {
+                key: format!("{meta}.{k}"),
+                why: format!("meta values are strings: write {k} = \"{}\"", plain(v)),
+            });
         }
     }
     for d in DEPRECATED {
@@ -127,15 +127,15 @@ pub fn normalise(tree: &mut Value) -> Result<Notices, Refused> {
             .warnings
             .push(format!("{} is deprecated: {}", d.key, d.advice));
     }
-    if let Some(Value::Object(options)) = lookup_mut(tree, "client.options") {
-        if let Some(v) = options.remove(RAW_EXEC_OPTION) {
-            let enabled = matches!(plain(&v).as_str(), "1" | "true");
-            notices.warnings.push(format!(
-                "client.options {RAW_EXEC_OPTION:?} is deprecated: use plugin \"raw_exec\" {{ config {{ enabled = {enabled} }} }}"
-            ));
-            if lookup(tree, "plugin.raw_exec.config.enabled").is_none() {
-                put(tree, "plugin.raw_exec.config.enabled", Value::Bool(enabled));
-            }
+    if let Some(Value::Object(options)) = lookup_mut(tree, "client.options")
+        && let Some(v) = options.remove(RAW_EXEC_OPTION)
+    {
+        let enabled = matches!(plain(&v).as_str(), "1" | "true");
+        notices.warnings.push(format!(
+            "client.options {RAW_EXEC_OPTION:?} is deprecated: use plugin \"raw_exec\" {{ config {{ enabled = {enabled} }} }}"
+        ));
+        if lookup(tree, "plugin.raw_exec.config.enabled").is_none() {
+            put(tree, "plugin.raw_exec.config.enabled", Value::Bool(enabled));
         }
     }
     for key in GOSSIP {

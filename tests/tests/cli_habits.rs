@@ -549,3 +549,52 @@ fn ids_by_prefix_node_status_templates_and_job_init_against_a_real_agent() {
     let out = init(&["job", "plan", "missing.nomad.hcl"]);
     assert_eq!(out.status.code(), Some(255), "{}", text(&out));
 }
+
+#[test]
+fn nomads_example_agent_configs_validate_with_the_expected_warnings() {
+    let fixtures = repo_root().join("core/agent/src/config/fixtures");
+    let validate = |f: &str| {
+        drover_env(
+            &["config", "validate", fixtures.join(f).to_str().unwrap()],
+            &[],
+        )
+    };
+    let out = validate("server.hcl");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for w in [
+        "Warning: server.retry_join is deprecated: use server { server_join { retry_join } }",
+        "Warning: server.start_join",
+        "Warning: server.encrypt is ignored: Drover has no gossip ring",
+        "Warning: server.rejoin_after_leave is ignored: Drover has no gossip ring",
+        "Configuration is valid!",
+    ] {
+        assert_eq!(
+            t.contains(w),
+            w != "Warning: server.start_join",
+            "{w:?} in {t}"
+        );
+    }
+    let out = validate("client.hcl");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("Warning: client.network_speed is deprecated")
+            && t.contains("Warning: client.options \"driver.raw_exec.enable\" is deprecated"),
+        "{t}"
+    );
+    let out = validate("client.json");
+    assert!(out.status.success(), "{}", text(&out));
+    // Three files merge in order, as Nomad's -config flags.
+    let out = drover_env(
+        &[
+            "config",
+            "validate",
+            fixtures.join("server.hcl").to_str().unwrap(),
+            fixtures.join("client.hcl").to_str().unwrap(),
+            fixtures.join("client.json").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -598,3 +598,22 @@ fn nomads_example_agent_configs_validate_with_the_expected_warnings() {
     );
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn a_client_with_disable_remote_exec_refuses_exec_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("agent.hcl");
+    std::fs::write(&cfg, "client {\n  disable_remote_exec = true\n}\n").unwrap();
+    let agent = Agent::dev_with_config(tmp.path(), &cfg);
+    let f = write_job(tmp.path(), "web-a", &TWO_JOBS.replace("JOB", "web-a"));
+    agent.run_job(&f);
+    let a = agent.wait_alloc_status("web-a", "running", Duration::from_secs(60));
+    let id = a["ID"].as_str().unwrap();
+    let out = agent.cli(&["alloc", "exec", "-i=false", id, "/bin/true"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("exec is disabled on this client"),
+        "{}",
+        text(&out)
+    );
+}

@@ -226,6 +226,7 @@ async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Resul
             cni: cfg.cni.clone(),
             resource_totals: cfg.resource_totals,
             max_kill_timeout: cfg.max_kill_timeout,
+            disable_remote_exec: cfg.disable_remote_exec,
             stop_tasks_on_shutdown: cfg.dev,
         },
         host,

@@ -675,15 +675,6 @@ const REFUSALS: &[Refusal] = &[
         "a limit on allocations per node is not implemented yet in the scheduler",
     ),
     (
-        "client.disable_remote_exec",
-        |f| {
-            f.client
-                .as_ref()
-                .is_some_and(|c| c.disable_remote_exec == Some(true))
-        },
-        "turning off `alloc exec` per client is not implemented yet, so this client would still accept exec sessions",
-    ),
-    (
         "client.template.disable_file_sandbox",
         |f| {
             f.client
@@ -985,6 +976,8 @@ pub struct AgentConfig {
     pub resource_totals: drover_client::ResourceTotals,
     /// `client { max_kill_timeout }`.
     pub max_kill_timeout: std::time::Duration,
+    /// `client { disable_remote_exec }`: `alloc exec` is refused on this client.
+    pub disable_remote_exec: bool,
 }
 
 /// A server's RPC address from `host[:port]`: the default port is 4647; Nomad's Serf port
@@ -1198,6 +1191,7 @@ impl AgentConfig {
                 "30s",
                 std::time::Duration::from_secs(30),
             )?,
+            disable_remote_exec: client_block.disable_remote_exec.unwrap_or(false),
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),
@@ -1766,10 +1760,6 @@ mod tests {
             (
                 "client {\n  node_max_allocs = 10\n}\n",
                 "client.node_max_allocs",
-            ),
-            (
-                "client {\n  disable_remote_exec = true\n}\n",
-                "client.disable_remote_exec",
             ),
             (
                 "client \"fingerprint\" \"env_aws\" {\n  retry_attempts = 3\n}\n",

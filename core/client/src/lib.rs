@@ -76,6 +76,8 @@ pub struct ClientConfig {
     /// The longest a task's `kill_timeout` may be (`client { max_kill_timeout }`, default
     /// 30s): a longer one is cut to it.
     pub max_kill_timeout: std::time::Duration,
+    /// Refuse `alloc exec` sessions (`client { disable_remote_exec }`).
+    pub disable_remote_exec: bool,
 }
 
 /// Totals that replace the fingerprinted ones: CPU (MHz) and memory (MiB).
@@ -479,6 +481,7 @@ mod tests {
                 cni: CniLocations::default(),
                 resource_totals: ResourceTotals::default(),
                 max_kill_timeout: std::time::Duration::from_secs(30),
+                disable_remote_exec: false,
             },
             Arc::new(host),
         )

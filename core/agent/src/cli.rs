@@ -7,127 +7,14 @@ use anyhow::{Context, bail};
 use drover_api_types as api;
 use futures::StreamExt;
 
-/// An HTTP API client for the CLI.
-pub struct ApiClient {
-    pub(crate) base: String,
-    http: reqwest::Client,
-}
+use crate::ids::{Kind, resolve};
+use crate::output::Format;
+
+pub use crate::api_client::ApiClient;
 
 /// Exit code for "the request was fine but the thing failed" (as Nomad uses 2 for job run
 /// placement failures).
 pub const EXIT_PLACEMENT_FAILED: i32 = 2;
-
-impl ApiClient {
-    pub fn new(address: Option<String>) -> Self {
-        let base = address
-            .or_else(|| std::env::var("DROVER_ADDR").ok())
-            .or_else(|| std::env::var("NOMAD_ADDR").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:4646".into());
-        let base = if base.contains("://") {
-            base
-        } else {
-            format!("http://{base}")
-        };
-        ApiClient {
-            base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn check(
-        &self,
-        resp: reqwest::Response,
-        what: &str,
-    ) -> anyhow::Result<reqwest::Response> {
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        bail!("{what}: {} ({status})", body.trim())
-    }
-
-    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
-        let resp = self.check(resp, &format!("GET {path}")).await?;
-        resp.json()
-            .await
-            .with_context(|| format!("unexpected answer from GET {path}"))
-    }
-
-    /// Sends a request; the answer unchecked.
-    async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> anyhow::Result<reqwest::Response> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        req.send()
-            .await
-            .with_context(|| format!("cannot reach the Drover API at {}", self.base))
-    }
-
-    pub async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> anyhow::Result<T> {
-        let resp = self.request(method.clone(), path, body).await?;
-        let resp = self.check(resp, &format!("{method} {path}")).await?;
-        resp.json()
-            .await
-            .with_context(|| format!("unexpected answer from {method} {path}"))
-    }
-
-    /// Sends a request whose answer has no body.
-    pub async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
-        let resp = self.request(method.clone(), path, None).await?;
-        self.check(resp, &format!("{method} {path}")).await?;
-        Ok(())
-    }
-
-    pub async fn put_bytes<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: Vec<u8>,
-    ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .put(&url)
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
-        let resp = self.check(resp, &format!("PUT {path}")).await?;
-        resp.json()
-            .await
-            .with_context(|| format!("unexpected answer from PUT {path}"))
-    }
-
-    pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
-        self.check(resp, &format!("GET {path}")).await
-    }
-}
 
 /// Reads a jobspec: HCL, or API JSON with `json`.
 pub fn load_job(
@@ -277,11 +164,10 @@ pub async fn monitor_eval(c: &ApiClient, eval_id: &str) -> anyhow::Result<i32> {
     Ok(EXIT_PLACEMENT_FAILED)
 }
 
-pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::Result<i32> {
+pub async fn job_status(c: &ApiClient, id: Option<&str>, fmt: &Format) -> anyhow::Result<i32> {
     let Some(id) = id else {
         let jobs: Vec<api::JobListStub> = c.get("/v1/jobs").await?;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&jobs)?);
+        if fmt.print(&jobs)? {
             return Ok(0);
         }
         if jobs.is_empty() {
@@ -307,13 +193,10 @@ pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::
         print!("{}", table(rows));
         return Ok(0);
     };
+    let id = resolve(c, Kind::Job, id).await?;
     let job: api::Job = c.get(&format!("/v1/job/{id}")).await?;
     let allocs: Vec<api::Allocation> = c.get(&format!("/v1/job/{id}/allocations")).await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"Job": job, "Allocations": allocs}))?
-        );
+    if fmt.print(&serde_json::json!({"Job": job, "Allocations": allocs}))? {
         return Ok(0);
     }
     println!("ID            = {}", job.id);
@@ -378,6 +261,7 @@ pub async fn job_status(c: &ApiClient, id: Option<&str>, json: bool) -> anyhow::
 }
 
 pub async fn job_stop(c: &ApiClient, id: &str, purge: bool, detach: bool) -> anyhow::Result<i32> {
+    let id = resolve(c, Kind::Job, id).await?;
     let resp: api::JobDeregisterResponse = c
         .send(
             reqwest::Method::DELETE,
@@ -393,7 +277,13 @@ pub async fn job_stop(c: &ApiClient, id: &str, purge: bool, detach: bool) -> any
     monitor_eval(c, &resp.eval_id).await
 }
 
-pub async fn alloc_status(c: &ApiClient, id: &str, json: bool, stats: bool) -> anyhow::Result<i32> {
+pub async fn alloc_status(
+    c: &ApiClient,
+    id: &str,
+    fmt: &Format,
+    stats: bool,
+) -> anyhow::Result<i32> {
+    let id = resolve(c, Kind::Alloc, id).await?;
     let a: api::Allocation = c.get(&format!("/v1/allocation/{id}")).await?;
     let usage: Option<serde_json::Value> =
         if stats && a.client_status == drover_model::ClientStatus::Running {
@@ -404,12 +294,11 @@ pub async fn alloc_status(c: &ApiClient, id: &str, json: bool, stats: bool) -> a
         } else {
             None
         };
-    if json {
-        let mut v = serde_json::to_value(&a)?;
-        if let Some(u) = usage {
-            v["ResourceUsage"] = u;
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+    let mut v = serde_json::to_value(&a)?;
+    if let Some(u) = &usage {
+        v["ResourceUsage"] = u.clone();
+    }
+    if fmt.print(&v)? {
         return Ok(0);
     }
     println!("ID                  = {}", a.id);
@@ -483,7 +372,8 @@ pub struct LogsArgs<'a> {
 }
 
 pub async fn alloc_logs(c: &ApiClient, args: LogsArgs<'_>) -> anyhow::Result<i32> {
-    let a: api::Allocation = c.get(&format!("/v1/allocation/{}", args.alloc)).await?;
+    let id = resolve(c, Kind::Alloc, args.alloc).await?;
+    let a: api::Allocation = c.get(&format!("/v1/allocation/{id}")).await?;
     let task = match args.task {
         Some(t) => t.to_string(),
         None => {
@@ -535,10 +425,13 @@ pub async fn alloc_logs(c: &ApiClient, args: LogsArgs<'_>) -> anyhow::Result<i32
     Ok(0)
 }
 
-pub async fn node_status(c: &ApiClient, json: bool) -> anyhow::Result<i32> {
+/// `node status`: every node, or one (by id or prefix) with its drivers and allocations.
+pub async fn node_status(c: &ApiClient, node: Option<&str>, fmt: &Format) -> anyhow::Result<i32> {
+    if let Some(prefix) = node {
+        return node_detail(c, prefix, fmt).await;
+    }
     let nodes: Vec<api::Node> = c.get("/v1/nodes").await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&nodes)?);
+    if fmt.print(&nodes)? {
         return Ok(0);
     }
     let mut rows = vec![vec![
@@ -567,6 +460,95 @@ pub async fn node_status(c: &ApiClient, json: bool) -> anyhow::Result<i32> {
             },
             drivers.join(","),
             n.status.to_string(),
+        ]);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+async fn node_detail(c: &ApiClient, prefix: &str, fmt: &Format) -> anyhow::Result<i32> {
+    let id = resolve(c, Kind::Node, prefix).await?;
+    let n: api::Node = c.get(&format!("/v1/node/{id}")).await?;
+    let allocs: Vec<api::Allocation> = c.get(&format!("/v1/node/{id}/allocations")).await?;
+    if fmt.print(&n)? {
+        return Ok(0);
+    }
+    let list = |pick: &dyn Fn(&drover_model::DriverInfo) -> bool| {
+        let names: Vec<&str> = n
+            .drivers
+            .iter()
+            .filter(|(_, d)| pick(d))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if names.is_empty() {
+            "<none>".to_string()
+        } else {
+            names.join(",")
+        }
+    };
+    let class = if n.node_class.is_empty() {
+        "<none>"
+    } else {
+        &n.node_class
+    };
+    let rows: [(&str, String); 11] = [
+        ("ID", n.id.clone()),
+        ("Name", n.name.clone()),
+        ("Node Pool", n.node_pool.clone()),
+        ("Class", class.into()),
+        ("DC", n.datacenter.clone()),
+        ("Drain", n.drain.to_string()),
+        ("Eligibility", n.scheduling_eligibility.to_string()),
+        ("Status", n.status.to_string()),
+        ("Address", n.http_addr.clone()),
+        ("Drivers", list(&|d| d.detected && d.healthy)),
+        ("Unhealthy Drivers", list(&|d| d.detected && !d.healthy)),
+    ];
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:<w$} = {v}");
+    }
+    let unhealthy: Vec<String> = n
+        .drivers
+        .iter()
+        .filter(|(_, d)| d.detected && !d.healthy && !d.health_description.is_empty())
+        .map(|(k, d)| format!("  {k}: {}", d.health_description))
+        .collect();
+    if !unhealthy.is_empty() {
+        println!("\nDriver Status\n{}", unhealthy.join("\n"));
+    }
+    println!(
+        "\nNode Resources\nCPU {} MHz, Memory {} MiB, Disk {} MiB (reserved: CPU {} MHz, Memory {} MiB, Disk {} MiB)",
+        n.resources.cpu,
+        n.resources.memory_mb,
+        n.resources.disk_mb,
+        n.reserved.cpu,
+        n.reserved.memory_mb,
+        n.reserved.disk_mb
+    );
+    println!("\nAllocations");
+    if allocs.is_empty() {
+        println!("No allocations placed");
+        return Ok(0);
+    }
+    let mut rows = vec![vec![
+        "ID".into(),
+        "Node ID".into(),
+        "Task Group".into(),
+        "Version".into(),
+        "Desired".into(),
+        "Status".into(),
+        "Job ID".into(),
+    ]];
+    for a in allocs {
+        rows.push(vec![
+            short(&a.id).into(),
+            short(&a.node_id).into(),
+            a.task_group.clone(),
+            a.job_version.to_string(),
+            a.desired_status.to_string(),
+            a.client_status.to_string(),
+            a.job_id.clone(),
         ]);
     }
     print!("{}", table(rows));
@@ -708,20 +690,9 @@ pub async fn snapshot_restore(c: &ApiClient, file: &Path) -> anyhow::Result<i32>
     Ok(0)
 }
 
-/// `?namespace=...&cas=...` for the variable commands.
-fn var_query(namespace: Option<&str>, cas: Option<u64>) -> String {
-    let mut q = Vec::new();
-    if let Some(ns) = namespace {
-        q.push(format!("namespace={}", urlencoding(ns)));
-    }
-    if let Some(c) = cas {
-        q.push(format!("cas={c}"));
-    }
-    if q.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", q.join("&"))
-    }
+/// `?cas=...` for the variable commands (the namespace is the CLI's, on every request).
+fn var_query(cas: Option<u64>) -> String {
+    cas.map(|c| format!("?cas={c}")).unwrap_or_default()
 }
 
 fn urlencoding(s: &str) -> String {
@@ -761,7 +732,6 @@ pub async fn var_put(
     c: &ApiClient,
     path: &str,
     items: &[String],
-    namespace: Option<&str>,
     cas: Option<u64>,
 ) -> anyhow::Result<i32> {
     let mut map = serde_json::Map::new();
@@ -775,7 +745,7 @@ pub async fn var_put(
         bail!("give at least one item as KEY=VALUE");
     }
     let body = serde_json::json!({ "Path": path, "Items": map });
-    let url = format!("/v1/var/{}{}", urlencoding(path), var_query(namespace, cas));
+    let url = format!("/v1/var/{}{}", urlencoding(path), var_query(cas));
     let v = var_write(c, reqwest::Method::PUT, &url, Some(&body))
         .await?
         .unwrap_or_default();
@@ -786,17 +756,8 @@ pub async fn var_put(
     Ok(0)
 }
 
-pub async fn var_get(
-    c: &ApiClient,
-    path: &str,
-    namespace: Option<&str>,
-    item: Option<&str>,
-) -> anyhow::Result<i32> {
-    let url = format!(
-        "/v1/var/{}{}",
-        urlencoding(path),
-        var_query(namespace, None)
-    );
+pub async fn var_get(c: &ApiClient, path: &str, item: Option<&str>) -> anyhow::Result<i32> {
+    let url = format!("/v1/var/{}", urlencoding(path));
     let v: serde_json::Value = c.get(&url).await?;
     let items = v["Items"].as_object().cloned().unwrap_or_default();
     match item {
@@ -822,11 +783,8 @@ pub async fn var_get(
     Ok(0)
 }
 
-pub async fn var_list(c: &ApiClient, prefix: &str, namespace: Option<&str>) -> anyhow::Result<i32> {
-    let mut url = format!("/v1/vars?prefix={}", urlencoding(prefix));
-    if let Some(ns) = namespace {
-        url.push_str(&format!("&namespace={}", urlencoding(ns)));
-    }
+pub async fn var_list(c: &ApiClient, prefix: &str) -> anyhow::Result<i32> {
+    let url = format!("/v1/vars?prefix={}", urlencoding(prefix));
     let vars: Vec<serde_json::Value> = c.get(&url).await?;
     if vars.is_empty() {
         println!("No matching variables found");
@@ -848,13 +806,8 @@ pub async fn var_list(c: &ApiClient, prefix: &str, namespace: Option<&str>) -> a
     Ok(0)
 }
 
-pub async fn var_purge(
-    c: &ApiClient,
-    path: &str,
-    namespace: Option<&str>,
-    cas: Option<u64>,
-) -> anyhow::Result<i32> {
-    let url = format!("/v1/var/{}{}", urlencoding(path), var_query(namespace, cas));
+pub async fn var_purge(c: &ApiClient, path: &str, cas: Option<u64>) -> anyhow::Result<i32> {
+    let url = format!("/v1/var/{}{}", urlencoding(path), var_query(cas));
     var_write(c, reqwest::Method::DELETE, &url, None).await?;
     println!("Deleted variable \"{path}\"");
     Ok(0)
@@ -893,8 +846,13 @@ pub fn job_validate(
     Ok(0)
 }
 
-pub async fn job_inspect(c: &ApiClient, id: &str) -> anyhow::Result<i32> {
+/// `job inspect`: the job as JSON (`{"Job": ...}`), or through `-t` (the job is `.`).
+pub async fn job_inspect(c: &ApiClient, id: &str, fmt: &Format) -> anyhow::Result<i32> {
+    let id = resolve(c, Kind::Job, id).await?;
     let job: serde_json::Value = c.get(&format!("/v1/job/{id}")).await?;
+    if fmt.template.is_some() && fmt.print(&job)? {
+        return Ok(0);
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({ "Job": job }))?
@@ -904,6 +862,9 @@ pub async fn job_inspect(c: &ApiClient, id: &str) -> anyhow::Result<i32> {
 
 /// Exit code of `job plan` when the job would change allocations (as Nomad's).
 pub const EXIT_PLAN_CHANGES: i32 = 1;
+
+/// Exit code of `job plan` when it fails (as Nomad's: 1 already means "changes").
+pub const EXIT_PLAN_ERROR: i32 = 255;
 
 pub async fn job_plan(
     c: &ApiClient,
@@ -979,10 +940,10 @@ pub async fn job_plan(
     Ok(if changes { EXIT_PLAN_CHANGES } else { 0 })
 }
 
-pub async fn job_history(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<i32> {
+pub async fn job_history(c: &ApiClient, id: &str, fmt: &Format) -> anyhow::Result<i32> {
+    let id = resolve(c, Kind::Job, id).await?;
     let v: serde_json::Value = c.get(&format!("/v1/job/{id}/versions")).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+    if fmt.print(&v)? {
         return Ok(0);
     }
     for j in v["Versions"].as_array().cloned().unwrap_or_default() {
@@ -998,10 +959,10 @@ pub async fn job_history(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<
     Ok(0)
 }
 
-pub async fn eval_status(c: &ApiClient, id: &str, json: bool) -> anyhow::Result<i32> {
+pub async fn eval_status(c: &ApiClient, id: &str, fmt: &Format) -> anyhow::Result<i32> {
+    let id = resolve(c, Kind::Eval, id).await?;
     let e: api::Evaluation = c.get(&format!("/v1/evaluation/{id}")).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+    if fmt.print(&e)? {
         return Ok(0);
     }
     println!("ID                 = {}", e.id);
@@ -1044,6 +1005,7 @@ pub fn config_validate(paths: &[std::path::PathBuf]) -> anyhow::Result<i32> {
 }
 
 pub async fn alloc_stop(c: &ApiClient, alloc: &str, detach: bool) -> anyhow::Result<i32> {
+    let alloc = resolve(c, Kind::Alloc, alloc).await?;
     let resp: serde_json::Value = c
         .send(
             reqwest::Method::POST,
@@ -1067,6 +1029,7 @@ pub async fn alloc_action(
     action: &str,
     signal: &str,
 ) -> anyhow::Result<i32> {
+    let alloc = resolve(c, Kind::Alloc, alloc).await?;
     let body = serde_json::json!({ "TaskName": task.unwrap_or(""), "Task": task.unwrap_or(""), "Signal": signal });
     let _: serde_json::Value = c
         .send(
@@ -1079,6 +1042,7 @@ pub async fn alloc_action(
 }
 
 pub async fn alloc_fs(c: &ApiClient, alloc: &str, path: &str, json: bool) -> anyhow::Result<i32> {
+    let alloc = resolve(c, Kind::Alloc, alloc).await?;
     let q = |op: &str| {
         format!(
             "/v1/client/fs/{op}/{alloc}?path={}",

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+mod compat;
+mod hcl1;
+
 /// A block Drover knows but does not act on: kept only to warn about it.
 pub type Ignored = Option<serde_json::Value>;
 
@@ -41,6 +44,53 @@ pub struct FileConfig {
     pub leave_on_terminate: Option<bool>,
     pub enable_debug: Option<bool>,
     pub disable_update_check: Option<bool>,
+    /// Also log to the local syslog (`/dev/log`), as Nomad's `enable_syslog`.
+    pub enable_syslog: Option<bool>,
+    /// The syslog facility (default LOCAL0).
+    pub syslog_facility: Option<String>,
+    pub autopilot: Option<AutopilotBlock>,
+    pub limits: Option<LimitsBlock>,
+    /// Deprecated and gossip keys a file set, said once as warnings (see `compat`).
+    #[serde(skip)]
+    pub notices: Vec<String>,
+}
+
+/// Nomad's `autopilot` block. Drover's autopilot removes dead servers
+/// (`cleanup_dead_servers`, after `server.dead_server_cleanup`); the other keys tune
+/// Raft-health checks Drover does not make, and are accepted with a warning.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutopilotBlock {
+    pub cleanup_dead_servers: Option<bool>,
+    pub last_contact_threshold: Option<String>,
+    pub max_trailing_logs: Option<u64>,
+    pub min_quorum: Option<u32>,
+    pub server_stabilization_time: Option<String>,
+}
+
+/// Nomad's `limits` block: handshake timeouts and connections per client address.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsBlock {
+    pub https_handshake_timeout: Option<String>,
+    pub http_max_conns_per_client: Option<u32>,
+    pub rpc_handshake_timeout: Option<String>,
+    pub rpc_max_conns_per_client: Option<u32>,
+}
+
+/// `client { template { ... } }`: how the client renders templates.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTemplateBlock {
+    pub function_denylist: Option<Vec<String>>,
+    pub disable_file_sandbox: Option<bool>,
+    pub max_stale: Option<String>,
+    pub block_query_wait: Option<String>,
+    pub wait: Option<serde_json::Map<String, serde_json::Value>>,
+    pub wait_bounds: Option<serde_json::Map<String, serde_json::Value>>,
+    pub consul_retry: Option<serde_json::Map<String, serde_json::Value>>,
+    pub vault_retry: Option<serde_json::Map<String, serde_json::Value>>,
+    pub nomad_retry: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Nomad's `acl` block. ACLs are not built yet: `enabled = true` stops the agent (it would
@@ -220,8 +270,6 @@ pub struct ServerBlock {
     pub bootstrap_expect: Option<u32>,
     pub heartbeat_grace: Option<String>,
     pub num_schedulers: Option<u32>,
-    /// Nomad's gossip key: Drover has no gossip, so there is nothing to encrypt.
-    pub encrypt: Option<String>,
     pub server_join: Option<ServerJoin>,
     /// How long the leader waits before removing a server it cannot reach (autopilot's
     /// dead-server cleanup), e.g. "10m"; "0s" disables it. Default 10m.
@@ -297,6 +345,20 @@ pub struct ClientBlock {
     pub gc_disk_usage_threshold: Option<f64>,
     pub gc_interval: Option<String>,
     pub artifact: Option<ArtifactBlock>,
+    /// Host path -> path inside the task, for the exec driver's chroot (the `exec` plugin
+    /// block's own `chroot_env` wins).
+    pub chroot_env: Option<BTreeMap<String, String>>,
+    pub template: Option<ClientTemplateBlock>,
+    /// Per-fingerprinter settings (Nomad's `fingerprint "env_aws" { ... }`).
+    pub fingerprint: Ignored,
+    /// Overrides the fingerprinted memory (MiB) the node offers.
+    pub memory_total_mb: Option<u64>,
+    /// Overrides the fingerprinted CPU (MHz) the node offers.
+    pub cpu_total_compute: Option<u64>,
+    /// The longest `kill_timeout` a task gets (default 30s, as Nomad's).
+    pub max_kill_timeout: Option<String>,
+    pub node_max_allocs: Option<u32>,
+    pub disable_remote_exec: Option<bool>,
 }
 
 /// `client { artifact { ... } }`: Nomad's limits on fetching artifacts, and the host
@@ -509,9 +571,6 @@ fn deep_merge(a: &mut serde_json::Value, b: serde_json::Value) {
     }
 }
 
-/// Where each key of a config file is: dotted path -> (line, column).
-type Spans = BTreeMap<String, (usize, usize)>;
-
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -520,80 +579,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
         .map(|i| before.len() - i)
         .unwrap_or(before.len() + 1);
     (line, col)
-}
-
-/// HCL to JSON on hcl-edit's tree, remembering every key's position. Labeled blocks
-/// (`plugin "raw_exec" { ... }`) become maps by label.
-fn hcl_to_json(
-    text: &str,
-    body: &hcl::edit::structure::Body,
-    prefix: &str,
-    spans: &mut Spans,
-) -> anyhow::Result<serde_json::Value> {
-    use hcl::edit::Span;
-    use hcl::eval::Evaluate;
-    let mut out = serde_json::Map::new();
-    let at = |n: &dyn Span| n.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-    for a in body.attributes() {
-        let key = a.key.as_str().to_string();
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        let (l, c) = at(a);
-        spans.insert(path.clone(), (l, c));
-        let e: hcl::Expression = a.value.clone().into();
-        let v = e
-            .evaluate(&hcl::eval::Context::new())
-            .map_err(|err| anyhow::anyhow!("{l}:{c}: {path}: {err}"))?;
-        out.insert(key, serde_json::to_value(v)?);
-    }
-    for b in body.blocks() {
-        let ident = b.ident.as_str().to_string();
-        let (l, c) = at(b);
-        match b.labels.first() {
-            Some(label) => {
-                let path = format!(
-                    "{}{ident}.{}",
-                    if prefix.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{prefix}.")
-                    },
-                    label.as_str()
-                );
-                spans.insert(path.clone(), (l, c));
-                spans
-                    .entry(
-                        path.rsplit_once('.')
-                            .map(|(p, _)| p.to_string())
-                            .unwrap_or_default(),
-                    )
-                    .or_insert((l, c));
-                let inner = hcl_to_json(text, &b.body, &path, spans)?;
-                let entry = out
-                    .entry(ident)
-                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
-                if let serde_json::Value::Object(m) = entry {
-                    m.insert(label.as_str().to_string(), inner);
-                }
-            }
-            None => {
-                let path = if prefix.is_empty() {
-                    ident.clone()
-                } else {
-                    format!("{prefix}.{ident}")
-                };
-                if out.contains_key(&ident) {
-                    anyhow::bail!("{l}:{c}: block {ident:?} may appear only once here");
-                }
-                spans.insert(path.clone(), (l, c));
-                out.insert(ident, hcl_to_json(text, &b.body, &path, spans)?);
-            }
-        }
-    }
-    Ok(serde_json::Value::Object(out))
 }
 
 /// What Drover refuses to run with: (dotted key, whether a file sets it, why), in the order
@@ -725,6 +710,46 @@ const REFUSALS: &[Refusal] = &[
         },
         "preemption is not implemented yet",
     ),
+    (
+        "enable_syslog",
+        |f| f.enable_syslog == Some(true),
+        "logging to syslog is not implemented yet: the agent logs to stderr (journald collects it under systemd)",
+    ),
+    (
+        "client.fingerprint",
+        |f| f.client.as_ref().is_some_and(|c| c.fingerprint.is_some()),
+        "per-fingerprinter settings are not implemented yet: Drover's fingerprinters (cpu, memory, storage, network, os) take none",
+    ),
+    (
+        "client.node_max_allocs",
+        |f| {
+            f.client
+                .as_ref()
+                .is_some_and(|c| c.node_max_allocs.is_some())
+        },
+        "a limit on allocations per node is not implemented yet in the scheduler",
+    ),
+    (
+        "client.template.disable_file_sandbox",
+        |f| {
+            f.client
+                .as_ref()
+                .and_then(|c| c.template.as_ref())
+                .is_some_and(|t| t.disable_file_sandbox == Some(true))
+        },
+        "templates always read files inside the task's directory; the sandbox cannot be turned off",
+    ),
+    (
+        "client.template.function_denylist",
+        |f| {
+            f.client
+                .as_ref()
+                .and_then(|c| c.template.as_ref())
+                .and_then(|t| t.function_denylist.as_ref())
+                .is_some_and(|l| l.iter().any(|f| f != "plugin" && f != "writeToFile"))
+        },
+        "denying template functions is not implemented yet (Drover's templates have no plugin or writeToFile functions, Nomad's default denylist; a list naming others would not be enforced)",
+    ),
 ];
 
 impl FileConfig {
@@ -736,45 +761,35 @@ impl FileConfig {
             .with_context(|| format!("invalid agent configuration in {}", path.display()))
     }
 
-    /// Parses one config file's text (HCL, or JSON for `*.json`). Errors name
-    /// `file:line:column` and the key.
+    /// Parses one config file's text (HCL with HCL1's semantics, or HCL1's JSON for
+    /// `*.json`, as Nomad reads them) into one object tree, normalises what Nomad still
+    /// accepts (see `compat`), and decodes it. Errors name `file:line:column` and the key.
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<FileConfig> {
         let file = path.display();
-        if path.extension().is_some_and(|e| e == "json") {
-            let de = &mut serde_json::Deserializer::from_str(text);
-            let parsed: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-                let inner = e.inner();
-                let msg = inner.to_string();
-                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-                anyhow::anyhow!(
-                    "{file}:{}:{}: {}: {msg}",
-                    inner.line(),
-                    inner.column(),
-                    e.path()
-                )
+        let is_json = path.extension().is_some_and(|e| e == "json");
+        let (mut tree, spans) = if is_json {
+            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                anyhow::anyhow!("{file}:{}:{}: invalid JSON: {e}", e.line(), e.column())
             })?;
-            // JSON keeps no positions: point at the key's first occurrence.
-            parsed.check_refusals(&file.to_string(), |key| {
+            (hcl1::unwrap_json_lists(v), hcl1::Spans::new())
+        } else {
+            hcl1::parse(text).map_err(|e| anyhow::anyhow!("{file}:{e}"))?
+        };
+        // JSON keeps no positions: point at the key's first occurrence.
+        let at = |key: &str| -> (usize, usize) {
+            spans.get(key).copied().unwrap_or_else(|| {
                 let last = key.rsplit('.').next().unwrap_or(key);
                 text.find(&format!("\"{last}\""))
+                    .filter(|_| is_json)
                     .map(|o| line_col(text, o))
                     .unwrap_or((0, 0))
-            })?;
-            return Ok(parsed);
-        }
-        let body: hcl::edit::structure::Body =
-            text.parse().map_err(|e: hcl::edit::parser::Error| {
-                anyhow::anyhow!(
-                    "{file}:{}:{}: invalid HCL: {}",
-                    e.location().line(),
-                    e.location().column(),
-                    e.message()
-                )
-            })?;
-        let mut spans = Spans::new();
-        let json =
-            hcl_to_json(text, &body, "", &mut spans).map_err(|e| anyhow::anyhow!("{file}:{e}"))?;
-        let mut parsed: FileConfig = serde_path_to_error::deserialize(json).map_err(|e| {
+            })
+        };
+        let notices = compat::normalise(&mut tree).map_err(|r| {
+            let (l, c) = at(&r.key);
+            anyhow::anyhow!("{file}:{l}:{c}: {}: {}", r.key, r.why)
+        })?;
+        let mut parsed: FileConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             let msg = e.inner().to_string();
             // The path names the offending key (for an unknown field too, but at the top level).
@@ -786,16 +801,19 @@ impl FileConfig {
                 Some(k) if path == "." => k.to_string(),
                 _ => path.clone(),
             };
-            let (l, c) = spans
-                .get(&full)
-                .or_else(|| spans.get(&path))
-                .copied()
-                .unwrap_or((0, 0));
-            anyhow::anyhow!("{file}:{l}:{c}: {full}: {msg}")
+            let hint = match full.as_str() {
+                "node_name" => " (the node's name is set with the top-level `name`)",
+                _ => "",
+            };
+            let (l, c) = if spans.contains_key(&full) || is_json {
+                at(&full)
+            } else {
+                at(&path)
+            };
+            anyhow::anyhow!("{file}:{l}:{c}: {full}: {msg}{hint}")
         })?;
-        parsed.check_refusals(&file.to_string(), |key| {
-            spans.get(key).copied().unwrap_or((0, 0))
-        })?;
+        parsed.notices = notices.warnings;
+        parsed.check_refusals(&file.to_string(), at)?;
         for (name, block) in parsed.plugin.iter_mut() {
             let prefix = format!("plugin.{name}");
             for (path, (l, c)) in spans.range(prefix.clone()..) {
@@ -860,11 +878,6 @@ impl FileConfig {
         );
         if let Some(s) = &self.server {
             ignored(
-                s.encrypt.is_some(),
-                "server.encrypt",
-                "Drover has no gossip ring, so there is no gossip key",
-            );
-            ignored(
                 s.raft_protocol.is_some(),
                 "server.raft_protocol",
                 "Drover has one Raft protocol",
@@ -884,6 +897,35 @@ impl FileConfig {
             "plugin args",
             "built-in plugins take no arguments",
         );
+        if let Some(a) = &self.autopilot {
+            ignored(
+                a.last_contact_threshold.is_some()
+                    || a.max_trailing_logs.is_some()
+                    || a.min_quorum.is_some()
+                    || a.server_stabilization_time.is_some(),
+                "autopilot's Raft-health settings (last_contact_threshold, max_trailing_logs, min_quorum, server_stabilization_time)",
+                "Drover's autopilot only removes dead servers (cleanup_dead_servers, server.dead_server_cleanup)",
+            );
+        }
+        ignored(
+            self.limits.is_some(),
+            "limits",
+            "the HTTP API's limits (bodies, blocking queries, streams) are fixed; connection limits per client are not configurable yet",
+        );
+        if let Some(t) = self.client.as_ref().and_then(|c| c.template.as_ref()) {
+            ignored(
+                t.max_stale.is_some()
+                    || t.block_query_wait.is_some()
+                    || t.wait.is_some()
+                    || t.wait_bounds.is_some()
+                    || t.consul_retry.is_some()
+                    || t.vault_retry.is_some()
+                    || t.nomad_retry.is_some(),
+                "client.template's query and retry settings",
+                "templates read the client's local state; there are no Consul, Vault or Nomad queries to tune",
+            );
+        }
+        w.splice(0..0, self.notices.iter().cloned());
         w
     }
 
@@ -919,9 +961,12 @@ impl FileConfig {
                 .or_default()
                 .extend(b.locations.clone());
         }
+        let mut notices = std::mem::take(&mut self.notices);
+        notices.extend(o.notices.iter().cloned());
         let mut a = serde_json::to_value(&*self).expect("config serializes");
         deep_merge(&mut a, serde_json::to_value(o).expect("config serializes"));
         *self = serde_json::from_value(a).expect("a merge of valid configs is valid");
+        self.notices = notices;
         for (name, b) in self.plugin.iter_mut() {
             b.locations = locations.remove(name).unwrap_or_default();
         }
@@ -985,6 +1030,13 @@ pub struct AgentConfig {
     pub artifacts: drover_client::ArtifactConfig,
     /// `client { cni_path, cni_config_dir }`.
     pub cni: drover_client::CniLocations,
+    /// `client { cpu_total_compute, memory_total_mb }`: what the node offers instead of
+    /// what is fingerprinted.
+    pub resource_totals: drover_client::ResourceTotals,
+    /// `client { max_kill_timeout }`.
+    pub max_kill_timeout: std::time::Duration,
+    /// `client { disable_remote_exec }`: `alloc exec` is refused on this client.
+    pub disable_remote_exec: bool,
 }
 
 /// A server's RPC address from `host[:port]`: the default port is 4647; Nomad's Serf port
@@ -1117,6 +1169,15 @@ impl AgentConfig {
             tracing::warn!("{w}");
         }
         let mut plugins = f.plugin.clone();
+        if let Some(chroot) = &client_block.chroot_env {
+            // Nomad's `client { chroot_env }` is the exec driver's; its plugin block wins.
+            let p = plugins.entry("exec".into()).or_default();
+            let chroot = serde_json::to_value(chroot).expect("a map of strings serializes");
+            p.config
+                .get_or_insert_with(Default::default)
+                .entry("chroot_env")
+                .or_insert(chroot);
+        }
         if dev {
             // Like Nomad's -dev: raw_exec is enabled.
             let p = plugins.entry("raw_exec".into()).or_default();
@@ -1141,7 +1202,13 @@ impl AgentConfig {
                 "5m",
                 std::time::Duration::from_secs(600),
             )?)
-            .filter(|d| !d.is_zero()),
+            .filter(|d| !d.is_zero())
+            .filter(|_| {
+                f.autopilot
+                    .as_ref()
+                    .and_then(|a| a.cleanup_dead_servers)
+                    .unwrap_or(true)
+            }),
             gc: gc_thresholds(&server_block)?,
             leave_on_terminate: f.leave_on_terminate.unwrap_or(false),
             leave_on_interrupt: f.leave_on_interrupt.unwrap_or(false),
@@ -1177,6 +1244,17 @@ impl AgentConfig {
                 .bind_wildcard_default_host_network
                 .unwrap_or(true),
             cni: drover_client::CniLocations::default(),
+            resource_totals: drover_client::ResourceTotals {
+                cpu: client_block.cpu_total_compute,
+                memory_mb: client_block.memory_total_mb,
+            },
+            max_kill_timeout: duration_or(
+                &client_block.max_kill_timeout,
+                "client.max_kill_timeout",
+                "30s",
+                std::time::Duration::from_secs(30),
+            )?,
+            disable_remote_exec: client_block.disable_remote_exec.unwrap_or(false),
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),
@@ -1543,7 +1621,7 @@ mod tests {
             FileConfig::parse("{\n  \"datacenter\": 3\n}", Path::new("agent.json")).unwrap_err();
         assert!(
             e.to_string().starts_with(
-                "agent.json:2:17: datacenter: invalid type: integer `3`, expected a string"
+                "agent.json:2:3: datacenter: invalid type: integer `3`, expected a string"
             ),
             "{e}"
         );
@@ -1633,6 +1711,147 @@ mod tests {
         f.data_dir = Some(dir.path().to_str().unwrap().to_string());
         let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
         assert!(e.contains("not an interface name"), "{e}");
+    }
+
+    /// `config validate` without the machine: parse, then check as the agent would.
+    fn nomad_fixture(name: &str, text: &str) -> (FileConfig, AgentConfig) {
+        let f = FileConfig::parse(text, Path::new(name)).unwrap();
+        let c = AgentConfig::check(f.clone(), false).unwrap();
+        (f, c)
+    }
+
+    #[test]
+    fn nomads_server_example_with_deprecated_join_keys_validates_with_warnings() {
+        let (f, c) = nomad_fixture("server.hcl", include_str!("config/fixtures/server.hcl"));
+        let w = f.warnings();
+        let expected = [
+            "server.retry_join is deprecated: use server { server_join { retry_join } }",
+            "server.retry_max is deprecated: use server { server_join { retry_max } }",
+            "server.retry_interval is deprecated: use server { server_join { retry_interval } }",
+            "server.encrypt is ignored: Drover has no gossip ring",
+            "server.rejoin_after_leave is ignored: Drover has no gossip ring",
+            "serf port/address is ignored",
+            "autopilot's Raft-health settings",
+            "limits is ignored",
+        ];
+        for e in expected {
+            assert!(w.iter().any(|x| x.starts_with(e)), "no {e:?} in {w:#?}");
+        }
+        assert_eq!(w.len(), expected.len(), "{w:#?}");
+        // The deprecated keys act as server_join's.
+        assert_eq!(c.retry_join, vec!["10.0.0.11:4647", "10.0.0.12:4647"]);
+        assert_eq!(c.retry_max, 3);
+        assert_eq!(c.retry_interval, std::time::Duration::from_secs(15));
+        // autopilot { cleanup_dead_servers = false } turns the cleanup off.
+        assert_eq!(c.dead_server_cleanup, None);
+        assert!(c.leave_on_interrupt && c.leave_on_terminate);
+    }
+
+    #[test]
+    fn nomads_client_example_with_quoted_keys_labels_and_repeated_blocks_is_acted_on() {
+        let (f, c) = nomad_fixture("client.hcl", include_str!("config/fixtures/client.hcl"));
+        let w = f.warnings();
+        assert_eq!(
+            w,
+            vec![
+                "client.network_speed is deprecated: bandwidth is neither fingerprinted nor scheduled; remove it".to_string(),
+                "client.options \"driver.raw_exec.enable\" is deprecated: use plugin \"raw_exec\" { config { enabled = true } }".to_string(),
+            ]
+        );
+        assert_eq!(
+            c.meta,
+            BTreeMap::from([
+                ("owner".to_string(), "ops".to_string()),
+                ("rack".into(), "r12".into()),
+                ("zone".into(), "eu-1".into()),
+            ])
+        );
+        assert_eq!(c.node_class, "prod");
+        assert_eq!(c.gc_max_allocs, 20);
+        assert_eq!((c.reserved.cpu, c.reserved.memory_mb), (500, 512));
+        assert_eq!(
+            c.resource_totals,
+            drover_client::ResourceTotals {
+                cpu: Some(20000),
+                memory_mb: Some(4096)
+            }
+        );
+        assert_eq!(c.max_kill_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(
+            c.plugins["raw_exec"].config.as_ref().unwrap()["enabled"],
+            true
+        );
+        let chroot = &c.plugins["exec"].config.as_ref().unwrap()["chroot_env"];
+        assert_eq!(chroot["/lib64"], "/lib64");
+        assert_eq!(chroot.as_object().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn hcl1_json_with_objects_in_lists_reads_as_its_hcl() {
+        let (f, c) = nomad_fixture("client.json", include_str!("config/fixtures/client.json"));
+        assert_eq!(c.meta["zone"], "eu-1");
+        assert_eq!(c.servers, vec!["10.0.0.10:4647"]);
+        assert_eq!(
+            c.plugins["raw_exec"].config.as_ref().unwrap()["enabled"],
+            true
+        );
+        assert_eq!(
+            c.plugins["exec"].config.as_ref().unwrap()["chroot_env"]["/usr"],
+            "/usr"
+        );
+        assert_eq!(
+            c.plugins["docker"].config.as_ref().unwrap()["allow_privileged"],
+            false
+        );
+        assert_eq!(f.warnings().len(), 1, "{:?}", f.warnings());
+    }
+
+    #[test]
+    fn keys_nomad_refuses_enterprise_keys_and_unbuilt_features_are_errors() {
+        let e = parse("data_dir = \"/x\"\nnode_name = \"a\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent.hcl:2:1: node_name: unknown field `node_name`, expected one of `name`, `region`, `datacenter`, `data_dir`, `bind_addr`, `log_level`, `log_json`, `log_file`, `plugin_dir`, `ports`, `addresses`, `advertise`, `server`, `client`, `plugin`, `acl`, `tls`, `telemetry`, `ui`, `consul`, `vault`, `leave_on_interrupt`, `leave_on_terminate`, `enable_debug`, `disable_update_check`, `enable_syslog`, `syslog_facility`, `autopilot`, `limits` (the node's name is set with the top-level `name`)"
+        );
+        let e = parse("server {\n  enabled = true\n  non_voting_server = true\n}\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent.hcl:3:3: server.non_voting_server: this is a Nomad Enterprise setting, which Drover does not have; remove it"
+        );
+        let e = parse("client {\n  meta {\n    \"zone\" = \"a\"\n    \"slots\" = 4\n  }\n}\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent.hcl:4:5: client.meta.slots: meta values are strings: write slots = \"4\""
+        );
+        for (text, key) in [
+            (
+                "client {\n  node_max_allocs = 10\n}\n",
+                "client.node_max_allocs",
+            ),
+            (
+                "client \"fingerprint\" \"env_aws\" {\n  retry_attempts = 3\n}\n",
+                "client.fingerprint",
+            ),
+            ("enable_syslog = true\n", "enable_syslog"),
+            (
+                "client {\n  template {\n    function_denylist = [\"env\"]\n  }\n}\n",
+                "client.template.function_denylist",
+            ),
+            (
+                "client {\n  options {\n    \"driver.allowlist\" = \"exec\"\n  }\n}\n",
+                "client.options",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(": {key}: ")) && e.contains("not implemented yet"),
+                "{e}"
+            );
+        }
+        // Nomad's default denylist names functions Drover does not have: accepted.
+        let f = parse("client {\n  template {\n    function_denylist = [\"plugin\", \"writeToFile\"]\n  }\n}\n").unwrap();
+        assert!(f.warnings().is_empty(), "{:?}", f.warnings());
     }
 
     #[test]

@@ -69,7 +69,8 @@ type ExecSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn alloc_exec(c: &ApiClient, args: ExecArgs<'_>) -> anyhow::Result<i32> {
-    let a: api::Allocation = c.get(&format!("/v1/allocation/{}", args.alloc)).await?;
+    let id = crate::ids::resolve(c, crate::ids::Kind::Alloc, args.alloc).await?;
+    let a: api::Allocation = c.get(&format!("/v1/allocation/{id}")).await?;
     if a.client_status != drover_model::ClientStatus::Running {
         bail!(
             "allocation {} is {}, not running: nothing to exec into",
@@ -114,8 +115,7 @@ async fn connect(
     tty: bool,
 ) -> anyhow::Result<ExecSocket> {
     let command = serde_json::to_string(&args.command)?;
-    let mut url = reqwest::Url::parse(&format!("{}/v1/client/allocation/{alloc}/exec", c.base))
-        .context("the API address is not a URL")?;
+    let mut url = c.url(&format!("/v1/client/allocation/{alloc}/exec"))?;
     url.query_pairs_mut()
         .append_pair("command", &command)
         .append_pair("tty", &tty.to_string());
@@ -125,7 +125,7 @@ async fn connect(
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     url.set_scheme(scheme)
         .map_err(|_| anyhow::anyhow!("cannot use a WebSocket on {url}"))?;
-    match tokio_tungstenite::connect_async(url.as_str()).await {
+    match tokio_tungstenite::connect_async(ws_request(c, url.as_str())?).await {
         Ok((ws, _)) => Ok(ws),
         // A follower sends node-bound requests to the leader.
         Err(tokio_tungstenite::tungstenite::Error::Http(resp))
@@ -135,13 +135,31 @@ async fn connect(
             let to = loc
                 .replacen("http://", "ws://", 1)
                 .replacen("https://", "wss://", 1);
-            Ok(tokio_tungstenite::connect_async(to.as_str())
+            Ok(tokio_tungstenite::connect_async(ws_request(c, &to)?)
                 .await
                 .with_context(|| format!("opening the exec session at {to}"))?
                 .0)
         }
         Err(e) => Err(e).with_context(|| format!("opening the exec session at {url}")),
     }
+}
+
+/// The WebSocket handshake request to `url`, with the CLI's token.
+fn ws_request(
+    c: &ApiClient,
+    url: &str,
+) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url
+        .into_client_request()
+        .with_context(|| format!("{url} is not a WebSocket URL"))?;
+    if let Some(t) = &c.settings.token {
+        req.headers_mut().insert(
+            "X-Nomad-Token",
+            t.parse().context("the token cannot be a header")?,
+        );
+    }
+    Ok(req)
 }
 
 /// Sends the local stdin as `stdin` frames, then a close frame at its end.

@@ -1,10 +1,14 @@
 //! `drover`: the agent, the CLI, and the built-in plugins and task shim, in one binary.
 
 mod agent;
+mod api_client;
 mod cli;
 mod config;
 mod driver_schemas;
 mod exec_cmd;
+mod ids;
+mod job_init;
+mod output;
 mod plugins;
 
 use std::path::PathBuf;
@@ -19,9 +23,8 @@ use clap::{Parser, Subcommand};
     disable_help_subcommand = true
 )]
 struct Cli {
-    /// The HTTP API address (also DROVER_ADDR, NOMAD_ADDR).
-    #[arg(long, global = true)]
-    address: Option<String>,
+    #[command(flatten)]
+    globals: api_client::GlobalArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -63,8 +66,8 @@ enum Cmd {
     /// Lists jobs, or shows one.
     Status {
         id: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        fmt: output::Format,
     },
     /// Prints the version.
     Version,
@@ -123,13 +126,13 @@ enum JobCmd {
     /// Lists the job's versions.
     History {
         id: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        fmt: output::Format,
     },
     Status {
         id: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        fmt: output::Format,
     },
     Stop {
         id: String,
@@ -140,6 +143,15 @@ enum JobCmd {
     },
     Inspect {
         id: String,
+        #[command(flatten)]
+        fmt: output::Format,
+    },
+    /// Writes an example job file (example.nomad.hcl); an existing file is not overwritten.
+    Init {
+        file: Option<PathBuf>,
+        /// Without the explaining comments.
+        #[arg(long)]
+        short: bool,
     },
     Validate {
         file: PathBuf,
@@ -185,8 +197,8 @@ enum EvalCmd {
     /// Shows an evaluation and, when placements failed, why.
     Status {
         id: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        fmt: output::Format,
     },
 }
 
@@ -203,8 +215,8 @@ enum ConfigCmd {
 enum AllocCmd {
     Status {
         id: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        fmt: output::Format,
         /// Also show each task's CPU and memory use.
         #[arg(long)]
         stats: bool,
@@ -263,9 +275,11 @@ enum AllocCmd {
 
 #[derive(Subcommand)]
 enum NodeCmd {
+    /// Lists the nodes, or shows one (by id or prefix) with its drivers and allocations.
     Status {
-        #[arg(long)]
-        json: bool,
+        node: Option<String>,
+        #[command(flatten)]
+        fmt: output::Format,
     },
 }
 
@@ -292,8 +306,6 @@ enum VarCmd {
     Put {
         path: String,
         items: Vec<String>,
-        #[arg(long)]
-        namespace: Option<String>,
         /// Write only if the variable's modify index is this (0: only if it does not exist).
         #[arg(long = "check-index")]
         check_index: Option<u64>,
@@ -302,21 +314,13 @@ enum VarCmd {
     Get {
         path: String,
         #[arg(long)]
-        namespace: Option<String>,
-        #[arg(long)]
         item: Option<String>,
     },
     /// Lists the variables whose path starts with PREFIX.
-    List {
-        prefix: Option<String>,
-        #[arg(long)]
-        namespace: Option<String>,
-    },
+    List { prefix: Option<String> },
     /// Deletes the variable at PATH.
     Purge {
         path: String,
-        #[arg(long)]
-        namespace: Option<String>,
         #[arg(long = "check-index")]
         check_index: Option<u64>,
     },
@@ -426,7 +430,14 @@ fn main() {
     drover_plugin_sdk::shim::exit_if_invoked();
     // So does `drover plugin serve NAME`, without building the CLI parser: launch time counts.
     plugins::exit_if_serve_invoked();
-    let cli = Cli::parse_from(normalize_args(std::env::args().collect()));
+    let cli = match Cli::try_parse_from(normalize_args(std::env::args().collect())) {
+        Ok(cli) => cli,
+        // Help and the version print and exit 0; a usage error exits 1, as Nomad's.
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -439,11 +450,13 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let cli = match cli.cmd {
-        Cmd::Plugin(p) => return plugins::run(p, cli.address),
+        Cmd::Plugin(p) => return plugins::run(p, &cli.globals),
         cmd => Cli { cmd, ..cli },
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let api = cli::ApiClient::new(cli.address.clone());
+    // Built once from the global flags; only the commands that talk to the API need it.
+    let client = cli::ApiClient::from_args(&cli.globals);
+    let api = || client.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"));
     rt.block_on(async {
         match cli.cmd {
             Cmd::Agent(a) => run_agent(a).await,
@@ -452,61 +465,70 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 detach,
                 json,
                 vars,
-            }) => cli::job_run(&api, &file, detach, json, &vars.load()?).await,
+            }) => cli::job_run(api()?, &file, detach, json, &vars.load()?).await,
+            // `job plan` exits 255 on an error, as Nomad's (1 means "changes").
             Cmd::Job(JobCmd::Plan { file, json, vars }) => {
-                cli::job_plan(&api, &file, json, &vars.load()?).await
+                let planned = match api() {
+                    Ok(api) => match vars.load() {
+                        Ok(vars) => cli::job_plan(api, &file, json, &vars).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                Ok(planned.unwrap_or_else(|e| {
+                    eprintln!("Error: {e:#}");
+                    cli::EXIT_PLAN_ERROR
+                }))
             }
-            Cmd::Job(JobCmd::History { id, json }) => cli::job_history(&api, &id, json).await,
-            Cmd::Eval(EvalCmd::Status { id, json }) => cli::eval_status(&api, &id, json).await,
+            Cmd::Job(JobCmd::History { id, fmt }) => cli::job_history(api()?, &id, &fmt).await,
+            Cmd::Eval(EvalCmd::Status { id, fmt }) => cli::eval_status(api()?, &id, &fmt).await,
             Cmd::Config(ConfigCmd::Validate { paths }) => cli::config_validate(&paths),
-            Cmd::Job(JobCmd::Status { id, json }) | Cmd::Status { id, json } => {
-                cli::job_status(&api, id.as_deref(), json).await
+            Cmd::Job(JobCmd::Status { id, fmt }) | Cmd::Status { id, fmt } => {
+                cli::job_status(api()?, id.as_deref(), &fmt).await
             }
             Cmd::Job(JobCmd::Stop { id, purge, detach }) => {
-                cli::job_stop(&api, &id, purge, detach).await
+                cli::job_stop(api()?, &id, purge, detach).await
             }
-            Cmd::Job(JobCmd::Inspect { id }) => cli::job_inspect(&api, &id).await,
+            Cmd::Job(JobCmd::Inspect { id, fmt }) => cli::job_inspect(api()?, &id, &fmt).await,
+            Cmd::Job(JobCmd::Init { file, short }) => job_init::run(file.as_deref(), short),
             Cmd::Job(JobCmd::Validate { file, json, vars }) => {
                 cli::job_validate(&file, json, &vars.load()?)
             }
-            Cmd::Alloc(cmd) => alloc_command(&api, cmd).await,
-            Cmd::Node(NodeCmd::Status { json }) => cli::node_status(&api, json).await,
-            Cmd::Server(ServerCmd::Members) => cli::server_members(&api).await,
-            Cmd::Server(ServerCmd::ForceLeave { node }) => cli::force_leave(&api, &node).await,
-            Cmd::Operator(OperatorCmd::Raft(RaftCmd::ListPeers)) => cli::raft_peers(&api).await,
+            Cmd::Alloc(cmd) => alloc_command(api()?, cmd).await,
+            Cmd::Node(NodeCmd::Status { node, fmt }) => {
+                cli::node_status(api()?, node.as_deref(), &fmt).await
+            }
+            Cmd::Server(ServerCmd::Members) => cli::server_members(api()?).await,
+            Cmd::Server(ServerCmd::ForceLeave { node }) => cli::force_leave(api()?, &node).await,
+            Cmd::Operator(OperatorCmd::Raft(RaftCmd::ListPeers)) => cli::raft_peers(api()?).await,
             Cmd::Operator(OperatorCmd::Raft(RaftCmd::RemovePeer {
                 peer_id,
                 peer_address,
-            })) => cli::remove_peer(&api, peer_id, peer_address).await,
+            })) => cli::remove_peer(api()?, peer_id, peer_address).await,
             Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Save { file, stale })) => {
-                cli::snapshot_save(&api, &file, stale).await
+                cli::snapshot_save(api()?, &file, stale).await
             }
             Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Restore { file })) => {
-                cli::snapshot_restore(&api, &file).await
+                cli::snapshot_restore(api()?, &file).await
             }
             Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Inspect { file })) => {
                 cli::snapshot_inspect(&file)
             }
-            Cmd::System(SystemCmd::Gc) => cli::system_gc(&api).await,
+            Cmd::System(SystemCmd::Gc) => cli::system_gc(api()?).await,
             Cmd::Var(VarCmd::Put {
                 path,
                 items,
-                namespace,
                 check_index,
-            }) => cli::var_put(&api, &path, &items, namespace.as_deref(), check_index).await,
-            Cmd::Var(VarCmd::Get {
-                path,
-                namespace,
-                item,
-            }) => cli::var_get(&api, &path, namespace.as_deref(), item.as_deref()).await,
-            Cmd::Var(VarCmd::List { prefix, namespace }) => {
-                cli::var_list(&api, prefix.as_deref().unwrap_or(""), namespace.as_deref()).await
+            }) => cli::var_put(api()?, &path, &items, check_index).await,
+            Cmd::Var(VarCmd::Get { path, item }) => {
+                cli::var_get(api()?, &path, item.as_deref()).await
             }
-            Cmd::Var(VarCmd::Purge {
-                path,
-                namespace,
-                check_index,
-            }) => cli::var_purge(&api, &path, namespace.as_deref(), check_index).await,
+            Cmd::Var(VarCmd::List { prefix }) => {
+                cli::var_list(api()?, prefix.as_deref().unwrap_or("")).await
+            }
+            Cmd::Var(VarCmd::Purge { path, check_index }) => {
+                cli::var_purge(api()?, &path, check_index).await
+            }
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)
@@ -552,7 +574,7 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<i32> {
 /// `drover alloc ...`.
 async fn alloc_command(api: &cli::ApiClient, cmd: AllocCmd) -> anyhow::Result<i32> {
     match cmd {
-        AllocCmd::Status { id, json, stats } => cli::alloc_status(api, &id, json, stats).await,
+        AllocCmd::Status { id, fmt, stats } => cli::alloc_status(api, &id, &fmt, stats).await,
         AllocCmd::Exec {
             interactive,
             tty,

@@ -70,7 +70,7 @@ pub fn exit_if_serve_invoked() {
     let Some(name) = name.to_str().filter(|n| !n.starts_with('-')) else {
         return;
     };
-    let code = match run(PluginCmd::Serve { name: name.into() }, None) {
+    let code = match run(PluginCmd::Serve { name: name.into() }, &Default::default()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -122,11 +122,12 @@ fn block_settings(name: &str, block: &PluginBlock) -> anyhow::Result<PluginSetti
 }
 
 /// Runs a `drover plugin ...` command. Synchronous: `serve` builds its own runtime.
-pub fn run(cmd: PluginCmd, address: Option<String>) -> anyhow::Result<i32> {
+pub fn run(cmd: PluginCmd, globals: &crate::api_client::GlobalArgs) -> anyhow::Result<i32> {
     match cmd {
         PluginCmd::Status { json } => {
+            let api = crate::cli::ApiClient::from_args(globals)?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(status(&crate::cli::ApiClient::new(address), json))
+            rt.block_on(status(&api, json))
         }
         PluginCmd::Inspect { path, args, json } => {
             let rt = tokio::runtime::Runtime::new()?;

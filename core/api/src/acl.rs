@@ -32,6 +32,8 @@ pub enum Capability {
     OperatorWrite,
     /// The event stream: each topic filtered by the read capability it needs.
     ReadEvents,
+    /// The search API: each context's matches filtered by the read capability it needs.
+    Search,
     /// Management tokens only (snapshots, forced garbage collection).
     Management,
 }

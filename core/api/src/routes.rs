@@ -18,7 +18,7 @@ use crate::limits::{
 };
 use crate::{
     ApiState, acl, agent, allocations, backup, evaluations, events, exec, jobs, logs, nodes,
-    operator, plugins, variables,
+    operator, plugins, search, variables,
 };
 
 /// An HTTP method a route answers.
@@ -144,6 +144,9 @@ pub fn table() -> Vec<Route> {
         route(GET, "/v1/client/fs/{op}/{alloc}", C::ReadFs, NO_BODY, Timeout::Open, |m| on(m, logs::fs)),
         route(GET, "/v1/client/allocation/{alloc}/stats", C::ReadJob, NO_BODY, REQUEST, |m| on(m, exec::stats)),
         route(GET, "/v1/client/allocation/{alloc}/exec", C::AllocExec, NO_BODY, Timeout::Open, |m| on(m, exec::exec)),
+        // Search: ids by prefix, names by substring.
+        route(WRITE, "/v1/search", C::Search, MAX_SMALL_BODY, READ, |m| on(m, search::prefix)),
+        route(WRITE, "/v1/search/fuzzy", C::Search, MAX_SMALL_BODY, READ, |m| on(m, search::fuzzy)),
         // Events.
         route(GET, "/v1/event/stream", C::ReadEvents, NO_BODY, Timeout::Open, |m| on(m, events::stream)),
     ]

@@ -75,6 +75,11 @@ async fn run(
     up: &mpsc::Sender<ExecOutput>,
     send: &impl Fn(exec_output::Msg) -> ExecOutput,
 ) -> Result<i32, String> {
+    if client.inner.config.disable_remote_exec {
+        return Err(
+            "exec is disabled on this client (client { disable_remote_exec = true })".into(),
+        );
+    }
     if req.command.is_empty() {
         return Err("alloc exec needs a command".into());
     }

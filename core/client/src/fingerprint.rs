@@ -151,6 +151,26 @@ pub fn fingerprint(
     )
 }
 
+/// `client { cpu_total_compute, memory_total_mb }`: the totals the operator gives replace
+/// the fingerprinted ones, in the resources and in the attributes constraints read.
+pub fn apply_totals(
+    totals: crate::ResourceTotals,
+    attrs: &mut BTreeMap<String, String>,
+    resources: &mut NodeResources,
+) {
+    if let Some(cpu) = totals.cpu {
+        resources.cpu = cpu;
+        attrs.insert("cpu.totalcompute".into(), cpu.to_string());
+    }
+    if let Some(mb) = totals.memory_mb {
+        resources.memory_mb = mb;
+        attrs.insert(
+            "memory.totalbytes".into(),
+            mb.saturating_mul(1024 * 1024).to_string(),
+        );
+    }
+}
+
 /// The node as the client registers it.
 pub async fn node(client: &Client) -> Node {
     let cfg = &client.inner.config;
@@ -165,6 +185,7 @@ pub async fn node(client: &Client) -> Node {
     attributes.extend(cni.attributes.clone());
     resources.networks.extend(cni.networks());
     client.inner.cni.reported(&cni);
+    apply_totals(cfg.resource_totals, &mut attributes, &mut resources);
     let mut drivers = BTreeMap::new();
     for name in client.host().driver_names().await {
         let info = driver_info(client, &name).await;
@@ -262,6 +283,30 @@ pub async fn watch_driver(client: Client, name: String) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn operator_totals_replace_the_fingerprinted_cpu_and_memory() {
+        let (mut attrs, mut res) = super::fingerprint(
+            std::path::Path::new("/"),
+            Some("lo"),
+            &std::collections::BTreeMap::new(),
+        );
+        let fingerprinted = res.clone();
+        super::apply_totals(Default::default(), &mut attrs, &mut res);
+        assert_eq!(res, fingerprinted);
+        super::apply_totals(
+            crate::ResourceTotals {
+                cpu: Some(12345),
+                memory_mb: Some(2048),
+            },
+            &mut attrs,
+            &mut res,
+        );
+        assert_eq!((res.cpu, res.memory_mb), (12345, 2048));
+        assert_eq!(attrs["cpu.totalcompute"], "12345");
+        assert_eq!(attrs["memory.totalbytes"], (2048u64 << 20).to_string());
+        assert_eq!(res.disk_mb, fingerprinted.disk_mb);
+    }
+
     use super::*;
 
     #[test]

@@ -77,6 +77,21 @@ pub struct ClientConfig {
     /// `client { bind_wildcard_default_host_network }` (Nomad's, default true): ports on the
     /// default host network are bound on every address while no host network is configured.
     pub bind_wildcard_default_host_network: bool,
+    /// What the node offers instead of what is fingerprinted (`client { cpu_total_compute,
+    /// memory_total_mb }`).
+    pub resource_totals: ResourceTotals,
+    /// The longest a task's `kill_timeout` may be (`client { max_kill_timeout }`, default
+    /// 30s): a longer one is cut to it.
+    pub max_kill_timeout: std::time::Duration,
+    /// Refuse `alloc exec` sessions (`client { disable_remote_exec }`).
+    pub disable_remote_exec: bool,
+}
+
+/// Totals that replace the fingerprinted ones: CPU (MHz) and memory (MiB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceTotals {
+    pub cpu: Option<u64>,
+    pub memory_mb: Option<u64>,
 }
 
 /// Where CNI plugins and network configuration lists are found (`client { cni_path,
@@ -478,6 +493,9 @@ mod tests {
                 cni: CniLocations::default(),
                 host_networks: BTreeMap::new(),
                 bind_wildcard_default_host_network: true,
+                resource_totals: ResourceTotals::default(),
+                max_kill_timeout: std::time::Duration::from_secs(30),
+                disable_remote_exec: false,
             },
             Arc::new(host),
         )

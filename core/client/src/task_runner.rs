@@ -238,7 +238,11 @@ impl Runner {
         let req = StopTaskRequest {
             task_id: task_id.to_string(),
             signal: self.ctx.task.kill_signal.clone(),
-            timeout_ms: self.ctx.task.kill_timeout.as_millis() as u64,
+            timeout_ms: kill_timeout(
+                self.ctx.task.kill_timeout,
+                self.ctx.client.inner.config.max_kill_timeout,
+            )
+            .as_millis() as u64,
         };
         let mut d = driver.clone();
         tokio::spawn(async move {
@@ -848,8 +852,21 @@ impl Runner {
     }
 }
 
+/// The time a task gets between its kill signal and the kill: its `kill_timeout`, at most the
+/// client's `max_kill_timeout` (as Nomad's).
+fn kill_timeout(task: Duration, max: Duration) -> Duration {
+    task.min(max)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_kill_timeout_is_cut_to_the_clients_max_kill_timeout() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(super::kill_timeout(s(5), s(30)), s(5));
+        assert_eq!(super::kill_timeout(s(300), s(30)), s(30));
+    }
+
     use super::*;
     use drover_model::AllocatedPort;
 

@@ -224,6 +224,7 @@ async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Resul
             gc_disk_usage_threshold: cfg.gc_disk_usage_threshold,
             artifacts: cfg.artifacts.clone(),
             cni: cfg.cni.clone(),
+            bridge: cfg.bridge.clone(),
             stop_tasks_on_shutdown: cfg.dev,
         },
         host,

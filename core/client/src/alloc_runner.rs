@@ -301,9 +301,15 @@ impl AllocRunner {
         let mut hooks = crate::alloc_hooks::for_alloc();
         match job.group(&alloc.task_group).cloned() {
             None => tracing::error!(group = %alloc.task_group, "the job version has no such group"),
-            Some(group) => match self.prerun(&mut hooks, &alloc, &group).await {
+            Some(group) => match self.prerun(&mut hooks, &alloc, &job, &group).await {
                 Ok(prepared) => {
-                    let tasks = Lifecycle::new(&self, alloc.clone(), job, group, prepared);
+                    let mut alloc = alloc.clone();
+                    if let Some(net) = &prepared.network {
+                        alloc.network_status = Some(net.status.clone());
+                        self.inner.local.lock().expect("alloc lock").alloc.network_status =
+                            Some(net.status.clone());
+                    }
+                    let tasks = Lifecycle::new(&self, alloc, job, group, prepared);
                     self.run_tasks(tasks, &mut hooks).await;
                 }
                 Err(e) => {
@@ -324,11 +330,13 @@ impl AllocRunner {
         &self,
         hooks: &mut [Box<dyn AllocHook>],
         alloc: &Allocation,
+        job: &Job,
         group: &TaskGroup,
     ) -> Result<Prepared, AllocHookError> {
         let ctx = AllocHookCtx {
             client: &self.inner.client,
             alloc,
+            job,
             group,
         };
         let mut prepared = Prepared::default();
@@ -516,6 +524,7 @@ impl AllocRunner {
                 .unwrap_or_else(|| tasks.group.restart_policy(tasks.job.job_type)),
             task,
             dirs: tasks.dirs.remove(name).expect("task dirs"),
+            network_ns_path: tasks.network_ns_path.clone(),
             stop,
             tx: tasks.tx.clone(),
             restored,
@@ -582,6 +591,8 @@ struct Lifecycle {
     slots: BTreeMap<String, Slot>,
     /// The directories of the tasks not started yet.
     dirs: BTreeMap<String, TaskDirs>,
+    /// The network namespace the tasks join ("" for the host's).
+    network_ns_path: String,
     /// The task runners' news, and where it arrives (taken by the runner's loop).
     tx: mpsc::Sender<TaskMsg>,
     rx: Option<mpsc::Receiver<TaskMsg>>,
@@ -634,6 +645,10 @@ impl Lifecycle {
             group,
             slots,
             dirs: prepared.task_dirs,
+            network_ns_path: prepared
+                .network
+                .map(|n| n.ns_path)
+                .unwrap_or_default(),
             tx,
             rx: Some(rx),
         }

@@ -8,6 +8,7 @@ mod alloc_hooks;
 mod alloc_runner;
 mod alloc_stats;
 mod artifact;
+mod cni_network;
 
 pub use alloc_dir::{remove_dir_with_mounts, unmount_below};
 mod conn;
@@ -18,6 +19,7 @@ mod exec;
 mod fingerprint;
 mod gc;
 mod log_stream;
+mod netns;
 mod node_network;
 mod sessions;
 mod state;
@@ -37,6 +39,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 pub use artifact::{ArtifactConfig, UnpackLimits};
+pub use cni_network::BridgeNetwork;
 pub use fingerprint::fingerprint;
 
 #[derive(Debug, Clone)]
@@ -70,6 +73,8 @@ pub struct ClientConfig {
     pub artifacts: ArtifactConfig,
     /// Where CNI plugins and network configuration lists are found.
     pub cni: CniLocations,
+    /// The built-in bridge network (`mode = "bridge"`).
+    pub bridge: BridgeNetwork,
 }
 
 /// Where CNI plugins and network configuration lists are found (`client { cni_path,
@@ -305,6 +310,8 @@ impl Client {
         let stored = tokio::task::spawn_blocking(move || st.load_allocs())
             .await
             .unwrap_or_default();
+        let known: Vec<String> = stored.iter().map(|l| l.alloc.id.clone()).collect();
+        alloc_hooks::sweep_orphans(self, &known).await;
         for local in stored {
             let id = local.alloc.id.clone();
             let j = &local.job;
@@ -464,6 +471,7 @@ mod tests {
                 gc_disk_usage_threshold: 90.0,
                 artifacts: ArtifactConfig::default(),
                 cni: CniLocations::default(),
+                bridge: BridgeNetwork::default(),
             },
             Arc::new(host),
         )

@@ -43,6 +43,8 @@ pub struct TaskCtx {
     pub task: Task,
     pub restart: RestartPolicy,
     pub dirs: TaskDirs,
+    /// The allocation's network namespace the task joins ("" for the host's).
+    pub network_ns_path: String,
     pub stop: watch::Receiver<Option<String>>,
     pub tx: mpsc::Sender<TaskMsg>,
     pub restored: Option<LocalTask>,
@@ -310,6 +312,7 @@ impl Runner {
             alloc_dir: c.dirs.alloc_dir.clone(),
             task_dir: c.dirs.task_dir.clone(),
             ports: port_mappings(&c.alloc),
+            network_ns_path: c.network_ns_path.clone(),
             ..Default::default()
         };
         let ctx = hook_ctx(c, env);

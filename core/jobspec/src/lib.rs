@@ -833,10 +833,20 @@ fn network(
         }
         None => None,
     };
+    let cni = match br.block_once("cni")? {
+        Some(c) => {
+            let mut cr = BlockReader::new(src, c, br.path().to_string(), "cni")?;
+            let v: drover_model::CniConfig = cr.decode(&[], Map::new())?;
+            warnings.extend(cr.finish()?);
+            Some(v)
+        }
+        None => None,
+    };
     let mut extra = obj(vec![("Mode", Json::from("host"))]);
     extra.insert("ReservedPorts".into(), to_json(&reserved));
     extra.insert("DynamicPorts".into(), to_json(&dynamic));
     extra.insert("DNS".into(), to_json(&dns));
+    extra.insert("CNI".into(), to_json(&cni));
     let n = br.decode(&[("mbits", "MBits")], extra)?;
     warnings.extend(br.finish()?);
     Ok(n)

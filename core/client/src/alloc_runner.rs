@@ -524,7 +524,7 @@ impl AllocRunner {
                 .unwrap_or_else(|| tasks.group.restart_policy(tasks.job.job_type)),
             task,
             dirs: tasks.dirs.remove(name).expect("task dirs"),
-            network_ns_path: tasks.network_ns_path.clone(),
+            network: tasks.network.clone(),
             stop,
             tx: tasks.tx.clone(),
             restored,
@@ -591,8 +591,8 @@ struct Lifecycle {
     slots: BTreeMap<String, Slot>,
     /// The directories of the tasks not started yet.
     dirs: BTreeMap<String, TaskDirs>,
-    /// The network namespace the tasks join ("" for the host's).
-    network_ns_path: String,
+    /// The allocation's own network, when it has one.
+    network: Option<crate::alloc_hooks::AllocNetwork>,
     /// The task runners' news, and where it arrives (taken by the runner's loop).
     tx: mpsc::Sender<TaskMsg>,
     rx: Option<mpsc::Receiver<TaskMsg>>,
@@ -645,10 +645,7 @@ impl Lifecycle {
             group,
             slots,
             dirs: prepared.task_dirs,
-            network_ns_path: prepared
-                .network
-                .map(|n| n.ns_path)
-                .unwrap_or_default(),
+            network: prepared.network,
             tx,
             rx: Some(rx),
         }

@@ -20,6 +20,7 @@ mod fingerprint;
 mod gc;
 mod log_stream;
 mod netns;
+mod network_files;
 mod node_network;
 mod sessions;
 mod state;

@@ -10,7 +10,7 @@
 //! the namespace goes. [`sweep_orphans`] deletes what is cached for allocations this client
 //! no longer has.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use drover_cni::{CniRuntime, NetworkConfigList, PluginRunner, ResultCache};
 use drover_model::{Allocation, NetworkStatus, TaskGroup};
@@ -19,6 +19,7 @@ use super::{AllocHook, AllocHookCtx, AllocHookError, Prepared};
 use crate::Client;
 use crate::cni_network::{self, Mode, ModeError};
 use crate::netns::{NamedNetns, NetnsError};
+use crate::network_files;
 
 /// Why the allocation's network could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,13 @@ pub(crate) enum NetworkError {
     },
     #[error("driver {driver} cannot create the allocation's network: {message}")]
     Driver { driver: String, message: String },
+    #[error(transparent)]
+    Files(#[from] crate::network_files::NetworkFileError),
+    #[error("writing the allocation's hosts and resolv.conf in {}: {source}", dir.display())]
+    Etc {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("network namespace task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -64,6 +72,8 @@ pub(crate) struct AllocNetwork {
     /// The namespace the tasks join (`TaskConfig.network_ns_path`).
     pub ns_path: String,
     pub status: NetworkStatus,
+    /// `/etc/hosts` and `/etc/resolv.conf`, for drivers that can mount.
+    pub mounts: Vec<drover_proto::driver::Mount>,
 }
 
 /// Who made the namespace, so the same one removes it.
@@ -140,9 +150,12 @@ impl AllocHook for NetworkHook {
                 .await
                 .map_err(NetworkError::from)?,
         };
+        let status = cni_network::status_of(&result);
+        let mounts = write_etc(ctx, &status).await?;
         prepared.network = Some(AllocNetwork {
             ns_path: ns_path.display().to_string(),
-            status: cni_network::status_of(&result),
+            status,
+            mounts,
         });
         Ok(())
     }
@@ -152,6 +165,75 @@ impl AllocHook for NetworkHook {
             teardown(client, &alloc.id, &owner).await;
         }
     }
+}
+
+/// Writes the allocation's hosts file and resolv.conf (in `<alloc dir>/network/`) and
+/// returns them as the mounts of `/etc/hosts` and `/etc/resolv.conf`.
+async fn write_etc(
+    ctx: &AllocHookCtx<'_>,
+    status: &NetworkStatus,
+) -> Result<Vec<drover_proto::driver::Mount>, AllocHookError> {
+    let net = cni_network::group_network(ctx.group);
+    let hostname = network_files::hostname(
+        net.map(|n| n.hostname.as_str()).unwrap_or(""),
+        &ctx.alloc.id,
+    )
+    .map_err(NetworkError::from)?;
+    let hosts = network_files::hosts(&status.address, &hostname);
+    let dns = net.and_then(|n| n.dns.clone());
+    let dir = ctx.client.alloc_dir(&ctx.alloc.id)?.path().join("network");
+    let written = tokio::task::spawn_blocking(move || -> Result<_, NetworkError> {
+        let resolv = match &dns {
+            Some(d) if !d.servers.is_empty() || !d.searches.is_empty() || !d.options.is_empty() => {
+                network_files::resolv_conf_of(d)?
+            }
+            _ => {
+                let host = network_files::read_host_file(Path::new(network_files::HOST_RESOLV_CONF));
+                let upstream =
+                    network_files::read_host_file(Path::new(network_files::RESOLVED_UPSTREAM));
+                network_files::resolv_conf_from_host(&host, Some(&upstream))
+            }
+        };
+        let io = |source| NetworkError::Etc {
+            dir: dir.clone(),
+            source,
+        };
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+            _ => {}
+        }
+        let mut mounts = Vec::new();
+        for (name, text, target) in [
+            ("hosts", hosts, "/etc/hosts"),
+            ("resolv.conf", resolv, "/etc/resolv.conf"),
+        ] {
+            let path = dir.join(name);
+            write_file(&path, text.as_bytes()).map_err(io)?;
+            mounts.push(drover_proto::driver::Mount {
+                host_path: path.display().to_string(),
+                task_path: target.to_string(),
+                read_only: true,
+            });
+        }
+        Ok(mounts)
+    })
+    .await
+    .map_err(NetworkError::from)??;
+    Ok(written)
+}
+
+/// Writes a file the client owns, replacing what is there, never through a link.
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// The configuration list of `mode`.

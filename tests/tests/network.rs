@@ -18,16 +18,16 @@ fn require_root() {
 }
 
 /// A server on `NOMAD_PORT_http` (TCP and UDP) answering with its allocation id; it first
-/// writes its environment to the allocation directory.
+/// writes its environment, /etc/hosts and /etc/resolv.conf to its task directory.
 const SERVER: &str = r#"
 import os, socket, threading
 env = os.environ
 me = env["NOMAD_ALLOC_ID"]
 port = int(env["NOMAD_PORT_http"])
-with open(env["NOMAD_ALLOC_DIR"] + "/env.txt", "w") as f:
+with open(env["NOMAD_TASK_DIR"] + "/env.txt", "w") as f:
     f.write("\n".join(k + "=" + v for k, v in sorted(env.items())) + "\n")
 for etc in ["hosts", "resolv.conf"]:
-    with open("/etc/" + etc) as src, open(env["NOMAD_ALLOC_DIR"] + "/" + etc, "w") as dst:
+    with open("/etc/" + etc) as src, open(env["NOMAD_TASK_DIR"] + "/" + etc, "w") as dst:
         dst.write(src.read())
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.bind(("0.0.0.0", port))
@@ -268,11 +268,11 @@ fn bridge_allocations_get_their_own_addresses_mapped_ports_and_survive_an_agent_
             c.dir
                 .join("client/alloc")
                 .join(&want)
-                .join("alloc/env.txt"),
+                .join("web/local/env.txt"),
         )
         .unwrap();
         let ip = alloc_ip(a);
-        let alloc_dir = c.dir.join("client/alloc").join(&want).join("alloc");
+        let alloc_dir = c.dir.join("client/alloc").join(&want).join("web/local");
         let hosts = std::fs::read_to_string(alloc_dir.join("hosts")).unwrap();
         assert!(
             hosts.lines().any(|l| l == format!("{ip} {}", &want[..8])),
@@ -412,7 +412,7 @@ fn a_cni_conflist_by_name_is_used_and_a_broken_one_is_a_clear_task_event() {
         tcp_answer(&host_ip, port)
     });
     assert_eq!(answer, format!("tcp {}", id(&a)));
-    let alloc_dir = c.dir.join("client/alloc").join(id(&a)).join("alloc");
+    let alloc_dir = c.dir.join("client/alloc").join(id(&a)).join("web/local");
     let hosts = std::fs::read_to_string(alloc_dir.join("hosts")).unwrap();
     assert!(hosts.lines().any(|l| l == format!("{ip} ptp-web")), "{hosts}");
     let resolv = std::fs::read_to_string(alloc_dir.join("resolv.conf")).unwrap();

@@ -218,7 +218,12 @@ fn leftovers(ids: &[String], ips: &[String], bridge: Option<&str>) -> Vec<String
         .into_iter()
         .flatten()
         .flatten()
-        .flat_map(|net| std::fs::read_dir(net.path()).into_iter().flatten().flatten())
+        .flat_map(|net| {
+            std::fs::read_dir(net.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
     {
         let text = std::fs::read_to_string(lease.path()).unwrap_or_default();
         if ids.iter().any(|id| text.contains(id.as_str())) {
@@ -236,7 +241,9 @@ fn leftovers(ids: &[String], ips: &[String], bridge: Option<&str>) -> Vec<String
 fn bridge_allocations_get_their_own_addresses_mapped_ports_and_survive_an_agent_crash() {
     require_root();
     let mut c = cluster("");
-    let veths_before = sh("ip -o link show master nomad 2>/dev/null").lines().count();
+    let veths_before = sh("ip -o link show master nomad 2>/dev/null")
+        .lines()
+        .count();
     c.server
         .run_job(&write_job(&c.dir, "web", &job("web", 2, "bridge", "")));
     let allocs = running_allocs(&c.server, "web", 2);
@@ -312,22 +319,29 @@ fn bridge_allocations_get_their_own_addresses_mapped_ports_and_survive_an_agent_
     assert!(inodes.iter().all(Option::is_some), "{inodes:?}");
     c.client.kill9();
     c.client.start_again();
-    wait_for("the tasks to be reattached", Duration::from_secs(60), || {
-        ids.iter()
-            .all(|i| {
-                c.server
-                    .alloc(i)
-                    .is_some_and(|a| !task_events(&a, "web", "Reattached").is_empty())
-            })
-            .then_some(())
-    });
+    wait_for(
+        "the tasks to be reattached",
+        Duration::from_secs(60),
+        || {
+            ids.iter()
+                .all(|i| {
+                    c.server
+                        .alloc(i)
+                        .is_some_and(|a| !task_events(&a, "web", "Reattached").is_empty())
+                })
+                .then_some(())
+        },
+    );
     assert_eq!(
         ids.iter().map(|i| netns_inode(i)).collect::<Vec<_>>(),
         inodes,
         "the namespaces were made again"
     );
     let log = c.client.log_text();
-    assert!(log.contains("CHECK passed"), "no CHECK after the restart:\n{log}");
+    assert!(
+        log.contains("CHECK passed"),
+        "no CHECK after the restart:\n{log}"
+    );
     for a in &allocs {
         let now = c.server.alloc(&id(a)).unwrap();
         assert_eq!(alloc_ip(&now), alloc_ip(a), "the address changed");
@@ -349,11 +363,15 @@ fn bridge_allocations_get_their_own_addresses_mapped_ports_and_survive_an_agent_
             })
             .then_some(())
     });
-    let left = wait_for("the networks to be torn down", Duration::from_secs(30), || {
-        let left = leftovers(&ids, &ips, Some("nomad"));
-        let veths = left.iter().filter(|l| l.starts_with("veth")).count();
-        (left.iter().all(|l| l.starts_with("veth")) && veths == veths_before).then_some(left)
-    });
+    let left = wait_for(
+        "the networks to be torn down",
+        Duration::from_secs(30),
+        || {
+            let left = leftovers(&ids, &ips, Some("nomad"));
+            let veths = left.iter().filter(|l| l.starts_with("veth")).count();
+            (left.iter().all(|l| l.starts_with("veth")) && veths == veths_before).then_some(left)
+        },
+    );
     assert_eq!(left.len(), veths_before, "{left:#?}");
     let cache = std::fs::read_dir(c.dir.join("client/cni"))
         .map(|d| d.count())
@@ -406,17 +424,28 @@ fn a_cni_conflist_by_name_is_used_and_a_broken_one_is_a_clear_task_event() {
         )));
     let a = running_allocs(&c.server, "ptp", 1).remove(0);
     let ip = alloc_ip(&a);
-    assert!(ip.starts_with(&format!("10.199.{third}.")), "{ip} not in {subnet}");
+    assert!(
+        ip.starts_with(&format!("10.199.{third}.")),
+        "{ip} not in {subnet}"
+    );
     let (host_ip, port) = host_port(&a);
-    let answer = wait_for("the ptp allocation's mapped port", Duration::from_secs(30), || {
-        tcp_answer(&host_ip, port)
-    });
+    let answer = wait_for(
+        "the ptp allocation's mapped port",
+        Duration::from_secs(30),
+        || tcp_answer(&host_ip, port),
+    );
     assert_eq!(answer, format!("tcp {}", id(&a)));
     let alloc_dir = c.dir.join("client/alloc").join(id(&a)).join("web/local");
     let hosts = std::fs::read_to_string(alloc_dir.join("hosts")).unwrap();
-    assert!(hosts.lines().any(|l| l == format!("{ip} ptp-web")), "{hosts}");
+    assert!(
+        hosts.lines().any(|l| l == format!("{ip} ptp-web")),
+        "{hosts}"
+    );
     let resolv = std::fs::read_to_string(alloc_dir.join("resolv.conf")).unwrap();
-    assert!(resolv.contains("nameserver 192.0.2.53\nsearch drover.test\n"), "{resolv}");
+    assert!(
+        resolv.contains("nameserver 192.0.2.53\nsearch drover.test\n"),
+        "{resolv}"
+    );
     let out = c.server.cli(&["job", "stop", "-detach", "ptp"]);
     assert!(out.status.success());
 
@@ -446,9 +475,13 @@ fn a_cni_conflist_by_name_is_used_and_a_broken_one_is_a_clear_task_event() {
         assert!(!Path::new(&format!("/var/run/netns/{}", id(&a))).exists());
     }
     let ids = [id(&a)];
-    let left = wait_for("the ptp network to be torn down", Duration::from_secs(30), || {
-        let left = leftovers(&ids, std::slice::from_ref(&ip), None);
-        left.is_empty().then_some(left)
-    });
+    let left = wait_for(
+        "the ptp network to be torn down",
+        Duration::from_secs(30),
+        || {
+            let left = leftovers(&ids, std::slice::from_ref(&ip), None);
+            left.is_empty().then_some(left)
+        },
+    );
     assert!(left.is_empty());
 }

@@ -940,8 +940,14 @@ pub struct AgentConfig {
 fn bridge_network(c: &ClientBlock) -> anyhow::Result<drover_client::BridgeNetwork> {
     let mut b = drover_client::BridgeNetwork::default();
     if let Some(n) = c.bridge_network_name.as_deref().map(str::trim) {
-        if n.is_empty() || n.len() > 15 || n.contains(['/', ':', '\0']) || n.contains(char::is_whitespace) {
-            bail!("client.bridge_network_name {n:?} is not an interface name (1 to 15 bytes, no '/', ':' or spaces)");
+        if n.is_empty()
+            || n.len() > 15
+            || n.contains(['/', ':', '\0'])
+            || n.contains(char::is_whitespace)
+        {
+            bail!(
+                "client.bridge_network_name {n:?} is not an interface name (1 to 15 bytes, no '/', ':' or spaces)"
+            );
         }
         b.name = n.to_string();
     }
@@ -1671,10 +1677,22 @@ mod tests {
         assert!(c.bridge.hairpin_mode);
         for (bad, field) in [
             ("bridge_network_name = \"a/b\"", "bridge_network_name"),
-            ("bridge_network_name = \"much-too-long-name\"", "bridge_network_name"),
-            ("bridge_network_subnet = \"10.0.0.0\"", "bridge_network_subnet"),
-            ("bridge_network_subnet = \"fd00::/64\"", "bridge_network_subnet"),
-            ("bridge_network_subnet_ipv6 = \"10.0.0.0/8\"", "bridge_network_subnet_ipv6"),
+            (
+                "bridge_network_name = \"much-too-long-name\"",
+                "bridge_network_name",
+            ),
+            (
+                "bridge_network_subnet = \"10.0.0.0\"",
+                "bridge_network_subnet",
+            ),
+            (
+                "bridge_network_subnet = \"fd00::/64\"",
+                "bridge_network_subnet",
+            ),
+            (
+                "bridge_network_subnet_ipv6 = \"10.0.0.0/8\"",
+                "bridge_network_subnet_ipv6",
+            ),
         ] {
             let e = resolve(&format!("  {bad}\n")).unwrap_err().to_string();
             assert!(e.contains(&format!("client.{field}")), "{bad}: {e}");

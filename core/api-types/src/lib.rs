@@ -385,7 +385,15 @@ mod tests {
         assert_eq!(n["DynamicPorts"][0]["To"], 8080);
         // Without the job version (list views): no networks, the rest all the same.
         let v = serde_json::to_value(Allocation::from_model(&a, "n1", None)).unwrap();
-        assert!(v["AllocatedResources"]["Shared"]["Networks"].as_array().unwrap().is_empty());
-        assert_eq!(v["AllocatedResources"]["Shared"]["Ports"][0]["Value"], 25123);
+        assert!(
+            v["AllocatedResources"]["Shared"]["Networks"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            v["AllocatedResources"]["Shared"]["Ports"][0]["Value"],
+            25123
+        );
     }
 }

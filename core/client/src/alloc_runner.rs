@@ -306,8 +306,12 @@ impl AllocRunner {
                     let mut alloc = alloc.clone();
                     if let Some(net) = &prepared.network {
                         alloc.network_status = Some(net.status.clone());
-                        self.inner.local.lock().expect("alloc lock").alloc.network_status =
-                            Some(net.status.clone());
+                        self.inner
+                            .local
+                            .lock()
+                            .expect("alloc lock")
+                            .alloc
+                            .network_status = Some(net.status.clone());
                     }
                     let tasks = Lifecycle::new(&self, alloc, job, group, prepared);
                     self.run_tasks(tasks, &mut hooks).await;

@@ -176,11 +176,7 @@ pub fn status_of(result: &drover_cni::CniResult) -> NetworkStatus {
     let inside: Vec<_> = result
         .ips
         .iter()
-        .filter(|ip| {
-            result
-                .interface_of(ip)
-                .is_some_and(|i| i.sandbox.is_some())
-        })
+        .filter(|ip| result.interface_of(ip).is_some_and(|i| i.sandbox.is_some()))
         .collect();
     let candidates = if inside.is_empty() {
         result.ips.iter().collect()
@@ -250,7 +246,10 @@ mod tests {
             Mode::of(&group("cni/mynet")).unwrap(),
             Mode::Cni("mynet".into())
         );
-        assert!(matches!(Mode::of(&group("cni/")), Err(ModeError::NoCniName(_))));
+        assert!(matches!(
+            Mode::of(&group("cni/")),
+            Err(ModeError::NoCniName(_))
+        ));
         let e = Mode::of(&group("macvlan")).unwrap_err();
         assert!(e.to_string().contains("\"macvlan\""), "{e}");
     }
@@ -287,7 +286,10 @@ mod tests {
         let d = bridge_conflist(&BridgeNetwork::default()).to_value();
         assert_eq!(d["plugins"][1]["bridge"], "nomad");
         assert_eq!(d["plugins"][1]["hairpinMode"], false);
-        assert_eq!(d["plugins"][1]["ipam"]["ranges"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            d["plugins"][1]["ipam"]["ranges"].as_array().unwrap().len(),
+            1
+        );
     }
 
     #[test]
@@ -345,7 +347,10 @@ mod tests {
         }))
         .unwrap();
         let s = status_of(&bare);
-        assert_eq!((s.interface_name.as_str(), s.address.as_str()), ("eth0", "10.1.0.7"));
+        assert_eq!(
+            (s.interface_name.as_str(), s.address.as_str()),
+            ("eth0", "10.1.0.7")
+        );
         assert!(s.dns.is_none());
     }
 

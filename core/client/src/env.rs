@@ -91,7 +91,10 @@ pub fn task_env(
                 &format!("ALLOC_ADDR_{label}"),
                 join_host_port(&n.address, inside),
             );
-            both(&format!("ALLOC_INTERFACE_{label}"), n.interface_name.clone());
+            both(
+                &format!("ALLOC_INTERFACE_{label}"),
+                n.interface_name.clone(),
+            );
         }
     }
     env.insert(

@@ -16,7 +16,9 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("network namespace name {0:?}: must be 1 to 64 of [A-Za-z0-9_.-], not starting with '.'")]
+    #[error(
+        "network namespace name {0:?}: must be 1 to 64 of [A-Za-z0-9_.-], not starting with '.'"
+    )]
     BadName(String),
     #[error("network namespace {path}: {op}: {source}")]
     Sys {
@@ -87,7 +89,9 @@ impl<S: NsSys> NamedNetns<S> {
     /// Creates namespace `name`; on failure nothing is left behind.
     pub fn create(&self, name: &str) -> Result<PathBuf, NetnsError> {
         let path = self.path(name)?;
-        self.sys.share_dir(&self.dir).map_err(sys(&self.dir, "share"))?;
+        self.sys
+            .share_dir(&self.dir)
+            .map_err(sys(&self.dir, "share"))?;
         self.sys.create_file(&path).map_err(sys(&path, "create"))?;
         if let Err(e) = self.sys.bind_new_netns(&path) {
             let _ = self.sys.unlink(&path);
@@ -124,7 +128,15 @@ impl NsSys for LinuxNs {
     fn share_dir(&self, dir: &Path) -> io::Result<()> {
         use nix::mount::{MsFlags, mount};
         std::fs::create_dir_all(dir)?;
-        let share = || mount(None::<&str>, dir, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
+        let share = || {
+            mount(
+                None::<&str>,
+                dir,
+                None::<&str>,
+                MsFlags::MS_SHARED | MsFlags::MS_REC,
+                None::<&str>,
+            )
+        };
         match share() {
             Ok(()) => Ok(()),
             // Not a mount point: bind it onto itself first, as `ip netns` does.
@@ -243,7 +255,12 @@ mod tests {
             Ok(())
         }
         fn mounted_ns(&self, path: &Path) -> io::Result<Option<u64>> {
-            Ok(self.mounted.lock().unwrap().contains(&path.to_path_buf()).then_some(7))
+            Ok(self
+                .mounted
+                .lock()
+                .unwrap()
+                .contains(&path.to_path_buf())
+                .then_some(7))
         }
         fn unmount(&self, path: &Path) -> io::Result<()> {
             self.call("unmount", path)?;
@@ -260,7 +277,10 @@ mod tests {
         let rec = Recording::default();
         let ns = NamedNetns::new(&rec, "/run/x");
         assert_eq!(ns.create("a1").unwrap(), PathBuf::from("/run/x/a1"));
-        assert_eq!(rec.calls(), ["share /run/x", "create /run/x/a1", "bind /run/x/a1"]);
+        assert_eq!(
+            rec.calls(),
+            ["share /run/x", "create /run/x/a1", "bind /run/x/a1"]
+        );
         assert_eq!(ns.existing("a1").unwrap(), Some(7));
         ns.remove("a1").unwrap();
         assert_eq!(&rec.calls()[3..], ["unmount /run/x/a1", "unlink /run/x/a1"]);
@@ -291,7 +311,10 @@ mod tests {
         let rec = Recording::default();
         let ns = NamedNetns::new(&rec, "/run/x");
         for bad in ["", "..", ".hidden", "a/b", "a b", &"x".repeat(65)] {
-            assert!(matches!(ns.create(bad), Err(NetnsError::BadName(_))), "{bad:?}");
+            assert!(
+                matches!(ns.create(bad), Err(NetnsError::BadName(_))),
+                "{bad:?}"
+            );
             assert!(ns.remove(bad).is_err());
         }
         assert!(rec.calls().is_empty());
@@ -314,7 +337,11 @@ mod tests {
         let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         assert_ne!(ino, own, "a new namespace, not this process's");
         assert!(ns.create(&name).is_err(), "creating it twice fails");
-        assert_eq!(ns.existing(&name).unwrap(), Some(ino), "the failed create left it alone");
+        assert_eq!(
+            ns.existing(&name).unwrap(),
+            Some(ino),
+            "the failed create left it alone"
+        );
         ns.remove(&name).unwrap();
         assert!(!path.exists());
         assert_eq!(ns.existing(&name).unwrap(), None);

@@ -86,7 +86,10 @@ pub fn resolv_conf_of(dns: &DnsConfig) -> Result<String, NetworkFileError> {
     }
     let words = |what: &'static str, list: &[String]| -> Result<String, NetworkFileError> {
         for w in list {
-            if w.is_empty() || w.len() > 253 || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if w.is_empty()
+                || w.len() > 253
+                || w.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(NetworkFileError::Word {
                     what,
                     value: w.clone(),
@@ -182,12 +185,18 @@ mod tests {
             servers: vec!["1.1.1.1\nnameserver 6.6.6.6".into()],
             ..Default::default()
         };
-        assert!(matches!(resolv_conf_of(&bad), Err(NetworkFileError::Server(_))));
+        assert!(matches!(
+            resolv_conf_of(&bad),
+            Err(NetworkFileError::Server(_))
+        ));
         let bad = DnsConfig {
             searches: vec!["a\nnameserver 6.6.6.6".into()],
             ..Default::default()
         };
-        assert!(matches!(resolv_conf_of(&bad), Err(NetworkFileError::Word { .. })));
+        assert!(matches!(
+            resolv_conf_of(&bad),
+            Err(NetworkFileError::Word { .. })
+        ));
         let many = DnsConfig {
             options: vec!["x".into(); 33],
             ..Default::default()

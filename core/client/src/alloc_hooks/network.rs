@@ -188,7 +188,8 @@ async fn write_etc(
                 network_files::resolv_conf_of(d)?
             }
             _ => {
-                let host = network_files::read_host_file(Path::new(network_files::HOST_RESOLV_CONF));
+                let host =
+                    network_files::read_host_file(Path::new(network_files::HOST_RESOLV_CONF));
                 let upstream =
                     network_files::read_host_file(Path::new(network_files::RESOLVED_UPSTREAM));
                 network_files::resolv_conf_from_host(&host, Some(&upstream))
@@ -271,7 +272,9 @@ async fn network_driver(client: &Client, group: &TaskGroup) -> Option<String> {
         match client.host().capabilities(d).await {
             Ok(c) if c.must_create_network => return Some(d.to_string()),
             Ok(_) => {}
-            Err(e) => tracing::debug!(driver = d, error = %e, "no capabilities; assuming it joins the client's namespace"),
+            Err(e) => {
+                tracing::debug!(driver = d, error = %e, "no capabilities; assuming it joins the client's namespace")
+            }
         }
     }
     None
@@ -279,10 +282,7 @@ async fn network_driver(client: &Client, group: &TaskGroup) -> Option<String> {
 
 /// The allocation's namespace, made now or found from before an agent restart: its path, and
 /// whether it existed.
-async fn namespace(
-    ctx: &AllocHookCtx<'_>,
-    owner: &Owner,
-) -> Result<(PathBuf, bool), NetworkError> {
+async fn namespace(ctx: &AllocHookCtx<'_>, owner: &Owner) -> Result<(PathBuf, bool), NetworkError> {
     let id = ctx.alloc.id.clone();
     match owner {
         Owner::Client => Ok(tokio::task::spawn_blocking(move || {
@@ -349,7 +349,9 @@ async fn teardown(client: &Client, alloc_id: &str, owner: &Owner) {
             let id = alloc_id.to_string();
             match tokio::task::spawn_blocking(move || NamedNetns::host().remove(&id)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove the allocation's network namespace"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot remove the allocation's network namespace")
+                }
                 Err(e) => tracing::warn!(error = %e, "removing the network namespace panicked"),
             }
         }

@@ -94,6 +94,11 @@ struct Cluster {
 }
 
 fn cluster(client_extra: &str) -> Cluster {
+    cluster_with(client_extra, |_| {})
+}
+
+/// [`cluster`], running `before_client` with the client's data dir before the client starts.
+fn cluster_with(client_extra: &str, before_client: impl FnOnce(&Path)) -> Cluster {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     std::fs::write(
@@ -113,6 +118,7 @@ fn cluster(client_extra: &str) -> Cluster {
         free_port(),
     );
     server.wait_ready();
+    before_client(&dir.join("client"));
     let client = Agent::start(
         &[
             "-config",
@@ -484,4 +490,60 @@ fn a_cni_conflist_by_name_is_used_and_a_broken_one_is_a_clear_task_event() {
         },
     );
     assert!(left.is_empty());
+}
+
+#[test]
+fn attachments_of_allocations_the_client_no_longer_has_are_deleted_at_start() {
+    require_root();
+    // An attachment left in the client's result cache by an allocation its local state no
+    // longer knows (its state lost with a crash): a real namespace, address and lease.
+    let orphan = format!("0rphan-{}", std::process::id());
+    let third = std::process::id() % 200 + 20;
+    let list = drover_cni::NetworkConfigList::from_value(serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "orphans",
+        "plugins": [{"type": "ptp",
+                     "ipam": {"type": "host-local", "subnet": format!("10.198.{third}.0/24")}}]
+    }))
+    .unwrap();
+    let st = Command::new("ip")
+        .args(["netns", "add", &orphan])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut ip = String::new();
+    let c = cluster_with("", |client_dir| {
+        let rt = drover_cni::CniRuntime::new(
+            drover_cni::PluginRunner::new(drover_cni::PluginPath::parse("/usr/lib/cni")),
+            drover_cni::ResultCache::new(client_dir.join("cni")),
+        );
+        let att = drover_cni::Attachment::new(&orphan, format!("/var/run/netns/{orphan}"), "eth0");
+        let result = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(rt.add(&list, &att))
+            .unwrap();
+        ip = result.ips[0].ip().unwrap().to_string();
+        assert!(
+            std::fs::read_dir("/var/lib/cni/networks/orphans")
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_str() == Some(ip.as_str())),
+            "the lease exists before the client starts"
+        );
+    });
+    let ids = [orphan.clone()];
+    wait_for("the orphan's DEL", Duration::from_secs(30), || {
+        leftovers(&ids, std::slice::from_ref(&ip), None)
+            .is_empty()
+            .then_some(())
+    });
+    let cache = std::fs::read_dir(c.dir.join("client/cni"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(cache, 0, "the orphan's cache entry is gone");
+    assert!(
+        c.client.log_text().contains("no longer has"),
+        "{}",
+        c.client.log_text()
+    );
 }

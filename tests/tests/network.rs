@@ -93,6 +93,33 @@ struct Cluster {
     dir: std::path::PathBuf,
 }
 
+impl Drop for Cluster {
+    /// Also after a failed assertion: the jobs stop (the client tears their networks down)
+    /// before the agents go, since a client's tasks outlive it.
+    fn drop(&mut self) {
+        let jobs = self.server.get("/v1/jobs").unwrap_or_default();
+        for j in jobs.as_array().into_iter().flatten() {
+            if let Some(name) = j["ID"].as_str() {
+                let _ = self.server.cli(&["job", "stop", "-detach", name]);
+            }
+        }
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for("every allocation to stop", Duration::from_secs(30), || {
+                let jobs = self.server.get("/v1/jobs")?;
+                jobs.as_array()?
+                    .iter()
+                    .filter_map(|j| j["ID"].as_str())
+                    .all(|j| {
+                        self.server.allocs(j).iter().all(|a| {
+                            a["ClientStatus"] != "running" && a["ClientStatus"] != "pending"
+                        })
+                    })
+                    .then_some(())
+            })
+        }));
+    }
+}
+
 fn cluster(client_extra: &str) -> Cluster {
     cluster_with(client_extra, |_| {})
 }
@@ -454,6 +481,20 @@ fn a_cni_conflist_by_name_is_used_and_a_broken_one_is_a_clear_task_event() {
     );
     let out = c.server.cli(&["job", "stop", "-detach", "ptp"]);
     assert!(out.status.success());
+
+    // mode = "none": a namespace of its own with only its loopback, up.
+    c.server
+        .run_job(&write_job(&c.dir, "lo", &job("lo", 1, "none", "")));
+    let lo = running_allocs(&c.server, "lo", 1).remove(0);
+    assert_eq!(lo["NetworkStatus"]["Address"], "", "{lo:#}");
+    let links = sh(&format!("ip netns exec {} ip -o link", id(&lo)));
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains("lo:") && links.contains("UP"), "{links}");
+    let out = c.server.cli(&["job", "stop", "-detach", "lo"]);
+    assert!(out.status.success());
+    wait_for("the none namespace to go", Duration::from_secs(30), || {
+        netns_inode(&id(&lo)).is_none().then_some(())
+    });
 
     // A list that is not JSON, and a plugin that refuses its configuration: the
     // allocation fails before its task starts, and the task's event says why.

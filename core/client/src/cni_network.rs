@@ -170,29 +170,36 @@ pub fn attachment(
 }
 
 /// The allocation's `NetworkStatus` from the list's result: the first IPv4 and IPv6
-/// addresses on an interface inside the namespace (any address when the result names no
-/// such interface, as ptp's may not), and the result's DNS.
+/// addresses (not loopback ones) on an interface inside the namespace (any address when
+/// the result names no such interface, as ptp's may not), and the result's DNS. With no
+/// address (`mode = "none"`) the interface and addresses are empty.
 pub fn status_of(result: &drover_cni::CniResult) -> NetworkStatus {
-    let inside: Vec<_> = result
+    // The loopback plugin reports 127.0.0.1 and ::1 on `lo`: not the allocation's address.
+    let routable: Vec<_> = result
         .ips
         .iter()
+        .filter(|ip| ip.ip().is_some_and(|a| !a.is_loopback()))
+        .collect();
+    let inside: Vec<_> = routable
+        .iter()
+        .copied()
         .filter(|ip| result.interface_of(ip).is_some_and(|i| i.sandbox.is_some()))
         .collect();
-    let candidates = if inside.is_empty() {
-        result.ips.iter().collect()
-    } else {
-        inside
-    };
+    let candidates = if inside.is_empty() { routable } else { inside };
     let first = |v4: bool| {
         candidates
             .iter()
+            .copied()
             .find(|ip| ip.ip().is_some_and(|a| a.is_ipv4() == v4))
     };
-    let interface_name = first(true)
-        .or_else(|| first(false))
-        .and_then(|ip| result.interface_of(ip))
-        .map(|i| i.name.clone())
-        .unwrap_or_else(|| IFNAME.to_string());
+    let interface_name = match first(true).or_else(|| first(false)) {
+        // An address the result puts on no interface is on ours; no address, no interface.
+        Some(ip) => result
+            .interface_of(ip)
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| IFNAME.to_string()),
+        None => String::new(),
+    };
     let dns = (!result.dns.is_empty()).then(|| drover_model::DnsConfig {
         servers: result.dns.nameservers.clone(),
         searches: result.dns.search.clone(),
@@ -352,6 +359,25 @@ mod tests {
             ("eth0", "10.1.0.7")
         );
         assert!(s.dns.is_none());
+        // The loopback plugin's result alone (mode "none"): no address.
+        let lo: drover_cni::CniResult = serde_json::from_value(json!({
+            "cniVersion": "0.4.0",
+            "interfaces": [{"name": "lo", "sandbox": "/var/run/netns/a"}],
+            "ips": [
+                {"version": "4", "address": "127.0.0.1/8", "interface": 0},
+                {"version": "6", "address": "::1/128", "interface": 0}
+            ]
+        }))
+        .unwrap();
+        let s = status_of(&lo);
+        assert_eq!(
+            (
+                s.interface_name.as_str(),
+                s.address.as_str(),
+                s.address_ipv6.as_str()
+            ),
+            ("", "", "")
+        );
     }
 
     #[test]

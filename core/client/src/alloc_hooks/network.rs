@@ -88,6 +88,8 @@ enum Owner {
 pub(crate) struct NetworkHook {
     /// Set once the group is known to need its own network: what postrun tears down.
     teardown: Option<Owner>,
+    /// The namespace, once made or found (for `DestroyNetwork`).
+    ns_path: String,
 }
 
 /// The CNI runtime of the client: plugins on `cni_path`, results cached under the data dir.
@@ -121,6 +123,7 @@ impl AllocHook for NetworkHook {
         }
         let net = network_list(ctx.client, &mode).await?;
         let (ns_path, existed) = namespace(ctx, &owner).await?;
+        self.ns_path = ns_path.display().to_string();
         let attachment = cni_network::attachment(
             ctx.alloc,
             ctx.job,
@@ -162,7 +165,7 @@ impl AllocHook for NetworkHook {
 
     async fn postrun(&mut self, client: &Client, alloc: &Allocation) {
         if let Some(owner) = self.teardown.take() {
-            teardown(client, &alloc.id, &owner).await;
+            teardown(client, &alloc.id, &owner, &self.ns_path).await;
         }
     }
 }
@@ -327,9 +330,11 @@ async fn namespace(ctx: &AllocHookCtx<'_>, owner: &Owner) -> Result<(PathBuf, bo
     }
 }
 
-/// DEL of every cached attachment of allocation `alloc_id`, then its namespace goes. Failures
+/// DEL of every cached attachment of allocation `alloc_id`, then its namespace goes
+/// (`ns_path`, for a driver's `DestroyNetwork`, is empty when not known: an allocation that
+/// ended while the agent was down). Failures
 /// are logged: a DEL that failed keeps its cache entry, retried by the next [`sweep_orphans`].
-async fn teardown(client: &Client, alloc_id: &str, owner: &Owner) {
+async fn teardown(client: &Client, alloc_id: &str, owner: &Owner, ns_path: &str) {
     let rt = runtime(client);
     match rt.cache().keys().await {
         Ok(keys) => {
@@ -361,7 +366,7 @@ async fn teardown(client: &Client, alloc_id: &str, owner: &Owner) {
                 driver
                     .destroy_network(drover_proto::driver::DestroyNetworkRequest {
                         alloc_id: alloc_id.to_string(),
-                        namespace_path: String::new(),
+                        namespace_path: ns_path.to_string(),
                     })
                     .await
                     .map_err(|s| s.message().to_string())
@@ -391,6 +396,6 @@ pub(crate) async fn sweep_orphans(client: &Client, known: &[String]) {
     orphans.dedup();
     for id in orphans {
         tracing::info!(alloc_id = %id, "deleting the network of an allocation this client no longer has");
-        teardown(client, id, &Owner::Client).await;
+        teardown(client, id, &Owner::Client, "").await;
     }
 }

@@ -229,6 +229,7 @@ async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Resul
             resource_totals: cfg.resource_totals,
             max_kill_timeout: cfg.max_kill_timeout,
             disable_remote_exec: cfg.disable_remote_exec,
+            bridge: cfg.bridge.clone(),
             stop_tasks_on_shutdown: cfg.dev,
         },
         host,

@@ -339,6 +339,10 @@ pub struct ClientBlock {
     pub server_join: Option<ServerJoin>,
     pub cni_path: Option<String>,
     pub cni_config_dir: Option<String>,
+    pub bridge_network_name: Option<String>,
+    pub bridge_network_subnet: Option<String>,
+    pub bridge_network_subnet_ipv6: Option<String>,
+    pub bridge_network_hairpin_mode: Option<bool>,
     pub min_dynamic_port: Option<u16>,
     pub max_dynamic_port: Option<u16>,
     pub gc_max_allocs: Option<usize>,
@@ -1037,6 +1041,44 @@ pub struct AgentConfig {
     pub max_kill_timeout: std::time::Duration,
     /// `client { disable_remote_exec }`: `alloc exec` is refused on this client.
     pub disable_remote_exec: bool,
+    /// `client { bridge_network_* }`: the built-in bridge network.
+    pub bridge: drover_client::BridgeNetwork,
+}
+
+/// `client { bridge_network_name, bridge_network_subnet, bridge_network_subnet_ipv6,
+/// bridge_network_hairpin_mode }` over Nomad's defaults: the name must be an interface name,
+/// the subnets CIDRs of their address family.
+fn bridge_network(c: &ClientBlock) -> anyhow::Result<drover_client::BridgeNetwork> {
+    let mut b = drover_client::BridgeNetwork::default();
+    if let Some(n) = c.bridge_network_name.as_deref().map(str::trim) {
+        if n.is_empty()
+            || n.len() > 15
+            || n.contains(['/', ':', '\0'])
+            || n.contains(char::is_whitespace)
+        {
+            bail!(
+                "client.bridge_network_name {n:?} is not an interface name (1 to 15 bytes, no '/', ':' or spaces)"
+            );
+        }
+        b.name = n.to_string();
+    }
+    let cidr = |field: &str, v: &str, v4: bool| -> anyhow::Result<String> {
+        let fam = if v4 { "IPv4" } else { "IPv6" };
+        match v.parse::<drover_client::Cidr>() {
+            Ok(c) if c.ip.is_ipv4() == v4 => Ok(v.to_string()),
+            _ => bail!("client.{field} {v:?} is not an {fam} CIDR (address/prefix length)"),
+        }
+    };
+    if let Some(s) = c.bridge_network_subnet.as_deref().map(str::trim) {
+        b.subnet = cidr("bridge_network_subnet", s, true)?;
+    }
+    if let Some(s) = c.bridge_network_subnet_ipv6.as_deref().map(str::trim) {
+        b.subnet_ipv6 = Some(cidr("bridge_network_subnet_ipv6", s, false)?);
+    }
+    if let Some(h) = c.bridge_network_hairpin_mode {
+        b.hairpin_mode = h;
+    }
+    Ok(b)
 }
 
 /// A server's RPC address from `host[:port]`: the default port is 4647; Nomad's Serf port
@@ -1255,6 +1297,7 @@ impl AgentConfig {
                 std::time::Duration::from_secs(30),
             )?,
             disable_remote_exec: client_block.disable_remote_exec.unwrap_or(false),
+            bridge: drover_client::BridgeNetwork::default(),
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),
@@ -1323,6 +1366,7 @@ impl AgentConfig {
             }
             self.cni.config_dir = PathBuf::from(d);
         }
+        self.bridge = bridge_network(client_block)?;
         self.host_volumes = client_block
             .host_volume
             .iter()
@@ -1928,5 +1972,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("client.cni_config_dir"), "{e}");
+    }
+
+    #[test]
+    fn bridge_network_keys_reach_the_client_with_nomads_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |client: &str| {
+            let mut f = parse(&format!(
+                "server {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n{client}}}\n"
+            ))
+            .unwrap();
+            f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+            AgentConfig::resolve(f, false)
+        };
+        let c = resolve("").unwrap();
+        assert_eq!(c.bridge.name, "nomad");
+        assert_eq!(c.bridge.subnet, "172.26.64.0/20");
+        assert_eq!(c.bridge.subnet_ipv6, None);
+        assert!(!c.bridge.hairpin_mode);
+        let c = resolve(
+            "  bridge_network_name = \"br9\"\n  bridge_network_subnet = \"10.9.0.0/24\"\n  bridge_network_subnet_ipv6 = \"fd00:9::/64\"\n  bridge_network_hairpin_mode = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.bridge.name, "br9");
+        assert_eq!(c.bridge.subnet, "10.9.0.0/24");
+        assert_eq!(c.bridge.subnet_ipv6.as_deref(), Some("fd00:9::/64"));
+        assert!(c.bridge.hairpin_mode);
+        for (bad, field) in [
+            ("bridge_network_name = \"a/b\"", "bridge_network_name"),
+            (
+                "bridge_network_name = \"much-too-long-name\"",
+                "bridge_network_name",
+            ),
+            (
+                "bridge_network_subnet = \"10.0.0.0\"",
+                "bridge_network_subnet",
+            ),
+            (
+                "bridge_network_subnet = \"fd00::/64\"",
+                "bridge_network_subnet",
+            ),
+            (
+                "bridge_network_subnet_ipv6 = \"10.0.0.0/8\"",
+                "bridge_network_subnet_ipv6",
+            ),
+        ] {
+            let e = resolve(&format!("  {bad}\n")).unwrap_err().to_string();
+            assert!(e.contains(&format!("client.{field}")), "{bad}: {e}");
+        }
     }
 }

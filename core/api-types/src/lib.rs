@@ -116,6 +116,9 @@ pub struct Allocation {
     pub node_name: String,
     #[serde(rename = "Job", default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Job>,
+    /// Nomad's current form of what the allocation was given (computed from the model).
+    #[serde(rename = "AllocatedResources", default)]
+    pub allocated_resources: AllocatedResources,
 }
 
 impl Allocation {
@@ -124,6 +127,103 @@ impl Allocation {
             alloc: a.clone(),
             node_name: node_name.into(),
             job: job.cloned(),
+            allocated_resources: AllocatedResources::of(a, job),
+        }
+    }
+}
+
+/// Nomad's `AllocatedResources`: per task (CPU, memory, networks) and shared (the group's
+/// networks with their assigned ports, disk, the port mappings).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AllocatedResources {
+    pub tasks: std::collections::BTreeMap<String, AllocatedTaskResources>,
+    pub shared: AllocatedSharedResources,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AllocatedTaskResources {
+    pub cpu: AllocatedCpuResources,
+    pub memory: AllocatedMemoryResources,
+    pub networks: Vec<m::NetworkResource>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AllocatedCpuResources {
+    pub cpu_shares: u64,
+    pub reserved_cores: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AllocatedMemoryResources {
+    #[serde(rename = "MemoryMB")]
+    pub memory_mb: u64,
+    #[serde(rename = "MemoryMaxMB")]
+    pub memory_max_mb: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AllocatedSharedResources {
+    /// The group's networks, their ports carrying the host ports assigned (when the job
+    /// version is known).
+    pub networks: Vec<m::NetworkResource>,
+    #[serde(rename = "DiskMB")]
+    pub disk_mb: u64,
+    pub ports: Vec<m::AllocatedPort>,
+}
+
+impl AllocatedResources {
+    pub fn of(a: &m::Allocation, job: Option<&Job>) -> Self {
+        let tasks = a
+            .task_resources
+            .iter()
+            .map(|(name, r)| {
+                let t = AllocatedTaskResources {
+                    cpu: AllocatedCpuResources {
+                        cpu_shares: r.cpu,
+                        reserved_cores: r.reserved_cores.clone(),
+                    },
+                    memory: AllocatedMemoryResources {
+                        memory_mb: r.memory_mb,
+                        memory_max_mb: r.memory_max_mb,
+                    },
+                    networks: r.networks.clone(),
+                };
+                (name.clone(), t)
+            })
+            .collect();
+        let assigned = |p: &m::Port| {
+            let mut p = p.clone();
+            if let Some(a) = a.shared_resources.ports.iter().find(|x| x.label == p.label) {
+                p.value = a.value;
+                p.to = a.to;
+            }
+            p
+        };
+        let networks = job
+            .and_then(|j| j.group(&a.task_group))
+            .map(|g| {
+                g.networks
+                    .iter()
+                    .map(|n| m::NetworkResource {
+                        reserved_ports: n.reserved_ports.iter().map(assigned).collect(),
+                        dynamic_ports: n.dynamic_ports.iter().map(assigned).collect(),
+                        ..n.clone()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        AllocatedResources {
+            tasks,
+            shared: AllocatedSharedResources {
+                networks,
+                disk_mb: a.shared_resources.disk_mb,
+                ports: a.shared_resources.ports.clone(),
+            },
         }
     }
 }
@@ -230,5 +330,70 @@ mod tests {
         assert_eq!(v["NodeName"], "n1");
         let back: Allocation = serde_json::from_value(v).unwrap();
         assert_eq!(back.id, "a1");
+    }
+
+    #[test]
+    fn allocated_resources_are_nomads_shape_from_the_model() {
+        let mut job = m::Job::new("web", m::JobType::Service);
+        let mut g = m::TaskGroup::new("g", 1, m::JobType::Service, vec![]);
+        g.networks.push(m::NetworkResource {
+            mode: "bridge".into(),
+            dynamic_ports: vec![m::Port {
+                label: "http".into(),
+                to: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        job.groups.push(g);
+        let mut a = m::Allocation {
+            id: "a1".into(),
+            task_group: "g".into(),
+            ..Default::default()
+        };
+        a.shared_resources.disk_mb = 300;
+        a.shared_resources.ports.push(m::AllocatedPort {
+            label: "http".into(),
+            value: 25123,
+            to: 8080,
+            host_ip: "192.0.2.2".into(),
+        });
+        a.task_resources.insert(
+            "t".into(),
+            m::Resources {
+                cpu: 500,
+                memory_mb: 256,
+                memory_max_mb: 512,
+                reserved_cores: vec![1],
+                ..m::Resources::ZERO
+            },
+        );
+        let v = serde_json::to_value(Allocation::from_model(&a, "n1", Some(&job))).unwrap();
+        let r = &v["AllocatedResources"];
+        assert_eq!(r["Tasks"]["t"]["Cpu"]["CpuShares"], 500);
+        assert_eq!(r["Tasks"]["t"]["Cpu"]["ReservedCores"][0], 1);
+        assert_eq!(r["Tasks"]["t"]["Memory"]["MemoryMB"], 256);
+        assert_eq!(r["Tasks"]["t"]["Memory"]["MemoryMaxMB"], 512);
+        assert_eq!(r["Shared"]["DiskMB"], 300);
+        assert_eq!(
+            r["Shared"]["Ports"][0],
+            serde_json::json!({"Label": "http", "Value": 25123, "To": 8080, "HostIP": "192.0.2.2"})
+        );
+        let n = &r["Shared"]["Networks"][0];
+        assert_eq!(n["Mode"], "bridge");
+        assert_eq!(n["DynamicPorts"][0]["Value"], 25123);
+        assert_eq!(n["DynamicPorts"][0]["To"], 8080);
+        // Without the job version (list views): no networks, the rest all the same.
+        let v = serde_json::to_value(Allocation::from_model(&a, "n1", None)).unwrap();
+        assert!(
+            v["AllocatedResources"]["Shared"]["Networks"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            v["AllocatedResources"]["Shared"]["Ports"][0]["Value"],
+            25123
+        );
     }
 }

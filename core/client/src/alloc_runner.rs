@@ -301,9 +301,19 @@ impl AllocRunner {
         let mut hooks = crate::alloc_hooks::for_alloc();
         match job.group(&alloc.task_group).cloned() {
             None => tracing::error!(group = %alloc.task_group, "the job version has no such group"),
-            Some(group) => match self.prerun(&mut hooks, &alloc, &group).await {
+            Some(group) => match self.prerun(&mut hooks, &alloc, &job, &group).await {
                 Ok(prepared) => {
-                    let tasks = Lifecycle::new(&self, alloc.clone(), job, group, prepared);
+                    let mut alloc = alloc.clone();
+                    if let Some(net) = &prepared.network {
+                        alloc.network_status = Some(net.status.clone());
+                        self.inner
+                            .local
+                            .lock()
+                            .expect("alloc lock")
+                            .alloc
+                            .network_status = Some(net.status.clone());
+                    }
+                    let tasks = Lifecycle::new(&self, alloc, job, group, prepared);
                     self.run_tasks(tasks, &mut hooks).await;
                 }
                 Err(e) => {
@@ -324,11 +334,13 @@ impl AllocRunner {
         &self,
         hooks: &mut [Box<dyn AllocHook>],
         alloc: &Allocation,
+        job: &Job,
         group: &TaskGroup,
     ) -> Result<Prepared, AllocHookError> {
         let ctx = AllocHookCtx {
             client: &self.inner.client,
             alloc,
+            job,
             group,
         };
         let mut prepared = Prepared::default();
@@ -516,6 +528,7 @@ impl AllocRunner {
                 .unwrap_or_else(|| tasks.group.restart_policy(tasks.job.job_type)),
             task,
             dirs: tasks.dirs.remove(name).expect("task dirs"),
+            network: tasks.network.clone(),
             stop,
             tx: tasks.tx.clone(),
             restored,
@@ -582,6 +595,8 @@ struct Lifecycle {
     slots: BTreeMap<String, Slot>,
     /// The directories of the tasks not started yet.
     dirs: BTreeMap<String, TaskDirs>,
+    /// The allocation's own network, when it has one.
+    network: Option<crate::alloc_hooks::AllocNetwork>,
     /// The task runners' news, and where it arrives (taken by the runner's loop).
     tx: mpsc::Sender<TaskMsg>,
     rx: Option<mpsc::Receiver<TaskMsg>>,
@@ -634,6 +649,7 @@ impl Lifecycle {
             group,
             slots,
             dirs: prepared.task_dirs,
+            network: prepared.network,
             tx,
             rx: Some(rx),
         }

@@ -54,8 +54,15 @@ pub fn task_env(
             v.clone(),
         );
     }
-    // Ports the scheduler assigned: NOMAD_PORT_<label> (the port the task listens on),
-    // NOMAD_HOST_PORT_<label>, NOMAD_IP_<label>, NOMAD_ADDR_<label>.
+    // Ports the scheduler assigned, as Nomad names them: NOMAD_PORT_<label> and
+    // NOMAD_ALLOC_PORT_<label> are the port the task listens on (`to`, else the host port);
+    // NOMAD_{IP,HOST_IP}_<label> the node's address the port is on, NOMAD_{ADDR,HOST_ADDR}
+    // that address with the host port; with an allocation network (bridge, CNI),
+    // NOMAD_ALLOC_{IP,ADDR,INTERFACE}_<label> its address, with the task's port, and interface.
+    let alloc_net = alloc
+        .network_status
+        .as_ref()
+        .filter(|n| !n.address.is_empty());
     for p in &alloc.shared_resources.ports {
         let label = p.label.replace('-', "_");
         let inside = if p.to > 0 {
@@ -64,6 +71,7 @@ pub fn task_env(
             p.value as u32
         };
         both(&format!("PORT_{label}"), inside.to_string());
+        both(&format!("ALLOC_PORT_{label}"), inside.to_string());
         both(&format!("HOST_PORT_{label}"), p.value.to_string());
         // The node's address the port is reserved on; allocations placed before ports had
         // one fall back to the agent's address.
@@ -72,8 +80,22 @@ pub fn task_env(
         } else {
             p.host_ip.as_str()
         };
+        let addr = join_host_port(ip, u32::from(p.value));
         both(&format!("IP_{label}"), ip.to_string());
-        both(&format!("ADDR_{label}"), format!("{ip}:{}", p.value));
+        both(&format!("HOST_IP_{label}"), ip.to_string());
+        both(&format!("ADDR_{label}"), addr.clone());
+        both(&format!("HOST_ADDR_{label}"), addr);
+        if let Some(n) = alloc_net {
+            both(&format!("ALLOC_IP_{label}"), n.address.clone());
+            both(
+                &format!("ALLOC_ADDR_{label}"),
+                join_host_port(&n.address, inside),
+            );
+            both(
+                &format!("ALLOC_INTERFACE_{label}"),
+                n.interface_name.clone(),
+            );
+        }
     }
     env.insert(
         "PATH".into(),
@@ -81,6 +103,15 @@ pub fn task_env(
     );
     env.insert("TMPDIR".into(), dirs.tmp_dir.clone());
     env
+}
+
+/// `ip:port`, with an IPv6 address in brackets.
+fn join_host_port(ip: &str, port: u32) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 /// Where the task sees its directories: the host's paths (raw_exec; exec maps them into its
@@ -215,6 +246,29 @@ mod tests {
         // Placed before ports carried an address: the agent's.
         assert_eq!(env["NOMAD_IP_old_one"], "192.0.2.1");
         assert_eq!(env["NOMAD_ADDR_old_one"], "192.0.2.1:25001");
+        assert_eq!(env["NOMAD_HOST_IP_http"], "10.0.0.5");
+        assert_eq!(env["NOMAD_HOST_PORT_http"], "25000");
+        assert_eq!(env["NOMAD_HOST_ADDR_http"], "10.0.0.5:25000");
+        assert_eq!(env["NOMAD_ALLOC_PORT_http"], "8080");
+        assert_eq!(env["NOMAD_ALLOC_PORT_old_one"], "25001");
+        assert!(
+            !env.contains_key("NOMAD_ALLOC_IP_http"),
+            "no allocation network, no allocation address"
+        );
+
+        // In an allocation network: its address with the port inside.
+        alloc.network_status = Some(drover_model::NetworkStatus {
+            interface_name: "eth0".into(),
+            address: "172.26.64.9".into(),
+            ..Default::default()
+        });
+        let env = task_env(&job, &alloc, &task, &dirs, "global", "dc1", "192.0.2.1");
+        assert_eq!(env["NOMAD_ALLOC_IP_http"], "172.26.64.9");
+        assert_eq!(env["NOMAD_ALLOC_ADDR_http"], "172.26.64.9:8080");
+        assert_eq!(env["NOMAD_ALLOC_INTERFACE_http"], "eth0");
+        assert_eq!(env["NOMAD_ALLOC_ADDR_old_one"], "172.26.64.9:25001");
+        assert_eq!(env["NOMAD_ADDR_http"], "10.0.0.5:25000");
+        assert_eq!(join_host_port("fd00::1", 80), "[fd00::1]:80");
     }
 
     #[test]

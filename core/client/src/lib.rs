@@ -9,6 +9,7 @@ mod alloc_runner;
 mod alloc_stats;
 mod artifact;
 mod cni_fingerprint;
+mod cni_network;
 
 pub use alloc_dir::{remove_dir_with_mounts, unmount_below};
 mod conn;
@@ -19,6 +20,8 @@ mod exec;
 mod fingerprint;
 mod gc;
 mod log_stream;
+mod netns;
+mod network_files;
 mod node_network;
 mod sessions;
 mod state;
@@ -38,6 +41,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 pub use artifact::{ArtifactConfig, UnpackLimits};
+pub use cni_network::BridgeNetwork;
 pub use fingerprint::fingerprint;
 pub use node_network::{Cidr, CidrError, HostNetwork};
 
@@ -85,6 +89,8 @@ pub struct ClientConfig {
     pub max_kill_timeout: std::time::Duration,
     /// Refuse `alloc exec` sessions (`client { disable_remote_exec }`).
     pub disable_remote_exec: bool,
+    /// The built-in bridge network (`mode = "bridge"`).
+    pub bridge: BridgeNetwork,
 }
 
 /// Totals that replace the fingerprinted ones: CPU (MHz) and memory (MiB).
@@ -332,6 +338,8 @@ impl Client {
         let stored = tokio::task::spawn_blocking(move || st.load_allocs())
             .await
             .unwrap_or_default();
+        let known: Vec<String> = stored.iter().map(|l| l.alloc.id.clone()).collect();
+        alloc_hooks::sweep_orphans(self, &known).await;
         for local in stored {
             let id = local.alloc.id.clone();
             let j = &local.job;
@@ -496,6 +504,7 @@ mod tests {
                 resource_totals: ResourceTotals::default(),
                 max_kill_timeout: std::time::Duration::from_secs(30),
                 disable_remote_exec: false,
+                bridge: BridgeNetwork::default(),
             },
             Arc::new(host),
         )

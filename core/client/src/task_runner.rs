@@ -43,6 +43,8 @@ pub struct TaskCtx {
     pub task: Task,
     pub restart: RestartPolicy,
     pub dirs: TaskDirs,
+    /// The allocation's own network the task joins (None: the host's).
+    pub network: Option<crate::alloc_hooks::AllocNetwork>,
     pub stop: watch::Receiver<Option<String>>,
     pub tx: mpsc::Sender<TaskMsg>,
     pub restored: Option<LocalTask>,
@@ -314,6 +316,11 @@ impl Runner {
             alloc_dir: c.dirs.alloc_dir.clone(),
             task_dir: c.dirs.task_dir.clone(),
             ports: port_mappings(&c.alloc),
+            network_ns_path: c
+                .network
+                .as_ref()
+                .map(|n| n.ns_path.clone())
+                .unwrap_or_default(),
             ..Default::default()
         };
         let ctx = hook_ctx(c, env);
@@ -589,7 +596,14 @@ impl Runner {
         let host = self.ctx.client.host();
         let caps = host.capabilities(&self.ctx.task.driver).await?;
         self.view = PathView::of_fs_isolation(&caps.fs_isolation);
-        let cfg = self.task_config(self.status.state.restarts);
+        let mut cfg = self.task_config(self.status.state.restarts);
+        // The allocation's hosts file and resolv.conf, for drivers that can mount them
+        // (raw_exec tasks see the host's).
+        if caps.mounts
+            && let Some(net) = &self.ctx.network
+        {
+            cfg.mounts.extend(net.mounts.iter().cloned());
+        }
         let mut driver = self.ctx.client.host().driver(&self.ctx.task.driver).await?;
         if !cfg.mounts.is_empty() && !caps.mounts {
             return Err(StartError::CannotMount(self.ctx.task.driver.clone()));

@@ -320,7 +320,7 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ),
     (
         "network",
-        "ports are assigned on the node's own network; network modes (bridge, cni) are not set up yet",
+        "a task's own network block is not acted on: the group's network block gives the allocation its ports and its network (host, bridge, none, cni/<name>)",
     ),
     ("service", "services are not registered yet"),
     (
@@ -366,7 +366,6 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
         let gp = format!("{jp} > group {:?}", g.name);
         warn(g.update.is_some(), &gp, "update");
         warn(g.migrate.is_some(), &gp, "migrate");
-        warn(!g.networks.is_empty(), &gp, "network");
         warn(!g.services.is_empty(), &gp, "service");
         warn(!g.volumes.is_empty(), &gp, "volume");
         warn(g.scaling.is_some(), &gp, "scaling");
@@ -699,7 +698,6 @@ fn parse_group(
     let scaling = scaling(src, &mut r, warnings)?;
     let mut networks = Vec::new();
     for b in r.blocks("network") {
-        warn_not_acted_on(&mut r, b);
         networks.push(network(src, b, r.path(), warnings)?);
     }
     let services = services(src, &mut r, warnings)?;
@@ -833,10 +831,20 @@ fn network(
         }
         None => None,
     };
+    let cni = match br.block_once("cni")? {
+        Some(c) => {
+            let mut cr = BlockReader::new(src, c, br.path().to_string(), "cni")?;
+            let v: drover_model::CniConfig = cr.decode(&[], Map::new())?;
+            warnings.extend(cr.finish()?);
+            Some(v)
+        }
+        None => None,
+    };
     let mut extra = obj(vec![("Mode", Json::from("host"))]);
     extra.insert("ReservedPorts".into(), to_json(&reserved));
     extra.insert("DynamicPorts".into(), to_json(&dynamic));
     extra.insert("DNS".into(), to_json(&dns));
+    extra.insert("CNI".into(), to_json(&cni));
     let n = br.decode(&[("mbits", "MBits")], extra)?;
     warnings.extend(br.finish()?);
     Ok(n)

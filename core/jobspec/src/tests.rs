@@ -161,7 +161,7 @@ fn every_block_parses_into_the_model() {
         p.warnings
     );
     // Blocks parsed but not acted on are named in warnings, never dropped silently.
-    for kind in ["network", "service", "volume", "update", "secret"] {
+    for kind in ["service", "volume", "update", "secret"] {
         assert!(
             p.warnings
                 .iter()
@@ -177,6 +177,7 @@ fn every_block_parses_into_the_model() {
         "spread",
         "reschedule",
         "lifecycle",
+        "network",
     ] {
         assert!(
             !p.warnings
@@ -449,4 +450,36 @@ fn task_configs_are_checked_against_the_drivers_schema() {
     assert!(checked(&other).is_ok());
     assert!(checked(&other.replace("mine", "unchecked")).is_ok());
     assert!(parse(&docker_job("        imagee = 1"), "x.hcl").is_ok());
+}
+
+#[test]
+fn a_networks_cni_args_are_parsed() {
+    let src = r#"
+job "j" {
+  group "g" {
+    network {
+      mode = "cni/mynet"
+      cni {
+        args = {
+          FOO = "bar"
+          "K8S_POD_NAME" = "x"
+        }
+      }
+    }
+    task "t" {
+      driver = "exec"
+      config { command = "/bin/true" }
+    }
+  }
+}
+"#;
+    let p = parse(src, "cni.hcl").unwrap_or_else(|e| panic!("{e}"));
+    let n = &p.job.groups[0].networks[0];
+    assert_eq!(n.mode, "cni/mynet");
+    let args = &n.cni.as_ref().unwrap().args;
+    assert_eq!(args["FOO"], "bar");
+    assert_eq!(args["K8S_POD_NAME"], "x");
+    let bad = src.replace("args =", "argz =");
+    let e = parse(&bad, "cni.hcl").unwrap_err().to_string();
+    assert!(e.contains("argz"), "{e}");
 }

@@ -691,6 +691,9 @@ pub struct NetworkResource {
     pub mbits: u32,
     #[serde(rename = "DNS")]
     pub dns: Option<DnsConfig>,
+    /// `cni { args }`: extra `CNI_ARGS` for the CNI plugins (Nomad's `CNIConfig`).
+    #[serde(rename = "CNI", skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniConfig>,
     /// Ports with a fixed host port (`static`).
     pub reserved_ports: Vec<Port>,
     /// Ports the scheduler picks.
@@ -706,6 +709,13 @@ pub struct Port {
     /// The port inside the task's network namespace (0 = same as the host port).
     pub to: i32,
     pub host_network: String,
+}
+
+/// A network's `cni` block (Nomad's `CNIConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CniConfig {
+    pub args: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -71,6 +71,11 @@ impl Syscalls for Host {
         std::fs::create_dir_all(p)
     }
     fn create_file(&mut self, p: &Path) -> io::Result<()> {
+        // A file already there is the mount point as it is (it may sit in a read-only bind,
+        // such as /etc/hosts under the chroot's /etc).
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

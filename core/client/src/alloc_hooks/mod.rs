@@ -10,10 +10,13 @@
 //! - `destroy` when the allocation is garbage-collected (its local state is gone).
 
 mod alloc_dir;
+mod network;
+
+pub(crate) use network::{AllocNetwork, sweep_orphans};
 
 use std::collections::BTreeMap;
 
-use drover_model::{Allocation, TaskGroup};
+use drover_model::{Allocation, Job, TaskGroup};
 
 use crate::Client;
 use crate::env::TaskDirs;
@@ -25,12 +28,15 @@ pub(crate) enum AllocHookError {
     Dir(#[from] crate::alloc_dir::AllocDirError),
     #[error("creating the allocation directory panicked: {0}")]
     DirPanicked(tokio::task::JoinError),
+    #[error("cannot set up the allocation's network: {0}")]
+    Network(#[from] network::NetworkError),
 }
 
 /// What an allocation hook sees of its allocation.
 pub(crate) struct AllocHookCtx<'a> {
     pub client: &'a Client,
     pub alloc: &'a Allocation,
+    pub job: &'a Job,
     pub group: &'a TaskGroup,
 }
 
@@ -39,6 +45,8 @@ pub(crate) struct AllocHookCtx<'a> {
 pub(crate) struct Prepared {
     /// Each task's directories, by task name.
     pub task_dirs: BTreeMap<String, TaskDirs>,
+    /// The allocation's own network (bridge, CNI and none modes).
+    pub network: Option<AllocNetwork>,
 }
 
 #[tonic::async_trait]
@@ -65,5 +73,8 @@ pub(crate) trait AllocHook: Send + Sync {
 /// The hooks of an allocation, in the order they run. A new allocation hook is a module here
 /// and one line in this list.
 pub(crate) fn for_alloc() -> Vec<Box<dyn AllocHook>> {
-    vec![Box::new(alloc_dir::AllocDirHook)]
+    vec![
+        Box::new(alloc_dir::AllocDirHook),
+        Box::new(network::NetworkHook::default()),
+    ]
 }

@@ -496,31 +496,47 @@ fn a_cni_conflist_by_name_is_used_and_a_broken_one_is_a_clear_task_event() {
         netns_inode(&id(&lo)).is_none().then_some(())
     });
 
-    // A list that is not JSON, and a plugin that refuses its configuration: the
-    // allocation fails before its task starts, and the task's event says why.
-    for (job_name, mode, want) in [
-        ("broken", "cni/broken", "20-broken.conflist".to_string()),
-        ("failing", "cni/failing", "CNI plugin ".to_string()),
-    ] {
-        c.server
-            .run_job(&write_job(&c.dir, job_name, &job(job_name, 1, mode, "")));
-        let a = c
-            .server
-            .wait_alloc_status(job_name, "failed", Duration::from_secs(60));
-        let a = c.server.alloc(&id(&a)).unwrap();
-        let ev = task_events(&a, "web", "Setup Failure");
-        assert_eq!(ev.len(), 1, "{a:#}");
-        let msg = ev[0]["DisplayMessage"]
-            .as_str()
-            .or(ev[0]["Message"].as_str())
-            .unwrap_or_default()
-            .to_string();
-        assert!(msg.contains(&want), "{job_name}: {msg}");
-        if job_name == "failing" {
-            assert!(msg.contains("ptp") || msg.contains("host-local"), "{msg}");
-        }
-        assert!(!Path::new(&format!("/var/run/netns/{}", id(&a))).exists());
-    }
+    // A list that is not JSON: the node does not offer that network, so the job is not
+    // placed, and its evaluation says which network is missing.
+    c.server
+        .run_job(&write_job(&c.dir, "broken", &job("broken", 1, "cni/broken", "")));
+    let explained = wait_for(
+        "the evaluation to explain the missing network",
+        Duration::from_secs(30),
+        || {
+            c.server
+                .get("/v1/job/broken/evaluations")?
+                .as_array()?
+                .iter()
+                .find_map(|e| {
+                    e["FailedTGAllocs"]["g"]["ConstraintFiltered"]
+                        .get("missing network cni/broken")
+                        .cloned()
+                })
+        },
+    );
+    assert_eq!(explained, 1);
+    let out = c.server.cli(&["job", "stop", "-detach", "broken"]);
+    assert!(out.status.success());
+
+    // A plugin that refuses its configuration: the allocation fails before its task
+    // starts, and the task's event names the plugin and says why.
+    c.server
+        .run_job(&write_job(&c.dir, "failing", &job("failing", 1, "cni/failing", "")));
+    let a = c
+        .server
+        .wait_alloc_status("failing", "failed", Duration::from_secs(60));
+    let a = c.server.alloc(&id(&a)).unwrap();
+    let ev = task_events(&a, "web", "Setup Failure");
+    assert_eq!(ev.len(), 1, "{a:#}");
+    let msg = ev[0]["DisplayMessage"]
+        .as_str()
+        .or(ev[0]["Message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("CNI plugin "), "{msg}");
+    assert!(msg.contains("ptp") || msg.contains("host-local"), "{msg}");
+    assert!(!Path::new(&format!("/var/run/netns/{}", id(&a))).exists());
     let ids = [id(&a)];
     let left = wait_for(
         "the ptp network to be torn down",

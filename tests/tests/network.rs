@@ -126,6 +126,15 @@ fn cluster(client_extra: &str) -> Cluster {
 
 /// [`cluster`], running `before_client` with the client's data dir before the client starts.
 fn cluster_with(client_extra: &str, before_client: impl FnOnce(&Path)) -> Cluster {
+    cluster_full(client_extra, "", before_client)
+}
+
+/// [`cluster_with`], with `agent_extra` at the top level of the client agent's file.
+fn cluster_full(
+    client_extra: &str,
+    agent_extra: &str,
+    before_client: impl FnOnce(&Path),
+) -> Cluster {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     std::fs::write(
@@ -135,7 +144,9 @@ fn cluster_with(client_extra: &str, before_client: impl FnOnce(&Path)) -> Cluste
     .unwrap();
     std::fs::write(
         dir.join("client.hcl"),
-        format!("client {{\n  enabled = true\n  cni_path = \"/usr/lib/cni\"\n{client_extra}}}\n"),
+        format!(
+            "client {{\n  enabled = true\n  cni_path = \"/usr/lib/cni\"\n{client_extra}}}\n{agent_extra}"
+        ),
     )
     .unwrap();
     let server = Agent::start(
@@ -498,8 +509,11 @@ fn a_cni_conflist_by_name_is_used_and_a_broken_one_is_a_clear_task_event() {
 
     // A list that is not JSON: the node does not offer that network, so the job is not
     // placed, and its evaluation says which network is missing.
-    c.server
-        .run_job(&write_job(&c.dir, "broken", &job("broken", 1, "cni/broken", "")));
+    c.server.run_job(&write_job(
+        &c.dir,
+        "broken",
+        &job("broken", 1, "cni/broken", ""),
+    ));
     let explained = wait_for(
         "the evaluation to explain the missing network",
         Duration::from_secs(30),
@@ -521,8 +535,11 @@ fn a_cni_conflist_by_name_is_used_and_a_broken_one_is_a_clear_task_event() {
 
     // A plugin that refuses its configuration: the allocation fails before its task
     // starts, and the task's event names the plugin and says why.
-    c.server
-        .run_job(&write_job(&c.dir, "failing", &job("failing", 1, "cni/failing", "")));
+    c.server.run_job(&write_job(
+        &c.dir,
+        "failing",
+        &job("failing", 1, "cni/failing", ""),
+    ));
     let a = c
         .server
         .wait_alloc_status("failing", "failed", Duration::from_secs(60));
@@ -603,4 +620,119 @@ fn attachments_of_allocations_the_client_no_longer_has_are_deleted_at_start() {
         "{}",
         c.client.log_text()
     );
+}
+
+/// The docker driver makes the allocation's namespace with its infra container
+/// (`CreateNetwork`), the client configures it with the bridge conflist, a docker task and a
+/// raw_exec task of the same group both run in it, and everything goes when the job stops.
+#[test]
+fn docker_makes_the_namespace_and_raw_exec_joins_it_in_a_bridge_group() {
+    use drover_driver_testkit::docker::{busybox_image, docker, pause_image};
+    require_root();
+    let (image, pause) = (busybox_image(), pause_image());
+    let c = cluster_full(
+        "",
+        &format!(
+            "plugin \"docker\" {{\n  config {{\n    infra_image = \"{pause}\"\n  }}\n}}\n\
+             plugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n"
+        ),
+        |_| {},
+    );
+    let job = format!(
+        r#"job "mixed" {{
+  group "g" {{
+    network {{
+      mode = "bridge"
+      port "http" {{
+        to = 8080
+      }}
+    }}
+    restart {{
+      attempts = 0
+      mode = "fail"
+    }}
+    task "web" {{
+      driver = "docker"
+      template {{
+        data        = "docker in the bridge"
+        destination = "local/index.html"
+      }}
+      config {{
+        image   = "{image}"
+        command = "httpd"
+        args    = ["-f", "-p", "8080", "-h", "/local"]
+      }}
+    }}
+    task "side" {{
+      driver = "raw_exec"
+      config {{
+        command = "/bin/sh"
+        args    = ["-c", "readlink /proc/self/ns/net > $NOMAD_TASK_DIR/ns; ip -o link > $NOMAD_TASK_DIR/links; exec sleep 3600"]
+      }}
+    }}
+  }}
+}}
+"#
+    );
+    c.server.run_job(&write_job(&c.dir, "mixed", &job));
+    let a = running_allocs(&c.server, "mixed", 1).remove(0);
+    let alloc = id(&a);
+    let ip = alloc_ip(&a);
+    assert!(ip.starts_with("172.26."), "{a:#}");
+    // The driver made the namespace: no client-made one, an infra container instead.
+    assert!(netns_inode(&alloc).is_none());
+    let infra = format!("nomad_init_{alloc}");
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &infra]);
+    let infra_ns = std::fs::read_link(format!("/proc/{}/ns/net", pid.trim()))
+        .unwrap()
+        .display()
+        .to_string();
+    // The raw_exec task is in the same namespace, and sees only its interfaces.
+    let task_dir = c.dir.join("client/alloc").join(&alloc).join("side/local");
+    let (ns, links) = wait_for(
+        "the raw_exec task's report",
+        Duration::from_secs(30),
+        || {
+            let ns = std::fs::read_to_string(task_dir.join("ns")).ok()?;
+            let links = std::fs::read_to_string(task_dir.join("links")).ok()?;
+            (!links.is_empty()).then_some((ns, links))
+        },
+    );
+    assert_eq!(ns.trim(), infra_ns);
+    let names: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .collect();
+    assert_eq!(names, ["lo", "eth0"], "{links}");
+    // The docker task serves on 8080 inside the namespace, reached from the host through
+    // the mapped port.
+    let (host_ip, port) = host_port(&a);
+    let body = wait_for("the docker task's answer", Duration::from_secs(30), || {
+        let addr = format!("{host_ip}:{port}").parse().ok()?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.contains("docker in the bridge").then_some(out)
+    });
+    assert!(body.starts_with("HTTP/1."), "{body}");
+
+    let out = c.server.cli(&["job", "stop", "-detach", "mixed"]);
+    assert!(out.status.success());
+    let ids = [alloc.clone()];
+    let left = wait_for(
+        "the network to be torn down",
+        Duration::from_secs(60),
+        || {
+            let mut left = leftovers(&ids, std::slice::from_ref(&ip), None);
+            let infra_left = docker(&["ps", "-aq", "--filter", &format!("name={infra}")]);
+            if !infra_left.trim().is_empty() {
+                left.push(format!("infra container {infra}"));
+            }
+            left.is_empty().then_some(left)
+        },
+    );
+    assert!(left.is_empty());
 }

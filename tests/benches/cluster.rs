@@ -109,10 +109,6 @@ fn job(id: &str, value: &str) -> Value {
     json!({ "Job": { "ID": id, "Datacenters": ["nowhere"], "Meta": { "v": value }, "TaskGroups": [{ "Name": "g", "Count": 1, "Tasks": [{ "Name": "t", "Driver": "raw_exec", "Config": { "command": "/bin/true" } }] }] } })
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn failover(dir: &Path) {
     let specs = cluster_specs(dir, 91);
     let mut servers: Vec<Agent> = specs.iter().map(start).collect();
@@ -164,10 +160,9 @@ fn failover(dir: &Path) {
         times.push(took);
         servers[l].start_again();
     }
-    times.sort();
     println!(
         "BENCH cluster_failover_p50 {} ms",
-        percentile(&times, 0.5).as_millis()
+        percentile(&mut times, 0.5).as_millis()
     );
     println!(
         "BENCH cluster_failover_max {} ms",

@@ -63,9 +63,8 @@ fn configure(module: &dyn ModuleCall) {
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    (at(0.50).as_secs_f64() * 1e6, at(0.99).as_secs_f64() * 1e6)
+    let mut at = |q: f64| drover_tests::percentile(&mut samples, q).as_secs_f64() * 1e6;
+    (at(0.50), at(0.99))
 }
 
 fn measure(name: &str, module: &dyn ModuleCall) {

@@ -39,65 +39,82 @@ pub fn raw_exec_bin() -> PathBuf {
     bin
 }
 
-/// Builds the Go programs once per process (into `target/<profile>/go-interop/`), or panics
-/// explaining what is missing.
+/// Builds the go-plugin programs once per process (into `target/<profile>/go-interop/`), or
+/// panics explaining what is missing.
 pub fn go_bins() -> GoBins {
-    static BINS: OnceLock<Result<GoBins, String>> = OnceLock::new();
-    BINS.get_or_init(build)
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
+    static BINS: OnceLock<GoBins> = OnceLock::new();
+    BINS.get_or_init(|| {
+        require_sources(&[
+            ("github.com/hashicorp/go-plugin", "golang-github-hashicorp-go-plugin-dev"),
+            ("google.golang.org/grpc", "golang-google-grpc-dev"),
+        ]);
+        GoBins {
+            host: go_build("host"),
+            plugin: go_build("plugin"),
+        }
+    })
+    .clone()
 }
 
-fn build() -> Result<GoBins, String> {
-    let go_plugin = Path::new(DEBIAN_GOPATH).join("src/github.com/hashicorp/go-plugin");
-    let grpc = Path::new(DEBIAN_GOPATH).join("src/google.golang.org/grpc");
-    for (dir, package) in [
-        (&go_plugin, "golang-github-hashicorp-go-plugin-dev"),
-        (&grpc, "golang-google-grpc-dev"),
-    ] {
-        if !dir.is_dir() {
-            return Err(format!(
-                "{} is missing: install the Debian package {package} (tests/run.sh does)",
-                dir.display()
-            ));
-        }
-    }
-    let out = target_profile_dir().join("go-interop");
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let build_one = |name: &str| -> Result<PathBuf, String> {
-        let src = crate::repo_root().join("tests/go").join(name);
-        let dest = out.join(name);
-        // Another test process may build at the same time: build aside, then rename.
-        let tmp = out.join(format!(".{name}.{}", std::process::id()));
-        let result = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&tmp)
-            .arg(".")
-            .current_dir(&src)
-            .env("GO111MODULE", "off")
-            .env("GOPATH", DEBIAN_GOPATH)
-            .env("GOCACHE", out.join("cache"))
-            .env("GOFLAGS", "")
-            .env("CGO_ENABLED", "0")
-            .output()
-            .map_err(|e| {
-                format!("cannot run `go` ({e}): install the Debian package golang-go (tests/run.sh does)")
-            })?;
-        if !result.status.success() {
-            return Err(format!(
-                "go build in {} failed ({}):\n{}{}",
-                src.display(),
-                result.status,
-                String::from_utf8_lossy(&result.stdout),
-                String::from_utf8_lossy(&result.stderr)
-            ));
-        }
-        std::fs::rename(&tmp, &dest)
-            .map_err(|e| format!("cannot move {} into place: {e}", tmp.display()))?;
-        Ok(dest)
-    };
-    Ok(GoBins {
-        host: build_one("host")?,
-        plugin: build_one("plugin")?,
+/// `tests/go/cnipeer`: the reference CNI runtime (libcni, Debian's
+/// `golang-github-appc-cni-dev`) driving a conflist, built once per process.
+pub fn cni_peer() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        require_sources(&[(
+            "github.com/containernetworking/cni/libcni",
+            "golang-github-appc-cni-dev",
+        )]);
+        go_build("cnipeer")
     })
+    .clone()
+}
+
+/// Panics naming the Debian package of each Go source directory that is missing.
+fn require_sources(sources: &[(&str, &str)]) {
+    for (dir, package) in sources {
+        let dir = Path::new(DEBIAN_GOPATH).join("src").join(dir);
+        assert!(
+            dir.is_dir(),
+            "{} is missing: install the Debian package {package} (tests/run.sh does)",
+            dir.display()
+        );
+    }
+}
+
+/// Builds `tests/go/<name>` into `target/<profile>/go-interop/<name>` (GOPATH mode, offline),
+/// or panics with go's output.
+fn go_build(name: &str) -> PathBuf {
+    let out = target_profile_dir().join("go-interop");
+    std::fs::create_dir_all(&out)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", out.display()));
+    let src = crate::repo_root().join("tests/go").join(name);
+    let dest = out.join(name);
+    // Another test process may build at the same time: build aside, then rename.
+    let tmp = out.join(format!(".{name}.{}", std::process::id()));
+    let result = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", DEBIAN_GOPATH)
+        .env("GOCACHE", out.join("cache"))
+        .env("GOFLAGS", "")
+        .env("CGO_ENABLED", "0")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `go` ({e}): install the Debian package golang-go (tests/run.sh does)")
+        });
+    assert!(
+        result.status.success(),
+        "go build in {} failed ({}):\n{}{}",
+        src.display(),
+        result.status,
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    std::fs::rename(&tmp, &dest)
+        .unwrap_or_else(|e| panic!("cannot move {} into place: {e}", tmp.display()));
+    dest
 }

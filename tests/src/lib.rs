@@ -424,3 +424,11 @@ fn build_example_plugins(release: bool) -> ExamplePlugins {
         native: target.join(format!("{profile}/libnative_secrets.so")),
     }
 }
+
+/// The `p` quantile (0..=1) of `samples` (sorted here), nearest rank: what the benchmarks
+/// report as p50 and p99.
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    assert!(!samples.is_empty(), "no samples");
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}

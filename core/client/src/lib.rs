@@ -41,7 +41,8 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 pub use artifact::{ArtifactConfig, UnpackLimits};
-pub use cni_network::BridgeNetwork;
+pub use cni_network::{BridgeNetwork, attachment as cni_attachment, bridge_conflist};
+pub use netns::{LinuxNs, NamedNetns, NetnsError, NsSys};
 pub use fingerprint::fingerprint;
 pub use node_network::{Cidr, CidrError, HostNetwork};
 

@@ -86,6 +86,7 @@ fn event_json(e: &Event, snap: &StateSnapshot) -> serde_json::Value {
             serde_json::json!({ "Evaluation": ev })
         }
         Payload::Node(n) => serde_json::json!({ "Node": crate::nodes::public_node(n) }),
+        Payload::Service(r) => serde_json::json!({ "Service": r }),
     };
     serde_json::json!({
         "Topic": e.topic.as_str(),

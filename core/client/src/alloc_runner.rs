@@ -301,7 +301,7 @@ impl AllocRunner {
         let mut hooks = crate::alloc_hooks::for_alloc();
         match job.group(&alloc.task_group).cloned() {
             None => tracing::error!(group = %alloc.task_group, "the job version has no such group"),
-            Some(group) => match self.prerun(&mut hooks, &alloc, &group).await {
+            Some(group) => match self.prerun(&mut hooks, &alloc, &job, &group).await {
                 Ok(prepared) => {
                     let tasks = Lifecycle::new(&self, alloc.clone(), job, group, prepared);
                     self.run_tasks(tasks, &mut hooks).await;
@@ -324,11 +324,13 @@ impl AllocRunner {
         &self,
         hooks: &mut [Box<dyn AllocHook>],
         alloc: &Allocation,
+        job: &drover_model::Job,
         group: &TaskGroup,
     ) -> Result<Prepared, AllocHookError> {
         let ctx = AllocHookCtx {
             client: &self.inner.client,
             alloc,
+            job,
             group,
         };
         let mut prepared = Prepared::default();
@@ -348,7 +350,15 @@ impl AllocRunner {
         let mut alloc_stop = self.inner.stop.subscribe();
         let mut updates = self.inner.updates.subscribe();
         let mut stopping: Option<String> = alloc_stop.borrow().clone();
+        let mut prekilled = false;
         loop {
+            if stopping.is_some() && !prekilled {
+                // Before any task is told to stop (and its shutdown delay starts).
+                prekilled = true;
+                for h in hooks.iter_mut() {
+                    h.prekill().await;
+                }
+            }
             if self.advance(&mut tasks, &mut stopping).await {
                 return;
             }

@@ -11,6 +11,7 @@ mod heartbeat;
 mod leader;
 mod node_stream;
 mod plan_apply;
+mod service_updates;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub use drover_raft::{NodeId, PeerError, ServerStatus, WriteError};
 pub use gc::{Collected, GcThresholds};
 pub use node_stream::{ExecSession, LogsSession, NodeStreamService};
 pub use plan_apply::PlanOutcome;
+pub use service_updates::{ServiceUpdateError, limits as service_update_limits};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

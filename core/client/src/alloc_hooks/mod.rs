@@ -5,11 +5,14 @@
 //! - `prerun` before any task starts (also for a restored allocation, whose tasks are
 //!   reattached): it prepares what the tasks need in [`Prepared`]. The first failure fails
 //!   every task of the allocation ("Setup Failure") and no task runs.
+//! - `prekill` once the allocation is told to stop, before any task is signalled (its
+//!   services leave the catalog before the shutdown delay).
 //! - `update` when the server changed the allocation.
 //! - `postrun` once every task is dead.
 //! - `destroy` when the allocation is garbage-collected (its local state is gone).
 
 mod alloc_dir;
+mod services;
 
 use std::collections::BTreeMap;
 
@@ -25,12 +28,15 @@ pub(crate) enum AllocHookError {
     Dir(#[from] crate::alloc_dir::AllocDirError),
     #[error("creating the allocation directory panicked: {0}")]
     DirPanicked(tokio::task::JoinError),
+    #[error("cannot register the group's services: {0}")]
+    Services(#[from] crate::services::ServiceError),
 }
 
 /// What an allocation hook sees of its allocation.
 pub(crate) struct AllocHookCtx<'a> {
     pub client: &'a Client,
     pub alloc: &'a Allocation,
+    pub job: &'a drover_model::Job,
     pub group: &'a TaskGroup,
 }
 
@@ -52,6 +58,9 @@ pub(crate) trait AllocHook: Send + Sync {
         Ok(())
     }
 
+    /// Runs once the allocation is told to stop, before its tasks are.
+    async fn prekill(&mut self) {}
+
     /// Runs when the server changed the allocation.
     fn update(&mut self, _alloc: &Allocation) {}
 
@@ -65,5 +74,8 @@ pub(crate) trait AllocHook: Send + Sync {
 /// The hooks of an allocation, in the order they run. A new allocation hook is a module here
 /// and one line in this list.
 pub(crate) fn for_alloc() -> Vec<Box<dyn AllocHook>> {
-    vec![Box::new(alloc_dir::AllocDirHook)]
+    vec![
+        Box::new(alloc_dir::AllocDirHook),
+        Box::new(services::GroupServicesHook::default()),
+    ]
 }

@@ -6,6 +6,7 @@ mod config;
 mod driver_schemas;
 mod exec_cmd;
 mod plugins;
+mod service_cmd;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ enum Cmd {
     /// Variables: items stored at a path, replicated with the rest of the cluster state.
     #[command(subcommand)]
     Var(VarCmd),
+    /// The service catalog: registered instances of jobs' services.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Plugin commands.
     #[command(subcommand)]
     Plugin(plugins::PluginCmd),
@@ -323,6 +327,28 @@ enum VarCmd {
 }
 
 #[derive(Subcommand)]
+enum ServiceCmd {
+    /// Lists the registered services with their tags.
+    List {
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Lists the registered instances of service NAME.
+    Info {
+        name: String,
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Deletes the registration ID of service NAME.
+    Delete {
+        name: String,
+        id: String,
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum OperatorCmd {
     #[command(subcommand)]
     Raft(RaftCmd),
@@ -507,6 +533,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 namespace,
                 check_index,
             }) => cli::var_purge(&api, &path, namespace.as_deref(), check_index).await,
+            Cmd::Service(ServiceCmd::List { namespace }) => {
+                service_cmd::list(&api, namespace.as_deref()).await
+            }
+            Cmd::Service(ServiceCmd::Info { name, namespace }) => {
+                service_cmd::info(&api, &name, namespace.as_deref()).await
+            }
+            Cmd::Service(ServiceCmd::Delete {
+                name,
+                id,
+                namespace,
+            }) => service_cmd::delete(&api, &name, &id, namespace.as_deref()).await,
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)

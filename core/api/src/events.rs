@@ -55,7 +55,7 @@ fn parse_query(raw: Option<&str>) -> Result<(Filter, u64), ApiError> {
                 }
                 let topic = Topic::parse(t).ok_or_else(|| {
                     ApiError::bad_request(format!(
-                        "unknown topic {t:?}: use Job, Allocation, Evaluation, Node or *"
+                        "unknown topic {t:?}: use Job, Allocation, Evaluation, Node, Service or *"
                     ))
                 })?;
                 f.topics.push((topic, key.to_string()));

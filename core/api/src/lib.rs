@@ -23,6 +23,7 @@ mod operator;
 mod plugins;
 mod query;
 pub mod routes;
+mod services;
 mod variables;
 
 use axum::Router;

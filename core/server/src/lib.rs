@@ -319,6 +319,31 @@ impl Server {
         })
     }
 
+    /// Deletes a service registration (Nomad's `DELETE /v1/service/:name/:id`); the
+    /// registration must exist under that namespace and service name. Returns the index.
+    pub async fn delete_service_registration(
+        &self,
+        namespace: &str,
+        service: &str,
+        id: &str,
+    ) -> Result<u64, ServerError> {
+        let snap = self.store().snapshot();
+        snap.service_registration(id)
+            .filter(|r| r.namespace == namespace && r.service_name == service)
+            .ok_or_else(|| {
+                ServerError::NotFound(format!(
+                    "service registration {id:?} of service {service:?} not found in namespace {namespace:?}"
+                ))
+            })?;
+        let ids = vec![id.to_string()];
+        Ok(self
+            .inner
+            .raft
+            .write(Command::ServiceRegDelete { ids })
+            .await?
+            .index)
+    }
+
     /// Deletes a variable; with `cas`, only at that modify index.
     pub async fn delete_variable(
         &self,

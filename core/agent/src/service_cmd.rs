@@ -1,0 +1,90 @@
+//! `drover service list|info|delete`: the service catalog, as Nomad's `nomad service`.
+
+use crate::cli::{ApiClient, table};
+
+/// `?namespace=` when one is given.
+fn ns_query(namespace: Option<&str>, first: char) -> String {
+    namespace
+        .map(|ns| format!("{first}namespace={}", crate::cli::urlencoding(ns)))
+        .unwrap_or_default()
+}
+
+pub async fn list(c: &ApiClient, namespace: Option<&str>) -> anyhow::Result<i32> {
+    let url = format!("/v1/services{}", ns_query(namespace, '?'));
+    let list: Vec<serde_json::Value> = c.get(&url).await?;
+    let mut rows = vec![vec!["Service Name".to_string(), "Tags".into()]];
+    for ns in &list {
+        for s in ns["Services"].as_array().into_iter().flatten() {
+            let tags: Vec<&str> = s["Tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .collect();
+            rows.push(vec![
+                s["ServiceName"].as_str().unwrap_or("").into(),
+                format!("[{}]", tags.join(",")),
+            ]);
+        }
+    }
+    if rows.len() == 1 {
+        println!("No service registrations found");
+        return Ok(0);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+pub async fn info(c: &ApiClient, name: &str, namespace: Option<&str>) -> anyhow::Result<i32> {
+    let url = format!(
+        "/v1/service/{}{}",
+        crate::cli::urlencoding(name),
+        ns_query(namespace, '?')
+    );
+    let regs: Vec<serde_json::Value> = c.get(&url).await?;
+    if regs.is_empty() {
+        anyhow::bail!("no service registrations found for {name:?}");
+    }
+    let mut rows = vec![vec![
+        "Job ID".to_string(),
+        "Address".into(),
+        "Tags".into(),
+        "Node ID".into(),
+        "Alloc ID".into(),
+    ]];
+    for r in regs {
+        let short = |k: &str| r[k].as_str().unwrap_or("").chars().take(8).collect();
+        let tags: Vec<&str> = r["Tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .collect();
+        rows.push(vec![
+            r["JobID"].as_str().unwrap_or("").into(),
+            format!("{}:{}", r["Address"].as_str().unwrap_or(""), r["Port"]),
+            format!("[{}]", tags.join(",")),
+            short("NodeID"),
+            short("AllocID"),
+        ]);
+    }
+    print!("{}", table(rows));
+    Ok(0)
+}
+
+pub async fn delete(
+    c: &ApiClient,
+    name: &str,
+    id: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<i32> {
+    let url = format!(
+        "/v1/service/{}/{}{}",
+        crate::cli::urlencoding(name),
+        crate::cli::urlencoding(id),
+        ns_query(namespace, '?')
+    );
+    c.call(reqwest::Method::DELETE, &url).await?;
+    println!("Successfully deleted service registration");
+    Ok(0)
+}

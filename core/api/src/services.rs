@@ -122,11 +122,7 @@ pub(crate) async fn of_alloc(
 
 /// `choose=N|key`: how many instances, and the key they are chosen for.
 fn parse_choose(c: &str) -> Result<(usize, String), ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "choose {c:?} is not of the form <number>|<key>"
-        ))
-    };
+    let bad = || ApiError::bad_request(format!("choose {c:?} is not of the form <number>|<key>"));
     let (n, key) = c.split_once('|').ok_or_else(bad)?;
     let n: usize = n.parse().map_err(|_| bad())?;
     if n == 0 || key.is_empty() {

@@ -251,13 +251,15 @@ impl Client {
     async fn server_link(&self) -> Result<ServerLink, services::ServiceSyncError> {
         const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
         let mut rx = self.inner.server.subscribe();
-        let link = tokio::time::timeout(WAIT, rx.wait_for(|r| r.is_some()))
-            .await
-            .map_err(|_| services::ServiceSyncError::NoServer(WAIT))?
-            .map_err(|_| services::ServiceSyncError::ShuttingDown)?
-            .clone()
-            .expect("waited for a connection");
-        Ok(link)
+        let mut shutdown = self.inner.shutdown.subscribe();
+        tokio::select! {
+            r = tokio::time::timeout(WAIT, rx.wait_for(|r| r.is_some())) => Ok(r
+                .map_err(|_| services::ServiceSyncError::NoServer(WAIT))?
+                .map_err(|_| services::ServiceSyncError::ShuttingDown)?
+                .clone()
+                .expect("waited for a connection")),
+            _ = shutdown.wait_for(|s| *s) => Err(services::ServiceSyncError::ShuttingDown),
+        }
     }
 
     /// Registers and removes service instances of this node's allocations; returns once
@@ -292,6 +294,11 @@ impl Client {
             }
             Ok(Err(e)) => Err(ServiceSyncError::Unavailable(e.message().to_string())),
         }
+    }
+
+    /// Whether the client is shutting down (writes to the servers are not retried then).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
     }
 
     /// The node's own address, as tasks see it (`NOMAD_IP_*` without a port's address).

@@ -144,6 +144,8 @@ pub(crate) struct ServiceSync {
 /// Attempts at one change while servers do not answer, and the pause after each.
 const ATTEMPTS: u32 = 10;
 const RETRY: Duration = Duration::from_secs(2);
+/// How long a stop waits for its services to leave the catalog.
+const CLEAR_WAIT: Duration = Duration::from_secs(10);
 
 impl ServiceSync {
     pub(crate) fn new(client: Client) -> Self {
@@ -180,11 +182,15 @@ impl ServiceSync {
         let _ = self.tx.send(SyncOp::Set(regs));
     }
 
-    /// Removes every registration; returns once the servers committed it or it failed.
+    /// Removes every registration; returns once the servers committed it or it failed, or
+    /// after [`CLEAR_WAIT`] (a stop never waits long on servers that do not answer; the
+    /// servers drop an ended allocation's registrations themselves).
     pub(crate) async fn clear(&self) {
         let (ack, done) = oneshot::channel();
-        if self.tx.send(SyncOp::Clear(ack)).is_ok() {
-            let _ = done.await;
+        if self.tx.send(SyncOp::Clear(ack)).is_ok()
+            && tokio::time::timeout(CLEAR_WAIT, done).await.is_err()
+        {
+            tracing::warn!("services not deregistered within {CLEAR_WAIT:?}; stopping anyway");
         }
     }
 
@@ -205,7 +211,7 @@ async fn write_with_retries(
         attempt += 1;
         match client.update_services(upserts, deletes).await {
             Err(ServiceSyncError::Unavailable(_) | ServiceSyncError::NoServer(_))
-                if attempt < ATTEMPTS =>
+                if attempt < ATTEMPTS && !client.is_shutting_down() =>
             {
                 tokio::time::sleep(RETRY).await;
             }

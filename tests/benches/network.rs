@@ -33,7 +33,11 @@ const BASE_PORT: u16 = 41000;
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the network benchmark needs root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the network benchmark needs root"
+    );
     let n: usize = std::env::var("BENCH_NETWORK_ALLOCS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -77,8 +81,14 @@ fn main() {
         assert_nothing_left("cnipeer-");
         println!(
             "round {round}: setup p50 drover {:.1} ms, libcni {:.1} ms",
-            ms(percentile(&mut drover.rounds.last().unwrap().0.clone(), 0.5)),
-            ms(percentile(&mut libcni.rounds.last().unwrap().0.clone(), 0.5)),
+            ms(percentile(
+                &mut drover.rounds.last().unwrap().0.clone(),
+                0.5
+            )),
+            ms(percentile(
+                &mut libcni.rounds.last().unwrap().0.clone(),
+                0.5
+            )),
         );
     }
     let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
@@ -216,7 +226,11 @@ fn parse_peer(out: &str) -> (Vec<Duration>, Vec<Duration>) {
 /// leases or iptables/nft rules naming its containers.
 fn assert_nothing_left(prefix: &str) {
     let mut left = Vec::new();
-    for e in std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(prefix) {
             left.push(format!("namespace {name}"));

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use drover_plugin_host::{HostConfig, LaunchTimings, PluginLaunch, connect_plugin};
 use drover_proto::driver::CapabilitiesRequest;
 use drover_proto::driver::driver_client::DriverClient;
-use drover_tests::{drover_bin, percentile};
 use drover_tests::go::{go_bins, raw_exec_bin};
+use drover_tests::{drover_bin, percentile};
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6

@@ -45,7 +45,10 @@ pub fn go_bins() -> GoBins {
     static BINS: OnceLock<GoBins> = OnceLock::new();
     BINS.get_or_init(|| {
         require_sources(&[
-            ("github.com/hashicorp/go-plugin", "golang-github-hashicorp-go-plugin-dev"),
+            (
+                "github.com/hashicorp/go-plugin",
+                "golang-github-hashicorp-go-plugin-dev",
+            ),
             ("google.golang.org/grpc", "golang-google-grpc-dev"),
         ]);
         GoBins {
@@ -104,7 +107,9 @@ fn go_build(name: &str) -> PathBuf {
         .env("CGO_ENABLED", "0")
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run `go` ({e}): install the Debian package golang-go (tests/run.sh does)")
+            panic!(
+                "cannot run `go` ({e}): install the Debian package golang-go (tests/run.sh does)"
+            )
         });
     assert!(
         result.status.success(),

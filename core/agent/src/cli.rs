@@ -695,7 +695,7 @@ fn var_query(cas: Option<u64>) -> String {
     cas.map(|c| format!("?cas={c}")).unwrap_or_default()
 }
 
-fn urlencoding(s: &str) -> String {
+pub(crate) fn urlencoding(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {

@@ -10,6 +10,7 @@ mod ids;
 mod job_init;
 mod output;
 mod plugins;
+mod service_cmd;
 
 use std::path::PathBuf;
 
@@ -60,6 +61,9 @@ enum Cmd {
     /// Variables: items stored at a path, replicated with the rest of the cluster state.
     #[command(subcommand)]
     Var(VarCmd),
+    /// The service catalog: registered instances of jobs' services.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Plugin commands.
     #[command(subcommand)]
     Plugin(plugins::PluginCmd),
@@ -327,6 +331,16 @@ enum VarCmd {
 }
 
 #[derive(Subcommand)]
+enum ServiceCmd {
+    /// Lists the registered services with their tags (in `-namespace`, `*` for all).
+    List,
+    /// Lists the registered instances of service NAME.
+    Info { name: String },
+    /// Deletes the registration ID of service NAME.
+    Delete { name: String, id: String },
+}
+
+#[derive(Subcommand)]
 enum OperatorCmd {
     #[command(subcommand)]
     Raft(RaftCmd),
@@ -528,6 +542,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Cmd::Var(VarCmd::Purge { path, check_index }) => {
                 cli::var_purge(api()?, &path, check_index).await
+            }
+            Cmd::Service(ServiceCmd::List) => service_cmd::list(api()?).await,
+            Cmd::Service(ServiceCmd::Info { name }) => service_cmd::info(api()?, &name).await,
+            Cmd::Service(ServiceCmd::Delete { name, id }) => {
+                service_cmd::delete(api()?, &name, &id).await
             }
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));

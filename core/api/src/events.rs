@@ -55,7 +55,7 @@ fn parse_query(raw: Option<&str>) -> Result<(Filter, u64), ApiError> {
                 }
                 let topic = Topic::parse(t).ok_or_else(|| {
                     ApiError::bad_request(format!(
-                        "unknown topic {t:?}: use Job, Allocation, Evaluation, Node or *"
+                        "unknown topic {t:?}: use Job, Allocation, Evaluation, Node, Service or *"
                     ))
                 })?;
                 f.topics.push((topic, key.to_string()));
@@ -86,6 +86,7 @@ fn event_json(e: &Event, snap: &StateSnapshot) -> serde_json::Value {
             serde_json::json!({ "Evaluation": ev })
         }
         Payload::Node(n) => serde_json::json!({ "Node": crate::nodes::public_node(n) }),
+        Payload::Service(r) => serde_json::json!({ "Service": r }),
     };
     serde_json::json!({
         "Topic": e.topic.as_str(),

@@ -24,6 +24,7 @@ mod plugins;
 mod query;
 pub mod routes;
 mod search;
+mod services;
 mod variables;
 
 use axum::Router;

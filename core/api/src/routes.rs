@@ -18,7 +18,7 @@ use crate::limits::{
 };
 use crate::{
     ApiState, acl, agent, allocations, backup, evaluations, events, exec, jobs, logs, nodes,
-    operator, plugins, search, variables,
+    operator, plugins, search, services, variables,
 };
 
 /// An HTTP method a route answers.
@@ -120,6 +120,12 @@ pub fn table() -> Vec<Route> {
         route(GET, "/v1/nodes", C::NodeRead, NO_BODY, READ, |m| on(m, nodes::list)),
         route(GET, "/v1/node/{id}", C::NodeRead, NO_BODY, READ, |m| on(m, nodes::read)),
         route(GET, "/v1/node/{id}/allocations", C::NodeRead, NO_BODY, READ, |m| on(m, nodes::allocations)),
+        // Services (the catalog).
+        route(GET, "/v1/services", C::ReadJob, NO_BODY, READ, |m| on(m, services::list)),
+        route(GET, "/v1/service/{name}", C::ReadJob, NO_BODY, READ, |m| on(m, services::read)),
+        route(DELETE, "/v1/service/{name}/{id}", C::SubmitJob, NO_BODY, REQUEST, |m| on(m, services::delete)),
+        route(GET, "/v1/job/{id}/services", C::ReadJob, NO_BODY, READ, |m| on(m, services::of_job)),
+        route(GET, "/v1/allocation/{id}/services", C::ReadJob, NO_BODY, READ, |m| on(m, services::of_alloc)),
         // Variables.
         route(GET, "/v1/vars", C::ListVariables, NO_BODY, READ, |m| on(m, variables::list)),
         route(GET, "/v1/var/{*path}", C::ReadVariables, NO_BODY, READ, |m| on(m, variables::read)),

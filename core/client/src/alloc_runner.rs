@@ -360,7 +360,15 @@ impl AllocRunner {
         let mut alloc_stop = self.inner.stop.subscribe();
         let mut updates = self.inner.updates.subscribe();
         let mut stopping: Option<String> = alloc_stop.borrow().clone();
+        let mut prekilled = false;
         loop {
+            if stopping.is_some() && !prekilled {
+                // Before any task is told to stop (and its shutdown delay starts).
+                prekilled = true;
+                for h in hooks.iter_mut() {
+                    h.prekill().await;
+                }
+            }
             if self.advance(&mut tasks, &mut stopping).await {
                 return;
             }

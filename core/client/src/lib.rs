@@ -23,6 +23,7 @@ mod log_stream;
 mod netns;
 mod network_files;
 mod node_network;
+mod services;
 mod sessions;
 mod state;
 mod task_hooks;
@@ -42,8 +43,8 @@ use tonic::transport::Channel;
 
 pub use artifact::{ArtifactConfig, UnpackLimits};
 pub use cni_network::{BridgeNetwork, attachment as cni_attachment, bridge_conflist};
-pub use netns::{LinuxNs, NamedNetns, NetnsError, NsSys};
 pub use fingerprint::fingerprint;
+pub use netns::{LinuxNs, NamedNetns, NetnsError, NsSys};
 pub use node_network::{Cidr, CidrError, HostNetwork};
 
 #[derive(Debug, Clone)]
@@ -252,19 +253,15 @@ impl Client {
         } else {
             format!("variable {path:?}")
         };
-        let mut rx = self.inner.server.subscribe();
         let ServerLink {
             mut rpc,
             node_secret,
-        } = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            rx.wait_for(|r| r.is_some()),
-        )
-        .await
-        .map_err(|_| format!("cannot read {what}: no server connection for 30s"))?
-        .map_err(|_| "the client is shutting down".to_string())?
-        .clone()
-        .expect("waited for a connection");
+        } = self.server_link().await.map_err(|e| match e {
+            services::ServiceSyncError::NoServer(_) => {
+                format!("cannot read {what}: no server connection for 30s")
+            }
+            e => e.to_string(),
+        })?;
         let request = drover_proto::node::VariablesRequest {
             node_id: self.node_id().to_string(),
             node_secret,
@@ -282,6 +279,70 @@ impl Client {
             .map_err(|_| format!("cannot read {what}: the server did not answer in {limit:?}"))?
             .map_err(|e| format!("cannot read {what}: {}", e.message()))?;
         Ok(reply.into_inner())
+    }
+
+    /// The attached server, waiting up to 30 s for one.
+    async fn server_link(&self) -> Result<ServerLink, services::ServiceSyncError> {
+        const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+        let mut rx = self.inner.server.subscribe();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        tokio::select! {
+            r = tokio::time::timeout(WAIT, rx.wait_for(|r| r.is_some())) => Ok(r
+                .map_err(|_| services::ServiceSyncError::NoServer(WAIT))?
+                .map_err(|_| services::ServiceSyncError::ShuttingDown)?
+                .clone()
+                .expect("waited for a connection")),
+            _ = shutdown.wait_for(|s| *s) => Err(services::ServiceSyncError::ShuttingDown),
+        }
+    }
+
+    /// Registers and removes service instances of this node's allocations; returns once
+    /// the servers committed the change.
+    pub(crate) async fn update_services(
+        &self,
+        upserts: &[drover_model::ServiceRegistration],
+        deletes: &[String],
+    ) -> Result<(), services::ServiceSyncError> {
+        use services::ServiceSyncError;
+        let ServerLink {
+            mut rpc,
+            node_secret,
+        } = self.server_link().await?;
+        let request = drover_proto::node::ServicesUpdate {
+            node_id: self.node_id().to_string(),
+            node_secret,
+            upserts_json: upserts
+                .iter()
+                .map(|r| serde_json::to_vec(r).expect("a registration serializes"))
+                .collect(),
+            delete_ids: deletes.to_vec(),
+        };
+        let limit = std::time::Duration::from_secs(30);
+        match tokio::time::timeout(limit, rpc.update_services(request)).await {
+            Err(_) => Err(ServiceSyncError::Unavailable(format!(
+                "no answer in {limit:?}"
+            ))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.code() == tonic::Code::InvalidArgument => {
+                Err(ServiceSyncError::Refused(e.message().to_string()))
+            }
+            Ok(Err(e)) => Err(ServiceSyncError::Unavailable(e.message().to_string())),
+        }
+    }
+
+    /// Whether the client is shutting down (writes to the servers are not retried then).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// The node's own address, as tasks see it (`NOMAD_IP_*` without a port's address).
+    pub(crate) fn host_ip(&self) -> &str {
+        self.inner
+            .config
+            .http_addr
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or("127.0.0.1")
     }
 
     /// The directory of allocation `alloc_id` on this node.

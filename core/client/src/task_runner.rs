@@ -202,11 +202,7 @@ impl Runner {
     fn base_env(&self, view: PathView) -> BTreeMap<String, String> {
         let c = &self.ctx;
         let cfg = &c.client.inner.config;
-        let host_ip = cfg
-            .http_addr
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or("127.0.0.1");
+        let host_ip = c.client.host_ip();
         let mut env = task_env(
             &c.job,
             &c.alloc,
@@ -522,6 +518,11 @@ impl Runner {
     /// The task must stop: after its shutdown_delay (time for clients to stop sending it
     /// work), its kill_signal.
     async fn stop_now(&mut self, driver: &Driver, task_id: &str, reason: &str) {
+        // Nomad's PreKilling: clients stop finding the task (its services leave the
+        // catalog) before the delay starts.
+        for h in self.hooks.iter_mut() {
+            h.prekill().await;
+        }
         let delay = self
             .ctx
             .task

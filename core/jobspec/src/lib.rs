@@ -322,7 +322,10 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
         "network",
         "a task's own network block is not acted on: the group's network block gives the allocation its ports and its network (host, bridge, none, cni/<name>)",
     ),
-    ("service", "services are not registered yet"),
+    (
+        "check",
+        "service checks are not run yet: instances are registered without health",
+    ),
     (
         "volume",
         "host volumes are mounted; CSI volumes are not attached yet",
@@ -366,12 +369,13 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
         let gp = format!("{jp} > group {:?}", g.name);
         warn(g.update.is_some(), &gp, "update");
         warn(g.migrate.is_some(), &gp, "migrate");
-        warn(!g.services.is_empty(), &gp, "service");
+        let checks = |ss: &[Service]| ss.iter().any(|s| !s.checks.is_empty());
+        warn(checks(&g.services), &gp, "check");
         warn(!g.volumes.is_empty(), &gp, "volume");
         warn(g.scaling.is_some(), &gp, "scaling");
         for t in &g.tasks {
             let tp = format!("{gp} > task {:?}", t.name);
-            warn(!t.services.is_empty(), &tp, "service");
+            warn(checks(&t.services), &tp, "check");
             warn(t.vault.is_some(), &tp, "vault");
             warn(!t.identities.is_empty(), &tp, "identity");
             warn(!t.volume_mounts.is_empty(), &tp, "volume_mount");
@@ -382,7 +386,19 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
             warn(!t.resources.devices.is_empty(), &tp, "device");
         }
     }
+    w.extend(consul_provider_warning(job));
     w
+}
+
+/// The one warning for services of the "consul" provider (Nomad's default): they are
+/// registered in Drover's own catalog, and Consul itself is not used.
+fn consul_provider_warning(job: &Job) -> Option<String> {
+    job.groups.iter().any(|g| g.uses_consul_provider()).then(|| {
+        format!(
+            "job {:?}: services with provider \"consul\" (the default) are registered in Drover's own catalog; Consul itself is not used",
+            job.id
+        )
+    })
 }
 
 fn warn_not_acted_on(r: &mut BlockReader<'_>, b: &Block) {
@@ -480,6 +496,7 @@ fn parse_job(
     warnings.extend(r.finish()?);
     job.canonicalize()
         .map_err(|e| src.error_span(block, "", &e.join("; ")))?;
+    warnings.extend(consul_provider_warning(&job));
     Ok(job)
 }
 
@@ -857,7 +874,6 @@ fn services(
 ) -> Result<Vec<Service>, JobspecError> {
     let mut out = Vec::new();
     for b in r.blocks("service") {
-        warn_not_acted_on(r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "service")?;
         let meta = br.meta()?;
         let connect = match br.block_once("connect")? {
@@ -872,6 +888,7 @@ fn services(
         };
         let mut checks = Vec::new();
         for c in br.blocks("check") {
+            warn_not_acted_on(&mut br, c);
             let mut cr = BlockReader::new(src, c, br.path().to_string(), "check")?;
             let check_restart = match cr.block_once("check_restart")? {
                 Some(x) => {
@@ -898,16 +915,21 @@ fn services(
             ]);
             extra.insert("Interval".into(), Json::from(10_000_000_000i64));
             extra.insert("Timeout".into(), Json::from(2_000_000_000i64));
-            let check: drover_model::ServiceCheck =
-                cr.decode(&[("port", "PortLabel"), ("task", "TaskName")], extra)?;
+            let check: drover_model::ServiceCheck = cr.decode(
+                &[
+                    ("port", "PortLabel"),
+                    ("task", "TaskName"),
+                    ("tls_skip_verify", "TLSSkipVerify"),
+                    ("tls_server_name", "TLSServerName"),
+                    ("grpc_service", "GRPCService"),
+                    ("grpc_use_tls", "GRPCUseTLS"),
+                ],
+                extra,
+            )?;
             warnings.extend(cr.finish()?);
             checks.push(check);
         }
-        let mut extra = obj(vec![
-            ("Meta", to_json(&meta)),
-            ("Checks", to_json(&checks)),
-            ("Provider", Json::from("nomad")),
-        ]);
+        let mut extra = obj(vec![("Meta", to_json(&meta)), ("Checks", to_json(&checks))]);
         extra.insert("Connect".into(), to_json(&connect));
         let s = br.decode(&[("port", "PortLabel"), ("task", "TaskName")], extra)?;
         warnings.extend(br.finish()?);

@@ -161,7 +161,7 @@ fn every_block_parses_into_the_model() {
         p.warnings
     );
     // Blocks parsed but not acted on are named in warnings, never dropped silently.
-    for kind in ["service", "volume", "update", "secret"] {
+    for kind in ["check", "volume", "update", "secret"] {
         assert!(
             p.warnings
                 .iter()
@@ -177,6 +177,7 @@ fn every_block_parses_into_the_model() {
         "spread",
         "reschedule",
         "lifecycle",
+        "service",
         "network",
     ] {
         assert!(
@@ -450,6 +451,109 @@ fn task_configs_are_checked_against_the_drivers_schema() {
     assert!(checked(&other).is_ok());
     assert!(checked(&other.replace("mine", "unchecked")).is_ok());
     assert!(parse(&docker_job("        imagee = 1"), "x.hcl").is_ok());
+}
+
+const SERVICES: &str = r#"
+job "svc" {
+  group "g" {
+    network {
+      port "http" {}
+    }
+    service {
+      name = "backend"
+      port = "http"
+      provider = "PROVIDER"
+      on_update = "ignore_warnings"
+      check {
+        type = "http"
+        path = "/health"
+        method = "POST"
+        body = "{}"
+        interval = "5s"
+        timeout = "1s"
+        tls_skip_verify = true
+        tls_server_name = "backend.example"
+        success_before_passing = 2
+        failures_before_critical = 3
+        failures_before_warning = 1
+        on_update = "ignore"
+        grpc_service = "health"
+        grpc_use_tls = true
+      }
+    }
+    task "t" {
+      driver = "raw_exec"
+      config { command = "/bin/true" }
+      service {
+        name = "sidecar"
+        TASKPROVIDER
+      }
+    }
+  }
+}
+"#;
+
+fn services_job(provider: &str, task_provider: &str) -> Result<Parsed, JobspecError> {
+    let src = SERVICES
+        .replace("TASKPROVIDER", task_provider)
+        .replace("PROVIDER", provider);
+    parse(&src, "svc.hcl")
+}
+
+#[test]
+fn service_and_check_keys_of_nomad_are_accepted() {
+    let p = services_job("nomad", "provider = \"nomad\"").unwrap();
+    let s = &p.job.groups[0].services[0];
+    assert_eq!(
+        (s.provider.as_str(), s.on_update.as_str()),
+        ("nomad", "ignore_warnings")
+    );
+    let c = &s.checks[0];
+    assert_eq!((c.method.as_str(), c.body.as_str()), ("POST", "{}"));
+    assert!(c.tls_skip_verify && c.grpc_use_tls);
+    assert_eq!(c.tls_server_name, "backend.example");
+    assert_eq!(
+        (
+            c.success_before_passing,
+            c.failures_before_critical,
+            c.failures_before_warning
+        ),
+        (2, 3, 1)
+    );
+    assert_eq!(
+        (c.on_update.as_str(), c.grpc_service.as_str()),
+        ("ignore", "health")
+    );
+    assert_eq!(c.interval, Duration::from_secs(5));
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("Consul itself")),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn the_consul_provider_is_nomads_default_and_warns_once() {
+    let p = services_job("consul", "").unwrap();
+    assert_eq!(p.job.groups[0].tasks[0].services[0].provider, "consul");
+    let n = p
+        .warnings
+        .iter()
+        .filter(|w| w.contains("Consul itself is not used"))
+        .count();
+    assert_eq!(n, 1, "{:?}", p.warnings);
+}
+
+#[test]
+fn one_group_may_not_mix_providers() {
+    let e = services_job("nomad", "provider = \"consul\"").unwrap_err();
+    assert!(e.to_string().contains("one provider"), "{e}");
+    let e = services_job("zookeeper", "").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"zookeeper\" is not one of consul, nomad"),
+        "{e}"
+    );
 }
 
 #[test]

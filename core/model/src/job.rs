@@ -230,6 +230,9 @@ impl Job {
             if g.tasks.is_empty() {
                 errs.push(format!("{gf}.Tasks: a task group needs at least one task"));
             }
+            if let Err(e) = g.canonicalize_services() {
+                errs.push(format!("{gf}: {e}"));
+            }
             let mut tnames = std::collections::BTreeSet::new();
             for (ti, t) in g.tasks.iter().enumerate() {
                 let tf = format!("{gf}.Tasks[{ti}]");
@@ -738,12 +741,17 @@ pub struct Service {
     pub tags: Vec<String>,
     pub canary_tags: Vec<String>,
     pub enable_tag_override: bool,
-    /// "nomad" (built in) or "consul".
+    /// "nomad" or "consul" (Nomad's default): both register in Drover's own catalog.
     pub provider: String,
     pub checks: Vec<ServiceCheck>,
     pub meta: BTreeMap<String, String>,
     pub connect: Option<FreeForm>,
+    /// "require_healthy" (the default), "ignore_warnings" or "ignore".
+    pub on_update: String,
 }
+
+/// The service providers Nomad knows; Drover keeps both in its own catalog.
+pub const SERVICE_PROVIDERS: &[&str] = &["consul", "nomad"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
@@ -767,6 +775,21 @@ pub struct ServiceCheck {
     pub initial_status: String,
     pub task_name: String,
     pub check_restart: Option<CheckRestart>,
+    /// The http check's request body.
+    pub body: String,
+    #[serde(rename = "TLSSkipVerify")]
+    pub tls_skip_verify: bool,
+    #[serde(rename = "TLSServerName")]
+    pub tls_server_name: String,
+    #[serde(rename = "GRPCService")]
+    pub grpc_service: String,
+    #[serde(rename = "GRPCUseTLS")]
+    pub grpc_use_tls: bool,
+    pub success_before_passing: u32,
+    pub failures_before_critical: u32,
+    pub failures_before_warning: u32,
+    /// "require_healthy" (the default), "ignore_warnings" or "ignore".
+    pub on_update: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -14,6 +14,7 @@ mod eval;
 mod job;
 mod node;
 pub mod serde_fmt;
+mod service;
 mod variable;
 
 pub use alloc::*;
@@ -22,6 +23,7 @@ pub use deployment::*;
 pub use eval::*;
 pub use job::*;
 pub use node::*;
+pub use service::*;
 pub use variable::*;
 
 /// A Raft log index: every object records the index that created and last modified it.

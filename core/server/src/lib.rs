@@ -11,6 +11,7 @@ mod heartbeat;
 mod leader;
 mod node_stream;
 mod plan_apply;
+mod service_updates;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub use drover_raft::{NodeId, PeerError, ServerStatus, WriteError};
 pub use gc::{Collected, GcThresholds};
 pub use node_stream::{ExecSession, LogsSession, NodeStreamService};
 pub use plan_apply::PlanOutcome;
+pub use service_updates::{ServiceUpdateError, limits as service_update_limits};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -315,6 +317,31 @@ impl Server {
         } else {
             VarWrite::Done(resp.variable)
         })
+    }
+
+    /// Deletes a service registration (Nomad's `DELETE /v1/service/:name/:id`); the
+    /// registration must exist under that namespace and service name. Returns the index.
+    pub async fn delete_service_registration(
+        &self,
+        namespace: &str,
+        service: &str,
+        id: &str,
+    ) -> Result<u64, ServerError> {
+        let snap = self.store().snapshot();
+        snap.service_registration(id)
+            .filter(|r| r.namespace == namespace && r.service_name == service)
+            .ok_or_else(|| {
+                ServerError::NotFound(format!(
+                    "service registration {id:?} of service {service:?} not found in namespace {namespace:?}"
+                ))
+            })?;
+        let ids = vec![id.to_string()];
+        Ok(self
+            .inner
+            .raft
+            .write(Command::ServiceRegDelete { ids })
+            .await?
+            .index)
     }
 
     /// Deletes a variable; with `cas`, only at that modify index.

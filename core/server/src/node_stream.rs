@@ -9,8 +9,9 @@ use drover_model::{AllocClientUpdate, Node, NodeStatus};
 use drover_proto::node::node_service_server::{NodeService, NodeServiceServer};
 use drover_proto::node::{
     AllocPush, AllocSeq, ClientMessage, ExecInput, ExecOutput, LogsRequest, Registered,
-    ServerMessage, SessionAck, SessionChunk, SessionOpen, UpdatesAck, VariablesReply,
-    VariablesRequest, client_message, exec_output, server_message, session_open,
+    ServerMessage, ServicesUpdate, ServicesUpdateReply, SessionAck, SessionChunk, SessionOpen,
+    UpdatesAck, VariablesReply, VariablesRequest, client_message, exec_output, server_message,
+    session_open,
 };
 use drover_state::Command;
 use futures::Stream;
@@ -484,6 +485,41 @@ impl NodeService for NodeStreamService {
         );
         tokio::spawn(serve_node(server, node_id, conn_id, inbound, tx, pusher).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn update_services(
+        &self,
+        req: Request<ServicesUpdate>,
+    ) -> Result<Response<ServicesUpdateReply>, Status> {
+        let req = req.into_inner();
+        let snap = self.server.store().snapshot();
+        snap.node(&req.node_id)
+            .filter(|n| !n.secret_id.is_empty() && same_secret(&n.secret_id, &req.node_secret))
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "node {:?} is unknown or presented the wrong secret",
+                    req.node_id
+                ))
+            })?;
+        let command = crate::service_updates::command(
+            &snap,
+            &req.node_id,
+            &req.upserts_json,
+            &req.delete_ids,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let index = match command {
+            Some(c) => {
+                self.server
+                    .raft()
+                    .write(c)
+                    .await
+                    .map_err(write_status)?
+                    .index
+            }
+            None => 0,
+        };
+        Ok(Response::new(ServicesUpdateReply { index }))
     }
 
     async fn read_variables(

@@ -4,7 +4,7 @@ use crate::RestoreRows;
 
 use drover_model::{
     AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus,
-    UnixNanos, Variable,
+    ServiceRegistration, UnixNanos, Variable,
 };
 
 /// One Raft log entry's payload: a command stamped with the leader's clock, so every server
@@ -81,6 +81,15 @@ pub enum Command {
         path: String,
         cas: Option<Index>,
     },
+    /// Registers service instances (a client's, for the allocations it runs). Skips any
+    /// whose allocation is unknown, on another node, or has ended.
+    ServiceRegUpsert {
+        services: Vec<ServiceRegistration>,
+    },
+    /// Deletes service registrations by id (a client deregistering, or the API's delete).
+    ServiceRegDelete {
+        ids: Vec<String>,
+    },
     /// Commands written concurrently, committed as one entry (one fsync) and applied in order.
     Batch(Vec<Command>),
     /// Replaces the whole state with a backup in one entry. Written by earlier versions
@@ -130,6 +139,8 @@ impl Command {
             Command::RestoreChunk { .. } => "RestoreChunk",
             Command::RestoreSwap { .. } => "RestoreSwap",
             Command::RestoreAbort { .. } => "RestoreAbort",
+            Command::ServiceRegUpsert { .. } => "ServiceRegUpsert",
+            Command::ServiceRegDelete { .. } => "ServiceRegDelete",
             Command::Unknown(_) => "Unknown",
         }
     }
@@ -154,6 +165,8 @@ impl Command {
             Command::RestoreChunk { .. }
             | Command::RestoreSwap { .. }
             | Command::RestoreAbort { .. } => 2,
+            // The service catalog (issue 19).
+            Command::ServiceRegUpsert { .. } | Command::ServiceRegDelete { .. } => 3,
             Command::Batch(cs) => cs.iter().map(Command::min_version).max().unwrap_or(1),
             // Never written; a server that has it cannot apply it.
             Command::Unknown(u) => u.version.max(crate::ENCODING_VERSION + 1),

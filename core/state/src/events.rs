@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use drover_model::{Allocation, Evaluation, Index, Job, Node};
+use drover_model::{Allocation, Evaluation, Index, Job, Node, ServiceRegistration};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -14,6 +14,7 @@ pub enum Topic {
     Allocation,
     Evaluation,
     Node,
+    Service,
 }
 
 impl Topic {
@@ -23,6 +24,7 @@ impl Topic {
             Topic::Allocation => "Allocation",
             Topic::Evaluation => "Evaluation",
             Topic::Node => "Node",
+            Topic::Service => "Service",
         }
     }
 
@@ -32,6 +34,7 @@ impl Topic {
             "Allocation" => Topic::Allocation,
             "Evaluation" => Topic::Evaluation,
             "Node" => Topic::Node,
+            "Service" => Topic::Service,
             _ => return None,
         })
     }
@@ -44,6 +47,7 @@ pub enum Payload {
     Allocation(Arc<Allocation>),
     Evaluation(Arc<Evaluation>),
     Node(Arc<Node>),
+    Service(Arc<ServiceRegistration>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +100,20 @@ impl Event {
             key: n.id.clone(),
             namespace: String::new(),
             payload: Payload::Node(n.clone()),
+        }
+    }
+}
+
+impl Event {
+    /// Nomad's `Service` topic: keyed by the registration's id.
+    pub fn service(index: Index, kind: &'static str, r: &Arc<ServiceRegistration>) -> Event {
+        Event {
+            index,
+            topic: Topic::Service,
+            kind,
+            key: r.id.clone(),
+            namespace: r.namespace.clone(),
+            payload: Payload::Service(r.clone()),
         }
     }
 }

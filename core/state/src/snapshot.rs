@@ -4,7 +4,9 @@ use std::sync::Arc;
 use im::OrdMap;
 use serde::{Deserialize, Serialize};
 
-use drover_model::{Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node, Variable};
+use drover_model::{
+    Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node, ServiceRegistration, Variable,
+};
 
 /// The tables whose modify indexes are tracked for blocking queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -14,6 +16,7 @@ pub enum Table {
     Evals,
     Nodes,
     Variables,
+    Services,
 }
 
 impl Table {
@@ -24,6 +27,7 @@ impl Table {
             "evals" => Table::Evals,
             "nodes" => Table::Nodes,
             "variables" => Table::Variables,
+            "services" => Table::Services,
             _ => return None,
         })
     }
@@ -33,6 +37,10 @@ type JobKey = (String, String);
 
 /// (negated priority, create index, id): highest priority first, then oldest.
 pub(crate) type PendingKey = (i64, Index, String);
+
+pub(crate) fn service_name_key(r: &ServiceRegistration) -> (String, String, String) {
+    (r.namespace.clone(), r.service_name.clone(), r.id.clone())
+}
 
 pub(crate) fn pending_key(e: &Evaluation) -> PendingKey {
     (-(e.priority as i64), e.create_index, e.id.clone())
@@ -53,7 +61,13 @@ pub struct StateSnapshot {
     pub(crate) nodes: OrdMap<String, Arc<Node>>,
     /// (namespace, path) -> variable.
     pub(crate) vars: OrdMap<(String, String), Arc<Variable>>,
+    /// Service registrations by id.
+    pub(crate) services: OrdMap<String, Arc<ServiceRegistration>>,
     // Secondary indexes, rebuilt on restore.
+    /// (namespace, service name, registration id).
+    pub(crate) services_by_name: OrdMap<(String, String, String), ()>,
+    /// (allocation id, registration id).
+    pub(crate) services_by_alloc: OrdMap<(String, String), ()>,
     pub(crate) allocs_by_node: OrdMap<(String, String), ()>,
     pub(crate) allocs_by_job: OrdMap<(String, String, String), ()>,
     pub(crate) evals_by_job: OrdMap<(String, String, String), ()>,
@@ -79,6 +93,8 @@ pub struct RestoreRows {
     pub nodes: Vec<Arc<Node>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variables: Vec<Arc<Variable>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Arc<ServiceRegistration>>,
 }
 
 impl RestoreRows {
@@ -89,6 +105,7 @@ impl RestoreRows {
             && self.evals.is_empty()
             && self.nodes.is_empty()
             && self.variables.is_empty()
+            && self.services.is_empty()
     }
 }
 
@@ -150,6 +167,8 @@ struct SnapshotData {
     nodes: Vec<Arc<Node>>,
     #[serde(default)]
     variables: Vec<Arc<Variable>>,
+    #[serde(default)]
+    services: Vec<Arc<ServiceRegistration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     staged_restore: Option<StagedData>,
 }
@@ -166,6 +185,7 @@ impl From<StateSnapshot> for SnapshotData {
             evals: s.evals.values().cloned().collect(),
             nodes: s.nodes.values().cloned().collect(),
             variables: s.vars.values().cloned().collect(),
+            services: s.services.values().cloned().collect(),
             staged_restore: s.staged.map(|st| StagedData {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
@@ -204,6 +224,7 @@ impl From<SnapshotData> for StateSnapshot {
                 .into_iter()
                 .map(|v| ((v.namespace.clone(), v.path.clone()), v))
                 .collect(),
+            services: d.services.into_iter().map(|r| (r.id.clone(), r)).collect(),
             staged: d.staged_restore.map(|st| StagedRestore {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
@@ -317,6 +338,37 @@ impl StateSnapshot {
         self.vars.values().map(Arc::as_ref)
     }
 
+    pub fn service_registration(&self, id: &str) -> Option<&ServiceRegistration> {
+        self.services.get(id).map(Arc::as_ref)
+    }
+
+    /// Every registration, by id.
+    pub fn service_registrations(&self) -> impl Iterator<Item = &ServiceRegistration> {
+        self.services.values().map(Arc::as_ref)
+    }
+
+    /// The registrations of service `name` in `namespace`, by id.
+    pub fn services_by_name(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &ServiceRegistration> {
+        let lo = (namespace.to_string(), name.to_string(), String::new());
+        self.services_by_name
+            .range(lo..)
+            .take_while(move |((ns, n, _), _)| ns == namespace && n == name)
+            .filter_map(|((_, _, id), _)| self.service_registration(id))
+    }
+
+    /// The registrations of allocation `alloc_id`, by id.
+    pub fn services_by_alloc(&self, alloc_id: &str) -> impl Iterator<Item = &ServiceRegistration> {
+        let lo = (alloc_id.to_string(), String::new());
+        self.services_by_alloc
+            .range(lo..)
+            .take_while(move |((a, _), _)| a == alloc_id)
+            .filter_map(|((_, id), _)| self.service_registration(id))
+    }
+
     /// A job's status as Nomad derives it: running while any allocation is, pending while
     /// evaluations or placements are outstanding, dead when stopped or finished.
     pub(crate) fn derive_job_status(&self, job: &Job) -> JobStatus {
@@ -376,6 +428,16 @@ impl StateSnapshot {
             .filter(|e| e.status == EvalStatus::Pending)
             .map(|e| (pending_key(e), ()))
             .collect();
+        self.services_by_name = self
+            .services
+            .values()
+            .map(|r| (service_name_key(r), ()))
+            .collect();
+        self.services_by_alloc = self
+            .services
+            .values()
+            .map(|r| ((r.alloc_id.clone(), r.id.clone()), ()))
+            .collect();
     }
 
     /// Splits the state's rows into chunks of at most about `max_bytes` of JSON each (a
@@ -410,6 +472,7 @@ impl StateSnapshot {
         add!(self.evals.values(), evals, "evals");
         add!(self.nodes.values(), nodes, "nodes");
         add!(self.vars.values(), variables, "variables");
+        add!(self.services.values(), services, "services");
         if !cur.is_empty() || out.is_empty() {
             out.push(cur);
         }
@@ -428,6 +491,7 @@ impl StateSnapshot {
             evals: Vec::new(),
             nodes: Vec::new(),
             variables: Vec::new(),
+            services: Vec::new(),
             staged_restore: None,
         };
         for c in chunks {
@@ -437,6 +501,7 @@ impl StateSnapshot {
             d.evals.extend(c.evals.iter().cloned());
             d.nodes.extend(c.nodes.iter().cloned());
             d.variables.extend(c.variables.iter().cloned());
+            d.services.extend(c.services.iter().cloned());
         }
         d.into()
     }

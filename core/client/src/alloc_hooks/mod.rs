@@ -5,6 +5,8 @@
 //! - `prerun` before any task starts (also for a restored allocation, whose tasks are
 //!   reattached): it prepares what the tasks need in [`Prepared`]. The first failure fails
 //!   every task of the allocation ("Setup Failure") and no task runs.
+//! - `prekill` once the allocation is told to stop, before any task is signalled (its
+//!   services leave the catalog before the shutdown delay).
 //! - `update` when the server changed the allocation.
 //! - `postrun` once every task is dead.
 //! - `destroy` when the allocation is garbage-collected (its local state is gone).
@@ -13,6 +15,7 @@ mod alloc_dir;
 mod network;
 
 pub(crate) use network::{AllocNetwork, sweep_orphans};
+mod services;
 
 use std::collections::BTreeMap;
 
@@ -30,6 +33,8 @@ pub(crate) enum AllocHookError {
     DirPanicked(tokio::task::JoinError),
     #[error("cannot set up the allocation's network: {0}")]
     Network(#[from] network::NetworkError),
+    #[error("cannot register the group's services: {0}")]
+    Services(#[from] crate::services::ServiceError),
 }
 
 /// What an allocation hook sees of its allocation.
@@ -60,6 +65,9 @@ pub(crate) trait AllocHook: Send + Sync {
         Ok(())
     }
 
+    /// Runs once the allocation is told to stop, before its tasks are.
+    async fn prekill(&mut self) {}
+
     /// Runs when the server changed the allocation.
     fn update(&mut self, _alloc: &Allocation) {}
 
@@ -76,5 +84,6 @@ pub(crate) fn for_alloc() -> Vec<Box<dyn AllocHook>> {
     vec![
         Box::new(alloc_dir::AllocDirHook),
         Box::new(network::NetworkHook::default()),
+        Box::new(services::GroupServicesHook::default()),
     ]
 }

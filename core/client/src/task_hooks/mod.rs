@@ -10,6 +10,8 @@
 //! - `poststart` once the task runs (started, or reattached after an agent restart): a hook
 //!   may keep working while the task runs (the template watcher) and ask the runner to
 //!   signal or restart the task through [`Action`]s.
+//! - `prekill` when the task is about to be stopped for good, before its `shutdown_delay`
+//!   (its services leave the catalog).
 //! - `exited` when the task stopped running (it may start again).
 //! - `stop` when the task runner ends for good.
 //! - `update` when the server changed the allocation.
@@ -19,6 +21,7 @@
 
 mod artifacts;
 mod logs;
+mod services;
 mod task_dir;
 mod templates;
 mod volumes;
@@ -100,6 +103,9 @@ pub(crate) trait TaskHook: Send + Sync {
     /// Runs once the task is running; `actions` reaches the task runner while it waits.
     fn poststart(&mut self, _ctx: &TaskHookCtx<'_>, _actions: &mpsc::Sender<Action>) {}
 
+    /// Runs before the task is stopped for good, before its shutdown delay starts.
+    async fn prekill(&mut self) {}
+
     /// Runs when the task is no longer running (it may start again).
     fn exited(&mut self) {}
 
@@ -132,6 +138,9 @@ pub(crate) fn for_task(task: &Task) -> Vec<Box<dyn TaskHook>> {
     }
     if !task.volume_mounts.is_empty() {
         hooks.push(Box::new(volumes::VolumesHook::default()));
+    }
+    if !task.services.is_empty() {
+        hooks.push(Box::new(services::ServicesHook::default()));
     }
     hooks
 }

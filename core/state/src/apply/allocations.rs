@@ -29,6 +29,9 @@ pub(super) fn client_update(cx: &mut Apply, updates: &[AllocClientUpdate], evals
             a.network_status = u.network_status.clone();
         }
         a.client_seq = u.seq;
+        if a.client_status.is_terminal() {
+            super::services::remove_for_alloc(s, index, &a.id, cx.events);
+        }
         a.modify_index = index;
         a.modify_time = time;
         cx.touched_jobs
@@ -57,6 +60,9 @@ pub(super) fn apply_plan(cx: &mut Apply, plan: &PlanResult) {
         a.desired_description = stop.description.clone();
         if let Some(cs) = stop.client_status {
             a.client_status = cs;
+            if cs.is_terminal() {
+                super::services::remove_for_alloc(s, index, &a.id, cx.events);
+            }
             if cs == ClientStatus::Lost {
                 for ts in a.task_states.values_mut() {
                     ts.state = TaskLifecycle::Dead;

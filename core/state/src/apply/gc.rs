@@ -44,6 +44,7 @@ pub(super) fn collect(
         if !a.client_status.is_terminal() || a.still_needed_by(job.map(|j| &**j)) {
             continue;
         }
+        super::services::remove_for_alloc(s, index, id, cx.events);
         let Some(a) = s.allocs.remove(id) else {
             continue;
         };

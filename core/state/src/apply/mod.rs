@@ -10,6 +10,7 @@ mod gc;
 mod jobs;
 mod nodes;
 mod restore;
+mod services;
 mod variables;
 
 use std::sync::Arc;
@@ -88,6 +89,8 @@ pub(crate) fn apply_command(
             nodes,
         } => gc::collect(&mut cx, jobs, evals, allocs, nodes),
         Command::EvalUpsert { evals } => evaluations::upsert_all(&mut cx, evals),
+        Command::ServiceRegUpsert { services: regs } => services::upsert(&mut cx, regs),
+        Command::ServiceRegDelete { ids } => services::delete(&mut cx, ids),
         // The state machine stops before it; never applied.
         Command::Unknown(u) => cx.resp.error = Some(u.to_string()),
     }

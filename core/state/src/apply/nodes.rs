@@ -37,6 +37,13 @@ pub(super) fn update_status(
         cx.resp.error = Some(format!("node {node_id} not found"));
         return;
     };
+    if status == NodeStatus::Down {
+        // A down node's instances answer nobody: they leave the catalog at once.
+        let allocs: Vec<String> = s.allocs_by_node(node_id).map(|a| a.id.clone()).collect();
+        for a in allocs {
+            super::services::remove_for_alloc(s, index, &a, cx.events);
+        }
+    }
     let mut node = node;
     node.status = status;
     node.status_description = description.to_string();

@@ -83,6 +83,7 @@ fn swap_in(s: &mut StateSnapshot, mut restored: StateSnapshot, index: Index) {
         Table::Evals,
         Table::Nodes,
         Table::Variables,
+        Table::Services,
     ] {
         restored.table_index.insert(t, index);
     }

@@ -20,11 +20,13 @@ pub struct GoBins {
     pub plugin: PathBuf,
 }
 
-/// The directory the `drover` binaries of this build are in (`target/<profile>`).
+/// The directory of this build's binaries (`target/<profile>`), from the running test's
+/// own path (`target/<profile>/deps/<test>`).
 pub fn target_profile_dir() -> PathBuf {
-    crate::drover_bin()
-        .parent()
-        .expect("the drover binary's directory")
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> above the test executable")
         .to_path_buf()
 }
 

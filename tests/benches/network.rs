@@ -33,11 +33,8 @@ const BASE_PORT: u16 = 41000;
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the network benchmark needs root"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "the network benchmark needs root");
     let n: usize = std::env::var("BENCH_NETWORK_ALLOCS")
         .ok()
         .and_then(|v| v.parse().ok())

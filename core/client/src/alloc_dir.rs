@@ -141,6 +141,16 @@ impl AllocDir {
         d.map_err(|e| self.beneath(e))
     }
 
+    /// Writes `bytes` as the whole content of the regular file `rel` (created 0644),
+    /// following no link; its directory must exist.
+    pub fn write_file(&self, rel: &Path, bytes: &[u8]) -> Result<()> {
+        let mut f = self
+            .open()?
+            .create_regular(rel, Mode::from_bits_truncate(0o644), true)
+            .map_err(|e| self.beneath(e))?;
+        std::io::Write::write_all(&mut f, bytes).map_err(|e| Self::io(&self.root.join(rel), e))
+    }
+
     /// Opens the file `rel` for reading, following no link.
     pub fn read_file(&self, rel: &Path) -> Result<std::fs::File> {
         self.open()?
@@ -305,6 +315,40 @@ mod tests {
             assert!(matches!(e, AllocDirError::BadTaskName { .. }), "{e}");
         }
         assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn files_the_client_writes_never_go_through_a_planted_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let a = AllocDir::new(tmp.path(), "a1").unwrap();
+        a.build_shared(&["web".into()]).unwrap();
+        a.dir(Path::new("network"), true).unwrap();
+        a.write_file(Path::new("network/hosts"), b"127.0.0.1 one\n")
+            .unwrap();
+        a.write_file(Path::new("network/hosts"), b"10.0.0.1 two\n")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("a1/network/hosts")).unwrap(),
+            "10.0.0.1 two\n"
+        );
+        // The file, then its directory, swapped for links to the host's files.
+        std::fs::write(outside.path().join("hosts"), "host's own\n").unwrap();
+        std::fs::remove_file(tmp.path().join("a1/network/hosts")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("hosts"),
+            tmp.path().join("a1/network/hosts"),
+        )
+        .unwrap();
+        assert!(a.write_file(Path::new("network/hosts"), b"x").is_err());
+        std::fs::remove_dir_all(tmp.path().join("a1/network")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("a1/network")).unwrap();
+        assert!(a.dir(Path::new("network"), true).is_err());
+        assert!(a.write_file(Path::new("network/hosts"), b"x").is_err());
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("hosts")).unwrap(),
+            "host's own\n"
+        );
     }
 
     #[test]

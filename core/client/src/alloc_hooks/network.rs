@@ -41,11 +41,6 @@ pub(crate) enum NetworkError {
     Driver { driver: String, message: String },
     #[error(transparent)]
     Files(#[from] crate::network_files::NetworkFileError),
-    #[error("writing the allocation's hosts and resolv.conf in {}: {source}", dir.display())]
-    Etc {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
     #[error("network namespace task panicked: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -170,6 +165,9 @@ impl AllocHook for NetworkHook {
     }
 }
 
+/// The directory of the allocation's hosts file and resolv.conf, in its allocation directory.
+const NETWORK_DIR: &str = "network";
+
 /// Writes the allocation's hosts file and resolv.conf (in `<alloc dir>/network/`) and
 /// returns them as the mounts of `/etc/hosts` and `/etc/resolv.conf`.
 async fn write_etc(
@@ -184,11 +182,11 @@ async fn write_etc(
     .map_err(NetworkError::from)?;
     let hosts = network_files::hosts(&status.address, &hostname);
     let dns = net.and_then(|n| n.dns.clone());
-    let dir = ctx.client.alloc_dir(&ctx.alloc.id)?.path().join("network");
-    let written = tokio::task::spawn_blocking(move || -> Result<_, NetworkError> {
+    let root = ctx.client.alloc_dir(&ctx.alloc.id)?;
+    let written = tokio::task::spawn_blocking(move || -> Result<_, AllocHookError> {
         let resolv = match &dns {
             Some(d) if !d.servers.is_empty() || !d.searches.is_empty() || !d.options.is_empty() => {
-                network_files::resolv_conf_of(d)?
+                network_files::resolv_conf_of(d).map_err(NetworkError::from)?
             }
             _ => {
                 let host =
@@ -198,23 +196,17 @@ async fn write_etc(
                 network_files::resolv_conf_from_host(&host, Some(&upstream))
             }
         };
-        let io = |source| NetworkError::Etc {
-            dir: dir.clone(),
-            source,
-        };
-        match std::fs::create_dir(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
-            _ => {}
-        }
+        // Beneath the allocation directory, following no link.
+        root.dir(Path::new(NETWORK_DIR), true)?;
         let mut mounts = Vec::new();
         for (name, text, target) in [
             ("hosts", hosts, "/etc/hosts"),
             ("resolv.conf", resolv, "/etc/resolv.conf"),
         ] {
-            let path = dir.join(name);
-            write_file(&path, text.as_bytes()).map_err(io)?;
+            let rel = Path::new(NETWORK_DIR).join(name);
+            root.write_file(&rel, text.as_bytes())?;
             mounts.push(drover_proto::driver::Mount {
-                host_path: path.display().to_string(),
+                host_path: root.path().join(&rel).display().to_string(),
                 task_path: target.to_string(),
                 read_only: true,
             });
@@ -224,20 +216,6 @@ async fn write_etc(
     .await
     .map_err(NetworkError::from)??;
     Ok(written)
-}
-
-/// Writes a file the client owns, replacing what is there, never through a link.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    f.write_all(bytes)
 }
 
 /// The configuration list of `mode`.

@@ -238,25 +238,7 @@ pub async fn job_status(c: &ApiClient, id: Option<&str>, fmt: &Format) -> anyhow
         }
     }
     println!("\nAllocations");
-    let mut rows = vec![vec![
-        "ID".into(),
-        "Node ID".into(),
-        "Task Group".into(),
-        "Version".into(),
-        "Desired".into(),
-        "Status".into(),
-    ]];
-    for a in allocs {
-        rows.push(vec![
-            short(&a.id).into(),
-            short(&a.node_id).into(),
-            a.task_group.clone(),
-            a.job_version.to_string(),
-            a.desired_status.to_string(),
-            a.client_status.to_string(),
-        ]);
-    }
-    print!("{}", table(rows));
+    print!("{}", alloc_table(&allocs, false));
     Ok(0)
 }
 
@@ -531,28 +513,41 @@ async fn node_detail(c: &ApiClient, prefix: &str, fmt: &Format) -> anyhow::Resul
         println!("No allocations placed");
         return Ok(0);
     }
-    let mut rows = vec![vec![
-        "ID".into(),
-        "Node ID".into(),
-        "Task Group".into(),
-        "Version".into(),
-        "Desired".into(),
-        "Status".into(),
-        "Job ID".into(),
-    ]];
+    print!("{}", alloc_table(&allocs, true));
+    Ok(0)
+}
+
+/// The allocations table of `job status` and `node status` (the latter with each one's job).
+fn alloc_table(allocs: &[api::Allocation], with_job: bool) -> String {
+    let mut header: Vec<String> = [
+        "ID",
+        "Node ID",
+        "Task Group",
+        "Version",
+        "Desired",
+        "Status",
+    ]
+    .map(String::from)
+    .into();
+    if with_job {
+        header.push("Job ID".into());
+    }
+    let mut rows = vec![header];
     for a in allocs {
-        rows.push(vec![
+        let mut row = vec![
             short(&a.id).into(),
             short(&a.node_id).into(),
             a.task_group.clone(),
             a.job_version.to_string(),
             a.desired_status.to_string(),
             a.client_status.to_string(),
-            a.job_id.clone(),
-        ]);
+        ];
+        if with_job {
+            row.push(a.job_id.clone());
+        }
+        rows.push(row);
     }
-    print!("{}", table(rows));
-    Ok(0)
+    table(rows)
 }
 
 pub async fn server_members(c: &ApiClient) -> anyhow::Result<i32> {

@@ -2,20 +2,25 @@
 
 use crate::cli::{ApiClient, table};
 
+/// Tags as Nomad's CLI shows them: `[a,b]`.
+fn tags(v: &serde_json::Value) -> String {
+    let tags: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .collect();
+    format!("[{}]", tags.join(","))
+}
+
 pub async fn list(c: &ApiClient) -> anyhow::Result<i32> {
     let list: Vec<serde_json::Value> = c.get("/v1/services").await?;
     let mut rows = vec![vec!["Service Name".to_string(), "Tags".into()]];
     for ns in &list {
         for s in ns["Services"].as_array().into_iter().flatten() {
-            let tags: Vec<&str> = s["Tags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str())
-                .collect();
             rows.push(vec![
                 s["ServiceName"].as_str().unwrap_or("").into(),
-                format!("[{}]", tags.join(",")),
+                tags(&s["Tags"]),
             ]);
         }
     }
@@ -42,16 +47,10 @@ pub async fn info(c: &ApiClient, name: &str) -> anyhow::Result<i32> {
     ]];
     for r in regs {
         let short = |k: &str| r[k].as_str().unwrap_or("").chars().take(8).collect();
-        let tags: Vec<&str> = r["Tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.as_str())
-            .collect();
         rows.push(vec![
             r["JobID"].as_str().unwrap_or("").into(),
             format!("{}:{}", r["Address"].as_str().unwrap_or(""), r["Port"]),
-            format!("[{}]", tags.join(",")),
+            tags(&r["Tags"]),
             short("NodeID"),
             short("AllocID"),
         ]);

@@ -268,17 +268,7 @@ impl ApiClient {
     }
 
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let url = self.url(path)?;
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
-        let resp = self.check(resp, &format!("GET {path}")).await?;
-        resp.json()
-            .await
-            .with_context(|| format!("unexpected answer from GET {path}"))
+        self.send(reqwest::Method::GET, path, None).await
     }
 
     /// Sends a request; the answer unchecked.
@@ -338,13 +328,7 @@ impl ApiClient {
     }
 
     pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        let url = self.url(path)?;
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
+        let resp = self.request(reqwest::Method::GET, path, None).await?;
         self.check(resp, &format!("GET {path}")).await
     }
 }

@@ -24,8 +24,30 @@ pub struct ServiceRegistration {
     pub tags: Vec<String>,
     pub address: String,
     pub port: u16,
+    /// Drover's extension (Nomad's catalog has no health): the instance's health from its
+    /// checks, as the client that runs them last reported it — written on transitions only.
+    pub health: ServiceHealth,
     pub create_index: Index,
     pub modify_index: Index,
+}
+
+/// An instance's health in the catalog, in Consul's words (`passing`, `warning`,
+/// `critical`). An instance without checks is `passing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceHealth {
+    #[default]
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl ServiceHealth {
+    /// Whether lookups that ask for healthy instances (DNS, the API's `healthy` filter)
+    /// return it: Consul's default, every instance that is not critical.
+    pub fn is_healthy(self) -> bool {
+        self != ServiceHealth::Critical
+    }
 }
 
 /// Nomad's prefix of the ids of services an allocation registers.
@@ -138,6 +160,7 @@ mod tests {
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["ID"], "_nomad-task-a1-web-api-http");
+        assert_eq!(v["Health"], "passing");
         for k in [
             "ServiceName",
             "Namespace",
@@ -148,6 +171,7 @@ mod tests {
             "Tags",
             "Address",
             "Port",
+            "Health",
             "CreateIndex",
             "ModifyIndex",
         ] {

@@ -5,33 +5,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use drover_plugin_host::PluginHost;
-use drover_proto::driver::DestroyTaskRequest;
 use serde_json::json;
-
-/// A host whose docker plugin believes it runs on node `node`.
-fn host_on(data_dir: &Path, node: &str, config: serde_json::Value) -> PluginHost {
-    require_engine();
-    let mut cfg = drover_driver_testkit::host_config(data_dir, "docker", Path::new(PLUGIN), config);
-    cfg.node_id = node.to_string();
-    PluginHost::new(cfg)
-}
-
-async fn destroy(host: &PluginHost, id: &str) {
-    host.driver("docker")
-        .await
-        .unwrap()
-        .destroy_task(DestroyTaskRequest {
-            task_id: id.into(),
-            force: true,
-        })
-        .await
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_image_goes_image_delay_after_its_last_task() {
@@ -49,13 +26,13 @@ async fn a_shared_image_goes_image_delay_after_its_last_task() {
             .await
             .unwrap();
     }
-    destroy(&host, &a).await;
+    driver(&host).destroy(&a).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
         images::has_image(&image),
         "the image went while a task still uses it"
     );
-    destroy(&host, &b).await;
+    driver(&host).destroy(&b).await;
     assert!(images::has_image(&image), "removed before image_delay");
     let deadline = Instant::now() + Duration::from_secs(20);
     while images::has_image(&image) {

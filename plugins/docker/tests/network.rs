@@ -15,7 +15,6 @@ use common::*;
 use drover_plugin_host::PluginHost;
 use drover_proto::driver::{
     CapabilitiesRequest, CreateNetworkRequest, CreateNetworkResponse, DestroyNetworkRequest,
-    DestroyTaskRequest,
 };
 use serde_json::json;
 
@@ -36,14 +35,11 @@ fn alloc(test: &str) -> (String, RemoveInfra) {
 }
 
 fn net_host(dir: &Path, node: &str, extra: serde_json::Value) -> PluginHost {
-    require_engine();
     let mut config = json!({ "infra_image": images::pause_image() });
     if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
         c.extend(e.clone());
     }
-    let mut cfg = drover_driver_testkit::host_config(dir, "docker", Path::new(PLUGIN), config);
-    cfg.node_id = node.into();
-    PluginHost::new(cfg)
+    host_on(dir, node, config)
 }
 
 async fn create(host: &PluginHost, alloc_id: &str, hostname: &str) -> CreateNetworkResponse {
@@ -73,18 +69,6 @@ async fn destroy_network(host: &PluginHost, alloc_id: &str, path: &str) {
         .destroy_network(DestroyNetworkRequest {
             alloc_id: alloc_id.into(),
             namespace_path: path.into(),
-        })
-        .await
-        .unwrap();
-}
-
-async fn destroy_task(host: &PluginHost, id: &str) {
-    host.driver("docker")
-        .await
-        .unwrap()
-        .destroy_task(DestroyTaskRequest {
-            task_id: id.into(),
-            force: true,
         })
         .await
         .unwrap();
@@ -209,7 +193,7 @@ async fn create_network_makes_an_infra_container_that_tasks_join() {
     assert!(!again.created);
     assert_eq!(again.namespace_path, made.namespace_path);
 
-    destroy_task(&host, &id).await;
+    driver(&host).destroy(&id).await;
     destroy_network(&host, &alloc_id, &made.namespace_path).await;
     assert!(
         !images::docker_ok(&["inspect", &name]),
@@ -296,7 +280,7 @@ async fn gc_keeps_a_live_infra_container_and_its_image_across_a_plugin_restart()
     t.network_ns_path = made.namespace_path.clone();
     try_start(&host, t).await.unwrap();
     wait(&host, &id).await;
-    destroy_task(&host, &id).await;
+    driver(&host).destroy(&id).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         inspect(&infra_id, "{{.State.Running}}"),

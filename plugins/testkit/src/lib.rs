@@ -118,6 +118,20 @@ impl Driver<'_> {
         )
     }
 
+    /// DestroyTask with force (the task is killed if it still runs); panics on an error.
+    pub async fn destroy(&self, id: &str) {
+        self.host
+            .driver(self.name)
+            .await
+            .unwrap()
+            .destroy_task(drover_proto::driver::DestroyTaskRequest {
+                task_id: id.into(),
+                force: true,
+            })
+            .await
+            .unwrap();
+    }
+
     /// SIGKILLs the plugin process and waits until the host has noticed; returns its pid.
     pub async fn kill_plugin(&self) -> u32 {
         let pid = self

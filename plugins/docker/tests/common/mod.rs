@@ -32,6 +32,14 @@ pub fn host(data_dir: &Path, config: serde_json::Value) -> PluginHost {
     ))
 }
 
+/// A host whose docker plugin believes it runs on node `node`.
+pub fn host_on(data_dir: &Path, node: &str, config: serde_json::Value) -> PluginHost {
+    require_engine();
+    let mut cfg = testkit::host_config(data_dir, "docker", Path::new(PLUGIN), config);
+    cfg.node_id = node.to_string();
+    PluginHost::new(cfg)
+}
+
 pub fn driver(host: &PluginHost) -> Driver<'_> {
     Driver {
         host,

@@ -36,7 +36,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         total += n * mult;
         rest = tail;
     }
-    Some(Duration::from_secs_f64(total))
+    // A job's duration is hostile input: one too large for a Duration is refused, not a panic.
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// Formats a duration the way Go does ("1h0m0s", "30s", "250ms").
@@ -225,6 +226,21 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_or_malformed_duration_is_refused_not_a_panic() {
+        for bad in [
+            "99999999999999999999h",
+            "1e400s",
+            ".s",
+            "5",
+            "-1s",
+            "1.2.3s",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+    }
 
     #[test]
     fn times_round_trip() {

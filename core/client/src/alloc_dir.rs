@@ -203,8 +203,11 @@ impl AllocDir {
         }
         root.set_mode(0o711).map_err(|e| Self::io(&self.root, e))?;
         self.mkdir(&root, "alloc", 0o755)?;
-        for d in ["logs", "data", "tmp"] {
-            self.mkdir(&root, &format!("alloc/{d}"), 0o755)?;
+        // Tasks of the group share data/ and tmp/ whatever user each runs as (Nomad makes
+        // them 0777); tmp/ is sticky so one task cannot remove another's files. logs/ stays
+        // the log writer's: a task has no business planting entries there.
+        for (d, mode) in [("logs", 0o755), ("data", 0o777), ("tmp", 0o1777)] {
+            self.mkdir(&root, &format!("alloc/{d}"), mode)?;
         }
         Ok(())
     }
@@ -372,6 +375,9 @@ mod tests {
         };
         assert_eq!(mode("a1"), 0o711);
         assert_eq!(mode("a1/web/tmp"), 0o1777);
+        assert_eq!(mode("a1/alloc/data"), 0o777);
+        assert_eq!(mode("a1/alloc/tmp"), 0o1777);
+        assert_eq!(mode("a1/alloc/logs"), 0o755);
         // A task swapped its local/ for a link to a host directory: building again (a
         // restored allocation) refuses instead of chmodding or creating there.
         std::fs::remove_dir(tmp.path().join("a1/web/local")).unwrap();

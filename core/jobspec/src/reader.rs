@@ -66,7 +66,7 @@ impl<'a> Source<'a> {
     /// Every error recorded, in file order (an error found twice is kept once).
     pub fn take_errors(&self) -> Vec<JobspecError> {
         let mut errors = self.errors.take();
-        errors.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        errors.sort_by_key(|a| (a.line, a.column));
         errors.dedup();
         errors
     }

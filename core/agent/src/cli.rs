@@ -16,12 +16,13 @@ pub use crate::api_client::ApiClient;
 /// placement failures).
 pub const EXIT_PLACEMENT_FAILED: i32 = 2;
 
-/// Reads a jobspec: HCL, or API JSON with `json`.
+/// Reads a jobspec: HCL, or API JSON with `json`. Every error of an HCL file is in the
+/// error, one per line.
 pub fn load_job(
     path: &Path,
     json: bool,
     vars: &drover_jobspec::Variables,
-) -> anyhow::Result<(drover_model::Job, Vec<String>)> {
+) -> anyhow::Result<drover_jobspec::Parsed> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if json || path.extension().is_some_and(|e| e == "json") {
@@ -36,15 +37,25 @@ pub fn load_job(
         let bare = v.get("Job").is_none();
         let job = api::decode_job(text.as_bytes(), bare)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        return Ok((job, vec![]));
+        return Ok(drover_jobspec::Parsed {
+            job,
+            warnings: vec![],
+            compatibility: vec![],
+        });
     }
-    let parsed = drover_jobspec::parse_checked(
+    Ok(drover_jobspec::parse_checked(
         &text,
         &path.display().to_string(),
         vars,
         &crate::driver_schemas::task_config_schema,
-    )?;
-    Ok((parsed.job, parsed.warnings))
+    )?)
+}
+
+/// Prints what a jobspec's parse warned about, with its compatibility rewrites.
+fn print_warnings(parsed: &drover_jobspec::Parsed) {
+    for w in parsed.warnings.iter().chain(&parsed.compatibility) {
+        eprintln!("Warning: {w}");
+    }
 }
 
 /// Why placements failed, in plain words: the filters, the exhausted dimensions and the
@@ -92,10 +103,9 @@ pub async fn job_run(
     json: bool,
     vars: &drover_jobspec::Variables,
 ) -> anyhow::Result<i32> {
-    let (job, warnings) = load_job(file, json, vars)?;
-    for w in &warnings {
-        eprintln!("Warning: {w}");
-    }
+    let parsed = load_job(file, json, vars)?;
+    print_warnings(&parsed);
+    let job = parsed.job;
     let body = serde_json::json!({ "Job": job });
     let resp: api::JobRegisterResponse = c
         .send(reqwest::Method::POST, "/v1/jobs", Some(&body))
@@ -833,11 +843,18 @@ pub fn job_validate(
     json: bool,
     vars: &drover_jobspec::Variables,
 ) -> anyhow::Result<i32> {
-    let (_, warnings) = load_job(file, json, vars)?;
-    for w in &warnings {
+    let parsed = load_job(file, json, vars)?;
+    for w in &parsed.warnings {
         eprintln!("Warning: {w}");
     }
     println!("Job validation successful");
+    // Lines Nomad still accepts in a deprecated shape, and what Drover read them as.
+    if !parsed.compatibility.is_empty() {
+        println!("\nCompatibility: these lines are accepted only for compatibility");
+        for c in &parsed.compatibility {
+            println!("  {c}");
+        }
+    }
     Ok(0)
 }
 
@@ -867,10 +884,9 @@ pub async fn job_plan(
     json: bool,
     vars: &drover_jobspec::Variables,
 ) -> anyhow::Result<i32> {
-    let (job, warnings) = load_job(file, json, vars)?;
-    for w in &warnings {
-        eprintln!("Warning: {w}");
-    }
+    let parsed = load_job(file, json, vars)?;
+    print_warnings(&parsed);
+    let job = parsed.job;
     let body = serde_json::json!({ "Job": job, "Diff": true });
     let resp: api::JobPlanResponse = c
         .send(

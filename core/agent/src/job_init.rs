@@ -105,7 +105,9 @@ mod tests {
         for short in [false, true] {
             let _ = std::fs::remove_file(&file);
             assert_eq!(run(Some(&file), short).unwrap(), 0);
-            let (job, _) = crate::cli::load_job(&file, false, &Default::default()).unwrap();
+            let job = crate::cli::load_job(&file, false, &Default::default())
+                .unwrap()
+                .job;
             assert_eq!(job.id, "example");
             assert_eq!(job.groups[0].tasks[0].name, "redis");
             let text = std::fs::read_to_string(&file).unwrap();

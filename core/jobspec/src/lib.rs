@@ -9,9 +9,13 @@
 //! blocks whose HCL shape differs from the JSON (labels, ports, shorthand constraints) are
 //! assembled here.
 
+mod convert;
 mod functions;
+mod inherit;
 mod reader;
+mod recent_blocks;
 mod task_config;
+mod validate;
 
 use std::collections::BTreeMap;
 
@@ -40,11 +44,40 @@ pub struct JobspecError {
     pub message: String,
 }
 
+/// Every error of a jobspec, in file order (never empty): parsing goes on after an error,
+/// so one run reports them all. It dereferences to the first.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct JobspecErrors(Vec<JobspecError>);
+
+impl JobspecErrors {
+    /// Every error, in file order.
+    pub fn all(&self) -> &[JobspecError] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for JobspecErrors {
+    type Target = JobspecError;
+    fn deref(&self) -> &JobspecError {
+        &self.0[0]
+    }
+}
+
+impl From<JobspecError> for JobspecErrors {
+    fn from(e: JobspecError) -> Self {
+        JobspecErrors(vec![e])
+    }
+}
+
 /// A parsed job, and what in it Drover read but does not act on yet.
 #[derive(Debug, Clone)]
 pub struct Parsed {
     pub job: Job,
     pub warnings: Vec<String>,
+    /// Lines accepted only for compatibility (deprecated shapes), each with its
+    /// `file:line:column` and what it was read as.
+    pub compatibility: Vec<String>,
 }
 
 /// Values for the jobspec's `variable` blocks.
@@ -61,12 +94,12 @@ pub struct Variables {
 }
 
 /// Parses the HCL jobspec `src`, read from `file` (used in error messages).
-pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecError> {
+pub fn parse(src: &str, file: &str) -> Result<Parsed, JobspecErrors> {
     parse_with(src, file, &Variables::default())
 }
 
 /// Parses with values for the jobspec's variables.
-pub fn parse_with(src: &str, file: &str, vars: &Variables) -> Result<Parsed, JobspecError> {
+pub fn parse_with(src: &str, file: &str, vars: &Variables) -> Result<Parsed, JobspecErrors> {
     parse_inner(src, file, vars, None)
 }
 
@@ -78,7 +111,7 @@ pub fn parse_checked(
     file: &str,
     vars: &Variables,
     schemas: SchemaLookup<'_>,
-) -> Result<Parsed, JobspecError> {
+) -> Result<Parsed, JobspecErrors> {
     parse_inner(src, file, vars, Some(schemas))
 }
 
@@ -87,7 +120,7 @@ fn parse_inner(
     file: &str,
     vars: &Variables,
     schemas: Option<SchemaLookup<'_>>,
-) -> Result<Parsed, JobspecError> {
+) -> Result<Parsed, JobspecErrors> {
     let mut source = Source::new(src, file);
     source.schemas = schemas;
     if vars.on_server {
@@ -102,36 +135,47 @@ fn parse_inner(
     })?;
     let mut warnings = Vec::new();
     declare_variables(&mut source, &body, vars)?;
+    let source = source;
     let mut jobs = body.blocks().filter(|b| b.ident.as_str() == "job");
     let Some(job_block) = jobs.next() else {
-        return Err(source.error_at(
-            0,
-            "",
-            "no job block: a jobspec holds exactly one `job \"NAME\" { ... }`",
-        ));
+        return Err(source
+            .error_at(
+                0,
+                "",
+                "no job block: a jobspec holds exactly one `job \"NAME\" { ... }`",
+            )
+            .into());
     };
-    if let Some(second) = jobs.next() {
-        return Err(source.error_span(second, "", "a jobspec holds exactly one job block"));
+    for second in jobs {
+        source.report(source.error_span(second, "", "a jobspec holds exactly one job block"));
     }
     for s in body.iter() {
         if let Some(b) = s.as_block() {
             if !matches!(b.ident.as_str(), "job" | "variable" | "locals") {
-                return Err(source.error_span(
+                source.report(source.error_span(
                     b,
                     "",
                     &format!("unknown block {:?} at top level", b.ident.as_str()),
                 ));
             }
         } else if let Some(a) = s.as_attribute() {
-            return Err(source.error_span(
+            source.report(source.error_span(
                 a,
                 "",
                 &format!("unknown key {:?} at top level", a.key.as_str()),
             ));
         }
     }
-    let job = parse_job(&source, job_block, &mut warnings)?;
-    Ok(Parsed { job, warnings })
+    let job = source.recover(parse_job(&source, job_block, &mut warnings));
+    let errors = source.take_errors();
+    match job {
+        Some(job) if errors.is_empty() => Ok(Parsed {
+            job,
+            warnings,
+            compatibility: source.take_rewrites(),
+        }),
+        _ => Err(JobspecErrors(errors)),
+    }
 }
 
 /// Evaluates `variable` and `locals` blocks into `var.*` and `local.*`.
@@ -348,6 +392,15 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("dispatch_payload", "dispatch payloads are not written yet"),
     ("device", "devices are not scheduled yet"),
     ("secret", "secret providers are not called yet"),
+    (
+        "ui",
+        "Drover has no web UI: the description and links are kept in the job for tools that read it",
+    ),
+    (
+        "disconnect",
+        "allocations of a disconnected client are not replaced, stopped or reconciled by these rules yet",
+    ),
+    ("action", "task actions cannot be run yet"),
 ];
 
 /// The warnings the HCL path gives for blocks not acted on yet, for a job that arrives as
@@ -365,6 +418,7 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
     warn(job.update.is_some(), &jp, "update");
     warn(job.periodic.is_some(), &jp, "periodic");
     warn(job.parameterized.is_some(), &jp, "parameterized");
+    warn(job.ui.is_some(), &jp, "ui");
     for g in &job.groups {
         let gp = format!("{jp} > group {:?}", g.name);
         warn(g.update.is_some(), &gp, "update");
@@ -373,6 +427,7 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
         warn(checks(&g.services), &gp, "check");
         warn(!g.volumes.is_empty(), &gp, "volume");
         warn(g.scaling.is_some(), &gp, "scaling");
+        warn(g.disconnect.is_some(), &gp, "disconnect");
         for t in &g.tasks {
             let tp = format!("{gp} > task {:?}", t.name);
             warn(checks(&t.services), &tp, "check");
@@ -384,6 +439,8 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
             warn(!t.secrets.is_empty(), &tp, "secret");
             warn(!t.resources.networks.is_empty(), &tp, "network");
             warn(!t.resources.devices.is_empty(), &tp, "device");
+            warn(!t.actions.is_empty(), &tp, "action");
+            warn(!t.scaling_policies.is_empty(), &tp, "scaling");
         }
     }
     w.extend(consul_provider_warning(job));
@@ -401,7 +458,7 @@ fn consul_provider_warning(job: &Job) -> Option<String> {
     })
 }
 
-fn warn_not_acted_on(r: &mut BlockReader<'_>, b: &Block) {
+pub(crate) fn warn_not_acted_on(r: &mut BlockReader<'_>, b: &Block) {
     let kind = b.ident.as_str();
     if let Some((_, why)) = NOT_ACTED_ON.iter().find(|(k, _)| *k == kind) {
         r.warn_at(
@@ -411,11 +468,11 @@ fn warn_not_acted_on(r: &mut BlockReader<'_>, b: &Block) {
     }
 }
 
-fn obj(pairs: Vec<(&str, Json)>) -> Map<String, Json> {
+pub(crate) fn obj(pairs: Vec<(&str, Json)>) -> Map<String, Json> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Json {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Json {
     serde_json::to_value(v).expect("model types serialize")
 }
 
@@ -426,58 +483,88 @@ fn parse_job(
 ) -> Result<Job, JobspecError> {
     let mut r = BlockReader::new(src, block, String::new(), "job")?;
     let id = r.label().to_string();
-    let meta = r.meta()?;
-    let constraints = constraints(src, &mut r, "constraint", warnings)?;
-    let affinities = affinities(src, &mut r, warnings)?;
-    let spreads = spreads(src, &mut r, warnings)?;
-    let update =
-        decode_block::<drover_model::UpdateStrategy>(src, &mut r, "update", &[], warnings)?;
-    let periodic = periodic(src, &mut r, warnings)?;
-    let parameterized = decode_block::<drover_model::ParameterizedJobConfig>(
-        src,
-        &mut r,
-        "parameterized",
-        &[],
-        warnings,
-    )?;
+    let meta = src.recover(r.meta()).unwrap_or_default();
+    let constraints = src
+        .recover(constraints(src, &mut r, "constraint", warnings))
+        .unwrap_or_default();
+    let affinities = src
+        .recover(affinities(src, &mut r, warnings))
+        .unwrap_or_default();
+    let spreads = src
+        .recover(spreads(src, &mut r, warnings))
+        .unwrap_or_default();
+    let periodic = src.recover(periodic(src, &mut r, warnings)).flatten();
+    let parameterized = src
+        .recover(decode_block::<drover_model::ParameterizedJobConfig>(
+            src,
+            &mut r,
+            "parameterized",
+            &[],
+            warnings,
+        ))
+        .flatten();
+    let ui = src
+        .recover(recent_blocks::ui(src, &mut r, warnings))
+        .flatten();
+    // Job-level update, migrate, reschedule, vault and secrets are defaults for the groups.
+    let defaults = inherit::Defaults::read(src, &mut r, None, warnings);
     for b in r
         .blocks("multiregion")
         .into_iter()
-        .chain(r.blocks("vault"))
         .chain(r.blocks("consul"))
     {
-        r.warn_at(b, &format!("block {:?} at job level is accepted but ignored: Drover runs one region and has no Consul/Vault integration", b.ident.as_str()));
+        r.warn_at(b, &format!("block {:?} at job level is accepted but ignored: Drover runs one region and has no Consul integration", b.ident.as_str()));
     }
     r.unimplemented_attrs(&["vault_token", "consul_token"]);
-    let mut groups = Vec::new();
     let mut job_type = JobType::Service;
-    if let Some(t) = block.body.get_attribute("type")
-        && let Ok(hcl::Value::String(s)) = reader::eval(src, &t.value, r.path())
-    {
-        job_type = JobType::parse(&s).ok_or_else(|| {
-            src.error_span(
-                t,
-                r.path(),
+    if let Some((s, _)) = src.recover(r.opt_string("type")).flatten() {
+        match JobType::parse(&s) {
+            Some(jt) => job_type = jt,
+            None => src.report(r.error_key(
+                "type",
                 &format!("type {s:?} is not one of service, batch, system, sysbatch"),
-            )
-        })?;
+            )),
+        }
+    }
+    let mut groups = Vec::new();
+    // A job-level task is wrapped in a group of its own name, before the groups (as Nomad's
+    // HCL2 parser does).
+    for t in r.blocks("task") {
+        src.rewrite(
+            t,
+            r.path(),
+            &format!(
+                "task {:?} outside a group: read as group {:?} holding only this task",
+                t.labels.first().map(|l| l.as_str()).unwrap_or(""),
+                t.labels.first().map(|l| l.as_str()).unwrap_or("")
+            ),
+        );
+        let mut ports = validate::PortLabels::default();
+        let Some(task) = src.recover(parse_task(
+            src,
+            t,
+            r.path(),
+            job_type,
+            &defaults,
+            &mut ports,
+            warnings,
+        )) else {
+            continue;
+        };
+        let mut g = TaskGroup::new(task.name.clone(), 1, job_type, vec![task]);
+        defaults.apply_to_lone_group(&mut g);
+        inherit::move_task_ports(&mut g);
+        push_group(src, &mut groups, g, t, r.path());
     }
     for g in r.blocks("group") {
-        let group = parse_group(src, g, r.path(), job_type, warnings)?;
-        if let Err(e) = drover_model::check_name(&group.name) {
-            return Err(src.error_span(g, r.path(), &format!("group name: {e}")));
+        if let Some(group) =
+            src.recover(parse_group(src, g, r.path(), job_type, &defaults, warnings))
+        {
+            push_group(src, &mut groups, group, g, r.path());
         }
-        if groups.iter().any(|x: &TaskGroup| x.name == group.name) {
-            return Err(src.error_span(
-                g,
-                r.path(),
-                &format!("group {:?} is defined twice", group.name),
-            ));
-        }
-        groups.push(group);
     }
-    if groups.is_empty() {
-        return Err(r.error_here("a job needs at least one group block"));
+    if r.blocks("group").is_empty() && r.blocks("task").is_empty() {
+        src.report(r.error_here("a job needs at least one group block"));
     }
     let mut extra = obj(vec![
         ("ID", Json::from(id.clone())),
@@ -489,15 +576,42 @@ fn parse_job(
     job.constraints = constraints;
     job.affinities = affinities;
     job.spreads = spreads;
-    job.update = update;
+    job.update = defaults.update.clone();
     job.periodic = periodic;
     job.parameterized = parameterized;
+    job.ui = ui;
     job.groups = groups;
-    warnings.extend(r.finish()?);
-    job.canonicalize()
-        .map_err(|e| src.error_span(block, "", &e.join("; ")))?;
+    warnings.extend(r.finish());
+    if !job.groups.is_empty()
+        && let Err(errs) = job.canonicalize()
+    {
+        for e in errs {
+            src.report(src.error_span(block, "", &e));
+        }
+    }
     warnings.extend(consul_provider_warning(&job));
     Ok(job)
+}
+
+/// Adds a group, refusing a name that is not a valid group name or is taken.
+fn push_group(
+    src: &Source<'_>,
+    groups: &mut Vec<TaskGroup>,
+    group: TaskGroup,
+    at: &Block,
+    path: &str,
+) {
+    if let Err(e) = drover_model::check_name(&group.name) {
+        src.report(src.error_span(at, path, &format!("group name: {e}")));
+    } else if groups.iter().any(|x| x.name == group.name) {
+        src.report(src.error_span(
+            at,
+            path,
+            &format!("group {:?} is defined twice", group.name),
+        ));
+    } else {
+        groups.push(group);
+    }
 }
 
 /// Decodes an optional flat block that may appear once.
@@ -514,7 +628,7 @@ fn decode_block<T: serde::de::DeserializeOwned>(
     warn_not_acted_on(r, b);
     let mut br = BlockReader::new(src, b, r.path().to_string(), ident)?;
     let v = br.decode(renames, Map::new())?;
-    warnings.extend(br.finish()?);
+    warnings.extend(br.finish());
     Ok(Some(v))
 }
 
@@ -534,8 +648,8 @@ fn constraints(
     ident: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Constraint>, JobspecError> {
-    let mut out = Vec::new();
-    for b in r.blocks(ident) {
+    let blocks = r.blocks(ident);
+    Ok(src.each(blocks, |b| {
         warn_not_acted_on(r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "constraint")?;
         // Nomad's shorthands: `distinct_hosts = true`, `distinct_property = "${meta.rack}"`,
@@ -582,10 +696,9 @@ fn constraints(
                 c.r_target = v;
             }
         }
-        warnings.extend(br.finish()?);
-        out.push(c);
-    }
-    Ok(out)
+        warnings.extend(br.finish());
+        Ok(c)
+    }))
 }
 
 fn affinities(
@@ -593,8 +706,8 @@ fn affinities(
     r: &mut BlockReader<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<drover_model::Affinity>, JobspecError> {
-    let mut out = Vec::new();
-    for b in r.blocks("affinity") {
+    let blocks = r.blocks("affinity");
+    Ok(src.each(blocks, |b| {
         warn_not_acted_on(r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "affinity")?;
         let mut a: drover_model::Affinity = br.decode(
@@ -611,10 +724,9 @@ fn affinities(
         if !(-100..=100).contains(&a.weight) {
             return Err(br.error_key("weight", "weight must be between -100 and 100"));
         }
-        warnings.extend(br.finish()?);
-        out.push(a);
-    }
-    Ok(out)
+        warnings.extend(br.finish());
+        Ok(a)
+    }))
 }
 
 fn spreads(
@@ -622,8 +734,8 @@ fn spreads(
     r: &mut BlockReader<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<drover_model::Spread>, JobspecError> {
-    let mut out = Vec::new();
-    for b in r.blocks("spread") {
+    let blocks = r.blocks("spread");
+    Ok(src.each(blocks, |b| {
         warn_not_acted_on(r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "spread")?;
         let mut targets = Vec::new();
@@ -636,7 +748,7 @@ fn spreads(
                 .unwrap_or_default();
             let target: drover_model::SpreadTarget =
                 tr.decode(&[], obj(vec![("Value", Json::from(label))]))?;
-            warnings.extend(tr.finish()?);
+            warnings.extend(tr.finish());
             targets.push(target);
         }
         let s: drover_model::Spread = br.decode(
@@ -646,10 +758,9 @@ fn spreads(
                 ("SpreadTarget", to_json(&targets)),
             ]),
         )?;
-        warnings.extend(br.finish()?);
-        out.push(s);
-    }
-    Ok(out)
+        warnings.extend(br.finish());
+        Ok(s)
+    }))
 }
 
 fn periodic(
@@ -672,7 +783,7 @@ fn periodic(
     if p.spec.is_empty() && p.specs.is_empty() {
         return Err(br.error_here("a periodic block needs cron (or crons)"));
     }
-    warnings.extend(br.finish()?);
+    warnings.extend(br.finish());
     Ok(Some(p))
 }
 
@@ -681,108 +792,168 @@ fn parse_group(
     block: &Block,
     parent: &str,
     job_type: JobType,
+    job_defaults: &inherit::Defaults,
     warnings: &mut Vec<String>,
 ) -> Result<TaskGroup, JobspecError> {
     let mut r = BlockReader::new(src, block, parent.to_string(), "group")?;
     let name = r.label().to_string();
-    let meta = r.meta()?;
-    let restart = match r.block_once("restart")? {
-        Some(b) => parse_restart(
+    let meta = src.recover(r.meta()).unwrap_or_default();
+    let restart = match src.recover(r.block_once("restart")).flatten() {
+        Some(b) => src.recover(parse_restart(
             src,
             b,
             r.path(),
             RestartPolicy::default_for(job_type),
             warnings,
-        )?,
-        None => RestartPolicy::default_for(job_type),
-    };
-    let constraints = constraints(src, &mut r, "constraint", warnings)?;
-    let affinities = affinities(src, &mut r, warnings)?;
-    let spreads = spreads(src, &mut r, warnings)?;
-    let reschedule =
-        decode_block::<drover_model::ReschedulePolicy>(src, &mut r, "reschedule", &[], warnings)?;
-    let migrate =
-        decode_block::<drover_model::MigrateStrategy>(src, &mut r, "migrate", &[], warnings)?;
-    let update =
-        decode_block::<drover_model::UpdateStrategy>(src, &mut r, "update", &[], warnings)?;
-    let ephemeral_disk = decode_block::<drover_model::EphemeralDisk>(
-        src,
-        &mut r,
-        "ephemeral_disk",
-        &[("size", "SizeMB")],
-        warnings,
-    )?;
-    let scaling = scaling(src, &mut r, warnings)?;
+        )),
+        None => None,
+    }
+    .unwrap_or_else(|| RestartPolicy::default_for(job_type));
+    let constraints = src
+        .recover(constraints(src, &mut r, "constraint", warnings))
+        .unwrap_or_default();
+    let affinities = src
+        .recover(affinities(src, &mut r, warnings))
+        .unwrap_or_default();
+    let spreads = src
+        .recover(spreads(src, &mut r, warnings))
+        .unwrap_or_default();
+    // The group's update, migrate, reschedule, vault and secrets over the job's.
+    let defaults = inherit::Defaults::read(src, &mut r, Some(job_defaults), warnings);
+    let ephemeral_disk = src
+        .recover(decode_block::<drover_model::EphemeralDisk>(
+            src,
+            &mut r,
+            "ephemeral_disk",
+            &[("size", "SizeMB")],
+            warnings,
+        ))
+        .flatten();
+    let scaling = src.recover(scaling(src, &mut r, warnings)).flatten();
+    let disconnect = src
+        .recover(recent_blocks::disconnect(src, &mut r, warnings))
+        .flatten();
+    let mut ports = validate::PortLabels::default();
     let mut networks = Vec::new();
     for b in r.blocks("network") {
-        networks.push(network(src, b, r.path(), warnings)?);
+        networks.extend(src.recover(network(src, b, r.path(), &mut ports, warnings)));
     }
-    let services = services(src, &mut r, warnings)?;
+    let services = src
+        .recover(services(src, &mut r, warnings))
+        .unwrap_or_default();
     let mut volumes = BTreeMap::new();
     for b in r.blocks("volume") {
         warn_not_acted_on(&mut r, b);
-        let label = b.labels.first().map(|l| l.as_str().to_string());
-        let Some(label) = label else {
-            return Err(src.error_span(
-                b,
-                r.path(),
-                "a volume block takes one label: volume \"NAME\" { ... }",
-            ));
-        };
-        let mut br = BlockReader::new(src, b, r.path().to_string(), "volume")?;
-        let v: drover_model::VolumeRequest =
-            br.decode(&[], obj(vec![("Name", Json::from(label.clone()))]))?;
-        warnings.extend(br.finish()?);
-        volumes.insert(label, v);
+        if let Some((label, v)) = src.recover(volume(src, b, r.path(), warnings)) {
+            volumes.insert(label, v);
+        }
     }
-    let consul = match r.block_once("consul")? {
+    let consul = match src.recover(r.block_once("consul")).flatten() {
         Some(b) => {
             r.warn_at(
                 b,
                 "block \"consul\" is accepted but ignored: service discovery is built in",
             );
-            Some(r.free_form(b)?)
+            src.recover(r.free_form(b))
         }
         None => None,
     };
     r.unimplemented_attrs(&["prevent_reschedule_on_lost"]);
-    let mut tasks = Vec::new();
+    for key in ["stop_after_client_disconnect", "max_client_disconnect"] {
+        let now = if key == "max_client_disconnect" {
+            "lost_after"
+        } else {
+            "stop_on_client_after"
+        };
+        r.deprecated(
+            key,
+            &format!("deprecated since Nomad 1.8: write disconnect {{ {now} = ... }}"),
+            true,
+        );
+    }
+    let mut tasks: Vec<Task> = Vec::new();
     for t in r.blocks("task") {
-        let task = parse_task(src, t, r.path(), job_type, warnings)?;
+        let Some(task) = src.recover(parse_task(
+            src,
+            t,
+            r.path(),
+            job_type,
+            &defaults,
+            &mut ports,
+            warnings,
+        )) else {
+            continue;
+        };
         if let Err(e) = drover_model::check_name(&task.name) {
-            return Err(src.error_span(t, r.path(), &format!("task name: {e}")));
-        }
-        if tasks.iter().any(|x: &Task| x.name == task.name) {
-            return Err(src.error_span(
+            src.report(src.error_span(t, r.path(), &format!("task name: {e}")));
+        } else if tasks.iter().any(|x| x.name == task.name) {
+            src.report(src.error_span(
                 t,
                 r.path(),
                 &format!("task {:?} is defined twice", task.name),
             ));
+        } else {
+            tasks.push(task);
         }
-        tasks.push(task);
     }
-    if tasks.is_empty() {
-        return Err(r.error_here("a group needs at least one task block"));
+    if r.blocks("task").is_empty() {
+        src.report(r.error_here("a group needs at least one task block"));
     }
     let mut extra = obj(vec![("Name", Json::from(name)), ("Meta", to_json(&meta))]);
     extra.insert("Count".into(), Json::from(1));
     let mut g: TaskGroup = r.decode(&[], extra)?;
+    // Nomad's canonicalization: without a count the group starts at the scaling block's
+    // min, and a scaling block without min starts at the count.
+    let mut scaling = scaling;
+    if let Some(s) = &mut scaling {
+        match s.min {
+            Some(min) if block.body.get_attribute("count").is_none() => {
+                g.count = u32::try_from(min).unwrap_or(0)
+            }
+            None => s.min = Some(i64::from(g.count)),
+            _ => {}
+        }
+        src.recover(validate::scaling_count(&r, s, g.count));
+    }
     g.restart = Some(restart);
     g.constraints = constraints;
     g.affinities = affinities;
     g.spreads = spreads;
-    g.reschedule = reschedule;
-    g.migrate = migrate;
-    g.update = update;
+    g.reschedule = defaults.reschedule;
+    g.migrate = defaults.migrate;
+    g.update = defaults.update;
     g.ephemeral_disk = ephemeral_disk;
     g.scaling = scaling;
+    g.disconnect = disconnect;
     g.networks = networks;
     g.services = services;
     g.volumes = volumes;
     g.consul = consul;
     g.tasks = tasks;
-    warnings.extend(r.finish()?);
+    inherit::move_task_ports(&mut g);
+    warnings.extend(r.finish());
     Ok(g)
+}
+
+/// A group's `volume "NAME"` block (with a CSI volume's `mount_options`).
+fn volume(
+    src: &Source<'_>,
+    b: &Block,
+    parent: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(String, drover_model::VolumeRequest), JobspecError> {
+    let mut br = BlockReader::new(src, b, parent.to_string(), "volume")?;
+    let label = br.label().to_string();
+    let mut extra = obj(vec![("Name", Json::from(label.clone()))]);
+    if let Some(m) = br.block_once("mount_options")? {
+        let mut mr = BlockReader::new(src, m, br.path().to_string(), "mount_options")?;
+        let o: drover_model::CsiMountOptions = mr.decode(&[("fs_type", "FSType")], Map::new())?;
+        warnings.extend(mr.finish());
+        extra.insert("MountOptions".into(), to_json(&o));
+    }
+    let v = br.decode(&[], extra)?;
+    warnings.extend(br.finish());
+    Ok((label, v))
 }
 
 fn scaling(
@@ -795,44 +966,45 @@ fn scaling(
     };
     warn_not_acted_on(r, b);
     let mut br = BlockReader::new(src, b, r.path().to_string(), "scaling")?;
+    let s = scaling_policy(&mut br, validate::GROUP_SCALING_TYPE)?;
+    src.recover(validate::scaling(&br, &s, validate::GROUP_SCALING_TYPE));
+    warnings.extend(br.finish());
+    Ok(Some(s))
+}
+
+/// A scaling block's keys and free-form `policy`, with `policy_type` when it names none.
+pub(crate) fn scaling_policy(
+    br: &mut BlockReader<'_>,
+    policy_type: &str,
+) -> Result<drover_model::ScalingPolicy, JobspecError> {
     let policy = match br.block_once("policy")? {
         Some(p) => br.free_form(p)?,
         None => Map::new(),
     };
-    let s = br.decode(
+    br.decode(
         &[],
         obj(vec![
             ("Enabled", Json::from(true)),
+            ("Type", Json::from(policy_type)),
             ("Policy", Json::Object(policy)),
         ]),
-    )?;
-    warnings.extend(br.finish()?);
-    Ok(Some(s))
+    )
 }
 
 fn network(
     src: &Source<'_>,
     b: &Block,
     parent: &str,
+    ports: &mut validate::PortLabels,
     warnings: &mut Vec<String>,
 ) -> Result<NetworkResource, JobspecError> {
     let mut br = BlockReader::new(src, b, parent.to_string(), "network")?;
     let mut reserved = Vec::new();
     let mut dynamic = Vec::new();
     for p in br.blocks("port") {
-        let Some(label) = p.labels.first().map(|l| l.as_str().to_string()) else {
-            return Err(src.error_span(
-                p,
-                br.path(),
-                "a port block takes one label: port \"http\" { ... }",
-            ));
+        let Some(port) = src.recover(port(src, p, br.path(), ports, warnings)) else {
+            continue;
         };
-        let mut pr = BlockReader::new(src, p, br.path().to_string(), "port")?;
-        let port: Port = pr.decode(
-            &[("static", "Value")],
-            obj(vec![("Label", Json::from(label))]),
-        )?;
-        warnings.extend(pr.finish()?);
         if port.value != 0 {
             reserved.push(port)
         } else {
@@ -843,7 +1015,7 @@ fn network(
         Some(d) => {
             let mut dr = BlockReader::new(src, d, br.path().to_string(), "dns")?;
             let v: drover_model::DnsConfig = dr.decode(&[], Map::new())?;
-            warnings.extend(dr.finish()?);
+            warnings.extend(dr.finish());
             Some(v)
         }
         None => None,
@@ -852,7 +1024,7 @@ fn network(
         Some(c) => {
             let mut cr = BlockReader::new(src, c, br.path().to_string(), "cni")?;
             let v: drover_model::CniConfig = cr.decode(&[], Map::new())?;
-            warnings.extend(cr.finish()?);
+            warnings.extend(cr.finish());
             Some(v)
         }
         None => None,
@@ -863,8 +1035,27 @@ fn network(
     extra.insert("DNS".into(), to_json(&dns));
     extra.insert("CNI".into(), to_json(&cni));
     let n = br.decode(&[("mbits", "MBits")], extra)?;
-    warnings.extend(br.finish()?);
+    warnings.extend(br.finish());
     Ok(n)
+}
+
+/// A network's `port "LABEL" { static, to, host_network }` block.
+fn port(
+    src: &Source<'_>,
+    p: &Block,
+    parent: &str,
+    ports: &mut validate::PortLabels,
+    warnings: &mut Vec<String>,
+) -> Result<Port, JobspecError> {
+    let mut pr = BlockReader::new(src, p, parent.to_string(), "port")?;
+    let label = pr.label().to_string();
+    ports.add(src, p, pr.path(), &label)?;
+    let port = pr.decode(
+        &[("static", "Value")],
+        obj(vec![("Label", Json::from(label))]),
+    )?;
+    warnings.extend(pr.finish());
+    Ok(port)
 }
 
 fn services(
@@ -876,6 +1067,9 @@ fn services(
     for b in r.blocks("service") {
         let mut br = BlockReader::new(src, b, r.path().to_string(), "service")?;
         let meta = br.meta()?;
+        let tagged_addresses = br.string_map("tagged_addresses")?;
+        let canary_meta = br.string_map("canary_meta")?;
+        service_keys_not_acted_on(&mut br, b);
         let connect = match br.block_once("connect")? {
             Some(c) => {
                 br.warn_at(
@@ -894,7 +1088,7 @@ fn services(
                 Some(x) => {
                     let mut xr = BlockReader::new(src, x, cr.path().to_string(), "check_restart")?;
                     let v: drover_model::CheckRestart = xr.decode(&[], Map::new())?;
-                    warnings.extend(xr.finish()?);
+                    warnings.extend(xr.finish());
                     Some(v)
                 }
                 None => None,
@@ -926,16 +1120,37 @@ fn services(
                 ],
                 extra,
             )?;
-            warnings.extend(cr.finish()?);
+            warnings.extend(cr.finish());
             checks.push(check);
         }
         let mut extra = obj(vec![("Meta", to_json(&meta)), ("Checks", to_json(&checks))]);
         extra.insert("Connect".into(), to_json(&connect));
+        extra.insert("TaggedAddresses".into(), to_json(&tagged_addresses));
+        extra.insert("CanaryMeta".into(), to_json(&canary_meta));
         let s = br.decode(&[("port", "PortLabel"), ("task", "TaskName")], extra)?;
-        warnings.extend(br.finish()?);
+        warnings.extend(br.finish());
         out.push(s);
     }
     Ok(out)
+}
+
+/// A service's keys Drover reads into the job but does not act on yet.
+fn service_keys_not_acted_on(br: &mut BlockReader<'_>, b: &Block) {
+    let why = [
+        (
+            "tagged_addresses",
+            "tagged addresses are a Consul feature: they are kept in the job, Drover's catalog does not serve them",
+        ),
+        ("canary_meta", "canaries are not driven yet"),
+    ];
+    for (key, why) in why {
+        let msg = format!("key {key:?} is parsed but not acted on yet: {why}");
+        if let Some(a) = b.body.get_attribute(key) {
+            br.warn_at(a, &msg);
+        } else if let Some(x) = b.body.blocks().find(|x| x.ident.as_str() == key) {
+            br.warn_at(x, &msg);
+        }
+    }
 }
 
 fn parse_restart(
@@ -951,7 +1166,7 @@ fn parse_restart(
         _ => Map::new(),
     };
     let p = r.decode(&[], base)?;
-    warnings.extend(r.finish()?);
+    warnings.extend(r.finish());
     Ok(p)
 }
 
@@ -960,65 +1175,92 @@ fn parse_task(
     block: &Block,
     parent: &str,
     job_type: JobType,
+    defaults: &inherit::Defaults,
+    ports: &mut validate::PortLabels,
     warnings: &mut Vec<String>,
 ) -> Result<Task, JobspecError> {
     let mut r = BlockReader::new(src, block, parent.to_string(), "task")?;
     let name = r.label().to_string();
     if block.body.get_attribute("driver").is_none() {
-        return Err(r.error_here("missing required key \"driver\""));
+        src.report(r.error_here("missing required key \"driver\""));
     }
-    let config_block = r.block_once("config")?;
+    let config_block = src.recover(r.block_once("config")).flatten();
     let config = match config_block {
-        Some(c) => r.free_form(c)?,
+        Some(c) => src.recover(r.free_form(c)).unwrap_or_default(),
         None => Map::new(),
     };
-    let env = r.string_map("env")?;
-    let meta = r.meta()?;
-    let resources = task_resources(src, &mut r, warnings)?;
-    let restart = match r.block_once("restart")? {
-        Some(b) => Some(parse_restart(
+    let env = src.recover(r.string_map("env")).unwrap_or_default();
+    let meta = src.recover(r.meta()).unwrap_or_default();
+    let resources = src
+        .recover(task_resources(src, &mut r, ports, warnings))
+        .unwrap_or_default();
+    let restart = match src.recover(r.block_once("restart")).flatten() {
+        Some(b) => src.recover(parse_restart(
             src,
             b,
             r.path(),
             RestartPolicy::default_for(job_type),
             warnings,
-        )?),
+        )),
         None => None,
     };
-    let logs = task_logs(src, &mut r, warnings)?;
-    let constraints = constraints(src, &mut r, "constraint", warnings)?;
-    let affinities = affinities(src, &mut r, warnings)?;
-    let services = services(src, &mut r, warnings)?;
-    let templates = templates(src, &mut r, warnings)?;
-    let artifacts = artifacts(src, &mut r, warnings)?;
-    let vault = decode_block::<drover_model::Vault>(src, &mut r, "vault", &[], warnings)?;
-    let identities = identities(src, &mut r, warnings)?;
-    let lifecycle =
-        decode_block::<drover_model::TaskLifecycleConfig>(src, &mut r, "lifecycle", &[], warnings)?;
-    let volume_mounts = volume_mounts(src, &mut r, warnings)?;
-    let dispatch_payload = decode_block::<drover_model::DispatchPayload>(
-        src,
-        &mut r,
-        "dispatch_payload",
-        &[],
-        warnings,
-    )?;
-    let csi_plugin = decode_block::<drover_model::CsiPluginConfig>(
-        src,
-        &mut r,
-        "csi_plugin",
-        &[("id", "ID"), ("type", "Type")],
-        warnings,
-    )?;
-    let secrets = secrets(src, &mut r, warnings)?;
-    for b in r.blocks("scaling").into_iter().chain(r.blocks("consul")) {
-        r.warn_at(
-            b,
-            &format!(
-                "block {:?} in a task is accepted but ignored",
-                b.ident.as_str()
-            ),
-        );
+    let logs = src
+        .recover(task_logs(src, &mut r, warnings))
+        .unwrap_or_default();
+    let constraints = src
+        .recover(constraints(src, &mut r, "constraint", warnings))
+        .unwrap_or_default();
+    let affinities = src
+        .recover(affinities(src, &mut r, warnings))
+        .unwrap_or_default();
+    let services = src
+        .recover(services(src, &mut r, warnings))
+        .unwrap_or_default();
+    let templates = src
+        .recover(templates(src, &mut r, warnings))
+        .unwrap_or_default();
+    let artifacts = src
+        .recover(artifacts(src, &mut r, warnings))
+        .unwrap_or_default();
+    let vault = src.recover(inherit::vault(src, &mut r, warnings)).flatten();
+    let identities = src
+        .recover(identities(src, &mut r, warnings))
+        .unwrap_or_default();
+    let lifecycle = src
+        .recover(decode_block::<drover_model::TaskLifecycleConfig>(
+            src,
+            &mut r,
+            "lifecycle",
+            &[],
+            warnings,
+        ))
+        .flatten();
+    let volume_mounts = src
+        .recover(volume_mounts(src, &mut r, warnings))
+        .unwrap_or_default();
+    let dispatch_payload = src
+        .recover(decode_block::<drover_model::DispatchPayload>(
+            src,
+            &mut r,
+            "dispatch_payload",
+            &[],
+            warnings,
+        ))
+        .flatten();
+    let csi_plugin = src
+        .recover(decode_block::<drover_model::CsiPluginConfig>(
+            src,
+            &mut r,
+            "csi_plugin",
+            &[("id", "ID"), ("type", "Type")],
+            warnings,
+        ))
+        .flatten();
+    let secrets = secrets(src, &mut r, warnings);
+    let actions = recent_blocks::actions(src, &mut r, warnings);
+    let scaling_policies = recent_blocks::task_scaling(src, &mut r, warnings);
+    for b in r.blocks("consul") {
+        r.warn_at(b, "block \"consul\" in a task is accepted but ignored");
     }
     let mut extra = obj(vec![
         ("Name", Json::from(name)),
@@ -1032,7 +1274,7 @@ fn parse_task(
         && let Some(fields) = lookup(&task.driver).filter(|f| !f.is_empty())
         && let Some(c) = config_block
     {
-        task_config::check(src, c, &format!("{} > config", r.path()), &fields)?;
+        task_config::check(src, c, &format!("{} > config", r.path()), &fields);
     }
     task.resources = resources;
     task.restart = restart;
@@ -1049,7 +1291,10 @@ fn parse_task(
     task.dispatch_payload = dispatch_payload;
     task.csi_plugin = csi_plugin;
     task.secrets = secrets;
-    warnings.extend(r.finish()?);
+    task.actions = actions;
+    task.scaling_policies = scaling_policies;
+    defaults.apply_to_task(&mut task);
+    warnings.extend(r.finish());
     Ok(task)
 }
 
@@ -1057,47 +1302,69 @@ fn parse_task(
 fn task_resources(
     src: &Source<'_>,
     r: &mut BlockReader<'_>,
+    ports: &mut validate::PortLabels,
     warnings: &mut Vec<String>,
 ) -> Result<drover_model::Resources, JobspecError> {
-    Ok(match r.block_once("resources")? {
-        Some(b) => {
-            let mut br = BlockReader::new(src, b, r.path().to_string(), "resources")?;
-            let mut devices = Vec::new();
-            for d in br.blocks("device") {
-                warn_not_acted_on(&mut br, d);
-                let label = d
-                    .labels
-                    .first()
-                    .map(|l| l.as_str().to_string())
-                    .unwrap_or_default();
-                let mut dr = BlockReader::new(src, d, br.path().to_string(), "device")?;
-                let cons = constraints(src, &mut dr, "constraint", warnings)?;
-                let affs = affinities(src, &mut dr, warnings)?;
-                let mut extra = obj(vec![("Name", Json::from(label)), ("Count", Json::from(1))]);
-                extra.insert("Constraints".into(), to_json(&cons));
-                extra.insert("Affinities".into(), to_json(&affs));
-                let dev: drover_model::RequestedDevice = dr.decode(&[], extra)?;
-                warnings.extend(dr.finish()?);
-                devices.push(dev);
-            }
-            let mut extra = obj(vec![
-                ("CPU", Json::from(100)),
-                ("MemoryMB", Json::from(300)),
-            ]);
-            extra.insert("Devices".into(), to_json(&devices));
-            let res = br.decode(
-                &[
-                    ("memory", "MemoryMB"),
-                    ("memory_max", "MemoryMaxMB"),
-                    ("disk", "DiskMB"),
-                ],
-                extra,
-            )?;
-            warnings.extend(br.finish()?);
-            res
-        }
-        None => drover_model::Resources::default(),
-    })
+    let Some(b) = r.block_once("resources")? else {
+        return Ok(drover_model::Resources::default());
+    };
+    let mut br = BlockReader::new(src, b, r.path().to_string(), "resources")?;
+    let devices = src.each(br.blocks("device"), |d| {
+        warn_not_acted_on(&mut br, d);
+        device(src, d, br.path(), warnings)
+    });
+    // Deprecated since Nomad 0.12: a task's network; its ports move to the group's network
+    // (inherit::move_task_ports).
+    let networks = src.each(br.blocks("network"), |n| {
+        let mbits = n.body.get_attribute("mbits").is_some();
+        let what = format!(
+            "network in a task's resources is deprecated: its ports are read as ports of the group's network{}",
+            if mbits { "; mbits is ignored" } else { "" }
+        );
+        src.rewrite(n, br.path(), &what);
+        let mut net = network(src, n, br.path(), ports, warnings)?;
+        net.mbits = 0;
+        Ok(net)
+    });
+    let mut extra = obj(vec![
+        ("CPU", Json::from(100)),
+        ("MemoryMB", Json::from(300)),
+    ]);
+    extra.insert("Devices".into(), to_json(&devices));
+    let mut res: drover_model::Resources = br.decode(
+        &[
+            ("memory", "MemoryMB"),
+            ("memory_max", "MemoryMaxMB"),
+            ("disk", "DiskMB"),
+        ],
+        extra,
+    )?;
+    res.networks = networks;
+    warnings.extend(br.finish());
+    Ok(res)
+}
+
+/// A task's `device "NAME"` request.
+fn device(
+    src: &Source<'_>,
+    d: &Block,
+    parent: &str,
+    warnings: &mut Vec<String>,
+) -> Result<drover_model::RequestedDevice, JobspecError> {
+    let mut dr = BlockReader::new(src, d, parent.to_string(), "device")?;
+    let label = dr.label().to_string();
+    let cons = src
+        .recover(constraints(src, &mut dr, "constraint", warnings))
+        .unwrap_or_default();
+    let affs = src
+        .recover(affinities(src, &mut dr, warnings))
+        .unwrap_or_default();
+    let mut extra = obj(vec![("Name", Json::from(label)), ("Count", Json::from(1))]);
+    extra.insert("Constraints".into(), to_json(&cons));
+    extra.insert("Affinities".into(), to_json(&affs));
+    let dev = dr.decode(&[], extra)?;
+    warnings.extend(dr.finish());
+    Ok(dev)
 }
 
 /// A task's `logs` block; Nomad's defaults when absent.
@@ -1118,7 +1385,7 @@ fn task_logs(
             if l.max_files == 0 || l.max_file_size_mb == 0 {
                 return Err(br.error_here("max_files and max_file_size must be at least 1"));
             }
-            warnings.extend(br.finish()?);
+            warnings.extend(br.finish());
             l
         }
         None => drover_model::LogConfig::default(),
@@ -1131,37 +1398,63 @@ fn templates(
     r: &mut BlockReader<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<drover_model::Template>, JobspecError> {
-    let mut templates = Vec::new();
-    for b in r.blocks("template") {
-        let mut br = BlockReader::new(src, b, r.path().to_string(), "template")?;
-        if let Some(cs) = br.block_once("change_script")? {
-            br.warn_at(
-                cs,
-                "block \"change_script\" is accepted but ignored: a re-rendered template with change_mode \"script\" is rewritten and nothing else is done",
-            );
-        }
-        let base = match to_json(&drover_model::Template::default()) {
-            Json::Object(m) => m,
-            _ => Map::new(),
-        };
-        let t = br.decode(
-            &[
-                ("source", "SourcePath"),
-                ("destination", "DestPath"),
-                ("data", "EmbeddedTmpl"),
-                ("left_delimiter", "LeftDelim"),
-                ("right_delimiter", "RightDelim"),
-                ("env", "Envvars"),
-                ("error_on_missing_key", "ErrMissingKey"),
-                ("uid", "Uid"),
-                ("gid", "Gid"),
-            ],
-            base,
-        )?;
-        warnings.extend(br.finish()?);
-        templates.push(t);
+    let blocks = r.blocks("template");
+    Ok(src.each(blocks, |b| template(src, b, r.path(), warnings)))
+}
+
+fn template(
+    src: &Source<'_>,
+    b: &Block,
+    parent: &str,
+    warnings: &mut Vec<String>,
+) -> Result<drover_model::Template, JobspecError> {
+    let mut br = BlockReader::new(src, b, parent.to_string(), "template")?;
+    if let Some(cs) = br.block_once("change_script")? {
+        br.warn_at(
+            cs,
+            "block \"change_script\" is accepted but ignored: a re-rendered template with change_mode \"script\" is rewritten and nothing else is done",
+        );
     }
-    Ok(templates)
+    br.deprecated(
+        "vault_grace",
+        "deprecated, and ignored by Nomad since 0.11: ignored",
+        false,
+    );
+    let mut base = match to_json(&drover_model::Template::default()) {
+        Json::Object(m) => m,
+        _ => Map::new(),
+    };
+    if let Some(w) = br.block_once("wait")? {
+        br.warn_at(
+            w,
+            "block \"wait\" is parsed but not acted on yet: a template is re-rendered as soon as what it reads changes",
+        );
+        let mut wr = BlockReader::new(src, w, br.path().to_string(), "wait")?;
+        let wait: drover_model::WaitConfig = wr.decode(&[], Map::new())?;
+        if let (Some(min), Some(max)) = (wait.min, wait.max)
+            && min > max
+        {
+            src.report(wr.error_key("min", "min must not be greater than max"));
+        }
+        warnings.extend(wr.finish());
+        base.insert("Wait".into(), to_json(&wait));
+    }
+    let t = br.decode(
+        &[
+            ("source", "SourcePath"),
+            ("destination", "DestPath"),
+            ("data", "EmbeddedTmpl"),
+            ("left_delimiter", "LeftDelim"),
+            ("right_delimiter", "RightDelim"),
+            ("env", "Envvars"),
+            ("error_on_missing_key", "ErrMissingKey"),
+            ("uid", "Uid"),
+            ("gid", "Gid"),
+        ],
+        base,
+    )?;
+    warnings.extend(br.finish());
+    Ok(t)
 }
 
 /// A task's `artifact` blocks.
@@ -1170,8 +1463,8 @@ fn artifacts(
     r: &mut BlockReader<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<drover_model::TaskArtifact>, JobspecError> {
-    let mut artifacts = Vec::new();
-    for b in r.blocks("artifact") {
+    let blocks = r.blocks("artifact");
+    Ok(src.each(blocks, |b| {
         let mut br = BlockReader::new(src, b, r.path().to_string(), "artifact")?;
         let options = br.string_map("options")?;
         let headers = br.string_map("headers")?;
@@ -1188,10 +1481,9 @@ fn artifacts(
             ],
             extra,
         )?;
-        warnings.extend(br.finish()?);
-        artifacts.push(a);
-    }
-    Ok(artifacts)
+        warnings.extend(br.finish());
+        Ok(a)
+    }))
 }
 
 /// A task's `identity` blocks (parsed, not acted on yet).
@@ -1200,18 +1492,17 @@ fn identities(
     r: &mut BlockReader<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<drover_model::WorkloadIdentity>, JobspecError> {
-    let mut identities = Vec::new();
-    for b in r.blocks("identity") {
+    let blocks = r.blocks("identity");
+    Ok(src.each(blocks, |b| {
         warn_not_acted_on(r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "identity")?;
         let i = br.decode(
             &[("aud", "Audience"), ("ttl", "TTL")],
             obj(vec![("Name", Json::from("default"))]),
         )?;
-        warnings.extend(br.finish()?);
-        identities.push(i);
-    }
-    Ok(identities)
+        warnings.extend(br.finish());
+        Ok(i)
+    }))
 }
 
 /// A task's `volume_mount` blocks.
@@ -1220,48 +1511,51 @@ fn volume_mounts(
     r: &mut BlockReader<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<drover_model::VolumeMount>, JobspecError> {
-    let mut volume_mounts = Vec::new();
-    for b in r.blocks("volume_mount") {
+    let blocks = r.blocks("volume_mount");
+    Ok(src.each(blocks, |b| {
         warn_not_acted_on(r, b);
         let mut br = BlockReader::new(src, b, r.path().to_string(), "volume_mount")?;
         let v = br.decode(&[], Map::new())?;
-        warnings.extend(br.finish()?);
-        volume_mounts.push(v);
-    }
-    Ok(volume_mounts)
+        warnings.extend(br.finish());
+        Ok(v)
+    }))
 }
 
 /// A task's `secret` blocks, each with its free-form `config`.
-fn secrets(
+pub(crate) fn secrets(
     src: &Source<'_>,
     r: &mut BlockReader<'_>,
     warnings: &mut Vec<String>,
-) -> Result<Vec<drover_model::Secret>, JobspecError> {
-    let mut secrets = Vec::new();
-    for b in r.blocks("secret") {
+) -> Vec<drover_model::Secret> {
+    let blocks = r.blocks("secret");
+    let mut names = std::collections::BTreeSet::new();
+    src.each(blocks, |b| {
         warn_not_acted_on(r, b);
-        let label = b
-            .labels
-            .first()
-            .map(|l| l.as_str().to_string())
-            .unwrap_or_default();
         let mut br = BlockReader::new(src, b, r.path().to_string(), "secret")?;
+        let label = br.label().to_string();
+        if !names.insert(label.clone()) {
+            return Err(br.error_here(&format!("secret {label:?} is defined twice here")));
+        }
         let config = match br.block_once("config")? {
             Some(c) => br.free_form(c)?,
             None => Map::new(),
         };
+        let env = br.string_map("env")?;
         let s = br.decode(
             &[],
             obj(vec![
                 ("Name", Json::from(label)),
                 ("Config", Json::Object(config)),
+                ("Env", to_json(&env)),
             ]),
         )?;
-        warnings.extend(br.finish()?);
-        secrets.push(s);
-    }
-    Ok(secrets)
+        warnings.extend(br.finish());
+        Ok(s)
+    })
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod compat_tests;

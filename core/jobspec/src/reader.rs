@@ -1,6 +1,7 @@
 //! Reading one block of the syntax tree: typed attribute access with positions, and a check
 //! that every key was understood.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use hcl::edit::Span;
@@ -8,16 +9,24 @@ use hcl::edit::expr::Expression as EditExpr;
 use hcl::edit::structure::{Attribute, Block};
 use hcl::eval::{Context, Evaluate};
 
-use crate::JobspecError;
+use serde_json::Value as Json;
 
-/// The document being read: its text (for positions and raw templates), file name, and the
-/// evaluation context (variables, locals, functions).
+use crate::{JobspecError, convert};
+
+/// The document being read: its text (for positions and raw templates), file name, the
+/// evaluation context (variables, locals, functions), and what reading it found.
+///
+/// Reading goes on after an error: a block in error is reported here ([`Source::report`],
+/// [`Source::recover`], [`Source::each`]) and left out, its siblings are still read, so one
+/// run reports every error of the file (as Nomad does).
 pub struct Source<'a> {
     text: &'a str,
     file: &'a str,
     pub ctx: Context<'static>,
     /// Drivers' task config schemas, when task configs are checked.
     pub schemas: Option<crate::SchemaLookup<'a>>,
+    errors: RefCell<Vec<JobspecError>>,
+    rewrites: RefCell<Vec<String>>,
 }
 
 impl<'a> Source<'a> {
@@ -27,7 +36,57 @@ impl<'a> Source<'a> {
             file,
             ctx: crate::functions::context(),
             schemas: None,
+            errors: RefCell::new(Vec::new()),
+            rewrites: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Records an error; reading goes on.
+    pub fn report(&self, e: JobspecError) {
+        self.errors.borrow_mut().push(e);
+    }
+
+    /// The value, or `None` with its error recorded.
+    pub fn recover<T>(&self, r: Result<T, JobspecError>) -> Option<T> {
+        r.map_err(|e| self.report(e)).ok()
+    }
+
+    /// Reads each item; an item in error is recorded and left out.
+    pub fn each<I, T>(
+        &self,
+        items: impl IntoIterator<Item = I>,
+        mut read: impl FnMut(I) -> Result<T, JobspecError>,
+    ) -> Vec<T> {
+        items
+            .into_iter()
+            .filter_map(|i| self.recover(read(i)))
+            .collect()
+    }
+
+    /// Every error recorded, in file order (an error found twice is kept once).
+    pub fn take_errors(&self) -> Vec<JobspecError> {
+        let mut errors = self.errors.take();
+        errors.sort_by_key(|a| (a.line, a.column));
+        errors.dedup();
+        errors
+    }
+
+    /// Records that a line was accepted only for compatibility, and what it was read as.
+    pub fn rewrite(&self, node: &impl Span, path: &str, what: &str) {
+        let (l, c) = self.line_col(node.span().map(|s| s.start).unwrap_or(0));
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" {path}:")
+        };
+        self.rewrites
+            .borrow_mut()
+            .push(format!("{}:{l}:{c}:{at} {what}", self.file));
+    }
+
+    /// The compatibility rewrites, in file order.
+    pub fn take_rewrites(&self) -> Vec<String> {
+        self.rewrites.take()
     }
 
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
@@ -79,8 +138,36 @@ impl<'a> BlockReader<'a> {
     ) -> Result<Self, JobspecError> {
         let labelled = matches!(
             kind,
-            "job" | "group" | "task" | "port" | "target" | "volume" | "secret" | "device"
+            "job"
+                | "group"
+                | "task"
+                | "port"
+                | "target"
+                | "volume"
+                | "secret"
+                | "device"
+                | "action"
         );
+        Self::open(src, block, parent, kind, labelled)
+    }
+
+    /// Starts reading a block that takes one label where it is (a task's `scaling "cpu"`).
+    pub fn labelled(
+        src: &'a Source<'a>,
+        block: &'a Block,
+        parent: String,
+        kind: &str,
+    ) -> Result<Self, JobspecError> {
+        Self::open(src, block, parent, kind, true)
+    }
+
+    fn open(
+        src: &'a Source<'a>,
+        block: &'a Block,
+        parent: String,
+        kind: &str,
+        labelled: bool,
+    ) -> Result<Self, JobspecError> {
         let labels: Vec<&str> = block.labels.iter().map(|l| l.as_str()).collect();
         let me = if labelled && labels.len() == 1 {
             format!("{kind} {:?}", labels[0])
@@ -117,6 +204,21 @@ impl<'a> BlockReader<'a> {
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The block being read.
+    pub fn block(&self) -> &'a Block {
+        self.block
+    }
+
+    /// A key accepted only for compatibility: when present, listed as a rewrite. With `read` it is still decoded into the model; without, it is ignored.
+    pub fn deprecated(&mut self, key: &str, note: &str, read: bool) {
+        if !read {
+            self.used.insert(key.to_string());
+        }
+        if let Some(a) = self.block.body.get_attribute(key) {
+            self.src.rewrite(a, &self.path, &format!("{key:?}: {note}"));
+        }
     }
 
     pub fn location(&self, node: &impl Span) -> String {
@@ -161,24 +263,31 @@ impl<'a> BlockReader<'a> {
         eval(self.src, &a.value, &self.path)
     }
 
+    /// A bool, or a string HCL converts to one (`"true"`).
     pub fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, JobspecError> {
         let Some(a) = self.attr(key)? else {
             return Ok(None);
         };
         match self.value(a)? {
             hcl::Value::Bool(b) => Ok(Some(b)),
+            hcl::Value::String(s) => convert::to_bool(&s).map(Some).map_err(|m| {
+                self.src
+                    .error_span(a, &self.path, &format!("{:?}: {m}", a.key.as_str()))
+            }),
             v => Err(self.type_error(a, "a bool", &v)),
         }
     }
 
     /// Decodes the block's remaining attributes into `T` (whose serde names are Nomad's JSON
     /// names): each HCL key becomes its PascalCase name unless `renames` maps it, `extra`
-    /// holds what the caller decoded from nested blocks. Unknown keys and wrong types are
-    /// errors at the attribute's position.
+    /// holds what the caller decoded from nested blocks. Values are converted as HCL2 does
+    /// ([`convert`]). Every unknown key and every wrong type is recorded at its attribute's
+    /// position and left out; the error returned is one no value could be made without (a
+    /// missing required key).
     pub fn decode<T: serde::de::DeserializeOwned>(
         &mut self,
         renames: &[(&str, &str)],
-        mut extra: serde_json::Map<String, serde_json::Value>,
+        mut extra: serde_json::Map<String, Json>,
     ) -> Result<T, JobspecError> {
         let mut origin: BTreeMap<String, &'a Attribute> = BTreeMap::new();
         for a in self.block.body.attributes() {
@@ -192,48 +301,75 @@ impl<'a> BlockReader<'a> {
                 .find(|(h, _)| *h == key)
                 .map(|(_, n)| n.to_string())
                 .unwrap_or_else(|| pascal(key));
-            let v = self.value(a)?;
+            let Some(v) = self.src.recover(self.value(a)) else {
+                continue;
+            };
             extra.insert(name.clone(), serde_json::to_value(&v).unwrap_or_default());
             origin.insert(name, a);
         }
-        let mut unknown = Vec::new();
-        let value = serde_json::Value::Object(extra);
-        let mut track = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
-        let de = serde_ignored::Deserializer::new(value, &mut track);
-        let result: Result<T, _> = serde_path_to_error::deserialize(de);
-        let at = |field: &str| {
-            let first = field.split(['.', '[']).next().unwrap_or(field);
-            origin.get(first).copied()
-        };
-        match result {
-            Err(e) => {
-                let path = e.path().to_string();
-                let mut msg = e.inner().to_string();
-                for int in ["u8", "u16", "u32", "u64", "i8", "i32", "i64"] {
-                    msg = msg.replace(&format!("expected {int}"), "expected a whole number");
-                }
-                Err(match at(&path) {
-                    Some(a) => {
-                        self.src
-                            .error_span(a, &self.path, &format!("{:?}: {msg}", a.key.as_str()))
+        let mut value = Json::Object(extra);
+        let mut converted: BTreeSet<String> = BTreeSet::new();
+        // Keys dropped for a wrong value: a required one's absence is not another error.
+        let mut dropped: Vec<(String, JobspecError)> = Vec::new();
+        // Each pass converts a value (a whole list at a time) or drops a key.
+        for _ in 0..(2 * origin.len() + 64) {
+            let mut unknown = Vec::new();
+            let mut track = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+            let de = serde_ignored::Deserializer::new(value.clone(), &mut track);
+            let e = match serde_path_to_error::deserialize::<_, T>(de) {
+                Ok(t) => {
+                    for u in unknown {
+                        let top = u.split(['.', '[']).next().unwrap_or(&u);
+                        self.src.report(match origin.get(top) {
+                            Some(a) => self.src.error_span(
+                                *a,
+                                &self.path,
+                                &format!("unknown key {:?}", a.key.as_str()),
+                            ),
+                            None => self.error_here(&format!("unknown key {u:?}")),
+                        });
                     }
-                    // A missing required key has the block itself for its path.
-                    None if path == "." => self.error_here(&msg),
-                    None => self.error_here(&format!("{path}: {msg}")),
-                })
+                    return Ok(t);
+                }
+                Err(e) => e,
+            };
+            let path = e.path().to_string();
+            let msg = e.inner().to_string();
+            let top = path.split(['.', '[']).next().unwrap_or(&path).to_string();
+            let Some(a) = origin.get(&top).copied() else {
+                if let Some((_, e)) = dropped
+                    .iter()
+                    .find(|(k, _)| msg == format!("missing field `{k}`"))
+                {
+                    return Err(e.clone());
+                }
+                // A missing required key has the block itself for its path.
+                return Err(if path == "." {
+                    self.error_here(&msg)
+                } else {
+                    self.error_here(&format!("{path}: {msg}"))
+                });
+            };
+            let reason = match converted
+                .insert(path.clone())
+                .then(|| convert_at(&mut value, e.path(), &msg))
+                .flatten()
+            {
+                Some(Ok(())) => continue,
+                Some(Err(reason)) => reason,
+                None => whole_numbers(&msg),
+            };
+            let e = self
+                .src
+                .error_span(a, &self.path, &format!("{:?}: {reason}", a.key.as_str()));
+            self.src.report(e.clone());
+            dropped.push((top.clone(), e));
+            if let Json::Object(m) = &mut value {
+                m.remove(&top);
             }
-            Ok(t) => match unknown.first() {
-                Some(u) => Err(match at(u) {
-                    Some(a) => self.src.error_span(
-                        a,
-                        &self.path,
-                        &format!("unknown key {:?}", a.key.as_str()),
-                    ),
-                    None => self.error_here(&format!("unknown key {u:?}")),
-                }),
-                None => Ok(t),
-            },
+            origin.remove(&top);
         }
+        Err(self.error_here("too many values to convert in this block"))
     }
 
     fn type_error(&self, a: &Attribute, want: &str, got: &hcl::Value) -> JobspecError {
@@ -248,12 +384,16 @@ impl<'a> BlockReader<'a> {
         )
     }
 
+    /// A string, or a number or bool as HCL converts it (`value = 8080`).
     pub fn opt_string(&mut self, key: &str) -> Result<Option<(String, usize)>, JobspecError> {
         let Some(a) = self.attr(key)? else {
             return Ok(None);
         };
+        let at = a.span().map(|s| s.start).unwrap_or(0);
         match self.value(a)? {
-            hcl::Value::String(s) => Ok(Some((s, a.span().map(|s| s.start).unwrap_or(0)))),
+            v @ (hcl::Value::String(_) | hcl::Value::Number(_) | hcl::Value::Bool(_)) => {
+                Ok(Some((scalar_string(&v).unwrap_or_default(), at)))
+            }
             v => Err(self.type_error(a, "a string", &v)),
         }
     }
@@ -381,12 +521,12 @@ impl<'a> BlockReader<'a> {
         Ok(out)
     }
 
-    /// Checks that every key and block was understood; returns the warnings collected.
-    pub fn finish(self) -> Result<Vec<String>, JobspecError> {
+    /// Records every key and block not understood; returns the warnings collected.
+    pub fn finish(self) -> Vec<String> {
         for s in self.block.body.iter() {
             if let Some(a) = s.as_attribute() {
                 if !self.used.contains(a.key.as_str()) {
-                    return Err(self.src.error_span(
+                    self.src.report(self.src.error_span(
                         a,
                         &self.path,
                         &format!("unknown key {:?}", a.key.as_str()),
@@ -395,15 +535,63 @@ impl<'a> BlockReader<'a> {
             } else if let Some(b) = s.as_block()
                 && !self.used.contains(b.ident.as_str())
             {
-                return Err(self.src.error_span(
+                self.src.report(self.src.error_span(
                     b,
                     &self.path,
                     &format!("unknown block {:?}", b.ident.as_str()),
                 ));
             }
         }
-        Ok(self.warnings)
+        self.warnings
     }
+}
+
+/// Converts the value at a deserializer's error path as HCL does ([`convert`]); in a list,
+/// every element of the same type at once (as cty converts a list's element type). `None`
+/// when the error is not a mismatch HCL converts.
+fn convert_at(
+    value: &mut Json,
+    path: &serde_path_to_error::Path,
+    message: &str,
+) -> Option<Result<(), String>> {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let (last, parents) = segments.split_last()?;
+    let mut v = value;
+    for seg in parents {
+        v = match (seg, v) {
+            (Segment::Seq { index }, Json::Array(items)) => items.get_mut(*index)?,
+            (Segment::Map { key }, Json::Object(m)) => m.get_mut(key)?,
+            _ => return None,
+        };
+    }
+    let slots: Vec<&mut Json> = match (last, v) {
+        (Segment::Seq { index }, Json::Array(items)) => {
+            let kind = std::mem::discriminant(items.get(*index)?);
+            items
+                .iter_mut()
+                .filter(|i| std::mem::discriminant(&**i) == kind)
+                .collect()
+        }
+        (Segment::Map { key }, Json::Object(m)) => vec![m.get_mut(key)?],
+        _ => return None,
+    };
+    for slot in slots {
+        match convert::for_mismatch(slot, message)? {
+            Ok(new) => *slot = new,
+            Err(reason) => return Some(Err(reason)),
+        }
+    }
+    Some(Ok(()))
+}
+
+/// serde's integer type names in words.
+fn whole_numbers(msg: &str) -> String {
+    let mut msg = msg.to_string();
+    for int in ["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64"] {
+        msg = msg.replace(&format!("expected {int}"), "expected a whole number");
+    }
+    msg
 }
 
 /// The source text of an expression (`type = string` is read, not evaluated).

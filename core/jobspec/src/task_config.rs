@@ -29,71 +29,83 @@ fn is_block_type(ty: &str) -> bool {
 
 /// Checks the config block `block` (at `path`, e.g. `... > task "t" > config`) against
 /// `fields`.
-pub fn check(
-    src: &Source<'_>,
-    block: &Block,
-    path: &str,
-    fields: &[ConfigField],
-) -> Result<(), JobspecError> {
+pub fn check(src: &Source<'_>, block: &Block, path: &str, fields: &[ConfigField]) {
     for a in block.body.attributes() {
-        let key = a.key.as_str();
-        let Some(field) = fields.iter().find(|f| f.name == key) else {
-            return Err(src.error_span(
-                a,
-                path,
-                &format!("unknown key {key:?} (it accepts: {})", accepted(fields)),
-            ));
-        };
-        let value = serde_json::to_value(eval(src, &a.value, path)?).unwrap_or_default();
-        if let Some(why) = type_error(&value, field, key) {
-            return Err(src.error_span(a, path, &why));
-        }
+        src.recover(check_key(src, a, path, fields));
     }
     let mut seen: Vec<&str> = Vec::new();
     for b in block.body.blocks() {
-        let key = b.ident.as_str();
-        let Some(field) = fields.iter().find(|f| f.name == key) else {
-            return Err(src.error_span(
-                b,
-                path,
-                &format!("unknown block {key:?} (it accepts: {})", accepted(fields)),
-            ));
-        };
-        let inner = format!("{path} > {key}");
-        match field.r#type.as_str() {
-            "block" if seen.contains(&key) => {
-                return Err(src.error_span(
-                    b,
-                    path,
-                    &format!("block {key:?} may appear only once here"),
-                ));
-            }
-            "block" | "list(block)" => check(src, b, &inner, &field.fields)?,
-            // `labels { a = "b" }`: a map written as a block.
-            "map(string)" | "map(map(string))" => {
-                let value = serde_json::to_value(eval_block(src, b, &inner)?).unwrap_or_default();
-                if let Some(why) = type_error(&value, field, key) {
-                    return Err(src.error_span(b, path, &why));
-                }
-            }
-            ty => {
-                return Err(src.error_span(
-                    b,
-                    path,
-                    &format!("{key:?} is a key ({ty}), not a block: write {key} = ..."),
-                ));
-            }
-        }
-        seen.push(key);
+        src.recover(check_block(src, b, path, fields, &seen));
+        seen.push(b.ident.as_str());
     }
     for f in fields.iter().filter(|f| f.required) {
         let present = block.body.get_attribute(&f.name).is_some()
             || block.body.blocks().any(|b| b.ident.as_str() == f.name);
         if !present {
-            return Err(src.error_span(block, path, &format!("missing required key {:?}", f.name)));
+            src.report(src.error_span(block, path, &format!("missing required key {:?}", f.name)));
         }
     }
-    Ok(())
+}
+
+fn check_key(
+    src: &Source<'_>,
+    a: &hcl::edit::structure::Attribute,
+    path: &str,
+    fields: &[ConfigField],
+) -> Result<(), JobspecError> {
+    let key = a.key.as_str();
+    let Some(field) = fields.iter().find(|f| f.name == key) else {
+        return Err(src.error_span(
+            a,
+            path,
+            &format!("unknown key {key:?} (it accepts: {})", accepted(fields)),
+        ));
+    };
+    let value = serde_json::to_value(eval(src, &a.value, path)?).unwrap_or_default();
+    match type_error(&value, field, key) {
+        Some(why) => Err(src.error_span(a, path, &why)),
+        None => Ok(()),
+    }
+}
+
+fn check_block(
+    src: &Source<'_>,
+    b: &Block,
+    path: &str,
+    fields: &[ConfigField],
+    seen: &[&str],
+) -> Result<(), JobspecError> {
+    let key = b.ident.as_str();
+    let Some(field) = fields.iter().find(|f| f.name == key) else {
+        return Err(src.error_span(
+            b,
+            path,
+            &format!("unknown block {key:?} (it accepts: {})", accepted(fields)),
+        ));
+    };
+    let inner = format!("{path} > {key}");
+    match field.r#type.as_str() {
+        "block" if seen.contains(&key) => {
+            Err(src.error_span(b, path, &format!("block {key:?} may appear only once here")))
+        }
+        "block" | "list(block)" => {
+            check(src, b, &inner, &field.fields);
+            Ok(())
+        }
+        // `labels { a = "b" }`: a map written as a block.
+        "map(string)" | "map(map(string))" => {
+            let value = serde_json::to_value(eval_block(src, b, &inner)?).unwrap_or_default();
+            match type_error(&value, field, key) {
+                Some(why) => Err(src.error_span(b, path, &why)),
+                None => Ok(()),
+            }
+        }
+        ty => Err(src.error_span(
+            b,
+            path,
+            &format!("{key:?} is a key ({ty}), not a block: write {key} = ..."),
+        )),
+    }
 }
 
 /// A block's attributes and nested blocks as one value (nested blocks as objects).

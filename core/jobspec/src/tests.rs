@@ -271,7 +271,7 @@ fn wrong_type_and_missing_driver() {
     let e = parse(src, "x.hcl").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "x.hcl:3:3: job \"x\" > group \"g\": \"count\": invalid type: string \"two\", expected a whole number"
+        "x.hcl:3:3: job \"x\" > group \"g\": \"count\": a number is required, found \"two\""
     );
     let src = "job \"x\" {\n group \"g\" {\n  task \"t\" {}\n }\n}";
     let e = parse(src, "x.hcl").unwrap_err();
@@ -390,7 +390,7 @@ fn docker_job(config: &str) -> String {
     )
 }
 
-fn checked(src: &str) -> Result<Parsed, JobspecError> {
+fn checked(src: &str) -> Result<Parsed, JobspecErrors> {
     parse_checked(src, "x.hcl", &Variables::default(), &docker_like)
 }
 
@@ -405,12 +405,14 @@ fn task_configs_are_checked_against_the_drivers_schema() {
     assert_eq!(p.job.groups[0].tasks[0].config["mount"][0]["type"], "bind");
     assert_eq!(p.job.groups[0].tasks[0].config["mount"][1]["target"], "/b");
 
+    // Both errors: the unknown key, and the required key it was meant to be.
     let e = checked(&docker_job("        imagee = \"busybox:1.0\"")).unwrap_err();
-    assert_eq!((e.line, e.column), (6, 9), "{e}");
+    assert_eq!(e.all().len(), 2, "{e}");
     assert_eq!(
-        e.to_string(),
+        e.all()[1].to_string(),
         "x.hcl:6:9: job \"x\" > group \"g\" > task \"t\" > config: unknown key \"imagee\" (it accepts: image, args, ports, pids_limit, labels, mount)"
     );
+    assert!(e.message.contains("missing required key \"image\""), "{e}");
 
     let e = checked(&docker_job(
         "        image = \"b\"\n        mount {\n          target = \"/a\"\n          sourc = \"x\"\n        }",
@@ -493,7 +495,7 @@ job "svc" {
 }
 "#;
 
-fn services_job(provider: &str, task_provider: &str) -> Result<Parsed, JobspecError> {
+fn services_job(provider: &str, task_provider: &str) -> Result<Parsed, JobspecErrors> {
     let src = SERVICES
         .replace("TASKPROVIDER", task_provider)
         .replace("PROVIDER", provider);

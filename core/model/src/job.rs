@@ -100,6 +100,9 @@ pub struct Job {
     pub periodic: Option<PeriodicConfig>,
     #[serde(rename = "ParameterizedJob")]
     pub parameterized: Option<ParameterizedJobConfig>,
+    /// How the web UI presents the job (the `ui` block).
+    #[serde(rename = "UI")]
+    pub ui: Option<JobUiConfig>,
     /// Set by `job stop`: the job stays in state but its allocations are stopped.
     pub stop: bool,
     pub status: JobStatus,
@@ -140,6 +143,7 @@ impl Job {
             update: None,
             periodic: None,
             parameterized: None,
+            ui: None,
             stop: false,
             status: JobStatus::Pending,
             version: 0,
@@ -233,6 +237,11 @@ impl Job {
             if let Err(e) = g.canonicalize_services() {
                 errs.push(format!("{gf}: {e}"));
             }
+            errs.extend(
+                g.port_label_errors()
+                    .into_iter()
+                    .map(|e| format!("{gf}: {e}")),
+            );
             let mut tnames = std::collections::BTreeSet::new();
             for (ti, t) in g.tasks.iter().enumerate() {
                 let tf = format!("{gf}.Tasks[{ti}]");
@@ -466,6 +475,8 @@ pub struct TaskGroup {
     pub max_client_disconnect: Option<Duration>,
     pub scaling: Option<ScalingPolicy>,
     pub consul: Option<FreeForm>,
+    /// What happens when the group's client disconnects (Nomad 1.8's `disconnect` block).
+    pub disconnect: Option<DisconnectStrategy>,
     pub tasks: Vec<Task>,
 }
 
@@ -491,6 +502,7 @@ impl Default for TaskGroup {
             max_client_disconnect: None,
             scaling: None,
             consul: None,
+            disconnect: None,
             tasks: Vec::new(),
         }
     }
@@ -513,6 +525,31 @@ impl TaskGroup {
         self.tasks
             .iter()
             .fold(Resources::ZERO, |acc, t| acc.add(&t.resources))
+    }
+
+    /// Nomad's port label rules: every label of the group's and its tasks' networks is
+    /// unique (compared without case) and has no spaces.
+    pub fn port_label_errors(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let nets = self
+            .networks
+            .iter()
+            .chain(self.tasks.iter().flat_map(|t| &t.resources.networks));
+        for p in nets.flat_map(|n| n.reserved_ports.iter().chain(&n.dynamic_ports)) {
+            if p.label.is_empty() || p.label.chars().any(char::is_whitespace) {
+                errs.push(format!(
+                    "port label {:?} must be a non-empty word without spaces",
+                    p.label
+                ));
+            } else if !seen.insert(p.label.to_lowercase()) {
+                errs.push(format!(
+                    "port label {:?} is used twice (labels are compared without case)",
+                    p.label
+                ));
+            }
+        }
+        errs
     }
 
     /// The group's reschedule policy (Nomad's default for the job type when none was given).
@@ -558,6 +595,10 @@ pub struct Task {
     #[serde(rename = "CSIPluginConfig")]
     pub csi_plugin: Option<CsiPluginConfig>,
     pub secrets: Vec<Secret>,
+    /// Commands an operator may run in the task (`action "NAME"` blocks).
+    pub actions: Vec<Action>,
+    /// Vertical scaling policies (`scaling "cpu"` and `scaling "mem"`).
+    pub scaling_policies: Vec<ScalingPolicy>,
     pub leader: bool,
     #[serde(with = "nanos")]
     pub kill_timeout: Duration,
@@ -598,6 +639,8 @@ impl Task {
             dispatch_payload: None,
             csi_plugin: None,
             secrets: Vec::new(),
+            actions: Vec::new(),
+            scaling_policies: Vec::new(),
             leader: false,
             kill_timeout: Duration::from_secs(5),
             kill_signal: "SIGTERM".to_string(),
@@ -748,6 +791,10 @@ pub struct Service {
     pub connect: Option<FreeForm>,
     /// "require_healthy" (the default), "ignore_warnings" or "ignore".
     pub on_update: String,
+    /// Consul's tagged addresses (kept in the job; Drover's catalog does not use them).
+    pub tagged_addresses: BTreeMap<String, String>,
+    /// Meta of canary instances (canaries are not driven yet).
+    pub canary_meta: BTreeMap<String, String>,
 }
 
 /// The service providers Nomad knows; Drover keeps both in its own catalog.
@@ -820,6 +867,18 @@ pub struct VolumeRequest {
     pub attachment_mode: String,
     #[serde(default)]
     pub per_alloc: bool,
+    /// A CSI volume's `mount_options`.
+    #[serde(default)]
+    pub mount_options: Option<CsiMountOptions>,
+}
+
+/// How a CSI volume is mounted (`mount_options { fs_type, mount_flags }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CsiMountOptions {
+    #[serde(rename = "FSType")]
+    pub fs_type: String,
+    pub mount_flags: Vec<String>,
 }
 
 /// Where a task mounts one of its group's volumes (`volume_mount`).
@@ -880,6 +939,18 @@ pub struct Template {
     pub right_delim: String,
     pub envvars: bool,
     pub err_missing_key: bool,
+    /// Quiescence bounds between a change and a re-render (`wait { min, max }`).
+    pub wait: Option<WaitConfig>,
+}
+
+/// A template's `wait` block: durations in nanoseconds, absent when not given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct WaitConfig {
+    #[serde(with = "opt_nanos")]
+    pub min: Option<Duration>,
+    #[serde(with = "opt_nanos")]
+    pub max: Option<Duration>,
 }
 
 impl Default for Template {
@@ -898,6 +969,7 @@ impl Default for Template {
             right_delim: "}}".into(),
             envvars: false,
             err_missing_key: false,
+            wait: None,
         }
     }
 }
@@ -979,6 +1051,46 @@ pub struct Secret {
     pub provider: String,
     pub path: String,
     pub config: FreeForm,
+    /// Environment given to a custom provider's plugin.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A command an operator may run in a task (`action "NAME" { command, args }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Action {
+    pub name: String,
+    pub command: String,
+    pub args: Vec<String>,
+}
+
+/// A group's `disconnect` block (Nomad 1.8+): when a disconnected client's allocations are
+/// replaced, stopped, and reconciled when it comes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DisconnectStrategy {
+    #[serde(with = "opt_nanos")]
+    pub lost_after: Option<Duration>,
+    pub replace: Option<bool>,
+    /// "best_score" (Nomad's default), "longest_running", "keep_original" or "keep_replacement".
+    pub reconcile: String,
+    #[serde(with = "opt_nanos")]
+    pub stop_on_client_after: Option<Duration>,
+}
+
+/// The job's `ui` block: a description and links shown by the web UI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct JobUiConfig {
+    pub description: String,
+    pub links: Vec<JobUiLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct JobUiLink {
+    pub label: String,
+    pub url: String,
 }
 
 /// What happens when a task exits on its own.
@@ -1102,4 +1214,40 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
         return Err(NameError::Control(name.into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod port_label_tests {
+    use super::*;
+
+    fn port(label: &str) -> Port {
+        Port {
+            label: label.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_job_with_a_port_label_twice_or_with_a_space_is_refused() {
+        let mut task = Task::new("t", "raw_exec");
+        task.resources.networks.push(NetworkResource {
+            dynamic_ports: vec![port("HTTP")],
+            ..Default::default()
+        });
+        let mut g = TaskGroup::new("g", 1, JobType::Service, vec![task]);
+        g.networks.push(NetworkResource {
+            dynamic_ports: vec![port("http"), port("my port")],
+            ..Default::default()
+        });
+        let mut job = Job::new("j", JobType::Service);
+        job.groups.push(g);
+        let errs = job.canonicalize().unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "Job.TaskGroups[0]: port label \"my port\" must be a non-empty word without spaces",
+                "Job.TaskGroups[0]: port label \"HTTP\" is used twice (labels are compared without case)",
+            ]
+        );
+    }
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Index, UnixNanos};
 
+
 /// A variable (Nomad's `nomad var`): string items stored at a path in a namespace,
 /// replicated through Raft and kept in snapshots like every other table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -12,6 +13,10 @@ pub struct Variable {
     pub namespace: String,
     pub path: String,
     pub items: BTreeMap<String, String>,
+    /// The items encrypted (what Raft and snapshots hold once a keyring exists; `items` is
+    /// then empty). Never in an API answer: servers decrypt on read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<crate::EncryptedItems>,
     pub create_index: Index,
     pub modify_index: Index,
     pub create_time: UnixNanos,

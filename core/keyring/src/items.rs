@@ -47,10 +47,11 @@ pub fn open_items(
         });
     }
     let sealed = b64(&what(namespace, path), &enc.data)?;
-    let plain = seal::open(&key.data_key, &sealed, &aad(namespace, path, &enc.key_id))
-        .ok_or_else(|| KeyringError::Decrypt {
+    let plain = seal::open(&key.data_key, &sealed, &aad(namespace, path, &enc.key_id)).ok_or_else(
+        || KeyringError::Decrypt {
             what: what(namespace, path),
-        })?;
+        },
+    )?;
     serde_json::from_slice(&plain).map_err(|e| KeyringError::Corrupt {
         what: what(namespace, path),
         reason: format!("its items are not JSON: {e}"),
@@ -65,7 +66,8 @@ mod tests {
     #[test]
     fn a_ciphertext_moved_to_another_path_or_namespace_fails_to_decrypt() {
         let (_, key) = crate::new_root_key(&kek(1), "k1".into(), 0).unwrap();
-        let items: BTreeMap<String, String> = [("password".to_string(), "hunter2".to_string())].into();
+        let items: BTreeMap<String, String> =
+            [("password".to_string(), "hunter2".to_string())].into();
         let enc = seal_items(&key, "default", "app/db", &items).unwrap();
         assert!(!enc.data.contains("hunter2"));
         assert_eq!(open_items(&key, "default", "app/db", &enc).unwrap(), items);

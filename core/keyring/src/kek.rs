@@ -27,7 +27,8 @@ pub trait KeyEncryptionKey: Send + Sync + std::fmt::Debug {
     fn id(&self) -> &str;
     fn wrap(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyringError>;
     /// `None` when the bytes do not authenticate under this key and `aad`.
-    fn unwrap(&self, sealed: &[u8], aad: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, KeyringError>;
+    fn unwrap(&self, sealed: &[u8], aad: &[u8])
+    -> Result<Option<Zeroizing<Vec<u8>>>, KeyringError>;
 }
 
 /// Where a server's KEK comes from. Loading and creating may block (disk, network): call
@@ -80,7 +81,11 @@ impl KeyEncryptionKey for AesKek {
     fn wrap(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyringError> {
         seal::seal(&self.key, plaintext, aad)
     }
-    fn unwrap(&self, sealed: &[u8], aad: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, KeyringError> {
+    fn unwrap(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, KeyringError> {
         Ok(seal::open(&self.key, sealed, aad))
     }
 }

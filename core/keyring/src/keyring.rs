@@ -86,7 +86,12 @@ impl Keyring {
 
     /// The key's material, unwrapped once and kept in memory.
     pub async fn material(&self, key: &RootKey) -> Result<Arc<RootKeyMaterial>, KeyringError> {
-        if let Some(m) = self.unwrapped.lock().expect("keyring lock").get(&key.key_id) {
+        if let Some(m) = self
+            .unwrapped
+            .lock()
+            .expect("keyring lock")
+            .get(&key.key_id)
+        {
             return Ok(m.clone());
         }
         let kek = self.kek().await?;
@@ -99,9 +104,18 @@ impl Keyring {
     }
 
     /// `var` with its items sealed by `active` (its `items` emptied).
-    pub async fn encrypt(&self, active: &RootKey, mut var: Variable) -> Result<Variable, KeyringError> {
+    pub async fn encrypt(
+        &self,
+        active: &RootKey,
+        mut var: Variable,
+    ) -> Result<Variable, KeyringError> {
         let m = self.material(active).await?;
-        var.encrypted = Some(items::seal_items(&m, &var.namespace, &var.path, &var.items)?);
+        var.encrypted = Some(items::seal_items(
+            &m,
+            &var.namespace,
+            &var.path,
+            &var.items,
+        )?);
         var.items.clear();
         Ok(var)
     }
@@ -109,7 +123,11 @@ impl Keyring {
     /// `var` with its items opened; `key` is the root key its ciphertext names (None when
     /// the keyring does not hold it). A variable stored in plaintext (before the keyring
     /// existed) is returned as it is.
-    pub async fn decrypt(&self, key: Option<&RootKey>, mut var: Variable) -> Result<Variable, KeyringError> {
+    pub async fn decrypt(
+        &self,
+        key: Option<&RootKey>,
+        mut var: Variable,
+    ) -> Result<Variable, KeyringError> {
         let Some(enc) = var.encrypted.take() else {
             return Ok(var);
         };
@@ -149,15 +167,26 @@ mod tests {
         };
         let sealed = ring.encrypt(&key, var.clone()).await.unwrap();
         assert!(sealed.items.is_empty());
-        assert_eq!(ring.decrypt(Some(&key), sealed.clone()).await.unwrap().items, var.items);
+        assert_eq!(
+            ring.decrypt(Some(&key), sealed.clone())
+                .await
+                .unwrap()
+                .items,
+            var.items
+        );
 
         // Another server, without the KEK file.
-        let other = Keyring::new(Some(Arc::new(FileKekProvider::new(dir.path().join("absent")))));
+        let other = Keyring::new(Some(Arc::new(FileKekProvider::new(
+            dir.path().join("absent"),
+        ))));
         let e = other.decrypt(Some(&key), sealed.clone()).await.unwrap_err();
         assert!(matches!(e, KeyringError::NoKek { .. }), "{e}");
         assert!(e.to_string().contains("Copy the KEK file"), "{e}");
         // The KEK copied in later is picked up without a restart.
         std::fs::copy(&path, dir.path().join("absent")).unwrap();
-        assert_eq!(other.decrypt(Some(&key), sealed).await.unwrap().items, var.items);
+        assert_eq!(
+            other.decrypt(Some(&key), sealed).await.unwrap().items,
+            var.items
+        );
     }
 }

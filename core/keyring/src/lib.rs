@@ -17,7 +17,7 @@ mod seal;
 
 mod keyring;
 
-pub use kek::{FileKekProvider, KeyEncryptionKey, KekProvider};
+pub use kek::{FileKekProvider, KekProvider, KeyEncryptionKey};
 pub use keyring::Keyring;
 pub use root_key::{RootKeyMaterial, new_root_key};
 
@@ -43,7 +43,9 @@ pub enum KeyringError {
         have: String,
     },
     /// A ciphertext failed authentication (altered, or moved to another path or key).
-    #[error("{what} does not decrypt: the ciphertext was altered, or moved from another path or key")]
+    #[error(
+        "{what} does not decrypt: the ciphertext was altered, or moved from another path or key"
+    )]
     Decrypt { what: String },
     /// The key a ciphertext names is not in the keyring.
     #[error("{what} is encrypted with root key {key_id}, which is not in the keyring")]

@@ -70,8 +70,9 @@ impl KdfParams {
             return Err(KeyringError::Kdf("the passphrase is empty".into()));
         }
         let salt = b64("the passphrase salt", &self.salt)?;
-        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| KeyringError::Kdf(e.to_string()))?;
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|e| KeyringError::Kdf(e.to_string()))?;
         let mut key = Zeroizing::new([0u8; 32]);
         argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
             .hash_password_into(passphrase.as_bytes(), &salt, &mut key[..])
@@ -98,7 +99,11 @@ impl KeyEncryptionKey for PassphraseKek {
     fn wrap(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyringError> {
         self.0.wrap(plaintext, aad)
     }
-    fn unwrap(&self, sealed: &[u8], aad: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, KeyringError> {
+    fn unwrap(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, KeyringError> {
         self.0.unwrap(sealed, aad)
     }
 }
@@ -122,9 +127,22 @@ mod tests {
         let sealed = a.wrap(b"k", b"").unwrap();
         let b = p.derive("correct horse").unwrap();
         assert_eq!(&b.unwrap(&sealed, b"").unwrap().unwrap()[..], b"k");
-        assert!(p.derive("wrong horse").unwrap().unwrap(&sealed, b"").unwrap().is_none());
+        assert!(
+            p.derive("wrong horse")
+                .unwrap()
+                .unwrap(&sealed, b"")
+                .unwrap()
+                .is_none()
+        );
         // Another salt, another key.
-        assert!(light().derive("correct horse").unwrap().unwrap(&sealed, b"").unwrap().is_none());
+        assert!(
+            light()
+                .derive("correct horse")
+                .unwrap()
+                .unwrap(&sealed, b"")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -154,13 +154,19 @@ pub(crate) mod tests {
         let back = unwrap(&a, &key).unwrap();
         assert_eq!(back.data_key[..], m.data_key[..]);
         assert_eq!(back.rsa_pkcs8[..], m.rsa_pkcs8[..]);
-        assert!(matches!(unwrap(&b, &key), Err(KeyringError::WrongKek { .. })));
+        assert!(matches!(
+            unwrap(&b, &key),
+            Err(KeyringError::WrongKek { .. })
+        ));
         // Wrapped material cannot be passed off as another key's.
         let moved = RootKey {
             key_id: "k2".into(),
             ..key.clone()
         };
-        assert!(matches!(unwrap(&a, &moved), Err(KeyringError::Decrypt { .. })));
+        assert!(matches!(
+            unwrap(&a, &moved),
+            Err(KeyringError::Decrypt { .. })
+        ));
         let re = rewrap(&key, &a, &b).unwrap();
         assert_eq!(unwrap(&b, &re).unwrap().data_key[..], m.data_key[..]);
         // The signing key is a key ring accepts.

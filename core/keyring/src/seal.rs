@@ -20,13 +20,21 @@ fn key(bytes: &[u8; 32]) -> LessSafeKey {
 }
 
 /// Seals `plaintext` under `key` with `aad`: nonce || ciphertext || tag.
-pub(crate) fn seal(key_bytes: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyringError> {
+pub(crate) fn seal(
+    key_bytes: &[u8; 32],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, KeyringError> {
     let nonce = random::<NONCE_LEN>()?;
     let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
     buf.extend_from_slice(&nonce);
     let mut body = plaintext.to_vec();
     key(key_bytes)
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
         .map_err(|_| KeyringError::Generate("AES-GCM sealing failed".into()))?;
     buf.extend_from_slice(&body);
     Ok(buf)
@@ -51,7 +59,8 @@ pub(crate) fn open(key_bytes: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Ze
 /// Additional authenticated data: a domain label and length-prefixed fields, so no two
 /// different field lists encode alike.
 pub(crate) fn aad(label: &str, fields: &[&str]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(label.len() + 1 + fields.iter().map(|f| f.len() + 4).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(label.len() + 1 + fields.iter().map(|f| f.len() + 4).sum::<usize>());
     out.extend_from_slice(label.as_bytes());
     out.push(0);
     for f in fields {

@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Index, UnixNanos};
 
-
 /// A variable (Nomad's `nomad var`): string items stored at a path in a namespace,
 /// replicated through Raft and kept in snapshots like every other table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -3,8 +3,8 @@ use serde::{Deserialize, Serialize};
 use crate::RestoreRows;
 
 use drover_model::{
-    AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus,
-    RootKey, ServiceRegistration, UnixNanos, Variable,
+    AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus, RootKey,
+    ServiceRegistration, UnixNanos, Variable,
 };
 
 /// One Raft log entry's payload: a command stamped with the leader's clock, so every server

@@ -115,7 +115,13 @@ mod tests {
         let r = write(&store, 7, Command::RootKeyDelete { key_id: "a".into() });
         assert_eq!(r.error, None);
         assert!(store.snapshot().root_key("a").is_none());
-        let e = write(&store, 8, Command::RootKeyDelete { key_id: "zz".into() });
+        let e = write(
+            &store,
+            8,
+            Command::RootKeyDelete {
+                key_id: "zz".into(),
+            },
+        );
         assert!(e.error.unwrap().contains("not found"));
     }
 
@@ -128,7 +134,14 @@ mod tests {
             items: [("k".to_string(), "v".to_string())].into(),
             ..Default::default()
         };
-        write(&store, 1, Command::VarUpsert { var: plain, cas: None });
+        write(
+            &store,
+            1,
+            Command::VarUpsert {
+                var: plain,
+                cas: None,
+            },
+        );
         write(&store, 2, Command::RootKeyUpsert { key: key("a") });
         let snap = store.snapshot();
         assert_eq!(snap.plaintext_index(), 1);
@@ -140,7 +153,10 @@ mod tests {
         let var = sealed_var("old", "a");
         write(&store, 3, Command::VarUpsert { var, cas: None });
         let snap = store.snapshot();
-        assert_eq!((snap.plaintext_index(), snap.plaintext_variables().count()), (1, 0));
+        assert_eq!(
+            (snap.plaintext_index(), snap.plaintext_variables().count()),
+            (1, 0)
+        );
         // A snapshot from before the mark existed, holding plaintext, gets one.
         let mut v = serde_json::to_value(&back).unwrap();
         v.as_object_mut().unwrap().remove("plaintext_index");

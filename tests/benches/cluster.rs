@@ -56,8 +56,11 @@ fn specs_n(dir: &Path, base: u8, n: u8) -> Vec<Spec> {
             std::fs::write(
                 &config,
                 format!(
-                    "name = \"s{i}\"\nbind_addr = \"{}\"\nserver {{\n  enabled = true\n  bootstrap_expect = {n}\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n",
+                    // One key-encryption key for every server (variables are sealed
+                    // on the server that takes the write).
+                    "name = \"s{i}\"\nbind_addr = \"{}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = {n}\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n",
                     hosts[i],
+                    dir.join("keyring.kek").display(),
                     join.join(", ")
                 ),
             )

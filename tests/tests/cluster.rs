@@ -59,7 +59,10 @@ fn server_config(
     std::fs::write(
         &cfg,
         format!(
-            "name = \"{name}\"\nbind_addr = \"{host}\"\nserver {{\n  enabled = true\n  bootstrap_expect = {expect}\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n{extra}}}\n",
+            // One key-encryption key for every server (the operator copies it; here they
+            // share the file), outside the data dirs so it survives their wipe.
+            "name = \"{name}\"\nbind_addr = \"{host}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = {expect}\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n{extra}}}\n",
+            dir.join("keyring.kek").display(),
             join.join(", ")
         ),
     )

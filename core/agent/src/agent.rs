@@ -99,6 +99,25 @@ async fn start_plugin_host(cfg: &AgentConfig) -> anyhow::Result<Arc<PluginHost>>
     Ok(host)
 }
 
+/// The keyring's KEK file: configured (`keyring "file" { path }`, relative to data_dir) or
+/// `<data_dir>/server/keyring.kek`; never inside the Raft directory, whose copies (backups
+/// of the disk, a server's data sent for debugging) must decrypt nothing.
+fn kek_provider(cfg: &AgentConfig) -> anyhow::Result<Arc<dyn drover_keyring::KekProvider>> {
+    let path = match &cfg.kek_file {
+        Some(p) => cfg.data_dir.join(p),
+        None => cfg.data_dir.join("server").join("keyring.kek"),
+    };
+    let raft_dir = cfg.data_dir.join("server").join("raft");
+    if path.starts_with(&raft_dir) {
+        anyhow::bail!(
+            "keyring \"file\" path {} is inside the Raft directory {}: the key-encryption key must be kept apart from what it protects",
+            path.display(),
+            raft_dir.display()
+        );
+    }
+    Ok(Arc::new(drover_keyring::FileKekProvider::new(path)))
+}
+
 /// Opens Raft, starts the server, and serves its RPC (Raft, node streams) and HTTP API.
 async fn start_server(cfg: &AgentConfig, host: Option<Arc<PluginHost>>) -> anyhow::Result<Server> {
     let raft = RaftNode::open(RaftNodeConfig {
@@ -127,6 +146,7 @@ async fn start_server(cfg: &AgentConfig, host: Option<Arc<PluginHost>>) -> anyho
             gc: cfg.gc,
             job_max_count: cfg.job_max_count,
             max_placements_per_eval: cfg.max_placements_per_eval,
+            kek: Some(kek_provider(cfg)?),
         },
     );
     let rpc_addr = serve_rpc(cfg, raft, &server).await?;

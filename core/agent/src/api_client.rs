@@ -308,16 +308,19 @@ impl ApiClient {
         Ok(())
     }
 
+    /// PUTs raw bytes, with extra headers.
     pub async fn put_bytes<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: Vec<u8>,
+        headers: &[(&str, &str)],
     ) -> anyhow::Result<T> {
         let url = self.url(path)?;
-        let resp = self
-            .http
-            .put(url)
-            .body(body)
+        let mut req = self.http.put(url).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
@@ -328,7 +331,24 @@ impl ApiClient {
     }
 
     pub async fn stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        let resp = self.request(reqwest::Method::GET, path, None).await?;
+        self.stream_with(path, &[]).await
+    }
+
+    /// GETs a streamed answer, with extra headers.
+    pub async fn stream_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = self.url(path)?;
+        let mut req = self.http.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Drover API at {}", self.base))?;
         self.check(resp, &format!("GET {path}")).await
     }
 }

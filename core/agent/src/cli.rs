@@ -664,13 +664,30 @@ pub async fn system_gc(c: &ApiClient) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub async fn snapshot_save(c: &ApiClient, file: &Path, stale: bool) -> anyhow::Result<i32> {
+/// The passphrase header, when one is given.
+fn passphrase_header(passphrase: Option<&str>) -> Vec<(&str, &str)> {
+    passphrase
+        .map(|p| (drover_api::backup::PASSPHRASE_HEADER, p))
+        .into_iter()
+        .collect()
+}
+
+pub async fn snapshot_save(
+    c: &ApiClient,
+    file: &Path,
+    stale: bool,
+    passphrase: Option<&str>,
+) -> anyhow::Result<i32> {
     let path = if stale {
         "/v1/operator/snapshot?stale"
     } else {
         "/v1/operator/snapshot"
     };
-    let bytes = c.stream(path).await?.bytes().await?;
+    let bytes = c
+        .stream_with(path, &passphrase_header(passphrase))
+        .await?
+        .bytes()
+        .await?;
     let meta = drover_api::backup::decode_backup(&bytes)
         .map_err(|e| anyhow::anyhow!("the server sent an invalid snapshot: {e}"))?
         .meta;
@@ -686,11 +703,21 @@ pub async fn snapshot_save(c: &ApiClient, file: &Path, stale: bool) -> anyhow::R
     Ok(0)
 }
 
-pub async fn snapshot_restore(c: &ApiClient, file: &Path) -> anyhow::Result<i32> {
+pub async fn snapshot_restore(
+    c: &ApiClient,
+    file: &Path,
+    passphrase: Option<&str>,
+) -> anyhow::Result<i32> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     drover_api::backup::decode_backup(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let v: serde_json::Value = c.put_bytes("/v1/operator/snapshot", bytes).await?;
+    let v: serde_json::Value = c
+        .put_bytes(
+            "/v1/operator/snapshot",
+            bytes,
+            &passphrase_header(passphrase),
+        )
+        .await?;
     println!("Snapshot restored (Raft index {})", v["Index"]);
     Ok(0)
 }

@@ -50,9 +50,44 @@ pub struct FileConfig {
     pub syslog_facility: Option<String>,
     pub autopilot: Option<AutopilotBlock>,
     pub limits: Option<LimitsBlock>,
+    /// Nomad's `keyring "<provider>" { active, name, ... }`: where the key-encryption key
+    /// that wraps the keyring comes from. Drover's provider is "file".
+    #[serde(default)]
+    pub keyring: BTreeMap<String, KeyringBlock>,
     /// Deprecated and gossip keys a file set, said once as warnings (see `compat`).
     #[serde(skip)]
     pub notices: Vec<String>,
+}
+
+/// A `keyring` block. Drover's provider is `keyring "file" { path }`: the key-encryption
+/// key in a 0600 file (default `<data_dir>/server/keyring.kek`), outside the Raft directory.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringBlock {
+    pub active: Option<bool>,
+    pub name: Option<String>,
+    /// The KEK file (relative paths are under data_dir).
+    pub path: Option<String>,
+}
+
+/// The KEK file the `keyring` blocks select: None for the default.
+fn keyring_kek_file(blocks: &BTreeMap<String, KeyringBlock>) -> anyhow::Result<Option<PathBuf>> {
+    let mut chosen = None;
+    for (provider, b) in blocks {
+        if b.active == Some(false) {
+            continue;
+        }
+        if provider != "file" {
+            bail!(
+                "keyring {provider:?} is not supported: Drover's key-encryption key provider is keyring \"file\" {{ path = \"...\" }} (a KMS provider is not built yet)"
+            );
+        }
+        if chosen.is_some() {
+            bail!("more than one keyring block is active");
+        }
+        chosen = Some(b.path.as_deref().map(PathBuf::from));
+    }
+    Ok(chosen.flatten())
 }
 
 /// Nomad's `autopilot` block. Drover's autopilot removes dead servers
@@ -1027,6 +1062,8 @@ pub struct AgentConfig {
     pub num_schedulers: usize,
     pub job_max_count: u32,
     pub max_placements_per_eval: usize,
+    /// `keyring "file" { path }`: the KEK file (None: `<data_dir>/server/keyring.kek`).
+    pub kek_file: Option<PathBuf>,
     pub scheduler_algorithm: drover_scheduler::Algorithm,
     pub dynamic_ports: (u16, u16),
     pub gc_max_allocs: usize,
@@ -1270,6 +1307,7 @@ impl AgentConfig {
                 .max_placements_per_eval
                 .unwrap_or(drover_server::DEFAULT_MAX_PLACEMENTS_PER_EVAL)
                 .max(1),
+            kek_file: keyring_kek_file(&f.keyring)?,
             scheduler_algorithm: scheduler_algorithm(&server_block)?,
             raft_snapshot_threshold: server_block
                 .raft_snapshot_threshold

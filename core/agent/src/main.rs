@@ -8,6 +8,7 @@ mod driver_schemas;
 mod exec_cmd;
 mod ids;
 mod job_init;
+mod keyring_cmd;
 mod output;
 mod plugins;
 mod service_cmd;
@@ -347,6 +348,30 @@ enum OperatorCmd {
     /// Backups of the whole cluster state.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// The root keys that encrypt variables (`operator root keyring ...`).
+    #[command(subcommand)]
+    Root(RootCmd),
+}
+
+#[derive(Subcommand)]
+enum RootCmd {
+    #[command(subcommand)]
+    Keyring(KeyringCmd),
+}
+
+#[derive(Subcommand)]
+enum KeyringCmd {
+    /// Lists the root keys.
+    List,
+    /// Makes a new active root key.
+    Rotate {
+        /// Also re-encrypt every variable with the new key (in the background); the old
+        /// keys become deprecated once nothing uses them.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Removes a root key (refused while it is active or encrypts a variable).
+    Remove { key_id: String },
 }
 
 #[derive(Subcommand)]
@@ -358,9 +383,19 @@ enum SnapshotCmd {
         /// Read from the contacted server without checking with the leader.
         #[arg(long)]
         stale: bool,
+        /// Seal the keyring in the file with this passphrase (argon2id) instead of the
+        /// cluster's key-encryption key, so the file restores on any cluster (Drover's
+        /// extension).
+        #[arg(long, env = "DROVER_SNAPSHOT_PASSPHRASE", hide_env_values = true)]
+        passphrase: Option<String>,
     },
     /// Replaces the cluster's state with FILE's, through Raft (every server ends identical).
-    Restore { file: PathBuf },
+    Restore {
+        file: PathBuf,
+        /// The passphrase the file was saved with, if any.
+        #[arg(long, env = "DROVER_SNAPSHOT_PASSPHRASE", hide_env_values = true)]
+        passphrase: Option<String>,
+    },
     /// Prints what a snapshot file holds.
     Inspect { file: PathBuf },
 }
@@ -519,12 +554,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 peer_id,
                 peer_address,
             })) => cli::remove_peer(api()?, peer_id, peer_address).await,
-            Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Save { file, stale })) => {
-                cli::snapshot_save(api()?, &file, stale).await
+            Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Save {
+                file,
+                stale,
+                passphrase,
+            })) => cli::snapshot_save(api()?, &file, stale, passphrase.as_deref()).await,
+            Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Restore { file, passphrase })) => {
+                cli::snapshot_restore(api()?, &file, passphrase.as_deref()).await
             }
-            Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Restore { file })) => {
-                cli::snapshot_restore(api()?, &file).await
-            }
+            Cmd::Operator(OperatorCmd::Root(RootCmd::Keyring(k))) => match k {
+                KeyringCmd::List => keyring_cmd::list(api()?).await,
+                KeyringCmd::Rotate { full } => keyring_cmd::rotate(api()?, full).await,
+                KeyringCmd::Remove { key_id } => keyring_cmd::remove(api()?, &key_id).await,
+            },
             Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Inspect { file })) => {
                 cli::snapshot_inspect(&file)
             }

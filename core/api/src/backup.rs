@@ -1,5 +1,12 @@
 //! The backup snapshot (`/v1/operator/snapshot`: GET saves the whole state, PUT restores
 //! it through Raft), and the backup file's format the CLI reads too.
+//!
+//! The state holds the keyring's root keys wrapped by the cluster's key-encryption key
+//! (KEK) and the variables as ciphertext, so a backup restores where that KEK is installed.
+//! With a passphrase (Drover's extension, header [`PASSPHRASE_HEADER`] on save and
+//! restore), the root keys are re-wrapped under a key derived from it with argon2id (the
+//! parameters and salt in `Meta.KeyringKdf`), and a restore re-wraps them under the
+//! restoring cluster's KEK: the backup then restores on any cluster.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +14,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+
+use drover_keyring::KeyringError;
+use drover_keyring::passphrase::{KdfParams, MIN_PASSPHRASE, PassphraseKek};
+use drover_keyring::root_key::{rewrap, unwrap};
+use drover_model::RootKey;
 
 use crate::error::write_status;
 use crate::limits::MAX_BACKUP_BODY;
@@ -36,6 +48,36 @@ pub struct BackupMeta {
     pub drover_version: String,
     /// Rows per table.
     pub tables: BTreeMap<String, usize>,
+    /// Set when the root keys are wrapped under a passphrase (how it derives the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring_kdf: Option<KdfParams>,
+}
+
+/// The header carrying a backup's passphrase (never a query parameter: URLs get logged).
+pub const PASSPHRASE_HEADER: &str = "X-Drover-Snapshot-Passphrase";
+
+/// The passphrase a request carries, if any.
+fn passphrase(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get(PASSPHRASE_HEADER)
+        .map(|v| {
+            v.to_str().map(str::to_string).map_err(|_| {
+                ApiError::bad_request(format!("{PASSPHRASE_HEADER} is not valid text"))
+            })
+        })
+        .transpose()
+}
+
+fn keyring_error(e: KeyringError) -> ApiError {
+    ApiError::from(drover_server::ServerError::from(e))
+}
+
+/// Derives the passphrase's key on the blocking pool (argon2id is memory- and CPU-heavy).
+async fn derive(params: KdfParams, passphrase: String) -> Result<PassphraseKek, ApiError> {
+    tokio::task::spawn_blocking(move || params.derive(&passphrase))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 impl BackupMeta {
@@ -66,8 +108,30 @@ static SNAPSHOT_SAVES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_ne
 pub(crate) async fn save(
     State(st): State<ApiState>,
     Query(q): Params,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let passphrase = passphrase(&headers)?;
     let snap = query(&st, &q, drover_state::Table::Jobs).await?;
+    // With a passphrase: the root keys re-wrapped under it.
+    let sealed = match passphrase {
+        Some(p) if p.chars().count() < MIN_PASSPHRASE => {
+            return Err(ApiError::bad_request(format!(
+                "the snapshot passphrase must be at least {MIN_PASSPHRASE} characters"
+            )));
+        }
+        Some(p) => {
+            let params = KdfParams::new().map_err(keyring_error)?;
+            let to = derive(params.clone(), p).await?;
+            let from = st.server.keyring().kek().await.map_err(keyring_error)?;
+            let keys = snap
+                .root_keys()
+                .map(|k| rewrap(k, &*from, &to))
+                .collect::<Result<Vec<RootKey>, _>>()
+                .map_err(keyring_error)?;
+            Some((params, keys))
+        }
+        None => None,
+    };
     // One snapshot is serialized at a time, on the blocking pool: the whole state is CPU
     // work and memory that must not stall the runtime or multiply with concurrent requests.
     let _one = SNAPSHOT_SAVES
@@ -78,7 +142,14 @@ pub(crate) async fn save(
     let drover_version = st.agent.version.clone();
     let index = snap.index();
     let body = tokio::task::spawn_blocking(move || {
-        let state = serde_json::to_value(&snap)?;
+        let mut state = serde_json::to_value(&snap)?;
+        let keyring_kdf = match sealed {
+            Some((params, keys)) => {
+                state["root_keys"] = serde_json::to_value(keys)?;
+                Some(params)
+            }
+            None => None,
+        };
         let mut tables = BTreeMap::new();
         for t in [
             "jobs",
@@ -87,6 +158,7 @@ pub(crate) async fn save(
             "evals",
             "nodes",
             "variables",
+            "root_keys",
         ] {
             tables.insert(
                 t.to_string(),
@@ -105,6 +177,7 @@ pub(crate) async fn save(
                 time: drover_server::now_nanos(),
                 drover_version,
                 tables,
+                keyring_kdf,
             },
             state,
         };
@@ -201,8 +274,10 @@ fn read_staged(path: &std::path::Path) -> Result<BackupIn, String> {
 /// entry, which replicate to every server like any write.
 pub(crate) async fn restore(
     State(st): State<ApiState>,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    let passphrase = passphrase(&headers)?;
     let staged = Staged(st.server.restore_staging_path());
     let bytes = stage_upload(body, &staged.0).await?;
     let path = staged.0.clone();
@@ -212,7 +287,13 @@ pub(crate) async fn restore(
         .map_err(ApiError::bad_request)?;
     drop(staged);
     let from_index = file.meta.index;
-    let index = st.server.restore(file.state).await.map_err(|e| match e {
+    let mut state = file.state;
+    let keys: Vec<RootKey> = state.root_keys().cloned().collect();
+    if !keys.is_empty() {
+        let keys = keys_for_this_cluster(&st, keys, file.meta.keyring_kdf, passphrase).await?;
+        state.replace_root_keys(keys);
+    }
+    let index = st.server.restore(state).await.map_err(|e| match e {
         drover_server::RestoreError::RowTooLarge(_) => ApiError::bad_request(e.to_string()),
         e => match e.write_error() {
             Some(w) => ApiError(write_status(w), e.to_string()),
@@ -226,4 +307,47 @@ pub(crate) async fn restore(
         "restored the cluster state from a snapshot"
     );
     Ok(with_index(index, &serde_json::json!({ "Index": index })))
+}
+
+/// The backup's root keys wrapped by this cluster's KEK: re-wrapped from the passphrase's
+/// key, or checked to unwrap with this server's KEK.
+async fn keys_for_this_cluster(
+    st: &ApiState,
+    keys: Vec<RootKey>,
+    kdf: Option<KdfParams>,
+    passphrase: Option<String>,
+) -> Result<Vec<RootKey>, ApiError> {
+    let kek = st.server.keyring().kek().await.map_err(keyring_error)?;
+    match (kdf, passphrase) {
+        (Some(params), Some(p)) => {
+            let from = derive(params, p).await?;
+            keys.iter()
+                .map(|k| {
+                    rewrap(k, &from, &*kek).map_err(|e| match e {
+                        KeyringError::Decrypt { .. } => ApiError::bad_request(format!(
+                            "the passphrase does not unwrap the snapshot's root key {}: it is not the passphrase the snapshot was saved with",
+                            k.key_id
+                        )),
+                        e => keyring_error(e),
+                    })
+                })
+                .collect()
+        }
+        (Some(_), None) => Err(ApiError::bad_request(format!(
+            "this snapshot's keyring is sealed with a passphrase: give it (drover operator snapshot restore -passphrase, or the {PASSPHRASE_HEADER} header)"
+        ))),
+        (None, _) => {
+            for k in &keys {
+                unwrap(&*kek, k).map_err(|e| match e {
+                    KeyringError::WrongKek { .. } | KeyringError::Decrypt { .. } => {
+                        ApiError::bad_request(format!(
+                            "{e}. This snapshot's keyring is wrapped by the key-encryption key of the cluster that saved it: restore where that KEK file is installed, or save the snapshot again with -passphrase"
+                        ))
+                    }
+                    e => keyring_error(e),
+                })?;
+            }
+            Ok(keys)
+        }
+    }
 }

@@ -41,6 +41,11 @@ impl From<ServerError> for ApiError {
             ServerError::Invalid(_) => StatusCode::BAD_REQUEST,
             ServerError::Write(w) => write_status(w),
             ServerError::Membership(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServerError::Keyring(k) => match k {
+                drover_keyring::KeyringError::NoKek { .. }
+                | drover_keyring::KeyringError::NoActiveKey => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         };
         ApiError(code, e.to_string())
     }

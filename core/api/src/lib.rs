@@ -15,6 +15,7 @@ mod events;
 mod exec;
 pub mod guard;
 mod jobs;
+mod keyring;
 mod leader;
 pub mod limits;
 mod logs;

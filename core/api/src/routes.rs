@@ -17,8 +17,8 @@ use crate::limits::{
     REQUEST_TIMEOUT,
 };
 use crate::{
-    ApiState, acl, agent, allocations, backup, evaluations, events, exec, jobs, logs, nodes,
-    operator, plugins, search, services, variables,
+    ApiState, acl, agent, allocations, backup, evaluations, events, exec, jobs, keyring, logs,
+    nodes, operator, plugins, search, services, variables,
 };
 
 /// An HTTP method a route answers.
@@ -138,6 +138,9 @@ pub fn table() -> Vec<Route> {
         route(DELETE, "/v1/operator/raft/peer", C::OperatorWrite, NO_BODY, REQUEST, |m| on(m, operator::remove_peer)),
         route(GET, "/v1/operator/snapshot", C::Management, NO_BODY, Timeout::Open, |m| on(m, backup::save)),
         route(WRITE, "/v1/operator/snapshot", C::Management, MAX_BACKUP_BODY, Timeout::Open, |m| on(m, backup::restore)),
+        route(GET, "/v1/operator/keyring/keys", C::Management, NO_BODY, READ, |m| on(m, keyring::list)),
+        route(WRITE, "/v1/operator/keyring/rotate", C::Management, NO_BODY, REQUEST, |m| on(m, keyring::rotate)),
+        route(DELETE, "/v1/operator/keyring/key/{id}", C::Management, NO_BODY, REQUEST, |m| on(m, keyring::remove)),
         route(WRITE, "/v1/system/gc", C::Management, NO_BODY, REQUEST, |m| on(m, operator::system_gc)),
         // The agent and the cluster's status.
         route(GET, "/v1/status/leader", C::Public, NO_BODY, REQUEST, |m| on(m, agent::status_leader)),

@@ -58,7 +58,8 @@ pub(crate) async fn read(
     let v = snap.variable(&ns, &path).ok_or_else(|| {
         ApiError::not_found(format!("variable {path:?} not found in namespace {ns:?}"))
     })?;
-    Ok(with_index(snap.table_index(Table::Variables), v))
+    let v = st.server.open_variable(&snap, v).await?;
+    Ok(with_index(snap.table_index(Table::Variables), &v))
 }
 
 fn cas(q: &BTreeMap<String, String>) -> Result<Option<u64>, ApiError> {

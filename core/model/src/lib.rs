@@ -13,6 +13,7 @@ mod deployment;
 mod eval;
 mod job;
 mod node;
+mod root_key;
 pub mod serde_fmt;
 mod service;
 mod variable;
@@ -23,6 +24,7 @@ pub use deployment::*;
 pub use eval::*;
 pub use job::*;
 pub use node::*;
+pub use root_key::*;
 pub use service::*;
 pub use variable::*;
 

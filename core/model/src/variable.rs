@@ -12,6 +12,10 @@ pub struct Variable {
     pub namespace: String,
     pub path: String,
     pub items: BTreeMap<String, String>,
+    /// The items encrypted (what Raft and snapshots hold once a keyring exists; `items` is
+    /// then empty). Never in an API answer: servers decrypt on read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<crate::EncryptedItems>,
     pub create_index: Index,
     pub modify_index: Index,
     pub create_time: UnixNanos,

@@ -55,6 +55,9 @@ fn start_duties(server: &Server) -> Vec<JoinHandle<()>> {
     duties.push(tokio::spawn(crate::heartbeat::monitor(server.clone())));
     duties.push(tokio::spawn(crate::gc::run(server.clone())));
     duties.push(tokio::spawn(capacity_watch(server.clone())));
+    if server.config().kek.is_some() {
+        duties.push(tokio::spawn(crate::keyring::upkeep(server.clone())));
+    }
     if let Some(after) = server.config().dead_server_cleanup {
         duties.push(tokio::spawn(drover_raft::cluster::cleanup_dead_servers(
             server.raft().clone(),

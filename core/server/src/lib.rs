@@ -8,6 +8,7 @@ mod broker;
 mod consensus;
 mod gc;
 mod heartbeat;
+mod keyring;
 mod leader;
 mod node_stream;
 mod plan_apply;
@@ -48,6 +49,9 @@ pub struct ServerConfig {
     /// New placements one evaluation makes at most; the rest follow in a follow-up
     /// evaluation (`server.max_placements_per_eval`).
     pub max_placements_per_eval: usize,
+    /// Where the keyring's key-encryption key comes from (`keyring "file" { path }`);
+    /// None: variables are refused.
+    pub kek: Option<Arc<dyn drover_keyring::KekProvider>>,
 }
 
 /// Default for [`ServerConfig::job_max_count`].
@@ -65,6 +69,7 @@ impl Default for ServerConfig {
             gc: GcThresholds::default(),
             job_max_count: DEFAULT_JOB_MAX_COUNT,
             max_placements_per_eval: DEFAULT_MAX_PLACEMENTS_PER_EVAL,
+            kek: None,
         }
     }
 }
@@ -84,6 +89,9 @@ pub enum ServerError {
     /// A membership change (removing a server) failed.
     #[error("{0}")]
     Membership(String),
+    /// The keyring refused (no KEK on this server, a ciphertext that does not decrypt).
+    #[error(transparent)]
+    Keyring(#[from] drover_keyring::KeyringError),
 }
 
 /// What registering a job committed: the answer `PUT /v1/jobs` gives.
@@ -137,6 +145,7 @@ struct Inner {
     applier: tokio::sync::Mutex<()>,
     /// Plans accepted and still committing.
     inflight: plan_apply::InFlight,
+    keyring: drover_keyring::Keyring,
 }
 
 /// A random UUID from the OS's generator.
@@ -150,6 +159,7 @@ impl Server {
         let server = Server {
             inner: Arc::new(Inner {
                 heartbeats: heartbeat::Heartbeats::new(config.heartbeat_ttl),
+                keyring: drover_keyring::Keyring::new(config.kek.clone()),
                 raft,
                 config,
                 nodes: Mutex::default(),
@@ -160,6 +170,7 @@ impl Server {
             }),
         };
         tokio::spawn(leader::watch_leadership(server.clone()));
+        tokio::spawn(keyring::purge_plaintext_log(server.clone()));
         server
     }
 
@@ -307,16 +318,35 @@ impl Server {
         cas: Option<u64>,
     ) -> Result<VarWrite, ServerError> {
         var.validate().map_err(ServerError::Invalid)?;
-        self.write_variable(Command::VarUpsert { var, cas }).await
+        let items = var.items.clone();
+        let var = self.seal_variable(var).await?;
+        Ok(
+            match self.write_variable(Command::VarUpsert { var, cas }).await? {
+                // The stored variable with the items just written (it holds ciphertext).
+                VarWrite::Done(Some(v)) => VarWrite::Done(Some(Arc::new(Variable {
+                    items,
+                    encrypted: None,
+                    ..(*v).clone()
+                }))),
+                w => w,
+            },
+        )
     }
 
+    /// Writes a variable command; a conflict's current variable comes back decrypted.
     async fn write_variable(&self, command: Command) -> Result<VarWrite, ServerError> {
         let resp = self.inner.raft.write(command).await?;
-        Ok(if resp.conflict {
-            VarWrite::Conflict(resp.variable)
-        } else {
-            VarWrite::Done(resp.variable)
-        })
+        if !resp.conflict {
+            return Ok(VarWrite::Done(resp.variable));
+        }
+        let current = match resp.variable {
+            Some(v) => {
+                let snap = self.store().snapshot();
+                Some(Arc::new(self.open_variable(&snap, &v).await?))
+            }
+            None => None,
+        };
+        Ok(VarWrite::Conflict(current))
     }
 
     /// Deletes a service registration (Nomad's `DELETE /v1/service/:name/:id`); the

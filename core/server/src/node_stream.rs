@@ -565,15 +565,23 @@ impl NodeService for NodeStreamService {
                 .map(|v| {
                     encode(&drover_model::Variable {
                         items: Default::default(),
+                        encrypted: None,
                         ..v.clone()
                     })
                 })
                 .collect()
         } else {
-            snap.variable(&ns, &req.path)
-                .map(encode)
-                .into_iter()
-                .collect()
+            match snap.variable(&ns, &req.path) {
+                // Decrypted here: the client never sees ciphertext or keys.
+                Some(v) => vec![encode(
+                    &self
+                        .server
+                        .open_variable(&snap, v)
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?,
+                )],
+                None => Vec::new(),
+            }
         };
         Ok(Response::new(VariablesReply {
             variables_json,

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use crate::RestoreRows;
 
 use drover_model::{
-    AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus,
+    AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus, RootKey,
     ServiceRegistration, UnixNanos, Variable,
 };
 
@@ -90,6 +90,15 @@ pub enum Command {
     ServiceRegDelete {
         ids: Vec<String>,
     },
+    /// Adds or replaces a root key of the keyring (its secret material wrapped by the
+    /// key-encryption key). An active key demotes the previously active one to inactive.
+    RootKeyUpsert {
+        key: RootKey,
+    },
+    /// Removes a root key, unless it is active or a variable is still encrypted with it.
+    RootKeyDelete {
+        key_id: String,
+    },
     /// Commands written concurrently, committed as one entry (one fsync) and applied in order.
     Batch(Vec<Command>),
     /// Replaces the whole state with a backup in one entry. Written by earlier versions
@@ -141,6 +150,8 @@ impl Command {
             Command::RestoreAbort { .. } => "RestoreAbort",
             Command::ServiceRegUpsert { .. } => "ServiceRegUpsert",
             Command::ServiceRegDelete { .. } => "ServiceRegDelete",
+            Command::RootKeyUpsert { .. } => "RootKeyUpsert",
+            Command::RootKeyDelete { .. } => "RootKeyDelete",
             Command::Unknown(_) => "Unknown",
         }
     }
@@ -150,6 +161,16 @@ impl Command {
     /// needs what its most recent command needs.
     pub fn min_version(&self) -> u32 {
         match self {
+            // The keyring (issue 22): root keys, and variables (or restored rows) holding
+            // ciphertext, which an older server would store as empty.
+            Command::RootKeyUpsert { .. } | Command::RootKeyDelete { .. } => 4,
+            Command::VarUpsert { var, .. } if var.encrypted.is_some() => 4,
+            Command::RestoreChunk { rows, .. }
+                if !rows.root_keys.is_empty()
+                    || rows.variables.iter().any(|v| v.encrypted.is_some()) =>
+            {
+                4
+            }
             Command::JobRegister { .. }
             | Command::JobDeregister { .. }
             | Command::NodeRegister { .. }

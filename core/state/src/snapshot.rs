@@ -5,7 +5,8 @@ use im::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use drover_model::{
-    Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node, ServiceRegistration, Variable,
+    Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node, RootKey, RootKeyState,
+    ServiceRegistration, Variable,
 };
 
 /// The tables whose modify indexes are tracked for blocking queries.
@@ -17,6 +18,8 @@ pub enum Table {
     Nodes,
     Variables,
     Services,
+    /// The keyring's root keys.
+    Keyring,
 }
 
 impl Table {
@@ -28,6 +31,7 @@ impl Table {
             "nodes" => Table::Nodes,
             "variables" => Table::Variables,
             "services" => Table::Services,
+            "keyring" => Table::Keyring,
             _ => return None,
         })
     }
@@ -63,6 +67,13 @@ pub struct StateSnapshot {
     pub(crate) vars: OrdMap<(String, String), Arc<Variable>>,
     /// Service registrations by id.
     pub(crate) services: OrdMap<String, Arc<ServiceRegistration>>,
+    /// The keyring's root keys (wrapped) by key id.
+    pub(crate) root_keys: OrdMap<String, Arc<RootKey>>,
+    /// The index of the last write that left a variable in plaintext (written before the
+    /// keyring existed, or restored from such a backup): Raft log entries up to it may hold
+    /// plaintext, so once every variable is encrypted each server snapshots and purges its
+    /// log past it. 0: none.
+    pub(crate) plaintext_index: Index,
     // Secondary indexes, rebuilt on restore.
     /// (namespace, service name, registration id).
     pub(crate) services_by_name: OrdMap<(String, String, String), ()>,
@@ -95,6 +106,8 @@ pub struct RestoreRows {
     pub variables: Vec<Arc<Variable>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Arc<ServiceRegistration>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub root_keys: Vec<Arc<RootKey>>,
 }
 
 impl RestoreRows {
@@ -106,6 +119,7 @@ impl RestoreRows {
             && self.nodes.is_empty()
             && self.variables.is_empty()
             && self.services.is_empty()
+            && self.root_keys.is_empty()
     }
 }
 
@@ -169,6 +183,10 @@ struct SnapshotData {
     variables: Vec<Arc<Variable>>,
     #[serde(default)]
     services: Vec<Arc<ServiceRegistration>>,
+    #[serde(default)]
+    root_keys: Vec<Arc<RootKey>>,
+    #[serde(default)]
+    plaintext_index: Index,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     staged_restore: Option<StagedData>,
 }
@@ -186,6 +204,8 @@ impl From<StateSnapshot> for SnapshotData {
             nodes: s.nodes.values().cloned().collect(),
             variables: s.vars.values().cloned().collect(),
             services: s.services.values().cloned().collect(),
+            root_keys: s.root_keys.values().cloned().collect(),
+            plaintext_index: s.plaintext_index,
             staged_restore: s.staged.map(|st| StagedData {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
@@ -225,6 +245,12 @@ impl From<SnapshotData> for StateSnapshot {
                 .map(|v| ((v.namespace.clone(), v.path.clone()), v))
                 .collect(),
             services: d.services.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            root_keys: d
+                .root_keys
+                .into_iter()
+                .map(|k| (k.key_id.clone(), k))
+                .collect(),
+            plaintext_index: d.plaintext_index,
             staged: d.staged_restore.map(|st| StagedRestore {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
@@ -232,6 +258,10 @@ impl From<SnapshotData> for StateSnapshot {
             ..Default::default()
         };
         s.rebuild_indexes();
+        if s.plaintext_index == 0 && s.plaintext_variables().next().is_some() {
+            // Written before the keyring existed: its entries may hold plaintext.
+            s.plaintext_index = s.index.max(1);
+        }
         s
     }
 }
@@ -336,6 +366,39 @@ impl StateSnapshot {
     /// Every variable, by namespace and path.
     pub fn variables(&self) -> impl Iterator<Item = &Variable> {
         self.vars.values().map(Arc::as_ref)
+    }
+
+    /// The keyring's root keys, by key id.
+    pub fn root_keys(&self) -> impl Iterator<Item = &RootKey> {
+        self.root_keys.values().map(Arc::as_ref)
+    }
+
+    pub fn root_key(&self, key_id: &str) -> Option<&RootKey> {
+        self.root_keys.get(key_id).map(Arc::as_ref)
+    }
+
+    /// The key that encrypts new variables and signs new identities.
+    pub fn active_root_key(&self) -> Option<&RootKey> {
+        self.root_keys().find(|k| k.state == RootKeyState::Active)
+    }
+
+    /// Replaces the root keys (a backup's, re-wrapped for the restoring cluster).
+    pub fn replace_root_keys(&mut self, keys: Vec<RootKey>) {
+        self.root_keys = keys
+            .into_iter()
+            .map(|k| (k.key_id.clone(), Arc::new(k)))
+            .collect();
+    }
+
+    /// Variables still stored in plaintext (written before the keyring existed).
+    pub fn plaintext_variables(&self) -> impl Iterator<Item = &Variable> {
+        self.variables().filter(|v| v.encrypted.is_none())
+    }
+
+    /// The index of the last write that left a variable in plaintext (0: none): the Raft
+    /// log up to it may hold plaintext.
+    pub fn plaintext_index(&self) -> Index {
+        self.plaintext_index
     }
 
     pub fn service_registration(&self, id: &str) -> Option<&ServiceRegistration> {
@@ -473,6 +536,7 @@ impl StateSnapshot {
         add!(self.nodes.values(), nodes, "nodes");
         add!(self.vars.values(), variables, "variables");
         add!(self.services.values(), services, "services");
+        add!(self.root_keys.values(), root_keys, "root_keys");
         if !cur.is_empty() || out.is_empty() {
             out.push(cur);
         }
@@ -492,6 +556,8 @@ impl StateSnapshot {
             nodes: Vec::new(),
             variables: Vec::new(),
             services: Vec::new(),
+            root_keys: Vec::new(),
+            plaintext_index: 0,
             staged_restore: None,
         };
         for c in chunks {
@@ -502,6 +568,7 @@ impl StateSnapshot {
             d.nodes.extend(c.nodes.iter().cloned());
             d.variables.extend(c.variables.iter().cloned());
             d.services.extend(c.services.iter().cloned());
+            d.root_keys.extend(c.root_keys.iter().cloned());
         }
         d.into()
     }

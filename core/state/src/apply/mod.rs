@@ -8,6 +8,7 @@ mod allocations;
 mod evaluations;
 mod gc;
 mod jobs;
+mod keyring;
 mod nodes;
 mod restore;
 mod services;
@@ -91,6 +92,8 @@ pub(crate) fn apply_command(
         Command::EvalUpsert { evals } => evaluations::upsert_all(&mut cx, evals),
         Command::ServiceRegUpsert { services: regs } => services::upsert(&mut cx, regs),
         Command::ServiceRegDelete { ids } => services::delete(&mut cx, ids),
+        Command::RootKeyUpsert { key } => keyring::upsert(&mut cx, key),
+        Command::RootKeyDelete { key_id } => keyring::delete(&mut cx, key_id),
         // The state machine stops before it; never applied.
         Command::Unknown(u) => cx.resp.error = Some(u.to_string()),
     }

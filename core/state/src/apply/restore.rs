@@ -84,8 +84,13 @@ fn swap_in(s: &mut StateSnapshot, mut restored: StateSnapshot, index: Index) {
         Table::Nodes,
         Table::Variables,
         Table::Services,
+        Table::Keyring,
     ] {
         restored.table_index.insert(t, index);
+    }
+    if restored.plaintext_variables().next().is_some() {
+        // The restore's entries hold these variables in plaintext.
+        restored.plaintext_index = index;
     }
     restored.index = index;
     restored.staged = None;

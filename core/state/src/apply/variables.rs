@@ -28,6 +28,10 @@ pub(super) fn upsert(cx: &mut Apply, var: &Variable, cas: Option<Index>) {
     }
     var.modify_index = index;
     var.modify_time = time;
+    if var.encrypted.is_none() {
+        // Written in plaintext (by a server without the keyring): this entry holds it.
+        s.plaintext_index = index;
+    }
     let var = Arc::new(var);
     s.vars.insert(key, var.clone());
     cx.resp.variable = Some(var);

@@ -11,6 +11,7 @@ mod job_init;
 mod output;
 mod plugins;
 mod service_cmd;
+mod acl_cmd;
 
 use std::path::PathBuf;
 
@@ -67,6 +68,9 @@ enum Cmd {
     /// Plugin commands.
     #[command(subcommand)]
     Plugin(plugins::PluginCmd),
+    /// ACLs: the bootstrap, policies, tokens and roles.
+    #[command(subcommand)]
+    Acl(acl_cmd::AclCmd),
     /// Lists jobs, or shows one.
     Status {
         id: Option<String>,
@@ -548,6 +552,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Service(ServiceCmd::Delete { name, id }) => {
                 service_cmd::delete(api()?, &name, &id).await
             }
+            Cmd::Acl(cmd) => acl_cmd::run(api()?, cmd).await,
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)

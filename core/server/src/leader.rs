@@ -54,6 +54,7 @@ fn start_duties(server: &Server) -> Vec<JoinHandle<()>> {
     }
     duties.push(tokio::spawn(crate::heartbeat::monitor(server.clone())));
     duties.push(tokio::spawn(crate::gc::run(server.clone())));
+    duties.push(tokio::spawn(crate::acl::reap(server.clone())));
     duties.push(tokio::spawn(capacity_watch(server.clone())));
     if let Some(after) = server.config().dead_server_cleanup {
         duties.push(tokio::spawn(drover_raft::cluster::cleanup_dead_servers(

@@ -16,13 +16,19 @@ use crate::acl_tokens::decode;
 use crate::query::{Params, query, with_index};
 use crate::{ApiError, ApiState};
 
-fn may_read(caller: &Caller, role: &AclRole) -> bool {
+/// Whether the caller may read the role with this id or name: a management token, or a
+/// token linked to it (a role it does not hold is refused whether or not it exists).
+fn may_read_link(caller: &Caller, id: Option<&str>, name: Option<&str>) -> bool {
     caller.acl.is_management()
         || caller.token.as_ref().is_some_and(|t| {
             t.roles
                 .iter()
-                .any(|l| l.id == role.id || (l.id.is_empty() && l.name == role.name))
+                .any(|l| Some(l.id.as_str()) == id || Some(l.name.as_str()) == name)
         })
+}
+
+fn may_read(caller: &Caller, role: &AclRole) -> bool {
+    may_read_link(caller, Some(&role.id), Some(&role.name))
 }
 
 pub(crate) async fn list(
@@ -40,11 +46,8 @@ pub(crate) async fn list(
     Ok(with_index(snap.table_index(Table::AclRoles), &v))
 }
 
-fn answer(caller: &Caller, role: Option<&AclRole>, what: &str) -> Result<Response, ApiError> {
+fn answer(role: Option<&AclRole>, what: &str) -> Result<Response, ApiError> {
     let r = role.ok_or_else(|| ApiError::not_found(format!("ACL role {what} not found")))?;
-    if !may_read(caller, r) {
-        return Err(denied());
-    }
     Ok(with_index(r.modify_index, r))
 }
 
@@ -55,8 +58,11 @@ pub(crate) async fn read(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     require_enabled(&st.acl)?;
+    if !may_read_link(&caller, Some(&id), None) {
+        return Err(denied());
+    }
     let snap = query(&st, &q, Table::AclRoles).await?;
-    answer(&caller, snap.acl_role(&id), &id)
+    answer(snap.acl_role(&id), &id)
 }
 
 pub(crate) async fn read_by_name(
@@ -66,8 +72,11 @@ pub(crate) async fn read_by_name(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     require_enabled(&st.acl)?;
+    if !may_read_link(&caller, None, Some(&name)) {
+        return Err(denied());
+    }
     let snap = query(&st, &q, Table::AclRoles).await?;
-    answer(&caller, snap.acl_role_by_name(&name), &name)
+    answer(snap.acl_role_by_name(&name), &name)
 }
 
 #[derive(Deserialize, Default)]

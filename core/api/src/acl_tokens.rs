@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use drover_model::{AclToken, AclTokenRoleLink, AclTokenType, MAX_ACL_LINKS, MAX_ACL_NAME};
 use drover_state::{StateSnapshot, Table};

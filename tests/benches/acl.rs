@@ -133,8 +133,15 @@ fn main() {
         agent: on_agent,
         token: Some(root),
     };
-    let policy = json!({ "Name": "writer", "Rules": "namespace \"default\" { policy = \"write\" }" });
-    send(&c, &admin, reqwest::Method::POST, "/v1/acl/policy/writer", Some(&policy));
+    let policy =
+        json!({ "Name": "writer", "Rules": "namespace \"default\" { policy = \"write\" }" });
+    send(
+        &c,
+        &admin,
+        reqwest::Method::POST,
+        "/v1/acl/policy/writer",
+        Some(&policy),
+    );
     let tok: Value = send(
         &c,
         &admin,
@@ -169,8 +176,14 @@ fn main() {
     }
     let (reg_off, reg_on) = (reg_off / rounds as f64, reg_on / rounds as f64);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let (p50_off, p50_on) = (us(percentile(&mut lat_off, 0.5)), us(percentile(&mut lat_on, 0.5)));
-    let (p99_off, p99_on) = (us(percentile(&mut lat_off, 0.99)), us(percentile(&mut lat_on, 0.99)));
+    let (p50_off, p50_on) = (
+        us(percentile(&mut lat_off, 0.5)),
+        us(percentile(&mut lat_on, 0.5)),
+    );
+    let (p99_off, p99_on) = (
+        us(percentile(&mut lat_off, 0.99)),
+        us(percentile(&mut lat_on, 0.99)),
+    );
     println!("BENCH acl_off_job_registrations {reg_off:.0} reg/s");
     println!("BENCH acl_on_job_registrations {reg_on:.0} reg/s");
     println!(

@@ -91,7 +91,13 @@ fn call(
 }
 
 impl Secured {
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         call(&self.agent, method, path, token, body)
     }
 
@@ -129,22 +135,33 @@ impl Secured {
     /// Registers an HCL job as root and waits for its allocation to be `status`.
     fn run(&self, tmp: &Path, name: &str, hcl: &str, status: &str) -> Value {
         let file = write_job(tmp, name, hcl);
-        let out = self.cli(Some(&self.root), &["job", "run", "-detach", file.to_str().unwrap()]);
+        let out = self.cli(
+            Some(&self.root),
+            &["job", "run", "-detach", file.to_str().unwrap()],
+        );
         assert!(out.status.success(), "{}", text(&out));
-        let ns = if hcl.contains("namespace = \"team\"") { "team" } else { "default" };
-        wait_for(&format!("{name} to be {status}"), Duration::from_secs(60), || {
-            let (_, allocs) = self.call(
-                "GET",
-                &format!("/v1/job/{name}/allocations?namespace={ns}"),
-                Some(&self.root.clone()),
-                None,
-            );
-            allocs
-                .as_array()?
-                .iter()
-                .find(|a| a["ClientStatus"] == status)
-                .cloned()
-        })
+        let ns = if hcl.contains("namespace = \"team\"") {
+            "team"
+        } else {
+            "default"
+        };
+        wait_for(
+            &format!("{name} to be {status}"),
+            Duration::from_secs(60),
+            || {
+                let (_, allocs) = self.call(
+                    "GET",
+                    &format!("/v1/job/{name}/allocations?namespace={ns}"),
+                    Some(&self.root.clone()),
+                    None,
+                );
+                allocs
+                    .as_array()?
+                    .iter()
+                    .find(|a| a["ClientStatus"] == status)
+                    .cloned()
+            },
+        )
     }
 }
 
@@ -259,11 +276,20 @@ agent { policy = "read" }
     wrong.extend(run_matrix(&s, Who::Management, Some(&s.root.clone())));
     s.policy("anonymous", r#"namespace "default" { policy = "read" }"#);
     wrong.extend(run_matrix(&s, Who::AnonymousRead, None));
-    assert!(wrong.is_empty(), "{} wrong answers:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     // An unknown or overlong token is refused outright; public routes look at none.
     let (code, v) = s.call("GET", "/v1/jobs", Some("not-a-token"), None);
     assert_eq!((code, v.as_str()), (403, Some("ACL token not found")));
-    assert_eq!(s.call("GET", "/v1/status/leader", Some("not-a-token"), None).0, 200);
+    assert_eq!(
+        s.call("GET", "/v1/status/leader", Some("not-a-token"), None)
+            .0,
+        200
+    );
     let long = "x".repeat(10_000);
     assert_eq!(s.call("GET", "/v1/jobs", Some(&long), None).0, 403);
     // Authorization: Bearer works as X-Nomad-Token does.
@@ -304,7 +330,13 @@ fn bootstrap_works_once_and_again_through_the_reset_file() {
         assert_eq!(me["SecretID"], "");
     }
     let (_, list) = s.call("GET", "/v1/acl/tokens", Some(second), None);
-    assert!(list.as_array().unwrap().iter().all(|t| t["SecretID"] == "" && t.get("SecretHash").is_none()), "{list}");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["SecretID"] == "" && t.get("SecretHash").is_none()),
+        "{list}"
+    );
     // The same reset index does not open it a third time.
     assert_eq!(s.call("POST", "/v1/acl/bootstrap", None, None).0, 400);
 }
@@ -333,7 +365,8 @@ fn sleeper(name: &str, ns: Option<&str>) -> String {
     SLEEPER
         .replace(
             "NAMESPACE",
-            &ns.map(|n| format!("namespace = \"{n}\"")).unwrap_or_default(),
+            &ns.map(|n| format!("namespace = \"{n}\""))
+                .unwrap_or_default(),
         )
         .replace("NAME", name)
 }
@@ -345,7 +378,10 @@ fn events(s: &Secured, token: &str) -> Vec<Value> {
         .build()
         .unwrap();
     let mut resp = client
-        .get(format!("{}/v1/event/stream?namespace=*&index=1", s.agent.address()))
+        .get(format!(
+            "{}/v1/event/stream?namespace=*&index=1",
+            s.agent.address()
+        ))
         .header("X-Nomad-Token", token)
         .send()
         .unwrap();
@@ -363,8 +399,18 @@ fn events(s: &Secured, token: &str) -> Vec<Value> {
 fn a_namespace_token_sees_and_touches_only_its_namespace() {
     let tmp = tempfile::tempdir().unwrap();
     let s = start(tmp.path());
-    let theirs = s.run(tmp.path(), "in-default", &sleeper("in-default", None), "running");
-    let ours = s.run(tmp.path(), "in-team", &sleeper("in-team", Some("team")), "running");
+    let theirs = s.run(
+        tmp.path(),
+        "in-default",
+        &sleeper("in-default", None),
+        "running",
+    );
+    let ours = s.run(
+        tmp.path(),
+        "in-team",
+        &sleeper("in-team", Some("team")),
+        "running",
+    );
     let (their_alloc, our_alloc) = (theirs["ID"].as_str().unwrap(), ours["ID"].as_str().unwrap());
     s.root_call(
         "PUT",
@@ -383,7 +429,11 @@ fn a_namespace_token_sees_and_touches_only_its_namespace() {
     let team = s.token(&["team"]);
     let t = Some(team.as_str());
     let ids = |v: &Value, k: &str| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|x| x[k].as_str().unwrap().to_string()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[k].as_str().unwrap().to_string())
+            .collect()
     };
 
     // Lists: every namespace asked, only its own answered; another namespace asked: 403.
@@ -393,35 +443,75 @@ fn a_namespace_token_sees_and_touches_only_its_namespace() {
     let (_, allocs) = s.call("GET", "/v1/allocations?namespace=*", t, None);
     assert_eq!(ids(&allocs, "ID"), vec![our_alloc.to_string()]);
     let (_, evals) = s.call("GET", "/v1/evaluations?namespace=*", t, None);
-    assert!(evals.as_array().unwrap().iter().all(|e| e["Namespace"] == "team"), "{evals}");
+    assert!(
+        evals
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["Namespace"] == "team"),
+        "{evals}"
+    );
     let node = ours["NodeID"].as_str().unwrap();
-    let (_, on_node) = s.call("GET", &format!("/v1/node/{node}/allocations"), Some(&s.root.clone()), None);
+    let (_, on_node) = s.call(
+        "GET",
+        &format!("/v1/node/{node}/allocations"),
+        Some(&s.root.clone()),
+        None,
+    );
     assert_eq!(on_node.as_array().unwrap().len(), 2);
 
     // Reads by id: its own allocation, not theirs (whatever namespace the request names).
-    assert_eq!(s.call("GET", &format!("/v1/allocation/{our_alloc}"), t, None).0, 200);
-    assert_eq!(s.call("GET", &format!("/v1/allocation/{their_alloc}"), t, None).0, 403);
     assert_eq!(
-        s.call("GET", &format!("/v1/allocation/{their_alloc}?namespace=team"), t, None).0,
+        s.call("GET", &format!("/v1/allocation/{our_alloc}"), t, None)
+            .0,
+        200
+    );
+    assert_eq!(
+        s.call("GET", &format!("/v1/allocation/{their_alloc}"), t, None)
+            .0,
+        403
+    );
+    assert_eq!(
+        s.call(
+            "GET",
+            &format!("/v1/allocation/{their_alloc}?namespace=team"),
+            t,
+            None
+        )
+        .0,
         403
     );
     assert_eq!(s.call("GET", "/v1/job/in-default", t, None).0, 403);
-    assert_eq!(s.call("GET", "/v1/job/in-team?namespace=team", t, None).0, 200);
     assert_eq!(
-        s.call("GET", &format!("/v1/client/fs/logs/{their_alloc}?task=t&type=stdout"), t, None).0,
+        s.call("GET", "/v1/job/in-team?namespace=team", t, None).0,
+        200
+    );
+    assert_eq!(
+        s.call(
+            "GET",
+            &format!("/v1/client/fs/logs/{their_alloc}?task=t&type=stdout"),
+            t,
+            None
+        )
+        .0,
         403
     );
     // A job whose body names another namespace is refused, whatever the request says.
-    let job = |ns: &str| json!({ "Job": { "ID": "sneaky", "Name": "sneaky", "Namespace": ns,
+    let job = |ns: &str| {
+        json!({ "Job": { "ID": "sneaky", "Name": "sneaky", "Namespace": ns,
         "Type": "batch", "Datacenters": ["*"], "TaskGroups": [{ "Name": "g", "Count": 1,
-        "Tasks": [{ "Name": "t", "Driver": "raw_exec", "Config": { "command": "/bin/true" } }] }] } });
+        "Tasks": [{ "Name": "t", "Driver": "raw_exec", "Config": { "command": "/bin/true" } }] }] } })
+    };
     let (code, v) = s.call("POST", "/v1/jobs?namespace=team", t, Some(&job("default")));
     assert_eq!(code, 403, "{v}");
 
-
     // Variables.
     let item = json!({ "Items": { "k": "v" } });
-    assert_eq!(s.call("PUT", "/v1/var/app/x?namespace=team", t, Some(&item)).0, 200);
+    assert_eq!(
+        s.call("PUT", "/v1/var/app/x?namespace=team", t, Some(&item))
+            .0,
+        200
+    );
     assert_eq!(s.call("PUT", "/v1/var/app/x", t, Some(&item)).0, 403);
     assert_eq!(s.call("GET", "/v1/var/secret/db", t, None).0, 403);
     let (_, vars) = s.call("GET", "/v1/vars?namespace=*", t, None);
@@ -444,15 +534,40 @@ fn a_namespace_token_sees_and_touches_only_its_namespace() {
 
     // Exec: never into theirs; into its own raw_exec task only with alloc-node-exec.
     let out = s.cli(t, &["alloc", "exec", "-i=false", their_alloc, "echo", "hi"]);
-    assert!(!out.status.success() && !text(&out).contains("hi\n"), "{}", text(&out));
+    assert!(
+        !out.status.success() && !text(&out).contains("hi\n"),
+        "{}",
+        text(&out)
+    );
     let theirs_url = format!(
         "ws://127.0.0.1:{}/v1/client/allocation/{their_alloc}/exec?task=t&command=%5B%22echo%22%2C%22hi%22%5D",
         s.agent.http_port
     );
-    let (stdout, exit) = exec_with_first_frame(&theirs_url, &json!({ "version": 1, "auth_token": team }));
-    assert_eq!((stdout.as_str(), &exit["result"]["error"]), ("", &json!("Permission denied")), "{exit}");
-    let out = s.cli(t, &["alloc", "exec", "-namespace", "team", "-i=false", our_alloc, "echo", "hi"]);
-    assert!(!out.status.success() && text(&out).contains("403"), "raw_exec without alloc-node-exec: {}", text(&out));
+    let (stdout, exit) =
+        exec_with_first_frame(&theirs_url, &json!({ "version": 1, "auth_token": team }));
+    assert_eq!(
+        (stdout.as_str(), &exit["result"]["error"]),
+        ("", &json!("Permission denied")),
+        "{exit}"
+    );
+    let out = s.cli(
+        t,
+        &[
+            "alloc",
+            "exec",
+            "-namespace",
+            "team",
+            "-i=false",
+            our_alloc,
+            "echo",
+            "hi",
+        ],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("403"),
+        "raw_exec without alloc-node-exec: {}",
+        text(&out)
+    );
     s.policy(
         "team",
         r#"namespace "team" {
@@ -460,7 +575,19 @@ fn a_namespace_token_sees_and_touches_only_its_namespace() {
   capabilities = ["alloc-node-exec"]
 }"#,
     );
-    let out = s.cli(t, &["alloc", "exec", "-namespace", "team", "-i=false", our_alloc, "echo", "hi"]);
+    let out = s.cli(
+        t,
+        &[
+            "alloc",
+            "exec",
+            "-namespace",
+            "team",
+            "-i=false",
+            our_alloc,
+            "echo",
+            "hi",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
 
@@ -470,12 +597,20 @@ fn a_namespace_token_sees_and_touches_only_its_namespace() {
         s.agent.http_port
     );
     let (stdout, exit) = exec_with_first_frame(&url, &json!({ "version": 1, "auth_token": team }));
-    assert_eq!((stdout.as_str(), exit["result"]["exit_code"].as_i64()), ("framed\n", Some(0)), "{exit}");
-    let (stdout, exit) = exec_with_first_frame(&url, &json!({ "version": 1, "auth_token": "wrong" }));
+    assert_eq!(
+        (stdout.as_str(), exit["result"]["exit_code"].as_i64()),
+        ("framed\n", Some(0)),
+        "{exit}"
+    );
+    let (stdout, exit) =
+        exec_with_first_frame(&url, &json!({ "version": 1, "auth_token": "wrong" }));
     assert_eq!(stdout, "");
     assert_eq!(exit["result"]["error"], "ACL token not found", "{exit}");
     let (_, exit) = exec_with_first_frame(&url, &json!({ "stdin": { "close": true } }));
-    assert_eq!(exit["result"]["error"], "Permission denied", "anonymous: {exit}");
+    assert_eq!(
+        exit["result"]["error"], "Permission denied",
+        "anonymous: {exit}"
+    );
     // Its own namespace it may write.
     let (code, v) = s.call("POST", "/v1/jobs?namespace=team", t, Some(&job("team")));
     assert_eq!(code, 200, "{v}");
@@ -489,9 +624,13 @@ fn exec_with_first_frame(url: &str, first: &Value) -> (String, Value) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        ws.send(Message::Text(first.to_string().into())).await.unwrap();
+        ws.send(Message::Text(first.to_string().into()))
+            .await
+            .unwrap();
         let _ = ws
-            .send(Message::Text(json!({ "stdin": { "close": true } }).to_string().into()))
+            .send(Message::Text(
+                json!({ "stdin": { "close": true } }).to_string().into(),
+            ))
             .await;
         let mut stdout = Vec::new();
         let mut last = Value::Null;
@@ -535,9 +674,17 @@ job "probe" {{
     );
     let alloc = s.run(tmp.path(), "probe", &job, "complete");
     let id = alloc["ID"].as_str().unwrap();
-    let probe = s.data_dir.join("alloc").join(id).join("alloc").join("probe.txt");
+    let probe = s
+        .data_dir
+        .join("alloc")
+        .join(id)
+        .join("alloc")
+        .join("probe.txt");
     let answer = std::fs::read_to_string(&probe).unwrap();
-    assert!(answer.starts_with("HTTP/1.0 403") || answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.0 403") || answer.starts_with("HTTP/1.1 403"),
+        "{answer}"
+    );
 }
 
 #[test]
@@ -545,7 +692,14 @@ fn python_nomad_with_a_token() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let cfg = tmp.path().join("acl.hcl");
-    std::fs::write(&cfg, format!("data_dir = \"{}\"\nacl {{\n  enabled = true\n}}\n", data_dir.display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\nacl {{\n  enabled = true\n}}\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
     let agent = Agent::start(
         &["-dev", "-config", cfg.to_str().unwrap()],
         &tmp.path().join("dev"),
@@ -560,7 +714,11 @@ fn python_nomad_with_a_token() {
         .env_remove("NOMAD_TOKEN")
         .output()
         .expect("python3 must be installed (tests/run.sh installs python-nomad)");
-    assert!(out.status.success(), "python-nomad acl test failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "python-nomad acl test failed:\n{}",
+        text(&out)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("python-nomad acl: ok"));
 }
 
@@ -570,34 +728,87 @@ fn the_cli_reads_nomad_token_and_manages_acls() {
     let s = start(tmp.path());
     let root = Some(s.root.as_str());
     let out = s.cli(None, &["acl", "token", "self"]);
-    assert!(!out.status.success() && text(&out).contains("403"), "{}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("403"),
+        "{}",
+        text(&out)
+    );
     let out = s.cli(root, &["acl", "token", "self"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("Type         = management"), "{}", text(&out));
+    assert!(
+        text(&out).contains("Type         = management"),
+        "{}",
+        text(&out)
+    );
 
     let rules = tmp.path().join("read.hcl");
     std::fs::write(&rules, "namespace \"default\" {\n  policy = \"read\"\n}\n").unwrap();
-    let out = s.cli(root, &["acl", "policy", "apply", "-description", "reads", "readers", rules.to_str().unwrap()]);
+    let out = s.cli(
+        root,
+        &[
+            "acl",
+            "policy",
+            "apply",
+            "-description",
+            "reads",
+            "readers",
+            rules.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     std::fs::write(&rules, "namespace \"default\" {\n  policy = \"admin\"\n}\n").unwrap();
-    let out = s.cli(root, &["acl", "policy", "apply", "bad", rules.to_str().unwrap()]);
-    assert!(!out.status.success() && text(&out).contains("\"admin\" is not one of"), "{}", text(&out));
+    let out = s.cli(
+        root,
+        &["acl", "policy", "apply", "bad", rules.to_str().unwrap()],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("\"admin\" is not one of"),
+        "{}",
+        text(&out)
+    );
     let out = s.cli(root, &["acl", "policy", "list"]);
     assert!(text(&out).contains("readers"), "{}", text(&out));
-    let out = s.cli(root, &["acl", "role", "create", "-name", "ro", "-policy", "readers", "-json"]);
+    let out = s.cli(
+        root,
+        &[
+            "acl", "role", "create", "-name", "ro", "-policy", "readers", "-json",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let role: Value = serde_json::from_slice(&out.stdout).unwrap();
     let out = s.cli(root, &["acl", "role", "info", "-by-name", "ro"]);
-    assert!(text(&out).contains(role["ID"].as_str().unwrap()), "{}", text(&out));
+    assert!(
+        text(&out).contains(role["ID"].as_str().unwrap()),
+        "{}",
+        text(&out)
+    );
 
     // A token through a role, with a TTL.
-    let out = s.cli(root, &["acl", "token", "create", "-name", "ci", "-role-name", "ro", "-ttl", "1h", "-json"]);
+    let out = s.cli(
+        root,
+        &[
+            "acl",
+            "token",
+            "create",
+            "-name",
+            "ci",
+            "-role-name",
+            "ro",
+            "-ttl",
+            "1h",
+            "-json",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let tok: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(tok["ExpirationTime"].is_string(), "{tok}");
     let secret = tok["SecretID"].as_str().unwrap();
     let out = s.cli(Some(secret), &["job", "status"]);
-    assert!(out.status.success(), "a role's policy reads jobs: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "a role's policy reads jobs: {}",
+        text(&out)
+    );
     let out = s.cli(Some(secret), &["acl", "token", "list"]);
     assert!(!out.status.success(), "{}", text(&out));
     let out = s.cli(root, &["acl", "token", "list"]);
@@ -606,9 +817,19 @@ fn the_cli_reads_nomad_token_and_manages_acls() {
     let out = s.cli(root, &["acl", "token", "update", "-name", "ci-2", accessor]);
     assert!(text(&out).contains("ci-2"), "{}", text(&out));
     // A TTL outside the bounds is refused; deleting the role takes its grant away.
-    let out = s.cli(root, &["acl", "token", "create", "-policy", "readers", "-ttl", "1s"]);
-    assert!(!out.status.success() && text(&out).contains("ExpirationTTL"), "{}", text(&out));
-    let out = s.cli(root, &["acl", "role", "delete", role["ID"].as_str().unwrap()]);
+    let out = s.cli(
+        root,
+        &["acl", "token", "create", "-policy", "readers", "-ttl", "1s"],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("ExpirationTTL"),
+        "{}",
+        text(&out)
+    );
+    let out = s.cli(
+        root,
+        &["acl", "role", "delete", role["ID"].as_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let out = s.cli(Some(secret), &["job", "status"]);
     assert!(!out.status.success(), "{}", text(&out));

@@ -348,7 +348,10 @@ fn acl_or_tls_enabled_stops_the_agent_and_typos_in_every_block_are_errors() {
         "acl {\n  enabled = true\n  token_ttl = \"soon\"\n}\n",
     );
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("acl.token_ttl \"soon\" is not a duration"), "{out}");
+    assert!(
+        out.contains("acl.token_ttl \"soon\" is not a duration"),
+        "{out}"
+    );
     let (code, out) = agent_exit(tmp.path(), "tls {\n  http = true\n}\n");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("agent.hcl:2:3: tls.http"), "{out}");

@@ -94,11 +94,17 @@ impl NsCap {
         (NsCap::PromoteDeployment, "promote-deployment"),
         (NsCap::UnblockDeployment, "unblock-deployment"),
         (NsCap::CancelDeployment, "cancel-deployment"),
-        (NsCap::SetAllocHealthDeployment, "set-alloc-health-deployment"),
+        (
+            NsCap::SetAllocHealthDeployment,
+            "set-alloc-health-deployment",
+        ),
         (NsCap::GcAllocation, "gc-allocation"),
         (NsCap::PauseAllocation, "pause-allocation"),
         (NsCap::ForcePeriodicJob, "force-periodic-job"),
-        (NsCap::DeleteServiceRegistration, "delete-service-registration"),
+        (
+            NsCap::DeleteServiceRegistration,
+            "delete-service-registration",
+        ),
     ];
 
     pub fn parse(word: &str) -> Option<NsCap> {
@@ -224,7 +230,10 @@ impl VarCap {
     ];
 
     pub fn parse(word: &str) -> Option<VarCap> {
-        VarCap::ALL.iter().find(|(_, w)| *w == word).map(|(c, _)| *c)
+        VarCap::ALL
+            .iter()
+            .find(|(_, w)| *w == word)
+            .map(|(c, _)| *c)
     }
 
     pub(crate) fn bit(self) -> u8 {
@@ -300,10 +309,22 @@ mod tests {
 
     #[test]
     fn deny_wins_then_write_then_read() {
-        assert_eq!(Level::max(Some(Level::Write), Level::Deny), Some(Level::Deny));
-        assert_eq!(Level::max(Some(Level::Deny), Level::Write), Some(Level::Deny));
-        assert_eq!(Level::max(Some(Level::Read), Level::Write), Some(Level::Write));
+        assert_eq!(
+            Level::max(Some(Level::Write), Level::Deny),
+            Some(Level::Deny)
+        );
+        assert_eq!(
+            Level::max(Some(Level::Deny), Level::Write),
+            Some(Level::Deny)
+        );
+        assert_eq!(
+            Level::max(Some(Level::Read), Level::Write),
+            Some(Level::Write)
+        );
         assert_eq!(Level::max(None, Level::Read), Some(Level::Read));
-        assert_eq!(Level::max(Some(Level::Write), Level::List), Some(Level::Write));
+        assert_eq!(
+            Level::max(Some(Level::Write), Level::List),
+            Some(Level::Write)
+        );
     }
 }

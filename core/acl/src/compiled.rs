@@ -292,7 +292,8 @@ namespace "prod-secret" { policy = "deny" }
 
     #[test]
     fn variables_by_path_and_levels() {
-        let a = acl(&[r#"
+        let a = acl(&[
+            r#"
 namespace "default" {
   variables {
     path "app/*" { capabilities = ["read", "write"] }
@@ -302,7 +303,9 @@ namespace "default" {
 node { policy = "read" }
 agent { policy = "write" }
 operator { policy = "deny" }
-"#, r#"operator { policy = "write" }"#]);
+"#,
+            r#"operator { policy = "write" }"#,
+        ]);
         assert!(a.allow_variable_op("default", "app/x", VarCap::Write));
         assert!(a.allow_variable_op("default", "app/x", VarCap::List));
         assert!(!a.allow_variable_op("default", "app/x", VarCap::Destroy));

@@ -12,7 +12,9 @@ pub enum PolicyError {
     Syntax(String),
     #[error("{0}")]
     Shape(String),
-    #[error("the rules grant nothing: give at least one namespace, node_pool, host_volume, agent, node, operator, quota or plugin rule")]
+    #[error(
+        "the rules grant nothing: give at least one namespace, node_pool, host_volume, agent, node, operator, quota or plugin rule"
+    )]
     Empty,
     #[error("the rules are {0} bytes long, more than the {1} allowed")]
     TooLong(usize, usize),
@@ -72,11 +74,12 @@ pub fn parse(text: &str) -> Result<Policy, PolicyError> {
     for b in &root.blocks {
         match b.kind.as_str() {
             "namespace" => p.namespaces.push(namespace(b)?),
-            "node_pool" => p.node_pools.push(named(b, &["delete", "deny", "read", "write"])?),
-            "host_volume" => p.host_volumes.push(named(
-                b,
-                &["deny", "mount-readonly", "mount-readwrite"],
-            )?),
+            "node_pool" => p
+                .node_pools
+                .push(named(b, &["delete", "deny", "read", "write"])?),
+            "host_volume" => p
+                .host_volumes
+                .push(named(b, &["deny", "mount-readonly", "mount-readwrite"])?),
             "agent" => p.agent = Some(level_rule(b, &["deny", "read", "write"])?),
             "node" => p.node = Some(level_rule(b, &["deny", "read", "write"])?),
             "operator" => p.operator = Some(level_rule(b, &["deny", "read", "write"])?),
@@ -327,23 +330,51 @@ host_volume "data-*" { policy = "write" }
         )
         .unwrap();
         let ns = &p.namespaces[0];
-        for c in [NsCap::ListJobs, NsCap::ReadJob, NsCap::ParseJob, NsCap::AllocNodeExec, NsCap::HostVolumeRead] {
+        for c in [
+            NsCap::ListJobs,
+            NsCap::ReadJob,
+            NsCap::ParseJob,
+            NsCap::AllocNodeExec,
+            NsCap::HostVolumeRead,
+        ] {
             assert!(ns.capabilities.contains(&c), "{c:?}");
         }
         assert!(!ns.capabilities.contains(&NsCap::SubmitJob));
-        assert_eq!(ns.variables[0].capabilities, vec![VarCap::List, VarCap::Read]);
+        assert_eq!(
+            ns.variables[0].capabilities,
+            vec![VarCap::List, VarCap::Read]
+        );
         assert_eq!(ns.variables[1].capabilities, vec![VarCap::Deny]);
         assert_eq!(p.namespaces[1].capabilities, vec![NsCap::Deny]);
-        assert_eq!((p.node, p.agent, p.operator, p.plugin), (Some(Level::Read), Some(Level::Write), Some(Level::Read), Some(Level::List)));
-        assert_eq!(p.host_volumes[0].capabilities, vec!["mount-readonly", "mount-readwrite"]);
+        assert_eq!(
+            (p.node, p.agent, p.operator, p.plugin),
+            (
+                Some(Level::Read),
+                Some(Level::Write),
+                Some(Level::Read),
+                Some(Level::List)
+            )
+        );
+        assert_eq!(
+            p.host_volumes[0].capabilities,
+            vec!["mount-readonly", "mount-readwrite"]
+        );
     }
 
     #[test]
     fn unknown_words_and_keys_are_refused_by_name() {
         let e = |t: &str| parse(t).unwrap_err().to_string();
-        assert!(e(r#"namespace "a" { policy = "admin" }"#).contains("\"admin\" is not one of deny, read, write, scale"));
-        assert!(e(r#"namespace "a" { capabilities = ["exec"] }"#).contains("\"exec\" is not a namespace capability"));
-        assert!(e(r#"namespace "a" { polcy = "read" }"#).contains("namespace \"a\".polcy: unknown key"));
+        assert!(
+            e(r#"namespace "a" { policy = "admin" }"#)
+                .contains("\"admin\" is not one of deny, read, write, scale")
+        );
+        assert!(
+            e(r#"namespace "a" { capabilities = ["exec"] }"#)
+                .contains("\"exec\" is not a namespace capability")
+        );
+        assert!(
+            e(r#"namespace "a" { polcy = "read" }"#).contains("namespace \"a\".polcy: unknown key")
+        );
         assert!(e(r#"namespaces "a" { policy = "read" }"#).contains("namespaces: not a rule"));
         assert!(e(r#"namespace "a b" { policy = "read" }"#).contains("the name must be"));
         assert!(e(r#"node { policy = "scale" }"#).contains("is not one of deny, read, write"));

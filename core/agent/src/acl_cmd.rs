@@ -330,7 +330,11 @@ async fn token(c: &ApiClient, cmd: TokenCmd) -> anyhow::Result<i32> {
     match cmd {
         TokenCmd::Create { flags, fmt } => {
             let t: Value = c
-                .send(reqwest::Method::POST, "/v1/acl/token", Some(&token_body(&flags)))
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/acl/token",
+                    Some(&token_body(&flags)),
+                )
                 .await?;
             show(&t, &fmt)?;
         }
@@ -382,7 +386,8 @@ async fn token(c: &ApiClient, cmd: TokenCmd) -> anyhow::Result<i32> {
             if flags.token_type.is_none() {
                 body["Type"] = old["Type"].clone();
             }
-            if flags.policies.is_empty() && flags.role_ids.is_empty() && flags.role_names.is_empty() {
+            if flags.policies.is_empty() && flags.role_ids.is_empty() && flags.role_names.is_empty()
+            {
                 body["Policies"] = old["Policies"].clone();
                 body["Roles"] = old["Roles"].clone();
             }

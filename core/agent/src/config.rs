@@ -1467,7 +1467,10 @@ fn acl_config(
 ) -> anyhow::Result<drover_api::acl::AclConfig> {
     let b = block.clone().unwrap_or_default();
     let d = drover_api::acl::AclConfig::default();
-    for (key, v) in [("acl.policy_ttl", &b.policy_ttl), ("acl.role_ttl", &b.role_ttl)] {
+    for (key, v) in [
+        ("acl.policy_ttl", &b.policy_ttl),
+        ("acl.role_ttl", &b.role_ttl),
+    ] {
         duration_or(v, key, "30s", d.token_ttl)?;
     }
     let cfg = drover_api::acl::AclConfig {

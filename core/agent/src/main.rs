@@ -1,5 +1,6 @@
 //! `drover`: the agent, the CLI, and the built-in plugins and task shim, in one binary.
 
+mod acl_cmd;
 mod agent;
 mod api_client;
 mod cli;
@@ -11,7 +12,6 @@ mod job_init;
 mod output;
 mod plugins;
 mod service_cmd;
-mod acl_cmd;
 
 use std::path::PathBuf;
 

@@ -18,7 +18,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use drover_acl::{Acl, NsCap, VarCap};
-use drover_model::{AclToken, ANONYMOUS_POLICY};
+use drover_model::{ANONYMOUS_POLICY, AclToken};
 use drover_state::{StateSnapshot, StateStore, Table};
 use sha2::{Digest, Sha256};
 
@@ -196,7 +196,11 @@ impl Resolver {
     }
 
     /// The caller a request with this secret (None: no token) is.
-    pub(crate) fn resolve(&self, store: &StateStore, secret: Option<&str>) -> Result<Caller, ApiError> {
+    pub(crate) fn resolve(
+        &self,
+        store: &StateStore,
+        secret: Option<&str>,
+    ) -> Result<Caller, ApiError> {
         if !self.config.enabled {
             return Ok(Caller::unrestricted());
         }
@@ -254,7 +258,10 @@ impl Resolver {
         let acl = if token.is_management() {
             Acl::management()
         } else {
-            compile(&snap, token_policies(&snap, token).iter().map(String::as_str))
+            compile(
+                &snap,
+                token_policies(&snap, token).iter().map(String::as_str),
+            )
         };
         let caller = Caller {
             acl: Arc::new(acl),
@@ -457,15 +464,11 @@ fn object_namespace(snap: &StateSnapshot, scope: Scope, id: &str) -> Option<Stri
         Scope::Allocation => crate::allocations::find_alloc(snap, id)
             .ok()
             .map(|a| a.namespace.clone()),
-        Scope::Evaluation => crate::query::by_id_or_prefix(
-            snap.eval(id),
-            snap.evals(),
-            |e| &e.id,
-            id,
-            "evaluation",
-        )
-        .ok()
-        .map(|e| e.namespace.clone()),
+        Scope::Evaluation => {
+            crate::query::by_id_or_prefix(snap.eval(id), snap.evals(), |e| &e.id, id, "evaluation")
+                .ok()
+                .map(|e| e.namespace.clone())
+        }
         Scope::Request => None,
     }
 }
@@ -492,7 +495,10 @@ mod tests {
     fn tokens_come_from_nomads_header_or_a_bearer() {
         let mut h = HeaderMap::new();
         assert_eq!(token_of(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
         assert_eq!(token_of(&h).as_deref(), Some("abc"));
         h.insert("X-Nomad-Token", HeaderValue::from_static("xyz"));
         assert_eq!(token_of(&h).as_deref(), Some("xyz"));
@@ -521,44 +527,81 @@ mod tests {
             rules: rules.into(),
             ..Default::default()
         };
-        write(&store, 1, Command::AclPolicyUpsert {
-            policies: vec![policy("read", r#"namespace "default" { policy = "read" }"#)],
-        });
+        write(
+            &store,
+            1,
+            Command::AclPolicyUpsert {
+                policies: vec![policy("read", r#"namespace "default" { policy = "read" }"#)],
+            },
+        );
         let role = AclRole {
             id: "r".into(),
             name: "writers".into(),
-            policies: vec![AclRolePolicyLink { name: "write".into() }],
+            policies: vec![AclRolePolicyLink {
+                name: "write".into(),
+            }],
             ..Default::default()
         };
         write(&store, 2, Command::AclRoleUpsert { roles: vec![role] });
         let token = AclToken {
             accessor_id: "a".into(),
             policies: vec!["read".into()],
-            roles: vec![AclTokenRoleLink { id: "r".into(), name: String::new() }],
+            roles: vec![AclTokenRoleLink {
+                id: "r".into(),
+                name: String::new(),
+            }],
             secret_hash: secret_hash("s3cret"),
             ..Default::default()
         };
-        write(&store, 3, Command::AclTokenUpsert { tokens: vec![token.clone()] });
+        write(
+            &store,
+            3,
+            Command::AclTokenUpsert {
+                tokens: vec![token.clone()],
+            },
+        );
         let r = resolver();
         let c = r.resolve(&store, Some("s3cret")).ok().unwrap();
         assert!(c.can("default", NsCap::ReadJob) && !c.can("default", NsCap::SubmitJob));
         // The role's policy appears: the cached entry is recompiled.
-        write(&store, 4, Command::AclPolicyUpsert {
-            policies: vec![policy("write", r#"namespace "default" { policy = "write" }"#)],
-        });
+        write(
+            &store,
+            4,
+            Command::AclPolicyUpsert {
+                policies: vec![policy(
+                    "write",
+                    r#"namespace "default" { policy = "write" }"#,
+                )],
+            },
+        );
         let c = r.resolve(&store, Some("s3cret")).ok().unwrap();
         assert!(c.can("default", NsCap::SubmitJob));
         // No token: nothing, until an anonymous policy exists.
         let anon = r.resolve(&store, None).ok().unwrap();
         assert!(!anon.can("default", NsCap::ListJobs) && anon.token.is_none());
-        write(&store, 5, Command::AclPolicyUpsert {
-            policies: vec![policy("anonymous", r#"namespace "*" { policy = "read" }"#)],
-        });
-        assert!(r.resolve(&store, None).ok().unwrap().can("x", NsCap::ListJobs));
+        write(
+            &store,
+            5,
+            Command::AclPolicyUpsert {
+                policies: vec![policy("anonymous", r#"namespace "*" { policy = "read" }"#)],
+            },
+        );
+        assert!(
+            r.resolve(&store, None)
+                .ok()
+                .unwrap()
+                .can("x", NsCap::ListJobs)
+        );
         // Unknown, deleted and expired tokens are refused.
         let e = |secret: &str| r.resolve(&store, Some(secret)).err().unwrap().1;
         assert_eq!(e("nope"), "ACL token not found");
-        write(&store, 6, Command::AclTokenDelete { accessors: vec!["a".into()] });
+        write(
+            &store,
+            6,
+            Command::AclTokenDelete {
+                accessors: vec!["a".into()],
+            },
+        );
         assert_eq!(e("s3cret"), "ACL token not found");
         let expired = AclToken {
             accessor_id: "b".into(),
@@ -567,7 +610,13 @@ mod tests {
             expiration_time: Some(1),
             ..Default::default()
         };
-        write(&store, 7, Command::AclTokenUpsert { tokens: vec![expired] });
+        write(
+            &store,
+            7,
+            Command::AclTokenUpsert {
+                tokens: vec![expired],
+            },
+        );
         assert_eq!(e("old"), "ACL token expired");
         // ACLs disabled: everything.
         let off = Resolver::new(AclConfig::default());

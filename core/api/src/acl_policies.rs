@@ -2,11 +2,11 @@
 //! A token that is not a management token lists and reads only the policies it holds
 //! (directly or through its roles).
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use drover_model::{AclPolicy, JobAcl, MAX_ACL_DESCRIPTION};
 use drover_state::{StateSnapshot, Table};
 use serde::{Deserialize, Serialize};
@@ -136,7 +136,10 @@ pub(crate) fn indexed_ok(index: u64) -> Response {
     let mut resp = StatusCode::OK.into_response();
     resp.headers_mut().insert(
         "X-Nomad-Index",
-        index.to_string().parse().expect("digits are a header value"),
+        index
+            .to_string()
+            .parse()
+            .expect("digits are a header value"),
     );
     resp
 }

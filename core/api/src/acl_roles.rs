@@ -2,10 +2,10 @@
 //! `GET|POST|DELETE /v1/acl/role/:id` and `GET /v1/acl/role/name/:name`. A token that is
 //! not a management token lists and reads only its own roles.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::Extension;
 use drover_model::{AclRole, AclRolePolicyLink, MAX_ACL_DESCRIPTION, MAX_ACL_LINKS};
 use drover_state::{StateSnapshot, Table};
 use serde::Deserialize;

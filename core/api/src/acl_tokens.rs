@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Extension;
 use drover_model::{AclToken, AclTokenRoleLink, AclTokenType, MAX_ACL_LINKS, MAX_ACL_NAME};
 use drover_state::{StateSnapshot, Table};
 use serde::Deserialize;
@@ -29,7 +29,10 @@ fn view(t: &AclToken, secret: Option<&str>) -> AclToken {
     t
 }
 
-pub(crate) fn decode<T: for<'de> Deserialize<'de> + Default>(body: &[u8], what: &str) -> Result<T, ApiError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de> + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -78,7 +81,10 @@ async fn reset_index(file: std::path::PathBuf) -> Result<Option<u64>, ApiError> 
 /// `POST /v1/acl/bootstrap`: the first management token, once. To bootstrap again, write
 /// the index the refusal names to `<data_dir>/server/acl-bootstrap-reset` on the server
 /// that answers.
-pub(crate) async fn bootstrap(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn bootstrap(
+    State(st): State<ApiState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     require_enabled(&st.acl)?;
     let req: BootstrapRequest = decode(&body, "bootstrap request")?;
     let secret = if req.bootstrap_secret.is_empty() {
@@ -151,7 +157,9 @@ fn ttl_of(v: &Option<serde_json::Value>) -> Result<Option<Duration>, ApiError> {
         Some(serde_json::Value::Number(n)) => match n.as_u64() {
             Some(0) => Ok(None),
             Some(ns) => Ok(Some(Duration::from_nanos(ns))),
-            None => Err(ApiError::bad_request("ExpirationTTL must be a positive duration")),
+            None => Err(ApiError::bad_request(
+                "ExpirationTTL must be a positive duration",
+            )),
         },
         Some(serde_json::Value::String(s)) if s.is_empty() || s == "0" => Ok(None),
         Some(serde_json::Value::String(s)) => drover_model::serde_fmt::parse_duration(s)
@@ -339,7 +347,10 @@ pub(crate) async fn read_self(
 ) -> Result<Response, ApiError> {
     require_enabled(&st.acl)?;
     let Some(token) = caller.token else {
-        return Err(ApiError(StatusCode::FORBIDDEN, "ACL token not found".into()));
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "ACL token not found".into(),
+        ));
     };
     Ok(with_index(token.modify_index, &view(&token, None)))
 }
@@ -350,7 +361,9 @@ pub(crate) async fn delete(
 ) -> Result<Response, ApiError> {
     require_enabled(&st.acl)?;
     if st.server.store().snapshot().acl_token(&accessor).is_none() {
-        return Err(ApiError::not_found(format!("ACL token {accessor} not found")));
+        return Err(ApiError::not_found(format!(
+            "ACL token {accessor} not found"
+        )));
     }
     let index = st.server.delete_acl_tokens(vec![accessor]).await?;
     Ok(crate::acl_policies::indexed_ok(index))

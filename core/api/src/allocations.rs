@@ -1,10 +1,10 @@
 //! Allocations: list, read, and the actions on one (stop, restart, signal).
 
-use axum::body::Bytes;
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use drover_acl::NsCap;
 use axum::response::{IntoResponse, Response};
+use drover_acl::NsCap;
 use drover_api_types as api;
 use drover_state::{StateSnapshot, Table};
 

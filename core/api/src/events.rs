@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use drover_acl::NsCap;
 use axum::response::{IntoResponse, Response};
+use drover_acl::NsCap;
 use drover_api_types as api;
 use drover_state::{Event, Payload, StateSnapshot, Topic};
 use futures::StreamExt;

@@ -12,13 +12,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::Extension;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use drover_acl::NsCap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use drover_acl::NsCap;
 use drover_proto::node::{ExecInput, ExecRequest, StatsRequest, TtySize, exec_input, exec_output};
 use serde_json::{Value, json};
 
@@ -58,7 +58,11 @@ fn exec_capabilities(
         .and_then(|j| j.groups.iter().find(|g| g.name == alloc.task_group));
     let unisolated = group.is_none_or(|g| {
         let named: Vec<_> = g.tasks.iter().filter(|t| t.name == task).collect();
-        let tasks = if named.is_empty() { g.tasks.iter().collect() } else { named };
+        let tasks = if named.is_empty() {
+            g.tasks.iter().collect()
+        } else {
+            named
+        };
         tasks
             .iter()
             .any(|t| NODE_EXEC_DRIVERS.contains(&t.driver.as_str()))
@@ -93,11 +97,18 @@ async fn first_frame_caller(
         .as_deref()
         .and_then(|t| serde_json::from_str::<Value>(t).ok())
         .filter(|v| v.get("version").and_then(Value::as_u64) == Some(1))
-        .and_then(|v| v.get("auth_token").and_then(Value::as_str).map(str::to_string));
+        .and_then(|v| {
+            v.get("auth_token")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
     let leftover = if token.is_some() { None } else { first };
     let caller = st
         .acl
-        .resolve(st.server.store(), token.as_deref().filter(|t| !t.is_empty()))
+        .resolve(
+            st.server.store(),
+            token.as_deref().filter(|t| !t.is_empty()),
+        )
         .map_err(|e| e.1)?;
     Ok((caller, leftover))
 }

@@ -2,8 +2,8 @@
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
-use drover_acl::NsCap;
 use axum::response::Response;
+use drover_acl::NsCap;
 use drover_api_types as api;
 use drover_state::Table;
 

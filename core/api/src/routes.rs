@@ -13,8 +13,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use crate::acl::Capability;
 use crate::limits::{
-    MAX_ACL_BODY, MAX_BACKUP_BODY, MAX_BODY, MAX_SMALL_BODY, MAX_VARIABLE_BODY, NO_BODY, READ_TIMEOUT,
-    REQUEST_TIMEOUT,
+    MAX_ACL_BODY, MAX_BACKUP_BODY, MAX_BODY, MAX_SMALL_BODY, MAX_VARIABLE_BODY, NO_BODY,
+    READ_TIMEOUT, REQUEST_TIMEOUT,
 };
 use crate::{
     ApiState, acl, acl_policies, acl_roles, acl_tokens, agent, allocations, backup, evaluations,
@@ -192,9 +192,9 @@ pub(crate) fn build(state: &ApiState) -> Router<ApiState> {
         };
         let st = state.clone();
         let handler = (r.handler)(methods)
-            .route_layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-                admit(st.clone(), guard, req, next)
-            }))
+            .route_layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| admit(st.clone(), guard, req, next),
+            ))
             .route_layer(DefaultBodyLimit::max(r.body_limit));
         router.route(r.path, handler)
     })
@@ -282,12 +282,15 @@ mod tests {
             }
         }
         // And the router accepts them all (overlapping routes panic here).
-        let _ = table()
-            .into_iter()
-            .fold(Router::<()>::new(), |router, r| {
-                let methods = r.verbs.iter().map(|v| v.filter()).reduce(MethodFilter::or).unwrap();
-                router.route(r.path, on(methods, || async {}))
-            });
+        let _ = table().into_iter().fold(Router::<()>::new(), |router, r| {
+            let methods = r
+                .verbs
+                .iter()
+                .map(|v| v.filter())
+                .reduce(MethodFilter::or)
+                .unwrap();
+            router.route(r.path, on(methods, || async {}))
+        });
     }
 
     #[test]

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use drover_acl::{NsCap, VarCap};
 use axum::response::Response;
+use drover_acl::{NsCap, VarCap};
 use drover_state::{StateSnapshot, Table};
 use serde::{Deserialize, Serialize};
 
@@ -265,10 +265,9 @@ pub(crate) async fn fuzzy(
             ),
             "plugins" => {}
             _ => {
-                for j in snap
-                    .jobs()
-                    .filter(|j| in_ns(&ns, &j.namespace) && caller.can(&j.namespace, NsCap::ReadJob))
-                {
+                for j in snap.jobs().filter(|j| {
+                    in_ns(&ns, &j.namespace) && caller.can(&j.namespace, NsCap::ReadJob)
+                }) {
                     let job_scope = [j.namespace.as_str(), j.id.as_str()];
                     if c == "jobs" && (hit(&j.id) || hit(&j.name)) {
                         found.push(m(&j.id, &[&j.namespace]));

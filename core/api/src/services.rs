@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
-use drover_acl::NsCap;
 use axum::response::Response;
+use drover_acl::NsCap;
 use drover_model::ServiceRegistration;
 use drover_state::Table;
 use serde::Serialize;

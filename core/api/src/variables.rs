@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use drover_acl::VarCap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use drover_acl::VarCap;
 use drover_model::Variable;
 use drover_server::VarWrite;
 use drover_state::Table;

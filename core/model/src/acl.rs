@@ -187,7 +187,12 @@ mod tests {
         let v = serde_json::to_value(&t).unwrap();
         assert_eq!(v["Type"], "management");
         assert_eq!(v["AccessorID"], "a");
-        assert!(v["ExpirationTime"].as_str().unwrap().starts_with("2023-11-14T22:14"));
+        assert!(
+            v["ExpirationTime"]
+                .as_str()
+                .unwrap()
+                .starts_with("2023-11-14T22:14")
+        );
         assert!(v.get("SecretHash").is_none());
         let back: AclToken = serde_json::from_value(v).unwrap();
         assert_eq!(back, t);
@@ -200,6 +205,10 @@ mod tests {
     fn names_are_checked() {
         assert!(validate_acl_name("policy", "read-only_1").is_ok());
         assert!(validate_acl_name("policy", "").is_err());
-        assert!(validate_acl_name("policy", "a b").unwrap_err().contains("' '"));
+        assert!(
+            validate_acl_name("policy", "a b")
+                .unwrap_err()
+                .contains("' '")
+        );
     }
 }

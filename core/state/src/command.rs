@@ -3,8 +3,8 @@ use serde::{Deserialize, Serialize};
 use crate::RestoreRows;
 
 use drover_model::{
-    AclPolicy, AclRole, AclToken, AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus,
-    ServiceRegistration, UnixNanos, Variable,
+    AclPolicy, AclRole, AclToken, AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index,
+    Job, Node, NodeStatus, ServiceRegistration, UnixNanos, Variable,
 };
 
 /// One Raft log entry's payload: a command stamped with the leader's clock, so every server

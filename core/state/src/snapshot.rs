@@ -5,7 +5,8 @@ use im::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use drover_model::{
-    AclPolicy, AclRole, AclToken, Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node, ServiceRegistration, Variable,
+    AclPolicy, AclRole, AclToken, Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node,
+    ServiceRegistration, Variable,
 };
 
 /// The tables whose modify indexes are tracked for blocking queries.

@@ -12,7 +12,10 @@ pub(super) fn upsert_policies(cx: &mut Apply, policies: &[AclPolicy]) {
     let (s, index) = (&mut *cx.s, cx.index);
     for p in policies {
         let mut p = p.clone();
-        p.create_index = s.acl_policies.get(&p.name).map_or(index, |o| o.create_index);
+        p.create_index = s
+            .acl_policies
+            .get(&p.name)
+            .map_or(index, |o| o.create_index);
         p.modify_index = index;
         s.acl_policies.insert(p.name.clone(), Arc::new(p));
     }

@@ -243,7 +243,7 @@ fn acl_tables_survive_snapshots_and_restores() {
 fn acl_commands_need_acl_servers() {
     let c = Command::AclTokenDelete { accessors: vec![] };
     assert_eq!(c.min_version(), ACL_VERSION);
-    assert!(drover_state::SERVER_VERSION >= ACL_VERSION);
+    const { assert!(drover_state::SERVER_VERSION >= ACL_VERSION) };
     // A state written before ACLs loads with none.
     let old = serde_json::json!({
         "v": 2, "index": 3, "table_index": {}, "jobs": [], "job_versions": [],

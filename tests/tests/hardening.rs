@@ -342,10 +342,16 @@ fn cross_site_requests_are_refused() {
 #[test]
 fn acl_or_tls_enabled_stops_the_agent_and_typos_in_every_block_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let (code, out) = agent_exit(tmp.path(), "acl {\n  enabled = true\n}\n");
+    // ACLs are enforced (tests/tests/acl.rs); a bad value in the block stops the agent.
+    let (code, out) = agent_exit(
+        tmp.path(),
+        "acl {\n  enabled = true\n  token_ttl = \"soon\"\n}\n",
+    );
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("agent.hcl:2:3: acl.enabled"), "{out}");
-    assert!(out.contains("ACLs are not implemented"), "{out}");
+    assert!(
+        out.contains("acl.token_ttl \"soon\" is not a duration"),
+        "{out}"
+    );
     let (code, out) = agent_exit(tmp.path(), "tls {\n  http = true\n}\n");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("agent.hcl:2:3: tls.http"), "{out}");
@@ -388,14 +394,14 @@ fn acl_or_tls_enabled_stops_the_agent_and_typos_in_every_block_are_errors() {
     }
     // `config validate` says the same.
     let cfg = tmp.path().join("agent.hcl");
-    std::fs::write(&cfg, "data_dir = \"/tmp/x\"\nacl {\n  enabled = true\n}\n").unwrap();
+    std::fs::write(&cfg, "data_dir = \"/tmp/x\"\nui {\n  enabled = true\n}\n").unwrap();
     let out = Command::new(drover_bin())
         .args(["config", "validate", cfg.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("agent.hcl:3:3: acl.enabled"),
+        String::from_utf8_lossy(&out.stderr).contains("agent.hcl:3:3: ui.enabled"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

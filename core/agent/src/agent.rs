@@ -215,6 +215,7 @@ async fn serve_http(
         exposure: drover_api::guard::Exposure {
             loopback: http_addr.ip().is_loopback(),
         },
+        acl: Arc::new(drover_api::acl::Resolver::new(cfg.acl.clone())),
     });
     tokio::spawn(async move {
         // Bounded connections, no Nagle delay on replies (drover_api::limits).

@@ -128,8 +128,10 @@ pub struct ClientTemplateBlock {
     pub nomad_retry: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// Nomad's `acl` block. ACLs are not built yet: `enabled = true` stops the agent (it would
-/// run open); the other keys are checked for typos only.
+/// Nomad's `acl` block: `enabled`, the cache TTL of resolved tokens (`token_ttl`; Drover
+/// compiles policies and roles into each token's entry, so `policy_ttl` and `role_ttl` are
+/// accepted and bound nothing more), and the bounds of a token's `ExpirationTTL`.
+/// `replication_token` is for multi-region replication, which Drover does not do.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclBlock {
@@ -626,11 +628,6 @@ type Refusal = (&'static str, fn(&FileConfig) -> bool, &'static str);
 
 const REFUSALS: &[Refusal] = &[
     (
-        "acl.enabled",
-        |f| f.acl.as_ref().is_some_and(|acl| acl.enabled == Some(true)),
-        "ACLs are not implemented yet, so this agent would serve every request unauthenticated; remove the acl block (or set enabled = false) to run without ACLs knowingly",
-    ),
-    (
         "tls.http",
         |f| f.tls.as_ref().is_some_and(|tls| tls.http == Some(true)),
         "TLS is not implemented yet, so the HTTP API would be plaintext; set http = false (or remove the tls block) to run without TLS knowingly",
@@ -1080,6 +1077,8 @@ pub struct AgentConfig {
     pub disable_remote_exec: bool,
     /// `client { bridge_network_* }`: the built-in bridge network.
     pub bridge: drover_client::BridgeNetwork,
+    /// `acl { ... }`: ACL enforcement by the HTTP API.
+    pub acl: drover_api::acl::AclConfig,
 }
 
 /// `client { bridge_network_name, bridge_network_subnet, bridge_network_subnet_ipv6,
@@ -1335,6 +1334,7 @@ impl AgentConfig {
                 std::time::Duration::from_secs(30),
             )?,
             disable_remote_exec: client_block.disable_remote_exec.unwrap_or(false),
+            acl: acl_config(&f.acl, &data_dir)?,
             bridge: drover_client::BridgeNetwork::default(),
             dev,
             name: f.name.clone().unwrap_or(host),
@@ -1494,6 +1494,44 @@ impl Listeners {
             rpc_port,
         })
     }
+}
+
+/// The `acl` block as the API enforces it (Nomad's defaults: off, 30 s cache, tokens
+/// expiring 1 minute to 24 hours after creation). The bootstrap reset file is Nomad's
+/// `acl-bootstrap-reset` in the server's data directory.
+fn acl_config(
+    block: &Option<AclBlock>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<drover_api::acl::AclConfig> {
+    let b = block.clone().unwrap_or_default();
+    let d = drover_api::acl::AclConfig::default();
+    for (key, v) in [
+        ("acl.policy_ttl", &b.policy_ttl),
+        ("acl.role_ttl", &b.role_ttl),
+    ] {
+        duration_or(v, key, "30s", d.token_ttl)?;
+    }
+    let cfg = drover_api::acl::AclConfig {
+        enabled: b.enabled.unwrap_or(false),
+        token_ttl: duration_or(&b.token_ttl, "acl.token_ttl", "30s", d.token_ttl)?,
+        token_min_ttl: duration_or(
+            &b.token_min_expiration_ttl,
+            "acl.token_min_expiration_ttl",
+            "1m",
+            d.token_min_ttl,
+        )?,
+        token_max_ttl: duration_or(
+            &b.token_max_expiration_ttl,
+            "acl.token_max_expiration_ttl",
+            "24h",
+            d.token_max_ttl,
+        )?,
+        bootstrap_reset_file: data_dir.join("server").join("acl-bootstrap-reset"),
+    };
+    if cfg.token_min_ttl > cfg.token_max_ttl {
+        bail!("acl.token_min_expiration_ttl is longer than acl.token_max_expiration_ttl");
+    }
+    Ok(cfg)
 }
 
 /// A duration setting (`"15s"`, `"1h"`), or `default` when it is not set.

@@ -1,5 +1,6 @@
 //! `drover`: the agent, the CLI, and the built-in plugins and task shim, in one binary.
 
+mod acl_cmd;
 mod agent;
 mod api_client;
 mod cli;
@@ -68,6 +69,9 @@ enum Cmd {
     /// Plugin commands.
     #[command(subcommand)]
     Plugin(plugins::PluginCmd),
+    /// ACLs: the bootstrap, policies, tokens and roles.
+    #[command(subcommand)]
+    Acl(acl_cmd::AclCmd),
     /// Lists jobs, or shows one.
     Status {
         id: Option<String>,
@@ -590,6 +594,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Service(ServiceCmd::Delete { name, id }) => {
                 service_cmd::delete(api()?, &name, &id).await
             }
+            Cmd::Acl(cmd) => acl_cmd::run(api()?, cmd).await,
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)

@@ -1,11 +1,14 @@
 //! Allocations: list, read, and the actions on one (stop, restart, signal).
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use drover_acl::NsCap;
 use drover_api_types as api;
 use drover_state::{StateSnapshot, Table};
 
+use crate::acl::Caller;
 use crate::query::{Params, by_id_or_prefix, ns_matches, prefix_ok, query, with_index};
 use crate::{ApiError, ApiState};
 
@@ -27,12 +30,14 @@ pub(crate) fn alloc_view(
 
 pub(crate) async fn list(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Allocs).await?;
     let v: Vec<api::Allocation> = snap
         .allocs()
         .filter(|a| ns_matches(&q, &a.namespace) && prefix_ok(&q, &a.id))
+        .filter(|a| caller.can(&a.namespace, NsCap::ReadJob))
         .map(|a| alloc_view(&snap, a, false))
         .collect();
     Ok(with_index(snap.table_index(Table::Allocs), &v))

@@ -5,24 +5,41 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use drover_acl::NsCap;
 use drover_api_types as api;
 use drover_state::{Event, Payload, StateSnapshot, Topic};
 use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::acl::Caller;
 use crate::{ApiError, ApiState};
 
 struct Filter {
     /// (topic, key or "*"); empty means every topic.
     topics: Vec<(Topic, String)>,
     namespace: String,
+    /// Who reads: an event it may not read is never sent.
+    caller: Caller,
 }
 
 impl Filter {
+    /// Whether the caller may read `e`: a node event needs `node:read`; the others
+    /// `read-job` in the event's namespace.
+    fn readable(&self, e: &Event) -> bool {
+        match e.topic {
+            Topic::Node => self.caller.acl.allow_node_read(),
+            _ => self.caller.can(&e.namespace, NsCap::ReadJob),
+        }
+    }
+
     fn matches(&self, e: &Event) -> bool {
+        if !self.readable(e) {
+            return false;
+        }
         let ns_ok =
             self.namespace == "*" || e.namespace.is_empty() || e.namespace == self.namespace;
         let topic_ok = self.topics.is_empty()
@@ -34,10 +51,11 @@ impl Filter {
     }
 }
 
-fn parse_query(raw: Option<&str>) -> Result<(Filter, u64), ApiError> {
+fn parse_query(raw: Option<&str>, caller: Caller) -> Result<(Filter, u64), ApiError> {
     let mut f = Filter {
         topics: Vec::new(),
         namespace: "default".into(),
+        caller,
     };
     let mut index = 0;
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -107,9 +125,10 @@ fn frame(index: u64, events: Vec<serde_json::Value>) -> Bytes {
 
 pub(crate) async fn stream(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (filter, index) = parse_query(raw.as_deref())?;
+    let (filter, index) = parse_query(raw.as_deref(), caller)?;
     let slot = crate::limits::event_stream()?;
     let store = st.server.store().clone();
     let (backlog, rx) = store.subscribe_events(if index == 0 { store.index() } else { index });

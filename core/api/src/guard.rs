@@ -56,7 +56,7 @@ fn is_write(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-fn is_websocket(h: &HeaderMap) -> bool {
+pub(crate) fn is_websocket(h: &HeaderMap) -> bool {
     h.get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))

@@ -3,26 +3,31 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use drover_acl::NsCap;
 use drover_api_types as api;
 use drover_server::JobPlan;
 use drover_state::Table;
 use serde::Serialize;
 
+use crate::acl::Caller;
 use crate::allocations::alloc_view;
 use crate::query::{Params, flag, namespace, ns_matches, prefix_ok, query, with_index};
 use crate::{ApiError, ApiState};
 
 pub(crate) async fn list(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Jobs).await?;
     let jobs: Vec<api::JobListStub> = snap
         .jobs()
         .filter(|j| ns_matches(&q, &j.namespace) && prefix_ok(&q, &j.id))
+        .filter(|j| caller.can(&j.namespace, NsCap::ListJobs))
         .map(api::JobListStub::from_model)
         .collect();
     Ok(with_index(snap.table_index(Table::Jobs), &jobs))
@@ -44,7 +49,13 @@ fn decode_job_at(body: &[u8], id: &str) -> Result<drover_model::Job, ApiError> {
     Ok(job)
 }
 
-async fn submit(st: &ApiState, job: drover_model::Job) -> Result<Response, ApiError> {
+async fn submit(
+    st: &ApiState,
+    caller: &Caller,
+    job: drover_model::Job,
+) -> Result<Response, ApiError> {
+    // The job's own namespace, which its body may name.
+    caller.require(&job.namespace, NsCap::SubmitJob)?;
     // What the HCL path prints for blocks not acted on yet, for API JSON too.
     let warnings = drover_jobspec::model_warnings(&job).join("\n");
     let done = st.server.register_job(job).await?;
@@ -60,17 +71,19 @@ async fn submit(st: &ApiState, job: drover_model::Job) -> Result<Response, ApiEr
 
 pub(crate) async fn register(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    submit(&st, decode_job(&body)?).await
+    submit(&st, &caller, decode_job(&body)?).await
 }
 
 pub(crate) async fn register_at(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    submit(&st, decode_job_at(&body, &id)?).await
+    submit(&st, &caller, decode_job_at(&body, &id)?).await
 }
 
 pub(crate) async fn parse(body: Bytes) -> Result<Response, ApiError> {
@@ -95,10 +108,12 @@ pub(crate) async fn parse(body: Bytes) -> Result<Response, ApiError> {
 
 pub(crate) async fn plan(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let job = decode_job_at(&body, &id)?;
+    caller.require(&job.namespace, NsCap::SubmitJob)?;
     let diff = api::job_diff(
         st.server.store().snapshot().job(&job.namespace, &job.id),
         &job,

@@ -5,7 +5,10 @@
 //! timeout); the handlers live in one module per resource and talk to the cluster only
 //! through [`drover_server::Server`].
 
-mod acl;
+pub mod acl;
+mod acl_policies;
+mod acl_roles;
+mod acl_tokens;
 mod agent;
 mod allocations;
 pub mod backup;
@@ -54,12 +57,14 @@ pub struct ApiState {
     pub plugins: Option<std::sync::Arc<drover_plugin_host::PluginHost>>,
     /// How the HTTP listener is exposed (for the Host check of [`guard`]).
     pub exposure: guard::Exposure,
+    /// ACL enforcement: the agent's `acl` settings and the compiled tokens.
+    pub acl: std::sync::Arc<acl::Resolver>,
 }
 
 /// The API: the routes of [`routes::table`], behind the request guard and the leader
 /// middleware.
 pub fn router(state: ApiState) -> Router {
-    routes::build()
+    routes::build(&state)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             leader::client_requests_to_leader,

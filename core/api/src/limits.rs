@@ -25,6 +25,8 @@ pub const MAX_BODY: usize = 2 * 1024 * 1024;
 pub const MAX_VARIABLE_BODY: usize = 256 * 1024;
 /// The largest body of an allocation action (stop, restart, signal).
 pub const MAX_SMALL_BODY: usize = 16 * 1024;
+/// An ACL policy: its rules (64 KiB at most) and their JSON escaping.
+pub const MAX_ACL_BODY: usize = 160 * 1024;
 /// The largest backup a restore accepts (`PUT /v1/operator/snapshot`, streamed to disk).
 pub const MAX_BACKUP_BODY: usize = 4 << 30;
 /// What a route that takes no body declares: a body sent with it is never read.

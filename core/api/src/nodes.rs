@@ -1,10 +1,13 @@
 //! Nodes: list, read (without their secrets), and a node's allocations.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use drover_acl::NsCap;
 use drover_api_types as api;
 use drover_state::Table;
 
+use crate::acl::Caller;
 use crate::allocations::alloc_view;
 use crate::query::{Params, by_id_or_prefix, prefix_ok, query, with_index};
 use crate::{ApiError, ApiState};
@@ -41,12 +44,14 @@ pub(crate) async fn read(
 
 pub(crate) async fn allocations(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Allocs).await?;
     let v: Vec<api::Allocation> = snap
         .allocs_by_node(&id)
+        .filter(|a| caller.can(&a.namespace, NsCap::ReadJob))
         .map(|a| alloc_view(&snap, a, false))
         .collect();
     Ok(with_index(snap.table_index(Table::Allocs), &v))

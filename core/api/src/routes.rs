@@ -13,12 +13,12 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 
 pub use crate::acl::Capability;
 use crate::limits::{
-    MAX_BACKUP_BODY, MAX_BODY, MAX_SMALL_BODY, MAX_VARIABLE_BODY, NO_BODY, READ_TIMEOUT,
-    REQUEST_TIMEOUT,
+    MAX_ACL_BODY, MAX_BACKUP_BODY, MAX_BODY, MAX_SMALL_BODY, MAX_VARIABLE_BODY, NO_BODY,
+    READ_TIMEOUT, REQUEST_TIMEOUT,
 };
 use crate::{
-    ApiState, acl, agent, allocations, backup, evaluations, events, exec, jobs, keyring, logs,
-    nodes, operator, plugins, search, services, variables,
+    ApiState, acl, acl_policies, acl_roles, acl_tokens, agent, allocations, backup, evaluations,
+    events, exec, jobs, keyring, logs, nodes, operator, plugins, search, services, variables,
 };
 
 /// An HTTP method a route answers.
@@ -158,11 +158,29 @@ pub fn table() -> Vec<Route> {
         route(WRITE, "/v1/search/fuzzy", C::Search, MAX_SMALL_BODY, READ, |m| on(m, search::fuzzy)),
         // Events.
         route(GET, "/v1/event/stream", C::ReadEvents, NO_BODY, Timeout::Open, |m| on(m, events::stream)),
+        // ACLs: the bootstrap, policies, tokens and roles.
+        route(WRITE, "/v1/acl/bootstrap", C::AclBootstrap, MAX_SMALL_BODY, REQUEST, |m| on(m, acl_tokens::bootstrap)),
+        route(GET, "/v1/acl/policies", C::AclSelf, NO_BODY, READ, |m| on(m, acl_policies::list)),
+        route(GET, "/v1/acl/policy/{name}", C::AclSelf, NO_BODY, READ, |m| on(m, acl_policies::read)),
+        route(WRITE, "/v1/acl/policy/{name}", C::Management, MAX_ACL_BODY, REQUEST, |m| on(m, acl_policies::upsert)),
+        route(DELETE, "/v1/acl/policy/{name}", C::Management, NO_BODY, REQUEST, |m| on(m, acl_policies::delete)),
+        route(GET, "/v1/acl/tokens", C::Management, NO_BODY, READ, |m| on(m, acl_tokens::list)),
+        route(WRITE, "/v1/acl/token", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, acl_tokens::create)),
+        route(GET, "/v1/acl/token/self", C::AclSelf, NO_BODY, READ, |m| on(m, acl_tokens::read_self)),
+        route(GET, "/v1/acl/token/{accessor}", C::Management, NO_BODY, READ, |m| on(m, acl_tokens::read)),
+        route(WRITE, "/v1/acl/token/{accessor}", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, acl_tokens::update)),
+        route(DELETE, "/v1/acl/token/{accessor}", C::Management, NO_BODY, REQUEST, |m| on(m, acl_tokens::delete)),
+        route(GET, "/v1/acl/roles", C::AclSelf, NO_BODY, READ, |m| on(m, acl_roles::list)),
+        route(WRITE, "/v1/acl/role", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, acl_roles::create)),
+        route(GET, "/v1/acl/role/{id}", C::AclSelf, NO_BODY, READ, |m| on(m, acl_roles::read)),
+        route(WRITE, "/v1/acl/role/{id}", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, acl_roles::update)),
+        route(DELETE, "/v1/acl/role/{id}", C::Management, NO_BODY, REQUEST, |m| on(m, acl_roles::delete)),
+        route(GET, "/v1/acl/role/name/{name}", C::AclSelf, NO_BODY, READ, |m| on(m, acl_roles::read_by_name)),
     ]
 }
 
-/// The router of [`table`], without its state.
-pub(crate) fn build() -> Router<ApiState> {
+/// The router of [`table`]; `state` is what its ACL checks read.
+pub(crate) fn build(state: &ApiState) -> Router<ApiState> {
     table().into_iter().fold(Router::new(), |router, r| {
         let methods = r
             .verbs
@@ -170,22 +188,70 @@ pub(crate) fn build() -> Router<ApiState> {
             .map(|v| v.filter())
             .reduce(MethodFilter::or)
             .expect("every route has a method");
-        let (capability, timeout) = (r.capability, r.timeout);
+        let guard = Guard {
+            capability: r.capability,
+            scope: acl::scope_of(r.path),
+            timeout: r.timeout,
+        };
+        let st = state.clone();
         let handler = (r.handler)(methods)
             .route_layer(axum::middleware::from_fn(
-                move |req: Request, next: Next| admit(capability, timeout, req, next),
+                move |req: Request, next: Next| admit(st.clone(), guard, req, next),
             ))
             .route_layer(DefaultBodyLimit::max(r.body_limit));
         router.route(r.path, handler)
     })
 }
 
-/// Runs a route's handler once the caller holds its capability, within its timeout.
-async fn admit(capability: Capability, timeout: Timeout, req: Request, next: Next) -> Response {
-    if let Err(refused) = acl::authorize(capability, req.headers()) {
+/// What `admit` checks for one route.
+#[derive(Clone, Copy)]
+struct Guard {
+    capability: Capability,
+    scope: acl::Scope,
+    timeout: Timeout,
+}
+
+/// Runs a route's handler once the caller holds its capability, within its timeout. The
+/// handler finds the [`acl::Caller`] in the request's extensions. An exec WebSocket
+/// without a token in its headers is let through to authenticate with its first frame
+/// (Nomad's `{"version":1,"auth_token":...}`); its handler checks before running anything.
+async fn admit(st: ApiState, guard: Guard, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let token = acl::token_of(&parts.headers);
+    // Public routes look at no token (a stale one does not fail a health check), as Nomad's.
+    let public = matches!(
+        guard.capability,
+        Capability::Public | Capability::AclBootstrap
+    );
+    let resolved = if public && st.acl.enabled() {
+        Ok(acl::Caller::nobody())
+    } else {
+        st.acl.resolve(st.server.store(), token.as_deref())
+    };
+    let mut caller = match resolved {
+        Ok(c) => c,
+        Err(refused) => return refused.into_response(),
+    };
+    let deferred = guard.capability == Capability::AllocExec
+        && token.is_none()
+        && st.acl.enabled()
+        && crate::guard::is_websocket(&parts.headers);
+    if !deferred
+        && let Err(refused) = acl::permit(
+            st.server.store(),
+            &caller,
+            guard.capability,
+            guard.scope,
+            &mut parts,
+        )
+        .await
+    {
         return refused.into_response();
     }
-    match timeout {
+    caller.first_frame = deferred;
+    parts.extensions.insert(caller);
+    let req = Request::from_parts(parts, body);
+    match guard.timeout {
         Timeout::Open => next.run(req).await,
         Timeout::Within(limit) => match tokio::time::timeout(limit, next.run(req)).await {
             Ok(resp) => resp,
@@ -219,7 +285,15 @@ mod tests {
             }
         }
         // And the router accepts them all (overlapping routes panic here).
-        let _ = build();
+        let _ = table().into_iter().fold(Router::<()>::new(), |router, r| {
+            let methods = r
+                .verbs
+                .iter()
+                .map(|v| v.filter())
+                .reduce(MethodFilter::or)
+                .unwrap();
+            router.route(r.path, on(methods, || async {}))
+        });
     }
 
     #[test]
@@ -267,6 +341,18 @@ mod tests {
             if r.verbs != GET {
                 assert_ne!(r.capability, Capability::Public, "{}", r.path);
             }
+        }
+    }
+
+    #[test]
+    fn every_route_is_given_a_capability() {
+        for r in table() {
+            assert_ne!(
+                r.capability,
+                Capability::Unassigned,
+                "{} has no ACL capability: give it the one Nomad's endpoint checks",
+                r.path
+            );
         }
     }
 }

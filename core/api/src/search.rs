@@ -4,12 +4,15 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::Response;
+use drover_acl::{NsCap, VarCap};
 use drover_state::{StateSnapshot, Table};
 use serde::{Deserialize, Serialize};
 
+use crate::acl::Caller;
 use crate::query::{Params, query, with_index};
 use crate::{ApiError, ApiState};
 
@@ -171,6 +174,7 @@ fn bounded(what: &str, text: &str) -> Result<(), ApiError> {
 /// `POST /v1/search`: ids (paths for variables) starting with `Prefix`, by context.
 pub(crate) async fn prefix(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Params,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -186,26 +190,30 @@ pub(crate) async fn prefix(
             "jobs" => snap
                 .jobs()
                 .filter(|j| in_ns(&ns, &j.namespace) && j.id.starts_with(p))
+                .filter(|j| caller.can(&j.namespace, NsCap::ListJobs))
                 .map(|j| j.id.clone())
                 .collect(),
             "allocs" => snap
                 .allocs()
                 .filter(|a| in_ns(&ns, &a.namespace) && a.id.starts_with(p))
+                .filter(|a| caller.can(&a.namespace, NsCap::ReadJob))
                 .map(|a| a.id.clone())
                 .collect(),
             "evals" => snap
                 .evals()
                 .filter(|e| in_ns(&ns, &e.namespace) && e.id.starts_with(p))
+                .filter(|e| caller.can(&e.namespace, NsCap::ReadJob))
                 .map(|e| e.id.clone())
                 .collect(),
             "nodes" => snap
                 .nodes()
-                .filter(|n| n.id.starts_with(p))
+                .filter(|n| n.id.starts_with(p) && caller.acl.allow_node_read())
                 .map(|n| n.id.clone())
                 .collect(),
             "variables" => snap
                 .variables()
                 .filter(|v| in_ns(&ns, &v.namespace) && v.path.starts_with(p))
+                .filter(|v| caller.can_variable(&v.namespace, &v.path, VarCap::List))
                 .map(|v| v.path.clone())
                 .collect(),
             _ => Vec::new(),
@@ -220,6 +228,7 @@ pub(crate) async fn prefix(
 /// `[namespace, job, group]`, a node's `[node id]`, a variable's `[namespace]`.
 pub(crate) async fn fuzzy(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Params,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -245,17 +254,20 @@ pub(crate) async fn fuzzy(
         match c {
             "nodes" => found.extend(
                 snap.nodes()
-                    .filter(|n| hit(&n.name))
+                    .filter(|n| hit(&n.name) && caller.acl.allow_node_read())
                     .map(|n| m(&n.name, &[&n.id])),
             ),
             "variables" => found.extend(
                 snap.variables()
                     .filter(|v| in_ns(&ns, &v.namespace) && hit(&v.path))
+                    .filter(|v| caller.can_variable(&v.namespace, &v.path, VarCap::List))
                     .map(|v| m(&v.path, &[&v.namespace])),
             ),
             "plugins" => {}
             _ => {
-                for j in snap.jobs().filter(|j| in_ns(&ns, &j.namespace)) {
+                for j in snap.jobs().filter(|j| {
+                    in_ns(&ns, &j.namespace) && caller.can(&j.namespace, NsCap::ReadJob)
+                }) {
                     let job_scope = [j.namespace.as_str(), j.id.as_str()];
                     if c == "jobs" && (hit(&j.id) || hit(&j.name)) {
                         found.push(m(&j.id, &[&j.namespace]));

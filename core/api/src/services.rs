@@ -5,12 +5,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use drover_acl::NsCap;
 use drover_model::ServiceRegistration;
 use drover_state::Table;
 use serde::Serialize;
 
+use crate::acl::Caller;
 use crate::query::{Params, by_id_or_prefix, namespace, ns_matches, query, with_index};
 use crate::{ApiError, ApiState};
 
@@ -33,13 +36,14 @@ struct ServiceStub {
 
 pub(crate) async fn list(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Services).await?;
     let mut by_ns: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
     for r in snap
         .service_registrations()
-        .filter(|r| ns_matches(&q, &r.namespace))
+        .filter(|r| ns_matches(&q, &r.namespace) && caller.can(&r.namespace, NsCap::ReadJob))
     {
         by_ns
             .entry(&r.namespace)

@@ -3,15 +3,18 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use drover_acl::VarCap;
 use drover_model::Variable;
 use drover_server::VarWrite;
 use drover_state::Table;
 use serde::Serialize;
 
+use crate::acl::{Caller, denied};
 use crate::query::{Params, namespace, ns_matches, query, with_index};
 use crate::{ApiError, ApiState};
 
@@ -29,6 +32,7 @@ struct VariableMetadata<'a> {
 
 pub(crate) async fn list(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Variables).await?;
@@ -36,6 +40,7 @@ pub(crate) async fn list(
     let rows: Vec<VariableMetadata> = snap
         .variables()
         .filter(|v| ns_matches(&q, &v.namespace) && v.path.starts_with(prefix))
+        .filter(|v| caller.can_variable(&v.namespace, &v.path, VarCap::List))
         .map(|v| VariableMetadata {
             namespace: &v.namespace,
             path: &v.path,
@@ -81,6 +86,7 @@ fn conflict(current: Option<std::sync::Arc<Variable>>) -> Response {
 
 pub(crate) async fn put(
     State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(path): Path<String>,
     Query(q): Params,
     body: Bytes,
@@ -96,6 +102,10 @@ pub(crate) async fn put(
     var.path = path;
     if q.contains_key("namespace") || var.namespace.is_empty() {
         var.namespace = namespace(&q);
+    }
+    // The namespace the body may name is checked too, not only the request's.
+    if !caller.can_variable(&var.namespace, &var.path, VarCap::Write) {
+        return Err(denied());
     }
     match st.server.put_variable(var, cas(&q)?).await? {
         VarWrite::Done(Some(v)) => Ok(with_index(v.modify_index, &*v)),

@@ -7,6 +7,7 @@
 //! the node stream and the HTTP API, so a field added here round-trips everywhere.
 //! `drover-api-types` holds only the API's envelopes and list stubs.
 
+mod acl;
 mod alloc;
 mod closed_set;
 mod deployment;
@@ -18,6 +19,7 @@ pub mod serde_fmt;
 mod service;
 mod variable;
 
+pub use acl::*;
 pub use alloc::*;
 pub use closed_set::*;
 pub use deployment::*;

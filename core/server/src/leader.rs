@@ -54,6 +54,7 @@ fn start_duties(server: &Server) -> Vec<JoinHandle<()>> {
     }
     duties.push(tokio::spawn(crate::heartbeat::monitor(server.clone())));
     duties.push(tokio::spawn(crate::gc::run(server.clone())));
+    duties.push(tokio::spawn(crate::acl::reap(server.clone())));
     duties.push(tokio::spawn(capacity_watch(server.clone())));
     if server.config().kek.is_some() {
         duties.push(tokio::spawn(crate::keyring::upkeep(server.clone())));

@@ -4,6 +4,7 @@
 //! Writes go through Raft ([`drover_raft::RaftNode::write`]); the leader's duties start only
 //! after a linearizable read barrier and stop when leadership is lost.
 
+mod acl;
 mod broker;
 mod consensus;
 mod gc;

@@ -3,8 +3,8 @@ use serde::{Deserialize, Serialize};
 use crate::RestoreRows;
 
 use drover_model::{
-    AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Node, NodeStatus, RootKey,
-    ServiceRegistration, UnixNanos, Variable,
+    AclPolicy, AclRole, AclToken, AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index,
+    Job, Node, NodeStatus, RootKey, ServiceRegistration, UnixNanos, Variable,
 };
 
 /// One Raft log entry's payload: a command stamped with the leader's clock, so every server
@@ -99,6 +99,39 @@ pub enum Command {
     RootKeyDelete {
         key_id: String,
     },
+    /// Creates or replaces ACL policies (by name; an update keeps its create index).
+    AclPolicyUpsert {
+        policies: Vec<AclPolicy>,
+    },
+    /// Deletes ACL policies by name (unknown names are ignored).
+    AclPolicyDelete {
+        names: Vec<String>,
+    },
+    /// Creates or replaces ACL tokens (by accessor id). A token carries only the SHA-256 of
+    /// its secret; a token whose secret hash another token already has is refused.
+    AclTokenUpsert {
+        tokens: Vec<AclToken>,
+    },
+    /// Deletes ACL tokens by accessor id (unknown ones are ignored): a user's delete, or
+    /// the leader reaping expired tokens.
+    AclTokenDelete {
+        accessors: Vec<String>,
+    },
+    /// Nomad's ACL bootstrap: creates the first management token, only if the cluster was
+    /// never bootstrapped, or if `reset_index` is the index of the last bootstrap (the
+    /// `acl-bootstrap-reset` file's way to bootstrap again).
+    AclBootstrap {
+        token: AclToken,
+        reset_index: Option<Index>,
+    },
+    /// Creates or replaces ACL roles (by id; names are unique).
+    AclRoleUpsert {
+        roles: Vec<AclRole>,
+    },
+    /// Deletes ACL roles by id.
+    AclRoleDelete {
+        ids: Vec<String>,
+    },
     /// Commands written concurrently, committed as one entry (one fsync) and applied in order.
     Batch(Vec<Command>),
     /// Replaces the whole state with a backup in one entry. Written by earlier versions
@@ -152,6 +185,13 @@ impl Command {
             Command::ServiceRegDelete { .. } => "ServiceRegDelete",
             Command::RootKeyUpsert { .. } => "RootKeyUpsert",
             Command::RootKeyDelete { .. } => "RootKeyDelete",
+            Command::AclPolicyUpsert { .. } => "AclPolicyUpsert",
+            Command::AclPolicyDelete { .. } => "AclPolicyDelete",
+            Command::AclTokenUpsert { .. } => "AclTokenUpsert",
+            Command::AclTokenDelete { .. } => "AclTokenDelete",
+            Command::AclBootstrap { .. } => "AclBootstrap",
+            Command::AclRoleUpsert { .. } => "AclRoleUpsert",
+            Command::AclRoleDelete { .. } => "AclRoleDelete",
             Command::Unknown(_) => "Unknown",
         }
     }
@@ -188,12 +228,24 @@ impl Command {
             | Command::RestoreAbort { .. } => 2,
             // The service catalog (issue 19).
             Command::ServiceRegUpsert { .. } | Command::ServiceRegDelete { .. } => 3,
+            // ACLs (issue 20).
+            Command::AclPolicyUpsert { .. }
+            | Command::AclPolicyDelete { .. }
+            | Command::AclTokenUpsert { .. }
+            | Command::AclTokenDelete { .. }
+            | Command::AclBootstrap { .. }
+            | Command::AclRoleUpsert { .. }
+            | Command::AclRoleDelete { .. } => ACL_VERSION,
             Command::Batch(cs) => cs.iter().map(Command::min_version).max().unwrap_or(1),
             // Never written; a server that has it cannot apply it.
             Command::Unknown(u) => u.version.max(crate::ENCODING_VERSION + 1),
         }
     }
 }
+
+/// The server version that introduced the ACL commands. Other features may bump
+/// [`crate::SERVER_VERSION`] too: this stays the version ACLs came with.
+pub const ACL_VERSION: u32 = 4;
 
 /// A job as the garbage collector saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

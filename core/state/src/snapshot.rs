@@ -5,7 +5,8 @@ use im::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use drover_model::{
-    Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node, RootKey, RootKeyState,
+    AclPolicy, AclRole, AclToken, Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node,
+    RootKey, RootKeyState,
     ServiceRegistration, Variable,
 };
 
@@ -20,6 +21,9 @@ pub enum Table {
     Services,
     /// The keyring's root keys.
     Keyring,
+    AclPolicies,
+    AclTokens,
+    AclRoles,
 }
 
 impl Table {
@@ -32,6 +36,9 @@ impl Table {
             "variables" => Table::Variables,
             "services" => Table::Services,
             "keyring" => Table::Keyring,
+            "acl_policies" => Table::AclPolicies,
+            "acl_tokens" => Table::AclTokens,
+            "acl_roles" => Table::AclRoles,
             _ => return None,
         })
     }
@@ -87,6 +94,17 @@ pub struct StateSnapshot {
     /// A restore being committed chunk by chunk (part of the state, so it survives
     /// snapshots and reaches servers that install one mid-restore).
     pub(crate) staged: Option<StagedRestore>,
+    /// ACL policies by name.
+    pub(crate) acl_policies: OrdMap<String, Arc<AclPolicy>>,
+    /// ACL tokens by accessor id.
+    pub(crate) acl_tokens: OrdMap<String, Arc<AclToken>>,
+    /// ACL roles by id.
+    pub(crate) acl_roles: OrdMap<String, Arc<AclRole>>,
+    /// Secondary: token secret hash -> accessor id; role name -> id.
+    pub(crate) acl_tokens_by_secret: OrdMap<String, String>,
+    pub(crate) acl_roles_by_name: OrdMap<String, String>,
+    /// The index of the ACL bootstrap, once it happened.
+    pub(crate) acl_bootstrap: Option<Index>,
 }
 
 /// Rows of a backup, part of a restore (`Command::RestoreChunk`).
@@ -108,6 +126,11 @@ pub struct RestoreRows {
     pub services: Vec<Arc<ServiceRegistration>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub root_keys: Vec<Arc<RootKey>>,
+    pub acl_policies: Vec<Arc<AclPolicy>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl_tokens: Vec<Arc<AclToken>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl_roles: Vec<Arc<AclRole>>,
 }
 
 impl RestoreRows {
@@ -120,6 +143,9 @@ impl RestoreRows {
             && self.variables.is_empty()
             && self.services.is_empty()
             && self.root_keys.is_empty()
+            && self.acl_policies.is_empty()
+            && self.acl_tokens.is_empty()
+            && self.acl_roles.is_empty()
     }
 }
 
@@ -189,6 +215,14 @@ struct SnapshotData {
     plaintext_index: Index,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     staged_restore: Option<StagedData>,
+    #[serde(default)]
+    acl_policies: Vec<Arc<AclPolicy>>,
+    #[serde(default)]
+    acl_tokens: Vec<Arc<AclToken>>,
+    #[serde(default)]
+    acl_roles: Vec<Arc<AclRole>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acl_bootstrap_index: Option<Index>,
 }
 
 impl From<StateSnapshot> for SnapshotData {
@@ -210,6 +244,10 @@ impl From<StateSnapshot> for SnapshotData {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
             }),
+            acl_policies: s.acl_policies.values().cloned().collect(),
+            acl_tokens: s.acl_tokens.values().cloned().collect(),
+            acl_roles: s.acl_roles.values().cloned().collect(),
+            acl_bootstrap_index: s.acl_bootstrap,
         }
     }
 }
@@ -255,6 +293,18 @@ impl From<SnapshotData> for StateSnapshot {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
             }),
+            acl_policies: d
+                .acl_policies
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+            acl_tokens: d
+                .acl_tokens
+                .into_iter()
+                .map(|t| (t.accessor_id.clone(), t))
+                .collect(),
+            acl_roles: d.acl_roles.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            acl_bootstrap: d.acl_bootstrap_index,
             ..Default::default()
         };
         s.rebuild_indexes();
@@ -432,6 +482,51 @@ impl StateSnapshot {
             .filter_map(|((_, id), _)| self.service_registration(id))
     }
 
+    pub fn acl_policy(&self, name: &str) -> Option<&AclPolicy> {
+        self.acl_policies.get(name).map(Arc::as_ref)
+    }
+
+    /// Every ACL policy, by name.
+    pub fn acl_policies(&self) -> impl Iterator<Item = &AclPolicy> {
+        self.acl_policies.values().map(Arc::as_ref)
+    }
+
+    pub fn acl_token(&self, accessor_id: &str) -> Option<&AclToken> {
+        self.acl_tokens.get(accessor_id).map(Arc::as_ref)
+    }
+
+    /// The token whose secret has this SHA-256 (hex).
+    pub fn acl_token_by_secret_hash(&self, hash: &str) -> Option<&AclToken> {
+        self.acl_tokens_by_secret
+            .get(hash)
+            .and_then(|a| self.acl_token(a))
+    }
+
+    /// Every ACL token, by accessor id.
+    pub fn acl_tokens(&self) -> impl Iterator<Item = &AclToken> {
+        self.acl_tokens.values().map(Arc::as_ref)
+    }
+
+    pub fn acl_role(&self, id: &str) -> Option<&AclRole> {
+        self.acl_roles.get(id).map(Arc::as_ref)
+    }
+
+    pub fn acl_role_by_name(&self, name: &str) -> Option<&AclRole> {
+        self.acl_roles_by_name
+            .get(name)
+            .and_then(|id| self.acl_role(id))
+    }
+
+    /// Every ACL role, by id.
+    pub fn acl_roles(&self) -> impl Iterator<Item = &AclRole> {
+        self.acl_roles.values().map(Arc::as_ref)
+    }
+
+    /// The index of the ACL bootstrap (None: never bootstrapped).
+    pub fn acl_bootstrap_index(&self) -> Option<Index> {
+        self.acl_bootstrap
+    }
+
     /// A job's status as Nomad derives it: running while any allocation is, pending while
     /// evaluations or placements are outstanding, dead when stopped or finished.
     pub(crate) fn derive_job_status(&self, job: &Job) -> JobStatus {
@@ -501,6 +596,16 @@ impl StateSnapshot {
             .values()
             .map(|r| ((r.alloc_id.clone(), r.id.clone()), ()))
             .collect();
+        self.acl_tokens_by_secret = self
+            .acl_tokens
+            .values()
+            .map(|t| (t.secret_hash.clone(), t.accessor_id.clone()))
+            .collect();
+        self.acl_roles_by_name = self
+            .acl_roles
+            .values()
+            .map(|r| (r.name.clone(), r.id.clone()))
+            .collect();
     }
 
     /// Splits the state's rows into chunks of at most about `max_bytes` of JSON each (a
@@ -537,6 +642,9 @@ impl StateSnapshot {
         add!(self.vars.values(), variables, "variables");
         add!(self.services.values(), services, "services");
         add!(self.root_keys.values(), root_keys, "root_keys");
+        add!(self.acl_policies.values(), acl_policies, "acl_policies");
+        add!(self.acl_tokens.values(), acl_tokens, "acl_tokens");
+        add!(self.acl_roles.values(), acl_roles, "acl_roles");
         if !cur.is_empty() || out.is_empty() {
             out.push(cur);
         }
@@ -559,6 +667,10 @@ impl StateSnapshot {
             root_keys: Vec::new(),
             plaintext_index: 0,
             staged_restore: None,
+            acl_policies: Vec::new(),
+            acl_tokens: Vec::new(),
+            acl_roles: Vec::new(),
+            acl_bootstrap_index: None,
         };
         for c in chunks {
             d.jobs.extend(c.jobs.iter().cloned());
@@ -569,6 +681,9 @@ impl StateSnapshot {
             d.variables.extend(c.variables.iter().cloned());
             d.services.extend(c.services.iter().cloned());
             d.root_keys.extend(c.root_keys.iter().cloned());
+            d.acl_policies.extend(c.acl_policies.iter().cloned());
+            d.acl_tokens.extend(c.acl_tokens.iter().cloned());
+            d.acl_roles.extend(c.acl_roles.iter().cloned());
         }
         d.into()
     }

@@ -68,6 +68,12 @@ impl StateStore {
         self.inner.read().expect("state lock").index
     }
 
+    /// The modify index of `table`, without taking a snapshot (the cheap check of whether
+    /// something derived from the table is still current).
+    pub fn table_index(&self, table: Table) -> Index {
+        self.inner.read().expect("state lock").table_index(table)
+    }
+
     /// Replaces the whole state (installing a Raft snapshot).
     pub fn restore(&self, snap: StateSnapshot) {
         let index = snap.index;

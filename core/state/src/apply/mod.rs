@@ -4,6 +4,7 @@
 //! Deterministic: nothing here reads a clock or randomness (the entry's `time` is the only
 //! time), and nothing iterates a std hash map.
 
+mod acl;
 mod allocations;
 mod evaluations;
 mod gc;
@@ -94,6 +95,15 @@ pub(crate) fn apply_command(
         Command::ServiceRegDelete { ids } => services::delete(&mut cx, ids),
         Command::RootKeyUpsert { key } => keyring::upsert(&mut cx, key),
         Command::RootKeyDelete { key_id } => keyring::delete(&mut cx, key_id),
+        Command::AclPolicyUpsert { policies } => acl::upsert_policies(&mut cx, policies),
+        Command::AclPolicyDelete { names } => acl::delete_policies(&mut cx, names),
+        Command::AclTokenUpsert { tokens } => acl::upsert_tokens(&mut cx, tokens),
+        Command::AclTokenDelete { accessors } => acl::delete_tokens(&mut cx, accessors),
+        Command::AclBootstrap { token, reset_index } => {
+            acl::bootstrap(&mut cx, token, *reset_index)
+        }
+        Command::AclRoleUpsert { roles } => acl::upsert_roles(&mut cx, roles),
+        Command::AclRoleDelete { ids } => acl::delete_roles(&mut cx, ids),
         // The state machine stops before it; never applied.
         Command::Unknown(u) => cx.resp.error = Some(u.to_string()),
     }

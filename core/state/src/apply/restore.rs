@@ -85,6 +85,9 @@ fn swap_in(s: &mut StateSnapshot, mut restored: StateSnapshot, index: Index) {
         Table::Variables,
         Table::Services,
         Table::Keyring,
+        Table::AclPolicies,
+        Table::AclTokens,
+        Table::AclRoles,
     ] {
         restored.table_index.insert(t, index);
     }
@@ -92,6 +95,12 @@ fn swap_in(s: &mut StateSnapshot, mut restored: StateSnapshot, index: Index) {
         // The restore's entries hold these variables in plaintext.
         restored.plaintext_index = index;
     }
+    // A cluster once bootstrapped stays so, and a restored state holding tokens counts as
+    // bootstrapped: a restore never reopens `acl bootstrap` to whoever asks first.
+    restored.acl_bootstrap = s
+        .acl_bootstrap
+        .or(restored.acl_bootstrap)
+        .or((!restored.acl_tokens.is_empty()).then_some(index));
     restored.index = index;
     restored.staged = None;
     *s = restored;

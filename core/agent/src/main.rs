@@ -11,6 +11,8 @@ mod job_init;
 mod output;
 mod plugins;
 mod service_cmd;
+mod tls;
+mod tls_cmd;
 
 use std::path::PathBuf;
 
@@ -67,6 +69,9 @@ enum Cmd {
     /// Plugin commands.
     #[command(subcommand)]
     Plugin(plugins::PluginCmd),
+    /// Certificate files for TLS: a CA, and servers', clients' and the CLI's certificates.
+    #[command(subcommand)]
+    Tls(tls_cmd::TlsCmd),
     /// Lists jobs, or shows one.
     Status {
         id: Option<String>,
@@ -548,6 +553,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Service(ServiceCmd::Delete { name, id }) => {
                 service_cmd::delete(api()?, &name, &id).await
             }
+            Cmd::Tls(t) => tls_cmd::run(t, cli.globals.region.as_deref()),
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)

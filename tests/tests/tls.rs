@@ -237,15 +237,31 @@ fn files_made_by_drover_tls_run_a_job_over_mtls_with_the_cli_on_https() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let admin = https(
+        &c.pki.join("nomad-agent-ca.pem"),
+        Some((
+            &c.pki.join("global-cli-nomad.pem"),
+            &c.pki.join("global-cli-nomad-key.pem"),
+        )),
+    );
+    // The allocation runs on the client, which reports it over the mTLS node stream.
     wait_for(
         "the job running on the mTLS client",
         Duration::from_secs(30),
         || {
-            let out = cli(&["job", "status", "tlsjob"]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("running")
-                .then_some(())
+            https_get(&admin, &c.server, "/v1/job/tlsjob/allocations")
+                .ok()?
+                .as_array()?
+                .iter()
+                .find(|a| a["ClientStatus"] == "running")
+                .cloned()
         },
+    );
+    let out = cli(&["job", "status", "tlsjob"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // NOMAD_* variables work as the flags do.
     let out = Command::new(drover_bin())
@@ -512,15 +528,22 @@ fn three_servers_form_a_cluster_and_forward_writes_over_mtls() {
         .collect();
     let admin = https(
         &pki.join("nomad-agent-ca.pem"),
-        Some((&pki.join("global-cli-nomad.pem"), &pki.join("global-cli-nomad-key.pem"))),
+        Some((
+            &pki.join("global-cli-nomad.pem"),
+            &pki.join("global-cli-nomad-key.pem"),
+        )),
     );
     // Every server sees three voters and one leader: votes and entries travel over mTLS.
     for s in &servers {
-        wait_for("three servers and a leader", Duration::from_secs(60), || {
-            let peers = https_get(&admin, s, "/v1/operator/raft/configuration").ok()?;
-            let servers = peers["Servers"].as_array()?;
-            (servers.len() == 3 && servers.iter().any(|p| p["Leader"] == true)).then_some(())
-        });
+        wait_for(
+            "three servers and a leader",
+            Duration::from_secs(60),
+            || {
+                let peers = https_get(&admin, s, "/v1/operator/raft/configuration").ok()?;
+                let servers = peers["Servers"].as_array()?;
+                (servers.len() == 3 && servers.iter().any(|p| p["Leader"] == true)).then_some(())
+            },
+        );
     }
     // A write on each server (followers forward theirs to the leader) is read everywhere.
     for (i, s) in servers.iter().enumerate() {
@@ -532,9 +555,13 @@ fn three_servers_form_a_cluster_and_forward_writes_over_mtls() {
         assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
     }
     for s in &servers {
-        wait_for("every write on every server", Duration::from_secs(30), || {
-            let list = https_get(&admin, s, "/v1/vars?prefix=tls/").ok()?;
-            (list.as_array()?.len() == 3).then_some(())
-        });
+        wait_for(
+            "every write on every server",
+            Duration::from_secs(30),
+            || {
+                let list = https_get(&admin, s, "/v1/vars?prefix=tls/").ok()?;
+                (list.as_array()?.len() == 3).then_some(())
+            },
+        );
     }
 }

@@ -11,24 +11,37 @@ use drover_raft::{RaftNode, RaftNodeConfig};
 use drover_server::{NodeStreamService, Server, ServerConfig};
 
 use crate::config::AgentConfig;
+use crate::tls::AgentTls;
 
 /// How often the plugin host pings each plugin.
 const PLUGIN_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(data_dir = %cfg.data_dir.display(), server = cfg.server, client = cfg.client, dev = cfg.dev, "starting agent");
+    let tls = {
+        let (s, dir, region, server) = (
+            cfg.tls.clone(),
+            cfg.data_dir.clone(),
+            cfg.region.clone(),
+            cfg.server,
+        );
+        let advertise = vec![cfg.advertise_rpc.clone(), cfg.advertise_http.clone()];
+        tokio::task::spawn_blocking(move || AgentTls::load(&s, &dir, &region, server, &advertise))
+            .await
+            .context("loading TLS panicked")??
+    };
     let host = if cfg.client {
         Some(start_plugin_host(&cfg).await?)
     } else {
         None
     };
     let server = if cfg.server {
-        Some(start_server(&cfg, host.clone()).await?)
+        Some(start_server(&cfg, host.clone(), &tls).await?)
     } else {
         None
     };
     let client = match host {
-        Some(host) => Some(start_client(&cfg, host).await?),
+        Some(host) => Some(start_client(&cfg, host, &tls).await?),
         None => None,
     };
 
@@ -119,21 +132,28 @@ fn kek_provider(cfg: &AgentConfig) -> anyhow::Result<Arc<dyn drover_keyring::Kek
 }
 
 /// Opens Raft, starts the server, and serves its RPC (Raft, node streams) and HTTP API.
-async fn start_server(cfg: &AgentConfig, host: Option<Arc<PluginHost>>) -> anyhow::Result<Server> {
-    let raft = RaftNode::open(RaftNodeConfig {
-        data_dir: cfg.data_dir.join("server"),
-        advertise_http: cfg.advertise_http.clone(),
-        advertise_rpc: cfg.advertise_rpc.clone(),
-        name: cfg.name.clone(),
-        join: drover_raft::JoinConfig {
-            bootstrap_expect: cfg.bootstrap_expect,
-            retry_join: cfg.retry_join.clone(),
-            retry_interval: cfg.retry_interval,
-            retry_max: cfg.retry_max,
+async fn start_server(
+    cfg: &AgentConfig,
+    host: Option<Arc<PluginHost>>,
+    tls: &AgentTls,
+) -> anyhow::Result<Server> {
+    let raft = RaftNode::open_with_dialer(
+        RaftNodeConfig {
+            data_dir: cfg.data_dir.join("server"),
+            advertise_http: cfg.advertise_http.clone(),
+            advertise_rpc: cfg.advertise_rpc.clone(),
+            name: cfg.name.clone(),
+            join: drover_raft::JoinConfig {
+                bootstrap_expect: cfg.bootstrap_expect,
+                retry_join: cfg.retry_join.clone(),
+                retry_interval: cfg.retry_interval,
+                retry_max: cfg.retry_max,
+            },
+            snapshot_threshold: cfg.raft_snapshot_threshold,
+            trailing_logs: cfg.raft_trailing_logs,
         },
-        snapshot_threshold: cfg.raft_snapshot_threshold,
-        trailing_logs: cfg.raft_trailing_logs,
-    })
+        tls.dialer.clone(),
+    )
     .await
     .context("cannot start Raft")?;
     let server = Server::start(
@@ -149,18 +169,22 @@ async fn start_server(cfg: &AgentConfig, host: Option<Arc<PluginHost>>) -> anyho
             kek: Some(kek_provider(cfg)?),
         },
     );
-    let rpc_addr = serve_rpc(cfg, raft, &server).await?;
-    let http_addr = serve_http(cfg, &server, host).await?;
+    let rpc_addr = serve_rpc(cfg, raft, &server, tls).await?;
+    let http_addr = serve_http(cfg, &server, host, tls).await?;
     tracing::info!(http = %http_addr, rpc = %rpc_addr, "server listening");
     Ok(server)
 }
 
-/// Serves Raft's RPCs and the clients' node streams on the RPC address.
+/// Serves Raft's RPCs and the clients' node streams on the RPC address: with `tls { rpc }`
+/// over TLS, Raft only to server certificates, node streams to client or server ones.
 async fn serve_rpc(
     cfg: &AgentConfig,
     raft: RaftNode,
     server: &Server,
+    tls: &AgentTls,
 ) -> anyhow::Result<SocketAddr> {
+    use drover_tls::{Role, RoleCheck};
+    use tonic::service::interceptor::InterceptedService;
     let rpc_addr = SocketAddr::new(
         cfg.rpc_bind
             .parse()
@@ -170,19 +194,32 @@ async fn serve_rpc(
     let rpc_listener = tokio::net::TcpListener::bind(rpc_addr)
         .await
         .with_context(|| format!("cannot listen for RPC on {rpc_addr}"))?;
-    let grpc = tonic::transport::Server::builder()
-        .add_service(drover_raft::network::RaftService::server(raft))
-        .add_service(NodeStreamService::server(server.clone()))
-        .serve_with_incoming(
-            // Without TCP_NODELAY a reply's small writes wait for the peer's delayed
-            // ACK (~40 ms): Raft rounds and forwarded writes stall on it.
-            tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true)),
-        );
-    tokio::spawn(async move {
-        if let Err(e) = grpc.await {
-            tracing::error!(error = %e, "RPC server failed");
+    let enforce = tls.rpc.is_some();
+    let router = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
+            drover_raft::network::RaftService::server(raft),
+            RoleCheck::new("Raft", &cfg.region, &[Role::Server], enforce),
+        ))
+        .add_service(InterceptedService::new(
+            NodeStreamService::server(server.clone()),
+            RoleCheck::new("Node", &cfg.region, &[Role::Server, Role::Client], enforce),
+        ));
+    let failed = |e: tonic::transport::Error| tracing::error!(error = %e, "RPC server failed");
+    match &tls.rpc {
+        Some(config) => {
+            let grpc =
+                router.serve_with_incoming(drover_tls::accept::tcp(rpc_listener, config.clone()));
+            tokio::spawn(async move { grpc.await.map_err(failed) });
         }
-    });
+        None => {
+            let grpc = router.serve_with_incoming(
+                // Without TCP_NODELAY a reply's small writes wait for the peer's delayed
+                // ACK (~40 ms): Raft rounds and forwarded writes stall on it.
+                tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true)),
+            );
+            tokio::spawn(async move { grpc.await.map_err(failed) });
+        }
+    }
     Ok(rpc_addr)
 }
 
@@ -191,6 +228,7 @@ async fn serve_http(
     cfg: &AgentConfig,
     server: &Server,
     host: Option<Arc<PluginHost>>,
+    tls: &AgentTls,
 ) -> anyhow::Result<SocketAddr> {
     let http_addr = SocketAddr::new(
         cfg.http_bind
@@ -212,21 +250,35 @@ async fn serve_http(
             version: env!("CARGO_PKG_VERSION").into(),
         },
         plugins: host,
+        // Over HTTPS the client checks the certificate: a rebound DNS name cannot reach the
+        // API, so the Host check for DNS rebinding is not needed (and `-tls-server-name`
+        // sends the certificate's name as the Host).
         exposure: drover_api::guard::Exposure {
-            loopback: http_addr.ip().is_loopback(),
+            loopback: http_addr.ip().is_loopback() && tls.http.is_none(),
         },
         acl: Arc::new(drover_api::acl::Resolver::new(cfg.acl.clone())),
     });
-    tokio::spawn(async move {
-        // Bounded connections, no Nagle delay on replies (drover_api::limits).
-        let http_listener = drover_api::limits::LimitedListener::new(http_listener);
-        drover_api::limits::serve(http_listener, api).await;
-    });
+    // Bounded connections, no Nagle delay on replies (drover_api::limits).
+    let http_listener = drover_api::limits::LimitedListener::new(http_listener);
+    match &tls.http {
+        Some(config) => {
+            let https = crate::tls::HttpsListener::new(http_listener, config.clone())
+                .context("cannot start the HTTPS listener")?;
+            tokio::spawn(drover_api::limits::serve(https, api));
+        }
+        None => {
+            tokio::spawn(drover_api::limits::serve(http_listener, api));
+        }
+    }
     Ok(http_addr)
 }
 
 /// Starts the client on the plugin host.
-async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Result<Client> {
+async fn start_client(
+    cfg: &AgentConfig,
+    host: Arc<PluginHost>,
+    tls: &AgentTls,
+) -> anyhow::Result<Client> {
     let c = Client::start(
         ClientConfig {
             data_dir: cfg.data_dir.clone(),
@@ -251,6 +303,7 @@ async fn start_client(cfg: &AgentConfig, host: Arc<PluginHost>) -> anyhow::Resul
             max_kill_timeout: cfg.max_kill_timeout,
             disable_remote_exec: cfg.disable_remote_exec,
             bridge: cfg.bridge.clone(),
+            dialer: tls.dialer.clone(),
             stop_tasks_on_shutdown: cfg.dev,
         },
         host,

@@ -144,8 +144,9 @@ pub struct AclBlock {
     pub replication_token: Option<String>,
 }
 
-/// Nomad's `tls` block. TLS is not built yet: `http = true` or `rpc = true` stops the agent
-/// (it would serve plaintext); the other keys are checked for typos only.
+/// Nomad's `tls` block: HTTPS on the API (`http`), mTLS on the RPC port (`rpc`) with the
+/// operator's `ca_file`/`cert_file`/`key_file`, or the CA a lone server makes for you (see
+/// `crate::tls`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsBlock {
@@ -628,16 +629,6 @@ type Refusal = (&'static str, fn(&FileConfig) -> bool, &'static str);
 
 const REFUSALS: &[Refusal] = &[
     (
-        "tls.http",
-        |f| f.tls.as_ref().is_some_and(|tls| tls.http == Some(true)),
-        "TLS is not implemented yet, so the HTTP API would be plaintext; set http = false (or remove the tls block) to run without TLS knowingly",
-    ),
-    (
-        "tls.rpc",
-        |f| f.tls.as_ref().is_some_and(|tls| tls.rpc == Some(true)),
-        "TLS is not implemented yet, so RPC would be plaintext; set rpc = false (or remove the tls block) to run without TLS knowingly",
-    ),
-    (
         "telemetry",
         |f| f.telemetry.is_some(),
         "metrics are not exported yet; remove the telemetry block",
@@ -871,8 +862,8 @@ impl FileConfig {
     }
 
     /// What this configuration asks for that Drover cannot do (yet), as (dotted key, why):
-    /// such a file is refused rather than run with the option silently ignored. `acl` and
-    /// `tls` enabled are here too: until they exist, such an agent would run open.
+    /// such a file is refused rather than run with the option silently ignored. `acl`
+    /// enabled is here too: until it exists, such an agent would run open.
     pub fn refusals(&self) -> Vec<(String, String)> {
         REFUSALS
             .iter()
@@ -1079,6 +1070,8 @@ pub struct AgentConfig {
     pub bridge: drover_client::BridgeNetwork,
     /// `acl { ... }`: ACL enforcement by the HTTP API.
     pub acl: drover_api::acl::AclConfig,
+    /// The `tls` block.
+    pub tls: crate::tls::TlsSettings,
 }
 
 /// `client { bridge_network_name, bridge_network_subnet, bridge_network_subnet_ipv6,
@@ -1246,6 +1239,8 @@ impl AgentConfig {
         for w in f.warnings() {
             tracing::warn!("{w}");
         }
+        let joins = server_block.bootstrap_expect.unwrap_or(1) > 1 || !retry_join.is_empty();
+        let tls = crate::tls::TlsSettings::resolve(f.tls.as_ref(), server, server && joins)?;
         let mut plugins = f.plugin.clone();
         if let Some(chroot) = &client_block.chroot_env {
             // Nomad's `client { chroot_env }` is the exec driver's; its plugin block wins.
@@ -1336,6 +1331,7 @@ impl AgentConfig {
             disable_remote_exec: client_block.disable_remote_exec.unwrap_or(false),
             acl: acl_config(&f.acl, &data_dir)?,
             bridge: drover_client::BridgeNetwork::default(),
+            tls,
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),

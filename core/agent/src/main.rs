@@ -13,6 +13,8 @@ mod keyring_cmd;
 mod output;
 mod plugins;
 mod service_cmd;
+mod tls;
+mod tls_cmd;
 
 use std::path::PathBuf;
 
@@ -72,6 +74,9 @@ enum Cmd {
     /// ACLs: the bootstrap, policies, tokens and roles.
     #[command(subcommand)]
     Acl(acl_cmd::AclCmd),
+    /// Certificate files for TLS: a CA, and servers', clients' and the CLI's certificates.
+    #[command(subcommand)]
+    Tls(tls_cmd::TlsCmd),
     /// Lists jobs, or shows one.
     Status {
         id: Option<String>,
@@ -595,6 +600,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 service_cmd::delete(api()?, &name, &id).await
             }
             Cmd::Acl(cmd) => acl_cmd::run(api()?, cmd).await,
+            Cmd::Tls(t) => tls_cmd::run(t, cli.globals.region.as_deref()),
             Cmd::Version => {
                 println!("Drover v{}", env!("CARGO_PKG_VERSION"));
                 Ok(0)

@@ -200,8 +200,7 @@ impl AsyncWrite for LimitedConn {
 /// Serves `router` on `listener` (HTTP/1 and HTTP/2, WebSocket upgrades), with
 /// [`HEADER_READ_TIMEOUT`] for each request's headers: a client that trickles them cannot
 /// hold a connection open.
-pub async fn serve(mut listener: LimitedListener, router: axum::Router) {
-    use axum::serve::Listener;
+pub async fn serve<L: axum::serve::Listener>(mut listener: L, router: axum::Router) {
     loop {
         let (io, _addr) = listener.accept().await;
         let service = hyper_util::service::TowerToHyperService::new(router.clone());

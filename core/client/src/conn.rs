@@ -74,11 +74,14 @@ fn send(tx: &mpsc::Sender<ClientMessage>, m: client_message::Msg) -> Result<(), 
 }
 
 async fn session(client: &Client, addr: &str) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let dialer = &client.inner.config.dialer;
+    let ep = dialer
+        .endpoint(addr)
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect()
+        .tcp_nodelay(true);
+    let channel = dialer
+        .connect(ep)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let mut rpc = NodeServiceClient::new(channel)

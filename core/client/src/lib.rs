@@ -93,6 +93,9 @@ pub struct ClientConfig {
     pub disable_remote_exec: bool,
     /// The built-in bridge network (`mode = "bridge"`).
     pub bridge: BridgeNetwork,
+    /// How the servers' RPC port is dialled: plaintext, or TLS with this agent's
+    /// certificate (`tls { rpc = true }`).
+    pub dialer: drover_tls::Dialer,
 }
 
 /// Totals that replace the fingerprinted ones: CPU (MHz) and memory (MiB).
@@ -567,6 +570,7 @@ mod tests {
                 max_kill_timeout: std::time::Duration::from_secs(30),
                 disable_remote_exec: false,
                 bridge: BridgeNetwork::default(),
+                dialer: drover_tls::Dialer::plaintext(),
             },
             Arc::new(host),
         )

@@ -126,6 +126,8 @@ impl Default for JoinConfig {
 #[derive(Clone, Default)]
 pub struct Peers {
     clients: Arc<Mutex<BTreeMap<String, RaftClient<Channel>>>>,
+    /// Plaintext, or TLS with this server's certificate.
+    dialer: drover_tls::Dialer,
     /// Server names seen in status answers, so a server that is down is still shown by name.
     names: Arc<Mutex<BTreeMap<NodeId, String>>>,
 }
@@ -141,12 +143,22 @@ pub enum PeerError {
 }
 
 impl Peers {
+    /// Peers dialled through `dialer`.
+    pub fn new(dialer: drover_tls::Dialer) -> Peers {
+        Peers {
+            dialer,
+            ..Peers::default()
+        }
+    }
+
     fn client(&self, addr: &str) -> Result<RaftClient<Channel>, PeerError> {
         let mut clients = self.clients.lock().expect("peers lock");
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let ep = self
+            .dialer
+            .endpoint(addr)
             .map_err(|e| PeerError::Unreachable {
                 addr: addr.into(),
                 reason: e.to_string(),
@@ -156,8 +168,8 @@ impl Peers {
             // A peer cut off mid-request is noticed within ~3 s, not at the request timeout.
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(2))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let ch = self.dialer.connect_lazy(ep);
         let c = RaftClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

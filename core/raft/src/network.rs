@@ -22,9 +22,11 @@ use crate::{NodeId, Raft, RaftNode, ServerNode, TypeConfig};
 /// Raft messages can be large (plans, snapshots chunks): far above tonic's 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// Makes connections to other servers.
+/// Makes connections to other servers (over TLS when the dialer has it).
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub(crate) dialer: drover_tls::Dialer,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -34,6 +36,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             client: None,
+            dialer: self.dialer.clone(),
         }
     }
 }
@@ -43,6 +46,7 @@ pub struct Connection {
     target: NodeId,
     addr: String,
     client: Option<RaftClient<Channel>>,
+    dialer: drover_tls::Dialer,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, ServerNode, RaftError<NodeId, E>>;
@@ -52,11 +56,14 @@ impl Connection {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let uri = format!("http://{}", self.addr);
-        let ch = tonic::transport::Endpoint::from_shared(uri)
+        let ep = self
+            .dialer
+            .endpoint(&self.addr)
             .map_err(|e| Unreachable::new(&e))?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .connect()
+            .connect_timeout(std::time::Duration::from_secs(2));
+        let ch = self
+            .dialer
+            .connect(ep)
             .await
             .map_err(|e| Unreachable::new(&e))?;
         let c = RaftClient::new(ch)

@@ -227,7 +227,17 @@ fn rand_id() -> NodeId {
 }
 
 impl RaftNode {
+    /// Opens the member; it dials other servers in plaintext.
     pub async fn open(cfg: RaftNodeConfig) -> Result<Self, OpenError> {
+        Self::open_with_dialer(cfg, drover_tls::Dialer::plaintext()).await
+    }
+
+    /// Opens the member; it dials other servers through `dialer` (TLS with this server's
+    /// certificate when `tls { rpc = true }`).
+    pub async fn open_with_dialer(
+        cfg: RaftNodeConfig,
+        dialer: drover_tls::Dialer,
+    ) -> Result<Self, OpenError> {
         let dir = cfg.data_dir.join("raft");
         let storage = |source| OpenError::Storage {
             path: dir.clone(),
@@ -252,7 +262,10 @@ impl RaftNode {
                 .validate()
                 .map_err(|e| OpenError::Raft(e.to_string()))?,
         );
-        let raft = Raft::new(id, config, Network, log.clone(), sm)
+        let network = Network {
+            dialer: dialer.clone(),
+        };
+        let raft = Raft::new(id, config, network, log.clone(), sm)
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
         let initialized = raft
@@ -280,7 +293,7 @@ impl RaftNode {
             advertise_rpc: cfg.advertise_rpc.into(),
             advertise_http: cfg.advertise_http.into(),
             name: cfg.name.into(),
-            peers: Peers::default(),
+            peers: Peers::new(dialer),
             quorum_contact: Arc::default(),
             staging_dir: dir.join("restore").into(),
             leader_contact: Arc::default(),

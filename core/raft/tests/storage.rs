@@ -145,7 +145,7 @@ async fn acknowledged_writes_survive_a_crash() {
             .validate()
             .unwrap(),
     );
-    let raft = Raft::new(1, config, drover_raft::network::Network, log, sm)
+    let raft = Raft::new(1, config, drover_raft::network::Network::default(), log, sm)
         .await
         .unwrap();
     let mut members = BTreeMap::new();
@@ -239,7 +239,7 @@ async fn leader_on(file: CrashFile) -> (tempfile::TempDir, Raft) {
             .validate()
             .unwrap(),
     );
-    let raft = Raft::new(1, config, drover_raft::network::Network, log, sm)
+    let raft = Raft::new(1, config, drover_raft::network::Network::default(), log, sm)
         .await
         .unwrap();
     let mut members = BTreeMap::new();
@@ -546,7 +546,7 @@ async fn snapshots_taken_by_openraft_under_streaming_writes_hold_exactly_their_i
                 .validate()
                 .unwrap(),
         );
-        let raft = Raft::new(1, config, drover_raft::network::Network, log, sm)
+        let raft = Raft::new(1, config, drover_raft::network::Network::default(), log, sm)
             .await
             .unwrap();
         let mut members = BTreeMap::new();

@@ -5,7 +5,8 @@ use im::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use drover_model::{
-    Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node, ServiceRegistration, Variable,
+    Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Namespace, Node, NodePool,
+    SchedulerConfiguration, ServiceRegistration, Variable,
 };
 
 /// The tables whose modify indexes are tracked for blocking queries.
@@ -17,6 +18,9 @@ pub enum Table {
     Nodes,
     Variables,
     Services,
+    Namespaces,
+    NodePools,
+    SchedulerConfig,
 }
 
 impl Table {
@@ -28,6 +32,9 @@ impl Table {
             "nodes" => Table::Nodes,
             "variables" => Table::Variables,
             "services" => Table::Services,
+            "namespaces" => Table::Namespaces,
+            "node_pools" => Table::NodePools,
+            "scheduler_config" => Table::SchedulerConfig,
             _ => return None,
         })
     }
@@ -47,7 +54,7 @@ pub(crate) fn pending_key(e: &Evaluation) -> PendingKey {
 }
 
 /// An immutable view of the whole state at one index. Cloning it is O(1).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(into = "SnapshotData", from = "SnapshotData")]
 pub struct StateSnapshot {
     pub(crate) index: Index,
@@ -63,6 +70,12 @@ pub struct StateSnapshot {
     pub(crate) vars: OrdMap<(String, String), Arc<Variable>>,
     /// Service registrations by id.
     pub(crate) services: OrdMap<String, Arc<ServiceRegistration>>,
+    /// Namespaces by name; `default` always.
+    pub(crate) namespaces: OrdMap<String, Arc<Namespace>>,
+    /// Node pools by name; `default` and `all` always.
+    pub(crate) node_pools: OrdMap<String, Arc<NodePool>>,
+    /// The cluster's scheduler configuration, once one is set (else the servers' default).
+    pub(crate) scheduler_config: Option<Arc<SchedulerConfiguration>>,
     // Secondary indexes, rebuilt on restore.
     /// (namespace, service name, registration id).
     pub(crate) services_by_name: OrdMap<(String, String, String), ()>,
@@ -76,6 +89,35 @@ pub struct StateSnapshot {
     /// A restore being committed chunk by chunk (part of the state, so it survives
     /// snapshots and reaches servers that install one mid-restore).
     pub(crate) staged: Option<StagedRestore>,
+}
+
+impl Default for StateSnapshot {
+    /// An empty state: nothing but the built-in namespace and node pools.
+    fn default() -> Self {
+        let mut s = StateSnapshot {
+            index: 0,
+            table_index: BTreeMap::new(),
+            jobs: OrdMap::new(),
+            job_versions: OrdMap::new(),
+            allocs: OrdMap::new(),
+            evals: OrdMap::new(),
+            nodes: OrdMap::new(),
+            vars: OrdMap::new(),
+            services: OrdMap::new(),
+            namespaces: OrdMap::new(),
+            node_pools: OrdMap::new(),
+            scheduler_config: None,
+            services_by_name: OrdMap::new(),
+            services_by_alloc: OrdMap::new(),
+            allocs_by_node: OrdMap::new(),
+            allocs_by_job: OrdMap::new(),
+            evals_by_job: OrdMap::new(),
+            evals_pending: OrdMap::new(),
+            staged: None,
+        };
+        s.ensure_builtins();
+        s
+    }
 }
 
 /// Rows of a backup, part of a restore (`Command::RestoreChunk`).
@@ -95,6 +137,12 @@ pub struct RestoreRows {
     pub variables: Vec<Arc<Variable>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Arc<ServiceRegistration>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<Arc<Namespace>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_pools: Vec<Arc<NodePool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_config: Option<Arc<SchedulerConfiguration>>,
 }
 
 impl RestoreRows {
@@ -106,6 +154,9 @@ impl RestoreRows {
             && self.nodes.is_empty()
             && self.variables.is_empty()
             && self.services.is_empty()
+            && self.namespaces.is_empty()
+            && self.node_pools.is_empty()
+            && self.scheduler_config.is_none()
     }
 }
 
@@ -144,6 +195,21 @@ impl std::io::Write for Counter {
     }
 }
 
+/// The first few names of a list, for an error message.
+fn few(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
 /// The size of `v` serialized as JSON.
 pub fn json_size<T: Serialize + ?Sized>(v: &T) -> usize {
     let mut c = Counter(0);
@@ -169,6 +235,12 @@ struct SnapshotData {
     variables: Vec<Arc<Variable>>,
     #[serde(default)]
     services: Vec<Arc<ServiceRegistration>>,
+    #[serde(default)]
+    namespaces: Vec<Arc<Namespace>>,
+    #[serde(default)]
+    node_pools: Vec<Arc<NodePool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduler_config: Option<Arc<SchedulerConfiguration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     staged_restore: Option<StagedData>,
 }
@@ -186,6 +258,9 @@ impl From<StateSnapshot> for SnapshotData {
             nodes: s.nodes.values().cloned().collect(),
             variables: s.vars.values().cloned().collect(),
             services: s.services.values().cloned().collect(),
+            namespaces: s.namespaces.values().cloned().collect(),
+            node_pools: s.node_pools.values().cloned().collect(),
+            scheduler_config: s.scheduler_config,
             staged_restore: s.staged.map(|st| StagedData {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
@@ -225,12 +300,25 @@ impl From<SnapshotData> for StateSnapshot {
                 .map(|v| ((v.namespace.clone(), v.path.clone()), v))
                 .collect(),
             services: d.services.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            namespaces: d
+                .namespaces
+                .into_iter()
+                .map(|n| (n.name.clone(), n))
+                .collect(),
+            node_pools: d
+                .node_pools
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+            scheduler_config: d.scheduler_config,
             staged: d.staged_restore.map(|st| StagedRestore {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
             }),
             ..Default::default()
         };
+        // A state written before namespaces and pools were tables gets the built-ins.
+        s.ensure_builtins();
         s.rebuild_indexes();
         s
     }
@@ -369,6 +457,128 @@ impl StateSnapshot {
             .filter_map(|((_, id), _)| self.service_registration(id))
     }
 
+    /// A namespace by name (`default` always exists).
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name).map(Arc::as_ref)
+    }
+
+    /// Every namespace, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.namespaces.values().map(Arc::as_ref)
+    }
+
+    /// A node pool by name (`default` and `all` always exist).
+    pub fn node_pool(&self, name: &str) -> Option<&NodePool> {
+        self.node_pools.get(name).map(Arc::as_ref)
+    }
+
+    /// Every node pool, by name.
+    pub fn node_pools(&self) -> impl Iterator<Item = &NodePool> {
+        self.node_pools.values().map(Arc::as_ref)
+    }
+
+    /// The scheduler configuration set through the API, if one was.
+    pub fn scheduler_config(&self) -> Option<&SchedulerConfiguration> {
+        self.scheduler_config.as_deref()
+    }
+
+    /// Why namespace `name` cannot be deleted now: it is built in, or it holds jobs or
+    /// variables (named, the first few). None when it can go.
+    pub fn namespace_in_use(&self, name: &str) -> Option<String> {
+        if name == drover_model::DEFAULT_NAMESPACE {
+            return Some("the default namespace cannot be deleted".into());
+        }
+        let jobs: Vec<&str> = self
+            .jobs
+            .keys()
+            .filter(|(ns, _)| ns == name)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        if !jobs.is_empty() {
+            return Some(format!(
+                "namespace {name:?} has {} job(s) (purge them first): {}",
+                jobs.len(),
+                few(&jobs)
+            ));
+        }
+        let vars: Vec<&str> = self
+            .vars
+            .keys()
+            .filter(|(ns, _)| ns == name)
+            .map(|(_, p)| p.as_str())
+            .collect();
+        if !vars.is_empty() {
+            return Some(format!(
+                "namespace {name:?} has {} variable(s): {}",
+                vars.len(),
+                few(&vars)
+            ));
+        }
+        None
+    }
+
+    /// Why node pool `name` cannot be deleted now: it is built in, or nodes or jobs are in
+    /// it (named, the first few). None when it can go.
+    pub fn node_pool_in_use(&self, name: &str) -> Option<String> {
+        if drover_model::is_builtin_node_pool(name) {
+            return Some(format!("node pool {name:?} is built in and cannot be deleted"));
+        }
+        let nodes: Vec<&str> = self
+            .nodes()
+            .filter(|n| n.node_pool == name)
+            .map(|n| n.id.as_str())
+            .collect();
+        if !nodes.is_empty() {
+            return Some(format!(
+                "node pool {name:?} has {} node(s): {}",
+                nodes.len(),
+                few(&nodes)
+            ));
+        }
+        let jobs: Vec<String> = self
+            .jobs()
+            .filter(|j| j.node_pool == name)
+            .map(|j| format!("{}@{}", j.id, j.namespace))
+            .collect();
+        if !jobs.is_empty() {
+            let names: Vec<&str> = jobs.iter().map(String::as_str).collect();
+            return Some(format!(
+                "node pool {name:?} has {} job(s): {}",
+                jobs.len(),
+                few(&names)
+            ));
+        }
+        None
+    }
+
+    /// Inserts the namespace and node pools that always exist, and the namespaces jobs
+    /// and variables name (a state written before namespaces were objects), where they are
+    /// missing.
+    pub(crate) fn ensure_builtins(&mut self) {
+        let ns = Namespace::default_namespace();
+        if !self.namespaces.contains_key(&ns.name) {
+            self.namespaces.insert(ns.name.clone(), Arc::new(ns));
+        }
+        let named: std::collections::BTreeSet<String> = self
+            .jobs
+            .keys()
+            .map(|(ns, _)| ns.clone())
+            .chain(self.vars.keys().map(|(ns, _)| ns.clone()))
+            .filter(|ns| !self.namespaces.contains_key(ns))
+            .collect();
+        for name in named {
+            let ns = Namespace::adopted(&name, self.index);
+            if ns.validate().is_ok() {
+                self.namespaces.insert(name, Arc::new(ns));
+            }
+        }
+        for p in NodePool::builtins() {
+            if !self.node_pools.contains_key(&p.name) {
+                self.node_pools.insert(p.name.clone(), Arc::new(p));
+            }
+        }
+    }
+
     /// A job's status as Nomad derives it: running while any allocation is, pending while
     /// evaluations or placements are outstanding, dead when stopped or finished.
     pub(crate) fn derive_job_status(&self, job: &Job) -> JobStatus {
@@ -473,6 +683,9 @@ impl StateSnapshot {
         add!(self.nodes.values(), nodes, "nodes");
         add!(self.vars.values(), variables, "variables");
         add!(self.services.values(), services, "services");
+        add!(self.namespaces.values(), namespaces, "namespaces");
+        add!(self.node_pools.values(), node_pools, "node_pools");
+        cur.scheduler_config = self.scheduler_config.clone();
         if !cur.is_empty() || out.is_empty() {
             out.push(cur);
         }
@@ -492,6 +705,9 @@ impl StateSnapshot {
             nodes: Vec::new(),
             variables: Vec::new(),
             services: Vec::new(),
+            namespaces: Vec::new(),
+            node_pools: Vec::new(),
+            scheduler_config: None,
             staged_restore: None,
         };
         for c in chunks {
@@ -502,6 +718,11 @@ impl StateSnapshot {
             d.nodes.extend(c.nodes.iter().cloned());
             d.variables.extend(c.variables.iter().cloned());
             d.services.extend(c.services.iter().cloned());
+            d.namespaces.extend(c.namespaces.iter().cloned());
+            d.node_pools.extend(c.node_pools.iter().cloned());
+            if c.scheduler_config.is_some() {
+                d.scheduler_config = c.scheduler_config.clone();
+            }
         }
         d.into()
     }

@@ -19,7 +19,7 @@ pub const ENCODING_VERSION: u32 = 2;
 
 /// The server version this build reports in the membership: the newest command it
 /// applies (`Command::min_version`). A server that reports none is version 1.
-pub const SERVER_VERSION: u32 = 3;
+pub const SERVER_VERSION: u32 = 4;
 
 /// The version of a payload that carries none.
 pub const UNVERSIONED: u32 = 1;

@@ -8,8 +8,11 @@ mod allocations;
 mod evaluations;
 mod gc;
 mod jobs;
+mod namespaces;
+mod node_pools;
 mod nodes;
 mod restore;
+mod scheduler_config;
 mod services;
 mod variables;
 
@@ -91,6 +94,13 @@ pub(crate) fn apply_command(
         Command::EvalUpsert { evals } => evaluations::upsert_all(&mut cx, evals),
         Command::ServiceRegUpsert { services: regs } => services::upsert(&mut cx, regs),
         Command::ServiceRegDelete { ids } => services::delete(&mut cx, ids),
+        Command::NamespaceUpsert { namespaces: ns } => namespaces::upsert(&mut cx, ns),
+        Command::NamespaceDelete { names } => namespaces::delete(&mut cx, names),
+        Command::NodePoolUpsert { pools } => node_pools::upsert(&mut cx, pools),
+        Command::NodePoolDelete { names } => node_pools::delete(&mut cx, names),
+        Command::SchedulerConfigSet { config, cas } => {
+            scheduler_config::set(&mut cx, config, *cas)
+        }
         // The state machine stops before it; never applied.
         Command::Unknown(u) => cx.resp.error = Some(u.to_string()),
     }

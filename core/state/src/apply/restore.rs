@@ -84,6 +84,9 @@ fn swap_in(s: &mut StateSnapshot, mut restored: StateSnapshot, index: Index) {
         Table::Nodes,
         Table::Variables,
         Table::Services,
+        Table::Namespaces,
+        Table::NodePools,
+        Table::SchedulerConfig,
     ] {
         restored.table_index.insert(t, index);
     }

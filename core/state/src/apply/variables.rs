@@ -28,6 +28,7 @@ pub(super) fn upsert(cx: &mut Apply, var: &Variable, cas: Option<Index>) {
     }
     var.modify_index = index;
     var.modify_time = time;
+    super::namespaces::ensure(s, index, &var.namespace);
     let var = Arc::new(var);
     s.vars.insert(key, var.clone());
     cx.resp.variable = Some(var);

@@ -29,7 +29,9 @@ const CONTEXTS: &[&str] = &[
     "deployment",
     "evals",
     "jobs",
+    "namespaces",
     "nodes",
+    "node_pools",
     "plugins",
     "volumes",
     "variables",
@@ -152,6 +154,8 @@ fn index_of(snap: &StateSnapshot) -> u64 {
         Table::Evals,
         Table::Nodes,
         Table::Variables,
+        Table::Namespaces,
+        Table::NodePools,
     ]
     .into_iter()
     .map(|t| snap.table_index(t))
@@ -207,6 +211,16 @@ pub(crate) async fn prefix(
                 .variables()
                 .filter(|v| in_ns(&ns, &v.namespace) && v.path.starts_with(p))
                 .map(|v| v.path.clone())
+                .collect(),
+            "namespaces" => snap
+                .namespaces()
+                .filter(|n| n.name.starts_with(p))
+                .map(|n| n.name.clone())
+                .collect(),
+            "node_pools" => snap
+                .node_pools()
+                .filter(|n| n.name.starts_with(p))
+                .map(|n| n.name.clone())
                 .collect(),
             _ => Vec::new(),
         };

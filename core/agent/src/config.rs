@@ -1535,10 +1535,14 @@ fn gc_thresholds(server_block: &ServerBlock) -> anyhow::Result<drover_server::Gc
 fn client_node_pool(pool: Option<&str>) -> anyhow::Result<String> {
     let pool = pool.unwrap_or(drover_model::DEFAULT_NODE_POOL);
     if pool == drover_model::ALL_NODE_POOL {
-        bail!("client.node_pool cannot be \"all\": that built-in pool holds every node and none names it");
+        bail!(
+            "client.node_pool cannot be \"all\": that built-in pool holds every node and none names it"
+        );
     }
     if !drover_model::valid_node_pool_name(pool) {
-        bail!("client.node_pool {pool:?} is not a valid node pool name (1 to 128 letters, digits, '-' and '_')");
+        bail!(
+            "client.node_pool {pool:?} is not a valid node pool name (1 to 128 letters, digits, '-' and '_')"
+        );
     }
     Ok(pool.to_string())
 }
@@ -1760,12 +1764,18 @@ mod tests {
         let c = resolve("server {\n  enabled = true\n  default_scheduler_config {\n    scheduler_algorithm = \"spread\"\n    reject_job_registration = true\n  }\n}\nclient {\n  enabled = true\n  node_pool = \"gpu\"\n}\n").unwrap();
         assert_eq!(c.node_pool, "gpu");
         let s = c.default_scheduler_config;
-        assert_eq!(s.scheduler_algorithm, drover_model::SchedulerAlgorithm::Spread);
+        assert_eq!(
+            s.scheduler_algorithm,
+            drover_model::SchedulerAlgorithm::Spread
+        );
         assert!(s.reject_job_registration && !s.pause_eval_broker);
         assert!(s.preemption_config.system_scheduler_enabled);
         let c = resolve("client {\n  enabled = true\n}\n").unwrap();
         assert_eq!(c.node_pool, "default");
-        for (pool, want) in [("all", "cannot be \"all\""), ("a b", "not a valid node pool name")] {
+        for (pool, want) in [
+            ("all", "cannot be \"all\""),
+            ("a b", "not a valid node pool name"),
+        ] {
             let text = format!("client {{\n  enabled = true\n  node_pool = \"{pool}\"\n}}\n");
             let e = resolve(&text).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");

@@ -95,11 +95,13 @@ pub(crate) fn parse_spec(text: &str, json: bool, what: &str) -> anyhow::Result<N
             enabled_network_modes: c.enabled_network_modes,
             disabled_network_modes: c.disabled_network_modes,
         }),
-        node_pool_configuration: spec.node_pool_config.map(|c| NamespaceNodePoolConfiguration {
-            default: c.default,
-            allowed: c.allowed,
-            denied: c.denied,
-        }),
+        node_pool_configuration: spec
+            .node_pool_config
+            .map(|c| NamespaceNodePoolConfiguration {
+                default: c.default,
+                allowed: c.allowed,
+                denied: c.denied,
+            }),
         ..Default::default()
     })
 }
@@ -154,9 +156,7 @@ pub async fn apply(c: &ApiClient, a: ApplyArgs<'_>) -> anyhow::Result<i32> {
     }
     let body = serde_json::to_value(&ns)?;
     let url = format!("/v1/namespace/{}", urlencoding(&ns.name));
-    let resp = c
-        .request(reqwest::Method::POST, &url, Some(&body))
-        .await?;
+    let resp = c.request(reqwest::Method::POST, &url, Some(&body)).await?;
     c.check(resp, &format!("POST {url}")).await?;
     println!("Successfully applied namespace {:?}!", ns.name);
     Ok(0)

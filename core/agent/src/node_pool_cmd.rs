@@ -221,7 +221,10 @@ node_pool "prod" {
         let bad = "node_pool \"x\" {\n  scheduler_config { scheduler_algorithm = \"random\" }\n}\n";
         let e = format!("{:#}", parse_spec(bad, false, "x.hcl").unwrap_err());
         assert!(e.contains("\"random\""), "{e}");
-        let e = format!("{:#}", parse_spec("description = \"d\"\n", false, "y.hcl").unwrap_err());
+        let e = format!(
+            "{:#}",
+            parse_spec("description = \"d\"\n", false, "y.hcl").unwrap_err()
+        );
         assert!(e.contains("node_pool"), "{e}");
         let e = format!(
             "{:#}",

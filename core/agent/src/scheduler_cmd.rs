@@ -24,7 +24,10 @@ fn describe(s: &SchedulerConfiguration) -> String {
             "Memory Oversubscription",
             s.memory_oversubscription_enabled.to_string(),
         ),
-        ("Reject Job Registration", s.reject_job_registration.to_string()),
+        (
+            "Reject Job Registration",
+            s.reject_job_registration.to_string(),
+        ),
         ("Pause Eval Broker", s.pause_eval_broker.to_string()),
         (
             "Preemption System Scheduler",
@@ -82,7 +85,10 @@ pub struct SetConfigArgs {
 
 impl SetConfigArgs {
     /// `config` with the flags' changes.
-    fn apply_to(&self, mut config: SchedulerConfiguration) -> anyhow::Result<SchedulerConfiguration> {
+    fn apply_to(
+        &self,
+        mut config: SchedulerConfiguration,
+    ) -> anyhow::Result<SchedulerConfiguration> {
         if let Some(a) = &self.scheduler_algorithm {
             config.scheduler_algorithm = SchedulerAlgorithm::parse(a)
                 .with_context(|| format!("-scheduler-algorithm {a:?} is not binpack or spread"))?;
@@ -94,14 +100,26 @@ impl SetConfigArgs {
         };
         let p = &mut config.preemption_config;
         set(self.preempt_batch_scheduler, &mut p.batch_scheduler_enabled);
-        set(self.preempt_service_scheduler, &mut p.service_scheduler_enabled);
-        set(self.preempt_sysbatch_scheduler, &mut p.sys_batch_scheduler_enabled);
-        set(self.preempt_system_scheduler, &mut p.system_scheduler_enabled);
+        set(
+            self.preempt_service_scheduler,
+            &mut p.service_scheduler_enabled,
+        );
+        set(
+            self.preempt_sysbatch_scheduler,
+            &mut p.sys_batch_scheduler_enabled,
+        );
+        set(
+            self.preempt_system_scheduler,
+            &mut p.system_scheduler_enabled,
+        );
         set(
             self.memory_oversubscription,
             &mut config.memory_oversubscription_enabled,
         );
-        set(self.reject_job_registration, &mut config.reject_job_registration);
+        set(
+            self.reject_job_registration,
+            &mut config.reject_job_registration,
+        );
         set(self.pause_eval_broker, &mut config.pause_eval_broker);
         Ok(config)
     }
@@ -119,9 +137,7 @@ pub async fn set_config(c: &ApiClient, args: &SetConfigArgs) -> anyhow::Result<i
         None => PATH.to_string(),
     };
     let body = serde_json::to_value(after)?;
-    let resp: serde_json::Value = c
-        .send(reqwest::Method::PUT, &path, Some(&body))
-        .await?;
+    let resp: serde_json::Value = c.send(reqwest::Method::PUT, &path, Some(&body)).await?;
     if resp["Updated"] != serde_json::Value::Bool(true) {
         bail!(
             "the scheduler configuration was not updated: its modify index is no longer {} (read it again with get-config)",

@@ -15,7 +15,10 @@ pub(crate) async fn list(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::Namespaces).await?;
-    let v: Vec<&Namespace> = snap.namespaces().filter(|n| prefix_ok(&q, &n.name)).collect();
+    let v: Vec<&Namespace> = snap
+        .namespaces()
+        .filter(|n| prefix_ok(&q, &n.name))
+        .collect();
     Ok(with_index(snap.table_index(Table::Namespaces), &v))
 }
 
@@ -57,10 +60,7 @@ async fn apply(st: &ApiState, ns: Namespace) -> Result<Response, ApiError> {
 }
 
 /// `POST|PUT /v1/namespace`: the body names the namespace.
-pub(crate) async fn create(
-    State(st): State<ApiState>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub(crate) async fn create(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     apply(&st, decode(&body, None)?).await
 }
 
@@ -87,12 +87,18 @@ mod tests {
 
     #[test]
     fn the_body_and_path_names_agree() {
-        let ns = decode(br#"{"Description":"d"}"#, Some("prod")).ok().unwrap();
+        let ns = decode(br#"{"Description":"d"}"#, Some("prod"))
+            .ok()
+            .unwrap();
         assert_eq!(ns.name, "prod");
         let Err(e) = decode(br#"{"Name":"dev"}"#, Some("prod")) else {
             panic!("a mismatched name was accepted")
         };
-        assert!(e.1.contains("\"dev\"") && e.1.contains("\"prod\""), "{}", e.1);
+        assert!(
+            e.1.contains("\"dev\"") && e.1.contains("\"prod\""),
+            "{}",
+            e.1
+        );
         assert!(decode(br#"{"Description":"d"}"#, None).is_err());
         let Err(e) = decode(br#"{"Name":"x","Meta":{"a":1}}"#, None) else {
             panic!("a non-string meta value was accepted")

@@ -17,7 +17,10 @@ pub(crate) async fn list(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let snap = query(&st, &q, Table::NodePools).await?;
-    let v: Vec<&NodePool> = snap.node_pools().filter(|p| prefix_ok(&q, &p.name)).collect();
+    let v: Vec<&NodePool> = snap
+        .node_pools()
+        .filter(|p| prefix_ok(&q, &p.name))
+        .collect();
     Ok(with_index(snap.table_index(Table::NodePools), &v))
 }
 
@@ -62,10 +65,7 @@ async fn apply(st: &ApiState, p: NodePool) -> Result<Response, ApiError> {
 }
 
 /// `PUT|POST /v1/node/pools` (Nomad's register): the body names the pool.
-pub(crate) async fn create(
-    State(st): State<ApiState>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub(crate) async fn create(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     apply(&st, decode(&body, None)?).await
 }
 

@@ -86,7 +86,10 @@ mod tests {
     #[test]
     fn a_body_decodes_as_nomad_does() {
         let c = decode(br#"{"SchedulerAlgorithm":"spread"}"#).ok().unwrap();
-        assert_eq!(c.scheduler_algorithm, drover_model::SchedulerAlgorithm::Spread);
+        assert_eq!(
+            c.scheduler_algorithm,
+            drover_model::SchedulerAlgorithm::Spread
+        );
         assert!(!c.preemption_config.system_scheduler_enabled);
         let c = decode(br#"{"PreemptionConfig":{"SystemSchedulerEnabled":true}}"#)
             .ok()

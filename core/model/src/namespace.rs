@@ -55,9 +55,7 @@ pub const MAX_CAPABILITY_ENTRIES: usize = 64;
 /// What is wrong with a namespace or a node pool as submitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ObjectError {
-    #[error(
-        "{what} name {name:?} is not valid: use 1 to 128 letters, digits and '-' ({pattern})"
-    )]
+    #[error("{what} name {name:?} is not valid: use 1 to 128 letters, digits and '-' ({pattern})")]
     Name {
         what: &'static str,
         name: String,
@@ -91,8 +89,7 @@ pub enum ObjectError {
 
 /// Nomad's namespace name rule, `^[a-zA-Z0-9-]{1,128}$`.
 pub fn valid_namespace_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 pub(crate) fn check_common(
@@ -220,7 +217,10 @@ mod tests {
             ..Default::default()
         };
         let e = ns.validate().unwrap_err().to_string();
-        assert!(e.contains("\"a b\"") && e.contains("^[a-zA-Z0-9-]{1,128}$"), "{e}");
+        assert!(
+            e.contains("\"a b\"") && e.contains("^[a-zA-Z0-9-]{1,128}$"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -230,7 +230,10 @@ mod tests {
             description: "d".repeat(257),
             ..Default::default()
         };
-        assert!(matches!(ns.validate(), Err(ObjectError::Description { .. })));
+        assert!(matches!(
+            ns.validate(),
+            Err(ObjectError::Description { .. })
+        ));
         ns.description.clear();
         ns.meta = (0..65).map(|i| (i.to_string(), String::new())).collect();
         assert!(matches!(ns.validate(), Err(ObjectError::MetaCount { .. })));

@@ -89,11 +89,18 @@ mod tests {
         // Fields left out of PreemptionConfig are false, as Go's zero values.
         assert!(c.preemption_config.batch_scheduler_enabled);
         assert!(!c.preemption_config.system_scheduler_enabled);
-        assert!(SchedulerConfiguration::default().preemption_config.system_scheduler_enabled);
+        assert!(
+            SchedulerConfiguration::default()
+                .preemption_config
+                .system_scheduler_enabled
+        );
         assert!(!c.reject_job_registration);
         let v = serde_json::to_value(SchedulerConfiguration::default()).unwrap();
         assert_eq!(v["SchedulerAlgorithm"], "binpack");
         assert_eq!(v["PreemptionConfig"]["SysBatchSchedulerEnabled"], false);
-        assert!(serde_json::from_str::<SchedulerConfiguration>(r#"{"SchedulerAlgorithm":"x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<SchedulerConfiguration>(r#"{"SchedulerAlgorithm":"x"}"#)
+                .is_err()
+        );
     }
 }

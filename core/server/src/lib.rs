@@ -185,7 +185,10 @@ impl Server {
     /// it is never placed itself.
     pub async fn register_job(&self, job: Job) -> Result<JobRegistered, ServerError> {
         self.check_job(&job)?;
-        if self.scheduler_config(&self.store().snapshot()).reject_job_registration {
+        if self
+            .scheduler_config(&self.store().snapshot())
+            .reject_job_registration
+        {
             return Err(ServerError::Invalid(
                 "job registration is disabled by the scheduler configuration (RejectJobRegistration; `drover operator scheduler set-config -reject-job-registration=false`)".into(),
             ));

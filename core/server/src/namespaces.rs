@@ -165,6 +165,9 @@ mod tests {
             },
         );
         let m = e(check_job_scope(&st.snapshot(), &job("prod", "default")));
-        assert!(m.contains("driver \"docker\"") && m.contains("\"prod\""), "{m}");
+        assert!(
+            m.contains("driver \"docker\"") && m.contains("\"prod\""),
+            "{m}"
+        );
     }
 }

@@ -35,10 +35,7 @@ async fn wait_while_paused(server: &Server) {
     let store = server.store();
     let mut changed = store.subscribe();
     let mut logged = false;
-    while server
-        .scheduler_config(&store.snapshot())
-        .pause_eval_broker
-    {
+    while server.scheduler_config(&store.snapshot()).pause_eval_broker {
         if !logged {
             tracing::info!("the eval broker is paused by the scheduler configuration");
             logged = true;

@@ -3,8 +3,8 @@ use serde::{Deserialize, Serialize};
 use crate::RestoreRows;
 
 use drover_model::{
-    AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Namespace, Node,
-    NodePool, NodeStatus, SchedulerConfiguration, ServiceRegistration, UnixNanos, Variable,
+    AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index, Job, Namespace, Node, NodePool,
+    NodeStatus, SchedulerConfiguration, ServiceRegistration, UnixNanos, Variable,
 };
 
 /// One Raft log entry's payload: a command stamped with the leader's clock, so every server
@@ -263,4 +263,3 @@ pub struct Response {
     #[serde(default)]
     pub variable: Option<std::sync::Arc<Variable>>,
 }
-

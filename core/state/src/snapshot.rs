@@ -521,7 +521,9 @@ impl StateSnapshot {
     /// it (named, the first few). None when it can go.
     pub fn node_pool_in_use(&self, name: &str) -> Option<String> {
         if drover_model::is_builtin_node_pool(name) {
-            return Some(format!("node pool {name:?} is built in and cannot be deleted"));
+            return Some(format!(
+                "node pool {name:?} is built in and cannot be deleted"
+            ));
         }
         let nodes: Vec<&str> = self
             .nodes()

@@ -37,16 +37,41 @@ fn pool(name: &str) -> NodePool {
 fn a_fresh_state_has_the_builtins_and_they_cannot_go() {
     let st = StateStore::new();
     let s = st.snapshot();
-    assert_eq!(s.namespace("default").unwrap().description, "Default shared namespace");
+    assert_eq!(
+        s.namespace("default").unwrap().description,
+        "Default shared namespace"
+    );
     let pools: Vec<&str> = s.node_pools().map(|p| p.name.as_str()).collect();
     assert_eq!(pools, ["all", "default"]);
 
-    let r = write(&st, 1, Command::NamespaceDelete { names: vec!["default".into()] });
-    assert!(r.error.unwrap().contains("default namespace cannot be deleted"));
+    let r = write(
+        &st,
+        1,
+        Command::NamespaceDelete {
+            names: vec!["default".into()],
+        },
+    );
+    assert!(
+        r.error
+            .unwrap()
+            .contains("default namespace cannot be deleted")
+    );
     for name in ["default", "all"] {
-        let r = write(&st, 2, Command::NodePoolDelete { names: vec![name.into()] });
+        let r = write(
+            &st,
+            2,
+            Command::NodePoolDelete {
+                names: vec![name.into()],
+            },
+        );
         assert!(r.error.unwrap().contains("built in"), "{name}");
-        let r = write(&st, 3, Command::NodePoolUpsert { pools: vec![pool(name)] });
+        let r = write(
+            &st,
+            3,
+            Command::NodePoolUpsert {
+                pools: vec![pool(name)],
+            },
+        );
         assert!(r.error.unwrap().contains("cannot be modified"), "{name}");
     }
     assert_eq!(st.snapshot().node_pools().count(), 2);
@@ -55,7 +80,13 @@ fn a_fresh_state_has_the_builtins_and_they_cannot_go() {
 #[test]
 fn a_namespace_holding_jobs_or_variables_is_not_deleted() {
     let st = StateStore::new();
-    let r = write(&st, 1, Command::NamespaceUpsert { namespaces: vec![ns("prod"), ns("dev")] });
+    let r = write(
+        &st,
+        1,
+        Command::NamespaceUpsert {
+            namespaces: vec![ns("prod"), ns("dev")],
+        },
+    );
     assert_eq!(r.error, None);
     let s = st.snapshot();
     assert_eq!(s.namespace("prod").unwrap().create_index, 1);
@@ -64,7 +95,13 @@ fn a_namespace_holding_jobs_or_variables_is_not_deleted() {
     // An update keeps the create index.
     let mut p = ns("prod");
     p.meta.insert("owner".into(), "ops".into());
-    write(&st, 2, Command::NamespaceUpsert { namespaces: vec![p] });
+    write(
+        &st,
+        2,
+        Command::NamespaceUpsert {
+            namespaces: vec![p],
+        },
+    );
     let s = st.snapshot();
     let prod = s.namespace("prod").unwrap();
     assert_eq!((prod.create_index, prod.modify_index), (1, 2));
@@ -80,19 +117,39 @@ fn a_namespace_holding_jobs_or_variables_is_not_deleted() {
     };
     write(&st, 4, Command::VarUpsert { var, cas: None });
 
-    let r = write(&st, 5, Command::NamespaceDelete { names: vec!["prod".into()] });
+    let r = write(
+        &st,
+        5,
+        Command::NamespaceDelete {
+            names: vec!["prod".into()],
+        },
+    );
     let e = r.error.unwrap();
     assert!(e.contains("\"prod\"") && e.contains("\"web\""), "{e}");
     // All or nothing: "dev" holds a variable, so "gone" stays too.
-    write(&st, 6, Command::NamespaceUpsert { namespaces: vec![ns("gone")] });
+    write(
+        &st,
+        6,
+        Command::NamespaceUpsert {
+            namespaces: vec![ns("gone")],
+        },
+    );
     let r = write(
         &st,
         7,
-        Command::NamespaceDelete { names: vec!["gone".into(), "dev".into()] },
+        Command::NamespaceDelete {
+            names: vec!["gone".into(), "dev".into()],
+        },
     );
     assert!(r.error.unwrap().contains("\"app/config\""));
     assert!(st.snapshot().namespace("gone").is_some());
-    let r = write(&st, 8, Command::NamespaceDelete { names: vec!["nope".into()] });
+    let r = write(
+        &st,
+        8,
+        Command::NamespaceDelete {
+            names: vec!["nope".into()],
+        },
+    );
     assert!(r.error.unwrap().contains("\"nope\" does not exist"));
 
     // Once purged, the namespace goes.
@@ -103,7 +160,13 @@ fn a_namespace_holding_jobs_or_variables_is_not_deleted() {
         eval: None,
     };
     write(&st, 9, purge);
-    let r = write(&st, 10, Command::NamespaceDelete { names: vec!["prod".into()] });
+    let r = write(
+        &st,
+        10,
+        Command::NamespaceDelete {
+            names: vec!["prod".into()],
+        },
+    );
     assert_eq!(r.error, None);
     assert!(st.snapshot().namespace("prod").is_none());
     assert_eq!(st.snapshot().table_index(Table::Namespaces), 10);
@@ -112,7 +175,13 @@ fn a_namespace_holding_jobs_or_variables_is_not_deleted() {
 #[test]
 fn an_invalid_namespace_is_refused_in_apply_with_its_name() {
     let st = StateStore::new();
-    let r = write(&st, 1, Command::NamespaceUpsert { namespaces: vec![ns("ok"), ns("not ok")] });
+    let r = write(
+        &st,
+        1,
+        Command::NamespaceUpsert {
+            namespaces: vec![ns("ok"), ns("not ok")],
+        },
+    );
     assert!(r.error.unwrap().contains("\"not ok\""));
     assert!(st.snapshot().namespace("ok").is_none(), "all or nothing");
 }
@@ -130,7 +199,13 @@ fn a_node_in_an_unknown_pool_creates_it_and_a_pool_in_use_stays() {
     let gpu = s.node_pool("gpu").expect("the node's pool was created");
     assert_eq!((gpu.create_index, gpu.modify_index), (1, 1));
 
-    let r = write(&st, 2, Command::NodePoolDelete { names: vec!["gpu".into()] });
+    let r = write(
+        &st,
+        2,
+        Command::NodePoolDelete {
+            names: vec!["gpu".into()],
+        },
+    );
     assert!(r.error.unwrap().contains("\"n1\""));
 
     let mut batch = pool("batch");
@@ -141,7 +216,13 @@ fn a_node_in_an_unknown_pool_creates_it_and_a_pool_in_use_stays() {
     write(&st, 3, Command::NodePoolUpsert { pools: vec![batch] });
     let job = Box::new(job("default", "etl", "batch"));
     write(&st, 4, Command::JobRegister { job, eval: None });
-    let r = write(&st, 5, Command::NodePoolDelete { names: vec!["batch".into()] });
+    let r = write(
+        &st,
+        5,
+        Command::NodePoolDelete {
+            names: vec!["batch".into()],
+        },
+    );
     assert!(r.error.unwrap().contains("\"etl@default\""));
     let purge = Command::JobDeregister {
         namespace: "default".into(),
@@ -150,7 +231,13 @@ fn a_node_in_an_unknown_pool_creates_it_and_a_pool_in_use_stays() {
         eval: None,
     };
     write(&st, 6, purge);
-    let r = write(&st, 7, Command::NodePoolDelete { names: vec!["batch".into()] });
+    let r = write(
+        &st,
+        7,
+        Command::NodePoolDelete {
+            names: vec!["batch".into()],
+        },
+    );
     assert_eq!(r.error, None);
     assert!(st.snapshot().node_pool("batch").is_none());
 }
@@ -164,29 +251,75 @@ fn the_scheduler_configuration_is_set_with_check_and_set() {
         ..Default::default()
     };
     // cas 0: only while none is set.
-    let r = write(&st, 1, Command::SchedulerConfigSet { config: spread, cas: Some(0) });
+    let r = write(
+        &st,
+        1,
+        Command::SchedulerConfigSet {
+            config: spread,
+            cas: Some(0),
+        },
+    );
     assert!(!r.conflict);
-    let r = write(&st, 2, Command::SchedulerConfigSet { config: spread, cas: Some(0) });
+    let r = write(
+        &st,
+        2,
+        Command::SchedulerConfigSet {
+            config: spread,
+            cas: Some(0),
+        },
+    );
     assert!(r.conflict);
     let binpack = SchedulerConfiguration::default();
-    assert!(write(&st, 3, Command::SchedulerConfigSet { config: binpack, cas: Some(7) }).conflict);
+    assert!(
+        write(
+            &st,
+            3,
+            Command::SchedulerConfigSet {
+                config: binpack,
+                cas: Some(7)
+            }
+        )
+        .conflict
+    );
     let s = st.snapshot();
     let c = s.scheduler_config().unwrap();
     assert_eq!(c.scheduler_algorithm, SchedulerAlgorithm::Spread);
     assert_eq!((c.create_index, c.modify_index), (1, 1));
-    let r = write(&st, 4, Command::SchedulerConfigSet { config: binpack, cas: Some(1) });
+    let r = write(
+        &st,
+        4,
+        Command::SchedulerConfigSet {
+            config: binpack,
+            cas: Some(1),
+        },
+    );
     assert!(!r.conflict);
     let s = st.snapshot();
     let c = s.scheduler_config().unwrap();
-    assert_eq!((c.scheduler_algorithm, c.create_index, c.modify_index), (SchedulerAlgorithm::Binpack, 1, 4));
+    assert_eq!(
+        (c.scheduler_algorithm, c.create_index, c.modify_index),
+        (SchedulerAlgorithm::Binpack, 1, 4)
+    );
     assert_eq!(s.table_index(Table::SchedulerConfig), 4);
 }
 
 #[test]
 fn snapshots_and_restores_carry_them() {
     let st = StateStore::new();
-    write(&st, 1, Command::NamespaceUpsert { namespaces: vec![ns("prod")] });
-    write(&st, 2, Command::NodePoolUpsert { pools: vec![pool("gpu")] });
+    write(
+        &st,
+        1,
+        Command::NamespaceUpsert {
+            namespaces: vec![ns("prod")],
+        },
+    );
+    write(
+        &st,
+        2,
+        Command::NodePoolUpsert {
+            pools: vec![pool("gpu")],
+        },
+    );
     let config = SchedulerConfiguration {
         pause_eval_broker: true,
         ..Default::default()
@@ -200,10 +333,17 @@ fn snapshots_and_restores_carry_them() {
     let chunks = st.snapshot().restore_chunks(1024).unwrap();
     let other = StateStore::new();
     for (seq, rows) in chunks.iter().enumerate() {
-        let c = Command::RestoreChunk { id: "r".into(), seq: seq as u32, rows: rows.clone() };
+        let c = Command::RestoreChunk {
+            id: "r".into(),
+            seq: seq as u32,
+            rows: rows.clone(),
+        };
         assert_eq!(write(&other, 10 + seq as Index, c).error, None);
     }
-    let swap = Command::RestoreSwap { id: "r".into(), chunks: chunks.len() as u32 };
+    let swap = Command::RestoreSwap {
+        id: "r".into(),
+        chunks: chunks.len() as u32,
+    };
     assert_eq!(write(&other, 50, swap).error, None);
     let s = other.snapshot();
     assert!(s.namespace("prod").is_some() && s.node_pool("gpu").is_some());
@@ -256,7 +396,10 @@ fn the_new_commands_need_version_4_servers() {
         Command::NamespaceDelete { names: vec![] },
         Command::NodePoolUpsert { pools: vec![] },
         Command::NodePoolDelete { names: vec![] },
-        Command::SchedulerConfigSet { config: SchedulerConfiguration::default(), cas: None },
+        Command::SchedulerConfigSet {
+            config: SchedulerConfiguration::default(),
+            cas: None,
+        },
     ];
     for c in cmds {
         assert_eq!(c.min_version(), 4, "{}", c.name());

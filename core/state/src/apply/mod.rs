@@ -98,9 +98,7 @@ pub(crate) fn apply_command(
         Command::NamespaceDelete { names } => namespaces::delete(&mut cx, names),
         Command::NodePoolUpsert { pools } => node_pools::upsert(&mut cx, pools),
         Command::NodePoolDelete { names } => node_pools::delete(&mut cx, names),
-        Command::SchedulerConfigSet { config, cas } => {
-            scheduler_config::set(&mut cx, config, *cas)
-        }
+        Command::SchedulerConfigSet { config, cas } => scheduler_config::set(&mut cx, config, *cas),
         // The state machine stops before it; never applied.
         Command::Unknown(u) => cx.resp.error = Some(u.to_string()),
     }

@@ -52,7 +52,9 @@ pub(super) fn delete(cx: &mut Apply, names: &[String]) {
 /// Creates the pool a node registers in when it does not exist yet (as Nomad does). A
 /// name that is not a valid pool name creates nothing.
 pub(super) fn ensure_for_node(s: &mut StateSnapshot, index: drover_model::Index, name: &str) {
-    if name.is_empty() || s.node_pools.contains_key(name) || NodePool::named(name).validate().is_err()
+    if name.is_empty()
+        || s.node_pools.contains_key(name)
+        || NodePool::named(name).validate().is_err()
     {
         return;
     }

@@ -404,5 +404,5 @@ fn the_new_commands_need_version_4_servers() {
     for c in cmds {
         assert_eq!(c.min_version(), 4, "{}", c.name());
     }
-    assert!(drover_state::SERVER_VERSION >= 4);
+    const { assert!(drover_state::SERVER_VERSION >= 4) };
 }

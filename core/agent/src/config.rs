@@ -1770,13 +1770,15 @@ mod tests {
         );
         assert!(s.reject_job_registration && !s.pause_eval_broker);
         assert!(s.preemption_config.system_scheduler_enabled);
-        let c = resolve("client {\n  enabled = true\n}\n").unwrap();
+        let c = resolve("server {\n  enabled = true\n}\nclient {\n  enabled = true\n}\n").unwrap();
         assert_eq!(c.node_pool, "default");
         for (pool, want) in [
             ("all", "cannot be \"all\""),
             ("a b", "not a valid node pool name"),
         ] {
-            let text = format!("client {{\n  enabled = true\n  node_pool = \"{pool}\"\n}}\n");
+            let text = format!(
+                "server {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n  node_pool = \"{pool}\"\n}}\n"
+            );
             let e = resolve(&text).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         }

@@ -390,8 +390,8 @@ fn acl_or_tls_enabled_stops_the_agent_and_typos_in_every_block_are_errors() {
         ("log_file = \"/tmp/x.log\"\n", "log_file"),
         ("enable_debug = true\n", "enable_debug"),
         (
-            "server {\n  default_scheduler_config {\n    pause_eval_broker = true\n  }\n}\n",
-            "server.default_scheduler_config.pause_eval_broker",
+            "server {\n  default_scheduler_config {\n    memory_oversubscription_enabled = true\n  }\n}\n",
+            "server.default_scheduler_config.memory_oversubscription_enabled",
         ),
     ] {
         let (code, out) = agent_exit(tmp.path(), text);

@@ -161,7 +161,7 @@ async fn start_server(
         ServerConfig {
             heartbeat_ttl: cfg.heartbeat_ttl,
             workers: cfg.num_schedulers,
-            algorithm: cfg.scheduler_algorithm,
+            scheduler: cfg.default_scheduler_config,
             dead_server_cleanup: cfg.dead_server_cleanup,
             gc: cfg.gc,
             job_max_count: cfg.job_max_count,
@@ -287,6 +287,7 @@ async fn start_client(
             datacenter: cfg.datacenter.clone(),
             region: cfg.region.clone(),
             node_class: cfg.node_class.clone(),
+            node_pool: cfg.node_pool.clone(),
             meta: cfg.meta.clone(),
             http_addr: cfg.advertise_http.clone(),
             network_interface: cfg.network_interface.clone(),

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 mod compat;
-mod hcl1;
+pub(crate) mod hcl1;
 
 /// A block Drover knows but does not act on: kept only to warn about it.
 pub type Ignored = Option<serde_json::Value>;
@@ -684,15 +684,6 @@ const REFUSALS: &[Refusal] = &[
         "reserving host ports is not implemented yet",
     ),
     (
-        "client.node_pool",
-        |f| {
-            f.client
-                .as_ref()
-                .is_some_and(|c| c.node_pool.as_deref().is_some_and(|p| p != "default"))
-        },
-        "node pools other than \"default\" are not configurable yet",
-    ),
-    (
         "server.data_dir",
         |f| f.server.as_ref().is_some_and(|s| s.data_dir.is_some()),
         "not configurable: the server keeps its data in <data_dir>/server",
@@ -706,26 +697,6 @@ const REFUSALS: &[Refusal] = &[
                 .is_some_and(|d| d.memory_oversubscription_enabled == Some(true))
         },
         "memory oversubscription is not implemented yet",
-    ),
-    (
-        "server.default_scheduler_config.reject_job_registration",
-        |f| {
-            f.server
-                .as_ref()
-                .and_then(|s| s.default_scheduler_config.as_ref())
-                .is_some_and(|d| d.reject_job_registration == Some(true))
-        },
-        "rejecting job registrations is not implemented yet",
-    ),
-    (
-        "server.default_scheduler_config.pause_eval_broker",
-        |f| {
-            f.server
-                .as_ref()
-                .and_then(|s| s.default_scheduler_config.as_ref())
-                .is_some_and(|d| d.pause_eval_broker == Some(true))
-        },
-        "pausing the evaluation broker is not implemented yet",
     ),
     (
         "server.default_scheduler_config.preemption_config",
@@ -1032,6 +1003,9 @@ pub struct AgentConfig {
     pub client: bool,
     pub servers: Vec<String>,
     pub node_class: String,
+    /// `client { node_pool }`: the pool this node registers in (created if it does not
+    /// exist; never `all`).
+    pub node_pool: String,
     pub meta: BTreeMap<String, String>,
     pub plugins: BTreeMap<String, PluginBlock>,
     /// Where third-party plugins are found (executables, *.wasm, *.so).
@@ -1052,7 +1026,8 @@ pub struct AgentConfig {
     pub max_placements_per_eval: usize,
     /// `keyring "file" { path }`: the KEK file (None: `<data_dir>/server/keyring.kek`).
     pub kek_file: Option<PathBuf>,
-    pub scheduler_algorithm: drover_scheduler::Algorithm,
+    /// `server { default_scheduler_config }`: in force until one is set through the API.
+    pub default_scheduler_config: drover_model::SchedulerConfiguration,
     pub dynamic_ports: (u16, u16),
     pub gc_max_allocs: usize,
     pub gc_disk_usage_threshold: f64,
@@ -1302,7 +1277,7 @@ impl AgentConfig {
                 .unwrap_or(drover_server::DEFAULT_MAX_PLACEMENTS_PER_EVAL)
                 .max(1),
             kek_file: keyring_kek_file(&f.keyring)?,
-            scheduler_algorithm: scheduler_algorithm(&server_block)?,
+            default_scheduler_config: default_scheduler_config(&server_block)?,
             raft_snapshot_threshold: server_block
                 .raft_snapshot_threshold
                 .unwrap_or(drover_raft::RaftNodeConfig::DEFAULT_SNAPSHOT_THRESHOLD)
@@ -1347,6 +1322,7 @@ impl AgentConfig {
             client,
             servers,
             node_class: client_block.node_class.clone().unwrap_or_default(),
+            node_pool: client_node_pool(client_block.node_pool.as_deref())?,
             meta: client_block.meta.clone().unwrap_or_default(),
             plugins,
             plugin_dir: f.plugin_dir.as_ref().map(PathBuf::from),
@@ -1627,20 +1603,40 @@ fn gc_thresholds(server_block: &ServerBlock) -> anyhow::Result<drover_server::Gc
     })
 }
 
-/// `server { default_scheduler_config { scheduler_algorithm } }`: binpack (the default) or
-/// spread.
-fn scheduler_algorithm(server_block: &ServerBlock) -> anyhow::Result<drover_scheduler::Algorithm> {
+/// `client { node_pool }`: a valid pool name other than `all`; `default` when unset.
+fn client_node_pool(pool: Option<&str>) -> anyhow::Result<String> {
+    let pool = pool.unwrap_or(drover_model::DEFAULT_NODE_POOL);
+    if pool == drover_model::ALL_NODE_POOL {
+        bail!(
+            "client.node_pool cannot be \"all\": that built-in pool holds every node and none names it"
+        );
+    }
+    if !drover_model::valid_node_pool_name(pool) {
+        bail!(
+            "client.node_pool {pool:?} is not a valid node pool name (1 to 128 letters, digits, '-' and '_')"
+        );
+    }
+    Ok(pool.to_string())
+}
+
+/// `server { default_scheduler_config { scheduler_algorithm reject_job_registration
+/// pause_eval_broker } }` over Nomad's defaults (binpack).
+fn default_scheduler_config(
+    server_block: &ServerBlock,
+) -> anyhow::Result<drover_model::SchedulerConfiguration> {
     let sched = server_block
         .default_scheduler_config
         .clone()
         .unwrap_or_default();
-    Ok(match sched.scheduler_algorithm.as_deref() {
-        None | Some("binpack") => drover_scheduler::Algorithm::Binpack,
-        Some("spread") => drover_scheduler::Algorithm::Spread,
-        Some(o) => bail!(
-            "server.default_scheduler_config.scheduler_algorithm {o:?} is not binpack or spread"
-        ),
-    })
+    let mut config = drover_model::SchedulerConfiguration::default();
+    if let Some(a) = sched.scheduler_algorithm.as_deref() {
+        config.scheduler_algorithm = drover_model::SchedulerAlgorithm::parse(a).with_context(|| {
+            format!("server.default_scheduler_config.scheduler_algorithm {a:?} is not binpack or spread")
+        })?;
+    }
+    config.reject_job_registration = sched.reject_job_registration.unwrap_or(false);
+    config.pause_eval_broker = sched.pause_eval_broker.unwrap_or(false);
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -1827,6 +1823,37 @@ mod tests {
         f.data_dir = Some(dir.path().to_str().unwrap().to_string());
         let e = AgentConfig::resolve(f, false).unwrap_err().to_string();
         assert!(e.contains("not an interface name"), "{e}");
+    }
+
+    #[test]
+    fn the_node_pool_and_the_default_scheduler_config_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |text: &str| {
+            let mut f = parse(text).unwrap();
+            f.data_dir = Some(dir.path().to_str().unwrap().to_string());
+            AgentConfig::resolve(f, false)
+        };
+        let c = resolve("server {\n  enabled = true\n  default_scheduler_config {\n    scheduler_algorithm = \"spread\"\n    reject_job_registration = true\n  }\n}\nclient {\n  enabled = true\n  node_pool = \"gpu\"\n}\n").unwrap();
+        assert_eq!(c.node_pool, "gpu");
+        let s = c.default_scheduler_config;
+        assert_eq!(
+            s.scheduler_algorithm,
+            drover_model::SchedulerAlgorithm::Spread
+        );
+        assert!(s.reject_job_registration && !s.pause_eval_broker);
+        assert!(s.preemption_config.system_scheduler_enabled);
+        let c = resolve("server {\n  enabled = true\n}\nclient {\n  enabled = true\n}\n").unwrap();
+        assert_eq!(c.node_pool, "default");
+        for (pool, want) in [
+            ("all", "cannot be \"all\""),
+            ("a b", "not a valid node pool name"),
+        ] {
+            let text = format!(
+                "server {{\n  enabled = true\n}}\nclient {{\n  enabled = true\n  node_pool = \"{pool}\"\n}}\n"
+            );
+            let e = resolve(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     /// `config validate` without the machine: parse, then check as the agent would.

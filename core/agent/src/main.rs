@@ -10,8 +10,11 @@ mod exec_cmd;
 mod ids;
 mod job_init;
 mod keyring_cmd;
+mod namespace_cmd;
+mod node_pool_cmd;
 mod output;
 mod plugins;
+mod scheduler_cmd;
 mod service_cmd;
 mod tls;
 mod tls_cmd;
@@ -68,6 +71,9 @@ enum Cmd {
     /// The service catalog: registered instances of jobs' services.
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// Namespaces: where jobs, variables and services live.
+    #[command(subcommand)]
+    Namespace(NamespaceCmd),
     /// Plugin commands.
     #[command(subcommand)]
     Plugin(plugins::PluginCmd),
@@ -295,6 +301,74 @@ enum NodeCmd {
         #[command(flatten)]
         fmt: output::Format,
     },
+    /// Node pools: groups of nodes jobs are placed in.
+    #[command(subcommand)]
+    Pool(NodePoolCmd),
+}
+
+#[derive(Subcommand)]
+enum NodePoolCmd {
+    /// Creates or updates a node pool from a specification file (`-` for stdin).
+    Apply {
+        input: String,
+        /// The input is a node pool in API JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the node pools.
+    List {
+        #[command(flatten)]
+        fmt: output::Format,
+    },
+    /// Shows a node pool.
+    Info {
+        name: String,
+        #[command(flatten)]
+        fmt: output::Format,
+    },
+    /// Lists the jobs in a node pool (in `-namespace`, `*` for all).
+    Jobs {
+        name: String,
+        #[command(flatten)]
+        fmt: output::Format,
+    },
+    /// Lists the nodes in a node pool.
+    Nodes {
+        name: String,
+        #[command(flatten)]
+        fmt: output::Format,
+    },
+    /// Deletes a node pool that holds no nodes and no jobs.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum NamespaceCmd {
+    /// Creates or updates a namespace: NAME (with -description, -quota) or a specification
+    /// file (`-` for stdin).
+    Apply {
+        input: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        quota: Option<String>,
+        /// The specification is a namespace in API JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the namespaces.
+    List {
+        #[command(flatten)]
+        fmt: output::Format,
+    },
+    /// Shows a namespace.
+    Status {
+        name: String,
+        #[command(flatten)]
+        fmt: output::Format,
+    },
+    /// Deletes a namespace that holds no jobs and no variables.
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
@@ -357,6 +431,9 @@ enum OperatorCmd {
     /// Backups of the whole cluster state.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// The cluster's scheduler configuration.
+    #[command(subcommand)]
+    Scheduler(SchedulerCmd),
     /// The root keys that encrypt variables (`operator root keyring ...`).
     #[command(subcommand)]
     Root(RootCmd),
@@ -381,6 +458,19 @@ enum KeyringCmd {
     },
     /// Removes a root key (refused while it is active or encrypts a variable).
     Remove { key_id: String },
+}
+
+#[derive(Subcommand)]
+enum SchedulerCmd {
+    /// Shows the scheduler configuration.
+    #[command(name = "get-config")]
+    GetConfig {
+        #[command(flatten)]
+        fmt: output::Format,
+    },
+    /// Changes the settings given by flags (e.g. -scheduler-algorithm=spread).
+    #[command(name = "set-config")]
+    SetConfig(scheduler_cmd::SetConfigArgs),
 }
 
 #[derive(Subcommand)]
@@ -556,6 +646,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Cmd::Node(NodeCmd::Status { node, fmt }) => {
                 cli::node_status(api()?, node.as_deref(), &fmt).await
             }
+            Cmd::Node(NodeCmd::Pool(cmd)) => node_pool_command(api()?, cmd).await,
+            Cmd::Namespace(cmd) => namespace_command(api()?, cmd).await,
+            Cmd::Operator(OperatorCmd::Scheduler(SchedulerCmd::GetConfig { fmt })) => {
+                scheduler_cmd::get_config(api()?, &fmt).await
+            }
+            Cmd::Operator(OperatorCmd::Scheduler(SchedulerCmd::SetConfig(args))) => {
+                scheduler_cmd::set_config(api()?, &args).await
+            }
             Cmd::Server(ServerCmd::Members) => cli::server_members(api()?).await,
             Cmd::Server(ServerCmd::ForceLeave { node }) => cli::force_leave(api()?, &node).await,
             Cmd::Operator(OperatorCmd::Raft(RaftCmd::ListPeers)) => cli::raft_peers(api()?).await,
@@ -641,6 +739,41 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<i32> {
     let cfg = config::AgentConfig::resolve(file, a.dev)?;
     agent::run(cfg).await?;
     Ok(0)
+}
+
+/// `drover namespace ...`.
+async fn namespace_command(api: &cli::ApiClient, cmd: NamespaceCmd) -> anyhow::Result<i32> {
+    match cmd {
+        NamespaceCmd::Apply {
+            input,
+            description,
+            quota,
+            json,
+        } => {
+            let args = namespace_cmd::ApplyArgs {
+                input: &input,
+                description: description.as_deref(),
+                quota: quota.as_deref(),
+                json,
+            };
+            namespace_cmd::apply(api, args).await
+        }
+        NamespaceCmd::List { fmt } => namespace_cmd::list(api, &fmt).await,
+        NamespaceCmd::Status { name, fmt } => namespace_cmd::status(api, &name, &fmt).await,
+        NamespaceCmd::Delete { name } => namespace_cmd::delete(api, &name).await,
+    }
+}
+
+/// `drover node pool ...`.
+async fn node_pool_command(api: &cli::ApiClient, cmd: NodePoolCmd) -> anyhow::Result<i32> {
+    match cmd {
+        NodePoolCmd::Apply { input, json } => node_pool_cmd::apply(api, &input, json).await,
+        NodePoolCmd::List { fmt } => node_pool_cmd::list(api, &fmt).await,
+        NodePoolCmd::Info { name, fmt } => node_pool_cmd::info(api, &name, &fmt).await,
+        NodePoolCmd::Jobs { name, fmt } => node_pool_cmd::jobs(api, &name, &fmt).await,
+        NodePoolCmd::Nodes { name, fmt } => node_pool_cmd::nodes(api, &name, &fmt).await,
+        NodePoolCmd::Delete { name } => node_pool_cmd::delete(api, &name).await,
+    }
 }
 
 /// `drover alloc ...`.

@@ -18,7 +18,8 @@ use crate::limits::{
 };
 use crate::{
     ApiState, acl, acl_policies, acl_roles, acl_tokens, agent, allocations, backup, evaluations,
-    events, exec, jobs, keyring, logs, nodes, operator, plugins, search, services, variables,
+    events, exec, jobs, keyring, logs, namespaces, node_pools, nodes, operator, plugins,
+    scheduler_config, search, services, variables,
 };
 
 /// An HTTP method a route answers.
@@ -131,6 +132,21 @@ pub fn table() -> Vec<Route> {
         route(GET, "/v1/var/{*path}", C::ReadVariables, NO_BODY, READ, |m| on(m, variables::read)),
         route(WRITE, "/v1/var/{*path}", C::WriteVariables, MAX_VARIABLE_BODY, REQUEST, |m| on(m, variables::put)),
         route(DELETE, "/v1/var/{*path}", C::DestroyVariables, NO_BODY, REQUEST, |m| on(m, variables::delete)),
+        // Namespaces, node pools and the scheduler configuration (issue 25).
+        route(GET, "/v1/namespaces", C::ListJobs, NO_BODY, READ, |m| on(m, namespaces::list)),
+        route(WRITE, "/v1/namespace", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, namespaces::create)),
+        route(GET, "/v1/namespace/{name}", C::ReadJob, NO_BODY, READ, |m| on(m, namespaces::read)),
+        route(WRITE, "/v1/namespace/{name}", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, namespaces::update)),
+        route(DELETE, "/v1/namespace/{name}", C::Management, NO_BODY, REQUEST, |m| on(m, namespaces::delete)),
+        route(GET, "/v1/node/pools", C::NodeRead, NO_BODY, READ, |m| on(m, node_pools::list)),
+        route(WRITE, "/v1/node/pools", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, node_pools::create)),
+        route(GET, "/v1/node/pool/{name}", C::NodeRead, NO_BODY, READ, |m| on(m, node_pools::read)),
+        route(WRITE, "/v1/node/pool/{name}", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, node_pools::update)),
+        route(DELETE, "/v1/node/pool/{name}", C::Management, NO_BODY, REQUEST, |m| on(m, node_pools::delete)),
+        route(GET, "/v1/node/pool/{name}/jobs", C::ListJobs, NO_BODY, READ, |m| on(m, node_pools::jobs)),
+        route(GET, "/v1/node/pool/{name}/nodes", C::NodeRead, NO_BODY, READ, |m| on(m, node_pools::nodes)),
+        route(GET, "/v1/operator/scheduler/configuration", C::OperatorRead, NO_BODY, READ, |m| on(m, scheduler_config::read)),
+        route(WRITE, "/v1/operator/scheduler/configuration", C::OperatorWrite, MAX_SMALL_BODY, REQUEST, |m| on(m, scheduler_config::update)),
         // Operator: members, Raft, backups, garbage collection.
         route(GET, "/v1/agent/members", C::NodeRead, NO_BODY, REQUEST, |m| on(m, operator::members)),
         route(WRITE, "/v1/agent/force-leave", C::AgentWrite, NO_BODY, REQUEST, |m| on(m, operator::force_leave)),

@@ -32,7 +32,9 @@ const CONTEXTS: &[&str] = &[
     "deployment",
     "evals",
     "jobs",
+    "namespaces",
     "nodes",
+    "node_pools",
     "plugins",
     "volumes",
     "variables",
@@ -155,6 +157,8 @@ fn index_of(snap: &StateSnapshot) -> u64 {
         Table::Evals,
         Table::Nodes,
         Table::Variables,
+        Table::Namespaces,
+        Table::NodePools,
     ]
     .into_iter()
     .map(|t| snap.table_index(t))
@@ -215,6 +219,16 @@ pub(crate) async fn prefix(
                 .filter(|v| in_ns(&ns, &v.namespace) && v.path.starts_with(p))
                 .filter(|v| caller.can_variable(&v.namespace, &v.path, VarCap::List))
                 .map(|v| v.path.clone())
+                .collect(),
+            "namespaces" => snap
+                .namespaces()
+                .filter(|n| n.name.starts_with(p))
+                .map(|n| n.name.clone())
+                .collect(),
+            "node_pools" => snap
+                .node_pools()
+                .filter(|n| n.name.starts_with(p))
+                .map(|n| n.name.clone())
                 .collect(),
             _ => Vec::new(),
         };

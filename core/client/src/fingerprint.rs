@@ -203,7 +203,7 @@ pub async fn node(client: &Client) -> Node {
         name: cfg.node_name.clone(),
         datacenter: cfg.datacenter.clone(),
         node_class: cfg.node_class.clone(),
-        node_pool: "default".into(),
+        node_pool: cfg.node_pool.clone(),
         status: NodeStatus::Initializing,
         status_description: String::new(),
         scheduling_eligibility: drover_model::SchedulingEligibility::Eligible,

@@ -56,6 +56,8 @@ pub struct ClientConfig {
     pub datacenter: String,
     pub region: String,
     pub node_class: String,
+    /// The node pool the node registers in (`client { node_pool }`; "default").
+    pub node_pool: String,
     pub meta: BTreeMap<String, String>,
     /// This agent's HTTP address, advertised in the node.
     pub http_addr: String,
@@ -553,6 +555,7 @@ mod tests {
                 datacenter: "dc1".into(),
                 region: "global".into(),
                 node_class: String::new(),
+                node_pool: "default".into(),
                 meta: BTreeMap::new(),
                 http_addr: "127.0.0.1:1".into(),
                 network_interface: None,

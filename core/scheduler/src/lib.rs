@@ -51,15 +51,8 @@ pub enum ScheduleError {
     NoJob(String),
 }
 
-/// How nodes are ranked (the cluster's scheduler configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Algorithm {
-    /// Fill nodes before using new ones.
-    #[default]
-    Binpack,
-    /// Prefer the emptiest nodes.
-    Spread,
-}
+/// How nodes are ranked (the cluster's scheduler configuration, or the job's node pool's).
+pub use drover_model::SchedulerAlgorithm as Algorithm;
 
 /// What the scheduler needs besides the snapshot and the evaluation.
 #[derive(Debug, Clone, Copy)]

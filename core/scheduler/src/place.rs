@@ -60,9 +60,19 @@ impl<'a> Placer<'a> {
         } else {
             rng.random_range(0..nodes.len())
         };
+        // A job's node pool may rank its nodes its own way (Drover's extension of Nomad
+        // Enterprise's per-pool scheduler configuration); the cluster's otherwise.
+        let mut opts = *opts;
+        if let Some(algorithm) = job
+            .and_then(|j| snap.node_pool(&j.node_pool))
+            .and_then(|p| p.scheduler_configuration.as_ref())
+            .and_then(|c| c.scheduler_algorithm)
+        {
+            opts.algorithm = algorithm;
+        }
         let mut p = Placer {
             snap,
-            opts: *opts,
+            opts,
             rng,
             nodes,
             cursor,

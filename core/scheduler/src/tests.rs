@@ -175,6 +175,36 @@ fn spread_algorithm_prefers_empty_nodes() {
 }
 
 #[test]
+fn a_node_pools_algorithm_overrides_the_clusters() {
+    let in_pool = |id: &str| {
+        let mut n = node(id, 1000, 1000);
+        n.node_pool = "spready".into();
+        n
+    };
+    let mut w = World::new(&[in_pool("a"), in_pool("b")]);
+    // The pool exists (the nodes created it) with no configuration: the cluster's binpack.
+    let mut j = job(2, 100, 100);
+    j.node_pool = "spready".into();
+    let plan = w.register(j.clone());
+    let nodes: BTreeSet<_> = plan.allocs.iter().map(|a| a.node_id.clone()).collect();
+    assert_eq!(nodes.len(), 1, "binpack without a pool configuration");
+
+    let pool = drover_model::NodePool {
+        name: "spready".into(),
+        scheduler_configuration: Some(drover_model::NodePoolSchedulerConfiguration {
+            scheduler_algorithm: Some(Algorithm::Spread),
+            memory_oversubscription_enabled: None,
+        }),
+        ..Default::default()
+    };
+    let mut w = World::new(&[in_pool("a"), in_pool("b")]);
+    w.apply(Command::NodePoolUpsert { pools: vec![pool] });
+    let plan = w.register(j);
+    let nodes: BTreeSet<_> = plan.allocs.iter().map(|a| a.node_id.clone()).collect();
+    assert_eq!(nodes.len(), 2, "the pool's spread places on both nodes");
+}
+
+#[test]
 fn never_overcommits_and_explains_failure() {
     let mut w = World::new(&[node("a", 1000, 1000), node("b", 1000, 500)]);
     let plan = w.register(job(5, 400, 400));

@@ -11,8 +11,10 @@ mod gc;
 mod heartbeat;
 mod keyring;
 mod leader;
+mod namespaces;
 mod node_stream;
 mod plan_apply;
+mod scheduler_config;
 mod service_updates;
 mod worker;
 
@@ -29,6 +31,7 @@ pub use drover_raft::{NodeId, PeerError, ServerStatus, WriteError};
 pub use gc::{Collected, GcThresholds};
 pub use node_stream::{ExecSession, LogsSession, NodeStreamService};
 pub use plan_apply::PlanOutcome;
+pub use scheduler_config::SchedulerConfigSet;
 pub use service_updates::{ServiceUpdateError, limits as service_update_limits};
 
 #[derive(Debug, Clone)]
@@ -37,7 +40,9 @@ pub struct ServerConfig {
     pub heartbeat_ttl: Duration,
     /// Scheduler workers on the leader (the broker keeps one evaluation per job in flight).
     pub workers: usize,
-    pub algorithm: drover_scheduler::Algorithm,
+    /// The scheduler configuration in force until one is set through the API
+    /// (`server.default_scheduler_config`).
+    pub scheduler: drover_model::SchedulerConfiguration,
     /// The leader removes a server it has not reached for this long (autopilot's dead-server
     /// cleanup); None disables it.
     pub dead_server_cleanup: Option<Duration>,
@@ -65,7 +70,7 @@ impl Default for ServerConfig {
         ServerConfig {
             heartbeat_ttl: Duration::from_secs(10),
             workers: 4,
-            algorithm: drover_scheduler::Algorithm::Binpack,
+            scheduler: drover_model::SchedulerConfiguration::default(),
             dead_server_cleanup: None,
             gc: GcThresholds::default(),
             job_max_count: DEFAULT_JOB_MAX_COUNT,
@@ -192,6 +197,14 @@ impl Server {
     /// it is never placed itself.
     pub async fn register_job(&self, job: Job) -> Result<JobRegistered, ServerError> {
         self.check_job(&job)?;
+        if self
+            .scheduler_config(&self.store().snapshot())
+            .reject_job_registration
+        {
+            return Err(ServerError::Invalid(
+                "job registration is disabled by the scheduler configuration (RejectJobRegistration; `drover operator scheduler set-config -reject-job-registration=false`)".into(),
+            ));
+        }
         let eval = (!job.is_parent()).then(|| Evaluation::new(new_id(), &job, "job-register"));
         let eval_id = eval.as_ref().map(|e| e.id.clone()).unwrap_or_default();
         let key = (job.namespace.clone(), job.id.clone());
@@ -216,8 +229,11 @@ impl Server {
         })
     }
 
-    /// What the server refuses to register or plan: task groups above `job_max_count`.
+    /// What the server refuses to register or plan: a job in a namespace or node pool that
+    /// does not exist or with a driver or network mode its namespace does not allow, and
+    /// task groups above `job_max_count`.
     fn check_job(&self, job: &Job) -> Result<(), ServerError> {
+        namespaces::check_job_scope(&self.store().snapshot(), job)?;
         let max = self.config().job_max_count;
         for g in &job.groups {
             if g.count > max {
@@ -230,11 +246,14 @@ impl Server {
         Ok(())
     }
 
-    /// The scheduler's options on this server.
-    pub(crate) fn scheduler_options(&self) -> drover_scheduler::Options {
+    /// The scheduler's options on this server, under the configuration of `snap`.
+    pub(crate) fn scheduler_options(
+        &self,
+        snap: &drover_state::StateSnapshot,
+    ) -> drover_scheduler::Options {
         drover_scheduler::Options {
             now: now_nanos(),
-            algorithm: self.config().algorithm,
+            algorithm: self.scheduler_config(snap).scheduler_algorithm,
             max_placements: self.config().max_placements_per_eval,
             ..Default::default()
         }
@@ -276,7 +295,7 @@ impl Server {
             .eval(&eval.id)
             .cloned()
             .expect("the plan's evaluation was just applied");
-        let opts = self.scheduler_options();
+        let opts = self.scheduler_options(&after);
         let plan = drover_scheduler::schedule(&after, &eval, &opts)
             .map_err(|e| ServerError::Invalid(e.to_string()))?;
         Ok(JobPlan {
@@ -319,6 +338,12 @@ impl Server {
         cas: Option<u64>,
     ) -> Result<VarWrite, ServerError> {
         var.validate().map_err(ServerError::Invalid)?;
+        if self.store().snapshot().namespace(&var.namespace).is_none() {
+            return Err(ServerError::Invalid(format!(
+                "variable {:?} is in nonexistent namespace {:?} (create it with `drover namespace apply {}`)",
+                var.path, var.namespace, var.namespace
+            )));
+        }
         let items = var.items.clone();
         let var = self.seal_variable(var).await?;
         Ok(

@@ -290,6 +290,17 @@ impl Server {
 
     /// Registers (or re-registers) a node; returns its secret.
     async fn register_node(&self, mut node: Node) -> Result<String, Status> {
+        if node.node_pool.is_empty() {
+            node.node_pool = drover_model::DEFAULT_NODE_POOL.into();
+        }
+        if node.node_pool == drover_model::ALL_NODE_POOL
+            || !drover_model::valid_node_pool_name(&node.node_pool)
+        {
+            return Err(Status::invalid_argument(format!(
+                "node {} names node pool {:?}: a node's pool must be a valid name other than the built-in \"all\"",
+                node.id, node.node_pool
+            )));
+        }
         let snap = self.store().snapshot();
         match snap.node(&node.id) {
             Some(old)

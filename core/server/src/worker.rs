@@ -17,6 +17,7 @@ const MAX_PLAN_ATTEMPTS: u32 = 5;
 pub async fn run(server: Server, broker: std::sync::Arc<Broker>) {
     loop {
         let eval = broker.dequeue().await;
+        wait_while_paused(&server).await;
         let span = tracing::info_span!("eval", eval_id = %eval.id, job_id = %eval.job_id);
         let ok = process(&server, &eval).instrument(span).await;
         if ok {
@@ -25,6 +26,21 @@ pub async fn run(server: Server, broker: std::sync::Arc<Broker>) {
             broker.nack(&eval);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// Holds the evaluation while the scheduler configuration pauses the broker
+/// (`PauseEvalBroker`): nothing is scheduled until it is unset.
+async fn wait_while_paused(server: &Server) {
+    let store = server.store();
+    let mut changed = store.subscribe();
+    let mut logged = false;
+    while server.scheduler_config(&store.snapshot()).pause_eval_broker {
+        if !logged {
+            tracing::info!("the eval broker is paused by the scheduler configuration");
+            logged = true;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
     }
 }
 
@@ -45,7 +61,7 @@ async fn process(server: &Server, eval: &drover_model::Evaluation) -> bool {
         if current.status != EvalStatus::Pending {
             return true;
         }
-        let opts = server.scheduler_options();
+        let opts = server.scheduler_options(&snap);
         // The scheduler is CPU work: it runs on the blocking pool, never on the runtime.
         let scheduled = {
             let (snap, current) = (snap.clone(), current.clone());

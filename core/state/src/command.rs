@@ -4,7 +4,8 @@ use crate::RestoreRows;
 
 use drover_model::{
     AclPolicy, AclRole, AclToken, AllocClientUpdate, Allocation, ClientStatus, Evaluation, Index,
-    Job, Node, NodeStatus, RootKey, ServiceRegistration, UnixNanos, Variable,
+    Job, Namespace, Node, NodePool, NodeStatus, RootKey, SchedulerConfiguration,
+    ServiceRegistration, UnixNanos, Variable,
 };
 
 /// One Raft log entry's payload: a command stamped with the leader's clock, so every server
@@ -132,6 +133,32 @@ pub enum Command {
     AclRoleDelete {
         ids: Vec<String>,
     },
+    /// Creates or updates namespaces (an update keeps its create index). All or nothing:
+    /// one that is not valid refuses the command.
+    NamespaceUpsert {
+        namespaces: Vec<Namespace>,
+    },
+    /// Deletes namespaces. All or nothing: `default`, an unknown one, or one that holds
+    /// jobs or variables refuses the command, naming why.
+    NamespaceDelete {
+        names: Vec<String>,
+    },
+    /// Creates or updates node pools. All or nothing: a built-in pool or an invalid one
+    /// refuses the command.
+    NodePoolUpsert {
+        pools: Vec<NodePool>,
+    },
+    /// Deletes node pools. All or nothing: a built-in, unknown or non-empty (nodes or jobs)
+    /// pool refuses the command, naming why.
+    NodePoolDelete {
+        names: Vec<String>,
+    },
+    /// Sets the cluster's scheduler configuration; with `cas`, only if the current one's
+    /// modify index is `cas` (0: only if none was set), else a conflict changes nothing.
+    SchedulerConfigSet {
+        config: SchedulerConfiguration,
+        cas: Option<Index>,
+    },
     /// Commands written concurrently, committed as one entry (one fsync) and applied in order.
     Batch(Vec<Command>),
     /// Replaces the whole state with a backup in one entry. Written by earlier versions
@@ -192,6 +219,11 @@ impl Command {
             Command::AclBootstrap { .. } => "AclBootstrap",
             Command::AclRoleUpsert { .. } => "AclRoleUpsert",
             Command::AclRoleDelete { .. } => "AclRoleDelete",
+            Command::NamespaceUpsert { .. } => "NamespaceUpsert",
+            Command::NamespaceDelete { .. } => "NamespaceDelete",
+            Command::NodePoolUpsert { .. } => "NodePoolUpsert",
+            Command::NodePoolDelete { .. } => "NodePoolDelete",
+            Command::SchedulerConfigSet { .. } => "SchedulerConfigSet",
             Command::Unknown(_) => "Unknown",
         }
     }
@@ -236,6 +268,12 @@ impl Command {
             | Command::AclBootstrap { .. }
             | Command::AclRoleUpsert { .. }
             | Command::AclRoleDelete { .. } => ACL_VERSION,
+            // Namespaces, node pools and the scheduler configuration (issue 25).
+            Command::NamespaceUpsert { .. }
+            | Command::NamespaceDelete { .. }
+            | Command::NodePoolUpsert { .. }
+            | Command::NodePoolDelete { .. }
+            | Command::SchedulerConfigSet { .. } => 4,
             Command::Batch(cs) => cs.iter().map(Command::min_version).max().unwrap_or(1),
             // Never written; a server that has it cannot apply it.
             Command::Unknown(u) => u.version.max(crate::ENCODING_VERSION + 1),

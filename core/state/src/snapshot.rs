@@ -5,8 +5,8 @@ use im::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use drover_model::{
-    AclPolicy, AclRole, AclToken, Allocation, EvalStatus, Evaluation, Index, Job, JobStatus, Node,
-    RootKey, RootKeyState,
+    AclPolicy, AclRole, AclToken, Allocation, EvalStatus, Evaluation, Index, Job, JobStatus,
+    Namespace, Node, NodePool, RootKey, RootKeyState, SchedulerConfiguration,
     ServiceRegistration, Variable,
 };
 
@@ -24,6 +24,9 @@ pub enum Table {
     AclPolicies,
     AclTokens,
     AclRoles,
+    Namespaces,
+    NodePools,
+    SchedulerConfig,
 }
 
 impl Table {
@@ -39,6 +42,9 @@ impl Table {
             "acl_policies" => Table::AclPolicies,
             "acl_tokens" => Table::AclTokens,
             "acl_roles" => Table::AclRoles,
+            "namespaces" => Table::Namespaces,
+            "node_pools" => Table::NodePools,
+            "scheduler_config" => Table::SchedulerConfig,
             _ => return None,
         })
     }
@@ -58,7 +64,7 @@ pub(crate) fn pending_key(e: &Evaluation) -> PendingKey {
 }
 
 /// An immutable view of the whole state at one index. Cloning it is O(1).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(into = "SnapshotData", from = "SnapshotData")]
 pub struct StateSnapshot {
     pub(crate) index: Index,
@@ -81,6 +87,12 @@ pub struct StateSnapshot {
     /// plaintext, so once every variable is encrypted each server snapshots and purges its
     /// log past it. 0: none.
     pub(crate) plaintext_index: Index,
+    /// Namespaces by name; `default` always.
+    pub(crate) namespaces: OrdMap<String, Arc<Namespace>>,
+    /// Node pools by name; `default` and `all` always.
+    pub(crate) node_pools: OrdMap<String, Arc<NodePool>>,
+    /// The cluster's scheduler configuration, once one is set (else the servers' default).
+    pub(crate) scheduler_config: Option<Arc<SchedulerConfiguration>>,
     // Secondary indexes, rebuilt on restore.
     /// (namespace, service name, registration id).
     pub(crate) services_by_name: OrdMap<(String, String, String), ()>,
@@ -107,6 +119,35 @@ pub struct StateSnapshot {
     pub(crate) acl_bootstrap: Option<Index>,
 }
 
+impl Default for StateSnapshot {
+    /// An empty state: nothing but the built-in namespace and node pools.
+    fn default() -> Self {
+        let mut s = StateSnapshot {
+            index: 0,
+            table_index: BTreeMap::new(),
+            jobs: OrdMap::new(),
+            job_versions: OrdMap::new(),
+            allocs: OrdMap::new(),
+            evals: OrdMap::new(),
+            nodes: OrdMap::new(),
+            vars: OrdMap::new(),
+            services: OrdMap::new(),
+            namespaces: OrdMap::new(),
+            node_pools: OrdMap::new(),
+            scheduler_config: None,
+            services_by_name: OrdMap::new(),
+            services_by_alloc: OrdMap::new(),
+            allocs_by_node: OrdMap::new(),
+            allocs_by_job: OrdMap::new(),
+            evals_by_job: OrdMap::new(),
+            evals_pending: OrdMap::new(),
+            staged: None,
+        };
+        s.ensure_builtins();
+        s
+    }
+}
+
 /// Rows of a backup, part of a restore (`Command::RestoreChunk`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RestoreRows {
@@ -126,11 +167,18 @@ pub struct RestoreRows {
     pub services: Vec<Arc<ServiceRegistration>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub root_keys: Vec<Arc<RootKey>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl_policies: Vec<Arc<AclPolicy>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl_tokens: Vec<Arc<AclToken>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl_roles: Vec<Arc<AclRole>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<Arc<Namespace>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_pools: Vec<Arc<NodePool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_config: Option<Arc<SchedulerConfiguration>>,
 }
 
 impl RestoreRows {
@@ -146,6 +194,9 @@ impl RestoreRows {
             && self.acl_policies.is_empty()
             && self.acl_tokens.is_empty()
             && self.acl_roles.is_empty()
+            && self.namespaces.is_empty()
+            && self.node_pools.is_empty()
+            && self.scheduler_config.is_none()
     }
 }
 
@@ -184,6 +235,21 @@ impl std::io::Write for Counter {
     }
 }
 
+/// The first few names of a list, for an error message.
+fn few(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
 /// The size of `v` serialized as JSON.
 pub fn json_size<T: Serialize + ?Sized>(v: &T) -> usize {
     let mut c = Counter(0);
@@ -213,6 +279,12 @@ struct SnapshotData {
     root_keys: Vec<Arc<RootKey>>,
     #[serde(default)]
     plaintext_index: Index,
+    #[serde(default)]
+    namespaces: Vec<Arc<Namespace>>,
+    #[serde(default)]
+    node_pools: Vec<Arc<NodePool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduler_config: Option<Arc<SchedulerConfiguration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     staged_restore: Option<StagedData>,
     #[serde(default)]
@@ -240,6 +312,9 @@ impl From<StateSnapshot> for SnapshotData {
             services: s.services.values().cloned().collect(),
             root_keys: s.root_keys.values().cloned().collect(),
             plaintext_index: s.plaintext_index,
+            namespaces: s.namespaces.values().cloned().collect(),
+            node_pools: s.node_pools.values().cloned().collect(),
+            scheduler_config: s.scheduler_config,
             staged_restore: s.staged.map(|st| StagedData {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
@@ -289,6 +364,17 @@ impl From<SnapshotData> for StateSnapshot {
                 .map(|k| (k.key_id.clone(), k))
                 .collect(),
             plaintext_index: d.plaintext_index,
+            namespaces: d
+                .namespaces
+                .into_iter()
+                .map(|n| (n.name.clone(), n))
+                .collect(),
+            node_pools: d
+                .node_pools
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+            scheduler_config: d.scheduler_config,
             staged: d.staged_restore.map(|st| StagedRestore {
                 id: st.id,
                 chunks: st.chunks.into_iter().collect(),
@@ -307,6 +393,8 @@ impl From<SnapshotData> for StateSnapshot {
             acl_bootstrap: d.acl_bootstrap_index,
             ..Default::default()
         };
+        // A state written before namespaces and pools were tables gets the built-ins.
+        s.ensure_builtins();
         s.rebuild_indexes();
         if s.plaintext_index == 0 && s.plaintext_variables().next().is_some() {
             // Written before the keyring existed: its entries may hold plaintext.
@@ -527,6 +615,130 @@ impl StateSnapshot {
         self.acl_bootstrap
     }
 
+    /// A namespace by name (`default` always exists).
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name).map(Arc::as_ref)
+    }
+
+    /// Every namespace, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.namespaces.values().map(Arc::as_ref)
+    }
+
+    /// A node pool by name (`default` and `all` always exist).
+    pub fn node_pool(&self, name: &str) -> Option<&NodePool> {
+        self.node_pools.get(name).map(Arc::as_ref)
+    }
+
+    /// Every node pool, by name.
+    pub fn node_pools(&self) -> impl Iterator<Item = &NodePool> {
+        self.node_pools.values().map(Arc::as_ref)
+    }
+
+    /// The scheduler configuration set through the API, if one was.
+    pub fn scheduler_config(&self) -> Option<&SchedulerConfiguration> {
+        self.scheduler_config.as_deref()
+    }
+
+    /// Why namespace `name` cannot be deleted now: it is built in, or it holds jobs or
+    /// variables (named, the first few). None when it can go.
+    pub fn namespace_in_use(&self, name: &str) -> Option<String> {
+        if name == drover_model::DEFAULT_NAMESPACE {
+            return Some("the default namespace cannot be deleted".into());
+        }
+        let jobs: Vec<&str> = self
+            .jobs
+            .keys()
+            .filter(|(ns, _)| ns == name)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        if !jobs.is_empty() {
+            return Some(format!(
+                "namespace {name:?} has {} job(s) (purge them first): {}",
+                jobs.len(),
+                few(&jobs)
+            ));
+        }
+        let vars: Vec<&str> = self
+            .vars
+            .keys()
+            .filter(|(ns, _)| ns == name)
+            .map(|(_, p)| p.as_str())
+            .collect();
+        if !vars.is_empty() {
+            return Some(format!(
+                "namespace {name:?} has {} variable(s): {}",
+                vars.len(),
+                few(&vars)
+            ));
+        }
+        None
+    }
+
+    /// Why node pool `name` cannot be deleted now: it is built in, or nodes or jobs are in
+    /// it (named, the first few). None when it can go.
+    pub fn node_pool_in_use(&self, name: &str) -> Option<String> {
+        if drover_model::is_builtin_node_pool(name) {
+            return Some(format!(
+                "node pool {name:?} is built in and cannot be deleted"
+            ));
+        }
+        let nodes: Vec<&str> = self
+            .nodes()
+            .filter(|n| n.node_pool == name)
+            .map(|n| n.id.as_str())
+            .collect();
+        if !nodes.is_empty() {
+            return Some(format!(
+                "node pool {name:?} has {} node(s): {}",
+                nodes.len(),
+                few(&nodes)
+            ));
+        }
+        let jobs: Vec<String> = self
+            .jobs()
+            .filter(|j| j.node_pool == name)
+            .map(|j| format!("{}@{}", j.id, j.namespace))
+            .collect();
+        if !jobs.is_empty() {
+            let names: Vec<&str> = jobs.iter().map(String::as_str).collect();
+            return Some(format!(
+                "node pool {name:?} has {} job(s): {}",
+                jobs.len(),
+                few(&names)
+            ));
+        }
+        None
+    }
+
+    /// Inserts the namespace and node pools that always exist, and the namespaces jobs
+    /// and variables name (a state written before namespaces were objects), where they are
+    /// missing.
+    pub(crate) fn ensure_builtins(&mut self) {
+        let ns = Namespace::default_namespace();
+        if !self.namespaces.contains_key(&ns.name) {
+            self.namespaces.insert(ns.name.clone(), Arc::new(ns));
+        }
+        let named: std::collections::BTreeSet<String> = self
+            .jobs
+            .keys()
+            .map(|(ns, _)| ns.clone())
+            .chain(self.vars.keys().map(|(ns, _)| ns.clone()))
+            .filter(|ns| !self.namespaces.contains_key(ns))
+            .collect();
+        for name in named {
+            let ns = Namespace::adopted(&name, self.index);
+            if ns.validate().is_ok() {
+                self.namespaces.insert(name, Arc::new(ns));
+            }
+        }
+        for p in NodePool::builtins() {
+            if !self.node_pools.contains_key(&p.name) {
+                self.node_pools.insert(p.name.clone(), Arc::new(p));
+            }
+        }
+    }
+
     /// A job's status as Nomad derives it: running while any allocation is, pending while
     /// evaluations or placements are outstanding, dead when stopped or finished.
     pub(crate) fn derive_job_status(&self, job: &Job) -> JobStatus {
@@ -645,6 +857,9 @@ impl StateSnapshot {
         add!(self.acl_policies.values(), acl_policies, "acl_policies");
         add!(self.acl_tokens.values(), acl_tokens, "acl_tokens");
         add!(self.acl_roles.values(), acl_roles, "acl_roles");
+        add!(self.namespaces.values(), namespaces, "namespaces");
+        add!(self.node_pools.values(), node_pools, "node_pools");
+        cur.scheduler_config = self.scheduler_config.clone();
         if !cur.is_empty() || out.is_empty() {
             out.push(cur);
         }
@@ -666,6 +881,9 @@ impl StateSnapshot {
             services: Vec::new(),
             root_keys: Vec::new(),
             plaintext_index: 0,
+            namespaces: Vec::new(),
+            node_pools: Vec::new(),
+            scheduler_config: None,
             staged_restore: None,
             acl_policies: Vec::new(),
             acl_tokens: Vec::new(),
@@ -684,6 +902,11 @@ impl StateSnapshot {
             d.acl_policies.extend(c.acl_policies.iter().cloned());
             d.acl_tokens.extend(c.acl_tokens.iter().cloned());
             d.acl_roles.extend(c.acl_roles.iter().cloned());
+            d.namespaces.extend(c.namespaces.iter().cloned());
+            d.node_pools.extend(c.node_pools.iter().cloned());
+            if c.scheduler_config.is_some() {
+                d.scheduler_config = c.scheduler_config.clone();
+            }
         }
         d.into()
     }

@@ -49,6 +49,7 @@ pub(super) fn register(cx: &mut Apply, job: &Job, eval: Option<&Evaluation>) {
         upsert_eval(s, index, time, eval, cx.events);
     }
     cx.events.push(Event::job(index, "JobRegistered", &job));
+    super::namespaces::ensure(s, index, &job.namespace);
     s.jobs.insert(key.clone(), job);
     touch(s, Table::Jobs, index);
     cx.touched_jobs.push(key);

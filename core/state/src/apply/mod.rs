@@ -10,8 +10,11 @@ mod evaluations;
 mod gc;
 mod jobs;
 mod keyring;
+mod namespaces;
+mod node_pools;
 mod nodes;
 mod restore;
+mod scheduler_config;
 mod services;
 mod variables;
 
@@ -104,6 +107,11 @@ pub(crate) fn apply_command(
         }
         Command::AclRoleUpsert { roles } => acl::upsert_roles(&mut cx, roles),
         Command::AclRoleDelete { ids } => acl::delete_roles(&mut cx, ids),
+        Command::NamespaceUpsert { namespaces: ns } => namespaces::upsert(&mut cx, ns),
+        Command::NamespaceDelete { names } => namespaces::delete(&mut cx, names),
+        Command::NodePoolUpsert { pools } => node_pools::upsert(&mut cx, pools),
+        Command::NodePoolDelete { names } => node_pools::delete(&mut cx, names),
+        Command::SchedulerConfigSet { config, cas } => scheduler_config::set(&mut cx, config, *cas),
         // The state machine stops before it; never applied.
         Command::Unknown(u) => cx.resp.error = Some(u.to_string()),
     }

@@ -17,6 +17,8 @@ pub(super) fn register(cx: &mut Apply, node: &Node) {
     }
     node.modify_index = index;
     node.status_updated_at = time;
+    // A node in a pool that does not exist yet creates it (as Nomad does).
+    super::node_pools::ensure_for_node(s, index, &node.node_pool);
     let node = Arc::new(node);
     cx.events
         .push(Event::node(index, "NodeRegistration", &node));

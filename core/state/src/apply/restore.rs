@@ -88,6 +88,9 @@ fn swap_in(s: &mut StateSnapshot, mut restored: StateSnapshot, index: Index) {
         Table::AclPolicies,
         Table::AclTokens,
         Table::AclRoles,
+        Table::Namespaces,
+        Table::NodePools,
+        Table::SchedulerConfig,
     ] {
         restored.table_index.insert(t, index);
     }

@@ -28,6 +28,7 @@ pub(super) fn upsert(cx: &mut Apply, var: &Variable, cas: Option<Index>) {
     }
     var.modify_index = index;
     var.modify_time = time;
+    super::namespaces::ensure(s, index, &var.namespace);
     if var.encrypted.is_none() {
         // Written in plaintext (by a server without the keyring): this entry holds it.
         s.plaintext_index = index;

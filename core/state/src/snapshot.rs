@@ -132,6 +132,8 @@ impl Default for StateSnapshot {
             nodes: OrdMap::new(),
             vars: OrdMap::new(),
             services: OrdMap::new(),
+            root_keys: OrdMap::new(),
+            plaintext_index: 0,
             namespaces: OrdMap::new(),
             node_pools: OrdMap::new(),
             scheduler_config: None,
@@ -142,6 +144,12 @@ impl Default for StateSnapshot {
             evals_by_job: OrdMap::new(),
             evals_pending: OrdMap::new(),
             staged: None,
+            acl_policies: OrdMap::new(),
+            acl_tokens: OrdMap::new(),
+            acl_roles: OrdMap::new(),
+            acl_tokens_by_secret: OrdMap::new(),
+            acl_roles_by_name: OrdMap::new(),
+            acl_bootstrap: None,
         };
         s.ensure_builtins();
         s

@@ -114,6 +114,7 @@ mod tests {
             access_mode: String::new(),
             attachment_mode: String::new(),
             per_alloc: false,
+            mount_options: None,
         };
         TaskGroup {
             name: "g".into(),

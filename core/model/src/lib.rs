@@ -8,6 +8,7 @@
 //! `drover-api-types` holds only the API's envelopes and list stubs.
 
 mod alloc;
+mod check;
 mod closed_set;
 mod deployment;
 mod eval;
@@ -18,6 +19,7 @@ mod service;
 mod variable;
 
 pub use alloc::*;
+pub use check::*;
 pub use closed_set::*;
 pub use deployment::*;
 pub use eval::*;

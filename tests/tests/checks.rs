@@ -65,14 +65,10 @@ fn instances(agent: &Agent, path: &str) -> Vec<Value> {
 
 /// The one instance of `service` once its health is `health`.
 fn wait_health(agent: &Agent, service: &str, health: &str) -> Value {
-    wait_for(
-        &format!("{service} to be {health}"),
-        WAIT,
-        || {
-            let mut v = instances(agent, &format!("/v1/service/{service}"));
-            (v.len() == 1 && v[0]["Health"] == health).then(|| v.remove(0))
-        },
-    )
+    wait_for(&format!("{service} to be {health}"), WAIT, || {
+        let mut v = instances(agent, &format!("/v1/service/{service}"));
+        (v.len() == 1 && v[0]["Health"] == health).then(|| v.remove(0))
+    })
 }
 
 /// The allocation's check results (check id -> result), by check name.
@@ -108,7 +104,10 @@ fn http_and_script_checks_set_the_instances_health_and_only_transitions_are_writ
 
     // The http check passes against the real server.
     let passing = wait_health(&agent, "backend", "passing");
-    assert_eq!(instances(&agent, "/v1/service/backend?healthy=true").len(), 1);
+    assert_eq!(
+        instances(&agent, "/v1/service/backend?healthy=true").len(),
+        1
+    );
     let r = wait_for("the http check's result", WAIT, || {
         result_of(&agent, &alloc_id, "alive").filter(|r| r["Status"] == "success")
     });
@@ -143,11 +142,21 @@ fn http_and_script_checks_set_the_instances_health_and_only_transitions_are_writ
     let critical = wait_health(&agent, "backend", "critical");
     assert!(critical["ModifyIndex"].as_u64().unwrap() > index);
     assert!(instances(&agent, "/v1/service/backend?healthy=true").is_empty());
-    assert_eq!(instances(&agent, "/v1/service/backend").len(), 1, "all by default");
+    assert_eq!(
+        instances(&agent, "/v1/service/backend").len(),
+        1,
+        "all by default"
+    );
     let r = result_of(&agent, &alloc_id, "alive").unwrap();
-    assert_eq!((r["Status"].as_str(), r["StatusCode"].as_u64()), (Some("failure"), Some(404)));
+    assert_eq!(
+        (r["Status"].as_str(), r["StatusCode"].as_u64()),
+        (Some("failure"), Some(404))
+    );
     let bad = http()
-        .get(format!("{}/v1/service/backend?healthy=maybe", agent.address()))
+        .get(format!(
+            "{}/v1/service/backend?healthy=maybe",
+            agent.address()
+        ))
         .send()
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
@@ -227,11 +236,15 @@ fn check_restart_restarts_a_task_whose_check_keeps_failing() {
     let restarting = task_events(&a, "t", "Restarting");
     assert!(!restarting.is_empty(), "the restart policy decided");
     // The policy's attempts run out: the task fails (mode = "fail").
-    wait_for("the restart policy to give up", Duration::from_secs(90), || {
-        let a = agent.alloc(&alloc_id)?;
-        (a["TaskStates"]["t"]["State"] == "dead" && a["TaskStates"]["t"]["Failed"] == true)
-            .then_some(())
-    });
+    wait_for(
+        "the restart policy to give up",
+        Duration::from_secs(90),
+        || {
+            let a = agent.alloc(&alloc_id)?;
+            (a["TaskStates"]["t"]["State"] == "dead" && a["TaskStates"]["t"]["Failed"] == true)
+                .then_some(())
+        },
+    );
 }
 
 const BRIDGE: &str = r#"
@@ -283,13 +296,19 @@ fn a_tcp_check_of_a_bridge_group_reaches_the_task_in_its_namespace() {
         (a["ClientStatus"] == "running" && a["NetworkStatus"]["Address"].is_string()).then_some(a)
     });
     let alloc_id = alloc["ID"].as_str().unwrap().to_string();
-    let address = alloc["NetworkStatus"]["Address"].as_str().unwrap().to_string();
+    let address = alloc["NetworkStatus"]["Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let inst = wait_health(&agent, "db", "passing");
     assert_eq!(inst["Address"], address.as_str());
     assert_eq!(inst["Port"], 7000);
     let r = result_of(&agent, &alloc_id, "listening").unwrap();
     assert!(
-        r["Output"].as_str().unwrap().contains(&format!("{address}:7000")),
+        r["Output"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{address}:7000")),
         "the check went to the allocation's address inside its namespace: {r}"
     );
     agent.cli(&["job", "stop", "db"]);

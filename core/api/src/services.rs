@@ -110,7 +110,9 @@ pub(crate) async fn alloc_checks(
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("the client's check results are not JSON: {e}"))
     })?;
-    Ok(axum::response::IntoResponse::into_response(axum::Json(value)))
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        value,
+    )))
 }
 
 pub(crate) async fn delete(

@@ -420,9 +420,7 @@ mod tests {
         let rt = NetnsRuntime::enter(&path).await.unwrap();
         let inside = rt
             .handle()
-            .spawn(async {
-                std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
-            })
+            .spawn(async { std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino() })
             .await
             .unwrap();
         assert_eq!(inside, ino);

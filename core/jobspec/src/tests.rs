@@ -550,10 +550,17 @@ fn service_and_check_keys_of_nomad_are_accepted() {
     assert_eq!(c.header["Authorization"], vec!["Bearer x"]);
     // The service's check_restart reaches the check without its own; not the other.
     let r = c.check_restart.as_ref().unwrap();
-    assert_eq!((r.limit, r.grace, r.ignore_warnings), (2, Duration::from_secs(30), true));
+    assert_eq!(
+        (r.limit, r.grace, r.ignore_warnings),
+        (2, Duration::from_secs(30), true)
+    );
     let script = &s.checks[1];
     assert_eq!(
-        (script.task_name.as_str(), script.command.as_str(), script.args.as_slice()),
+        (
+            script.task_name.as_str(),
+            script.command.as_str(),
+            script.args.as_slice()
+        ),
         ("t", "/bin/check", &["-q".to_string()][..])
     );
     assert_eq!(script.check_restart.as_ref().unwrap().limit, 5);

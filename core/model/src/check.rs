@@ -70,7 +70,11 @@ impl ServiceCheck {
         one_of("initial_status", &self.initial_status, STATUSES)?;
         one_of("on_update", &self.on_update, ON_UPDATE)?;
         one_of("protocol", &self.protocol, &["http", "https"])?;
-        one_of("address_mode", &self.address_mode, &["host", "alloc", "auto"])?;
+        one_of(
+            "address_mode",
+            &self.address_mode,
+            &["host", "alloc", "auto"],
+        )?;
         one_of("method", &self.method.to_ascii_uppercase(), METHODS)?;
         if !self.task_name.is_empty() && !task_names.contains(&self.task_name.as_str()) {
             return Err(format!(
@@ -103,7 +107,9 @@ impl ServiceCheck {
             .map(|(k, vs)| k.len() + vs.iter().map(String::len).sum::<usize>())
             .sum();
         if header_bytes > MAX_CHECK_HEADER_BYTES {
-            return Err(format!("headers longer than {MAX_CHECK_HEADER_BYTES} bytes"));
+            return Err(format!(
+                "headers longer than {MAX_CHECK_HEADER_BYTES} bytes"
+            ));
         }
         if self.args.len() > MAX_CHECK_ARGS {
             return Err(format!("more than {MAX_CHECK_ARGS} args"));

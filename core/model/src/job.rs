@@ -233,7 +233,11 @@ impl Job {
             if let Err(e) = g.canonicalize_services() {
                 errs.push(format!("{gf}: {e}"));
             }
-            errs.extend(g.canonicalize_checks().into_iter().map(|e| format!("{gf}: {e}")));
+            errs.extend(
+                g.canonicalize_checks()
+                    .into_iter()
+                    .map(|e| format!("{gf}: {e}")),
+            );
             let mut tnames = std::collections::BTreeSet::new();
             for (ti, t) in g.tasks.iter().enumerate() {
                 let tf = format!("{gf}.Tasks[{ti}]");

@@ -30,7 +30,10 @@ impl GroupServicesHook {
 }
 
 /// What group service names and tags may interpolate: the allocation's own variables.
-pub(super) fn group_env(ctx: &AllocHookCtx<'_>, job: &drover_model::Job) -> BTreeMap<String, String> {
+pub(super) fn group_env(
+    ctx: &AllocHookCtx<'_>,
+    job: &drover_model::Job,
+) -> BTreeMap<String, String> {
     let a = ctx.alloc;
     let mut env = BTreeMap::new();
     let mut both = |k: &str, v: String| {

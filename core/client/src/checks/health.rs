@@ -98,8 +98,8 @@ impl CheckHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ServiceHealth::*;
-    use Verdict::*;
+    use ServiceHealth::{Critical, Passing};
+    use Verdict::{Failure, Success};
 
     fn check(sbp: u32, fbw: u32, fbc: u32, initial: &str) -> ServiceCheck {
         ServiceCheck {
@@ -121,8 +121,8 @@ mod tests {
         let c = check(0, 0, 0, "");
         assert_eq!(CheckHealth::new(&c).status, Critical);
         assert_eq!(
-            run(&c, &[Success, Failure, Warning, Success]),
-            [Passing, Critical, Warning, Passing]
+            run(&c, &[Success, Failure, Verdict::Warning, Success]),
+            [Passing, Critical, ServiceHealth::Warning, Passing]
         );
     }
 
@@ -141,7 +141,12 @@ mod tests {
         assert_eq!(CheckHealth::new(&c).status, Passing);
         assert_eq!(
             run(&c, &[Failure, Failure, Failure, Success]),
-            [Warning, Warning, Critical, Passing]
+            [
+                ServiceHealth::Warning,
+                ServiceHealth::Warning,
+                Critical,
+                Passing
+            ]
         );
         // Without failures_before_warning, the status holds until critical.
         let c = check(0, 0, 2, "passing");
@@ -151,7 +156,10 @@ mod tests {
     #[test]
     fn an_instance_is_its_worst_check() {
         assert_eq!(worst([]), Passing);
-        assert_eq!(worst([Passing, Warning]), Warning);
-        assert_eq!(worst([Critical, Warning, Passing]), Critical);
+        assert_eq!(
+            worst([Passing, ServiceHealth::Warning]),
+            ServiceHealth::Warning
+        );
+        assert_eq!(worst([Critical, ServiceHealth::Warning, Passing]), Critical);
     }
 }

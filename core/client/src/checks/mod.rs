@@ -186,7 +186,9 @@ impl CheckSet {
                     Ok(rt) => Some(Arc::new(rt)),
                     Err(e) => {
                         tracing::warn!(error = %e, "service checks cannot enter the allocation's network namespace");
-                        let broken = How::Broken(format!("cannot enter the allocation's network namespace: {e}"));
+                        let broken = How::Broken(format!(
+                            "cannot enter the allocation's network namespace: {e}"
+                        ));
                         let specs = specs.into_iter().map(|mut s| {
                             if matches!(s.how, How::Network(..)) {
                                 s.how = broken.clone();
@@ -212,7 +214,9 @@ impl CheckSet {
 
 impl Drop for CheckSet {
     fn drop(&mut self) {
-        self.client.check_results().remove(&self.alloc_id, &self.ids);
+        self.client
+            .check_results()
+            .remove(&self.alloc_id, &self.ids);
     }
 }
 
@@ -253,6 +257,7 @@ const FIRST_RUN: Duration = Duration::from_secs(1);
 async fn run_check(shared: &Shared, spec: &CheckSpec, rt: Option<&NetnsRuntime>) {
     let mut health = CheckHealth::new(&spec.check);
     let mut restart = RestartCounter::new(spec.check.check_restart.clone());
+    let started = tokio::time::Instant::now();
     let mut next = tokio::time::Instant::now() + FIRST_RUN.min(spec.check.interval);
     loop {
         tokio::time::sleep_until(next).await;
@@ -260,7 +265,7 @@ async fn run_check(shared: &Shared, spec: &CheckSpec, rt: Option<&NetnsRuntime>)
         let outcome = run_once(shared, spec, rt).await;
         let status = health.observe(outcome.verdict);
         shared.record(spec, Some(&outcome), status);
-        if restart.observe(status)
+        if restart.observe(status, started.elapsed())
             && let Some(ask) = &shared.restart
         {
             let why = format!(
@@ -281,11 +286,11 @@ async fn run_once(shared: &Shared, spec: &CheckSpec, rt: Option<&NetnsRuntime>) 
         How::Network(addr, path) => {
             let run = probe::network(spec.check.clone(), *addr, path.clone());
             match rt {
-                Some(rt) => rt
-                    .handle()
-                    .spawn(run)
-                    .await
-                    .unwrap_or_else(|e| Outcome::failure(format!("the check did not finish: {e}"))),
+                Some(rt) => {
+                    rt.handle().spawn(run).await.unwrap_or_else(|e| {
+                        Outcome::failure(format!("the check did not finish: {e}"))
+                    })
+                }
                 None => run.await,
             }
         }
@@ -359,7 +364,6 @@ impl Shared {
 /// `ignore_warnings`), none within `grace` of the start; says when `limit` is reached.
 struct RestartCounter {
     policy: Option<CheckRestart>,
-    started: tokio::time::Instant,
     unhealthy: u32,
 }
 
@@ -367,15 +371,15 @@ impl RestartCounter {
     fn new(policy: Option<CheckRestart>) -> Self {
         RestartCounter {
             policy: policy.filter(|p| p.limit > 0),
-            started: tokio::time::Instant::now(),
             unhealthy: 0,
         }
     }
 
-    /// Takes the check's status; true when the task must restart.
-    fn observe(&mut self, status: ServiceHealth) -> bool {
+    /// Takes the check's status, `since_start` the task (re)started; true when the task
+    /// must restart.
+    fn observe(&mut self, status: ServiceHealth, since_start: Duration) -> bool {
         let Some(p) = &self.policy else { return false };
-        if self.started.elapsed() < p.grace {
+        if since_start < p.grace {
             return false;
         }
         let unhealthy = match status {
@@ -396,23 +400,30 @@ impl RestartCounter {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn check_restart_waits_out_grace_then_counts_unhealthy_results_in_a_row() {
+    #[test]
+    fn check_restart_waits_out_grace_then_counts_unhealthy_results_in_a_row() {
         let mut r = RestartCounter::new(Some(CheckRestart {
             limit: 2,
             grace: Duration::from_secs(10),
             ignore_warnings: true,
         }));
-        assert!(!r.observe(ServiceHealth::Critical));
-        assert!(!r.observe(ServiceHealth::Critical), "within grace");
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(!r.observe(ServiceHealth::Critical));
-        assert!(!r.observe(ServiceHealth::Warning), "ignored warning breaks the streak");
-        assert!(!r.observe(ServiceHealth::Critical));
-        assert!(r.observe(ServiceHealth::Critical));
-        assert!(!r.observe(ServiceHealth::Critical), "counting starts again");
+        let early = Duration::from_secs(5);
+        let late = Duration::from_secs(11);
+        assert!(!r.observe(ServiceHealth::Critical, early));
+        assert!(!r.observe(ServiceHealth::Critical, early), "within grace");
+        assert!(!r.observe(ServiceHealth::Critical, late));
+        assert!(
+            !r.observe(ServiceHealth::Warning, late),
+            "an ignored warning breaks the streak"
+        );
+        assert!(!r.observe(ServiceHealth::Critical, late));
+        assert!(r.observe(ServiceHealth::Critical, late));
+        assert!(
+            !r.observe(ServiceHealth::Critical, late),
+            "counting starts again"
+        );
         let mut none = RestartCounter::new(None);
-        assert!(!none.observe(ServiceHealth::Critical));
+        assert!(!none.observe(ServiceHealth::Critical, late));
     }
 
     #[test]

@@ -286,7 +286,11 @@ async fn exec(
             }
             Some(exec_task_response::Msg::Exited(e)) => {
                 drop(tx);
-                let code = if e.signal > 0 { 128 + e.signal } else { e.exit_code };
+                let code = if e.signal > 0 {
+                    128 + e.signal
+                } else {
+                    e.exit_code
+                };
                 return Ok((code, String::from_utf8_lossy(&output).into_owned()));
             }
             None => {
@@ -361,7 +365,12 @@ mod tests {
         let mut c = check("http");
         let ok = http_server("200 OK", 10 * 1024 * 1024).await;
         let o = network(c.clone(), ok, "/health".into()).await;
-        assert_eq!((o.verdict, o.status_code), (Verdict::Success, Some(200)), "{}", o.output);
+        assert_eq!(
+            (o.verdict, o.status_code),
+            (Verdict::Success, Some(200)),
+            "{}",
+            o.output
+        );
         assert!(o.output.len() <= MAX_OUTPUT);
         assert!(o.output.contains("/health"), "{}", o.output);
         let bad = http_server("500 Internal Server Error", 5).await;

@@ -106,12 +106,23 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&r.json("a1")).unwrap();
         let c1 = &v["c1"];
         for k in [
-            "ID", "Check", "Group", "JobID", "Mode", "Output", "Service", "Status", "Timestamp",
+            "ID",
+            "Check",
+            "Group",
+            "JobID",
+            "Mode",
+            "Output",
+            "Service",
+            "Status",
+            "Timestamp",
         ] {
             assert!(c1.get(k).is_some(), "{k} missing from {c1}");
         }
         assert!(c1.get("StatusCode").is_none() && c1.get("Task").is_none());
-        assert_eq!((v["c2"]["StatusCode"].as_u64(), v["c2"]["Task"].as_str()), (Some(200), Some("web")));
+        assert_eq!(
+            (v["c2"]["StatusCode"].as_u64(), v["c2"]["Task"].as_str()),
+            (Some(200), Some("web"))
+        );
         r.remove("a1", &["c1".into(), "c2".into()]);
         assert_eq!(r.json("a1"), b"{}");
     }

@@ -127,7 +127,11 @@ mod tests {
             address: address.into(),
             ..Default::default()
         };
-        let addr = if address.is_empty() { "10.0.0.5" } else { address };
+        let addr = if address.is_empty() {
+            "10.0.0.5"
+        } else {
+            address
+        };
         let r = ServiceRegistration {
             address: addr.into(),
             port: 23456,

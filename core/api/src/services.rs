@@ -237,9 +237,9 @@ mod tests {
 
     #[test]
     fn healthy_is_off_unless_asked_and_parsed_strictly() {
-        assert!(!parse_healthy(None).unwrap());
-        assert!(!parse_healthy(Some("false")).unwrap());
-        assert!(parse_healthy(Some("true")).unwrap());
+        assert!(matches!(parse_healthy(None), Ok(false)));
+        assert!(matches!(parse_healthy(Some("false")), Ok(false)));
+        assert!(matches!(parse_healthy(Some("true")), Ok(true)));
         assert!(parse_healthy(Some("yes")).is_err());
     }
 }

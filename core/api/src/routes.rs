@@ -168,6 +168,7 @@ pub fn table() -> Vec<Route> {
         route(GET, "/v1/client/fs/logs/{alloc}", C::ReadLogs, NO_BODY, Timeout::Open, |m| on(m, logs::stream)),
         route(GET, "/v1/client/fs/{op}/{alloc}", C::ReadFs, NO_BODY, Timeout::Open, |m| on(m, logs::fs)),
         route(GET, "/v1/client/allocation/{alloc}/stats", C::ReadJob, NO_BODY, REQUEST, |m| on(m, exec::stats)),
+        route(GET, "/v1/client/allocation/{alloc}/checks", C::ReadJob, NO_BODY, REQUEST, |m| on(m, services::alloc_checks)),
         route(GET, "/v1/client/allocation/{alloc}/exec", C::AllocExec, NO_BODY, Timeout::Open, |m| on(m, exec::exec)),
         // Search: ids by prefix, names by substring.
         route(WRITE, "/v1/search", C::Search, MAX_SMALL_BODY, READ, |m| on(m, search::prefix)),

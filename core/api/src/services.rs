@@ -1,7 +1,9 @@
 //! Nomad's service registration API: `GET /v1/services` (names and tags per namespace),
-//! `GET /v1/service/:name` (`?tag=`, `?choose=N|key`), `DELETE /v1/service/:name/:id`,
+//! `GET /v1/service/:name` (`?tag=`, `?choose=N|key`, and Drover's `?healthy=true`: only
+//! instances whose checks are not critical — off by default, as Nomad returns them all), `DELETE /v1/service/:name/:id`,
 //! `GET /v1/job/:id/services` and `GET /v1/allocation/:id/services`; all blocking on the
-//! services table.
+//! services table. And `GET /v1/client/allocation/:id/checks`: the latest results of the
+//! allocation's checks, asked of the client that runs them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,14 +79,44 @@ pub(crate) async fn read(
     let snap = query(&st, &q, Table::Services).await?;
     let ns = namespace(&q);
     let tag = q.get("tag");
+    let healthy = parse_healthy(q.get("healthy").map(String::as_str))?;
     let mut regs: Vec<&ServiceRegistration> = snap
         .services_by_name(&ns, &name)
         .filter(|r| tag.is_none_or(|t| r.tags.contains(t)))
+        .filter(|r| !healthy || r.health.is_healthy())
         .collect();
     if let Some((n, key)) = choose {
         regs = rendezvous(regs, n, &key);
     }
     Ok(with_index(snap.table_index(Table::Services), &regs))
+}
+
+/// `?healthy=`: absent or false returns every instance (Nomad's behaviour).
+fn parse_healthy(v: Option<&str>) -> Result<bool, ApiError> {
+    match v {
+        None | Some("" | "false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "healthy={other:?}: expected true or false"
+        ))),
+    }
+}
+
+pub(crate) async fn alloc_checks(
+    State(st): State<ApiState>,
+    Path(alloc_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let alloc = crate::allocations::find_alloc(&st.server.store().snapshot(), &alloc_id)?.clone();
+    let req = drover_proto::node::ChecksRequest {
+        alloc_id: alloc.id.clone(),
+    };
+    let body = st.server.alloc_checks(&alloc.node_id, req).await?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("the client's check results are not JSON: {e}"))
+    })?;
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        value,
+    )))
 }
 
 pub(crate) async fn delete(
@@ -205,5 +237,13 @@ mod tests {
         for bad in ["2", "x|abc", "0|abc", "2|"] {
             assert!(parse_choose(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn healthy_is_off_unless_asked_and_parsed_strictly() {
+        assert!(matches!(parse_healthy(None), Ok(false)));
+        assert!(matches!(parse_healthy(Some("false")), Ok(false)));
+        assert!(matches!(parse_healthy(Some("true")), Ok(true)));
+        assert!(parse_healthy(Some("yes")).is_err());
     }
 }

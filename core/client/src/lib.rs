@@ -8,6 +8,7 @@ mod alloc_hooks;
 mod alloc_runner;
 mod alloc_stats;
 mod artifact;
+mod checks;
 mod cni_fingerprint;
 mod cni_network;
 
@@ -165,6 +166,8 @@ struct Inner {
     /// The server the client is attached and registered to, while it is (for reads such as
     /// variables).
     server: watch::Sender<Option<ServerLink>>,
+    /// The latest result of every service check the client runs.
+    checks: checks::CheckResults,
 }
 
 /// The attached server, and the secret this node proves itself with.
@@ -200,6 +203,7 @@ impl Client {
                 node_changed: watch::channel(0).0,
                 shutdown: watch::channel(false).0,
                 server: watch::channel(None).0,
+                checks: checks::CheckResults::default(),
             }),
         };
         client.restore().await;
@@ -371,6 +375,11 @@ impl Client {
 
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// The latest service check results, by allocation.
+    pub(crate) fn check_results(&self) -> &checks::CheckResults {
+        &self.inner.checks
     }
 
     pub fn host(&self) -> &PluginHost {

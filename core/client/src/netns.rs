@@ -212,6 +212,62 @@ impl NsSys for LinuxNs {
     }
 }
 
+/// A single-threaded runtime on a thread of its own that joined a network namespace (by
+/// its path, e.g. `/var/run/netns/<alloc>`): sockets made by futures spawned on it are in
+/// that namespace, as are threads it starts. The thread ends when this is dropped. What the
+/// client's service checks use to reach a task inside its allocation's namespace.
+pub(crate) struct NetnsRuntime {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl NetnsRuntime {
+    /// Starts the thread and joins namespace `ns_path`.
+    pub(crate) async fn enter(ns_path: &Path) -> Result<NetnsRuntime, NetnsError> {
+        let path = ns_path.to_path_buf();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("netns-checks".into())
+            .spawn(move || {
+                let joined = (|| -> io::Result<tokio::runtime::Runtime> {
+                    let ns = std::fs::File::open(&thread_path)?;
+                    // Only this thread (and the threads it starts) moves.
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                })();
+                match joined {
+                    Ok(rt) => {
+                        let _ = ready_tx.send(Ok(rt.handle().clone()));
+                        rt.block_on(async {
+                            let _ = stopped.await;
+                        });
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(sys(&path, "start the namespace thread"))?;
+        let handle = ready_rx
+            .await
+            .map_err(|_| io::Error::other("the namespace thread ended"))
+            .and_then(|r| r)
+            .map_err(sys(&path, "setns"))?;
+        Ok(NetnsRuntime {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +401,40 @@ mod tests {
         ns.remove(&name).unwrap();
         assert!(!path.exists());
         assert_eq!(ns.existing(&name).unwrap(), None);
+        let _ = nix::mount::umount2(&tmp.path().join("netns"), nix::mount::MntFlags::MNT_DETACH);
+    }
+
+    /// The real thing (root): a socket made on the runtime is in the namespace, not ours.
+    #[tokio::test]
+    async fn a_namespace_runtime_makes_its_sockets_in_the_namespace() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let ns = NamedNetns::new(LinuxNs, tmp.path().join("netns"));
+        let name = format!("drover-rt-{}", std::process::id());
+        let path = ns.create(&name).unwrap();
+        let ino = ns.existing(&name).unwrap().unwrap();
+        let rt = NetnsRuntime::enter(&path).await.unwrap();
+        let inside = rt
+            .handle()
+            .spawn(async { std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino() })
+            .await
+            .unwrap();
+        assert_eq!(inside, ino);
+        // A listener of this process's namespace is not reachable from there.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let r = rt
+            .handle()
+            .spawn(async move { tokio::net::TcpStream::connect(addr).await.map(drop) })
+            .await
+            .unwrap();
+        assert!(r.is_err(), "the namespace's loopback is not ours");
+        drop(rt);
+        ns.remove(&name).unwrap();
         let _ = nix::mount::umount2(&tmp.path().join("netns"), nix::mount::MntFlags::MNT_DETACH);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use drover_model::{
     Allocation, Service, ServiceNameError, ServiceRegistration, check_service_name, service_id,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Client;
 use crate::env::interpolate;
@@ -124,6 +124,7 @@ fn registration(
         tags: s.tags.iter().map(|t| interpolate(t, env)).collect(),
         address,
         port: port_number,
+        health: crate::checks::initial_health(s),
         ..Default::default()
     })
 }
@@ -131,12 +132,15 @@ fn registration(
 enum SyncOp {
     /// Make the registered set exactly these (registering new ones, removing the others).
     Set(Vec<ServiceRegistration>),
+    /// The instances' health changed: write the registrations whose health differs.
+    Health(crate::checks::Healths),
     /// Remove everything registered; answer once the servers committed it (or gave up).
     Clear(oneshot::Sender<()>),
 }
 
 /// Writes one owner's registrations to the servers, in the order asked, from a task of its
 /// own (hooks never wait on the network unless they ask to: [`ServiceSync::clear`]).
+#[derive(Clone)]
 pub(crate) struct ServiceSync {
     tx: mpsc::UnboundedSender<SyncOp>,
 }
@@ -147,34 +151,91 @@ const RETRY: Duration = Duration::from_secs(2);
 /// How long a stop waits for its services to leave the catalog.
 const CLEAR_WAIT: Duration = Duration::from_secs(10);
 
+/// What one op changes in the catalog, given what is registered: the upserts and the ids
+/// to delete; `registered` becomes what the catalog holds once they are written.
+fn plan(
+    registered: &mut BTreeMap<String, ServiceRegistration>,
+    op: &SyncOp,
+) -> (Vec<ServiceRegistration>, Vec<String>) {
+    match op {
+        SyncOp::Set(regs) => {
+            let keep: BTreeSet<&str> = regs.iter().map(|r| r.id.as_str()).collect();
+            let deletes: Vec<String> = registered
+                .keys()
+                .filter(|id| !keep.contains(id.as_str()))
+                .cloned()
+                .collect();
+            *registered = regs.iter().map(|r| (r.id.clone(), r.clone())).collect();
+            (regs.clone(), deletes)
+        }
+        SyncOp::Health(healths) => {
+            let mut upserts = Vec::new();
+            for (id, h) in healths {
+                if let Some(r) = registered.get_mut(id)
+                    && r.health != *h
+                {
+                    r.health = *h;
+                    upserts.push(r.clone());
+                }
+            }
+            (upserts, Vec::new())
+        }
+        SyncOp::Clear(_) => {
+            let deletes = registered.keys().cloned().collect();
+            registered.clear();
+            (Vec::new(), deletes)
+        }
+    }
+}
+
 impl ServiceSync {
     pub(crate) fn new(client: Client) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<SyncOp>();
         tokio::spawn(async move {
-            let mut registered: BTreeSet<String> = BTreeSet::new();
+            let mut registered: BTreeMap<String, ServiceRegistration> = BTreeMap::new();
             while let Some(op) = rx.recv().await {
-                let (upserts, ack) = match op {
-                    SyncOp::Set(regs) => (regs, None),
-                    SyncOp::Clear(ack) => (Vec::new(), Some(ack)),
-                };
-                let keep: BTreeSet<String> = upserts.iter().map(|r| r.id.clone()).collect();
-                let deletes: Vec<String> = registered.difference(&keep).cloned().collect();
-                if !upserts.is_empty() || !deletes.is_empty() {
-                    match write_with_retries(&client, &upserts, &deletes).await {
-                        Ok(()) => registered = keep,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the service catalog was not updated");
-                            // What was asked to go is gone once the allocation ends anyway.
-                            registered.extend(keep);
-                        }
+                let before = registered.clone();
+                let (upserts, deletes) = plan(&mut registered, &op);
+                if (!upserts.is_empty() || !deletes.is_empty())
+                    && let Err(e) = write_with_retries(&client, &upserts, &deletes).await
+                {
+                    tracing::warn!(error = %e, "the service catalog was not updated");
+                    // Keep what may still be in the catalog (to remove it later) and the
+                    // health it holds (so the next change writes again).
+                    let health_op = matches!(op, SyncOp::Health(_));
+                    for (id, old) in before {
+                        registered
+                            .entry(id)
+                            .and_modify(|cur| {
+                                if health_op {
+                                    cur.health = old.health;
+                                }
+                            })
+                            .or_insert(old);
                     }
                 }
-                if let Some(ack) = ack {
+                if let SyncOp::Clear(ack) = op {
                     let _ = ack.send(());
                 }
             }
         });
         ServiceSync { tx }
+    }
+
+    /// Writes the registrations whose health changed.
+    pub(crate) fn health(&self, healths: crate::checks::Healths) {
+        let _ = self.tx.send(SyncOp::Health(healths));
+    }
+
+    /// Writes each change of `healths` (from the checks) until its sender is gone.
+    pub(crate) fn follow(&self, mut healths: watch::Receiver<crate::checks::Healths>) {
+        let sync = self.clone();
+        tokio::spawn(async move {
+            while healths.changed().await.is_ok() {
+                let h = healths.borrow_and_update().clone();
+                sync.health(h);
+            }
+        });
     }
 
     /// Registers exactly `regs` (removing what was registered before and is not among them).
@@ -296,5 +357,27 @@ mod tests {
         assert!(e.to_string().contains("port \"grpc\""), "{e}");
         let e = one(service("api", "http", "driver"), &alloc()).unwrap_err();
         assert!(matches!(e, ServiceError::AddressMode { .. }), "{e}");
+    }
+
+    #[test]
+    fn only_health_changes_are_written_after_registration() {
+        use drover_model::ServiceHealth::*;
+        let mut registered = BTreeMap::new();
+        let mut a = one(service("api", "http", ""), &alloc()).unwrap();
+        a.health = Critical;
+        let (up, del) = plan(&mut registered, &SyncOp::Set(vec![a.clone()]));
+        assert_eq!((up.len(), del.len()), (1, 0));
+        let same: crate::checks::Healths = [(a.id.clone(), Critical)].into();
+        let (up, _) = plan(&mut registered, &SyncOp::Health(same));
+        assert!(up.is_empty(), "a steady health writes nothing");
+        let passing: crate::checks::Healths =
+            [(a.id.clone(), Passing), ("unknown".to_string(), Critical)].into();
+        let (up, _) = plan(&mut registered, &SyncOp::Health(passing.clone()));
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].health, Passing);
+        assert!(plan(&mut registered, &SyncOp::Health(passing)).0.is_empty());
+        let (ack, _) = oneshot::channel();
+        let (up, del) = plan(&mut registered, &SyncOp::Clear(ack));
+        assert_eq!((up.len(), del), (0, vec![a.id.clone()]));
     }
 }

@@ -1,7 +1,7 @@
 //! Server-to-client sessions: each arrives as a `SessionOpen` on the client's stream and is
 //! served on its own RPC. This module dispatches them by kind — log streams
 //! ([`crate::log_stream`]), file system reads ([`crate::alloc_fs`]), resource usage
-//! ([`crate::alloc_stats`]), allocation actions (restart, signal), and exec sessions
+//! ([`crate::alloc_stats`]), service check results, allocation actions (restart, signal), and exec sessions
 //! ([`crate::exec`], which have their own bidirectional RPC).
 
 use drover_proto::node::node_service_client::NodeServiceClient;
@@ -44,6 +44,15 @@ pub async fn serve(client: Client, mut rpc: NodeServiceClient<Channel>, open: Se
                 Err(e) => Err(e),
             }
         }
+        session_open::Kind::Checks(req) => tx
+            .send(SessionChunk {
+                session_id: id.clone(),
+                data: client.check_results().json(&req.alloc_id),
+                error: String::new(),
+                eof: false,
+            })
+            .await
+            .map_err(|_| "the server went away".to_string()),
         session_open::Kind::Exec(_) => unreachable!("exec sessions are served above"),
         session_open::Kind::Action(a) => match client.runner(&a.alloc_id) {
             Ok(r) => r.act(&a.task, &a.action, &a.signal).await,

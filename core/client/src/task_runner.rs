@@ -89,6 +89,11 @@ fn hook_ctx(c: &TaskCtx, env: BTreeMap<String, String>) -> TaskHookCtx<'_> {
         dirs: &c.dirs,
         stop: &c.stop,
         env,
+        netns: c
+            .network
+            .as_ref()
+            .map(|n| n.ns_path.as_str())
+            .filter(|p| !p.is_empty()),
     }
 }
 
@@ -148,6 +153,8 @@ struct Runner {
     restarts: Vec<Instant>,
     /// `alloc restart` asked for a restart that does not count against the policy.
     restart_requested: bool,
+    /// A check's `check_restart` stopped the task: why, for the restart policy.
+    unhealthy: Option<String>,
     /// The task's hooks, in order (see [`crate::task_hooks::for_task`]).
     hooks: Vec<Box<dyn TaskHook>>,
     /// Where the task sees its directories (its driver's `fs_isolation`), learnt at start.
@@ -476,7 +483,13 @@ impl Runner {
                 *stop_sent = true;
                 self.stop_to_restart(driver, task_id, &why).await;
             }
-            Action::Restart { .. } => {}
+            Action::RestartUnhealthy { why } if !*stop_sent => {
+                *stop_sent = true;
+                self.emit(event("Restart Signaled", &why)).await;
+                self.unhealthy = Some(why);
+                self.send_stop(driver, task_id, Duration::ZERO);
+            }
+            Action::Restart { .. } | Action::RestartUnhealthy { .. } => {}
         }
     }
 
@@ -688,6 +701,7 @@ pub async fn run(ctx: TaskCtx) {
         handle: None,
         restarts: Vec::new(),
         restart_requested: false,
+        unhealthy: None,
         hooks: crate::task_hooks::for_task(&ctx.task),
         view: PathView::Host,
         hook_actions: None,
@@ -845,6 +859,15 @@ impl Runner {
             self.emit(event("Restarting", "Task restarting as requested"))
                 .await;
             return Next::Start;
+        }
+        if let Some(why) = self.unhealthy.take() {
+            // Nomad's check_restart: a failure the restart policy decides on.
+            if self.may_restart(&why).await {
+                return Next::Start;
+            }
+            let failed = self.stop_reason().is_none();
+            self.finish(failed).await;
+            return Next::Done;
         }
         let success = res.exit_code == 0 && res.signal == 0;
         if success && self.ctx.job.job_type.runs_to_completion() {

@@ -367,10 +367,6 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
         "a task's own network block is not acted on: the group's network block gives the allocation its ports and its network (host, bridge, none, cni/<name>)",
     ),
     (
-        "check",
-        "service checks are not run yet: instances are registered without health",
-    ),
-    (
         "volume",
         "host volumes are mounted; CSI volumes are not attached yet",
     ),
@@ -423,14 +419,11 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
         let gp = format!("{jp} > group {:?}", g.name);
         warn(g.update.is_some(), &gp, "update");
         warn(g.migrate.is_some(), &gp, "migrate");
-        let checks = |ss: &[Service]| ss.iter().any(|s| !s.checks.is_empty());
-        warn(checks(&g.services), &gp, "check");
         warn(!g.volumes.is_empty(), &gp, "volume");
         warn(g.scaling.is_some(), &gp, "scaling");
         warn(g.disconnect.is_some(), &gp, "disconnect");
         for t in &g.tasks {
             let tp = format!("{gp} > task {:?}", t.name);
-            warn(checks(&t.services), &tp, "check");
             warn(t.vault.is_some(), &tp, "vault");
             warn(!t.identities.is_empty(), &tp, "identity");
             warn(!t.volume_mounts.is_empty(), &tp, "volume_mount");
@@ -1080,19 +1073,11 @@ fn services(
             }
             None => None,
         };
+        let service_restart = parse_check_restart(src, &mut br, warnings)?;
         let mut checks = Vec::new();
         for c in br.blocks("check") {
-            warn_not_acted_on(&mut br, c);
             let mut cr = BlockReader::new(src, c, br.path().to_string(), "check")?;
-            let check_restart = match cr.block_once("check_restart")? {
-                Some(x) => {
-                    let mut xr = BlockReader::new(src, x, cr.path().to_string(), "check_restart")?;
-                    let v: drover_model::CheckRestart = xr.decode(&[], Map::new())?;
-                    warnings.extend(xr.finish());
-                    Some(v)
-                }
-                None => None,
-            };
+            let check_restart = parse_check_restart(src, &mut cr, warnings)?;
             let header: BTreeMap<String, Vec<String>> = match cr.block_once("header")? {
                 Some(h) => serde_json::from_value(Json::Object(cr.free_form(h)?)).map_err(|e| {
                     src.error_span(
@@ -1127,6 +1112,7 @@ fn services(
         extra.insert("Connect".into(), to_json(&connect));
         extra.insert("TaggedAddresses".into(), to_json(&tagged_addresses));
         extra.insert("CanaryMeta".into(), to_json(&canary_meta));
+        extra.insert("CheckRestart".into(), to_json(&service_restart));
         let s = br.decode(&[("port", "PortLabel"), ("task", "TaskName")], extra)?;
         warnings.extend(br.finish());
         out.push(s);
@@ -1151,6 +1137,21 @@ fn service_keys_not_acted_on(br: &mut BlockReader<'_>, b: &Block) {
             br.warn_at(x, &msg);
         }
     }
+}
+
+/// A `check_restart` block of a service or a check.
+fn parse_check_restart(
+    src: &Source<'_>,
+    r: &mut BlockReader<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<drover_model::CheckRestart>, JobspecError> {
+    let Some(x) = r.block_once("check_restart")? else {
+        return Ok(None);
+    };
+    let mut xr = BlockReader::new(src, x, r.path().to_string(), "check_restart")?;
+    let v: drover_model::CheckRestart = xr.decode(&[], Map::new())?;
+    warnings.extend(xr.finish());
+    Ok(Some(v))
 }
 
 fn parse_restart(

@@ -161,7 +161,7 @@ fn every_block_parses_into_the_model() {
         p.warnings
     );
     // Blocks parsed but not acted on are named in warnings, never dropped silently.
-    for kind in ["check", "volume", "update", "secret"] {
+    for kind in ["volume", "update", "secret"] {
         assert!(
             p.warnings
                 .iter()
@@ -178,6 +178,7 @@ fn every_block_parses_into_the_model() {
         "reschedule",
         "lifecycle",
         "service",
+        "check",
         "network",
     ] {
         assert!(
@@ -481,6 +482,26 @@ job "svc" {
         on_update = "ignore"
         grpc_service = "health"
         grpc_use_tls = true
+        initial_status = "warning"
+        expose = true
+        protocol = "https"
+        header {
+          Authorization = ["Bearer x"]
+        }
+      }
+      check {
+        type = "script"
+        task = "t"
+        command = "/bin/check"
+        args = ["-q"]
+        check_restart {
+          limit = 5
+        }
+      }
+      check_restart {
+        limit = 2
+        grace = "30s"
+        ignore_warnings = true
       }
     }
     task "t" {
@@ -527,6 +548,29 @@ fn service_and_check_keys_of_nomad_are_accepted() {
         ("ignore", "health")
     );
     assert_eq!(c.interval, Duration::from_secs(5));
+    assert!(c.expose && c.protocol == "https" && c.initial_status == "warning");
+    assert_eq!(c.header["Authorization"], vec!["Bearer x"]);
+    // The service's check_restart reaches the check without its own; not the other.
+    let r = c.check_restart.as_ref().unwrap();
+    assert_eq!(
+        (r.limit, r.grace, r.ignore_warnings),
+        (2, Duration::from_secs(30), true)
+    );
+    let script = &s.checks[1];
+    assert_eq!(
+        (
+            script.task_name.as_str(),
+            script.command.as_str(),
+            script.args.as_slice()
+        ),
+        ("t", "/bin/check", &["-q".to_string()][..])
+    );
+    assert_eq!(script.check_restart.as_ref().unwrap().limit, 5);
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("block \"check\"")),
+        "{:?}",
+        p.warnings
+    );
     assert!(
         !p.warnings.iter().any(|w| w.contains("Consul itself")),
         "{:?}",

@@ -242,6 +242,11 @@ impl Job {
                     .into_iter()
                     .map(|e| format!("{gf}: {e}")),
             );
+            errs.extend(
+                g.canonicalize_checks()
+                    .into_iter()
+                    .map(|e| format!("{gf}: {e}")),
+            );
             let mut tnames = std::collections::BTreeSet::new();
             for (ti, t) in g.tasks.iter().enumerate() {
                 let tf = format!("{gf}.Tasks[{ti}]");
@@ -787,6 +792,9 @@ pub struct Service {
     /// "nomad" or "consul" (Nomad's default): both register in Drover's own catalog.
     pub provider: String,
     pub checks: Vec<ServiceCheck>,
+    /// The service's `check_restart`, merged into each of its checks that has none when
+    /// the job is canonicalized (as Nomad's API does), then cleared.
+    pub check_restart: Option<CheckRestart>,
     pub meta: BTreeMap<String, String>,
     pub connect: Option<FreeForm>,
     /// "require_healthy" (the default), "ignore_warnings" or "ignore".
@@ -837,6 +845,8 @@ pub struct ServiceCheck {
     pub failures_before_warning: u32,
     /// "require_healthy" (the default), "ignore_warnings" or "ignore".
     pub on_update: String,
+    /// Consul Connect's expose path: accepted, without a mesh it changes nothing.
+    pub expose: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -9,6 +9,7 @@
 
 mod acl;
 mod alloc;
+mod check;
 mod closed_set;
 mod deployment;
 mod eval;
@@ -24,6 +25,7 @@ mod variable;
 
 pub use acl::*;
 pub use alloc::*;
+pub use check::*;
 pub use closed_set::*;
 pub use deployment::*;
 pub use eval::*;

@@ -230,9 +230,28 @@ impl Server {
         node_id: &str,
         req: drover_proto::node::StatsRequest,
     ) -> Result<Vec<u8>, ServerError> {
-        let mut rx = self
-            .open_session(node_id, session_open::Kind::Stats(req))
-            .await?;
+        self.one_answer(node_id, session_open::Kind::Stats(req))
+            .await
+    }
+
+    /// An allocation's latest service check results on its client (Nomad's JSON: check id
+    /// -> result).
+    pub async fn alloc_checks(
+        &self,
+        node_id: &str,
+        req: drover_proto::node::ChecksRequest,
+    ) -> Result<Vec<u8>, ServerError> {
+        self.one_answer(node_id, session_open::Kind::Checks(req))
+            .await
+    }
+
+    /// A session the client answers at once, in chunks gathered here.
+    async fn one_answer(
+        &self,
+        node_id: &str,
+        kind: session_open::Kind,
+    ) -> Result<Vec<u8>, ServerError> {
+        let mut rx = self.open_session(node_id, kind).await?;
         let answer = tokio::time::timeout(std::time::Duration::from_secs(30), async {
             let mut data = Vec::new();
             while let Some(chunk) = rx.recv().await {

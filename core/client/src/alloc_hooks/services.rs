@@ -7,17 +7,33 @@ use std::collections::BTreeMap;
 
 use drover_model::Allocation;
 
+use tokio::sync::watch;
+
 use super::{AllocHook, AllocHookCtx, AllocHookError, Prepared};
 use crate::Client;
+use crate::checks::Healths;
 use crate::services::{ServiceSync, registrations};
 
-#[derive(Default)]
 pub(crate) struct GroupServicesHook {
     sync: Option<ServiceSync>,
+    /// The instances' health from the group checks hook.
+    healths: Option<watch::Receiver<Healths>>,
+}
+
+impl GroupServicesHook {
+    pub(crate) fn new(healths: watch::Receiver<Healths>) -> Self {
+        GroupServicesHook {
+            sync: None,
+            healths: Some(healths),
+        }
+    }
 }
 
 /// What group service names and tags may interpolate: the allocation's own variables.
-fn group_env(ctx: &AllocHookCtx<'_>, job: &drover_model::Job) -> BTreeMap<String, String> {
+pub(super) fn group_env(
+    ctx: &AllocHookCtx<'_>,
+    job: &drover_model::Job,
+) -> BTreeMap<String, String> {
     let a = ctx.alloc;
     let mut env = BTreeMap::new();
     let mut both = |k: &str, v: String| {
@@ -60,6 +76,9 @@ impl AllocHook for GroupServicesHook {
         )?;
         let sync = ServiceSync::new(ctx.client.clone());
         sync.set(regs);
+        if let Some(h) = self.healths.take() {
+            sync.follow(h);
+        }
         self.sync = Some(sync);
         Ok(())
     }

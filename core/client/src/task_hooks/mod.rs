@@ -20,6 +20,7 @@
 //! through a [`TaskHookCtx`], never through the runner itself.
 
 mod artifacts;
+mod checks;
 mod logs;
 mod services;
 mod task_dir;
@@ -45,6 +46,10 @@ pub(crate) enum Action {
     /// Stop the task so that it starts again, without counting against the restart policy;
     /// `why` is the "Restart Signaled" event's message.
     Restart { why: String },
+    /// Stop the task as failed (a check's `check_restart`): whether it starts again is the
+    /// restart policy's decision, and the restart counts against it; `why` is the "Restart
+    /// Signaled" event's message.
+    RestartUnhealthy { why: String },
 }
 
 /// Why a prestart hook did not let the task start.
@@ -73,6 +78,8 @@ pub(crate) struct TaskHookCtx<'a> {
     /// The task's environment so far: `NOMAD_*`/`DROVER_*`, its `env` block, and what the
     /// hooks before this one add.
     pub env: BTreeMap<String, String>,
+    /// The allocation's network namespace, when it has its own (bridge, CNI).
+    pub netns: Option<&'a str>,
 }
 
 impl TaskHookCtx<'_> {
@@ -140,7 +147,12 @@ pub(crate) fn for_task(task: &Task) -> Vec<Box<dyn TaskHook>> {
         hooks.push(Box::new(volumes::VolumesHook::default()));
     }
     if !task.services.is_empty() {
-        hooks.push(Box::new(services::ServicesHook::default()));
+        // The checks hook tells the services hook each instance's health when it changes.
+        let (healths, rx) = tokio::sync::watch::channel(crate::checks::Healths::new());
+        hooks.push(Box::new(services::ServicesHook::new(rx)));
+        if task.services.iter().any(|s| !s.checks.is_empty()) {
+            hooks.push(Box::new(checks::ChecksHook::new(healths)));
+        }
     }
     hooks
 }

@@ -8,6 +8,7 @@ mod alloc_hooks;
 mod alloc_runner;
 mod alloc_stats;
 mod artifact;
+mod catalog_sync;
 mod cni_fingerprint;
 mod cni_network;
 
@@ -30,6 +31,7 @@ mod task_hooks;
 mod task_runner;
 mod task_status;
 mod template;
+mod template_services;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -160,6 +162,8 @@ struct Inner {
     /// The server the client is attached and registered to, while it is (for reads such as
     /// variables).
     server: watch::Sender<Option<ServerLink>>,
+    /// The local copy of the service catalog (DNS and templates read it).
+    catalog: drover_catalog::ServiceCatalog,
 }
 
 /// The attached server, and the secret this node proves itself with.
@@ -195,6 +199,7 @@ impl Client {
                 node_changed: watch::channel(0).0,
                 shutdown: watch::channel(false).0,
                 server: watch::channel(None).0,
+                catalog: drover_catalog::ServiceCatalog::new(),
             }),
         };
         client.restore().await;
@@ -206,6 +211,11 @@ impl Client {
             tokio::spawn(driver_events::follow(client.clone(), name));
         }
         Ok(client)
+    }
+
+    /// The local copy of the service catalog, kept current through the node stream.
+    pub fn catalog(&self) -> &drover_catalog::ServiceCatalog {
+        &self.inner.catalog
     }
 
     /// Variables of an allocation's namespace, read from the attached server: the one at

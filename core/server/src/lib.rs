@@ -5,12 +5,14 @@
 //! after a linearizable read barrier and stop when leadership is lost.
 
 mod broker;
+mod catalog_push;
 mod consensus;
 mod gc;
 mod heartbeat;
 mod leader;
 mod node_stream;
 mod plan_apply;
+mod service_lookup;
 mod service_updates;
 mod worker;
 
@@ -27,6 +29,7 @@ pub use drover_raft::{NodeId, PeerError, ServerStatus, WriteError};
 pub use gc::{Collected, GcThresholds};
 pub use node_stream::{ExecSession, LogsSession, NodeStreamService};
 pub use plan_apply::PlanOutcome;
+pub use service_lookup::StateCatalog;
 pub use service_updates::{ServiceUpdateError, limits as service_update_limits};
 
 #[derive(Debug, Clone)]

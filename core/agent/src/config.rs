@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 mod compat;
+pub mod dns;
 mod hcl1;
 
 /// A block Drover knows but does not act on: kept only to warn about it.
@@ -50,6 +51,8 @@ pub struct FileConfig {
     pub syslog_facility: Option<String>,
     pub autopilot: Option<AutopilotBlock>,
     pub limits: Option<LimitsBlock>,
+    /// The agent's DNS server (Drover's extension; see `config/dns.rs`).
+    pub dns: Option<dns::DnsBlock>,
     /// Deprecated and gossip keys a file set, said once as warnings (see `compat`).
     #[serde(skip)]
     pub notices: Vec<String>,
@@ -1043,6 +1046,8 @@ pub struct AgentConfig {
     pub disable_remote_exec: bool,
     /// `client { bridge_network_* }`: the built-in bridge network.
     pub bridge: drover_client::BridgeNetwork,
+    /// `dns { ... }`: None when disabled.
+    pub dns: Option<drover_dns::DnsConfig>,
 }
 
 /// `client { bridge_network_name, bridge_network_subnet, bridge_network_subnet_ipv6,
@@ -1298,6 +1303,7 @@ impl AgentConfig {
             )?,
             disable_remote_exec: client_block.disable_remote_exec.unwrap_or(false),
             bridge: drover_client::BridgeNetwork::default(),
+            dns: dns::resolve(f.dns.as_ref())?,
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),

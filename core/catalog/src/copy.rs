@@ -83,7 +83,8 @@ impl CatalogView {
 
     fn remove(&mut self, id: &str, touched: &mut BTreeSet<NameKey>) {
         if let Some((ns, name)) = self.ids.remove(id) {
-            self.rows.remove(&(ns.clone(), name.clone(), id.to_string()));
+            self.rows
+                .remove(&(ns.clone(), name.clone(), id.to_string()));
             touched.insert((ns, name));
         }
     }
@@ -206,9 +207,10 @@ impl ServiceCatalog {
             st.view.remove(&reg.id, &mut st.touched);
             let key = (reg.namespace.clone(), reg.service_name.clone());
             st.view.ids.insert(reg.id.clone(), key.clone());
-            st.view
-                .rows
-                .insert((key.0.clone(), key.1.clone(), reg.id.clone()), Arc::new(reg));
+            st.view.rows.insert(
+                (key.0.clone(), key.1.clone(), reg.id.clone()),
+                Arc::new(reg),
+            );
             st.touched.insert(key);
         }
         if dropped > 0 {

@@ -27,9 +27,7 @@ pub enum HealthFilter {
 /// Why a health filter is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HealthFilterError {
-    #[error(
-        "health filter {0:?} is not one of any, passing, warning, critical (comma-separated)"
-    )]
+    #[error("health filter {0:?} is not one of any, passing, warning, critical (comma-separated)")]
     Unknown(String),
     #[error("health filter \"any\" cannot be combined with other healths")]
     AnyWithOthers,

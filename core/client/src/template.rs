@@ -309,7 +309,10 @@ fn service_reads(fetched: &BTreeMap<Read, Option<Value>>) -> ServiceReads {
 pub(crate) fn services_changed(reads: &ServiceReads, view: &CatalogView, namespace: &str) -> bool {
     reads.iter().any(|((f, args), before)| {
         let args: Vec<Value> = serde_json::from_str(args).unwrap_or_default();
-        template_services::call(view, namespace, f, &args).ok().as_ref() != Some(before)
+        template_services::call(view, namespace, f, &args)
+            .ok()
+            .as_ref()
+            != Some(before)
     })
 }
 
@@ -461,7 +464,9 @@ pub(crate) async fn watch(
                     if !services_changed(&reads, &view, &alloc.namespace) {
                         continue;
                     }
-                    tracing::debug!("the catalog changed what the templates read: rendering them again");
+                    tracing::debug!(
+                        "the catalog changed what the templates read: rendering them again"
+                    );
                 }
             }
         }

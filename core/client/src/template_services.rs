@@ -19,7 +19,8 @@ use drover_template::Value;
 use serde_json::json;
 
 /// The names of the functions this module answers.
-pub(crate) const SERVICE_FUNCTIONS: [&str; 4] = ["nomadService", "nomadServices", "service", "services"];
+pub(crate) const SERVICE_FUNCTIONS: [&str; 4] =
+    ["nomadService", "nomadServices", "service", "services"];
 
 /// Why a service function call is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +74,10 @@ fn parse_query(func: &'static str, q: &str) -> Result<Query, ServiceFnError> {
     if !word_ok(name, &[]) {
         return Err(bad("write [tag.]name: the name is letters, digits, dashes"));
     }
-    if tag.as_deref().is_some_and(|t| !word_ok(t, &['.', '=', ':'])) {
+    if tag
+        .as_deref()
+        .is_some_and(|t| !word_ok(t, &['.', '=', ':']))
+    {
         return Err(bad("the tag is letters, digits, dashes, dots, '=' or ':'"));
     }
     Ok(Query {
@@ -94,12 +98,19 @@ fn string(func: &'static str, v: &Value, what: &str) -> Result<String, ServiceFn
 }
 
 /// The namespace a query reads: the allocation's, which a `?ns=` may only repeat.
-fn namespace_of(func: &'static str, q: &Query, own: &str, raw: &str) -> Result<String, ServiceFnError> {
+fn namespace_of(
+    func: &'static str,
+    q: &Query,
+    own: &str,
+    raw: &str,
+) -> Result<String, ServiceFnError> {
     match &q.namespace {
         Some(ns) if ns != own && ns != "*" => Err(ServiceFnError::Query {
             func,
             query: raw.to_string(),
-            why: format!("templates read the services of their allocation's namespace ({own:?}) only"),
+            why: format!(
+                "templates read the services of their allocation's namespace ({own:?}) only"
+            ),
         }),
         _ => Ok(own.to_string()),
     }
@@ -197,7 +208,9 @@ fn nomad_service(view: &CatalogView, own: &str, args: &[Value]) -> Result<Value,
     if let Some((n, key)) = chosen {
         picked = choose(picked, n, &key);
     }
-    Ok(Value::Array(picked.into_iter().map(nomad_instance).collect()))
+    Ok(Value::Array(
+        picked.into_iter().map(nomad_instance).collect(),
+    ))
 }
 
 fn nomad_services(view: &CatalogView, own: &str, args: &[Value]) -> Result<Value, ServiceFnError> {
@@ -229,7 +242,10 @@ fn consul_service(view: &CatalogView, own: &str, args: &[Value]) -> Result<Value
     const F: &str = "service";
     let (raw, filter) = match args {
         [q] => (string(F, q, "the query")?, None),
-        [q, f] => (string(F, q, "the query")?, Some(string(F, f, "the health filter")?)),
+        [q, f] => (
+            string(F, q, "the query")?,
+            Some(string(F, f, "the health filter")?),
+        ),
         _ => {
             return Err(ServiceFnError::Arguments {
                 func: F,
@@ -260,7 +276,9 @@ fn consul_service(view: &CatalogView, own: &str, args: &[Value]) -> Result<Value
         .filter(|r| q.at.as_ref().is_none_or(|dc| &r.datacenter == dc))
         .collect();
     picked.sort_by(|a, b| (&a.node_id, &a.id).cmp(&(&b.node_id, &b.id)));
-    Ok(Value::Array(picked.into_iter().map(consul_instance).collect()))
+    Ok(Value::Array(
+        picked.into_iter().map(consul_instance).collect(),
+    ))
 }
 
 fn consul_services(view: &CatalogView, own: &str, args: &[Value]) -> Result<Value, ServiceFnError> {
@@ -347,16 +365,39 @@ mod tests {
         let got = call(&v, "default", "nomadService", &[s("backend")]).unwrap();
         assert_eq!(ports(&got), vec![8001, 8002, 8003]);
         let first = &got[0];
-        for k in ["ID", "Name", "Namespace", "NodeID", "Datacenter", "JobID", "AllocID", "Tags", "Address", "Port"] {
+        for k in [
+            "ID",
+            "Name",
+            "Namespace",
+            "NodeID",
+            "Datacenter",
+            "JobID",
+            "AllocID",
+            "Tags",
+            "Address",
+            "Port",
+        ] {
             assert!(first.get(k).is_some(), "{k} missing: {first}");
         }
         assert_eq!(first["Tags"], json!(["http", "v2"]));
         let got = call(&v, "default", "nomadService", &[s("v1.backend")]).unwrap();
         assert_eq!(ports(&got), vec![8002, 8003]);
         // The choose form: stable for a key, and the API's choice.
-        let a = call(&v, "default", "nomadService", &[json!(2), s("alloc-1"), s("backend")]).unwrap();
+        let a = call(
+            &v,
+            "default",
+            "nomadService",
+            &[json!(2), s("alloc-1"), s("backend")],
+        )
+        .unwrap();
         assert_eq!(a.as_array().unwrap().len(), 2);
-        let again = call(&v, "default", "nomadService", &[json!(2), s("alloc-1"), s("backend")]).unwrap();
+        let again = call(
+            &v,
+            "default",
+            "nomadService",
+            &[json!(2), s("alloc-1"), s("backend")],
+        )
+        .unwrap();
         assert_eq!(a, again);
         let inst = v.instances("default", "backend");
         let api: Vec<u64> = choose(inst.iter().map(|r| r.as_ref()).collect(), 2, "alloc-1")
@@ -372,7 +413,13 @@ mod tests {
         // Bad arguments say what is wrong.
         let e = call(&v, "default", "nomadService", &[s("bad name")]).unwrap_err();
         assert!(e.to_string().contains("\"bad name\""), "{e}");
-        let e = call(&v, "default", "nomadService", &[json!(0), s("k"), s("backend")]).unwrap_err();
+        let e = call(
+            &v,
+            "default",
+            "nomadService",
+            &[json!(0), s("k"), s("backend")],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("above 0"), "{e}");
     }
 
@@ -386,7 +433,13 @@ mod tests {
         assert_eq!(passing[0]["Node"], "n1");
         let any = call(&v, "default", "service", &[s("backend|any")]).unwrap();
         assert_eq!(ports(&any), vec![8001, 8002, 8003]);
-        let two = call(&v, "default", "service", &[s("backend"), s("passing,warning")]).unwrap();
+        let two = call(
+            &v,
+            "default",
+            "service",
+            &[s("backend"), s("passing,warning")],
+        )
+        .unwrap();
         assert_eq!(ports(&two), vec![8001, 8002]);
         let tagged = call(&v, "default", "service", &[s("v1.backend|any")]).unwrap();
         assert_eq!(ports(&tagged), vec![8002, 8003]);
@@ -400,7 +453,10 @@ mod tests {
     fn services_list_names_and_tags() {
         let v = view();
         let got = call(&v, "default", "services", &[]).unwrap();
-        assert_eq!(got, json!([{ "Name": "backend", "Tags": ["http", "v1", "v2"] }]));
+        assert_eq!(
+            got,
+            json!([{ "Name": "backend", "Tags": ["http", "v1", "v2"] }])
+        );
         let got = call(&v, "default", "nomadServices", &[]).unwrap();
         assert_eq!(got[0]["Namespace"], "default");
         let got = call(&v, "prod", "nomadServices", &[s("?ns=prod")]).unwrap();

@@ -266,7 +266,13 @@ mod tests {
         c
     }
 
-    fn reg(id: &str, addr: &str, port: u16, health: ServiceHealth, tags: &[&str]) -> ServiceRegistration {
+    fn reg(
+        id: &str,
+        addr: &str,
+        port: u16,
+        health: ServiceHealth,
+        tags: &[&str],
+    ) -> ServiceRegistration {
         ServiceRegistration {
             id: id.into(),
             namespace: "default".into(),
@@ -321,7 +327,11 @@ mod tests {
         let RData::SRV(s) = &a.answers[0].data else {
             panic!()
         };
-        assert!(s.target.to_ascii().ends_with(".addr.drover."), "{}", s.target);
+        assert!(
+            s.target.to_ascii().ends_with(".addr.drover."),
+            "{}",
+            s.target
+        );
         // By tag.
         let a = zone().answer(&c, &q, RecordType::SRV, web(Some("v2")), TCP, 0);
         assert_eq!(srv_ports(&a), vec![8081]);

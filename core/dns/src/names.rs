@@ -96,7 +96,10 @@ mod tests {
 
     #[test]
     fn every_form_of_service_name() {
-        assert_eq!(parse_labels(&["web", "service"]), svc("default", "web", None));
+        assert_eq!(
+            parse_labels(&["web", "service"]),
+            svc("default", "web", None)
+        );
         assert_eq!(
             parse_labels(&["v2", "web", "service"]),
             svc("default", "web", Some("v2"))

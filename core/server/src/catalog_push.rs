@@ -33,7 +33,12 @@ fn parts(snap: &StateSnapshot, sent: Option<&Sent>) -> (Vec<ServicesPush>, Sent)
         }
     }
     let deletes: Vec<String> = sent
-        .map(|s| s.keys().filter(|id| !now.contains_key(*id)).cloned().collect())
+        .map(|s| {
+            s.keys()
+                .filter(|id| !now.contains_key(*id))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     let reset = sent.is_none();
     if !reset && upserts.is_empty() && deletes.is_empty() {

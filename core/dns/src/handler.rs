@@ -107,14 +107,13 @@ impl RequestHandler for Handler {
             ours
         });
         let payload = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
-        let code = if request.as_slice().len() > MAX_QUERY_BYTES {
-            Some(ResponseCode::FormErr)
-        } else if request.metadata.message_type != MessageType::Query {
+        let malformed = request.as_slice().len() > MAX_QUERY_BYTES
+            || request.metadata.message_type != MessageType::Query
+            || request.queries.len() != 1;
+        let code = if malformed {
             Some(ResponseCode::FormErr)
         } else if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
-        } else if request.queries.len() != 1 {
-            Some(ResponseCode::FormErr)
         } else {
             None
         };

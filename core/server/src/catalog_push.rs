@@ -95,9 +95,9 @@ pub(crate) async fn push(server: Server, tx: mpsc::Sender<Result<ServerMessage, 
             sent = Some(now);
             seen_index = Some(index);
         }
-        match tokio::time::timeout(Duration::from_secs(30), changed.changed()).await {
-            Ok(Err(_)) => return,
-            Ok(Ok(())) | Err(_) => {}
+        // The store's sender gone means the server is stopping.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(30), changed.changed()).await {
+            return;
         }
         if tx.is_closed() {
             return;
@@ -146,13 +146,13 @@ mod tests {
     #[test]
     fn a_full_set_comes_in_bounded_parts_then_only_changes() {
         let store = store_with(PART_ROWS + 10);
-        let (parts, sent) = parts(&store.snapshot(), None);
-        assert_eq!(parts.len(), 2);
-        assert!(parts[0].reset && !parts[0].complete);
-        assert!(!parts[1].reset && parts[1].complete);
-        assert_eq!(parts[0].upserts_json.len(), PART_ROWS);
-        assert_eq!(parts[1].upserts_json.len(), 10);
-        assert_eq!(parts[0].index, 2);
+        let (first, sent) = parts(&store.snapshot(), None);
+        assert_eq!(first.len(), 2);
+        assert!(first[0].reset && !first[0].complete);
+        assert!(!first[1].reset && first[1].complete);
+        assert_eq!(first[0].upserts_json.len(), PART_ROWS);
+        assert_eq!(first[1].upserts_json.len(), 10);
+        assert_eq!(first[0].index, 2);
         // Nothing changed: nothing to send.
         let (none, sent) = parts(&store.snapshot(), Some(&sent));
         assert!(none.is_empty());
@@ -176,8 +176,8 @@ mod tests {
 
     #[test]
     fn an_empty_catalog_still_sends_a_complete_full_set() {
-        let (parts, _) = parts(&StateStore::new().snapshot(), None);
-        assert_eq!(parts.len(), 1);
-        assert!(parts[0].reset && parts[0].complete);
+        let (first, _) = parts(&StateStore::new().snapshot(), None);
+        assert_eq!(first.len(), 1);
+        assert!(first[0].reset && first[0].complete);
     }
 }

@@ -10,6 +10,9 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)  # the exec driver's tests run ps inside tasks
+# The DNS server's tests ask it with dig; its benchmark compares it with dnsmasq.
+command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v ip >/dev/null || need+=(iproute2)  # and make network namespaces
 command -v cc >/dev/null || need+=(gcc)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)

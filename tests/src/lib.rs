@@ -4,6 +4,8 @@
 //! The tests run the `drover` binary built next to the test executable
 //! (`target/<profile>/drover`): build it first (`cargo build --bins`, as tests/run.sh does).
 
+pub mod catalog;
+pub mod dns;
 pub mod go;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +69,8 @@ pub struct Agent {
     pub wrapper: Vec<String>,
     pub http_port: u16,
     pub rpc_port: u16,
+    /// The DNS server's port (`-dns-port`; UDP and TCP on the agent's loopback).
+    pub dns_port: u16,
     pub data_dir: PathBuf,
     args: Vec<String>,
     log: PathBuf,
@@ -94,6 +98,7 @@ impl Agent {
             wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
             http_port,
             rpc_port,
+            dns_port: free_port(),
             data_dir: data_dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             log: data_dir.with_extension(format!("{http_port}.log")),
@@ -144,6 +149,8 @@ impl Agent {
             &self.http_port.to_string(),
             "-rpc-port",
             &self.rpc_port.to_string(),
+            "-dns-port",
+            &self.dns_port.to_string(),
         ]);
         if !self.args.iter().any(|a| a == "-dev") {
             cmd.args(["-data-dir", self.data_dir.to_str().unwrap()]);

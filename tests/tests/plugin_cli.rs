@@ -21,6 +21,7 @@ fn refused(dir: &std::path::Path, config: &str) -> String {
         .args(["agent", "-dev", "-config", path.to_str().unwrap()])
         .args(["-http-port", &free_port().to_string()])
         .args(["-rpc-port", &free_port().to_string()])
+        .args(["-dns-port", "0"])
         .output()
         .unwrap();
     assert!(!out.status.success(), "the agent started: {}", text(&out));

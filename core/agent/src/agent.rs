@@ -45,8 +45,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         None => None,
     };
 
+    let dns = start_dns(&cfg, client.as_ref(), server.as_ref()).await?;
+
     let terminated = wait_for_signal().await;
     tracing::info!("shutting down");
+    if let Some(d) = dns {
+        d.stop();
+    }
     if let Some(c) = client {
         c.shutdown().await;
     }
@@ -312,6 +317,31 @@ async fn start_client(
     .await?;
     tracing::info!(node_id = c.node_id(), "client started");
     Ok(c)
+}
+
+/// Starts the DNS server (unless `dns { enabled = false }`): a client answers from its
+/// local copy of the catalog, a server without a client from its state store.
+async fn start_dns(
+    cfg: &AgentConfig,
+    client: Option<&Client>,
+    server: Option<&Server>,
+) -> anyhow::Result<Option<drover_dns::DnsServer>> {
+    let Some(dns) = &cfg.dns else {
+        return Ok(None);
+    };
+    let lookup: Arc<dyn drover_catalog::ServiceLookup> = match (client, server) {
+        (Some(c), _) => Arc::new(c.catalog().clone()),
+        (None, Some(s)) => Arc::new(drover_server::StateCatalog::new(s.store().clone())),
+        (None, None) => return Ok(None),
+    };
+    let d = drover_dns::serve(dns, lookup).await.with_context(|| {
+        format!(
+            "cannot start the DNS server on {} (set dns {{ port }} or -dns-port, or dns {{ enabled = false }})",
+            dns.addr
+        )
+    })?;
+    tracing::info!(dns = %d.local_addr(), domain = %dns.domain, "DNS server listening");
+    Ok(Some(d))
 }
 
 /// Waits for SIGTERM (true) or SIGINT (false).

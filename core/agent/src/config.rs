@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 mod compat;
+pub mod dns;
 pub(crate) mod hcl1;
 
 /// A block Drover knows but does not act on: kept only to warn about it.
@@ -54,6 +55,8 @@ pub struct FileConfig {
     /// that wraps the keyring comes from. Drover's provider is "file".
     #[serde(default)]
     pub keyring: BTreeMap<String, KeyringBlock>,
+    /// The agent's DNS server (Drover's extension; see `config/dns.rs`).
+    pub dns: Option<dns::DnsBlock>,
     /// Deprecated and gossip keys a file set, said once as warnings (see `compat`).
     #[serde(skip)]
     pub notices: Vec<String>,
@@ -1047,6 +1050,8 @@ pub struct AgentConfig {
     pub acl: drover_api::acl::AclConfig,
     /// The `tls` block.
     pub tls: crate::tls::TlsSettings,
+    /// `dns { ... }`: None when disabled.
+    pub dns: Option<drover_dns::DnsConfig>,
 }
 
 /// `client { bridge_network_name, bridge_network_subnet, bridge_network_subnet_ipv6,
@@ -1307,6 +1312,7 @@ impl AgentConfig {
             acl: acl_config(&f.acl, &data_dir)?,
             bridge: drover_client::BridgeNetwork::default(),
             tls,
+            dns: dns::resolve(f.dns.as_ref())?,
             dev,
             name: f.name.clone().unwrap_or(host),
             region: f.region.clone().unwrap_or_else(|| "global".into()),

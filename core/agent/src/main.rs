@@ -118,6 +118,9 @@ struct AgentArgs {
     http_port: Option<u16>,
     #[arg(long = "rpc-port")]
     rpc_port: Option<u16>,
+    /// The DNS server's port (Consul's flag; 0: any free port).
+    #[arg(long = "dns-port")]
+    dns_port: Option<u16>,
     #[arg(long = "log-level")]
     log_level: Option<String>,
 }
@@ -720,6 +723,10 @@ async fn run_agent(a: AgentArgs) -> anyhow::Result<i32> {
             http: a.http_port,
             rpc: a.rpc_port,
             serf: None,
+        }),
+        dns: a.dns_port.map(|p| config::dns::DnsBlock {
+            port: Some(p),
+            ..Default::default()
         }),
         server: a.server.then(|| config::ServerBlock {
             enabled: Some(true),

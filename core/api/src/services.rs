@@ -75,7 +75,11 @@ pub(crate) async fn read(
     Path(name): Path<String>,
     Query(q): Params,
 ) -> Result<Response, ApiError> {
-    let choose = q.get("choose").map(|c| parse_choose(c)).transpose()?;
+    let choose = q
+        .get("choose")
+        .map(|c| drover_catalog::parse_choose(c))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let snap = query(&st, &q, Table::Services).await?;
     let ns = namespace(&q);
     let tag = q.get("tag");
@@ -86,7 +90,7 @@ pub(crate) async fn read(
         .filter(|r| !healthy || r.health.is_healthy())
         .collect();
     if let Some((n, key)) = choose {
-        regs = rendezvous(regs, n, &key);
+        regs = drover_catalog::choose(regs, n, &key);
     }
     Ok(with_index(snap.table_index(Table::Services), &regs))
 }
@@ -156,88 +160,9 @@ pub(crate) async fn of_alloc(
     Ok(with_index(snap.table_index(Table::Services), &regs))
 }
 
-/// `choose=N|key`: how many instances, and the key they are chosen for.
-fn parse_choose(c: &str) -> Result<(usize, String), ApiError> {
-    let bad = || ApiError::bad_request(format!("choose {c:?} is not of the form <number>|<key>"));
-    let (n, key) = c.split_once('|').ok_or_else(bad)?;
-    let n: usize = n.parse().map_err(|_| bad())?;
-    if n == 0 || key.is_empty() {
-        return Err(bad());
-    }
-    Ok((n, key.to_string()))
-}
-
-/// The `n` instances that rank highest for `key` (rendezvous hashing: each instance's
-/// weight is a hash of the key and its id), so that the same key keeps the same instances
-/// while others come and go.
-fn rendezvous<'a>(
-    mut regs: Vec<&'a ServiceRegistration>,
-    n: usize,
-    key: &str,
-) -> Vec<&'a ServiceRegistration> {
-    let weight = |r: &ServiceRegistration| fnv1a(key.as_bytes(), r.id.as_bytes());
-    regs.sort_by_key(|r| std::cmp::Reverse(weight(r)));
-    regs.truncate(n);
-    regs
-}
-
-/// FNV-1a over two byte strings: stable across builds and machines (unlike std's hasher).
-fn fnv1a(a: &[u8], b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in a.iter().chain([0u8].iter()).chain(b) {
-        h ^= u64::from(*byte);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reg(id: &str) -> ServiceRegistration {
-        ServiceRegistration {
-            id: id.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn choose_keeps_a_keys_instances_while_others_come_and_go() {
-        let all: Vec<ServiceRegistration> = (0..20).map(|i| reg(&format!("r{i}"))).collect();
-        let picked: Vec<String> = rendezvous(all.iter().collect(), 3, "client-a")
-            .iter()
-            .map(|r| r.id.clone())
-            .collect();
-        assert_eq!(picked.len(), 3);
-        // Removing instances that were not picked changes nothing for this key.
-        let fewer: Vec<&ServiceRegistration> = all
-            .iter()
-            .filter(|r| picked.contains(&r.id) || r.id.ends_with('7'))
-            .collect();
-        let again: Vec<String> = rendezvous(fewer, 3, "client-a")
-            .iter()
-            .map(|r| r.id.clone())
-            .collect();
-        assert_eq!(again, picked);
-        // Another key is spread elsewhere (not always the same three).
-        let keys_pick_differently = (0..10).any(|k| {
-            let other: Vec<String> = rendezvous(all.iter().collect(), 3, &format!("k{k}"))
-                .iter()
-                .map(|r| r.id.clone())
-                .collect();
-            other != picked
-        });
-        assert!(keys_pick_differently);
-    }
-
-    #[test]
-    fn choose_is_parsed_strictly() {
-        assert!(matches!(parse_choose("2|abc"), Ok((2, k)) if k == "abc"));
-        for bad in ["2", "x|abc", "0|abc", "2|"] {
-            assert!(parse_choose(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn healthy_is_off_unless_asked_and_parsed_strictly() {

@@ -146,6 +146,9 @@ async fn session(client: &Client, addr: &str) -> Result<(), String> {
                             client.acked(&s.alloc_id, s.seq);
                         }
                     }
+                    Some(server_message::Msg::ServicesPush(p)) => {
+                        crate::catalog_sync::apply(&client.inner.catalog, p);
+                    }
                     Some(server_message::Msg::SessionOpen(open)) => {
                         tokio::spawn(crate::sessions::serve(client.clone(), rpc.clone(), open));
                     }

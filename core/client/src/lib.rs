@@ -9,6 +9,7 @@ mod alloc_runner;
 mod alloc_stats;
 mod artifact;
 mod checks;
+mod catalog_sync;
 mod cni_fingerprint;
 mod cni_network;
 
@@ -31,6 +32,7 @@ mod task_hooks;
 mod task_runner;
 mod task_status;
 mod template;
+mod template_services;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -168,6 +170,8 @@ struct Inner {
     server: watch::Sender<Option<ServerLink>>,
     /// The latest result of every service check the client runs.
     checks: checks::CheckResults,
+    /// The local copy of the service catalog (DNS and templates read it).
+    catalog: drover_catalog::ServiceCatalog,
 }
 
 /// The attached server, and the secret this node proves itself with.
@@ -204,6 +208,7 @@ impl Client {
                 shutdown: watch::channel(false).0,
                 server: watch::channel(None).0,
                 checks: checks::CheckResults::default(),
+                catalog: drover_catalog::ServiceCatalog::new(),
             }),
         };
         client.restore().await;
@@ -215,6 +220,11 @@ impl Client {
             tokio::spawn(driver_events::follow(client.clone(), name));
         }
         Ok(client)
+    }
+
+    /// The local copy of the service catalog, kept current through the node stream.
+    pub fn catalog(&self) -> &drover_catalog::ServiceCatalog {
+        &self.inner.catalog
     }
 
     /// Variables of an allocation's namespace, read from the attached server: the one at

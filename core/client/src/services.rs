@@ -122,6 +122,11 @@ fn registration(
         job_id: alloc.job_id.clone(),
         alloc_id: alloc.id.clone(),
         tags: s.tags.iter().map(|t| interpolate(t, env)).collect(),
+        meta: s
+            .meta
+            .iter()
+            .map(|(k, v)| (k.clone(), interpolate(v, env)))
+            .collect(),
         address,
         port: port_number,
         health: crate::checks::initial_health(s),
@@ -332,7 +337,10 @@ mod tests {
         assert_eq!(r.service_name, "web-api");
         assert_eq!((r.address.as_str(), r.port), ("10.0.0.5", 23456));
         assert_eq!(r.tags, vec!["v-3"]);
-        let r = one(service("db", "5432", "host"), &alloc()).unwrap();
+        let mut s = service("db", "5432", "host");
+        s.meta = [("index".to_string(), "${NOMAD_ALLOC_INDEX}".to_string())].into();
+        let r = one(s, &alloc()).unwrap();
+        assert_eq!(r.meta["index"], "3");
         assert_eq!((r.address.as_str(), r.port), ("127.0.0.1", 5432));
     }
 

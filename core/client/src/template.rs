@@ -7,27 +7,32 @@
 //!   exists, as in Nomad), `nomadVarExists "path"`, `nomadVarList "prefix"`: variables of
 //!   the allocation's namespace, read from the servers with the node's secret;
 //! - `secret "provider/path"`: a secret from the secret provider plugin named by the first
-//!   path segment, as `.Data`, `.LeaseID`, `.LeaseDuration` (seconds) and `.Renewable`.
+//!   path segment, as `.Data`, `.LeaseID`, `.LeaseDuration` (seconds) and `.Renewable`;
+//! - `nomadService`, `nomadServices`, `service`, `services`: the service catalog, from the
+//!   client's local copy (see `crate::template_services`).
 //!
 //! Data sources are asynchronous and the renderer is not, so a template is rendered in
 //! passes: a pass records what it read that is not fetched yet (rendering it as null), the
 //! hook fetches that, and renders again, until a pass reads nothing new. A template whose
 //! reads depend on other reads (`nomadVar (env "X")`) takes one pass per level.
 //!
-//! While the task runs, [`watch`] re-renders the templates when a variable changes and acts
-//! on their `change_mode` (restart, signal, noop).
+//! While the task runs, [`watch`] re-renders the templates when a variable changes, or when
+//! the catalog changes what a service function read, and acts on their `change_mode`
+//! (restart, signal, noop).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use drover_catalog::CatalogView;
 use drover_model::{Allocation, Task, Template as TemplateBlock, TemplateChangeMode};
 use drover_template::{Functions, Options, Template, Value};
 
 use crate::Client;
 use crate::alloc_dir::AllocDir;
 use crate::env::{TaskDirs, interpolate};
+use crate::template_services::{self, SERVICE_FUNCTIONS};
 
 /// What re-rendered templates ask of the running task (their `change_mode`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +53,19 @@ enum Read {
     Var(String),
     VarList(String),
     Secret(String),
+    /// The local copy of the catalog, before its first full set arrived.
+    Catalog,
+    /// A service function's call (name, arguments as JSON) and what it returned: answered
+    /// at once from the local copy, recorded so the watcher can tell when it changes.
+    Service(String, String),
 }
+
+/// What the service functions of a render read: (function, arguments as JSON) -> value.
+pub(crate) type ServiceReads = BTreeMap<(String, String), Value>;
+
+/// How long a render waits for the first copy of the catalog (a server older than the
+/// client never sends one).
+const CATALOG_WAIT: Duration = Duration::from_secs(60);
 
 /// Why the hook did not finish.
 #[derive(Debug)]
@@ -66,6 +83,11 @@ struct Pass<'a> {
     fetched: &'a BTreeMap<Read, Option<Value>>,
     wanted: BTreeSet<Read>,
     blocked: BTreeSet<String>,
+    /// The catalog as this pass reads it, and the allocation's namespace.
+    catalog: &'a CatalogView,
+    namespace: &'a str,
+    /// The service functions' reads in this pass.
+    services: BTreeMap<Read, Option<Value>>,
 }
 
 impl Pass<'_> {
@@ -94,12 +116,30 @@ const HOST_FUNCTIONS: [&str; 5] = [
     "secret",
 ];
 
+impl Pass<'_> {
+    fn call_service(&mut self, name: &str, args: &[Value]) -> Result<Value, String> {
+        if !self.catalog.synced() {
+            self.wanted.insert(Read::Catalog);
+            return Ok(Value::Array(Vec::new()));
+        }
+        let v = template_services::call(self.catalog, self.namespace, name, args)
+            .map_err(|e| e.to_string())?;
+        let key = serde_json::to_string(args).expect("template values serialize");
+        self.services
+            .insert(Read::Service(name.to_string(), key), Some(v.clone()));
+        Ok(v)
+    }
+}
+
 impl Functions for Pass<'_> {
     fn has(&self, name: &str) -> bool {
-        HOST_FUNCTIONS.contains(&name)
+        HOST_FUNCTIONS.contains(&name) || SERVICE_FUNCTIONS.contains(&name)
     }
 
     fn call(&mut self, name: &str, args: &[Value]) -> Option<Result<Value, String>> {
+        if SERVICE_FUNCTIONS.contains(&name) {
+            return Some(self.call_service(name, args));
+        }
         if !self.has(name) {
             return None;
         }
@@ -137,7 +177,7 @@ struct ParseOnly;
 
 impl Functions for ParseOnly {
     fn has(&self, name: &str) -> bool {
-        HOST_FUNCTIONS.contains(&name)
+        HOST_FUNCTIONS.contains(&name) || SERVICE_FUNCTIONS.contains(&name)
     }
     fn call(&mut self, _: &str, _: &[Value]) -> Option<Result<Value, String>> {
         None
@@ -250,6 +290,29 @@ pub(crate) async fn render_all(
     Ok(Rendered {
         env: added,
         refresh: refresh_after(&fetched),
+        services: service_reads(&fetched),
+    })
+}
+
+/// The service functions' reads among what a render fetched.
+fn service_reads(fetched: &BTreeMap<Read, Option<Value>>) -> ServiceReads {
+    fetched
+        .iter()
+        .filter_map(|(r, v)| match (r, v) {
+            (Read::Service(f, args), Some(v)) => Some(((f.clone(), args.clone()), v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `view` answers any of `reads` differently (or not at all any more).
+pub(crate) fn services_changed(reads: &ServiceReads, view: &CatalogView, namespace: &str) -> bool {
+    reads.iter().any(|((f, args), before)| {
+        let args: Vec<Value> = serde_json::from_str(args).unwrap_or_default();
+        template_services::call(view, namespace, f, &args)
+            .ok()
+            .as_ref()
+            != Some(before)
     })
 }
 
@@ -259,6 +322,8 @@ pub(crate) struct Rendered {
     pub env: BTreeMap<String, String>,
     /// When the leased secrets read are due to be fetched again.
     pub refresh: Option<Duration>,
+    /// What the service functions read.
+    pub services: ServiceReads,
 }
 
 /// Two thirds of the shortest lease among the secrets read (at least a second), when the
@@ -307,12 +372,15 @@ async fn render_block(
 }
 
 /// Where the last render of a task's templates left off: what its watcher starts from.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct LastRender {
     /// The variables index read before rendering (0: unknown).
     pub index: u64,
     /// When the leased secrets read are due to be fetched again.
     pub refresh: Option<Duration>,
+    /// What the service functions read (the watcher re-renders when the catalog answers
+    /// any of them differently).
+    pub services: ServiceReads,
 }
 
 /// While the task runs: waits for the variables its templates can read to change after
@@ -331,30 +399,78 @@ pub(crate) async fn watch(
     changes: tokio::sync::mpsc::Sender<Change>,
 ) {
     let mut index = from.index;
-    tracing::debug!(?from, "watching the data the templates read");
+    tracing::debug!(
+        index,
+        services = from.services.len(),
+        "watching the data the templates read"
+    );
     let mut due = from.refresh.map(|d| tokio::time::Instant::now() + d);
+    let mut reads = from.services;
+    let mut catalog = client.catalog().subscribe();
+    // The catalog may have moved between the render and now: then render again at once.
+    let mut catalog_moved = {
+        let view = catalog.borrow_and_update().clone();
+        services_changed(&reads, &view, &alloc.namespace)
+    };
+    // The long poll of the variables index, kept across catalog wake-ups.
+    let poll = |index: u64, pause: Duration| {
+        let (client, alloc_id) = (client.clone(), alloc.id.clone());
+        Box::pin(async move {
+            tokio::time::sleep(pause).await;
+            client.variables_index(&alloc_id, Some(index)).await
+        })
+    };
+    let mut vars = poll(index, Duration::ZERO);
+    enum Wake {
+        Vars(Result<u64, String>),
+        Lease,
+        Catalog(bool),
+    }
     loop {
-        // When the leased secrets are due again (never when none is leased).
-        let never = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
-        let next = tokio::select! {
-            r = client.variables_index(&alloc.id, Some(index)) => Some(r),
-            _ = tokio::time::sleep_until(due.unwrap_or(never)) => None,
-            _ = changes.closed() => return,
-        };
-        match next {
-            None => tracing::debug!("leased secrets are due: rendering the templates again"),
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "template watch: cannot read the variables index");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
+        if !catalog_moved {
+            // When the leased secrets are due again (never when none is leased).
+            let never = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+            let wake = tokio::select! {
+                r = &mut vars => Wake::Vars(r),
+                _ = tokio::time::sleep_until(due.unwrap_or(never)) => Wake::Lease,
+                r = catalog.changed() => Wake::Catalog(r.is_ok()),
+                _ = changes.closed() => return,
+            };
+            match wake {
+                Wake::Lease => {
+                    tracing::debug!("leased secrets are due: rendering the templates again")
+                }
+                Wake::Vars(Err(e)) => {
+                    tracing::debug!(error = %e, "template watch: cannot read the variables index");
+                    vars = poll(index, Duration::from_secs(5));
+                    continue;
+                }
+                // The blocking read timed out.
+                Wake::Vars(Ok(next)) if next <= index => {
+                    vars = poll(index, Duration::ZERO);
+                    continue;
+                }
+                // `from.index` is the variables index read before the files were rendered
+                // (0 when unknown, e.g. a task reattached after an agent restart: then the
+                // first change re-renders, and unchanged files are left alone).
+                Wake::Vars(Ok(next)) => {
+                    index = next;
+                    vars = poll(index, Duration::ZERO);
+                }
+                // The client is gone.
+                Wake::Catalog(false) => return,
+                Wake::Catalog(true) => {
+                    let view = catalog.borrow_and_update().clone();
+                    if !services_changed(&reads, &view, &alloc.namespace) {
+                        continue;
+                    }
+                    tracing::debug!(
+                        "the catalog changed what the templates read: rendering them again"
+                    );
+                }
             }
-            // The blocking read timed out.
-            Some(Ok(next)) if next <= index => continue,
-            // `from.index` is the variables index read before the files were rendered (0
-            // when unknown, e.g. a task reattached after an agent restart: then the first
-            // change re-renders, and unchanged files are left alone).
-            Some(Ok(next)) => index = next,
         }
+        catalog_moved = false;
         let mut fetched = BTreeMap::new();
         let (mut restart, mut signals, mut splay) = (false, BTreeSet::new(), Duration::ZERO);
         for (i, block) in task.templates.iter().enumerate() {
@@ -399,6 +515,7 @@ pub(crate) async fn watch(
             splay = splay.max(block.splay);
         }
         due = refresh_after(&fetched).map(|d| tokio::time::Instant::now() + d);
+        reads = service_reads(&fetched);
         if !restart && signals.is_empty() {
             continue;
         }
@@ -469,14 +586,19 @@ async fn render(
     fetched: &mut BTreeMap<Read, Option<Value>>,
 ) -> Result<String, TemplateFailure> {
     for _ in 0..MAX_PASSES {
+        let catalog = client.catalog().view();
         let mut pass = Pass {
             env,
             fetched,
             wanted: BTreeSet::new(),
             blocked: BTreeSet::new(),
+            catalog: &catalog,
+            namespace: &alloc.namespace,
+            services: BTreeMap::new(),
         };
         let out = template.render(&Value::Null, &mut pass);
-        let (wanted, blocked) = (pass.wanted, pass.blocked);
+        let (wanted, blocked, services) = (pass.wanted, pass.blocked, pass.services);
+        fetched.extend(services);
         if wanted.is_empty() {
             if !blocked.is_empty() {
                 // How Nomad names a variable a template waits for.
@@ -521,6 +643,17 @@ async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<V
                     .collect(),
             )))
         }
+        Read::Catalog => {
+            tokio::time::timeout(CATALOG_WAIT, client.catalog().synced())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the service catalog has not reached this client within {CATALOG_WAIT:?} (are the servers older than the client?)"
+                    )
+                })?;
+            Ok(None)
+        }
+        Read::Service(..) => Ok(None),
         Read::Secret(spec) => {
             let (provider, path) = spec.split_once('/').ok_or_else(|| {
                 format!("secret {spec:?} must be \"<provider>/<path>\": the first segment names the secret provider plugin")

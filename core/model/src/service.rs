@@ -1,6 +1,8 @@
 //! The service catalog's rows: Nomad's `ServiceRegistration`, one per running instance of a
 //! `service` block, written by the client that runs it and kept in Raft.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Index;
@@ -27,6 +29,10 @@ pub struct ServiceRegistration {
     /// Drover's extension (Nomad's catalog has no health): the instance's health from its
     /// checks, as the client that runs them last reported it — written on transitions only.
     pub health: ServiceHealth,
+    /// Drover's extension (Nomad's catalog has none): the service block's `meta`,
+    /// interpolated — what consul-template's `.ServiceMeta` reads.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
     pub create_index: Index,
     pub modify_index: Index,
 }

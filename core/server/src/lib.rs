@@ -6,6 +6,7 @@
 
 mod acl;
 mod broker;
+mod catalog_push;
 mod consensus;
 mod gc;
 mod heartbeat;
@@ -15,6 +16,7 @@ mod namespaces;
 mod node_stream;
 mod plan_apply;
 mod scheduler_config;
+mod service_lookup;
 mod service_updates;
 mod worker;
 
@@ -32,6 +34,7 @@ pub use gc::{Collected, GcThresholds};
 pub use node_stream::{ExecSession, LogsSession, NodeStreamService};
 pub use plan_apply::PlanOutcome;
 pub use scheduler_config::SchedulerConfigSet;
+pub use service_lookup::StateCatalog;
 pub use service_updates::{ServiceUpdateError, limits as service_update_limits};
 
 #[derive(Debug, Clone)]

@@ -509,9 +509,18 @@ impl NodeService for NodeStreamService {
             .await;
 
         let span = tracing::info_span!("node", node_id = %node_id);
+        // Allocations and the service catalog go down the stream until either pusher
+        // stops (the stream closed, or this server is no longer the leader).
+        let allocs = push_allocs(server.clone(), node_id.clone(), reg.last_index, tx.clone());
+        let catalog = crate::catalog_push::push(server.clone(), tx.clone());
         let pusher = tokio::spawn(
-            push_allocs(server.clone(), node_id.clone(), reg.last_index, tx.clone())
-                .instrument(span.clone()),
+            async move {
+                tokio::select! {
+                    _ = allocs => {}
+                    _ = catalog => {}
+                }
+            }
+            .instrument(span.clone()),
         );
         tokio::spawn(serve_node(server, node_id, conn_id, inbound, tx, pusher).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

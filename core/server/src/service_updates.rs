@@ -15,6 +15,9 @@ pub mod limits {
     /// Tags of one registration, and the bytes of each.
     pub const MAX_TAGS: usize = 64;
     pub const MAX_TAG_BYTES: usize = 255;
+    /// Keys of a registration's meta, and the bytes of each key and value.
+    pub const MAX_META: usize = 64;
+    pub const MAX_META_BYTES: usize = 1024;
     /// A registration's id and address.
     pub const MAX_ID_BYTES: usize = 512;
     pub const MAX_ADDRESS_BYTES: usize = 255;
@@ -134,6 +137,21 @@ fn check_registration(reg: &ServiceRegistration) -> Result<(), ServiceUpdateErro
         return Err(invalid(format!(
             "a tag of {} bytes; at most {MAX_TAG_BYTES}",
             t.len()
+        )));
+    }
+    if reg.meta.len() > MAX_META {
+        return Err(invalid(format!(
+            "{} meta keys; at most {MAX_META}",
+            reg.meta.len()
+        )));
+    }
+    if reg
+        .meta
+        .iter()
+        .any(|(k, v)| k.len() > MAX_META_BYTES || v.len() > MAX_META_BYTES)
+    {
+        return Err(invalid(format!(
+            "a meta key or value above {MAX_META_BYTES} bytes"
         )));
     }
     if reg.address.len() > MAX_ADDRESS_BYTES || reg.address.chars().any(char::is_control) {

@@ -569,6 +569,19 @@ impl StateSnapshot {
             .filter_map(|((_, _, id), _)| self.service_registration(id))
     }
 
+    /// The registrations of service `name` in `namespace`, by id, as the shared rows.
+    pub fn service_instances(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &Arc<ServiceRegistration>> {
+        let lo = (namespace.to_string(), name.to_string(), String::new());
+        self.services_by_name
+            .range(lo..)
+            .take_while(move |((ns, n, _), _)| ns == namespace && n == name)
+            .filter_map(|((_, _, id), _)| self.services.get(id))
+    }
+
     /// The registrations of allocation `alloc_id`, by id.
     pub fn services_by_alloc(&self, alloc_id: &str) -> impl Iterator<Item = &ServiceRegistration> {
         let lo = (alloc_id.to_string(), String::new());

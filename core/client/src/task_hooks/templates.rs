@@ -51,6 +51,7 @@ impl TaskHook for TemplatesHook {
                 Ok(rendered) => {
                     self.env = rendered.env;
                     self.last_render.refresh = rendered.refresh;
+                    self.last_render.services = rendered.services;
                     return Ok(());
                 }
                 Err(crate::template::TemplateFailure::Failed(e)) => {

@@ -62,7 +62,9 @@ fn cluster(dir: &Path, pki: Option<&Path>) -> Vec<Agent> {
             std::fs::write(
                 &cfg,
                 format!(
-                    "name = \"s{i}\"\nserver {{\n  enabled = true\n  bootstrap_expect = 3\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n{tls}",
+                    // One keyring KEK for the three (writes through any server seal variables).
+                    "name = \"s{i}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = 3\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n{tls}",
+                    dir.join("keyring.kek").display(),
                     join.join(", ")
                 ),
             )

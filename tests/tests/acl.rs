@@ -399,6 +399,12 @@ fn events(s: &Secured, token: &str) -> Vec<Value> {
 fn a_namespace_token_sees_and_touches_only_its_namespace() {
     let tmp = tempfile::tempdir().unwrap();
     let s = start(tmp.path());
+    // Namespaces are objects: "team" exists before a job goes in it.
+    s.root_call(
+        "POST",
+        "/v1/namespace/team",
+        Some(&json!({ "Name": "team" })),
+    );
     let theirs = s.run(
         tmp.path(),
         "in-default",

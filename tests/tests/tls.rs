@@ -512,7 +512,10 @@ fn three_servers_form_a_cluster_and_forward_writes_over_mtls() {
             std::fs::write(
                 &cfg,
                 format!(
-                    "name = \"s{i}\"\nserver {{\n  enabled = true\n  bootstrap_expect = 3\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n{}",
+                    // The servers share one keyring KEK (as an operator copies it): writes
+                    // through any of them seal variables.
+                    "name = \"s{i}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = 3\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n{}",
+                    dir.join("keyring.kek").display(),
                     join.join(", "),
                     tls_block(&pki, "server")
                 ),

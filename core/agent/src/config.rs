@@ -1960,7 +1960,7 @@ mod tests {
         let e = parse("data_dir = \"/x\"\nnode_name = \"a\"\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "agent.hcl:2:1: node_name: unknown field `node_name`, expected one of `name`, `region`, `datacenter`, `data_dir`, `bind_addr`, `log_level`, `log_json`, `log_file`, `plugin_dir`, `ports`, `addresses`, `advertise`, `server`, `client`, `plugin`, `acl`, `tls`, `telemetry`, `ui`, `consul`, `vault`, `leave_on_interrupt`, `leave_on_terminate`, `enable_debug`, `disable_update_check`, `enable_syslog`, `syslog_facility`, `autopilot`, `limits` (the node's name is set with the top-level `name`)"
+            "agent.hcl:2:1: node_name: unknown field `node_name`, expected one of `name`, `region`, `datacenter`, `data_dir`, `bind_addr`, `log_level`, `log_json`, `log_file`, `plugin_dir`, `ports`, `addresses`, `advertise`, `server`, `client`, `plugin`, `acl`, `tls`, `telemetry`, `ui`, `consul`, `vault`, `leave_on_interrupt`, `leave_on_terminate`, `enable_debug`, `disable_update_check`, `enable_syslog`, `syslog_facility`, `autopilot`, `limits`, `keyring`, `dns` (the node's name is set with the top-level `name`)"
         );
         let e = parse("server {\n  enabled = true\n  non_voting_server = true\n}\n").unwrap_err();
         assert_eq!(

@@ -8,8 +8,8 @@ mod alloc_hooks;
 mod alloc_runner;
 mod alloc_stats;
 mod artifact;
-mod checks;
 mod catalog_sync;
+mod checks;
 mod cni_fingerprint;
 mod cni_network;
 

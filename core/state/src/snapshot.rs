@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use drover_model::{
     AclPolicy, AclRole, AclToken, Allocation, EvalStatus, Evaluation, Index, Job, JobStatus,
-    Namespace, Node, NodePool, RootKey, RootKeyState, SchedulerConfiguration,
-    ServiceRegistration, Variable,
+    Namespace, Node, NodePool, RootKey, RootKeyState, SchedulerConfiguration, ServiceRegistration,
+    Variable,
 };
 
 /// The tables whose modify indexes are tracked for blocking queries.

@@ -63,11 +63,17 @@ fn numbered_files(dir: &Path, name: &str) -> Vec<(u64, PathBuf)> {
     files
 }
 
-/// All of a stream's files, concatenated in order.
+/// All of a stream's files, concatenated in order. A file the follower's rotation removed
+/// between the listing and the read is left out (a poll reads again; once the follower is
+/// done nothing rotates).
 fn read_stream(dir: &Path, name: &str) -> String {
     numbered_files(dir, name)
         .into_iter()
-        .map(|(_, p)| std::fs::read_to_string(p).unwrap())
+        .filter_map(|(_, p)| match std::fs::read_to_string(&p) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("{}: {e}", p.display()),
+        })
         .collect()
 }
 

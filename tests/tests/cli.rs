@@ -111,15 +111,18 @@ fn placement_failures_are_explained() {
         .find(|e| e["TriggeredBy"] == "job-register")
         .unwrap();
     let id = registered["ID"].as_str().unwrap().to_string();
-    // What could not be placed waits in a blocked evaluation.
-    assert!(
+    // What could not be placed waits in a blocked evaluation. A node update just after the
+    // agent starts (a fingerprint settling) retries it, as Nomad does; the retry fails the
+    // same way and blocks again, so poll rather than read once.
+    wait_for("a blocked evaluation", Duration::from_secs(30), || {
+        let evals = agent.get("/v1/job/huge/evaluations").unwrap();
         evals
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["Status"] == "blocked"),
-        "{evals}"
-    );
+            .any(|e| e["Status"] == "blocked")
+            .then_some(())
+    });
     let out = agent.cli(&["eval", "status", &id]);
     let t = text(&out);
     assert!(t.contains("Placement Failures = true"), "{t}");

@@ -72,7 +72,8 @@ async fn a_task_and_its_exec_sessions_run_in_the_allocations_namespace() {
     };
     let stdout = tmp.path().join("logs/web.stdout.0");
     until("the task's probe", Duration::from_secs(10), || {
-        std::fs::read_to_string(&stdout).is_ok_and(|s| s.lines().count() >= 2)
+        // Two whole lines: the second is written in pieces.
+        std::fs::read_to_string(&stdout).is_ok_and(|s| s.lines().count() >= 2 && s.ends_with('\n'))
     })
     .await;
     let seen = std::fs::read_to_string(&stdout).unwrap();

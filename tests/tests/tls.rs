@@ -496,7 +496,7 @@ fn a_lone_server_makes_its_ca_and_a_client_certificate_from_it_joins() {
 }
 
 #[test]
-fn three_servers_form_a_cluster_and_forward_writes_over_mtls() {
+fn three_servers_form_a_cluster_forward_writes_and_node_requests_over_mtls() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let pki = dir.join("pki");
@@ -567,4 +567,64 @@ fn three_servers_form_a_cluster_and_forward_writes_over_mtls() {
             },
         );
     }
+    // A client on mTLS runs a task; a follower forwards node-bound requests to the leader
+    // over HTTPS with its own certificate (the HTTP API requires one here).
+    std::fs::write(
+        dir.join("client.hcl"),
+        format!(
+            "client {{\n  enabled = true\n}}\nplugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{}",
+            tls_block(&pki, "client")
+        ),
+    )
+    .unwrap();
+    let rpcs: Vec<String> = servers.iter().map(|s| s.rpc_addr()).collect();
+    let _client = Agent::start(
+        &[
+            "-config",
+            dir.join("client.hcl").to_str().unwrap(),
+            "-servers",
+            &rpcs.join(","),
+        ],
+        &dir.join("client"),
+        free_port(),
+        free_port(),
+    );
+    let leader = https_get(&admin, &servers[0], "/v1/status/leader").unwrap();
+    let follower = servers
+        .iter()
+        .find(|s| leader.as_str() != Some(s.rpc_addr().as_str()))
+        .unwrap();
+    let job = serde_json::json!({ "Job": { "ID": "hello", "Datacenters": ["dc1"], "TaskGroups": [{ "Name": "g", "Count": 1, "Tasks": [{ "Name": "t", "Driver": "raw_exec", "Config": { "command": "/bin/sh", "args": ["-c", "echo over-https; sleep 300"] } }] }] } });
+    let r = admin
+        .post(format!("https://127.0.0.1:{}/v1/jobs", follower.http_port))
+        .json(&job)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+    let alloc = wait_for("the task running", Duration::from_secs(60), || {
+        https_get(&admin, follower, "/v1/job/hello/allocations")
+            .ok()?
+            .as_array()?
+            .iter()
+            .find(|a| a["ClientStatus"] == "running")
+            .cloned()
+    });
+    let id = alloc["ID"].as_str().unwrap();
+    let logs = wait_for(
+        "the logs through a follower",
+        Duration::from_secs(30),
+        || {
+            let r = admin
+                .get(format!(
+                    "https://127.0.0.1:{}/v1/client/fs/logs/{id}?task=t&type=stdout&plain=true",
+                    follower.http_port
+                ))
+                .send()
+                .ok()?;
+            assert!(r.headers().get("location").is_none());
+            let text = r.text().ok()?;
+            text.contains("over-https").then_some(text)
+        },
+    );
+    assert_eq!(logs, "over-https\n");
 }

@@ -96,6 +96,18 @@ fn tls_block(pki: &Path, cert: &str) -> String {
     )
 }
 
+/// `dir/client.hcl`: a client with raw_exec, on mTLS with the client certificate.
+fn write_client_config(dir: &Path, pki: &Path) {
+    std::fs::write(
+        dir.join("client.hcl"),
+        format!(
+            "client {{\n  enabled = true\n}}\nplugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{}",
+            tls_block(pki, "client")
+        ),
+    )
+    .unwrap();
+}
+
 /// A gRPC channel to `addr` over TLS with this identity (the server must prove its role).
 async fn grpc(
     addr: &str,
@@ -145,14 +157,7 @@ fn start_cluster() -> TlsCluster {
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("client.hcl"),
-        format!(
-            "client {{\n  enabled = true\n}}\nplugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{}",
-            tls_block(&pki, "client")
-        ),
-    )
-    .unwrap();
+    write_client_config(&dir, &pki);
     let server = Agent::start(
         &["-config", dir.join("server.hcl").to_str().unwrap()],
         &dir.join("server"),
@@ -569,14 +574,7 @@ fn three_servers_form_a_cluster_forward_writes_and_node_requests_over_mtls() {
     }
     // A client on mTLS runs a task; a follower forwards node-bound requests to the leader
     // over HTTPS with its own certificate (the HTTP API requires one here).
-    std::fs::write(
-        dir.join("client.hcl"),
-        format!(
-            "client {{\n  enabled = true\n}}\nplugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{}",
-            tls_block(&pki, "client")
-        ),
-    )
-    .unwrap();
+    write_client_config(dir, &pki);
     let rpcs: Vec<String> = servers.iter().map(|s| s.rpc_addr()).collect();
     let _client = Agent::start(
         &[
@@ -590,10 +588,13 @@ fn three_servers_form_a_cluster_forward_writes_and_node_requests_over_mtls() {
         free_port(),
     );
     let leader = https_get(&admin, &servers[0], "/v1/status/leader").unwrap();
-    let follower = servers
-        .iter()
-        .find(|s| leader.as_str() != Some(s.rpc_addr().as_str()))
-        .unwrap();
+    let leader = leader.as_str().unwrap();
+    assert_eq!(
+        servers.iter().filter(|s| s.rpc_addr() == leader).count(),
+        1,
+        "the leader {leader} is one of the servers"
+    );
+    let follower = servers.iter().find(|s| s.rpc_addr() != leader).unwrap();
     let job = serde_json::json!({ "Job": { "ID": "hello", "Datacenters": ["dc1"], "TaskGroups": [{ "Name": "g", "Count": 1, "Tasks": [{ "Name": "t", "Driver": "raw_exec", "Config": { "command": "/bin/sh", "args": ["-c", "echo over-https; sleep 300"] } }] }] } });
     let r = admin
         .post(format!("https://127.0.0.1:{}/v1/jobs", follower.http_port))

@@ -126,10 +126,12 @@ async fn connect(
     url.set_scheme(scheme)
         .map_err(|_| anyhow::anyhow!("cannot use a WebSocket on {url}"))?;
     // A follower forwards the session to the leader itself.
-    Ok(tokio_tungstenite::connect_async(ws_request(c, url.as_str())?)
-        .await
-        .with_context(|| format!("opening the exec session at {url}"))?
-        .0)
+    Ok(
+        tokio_tungstenite::connect_async(ws_request(c, url.as_str())?)
+            .await
+            .with_context(|| format!("opening the exec session at {url}"))?
+            .0,
+    )
 }
 
 /// The WebSocket handshake request to `url`, with the CLI's token.

@@ -153,7 +153,6 @@ pub(crate) async fn to_leader(
         ));
     };
     let span = tracing::debug_span!("forward", leader = %addr, path = %req.uri().path());
-    span.in_scope(|| tracing::debug!("forwarding a node-bound request to the leader"));
     tracing::Instrument::instrument(forward(&st.leader_proxy, &addr, req, body_limit), span)
         .await
         .unwrap_or_else(|e| e)
@@ -205,6 +204,7 @@ async fn forward(
         None
     };
 
+    tracing::debug!("forwarding a node-bound request to the leader");
     let conn = proxy.connect(addr).await.map_err(unavailable)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
         .await

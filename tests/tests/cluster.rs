@@ -1361,7 +1361,22 @@ fn node_bound_requests_through_a_follower_are_forwarded_not_redirected() {
         .to_string();
     assert_eq!(secret.len(), 36, "a node secret is a UUID");
     for s in &servers {
-        for (path, text) in every_read(s, &root, &node_id, &id) {
+        let reads = every_read(s, &root, &node_id, &id);
+        // The scan reads what exists: the node, its allocation, the task's log.
+        for (route, shows) in [
+            (format!("/v1/node/{node_id}?"), node_id.as_str()),
+            (format!("/v1/allocation/{id}?"), id.as_str()),
+            (format!("/v1/client/fs/cat/{id}?"), "said-by-the-task"),
+            ("/v1/event/stream".to_string(), node_id.as_str()),
+        ] {
+            assert!(
+                reads
+                    .iter()
+                    .any(|(p, t)| p.starts_with(&route) && t.contains(shows)),
+                "{route} shows {shows}"
+            );
+        }
+        for (path, text) in reads {
             assert!(!text.contains(&secret), "{path} shows the node's secret");
         }
     }

@@ -1030,63 +1030,276 @@ fn a_server_added_later_joins_as_learner_becomes_voter_and_dead_servers_are_clea
     register(&servers[leader], &cheap_job("after-cleanup")).unwrap();
 }
 
+/// The CLI against `agent` with `NOMAD_TOKEN`.
+fn cli_as(agent: &Agent, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(drover_bin())
+        .args(args)
+        .env("DROVER_ADDR", agent.address())
+        .env("NOMAD_TOKEN", token)
+        .output()
+        .expect("run drover CLI")
+}
+
+/// A client that follows no redirect: what a server answers is what the test sees.
+fn no_redirects() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// How many node-bound requests `agent` has forwarded to the leader (its debug log line).
+fn forwarded(agent: &Agent) -> usize {
+    agent
+        .log_text()
+        .matches("forwarding a node-bound request to the leader")
+        .count()
+}
+
+/// Every answer of `agent`'s API a token may read, as text: each GET route of the table
+/// with its parameters filled in (streams and the exec WebSocket aside, read below), and a
+/// few seconds of the event stream from the start.
+fn every_read(agent: &Agent, token: &str, node: &str, alloc: &str) -> Vec<(String, String)> {
+    use drover_api::routes::{Verb, table};
+    let c = no_redirects();
+    // Each parameter names what exists: by the segment before it.
+    let fill = |path: &str| -> String {
+        let segs: Vec<&str> = path.split('/').collect();
+        let mut out = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            let before = if i > 0 { segs[i - 1] } else { "" };
+            out.push(match (*seg, before) {
+                (s, _) if !s.starts_with('{') => s.to_string(),
+                ("{op}", _) => "cat".to_string(),
+                ("{*path}", _) => "talk/v".to_string(),
+                (_, "allocation" | "{op}" | "logs") => alloc.to_string(),
+                (_, "node") => node.to_string(),
+                (_, "pool" | "namespace") => "default".to_string(),
+                _ => "talk".to_string(),
+            });
+        }
+        out.join("/")
+    };
+    let mut out = Vec::new();
+    for r in table() {
+        if !r.verbs.contains(&Verb::Get)
+            || r.path.ends_with("/exec")
+            || r.path == "/v1/operator/snapshot"
+            || r.path == "/v1/event/stream"
+        {
+            continue;
+        }
+        let path = format!(
+            "{}?namespace=*&task=t&path=alloc/logs/t.stdout.0&prefix=",
+            fill(r.path)
+        );
+        let resp = c
+            .get(format!("{}{path}", agent.address()))
+            .header("X-Nomad-Token", token)
+            .send()
+            .unwrap();
+        assert!(resp.headers().get("location").is_none(), "{path}");
+        out.push((path, resp.text().unwrap_or_default()));
+    }
+    for (path, body) in [
+        (
+            "/v1/search",
+            json!({ "Prefix": &node[..4], "Context": "all" }),
+        ),
+        (
+            "/v1/search/fuzzy",
+            json!({ "Text": "c1", "Context": "all" }),
+        ),
+    ] {
+        let resp = c
+            .post(format!("{}{path}", agent.address()))
+            .header("X-Nomad-Token", token)
+            .json(&body)
+            .send()
+            .unwrap();
+        out.push((path.to_string(), resp.text().unwrap_or_default()));
+    }
+    let mut events = c
+        .get(format!("{}/v1/event/stream?index=1", agent.address()))
+        .header("X-Nomad-Token", token)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .unwrap();
+    let mut text = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut events, &mut text);
+    out.push((
+        "/v1/event/stream".into(),
+        String::from_utf8_lossy(&text).into_owned(),
+    ));
+    out
+}
+
 #[test]
-fn alloc_logs_and_exec_work_through_a_follower() {
+fn node_bound_requests_through_a_follower_are_forwarded_not_redirected() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    std::fs::write(dir.join("acl.hcl"), "acl {\n  enabled = true\n}\n").unwrap();
     let specs = specs(dir, 91, 3, "");
-    let servers: Vec<Agent> = specs.iter().map(start).collect();
+    let servers: Vec<Agent> = specs
+        .iter()
+        .map(|spec| {
+            Agent::start_on(
+                &spec.host,
+                &[],
+                &[
+                    "-config",
+                    spec.config.to_str().unwrap(),
+                    "-config",
+                    dir.join("acl.hcl").to_str().unwrap(),
+                ],
+                &spec.data,
+                spec.http,
+                spec.rpc,
+            )
+        })
+        .collect();
     let leader = wait_leader(&servers);
     let follower = &servers[(leader + 1) % 3];
+    let boot: Value = wait_for("the ACL bootstrap", LONG, || {
+        let r = http()
+            .post(format!("{}/v1/acl/bootstrap", follower.address()))
+            .send()
+            .ok()?;
+        r.status().is_success().then(|| r.json().unwrap())
+    });
+    let root = boot["SecretID"].as_str().unwrap().to_string();
     std::fs::write(
         dir.join("client.hcl"),
         "client {\n  enabled = true\n}\nplugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\n",
     )
     .unwrap();
     let all_rpc: Vec<String> = servers.iter().map(|a| a.rpc_addr()).collect();
+    let client_data = dir.join("c1");
     let _client = Agent::start(
         &[
             "-config",
             dir.join("client.hcl").to_str().unwrap(),
             "-servers",
             &all_rpc.join(","),
+            "-node",
+            "c1",
         ],
-        &dir.join("c1"),
+        &client_data,
         free_port(),
         free_port(),
     );
-    wait_for("a ready node", LONG, || {
-        let n = servers[leader].get("/v1/nodes")?;
+    let c = no_redirects();
+    let get = |agent: &Agent, path: &str, token: &str| {
+        c.get(format!("{}{path}", agent.address()))
+            .header("X-Nomad-Token", token)
+            .send()
+            .unwrap()
+    };
+    let node: Value = wait_for("a ready node", LONG, || {
+        let n: Value = get(&servers[leader], "/v1/nodes", &root).json().ok()?;
         n.as_array()?
             .iter()
             .find(|n| n["Status"] == "ready")
             .cloned()
     });
+    let node_id = node["ID"].as_str().unwrap().to_string();
     let job = write_job(
         dir,
         "talk",
-        "job \"talk\" {\n  datacenters = [\"dc1\"]\n  group \"g\" {\n    task \"t\" {\n      driver = \"raw_exec\"\n      config {\n        command = \"/bin/sh\"\n        args = [\"-c\", \"echo said-by-the-task; sleep 300\"]\n      }\n    }\n  }\n}\n",
+        "job \"talk\" {\n  datacenters = [\"dc1\"]\n  group \"g\" {\n    task \"t\" {\n      driver = \"raw_exec\"\n      config {\n        command = \"/bin/sh\"\n        args = [\"-c\", \"trap 'echo got-usr1' USR1; echo said-by-the-task; while true; do sleep 1; done\"]\n      }\n    }\n  }\n}\n",
     );
-    follower.run_job(&job);
-    let alloc = follower.wait_alloc_status("talk", "running", LONG);
-    let id = alloc["ID"].as_str().unwrap();
+    let out = cli_as(
+        follower,
+        &root,
+        &["job", "run", "-detach", job.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alloc = wait_for("the allocation running", LONG, || {
+        let a: Value = get(follower, "/v1/job/talk/allocations", &root)
+            .json()
+            .ok()?;
+        a.as_array()?
+            .iter()
+            .find(|a| a["ClientStatus"] == "running")
+            .cloned()
+    });
+    let id = alloc["ID"].as_str().unwrap().to_string();
 
-    // Through the follower's API: it sends node-bound requests to the leader.
+    // Through the follower's API: it forwards node-bound requests to the leader itself.
+    let before = forwarded(follower);
     let logs = wait_for("the task's output through a follower", LONG, || {
-        let out = follower.cli(&["alloc", "logs", id, "t"]);
+        let out = cli_as(follower, &root, &["alloc", "logs", &id, "t"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.success() && text.contains("said-by-the-task")).then_some(text)
     });
     assert_eq!(logs, "said-by-the-task\n");
-    let out = follower.cli(&[
-        "alloc",
-        "exec",
-        "-i=false",
-        id,
-        "sh",
-        "-c",
-        "echo via-follower; exit 4",
-    ]);
+    assert!(
+        forwarded(follower) > before,
+        "the follower forwarded the request"
+    );
+    // A file of the allocation.
+    let r = get(
+        follower,
+        &format!("/v1/client/fs/cat/{id}?path=alloc/logs/t.stdout.0"),
+        &root,
+    );
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("location").is_none());
+    assert_eq!(r.text().unwrap(), "said-by-the-task\n");
+    // A followed log streams through the follower as it is written: a signal sent through
+    // the follower makes the task write a line the open stream then carries.
+    let mut stream = c
+        .get(format!(
+            "{}/v1/client/fs/logs/{id}?task=t&type=stdout&follow=true&plain=true",
+            follower.address()
+        ))
+        .header("X-Nomad-Token", &root)
+        .timeout(LONG)
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("said-by-the-task") {
+        let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+        assert!(n > 0, "the stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let r = c
+        .post(format!(
+            "{}/v1/client/allocation/{id}/signal",
+            follower.address()
+        ))
+        .header("X-Nomad-Token", &root)
+        .json(&json!({ "Signal": "SIGUSR1", "Task": "t" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    while !String::from_utf8_lossy(&seen).contains("got-usr1") {
+        let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+        assert!(n > 0, "the stream ended before the signal's line");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    // alloc exec: the WebSocket upgrade, relayed.
+    let out = cli_as(
+        follower,
+        &root,
+        &[
+            "alloc",
+            "exec",
+            "-i=false",
+            &id,
+            "sh",
+            "-c",
+            "echo via-follower; exit 4",
+        ],
+    );
     assert_eq!(
         out.status.code(),
         Some(4),
@@ -1095,12 +1308,122 @@ fn alloc_logs_and_exec_work_through_a_follower() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "via-follower\n");
-    let out = follower.cli(&["alloc", "status", "-stats", id]);
+    let out = cli_as(follower, &root, &["alloc", "status", "-stats", &id]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("CPU Percent"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = follower.cli(&["job", "stop", "-purge", "talk"]);
+
+    // A bad token is refused by the follower itself: nothing is forwarded.
+    let before = forwarded(follower);
+    for path in [
+        format!("/v1/client/fs/logs/{id}?task=t&type=stdout"),
+        format!("/v1/client/fs/cat/{id}?path=alloc/logs/t.stdout.0"),
+        format!("/v1/client/allocation/{id}/stats"),
+    ] {
+        let r = get(follower, &path, "00000000-0000-0000-0000-000000000000");
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.headers().get("location").is_none(), "{path}");
+    }
+    let r = c
+        .post(format!(
+            "{}/v1/client/allocation/{id}/signal",
+            follower.address()
+        ))
+        .header("X-Nomad-Token", "not-a-token")
+        .json(&json!({ "Signal": "SIGUSR1", "Task": "t" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        forwarded(follower),
+        before,
+        "a refused request was forwarded"
+    );
+    // A body larger than the route's limit is refused before anything is sent.
+    let r = c
+        .post(format!(
+            "{}/v1/client/allocation/{id}/restart",
+            follower.address()
+        ))
+        .header("X-Nomad-Token", &root)
+        .body(vec![b' '; 64 * 1024])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(forwarded(follower), before);
+
+    // No answer of any server carries a Location header, and none shows the node's secret.
+    let secret = std::fs::read_to_string(find_file(&client_data, "node-secret"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(secret.len(), 36, "a node secret is a UUID");
+    for s in &servers {
+        let reads = every_read(s, &root, &node_id, &id);
+        // The scan reads what exists: the node, its allocation, the task's log.
+        for (route, shows) in [
+            (format!("/v1/node/{node_id}?"), node_id.as_str()),
+            (format!("/v1/allocation/{id}?"), id.as_str()),
+            (format!("/v1/client/fs/cat/{id}?"), "said-by-the-task"),
+            ("/v1/event/stream".to_string(), node_id.as_str()),
+        ] {
+            assert!(
+                reads
+                    .iter()
+                    .any(|(p, t)| p.starts_with(&route) && t.contains(shows)),
+                "{route} shows {shows}"
+            );
+        }
+        for (path, text) in reads {
+            assert!(!text.contains(&secret), "{path} shows the node's secret");
+        }
+    }
+    // The snapshot, which holds it, is for management tokens only.
+    let reader = {
+        let body = json!({ "Name": "reader", "Rules": "namespace \"*\" { policy = \"read\" }\nnode { policy = \"read\" }\noperator { policy = \"read\" }\nagent { policy = \"read\" }" });
+        let r = c
+            .post(format!("{}/v1/acl/policy/reader", follower.address()))
+            .header("X-Nomad-Token", &root)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let t: Value = c
+            .post(format!("{}/v1/acl/token", follower.address()))
+            .header("X-Nomad-Token", &root)
+            .json(&json!({ "Name": "r", "Type": "client", "Policies": ["reader"] }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        t["SecretID"].as_str().unwrap().to_string()
+    };
+    for s in &servers {
+        let r = get(s, "/v1/operator/snapshot", &reader);
+        assert_eq!(r.status(), 403);
+        for (path, text) in every_read(s, &reader, &node_id, &id) {
+            assert!(!text.contains(&secret), "{path} shows the node's secret");
+        }
+    }
+    let out = cli_as(follower, &root, &["job", "stop", "-purge", "talk"]);
     assert!(out.status.success());
+}
+
+/// The first file named `name` below `dir`.
+fn find_file(dir: &Path, name: &str) -> PathBuf {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_name() == name {
+                return p;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            }
+        }
+    }
+    panic!("no {name} below {}", dir.display())
 }

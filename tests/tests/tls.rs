@@ -96,6 +96,18 @@ fn tls_block(pki: &Path, cert: &str) -> String {
     )
 }
 
+/// `dir/client.hcl`: a client with raw_exec, on mTLS with the client certificate.
+fn write_client_config(dir: &Path, pki: &Path) {
+    std::fs::write(
+        dir.join("client.hcl"),
+        format!(
+            "client {{\n  enabled = true\n}}\nplugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{}",
+            tls_block(pki, "client")
+        ),
+    )
+    .unwrap();
+}
+
 /// A gRPC channel to `addr` over TLS with this identity (the server must prove its role).
 async fn grpc(
     addr: &str,
@@ -145,14 +157,7 @@ fn start_cluster() -> TlsCluster {
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("client.hcl"),
-        format!(
-            "client {{\n  enabled = true\n}}\nplugin \"raw_exec\" {{\n  config {{\n    enabled = true\n  }}\n}}\n{}",
-            tls_block(&pki, "client")
-        ),
-    )
-    .unwrap();
+    write_client_config(&dir, &pki);
     let server = Agent::start(
         &["-config", dir.join("server.hcl").to_str().unwrap()],
         &dir.join("server"),
@@ -496,7 +501,7 @@ fn a_lone_server_makes_its_ca_and_a_client_certificate_from_it_joins() {
 }
 
 #[test]
-fn three_servers_form_a_cluster_and_forward_writes_over_mtls() {
+fn three_servers_form_a_cluster_forward_writes_and_node_requests_over_mtls() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let pki = dir.join("pki");
@@ -567,4 +572,60 @@ fn three_servers_form_a_cluster_and_forward_writes_over_mtls() {
             },
         );
     }
+    // A client on mTLS runs a task; a follower forwards node-bound requests to the leader
+    // over HTTPS with its own certificate (the HTTP API requires one here).
+    write_client_config(dir, &pki);
+    let rpcs: Vec<String> = servers.iter().map(|s| s.rpc_addr()).collect();
+    let _client = Agent::start(
+        &[
+            "-config",
+            dir.join("client.hcl").to_str().unwrap(),
+            "-servers",
+            &rpcs.join(","),
+        ],
+        &dir.join("client"),
+        free_port(),
+        free_port(),
+    );
+    let leader = https_get(&admin, &servers[0], "/v1/status/leader").unwrap();
+    let leader = leader.as_str().unwrap();
+    assert_eq!(
+        servers.iter().filter(|s| s.rpc_addr() == leader).count(),
+        1,
+        "the leader {leader} is one of the servers"
+    );
+    let follower = servers.iter().find(|s| s.rpc_addr() != leader).unwrap();
+    let job = serde_json::json!({ "Job": { "ID": "hello", "Datacenters": ["dc1"], "TaskGroups": [{ "Name": "g", "Count": 1, "Tasks": [{ "Name": "t", "Driver": "raw_exec", "Config": { "command": "/bin/sh", "args": ["-c", "echo over-https; sleep 300"] } }] }] } });
+    let r = admin
+        .post(format!("https://127.0.0.1:{}/v1/jobs", follower.http_port))
+        .json(&job)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+    let alloc = wait_for("the task running", Duration::from_secs(60), || {
+        https_get(&admin, follower, "/v1/job/hello/allocations")
+            .ok()?
+            .as_array()?
+            .iter()
+            .find(|a| a["ClientStatus"] == "running")
+            .cloned()
+    });
+    let id = alloc["ID"].as_str().unwrap();
+    let logs = wait_for(
+        "the logs through a follower",
+        Duration::from_secs(30),
+        || {
+            let r = admin
+                .get(format!(
+                    "https://127.0.0.1:{}/v1/client/fs/logs/{id}?task=t&type=stdout&plain=true",
+                    follower.http_port
+                ))
+                .send()
+                .ok()?;
+            assert!(r.headers().get("location").is_none());
+            let text = r.text().ok()?;
+            text.contains("over-https").then_some(text)
+        },
+    );
+    assert_eq!(logs, "over-https\n");
 }

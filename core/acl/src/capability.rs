@@ -1,124 +1,91 @@
 //! Nomad's words: namespace capabilities, variable capabilities, and the coarse policy
 //! levels of the node, agent, operator, quota and plugin rules.
 
-/// A namespace capability (Nomad's `NamespaceCapability*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NsCap {
-    Deny,
-    ListJobs,
-    ParseJob,
-    ReadJob,
-    SubmitJob,
-    DispatchJob,
-    ReadLogs,
-    ReadFs,
-    AllocExec,
-    AllocNodeExec,
-    AllocLifecycle,
-    SentinelOverride,
-    CsiRegisterPlugin,
-    CsiWriteVolume,
-    CsiReadVolume,
-    CsiListVolume,
-    CsiMountVolume,
-    HostVolumeCreate,
-    HostVolumeRegister,
-    HostVolumeRead,
-    HostVolumeWrite,
-    HostVolumeDelete,
-    ListScalingPolicies,
-    ReadScalingPolicy,
-    ReadJobScaling,
-    ScaleJob,
-    SubmitRecommendation,
-    RegisterJob,
-    RevertJob,
-    DeregisterJob,
-    PurgeJob,
-    EvaluateJob,
-    PlanJob,
-    TagJobVersion,
-    StableJob,
-    FailDeployment,
-    PauseDeployment,
-    PromoteDeployment,
-    UnblockDeployment,
-    CancelDeployment,
-    SetAllocHealthDeployment,
-    GcAllocation,
-    PauseAllocation,
-    ForcePeriodicJob,
-    DeleteServiceRegistration,
+/// Declares a closed set of Nomad's words once: the enum, `ALL` (each value with its word,
+/// in declaration order), `parse` and `as_str`.
+macro_rules! words {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $($variant:ident => $word:literal,)+ }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            /// Every value, with its word.
+            pub const ALL: &[($name, &str)] = &[$(($name::$variant, $word),)+];
+
+            pub fn parse(word: &str) -> Option<$name> {
+                match word {
+                    $($word => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                }
+            }
+        }
+    };
+}
+
+words! {
+    /// A namespace capability (Nomad's `NamespaceCapability*`).
+    pub enum NsCap {
+        Deny => "deny",
+        ListJobs => "list-jobs",
+        ParseJob => "parse-job",
+        ReadJob => "read-job",
+        SubmitJob => "submit-job",
+        DispatchJob => "dispatch-job",
+        ReadLogs => "read-logs",
+        ReadFs => "read-fs",
+        AllocExec => "alloc-exec",
+        AllocNodeExec => "alloc-node-exec",
+        AllocLifecycle => "alloc-lifecycle",
+        SentinelOverride => "sentinel-override",
+        CsiRegisterPlugin => "csi-register-plugin",
+        CsiWriteVolume => "csi-write-volume",
+        CsiReadVolume => "csi-read-volume",
+        CsiListVolume => "csi-list-volume",
+        CsiMountVolume => "csi-mount-volume",
+        HostVolumeCreate => "host-volume-create",
+        HostVolumeRegister => "host-volume-register",
+        HostVolumeRead => "host-volume-read",
+        HostVolumeWrite => "host-volume-write",
+        HostVolumeDelete => "host-volume-delete",
+        ListScalingPolicies => "list-scaling-policies",
+        ReadScalingPolicy => "read-scaling-policy",
+        ReadJobScaling => "read-job-scaling",
+        ScaleJob => "scale-job",
+        SubmitRecommendation => "submit-recommendation",
+        RegisterJob => "register-job",
+        RevertJob => "revert-job",
+        DeregisterJob => "deregister-job",
+        PurgeJob => "purge-job",
+        EvaluateJob => "evaluate-job",
+        PlanJob => "plan-job",
+        TagJobVersion => "tag-job-version",
+        StableJob => "stable-job",
+        FailDeployment => "fail-deployment",
+        PauseDeployment => "pause-deployment",
+        PromoteDeployment => "promote-deployment",
+        UnblockDeployment => "unblock-deployment",
+        CancelDeployment => "cancel-deployment",
+        SetAllocHealthDeployment => "set-alloc-health-deployment",
+        GcAllocation => "gc-allocation",
+        PauseAllocation => "pause-allocation",
+        ForcePeriodicJob => "force-periodic-job",
+        DeleteServiceRegistration => "delete-service-registration",
+    }
 }
 
 impl NsCap {
-    /// Every capability, with its word.
-    pub const ALL: &[(NsCap, &str)] = &[
-        (NsCap::Deny, "deny"),
-        (NsCap::ListJobs, "list-jobs"),
-        (NsCap::ParseJob, "parse-job"),
-        (NsCap::ReadJob, "read-job"),
-        (NsCap::SubmitJob, "submit-job"),
-        (NsCap::DispatchJob, "dispatch-job"),
-        (NsCap::ReadLogs, "read-logs"),
-        (NsCap::ReadFs, "read-fs"),
-        (NsCap::AllocExec, "alloc-exec"),
-        (NsCap::AllocNodeExec, "alloc-node-exec"),
-        (NsCap::AllocLifecycle, "alloc-lifecycle"),
-        (NsCap::SentinelOverride, "sentinel-override"),
-        (NsCap::CsiRegisterPlugin, "csi-register-plugin"),
-        (NsCap::CsiWriteVolume, "csi-write-volume"),
-        (NsCap::CsiReadVolume, "csi-read-volume"),
-        (NsCap::CsiListVolume, "csi-list-volume"),
-        (NsCap::CsiMountVolume, "csi-mount-volume"),
-        (NsCap::HostVolumeCreate, "host-volume-create"),
-        (NsCap::HostVolumeRegister, "host-volume-register"),
-        (NsCap::HostVolumeRead, "host-volume-read"),
-        (NsCap::HostVolumeWrite, "host-volume-write"),
-        (NsCap::HostVolumeDelete, "host-volume-delete"),
-        (NsCap::ListScalingPolicies, "list-scaling-policies"),
-        (NsCap::ReadScalingPolicy, "read-scaling-policy"),
-        (NsCap::ReadJobScaling, "read-job-scaling"),
-        (NsCap::ScaleJob, "scale-job"),
-        (NsCap::SubmitRecommendation, "submit-recommendation"),
-        (NsCap::RegisterJob, "register-job"),
-        (NsCap::RevertJob, "revert-job"),
-        (NsCap::DeregisterJob, "deregister-job"),
-        (NsCap::PurgeJob, "purge-job"),
-        (NsCap::EvaluateJob, "evaluate-job"),
-        (NsCap::PlanJob, "plan-job"),
-        (NsCap::TagJobVersion, "tag-job-version"),
-        (NsCap::StableJob, "stable-job"),
-        (NsCap::FailDeployment, "fail-deployment"),
-        (NsCap::PauseDeployment, "pause-deployment"),
-        (NsCap::PromoteDeployment, "promote-deployment"),
-        (NsCap::UnblockDeployment, "unblock-deployment"),
-        (NsCap::CancelDeployment, "cancel-deployment"),
-        (
-            NsCap::SetAllocHealthDeployment,
-            "set-alloc-health-deployment",
-        ),
-        (NsCap::GcAllocation, "gc-allocation"),
-        (NsCap::PauseAllocation, "pause-allocation"),
-        (NsCap::ForcePeriodicJob, "force-periodic-job"),
-        (
-            NsCap::DeleteServiceRegistration,
-            "delete-service-registration",
-        ),
-    ];
-
-    pub fn parse(word: &str) -> Option<NsCap> {
-        NsCap::ALL.iter().find(|(_, w)| *w == word).map(|(c, _)| *c)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        NsCap::ALL
-            .iter()
-            .find(|(c, _)| *c == self)
-            .map(|(_, w)| *w)
-            .expect("every capability has a word")
-    }
-
     /// The bit of this capability in a [`NsCaps`] set.
     pub(crate) fn bit(self) -> u64 {
         1 << (self as u32)
@@ -138,16 +105,8 @@ impl NsCap {
             ReadScalingPolicy,
             HostVolumeRead,
         ];
-        const WRITE: &[NsCap] = &[
-            ListJobs,
-            ParseJob,
-            ReadJob,
-            CsiListVolume,
-            CsiReadVolume,
-            ReadJobScaling,
-            ListScalingPolicies,
-            ReadScalingPolicy,
-            HostVolumeRead,
+        /// What `write` grants beyond `read`.
+        const WRITE_ONLY: &[NsCap] = &[
             ScaleJob,
             SubmitJob,
             DispatchJob,
@@ -160,6 +119,7 @@ impl NsCap {
             SubmitRecommendation,
             HostVolumeCreate,
         ];
+        const WRITE: &[NsCap] = &concat::<{ READ.len() + WRITE_ONLY.len() }>(READ, WRITE_ONLY);
         const SCALE: &[NsCap] = &[
             ListScalingPolicies,
             ReadScalingPolicy,
@@ -194,6 +154,22 @@ impl NsCap {
     }
 }
 
+/// `a` then `b`, in a constant.
+const fn concat<const N: usize>(a: &[NsCap], b: &[NsCap]) -> [NsCap; N] {
+    assert!(a.len() + b.len() == N);
+    let mut out = [NsCap::Deny; N];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = b[i - a.len()];
+        i += 1;
+    }
+    out
+}
+
 /// A set of namespace capabilities, as bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NsCaps(pub(crate) u64);
@@ -210,69 +186,36 @@ impl NsCaps {
     }
 }
 
-/// A variables path capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum VarCap {
-    List,
-    Read,
-    Write,
-    Destroy,
-    Deny,
+words! {
+    /// A variables path capability.
+    pub enum VarCap {
+        List => "list",
+        Read => "read",
+        Write => "write",
+        Destroy => "destroy",
+        Deny => "deny",
+    }
 }
 
 impl VarCap {
-    pub const ALL: &[(VarCap, &str)] = &[
-        (VarCap::List, "list"),
-        (VarCap::Read, "read"),
-        (VarCap::Write, "write"),
-        (VarCap::Destroy, "destroy"),
-        (VarCap::Deny, "deny"),
-    ];
-
-    pub fn parse(word: &str) -> Option<VarCap> {
-        VarCap::ALL
-            .iter()
-            .find(|(_, w)| *w == word)
-            .map(|(c, _)| *c)
-    }
-
     pub(crate) fn bit(self) -> u8 {
         1 << (self as u8)
     }
 }
 
-/// The coarse level of a rule's `policy` (Nomad's `PolicyDeny`/`Read`/`List`/`Write`/
-/// `Scale`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    List,
-    Read,
-    Write,
-    Scale,
-    Deny,
+words! {
+    /// The coarse level of a rule's `policy` (Nomad's `PolicyDeny`/`Read`/`List`/`Write`/
+    /// `Scale`).
+    pub enum Level {
+        List => "list",
+        Read => "read",
+        Write => "write",
+        Scale => "scale",
+        Deny => "deny",
+    }
 }
 
 impl Level {
-    pub const ALL: &[(Level, &str)] = &[
-        (Level::Deny, "deny"),
-        (Level::Read, "read"),
-        (Level::List, "list"),
-        (Level::Write, "write"),
-        (Level::Scale, "scale"),
-    ];
-
-    pub fn parse(word: &str) -> Option<Level> {
-        Level::ALL.iter().find(|(_, w)| *w == word).map(|(l, _)| *l)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        Level::ALL
-            .iter()
-            .find(|(l, _)| *l == self)
-            .map(|(_, w)| *w)
-            .expect("every level has a word")
-    }
-
     /// The level that grants the most, deny winning over everything (Nomad's
     /// `maxPrivilege`; `scale` is not a level of these rules and grants nothing here).
     pub fn max(a: Option<Level>, b: Level) -> Option<Level> {
@@ -305,6 +248,24 @@ mod tests {
             assert_eq!(c.as_str(), *w);
         }
         assert!(NsCap::ALL.len() < 64);
+    }
+
+    #[test]
+    fn words_round_trip_and_write_grants_what_read_does() {
+        for (l, w) in Level::ALL {
+            assert_eq!((Level::parse(w), l.as_str()), (Some(*l), *w));
+        }
+        for (c, w) in VarCap::ALL {
+            assert_eq!((VarCap::parse(w), c.as_str()), (Some(*c), *w));
+        }
+        assert_eq!(Level::parse("admin"), None);
+        let (read, write) = (
+            NsCap::expand_policy(Level::Read),
+            NsCap::expand_policy(Level::Write),
+        );
+        assert_eq!(&write[..read.len()], read);
+        assert_eq!(write.len(), 20);
+        assert!(write.contains(&NsCap::AllocExec) && !read.contains(&NsCap::AllocExec));
     }
 
     #[test]

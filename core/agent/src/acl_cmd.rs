@@ -187,6 +187,32 @@ fn kv(rows: &[(&str, String)]) {
     }
 }
 
+/// `GET path`, printed as `fmt` asks or as a table: `headers`, then a row per item (or
+/// `empty` instead, when given and there is none).
+async fn print_list(
+    c: &ApiClient,
+    path: &str,
+    fmt: &Format,
+    empty: Option<&str>,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let list: Vec<Value> = c.get(path).await?;
+    if fmt.print(&list)? {
+        return Ok(());
+    }
+    if let Some(e) = empty
+        && list.is_empty()
+    {
+        println!("{e}");
+        return Ok(());
+    }
+    let mut rows: Vec<Vec<String>> = vec![headers.iter().map(|h| h.to_string()).collect()];
+    rows.extend(list.iter().map(row));
+    print!("{}", table(rows));
+    Ok(())
+}
+
 fn names(v: &Value, key: Option<&str>) -> String {
     let list: Vec<String> = v
         .as_array()
@@ -274,19 +300,15 @@ async fn policy(c: &ApiClient, cmd: PolicyCmd) -> anyhow::Result<i32> {
             }
         }
         PolicyCmd::List { fmt } => {
-            let list: Vec<Value> = c.get("/v1/acl/policies").await?;
-            if !fmt.print(&list)? {
-                if list.is_empty() {
-                    println!("No policies found");
-                    return Ok(0);
-                }
-                let mut rows = vec![vec!["Name".to_string(), "Description".into()]];
-                rows.extend(
-                    list.iter()
-                        .map(|p| vec![s(p, "Name").into(), s(p, "Description").into()]),
-                );
-                print!("{}", table(rows));
-            }
+            print_list(
+                c,
+                "/v1/acl/policies",
+                &fmt,
+                Some("No policies found"),
+                &["Name", "Description"],
+                |p| vec![s(p, "Name").into(), s(p, "Description").into()],
+            )
+            .await?;
         }
         PolicyCmd::Delete { name } => {
             c.call(
@@ -349,31 +371,28 @@ async fn token(c: &ApiClient, cmd: TokenCmd) -> anyhow::Result<i32> {
             show(&t, &fmt)?;
         }
         TokenCmd::List { fmt } => {
-            let list: Vec<Value> = c.get("/v1/acl/tokens").await?;
-            if !fmt.print(&list)? {
-                let mut rows = vec![vec![
-                    "Name".to_string(),
-                    "Type".into(),
-                    "Global".into(),
-                    "Accessor ID".into(),
-                    "Expired".into(),
-                ]];
-                let now = drover_model::now_nanos();
-                for t in &list {
+            let now = drover_model::now_nanos();
+            print_list(
+                c,
+                "/v1/acl/tokens",
+                &fmt,
+                None,
+                &["Name", "Type", "Global", "Accessor ID", "Expired"],
+                |t| {
                     let expired = t["ExpirationTime"]
                         .as_str()
                         .and_then(drover_model::serde_fmt::parse)
                         .is_some_and(|e| e <= now);
-                    rows.push(vec![
+                    vec![
                         s(t, "Name").into(),
                         s(t, "Type").into(),
                         t["Global"].as_bool().unwrap_or(false).to_string(),
                         s(t, "AccessorID").into(),
                         expired.to_string(),
-                    ]);
-                }
-                print!("{}", table(rows));
-            }
+                    ]
+                },
+            )
+            .await?;
         }
         TokenCmd::Update { flags, accessor } => {
             let path = format!("/v1/acl/token/{}", urlencoding(&accessor));
@@ -453,28 +472,22 @@ async fn role(c: &ApiClient, cmd: RoleCmd) -> anyhow::Result<i32> {
             }
         }
         RoleCmd::List { fmt } => {
-            let list: Vec<Value> = c.get("/v1/acl/roles").await?;
-            if !fmt.print(&list)? {
-                if list.is_empty() {
-                    println!("No ACL roles found");
-                    return Ok(0);
-                }
-                let mut rows = vec![vec![
-                    "ID".to_string(),
-                    "Name".into(),
-                    "Description".into(),
-                    "Policies".into(),
-                ]];
-                for r in &list {
-                    rows.push(vec![
+            print_list(
+                c,
+                "/v1/acl/roles",
+                &fmt,
+                Some("No ACL roles found"),
+                &["ID", "Name", "Description", "Policies"],
+                |r| {
+                    vec![
                         s(r, "ID").into(),
                         s(r, "Name").into(),
                         s(r, "Description").into(),
                         names(&r["Policies"], Some("Name")),
-                    ]);
-                }
-                print!("{}", table(rows));
-            }
+                    ]
+                },
+            )
+            .await?;
         }
         RoleCmd::Update {
             name,

@@ -262,6 +262,7 @@ async fn serve_http(
             loopback: http_addr.ip().is_loopback() && tls.http.is_none(),
         },
         acl: Arc::new(drover_api::acl::Resolver::new(cfg.acl.clone())),
+        leader_proxy: tls.leader_proxy.clone(),
     });
     // Bounded connections, no Nagle delay on replies (drover_api::limits).
     let http_listener = drover_api::limits::LimitedListener::new(http_listener);

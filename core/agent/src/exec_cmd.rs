@@ -107,7 +107,7 @@ pub async fn alloc_exec(c: &ApiClient, args: ExecArgs<'_>) -> anyhow::Result<i32
     relay(sink, stream, from_local, raw).await
 }
 
-/// Opens the exec WebSocket for `alloc`, following a follower's redirect to the leader.
+/// Opens the exec WebSocket for `alloc`.
 async fn connect(
     c: &ApiClient,
     alloc: &str,
@@ -125,23 +125,13 @@ async fn connect(
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
     url.set_scheme(scheme)
         .map_err(|_| anyhow::anyhow!("cannot use a WebSocket on {url}"))?;
-    match tokio_tungstenite::connect_async(ws_request(c, url.as_str())?).await {
-        Ok((ws, _)) => Ok(ws),
-        // A follower sends node-bound requests to the leader.
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp))
-            if resp.status().is_redirection() && resp.headers().contains_key("location") =>
-        {
-            let loc = resp.headers()["location"].to_str().unwrap_or_default();
-            let to = loc
-                .replacen("http://", "ws://", 1)
-                .replacen("https://", "wss://", 1);
-            Ok(tokio_tungstenite::connect_async(ws_request(c, &to)?)
-                .await
-                .with_context(|| format!("opening the exec session at {to}"))?
-                .0)
-        }
-        Err(e) => Err(e).with_context(|| format!("opening the exec session at {url}")),
-    }
+    // A follower forwards the session to the leader itself.
+    Ok(
+        tokio_tungstenite::connect_async(ws_request(c, url.as_str())?)
+            .await
+            .with_context(|| format!("opening the exec session at {url}"))?
+            .0,
+    )
 }
 
 /// The WebSocket handshake request to `url`, with the CLI's token.

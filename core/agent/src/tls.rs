@@ -114,6 +114,9 @@ pub struct AgentTls {
     pub rpc: Option<Arc<rustls::ServerConfig>>,
     /// The HTTP listener's configuration, when `http`.
     pub http: Option<Arc<rustls::ServerConfig>>,
+    /// How a follower forwards node-bound requests to the leader: HTTPS with this agent's
+    /// certificate when `http`.
+    pub leader_proxy: drover_api::leader_proxy::LeaderProxy,
 }
 
 impl AgentTls {
@@ -150,6 +153,11 @@ impl AgentTls {
             .client_config()
             .context("tls: the RPC client configuration")?;
         Ok(AgentTls {
+            leader_proxy: if s.http {
+                drover_api::leader_proxy::LeaderProxy::https(&rpc_client)
+            } else {
+                drover_api::leader_proxy::LeaderProxy::http()
+            },
             dialer: if s.rpc {
                 Dialer::tls(rpc_client)
             } else {

@@ -5,15 +5,15 @@
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use drover_model::{AclPolicy, JobAcl, MAX_ACL_DESCRIPTION};
+use axum::response::Response;
+use drover_model::{AclPolicy, JobAcl};
 use drover_state::{StateSnapshot, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::acl::{Caller, denied, require_enabled, token_policies};
-use crate::acl_tokens::decode;
+use crate::acl_objects::{AclKind, indexed_ok};
 use crate::query::{Params, query, with_index};
+use crate::request_body::{agrees_with_path, decode};
 use crate::{ApiError, ApiState};
 
 /// Whether the caller may read policy `name`.
@@ -72,7 +72,7 @@ pub(crate) async fn read(
     }
     let p = snap
         .acl_policy(&name)
-        .ok_or_else(|| ApiError::not_found(format!("ACL policy {name} not found")))?;
+        .ok_or_else(|| AclKind::Policy.not_found(&name))?;
     Ok(with_index(p.modify_index, p))
 }
 
@@ -94,18 +94,8 @@ pub(crate) async fn upsert(
 ) -> Result<Response, ApiError> {
     require_enabled(&st.acl)?;
     let req: PolicyRequest = decode(&body, "ACL policy")?;
-    if !req.name.is_empty() && req.name != name {
-        return Err(ApiError::bad_request(format!(
-            "policy name {:?} in the body does not match {name:?} in the path",
-            req.name
-        )));
-    }
-    drover_model::validate_acl_name("policy", &name).map_err(ApiError::bad_request)?;
-    if req.description.len() > MAX_ACL_DESCRIPTION {
-        return Err(ApiError::bad_request(format!(
-            "policy description is longer than {MAX_ACL_DESCRIPTION} characters"
-        )));
-    }
+    agrees_with_path("policy name", &req.name, &name)?;
+    AclKind::Policy.check_named(&name, &req.description)?;
     drover_acl::parse(&req.rules)
         .map_err(|e| ApiError::bad_request(format!("policy {name:?}: {e}")))?;
     let policy = AclPolicy {
@@ -123,23 +113,5 @@ pub(crate) async fn delete(
     State(st): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_enabled(&st.acl)?;
-    if st.server.store().snapshot().acl_policy(&name).is_none() {
-        return Err(ApiError::not_found(format!("ACL policy {name} not found")));
-    }
-    let index = st.server.delete_acl_policies(vec![name]).await?;
-    Ok(indexed_ok(index))
-}
-
-/// An empty 200 with the write's index.
-pub(crate) fn indexed_ok(index: u64) -> Response {
-    let mut resp = StatusCode::OK.into_response();
-    resp.headers_mut().insert(
-        "X-Nomad-Index",
-        index
-            .to_string()
-            .parse()
-            .expect("digits are a header value"),
-    );
-    resp
+    crate::acl_objects::delete(&st, AclKind::Policy, name).await
 }

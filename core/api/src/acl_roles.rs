@@ -6,14 +6,14 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use drover_model::{AclRole, AclRolePolicyLink, MAX_ACL_DESCRIPTION, MAX_ACL_LINKS};
+use drover_model::{AclRole, AclRolePolicyLink, MAX_ACL_LINKS};
 use drover_state::{StateSnapshot, Table};
 use serde::Deserialize;
 
 use crate::acl::{Caller, denied, require_enabled};
-use crate::acl_policies::indexed_ok;
-use crate::acl_tokens::decode;
+use crate::acl_objects::AclKind;
 use crate::query::{Params, query, with_index};
+use crate::request_body::{agrees_with_path, decode};
 use crate::{ApiError, ApiState};
 
 /// Whether the caller may read the role with this id or name: a management token, or a
@@ -47,7 +47,7 @@ pub(crate) async fn list(
 }
 
 fn answer(role: Option<&AclRole>, what: &str) -> Result<Response, ApiError> {
-    let r = role.ok_or_else(|| ApiError::not_found(format!("ACL role {what} not found")))?;
+    let r = role.ok_or_else(|| AclKind::Role.not_found(what))?;
     Ok(with_index(r.modify_index, r))
 }
 
@@ -92,12 +92,7 @@ struct RoleRequest {
 /// A role from a request: a valid name, a bounded description, and at least one policy,
 /// each of which exists.
 fn checked(snap: &StateSnapshot, id: String, req: RoleRequest) -> Result<AclRole, ApiError> {
-    drover_model::validate_acl_name("role", &req.name).map_err(ApiError::bad_request)?;
-    if req.description.len() > MAX_ACL_DESCRIPTION {
-        return Err(ApiError::bad_request(format!(
-            "role description is longer than {MAX_ACL_DESCRIPTION} characters"
-        )));
-    }
+    AclKind::Role.check_named(&req.name, &req.description)?;
     if req.policies.is_empty() || req.policies.len() > MAX_ACL_LINKS {
         return Err(ApiError::bad_request(format!(
             "a role links 1 to {MAX_ACL_LINKS} policies"
@@ -129,7 +124,7 @@ async fn store(st: &ApiState, role: AclRole) -> Result<Response, ApiError> {
     let snap = st.server.store().snapshot();
     let r = snap
         .acl_role(&id)
-        .ok_or_else(|| ApiError::not_found(format!("ACL role {id} not found")))?;
+        .ok_or_else(|| AclKind::Role.not_found(&id))?;
     Ok(with_index(index, r))
 }
 
@@ -152,15 +147,10 @@ pub(crate) async fn update(
 ) -> Result<Response, ApiError> {
     require_enabled(&st.acl)?;
     let req: RoleRequest = decode(&body, "ACL role")?;
-    if !req.id.is_empty() && req.id != id {
-        return Err(ApiError::bad_request(format!(
-            "role ID {:?} in the body does not match {id:?} in the path",
-            req.id
-        )));
-    }
+    agrees_with_path("role ID", &req.id, &id)?;
     let snap = st.server.store().snapshot();
     if snap.acl_role(&id).is_none() {
-        return Err(ApiError::not_found(format!("ACL role {id} not found")));
+        return Err(AclKind::Role.not_found(&id));
     }
     let role = checked(&snap, id, req)?;
     store(&st, role).await
@@ -170,10 +160,5 @@ pub(crate) async fn delete(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_enabled(&st.acl)?;
-    if st.server.store().snapshot().acl_role(&id).is_none() {
-        return Err(ApiError::not_found(format!("ACL role {id} not found")));
-    }
-    let index = st.server.delete_acl_roles(vec![id]).await?;
-    Ok(indexed_ok(index))
+    crate::acl_objects::delete(&st, AclKind::Role, id).await
 }

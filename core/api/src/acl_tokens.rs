@@ -18,7 +18,9 @@ use drover_state::{StateSnapshot, Table};
 use serde::Deserialize;
 
 use crate::acl::{Caller, require_enabled, secret_hash};
+use crate::acl_objects::AclKind;
 use crate::query::{Params, query, with_index};
+use crate::request_body::{agrees_with_path, decode};
 use crate::{ApiError, ApiState};
 
 /// A token as the API shows it: without the stored hash; with its secret only when given.
@@ -27,18 +29,6 @@ fn view(t: &AclToken, secret: Option<&str>) -> AclToken {
     t.secret_hash.clear();
     t.secret_id = secret.unwrap_or_default().to_string();
     t
-}
-
-pub(crate) fn decode<T: for<'de> Deserialize<'de> + Default>(
-    body: &[u8],
-    what: &str,
-) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de)
-        .map_err(|e| ApiError::bad_request(format!("invalid {what}: {}: {}", e.path(), e.inner())))
 }
 
 /// A new token's secret: a random UUID (the operator may choose the bootstrap token's).
@@ -294,16 +284,11 @@ pub(crate) async fn update(
 ) -> Result<Response, ApiError> {
     require_enabled(&st.acl)?;
     let req: TokenRequest = decode(&body, "token")?;
-    if !req.accessor_id.is_empty() && req.accessor_id != accessor {
-        return Err(ApiError::bad_request(format!(
-            "AccessorID {:?} in the body does not match {accessor:?} in the path",
-            req.accessor_id
-        )));
-    }
+    agrees_with_path("AccessorID", &req.accessor_id, &accessor)?;
     let snap = st.server.store().snapshot();
     let old = snap
         .acl_token(&accessor)
-        .ok_or_else(|| ApiError::not_found(format!("ACL token {accessor} not found")))?;
+        .ok_or_else(|| AclKind::Token.not_found(&accessor))?;
     let token_type = if req.token_type.is_empty() {
         old.token_type
     } else {
@@ -323,7 +308,7 @@ pub(crate) async fn update(
     let snap = st.server.store().snapshot();
     let t = snap
         .acl_token(&accessor)
-        .ok_or_else(|| ApiError::not_found(format!("ACL token {accessor} not found")))?;
+        .ok_or_else(|| AclKind::Token.not_found(&accessor))?;
     Ok(with_index(index, &view(t, None)))
 }
 
@@ -336,7 +321,7 @@ pub(crate) async fn read(
     let snap = query(&st, &q, Table::AclTokens).await?;
     let t = snap
         .acl_token(&accessor)
-        .ok_or_else(|| ApiError::not_found(format!("ACL token {accessor} not found")))?;
+        .ok_or_else(|| AclKind::Token.not_found(&accessor))?;
     Ok(with_index(t.modify_index, &view(t, None)))
 }
 
@@ -359,12 +344,5 @@ pub(crate) async fn delete(
     State(st): State<ApiState>,
     Path(accessor): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_enabled(&st.acl)?;
-    if st.server.store().snapshot().acl_token(&accessor).is_none() {
-        return Err(ApiError::not_found(format!(
-            "ACL token {accessor} not found"
-        )));
-    }
-    let index = st.server.delete_acl_tokens(vec![accessor]).await?;
-    Ok(crate::acl_policies::indexed_ok(index))
+    crate::acl_objects::delete(&st, AclKind::Token, accessor).await
 }

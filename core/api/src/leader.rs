@@ -1,11 +1,10 @@
-//! What every answer says about the leader, and where node-bound requests go: the
-//! `X-Nomad-KnownLeader`/`X-Nomad-LastContact` headers, and the redirect of
-//! `/v1/client/...` requests from a follower to the leader.
+//! What every answer says about the leader: the `X-Nomad-KnownLeader`/`X-Nomad-LastContact`
+//! headers. (Node-bound requests a follower forwards to the leader: [`crate::leader_proxy`].)
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::ApiState;
 
@@ -28,32 +27,4 @@ pub(crate) async fn known_leader(State(st): State<ApiState>, req: Request, next:
         }
     }
     resp
-}
-
-/// Node-bound requests (`/v1/client/...`: logs, fs, exec, stats, restart, signal) need the
-/// server that holds the client's stream, which is the leader (clients attach to it): a
-/// follower redirects them there, 307 keeping the method and body.
-pub(crate) async fn client_requests_to_leader(
-    State(st): State<ApiState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if req.uri().path().starts_with("/v1/client/")
-        && let Some(http) = st.server.leader_http().await
-    {
-        let target = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        return (
-            StatusCode::TEMPORARY_REDIRECT,
-            [(
-                axum::http::header::LOCATION,
-                format!("http://{http}{target}"),
-            )],
-        )
-            .into_response();
-    }
-    next.run(req).await
 }

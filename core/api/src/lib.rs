@@ -6,6 +6,7 @@
 //! through [`drover_server::Server`].
 
 pub mod acl;
+mod acl_objects;
 mod acl_policies;
 mod acl_roles;
 mod acl_tokens;
@@ -20,6 +21,7 @@ pub mod guard;
 mod jobs;
 mod keyring;
 mod leader;
+pub mod leader_proxy;
 pub mod limits;
 mod logs;
 mod namespaces;
@@ -28,6 +30,7 @@ mod nodes;
 mod operator;
 mod plugins;
 mod query;
+mod request_body;
 pub mod routes;
 mod scheduler_config;
 mod search;
@@ -62,16 +65,14 @@ pub struct ApiState {
     pub exposure: guard::Exposure,
     /// ACL enforcement: the agent's `acl` settings and the compiled tokens.
     pub acl: std::sync::Arc<acl::Resolver>,
+    /// How a follower forwards node-bound requests to the leader.
+    pub leader_proxy: leader_proxy::LeaderProxy,
 }
 
 /// The API: the routes of [`routes::table`], behind the request guard and the leader
 /// middleware.
 pub fn router(state: ApiState) -> Router {
     routes::build(&state)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            leader::client_requests_to_leader,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             leader::known_leader,

@@ -1,7 +1,7 @@
 //! Node pools (Nomad's `/v1/node/pools`, `/v1/node/pool/:name`, and a pool's jobs and
-//! nodes). The built-ins `default` and `all` are neither modified nor deleted.
+//! nodes; written through [`crate::request_body`]'s by-name writes). The built-ins
+//! `default` and `all` are neither modified nor deleted.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use drover_api_types as api;
@@ -37,53 +37,6 @@ pub(crate) async fn read(
     let snap = query(&st, &q, Table::NodePools).await?;
     let p = find(&snap, &name)?;
     Ok(with_index(p.modify_index, p))
-}
-
-/// The pool in the body; its name, when given, must be the one in the path.
-fn decode(body: &[u8], path_name: Option<&str>) -> Result<NodePool, ApiError> {
-    let mut p: NodePool = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid node pool: {e}")))?;
-    if let Some(n) = path_name {
-        if p.name.is_empty() {
-            p.name = n.to_string();
-        } else if p.name != n {
-            return Err(ApiError::bad_request(format!(
-                "node pool name {:?} in the body does not match {n:?} in the path",
-                p.name
-            )));
-        }
-    }
-    if p.name.is_empty() {
-        return Err(ApiError::bad_request("invalid node pool: missing Name"));
-    }
-    Ok(p)
-}
-
-async fn apply(st: &ApiState, p: NodePool) -> Result<Response, ApiError> {
-    let index = st.server.upsert_node_pool(p).await?;
-    Ok(with_index(index, &serde_json::json!({})))
-}
-
-/// `PUT|POST /v1/node/pools` (Nomad's register): the body names the pool.
-pub(crate) async fn create(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
-    apply(&st, decode(&body, None)?).await
-}
-
-/// `PUT|POST /v1/node/pool/:name`.
-pub(crate) async fn update(
-    State(st): State<ApiState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    apply(&st, decode(&body, Some(&name))?).await
-}
-
-pub(crate) async fn delete(
-    State(st): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let index = st.server.delete_node_pool(&name).await?;
-    Ok(with_index(index, &serde_json::json!({})))
 }
 
 /// `GET /v1/node/pool/:name/jobs`: the jobs placed in the pool (in `?namespace=`, `*` for

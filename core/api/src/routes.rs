@@ -18,9 +18,10 @@ use crate::limits::{
 };
 use crate::{
     ApiState, acl, acl_policies, acl_roles, acl_tokens, agent, allocations, backup, evaluations,
-    events, exec, jobs, keyring, logs, namespaces, node_pools, nodes, operator, plugins,
-    scheduler_config, search, services, variables,
+    events, exec, jobs, keyring, leader_proxy, logs, namespaces, node_pools, nodes, operator,
+    plugins, request_body, scheduler_config, search, services, variables,
 };
+use drover_model::{Namespace, NodePool};
 
 /// An HTTP method a route answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -134,15 +135,15 @@ pub fn table() -> Vec<Route> {
         route(DELETE, "/v1/var/{*path}", C::DestroyVariables, NO_BODY, REQUEST, |m| on(m, variables::delete)),
         // Namespaces, node pools and the scheduler configuration (issue 25).
         route(GET, "/v1/namespaces", C::ListJobs, NO_BODY, READ, |m| on(m, namespaces::list)),
-        route(WRITE, "/v1/namespace", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, namespaces::create)),
+        route(WRITE, "/v1/namespace", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, request_body::create::<Namespace>)),
         route(GET, "/v1/namespace/{name}", C::ReadJob, NO_BODY, READ, |m| on(m, namespaces::read)),
-        route(WRITE, "/v1/namespace/{name}", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, namespaces::update)),
-        route(DELETE, "/v1/namespace/{name}", C::Management, NO_BODY, REQUEST, |m| on(m, namespaces::delete)),
+        route(WRITE, "/v1/namespace/{name}", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, request_body::update::<Namespace>)),
+        route(DELETE, "/v1/namespace/{name}", C::Management, NO_BODY, REQUEST, |m| on(m, request_body::delete::<Namespace>)),
         route(GET, "/v1/node/pools", C::NodeRead, NO_BODY, READ, |m| on(m, node_pools::list)),
-        route(WRITE, "/v1/node/pools", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, node_pools::create)),
+        route(WRITE, "/v1/node/pools", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, request_body::create::<NodePool>)),
         route(GET, "/v1/node/pool/{name}", C::NodeRead, NO_BODY, READ, |m| on(m, node_pools::read)),
-        route(WRITE, "/v1/node/pool/{name}", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, node_pools::update)),
-        route(DELETE, "/v1/node/pool/{name}", C::Management, NO_BODY, REQUEST, |m| on(m, node_pools::delete)),
+        route(WRITE, "/v1/node/pool/{name}", C::Management, MAX_SMALL_BODY, REQUEST, |m| on(m, request_body::update::<NodePool>)),
+        route(DELETE, "/v1/node/pool/{name}", C::Management, NO_BODY, REQUEST, |m| on(m, request_body::delete::<NodePool>)),
         route(GET, "/v1/node/pool/{name}/jobs", C::ListJobs, NO_BODY, READ, |m| on(m, node_pools::jobs)),
         route(GET, "/v1/node/pool/{name}/nodes", C::NodeRead, NO_BODY, READ, |m| on(m, node_pools::nodes)),
         route(GET, "/v1/operator/scheduler/configuration", C::OperatorRead, NO_BODY, READ, |m| on(m, scheduler_config::read)),
@@ -209,6 +210,8 @@ pub(crate) fn build(state: &ApiState) -> Router<ApiState> {
             capability: r.capability,
             scope: acl::scope_of(r.path),
             timeout: r.timeout,
+            node_bound: r.path.starts_with(NODE_BOUND),
+            body_limit: r.body_limit,
         };
         let st = state.clone();
         let handler = (r.handler)(methods)
@@ -220,15 +223,23 @@ pub(crate) fn build(state: &ApiState) -> Router<ApiState> {
     })
 }
 
+/// Where the routes answered by the allocation's client begin: a follower forwards them
+/// to the leader ([`leader_proxy`]).
+pub const NODE_BOUND: &str = "/v1/client/";
+
 /// What `admit` checks for one route.
 #[derive(Clone, Copy)]
 struct Guard {
     capability: Capability,
     scope: acl::Scope,
     timeout: Timeout,
+    /// Answered by the allocation's client, through the leader.
+    node_bound: bool,
+    body_limit: usize,
 }
 
-/// Runs a route's handler once the caller holds its capability, within its timeout. The
+/// Runs a route's handler once the caller holds its capability, within its timeout (on a
+/// follower, a node-bound route is forwarded to the leader once admitted here). The
 /// handler finds the [`acl::Caller`] in the request's extensions. An exec WebSocket
 /// without a token in its headers is let through to authenticate with its first frame
 /// (Nomad's `{"version":1,"auth_token":...}`); its handler checks before running anything.
@@ -268,9 +279,16 @@ async fn admit(st: ApiState, guard: Guard, req: Request, next: Next) -> Response
     caller.first_frame = deferred;
     parts.extensions.insert(caller);
     let req = Request::from_parts(parts, body);
+    let run = async {
+        if guard.node_bound {
+            leader_proxy::to_leader(&st, req, guard.body_limit, next).await
+        } else {
+            next.run(req).await
+        }
+    };
     match guard.timeout {
-        Timeout::Open => next.run(req).await,
-        Timeout::Within(limit) => match tokio::time::timeout(limit, next.run(req)).await {
+        Timeout::Open => run.await,
+        Timeout::Within(limit) => match tokio::time::timeout(limit, run).await {
             Ok(resp) => resp,
             Err(_) => (
                 StatusCode::GATEWAY_TIMEOUT,

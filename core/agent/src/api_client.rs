@@ -145,7 +145,24 @@ impl ApiClient {
     /// The client of [`Settings`]: TLS when the address is `https://` (the CA, the client
     /// certificate, the server name and skip-verify apply), the token as `X-Nomad-Token`.
     pub fn build(settings: Settings) -> anyhow::Result<ApiClient> {
-        let mut b = reqwest::Client::builder();
+        // The token travels in a default header, and reqwest strips only `Authorization`
+        // when a redirect leaves the host: a redirect to another origin would hand the
+        // token to whatever it names. Only same-origin redirects are followed.
+        let mut b = reqwest::Client::builder().redirect(reqwest::redirect::Policy::custom(
+            |attempt| {
+                let from = attempt.previous().first().map(|u| u.origin());
+                if from.as_ref() != Some(&attempt.url().origin()) {
+                    let to = attempt.url().origin().ascii_serialization();
+                    attempt.error(format!(
+                        "the server redirected to another origin ({to}); not following it, so the token is not sent there"
+                    ))
+                } else if attempt.previous().len() > 10 {
+                    attempt.error("more than 10 redirects")
+                } else {
+                    attempt.follow()
+                }
+            },
+        ));
         if let Some(t) = &settings.token {
             let mut h = reqwest::header::HeaderMap::new();
             let mut v = reqwest::header::HeaderValue::from_str(t)
@@ -394,6 +411,59 @@ mod tests {
         let e = Settings::resolve(&GlobalArgs::default(), env(&[("NOMAD_SKIP_VERIFY", "yes")]))
             .unwrap_err();
         assert!(e.to_string().contains("SKIP_VERIFY=\"yes\""), "{e}");
+    }
+
+    /// A one-shot HTTP server: answers one request with `reply` and hands back what it read.
+    fn one_shot(reply: String) -> (u16, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = std::thread::spawn(move || {
+            l.set_nonblocking(false).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let mut buf = vec![0u8; 8192];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(reply.as_bytes());
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        (port, h)
+    }
+
+    #[tokio::test]
+    async fn the_token_never_follows_a_redirect_to_another_origin() {
+        // The "other origin" listens but must never be asked.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        other.set_nonblocking(true).unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        let (port, server) = one_shot(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{other_port}/v1/jobs\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ));
+        let c = ApiClient::build(Settings {
+            address: format!("http://127.0.0.1:{port}"),
+            token: Some("s3cret-token".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let e = c
+            .http
+            .get(c.url("/v1/jobs").unwrap())
+            .send()
+            .await
+            .unwrap_err();
+        assert!(format!("{e:?}").contains("another origin"), "{e:?}");
+        assert!(server.join().unwrap().contains("s3cret-token"));
+        assert!(
+            other.accept().is_err(),
+            "the other origin was contacted: the token went with the redirect"
+        );
     }
 
     #[test]

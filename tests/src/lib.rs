@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod dns;
 pub mod go;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -501,34 +501,15 @@ fn three_servers_form_a_cluster_and_forward_writes_over_mtls() {
     let dir = tmp.path();
     let pki = dir.join("pki");
     make_pki(&pki);
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let join: Vec<String> = ports
-        .iter()
-        .map(|(_, r)| format!("\"127.0.0.1:{r}\""))
-        .collect();
-    let servers: Vec<Agent> = (0..3)
-        .map(|i| {
-            let cfg = dir.join(format!("s{i}.hcl"));
-            std::fs::write(
-                &cfg,
-                format!(
-                    // The servers share one keyring KEK (as an operator copies it): writes
-                    // through any of them seal variables.
-                    "name = \"s{i}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = 3\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n{}",
-                    dir.join("keyring.kek").display(),
-                    join.join(", "),
-                    tls_block(&pki, "server")
-                ),
-            )
-            .unwrap();
-            Agent::start(
-                &["-config", cfg.to_str().unwrap()],
-                &dir.join(format!("s{i}")),
-                ports[i].0,
-                ports[i].1,
-            )
-        })
-        .collect();
+    let tls = tls_block(&pki, "server");
+    let servers = drover_tests::servers::start_cluster(
+        dir,
+        3,
+        drover_tests::servers::Extra {
+            server: "",
+            top: &tls,
+        },
+    );
     let admin = https(
         &pki.join("nomad-agent-ca.pem"),
         Some((

@@ -32,6 +32,7 @@ pub mod routes;
 mod scheduler_config;
 mod search;
 mod services;
+pub mod tls_rotation;
 mod variables;
 
 use axum::Router;
@@ -62,6 +63,8 @@ pub struct ApiState {
     pub exposure: guard::Exposure,
     /// ACL enforcement: the agent's `acl` settings and the compiled tokens.
     pub acl: std::sync::Arc<acl::Resolver>,
+    /// The CA made for you, on the server holding it (`/v1/operator/tls/rotate-ca`).
+    pub ca_rotation: Option<std::sync::Arc<dyn tls_rotation::CaRotation>>,
 }
 
 /// The API: the routes of [`routes::table`], behind the request guard and the leader

@@ -119,7 +119,7 @@ fn the_ca_rotates_under_a_running_job_and_leaves_renew_before_expiry() {
     std::fs::write(client_tls.join("client.pem"), format!("{cert}{key}")).unwrap();
     std::fs::write(
         dir.join("client.hcl"),
-        "client {\n  enabled = true\n}\ntls {\n  rpc = true\n}\n",
+        "client {\n  enabled = true\n}\nplugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\ntls {\n  rpc = true\n}\n",
     )
     .unwrap();
     let _client = Agent::start(
@@ -140,8 +140,8 @@ fn the_ca_rotates_under_a_running_job_and_leaves_renew_before_expiry() {
     // A job that keeps running through it all.
     let job = write_job(
         dir,
-        "sleeper.hcl",
-        "job \"sleeper\" {\n  datacenters = [\"dc1\"]\n  group \"g\" {\n    task \"t\" {\n      driver = \"raw_exec\"\n      config {\n        command = \"/bin/sleep\"\n        args = [\"3607\"]\n      }\n    }\n  }\n}\n",
+        "sleeper",
+        "job \"sleeper\" {\n  group \"g\" {\n    task \"t\" {\n      driver = \"raw_exec\"\n      config {\n        command = \"/bin/sleep\"\n        args = [\"3607\"]\n      }\n    }\n  }\n}\n",
     );
     server.run_job(&job);
     server.wait_alloc_status("sleeper", "running", LONG);

@@ -30,6 +30,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             .await
             .context("loading TLS panicked")??
     };
+    if let Some((files, live)) = &tls.files {
+        crate::tls_rotation::reload_on_hangup(files.clone(), live.clone())?;
+    }
     let host = if cfg.client {
         Some(start_plugin_host(&cfg).await?)
     } else {

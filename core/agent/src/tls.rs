@@ -136,6 +136,8 @@ pub struct AgentTls {
     pub authority: Option<Arc<CaAuthority>>,
     /// A client's leaf of the CA made for you, synced with the servers.
     pub managed: Option<ManagedLeaf>,
+    /// The operator's files and the identity made of them: read again on SIGHUP.
+    pub files: Option<(TlsFiles, drover_tls::LiveIdentity)>,
 }
 
 impl AgentTls {
@@ -209,6 +211,7 @@ impl AgentTls {
                 .context("tls: the HTTP listener's configuration")?,
             authority,
             managed,
+            files: s.files.clone().map(|f| (f, live.clone())),
         })
     }
 }

@@ -564,3 +564,37 @@ pub async fn rotate_ca(c: &crate::cli::ApiClient, status_only: bool) -> anyhow::
     println!("Next step  = {next}");
     Ok(0)
 }
+
+/// Reads the operator's `ca_file`, `cert_file` and `key_file` again at each SIGHUP (as
+/// Nomad does) and puts them in place for new connections; files that do not load, or a
+/// certificate of another role, leave the identity in use and are logged.
+pub fn reload_on_hangup(files: crate::tls::TlsFiles, live: LiveIdentity) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let (f, l) = (files.clone(), live.clone());
+            let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let current = l.identity();
+                let next = Identity::from_files(&f.ca, &f.cert, &f.key, &current.region)?;
+                if next.role() != current.role() {
+                    bail!(
+                        "{} proves the {} role, this agent's certificate the {}",
+                        f.cert.display(),
+                        next.role().map_or("no", Role::word),
+                        current.role().map_or("no", Role::word)
+                    );
+                }
+                l.replace(next)?;
+                Ok(())
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => tracing::info!("SIGHUP: reloaded the TLS certificates"),
+                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: the TLS certificates were not reloaded; the ones in use stay"),
+                Err(e) => tracing::error!(error = %e, "reloading the TLS certificates panicked"),
+            }
+        }
+    });
+    Ok(())
+}

@@ -260,3 +260,112 @@ fn the_ca_rotates_under_a_running_job_and_leaves_renew_before_expiry() {
         "{nodes}"
     );
 }
+
+/// The leaf the RPC port presents to a new connection (no client certificate sent).
+fn presented_leaf(addr: &str, ca: &Path) -> Vec<u8> {
+    use tokio_rustls::rustls;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in drover_tls::pem::cert_file(ca, "ca").unwrap() {
+            roots.add(c).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(drover_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect("server.global.drover".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0]
+            .as_ref()
+            .to_vec()
+    })
+}
+
+#[test]
+fn sighup_reloads_the_operators_certificate_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = dir.join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    drover(&pki, &["tls", "ca", "create"]);
+    drover(&pki, &["tls", "cert", "create", "-server"]);
+    let (ca, cert, key) = (
+        pki.join("nomad-agent-ca.pem"),
+        pki.join("global-server-nomad.pem"),
+        pki.join("global-server-nomad-key.pem"),
+    );
+    std::fs::write(
+        dir.join("server.hcl"),
+        format!(
+            "server {{\n  enabled = true\n}}\ntls {{\n  rpc = true\n  ca_file = \"{}\"\n  cert_file = \"{}\"\n  key_file = \"{}\"\n}}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let server = Agent::start(
+        &["-config", dir.join("server.hcl").to_str().unwrap()],
+        &dir.join("server"),
+        free_port(),
+        free_port(),
+    );
+    server.wait_ready();
+    let pid = server.pid();
+    let before = presented_leaf(&server.rpc_addr(), &ca);
+    assert_eq!(before, leaf_of(&std::fs::read_to_string(&cert).unwrap()));
+
+    // A new certificate in place of the files; SIGHUP; new connections get it.
+    let again = dir.join("again");
+    std::fs::create_dir(&again).unwrap();
+    drover(
+        &again,
+        &[
+            "tls",
+            "cert",
+            "create",
+            "-server",
+            "-ca",
+            ca.to_str().unwrap(),
+            "-key",
+            pki.join("nomad-agent-ca-key.pem").to_str().unwrap(),
+        ],
+    );
+    std::fs::copy(again.join("global-server-nomad.pem"), &cert).unwrap();
+    std::fs::copy(again.join("global-server-nomad-key.pem"), &key).unwrap();
+    let after = leaf_of(&std::fs::read_to_string(&cert).unwrap());
+    assert_ne!(before, after);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("the new certificate served", LONG, || {
+        (presented_leaf(&server.rpc_addr(), &ca) == after).then_some(())
+    });
+    assert_eq!(server.pid(), pid);
+    assert!(
+        server.get("/v1/status/leader").is_some(),
+        "the agent still serves"
+    );
+
+    // Files that do not load leave the certificate in use.
+    std::fs::write(&key, "not a key").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("the refused reload logged", LONG, || {
+        server
+            .log_text()
+            .contains("the TLS certificates were not reloaded")
+            .then_some(())
+    });
+    assert_eq!(presented_leaf(&server.rpc_addr(), &ca), after);
+}

@@ -281,7 +281,7 @@ impl drover_api::tls_rotation::CaRotation for CaAuthority {
         use drover_api::tls_rotation::RotationError as E;
         Box::pin(async move {
             let lifetime = self.lifetime;
-            match tokio::task::spawn_blocking(move || self.advance()).await {
+            match tokio::task::spawn_blocking(move || CaAuthority::advance(&self)).await {
                 Ok(Ok(s)) => Ok(to_api(s, lifetime)),
                 Ok(Err(AdvanceError::Refused(e))) => Err(E::Refused(e.to_string())),
                 Ok(Err(AdvanceError::Failed(e))) => Err(E::Failed(format!("{e:#}"))),

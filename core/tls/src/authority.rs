@@ -110,7 +110,7 @@ fn validity(p: &mut CertificateParams, lifetime: std::time::Duration) {
         .unwrap_or(time::Duration::days(i64::from(CA_DAYS)));
     // Up to a minute back (a quarter of a short lifetime): clocks of the agents differ a
     // little.
-    p.not_before = now - (lifetime / 4).min(time::Duration::minutes(1));
+    p.not_before = now - (lifetime / 4_i32).min(time::Duration::minutes(1));
     p.not_after = now + lifetime;
 }
 

@@ -100,7 +100,6 @@ impl TlsSettings {
             leaf_lifetime: match &b.leaf_lifetime {
                 None => LEAF_LIFETIME,
                 Some(v) => drover_jobspec::parse_duration(v)
-                    .ok()
                     .filter(|d| {
                         (std::time::Duration::from_secs(10)..=LEAF_LIFETIME * 10).contains(d)
                     })

@@ -3,7 +3,7 @@
 //! `bootstrap_expect`, a leader killed during a stream of registrations, restarts, a server
 //! moving to a new address, backup and restore, and a server cut off from the others.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

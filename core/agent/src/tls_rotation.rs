@@ -591,7 +591,9 @@ pub fn reload_on_hangup(files: crate::tls::TlsFiles, live: LiveIdentity) -> anyh
             .await;
             match done {
                 Ok(Ok(())) => tracing::info!("SIGHUP: reloaded the TLS certificates"),
-                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: the TLS certificates were not reloaded; the ones in use stay"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: the TLS certificates were not reloaded; the ones in use stay")
+                }
                 Err(e) => tracing::error!(error = %e, "reloading the TLS certificates panicked"),
             }
         }

@@ -426,7 +426,7 @@ pub fn extra_names(leaf: &[u8]) -> (Vec<String>, Vec<std::net::IpAddr>) {
     let mut ips = Vec::new();
     for n in &san.value.general_names {
         match n {
-            GeneralName::DNSName(d) if !role_name(&**d) => dns.push(d.to_string()),
+            GeneralName::DNSName(d) if !role_name(d) => dns.push(d.to_string()),
             GeneralName::IPAddress(b) => {
                 let ip = match b.len() {
                     4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),

@@ -362,6 +362,22 @@ pub fn find_process(needle: &str) -> Option<i32> {
         .find(|pid| proc_cmdline(*pid).contains(needle) && *pid != std::process::id() as i32)
 }
 
+/// `drover ARGS` run in `dir` (the CLI's tools: `drover tls ...`), which must succeed.
+pub fn drover_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(drover_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run drover");
+    assert!(
+        out.status.success(),
+        "drover {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Writes a jobspec into `dir` and returns its path.
 pub fn write_job(dir: &Path, name: &str, hcl: &str) -> PathBuf {
     let p = dir.join(format!("{name}.hcl"));

@@ -4,7 +4,7 @@
 //! server makes for you.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use drover_proto::raft::RaftMessage;
@@ -12,32 +12,16 @@ use drover_proto::raft::raft_client::RaftClient;
 use drover_tests::*;
 use serde_json::Value;
 
-/// `drover ARGS` in `dir`.
-fn drover(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(drover_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run drover");
-    assert!(
-        out.status.success(),
-        "drover {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A CA and server, client and CLI certificates made by `drover tls` in `dir`.
 fn make_pki(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let out = drover(dir, &["tls", "ca", "create"]);
+    let out = drover_ok(dir, &["tls", "ca", "create"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("sha256:"),
         "the CA's hash is printed"
     );
     for kind in ["-server", "-client", "-cli"] {
-        drover(dir, &["tls", "cert", "create", kind]);
+        drover_ok(dir, &["tls", "cert", "create", kind]);
     }
     use std::os::unix::fs::PermissionsExt;
     for key in [
@@ -445,7 +429,7 @@ fn a_lone_server_makes_its_ca_and_a_client_certificate_from_it_joins() {
     // A client certificate made from the CA's files, and a client on mTLS.
     let pki = dir.join("pki");
     std::fs::create_dir(&pki).unwrap();
-    drover(
+    drover_ok(
         &pki,
         &[
             "tls",

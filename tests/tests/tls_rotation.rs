@@ -12,20 +12,30 @@ use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(90);
 
-fn drover(dir: &Path, args: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new(drover_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "drover {args:?}: {out:?}");
-    out
+/// An agent of the configuration `hcl` (written to `<dir>/<name>.hcl`), data in
+/// `<dir>/<name>`, with `args`.
+fn agent(dir: &Path, name: &str, hcl: &str, args: &[&str]) -> Agent {
+    let cfg = dir.join(format!("{name}.hcl"));
+    std::fs::write(&cfg, hcl).unwrap();
+    let mut all = vec!["-config", cfg.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Agent::start(&all, &dir.join(name), free_port(), free_port())
+}
+
+/// `head` and a `tls { rpc = true }` block naming the operator's files.
+fn files_block(head: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "{head}tls {{\n  rpc = true\n  ca_file = \"{}\"\n  cert_file = \"{}\"\n  key_file = \"{}\"\n}}\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
 }
 
 /// A client leaf of the CA in `ca_dir`, made by `drover tls cert create` in `pki`.
 fn client_leaf(ca_dir: &Path, pki: &Path) -> (String, String) {
     std::fs::create_dir_all(pki).unwrap();
-    drover(
+    drover_ok(
         pki,
         &[
             "tls",
@@ -95,16 +105,11 @@ fn sync_with(addr: &str, roots: &str, chain: &str, key: &str) -> Result<(), Stri
 fn the_ca_rotates_under_a_running_job_and_leaves_renew_before_expiry() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::write(
-        dir.join("server.hcl"),
+    let server = agent(
+        dir,
+        "server",
         "server {\n  enabled = true\n}\ntls {\n  rpc = true\n  leaf_lifetime = \"30s\"\n}\n",
-    )
-    .unwrap();
-    let server = Agent::start(
-        &["-config", dir.join("server.hcl").to_str().unwrap()],
-        &dir.join("server"),
-        free_port(),
-        free_port(),
+        &[],
     );
     server.wait_ready();
     let ca_dir = dir.join("server").join("tls");
@@ -117,23 +122,11 @@ fn the_ca_rotates_under_a_running_job_and_leaves_renew_before_expiry() {
     std::fs::create_dir_all(&client_tls).unwrap();
     std::fs::write(client_tls.join("ca.pem"), &old_ca).unwrap();
     std::fs::write(client_tls.join("client.pem"), format!("{cert}{key}")).unwrap();
-    std::fs::write(
-        dir.join("client.hcl"),
+    let _client = agent(
+        dir,
+        "client",
         "client {\n  enabled = true\n}\nplugin \"raw_exec\" {\n  config {\n    enabled = true\n  }\n}\ntls {\n  rpc = true\n}\n",
-    )
-    .unwrap();
-    let _client = Agent::start(
-        &[
-            "-config",
-            dir.join("client.hcl").to_str().unwrap(),
-            "-servers",
-            &server.rpc_addr(),
-            "-node",
-            "renewing",
-        ],
-        &dir.join("client"),
-        free_port(),
-        free_port(),
+        &["-servers", &server.rpc_addr(), "-node", "renewing"],
     );
     server.wait_node_ready();
 
@@ -210,7 +203,30 @@ fn the_ca_rotates_under_a_running_job_and_leaves_renew_before_expiry() {
         2,
         "the server's new leaf and the cross-signed CA"
     );
-    // An agent that still trusts only the old root (its files from before) accepts them.
+    // An agent that still trusts only the old root (its files from before) accepts them:
+    // a client started now with those files registers and is ready.
+    let pki = dir.join("pki");
+    let old_ca_file = pki.join("old-ca.pem");
+    std::fs::write(&old_ca_file, &old_ca).unwrap();
+    let _old = agent(
+        dir,
+        "old",
+        &files_block(
+            "client {\n  enabled = true\n}\n",
+            &old_ca_file,
+            &pki.join("global-client-nomad.pem"),
+            &pki.join("global-client-nomad-key.pem"),
+        ),
+        &["-servers", &server.rpc_addr(), "-node", "trusts-old-root"],
+    );
+    wait_for("the old-root client ready mid-rotation", LONG, || {
+        server
+            .get("/v1/nodes")?
+            .as_array()?
+            .iter()
+            .find(|n| n["Name"] == "trusts-old-root" && n["Status"] == "ready")
+            .cloned()
+    });
     sync_with(&server.rpc_addr(), &old_ca, &cert, &key).expect(
         "an agent trusting only the old root accepts the new leaf plus the cross-signed CA",
     );
@@ -292,28 +308,18 @@ fn sighup_reloads_the_operators_certificate_files() {
     let dir = tmp.path();
     let pki = dir.join("pki");
     std::fs::create_dir(&pki).unwrap();
-    drover(&pki, &["tls", "ca", "create"]);
-    drover(&pki, &["tls", "cert", "create", "-server"]);
+    drover_ok(&pki, &["tls", "ca", "create"]);
+    drover_ok(&pki, &["tls", "cert", "create", "-server"]);
     let (ca, cert, key) = (
         pki.join("nomad-agent-ca.pem"),
         pki.join("global-server-nomad.pem"),
         pki.join("global-server-nomad-key.pem"),
     );
-    std::fs::write(
-        dir.join("server.hcl"),
-        format!(
-            "server {{\n  enabled = true\n}}\ntls {{\n  rpc = true\n  ca_file = \"{}\"\n  cert_file = \"{}\"\n  key_file = \"{}\"\n}}\n",
-            ca.display(),
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    let server = Agent::start(
-        &["-config", dir.join("server.hcl").to_str().unwrap()],
-        &dir.join("server"),
-        free_port(),
-        free_port(),
+    let server = agent(
+        dir,
+        "server",
+        &files_block("server {\n  enabled = true\n}\n", &ca, &cert, &key),
+        &[],
     );
     server.wait_ready();
     let pid = server.pid();
@@ -323,7 +329,7 @@ fn sighup_reloads_the_operators_certificate_files() {
     // A new certificate in place of the files; SIGHUP; new connections get it.
     let again = dir.join("again");
     std::fs::create_dir(&again).unwrap();
-    drover(
+    drover_ok(
         &again,
         &[
             "tls",

@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "plugin/go_plugin.proto",
         "cluster/raft.proto",
         "cluster/node.proto",
+        "cluster/certificates.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

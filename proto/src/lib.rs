@@ -45,6 +45,12 @@ pub mod node {
     pub const ENCODING_VERSION: u32 = 2;
 }
 
+/// Agents on the CA made for you: roots to trust, leaves renewed.
+#[cfg(feature = "grpc")]
+pub mod certificates {
+    tonic::include_proto!("drover.cluster.certificates.v1");
+}
+
 /// The base contract every plugin speaks (messages only).
 #[cfg(not(feature = "grpc"))]
 pub mod base {

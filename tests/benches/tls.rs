@@ -31,22 +31,8 @@ fn env_num(name: &str, default: u64) -> u64 {
 
 const IN_FLIGHT: usize = 64;
 
-fn drover_ok(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new(drover_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "drover {args:?}: {out:?}");
-}
-
 /// Three servers; with `pki`, on mTLS with its server certificate.
 fn cluster(dir: &Path, pki: Option<&Path>) -> Vec<Agent> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let join: Vec<String> = ports
-        .iter()
-        .map(|(_, r)| format!("\"127.0.0.1:{r}\""))
-        .collect();
     let tls = pki.map_or(String::new(), |p| {
         let f = |n: &str| p.join(n).display().to_string();
         format!(
@@ -56,27 +42,14 @@ fn cluster(dir: &Path, pki: Option<&Path>) -> Vec<Agent> {
             f("global-server-nomad-key.pem")
         )
     });
-    let servers: Vec<Agent> = (0..3)
-        .map(|i| {
-            let cfg = dir.join(format!("s{i}.hcl"));
-            std::fs::write(
-                &cfg,
-                format!(
-                    // One keyring KEK for the three (writes through any server seal variables).
-                    "name = \"s{i}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = 3\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n{tls}",
-                    dir.join("keyring.kek").display(),
-                    join.join(", ")
-                ),
-            )
-            .unwrap();
-            Agent::start(
-                &["-config", cfg.to_str().unwrap()],
-                &dir.join(format!("s{i}")),
-                ports[i].0,
-                ports[i].1,
-            )
-        })
-        .collect();
+    let servers = drover_tests::servers::start_cluster(
+        dir,
+        3,
+        drover_tests::servers::Extra {
+            server: "",
+            top: &tls,
+        },
+    );
     for s in &servers {
         wait_for("three voters and a leader", Duration::from_secs(60), || {
             let c = s.get("/v1/operator/raft/configuration")?;
@@ -173,8 +146,8 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = tmp.path().join("pki");
     std::fs::create_dir(&pki).unwrap();
-    drover_ok(&pki, &["tls", "ca", "create"]);
-    drover_ok(&pki, &["tls", "cert", "create", "-server"]);
+    let _ = drover_ok(&pki, &["tls", "ca", "create"]);
+    let _ = drover_ok(&pki, &["tls", "cert", "create", "-server"]);
 
     let mut rates = Vec::new();
     let mut trips = Vec::new();

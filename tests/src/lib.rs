@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod dns;
 pub mod go;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -359,6 +360,22 @@ pub fn find_process(needle: &str) -> Option<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .find(|pid| proc_cmdline(*pid).contains(needle) && *pid != std::process::id() as i32)
+}
+
+/// `drover ARGS` run in `dir` (the CLI's tools: `drover tls ...`), which must succeed.
+pub fn drover_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(drover_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run drover");
+    assert!(
+        out.status.success(),
+        "drover {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Writes a jobspec into `dir` and returns its path.

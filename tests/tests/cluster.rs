@@ -3,7 +3,7 @@
 //! `bootstrap_expect`, a leader killed during a stream of registrations, restarts, a server
 //! moving to a new address, backup and restore, and a server cut off from the others.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,73 +37,18 @@ fn register(agent: &Agent, body: &Value) -> Result<(), String> {
     }
 }
 
-struct ServerSpec {
-    name: String,
-    host: String,
-    http: u16,
-    rpc: u16,
-    data: PathBuf,
-    config: PathBuf,
-}
+use drover_tests::servers::{Extra, ServerSpec, server_config, start};
 
-fn server_config(
-    dir: &Path,
-    name: &str,
-    host: &str,
-    expect: usize,
-    join: &[String],
-    extra: &str,
-) -> PathBuf {
-    let join: Vec<String> = join.iter().map(|a| format!("{a:?}")).collect();
-    let cfg = dir.join(format!("{name}.hcl"));
-    std::fs::write(
-        &cfg,
-        format!(
-            // One key-encryption key for every server (the operator copies it; here they
-            // share the file), outside the data dirs so it survives their wipe.
-            "name = \"{name}\"\nbind_addr = \"{host}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = {expect}\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n{extra}}}\n",
-            dir.join("keyring.kek").display(),
-            join.join(", ")
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-/// Specs for `n` servers on 127.0.0.<base+i>, each knowing all the others' RPC addresses.
+/// Specs for `n` servers on 127.0.0.<base+i>, `extra` inside their `server` block.
 fn specs(dir: &Path, base: u8, n: usize, extra: &str) -> Vec<ServerSpec> {
-    let hosts: Vec<String> = (0..n)
-        .map(|i| format!("127.0.0.{}", base + i as u8))
-        .collect();
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-    let rpcs: Vec<String> = hosts
-        .iter()
-        .zip(&ports)
-        .map(|(h, (_, r))| format!("{h}:{r}"))
-        .collect();
-    (0..n)
-        .map(|i| {
-            let name = format!("s{}", i + 1);
-            ServerSpec {
-                config: server_config(dir, &name, &hosts[i], n, &rpcs, extra),
-                data: dir.join(&name),
-                name,
-                host: hosts[i].clone(),
-                http: ports[i].0,
-                rpc: ports[i].1,
-            }
-        })
-        .collect()
-}
-
-fn start(spec: &ServerSpec) -> Agent {
-    Agent::start_on(
-        &spec.host,
-        &[],
-        &["-config", spec.config.to_str().unwrap()],
-        &spec.data,
-        spec.http,
-        spec.rpc,
+    drover_tests::servers::specs(
+        dir,
+        Some(base),
+        n,
+        Extra {
+            server: extra,
+            top: "",
+        },
     )
 }
 
@@ -534,7 +479,7 @@ fn a_server_restarted_on_a_new_address_keeps_its_id_and_data() {
         .filter(|(i, _)| *i != mover)
         .map(|(_, a)| a.rpc_addr())
         .collect();
-    let cfg = server_config(tmp.path(), "moved", new_host, 3, &rpcs, "");
+    let cfg = server_config(tmp.path(), "moved", new_host, 3, &rpcs, Extra::default());
     let cfg_text = std::fs::read_to_string(&cfg).unwrap().replace(
         "name = \"moved\"",
         &format!("name = \"{}\"", specs[mover].name),
@@ -919,7 +864,7 @@ fn a_cut_off_server_answers_no_cluster_leader_and_catches_up() {
     let mut servers: Vec<Agent> = (0..3)
         .map(|i| {
             let name = format!("s{}", i + 1);
-            let cfg = server_config(dir, &name, &net.addr(i), 3, &rpcs, "");
+            let cfg = server_config(dir, &name, &net.addr(i), 3, &rpcs, Extra::default());
             let ns = net.ns(i);
             Agent::start_on(
                 &net.addr(i),
@@ -988,7 +933,17 @@ fn a_server_added_later_joins_as_learner_becomes_voter_and_dead_servers_are_clea
     // A fourth server, same bootstrap_expect, knowing the others: it joins the existing
     // cluster instead of bootstrapping another.
     let rpcs: Vec<String> = servers.iter().map(|a| a.rpc_addr()).collect();
-    let cfg = server_config(dir, "s4", "127.0.0.84", 3, &rpcs, extra);
+    let cfg = server_config(
+        dir,
+        "s4",
+        "127.0.0.84",
+        3,
+        &rpcs,
+        Extra {
+            server: extra,
+            top: "",
+        },
+    );
     let mut fourth = Agent::start_on(
         "127.0.0.84",
         &[],

@@ -4,7 +4,7 @@
 //! server makes for you.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use drover_proto::raft::RaftMessage;
@@ -12,32 +12,16 @@ use drover_proto::raft::raft_client::RaftClient;
 use drover_tests::*;
 use serde_json::Value;
 
-/// `drover ARGS` in `dir`.
-fn drover(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(drover_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run drover");
-    assert!(
-        out.status.success(),
-        "drover {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A CA and server, client and CLI certificates made by `drover tls` in `dir`.
 fn make_pki(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let out = drover(dir, &["tls", "ca", "create"]);
+    let out = drover_ok(dir, &["tls", "ca", "create"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("sha256:"),
         "the CA's hash is printed"
     );
     for kind in ["-server", "-client", "-cli"] {
-        drover(dir, &["tls", "cert", "create", kind]);
+        drover_ok(dir, &["tls", "cert", "create", kind]);
     }
     use std::os::unix::fs::PermissionsExt;
     for key in [
@@ -450,7 +434,7 @@ fn a_lone_server_makes_its_ca_and_a_client_certificate_from_it_joins() {
     // A client certificate made from the CA's files, and a client on mTLS.
     let pki = dir.join("pki");
     std::fs::create_dir(&pki).unwrap();
-    drover(
+    drover_ok(
         &pki,
         &[
             "tls",
@@ -506,34 +490,15 @@ fn three_servers_form_a_cluster_forward_writes_and_node_requests_over_mtls() {
     let dir = tmp.path();
     let pki = dir.join("pki");
     make_pki(&pki);
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let join: Vec<String> = ports
-        .iter()
-        .map(|(_, r)| format!("\"127.0.0.1:{r}\""))
-        .collect();
-    let servers: Vec<Agent> = (0..3)
-        .map(|i| {
-            let cfg = dir.join(format!("s{i}.hcl"));
-            std::fs::write(
-                &cfg,
-                format!(
-                    // The servers share one keyring KEK (as an operator copies it): writes
-                    // through any of them seal variables.
-                    "name = \"s{i}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = 3\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n}}\n{}",
-                    dir.join("keyring.kek").display(),
-                    join.join(", "),
-                    tls_block(&pki, "server")
-                ),
-            )
-            .unwrap();
-            Agent::start(
-                &["-config", cfg.to_str().unwrap()],
-                &dir.join(format!("s{i}")),
-                ports[i].0,
-                ports[i].1,
-            )
-        })
-        .collect();
+    let tls = tls_block(&pki, "server");
+    let servers = drover_tests::servers::start_cluster(
+        dir,
+        3,
+        drover_tests::servers::Extra {
+            server: "",
+            top: &tls,
+        },
+    );
     let admin = https(
         &pki.join("nomad-agent-ca.pem"),
         Some((

@@ -30,6 +30,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             .await
             .context("loading TLS panicked")??
     };
+    if let Some((files, live)) = &tls.files {
+        crate::tls_rotation::reload_on_hangup(files.clone(), live.clone())?;
+    }
     let host = if cfg.client {
         Some(start_plugin_host(&cfg).await?)
     } else {
@@ -176,6 +179,9 @@ async fn start_server(
     );
     let rpc_addr = serve_rpc(cfg, raft, &server, tls).await?;
     let http_addr = serve_http(cfg, &server, host, tls).await?;
+    if let Some(ca) = &tls.authority {
+        ca.spawn_renewal();
+    }
     tracing::info!(http = %http_addr, rpc = %rpc_addr, "server listening");
     Ok(server)
 }
@@ -208,7 +214,8 @@ async fn serve_rpc(
         .add_service(InterceptedService::new(
             NodeStreamService::server(server.clone()),
             RoleCheck::new("Node", &cfg.region, &[Role::Server, Role::Client], enforce),
-        ));
+        ))
+        .add_optional_service(tls.authority.as_ref().map(|ca| ca.service(enforce)));
     let failed = |e: tonic::transport::Error| tracing::error!(error = %e, "RPC server failed");
     match &tls.rpc {
         Some(config) => {
@@ -263,6 +270,10 @@ async fn serve_http(
         },
         acl: Arc::new(drover_api::acl::Resolver::new(cfg.acl.clone())),
         leader_proxy: tls.leader_proxy.clone(),
+        ca_rotation: tls
+            .authority
+            .clone()
+            .map(|ca| ca as Arc<dyn drover_api::tls_rotation::CaRotation>),
     });
     // Bounded connections, no Nagle delay on replies (drover_api::limits).
     let http_listener = drover_api::limits::LimitedListener::new(http_listener);
@@ -317,6 +328,10 @@ async fn start_client(
     )
     .await?;
     tracing::info!(node_id = c.node_id(), "client started");
+    if let Some(leaf) = &tls.managed {
+        leaf.clone()
+            .spawn_sync(cfg.servers.clone(), tls.dialer.clone());
+    }
     Ok(c)
 }
 

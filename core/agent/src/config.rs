@@ -164,6 +164,8 @@ pub struct TlsBlock {
     pub tls_cipher_suites: Option<String>,
     pub tls_min_version: Option<String>,
     pub tls_prefer_server_cipher_suites: Option<bool>,
+    /// Drover's: how long the leaves of the CA made for you live (default 8760h).
+    pub leaf_lifetime: Option<String>,
 }
 
 /// Nomad's `telemetry` block: refused while Drover exports no metrics; its keys are checked.

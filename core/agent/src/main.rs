@@ -18,6 +18,7 @@ mod scheduler_cmd;
 mod service_cmd;
 mod tls;
 mod tls_cmd;
+mod tls_rotation;
 
 use std::path::PathBuf;
 
@@ -440,6 +441,21 @@ enum OperatorCmd {
     /// The root keys that encrypt variables (`operator root keyring ...`).
     #[command(subcommand)]
     Root(RootCmd),
+    /// The CA made for you (Drover's).
+    #[command(subcommand)]
+    Tls(OperatorTlsCmd),
+}
+
+#[derive(Subcommand)]
+enum OperatorTlsCmd {
+    /// Takes the next step of rotating the CA made for you (trust the new CA everywhere;
+    /// issue leaves from it; drop the old one), or shows where it stands with -status.
+    #[command(name = "rotate-ca")]
+    RotateCa {
+        /// Shows the rotation's phase and how many leaves follow it; changes nothing.
+        #[arg(long)]
+        status: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -677,6 +693,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 KeyringCmd::Rotate { full } => keyring_cmd::rotate(api()?, full).await,
                 KeyringCmd::Remove { key_id } => keyring_cmd::remove(api()?, &key_id).await,
             },
+            Cmd::Operator(OperatorCmd::Tls(OperatorTlsCmd::RotateCa { status })) => {
+                tls_rotation::rotate_ca(api()?, status).await
+            }
             Cmd::Operator(OperatorCmd::Snapshot(SnapshotCmd::Inspect { file })) => {
                 cli::snapshot_inspect(&file)
             }

@@ -11,6 +11,7 @@ use drover_tls::authority::LeafSpec;
 use drover_tls::{Authority, Dialer, Identity, Role};
 
 use crate::config::TlsBlock;
+use crate::tls_rotation::{CaAuthority, ManagedLeaf};
 
 /// `tls { ca_file cert_file key_file }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +32,14 @@ pub struct TlsSettings {
     pub files: Option<TlsFiles>,
     /// The HTTP API requires a client certificate signed by the CA.
     pub verify_https_client: bool,
+    /// How long the leaves of the CA made for you live (Drover's `leaf_lifetime`); they
+    /// renew at two thirds of it.
+    pub leaf_lifetime: std::time::Duration,
 }
+
+/// The default lifetime of the leaves of the CA made for you (as `drover tls cert create`).
+pub const LEAF_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(86_400 * drover_tls::authority::LEAF_DAYS as u64);
 
 impl TlsSettings {
     pub fn enabled(&self) -> bool {
@@ -89,14 +97,23 @@ impl TlsSettings {
             rpc: b.rpc.unwrap_or(false),
             files,
             verify_https_client: b.verify_https_client.unwrap_or(false),
+            leaf_lifetime: match &b.leaf_lifetime {
+                None => LEAF_LIFETIME,
+                Some(v) => drover_jobspec::parse_duration(v)
+                    .filter(|d| {
+                        (std::time::Duration::from_secs(10)..=LEAF_LIFETIME * 10).contains(d)
+                    })
+                    .with_context(|| {
+                        format!(
+                            "tls.leaf_lifetime {v:?}: a duration between \"10s\" and \"87600h\""
+                        )
+                    })?,
+            },
         };
         if s.enabled() && s.files.is_none() {
-            if !server {
-                bail!(
-                    "tls: a client needs ca_file, cert_file and key_file (make them with `drover tls cert create -client` and the servers' CA)"
-                );
-            }
-            if joins {
+            // A client without files uses the leaf of the CA made for you kept under its
+            // data_dir (checked when loading).
+            if server && joins {
                 bail!(
                     "tls: with the CA made for you (no ca_file, cert_file, key_file) a server cannot join others yet; give every server files made with `drover tls`"
                 );
@@ -117,6 +134,12 @@ pub struct AgentTls {
     /// How a follower forwards node-bound requests to the leader: HTTPS with this agent's
     /// certificate when `http`.
     pub leader_proxy: drover_api::leader_proxy::LeaderProxy,
+    /// The CA made for you, on the server holding it.
+    pub authority: Option<Arc<CaAuthority>>,
+    /// A client's leaf of the CA made for you, synced with the servers.
+    pub managed: Option<ManagedLeaf>,
+    /// The operator's files and the identity made of them: read again on SIGHUP.
+    pub files: Option<(TlsFiles, drover_tls::LiveIdentity)>,
 }
 
 impl AgentTls {
@@ -132,11 +155,31 @@ impl AgentTls {
         if !s.enabled() {
             return Ok(AgentTls::default());
         }
-        let identity = match &s.files {
+        let dir = data_dir.join("tls");
+        let (mut authority, mut managed) = (None, None);
+        let live = match &s.files {
             Some(f) => Identity::from_files(&f.ca, &f.cert, &f.key, region)
-                .context("tls: cannot load the agent's certificates")?,
-            None => ca_store::server_identity(&data_dir.join("tls"), region, advertise)?,
+                .context("tls: cannot load the agent's certificates")?
+                .live()?,
+            None if server => {
+                let ca = CaAuthority::open(&dir, region, advertise, s.leaf_lifetime)?;
+                let live = ca.live().clone();
+                authority = Some(ca);
+                live
+            }
+            None => {
+                let Some(leaf) = ManagedLeaf::open(&dir, region)? else {
+                    bail!(
+                        "tls: a client needs ca_file, cert_file and key_file (make them with `drover tls cert create -client` and the servers' CA), or a certificate of the CA made for you in {}",
+                        dir.join(crate::tls_rotation::CLIENT_LEAF).display()
+                    );
+                };
+                let live = leaf.live().clone();
+                managed = Some(leaf);
+                live
+            }
         };
+        let identity = live.identity();
         match identity.role() {
             Some(Role::Server) => {}
             Some(Role::Client) if !server => {}
@@ -149,7 +192,7 @@ impl AgentTls {
                 );
             }
         }
-        let rpc_client = identity
+        let rpc_client = live
             .client_config()
             .context("tls: the RPC client configuration")?;
         Ok(AgentTls {
@@ -165,14 +208,17 @@ impl AgentTls {
             },
             rpc: s
                 .rpc
-                .then(|| identity.rpc_server_config())
+                .then(|| live.rpc_server_config())
                 .transpose()
                 .context("tls: the RPC listener's configuration")?,
             http: s
                 .http
-                .then(|| identity.http_server_config(s.verify_https_client))
+                .then(|| live.http_server_config(s.verify_https_client))
                 .transpose()
                 .context("tls: the HTTP listener's configuration")?,
+            authority,
+            managed,
+            files: s.files.clone().map(|f| (f, live.clone())),
         })
     }
 }
@@ -183,13 +229,13 @@ impl AgentTls {
 ///
 /// The seam for the keyring: the CA key is read and written only by [`read_ca`] and
 /// [`write_ca`]; wrapping it with the keyring's key-encryption key changes those two.
-mod ca_store {
+pub(crate) mod ca_store {
     use super::*;
 
     const CA: &str = "ca.pem";
     const CA_KEY: &str = "ca-key.pem";
 
-    fn read_ca(dir: &Path) -> anyhow::Result<Option<Authority>> {
+    pub(crate) fn read_ca(dir: &Path) -> anyhow::Result<Option<Authority>> {
         let (cert, key) = (dir.join(CA), dir.join(CA_KEY));
         match (cert.exists(), key.exists()) {
             (false, false) => Ok(None),
@@ -203,22 +249,18 @@ mod ca_store {
         }
     }
 
-    fn write_ca(dir: &Path, ca: &Authority) -> anyhow::Result<()> {
+    pub(crate) fn write_ca(dir: &Path, ca: &Authority) -> anyhow::Result<()> {
         write_private(&dir.join(CA_KEY), ca.key_pem())?;
         write_private(&dir.join(CA), ca.cert_pem())
     }
 
-    pub(super) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         drover_durable::write_atomic(path, text.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
     }
 
-    /// The server's identity under the CA made for you, creating the CA the first time.
-    pub fn server_identity(
-        dir: &Path,
-        region: &str,
-        advertise: &[String],
-    ) -> anyhow::Result<Identity> {
+    /// The CA made for you under `dir` (0700), created the first time.
+    pub(crate) fn open_ca(dir: &Path, region: &str) -> anyhow::Result<Authority> {
         drover_durable::ensure_dir(dir, drover_durable::DIR_MODE)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         drover_durable::repair_files(dir)
@@ -235,6 +277,12 @@ mod ca_store {
                 ca
             }
         };
+        tracing::info!(ca_hash = %ca.spki_hash(), "TLS with the CA made for you: {}", dir.join(CA).display());
+        Ok(ca)
+    }
+
+    /// A server's leaf: its role's names and its advertised addresses.
+    pub(crate) fn server_spec(region: &str, advertise: &[String]) -> LeafSpec {
         let mut spec = LeafSpec::new(Role::Server, region);
         for a in advertise {
             let host = a
@@ -247,16 +295,7 @@ mod ca_store {
                 Err(_) => {}
             }
         }
-        let leaf = ca.issue(&spec)?;
-        write_private(&dir.join("server.pem"), &leaf.cert_pem)?;
-        write_private(&dir.join("server-key.pem"), &leaf.key_pem)?;
-        tracing::info!(ca_hash = %ca.spki_hash(), "TLS with the CA made for you: {}", dir.join(CA).display());
-        Ok(Identity::from_pem(
-            ca.cert_pem(),
-            &leaf.cert_pem,
-            &leaf.key_pem,
-            region,
-        )?)
+        spec
     }
 }
 
@@ -331,9 +370,20 @@ mod tests {
             e.to_string().contains("cert_file and key_file missing"),
             "{e}"
         );
-        let e =
-            TlsSettings::resolve(Some(&block(|b| b.rpc = Some(true))), false, false).unwrap_err();
+        // A client without files: the leaf of the CA made for you, when it has one.
+        let s = TlsSettings::resolve(Some(&block(|b| b.rpc = Some(true))), false, false).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let e = AgentTls::load(&s, dir.path(), "global", false, &[])
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("a client needs ca_file"), "{e}");
+        let e = TlsSettings::resolve(
+            Some(&block(|b| b.leaf_lifetime = Some("1s".into()))),
+            true,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("leaf_lifetime"), "{e}");
         // A lone server makes its CA.
         let s = TlsSettings::resolve(Some(&block(|b| b.rpc = Some(true))), true, false).unwrap();
         assert!(s.rpc && s.files.is_none());
@@ -353,18 +403,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let tls = dir.path().join("tls");
-        let a = ca_store::server_identity(&tls, "global", &["10.1.2.3:4647".into()]).unwrap();
+        let open = |adv: &[String]| {
+            CaAuthority::open(&tls, "global", adv, LEAF_LIFETIME).map(|ca| ca.live().identity())
+        };
+        let a = open(&["10.1.2.3:4647".into()]).unwrap();
         for f in ["ca-key.pem", "server-key.pem"] {
             let mode = std::fs::metadata(tls.join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }
         let mode = std::fs::metadata(&tls).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        let b = ca_store::server_identity(&tls, "global", &[]).unwrap();
+        let b = open(&[]).unwrap();
         assert_eq!(a.roots, b.roots, "the CA is made once");
         assert_eq!(a.role(), Some(Role::Server));
         std::fs::remove_file(tls.join("ca-key.pem")).unwrap();
-        let e = ca_store::server_identity(&tls, "global", &[]).unwrap_err();
+        let e = open(&[]).unwrap_err();
         assert!(e.to_string().contains("only one of"), "{e}");
     }
 }

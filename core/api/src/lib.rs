@@ -35,6 +35,7 @@ pub mod routes;
 mod scheduler_config;
 mod search;
 mod services;
+pub mod tls_rotation;
 mod variables;
 
 use axum::Router;
@@ -67,6 +68,8 @@ pub struct ApiState {
     pub acl: std::sync::Arc<acl::Resolver>,
     /// How a follower forwards node-bound requests to the leader.
     pub leader_proxy: leader_proxy::LeaderProxy,
+    /// The CA made for you, on the server holding it (`/v1/operator/tls/rotate-ca`).
+    pub ca_rotation: Option<std::sync::Arc<dyn tls_rotation::CaRotation>>,
 }
 
 /// The API: the routes of [`routes::table`], behind the request guard and the leader

@@ -19,7 +19,7 @@ use crate::limits::{
 use crate::{
     ApiState, acl, acl_policies, acl_roles, acl_tokens, agent, allocations, backup, evaluations,
     events, exec, jobs, keyring, leader_proxy, logs, namespaces, node_pools, nodes, operator,
-    plugins, request_body, scheduler_config, search, services, variables,
+    plugins, request_body, scheduler_config, search, services, tls_rotation, variables,
 };
 use drover_model::{Namespace, NodePool};
 
@@ -158,6 +158,8 @@ pub fn table() -> Vec<Route> {
         route(GET, "/v1/operator/keyring/keys", C::Management, NO_BODY, READ, |m| on(m, keyring::list)),
         route(WRITE, "/v1/operator/keyring/rotate", C::Management, NO_BODY, REQUEST, |m| on(m, keyring::rotate)),
         route(DELETE, "/v1/operator/keyring/key/{id}", C::Management, NO_BODY, REQUEST, |m| on(m, keyring::remove)),
+        route(GET, "/v1/operator/tls/rotate-ca", C::OperatorRead, NO_BODY, REQUEST, |m| on(m, tls_rotation::status)),
+        route(WRITE, "/v1/operator/tls/rotate-ca", C::OperatorWrite, NO_BODY, REQUEST, |m| on(m, tls_rotation::advance)),
         route(WRITE, "/v1/system/gc", C::Management, NO_BODY, REQUEST, |m| on(m, operator::system_gc)),
         // The agent and the cluster's status.
         route(GET, "/v1/status/leader", C::Public, NO_BODY, REQUEST, |m| on(m, agent::status_leader)),

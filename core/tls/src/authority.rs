@@ -37,6 +37,8 @@ pub struct LeafSpec {
     /// IP addresses beyond 127.0.0.1.
     pub ip_addresses: Vec<IpAddr>,
     pub days: u32,
+    /// A lifetime finer than days (renewed leaves of the CA made for you); wins over `days`.
+    pub lifetime: Option<std::time::Duration>,
 }
 
 impl LeafSpec {
@@ -47,13 +49,14 @@ impl LeafSpec {
             dns_names: Vec::new(),
             ip_addresses: Vec::new(),
             days: LEAF_DAYS,
+            lifetime: None,
         }
     }
 
     /// The certificate's parameters: the role's names (Drover's and Nomad's), `localhost`
     /// and 127.0.0.1 (as Nomad's), the extra names; key usages and validity set here, never
     /// taken from a request.
-    fn params(&self) -> Result<CertificateParams, Error> {
+    pub(crate) fn params(&self) -> Result<CertificateParams, Error> {
         let mut names = self.role.names(&self.region);
         if self.role != Role::Cli {
             names.push("localhost".into());
@@ -89,7 +92,7 @@ impl LeafSpec {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         p.use_authority_key_identifier_extension = true;
-        validity(&mut p, self.days);
+        validity(&mut p, self.lifetime.unwrap_or(days(self.days)));
         p.serial_number = Some(serial());
         Ok(p)
     }
@@ -101,11 +104,18 @@ pub struct Leaf {
     pub key_pem: String,
 }
 
-fn validity(p: &mut CertificateParams, days: u32) {
+fn validity(p: &mut CertificateParams, lifetime: std::time::Duration) {
     let now = time::OffsetDateTime::now_utc();
-    // A minute back: clocks of the agents differ a little.
-    p.not_before = now - time::Duration::minutes(1);
-    p.not_after = now + time::Duration::days(i64::from(days.max(1)));
+    let lifetime = time::Duration::try_from(lifetime.max(std::time::Duration::from_secs(1)))
+        .unwrap_or(time::Duration::days(i64::from(CA_DAYS)));
+    // Up to a minute back (a quarter of a short lifetime): clocks of the agents differ a
+    // little.
+    p.not_before = now - (lifetime / 4_i32).min(time::Duration::minutes(1));
+    p.not_after = now + lifetime;
+}
+
+fn days(days: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(86_400 * u64::from(days.max(1)))
 }
 
 /// A random positive 128-bit serial number.
@@ -124,24 +134,46 @@ impl Authority {
     /// A new CA named `common_name`, valid `days`.
     pub fn create(common_name: &str, days: u32) -> Result<Authority, Error> {
         let key = new_key()?;
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        p.distinguished_name = dn;
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        validity(&mut p, days);
-        p.serial_number = Some(serial());
-        let cert = p.self_signed(&key)?;
+        let cert = ca_params(common_name, days).self_signed(&key)?;
         Ok(Authority {
             cert_pem: cert.pem(),
             cert_der: cert.der().clone(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// A new CA to rotate to, and the same CA certificate signed by this one (its subject
+    /// and key, this CA as issuer): served after a leaf of the new CA, it lets an agent
+    /// that trusts only this CA accept that leaf.
+    pub fn successor(
+        &self,
+        common_name: &str,
+        days: u32,
+    ) -> Result<(Authority, CertificateDer<'static>), Error> {
+        let key = new_key()?;
+        let p = ca_params(common_name, days);
+        let cert = p.self_signed(&key)?;
+        let cross = p.signed_by(&key, &self.issuer()?)?;
+        Ok((
+            Authority {
+                cert_pem: cert.pem(),
+                cert_der: cert.der().clone(),
+                key_pem: key.serialize_pem(),
+            },
+            cross.der().clone(),
+        ))
+    }
+
+    /// A certificate for the key of a certificate signing request (DER), whose signature
+    /// proves the requester holds it. Only the key is taken from the request: names, key
+    /// usages and validity are `spec`'s. Returns the certificate, PEM.
+    pub fn sign_request(&self, spec: &LeafSpec, csr_der: &[u8]) -> Result<String, Error> {
+        let csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+            .map_err(|e| Error::Certificate(format!("the certificate request: {e}")))?;
+        Ok(spec
+            .params()?
+            .signed_by(&csr.public_key, &self.issuer()?)?
+            .pem())
     }
 
     /// A CA from its PEM certificate and key; refused when the key is not the
@@ -213,6 +245,23 @@ impl Authority {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// A CA certificate's parameters.
+fn ca_params(common_name: &str, days_valid: u32) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut p, days(days_valid));
+    p.serial_number = Some(serial());
+    p
 }
 
 /// `sha256:<hex>` of a certificate's SubjectPublicKeyInfo (DER).

@@ -9,18 +9,24 @@
 //!   configurations made of them.
 //! - [`dial`]: gRPC channels over TLS (or plaintext) to other agents.
 //! - [`accept`]: TLS handshakes for accepted connections, off the accept loop.
+//! - [`reload`]: one swappable handle on the identity, read by every configuration at each
+//!   handshake (new leaves and roots without a restart).
+//! - [`rotation`]: the CA made for you rotated in three phases; leaves renewed.
 
 pub mod accept;
 pub mod authority;
 pub mod dial;
 pub mod identity;
 pub mod pem;
+pub mod reload;
 pub mod role;
+pub mod rotation;
 
 pub use accept::{Handshakes, handshakes};
 pub use authority::Authority;
 pub use dial::Dialer;
 pub use identity::Identity;
+pub use reload::LiveIdentity;
 pub use role::{Role, RoleCheck};
 
 /// Why TLS material could not be read, made or used.

@@ -17,6 +17,7 @@ mod evaluations;
 mod events;
 mod exec;
 pub mod guard;
+mod identity;
 mod jobs;
 mod keyring;
 mod leader;

@@ -35,11 +35,14 @@ fn config() -> serde_json::Value {
 
 fn fetch(module: &dyn ModuleCall) -> FetchResponse {
     let out = module
-        .call("fetch", &FetchRequest {
+        .call(
+            "fetch",
+            &FetchRequest {
                 path: "db".into(),
                 ..Default::default()
             }
-            .encode_to_vec())
+            .encode_to_vec(),
+        )
         .expect("fetch");
     match CallResult::decode(out.as_slice())
         .expect("CallResult")

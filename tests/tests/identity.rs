@@ -23,7 +23,13 @@ struct Secured {
 }
 
 impl Secured {
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = http().request(method, format!("{}{path}", self.agent.address()));
         if let Some(t) = token {
@@ -35,7 +41,10 @@ impl Secured {
         let resp = req.send().unwrap();
         let code = resp.status().as_u16();
         let text = resp.text().unwrap_or_default();
-        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     fn root(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
@@ -96,7 +105,11 @@ fn start(tmp: &Path) -> Secured {
     s.root = boot["SecretID"].as_str().unwrap().to_string();
     wait_for("a ready client node", WAIT, || {
         let (_, nodes) = s.call("GET", "/v1/nodes", Some(&s.root.clone()), None);
-        nodes.as_array()?.iter().find(|n| n["Status"] == "ready").cloned()
+        nodes
+            .as_array()?
+            .iter()
+            .find(|n| n["Status"] == "ready")
+            .cloned()
     });
     s
 }
@@ -239,7 +252,11 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
         ("nomad/jobs/a/web", "group-web-of-a"),
         ("nomad/jobs/b", "job-b"),
     ] {
-        s.root("PUT", &format!("/v1/var/{path}"), Some(&json!({ "Items": { "k": k } })));
+        s.root(
+            "PUT",
+            &format!("/v1/var/{path}"),
+            Some(&json!({ "Items": { "k": k } })),
+        );
     }
     s.run_job(JOB_A);
     s.run_job(JOB_A_SLASH_WEB);
@@ -252,7 +269,10 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
     // The same token in the environment and in secrets/nomad_token (mode 0600).
     let file = task_dir.join("secrets/nomad_token");
     assert_eq!(read(&file), token);
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // The template read the job's own group variable with the task's identity.
     assert_eq!(read(&task_dir.join("local/own.txt")), "group-web-of-a");
 
@@ -261,18 +281,30 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
     let (code, v) = get(&token, "/v1/var/nomad/jobs/a");
     assert_eq!((code, &v["Items"]["k"]), (200, &json!("job-a")), "{v}");
     let (code, v) = get(&token, "/v1/var/nomad/jobs/a/web");
-    assert_eq!((code, &v["Items"]["k"]), (200, &json!("group-web-of-a")), "{v}");
+    assert_eq!(
+        (code, &v["Items"]["k"]),
+        (200, &json!("group-web-of-a")),
+        "{v}"
+    );
     assert_eq!(get(&token, "/v1/var/nomad/jobs/b").0, 403);
     assert_eq!(get(&token, "/v1/jobs").0, 403);
     let (code, list) = get(&token, "/v1/vars?prefix=nomad/jobs");
     assert_eq!(code, 200, "{list}");
-    let mut paths: Vec<&str> = list.as_array().unwrap().iter().map(|v| v["Path"].as_str().unwrap()).collect();
+    let mut paths: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["Path"].as_str().unwrap())
+        .collect();
     paths.sort();
     assert_eq!(paths, ["nomad/jobs/a", "nomad/jobs/a/web"]);
 
     // Job "a/web" does not reach job "a"'s group "web" (nor job "a").
     let slash = s.alloc_of("a/web", "running");
-    let slash_dir = s.agent.data_dir_alloc(slash["ID"].as_str().unwrap()).join("t");
+    let slash_dir = s
+        .agent
+        .data_dir_alloc(slash["ID"].as_str().unwrap())
+        .join("t");
     let slash_token = wait_for("job a/web's NOMAD_TOKEN", WAIT, || {
         Some(read(&slash_dir.join("env_token"))).filter(|t| !t.is_empty())
     });
@@ -286,7 +318,10 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
     assert_eq!(claims["nomad_namespace"], "default");
     assert_eq!(claims["nomad_allocation_id"], a_id);
     assert_eq!(claims["sub"], "global:default:a:web:t:default");
-    assert!(claims.get("exp").is_none(), "the default identity has no TTL: {claims}");
+    assert!(
+        claims.get("exp").is_none(),
+        "the default identity has no TTL: {claims}"
+    );
 
     // The named identity has its audience and TTL, and is renewed before it expires.
     let short_file = task_dir.join("secrets/nomad_token_short");
@@ -297,10 +332,14 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
         short_claims["exp"].as_i64().unwrap() - short_claims["iat"].as_i64().unwrap(),
         3
     );
-    wait_for("the short-lived identity to be renewed", Duration::from_secs(15), || {
-        let now = read(&short_file);
-        (!now.is_empty() && now != short).then_some(())
-    });
+    wait_for(
+        "the short-lived identity to be renewed",
+        Duration::from_secs(15),
+        || {
+            let now = read(&short_file);
+            (!now.is_empty() && now != short).then_some(())
+        },
+    );
     // The named identity is no API token.
     assert_eq!(get(&read(&short_file), "/v1/var/nomad/jobs/a").0, 403);
 
@@ -309,7 +348,10 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
     let provider_jwt = read(&task_dir.join("local/provider_jwt"));
     assert_ne!(provider_jwt, token);
     let pc = pyjwt_verify(&s.agent, &provider_jwt, "drover-secrets/gsec");
-    assert_eq!((pc["nomad_job_id"].as_str(), pc["nomad_task"].as_str()), (Some("a"), Some("t")));
+    assert_eq!(
+        (pc["nomad_job_id"].as_str(), pc["nomad_task"].as_str()),
+        (Some("a"), Some("t"))
+    );
     assert_eq!(read(&task_dir.join("local/scoped.txt")), "yes");
     // ... and the provider identity is no API token either.
     assert_eq!(get(&provider_jwt, "/v1/var/nomad/jobs/a").0, 403);
@@ -327,20 +369,31 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
 fn templates_and_providers_read_as_the_task_and_are_refused_other_jobs_data() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = start(tmp.path());
-    s.root("PUT", "/v1/var/nomad/jobs/b", Some(&json!({ "Items": { "k": "job-b" } })));
+    s.root(
+        "PUT",
+        "/v1/var/nomad/jobs/b",
+        Some(&json!({ "Items": { "k": "job-b" } })),
+    );
     s.run_job(JOB_X);
     s.run_job(JOB_Y);
     for job in ["x", "y"] {
         let failed = s.alloc_of(job, "failed");
         let events = task_events(&failed, "t", "Task hook failed");
-        let msg = events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        let msg = events
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
         let want = if job == "x" {
             "may not read variable"
         } else {
             "the asking task's identity is not"
         };
         assert!(msg.contains(want), "job {job}: {failed:#}");
-        let dir = s.agent.data_dir_alloc(failed["ID"].as_str().unwrap()).join("t/local");
+        let dir = s
+            .agent
+            .data_dir_alloc(failed["ID"].as_str().unwrap())
+            .join("t/local");
         assert!(!dir.join("stolen.txt").exists() && !dir.join("scoped.txt").exists());
     }
     s.agent.terminate();

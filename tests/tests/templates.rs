@@ -183,7 +183,11 @@ fn variables_reach_only_a_node_that_proves_it_runs_the_allocation_for_the_tasks_
     let mut agent = Agent::dev(tmp.path());
     put_var(&agent, &["nomad/jobs/web", "user=app"]);
     put_var(&agent, &["nomad/jobs/other", "user=them"]);
-    let sleeper = |job: &str| format!("job \"{job}\" {{\n group \"g\" {{\n  task \"t\" {{\n   driver = \"raw_exec\"\n   config {{\n    command = \"/bin/sleep\"\n    args = [\"600\"]\n   }}\n  }}\n }}\n}}\n");
+    let sleeper = |job: &str| {
+        format!(
+            "job \"{job}\" {{\n group \"g\" {{\n  task \"t\" {{\n   driver = \"raw_exec\"\n   config {{\n    command = \"/bin/sleep\"\n    args = [\"600\"]\n   }}\n  }}\n }}\n}}\n"
+        )
+    };
     agent.run_job(&write_job(tmp.path(), "web", &sleeper("web")));
     agent.run_job(&write_job(tmp.path(), "other", &sleeper("other")));
     let alloc = agent.wait_alloc_status("web", "running", WAIT);
@@ -209,13 +213,20 @@ fn variables_reach_only_a_node_that_proves_it_runs_the_allocation_for_the_tasks_
             task: "t".into(),
             names: vec!["default".into()],
         };
-        let e = c.sign_identities(sign("guess", &alloc_id)).await.unwrap_err();
+        let e = c
+            .sign_identities(sign("guess", &alloc_id))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         let identity = |alloc: String| {
             let mut c = c.clone();
             let req = sign(&secret, &alloc);
             async move {
-                c.sign_identities(req).await.unwrap().into_inner().identities[0]
+                c.sign_identities(req)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .identities[0]
                     .jwt
                     .clone()
             }
@@ -262,7 +273,11 @@ fn variables_reach_only_a_node_that_proves_it_runs_the_allocation_for_the_tasks_
         steal.path = "nomad/jobs/other".into();
         let e = c.read_variables(steal).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert!(e.message().contains("may not read variable"), "{}", e.message());
+        assert!(
+            e.message().contains("may not read variable"),
+            "{}",
+            e.message()
+        );
         let reply = c
             .read_variables(req(&secret, &alloc_id, &own))
             .await

@@ -33,7 +33,9 @@ impl Signed {
     pub(crate) fn renew_in(&self, now_ms: i64) -> Option<Duration> {
         let exp = self.expires_at_ms?;
         let due = self.issued_at_ms + (exp - self.issued_at_ms) * 2 / 3;
-        Some(Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64))
+        Some(Duration::from_millis(
+            due.saturating_sub(now_ms).max(0) as u64
+        ))
     }
 }
 
@@ -62,7 +64,11 @@ impl TaskIdentities {
 
     /// Identity `name` as held now (not signed again).
     pub(crate) fn held(&self, name: &str) -> Option<Signed> {
-        self.held.lock().expect("identities lock").get(name).cloned()
+        self.held
+            .lock()
+            .expect("identities lock")
+            .get(name)
+            .cloned()
     }
 
     /// Identity `name`: the one held, or (when none is held or it is due) a new one.
@@ -131,7 +137,12 @@ impl Client {
         let reply = tokio::time::timeout(LIMIT, rpc.sign_identities(request))
             .await
             .map_err(|_| format!("the server did not sign the task's identities in {LIMIT:?}"))?
-            .map_err(|e| format!("the server refused to sign the task's identities: {}", e.message()))?;
+            .map_err(|e| {
+                format!(
+                    "the server refused to sign the task's identities: {}",
+                    e.message()
+                )
+            })?;
         Ok(reply.into_inner().identities)
     }
 }

@@ -176,7 +176,8 @@ pub fn verify<'a>(
         return Err(IdentityError::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(IdentityError::Malformed);
     };
@@ -275,8 +276,7 @@ pub fn implicit_variable_access(
         claims.nomad_task.as_str(),
     ];
     let parts: Vec<&str> = path.split('/').collect();
-    (3..=own.len()).contains(&parts.len())
-        && parts.iter().zip(own).all(|(p, o)| *p == o)
+    (3..=own.len()).contains(&parts.len()) && parts.iter().zip(own).all(|(p, o)| *p == o)
 }
 
 #[cfg(test)]
@@ -319,18 +319,12 @@ mod tests {
             key_id: "k1".into(),
             ..other.clone()
         };
-        assert_eq!(
-            verify(&jwt, [&renamed], 150),
-            Err(IdentityError::Signature)
-        );
+        assert_eq!(verify(&jwt, [&renamed], 150), Err(IdentityError::Signature));
         // Altered claims fail; so does alg "none" or HS256.
         let parts: Vec<&str> = jwt.split('.').collect();
         let forged = B64URL.encode(serde_json::to_vec(&claims("other", "t")).unwrap());
         let altered = format!("{}.{forged}.{}", parts[0], parts[2]);
-        assert_eq!(
-            verify(&altered, [&key], 150),
-            Err(IdentityError::Signature)
-        );
+        assert_eq!(verify(&altered, [&key], 150), Err(IdentityError::Signature));
         for alg in ["none", "HS256"] {
             let h = B64URL.encode(format!(r#"{{"alg":"{alg}","kid":"k1"}}"#));
             let t = format!("{h}.{}.{}", parts[1], parts[2]);
@@ -370,7 +364,12 @@ mod tests {
         assert!(!ok(&a, "nomad/jobs/a/web/t/x"));
         assert!(!ok(&a, "nomad/jobs/a/db"));
         assert!(!ok(&a, "nomad/jobs/b"));
-        assert!(!implicit_variable_access(&a, "web", "other", "nomad/jobs/a"));
+        assert!(!implicit_variable_access(
+            &a,
+            "web",
+            "other",
+            "nomad/jobs/a"
+        ));
         // Job "a/web" does not reach job "a"'s group "web", nor anything of its own.
         let slash = claims("a/web", "t");
         assert!(!ok(&slash, "nomad/jobs/a/web"));

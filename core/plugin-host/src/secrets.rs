@@ -101,7 +101,11 @@ impl SecretsClient {
 
     /// The secret at `path`, asked for by the task whose workload identity (for this
     /// provider's audience) is `identity`: the provider sees who asks.
-    pub async fn fetch_as(&self, path: &str, identity: &str) -> Result<FetchResponse, SecretsError> {
+    pub async fn fetch_as(
+        &self,
+        path: &str,
+        identity: &str,
+    ) -> Result<FetchResponse, SecretsError> {
         let req = FetchRequest {
             path: path.into(),
             identity: identity.into(),

@@ -575,14 +575,13 @@ impl NodeService for NodeStreamService {
         let reader = if req.path.is_empty() && !req.list {
             None
         } else {
-            let w = crate::identity::verify_workload(
-                &snap,
-                &req.identity,
-                crate::identity::now_secs(),
-            )
-            .map_err(|e| {
-                Status::permission_denied(format!("the task's workload identity is refused: {e}"))
-            })?;
+            let w =
+                crate::identity::verify_workload(&snap, &req.identity, crate::identity::now_secs())
+                    .map_err(|e| {
+                        Status::permission_denied(format!(
+                            "the task's workload identity is refused: {e}"
+                        ))
+                    })?;
             if w.claims.nomad_allocation_id != alloc.id {
                 return Err(Status::permission_denied(format!(
                     "the workload identity is allocation {}'s, not {}'s",
@@ -599,7 +598,10 @@ impl NodeService for NodeStreamService {
         if !req.list && !req.path.is_empty() && !readable(&req.path) {
             return Err(Status::permission_denied(format!(
                 "Permission denied: task {:?} of job {:?} may not read variable {:?} (variables under nomad/ are readable only by their own job, group and task: nomad/jobs/<job>[/<group>[/<task>]])",
-                reader.as_ref().map(|w| w.claims.nomad_task.as_str()).unwrap_or(""),
+                reader
+                    .as_ref()
+                    .map(|w| w.claims.nomad_task.as_str())
+                    .unwrap_or(""),
                 alloc.job_id,
                 req.path
             )));

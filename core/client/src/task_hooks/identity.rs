@@ -29,11 +29,7 @@ pub(crate) struct IdentityHook {
 
 /// An identity block's name ("" is the default identity's).
 fn name_of(i: &WorkloadIdentity) -> &str {
-    if i.name.is_empty() {
-        DEFAULT
-    } else {
-        &i.name
-    }
+    if i.name.is_empty() { DEFAULT } else { &i.name }
 }
 
 /// A name usable in an environment variable's and a file's name.
@@ -238,7 +234,11 @@ async fn renew(
         for b in &due {
             let action = match b.change_mode.as_str() {
                 "signal" if !b.change_signal.is_empty() => Action::Signal {
-                    why: format!("Identity {:?} renewed; sending signal {}", name_of(b), b.change_signal),
+                    why: format!(
+                        "Identity {:?} renewed; sending signal {}",
+                        name_of(b),
+                        b.change_signal
+                    ),
                     signal: b.change_signal.clone(),
                 },
                 "restart" => Action::Restart {

@@ -264,7 +264,7 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
     let a_id = a["ID"].as_str().unwrap();
     let task_dir = s.agent.data_dir_alloc(a_id).join("t");
     let token = wait_for("the task to write its NOMAD_TOKEN", WAIT, || {
-        Some(read(&task_dir.join("env_token"))).filter(|t| !t.is_empty())
+        Some(read(&task_dir.join("local/env_token"))).filter(|t| !t.is_empty())
     });
     // The same token in the environment and in secrets/nomad_token (mode 0600).
     let file = task_dir.join("secrets/nomad_token");
@@ -306,7 +306,7 @@ fn a_tasks_identity_reads_its_own_variables_only_and_dies_with_its_allocation() 
         .data_dir_alloc(slash["ID"].as_str().unwrap())
         .join("t");
     let slash_token = wait_for("job a/web's NOMAD_TOKEN", WAIT, || {
-        Some(read(&slash_dir.join("env_token"))).filter(|t| !t.is_empty())
+        Some(read(&slash_dir.join("local/env_token"))).filter(|t| !t.is_empty())
     });
     assert_eq!(get(&slash_token, "/v1/var/nomad/jobs/a/web").0, 403);
     assert_eq!(get(&slash_token, "/v1/var/nomad/jobs/a").0, 403);

@@ -16,6 +16,8 @@ command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v ip >/dev/null || need+=(iproute2)  # and make network namespaces
 command -v cc >/dev/null || need+=(gcc)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# PyJWT: the standard JWT library the workload identity test verifies tasks' JWTs with.
+dpkg -s python3-jwt >/dev/null 2>&1 || need+=(python3-jwt)
 # The docker driver's tests: images are built offline FROM scratch with Debian's static
 # busybox; pulls go to a local registry (Debian's docker-registry, distribution 2.8) behind
 # basic auth (htpasswd). The engine itself is on these machines already.
@@ -44,6 +46,10 @@ fi
 # python-nomad: the stock Nomad API client the compatibility test drives.
 python3 -c 'import nomad' 2>/dev/null || python3 -m pip install -q python-nomad \
   || python3 -m pip install -q --break-system-packages python-nomad
+
+# PyJWT with RS256 support, for a python3 that does not see Debian's python3-jwt (pyenv).
+python3 -c 'import jwt, cryptography' 2>/dev/null || python3 -m pip install -q 'pyjwt[crypto]' \
+  || python3 -m pip install -q --break-system-packages 'pyjwt[crypto]'
 
 # The example plugins (examples/plugins) that the plugin transport tests build include an
 # Extism module for wasm32-unknown-unknown.

@@ -139,6 +139,14 @@ pub trait SecretProvider: Send + Sync + 'static {
     ) -> Result<(), SecretError>;
     /// The secret at `path`.
     fn fetch(&self, path: &str) -> Result<Secret, SecretError>;
+    /// The secret at `path`, asked for by the task whose workload identity is `identity`
+    /// (an RS256 JWT with audience `drover-secrets/<provider>`, verifiable against the
+    /// cluster's `/.well-known/jwks.json`; empty when no task asks). A provider that scopes
+    /// what a job may read overrides this; the default ignores who asks.
+    fn fetch_as(&self, path: &str, identity: &str) -> Result<Secret, SecretError> {
+        let _ = identity;
+        self.fetch(path)
+    }
     /// The paths under `prefix`.
     fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError>;
     /// Extends lease `lease_id` by (at most) `increment`; returns its new TTL. Providers
@@ -262,7 +270,7 @@ fn dispatch_inner<P: SecretProvider>(
         method::FETCH => {
             let req: FetchRequest = decode(method_name, input)?;
             let p = provider.read().map_err(|_| poisoned())?;
-            Ok(fetch_response(p.fetch(&req.path)?).encode_to_vec())
+            Ok(fetch_response(p.fetch_as(&req.path, &req.identity)?).encode_to_vec())
         }
         method::LIST => {
             let req: ListRequest = decode(method_name, input)?;
@@ -360,7 +368,11 @@ mod tests {
             ok(dispatch(
                 &p,
                 method::FETCH,
-                &FetchRequest { path: "db".into() }.encode_to_vec(),
+                &FetchRequest {
+                    path: "db".into(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
             ))
             .as_slice(),
         )
@@ -372,6 +384,7 @@ mod tests {
             method::FETCH,
             &FetchRequest {
                 path: "missing".into(),
+                ..Default::default()
             }
             .encode_to_vec(),
         ));

@@ -104,9 +104,13 @@ impl<P: SecretProvider> base::base_plugin_server::BasePlugin for SecretService<P
 #[tonic::async_trait]
 impl<P: SecretProvider> SecretProviderRpc for SecretService<P> {
     async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
-        let path = req.into_inner().path;
+        let req = req.into_inner();
         let secret = self
-            .run(move |p| p.read().map_err(|_| poisoned())?.fetch(&path))
+            .run(move |p| {
+                p.read()
+                    .map_err(|_| poisoned())?
+                    .fetch_as(&req.path, &req.identity)
+            })
             .await?;
         Ok(Response::new(fetch_response(secret)))
     }

@@ -35,7 +35,14 @@ fn config() -> serde_json::Value {
 
 fn fetch(module: &dyn ModuleCall) -> FetchResponse {
     let out = module
-        .call("fetch", &FetchRequest { path: "db".into() }.encode_to_vec())
+        .call(
+            "fetch",
+            &FetchRequest {
+                path: "db".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
         .expect("fetch");
     match CallResult::decode(out.as_slice())
         .expect("CallResult")

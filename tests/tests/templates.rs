@@ -55,7 +55,7 @@ job "web" {
 user={{ with nomadVar "nomad/jobs/web" }}{{ .user }}:{{ .port }}{{ end }}
 alloc={{ env "NOMAD_ALLOC_ID" }}
 {{ range nomadVarList "nomad/jobs" }}var={{ .Path }}
-{{ end }}{{ if nomadVarExists "nomad/jobs/absent" }}unexpected{{ end -}}
+{{ end }}{{ if nomadVarExists "nomad/jobs/web/g/t" }}unexpected{{ end -}}
 EOT
         destination = "local/app.conf"
         perms       = "0600"
@@ -175,21 +175,30 @@ job "broken" {
 }
 
 #[test]
-fn variables_reach_only_a_node_that_proves_it_runs_the_allocation() {
-    use drover_proto::node::VariablesRequest;
+fn variables_reach_only_a_node_that_proves_it_runs_the_allocation_for_the_tasks_identity() {
     use drover_proto::node::node_service_client::NodeServiceClient;
+    use drover_proto::node::{SignIdentitiesRequest, VariablesRequest};
 
     let tmp = tempfile::tempdir().unwrap();
     let mut agent = Agent::dev(tmp.path());
     put_var(&agent, &["nomad/jobs/web", "user=app"]);
-    let sleeper = "job \"web\" {\n group \"g\" {\n  task \"t\" {\n   driver = \"raw_exec\"\n   config {\n    command = \"/bin/sleep\"\n    args = [\"600\"]\n   }\n  }\n }\n}\n";
-    agent.run_job(&write_job(tmp.path(), "web", sleeper));
+    put_var(&agent, &["nomad/jobs/other", "user=them"]);
+    let sleeper = |job: &str| {
+        format!(
+            "job \"{job}\" {{\n group \"g\" {{\n  task \"t\" {{\n   driver = \"raw_exec\"\n   config {{\n    command = \"/bin/sleep\"\n    args = [\"600\"]\n   }}\n  }}\n }}\n}}\n"
+        )
+    };
+    agent.run_job(&write_job(tmp.path(), "web", &sleeper("web")));
+    agent.run_job(&write_job(tmp.path(), "other", &sleeper("other")));
     let alloc = agent.wait_alloc_status("web", "running", WAIT);
+    let other = agent.wait_alloc_status("other", "running", WAIT);
     let alloc_id = alloc["ID"].as_str().unwrap().to_string();
+    let other_id = other["ID"].as_str().unwrap().to_string();
     let node_id = alloc["NodeID"].as_str().unwrap().to_string();
     let data_dir = agent.data_dir_alloc(&alloc_id);
     let data_dir = data_dir.parent().unwrap().parent().unwrap();
     let secret = std::fs::read_to_string(data_dir.join("client/node-secret")).unwrap();
+    let secret = secret.trim().to_string();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let rpc = agent.rpc_addr();
@@ -197,20 +206,51 @@ fn variables_reach_only_a_node_that_proves_it_runs_the_allocation() {
         let mut c = NodeServiceClient::connect(format!("http://{rpc}"))
             .await
             .unwrap();
-        let req = |secret: &str, alloc_id: &str| VariablesRequest {
+        let sign = |secret: &str, alloc_id: &str| SignIdentitiesRequest {
             node_id: node_id.clone(),
-            node_secret: secret.trim().to_string(),
+            node_secret: secret.to_string(),
+            alloc_id: alloc_id.to_string(),
+            task: "t".into(),
+            names: vec!["default".into()],
+        };
+        let e = c
+            .sign_identities(sign("guess", &alloc_id))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let identity = |alloc: String| {
+            let mut c = c.clone();
+            let req = sign(&secret, &alloc);
+            async move {
+                c.sign_identities(req)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .identities[0]
+                    .jwt
+                    .clone()
+            }
+        };
+        let own = identity(alloc_id.clone()).await;
+        let theirs = identity(other_id.clone()).await;
+        let req = |secret: &str, alloc_id: &str, identity: &str| VariablesRequest {
+            node_id: node_id.clone(),
+            node_secret: secret.to_string(),
             alloc_id: alloc_id.to_string(),
             path: "nomad/jobs/web".into(),
             list: false,
             min_index: 0,
             wait_ms: 0,
+            identity: identity.to_string(),
         };
-        let e = c.read_variables(req("guess", &alloc_id)).await.unwrap_err();
+        let e = c
+            .read_variables(req("guess", &alloc_id, &own))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(e.message().contains("wrong secret"), "{}", e.message());
         let e = c
-            .read_variables(req(&secret, "not-here"))
+            .read_variables(req(&secret, "not-here", &own))
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
@@ -219,19 +259,39 @@ fn variables_reach_only_a_node_that_proves_it_runs_the_allocation() {
             "{}",
             e.message()
         );
+        // The node secret alone no longer reads a task's variables: the task's identity
+        // must come with it, and be that allocation's.
+        for bad in ["", "eyJhbGciOiJub25lIn0.e30.", theirs.as_str()] {
+            let e = c
+                .read_variables(req(&secret, &alloc_id, bad))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::PermissionDenied, "{bad}");
+        }
+        // Another job's variable is refused, even to its own node.
+        let mut steal = req(&secret, &alloc_id, &own);
+        steal.path = "nomad/jobs/other".into();
+        let e = c.read_variables(steal).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message().contains("may not read variable"),
+            "{}",
+            e.message()
+        );
         let reply = c
-            .read_variables(req(&secret, &alloc_id))
+            .read_variables(req(&secret, &alloc_id, &own))
             .await
             .unwrap()
             .into_inner();
         assert_eq!(reply.variables_json.len(), 1);
         let v: serde_json::Value = serde_json::from_slice(&reply.variables_json[0]).unwrap();
         assert_eq!(v["Items"]["user"], "app");
-        // Listing gives paths, not items.
-        let mut list = req(&secret, &alloc_id);
+        // Listing gives paths, not items, and only those the task may read.
+        let mut list = req(&secret, &alloc_id, &own);
         list.path = "nomad/".into();
         list.list = true;
         let reply = c.read_variables(list).await.unwrap().into_inner();
+        assert_eq!(reply.variables_json.len(), 1);
         let v: serde_json::Value = serde_json::from_slice(&reply.variables_json[0]).unwrap();
         assert_eq!(v["Path"], "nomad/jobs/web");
         assert!(v["Items"].as_object().is_none_or(|m| m.is_empty()), "{v}");

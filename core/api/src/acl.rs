@@ -100,6 +100,9 @@ pub(crate) struct Caller {
     pub(crate) token: Option<Arc<AclToken>>,
     /// An exec WebSocket whose token comes in its first frame: not checked yet.
     pub(crate) first_frame: bool,
+    /// A task's workload identity (its default identity as a token): no policies, Nomad's
+    /// implicit access to its own job's variables.
+    pub(crate) workload: Option<Arc<drover_server::identity::Workload>>,
 }
 
 impl Caller {
@@ -110,6 +113,7 @@ impl Caller {
             acl: ALL.get_or_init(|| Arc::new(Acl::management())).clone(),
             token: None,
             first_frame: false,
+            workload: None,
         }
     }
 
@@ -120,6 +124,7 @@ impl Caller {
             acl: NONE.get_or_init(|| Arc::new(Acl::default())).clone(),
             token: None,
             first_frame: false,
+            workload: None,
         }
     }
 
@@ -137,7 +142,16 @@ impl Caller {
     }
 
     pub(crate) fn can_variable(&self, ns: &str, path: &str, op: VarCap) -> bool {
-        self.acl.allow_variable_op(ns, path, op)
+        self.acl.allow_variable_op(ns, path, op) || self.workload_reads(ns, path, op)
+    }
+
+    /// Whether the caller's workload identity grants `op` (read or list) on the variable.
+    fn workload_reads(&self, ns: &str, path: &str, op: VarCap) -> bool {
+        matches!(op, VarCap::Read | VarCap::List)
+            && self
+                .workload
+                .as_ref()
+                .is_some_and(|w| w.may_read_variable(ns, path))
     }
 }
 
@@ -226,6 +240,7 @@ impl Resolver {
                 acl: Arc::new(acl),
                 token: None,
                 first_frame: false,
+                workload: None,
             };
             *anon = Some(Cached {
                 generation,
@@ -235,6 +250,9 @@ impl Resolver {
             });
             return Ok(caller);
         };
+        if drover_keyring::identity::looks_like_jwt(secret) {
+            return resolve_workload(store, secret);
+        }
         if secret.len() > MAX_SECRET {
             return Err(forbidden("ACL token not found"));
         }
@@ -267,6 +285,7 @@ impl Resolver {
             acl: Arc::new(acl),
             token: Some(Arc::new(token.clone())),
             first_frame: false,
+            workload: None,
         };
         let mut cache = self.cache.lock().expect("acl cache lock");
         if cache.len() >= MAX_CACHED {
@@ -283,6 +302,22 @@ impl Resolver {
         );
         Ok(caller)
     }
+}
+
+/// A workload identity presented as a token: verified on every request (its allocation
+/// must still run), never cached.
+fn resolve_workload(store: &StateStore, jwt: &str) -> Result<Caller, ApiError> {
+    static NONE: OnceLock<Arc<Acl>> = OnceLock::new();
+    let snap = store.snapshot();
+    let workload =
+        drover_server::identity::verify_workload(&snap, jwt, drover_server::identity::now_secs())
+            .map_err(|e| forbidden(&format!("workload identity refused: {e}")))?;
+    Ok(Caller {
+        acl: NONE.get_or_init(|| Arc::new(Acl::default())).clone(),
+        token: None,
+        first_frame: false,
+        workload: Some(Arc::new(workload)),
+    })
 }
 
 /// The hex SHA-256 of a token secret: how it is stored.
@@ -431,10 +466,14 @@ pub(crate) async fn permit(
             };
             if op == VarCap::List {
                 acl.allow_variable_search(&ns)
+                    || caller
+                        .workload
+                        .as_ref()
+                        .is_some_and(|w| w.claims.nomad_namespace == ns)
             } else {
                 let params = path_params(parts).await;
                 let path = params.get("path").map(String::as_str).unwrap_or("");
-                acl.allow_variable_op(&ns, path, op)
+                caller.can_variable(&ns, path, op)
             }
         }
         _ => {

@@ -18,6 +18,7 @@ mod evaluations;
 mod events;
 mod exec;
 pub mod guard;
+mod identity;
 mod jobs;
 mod keyring;
 mod leader;

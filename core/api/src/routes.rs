@@ -18,8 +18,8 @@ use crate::limits::{
 };
 use crate::{
     ApiState, acl, acl_policies, acl_roles, acl_tokens, agent, allocations, backup, evaluations,
-    events, exec, jobs, keyring, leader_proxy, logs, namespaces, node_pools, nodes, operator,
-    plugins, request_body, scheduler_config, search, services, tls_rotation, variables,
+    events, exec, identity, jobs, keyring, leader_proxy, logs, namespaces, node_pools, nodes,
+    operator, plugins, request_body, scheduler_config, search, services, tls_rotation, variables,
 };
 use drover_model::{Namespace, NodePool};
 
@@ -165,6 +165,9 @@ pub fn table() -> Vec<Route> {
         route(GET, "/v1/status/leader", C::Public, NO_BODY, REQUEST, |m| on(m, agent::status_leader)),
         route(GET, "/v1/status/peers", C::Public, NO_BODY, REQUEST, |m| on(m, agent::status_peers)),
         route(GET, "/v1/regions", C::Public, NO_BODY, REQUEST, |m| on(m, agent::regions)),
+        // Workload identities' OIDC discovery: public, as Nomad's.
+        route(GET, "/.well-known/jwks.json", C::Public, NO_BODY, REQUEST, |m| on(m, identity::jwks)),
+        route(GET, "/.well-known/openid-configuration", C::Public, NO_BODY, REQUEST, |m| on(m, identity::openid_configuration)),
         route(GET, "/v1/agent/self", C::AgentRead, NO_BODY, REQUEST, |m| on(m, agent::agent_self)),
         route(GET, "/v1/agent/plugins", C::AgentRead, NO_BODY, REQUEST, |m| on(m, plugins::list)),
         // On the allocation's client: logs, files, statistics, exec.

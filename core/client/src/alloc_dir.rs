@@ -151,6 +151,25 @@ impl AllocDir {
         std::io::Write::write_all(&mut f, bytes).map_err(|e| Self::io(&self.root.join(rel), e))
     }
 
+    /// Writes `bytes` as the whole content of the regular file `rel`, mode 0600 (set on
+    /// the open file, whatever mode a file already there had) and, with `owner`, owned by
+    /// that uid; follows no link, its directory must exist. For secrets (workload
+    /// identities).
+    pub fn write_private_file(&self, rel: &Path, bytes: &[u8], owner: Option<u32>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.root.join(rel);
+        let mut f = self
+            .open()?
+            .create_regular(rel, Mode::from_bits_truncate(0o600), true)
+            .map_err(|e| self.beneath(e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Self::io(&path, e))?;
+        if let Some(uid) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), None).map_err(|e| Self::io(&path, e))?;
+        }
+        std::io::Write::write_all(&mut f, bytes).map_err(|e| Self::io(&path, e))
+    }
+
     /// Opens the file `rel` for reading, following no link.
     pub fn read_file(&self, rel: &Path) -> Result<std::fs::File> {
         self.open()?

@@ -544,6 +544,11 @@ impl AllocRunner {
             control: Some(control_rx),
             driver_events: Some(events_rx),
             alloc_updates: self.inner.updates.subscribe(),
+            identities: crate::identities::TaskIdentities::new(
+                self.inner.client.clone(),
+                &tasks.alloc.id,
+                name,
+            ),
         };
         let span = tracing::info_span!("task", task = %name);
         tokio::spawn(task_runner::run(ctx).instrument(span));

@@ -21,10 +21,12 @@ mod env;
 mod exec;
 mod fingerprint;
 mod gc;
+mod identities;
 mod log_stream;
 mod netns;
 mod network_files;
 mod node_network;
+mod provider_secrets;
 mod services;
 mod sessions;
 mod state;
@@ -229,13 +231,17 @@ impl Client {
 
     /// Variables of an allocation's namespace, read from the attached server: the one at
     /// `path`, or (with `list`) those under it, without their items.
+    /// `identity` is the asking task's default workload identity.
     pub(crate) async fn read_variables(
         &self,
         alloc_id: &str,
+        identity: &str,
         path: &str,
         list: bool,
     ) -> Result<Vec<drover_model::Variable>, String> {
-        let reply = self.variables_request(alloc_id, path, list, None).await?;
+        let reply = self
+            .variables_request(alloc_id, identity, path, list, None)
+            .await?;
         reply
             .variables_json
             .iter()
@@ -255,7 +261,7 @@ impl Client {
         after: Option<u64>,
     ) -> Result<u64, String> {
         Ok(self
-            .variables_request(alloc_id, "", false, after)
+            .variables_request(alloc_id, "", "", false, after)
             .await?
             .index)
     }
@@ -263,6 +269,7 @@ impl Client {
     async fn variables_request(
         &self,
         alloc_id: &str,
+        identity: &str,
         path: &str,
         list: bool,
         after: Option<u64>,
@@ -289,6 +296,7 @@ impl Client {
             list,
             min_index: after.unwrap_or(0),
             wait_ms: if after.is_some() { 300_000 } else { 0 },
+            identity: identity.to_string(),
         };
         // The server answers a blocking read within 5 minutes; a connection that died
         // without a reset must not hold the reader longer.

@@ -55,6 +55,8 @@ pub struct TaskCtx {
     pub driver_events: Option<mpsc::Receiver<drover_model::TaskEvent>>,
     /// The allocation as the server last changed it (for the hooks' `update`).
     pub alloc_updates: watch::Receiver<Allocation>,
+    /// The task's workload identities, shared by its hooks.
+    pub identities: crate::identities::TaskIdentities,
 }
 
 /// Why the driver did not start (or take back) the task.
@@ -88,6 +90,7 @@ fn hook_ctx(c: &TaskCtx, env: BTreeMap<String, String>) -> TaskHookCtx<'_> {
         task: &c.task,
         dirs: &c.dirs,
         stop: &c.stop,
+        identities: &c.identities,
         env,
         netns: c
             .network

@@ -5,9 +5,11 @@
 //! - `env "NAME"`: the task's environment;
 //! - `nomadVar "path"` (the variable's items; a missing variable blocks the task until it
 //!   exists, as in Nomad), `nomadVarExists "path"`, `nomadVarList "prefix"`: variables of
-//!   the allocation's namespace, read from the servers with the node's secret;
+//!   the allocation's namespace, read from the servers with the node's secret and the
+//!   task's default workload identity (which limits `nomad/` paths to its own job's);
 //! - `secret "provider/path"`: a secret from the secret provider plugin named by the first
 //!   path segment, as `.Data`, `.LeaseID`, `.LeaseDuration` (seconds) and `.Renewable`;
+//!   the provider is shown the task's identity (`crate::provider_secrets`);
 //! - `nomadService`, `nomadServices`, `service`, `services`: the service catalog, from the
 //!   client's local copy (see `crate::template_services`).
 //!
@@ -32,6 +34,7 @@ use drover_template::{Functions, Options, Template, Value};
 use crate::Client;
 use crate::alloc_dir::AllocDir;
 use crate::env::{TaskDirs, interpolate};
+use crate::identities::TaskIdentities;
 use crate::template_services::{self, SERVICE_FUNCTIONS};
 
 /// What re-rendered templates ask of the running task (their `change_mode`).
@@ -271,6 +274,7 @@ fn parse_env(text: &str, dest: &str) -> Result<BTreeMap<String, String>, String>
 pub(crate) async fn render_all(
     client: &Client,
     alloc: &Allocation,
+    identities: &TaskIdentities,
     task: &Task,
     dirs: &TaskDirs,
     env: &BTreeMap<String, String>,
@@ -279,7 +283,7 @@ pub(crate) async fn render_all(
     let mut added = BTreeMap::new();
     for (i, block) in task.templates.iter().enumerate() {
         let (name, dest, rendered) =
-            render_block(client, alloc, i, block, dirs, env, &mut fetched).await?;
+            render_block(client, alloc, identities, i, block, dirs, env, &mut fetched).await?;
         write(dirs, &dest, &rendered, block)
             .await
             .map_err(TemplateFailure::Failed)?;
@@ -340,9 +344,11 @@ fn refresh_after(fetched: &BTreeMap<Read, Option<Value>>) -> Option<Duration> {
 }
 
 /// One template rendered: its name (for messages), where it goes, and its text.
+#[allow(clippy::too_many_arguments)]
 async fn render_block(
     client: &Client,
     alloc: &Allocation,
+    identities: &TaskIdentities,
     i: usize,
     block: &TemplateBlock,
     dirs: &TaskDirs,
@@ -365,7 +371,7 @@ async fn render_block(
     };
     let parsed = Template::parse(&text, &opts, &ParseOnly)
         .map_err(|e| TemplateFailure::Failed(e.to_string()))?;
-    let rendered = render(client, alloc, &parsed, env, fetched).await?;
+    let rendered = render(client, alloc, identities, &parsed, env, fetched).await?;
     let dest =
         destination(dirs, &interpolate(&block.dest_path, env)).map_err(TemplateFailure::Failed)?;
     Ok((name, dest, rendered))
@@ -389,9 +395,11 @@ pub(crate) struct LastRender {
 /// `change_mode` asks for, after a random delay of up to `splay`. Leased secrets also
 /// trigger a re-render, with fresh secrets, at two thirds of their lease (`from.refresh`,
 /// then each render's). Ends when `changes` is dropped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn watch(
     client: Client,
     alloc: Allocation,
+    identities: TaskIdentities,
     task: Task,
     dirs: TaskDirs,
     env: BTreeMap<String, String>,
@@ -477,6 +485,7 @@ pub(crate) async fn watch(
             let (name, dest, text) = match render_block(
                 &client,
                 &alloc,
+                &identities,
                 i,
                 block,
                 &dirs,
@@ -581,6 +590,7 @@ async fn read_inside(dirs: &TaskDirs, path: &Path) -> Result<String, String> {
 async fn render(
     client: &Client,
     alloc: &Allocation,
+    identities: &TaskIdentities,
     template: &Template,
     env: &BTreeMap<String, String>,
     fetched: &mut BTreeMap<Read, Option<Value>>,
@@ -609,7 +619,7 @@ async fn render(
             return out.map_err(|e| TemplateFailure::Failed(e.to_string()));
         }
         for r in wanted {
-            let v = fetch(client, alloc, &r)
+            let v = fetch(client, alloc, identities, &r)
                 .await
                 .map_err(TemplateFailure::Failed)?;
             fetched.insert(r, v);
@@ -621,10 +631,18 @@ async fn render(
 }
 
 /// Fetches one read. None: no such variable.
-async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<Value>, String> {
+async fn fetch(
+    client: &Client,
+    alloc: &Allocation,
+    identities: &TaskIdentities,
+    r: &Read,
+) -> Result<Option<Value>, String> {
     match r {
         Read::Var(path) => {
-            let vars = client.read_variables(&alloc.id, path, false).await?;
+            let id = identities.get(crate::identities::DEFAULT).await?;
+            let vars = client
+                .read_variables(&alloc.id, &id.jwt, path, false)
+                .await?;
             Ok(vars.into_iter().next().map(|v| {
                 Value::Object(
                     v.items
@@ -635,7 +653,10 @@ async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<V
             }))
         }
         Read::VarList(prefix) => {
-            let vars = client.read_variables(&alloc.id, prefix, true).await?;
+            let id = identities.get(crate::identities::DEFAULT).await?;
+            let vars = client
+                .read_variables(&alloc.id, &id.jwt, prefix, true)
+                .await?;
             // The server lists variables without their items: Path, Namespace, indexes, times.
             Ok(Some(Value::Array(
                 vars.iter()
@@ -658,13 +679,7 @@ async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<V
             let (provider, path) = spec.split_once('/').ok_or_else(|| {
                 format!("secret {spec:?} must be \"<provider>/<path>\": the first segment names the secret provider plugin")
             })?;
-            let secrets = client
-                .host()
-                .secrets(provider)
-                .await
-                .map_err(|e| format!("secret {spec:?}: {e}"))?;
-            let r = secrets
-                .fetch(path)
+            let r = crate::provider_secrets::fetch(client, identities, provider, path)
                 .await
                 .map_err(|e| format!("secret {spec:?}: {e}"))?;
             Ok(Some(serde_json::json!({

@@ -383,7 +383,6 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
         "vault",
         "Vault is not integrated: use secret blocks with a secret provider",
     ),
-    ("identity", "workload identities are not issued yet"),
     ("csi_plugin", "CSI plugins are not registered yet"),
     ("dispatch_payload", "dispatch payloads are not written yet"),
     ("device", "devices are not scheduled yet"),
@@ -425,7 +424,6 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
         for t in &g.tasks {
             let tp = format!("{gp} > task {:?}", t.name);
             warn(t.vault.is_some(), &tp, "vault");
-            warn(!t.identities.is_empty(), &tp, "identity");
             warn(!t.volume_mounts.is_empty(), &tp, "volume_mount");
             warn(t.dispatch_payload.is_some(), &tp, "dispatch_payload");
             warn(t.csi_plugin.is_some(), &tp, "csi_plugin");
@@ -1487,19 +1485,31 @@ fn artifacts(
     }))
 }
 
-/// A task's `identity` blocks (parsed, not acted on yet).
+/// A task's `identity` blocks (workload identities: the client's identity hook).
 fn identities(
     src: &Source<'_>,
     r: &mut BlockReader<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<drover_model::WorkloadIdentity>, JobspecError> {
     let blocks = r.blocks("identity");
+    let mut names = std::collections::BTreeSet::new();
     Ok(src.each(blocks, |b| {
-        warn_not_acted_on(r, b);
-        let mut br = BlockReader::new(src, b, r.path().to_string(), "identity")?;
+        // `identity { ... }` is the default identity, `identity "name" { ... }` a named one.
+        let mut br = if b.labels.is_empty() {
+            BlockReader::new(src, b, r.path().to_string(), "identity")?
+        } else {
+            BlockReader::labelled(src, b, r.path().to_string(), "identity")?
+        };
+        let name = match br.label() {
+            "" => "default".to_string(),
+            label => label.to_string(),
+        };
+        if !names.insert(name.clone()) {
+            return Err(br.error_here(&format!("identity {name:?} is defined twice here")));
+        }
         let i = br.decode(
             &[("aud", "Audience"), ("ttl", "TTL")],
-            obj(vec![("Name", Json::from("default"))]),
+            obj(vec![("Name", Json::from(name))]),
         )?;
         warnings.extend(br.finish());
         Ok(i)

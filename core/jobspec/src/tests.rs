@@ -633,3 +633,50 @@ job "j" {
     let e = parse(&bad, "cni.hcl").unwrap_err().to_string();
     assert!(e.contains("argz"), "{e}");
 }
+
+#[test]
+fn identity_blocks_are_the_default_one_or_named_by_their_label() {
+    let src = r#"
+job "j" {
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      config { command = "/bin/true" }
+      identity {
+        env  = true
+        file = true
+      }
+      identity "vault" {
+        aud           = ["vault.io"]
+        ttl           = "1h"
+        file          = true
+        change_mode   = "signal"
+        change_signal = "SIGHUP"
+      }
+    }
+  }
+}
+"#;
+    let p = parse(src, "id.hcl").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("identity")),
+        "{:?}",
+        p.warnings
+    );
+    let ids = &p.job.groups[0].tasks[0].identities;
+    assert_eq!(ids.len(), 2);
+    assert_eq!(
+        (ids[0].name.as_str(), ids[0].env, ids[0].file),
+        ("default", true, true)
+    );
+    assert_eq!(ids[1].name, "vault");
+    assert_eq!(ids[1].audience, ["vault.io"]);
+    assert_eq!(ids[1].ttl, Duration::from_secs(3600));
+    assert_eq!(
+        (ids[1].change_mode.as_str(), ids[1].change_signal.as_str()),
+        ("signal", "SIGHUP")
+    );
+    let twice = src.replace("identity \"vault\"", "identity \"default\"");
+    let e = parse(&twice, "id.hcl").unwrap_err().to_string();
+    assert!(e.contains("identity \"default\" is defined twice"), "{e}");
+}

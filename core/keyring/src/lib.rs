@@ -5,10 +5,13 @@
 //!   provider, [`FileKekProvider`], is the default; a KMS is another provider).
 //! - [`root_key`]: generating a root key (AES-256-GCM data key + RSA-2048 key pair), wrapping
 //!   and unwrapping its secret material.
+//! - [`identity`]: workload identities: RS256 JWTs signed with a root key, their
+//!   verification, the JWKS, and the implicit variable access of the default identity.
 //! - [`items`]: a variable's items sealed with a root key, bound to namespace, path and key id.
 //! - [`passphrase`]: a KEK derived from an operator's passphrase (argon2id), for backups.
 //! - [`Keyring`]: a server's KEK and its cache of unwrapped root keys (memory only).
 
+pub mod identity;
 pub mod items;
 pub mod kek;
 pub mod passphrase;

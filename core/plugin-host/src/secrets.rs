@@ -94,9 +94,22 @@ impl SecretsClient {
         self.transport
     }
 
-    /// The secret at `path`.
+    /// The secret at `path`, asked for by no task.
     pub async fn fetch(&self, path: &str) -> Result<FetchResponse, SecretsError> {
-        let req = FetchRequest { path: path.into() };
+        self.fetch_as(path, "").await
+    }
+
+    /// The secret at `path`, asked for by the task whose workload identity (for this
+    /// provider's audience) is `identity`: the provider sees who asks.
+    pub async fn fetch_as(
+        &self,
+        path: &str,
+        identity: &str,
+    ) -> Result<FetchResponse, SecretsError> {
+        let req = FetchRequest {
+            path: path.into(),
+            identity: identity.into(),
+        };
         match &self.carrier {
             Carrier::Grpc(c) => {
                 let mut c = c.clone();
@@ -114,6 +127,7 @@ impl SecretsClient {
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, SecretsError> {
         let req = ListRequest {
             prefix: prefix.into(),
+            identity: String::new(),
         };
         let resp = match &self.carrier {
             Carrier::Grpc(c) => {

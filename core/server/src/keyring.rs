@@ -26,7 +26,7 @@ impl Server {
     }
 
     /// The active root key, waiting a moment for the leader to create the first one.
-    async fn active_root_key(&self) -> Result<RootKey, ServerError> {
+    pub(crate) async fn active_root_key(&self) -> Result<RootKey, ServerError> {
         let deadline = tokio::time::Instant::now() + FIRST_KEY_WAIT;
         let mut snap = self.store().snapshot();
         loop {

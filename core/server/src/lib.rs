@@ -10,6 +10,7 @@ mod catalog_push;
 mod consensus;
 mod gc;
 mod heartbeat;
+pub mod identity;
 mod keyring;
 mod leader;
 mod namespaces;

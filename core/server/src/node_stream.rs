@@ -10,8 +10,8 @@ use drover_proto::node::node_service_server::{NodeService, NodeServiceServer};
 use drover_proto::node::{
     AllocPush, AllocSeq, ClientMessage, ExecInput, ExecOutput, LogsRequest, Registered,
     ServerMessage, ServicesUpdate, ServicesUpdateReply, SessionAck, SessionChunk, SessionOpen,
-    UpdatesAck, VariablesReply, VariablesRequest, client_message, exec_output, server_message,
-    session_open,
+    SignIdentitiesReply, SignIdentitiesRequest, UpdatesAck, VariablesReply, VariablesRequest,
+    client_message, exec_output, server_message, session_open,
 };
 use drover_state::Command;
 use futures::Stream;
@@ -568,26 +568,44 @@ impl NodeService for NodeStreamService {
         let req = req.into_inner();
         let store = self.server.store();
         let snap = store.snapshot();
-        let node = snap
-            .node(&req.node_id)
-            .filter(|n| !n.secret_id.is_empty() && same_secret(&n.secret_id, &req.node_secret))
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "node {:?} is unknown or presented the wrong secret",
-                    req.node_id
-                ))
-            })?;
-        let ns = snap
-            .alloc(&req.alloc_id)
-            .filter(|a| a.node_id == node.id)
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "allocation {:?} is not placed on node {}",
-                    req.alloc_id, node.id
-                ))
-            })?
-            .namespace
-            .clone();
+        let alloc = node_alloc(&snap, &req.node_id, &req.node_secret, &req.alloc_id)?;
+        let ns = alloc.namespace.clone();
+        // The bare index (what a template watcher waits on) reveals no variable; every
+        // other read is the task's, under its identity.
+        let reader = if req.path.is_empty() && !req.list {
+            None
+        } else {
+            let w =
+                crate::identity::verify_workload(&snap, &req.identity, crate::identity::now_secs())
+                    .map_err(|e| {
+                        Status::permission_denied(format!(
+                            "the task's workload identity is refused: {e}"
+                        ))
+                    })?;
+            if w.claims.nomad_allocation_id != alloc.id {
+                return Err(Status::permission_denied(format!(
+                    "the workload identity is allocation {}'s, not {}'s",
+                    w.claims.nomad_allocation_id, alloc.id
+                )));
+            }
+            Some(w)
+        };
+        let readable = |path: &str| {
+            reader
+                .as_ref()
+                .is_some_and(|w| variable_readable(w, &ns, path))
+        };
+        if !req.list && !req.path.is_empty() && !readable(&req.path) {
+            return Err(Status::permission_denied(format!(
+                "Permission denied: task {:?} of job {:?} may not read variable {:?} (variables under nomad/ are readable only by their own job, group and task: nomad/jobs/<job>[/<group>[/<task>]])",
+                reader
+                    .as_ref()
+                    .map(|w| w.claims.nomad_task.as_str())
+                    .unwrap_or(""),
+                alloc.job_id,
+                req.path
+            )));
+        }
         let snap = if req.wait_ms > 0 {
             let wait = Duration::from_millis(req.wait_ms).min(Duration::from_secs(300));
             store
@@ -601,6 +619,7 @@ impl NodeService for NodeStreamService {
         let variables_json = if req.list {
             snap.variables()
                 .filter(|v| v.namespace == ns && v.path.starts_with(&req.path))
+                .filter(|v| readable(&v.path))
                 .map(|v| {
                     encode(&drover_model::Variable {
                         items: Default::default(),
@@ -625,6 +644,35 @@ impl NodeService for NodeStreamService {
         Ok(Response::new(VariablesReply {
             variables_json,
             index: snap.table_index(drover_state::Table::Variables),
+        }))
+    }
+
+    async fn sign_identities(
+        &self,
+        req: Request<SignIdentitiesRequest>,
+    ) -> Result<Response<SignIdentitiesReply>, Status> {
+        let req = req.into_inner();
+        let snap = self.server.store().snapshot();
+        let alloc = node_alloc(&snap, &req.node_id, &req.node_secret, &req.alloc_id)?.clone();
+        let signed = self
+            .server
+            .sign_identities(&alloc, &req.task, &req.names)
+            .await
+            .map_err(|e| match e {
+                ServerError::Invalid(m) => Status::failed_precondition(m),
+                ServerError::NotFound(m) => Status::not_found(m),
+                e => Status::unavailable(e.to_string()),
+            })?;
+        Ok(Response::new(SignIdentitiesReply {
+            identities: signed
+                .into_iter()
+                .map(|s| drover_proto::node::SignedIdentity {
+                    name: s.name,
+                    jwt: s.jwt,
+                    expires_at_ms: s.expires_at.map_or(0, |e| e.saturating_mul(1000)),
+                    issued_at_ms: s.issued_at.saturating_mul(1000),
+                })
+                .collect(),
         }))
     }
 
@@ -872,6 +920,44 @@ async fn push_allocs(
                 }
             }
         }
+    }
+}
+
+/// The allocation `alloc_id`, if the node presenting `node_secret` is known and the
+/// allocation is placed on it.
+fn node_alloc<'a>(
+    snap: &'a drover_state::StateSnapshot,
+    node_id: &str,
+    node_secret: &str,
+    alloc_id: &str,
+) -> Result<&'a drover_model::Allocation, Status> {
+    let node = snap
+        .node(node_id)
+        .filter(|n| !n.secret_id.is_empty() && same_secret(&n.secret_id, node_secret))
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "node {node_id:?} is unknown or presented the wrong secret"
+            ))
+        })?;
+    snap.alloc(alloc_id)
+        .filter(|a| a.node_id == node.id)
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "allocation {alloc_id:?} is not placed on node {}",
+                node.id
+            ))
+        })
+}
+
+/// Whether the task with workload identity `w` may read variable `path` of its
+/// allocation's namespace `ns` from a template: under `nomad/` (Nomad's reserved prefix)
+/// only its own `nomad/jobs/<job>[/<group>[/<task>]]`; elsewhere, any (the namespace is
+/// the allocation's; ACL policies attached to jobs are not applied here yet).
+fn variable_readable(w: &crate::identity::Workload, ns: &str, path: &str) -> bool {
+    if path == "nomad" || path.starts_with("nomad/") {
+        w.may_read_variable(ns, path)
+    } else {
+        w.claims.nomad_namespace == ns
     }
 }
 

@@ -1,7 +1,10 @@
 //! A secret provider plugin process for the tests, served by the SDK over gRPC (the same
 //! handshake as drivers): its secrets come from its config block, leased for `ttl_secs`. The
 //! path `fetches` answers `{"n": N}`, how many times it has been fetched (for tests of
-//! secrets fetched again when their lease runs down).
+//! secrets fetched again when their lease runs down). It looks at who asks: `whoami`
+//! answers `{"jwt": <the asking task's identity>}`, and `scoped/<job>` answers
+//! `{"ok": "yes"}` only to a task of job `<job>` (by its identity's `nomad_job_id`
+//! claim: a provider scoping what a job may read).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -75,6 +78,26 @@ impl SecretProvider for ConfigSecrets {
         })
     }
 
+    fn fetch_as(&self, path: &str, identity: &str) -> Result<Secret, SecretError> {
+        let answer = |k: &str, v: &str| Secret {
+            data: BTreeMap::from([(k.to_string(), v.to_string())]),
+            ..Secret::default()
+        };
+        if path == "whoami" {
+            return Ok(answer("jwt", identity));
+        }
+        if let Some(job) = path.strip_prefix("scoped/") {
+            return if job_of(identity).as_deref() == Some(job) {
+                Ok(answer("ok", "yes"))
+            } else {
+                Err(SecretError::PermissionDenied(format!(
+                    "{path:?} is job {job:?}'s; the asking task's identity is not"
+                )))
+            };
+        }
+        self.fetch(path)
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>, SecretError> {
         Ok(self
             .secrets
@@ -90,6 +113,17 @@ impl SecretProvider for ConfigSecrets {
             _ => Err(SecretError::NotFound(format!("no lease {lease_id:?}"))),
         }
     }
+}
+
+/// The `nomad_job_id` claim of a JWT (its signature is the test's to verify, via JWKS).
+fn job_of(jwt: &str) -> Option<String> {
+    use base64::Engine;
+    let claims = jwt.split('.').nth(1)?;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
+    Some(claims["nomad_job_id"].as_str()?.to_string())
 }
 
 fn main() {

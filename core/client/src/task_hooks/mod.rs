@@ -21,6 +21,7 @@
 
 mod artifacts;
 mod checks;
+mod identity;
 mod logs;
 mod services;
 mod task_dir;
@@ -75,6 +76,9 @@ pub(crate) struct TaskHookCtx<'a> {
     pub dirs: &'a TaskDirs,
     /// Set (with the reason) once the task must stop.
     pub stop: &'a watch::Receiver<Option<String>>,
+    /// The task's workload identities (the identity hook signs them before the hooks
+    /// after it run).
+    pub identities: &'a crate::identities::TaskIdentities,
     /// The task's environment so far: `NOMAD_*`/`DROVER_*`, its `env` block, and what the
     /// hooks before this one add.
     pub env: BTreeMap<String, String>,
@@ -137,6 +141,9 @@ pub(crate) fn for_task(task: &Task) -> Vec<Box<dyn TaskHook>> {
         Box::new(task_dir::TaskDirHook::default()),
         Box::new(logs::LogsHook),
     ];
+    if task.identities.iter().any(|i| i.env || i.file) {
+        hooks.push(Box::new(identity::IdentityHook::default()));
+    }
     if !task.artifacts.is_empty() {
         hooks.push(Box::new(artifacts::ArtifactsHook::default()));
     }

@@ -41,7 +41,8 @@ impl TaskHook for TemplatesHook {
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or(0);
-            let rendered = crate::template::render_all(c.client, c.alloc, c.task, c.dirs, env);
+            let rendered =
+                crate::template::render_all(c.client, c.alloc, c.identities, c.task, c.dirs, env);
             let mut stop = c.stop.clone();
             let result = tokio::select! {
                 r = rendered => r,
@@ -83,6 +84,7 @@ impl TaskHook for TemplatesHook {
         let watch = crate::template::watch(
             c.client.clone(),
             c.alloc.clone(),
+            c.identities.clone(),
             c.task.clone(),
             c.dirs.clone(),
             c.env.clone(),

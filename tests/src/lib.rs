@@ -5,6 +5,7 @@
 //! (`target/<profile>/drover`): build it first (`cargo build --bins`, as tests/run.sh does).
 
 pub mod catalog;
+pub mod cluster;
 pub mod dns;
 pub mod go;
 

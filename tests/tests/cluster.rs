@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use drover_tests::cluster::{ServerSpec, leader_of, specs, start, wait_leader};
 use drover_tests::*;
 use serde_json::{Value, json};
 
@@ -35,97 +36,6 @@ fn register(agent: &Agent, body: &Value) -> Result<(), String> {
     } else {
         Err(format!("{code}: {text}"))
     }
-}
-
-struct ServerSpec {
-    name: String,
-    host: String,
-    http: u16,
-    rpc: u16,
-    data: PathBuf,
-    config: PathBuf,
-}
-
-fn server_config(
-    dir: &Path,
-    name: &str,
-    host: &str,
-    expect: usize,
-    join: &[String],
-    extra: &str,
-) -> PathBuf {
-    let join: Vec<String> = join.iter().map(|a| format!("{a:?}")).collect();
-    let cfg = dir.join(format!("{name}.hcl"));
-    std::fs::write(
-        &cfg,
-        format!(
-            // One key-encryption key for every server (the operator copies it; here they
-            // share the file), outside the data dirs so it survives their wipe.
-            "name = \"{name}\"\nbind_addr = \"{host}\"\nkeyring \"file\" {{\n  path = \"{}\"\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = {expect}\n  server_join {{\n    retry_join = [{}]\n    retry_interval = \"500ms\"\n  }}\n{extra}}}\n",
-            dir.join("keyring.kek").display(),
-            join.join(", ")
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-/// Specs for `n` servers on 127.0.0.<base+i>, each knowing all the others' RPC addresses.
-fn specs(dir: &Path, base: u8, n: usize, extra: &str) -> Vec<ServerSpec> {
-    let hosts: Vec<String> = (0..n)
-        .map(|i| format!("127.0.0.{}", base + i as u8))
-        .collect();
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-    let rpcs: Vec<String> = hosts
-        .iter()
-        .zip(&ports)
-        .map(|(h, (_, r))| format!("{h}:{r}"))
-        .collect();
-    (0..n)
-        .map(|i| {
-            let name = format!("s{}", i + 1);
-            ServerSpec {
-                config: server_config(dir, &name, &hosts[i], n, &rpcs, extra),
-                data: dir.join(&name),
-                name,
-                host: hosts[i].clone(),
-                http: ports[i].0,
-                rpc: ports[i].1,
-            }
-        })
-        .collect()
-}
-
-fn start(spec: &ServerSpec) -> Agent {
-    Agent::start_on(
-        &spec.host,
-        &[],
-        &["-config", spec.config.to_str().unwrap()],
-        &spec.data,
-        spec.http,
-        spec.rpc,
-    )
-}
-
-/// The leader's RPC address as `agent` sees it.
-fn leader_of(agent: &Agent) -> Option<String> {
-    agent
-        .get("/v1/status/leader")
-        .and_then(|v| v.as_str().map(String::from))
-}
-
-/// Waits until every running server agrees on one leader among them; returns its index.
-fn wait_leader(servers: &[Agent]) -> usize {
-    wait_for("one leader all running servers agree on", LONG, || {
-        let live: Vec<&Agent> = servers.iter().filter(|a| a.child.is_some()).collect();
-        let first = leader_of(live[0])?;
-        live.iter()
-            .all(|a| leader_of(a).as_deref() == Some(first.as_str()))
-            .then_some(())?;
-        servers
-            .iter()
-            .position(|a| a.child.is_some() && a.rpc_addr() == first)
-    })
 }
 
 fn job_ids(agent: &Agent, query: &str) -> Option<Vec<String>> {

@@ -25,6 +25,7 @@ mod log_stream;
 mod netns;
 mod network_files;
 mod node_network;
+mod service_instances;
 mod services;
 mod sessions;
 mod state;

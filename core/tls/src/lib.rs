@@ -16,6 +16,7 @@ pub mod dial;
 pub mod identity;
 pub mod pem;
 pub mod role;
+pub mod workload;
 
 pub use accept::{Handshakes, handshakes};
 pub use authority::Authority;

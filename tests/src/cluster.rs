@@ -19,7 +19,8 @@ pub struct ServerSpec {
     pub config: PathBuf,
 }
 
-fn server_config(
+/// Writes the configuration of server `name` on `host` (`extra` inside its `server` block).
+pub fn server_config(
     dir: &Path,
     name: &str,
     host: &str,

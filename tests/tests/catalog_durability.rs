@@ -112,7 +112,7 @@ fn registrations_survive_a_leader_failover() {
     let leader = wait_leader(&servers);
     let rpcs: Vec<String> = servers.iter().map(|s| s.rpc_addr()).collect();
     let client = client(dir, &rpcs);
-    client.wait_node_ready();
+    servers[leader].wait_node_ready();
     let port = free_port();
     servers[leader].run_job(&write_job(dir, "backend.hcl", &backend(port)));
     wait_for("the backend registered", WAIT, || {
@@ -166,7 +166,7 @@ fn registrations_survive_a_snapshot_save_and_restore() {
     let server = start(&first);
     server.wait_ready();
     let client = client(dir, &[server.rpc_addr()]);
-    client.wait_node_ready();
+    server.wait_node_ready();
     let port = free_port();
     server.run_job(&write_job(dir, "backend.hcl", &backend(port)));
     wait_for("the backend registered", WAIT, || {
@@ -184,6 +184,8 @@ fn registrations_survive_a_snapshot_save_and_restore() {
     // A fresh server, with nothing registered, takes the snapshot. Its heartbeat grace is
     // long: the restored node is not reported lost while the test reads.
     std::fs::create_dir_all(dir.join("b")).unwrap();
+    // The operator brings the key-encryption key along with the snapshot.
+    std::fs::copy(dir.join("a/keyring.kek"), dir.join("b/keyring.kek")).unwrap();
     let second = specs(&dir.join("b"), 96, 1, "  heartbeat_grace = \"120s\"\n")
         .into_iter()
         .next()
@@ -238,7 +240,7 @@ fn a_lost_nodes_registrations_leave_the_catalog_and_dns() {
     let server = start(&spec);
     server.wait_ready();
     let mut client = client(dir, &[server.rpc_addr()]);
-    client.wait_node_ready();
+    server.wait_node_ready();
     let port = free_port();
     server.run_job(&write_job(dir, "backend.hcl", &backend(port)));
     wait_for("the backend registered", WAIT, || {

@@ -3,13 +3,13 @@
 //! `bootstrap_expect`, a leader killed during a stream of registrations, restarts, a server
 //! moving to a new address, backup and restore, and a server cut off from the others.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drover_tests::cluster::{ServerSpec, leader_of, specs, start, wait_leader};
+use drover_tests::cluster::{ServerSpec, leader_of, server_config, specs, start, wait_leader};
 use drover_tests::*;
 use serde_json::{Value, json};
 

@@ -98,11 +98,13 @@ pub async fn run(
     }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| DriverError::InvalidArgument(format!("cannot start the command: {e}")))?;
+    let group = GroupKill::new(&child);
     let mut stdin = child.stdin.take();
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
@@ -130,10 +132,41 @@ pub async fn run(
         .wait()
         .await
         .map_err(|e| DriverError::Internal(format!("waiting for the command: {e}")))?;
+    group.disarm();
     feeder.abort();
     let _ = out.await;
     let _ = err.await;
     Ok(exit_of(status))
+}
+
+/// Kills the command's whole process group if the run is dropped before the command
+/// exited (its caller went away, or gave up at a timeout): `kill_on_drop` alone reaches the
+/// command but not what it started (`sh -c "sleep 100; ..."` leaves the sleep behind).
+/// The command leads its own group (`process_group(0)`, or `setsid` with a terminal).
+struct GroupKill(Option<i32>);
+
+impl GroupKill {
+    fn new(child: &tokio::process::Child) -> GroupKill {
+        GroupKill(child.id().and_then(|p| i32::try_from(p).ok()))
+    }
+
+    /// The command exited: its group is left alone.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // The leader is not reaped yet (the run was dropped before its wait returned),
+            // so its pid still names this group.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 async fn forward(
@@ -202,6 +235,7 @@ async fn run_tty(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| DriverError::InvalidArgument(format!("cannot start the command: {e}")))?;
+    let group = GroupKill::new(&child);
     drop(pty.slave);
     let master = pty.master;
     let reader = tokio::fs::File::from_std(std::fs::File::from(dup(&master)?));
@@ -230,6 +264,7 @@ async fn run_tty(
         .wait()
         .await
         .map_err(|e| DriverError::Internal(format!("waiting for the command: {e}")))?;
+    group.disarm();
     feeder.abort();
     // The reader sees EIO once the last slave descriptor (the child's) is gone.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), out).await;
@@ -288,6 +323,56 @@ mod tests {
         let (exit, out, _) = collect(cmd, true, b"").await;
         assert_eq!(exit.exit_code, 0, "{}", String::from_utf8_lossy(&out));
         assert!(String::from_utf8_lossy(&out).contains("tty"));
+    }
+
+    /// Whether `pid` is alive (a zombie is not).
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+            .is_some_and(|r| !r.starts_with('Z'))
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_what_the_command_started() {
+        for tty in [false, true] {
+            let argv: Vec<String> = ["sh", "-c", "sleep 300 & echo $!; wait"]
+                .map(String::from)
+                .to_vec();
+            let cmd = command(&argv, &env(), std::path::Path::new("/"), None).unwrap();
+            let (_in_tx, in_rx) = mpsc::channel(4);
+            let (out_tx, mut out_rx) = mpsc::channel(4);
+            let running = tokio::spawn(run(cmd, tty, None, in_rx, out_tx));
+            let mut text = String::new();
+            let pid: i32 = loop {
+                match out_rx.recv().await {
+                    Some(exec_task_response::Msg::Stdout(b)) => {
+                        text.push_str(&String::from_utf8_lossy(&b))
+                    }
+                    Some(_) => {}
+                    None => panic!("no pid printed: {text:?}"),
+                }
+                if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
+                    break line.trim().parse().unwrap();
+                }
+            };
+            assert!(alive(pid), "tty={tty}: the background sleep runs");
+            // The caller gives up (a check's timeout): the run is dropped.
+            running.abort();
+            let _ = running.await;
+            let mut gone = false;
+            for _ in 0..50 {
+                if !alive(pid) {
+                    gone = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert!(
+                gone,
+                "tty={tty}: the command's child {pid} outlived the run"
+            );
+        }
     }
 
     #[test]

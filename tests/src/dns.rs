@@ -1,5 +1,6 @@
 //! A minimal DNS client for the benchmarks: one question out, the header back (id, code,
-//! TC, answer count) — enough to time a server without a resolver library in the way.
+//! TC, answer count) — enough to time a server without a resolver library in the way —
+//! and `dig` (Debian's bind9-dnsutils) against an agent, for the tests.
 
 /// A query for `name` (dotted, no trailing dot) of `qtype` (1 A, 33 SRV), with an EDNS0 OPT
 /// record advertising `payload` bytes (0: no EDNS).
@@ -57,4 +58,36 @@ pub fn ask(server: std::net::SocketAddr, name: &str, qtype: u16) -> Option<Heade
     let mut buf = [0u8; 4096];
     let n = s.recv(&mut buf).ok()?;
     header(&buf[..n]).filter(|h| h.id == id)
+}
+
+/// `dig @127.0.0.1 -p PORT ARGS...`: its output.
+pub fn dig(agent: &crate::Agent, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .arg("@127.0.0.1")
+        .args(["-p", &agent.dns_port.to_string()])
+        .args(["+time=3", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig (Debian's bind9-dnsutils) runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The status word of dig's header (NOERROR, NXDOMAIN, REFUSED, ...).
+pub fn status(dig_out: &str) -> String {
+    dig_out
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The ports of `+short` SRV lines ("1 1 PORT TARGET").
+pub fn srv_ports(short: &str) -> Vec<u16> {
+    let mut p: Vec<u16> = short
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    p.sort();
+    p
 }

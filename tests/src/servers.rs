@@ -3,8 +3,12 @@
 //! and the TLS benchmark.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::{Agent, free_port};
+use crate::{Agent, free_port, wait_for};
+
+/// How long a cluster may take to agree on a leader on a busy machine.
+const LEADER_WAIT: Duration = Duration::from_secs(60);
 
 /// One server of a cluster to start.
 pub struct ServerSpec {
@@ -97,4 +101,34 @@ pub fn start(spec: &ServerSpec) -> Agent {
 /// Starts `n` servers on 127.0.0.1 with `extra`.
 pub fn start_cluster(dir: &Path, n: usize, extra: Extra<'_>) -> Vec<Agent> {
     specs(dir, None, n, extra).iter().map(start).collect()
+}
+
+/// Specs for `n` servers on 127.0.0.<base+i>, `server` inside their `server` block.
+pub fn loopback_specs(dir: &Path, base: u8, n: usize, server: &str) -> Vec<ServerSpec> {
+    specs(dir, Some(base), n, Extra { server, top: "" })
+}
+
+/// The leader's RPC address as `agent` sees it.
+pub fn leader_of(agent: &Agent) -> Option<String> {
+    agent
+        .get("/v1/status/leader")
+        .and_then(|v| v.as_str().map(String::from))
+}
+
+/// Waits until every running server agrees on one leader among them; returns its index.
+pub fn wait_leader(servers: &[Agent]) -> usize {
+    wait_for(
+        "one leader all running servers agree on",
+        LEADER_WAIT,
+        || {
+            let live: Vec<&Agent> = servers.iter().filter(|a| a.child.is_some()).collect();
+            let first = leader_of(live[0])?;
+            live.iter()
+                .all(|a| leader_of(a).as_deref() == Some(first.as_str()))
+                .then_some(())?;
+            servers
+                .iter()
+                .position(|a| a.child.is_some() && a.rpc_addr() == first)
+        },
+    )
 }

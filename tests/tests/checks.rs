@@ -314,3 +314,149 @@ fn a_tcp_check_of_a_bridge_group_reaches_the_task_in_its_namespace() {
     agent.cli(&["job", "stop", "db"]);
     agent.wait_alloc_status("db", "complete", WAIT);
 }
+
+/// A group service whose script check (run in task `t`, as its `task` says) always fails,
+/// with `check_restart`.
+const GROUP_FLAKY: &str = r#"
+job "gflaky" {
+  group "g" {
+    restart {
+      attempts = 3
+      delay    = "1s"
+      interval = "10m"
+      mode     = "fail"
+    }
+    service {
+      name     = "gflaky"
+      provider = "nomad"
+      check {
+        name     = "never"
+        type     = "script"
+        task     = "t"
+        command  = "/bin/sh"
+        args     = ["-c", "exit 2"]
+        interval = "1s"
+        timeout  = "1s"
+        check_restart {
+          limit = 2
+          grace = "2s"
+        }
+      }
+    }
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "while true; do sleep 0.1; done"]
+      }
+    }
+    task "other" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "while true; do sleep 0.1; done"]
+      }
+    }
+  }
+}
+"#;
+
+#[test]
+fn a_group_checks_check_restart_restarts_the_task_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    agent.run_job(&write_job(tmp.path(), "gflaky.hcl", GROUP_FLAKY));
+    let alloc = agent.wait_alloc_status("gflaky", "running", WAIT);
+    let alloc_id = alloc["ID"].as_str().unwrap().to_string();
+    let a = wait_for("task t restarted by the group's check", WAIT, || {
+        let a = agent.alloc(&alloc_id)?;
+        (a["TaskStates"]["t"]["Restarts"].as_u64()? >= 1).then_some(a)
+    });
+    let signaled = task_events(&a, "t", "Restart Signaled");
+    assert!(
+        signaled.iter().any(|e| e["DisplayMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("healthcheck: check") && m.contains("\"gflaky\""))),
+        "{:?}",
+        a["TaskStates"]["t"]["Events"]
+    );
+    // The task the check does not name runs on, never restarted.
+    assert_eq!(
+        a["TaskStates"]["other"]["Restarts"].as_u64().unwrap_or(0),
+        0
+    );
+    assert_eq!(a["TaskStates"]["other"]["State"], "running");
+    agent.cli(&["job", "stop", "gflaky"]);
+    agent.wait_alloc_status("gflaky", "complete", WAIT);
+}
+
+/// A script check whose command outlives its timeout, and starts a child of its own.
+const SLOW_SCRIPT: &str = r#"
+job "slow" {
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "while true; do sleep 0.1; done"]
+      }
+      service {
+        name     = "slow"
+        provider = "nomad"
+        check {
+          name     = "hangs"
+          type     = "script"
+          command  = "/bin/sh"
+          args     = ["-c", "sleep 1371; true"]
+          interval = "2s"
+          timeout  = "1s"
+        }
+      }
+    }
+  }
+}
+"#;
+
+/// Processes whose command line is `sleep 1371`.
+fn slow_sleeps() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| proc_cmdline(*pid).trim() == "sleep 1371")
+        .filter(|pid| {
+            // A zombie is gone already.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .map(|r| !r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn a_timed_out_script_check_leaves_nothing_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    agent.run_job(&write_job(tmp.path(), "slow.hcl", SLOW_SCRIPT));
+    let alloc = agent.wait_alloc_status("slow", "running", WAIT);
+    let alloc_id = alloc["ID"].as_str().unwrap().to_string();
+    wait_for("the check to time out", WAIT, || {
+        let r = result_of(&agent, &alloc_id, "hangs")?;
+        r["Output"].as_str()?.contains("timed out").then_some(())
+    });
+    // Several runs later, at most the current run's sleep is alive: each timed-out run's
+    // command was killed with what it started.
+    std::thread::sleep(Duration::from_secs(7));
+    let alive = slow_sleeps();
+    assert!(alive <= 1, "{alive} script check commands left running");
+    agent.cli(&["job", "stop", "slow"]);
+    agent.wait_alloc_status("slow", "complete", WAIT);
+    wait_for("no check command left", WAIT, || {
+        (slow_sleeps() == 0).then_some(())
+    });
+}

@@ -3,12 +3,15 @@
 //! `bootstrap_expect`, a leader killed during a stream of registrations, restarts, a server
 //! moving to a new address, backup and restore, and a server cut off from the others.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use drover_tests::servers::{
+    Extra, ServerSpec, leader_of, loopback_specs as specs, server_config, start, wait_leader,
+};
 use drover_tests::*;
 use serde_json::{Value, json};
 
@@ -35,42 +38,6 @@ fn register(agent: &Agent, body: &Value) -> Result<(), String> {
     } else {
         Err(format!("{code}: {text}"))
     }
-}
-
-use drover_tests::servers::{Extra, ServerSpec, server_config, start};
-
-/// Specs for `n` servers on 127.0.0.<base+i>, `extra` inside their `server` block.
-fn specs(dir: &Path, base: u8, n: usize, extra: &str) -> Vec<ServerSpec> {
-    drover_tests::servers::specs(
-        dir,
-        Some(base),
-        n,
-        Extra {
-            server: extra,
-            top: "",
-        },
-    )
-}
-
-/// The leader's RPC address as `agent` sees it.
-fn leader_of(agent: &Agent) -> Option<String> {
-    agent
-        .get("/v1/status/leader")
-        .and_then(|v| v.as_str().map(String::from))
-}
-
-/// Waits until every running server agrees on one leader among them; returns its index.
-fn wait_leader(servers: &[Agent]) -> usize {
-    wait_for("one leader all running servers agree on", LONG, || {
-        let live: Vec<&Agent> = servers.iter().filter(|a| a.child.is_some()).collect();
-        let first = leader_of(live[0])?;
-        live.iter()
-            .all(|a| leader_of(a).as_deref() == Some(first.as_str()))
-            .then_some(())?;
-        servers
-            .iter()
-            .position(|a| a.child.is_some() && a.rpc_addr() == first)
-    })
 }
 
 fn job_ids(agent: &Agent, query: &str) -> Option<Vec<String>> {

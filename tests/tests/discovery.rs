@@ -10,10 +10,10 @@
 //! agent's data dir), for the backend's running allocation.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use drover_model::{ServiceHealth, ServiceRegistration};
+use drover_tests::dns::{dig, srv_ports, status};
 use drover_tests::*;
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -87,38 +87,6 @@ EOT
   }
 }
 "#;
-
-/// `dig @127.0.0.1 -p PORT ARGS...`: its output.
-fn dig(agent: &Agent, args: &[&str]) -> String {
-    let out = Command::new("dig")
-        .arg("@127.0.0.1")
-        .args(["-p", &agent.dns_port.to_string()])
-        .args(["+time=3", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("dig (Debian's bind9-dnsutils) runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The status word of dig's header (NOERROR, NXDOMAIN, REFUSED, ...).
-fn status(dig_out: &str) -> String {
-    dig_out
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// The ports of `+short` SRV lines ("1 1 PORT TARGET").
-fn srv_ports(short: &str) -> Vec<u16> {
-    let mut p: Vec<u16> = short
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
-        .collect();
-    p.sort();
-    p
-}
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()

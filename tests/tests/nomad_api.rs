@@ -26,6 +26,25 @@ fn python_nomad_lists_registers_reads_and_stops_jobs() {
 }
 
 #[test]
+fn python_nomad_reads_and_deletes_services() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::dev(tmp.path());
+    let script = repo_root().join("tests/python/nomad_services.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(agent.http_port.to_string())
+        .output()
+        .expect("python3 must be installed (tests/run.sh installs python-nomad)");
+    assert!(
+        out.status.success(),
+        "python-nomad services test failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python-nomad services: ok"));
+}
+
+#[test]
 fn blocking_query_returns_when_the_table_changes() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::dev(tmp.path());

@@ -23,6 +23,11 @@ pub mod limits {
 /// (namespace, service name).
 type NameKey = (String, String);
 
+/// A name key in ASCII lower case: every spelling of a service as DNS sees it.
+fn fold(key: &NameKey) -> NameKey {
+    (key.0.to_ascii_lowercase(), key.1.to_ascii_lowercase())
+}
+
 /// The catalog at one index: immutable, cheap to clone (persistent maps of shared rows).
 #[derive(Debug, Clone, Default)]
 pub struct CatalogView {
@@ -34,6 +39,11 @@ pub struct CatalogView {
     ids: OrdMap<String, NameKey>,
     /// Each service's instances, built once per change of that service.
     by_name: OrdMap<NameKey, Instances>,
+    /// Folded name -> the instances of every spelling of it (DNS's case-insensitive names),
+    /// built once per change as `by_name`.
+    by_folded: OrdMap<NameKey, Instances>,
+    /// Folded name -> the spellings `by_name` holds.
+    spellings: OrdMap<NameKey, BTreeSet<NameKey>>,
 }
 
 impl CatalogView {
@@ -59,6 +69,14 @@ impl CatalogView {
     pub fn instances(&self, namespace: &str, name: &str) -> Instances {
         self.by_name
             .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    /// The instances of every spelling of `namespace` and `name` (ASCII case ignored).
+    pub fn instances_any_case(&self, namespace: &str, name: &str) -> Instances {
+        self.by_folded
+            .get(&fold(&(namespace.to_string(), name.to_string())))
             .cloned()
             .unwrap_or_else(|| Arc::from(Vec::new()))
     }
@@ -91,6 +109,7 @@ impl CatalogView {
 
     /// Rebuilds the instance lists of the services a change touched.
     fn rebuild(&mut self, touched: BTreeSet<NameKey>) {
+        let mut folds = BTreeSet::new();
         for (ns, name) in touched {
             let lo = (ns.clone(), name.clone(), String::new());
             let list: Vec<Arc<ServiceRegistration>> = self
@@ -99,10 +118,42 @@ impl CatalogView {
                 .take_while(|((n, s, _), _)| *n == ns && *s == name)
                 .map(|(_, r)| r.clone())
                 .collect();
+            let key = (ns, name);
+            let folded = fold(&key);
+            let mut spellings = self.spellings.get(&folded).cloned().unwrap_or_default();
             if list.is_empty() {
-                self.by_name.remove(&(ns, name));
+                self.by_name.remove(&key);
+                spellings.remove(&key);
             } else {
-                self.by_name.insert((ns, name), Arc::from(list));
+                self.by_name.insert(key.clone(), Arc::from(list));
+                spellings.insert(key);
+            }
+            if spellings.is_empty() {
+                self.spellings.remove(&folded);
+            } else {
+                self.spellings.insert(folded.clone(), spellings);
+            }
+            folds.insert(folded);
+        }
+        for folded in folds {
+            let lists: Vec<Instances> = self
+                .spellings
+                .get(&folded)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| self.by_name.get(k).cloned())
+                .collect();
+            match lists.as_slice() {
+                [] => {
+                    self.by_folded.remove(&folded);
+                }
+                [one] => {
+                    self.by_folded.insert(folded, one.clone());
+                }
+                many => {
+                    let all: Vec<_> = many.iter().flat_map(|l| l.iter().cloned()).collect();
+                    self.by_folded.insert(folded, Arc::from(all));
+                }
             }
         }
     }
@@ -235,6 +286,10 @@ impl ServiceLookup for ServiceCatalog {
         self.view().instances(namespace, name)
     }
 
+    fn instances_any_case(&self, namespace: &str, name: &str) -> Instances {
+        self.view().instances_any_case(namespace, name)
+    }
+
     fn services(&self, namespace: &str) -> Vec<ServiceStub> {
         self.view().services(namespace)
     }
@@ -349,6 +404,45 @@ mod tests {
         assert!(c.instances("default", "a").is_empty());
         assert_eq!(c.instances("default", "b").len(), 1);
         assert_eq!(c.view().len(), 1);
+    }
+
+    #[test]
+    fn every_spelling_of_a_name_is_found_ignoring_case() {
+        let c = ServiceCatalog::new();
+        c.apply(CatalogPart {
+            index: 1,
+            reset: true,
+            upserts: vec![
+                reg("Prod", "Backend", "x", 1, &[]),
+                reg("Prod", "backend", "y", 2, &[]),
+                reg("Prod", "other", "z", 3, &[]),
+            ],
+            complete: true,
+            ..Default::default()
+        });
+        assert_eq!(ports(&c.instances_any_case("prod", "backend")), vec![1, 2]);
+        assert_eq!(ports(&c.instances_any_case("PROD", "BackEnd")), vec![1, 2]);
+        assert_eq!(ports(&c.instances("Prod", "Backend")), vec![1]);
+        assert!(
+            c.instances("prod", "backend").is_empty(),
+            "exact reads stay exact"
+        );
+        // One spelling leaves: the other is still found; then none is.
+        c.apply(CatalogPart {
+            index: 2,
+            deletes: vec!["y".into()],
+            complete: true,
+            ..Default::default()
+        });
+        assert_eq!(ports(&c.instances_any_case("prod", "backend")), vec![1]);
+        c.apply(CatalogPart {
+            index: 3,
+            deletes: vec!["x".into()],
+            complete: true,
+            ..Default::default()
+        });
+        assert!(c.instances_any_case("prod", "backend").is_empty());
+        assert_eq!(ports(&c.instances_any_case("prod", "OTHER")), vec![3]);
     }
 
     #[tokio::test]

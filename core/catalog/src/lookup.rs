@@ -20,6 +20,10 @@ pub struct ServiceStub {
 pub trait ServiceLookup: Send + Sync + 'static {
     /// Every instance of service `name` in `namespace`, healthy or not, by id.
     fn instances(&self, namespace: &str, name: &str) -> Instances;
+    /// Every instance of the services whose namespace and name equal `namespace` and `name`
+    /// ignoring ASCII case (DNS compares names so: `backend` finds a service registered as
+    /// `Backend`, and both of `Web` and `web` when both exist).
+    fn instances_any_case(&self, namespace: &str, name: &str) -> Instances;
     /// The services of `namespace`, by name.
     fn services(&self, namespace: &str) -> Vec<ServiceStub>;
     /// The services table's index the answers are read at (0: nothing known yet).

@@ -122,6 +122,23 @@ impl AllocRunner {
         Ok(out)
     }
 
+    /// Stops task `task` as failed for a group check's `check_restart` (its restart policy
+    /// decides whether it starts again).
+    pub(crate) async fn restart_unhealthy(&self, task: &str, why: String) -> Result<(), String> {
+        let control = self
+            .inner
+            .controls
+            .lock()
+            .expect("controls lock")
+            .get(task)
+            .cloned()
+            .ok_or_else(|| format!("task {task:?} is not running in this allocation"))?;
+        control
+            .send(task_runner::Control::RestartUnhealthy(why))
+            .await
+            .map_err(|_| format!("task {task:?} is not running"))
+    }
+
     /// Restarts or signals a task (all running tasks when `task` is empty).
     pub async fn act(&self, task: &str, action: &str, signal: &str) -> Result<(), String> {
         let targets: Vec<(String, mpsc::Sender<task_runner::Control>)> = self

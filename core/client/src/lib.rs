@@ -27,6 +27,7 @@ mod netns;
 mod network_files;
 mod node_network;
 mod provider_secrets;
+mod service_instances;
 mod services;
 mod sessions;
 mod state;

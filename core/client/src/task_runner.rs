@@ -34,6 +34,8 @@ pub const DRIVER_EVENTS_WAITING: usize = 32;
 pub enum Control {
     Restart(oneshot::Sender<Result<(), String>>),
     Signal(String, oneshot::Sender<Result<(), String>>),
+    /// A group service check's `check_restart`: as a task's own check's (the reason).
+    RestartUnhealthy(String),
 }
 
 pub struct TaskCtx {
@@ -527,6 +529,10 @@ impl Runner {
                         .await;
                 }
                 let _ = reply.send(Ok(()));
+            }
+            Control::RestartUnhealthy(why) => {
+                self.on_action(Action::RestartUnhealthy { why }, driver, task_id, stop_sent)
+                    .await;
             }
         }
     }

@@ -131,12 +131,16 @@ impl Zone {
                 name,
                 tag,
             } => {
-                let all = lookup.instances(&namespace, &name);
+                // DNS names ignore case: so do the service, namespace and tag they name.
+                let all = lookup.instances_any_case(&namespace, &name);
                 let mut healthy: Vec<&ServiceRegistration> = all
                     .iter()
                     .map(|r| r.as_ref())
                     .filter(|r| r.health.is_healthy())
-                    .filter(|r| tag.as_ref().is_none_or(|t| r.tags.contains(t)))
+                    .filter(|r| {
+                        tag.as_ref()
+                            .is_none_or(|t| r.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
+                    })
                     .collect();
                 if healthy.is_empty() {
                     return nx();

@@ -13,12 +13,16 @@
 //! A name with no healthy instance is NXDOMAIN; a name outside the domain is REFUSED. Over
 //! UDP an answer that does not fit the requester's payload (512 bytes without EDNS, at most
 //! 4,096 with it) is cut with TC set; over TCP it is complete (up to DNS's 64 KiB).
+//!
+//! Names are compared ignoring ASCII case (DNS's rule), service names, namespaces and tags
+//! included: `backend.service.drover` finds a service registered as `Backend`.
 
 #![deny(clippy::disallowed_types)]
 
 mod answer;
 mod handler;
 mod names;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,8 +38,10 @@ pub mod limits {
     pub const MAX_QUERY_BYTES: usize = 512;
     /// The largest UDP payload answered, whatever the requester advertises.
     pub const MAX_UDP_PAYLOAD: u16 = 4096;
-    /// How long a TCP connection may stay idle between queries.
+    /// How long a TCP connection may stay idle between queries (or take to send one).
     pub const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+    /// TCP connections open at once; one beyond is closed as soon as it is accepted.
+    pub const MAX_TCP_CONNECTIONS: usize = 128;
 }
 
 /// Where and how the DNS server answers (`dns { ... }` in the agent's configuration).
@@ -86,17 +92,19 @@ pub async fn serve(
     config: &DnsConfig,
     lookup: Arc<dyn ServiceLookup>,
 ) -> Result<DnsServer, DnsError> {
-    let handler = handler::Handler::new(config, lookup)?;
+    let handler = Arc::new(handler::Handler::new(config, lookup)?);
     let (udp, tcp) = bind(config.addr).await?;
     let addr = udp.local_addr().map_err(|source| DnsError::Bind {
         addr: config.addr,
         proto: "udp",
         source,
     })?;
-    let mut server = hickory_server::Server::new(handler);
+    // UDP through hickory-server; TCP through our own loop, which bounds connections.
+    let mut server = hickory_server::Server::new(handler::Shared(handler.clone()));
     server.register_socket(udp);
-    server.register_listener(tcp, limits::TCP_IDLE, 16);
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tcp, tcp_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(tcp::serve(tcp, handler, tcp_stopped));
     tokio::spawn(async move {
         tokio::select! {
             r = server.block_until_done() => {
@@ -108,6 +116,7 @@ pub async fn serve(
                 let _ = server.shutdown_gracefully().await;
             }
         }
+        let _ = stop_tcp.send(true);
     });
     Ok(DnsServer { addr, shutdown })
 }

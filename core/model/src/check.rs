@@ -84,9 +84,6 @@ impl ServiceCheck {
         }
         match self.check_type.as_str() {
             "http" if self.path.is_empty() => return Err("an http check needs a path".into()),
-            "grpc" if self.grpc_use_tls => {
-                return Err("grpc_use_tls is not supported yet: Drover's gRPC checks speak plaintext HTTP/2".into());
-            }
             "script" if self.command.is_empty() => {
                 return Err("a script check needs a command".into());
             }

@@ -27,6 +27,25 @@ impl ServiceLookup for StateCatalog {
         Arc::from(list)
     }
 
+    /// A scan of the table (the state store indexes exact names only): a server answers DNS
+    /// only when its agent runs no client, whose copy has the folded index.
+    fn instances_any_case(&self, namespace: &str, name: &str) -> Instances {
+        let snap = self.store.snapshot();
+        let spellings: BTreeSet<(&str, &str)> = snap
+            .service_registrations()
+            .filter(|r| {
+                r.namespace.eq_ignore_ascii_case(namespace)
+                    && r.service_name.eq_ignore_ascii_case(name)
+            })
+            .map(|r| (r.namespace.as_str(), r.service_name.as_str()))
+            .collect();
+        let list: Vec<_> = spellings
+            .into_iter()
+            .flat_map(|(ns, n)| snap.service_instances(ns, n).cloned())
+            .collect();
+        Arc::from(list)
+    }
+
     fn services(&self, namespace: &str) -> Vec<ServiceStub> {
         let snap = self.store.snapshot();
         let mut by_name: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();

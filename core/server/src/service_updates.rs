@@ -77,6 +77,12 @@ pub(crate) fn command(
                 alloc_id: reg.alloc_id.clone(),
                 node_id: node_id.to_string(),
             })?;
+        // An allocation the servers stopped (or marked lost: its node went down) registers
+        // nothing, whatever its client still runs: a client that comes back after its node
+        // was lost re-registers its tasks before it learns they must stop.
+        if alloc.is_terminal() {
+            continue;
+        }
         reg.namespace = alloc.namespace.clone();
         reg.job_id = alloc.job_id.clone();
         reg.node_id = node_id.to_string();
@@ -233,6 +239,26 @@ mod tests {
             ),
             ("prod", "web", "n1", "dc9")
         );
+    }
+
+    #[test]
+    fn a_stopped_or_lost_allocation_registers_nothing() {
+        use drover_model::{ClientStatus, DesiredStatus};
+        let s = state();
+        let store = StateStore::new();
+        let mut a = s.alloc("a1").unwrap().clone();
+        a.desired_status = DesiredStatus::Stop;
+        a.client_status = ClientStatus::Lost;
+        let plan = PlanResult {
+            allocs: vec![a],
+            ..Default::default()
+        };
+        let e = |command| Entry { time: 1, command };
+        let node = s.node("n1").unwrap().clone();
+        store.apply(1, &e(Command::NodeRegister { node }));
+        store.apply(2, &e(Command::PlanApply(plan)));
+        let cmd = command(&store.snapshot(), "n1", &[json(&reg("a1", "api"))], &[]).unwrap();
+        assert!(cmd.is_none(), "{cmd:?}");
     }
 
     #[test]

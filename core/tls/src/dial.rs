@@ -18,6 +18,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Default)]
 pub struct Dialer {
     tls: Option<Arc<ClientConfig>>,
+    /// The name TLS asks for and verifies, when not the dialled host.
+    server_name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -31,12 +33,28 @@ impl std::fmt::Debug for Dialer {
 impl Dialer {
     /// Plaintext gRPC (`tls { rpc = false }`).
     pub fn plaintext() -> Dialer {
-        Dialer { tls: None }
+        Dialer::default()
     }
 
     /// gRPC over TLS with this configuration.
     pub fn tls(config: Arc<ClientConfig>) -> Dialer {
-        Dialer { tls: Some(config) }
+        Dialer {
+            tls: Some(config),
+            server_name: None,
+        }
+    }
+
+    /// TLS asks for and verifies `name` rather than the dialled host (a check's
+    /// `tls_server_name`); an error when `name` is neither a host name nor an address.
+    pub fn with_server_name(mut self, name: &str) -> Result<Dialer, std::io::Error> {
+        let name = ServerName::try_from(name.to_string()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a host name or an address"),
+            )
+        })?;
+        self.server_name = Some(name);
+        Ok(self)
     }
 
     pub fn is_tls(&self) -> bool {
@@ -52,7 +70,10 @@ impl Dialer {
     pub async fn connect(&self, ep: Endpoint) -> Result<Channel, tonic::transport::Error> {
         match &self.tls {
             None => ep.connect().await,
-            Some(c) => ep.connect_with_connector(connector(c.clone())).await,
+            Some(c) => {
+                ep.connect_with_connector(connector(c.clone(), self.server_name.clone()))
+                    .await
+            }
         }
     }
 
@@ -60,7 +81,9 @@ impl Dialer {
     pub fn connect_lazy(&self, ep: Endpoint) -> Channel {
         match &self.tls {
             None => ep.connect_lazy(),
-            Some(c) => ep.connect_with_connector_lazy(connector(c.clone())),
+            Some(c) => {
+                ep.connect_with_connector_lazy(connector(c.clone(), self.server_name.clone()))
+            }
         }
     }
 }
@@ -78,6 +101,7 @@ type Connecting = std::pin::Pin<
 
 fn connector(
     config: Arc<ClientConfig>,
+    server_name: Option<ServerName<'static>>,
 ) -> impl tower::Service<
     Uri,
     Response = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
@@ -88,6 +112,7 @@ fn connector(
 + 'static {
     tower::service_fn(move |uri: Uri| -> Connecting {
         let config = config.clone();
+        let server_name = server_name.clone();
         Box::pin(async move {
             let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
             let host = uri
@@ -96,8 +121,11 @@ fn connector(
                 .trim_matches(['[', ']'])
                 .to_string();
             let port = uri.port_u16().unwrap_or(4647);
-            let name = ServerName::try_from(host.clone())
-                .map_err(|_| bad(format!("{host:?} is not a host name or an address")))?;
+            let name = match server_name {
+                Some(n) => n,
+                None => ServerName::try_from(host.clone())
+                    .map_err(|_| bad(format!("{host:?} is not a host name or an address")))?,
+            };
             let dial = async {
                 let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
                 // Raft rounds and forwarded writes must not wait for a delayed ACK.

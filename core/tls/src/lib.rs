@@ -21,6 +21,7 @@ pub mod pem;
 pub mod reload;
 pub mod role;
 pub mod rotation;
+pub mod workload;
 
 pub use accept::{Handshakes, handshakes};
 pub use authority::Authority;

@@ -12,7 +12,6 @@
 //! - `destroy` when the allocation is garbage-collected (its local state is gone).
 
 mod alloc_dir;
-mod checks;
 mod network;
 
 pub(crate) use network::{AllocNetwork, sweep_orphans};
@@ -82,12 +81,9 @@ pub(crate) trait AllocHook: Send + Sync {
 /// The hooks of an allocation, in the order they run. A new allocation hook is a module here
 /// and one line in this list.
 pub(crate) fn for_alloc() -> Vec<Box<dyn AllocHook>> {
-    // The group checks hook tells the group services hook each instance's health.
-    let (healths, rx) = tokio::sync::watch::channel(crate::checks::Healths::new());
     vec![
         Box::new(alloc_dir::AllocDirHook),
         Box::new(network::NetworkHook::default()),
-        Box::new(services::GroupServicesHook::new(rx)),
-        Box::new(checks::GroupChecksHook::new(healths)),
+        Box::new(services::GroupServicesHook::default()),
     ]
 }

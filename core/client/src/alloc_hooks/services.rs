@@ -1,39 +1,26 @@
 //! The group services hook: registers the group's own `service` blocks before its tasks
-//! start (as Nomad's group service hook does), removes them as soon as the allocation is
-//! told to stop — before the group's `shutdown_delay` and before any task is signalled —
-//! and, at the latest, once every task is dead.
+//! start (as Nomad's group service hook does) and runs their checks, removes them as soon
+//! as the allocation is told to stop — before the group's `shutdown_delay` and before any
+//! task is signalled — and, at the latest, once every task is dead. A group check's
+//! `check_restart` restarts the task the check names (`task`).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use drover_model::Allocation;
 
-use tokio::sync::watch;
-
 use super::{AllocHook, AllocHookCtx, AllocHookError, Prepared};
 use crate::Client;
-use crate::checks::Healths;
-use crate::services::{ServiceSync, registrations};
+use crate::checks::Restarter;
+use crate::service_instances::{Owner, ServiceInstances};
 
+#[derive(Default)]
 pub(crate) struct GroupServicesHook {
-    sync: Option<ServiceSync>,
-    /// The instances' health from the group checks hook.
-    healths: Option<watch::Receiver<Healths>>,
-}
-
-impl GroupServicesHook {
-    pub(crate) fn new(healths: watch::Receiver<Healths>) -> Self {
-        GroupServicesHook {
-            sync: None,
-            healths: Some(healths),
-        }
-    }
+    instances: Option<ServiceInstances>,
 }
 
 /// What group service names and tags may interpolate: the allocation's own variables.
-pub(super) fn group_env(
-    ctx: &AllocHookCtx<'_>,
-    job: &drover_model::Job,
-) -> BTreeMap<String, String> {
+fn group_env(ctx: &AllocHookCtx<'_>, job: &drover_model::Job) -> BTreeMap<String, String> {
     let a = ctx.alloc;
     let mut env = BTreeMap::new();
     let mut both = |k: &str, v: String| {
@@ -61,37 +48,44 @@ impl AllocHook for GroupServicesHook {
         if ctx.group.services.is_empty() {
             return Ok(());
         }
-        // The network hook ran first: `address_mode = "alloc"` uses the address it got.
+        // The network hook ran first: `address_mode = "alloc"` uses the address it got,
+        // and checks run in the namespace it made.
         let mut alloc = ctx.alloc.clone();
         if let Some(net) = &prepared.network {
             alloc.network_status = Some(net.status.clone());
         }
-        let owner = format!("group-{}", ctx.group.name);
-        let regs = registrations(
-            &alloc,
-            &owner,
-            &ctx.group.services,
-            &group_env(ctx, ctx.job),
-            ctx.client.host_ip(),
-        )?;
-        let sync = ServiceSync::new(ctx.client.clone());
-        sync.set(regs);
-        if let Some(h) = self.healths.take() {
-            sync.follow(h);
-        }
-        self.sync = Some(sync);
+        let netns = prepared
+            .network
+            .as_ref()
+            .map(|n| n.ns_path.clone())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let owner_id = format!("group-{}", ctx.group.name);
+        let env = group_env(ctx, ctx.job);
+        let instances = self
+            .instances
+            .get_or_insert_with(|| ServiceInstances::new(ctx.client));
+        instances.start(Owner {
+            alloc: &alloc,
+            id: &owner_id,
+            task: "",
+            services: &ctx.group.services,
+            env: &env,
+            netns,
+            restart: Restarter::Group,
+        })?;
         Ok(())
     }
 
     async fn prekill(&mut self) {
-        if let Some(sync) = &self.sync {
-            sync.clear().await;
+        if let Some(i) = &mut self.instances {
+            i.stop().await;
         }
     }
 
     async fn postrun(&mut self, _client: &Client, _alloc: &Allocation) {
-        if let Some(sync) = &self.sync {
-            sync.clear().await;
+        if let Some(i) = &mut self.instances {
+            i.stop().await;
         }
     }
 }

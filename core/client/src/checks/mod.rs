@@ -127,8 +127,14 @@ pub(crate) fn specs(
     out
 }
 
-/// What a check asks of its task when `check_restart` says so.
-pub(crate) type RestartAsk = mpsc::Sender<crate::task_hooks::Action>;
+/// How a `check_restart` reaches the task it restarts.
+pub(crate) enum Restarter {
+    /// A task's own checks: that task's runner, through its hook actions.
+    Task(mpsc::Sender<crate::task_hooks::Action>),
+    /// The group's checks: the task each check names (`task`, as Nomad's group service
+    /// checks do), through the allocation's runner; a check naming none restarts nothing.
+    Group,
+}
 
 /// One owner's checks, running until dropped (their results are then forgotten).
 pub(crate) struct CheckSet {
@@ -146,7 +152,7 @@ struct Shared {
     job_id: String,
     statuses: Mutex<BTreeMap<String, (String, ServiceHealth)>>,
     healths: watch::Sender<Healths>,
-    restart: Option<RestartAsk>,
+    restart: Restarter,
 }
 
 impl CheckSet {
@@ -159,7 +165,7 @@ impl CheckSet {
         specs: Vec<CheckSpec>,
         netns: Option<PathBuf>,
         healths: watch::Sender<Healths>,
-        restart: Option<RestartAsk>,
+        restart: Restarter,
     ) -> CheckSet {
         let (stop, stopped) = watch::channel(());
         let mut initial: BTreeMap<String, (String, ServiceHealth)> = BTreeMap::new();
@@ -257,7 +263,7 @@ const FIRST_RUN: Duration = Duration::from_secs(1);
 async fn run_check(shared: &Shared, spec: &CheckSpec, rt: Option<&NetnsRuntime>) {
     let mut health = CheckHealth::new(&spec.check);
     let mut restart = RestartCounter::new(spec.check.check_restart.clone());
-    let started = tokio::time::Instant::now();
+    let mut started = tokio::time::Instant::now();
     let mut next = tokio::time::Instant::now() + FIRST_RUN.min(spec.check.interval);
     loop {
         tokio::time::sleep_until(next).await;
@@ -265,17 +271,10 @@ async fn run_check(shared: &Shared, spec: &CheckSpec, rt: Option<&NetnsRuntime>)
         let outcome = run_once(shared, spec, rt).await;
         let status = health.observe(outcome.verdict);
         shared.record(spec, Some(&outcome), status);
-        if restart.observe(status, started.elapsed())
-            && let Some(ask) = &shared.restart
-        {
-            let why = format!(
-                "healthcheck: check {:?} of service {:?} unhealthy",
-                spec.check.name, spec.service
-            );
-            tracing::info!(check = %spec.check.name, service = %spec.service, "restarting the task: its check keeps failing");
-            let _ = ask
-                .send(crate::task_hooks::Action::RestartUnhealthy { why })
-                .await;
+        if restart.observe(status, started.elapsed()) {
+            shared.restart_task(spec).await;
+            // The task starts again: its grace starts again too.
+            started = tokio::time::Instant::now();
         }
     }
 }
@@ -308,6 +307,37 @@ async fn run_once(shared: &Shared, spec: &CheckSpec, rt: Option<&NetnsRuntime>) 
 }
 
 impl Shared {
+    /// `check_restart` reached its limit: the check's task is stopped as failed, and its
+    /// restart policy decides.
+    async fn restart_task(&self, spec: &CheckSpec) {
+        let why = format!(
+            "healthcheck: check {:?} of service {:?} unhealthy",
+            spec.check.name, spec.service
+        );
+        match &self.restart {
+            Restarter::Task(ask) => {
+                tracing::info!(check = %spec.check.name, service = %spec.service, "restarting the task: its check keeps failing");
+                let _ = ask
+                    .send(crate::task_hooks::Action::RestartUnhealthy { why })
+                    .await;
+            }
+            Restarter::Group if spec.check.task_name.is_empty() => {
+                tracing::warn!(check = %spec.check.name, service = %spec.service, "the group check's check_restart names no task (`task`): nothing restarted");
+            }
+            Restarter::Group => {
+                let task = &spec.check.task_name;
+                tracing::info!(check = %spec.check.name, service = %spec.service, %task, "restarting the task the group check names: the check keeps failing");
+                let asked = match self.client.runner(&self.alloc_id) {
+                    Ok(runner) => runner.restart_unhealthy(task, why).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = asked {
+                    tracing::warn!(%task, error = %e, "the group check's task was not restarted");
+                }
+            }
+        }
+    }
+
     /// Keeps the result for the API and publishes the instance's health if it changed.
     fn record(&self, spec: &CheckSpec, outcome: Option<&Outcome>, status: ServiceHealth) {
         let mode = if spec.check.on_update == "ignore" {

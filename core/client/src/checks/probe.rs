@@ -7,7 +7,8 @@
 //!   skip verification (`tls_skip_verify`) and name the server (`tls_server_name`).
 //! - `tcp` (Nomad's): the connection is made.
 //! - `grpc` (Drover's extension): `grpc.health.v1.Health/Check` for `grpc_service` answers
-//!   SERVING.
+//!   SERVING; over TLS with `grpc_use_tls` (`tls_skip_verify`, `tls_server_name` as for
+//!   https).
 //! - `script` (Drover's extension): `command` and `args` run inside the task through its
 //!   driver's exec, as `alloc exec` does: exit 0 passes, 1 is a warning, anything else fails.
 
@@ -171,16 +172,15 @@ async fn http(check: &ServiceCheck, addr: SocketAddr, path: &str) -> Outcome {
 async fn grpc(check: &ServiceCheck, addr: SocketAddr) -> Outcome {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    if check.grpc_use_tls {
-        return Outcome::failure(
-            "grpc_use_tls is not supported by Drover's gRPC checks yet (plaintext HTTP/2 only)",
-        );
-    }
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+    let dialer = match grpc_dialer(check) {
+        Ok(d) => d,
+        Err(e) => return Outcome::failure(format!("gRPC {addr}: {e}")),
+    };
+    let endpoint = match dialer.endpoint(&addr.to_string()) {
         Ok(e) => e.connect_timeout(check.timeout).timeout(check.timeout),
         Err(e) => return Outcome::failure(format!("gRPC {addr}: {e}")),
     };
-    let channel = match endpoint.connect().await {
+    let channel = match dialer.connect(endpoint).await {
         Ok(c) => c,
         Err(e) => return Outcome::failure(format!("gRPC {addr}: cannot connect: {e}")),
     };
@@ -211,6 +211,24 @@ async fn grpc(check: &ServiceCheck, addr: SocketAddr) -> Outcome {
             "gRPC check {addr} service {service:?}: {}",
             e.message()
         )),
+    }
+}
+
+/// Plaintext HTTP/2, or TLS (`grpc_use_tls`) verified against the system's roots unless
+/// `tls_skip_verify`, asking for `tls_server_name` when set (else the address).
+fn grpc_dialer(check: &ServiceCheck) -> Result<drover_tls::Dialer, String> {
+    if !check.grpc_use_tls {
+        return Ok(drover_tls::Dialer::plaintext());
+    }
+    let config = drover_tls::workload::client_config(check.tls_skip_verify, &[b"h2"])
+        .map_err(|e| e.to_string())?;
+    let dialer = drover_tls::Dialer::tls(config);
+    if check.tls_server_name.is_empty() {
+        Ok(dialer)
+    } else {
+        dialer
+            .with_server_name(&check.tls_server_name)
+            .map_err(|e| format!("tls_server_name: {e}"))
     }
 }
 
@@ -396,6 +414,52 @@ mod tests {
         assert_eq!(o.verdict, Verdict::Failure);
         assert!(started.elapsed() < Duration::from_secs(5));
         drop(l);
+    }
+
+    #[tokio::test]
+    async fn grpc_over_tls_verifies_unless_told_to_skip() {
+        use drover_tls::authority::LeafSpec;
+        use tonic_health::ServingStatus;
+        let ca = drover_tls::Authority::create("check test CA", 1).unwrap();
+        let mut spec = LeafSpec::new(drover_tls::Role::Server, "global");
+        spec.dns_names.push("grpc.example".into());
+        let leaf = ca.issue(&spec).unwrap();
+        let identity =
+            drover_tls::Identity::from_pem(ca.cert_pem(), &leaf.cert_pem, &leaf.key_pem, "global")
+                .unwrap();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("db", ServingStatus::Serving)
+            .await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let incoming = drover_tls::accept::tcp(l, identity.rpc_server_config().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming),
+        );
+        let mut c = check("grpc");
+        c.grpc_service = "db".into();
+        c.grpc_use_tls = true;
+        c.tls_skip_verify = true;
+        let o = network(c.clone(), addr, String::new()).await;
+        assert_eq!(o.verdict, Verdict::Success, "{}", o.output);
+        c.tls_server_name = "grpc.example".into();
+        let o = network(c.clone(), addr, String::new()).await;
+        assert_eq!(o.verdict, Verdict::Success, "{}", o.output);
+        // Verified: the test CA is not among the system's roots.
+        c.tls_skip_verify = false;
+        let o = network(c.clone(), addr, String::new()).await;
+        assert_eq!(o.verdict, Verdict::Failure, "{}", o.output);
+        // Plaintext to a TLS port fails; a bad name is named.
+        c.grpc_use_tls = false;
+        let o = network(c.clone(), addr, String::new()).await;
+        assert_eq!(o.verdict, Verdict::Failure, "{}", o.output);
+        c.grpc_use_tls = true;
+        c.tls_server_name = "not a name".into();
+        let o = network(c, addr, String::new()).await;
+        assert!(o.output.contains("tls_server_name"), "{}", o.output);
     }
 
     #[tokio::test]

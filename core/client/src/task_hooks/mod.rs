@@ -20,7 +20,6 @@
 //! through a [`TaskHookCtx`], never through the runner itself.
 
 mod artifacts;
-mod checks;
 mod identity;
 mod logs;
 mod services;
@@ -154,12 +153,7 @@ pub(crate) fn for_task(task: &Task) -> Vec<Box<dyn TaskHook>> {
         hooks.push(Box::new(volumes::VolumesHook::default()));
     }
     if !task.services.is_empty() {
-        // The checks hook tells the services hook each instance's health when it changes.
-        let (healths, rx) = tokio::sync::watch::channel(crate::checks::Healths::new());
-        hooks.push(Box::new(services::ServicesHook::new(rx)));
-        if task.services.iter().any(|s| !s.checks.is_empty()) {
-            hooks.push(Box::new(checks::ChecksHook::new(healths)));
-        }
+        hooks.push(Box::new(services::ServicesHook::default()));
     }
     hooks
 }

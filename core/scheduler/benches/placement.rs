@@ -141,8 +141,53 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether the benchmark `name` runs: every one, or those whose name contains an argument
+/// (`cargo bench -p drover-scheduler --bench placement -- spread`).
+fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
 fn main() {
     // Memory first, in a fresh process: 10,000 allocations in the state store.
+    if wanted("state_memory_per_10k_allocs") {
+        memory();
+    }
+    for n in [1000, 5000, 10_000] {
+        if wanted(&format!("sched_pure_placements_{n}nodes_count10000")) {
+            let store = cluster(n);
+            let (rate, placed) = run(&store, vec![job("big", 10_000, Shape::Plain)]);
+            println!("BENCH sched_pure_placements_{n}nodes_count10000 {rate:.0} placements/s");
+            assert_eq!(
+                placed, 10_000,
+                "the count=10000 job did not fit on {n} nodes"
+            );
+        }
+        for (name, prefix, jobs, shape) in [
+            ("1000jobs", "j", 1000, Shape::Plain),
+            ("spread", "s", 200, Shape::Spread),
+            ("distinct_hosts", "d", 200, Shape::DistinctHosts),
+        ] {
+            let bench = format!("sched_pure_placements_{n}nodes_{name}");
+            if !wanted(&bench) {
+                continue;
+            }
+            let store = cluster(n);
+            let (rate, _) = run(
+                &store,
+                (0..jobs)
+                    .map(|i| job(&format!("{prefix}{i}"), 10, shape))
+                    .collect(),
+            );
+            println!("BENCH {bench} {rate:.0} placements/s");
+        }
+    }
+}
+
+fn memory() {
     let store = cluster(5000);
     let before = rss_kb();
     let (_, placed) = run(
@@ -156,38 +201,4 @@ fn main() {
         "BENCH state_memory_per_10k_allocs {:.1} MB",
         (after.saturating_sub(before)) as f64 / 1024.0 * 10_000.0 / placed as f64
     );
-    drop(store);
-    for n in [1000, 5000, 10_000] {
-        let store = cluster(n);
-        let (rate, placed) = run(&store, vec![job("big", 10_000, Shape::Plain)]);
-        println!("BENCH sched_pure_placements_{n}nodes_count10000 {rate:.0} placements/s");
-        assert_eq!(
-            placed, 10_000,
-            "the count=10000 job did not fit on {n} nodes"
-        );
-        let store = cluster(n);
-        let (rate, _) = run(
-            &store,
-            (0..1000)
-                .map(|i| job(&format!("j{i}"), 10, Shape::Plain))
-                .collect(),
-        );
-        println!("BENCH sched_pure_placements_{n}nodes_1000jobs {rate:.0} placements/s");
-        let store = cluster(n);
-        let (rate, _) = run(
-            &store,
-            (0..200)
-                .map(|i| job(&format!("s{i}"), 10, Shape::Spread))
-                .collect(),
-        );
-        println!("BENCH sched_pure_placements_{n}nodes_spread {rate:.0} placements/s");
-        let store = cluster(n);
-        let (rate, _) = run(
-            &store,
-            (0..200)
-                .map(|i| job(&format!("d{i}"), 10, Shape::DistinctHosts))
-                .collect(),
-        );
-        println!("BENCH sched_pure_placements_{n}nodes_distinct_hosts {rate:.0} placements/s");
-    }
 }

@@ -28,27 +28,28 @@ pub fn network_missing(group: &TaskGroup, node: &Node) -> Option<String> {
 /// Resolves a constraint target against a node: `${attr.X}`, `${meta.X}`, `${node.unique.id}`,
 /// `${node.datacenter}`, `${node.unique.name}`, `${node.class}`, `${node.pool}`,
 /// `${node.region}`; anything else is a literal. None: the attribute is not set.
-pub fn resolve(target: &str, node: &Node) -> Option<String> {
+pub fn resolve<'a>(target: &'a str, node: &'a Node) -> Option<&'a str> {
     let Some(inner) = target.strip_prefix("${").and_then(|t| t.strip_suffix('}')) else {
-        return Some(target.to_string());
+        return Some(target);
     };
     if let Some(a) = inner.strip_prefix("attr.") {
-        return node.attributes.get(a).cloned();
+        return node.attributes.get(a).map(String::as_str);
     }
     if let Some(m) = inner.strip_prefix("meta.") {
-        return node.meta.get(m).cloned();
+        return node.meta.get(m).map(String::as_str);
     }
     match inner {
-        "node.unique.id" => Some(node.id.clone()),
-        "node.unique.name" => Some(node.name.clone()),
-        "node.datacenter" => Some(node.datacenter.clone()),
-        "node.class" => Some(node.node_class.clone()),
-        "node.pool" => Some(node.node_pool.clone()),
-        "node.region" => node
-            .attributes
-            .get("region")
-            .cloned()
-            .or_else(|| Some("global".into())),
+        "node.unique.id" => Some(&node.id),
+        "node.unique.name" => Some(&node.name),
+        "node.datacenter" => Some(&node.datacenter),
+        "node.class" => Some(&node.node_class),
+        "node.pool" => Some(&node.node_pool),
+        "node.region" => Some(
+            node.attributes
+                .get("region")
+                .map(String::as_str)
+                .unwrap_or("global"),
+        ),
         _ => None,
     }
 }
@@ -74,25 +75,26 @@ pub fn satisfies(
             match op {
                 Op::Unset | Op::Equal | Op::EqualEqual | Op::Is => l == r,
                 Op::NotEqual | Op::Not => l != r,
-                Op::Less => compare(&l, &r).is_some_and(|o| o.is_lt()),
-                Op::LessEqual => compare(&l, &r).is_some_and(|o| o.is_le()),
-                Op::Greater => compare(&l, &r).is_some_and(|o| o.is_gt()),
-                Op::GreaterEqual => compare(&l, &r).is_some_and(|o| o.is_ge()),
-                Op::Regexp => regex_cache
-                    .entry(r.clone())
-                    .or_insert_with(|| regex::Regex::new(&r).ok())
-                    .as_ref()
-                    .is_some_and(|re| re.is_match(&l)),
+                Op::Less => compare(l, r).is_some_and(|o| o.is_lt()),
+                Op::LessEqual => compare(l, r).is_some_and(|o| o.is_le()),
+                Op::Greater => compare(l, r).is_some_and(|o| o.is_gt()),
+                Op::GreaterEqual => compare(l, r).is_some_and(|o| o.is_ge()),
+                Op::Regexp => {
+                    if !regex_cache.contains_key(r) {
+                        regex_cache.insert(r.to_string(), regex::Regex::new(r).ok());
+                    }
+                    regex_cache[r].as_ref().is_some_and(|re| re.is_match(l))
+                }
                 Op::SetContains | Op::SetContainsAll => {
-                    let have = set(&l);
-                    set(&r).iter().all(|x| have.contains(x))
+                    let have = set(l);
+                    set(r).iter().all(|x| have.contains(x))
                 }
                 Op::SetContainsAny => {
-                    let have = set(&l);
-                    set(&r).iter().any(|x| have.contains(x))
+                    let have = set(l);
+                    set(r).iter().any(|x| have.contains(x))
                 }
-                Op::Version => version_matches(&l, &r, false),
-                Op::Semver => version_matches(&l, &r, true),
+                Op::Version => version_matches(l, r, false),
+                Op::Semver => version_matches(l, r, true),
                 // Answered above, before the targets are resolved.
                 Op::DistinctHosts | Op::DistinctProperty | Op::IsSet | Op::IsNotSet => true,
             }

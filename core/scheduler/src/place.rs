@@ -1,41 +1,169 @@
 //! Placement: which node takes an allocation. Nodes are visited in a seeded random order from
 //! a rotating cursor; each is checked for feasibility (cached per group and node), the
 //! distinct_* constraints and fit; the first few feasible ones are ranked and the best wins.
+//!
+//! The walk is the scheduler's hot loop (a spread ranks 64 candidates per placement, each
+//! seen for the first time in the evaluation): per-node state lives in vectors indexed by
+//! the node's position in the snapshot's node list, and why a node was passed over is kept
+//! as a small [`Why`] that is put into words only when the placement fails.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use drover_model::{
-    AllocatedPort, Allocation, ClientStatus, Constraint, ConstraintOperand, DesiredStatus, Job,
-    Node, NodeStatus, PlacementFailure, Port, RescheduleEvent, Resources, SharedResources,
-    TaskGroup, VolumeType, format_uuid,
+    Affinity, AllocatedPort, Allocation, ClientStatus, Constraint, ConstraintOperand,
+    DesiredStatus, Job, Node, NodeStatus, PlacementFailure, Port, RescheduleEvent, Resources,
+    SharedResources, Spread, TaskGroup, VolumeType, format_uuid,
 };
 use drover_state::StateSnapshot;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::feasible::{resolve, satisfies};
-use crate::fit::{PortHost, Usage, fits};
+use crate::fit::{Misfit, PortHost, Usage, fits};
 use crate::{Algorithm, Options, glob_match};
 
 /// Candidates ranked per placement when affinities or spreads are in play.
 const RANKED_CANDIDATES: usize = 64;
 
+/// No usage computed yet for a node (in `Placer::usage_slot`).
+const NO_USAGE: u32 = u32::MAX;
+
+/// Why a node was passed over, put into words by [`Placer::describe`] only for a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Status,
+    Ineligible,
+    Datacenter,
+    Pool,
+    /// The task at this index: its driver is detected but unhealthy.
+    DriverUnhealthy(u32),
+    DriverMissing(u32),
+    DeviceMissing(u32),
+    /// The constraint at this index of job, group and task constraints in turn.
+    Constraint(u32),
+    HostVolume,
+    Network,
+    DistinctHostsJob,
+    DistinctHostsGroup,
+    /// The distinct_property constraint at this index of job then group constraints.
+    DistinctPropertyUnset(u32),
+    DistinctPropertyFull(u32),
+}
+
+/// A group's feasibility on one node, cached for the evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feasibility {
+    Unchecked,
+    Feasible,
+    Infeasible(Why),
+}
+
+/// What the current placement's walk saw, for its failure (put into words only then).
+#[derive(Default)]
+struct Walk {
+    evaluated: u32,
+    /// Nodes passed over, by position, and why.
+    filtered: Vec<(usize, Why)>,
+    /// Feasible nodes that were full, and what they lacked.
+    exhausted: Vec<Misfit>,
+    /// The full node that came nearest: shortfall, position, what it lacked.
+    nearest: Option<(u64, usize, Misfit)>,
+}
+
+/// What ranks a group's candidates, gathered once per placement.
+struct Ranking<'j> {
+    affinities: Vec<Constraint>,
+    affinity_weights: Vec<f64>,
+    affinity_sum: f64,
+    /// Each spread with the key of its counts in `Placer::by_value`.
+    spreads: Vec<(&'j Spread, (String, String))>,
+}
+
+impl<'j> Ranking<'j> {
+    fn of(job: &'j Job, group: &'j TaskGroup) -> Self {
+        let affinities: Vec<&Affinity> = job
+            .affinities
+            .iter()
+            .chain(group.affinities.iter())
+            .chain(group.tasks.iter().flat_map(|t| t.affinities.iter()))
+            .collect();
+        let affinity_sum = affinities
+            .iter()
+            .map(|a| (a.weight as f64).abs())
+            .sum::<f64>()
+            .max(1.0);
+        Ranking {
+            affinity_weights: affinities.iter().map(|a| a.weight as f64).collect(),
+            affinities: affinities
+                .iter()
+                .map(|a| Constraint {
+                    l_target: a.l_target.clone(),
+                    r_target: a.r_target.clone(),
+                    operand: a.operand,
+                })
+                .collect(),
+            affinity_sum,
+            spreads: job
+                .spreads
+                .iter()
+                .chain(group.spreads.iter())
+                .map(|s| (s, (group.name.clone(), s.attribute.clone())))
+                .collect(),
+        }
+    }
+}
+
+/// The distinct_* constraints of a group, gathered once per placement.
+struct Distinct<'j> {
+    job_hosts: bool,
+    group_hosts: bool,
+    /// distinct_property constraints, job's then group's: (scope, constraint).
+    properties: Vec<(String, &'j Constraint)>,
+}
+
+impl<'j> Distinct<'j> {
+    fn of(job: &'j Job, group: &'j TaskGroup) -> Self {
+        Distinct {
+            job_hosts: job
+                .constraints
+                .iter()
+                .any(|c| c.operand == ConstraintOperand::DistinctHosts),
+            group_hosts: group
+                .constraints
+                .iter()
+                .any(|c| c.operand == ConstraintOperand::DistinctHosts),
+            properties: job
+                .constraints
+                .iter()
+                .map(|c| (String::new(), c))
+                .chain(group.constraints.iter().map(|c| (group.name.clone(), c)))
+                .filter(|(_, c)| c.operand == ConstraintOperand::DistinctProperty)
+                .collect(),
+        }
+    }
+}
+
 pub(crate) struct Placer<'a> {
     snap: &'a StateSnapshot,
     opts: Options,
     pub rng: StdRng,
-    nodes: Vec<&'a Node>,
+    /// Every node, in id order.
+    nodes: &'a [Arc<Node>],
     cursor: usize,
-    usage: BTreeMap<String, Usage>,
+    /// By node position: where its usage is in `usages` (NO_USAGE: not computed yet).
+    usage_slot: Vec<u32>,
+    usages: Vec<Usage>,
     stopping: BTreeSet<String>,
     /// This job's active allocations per (node, group).
     on_node: BTreeMap<(String, String), u32>,
-    /// Allocations per (group or "" for the job, attribute expression, value): for
+    /// Allocations per (group or "" for the job, attribute expression) and value: for
     /// distinct_property and spreads.
-    by_value: BTreeMap<(String, String, String), u32>,
-    /// Feasibility per group, by position in `nodes` (None: not checked yet).
-    feasible: BTreeMap<String, BTreeMap<usize, Option<String>>>,
+    by_value: BTreeMap<(String, String), BTreeMap<String, u32>>,
+    /// Feasibility per group, by node position.
+    feasible: BTreeMap<String, Vec<Feasibility>>,
     regexes: BTreeMap<String, Option<regex::Regex>>,
+    walk: Walk,
 }
 
 /// A request to place one allocation.
@@ -54,7 +182,7 @@ impl<'a> Placer<'a> {
     pub fn new(snap: &'a StateSnapshot, job: Option<&Job>, seed: u64, opts: &Options) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         // Node ids are random, so id order is a random order: start at a seeded offset.
-        let nodes: Vec<&Node> = snap.nodes().collect();
+        let nodes = snap.node_list();
         let cursor = if nodes.is_empty() {
             0
         } else {
@@ -76,12 +204,14 @@ impl<'a> Placer<'a> {
             rng,
             nodes,
             cursor,
-            usage: BTreeMap::new(),
+            usage_slot: vec![NO_USAGE; nodes.len()],
+            usages: Vec::new(),
             stopping: BTreeSet::new(),
             on_node: BTreeMap::new(),
             by_value: BTreeMap::new(),
             feasible: BTreeMap::new(),
             regexes: BTreeMap::new(),
+            walk: Walk::default(),
         };
         if let Some(job) = job {
             for a in snap
@@ -96,6 +226,11 @@ impl<'a> Placer<'a> {
 
     pub fn new_id(&mut self) -> String {
         format_uuid(self.rng.random())
+    }
+
+    /// The position of node `id` in the node list.
+    fn position(&self, id: &str) -> Option<usize> {
+        self.nodes.binary_search_by(|n| n.id.as_str().cmp(id)).ok()
     }
 
     /// Distinct-property and spread attributes of a group.
@@ -134,15 +269,27 @@ impl<'a> Placer<'a> {
         let Some(group) = job.group(&a.task_group) else {
             return;
         };
-        for (scope, attr) in Self::value_keys(job, group) {
-            if let Some(v) = resolve(&attr, node) {
-                bump(self.by_value.entry((scope, attr, v)).or_default());
+        for key in Self::value_keys(job, group) {
+            if let Some(v) = resolve(&key.1, node).map(str::to_string) {
+                bump(self.by_value.entry(key).or_default().entry(v).or_default());
             }
         }
     }
 
-    fn ensure_usage(&mut self, node: &Node) {
-        if !self.usage.contains_key(&node.id) {
+    /// How many of the group's (or job's) allocations have `value` for the attribute `key`.
+    fn value_count(&self, key: &(String, String), value: &str) -> u32 {
+        self.by_value
+            .get(key)
+            .and_then(|values| values.get(value))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The usage of the node at `pos`, computed on first use.
+    fn usage_at(&mut self, pos: usize) -> &mut Usage {
+        let mut slot = self.usage_slot[pos];
+        if slot == NO_USAGE {
+            let node = &self.nodes[pos];
             let stopping = &self.stopping;
             let u = Usage::of(
                 node,
@@ -150,13 +297,11 @@ impl<'a> Placer<'a> {
                     .allocs_by_node(&node.id)
                     .filter(|a| !stopping.contains(&a.id)),
             );
-            self.usage.insert(node.id.clone(), u);
+            slot = self.usages.len() as u32;
+            self.usages.push(u);
+            self.usage_slot[pos] = slot;
         }
-    }
-
-    fn usage(&mut self, node: &Node) -> &mut Usage {
-        self.ensure_usage(node);
-        self.usage.get_mut(&node.id).expect("just inserted")
+        &mut self.usages[slot as usize]
     }
 
     /// The plan stops `a`: its resources are free for this plan's placements.
@@ -164,10 +309,11 @@ impl<'a> Placer<'a> {
         if !self.stopping.insert(a.id.clone()) {
             return;
         }
-        if let Some(u) = self.usage.get_mut(&a.node_id)
+        if let Some(pos) = self.position(&a.node_id)
+            && self.usage_slot[pos] != NO_USAGE
             && a.is_active()
         {
-            u.remove(a);
+            self.usage_at(pos).remove(a);
         }
         if let Some(job) = job
             && a.is_active()
@@ -176,120 +322,83 @@ impl<'a> Placer<'a> {
         }
     }
 
-    /// Why the node at `pos` can never run `group`, in plain words (cached).
-    fn infeasible(&mut self, job: &Job, group: &TaskGroup, pos: usize) -> Option<String> {
-        if let Some(r) = self.feasible.get(&group.name).and_then(|m| m.get(&pos)) {
-            return r.clone();
+    /// Whether the node at `pos` can ever run `group` (cached in `cache`).
+    fn feasibility(
+        &mut self,
+        cache: &mut [Feasibility],
+        job: &Job,
+        group: &TaskGroup,
+        pos: usize,
+    ) -> Option<Why> {
+        match cache[pos] {
+            Feasibility::Feasible => None,
+            Feasibility::Infeasible(why) => Some(why),
+            Feasibility::Unchecked => {
+                let r = self.check(job, group, &self.nodes[pos]);
+                cache[pos] = match r {
+                    None => Feasibility::Feasible,
+                    Some(why) => Feasibility::Infeasible(why),
+                };
+                r
+            }
         }
-        let node = self.nodes[pos];
-        let r = self.check(job, group, node);
-        self.feasible
-            .entry(group.name.clone())
-            .or_default()
-            .insert(pos, r.clone());
-        r
     }
 
-    fn check(&mut self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
+    fn check(&mut self, job: &Job, group: &TaskGroup, node: &Node) -> Option<Why> {
         if node.status != NodeStatus::Ready {
-            return Some(format!("node is {}", node.status.as_str()));
+            return Some(Why::Status);
         }
         if node.scheduling_eligibility != drover_model::SchedulingEligibility::Eligible {
-            return Some("node is ineligible for scheduling".into());
+            return Some(Why::Ineligible);
         }
         if !job
             .datacenters
             .iter()
             .any(|dc| glob_match(dc, &node.datacenter))
         {
-            return Some(format!(
-                "datacenter {} is not in {:?}",
-                node.datacenter, job.datacenters
-            ));
+            return Some(Why::Datacenter);
         }
-        let pool = if node.node_pool.is_empty() {
-            "default"
-        } else {
-            node.node_pool.as_str()
-        };
+        let pool = node_pool(node);
         if job.node_pool != "all" && !job.node_pool.is_empty() && job.node_pool != pool {
-            return Some(format!("node pool {pool} is not {}", job.node_pool));
+            return Some(Why::Pool);
         }
-        for t in &group.tasks {
+        for (i, t) in group.tasks.iter().enumerate() {
+            let i = i as u32;
             match node.drivers.get(&t.driver) {
                 Some(d) if d.detected && d.healthy => {}
-                Some(d) if d.detected => {
-                    return Some(format!(
-                        "driver {} is unhealthy: {}",
-                        t.driver, d.health_description
-                    ));
-                }
-                _ => return Some(format!("missing driver {}", t.driver)),
+                Some(d) if d.detected => return Some(Why::DriverUnhealthy(i)),
+                _ => return Some(Why::DriverMissing(i)),
             }
-            if let Some(d) = t.resources.devices.first() {
-                return Some(format!("missing device {}", d.name));
+            if !t.resources.devices.is_empty() {
+                return Some(Why::DeviceMissing(i));
             }
         }
-        let constraints: Vec<&Constraint> = job
-            .constraints
-            .iter()
-            .chain(group.constraints.iter())
-            .chain(group.tasks.iter().flat_map(|t| t.constraints.iter()))
-            .collect();
-        for c in constraints {
+        for (i, c) in constraints(job, group).enumerate() {
             if !satisfies(c, node, &mut self.regexes) {
-                return Some(
-                    format!(
-                        "constraint {} {} {}",
-                        c.l_target,
-                        if c.operand == ConstraintOperand::Unset {
-                            "="
-                        } else {
-                            c.operand.as_str()
-                        },
-                        c.r_target
-                    )
-                    .trim_end()
-                    .to_string(),
-                );
+                return Some(Why::Constraint(i as u32));
             }
         }
-        for v in group
-            .volumes
-            .values()
-            .filter(|v| v.volume_type == VolumeType::Host)
-        {
-            match node.host_volumes.get(&v.source) {
-                None => return Some(format!("missing host volume {}", v.source)),
-                Some(h) if h.read_only && !v.read_only => {
-                    return Some(format!("host volume {} is read-only", v.source));
-                }
-                _ => {}
-            }
+        if host_volume_missing(group, node).is_some() {
+            return Some(Why::HostVolume);
         }
-        crate::feasible::network_missing(group, node)
+        if crate::feasible::network_missing(group, node).is_some() {
+            return Some(Why::Network);
+        }
+        None
     }
 
     /// The distinct_hosts / distinct_property constraint `node` would break, if any.
-    fn distinct(&self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
-        let job_level = job
-            .constraints
-            .iter()
-            .any(|c| c.operand == ConstraintOperand::DistinctHosts);
-        let group_level = group
-            .constraints
-            .iter()
-            .any(|c| c.operand == ConstraintOperand::DistinctHosts);
-        if job_level {
+    fn distinct(&self, d: &Distinct<'_>, group: &TaskGroup, node: &Node) -> Option<Why> {
+        if d.job_hosts {
             let any = self
                 .on_node
                 .range((node.id.clone(), String::new())..)
                 .take_while(|((n, _), _)| *n == node.id)
                 .any(|(_, c)| *c > 0);
             if any {
-                return Some("distinct_hosts: the node already runs this job".into());
+                return Some(Why::DistinctHostsJob);
             }
-        } else if group_level
+        } else if d.group_hosts
             && self
                 .on_node
                 .get(&(node.id.clone(), group.name.clone()))
@@ -297,42 +406,106 @@ impl<'a> Placer<'a> {
                 .unwrap_or(0)
                 > 0
         {
-            return Some("distinct_hosts: the node already runs this group".into());
+            return Some(Why::DistinctHostsGroup);
         }
-        let scoped = job
-            .constraints
-            .iter()
-            .map(|c| (String::new(), c))
-            .chain(group.constraints.iter().map(|c| (group.name.clone(), c)));
-        for (scope, c) in scoped.filter(|(_, c)| c.operand == ConstraintOperand::DistinctProperty) {
-            let limit: u32 = c.r_target.parse().unwrap_or(1).max(1);
+        for (i, (scope, c)) in d.properties.iter().enumerate() {
             let Some(v) = resolve(&c.l_target, node) else {
-                return Some(format!("distinct_property {} is not set", c.l_target));
+                return Some(Why::DistinctPropertyUnset(i as u32));
             };
-            if self
-                .by_value
-                .get(&(scope, c.l_target.clone(), v.clone()))
-                .copied()
-                .unwrap_or(0)
-                >= limit
-            {
-                return Some(format!(
-                    "distinct_property {} = {v} already has {limit}",
-                    c.l_target
-                ));
+            let limit: u32 = c.r_target.parse().unwrap_or(1).max(1);
+            if self.value_count(&(scope.clone(), c.l_target.clone()), v) >= limit {
+                return Some(Why::DistinctPropertyFull(i as u32));
             }
         }
         None
     }
 
+    /// Why `node` was passed over, in plain words.
+    fn describe(&self, why: Why, job: &Job, group: &TaskGroup, node: &Node) -> String {
+        let task = |i: u32| &group.tasks[i as usize];
+        let property = |i: u32| Distinct::of(job, group).properties[i as usize].1.clone();
+        match why {
+            Why::Status => format!("node is {}", node.status.as_str()),
+            Why::Ineligible => "node is ineligible for scheduling".into(),
+            Why::Datacenter => format!(
+                "datacenter {} is not in {:?}",
+                node.datacenter, job.datacenters
+            ),
+            Why::Pool => format!("node pool {} is not {}", node_pool(node), job.node_pool),
+            Why::DriverUnhealthy(i) => {
+                let t = task(i);
+                let health = node
+                    .drivers
+                    .get(&t.driver)
+                    .map(|d| d.health_description.as_str())
+                    .unwrap_or_default();
+                format!("driver {} is unhealthy: {health}", t.driver)
+            }
+            Why::DriverMissing(i) => format!("missing driver {}", task(i).driver),
+            Why::DeviceMissing(i) => {
+                let d = task(i).resources.devices.first().map(|d| d.name.as_str());
+                format!("missing device {}", d.unwrap_or_default())
+            }
+            Why::Constraint(i) => {
+                let c = constraints(job, group)
+                    .nth(i as usize)
+                    .expect("the constraint that failed");
+                format!(
+                    "constraint {} {} {}",
+                    c.l_target,
+                    if c.operand == ConstraintOperand::Unset {
+                        "="
+                    } else {
+                        c.operand.as_str()
+                    },
+                    c.r_target
+                )
+                .trim_end()
+                .to_string()
+            }
+            Why::HostVolume => host_volume_missing(group, node).unwrap_or_default(),
+            Why::Network => crate::feasible::network_missing(group, node).unwrap_or_default(),
+            Why::DistinctHostsJob => "distinct_hosts: the node already runs this job".into(),
+            Why::DistinctHostsGroup => "distinct_hosts: the node already runs this group".into(),
+            Why::DistinctPropertyUnset(i) => {
+                format!("distinct_property {} is not set", property(i).l_target)
+            }
+            Why::DistinctPropertyFull(i) => {
+                let c = property(i);
+                let limit: u32 = c.r_target.parse().unwrap_or(1).max(1);
+                let v = resolve(&c.l_target, node).unwrap_or_default();
+                format!("distinct_property {} = {v} already has {limit}", c.l_target)
+            }
+        }
+    }
+
+    /// The current placement's walk, in words.
+    fn failure(&self, job: &Job, group: &TaskGroup) -> PlacementFailure {
+        let w = &self.walk;
+        let mut f = PlacementFailure {
+            nodes_evaluated: w.evaluated,
+            nodes_filtered: w.filtered.len() as u32,
+            ..Default::default()
+        };
+        for (pos, why) in &w.filtered {
+            let reason = self.describe(*why, job, group, &self.nodes[*pos]);
+            *f.constraint_filtered.entry(reason).or_default() += 1;
+        }
+        for m in &w.exhausted {
+            *f.dimension_exhausted.entry(m.dimension()).or_default() += 1;
+        }
+        f
+    }
+
     fn score(
-        &self,
-        job: &Job,
+        &mut self,
+        ranking: &Ranking<'_>,
         group: &TaskGroup,
-        node: &Node,
-        usage: &Usage,
+        pos: usize,
         need: &Resources,
     ) -> f64 {
+        let node = &self.nodes[pos];
+        let usage = &self.usages[self.usage_slot[pos] as usize];
         let cap = node.allocatable();
         let frac = |used: u64, need: u64, cap: u64| {
             if cap == 0 {
@@ -349,44 +522,20 @@ impl<'a> Placer<'a> {
             Algorithm::Spread => 1.0 - fullness,
         };
         let mut parts = 1.0;
-        let affinities: Vec<_> = job
-            .affinities
-            .iter()
-            .chain(group.affinities.iter())
-            .chain(group.tasks.iter().flat_map(|t| t.affinities.iter()))
-            .collect();
-        if !affinities.is_empty() {
-            let sum: f64 = affinities
+        if !ranking.affinities.is_empty() {
+            let got: f64 = ranking
+                .affinities
                 .iter()
-                .map(|a| (a.weight as f64).abs())
-                .sum::<f64>()
-                .max(1.0);
-            let mut regexes = BTreeMap::new();
-            let got: f64 = affinities
-                .iter()
-                .filter(|a| {
-                    satisfies(
-                        &Constraint {
-                            l_target: a.l_target.clone(),
-                            r_target: a.r_target.clone(),
-                            operand: a.operand,
-                        },
-                        node,
-                        &mut regexes,
-                    )
-                })
-                .map(|a| a.weight as f64)
+                .zip(&ranking.affinity_weights)
+                .filter(|(a, _)| satisfies(a, node, &mut self.regexes))
+                .map(|(_, w)| *w)
                 .sum();
-            total += got / sum;
+            total += got / ranking.affinity_sum;
             parts += 1.0;
         }
-        for s in job.spreads.iter().chain(group.spreads.iter()) {
+        for (s, key) in &ranking.spreads {
             let value = resolve(&s.attribute, node).unwrap_or_default();
-            let current = self
-                .by_value
-                .get(&(group.name.clone(), s.attribute.clone(), value.clone()))
-                .copied()
-                .unwrap_or(0) as f64;
+            let current = self.value_count(key, value) as f64;
             let count = group.count.max(1) as f64;
             let boost = if s.spread_target.is_empty() {
                 // Even spread: the fewer this value already has, the better.
@@ -414,7 +563,6 @@ impl<'a> Placer<'a> {
     /// Places one allocation, or explains why it cannot be placed.
     pub fn place(&mut self, req: Request<'_>) -> Result<Allocation, PlacementFailure> {
         let (job, group) = (req.job, req.group);
-        let mut f = PlacementFailure::default();
         let mut need = group.resources();
         need.disk_mb = group
             .ephemeral_disk
@@ -426,9 +574,19 @@ impl<'a> Placer<'a> {
             .iter()
             .flat_map(|n| n.reserved_ports.iter().cloned())
             .collect();
-        let node = self.select(&req, &need, &static_ports, &mut f)?;
-        let ports = self.assign_ports(node, group, &static_ports, f)?;
-        let task_resources = self.reserve_cores(node, group)?;
+        let pos = self.select(&req, &need, &static_ports)?;
+        let node: &'a Node = &self.nodes[pos];
+        let ports = match self.assign_ports(pos, group, &static_ports) {
+            Ok(ports) => ports,
+            Err(()) => {
+                let mut f = self.failure(job, group);
+                f.dimension_exhausted
+                    .insert("network: dynamic port range exhausted".into(), 1);
+                f.nearest_miss = format!("node {} has no free dynamic port", node.name);
+                return Err(f);
+            }
+        };
+        let task_resources = self.reserve_cores(pos, group)?;
         let alloc = Allocation {
             id: self.new_id(),
             namespace: job.namespace.clone(),
@@ -449,21 +607,21 @@ impl<'a> Placer<'a> {
             reschedule_tracker: req.reschedule,
             ..Default::default()
         };
-        self.usage(node).add(&alloc);
+        self.usage_at(pos).add(&alloc);
         self.count(job, &alloc, 1);
         Ok(alloc)
     }
 
-    /// The node an allocation goes to: visits nodes from the cursor, filters the infeasible
-    /// and the full ones, ranks the first `limit` that fit and returns the best. On failure
-    /// `f` says why each node was passed over, and which came nearest.
+    /// The position of the node an allocation goes to: visits nodes from the cursor,
+    /// filters the infeasible and the full ones, ranks the first `limit` that fit and
+    /// returns the best. `self.walk` keeps what the walk saw; on failure it is put into
+    /// words: why each node was passed over, and which came nearest.
     fn select(
         &mut self,
         req: &Request<'_>,
         need: &Resources,
         static_ports: &[Port],
-        f: &mut PlacementFailure,
-    ) -> Result<&'a Node, PlacementFailure> {
+    ) -> Result<usize, PlacementFailure> {
         let (job, group) = (req.job, req.group);
         let ranked = !(job.affinities.is_empty()
             && group.affinities.is_empty()
@@ -477,44 +635,48 @@ impl<'a> Placer<'a> {
         } else {
             self.opts.candidates.max(1)
         };
-        let only = req
-            .only
-            .map(|o| self.nodes.iter().position(|x| x.id == o.id));
+        let only = req.only.map(|o| self.position(&o.id));
         let n = match only {
             Some(Some(_)) => 1,
             Some(None) => 0,
             None => self.nodes.len(),
         };
-        let mut best: Option<(f64, &'a Node)> = None;
+        let ranking = Ranking::of(job, group);
+        let distinct = Distinct::of(job, group);
+        let mut feasible = self
+            .feasible
+            .remove(&group.name)
+            .unwrap_or_else(|| vec![Feasibility::Unchecked; self.nodes.len()]);
+        let mut walk = std::mem::take(&mut self.walk);
+        walk.evaluated = 0;
+        walk.filtered.clear();
+        walk.exhausted.clear();
+        walk.nearest = None;
+        let mut best: Option<(f64, usize)> = None;
         let mut found = 0;
-        let mut nearest: Option<(u64, String)> = None;
         let mut visited = 0;
         for i in 0..n {
             let pos = match only {
                 Some(Some(p)) => p,
                 _ => (self.cursor + i) % n,
             };
-            let node = self.nodes[pos];
+            let node: &'a Node = &self.nodes[pos];
             visited = i + 1;
-            f.nodes_evaluated += 1;
-            if let Some(reason) = self
-                .infeasible(job, group, pos)
-                .or_else(|| self.distinct(job, group, node))
+            walk.evaluated += 1;
+            if let Some(why) = self
+                .feasibility(&mut feasible, job, group, pos)
+                .or_else(|| self.distinct(&distinct, group, node))
             {
-                f.nodes_filtered += 1;
-                *f.constraint_filtered.entry(reason).or_default() += 1;
+                walk.filtered.push((pos, why));
                 continue;
             }
-            self.ensure_usage(node);
-            let usage = &self.usage[&node.id];
-            match fits(node, usage, need, static_ports) {
+            match fits(node, self.usage_at(pos), need, static_ports) {
                 Ok(()) => {
-                    let score = self.score(job, group, node, usage, need);
-                    if best
-                        .as_ref()
-                        .is_none_or(|(s, b)| score > *s || (score == *s && node.id < b.id))
-                    {
-                        best = Some((score, node));
+                    let score = self.score(&ranking, group, pos, need);
+                    if best.is_none_or(|(s, b)| {
+                        score > s || (score == s && node.id < self.nodes[b].id)
+                    }) {
+                        best = Some((score, pos));
                     }
                     found += 1;
                     if found >= limit {
@@ -522,32 +684,39 @@ impl<'a> Placer<'a> {
                     }
                 }
                 Err(m) => {
-                    *f.dimension_exhausted.entry(m.dimension()).or_default() += 1;
-                    if nearest.as_ref().is_none_or(|(s, _)| m.shortfall() < *s) {
-                        nearest = Some((
-                            m.shortfall(),
-                            format!(
-                                "node {} ({}) lacks {m}",
-                                node.name,
-                                &node.id[..node.id.len().min(8)]
-                            ),
-                        ));
+                    if walk
+                        .nearest
+                        .as_ref()
+                        .is_none_or(|(s, _, _)| m.shortfall() < *s)
+                    {
+                        walk.nearest = Some((m.shortfall(), pos, m.clone()));
                     }
+                    walk.exhausted.push(m);
                 }
             }
         }
+        self.feasible.insert(group.name.clone(), feasible);
+        self.walk = walk;
         if req.only.is_none() && n > 0 {
             self.cursor = (self.cursor + visited) % n;
         }
         match best {
-            Some((_, node)) => Ok(node),
+            Some((_, pos)) => Ok(pos),
             None => {
-                f.nearest_miss = match nearest {
-                    Some((_, msg)) => msg,
+                let mut f = self.failure(job, group);
+                f.nearest_miss = match &self.walk.nearest {
+                    Some((_, pos, m)) => {
+                        let node = &self.nodes[*pos];
+                        format!(
+                            "node {} ({}) lacks {m}",
+                            node.name,
+                            &node.id[..node.id.len().min(8)]
+                        )
+                    }
                     None if n == 0 => "no nodes are registered".into(),
                     None => "every node was filtered out".into(),
                 };
-                Err(std::mem::take(f))
+                Err(f)
             }
         }
     }
@@ -556,19 +725,20 @@ impl<'a> Placer<'a> {
     /// ones as asked, dynamic ones picked at random from the node's range, none held there
     /// already (nor a value one of the group's static ports has). `to` is the port inside
     /// the allocation's network: 0 and -1 both mean the host port's value (Nomad).
+    /// Err: the node's dynamic port range is exhausted.
     fn assign_ports(
         &mut self,
-        node: &Node,
+        pos: usize,
         group: &TaskGroup,
         static_ports: &[Port],
-        mut f: PlacementFailure,
-    ) -> Result<Vec<AllocatedPort>, PlacementFailure> {
+    ) -> Result<Vec<AllocatedPort>, ()> {
+        let node: &Node = &self.nodes[pos];
         let to = |p: &Port, value: u16| if p.to <= 0 { value as i32 } else { p.to };
         // Feasibility refused nodes without the host networks the ports name.
         let host_ip = |p: &Port| node.host_network_ip(&p.host_network).unwrap_or_default();
         let mut ports = Vec::new();
-        self.ensure_usage(node);
-        let usage = &self.usage[&node.id];
+        self.usage_at(pos);
+        let usage = &self.usages[self.usage_slot[pos] as usize];
         let mut mine: BTreeSet<(PortHost, u16)> = BTreeSet::new();
         for p in static_ports {
             mine.insert((usage.host_of(host_ip(p)), p.value));
@@ -599,10 +769,7 @@ impl<'a> Placer<'a> {
                             })
                     })
                 else {
-                    f.dimension_exhausted
-                        .insert("network: dynamic port range exhausted".into(), 1);
-                    f.nearest_miss = format!("node {} has no free dynamic port", node.name);
-                    return Err(f);
+                    return Err(());
                 };
                 mine.insert((host, value));
                 ports.push(AllocatedPort {
@@ -620,10 +787,11 @@ impl<'a> Placer<'a> {
     /// free ones, task by task in the group's order (Nomad's `ReservedCores`).
     fn reserve_cores(
         &mut self,
-        node: &Node,
+        pos: usize,
         group: &TaskGroup,
     ) -> Result<BTreeMap<String, Resources>, PlacementFailure> {
-        let mut free = self.usage(node).free_cores(node).into_iter();
+        let node: &Node = &self.nodes[pos];
+        let mut free = self.usage_at(pos).free_cores(node).into_iter();
         let mut out = BTreeMap::new();
         for t in &group.tasks {
             let mut r = t.resources.clone();
@@ -645,14 +813,55 @@ impl<'a> Placer<'a> {
 
     /// Nodes where a per-node (system) job may run: every node, in id order.
     pub fn all_nodes(&self) -> Vec<&'a Node> {
-        self.nodes.clone()
+        self.nodes.iter().map(Arc::as_ref).collect()
     }
 
     /// Whether `group` can ever run on `node` (feasibility only, not fit).
     pub fn feasible_on(&mut self, job: &Job, group: &TaskGroup, node: &Node) -> Option<String> {
-        match self.nodes.iter().position(|x| x.id == node.id) {
-            Some(pos) => self.infeasible(job, group, pos),
-            None => Some("node is gone".into()),
+        let Some(pos) = self.position(&node.id) else {
+            return Some("node is gone".into());
+        };
+        let mut feasible = self
+            .feasible
+            .remove(&group.name)
+            .unwrap_or_else(|| vec![Feasibility::Unchecked; self.nodes.len()]);
+        let why = self.feasibility(&mut feasible, job, group, pos);
+        self.feasible.insert(group.name.clone(), feasible);
+        why.map(|why| self.describe(why, job, group, node))
+    }
+}
+
+/// The node's pool ("default" when it names none).
+fn node_pool(node: &Node) -> &str {
+    if node.node_pool.is_empty() {
+        "default"
+    } else {
+        node.node_pool.as_str()
+    }
+}
+
+/// The job's, the group's and the group's tasks' constraints, in that order.
+fn constraints<'j>(job: &'j Job, group: &'j TaskGroup) -> impl Iterator<Item = &'j Constraint> {
+    job.constraints
+        .iter()
+        .chain(group.constraints.iter())
+        .chain(group.tasks.iter().flat_map(|t| t.constraints.iter()))
+}
+
+/// A host volume the group mounts that the node lacks, or has read-only for a writer.
+fn host_volume_missing(group: &TaskGroup, node: &Node) -> Option<String> {
+    for v in group
+        .volumes
+        .values()
+        .filter(|v| v.volume_type == VolumeType::Host)
+    {
+        match node.host_volumes.get(&v.source) {
+            None => return Some(format!("missing host volume {}", v.source)),
+            Some(h) if h.read_only && !v.read_only => {
+                return Some(format!("host volume {} is read-only", v.source));
+            }
+            _ => {}
         }
     }
+    None
 }

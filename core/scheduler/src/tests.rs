@@ -1214,3 +1214,155 @@ fn to_minus_one_and_zero_mean_the_host_port() {
     assert_eq!(to[3].0, to[3].1 as i32);
     assert_eq!(to[4].0, to[4].1 as i32);
 }
+
+/// Every plan of a long, varied run on a random cluster, digested: spreads (even and with
+/// targets), affinities, distinct_hosts and distinct_property, ports, infeasible and full
+/// nodes (so failures and their reasons are in the plans), count changes and stops. The
+/// digest was taken before the placement loop was optimised: a change to it is a placement
+/// (or a failure explanation) that an optimisation changed, which is a bug.
+#[test]
+fn plans_match_the_recorded_digest() {
+    use drover_model::{Affinity, ConstraintOperand, Spread, SpreadTarget};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let nodes: Vec<Node> = (0..300)
+        .map(|i| {
+            let mut n = node(
+                &format!("{:08x}-{i:04}", rng.random::<u32>()),
+                rng.random_range(1000..6000),
+                rng.random_range(1000..8000),
+            );
+            n.name = format!("node-{i}");
+            n.datacenter = format!("dc{}", rng.random_range(1..5));
+            n.node_class = ["large", "small", ""][i % 3].into();
+            n.meta
+                .insert("rack".into(), format!("r{}", rng.random_range(0..12)));
+            if rng.random_bool(0.1) {
+                n.attributes.insert("kernel.name".into(), "windows".into());
+            }
+            if rng.random_bool(0.05) {
+                n.status = NodeStatus::Down;
+            }
+            if rng.random_bool(0.05) {
+                n.scheduling_eligibility = drover_model::SchedulingEligibility::Ineligible;
+            }
+            if rng.random_bool(0.05) {
+                n.drivers.clear();
+            }
+            n
+        })
+        .collect();
+    let mut w = World::new(&nodes);
+    let mut digest = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |plan: &Plan| {
+        for b in format!("{plan:?}").bytes() {
+            digest = (digest ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    let mut jobs = Vec::new();
+    for k in 0..60u32 {
+        let mut j = job_of(
+            &format!("job{k}"),
+            JobType::Service,
+            rng.random_range(1..40),
+            rng.random_range(50..1500),
+            rng.random_range(50..900),
+        );
+        j.datacenters = match k % 4 {
+            0 => vec!["*".into()],
+            1 => vec!["dc1".into(), "dc2".into(), "dc3".into()],
+            2 => vec!["dc[12]".into(), "dc*".into()],
+            _ => vec!["dc4".into()],
+        };
+        if rng.random_bool(0.5) {
+            j.constraints.push(Constraint {
+                l_target: "${attr.kernel.name}".into(),
+                operand: ConstraintOperand::Equal,
+                r_target: "linux".into(),
+            });
+        }
+        let g = &mut j.groups[0];
+        match k % 7 {
+            0 => g.spreads.push(Spread {
+                attribute: "${node.datacenter}".into(),
+                weight: 50,
+                spread_target: vec![],
+            }),
+            1 => g.spreads.push(Spread {
+                attribute: "${meta.rack}".into(),
+                weight: 80,
+                spread_target: vec![
+                    SpreadTarget {
+                        value: "r1".into(),
+                        percent: 60,
+                    },
+                    SpreadTarget {
+                        value: "r2".into(),
+                        percent: 30,
+                    },
+                ],
+            }),
+            2 => g.affinities.push(Affinity {
+                l_target: "${node.class}".into(),
+                r_target: "large".into(),
+                operand: ConstraintOperand::Equal,
+                weight: if rng.random_bool(0.5) { 70 } else { -40 },
+            }),
+            3 => j.constraints.push(Constraint {
+                operand: ConstraintOperand::DistinctHosts,
+                r_target: "true".into(),
+                ..Default::default()
+            }),
+            4 => g.constraints.push(Constraint {
+                l_target: "${meta.rack}".into(),
+                operand: ConstraintOperand::DistinctProperty,
+                r_target: "2".into(),
+            }),
+            5 => {
+                g.spreads.push(Spread {
+                    attribute: "${node.class}".into(),
+                    weight: 30,
+                    spread_target: vec![],
+                });
+                j.affinities.push(Affinity {
+                    l_target: "${meta.rack}".into(),
+                    r_target: "r[0-5]".into(),
+                    operand: ConstraintOperand::Regexp,
+                    weight: 50,
+                });
+            }
+            _ => {}
+        }
+        if rng.random_bool(0.4) {
+            g.networks.push(NetworkResource {
+                dynamic_ports: vec![Port {
+                    label: "http".into(),
+                    ..Default::default()
+                }],
+                reserved_ports: if rng.random_bool(0.3) {
+                    vec![Port {
+                        label: "admin".into(),
+                        value: 9000 + (k % 5) as u16,
+                        ..Default::default()
+                    }]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            });
+        }
+        eat(&w.register(j.clone()));
+        jobs.push(j);
+        if k % 5 == 4 {
+            // A count change of an earlier job, and a stop of another.
+            let mut again = jobs[rng.random_range(0..jobs.len())].clone();
+            again.groups[0].count = rng.random_range(0..30);
+            eat(&w.register(again));
+            let mut stopped = jobs[rng.random_range(0..jobs.len())].clone();
+            stopped.stop = true;
+            eat(&w.register(stopped));
+        }
+    }
+    w.assert_fits();
+    assert_eq!(digest, 12_764_018_196_178_633_017, "the plans changed");
+}

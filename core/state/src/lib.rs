@@ -9,6 +9,7 @@
 mod apply;
 mod command;
 mod events;
+mod node_table;
 mod snapshot;
 mod store;
 mod version;

@@ -75,7 +75,7 @@ pub struct StateSnapshot {
     pub(crate) job_versions: OrdMap<(String, String, u64), Arc<Job>>,
     pub(crate) allocs: OrdMap<String, Arc<Allocation>>,
     pub(crate) evals: OrdMap<String, Arc<Evaluation>>,
-    pub(crate) nodes: OrdMap<String, Arc<Node>>,
+    pub(crate) nodes: crate::node_table::NodeTable,
     /// (namespace, path) -> variable.
     pub(crate) vars: OrdMap<(String, String), Arc<Variable>>,
     /// Service registrations by id.
@@ -129,7 +129,7 @@ impl Default for StateSnapshot {
             job_versions: OrdMap::new(),
             allocs: OrdMap::new(),
             evals: OrdMap::new(),
-            nodes: OrdMap::new(),
+            nodes: Default::default(),
             vars: OrdMap::new(),
             services: OrdMap::new(),
             root_keys: OrdMap::new(),
@@ -501,6 +501,13 @@ impl StateSnapshot {
 
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values().map(Arc::as_ref)
+    }
+
+    /// Every node in id order, as a slice: built once per version of the nodes table and
+    /// shared by the snapshots of that version (the scheduler walks it for every
+    /// evaluation).
+    pub fn node_list(&self) -> &[Arc<Node>] {
+        self.nodes.list()
     }
 
     pub fn variable(&self, namespace: &str, path: &str) -> Option<&Variable> {

@@ -658,13 +658,7 @@ async fn fetch(client: &Client, alloc: &Allocation, r: &Read) -> Result<Option<V
             let (provider, path) = spec.split_once('/').ok_or_else(|| {
                 format!("secret {spec:?} must be \"<provider>/<path>\": the first segment names the secret provider plugin")
             })?;
-            let secrets = client
-                .host()
-                .secrets(provider)
-                .await
-                .map_err(|e| format!("secret {spec:?}: {e}"))?;
-            let r = secrets
-                .fetch(path)
+            let r = crate::secret_sources::fetch_from_plugin(client, provider, path, None)
                 .await
                 .map_err(|e| format!("secret {spec:?}: {e}"))?;
             Ok(Some(serde_json::json!({

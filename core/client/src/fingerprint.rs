@@ -178,7 +178,12 @@ fn secret_provider_attributes(
 ) -> impl Iterator<Item = (String, String)> + '_ {
     std::iter::once((crate::secret_sources::NOMAD_PROVIDER, "1.0.0"))
         .chain(exec_plugins.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-        .map(|(name, version)| (format!("plugins.secrets.{name}.version"), version.to_string()))
+        .map(|(name, version)| {
+            (
+                format!("plugins.secrets.{name}.version"),
+                version.to_string(),
+            )
+        })
 }
 
 /// The node as the client registers it.

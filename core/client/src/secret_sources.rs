@@ -118,7 +118,11 @@ async fn fetch_data(
         NOMAD_PROVIDER => read_variable(client, alloc, secret).await,
         "vault" => Err(SourceError::Vault),
         provider => {
-            let dir = client.inner.config.common_plugin_dir.join(exec_secrets::SECRETS_DIR);
+            let dir = client
+                .inner
+                .config
+                .common_plugin_dir
+                .join(exec_secrets::SECRETS_DIR);
             if exec_secrets::present(&dir, provider).await {
                 let env: BTreeMap<String, String> = secret
                     .env

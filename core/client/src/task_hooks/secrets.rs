@@ -42,9 +42,8 @@ impl TaskHook for SecretsHook {
             // An exec plugin's env may use what the blocks before it fetched.
             let mut env = c.env.clone();
             env.extend(vars.clone());
-            let fetch = crate::secret_sources::fetch_block(
-                c.client, c.alloc, c.job, secret, &env, None,
-            );
+            let fetch =
+                crate::secret_sources::fetch_block(c.client, c.alloc, c.job, secret, &env, None);
             let mut stop = c.stop.clone();
             let fetched = tokio::select! {
                 r = fetch => r,

@@ -322,6 +322,7 @@ async fn start_client(
             disable_remote_exec: cfg.disable_remote_exec,
             bridge: cfg.bridge.clone(),
             dialer: tls.dialer.clone(),
+            common_plugin_dir: cfg.common_plugin_dir.clone(),
             stop_tasks_on_shutdown: cfg.dev,
         },
         host,

@@ -406,6 +406,9 @@ pub struct ClientBlock {
     pub max_kill_timeout: Option<String>,
     pub node_max_allocs: Option<u32>,
     pub disable_remote_exec: Option<bool>,
+    /// Nomad's: where plugins of the common plugin interface are (secret providers in its
+    /// `secrets/`); default `<data_dir>/common_plugins`.
+    pub common_plugin_dir: Option<String>,
 }
 
 /// `client { artifact { ... } }`: Nomad's limits on fetching artifacts, and the host
@@ -1054,6 +1057,18 @@ pub struct AgentConfig {
     pub tls: crate::tls::TlsSettings,
     /// `dns { ... }`: None when disabled.
     pub dns: Option<drover_dns::DnsConfig>,
+    /// `client { common_plugin_dir }` (default `<data_dir>/common_plugins`).
+    pub common_plugin_dir: PathBuf,
+}
+
+/// `client { common_plugin_dir }`: an absolute path (Nomad's rule), by default
+/// `<data_dir>/common_plugins`.
+fn common_plugin_dir(c: &ClientBlock, data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    match c.common_plugin_dir.as_deref().map(str::trim) {
+        None | Some("") => Ok(data_dir.join("common_plugins")),
+        Some(d) if std::path::Path::new(d).is_absolute() => Ok(PathBuf::from(d)),
+        Some(d) => bail!("client.common_plugin_dir {d:?} must be an absolute path"),
+    }
 }
 
 /// `client { bridge_network_name, bridge_network_subnet, bridge_network_subnet_ipv6,
@@ -1311,6 +1326,7 @@ impl AgentConfig {
                 std::time::Duration::from_secs(30),
             )?,
             disable_remote_exec: client_block.disable_remote_exec.unwrap_or(false),
+            common_plugin_dir: common_plugin_dir(&client_block, &data_dir)?,
             acl: acl_config(&f.acl, &data_dir)?,
             bridge: drover_client::BridgeNetwork::default(),
             tls,

@@ -171,6 +171,21 @@ pub fn apply_totals(
     }
 }
 
+/// The secret providers a node advertises, as Nomad does: the built-in `nomad` (version
+/// 1.0.0) and each exec plugin that answered its fingerprint.
+fn secret_provider_attributes(
+    exec_plugins: &BTreeMap<String, String>,
+) -> impl Iterator<Item = (String, String)> + '_ {
+    std::iter::once((crate::secret_sources::NOMAD_PROVIDER, "1.0.0"))
+        .chain(exec_plugins.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .map(|(name, version)| {
+            (
+                format!("plugins.secrets.{name}.version"),
+                version.to_string(),
+            )
+        })
+}
+
 /// The node as the client registers it.
 pub async fn node(client: &Client) -> Node {
     let cfg = &client.inner.config;
@@ -186,6 +201,7 @@ pub async fn node(client: &Client) -> Node {
     resources.networks.extend(cni.networks());
     client.inner.cni.reported(&cni);
     apply_totals(cfg.resource_totals, &mut attributes, &mut resources);
+    attributes.extend(secret_provider_attributes(&client.inner.secret_plugins));
     let mut drivers = BTreeMap::new();
     for name in client.host().driver_names().await {
         let info = driver_info(client, &name).await;

@@ -19,6 +19,7 @@ mod driver_events;
 mod driver_stream;
 mod env;
 mod exec;
+mod exec_secrets;
 mod fingerprint;
 mod gc;
 mod identities;
@@ -26,7 +27,7 @@ mod log_stream;
 mod netns;
 mod network_files;
 mod node_network;
-mod provider_secrets;
+mod secret_sources;
 mod service_instances;
 mod services;
 mod sessions;
@@ -104,6 +105,9 @@ pub struct ClientConfig {
     /// How the servers' RPC port is dialled: plaintext, or TLS with this agent's
     /// certificate (`tls { rpc = true }`).
     pub dialer: drover_tls::Dialer,
+    /// Nomad's `client { common_plugin_dir }` (default `<data_dir>/common_plugins`): exec
+    /// secret providers are in its `secrets/`.
+    pub common_plugin_dir: PathBuf,
 }
 
 /// Totals that replace the fingerprinted ones: CPU (MHz) and memory (MiB).
@@ -175,6 +179,8 @@ struct Inner {
     checks: checks::CheckResults,
     /// The local copy of the service catalog (DNS and templates read it).
     catalog: drover_catalog::ServiceCatalog,
+    /// The exec secret providers that answered their fingerprint at start: name -> version.
+    secret_plugins: BTreeMap<String, String>,
 }
 
 /// The attached server, and the secret this node proves itself with.
@@ -196,6 +202,10 @@ impl Client {
         })?;
         let node_id = state.node_id().to_string();
         let cni = cni_fingerprint::CniFingerprint::new(config.cni.clone());
+        let secret_plugins = exec_secrets::fingerprint_all(
+            &config.common_plugin_dir.join(exec_secrets::SECRETS_DIR),
+        )
+        .await;
         let client = Client {
             inner: Arc::new(Inner {
                 cni,
@@ -212,6 +222,7 @@ impl Client {
                 server: watch::channel(None).0,
                 checks: checks::CheckResults::default(),
                 catalog: drover_catalog::ServiceCatalog::new(),
+                secret_plugins,
             }),
         };
         client.restore().await;
@@ -602,6 +613,7 @@ mod tests {
                 disable_remote_exec: false,
                 bridge: BridgeNetwork::default(),
                 dialer: drover_tls::Dialer::plaintext(),
+                common_plugin_dir: dir.path().join("common_plugins"),
             },
             Arc::new(host),
         )

@@ -208,9 +208,34 @@ impl Runner {
         env
     }
 
-    /// `NOMAD_*`/`DROVER_*`, then the task's own `env` block interpolated: what the first
-    /// hook sees (with `PathView::Host`: hooks work on the host), and the start of what the
-    /// task sees (with its driver's view).
+    /// What the hooks fetched for `${...}` interpolation that is not environment
+    /// (`secret.<name>.<key>`).
+    fn interpolation(&self) -> BTreeMap<String, String> {
+        let mut vars = BTreeMap::new();
+        for h in &self.hooks {
+            if let Some(add) = h.interpolation() {
+                vars.extend(add.clone());
+            }
+        }
+        vars
+    }
+
+    /// What hook `upto` sees: the environment with what the hooks before it add, and the
+    /// names they fetched for interpolation.
+    fn hook_env(&self, upto: usize) -> BTreeMap<String, String> {
+        let mut env = self.base_env(PathView::Host);
+        for h in &self.hooks[..upto] {
+            if let Some(add) = h.env() {
+                env.extend(add.clone());
+            }
+        }
+        env.extend(self.interpolation());
+        env
+    }
+
+    /// `NOMAD_*`/`DROVER_*`, then the task's own `env` block interpolated (with the secrets
+    /// fetched so far): what the first hook sees (with `PathView::Host`: hooks work on the
+    /// host), and the start of what the task sees (with its driver's view).
     fn base_env(&self, view: PathView) -> BTreeMap<String, String> {
         let c = &self.ctx;
         let cfg = &c.client.inner.config;
@@ -227,7 +252,8 @@ impl Runner {
         if view == PathView::Image {
             view_from_image(&mut env);
         }
-        let base = env.clone();
+        let mut base = env.clone();
+        base.extend(self.interpolation());
         for (k, v) in &c.task.env {
             env.insert(k.clone(), interpolate(v, &base));
         }
@@ -266,13 +292,11 @@ impl Runner {
     /// Runs every hook's prestart, in order; the first failure stops. Each hook sees the
     /// environment with what the hooks before it add.
     async fn prestart_hooks(&mut self) -> Result<(), HookError> {
-        let mut env = self.base_env(PathView::Host);
-        for h in self.hooks.iter_mut() {
-            h.prestart(&hook_ctx(&self.ctx, env.clone()), &mut self.status)
+        for i in 0..self.hooks.len() {
+            let env = self.hook_env(i);
+            self.hooks[i]
+                .prestart(&hook_ctx(&self.ctx, env), &mut self.status)
                 .await?;
-            if let Some(add) = h.env() {
-                env.extend(add.clone());
-            }
         }
         Ok(())
     }
@@ -281,12 +305,9 @@ impl Runner {
     fn poststart_hooks(&mut self) {
         self.exited_hooks();
         let (tx, rx) = mpsc::channel(4);
-        let mut env = self.base_env(PathView::Host);
-        for h in self.hooks.iter_mut() {
-            h.poststart(&hook_ctx(&self.ctx, env.clone()), &tx);
-            if let Some(add) = h.env() {
-                env.extend(add.clone());
-            }
+        for i in 0..self.hooks.len() {
+            let env = self.hook_env(i);
+            self.hooks[i].poststart(&hook_ctx(&self.ctx, env), &tx);
         }
         self.hook_actions = Some(rx);
     }
@@ -304,7 +325,9 @@ impl Runner {
     fn task_config(&self, attempt: u32) -> TaskConfig {
         let c = &self.ctx;
         let env = self.env();
-        let config = interpolate_json(&serde_json::Value::Object(c.task.config.clone()), &env);
+        let mut vars = env.clone();
+        vars.extend(self.interpolation());
+        let config = interpolate_json(&serde_json::Value::Object(c.task.config.clone()), &vars);
         let mut cfg = TaskConfig {
             id: format!("{}/{}/{}", c.alloc.id, c.task.name, attempt),
             name: c.task.name.clone(),

@@ -679,7 +679,7 @@ async fn fetch(
             let (provider, path) = spec.split_once('/').ok_or_else(|| {
                 format!("secret {spec:?} must be \"<provider>/<path>\": the first segment names the secret provider plugin")
             })?;
-            let r = crate::provider_secrets::fetch(client, identities, provider, path)
+            let r = crate::secret_sources::fetch_from_plugin(client, identities, provider, path)
                 .await
                 .map_err(|e| format!("secret {spec:?}: {e}"))?;
             Ok(Some(serde_json::json!({

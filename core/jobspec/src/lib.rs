@@ -386,7 +386,6 @@ const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("csi_plugin", "CSI plugins are not registered yet"),
     ("dispatch_payload", "dispatch payloads are not written yet"),
     ("device", "devices are not scheduled yet"),
-    ("secret", "secret providers are not called yet"),
     (
         "ui",
         "Drover has no web UI: the description and links are kept in the job for tools that read it",
@@ -427,7 +426,6 @@ pub fn model_warnings(job: &Job) -> Vec<String> {
             warn(!t.volume_mounts.is_empty(), &tp, "volume_mount");
             warn(t.dispatch_payload.is_some(), &tp, "dispatch_payload");
             warn(t.csi_plugin.is_some(), &tp, "csi_plugin");
-            warn(!t.secrets.is_empty(), &tp, "secret");
             warn(!t.resources.networks.is_empty(), &tp, "network");
             warn(!t.resources.devices.is_empty(), &tp, "device");
             warn(!t.actions.is_empty(), &tp, "action");

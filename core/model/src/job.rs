@@ -265,10 +265,43 @@ impl Job {
                         "{tf}.LogConfig: MaxFiles and MaxFileSizeMB must be at least 1"
                     ));
                 }
+                errs.extend(secret_errors(&t.secrets, &tf));
             }
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
+}
+
+/// What is wrong with a task's `secret` blocks: each needs a name (once per task, usable in
+/// `${secret.<name>.<key>}`), a provider that is one plugin name (Vault is not integrated in
+/// Drover) and a path.
+fn secret_errors(secrets: &[Secret], tf: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, s) in secrets.iter().enumerate() {
+        let sf = format!("{tf}.Secrets[{i}]");
+        if s.name.is_empty() || s.name.contains(['.', '}', '$']) {
+            errs.push(format!(
+                "{sf}.Name: {:?} must be a non-empty name without '.', '$' or '}}'",
+                s.name
+            ));
+        } else if !seen.insert(s.name.as_str()) {
+            errs.push(format!("{sf}.Name: secret {:?} is defined twice", s.name));
+        }
+        if let Err(e) = check_name(&s.provider) {
+            errs.push(format!(
+                "{sf}.Provider: {e} (the provider names a plugin: \"nomad\", an exec provider in common_plugin_dir/secrets, or a secret provider plugin)"
+            ));
+        } else if s.provider == "vault" {
+            errs.push(format!(
+                "{sf}.Provider: Vault is not integrated in Drover; use a secret provider plugin or an exec provider"
+            ));
+        }
+        if s.path.is_empty() {
+            errs.push(format!("{sf}.Path: missing the secret's path"));
+        }
+    }
+    errs
 }
 
 /// A placement constraint: `LTarget Operand RTarget`, e.g. `${attr.kernel.name} = linux`.
@@ -1259,5 +1292,41 @@ mod port_label_tests {
                 "Job.TaskGroups[0]: port label \"HTTP\" is used twice (labels are compared without case)",
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod secret_block_tests {
+    use super::*;
+
+    fn secret(name: &str, provider: &str, path: &str) -> Secret {
+        Secret {
+            name: name.into(),
+            provider: provider.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn secret_blocks_need_a_name_a_plain_provider_and_a_path() {
+        let mut task = Task::new("t", "raw_exec");
+        task.secrets = vec![
+            secret("db", "nomad", "app/db"),
+            secret("db", "mine", "x"),
+            secret("a.b", "../bin/sh", ""),
+            secret("v", "vault", "kv/x"),
+        ];
+        let g = TaskGroup::new("g", 1, JobType::Batch, vec![task]);
+        let mut job = Job::new("j", JobType::Batch);
+        job.groups.push(g);
+        let errs = job.canonicalize().unwrap_err();
+        let f = "Job.TaskGroups[0].Tasks[0].Secrets";
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(errs[0].starts_with(&format!("{f}[1].Name: secret \"db\" is defined twice")));
+        assert!(errs[1].starts_with(&format!("{f}[2].Name: \"a.b\" must be")));
+        assert!(errs[2].starts_with(&format!("{f}[2].Provider: \"../bin/sh\" cannot be used")));
+        assert!(errs[3].starts_with(&format!("{f}[2].Path: missing")));
+        assert!(errs[4].starts_with(&format!("{f}[3].Provider: Vault is not integrated")));
     }
 }

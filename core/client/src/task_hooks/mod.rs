@@ -3,7 +3,7 @@
 //! of [`for_task`]; a hook implements only the phases it needs:
 //!
 //! - `prestart` before each start (not after a reattach): build the task directory, fetch
-//!   artifacts, render templates, resolve volumes. A hook that fails names the event to emit and the reason
+//!   secrets and artifacts, render templates, resolve volumes. A hook that fails names the event to emit and the reason
 //!   the restart policy is told; a stop asked for meanwhile ends the wait.
 //! - `configure` while the driver's task config is built: a hook fills in what it owns (log
 //!   paths, mounts).
@@ -16,12 +16,14 @@
 //! - `stop` when the task runner ends for good.
 //! - `update` when the server changed the allocation.
 //!
-//! A hook may add to the task's environment (`env = true` templates). Hooks see the task
-//! through a [`TaskHookCtx`], never through the runner itself.
+//! A hook may add to the task's environment (`env = true` templates), or to what `${...}`
+//! interpolation resolves without it being in the environment (`secret.<name>.<key>`).
+//! Hooks see the task through a [`TaskHookCtx`], never through the runner itself.
 
 mod artifacts;
 mod identity;
 mod logs;
+mod secrets;
 mod services;
 mod task_dir;
 mod templates;
@@ -79,7 +81,8 @@ pub(crate) struct TaskHookCtx<'a> {
     /// after it run).
     pub identities: &'a crate::identities::TaskIdentities,
     /// The task's environment so far: `NOMAD_*`/`DROVER_*`, its `env` block, and what the
-    /// hooks before this one add.
+    /// hooks before this one add — with the `secret.<name>.<key>` names they fetched, for
+    /// interpolation (never given to the task as variables).
     pub env: BTreeMap<String, String>,
     /// The allocation's network namespace, when it has its own (bridge, CNI).
     pub netns: Option<&'a str>,
@@ -131,6 +134,12 @@ pub(crate) trait TaskHook: Send + Sync {
     fn env(&self) -> Option<&BTreeMap<String, String>> {
         None
     }
+
+    /// Names the task's `${...}` interpolation resolves that are not environment variables
+    /// of the task (`secret.<name>.<key>`).
+    fn interpolation(&self) -> Option<&BTreeMap<String, String>> {
+        None
+    }
 }
 
 /// The hooks of a task, in the order they run. A new task hook is a module here and one
@@ -142,6 +151,9 @@ pub(crate) fn for_task(task: &Task) -> Vec<Box<dyn TaskHook>> {
     ];
     if task.identities.iter().any(|i| i.env || i.file) {
         hooks.push(Box::new(identity::IdentityHook::default()));
+    }
+    if !task.secrets.is_empty() {
+        hooks.push(Box::new(secrets::SecretsHook::default()));
     }
     if !task.artifacts.is_empty() {
         hooks.push(Box::new(artifacts::ArtifactsHook::default()));

@@ -710,7 +710,7 @@ fn partial_template(
         };
         let inner = after[..end].trim();
         let runtime = [
-            "NOMAD_", "DROVER_", "attr.", "node.", "meta.", "env.", "device.",
+            "NOMAD_", "DROVER_", "attr.", "node.", "meta.", "env.", "device.", "secret.",
         ]
         .iter()
         .any(|p| inner.starts_with(p))

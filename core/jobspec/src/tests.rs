@@ -681,3 +681,31 @@ job "j" {
     let e = parse(&twice, "id.hcl").unwrap_err().to_string();
     assert!(e.contains("identity \"default\" is defined twice"), "{e}");
 }
+
+#[test]
+fn secret_interpolations_are_kept_for_the_client() {
+    let src = r#"
+job "s" {
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      secret "db" {
+        provider = "nomad"
+        path     = "nomad/jobs/s"
+      }
+      config {
+        command = "/bin/echo"
+        args    = ["${secret.db.password}"]
+      }
+      env {
+        PW = "${secret.db.password}"
+      }
+    }
+  }
+}
+"#;
+    let p = parse(src, "s.hcl").unwrap_or_else(|e| panic!("{e}"));
+    let t = &p.job.groups[0].tasks[0];
+    assert_eq!(t.env["PW"], "${secret.db.password}");
+    assert_eq!(t.config["args"][0], "${secret.db.password}");
+}

@@ -462,7 +462,8 @@ async fn connect_in(
     tail: Tail,
 ) -> Result<ConnectedPlugin, HostError> {
     let started = Instant::now();
-    let mut child = spawn_plugin(launch, dir)
+    let mut child = spawn_retrying_busy(launch, dir)
+        .await
         .map_err(|e| problem(launch, format!("cannot start it: {e}"), &tail))?;
     let mut timings = LaunchTimings {
         spawned: started.elapsed(),
@@ -525,6 +526,25 @@ async fn connect_in(
 }
 
 /// Starts the plugin binary with the go-plugin handshake's environment.
+/// How often a plugin file still open for writing somewhere ("Text file busy") is tried
+/// again: a file just copied into plugin_dir can be held open for an instant by a process
+/// that forked while the copy's descriptor was open.
+const BUSY_RETRIES: u32 = 10;
+
+/// [`spawn_plugin`], tried again a few times (with a growing pause) while the file is busy.
+async fn spawn_retrying_busy(launch: &PluginLaunch, dir: &Path) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match spawn_plugin(launch, dir) {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < BUSY_RETRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(tries))).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 fn spawn_plugin(launch: &PluginLaunch, dir: &Path) -> std::io::Result<Child> {
     let offered = PROTOCOL_VERSIONS
         .iter()
@@ -1075,6 +1095,24 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("still thinking"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_plugin_file_busy_for_an_instant_still_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("busy");
+        std::fs::copy("/bin/true", &p).unwrap();
+        // Held open for writing: exec fails with ETXTBSY until it is closed.
+        let writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        let dir = tmp.path().to_path_buf();
+        let launch = tokio::spawn(async move { launch_error(&dir, &dir.join("busy"), LONG).await });
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        drop(writer);
+        let err = launch.await.unwrap();
+        assert!(
+            err.contains("exited before completing the handshake"),
+            "the plugin must have started once the file was closed: {err}"
+        );
     }
 
     #[tokio::test]

@@ -175,7 +175,13 @@ job "sec" {
     // job's namespace and id — and nothing else (no PATH, no agent environment).
     assert_eq!(var("EXEC_SAW"), "kv/app|eu-t|default|sec");
     let names: Vec<&str> = var("EXEC_ENV").leak().split_whitespace().collect();
-    let expected = ["CPI_OPERATION", "NOMAD_JOB_ID", "NOMAD_NAMESPACE", "REGION"];
+    let expected = [
+        "CPI_OPERATION",
+        "DROVER_WORKLOAD_IDENTITY",
+        "NOMAD_JOB_ID",
+        "NOMAD_NAMESPACE",
+        "REGION",
+    ];
     for n in &names {
         // The shell itself may add PWD, SHLVL and `_`.
         assert!(

@@ -127,11 +127,18 @@ async fn fingerprint(dir: &Path, name: &str) -> Result<Option<String>, ExecSecre
     Ok(version.filter(|_| f.kind.as_deref() == Some("secrets")))
 }
 
-/// Who asks for a secret: Nomad gives the plugin the job's namespace and id.
+/// Who asks for a secret: Nomad gives the plugin the job's namespace and id; Drover adds
+/// the task's workload identity for this provider (audience `drover-secrets/<provider>`) as
+/// `DROVER_WORKLOAD_IDENTITY`, so a provider can verify who asks against the JWKS.
 pub struct Requester<'a> {
     pub namespace: &'a str,
     pub job_id: &'a str,
+    pub identity: &'a str,
 }
+
+/// The environment variable carrying the task's workload identity (a Drover extension of
+/// Nomad's protocol, which has none).
+pub const IDENTITY_ENV: &str = "DROVER_WORKLOAD_IDENTITY";
 
 /// Fetches `path` from plugin `name` in `dir`, with the `secret` block's `env`: the secret's
 /// keys and values.
@@ -154,6 +161,7 @@ pub async fn fetch(
     vars.push(("CPI_OPERATION".into(), "fetch".into()));
     vars.push(("NOMAD_NAMESPACE".into(), who.namespace.into()));
     vars.push(("NOMAD_JOB_ID".into(), who.job_id.into()));
+    vars.push((IDENTITY_ENV.into(), who.identity.into()));
     let out = call(dir, name, &["fetch", path], vars).await?;
     let reply: Reply = parse(name, &out)?;
     if let Some(message) = reply.error.filter(|m| !m.is_empty()) {
@@ -419,6 +427,7 @@ mod tests {
     const WHO: Requester<'static> = Requester {
         namespace: "team",
         job_id: "web",
+        identity: "h.p.s",
     };
 
     #[tokio::test]
@@ -428,7 +437,7 @@ mod tests {
             tmp.path(),
             "p",
             r#"names=$(env | cut -d= -f1 | grep -v -e '^PWD$' -e '^SHLVL$' -e '^_$' | sort | tr '\n' ,)
-echo "{\"result\": {\"op\": \"$1\", \"path\": \"$2\", \"names\": \"$names\", \"ns\": \"$NOMAD_NAMESPACE\", \"k\": \"$K\"}}"
+echo "{\"result\": {\"op\": \"$1\", \"path\": \"$2\", \"names\": \"$names\", \"ns\": \"$NOMAD_NAMESPACE\", \"k\": \"$K\", \"id\": \"$DROVER_WORKLOAD_IDENTITY\"}}"
 "#,
         );
         let env = BTreeMap::from([
@@ -442,8 +451,9 @@ echo "{\"result\": {\"op\": \"$1\", \"path\": \"$2\", \"names\": \"$names\", \"n
         assert_eq!(got["k"], "v");
         assert_eq!(
             got["names"],
-            "CPI_OPERATION,K,NOMAD_JOB_ID,NOMAD_NAMESPACE,"
+            "CPI_OPERATION,DROVER_WORKLOAD_IDENTITY,K,NOMAD_JOB_ID,NOMAD_NAMESPACE,"
         );
+        assert_eq!(got["id"], "h.p.s");
     }
 
     #[tokio::test]

@@ -138,9 +138,18 @@ async fn fetch_data(
                     .iter()
                     .map(|(k, v)| (k.clone(), crate::env::interpolate(v, env)))
                     .collect();
+                let identity =
+                    identities
+                        .get(&provider_identity(provider))
+                        .await
+                        .map_err(|why| PluginSecretError::Identity {
+                            provider: provider.to_string(),
+                            why,
+                        })?;
                 let who = Requester {
                     namespace: &alloc.namespace,
                     job_id: &job.id,
+                    identity: &identity.jwt,
                 };
                 return Ok(exec_secrets::fetch(&dir, provider, &secret.path, &env, &who).await?);
             }

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use drover_tests::*;
 
-#[test]
-fn python_nomad_lists_registers_reads_and_stops_jobs() {
+/// Runs `tests/python/<script>.py` against a dev agent; it must succeed and print
+/// `python-nomad <what>: ok`.
+fn python_nomad(script: &str, what: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Agent::dev(tmp.path());
-    let script = repo_root().join("tests/python/nomad_smoke.py");
+    let script = repo_root().join(format!("tests/python/{script}.py"));
     let out = Command::new("python3")
         .arg(&script)
         .arg(agent.http_port.to_string())
@@ -18,30 +19,21 @@ fn python_nomad_lists_registers_reads_and_stops_jobs() {
         .expect("python3 must be installed (tests/run.sh installs python-nomad)");
     assert!(
         out.status.success(),
-        "python-nomad smoke test failed:\n{}{}",
+        "python-nomad {what} test failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("python-nomad smoke: ok"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("python-nomad {what}: ok")));
+}
+
+#[test]
+fn python_nomad_lists_registers_reads_and_stops_jobs() {
+    python_nomad("nomad_smoke", "smoke");
 }
 
 #[test]
 fn python_nomad_reads_and_deletes_services() {
-    let tmp = tempfile::tempdir().unwrap();
-    let agent = Agent::dev(tmp.path());
-    let script = repo_root().join("tests/python/nomad_services.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(agent.http_port.to_string())
-        .output()
-        .expect("python3 must be installed (tests/run.sh installs python-nomad)");
-    assert!(
-        out.status.success(),
-        "python-nomad services test failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("python-nomad services: ok"));
+    python_nomad("nomad_services", "services");
 }
 
 #[test]
